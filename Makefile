@@ -1,0 +1,39 @@
+# AccessGov — the two commands: `make run` (the product on this machine) and `make test` (the suite).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test install lint check clean screenshot
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "AccessGov needs Python 3.11 or newer (python3.11+ on PATH)."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+## The whole product on one machine: SQLite, an embedded broker, web + worker + beat, demo data.
+run: install
+	@scripts/run
+
+## The whole test suite. Service-backed tests skip with a reason unless REQUIRE_SERVICES=1.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check: install
+	DEBUG=1 $(BIN)/python manage.py check
+	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+
+screenshot: install
+	$(BIN)/python scripts/screenshot.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,120 @@
+"""Request-wide guards: the real client address, session timeouts, and the OTP requirement."""
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.urls import Resolver404, resolve
+from django.utils.http import urlencode
+
+from accessgov import net
+
+logger = logging.getLogger("accessgov.security")
+
+# Views a visitor may reach without signing in at all.
+PUBLIC_VIEWS = frozenset({"accounts:login", "healthz"})
+# Views a password-only session may reach: the OTP step, enrolment, sign-out.
+HALF_AUTHENTICATED_VIEWS = frozenset(
+    {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
+)
+
+SESSION_STARTED_AT = "auth_started_at"
+SESSION_LAST_SEEN_AT = "auth_last_seen_at"
+# Writing the session on every request costs a database write; one a minute is precise enough.
+LAST_SEEN_RESOLUTION_SECONDS = 60
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+def view_name(request: HttpRequest) -> str | None:
+    try:
+        return resolve(request.path_info).view_name
+    except Resolver404:
+        return None
+
+
+class ClientAddressMiddleware:
+    """Set ``request.client_address`` once, from ``net.client_address`` (proxy-aware)."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.client_address = net.client_address(request)  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+class SessionTimeoutMiddleware:
+    """End sessions idle for SESSION_IDLE_TIMEOUT or older than SESSION_ABSOLUTE_TIMEOUT."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            now = time.time()
+            session = request.session
+            started = session.setdefault(SESSION_STARTED_AT, now)
+            last_seen = session.setdefault(SESSION_LAST_SEEN_AT, now)
+            idle = settings.SESSION_IDLE_TIMEOUT.total_seconds()
+            absolute = settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds()
+            if now - last_seen > idle or now - started > absolute:
+                reason = "idle" if now - last_seen > idle else "absolute"
+                logger.info("session ended by %s timeout user=%s", reason, request.user.pk)
+                logout(request)
+                messages.info(request, "Your session has ended. Please sign in again.")
+            elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS:
+                session[SESSION_LAST_SEEN_AT] = now
+        return self.get_response(request)
+
+
+class OTPRequiredMiddleware:
+    """Every URL needs a password and a verified OTP device, except PUBLIC_VIEWS (and static files,
+    which whitenoise serves before this runs). Password-only sessions go to the OTP step, or to
+    enrolment when the user has no device yet. Unknown URLs redirect too (no existence oracle)."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        name = view_name(request)
+        if name in PUBLIC_VIEWS:
+            return self.get_response(request)
+        user = request.user
+        if not user.is_authenticated:
+            return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
+        if user.is_verified():  # type: ignore[union-attr]
+            return self.get_response(request)
+        if name in HALF_AUTHENTICATED_VIEWS:
+            return self.get_response(request)
+        from django_otp import user_has_device
+
+        target = "accounts:otp" if user_has_device(user) else "accounts:enrol"
+        query = urlencode({"next": request.get_full_path()}) if request.method == "GET" else ""
+        response = redirect(f"{_reverse(target)}?{query}" if query else _reverse(target))
+        return self._deny(request, response)
+
+    @staticmethod
+    def _deny(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if request.headers.get("HX-Request"):
+            # htmx follows redirects inside the swap target; ask it to navigate the whole page.
+            hx = HttpResponse(status=204)
+            hx["HX-Redirect"] = response["Location"]
+            return hx
+        if request.path_info.startswith("/api/"):
+            return JsonResponse(
+                {"detail": "Authentication with a verified OTP device is required."}, status=401
+            )
+        return response
+
+
+def _reverse(name: str) -> str:
+    from django.urls import reverse
+
+    return reverse(name)

@@ -1,0 +1,165 @@
+"""The OTP side of signing in: verifying codes, enrolment, backup codes, step-up freshness.
+
+Built directly on django-otp's TOTPDevice/StaticDevice (replay protection via ``last_t``, throttling
+via ThrottlingMixin). See docs/DECISIONS.md for why not django-two-factor-auth's wizard views.
+"""
+
+import logging
+import time
+from base64 import b32encode
+from dataclasses import dataclass
+
+import django_otp
+from django.conf import settings
+from django.contrib.auth import update_session_auth_hash
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accessgov.models import User
+
+logger = logging.getLogger("accessgov.security")
+
+SESSION_OTP_VERIFIED_AT = "otp_verified_at"
+SESSION_OTP_FAILURES = "otp_failures"
+BACKUP_CODE_COUNT = 10
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    device: TOTPDevice | StaticDevice | None = None
+    message: str = ""
+
+
+def confirmed_totp_device(user: User) -> TOTPDevice | None:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).first()
+
+
+def verify_code(user: User, token: str, *, allow_backup: bool) -> Verification:
+    """Check ``token`` against the user's confirmed devices.
+
+    A 6-digit token is a TOTP code (accepted once: django-otp refuses any time step at or before
+    the last accepted one); an 8-character token is a single-use backup code. Each failure counts
+    towards the device's throttle, which makes further attempts wait exponentially longer.
+    """
+    if token.isdigit():
+        devices = list(TOTPDevice.objects.filter(user=user, confirmed=True))
+    elif allow_backup:
+        devices = list(StaticDevice.objects.filter(user=user, confirmed=True))
+    else:
+        devices = []
+    if not devices:
+        return Verification(False, message="That code is not valid.")
+    result = Verification(False, message="That code is not valid.")
+    for device in devices:
+        result = _verify_on(device, token)
+        if result.ok:
+            return result
+    return result
+
+
+def verify_code_pending(device: TOTPDevice, token: str) -> Verification:
+    """Check a code against the device being enrolled (throttled and replay-safe like sign-in)."""
+    return _verify_on(device, token)
+
+
+def _verify_on(device: TOTPDevice | StaticDevice, token: str) -> Verification:
+    allowed, data = device.verify_is_allowed()
+    if not allowed:
+        wait = 0
+        if data and data.get("locked_until"):
+            wait = max(1, int((data["locked_until"] - timezone.now()).total_seconds()))
+        return Verification(False, message=f"Too many wrong codes. Wait {wait} seconds before trying again.")
+    if device.verify_token(token):
+        return Verification(True, device=device)
+    return Verification(False, message="That code is not valid (or has been used already).")
+
+
+def mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
+    """Finish the OTP step: bind the device to the session, rotate the session id, note the time.
+
+    Only a TOTP code counts as "fresh" for step-up; a backup code gets you in but not past step-up.
+    """
+    django_otp.login(request, device)
+    request.session.cycle_key()
+    request.session.pop(SESSION_OTP_FAILURES, None)
+    if isinstance(device, TOTPDevice):
+        request.session[SESSION_OTP_VERIFIED_AT] = time.time()
+
+
+def record_failure(request: HttpRequest, user: User, step: str) -> int:
+    failures = int(request.session.get(SESSION_OTP_FAILURES, 0)) + 1
+    request.session[SESSION_OTP_FAILURES] = failures
+    logger.warning(
+        "otp failure step=%s user=%s client=%s failures=%d",
+        step,
+        user.pk,
+        getattr(request, "client_address", None),
+        failures,
+    )
+    return failures
+
+
+def otp_is_fresh(request: HttpRequest) -> bool:
+    """True when a TOTP code was entered in this session within OTP_STEP_UP_WINDOW."""
+    verified_at = request.session.get(SESSION_OTP_VERIFIED_AT)
+    if not verified_at:
+        return False
+    return time.time() - float(verified_at) <= settings.OTP_STEP_UP_WINDOW.total_seconds()
+
+
+def pending_enrolment_device(user: User) -> TOTPDevice:
+    """The unconfirmed TOTP device being enrolled (created on first visit, same secret after)."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-pk").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+    return device
+
+
+def base32_secret(device: TOTPDevice) -> str:
+    return b32encode(device.bin_key).decode("ascii")
+
+
+def new_backup_codes(user: User) -> list[str]:
+    """Replace the user's backup codes with BACKUP_CODE_COUNT fresh single-use codes."""
+    device, _ = StaticDevice.objects.get_or_create(user=user, defaults={"name": "Backup codes"})
+    device.token_set.all().delete()
+    codes = [StaticToken.random_token() for _ in range(BACKUP_CODE_COUNT)]
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    return codes
+
+
+def backup_codes_left(user: User) -> int:
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def complete_enrolment(request: HttpRequest, device: TOTPDevice) -> list[str]:
+    """Confirm ``device`` (its code was just verified), replace any older device, issue backup codes,
+    verify this session and end the user's other sessions (a new device is a credential change)."""
+    user = request.user
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        codes = new_backup_codes(user)
+        user.rotate_session_stamp()
+    update_session_auth_hash(request, user)
+    mark_verified(request, device)
+    logger.info("otp device enrolled user=%s client=%s", user.pk, getattr(request, "client_address", None))
+    return codes
+
+
+def reset_devices(request: HttpRequest) -> None:
+    """Remove the user's authenticator and backup codes and end their other sessions; this session
+    drops back to password-only, so the middleware sends it to enrolment next."""
+    user = request.user
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user).delete()
+        StaticDevice.objects.filter(user=user).delete()
+        user.rotate_session_stamp()
+    update_session_auth_hash(request, user)
+    request.session.pop(SESSION_OTP_VERIFIED_AT, None)
+    logger.info("otp devices reset user=%s client=%s", user.pk, getattr(request, "client_address", None))

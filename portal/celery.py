@@ -1,0 +1,16 @@
+"""The Celery app and the beat schedule (the one place periodic work is declared)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+BEAT_SCHEDULE: dict[str, dict] = {
+    "heartbeat": {"task": "accessgov.tasks.heartbeat", "schedule": 30.0},
+}
+app.conf.beat_schedule = BEAT_SCHEDULE

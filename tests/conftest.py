@@ -1,0 +1,134 @@
+"""Shared fixtures: personas, real TOTP codes, signed-in clients, and service gates.
+
+Tests that need PostgreSQL, Redis, Chromium or an external tool carry a marker; without the service
+they skip with the reason, and with REQUIRE_SERVICES=1 (CI) that skip becomes a failure.
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accessgov import otp
+from tests.factories import UserFactory
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PASSWORD = "correct horse battery staple"
+
+
+def _postgres_missing() -> str | None:
+    if connection.vendor != "postgresql":
+        return "needs PostgreSQL: set DATABASE_URL=postgres://… (the suite is running on SQLite)"
+    return None
+
+
+def _redis_missing() -> str | None:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return "needs Redis: set REDIS_URL=redis://127.0.0.1:6379/15"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        return f"needs Redis: {url} is not reachable ({exc.__class__.__name__})"
+    return None
+
+
+def _browser_missing() -> str | None:
+    if not os.path.exists(CHROMIUM_PATH):
+        return f"needs Chromium at {CHROMIUM_PATH} (Debian package 'chromium', or set CHROMIUM_PATH)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "needs the playwright Python package"
+    return None
+
+
+def _oathtool_missing() -> str | None:
+    return None if shutil.which("oathtool") else "needs oathtool (Debian package 'oathtool')"
+
+
+SERVICE_GATES = {
+    "postgres": _postgres_missing,
+    "redis": _redis_missing,
+    "browser": _browser_missing,
+    "tools": _oathtool_missing,
+}
+
+
+@pytest.fixture(autouse=True)
+def _service_gate(request):
+    for marker, missing in SERVICE_GATES.items():
+        if request.node.get_closest_marker(marker) is None:
+            continue
+        reason = missing()
+        if reason and REQUIRE_SERVICES:
+            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}", pytrace=False)
+        if reason:
+            pytest.skip(reason)
+
+
+# --- TOTP -------------------------------------------------------------------------------------
+
+
+def totp_code(device: TOTPDevice, at: float | None = None) -> str:
+    """The code an authenticator app shows for ``device`` at ``at`` (now by default)."""
+    generator = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    generator.time = time.time() if at is None else at
+    return f"{generator.token():0{device.digits}d}"
+
+
+def add_totp_device(user) -> TOTPDevice:
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+
+
+# --- Personas ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str | None = None, *, device: bool = True, backup_codes: bool = False, **extra):
+        kwargs = {"username": username} if username else {}
+        user = UserFactory(**kwargs, **extra)
+        if device:
+            add_totp_device(user)
+        if backup_codes:
+            user.backup_codes = otp.new_backup_codes(user)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def requester(make_user):
+    return make_user("requester", backup_codes=True)
+
+
+@pytest.fixture
+def newcomer(make_user):
+    """A user who has never enrolled an authenticator."""
+    return make_user("newcomer", device=False)
+
+
+def sign_in(client: Client, user, *, otp_step: bool = True) -> Client:
+    """Sign ``user`` in through the real two steps (password, then a real TOTP code)."""
+    response = client.post(reverse("accounts:login"), {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 302, response.content
+    if otp_step:
+        device = TOTPDevice.objects.get(user=user, confirmed=True)
+        response = client.post(reverse("accounts:otp"), {"otp_token": totp_code(device)})
+        assert response.status_code == 302, response.content
+    return client
+
+
+@pytest.fixture
+def verified_client(client, requester):
+    return sign_in(client, requester)
