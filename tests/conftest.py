@@ -132,3 +132,14 @@ def sign_in(client: Client, user, *, otp_step: bool = True) -> Client:
 @pytest.fixture
 def verified_client(client, requester):
     return sign_in(client, requester)
+
+
+def verify_session(client: Client, user) -> Client:
+    """A verified session without spending a TOTP code (for crawls; sign-in itself is tested apart)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user, confirmed=True).persistent_id
+    session.save()
+    return client

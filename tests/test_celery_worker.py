@@ -1,0 +1,70 @@
+"""A real Celery worker process on the embedded filesystem broker (what `make run` uses) and on Redis."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_worker(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _round_trip(env: dict[str, str], broker: str, backend: str, transport_options: dict) -> str:
+    client = Celery("probe", broker=broker, backend=backend)
+    client.conf.broker_transport_options = transport_options
+    worker = _run_worker(env)
+    try:
+        result = client.send_task("accessgov.tasks.ping")
+        return result.get(timeout=30)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        client.close()
+
+
+def test_worker_on_the_embedded_filesystem_broker_runs_a_task(tmp_path):
+    queue = tmp_path / "broker" / "queue"
+    queue.mkdir(parents=True)
+    (tmp_path / "broker" / "processed").mkdir()
+    (tmp_path / "results").mkdir()
+    env = {"VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": "filesystem://"}
+    options = {"data_folder_in": str(queue), "data_folder_out": str(queue)}
+    started = time.monotonic()
+    assert _round_trip(env, "filesystem://", f"file://{tmp_path / 'results'}", options) == "pong"
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.redis
+def test_worker_on_redis_runs_a_task(tmp_path):
+    url = os.environ["REDIS_URL"]
+    env = {"VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
+    assert _round_trip(env, url, url, {}) == "pong"

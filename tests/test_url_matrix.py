@@ -1,0 +1,147 @@
+"""A crawl of every URL pattern (read from the resolver, so new views are covered automatically) as
+anonymous, password-only (with and without a device) and OTP-verified visitors."""
+
+import re
+import uuid
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls.exceptions import NoReverseMatch
+
+from accessgov import middleware
+from tests.conftest import verify_session
+
+# The declared matrix: who may reach what without the full two factors.
+EXPECTED_PUBLIC = {"accounts:login", "healthz"}
+EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
+SAMPLE_VALUES = {
+    "int": ["1"],
+    "str": ["x", "accessgov", "auth"],
+    "slug": ["x"],
+    "path": ["x"],
+    "uuid": [str(uuid.UUID(int=1))],
+}
+CONVERTER = re.compile(r"<(?:(?P<conv>\w+):)?(?P<name>\w+)>")
+
+
+def _walk(patterns, prefix="", namespace=""):
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), ns)
+        elif isinstance(entry, URLPattern):
+            yield prefix + str(entry.pattern), f"{namespace}{entry.name}" if entry.name else None, entry
+
+
+def _url_for(route: str, name: str | None, pattern: URLPattern) -> str | None:
+    kwargs_names = list(pattern.pattern.regex.groupindex)
+    if name is None:
+        return "/" + route if "<" not in route and "(" not in route else None
+    candidates = {}
+    for match in CONVERTER.finditer(route):
+        candidates[match["name"]] = SAMPLE_VALUES.get(match["conv"] or "str", ["x"])
+    for kw in kwargs_names:
+        candidates.setdefault(kw, SAMPLE_VALUES["str"])
+    for attempt in range(3):
+        kwargs = {k: v[min(attempt, len(v) - 1)] for k, v in candidates.items()}
+        try:
+            return reverse(name, kwargs=kwargs or None)
+        except NoReverseMatch:
+            continue
+    return None
+
+
+def all_urls() -> list[tuple[str, str | None]]:
+    urls = []
+    for route, name, pattern in _walk(get_resolver().url_patterns):
+        url = _url_for(route, name, pattern)
+        if url is not None:
+            urls.append((url, name))
+    return urls
+
+
+URLS = all_urls()
+
+
+def test_the_crawl_covers_every_portal_view():
+    names = {name for _, name in URLS}
+    assert {"home", "accounts:security", "accounts:backup_codes", "admin:index"} <= names
+    assert len(URLS) > 40  # admin + portal: a collapsed resolver walk would show here
+
+
+def test_middleware_exemptions_match_the_declared_matrix():
+    assert middleware.PUBLIC_VIEWS == EXPECTED_PUBLIC
+    assert middleware.HALF_AUTHENTICATED_VIEWS == EXPECTED_HALF_AUTHENTICATED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_anonymous_is_sent_to_sign_in_everywhere_but_public_views(client, method):
+    for url, name in URLS + [("/no-such-page/", None)]:
+        response = getattr(client, method)(url)
+        if name in EXPECTED_PUBLIC:
+            assert response.status_code in (200, 405, 503), (url, response.status_code)
+            continue
+        assert response.status_code == 302, (method, url, response.status_code)
+        assert response["Location"].startswith("/accounts/login/"), (method, url, response["Location"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_password_only_session_is_sent_to_the_otp_step(client, make_user, method):
+    user = make_user("halfway")
+    client.force_login(user)
+    for url, name in URLS + [("/no-such-page/", None)]:
+        if name in EXPECTED_PUBLIC or name in EXPECTED_HALF_AUTHENTICATED:
+            continue
+        response = getattr(client, method)(url)
+        assert response.status_code == 302, (method, url, response.status_code)
+        assert response["Location"].startswith("/accounts/otp/"), (method, url, response["Location"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_password_only_session_without_device_is_sent_to_enrolment(client, make_user, method):
+    user = make_user("nodevice", device=False)
+    client.force_login(user)
+    for url, name in URLS:
+        if name in EXPECTED_PUBLIC or name in EXPECTED_HALF_AUTHENTICATED:
+            continue
+        response = getattr(client, method)(url)
+        assert response["Location"].startswith("/accounts/enrol/"), (method, url, response["Location"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("staff", [False, True], ids=["member", "staff"])
+def test_verified_session_reaches_views_without_errors(make_user, staff):
+    user = make_user("member" if not staff else "root", is_staff=staff, is_superuser=staff)
+    client = verify_session(Client(), user)
+    for url, name in URLS:
+        if name == "accounts:logout":
+            continue
+        response = client.get(url)
+        assert response.status_code < 500, (url, response.status_code)
+        location = response.get("Location", "")
+        assert not location.startswith(("/accounts/otp/", "/accounts/enrol/")), (url, location)
+        if staff and name and name.startswith("admin:") and response.status_code == 302:
+            assert not location.startswith("/admin/login/"), (url, location)
+
+
+@pytest.mark.django_db
+def test_verified_post_with_empty_body_never_errors(make_user):
+    user = make_user("poster")
+    for url, name in URLS:
+        if name is None or name.startswith("admin:"):
+            continue
+        client = verify_session(Client(), user)
+        response = client.post(url, {})
+        assert response.status_code < 500, (url, response.status_code)
+
+
+@pytest.mark.django_db
+def test_unknown_url_is_404_for_a_verified_user(make_user):
+    client = verify_session(Client(), make_user("visitor"))
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "Not found" in response.content.decode()
