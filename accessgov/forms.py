@@ -34,9 +34,7 @@ class OTPCodeForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.allow_backup = allow_backup
         if allow_backup:
-            self.fields[
-                "otp_token"
-            ].help_text = "The 6-digit code from your authenticator app, or a backup code."
+            self.fields["otp_token"].help_text = "The 6-digit code from your authenticator app, or a backup code."
         else:
             self.fields["otp_token"].help_text = "The 6-digit code from your authenticator app."
 

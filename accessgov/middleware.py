@@ -20,9 +20,7 @@ logger = logging.getLogger("accessgov.security")
 # Views a visitor may reach without signing in at all.
 PUBLIC_VIEWS = frozenset({"accounts:login", "healthz"})
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
-HALF_AUTHENTICATED_VIEWS = frozenset(
-    {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
-)
+HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
 
 SESSION_STARTED_AT = "auth_started_at"
 SESSION_LAST_SEEN_AT = "auth_last_seen_at"
@@ -108,9 +106,7 @@ class OTPRequiredMiddleware:
             hx["HX-Redirect"] = response["Location"]
             return hx
         if request.path_info.startswith("/api/"):
-            return JsonResponse(
-                {"detail": "Authentication with a verified OTP device is required."}, status=401
-            )
+            return JsonResponse({"detail": "Authentication with a verified OTP device is required."}, status=401)
         return response
 
 

@@ -105,9 +105,7 @@ class Role(models.Model):
                 condition=models.Q(default_duration__lte=models.F("max_duration")),
                 name="role_default_within_max",
             ),
-            models.CheckConstraint(
-                condition=models.Q(approvals_required__lte=5), name="role_approvals_at_most_5"
-            ),
+            models.CheckConstraint(condition=models.Q(approvals_required__lte=5), name="role_approvals_at_most_5"),
         ]
 
     def __str__(self) -> str:

@@ -93,9 +93,7 @@ def test_replacing_the_authenticator_ends_other_sessions_and_requires_enrolment(
         phone.post(reverse("accounts:otp"), {"otp_token": totp_code(device, at=T0 + 30)})
         assert phone.get(HOME).status_code == 200
     with time_machine.travel(T0 + 60, tick=False):
-        response = laptop.post(
-            reverse("accounts:authenticator_reset"), {"otp_token": totp_code(device, at=T0 + 60)}
-        )
+        response = laptop.post(reverse("accounts:authenticator_reset"), {"otp_token": totp_code(device, at=T0 + 60)})
         assert response["Location"] == reverse("accounts:enrol")
         assert not TOTPDevice.objects.filter(user=requester, confirmed=True).exists()
         # This session must enrol a new device before anything else; the other one is signed out.

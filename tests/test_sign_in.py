@@ -256,9 +256,7 @@ def test_sign_in_continues_to_the_page_asked_for(client, requester):
     response = password_step(client, requester, next="/accounts/security/")
     assert response["Location"] == f"{OTP}?next=%2Faccounts%2Fsecurity%2F"
     device = TOTPDevice.objects.get(user=requester)
-    response = client.post(
-        response["Location"], {"otp_token": totp_code(device), "next": "/accounts/security/"}
-    )
+    response = client.post(response["Location"], {"otp_token": totp_code(device), "next": "/accounts/security/"})
     assert response["Location"] == "/accounts/security/"
 
 
@@ -266,15 +264,11 @@ def test_sign_in_continues_to_the_page_asked_for(client, requester):
 def test_repeated_wrong_passwords_lock_out_by_client_address(client, requester):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post(LOGIN, {"username": requester.username, "password": "wrong"}, REMOTE_ADDR="203.0.113.7")
-    response = client.post(
-        LOGIN, {"username": requester.username, "password": PASSWORD}, REMOTE_ADDR="203.0.113.7"
-    )
+    response = client.post(LOGIN, {"username": requester.username, "password": PASSWORD}, REMOTE_ADDR="203.0.113.7")
     assert response.status_code == 429
     assert "Too many failed sign-ins" in response.content.decode()
     # Another address is not locked out by someone else's guessing.
-    response = client.post(
-        LOGIN, {"username": requester.username, "password": PASSWORD}, REMOTE_ADDR="198.51.100.9"
-    )
+    response = client.post(LOGIN, {"username": requester.username, "password": PASSWORD}, REMOTE_ADDR="198.51.100.9")
     assert response.status_code == 302
 
 

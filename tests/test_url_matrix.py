@@ -78,7 +78,7 @@ def test_middleware_exemptions_match_the_declared_matrix():
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_anonymous_is_sent_to_sign_in_everywhere_but_public_views(client, method):
-    for url, name in URLS + [("/no-such-page/", None)]:
+    for url, name in [*URLS, ("/no-such-page/", None)]:
         response = getattr(client, method)(url)
         if name in EXPECTED_PUBLIC:
             assert response.status_code in (200, 405, 503), (url, response.status_code)
@@ -92,7 +92,7 @@ def test_anonymous_is_sent_to_sign_in_everywhere_but_public_views(client, method
 def test_password_only_session_is_sent_to_the_otp_step(client, make_user, method):
     user = make_user("halfway")
     client.force_login(user)
-    for url, name in URLS + [("/no-such-page/", None)]:
+    for url, name in [*URLS, ("/no-such-page/", None)]:
         if name in EXPECTED_PUBLIC or name in EXPECTED_HALF_AUTHENTICATED:
             continue
         response = getattr(client, method)(url)

@@ -57,9 +57,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         request.session[SESSION_STARTED_AT] = now
         request.session[SESSION_LAST_SEEN_AT] = now
         step = "accounts:otp" if user_has_device(user) else "accounts:enrol"
-        return redirect(
-            _with_next(step, next_url if next_url != resolve_url(settings.LOGIN_REDIRECT_URL) else "")
-        )
+        return redirect(_with_next(step, next_url if next_url != resolve_url(settings.LOGIN_REDIRECT_URL) else ""))
     return render(request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")})
 
 
@@ -84,9 +82,7 @@ def otp_view(request: HttpRequest) -> HttpResponse:
             return redirect(_next_url(request))
         failures = otp.record_failure(request, user, "sign-in")
         if failures >= settings.OTP_MAX_FAILURES_PER_SESSION:
-            logger.error(
-                "otp step locked user=%s client=%s", user.pk, getattr(request, "client_address", None)
-            )
+            logger.error("otp step locked user=%s client=%s", user.pk, getattr(request, "client_address", None))
             logout(request)
             messages.error(request, "Too many wrong codes. The sign-in was stopped; start again.")
             return redirect("accounts:login")

@@ -79,9 +79,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
-            raise CommandError(
-                "seed_demo creates users with a known password; it runs only with DEBUG=1 (or --force)."
-            )
+            raise CommandError("seed_demo creates users with a known password; it runs only with DEBUG=1 (or --force).")
         with transaction.atomic():
             self._groups()
             users = self._users()
@@ -121,9 +119,7 @@ class Command(BaseCommand):
 
     def _systems(self, owner: User) -> None:
         for name, slug, description, roles in DEMO_SYSTEMS:
-            system, _ = System.objects.get_or_create(
-                slug=slug, defaults={"name": name, "description": description}
-            )
+            system, _ = System.objects.get_or_create(slug=slug, defaults={"name": name, "description": description})
             system.owners.add(owner)
             for role_name, risk, approvals, step_up, break_glass in roles:
                 Role.objects.get_or_create(
@@ -152,9 +148,7 @@ class Command(BaseCommand):
     def _print(self, details: list[dict[str, Any]]) -> None:
         out = self.stdout
         out.write(self.style.SUCCESS("AccessGov demo data is ready.") + "\n")
-        out.write(
-            "Sign in at http://127.0.0.1:8000/ with a username and the password below, then a TOTP code.\n"
-        )
+        out.write("Sign in at http://127.0.0.1:8000/ with a username and the password below, then a TOTP code.\n")
         out.write("Add the secret (or the otpauth URI) to an authenticator app, or compute a code with:\n")
         out.write("    oathtool --totp -b SECRET\n\n")
         out.write(f"  {'user':<8} {'password':<18} {'personas':<28} TOTP secret\n")
