@@ -36,6 +36,11 @@ def browser():
         instance.close()
 
 
+def _note_csp_violation(text: str, violations: list[str]) -> None:
+    if "Content Security Policy" in text:
+        violations.append(text)
+
+
 @pytest.fixture
 def new_context(browser):
     """Open isolated browser contexts (one per person); console CSP violations fail the test."""
