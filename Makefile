@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "AccessGov needs Python 3.11 or newer (python3.11+ on PATH)."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --quiet -e ".[dev]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

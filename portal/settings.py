@@ -161,6 +161,8 @@ CSRF_COOKIE_NAME = "__Host-accessgov_csrf" if CSRF_COOKIE_SECURE else "accessgov
 # A fresh TOTP code within this window is required for step-up (high-risk decisions, break-glass).
 OTP_STEP_UP_WINDOW = timedelta(minutes=env.int("OTP_STEP_UP_MINUTES", default=5))
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="AccessGov")
+# Admins never see (or can scan) another person's TOTP secret.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
 # After this many consecutive wrong codes the OTP step is locked for the session (sign in again).
