@@ -53,7 +53,6 @@ class RoleInline(admin.TabularInline):
 class SystemAdmin(GuardedModelAdmin):
     list_display = ("name", "environment", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    filter_horizontal = ("owners",)
     search_fields = ("name", "description")
     inlines = [RoleInline]
 

@@ -1,17 +1,33 @@
 from django.http import HttpRequest
+from django.utils import timezone
 
 
 def portal(request: HttpRequest) -> dict:
-    """Navigation flags by persona, computed once per page."""
+    """Navigation by persona, computed once per page (a few cheap queries, only when signed in)."""
     user = getattr(request, "user", None)
     verified = bool(user and user.is_authenticated and user.is_verified())
-    groups: set[str] = set()
-    if verified:
-        groups = set(user.groups.values_list("name", flat=True))
+    if not verified:
+        return {"nav": {"verified": False}}
+    from accessgov import permissions, selectors
+
+    decidable = permissions.decidable_roles(user)
+    approver = decidable.exists()
     return {
         "nav": {
-            "verified": verified,
-            "groups": groups,
-            "is_staff": verified and user.is_staff,
+            "verified": True,
+            "groups": set(user.groups.values_list("name", flat=True)),
+            "is_staff": user.is_staff,
+            "approver": approver,
+            "queue_size": selectors.approver_queue(user, timezone.now()).count() if approver else 0,
+            "sees_grants": approver
+            or permissions.is_auditor(user)
+            or user.has_perm("accessgov.own_system")
+            or _owns_any(user),
         }
     }
+
+
+def _owns_any(user) -> bool:
+    from guardian.shortcuts import get_objects_for_user
+
+    return get_objects_for_user(user, "accessgov.own_system", accept_global_perms=False).exists()

@@ -53,3 +53,147 @@ class OTPCodeForm(forms.Form):
     @property
     def is_totp(self) -> bool:
         return self.cleaned_data["otp_token"].isdigit()
+
+
+# --- Lifecycle forms ------------------------------------------------------------------------------
+
+DURATION_RE = re.compile(r"^\s*(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*$", re.I)
+
+
+def parse_duration(text: str):
+    """'90m', '1h30m', '2h', '1d', or a bare number of minutes → timedelta; None if unreadable."""
+    from datetime import timedelta
+
+    text = (text or "").strip()
+    if text.isdigit():
+        return timedelta(minutes=int(text))
+    match = DURATION_RE.match(text)
+    if not text or not match or not any(match.groupdict().values()):
+        return None
+    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
+    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"])
+
+
+class DurationInput(forms.CharField):
+    default_error_messages = {"invalid": "Write a duration like 30m, 1h, 1h30m or 2h."}
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        duration = parse_duration(value)
+        if duration is None:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return duration
+
+
+def format_duration_input(duration) -> str:
+    minutes = int(duration.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or not hours else "")
+
+
+class AccessRequestForm(forms.Form):
+    role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
+    duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
+    starts_at = forms.DateTimeField(
+        required=False,
+        label="Start (UTC, optional)",
+        help_text="Leave empty to start as soon as it is approved.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"],
+    )
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="What you will do and why. Approvers and auditors read this.",
+    )
+    ticket = forms.CharField(required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123.")
+
+    def __init__(self, *args, roles=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].queryset = roles
+        self.fields["role"].label_from_instance = lambda role: (
+            f"{role.system.name} · {role.name} ({role.get_risk_tier_display()} risk)"
+        )
+
+    def clean_starts_at(self):
+        from datetime import UTC
+
+        value = self.cleaned_data.get("starts_at")
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+
+class ExtensionForm(forms.Form):
+    duration = DurationInput(label="Extend by")
+    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+    ticket = forms.CharField(required=False, max_length=100)
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    duration = DurationInput(required=False, label="Approve for (optional, shorter)")
+    otp_token = forms.CharField(
+        required=False,
+        max_length=6,
+        label="Authenticator code",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
+    )
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class BreakGlassForm(forms.Form):
+    role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
+    duration = DurationInput(initial="1h", help_text="At most 1 hour.")
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="The emergency, and the incident reference.",
+    )
+    otp_token = forms.CharField(
+        max_length=6,
+        label="Authenticator code",
+        help_text="A fresh 6-digit code: break-glass always needs one.",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
+    )
+
+    def __init__(self, *args, roles=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].queryset = roles
+        self.fields["role"].label_from_instance = lambda role: f"{role.system.name} · {role.name}"
+
+
+class EligibilityForm(forms.Form):
+    role = forms.ModelChoiceField(queryset=None)
+    user = forms.ModelChoiceField(queryset=None, required=False)
+    group = forms.ModelChoiceField(queryset=None, required=False)
+    ends_at = forms.DateTimeField(
+        required=False,
+        label="Ends (UTC, optional)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )
+    reason = forms.CharField(max_length=300)
+
+    def __init__(self, *args, system=None, **kwargs) -> None:
+        from django.contrib.auth.models import Group
+
+        from accessgov.models import User
+
+        super().__init__(*args, **kwargs)
+        self.fields["role"].queryset = system.roles.all()
+        self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
+        self.fields["group"].queryset = Group.objects.order_by("name")
+
+    def clean(self):
+        from datetime import UTC
+
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise forms.ValidationError("Choose either a user or a group.")
+        if data.get("ends_at") and data["ends_at"].tzinfo is None:
+            data["ends_at"] = data["ends_at"].replace(tzinfo=UTC)
+        return data

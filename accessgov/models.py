@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 
@@ -56,11 +57,17 @@ class System(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     environment = models.CharField(max_length=20, choices=Environment.choices, default=Environment.PRODUCTION)
     description = models.TextField(blank=True)
-    owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_systems")
+    slack_webhook_url = models.URLField(
+        blank=True, help_text="Optional Slack-compatible incoming webhook for this system's notifications."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("own_system", "Owns the system: manages eligibility and reviews access"),
+            ("approve_system", "May approve requests for every role of the system"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -96,6 +103,7 @@ class Role(models.Model):
 
     class Meta:
         ordering = ["system__name", "name"]
+        permissions = [("approve_role", "May approve requests for this role")]
         constraints = [
             models.UniqueConstraint(fields=["system", "name"], name="role_unique_name_per_system"),
             models.CheckConstraint(
@@ -110,3 +118,333 @@ class Role(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system.name} · {self.name}"
+
+
+class AutoApprovalRule(models.Model):
+    """A rule under which a request for the role is approved without a person.
+
+    Every condition that is set must hold (requester in the group; request made inside the UTC time
+    window; role no riskier than ``max_risk_tier``); a request is auto-approved when any rule matches.
+    """
+
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="auto_approval_rules")
+    name = models.CharField(max_length=100)
+    requester_group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, help_text="e.g. the on-call group"
+    )
+    window_start = models.TimeField(null=True, blank=True, help_text="UTC")
+    window_end = models.TimeField(null=True, blank=True, help_text="UTC; may be earlier than the start (overnight)")
+    max_risk_tier = models.CharField(max_length=10, choices=Role.RiskTier.choices, blank=True)
+
+    class Meta:
+        ordering = ["role", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(window_start__isnull=True) & models.Q(window_end__isnull=True))
+                | (models.Q(window_start__isnull=False) & models.Q(window_end__isnull=False)),
+                name="autorule_window_both_or_neither",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.name}"
+
+
+class EligibilityQuerySet(models.QuerySet):
+    def active(self, now):
+        """Eligibility in force at ``now`` (started, and not past its end date)."""
+        return self.filter(models.Q(starts_at__lte=now), models.Q(ends_at__isnull=True) | models.Q(ends_at__gt=now))
+
+
+class Eligibility(models.Model):
+    """Who (a user, or every member of a group) may request a role, until its end date."""
+
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="eligibilities")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="eligibilities"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="eligibilities"
+    )
+    starts_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = EligibilityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "eligibilities"
+        ordering = ["role", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(user__isnull=False) & models.Q(group__isnull=True))
+                | (models.Q(user__isnull=True) & models.Q(group__isnull=False)),
+                name="eligibility_user_xor_group",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ends_at__isnull=True) | models.Q(ends_at__gt=models.F("starts_at")),
+                name="eligibility_ends_after_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} → {self.role}"
+
+
+class AccessRequest(models.Model):
+    """A request for a role for a duration. Written only by services.access_requests."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        CANCELLED = "cancelled", "Cancelled"
+        LAPSED = "lapsed", "Lapsed"
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", "Access"
+        EXTENSION = "extension", "Extension"
+        BREAK_GLASS = "break_glass", "Break-glass"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="access_requests")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.ACCESS)
+    extends_grant = models.ForeignKey(
+        "Grant", null=True, blank=True, on_delete=models.PROTECT, related_name="extension_requests"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_duration = models.DurationField()
+    approved_duration = models.DurationField(null=True, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Scheduled start; empty means now.")
+    justification = models.TextField()
+    ticket = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    lapses_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    auto_approved_by_rule = models.CharField(max_length=100, blank=True)
+    reminder_sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("audit_access", "May see every request, grant and event (auditor)")]
+        indexes = [
+            models.Index(fields=["status", "lapses_at"], name="request_status_lapses"),
+            models.Index(fields=["requester", "-created_at"], name="request_requester_recent"),
+            models.Index(fields=["role", "status"], name="request_role_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(requested_duration__gt=timedelta(0)), name="request_duration_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(approved_duration__isnull=True)
+                | models.Q(approved_duration__lte=models.F("requested_duration")),
+                name="request_approved_not_longer_than_requested",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="extension", extends_grant__isnull=False)
+                | (~models.Q(kind="extension") & models.Q(extends_grant__isnull=True)),
+                name="request_extension_names_its_grant",
+            ),
+            models.UniqueConstraint(
+                fields=["requester", "role"],
+                condition=models.Q(status="pending"),
+                name="request_one_pending_per_requester_role",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.requester} → {self.role} ({self.get_status_display()})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+
+class Decision(models.Model):
+    """One approver's approve/deny on a request. ``requester`` is copied so that the database itself
+    refuses a self-decision; (request, approver) is unique so N approvals mean N distinct people."""
+
+    class Outcome(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        DENY = "deny", "Deny"
+
+    access_request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="decisions")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    comment = models.TextField(blank=True)
+    duration = models.DurationField(null=True, blank=True, help_text="Approved duration, if shortened.")
+    step_up_at = models.DateTimeField(null=True, blank=True, help_text="When the approver last entered a TOTP code.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["access_request", "approver"], name="decision_one_per_approver"),
+            models.CheckConstraint(
+                condition=~models.Q(approver=models.F("requester")), name="decision_not_by_requester"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.approver} {self.outcome} #{self.access_request_id}"
+
+
+class GrantQuerySet(models.QuerySet):
+    def active(self, now):
+        """Grants that give access at ``now``: state active AND not yet expired. Every "does X have
+        access?" question goes through this, so access ends at expires_at even if no worker ran."""
+        return self.filter(status=Grant.Status.ACTIVE, starts_at__lte=now, expires_at__gt=now)
+
+    def current(self):
+        """Grants not yet ended in stored state (scheduled or active), whatever the clock says."""
+        return self.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE])
+
+
+class Grant(models.Model):
+    """The access an approved request produced. Written only by services.grants."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    class EndReason(models.TextChoices):
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+        RELEASED = "released", "Released early by the grantee"
+
+    access_request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="grant")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="grants")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    is_break_glass = models.BooleanField(default=False)
+    starts_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=10, choices=EndReason.choices, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    extension_count = models.PositiveIntegerField(default=0)
+    expiry_reminder_sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_at", "-pk"]
+        indexes = [
+            models.Index(fields=["status", "expires_at"], name="grant_status_expires"),
+            models.Index(fields=["status", "starts_at"], name="grant_status_starts"),
+            models.Index(fields=["user", "status"], name="grant_user_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("starts_at")), name="grant_expires_after_start"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "role"],
+                condition=models.Q(status__in=["scheduled", "active"]),
+                name="grant_one_current_per_user_role",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["scheduled", "active"], ended_at__isnull=True)
+                | models.Q(status__in=["expired", "revoked"], ended_at__isnull=False),
+                name="grant_ended_iff_final",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.role} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_active_at(self, now) -> bool:
+        return self.status == self.Status.ACTIVE and self.starts_at <= now < self.expires_at
+
+
+class BreakGlassFollowUp(models.Model):
+    """The review a break-glass activation owes: another person must acknowledge it within 24 h."""
+
+    grant = models.OneToOneField(Grant, on_delete=models.PROTECT, related_name="follow_up")
+    due_at = models.DateTimeField()
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    last_reminded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+
+    def __str__(self) -> str:
+        return f"Follow-up for break-glass grant #{self.grant_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.acknowledged_at is None
+
+
+class AccessEvent(models.Model):
+    """The append-only business ledger: who did what to which request/grant, when, from where, why.
+
+    Written only by services.events (one row per state change, in the same transaction). Rows are
+    never updated or deleted through the ORM.
+    """
+
+    class Type(models.TextChoices):
+        REQUEST_SUBMITTED = "request.submitted", "Request submitted"
+        REQUEST_APPROVED = "request.approved", "Request approved"
+        REQUEST_AUTO_APPROVED = "request.auto_approved", "Request auto-approved"
+        REQUEST_DENIED = "request.denied", "Request denied"
+        REQUEST_CANCELLED = "request.cancelled", "Request cancelled"
+        REQUEST_LAPSED = "request.lapsed", "Request lapsed"
+        DECISION_APPROVE = "decision.approve", "Approval recorded"
+        DECISION_DENY = "decision.deny", "Denial recorded"
+        GRANT_SCHEDULED = "grant.scheduled", "Grant scheduled"
+        GRANT_ACTIVATED = "grant.activated", "Grant activated"
+        GRANT_EXTENDED = "grant.extended", "Grant extended"
+        GRANT_EXPIRED = "grant.expired", "Grant expired"
+        GRANT_REVOKED = "grant.revoked", "Grant revoked"
+        GRANT_RELEASED = "grant.released", "Grant released"
+        BREAK_GLASS_ACTIVATED = "break_glass.activated", "Break-glass activated"
+        BREAK_GLASS_ACKNOWLEDGED = "break_glass.acknowledged", "Break-glass follow-up acknowledged"
+        ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
+        ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
+
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    event_type = models.CharField(max_length=40, choices=Type.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_label = models.CharField(max_length=100, help_text="The username, or system:<job> for automation.")
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    access_request = models.ForeignKey(
+        AccessRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+        indexes = [models.Index(fields=["event_type", "occurred_at"], name="event_type_time")]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.event_type} by {self.actor_label}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("Access events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Access events are append-only.")

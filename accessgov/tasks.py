@@ -3,6 +3,9 @@
 import time
 
 from celery import shared_task
+from django.utils import timezone
+
+RETRY = {"autoretry_for": (Exception,), "retry_backoff": True, "retry_backoff_max": 600, "max_retries": 8}
 
 
 @shared_task(ignore_result=False)
@@ -15,3 +18,40 @@ def ping() -> str:
 def heartbeat() -> float:
     """Beat's pulse: proves beat → broker → worker is flowing (logged by the worker)."""
     return time.time()
+
+
+@shared_task(**RETRY)
+def expire_grant(grant_id: int) -> int:
+    """Runs at a grant's expires_at (eta). Expires it if still due; a no-op if extended or ended."""
+    from accessgov.services.grants import grant_expire_due
+
+    return grant_expire_due(timezone.now(), grant_ids=[grant_id], job="expiry-timer")
+
+
+@shared_task(**RETRY)
+def activate_grant(grant_id: int) -> int:
+    """Runs at a scheduled grant's start (eta). Activates it if still scheduled."""
+    from accessgov.services.grants import grant_activate_due
+
+    return grant_activate_due(timezone.now(), grant_ids=[grant_id], job="start-timer")
+
+
+@shared_task
+def sweep() -> dict[str, int]:
+    """The periodic safety net (beat, every 30 s): lapse, activate, expire, remind."""
+    from accessgov.services.sweep import sweep_run
+
+    return sweep_run(timezone.now())
+
+
+@shared_task(**RETRY)
+def notify(kind: str, object_id: int) -> int:
+    from accessgov import notifications
+
+    return notifications.dispatch(kind, object_id)
+
+
+@shared_task(**RETRY)
+def notify_many(kind: str, object_ids: list[int]) -> None:
+    for object_id in object_ids:
+        notify.delay(kind, object_id)

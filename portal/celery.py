@@ -12,5 +12,7 @@ app.autodiscover_tasks()
 
 BEAT_SCHEDULE: dict[str, dict] = {
     "heartbeat": {"task": "accessgov.tasks.heartbeat", "schedule": 30.0},
+    # The expiry safety net: catches anything the per-grant eta tasks missed.
+    "sweep": {"task": "accessgov.tasks.sweep", "schedule": float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))},
 }
 app.conf.beat_schedule = BEAT_SCHEDULE

@@ -94,6 +94,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accessgov.context_processors.portal",
             ],
+            "builtins": ["accessgov.templatetags.accessgov_tags"],
         },
     },
 ]
@@ -231,6 +232,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# SWEEP_INTERVAL_SECONDS (default 30) is read by portal/celery.py, where the beat schedule lives.
+# Absolute links in emails and Slack messages.
+PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The beat schedule lives in one place: portal/celery.py (BEAT_SCHEDULE).
 

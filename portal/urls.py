@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from accessgov.views import accounts, health, home
+from accessgov.views import accounts, approvals, break_glass, grants, health, home, requests, systems
 
 accounts_patterns = (
     [
@@ -23,6 +23,30 @@ accounts_patterns = (
 urlpatterns = [
     path("", home.home_view, name="home"),
     path("healthz", health.healthz_view, name="healthz"),
+    path("requests/", requests.my_requests_view, name="my_requests"),
+    path("requests/new/", requests.request_new_view, name="request_new"),
+    path("requests/<int:pk>/", requests.request_detail_view, name="request_detail"),
+    path("requests/<int:pk>/approve/", requests.request_approve_view, name="request_approve"),
+    path("requests/<int:pk>/deny/", requests.request_deny_view, name="request_deny"),
+    path("requests/<int:pk>/cancel/", requests.request_cancel_view, name="request_cancel"),
+    path("access/", grants.my_access_view, name="my_access"),
+    path("grants/", grants.grants_list_view, name="grants_list"),
+    path("grants/<int:pk>/", grants.grant_detail_view, name="grant_detail"),
+    path("grants/<int:pk>/release/", grants.grant_release_view, name="grant_release"),
+    path("grants/<int:pk>/revoke/", grants.grant_revoke_view, name="grant_revoke"),
+    path("grants/<int:pk>/extend/", grants.grant_extend_view, name="grant_extend"),
+    path("approvals/", approvals.approver_dashboard_view, name="approvals"),
+    path("break-glass/", break_glass.break_glass_view, name="break_glass"),
+    path("break-glass/follow-ups/", break_glass.follow_ups_view, name="break_glass_follow_ups"),
+    path(
+        "break-glass/follow-ups/<int:pk>/acknowledge/",
+        break_glass.follow_up_acknowledge_view,
+        name="follow_up_acknowledge",
+    ),
+    path("systems/", systems.system_list_view, name="system_list"),
+    path("systems/<slug:slug>/", systems.system_detail_view, name="system_detail"),
+    path("systems/<slug:slug>/eligibility/", systems.eligibility_add_view, name="eligibility_add"),
+    path("eligibility/<int:pk>/end/", systems.eligibility_end_view, name="eligibility_end"),
     path("accounts/", include(accounts_patterns)),
     # The admin signs in through the portal's password + OTP flow, never its own form.
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),

@@ -143,3 +143,57 @@ def verify_session(client: Client, user) -> Client:
     session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user, confirmed=True).persistent_id
     session.save()
     return client
+
+
+# --- The lifecycle world: a system, roles, an eligible requester and approvers ----------------
+
+
+@pytest.fixture
+def world(make_user):
+    """requester (eligible), approver + second approver (guardian approve_role), owner (own_system),
+    auditor (audit_access via group), outsider (nothing); a 1-approval role and a 2-approval role."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import Group, Permission
+    from guardian.shortcuts import assign_perm
+
+    from accessgov.models import Eligibility
+    from tests.factories import RoleFactory, SystemFactory
+
+    class World:
+        pass
+
+    w = World()
+    w.system = SystemFactory(name="Payments DB", slug="payments-db")
+    w.role = RoleFactory(
+        system=w.system,
+        name="read-write",
+        approvals_required=1,
+        default_duration=timedelta(hours=1),
+        max_duration=timedelta(hours=4),
+    )
+    w.role_two = RoleFactory(
+        system=w.system,
+        name="admin",
+        approvals_required=2,
+        risk_tier="high",
+        default_duration=timedelta(hours=1),
+        max_duration=timedelta(hours=2),
+    )
+    w.requester = make_user("requester", backup_codes=True)
+    w.approver = make_user("approver")
+    w.approver2 = make_user("approver2")
+    w.owner = make_user("owner")
+    w.auditor = make_user("auditor")
+    w.outsider = make_user("outsider")
+    for role in (w.role, w.role_two):
+        Eligibility.objects.create(role=role, user=w.requester)
+        assign_perm("accessgov.approve_role", w.approver, role)
+    approvers = Group.objects.create(name="payments approvers")
+    w.approver2.groups.add(approvers)
+    assign_perm("accessgov.approve_system", approvers, w.system)
+    assign_perm("accessgov.own_system", w.owner, w.system)
+    auditors = Group.objects.create(name="auditor")
+    auditors.permissions.add(Permission.objects.get(codename="audit_access"))
+    w.auditor.groups.add(auditors)
+    return w

@@ -20,4 +20,5 @@ CSRF_COOKIE_NAME = "accessgov_csrf"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]

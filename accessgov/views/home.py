@@ -1,11 +1,21 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import otp
+from accessgov import otp, permissions, selectors
 
 
 @require_GET
 def home_view(request: HttpRequest) -> HttpResponse:
-    context = {"backup_codes_left": otp.backup_codes_left(request.user)}
+    """My active access with countdowns, my pending requests, and (approvers) the queue size."""
+    now = timezone.now()
+    context = {
+        "active_grants": selectors.my_active_grants(request.user, now),
+        "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
+        "pending_requests": selectors.my_pending_requests(request.user),
+        "backup_codes_left": otp.backup_codes_left(request.user),
+        "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
+        "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+    }
     return render(request, "accessgov/home.html", context)

@@ -9,13 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from guardian.shortcuts import assign_perm
 
 from accessgov import otp, personas
-from accessgov.models import Role, System, User
+from accessgov.models import AccessRequest, Eligibility, Role, System, User
+from accessgov.services import access_requests as ar
+from accessgov.services import grants
 
 DEMO_PASSWORD = "demo-access-2026"  # noqa: S105 - printed demo credential, refused outside DEBUG
 
@@ -83,7 +87,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._groups()
             users = self._users()
-            self._systems(owner=users["olivia"])
+            self._systems(users)
+        self._activity(users)
         details = [self._sign_in_details(users[name]) for name, *_ in DEMO_USERS]
         if options["json"]:
             self.stdout.write(json.dumps({"url": "http://127.0.0.1:8000/", "users": details}, indent=2))
@@ -93,6 +98,8 @@ class Command(BaseCommand):
     def _groups(self) -> None:
         for name in personas.ALL:
             Group.objects.get_or_create(name=name)
+        auditors = Group.objects.get(name=personas.AUDITOR)
+        auditors.permissions.add(Permission.objects.get(codename="audit_access"))
 
     def _users(self) -> dict[str, User]:
         users = {}
@@ -117,12 +124,16 @@ class Command(BaseCommand):
             users[username] = user
         return users
 
-    def _systems(self, owner: User) -> None:
+    def _systems(self, users: dict[str, User]) -> None:
+        engineers = Group.objects.get(name=personas.REQUESTER)
         for name, slug, description, roles in DEMO_SYSTEMS:
             system, _ = System.objects.get_or_create(slug=slug, defaults={"name": name, "description": description})
-            system.owners.add(owner)
+            assign_perm("accessgov.own_system", users["olivia"], system)
+            assign_perm("accessgov.approve_system", users["carol"], system)
+            if slug != "support-admin":
+                assign_perm("accessgov.approve_system", users["bob"], system)
             for role_name, risk, approvals, step_up, break_glass in roles:
-                Role.objects.get_or_create(
+                role, _ = Role.objects.get_or_create(
                     system=system,
                     name=role_name,
                     defaults={
@@ -132,8 +143,64 @@ class Command(BaseCommand):
                         "break_glass_allowed": break_glass,
                         "default_duration": timedelta(hours=1),
                         "max_duration": timedelta(hours=8 if risk == Role.RiskTier.LOW else 4),
+                        "ticket_required": risk == Role.RiskTier.CRITICAL,
+                        "ticket_pattern": r"[A-Z]+-\d+" if risk == Role.RiskTier.CRITICAL else "",
                     },
                 )
+                if not Eligibility.objects.filter(role=role, group=engineers).exists():
+                    Eligibility.objects.create(role=role, group=engineers, reason="Demo: every engineer")
+
+    def _activity(self, users: dict[str, User]) -> None:
+        """A little history through the real services, once: requests in every state."""
+        if AccessRequest.objects.exists():
+            return
+        now = timezone.now()
+        role = {(r.system.slug, r.name): r for r in Role.objects.select_related("system")}
+        why = "Investigating slow checkout queries, INC-2041"
+        ar.access_request_submit(
+            users["alice"], role=role["payments-db", "read-only"], duration=timedelta(hours=2), justification=why
+        )
+        pending = ar.access_request_submit(
+            users["alice"],
+            role=role["k8s-prod", "cluster-admin"],
+            duration=timedelta(hours=1),
+            ticket="OPS-311",
+            justification="Roll back the ingress controller after the failed upgrade",
+        )
+        ar.access_request_approve(
+            users["carol"], pending.pk, comment="Looks right; second approver please.", step_up_at=now
+        )
+        ar.access_request_submit(
+            users["olivia"],
+            role=role["aws-prod", "ReadOnlyAccess"],
+            duration=timedelta(hours=1),
+            justification="Quarterly cost review of the prod account",
+        )
+        ar.access_request_submit(
+            users["carol"],
+            role=role["payments-db", "read-write"],
+            duration=timedelta(hours=3),
+            justification="Backfill the refunds table (DATA-88)",
+        )
+        denied = ar.access_request_submit(
+            users["carol"],
+            role=role["support-admin", "impersonate-customer"],
+            duration=timedelta(hours=1),
+            justification="Reproduce customer 4411's bug",
+        )
+        ar.access_request_deny(
+            users["adam"],
+            denied.pk,
+            comment="Use the support sandbox; impersonation needs a customer consent ticket.",
+            step_up_at=now,
+        )
+        grants.break_glass_activate(
+            users["bob"],
+            role=role["payments-db", "read-write"],
+            duration=timedelta(minutes=45),
+            justification="Payments API down, INC-2050: kill runaway migration",
+            step_up_at=now,
+        )
 
     def _sign_in_details(self, user: User) -> dict[str, Any]:
         device = TOTPDevice.objects.get(user=user, confirmed=True)

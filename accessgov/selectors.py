@@ -1,0 +1,105 @@
+"""The read side: querysets for pages, with the joins they need. Every "who has access" read uses
+``Grant.objects.active(now)``."""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from accessgov import permissions
+from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Decision, Grant, User
+
+
+def my_active_grants(user: User, now: datetime) -> QuerySet[Grant]:
+    return Grant.objects.active(now).filter(user=user).select_related("role__system").order_by("expires_at")
+
+
+def my_scheduled_grants(user: User, now: datetime) -> QuerySet[Grant]:
+    return (
+        Grant.objects.filter(user=user, status=Grant.Status.SCHEDULED, expires_at__gt=now)
+        .select_related("role__system")
+        .order_by("starts_at")
+    )
+
+
+def my_pending_requests(user: User) -> QuerySet[AccessRequest]:
+    return (
+        AccessRequest.objects.filter(requester=user, status=AccessRequest.Status.PENDING)
+        .select_related("role__system")
+        .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
+    )
+
+
+def my_requests(user: User) -> QuerySet[AccessRequest]:
+    return AccessRequest.objects.filter(requester=user).select_related("role__system", "grant")
+
+
+def approver_queue(
+    user: User, now: datetime, *, system_id: int | None = None, risk_tier: str | None = None
+) -> QuerySet[AccessRequest]:
+    """Pending requests ``user`` may decide now: never their own, never ones they already decided,
+    oldest first."""
+    already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
+    qs = (
+        AccessRequest.objects.filter(
+            status=AccessRequest.Status.PENDING,
+            lapses_at__gt=now,
+            role__in=permissions.decidable_roles(user).values("pk"),
+        )
+        .exclude(requester=user)
+        .exclude(Exists(already))
+        .select_related("role__system", "requester", "extends_grant")
+        .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
+        .order_by("created_at", "pk")
+    )
+    if system_id:
+        qs = qs.filter(role__system_id=system_id)
+    if risk_tier:
+        qs = qs.filter(role__risk_tier=risk_tier)
+    return qs
+
+
+def requester_context(access_request: AccessRequest, now: datetime) -> dict:
+    """What an approver sees beside a request: the requester's current access and recent history."""
+    requester = access_request.requester
+    recent = (
+        AccessRequest.objects.filter(requester=requester, created_at__gte=now - timedelta(days=90))
+        .exclude(pk=access_request.pk)
+        .select_related("role__system")
+        .order_by("-created_at")
+    )
+    return {
+        "active_grants": list(Grant.objects.active(now).filter(user=requester).select_related("role__system")),
+        "recent_requests": list(recent[:5]),
+        "denials_90d": recent.filter(status=AccessRequest.Status.DENIED).count(),
+        "requests_90d": recent.count() + 1,
+    }
+
+
+def request_timeline(access_request: AccessRequest) -> QuerySet[AccessEvent]:
+    grant_ids = list(Grant.objects.filter(access_request=access_request).values_list("pk", flat=True))
+    if access_request.extends_grant_id:
+        grant_ids.append(access_request.extends_grant_id)
+    return (
+        AccessEvent.objects.filter(Q(access_request=access_request) | Q(grant_id__in=grant_ids, access_request=None))
+        .select_related("actor")
+        .order_by("occurred_at", "pk")
+    )
+
+
+def grant_timeline(grant: Grant) -> QuerySet[AccessEvent]:
+    return AccessEvent.objects.filter(grant=grant).select_related("actor").order_by("occurred_at", "pk")
+
+
+def visible_grants(user: User) -> QuerySet[Grant]:
+    return permissions.visible_grants(user).select_related("role__system", "user", "access_request")
+
+
+def follow_ups_for(user: User) -> QuerySet[BreakGlassFollowUp]:
+    grants = permissions.visible_grants(user).filter(is_break_glass=True)
+    return BreakGlassFollowUp.objects.filter(grant__in=grants.values("pk")).select_related(
+        "grant__user", "grant__role__system", "grant__access_request", "acknowledged_by"
+    )
+
+
+def overdue_follow_ups(user: User, now: datetime) -> QuerySet[BreakGlassFollowUp]:
+    return follow_ups_for(user).filter(acknowledged_at__isnull=True, due_at__lte=now)

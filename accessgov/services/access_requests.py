@@ -1,0 +1,392 @@
+"""Access request transitions: submit, extend, approve, deny, cancel, lapse (and approver reminders).
+
+Callers: views, the API, tasks. Each function opens its own transaction, locks the request row,
+authorizes on the locked row, validates, writes with update_fields, records one AccessEvent per
+change, and schedules notifications/expiry with ``transaction.on_commit`` (ids only).
+Raises TransitionNotAllowed (409), PolicyViolation (400), NotAuthorized/StepUpRequired (403).
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accessgov import permissions, policies
+from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov.models import AccessEvent, AccessRequest, Decision, Grant, Role, User
+from accessgov.services import grants as grant_services
+from accessgov.services.events import event_record, event_record_bulk
+from accessgov.workflow import ensure_transition
+
+Status = AccessRequest.Status
+Type = AccessEvent.Type
+
+
+def _notify(kind: str, object_id: int) -> None:
+    from accessgov import tasks
+
+    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id))
+
+
+def _lock(access_request_id: int) -> AccessRequest:
+    try:
+        return (
+            AccessRequest.objects.select_for_update(of=("self",))
+            .select_related("role__system", "requester")
+            .get(pk=access_request_id)
+        )
+    except AccessRequest.DoesNotExist as exc:
+        raise TransitionNotAllowed("This request does not exist.") from exc
+
+
+def _create(
+    actor: User,
+    role: Role,
+    *,
+    kind: str,
+    duration: timedelta,
+    justification: str,
+    ticket: str,
+    starts_at: datetime | None,
+    extends_grant: Grant | None,
+    client_address: str | None,
+    now: datetime,
+) -> AccessRequest:
+    justification = justification.strip()
+    if len(justification) < 10:
+        raise PolicyViolation("Explain why you need this access (at least 10 characters).")
+    policies.validate_ticket(role, ticket)
+    try:
+        with transaction.atomic():
+            access_request = AccessRequest.objects.create(
+                requester=actor,
+                role=role,
+                kind=kind,
+                extends_grant=extends_grant,
+                requested_duration=duration,
+                starts_at=starts_at,
+                justification=justification,
+                ticket=ticket.strip(),
+                created_at=now,
+                lapses_at=now + role.pending_timeout,
+            )
+    except IntegrityError as exc:
+        raise TransitionNotAllowed(f"You already have a pending request for {role}.") from exc
+    event_record(
+        Type.REQUEST_SUBMITTED,
+        actor=actor,
+        client_address=client_address,
+        access_request=access_request,
+        reason=justification,
+        data={
+            "duration_seconds": int(duration.total_seconds()),
+            "ticket": access_request.ticket,
+            "kind": kind,
+            "starts_at": starts_at.isoformat() if starts_at else None,
+        },
+    )
+    rule = policies.auto_approval(role, actor, now)
+    if rule:
+        _approve(access_request, now=now, actor=None, job="auto-approval", reason=rule, duration=duration)
+        access_request.auto_approved_by_rule = rule
+        access_request.save(update_fields=["auto_approved_by_rule"])
+    else:
+        _notify("request_submitted", access_request.pk)
+    return access_request
+
+
+def access_request_submit(
+    actor: User,
+    *,
+    role: Role,
+    duration: timedelta,
+    justification: str,
+    ticket: str = "",
+    starts_at: datetime | None = None,
+    client_address: str | None = None,
+) -> AccessRequest:
+    """A requester asks for ``role`` for ``duration`` (optionally from ``starts_at``).
+
+    Refused when not eligible, outside the policy, or when the requester already holds or awaits
+    the role (extend the grant instead). Auto-approved when the role needs no approval or a rule
+    matches; otherwise the role's approvers are notified.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        role = Role.objects.select_for_update(of=("self",)).select_related("system").get(pk=role.pk)
+        permissions.ensure_can_request_role(actor, role, now)
+        policies.validate_duration(role, duration)
+        policies.validate_start(starts_at, now)
+        if Grant.objects.current().filter(user=actor, role=role).exists():
+            raise TransitionNotAllowed(f"You already have access to {role}; extend it instead of asking again.")
+        return _create(
+            actor,
+            role,
+            kind=AccessRequest.Kind.ACCESS,
+            duration=duration,
+            justification=justification,
+            ticket=ticket,
+            starts_at=starts_at,
+            extends_grant=None,
+            client_address=client_address,
+            now=now,
+        )
+
+
+def access_request_submit_extension(
+    actor: User,
+    *,
+    grant_id: int,
+    duration: timedelta,
+    justification: str,
+    ticket: str = "",
+    client_address: str | None = None,
+) -> AccessRequest:
+    """Ask to move an active grant's end by ``duration``. When approved the same grant is extended;
+    no second, overlapping grant is ever created. The extended grant may not last longer in total
+    than the role's maximum duration from now."""
+    now = timezone.now()
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update(of=("self",)).select_related("role__system").get(pk=grant_id)
+        if grant.user_id != actor.pk:
+            raise PolicyViolation("Only the person who holds a grant can ask to extend it.")
+        if not grant.is_active_at(now):
+            raise TransitionNotAllowed("Only active access can be extended.")
+        if grant.is_break_glass:
+            raise PolicyViolation("Break-glass access cannot be extended; request access normally.")
+        permissions.ensure_can_request_role(actor, grant.role, now)
+        ceiling = grant.role.max_duration - (grant.expires_at - now)
+        if ceiling < timedelta(minutes=5):
+            raise PolicyViolation(f"This grant already runs for the longest {grant.role} allows.")
+        policies.validate_duration(grant.role, duration, ceiling=ceiling)
+        return _create(
+            actor,
+            grant.role,
+            kind=AccessRequest.Kind.EXTENSION,
+            duration=duration,
+            justification=justification,
+            ticket=ticket,
+            starts_at=None,
+            extends_grant=grant,
+            client_address=client_address,
+            now=now,
+        )
+
+
+def _check_step_up(role: Role, step_up_at: datetime | None, now: datetime) -> None:
+    if not role.step_up_required:
+        return
+    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
+        raise StepUpRequired(
+            f"Deciding on {role} needs a code from your authenticator entered in the last "
+            f"{int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60)} minutes."
+        )
+
+
+def _approve(
+    access_request: AccessRequest,
+    *,
+    now: datetime,
+    actor: User | None,
+    job: str | None,
+    reason: str,
+    duration: timedelta,
+    client_address: str | None = None,
+) -> None:
+    """Move a locked pending request to approved and produce (or extend) its grant."""
+    ensure_transition("request", access_request.status, Status.APPROVED)
+    access_request.status = Status.APPROVED
+    access_request.decided_at = now
+    access_request.approved_duration = duration
+    access_request.save(update_fields=["status", "decided_at", "approved_duration"])
+    event_record(
+        Type.REQUEST_AUTO_APPROVED if actor is None else Type.REQUEST_APPROVED,
+        actor=actor,
+        job=job,
+        client_address=client_address,
+        access_request=access_request,
+        reason=reason,
+        data={"approved_duration_seconds": int(duration.total_seconds())},
+    )
+    if access_request.kind == AccessRequest.Kind.EXTENSION:
+        grant_services.grant_extend_for(access_request, duration=duration, now=now, actor=actor, job=job)
+    else:
+        grant_services.grant_create_for(access_request, duration=duration, now=now, actor=actor, job=job)
+    _notify("request_decided", access_request.pk)
+
+
+def access_request_approve(
+    actor: User,
+    access_request_id: int,
+    *,
+    comment: str = "",
+    duration: timedelta | None = None,
+    step_up_at: datetime | None = None,
+    client_address: str | None = None,
+) -> AccessRequest:
+    """Record ``actor``'s approval; once the role's N distinct approvals are in, approve the request
+    and grant access for the shortest duration any approver allowed (never longer than requested)."""
+    now = timezone.now()
+    with transaction.atomic():
+        access_request = _lock(access_request_id)
+        ensure_transition("request", access_request.status, Status.APPROVED)
+        if now >= access_request.lapses_at:
+            raise TransitionNotAllowed("This request has lapsed: it waited longer than its role allows.")
+        permissions.ensure_can_decide_access_request(actor, access_request)
+        _check_step_up(access_request.role, step_up_at, now)
+        if duration is not None:
+            if duration > access_request.requested_duration:
+                raise PolicyViolation("An approver may shorten the duration, never lengthen it.")
+            policies.validate_duration(access_request.role, duration)
+        decision = Decision.objects.create(
+            access_request=access_request,
+            approver=actor,
+            requester_id=access_request.requester_id,
+            outcome=Decision.Outcome.APPROVE,
+            comment=comment.strip(),
+            duration=duration,
+            step_up_at=step_up_at if access_request.role.step_up_required else None,
+            created_at=now,
+        )
+        event_record(
+            Type.DECISION_APPROVE,
+            actor=actor,
+            client_address=client_address,
+            access_request=access_request,
+            reason=decision.comment,
+            data={
+                "decision_id": decision.pk,
+                "duration_seconds": int(duration.total_seconds()) if duration else None,
+                "step_up_at": decision.step_up_at.isoformat() if decision.step_up_at else None,
+            },
+        )
+        approvals = list(access_request.decisions.filter(outcome=Decision.Outcome.APPROVE))
+        needed = max(1, policies.approvals_required(access_request.role))
+        if len(approvals) >= needed:
+            durations = [d.duration for d in approvals if d.duration] + [access_request.requested_duration]
+            _approve(
+                access_request,
+                now=now,
+                actor=actor,
+                job=None,
+                client_address=client_address,
+                reason=f"{len(approvals)} of {needed} approvals",
+                duration=min(durations),
+            )
+        else:
+            _notify("request_approval_progress", access_request.pk)
+        return access_request
+
+
+def access_request_deny(
+    actor: User,
+    access_request_id: int,
+    *,
+    comment: str,
+    step_up_at: datetime | None = None,
+    client_address: str | None = None,
+) -> AccessRequest:
+    """One approver's denial ends the request. A comment is required (the requester reads it)."""
+    now = timezone.now()
+    if not comment.strip():
+        raise PolicyViolation("Say why you deny the request: the requester will read it.")
+    with transaction.atomic():
+        access_request = _lock(access_request_id)
+        ensure_transition("request", access_request.status, Status.DENIED)
+        permissions.ensure_can_decide_access_request(actor, access_request)
+        _check_step_up(access_request.role, step_up_at, now)
+        decision = Decision.objects.create(
+            access_request=access_request,
+            approver=actor,
+            requester_id=access_request.requester_id,
+            outcome=Decision.Outcome.DENY,
+            comment=comment.strip(),
+            step_up_at=step_up_at if access_request.role.step_up_required else None,
+            created_at=now,
+        )
+        event_record(
+            Type.DECISION_DENY,
+            actor=actor,
+            client_address=client_address,
+            access_request=access_request,
+            reason=decision.comment,
+            data={"decision_id": decision.pk},
+        )
+        access_request.status = Status.DENIED
+        access_request.decided_at = now
+        access_request.save(update_fields=["status", "decided_at"])
+        event_record(
+            Type.REQUEST_DENIED,
+            actor=actor,
+            client_address=client_address,
+            access_request=access_request,
+            reason=decision.comment,
+        )
+        _notify("request_decided", access_request.pk)
+        return access_request
+
+
+def access_request_cancel(actor: User, access_request_id: int, *, client_address: str | None = None) -> AccessRequest:
+    """The requester withdraws a pending request."""
+    with transaction.atomic():
+        access_request = _lock(access_request_id)
+        if access_request.requester_id != actor.pk:
+            raise PolicyViolation("Only the requester can cancel a request.")
+        ensure_transition("request", access_request.status, Status.CANCELLED)
+        access_request.status = Status.CANCELLED
+        access_request.decided_at = timezone.now()
+        access_request.save(update_fields=["status", "decided_at"])
+        event_record(Type.REQUEST_CANCELLED, actor=actor, client_address=client_address, access_request=access_request)
+        return access_request
+
+
+def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: int = 2000) -> int:
+    """Set-based: every pending request past its ``lapses_at`` becomes lapsed, with one event each.
+    Rows another transaction holds (an approval in flight) are skipped and retried next sweep."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            due = list(
+                AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(status=Status.PENDING, lapses_at__lte=now)
+                .order_by("pk")
+                .only("pk", "role_id")[:batch_size]
+            )
+            if not due:
+                return total
+            ids = [r.pk for r in due]
+            AccessRequest.objects.filter(pk__in=ids, status=Status.PENDING).update(status=Status.LAPSED, decided_at=now)
+            event_record_bulk(
+                [
+                    AccessEvent(
+                        event_type=Type.REQUEST_LAPSED,
+                        actor_label=f"system:{job}",
+                        access_request_id=r.pk,
+                        role_id=r.role_id,
+                        occurred_at=now,
+                        reason="No decision before the deadline.",
+                    )
+                    for r in due
+                ]
+            )
+            for pk in ids:
+                _notify("request_lapsed", pk)
+        total += len(due)
+        if len(due) < batch_size:
+            return total
+
+
+def access_request_remind_due(now: datetime) -> int:
+    """Remind approvers once, at half of the pending timeout (bookkeeping only, not a state change)."""
+    pending = AccessRequest.objects.filter(
+        status=Status.PENDING, reminder_sent_at__isnull=True, lapses_at__gt=now
+    ).only("pk", "created_at", "lapses_at")
+    ids = [r.pk for r in pending.iterator() if r.created_at + (r.lapses_at - r.created_at) / 2 <= now]
+    if not ids:
+        return 0
+    with transaction.atomic():
+        AccessRequest.objects.filter(pk__in=ids, reminder_sent_at__isnull=True).update(reminder_sent_at=now)
+        for pk in ids:
+            _notify("request_reminder", pk)
+    return len(ids)

@@ -1,0 +1,80 @@
+"""Eligibility changes by system owners: add and end, each with an access event."""
+
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils import timezone
+
+from accessgov import permissions
+from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
+from accessgov.models import AccessEvent, Eligibility, Role, User
+from accessgov.services.events import event_record
+
+
+def eligibility_add(
+    actor: User,
+    *,
+    role: Role,
+    user: User | None = None,
+    group: Group | None = None,
+    ends_at: datetime | None = None,
+    reason: str,
+    client_address: str | None = None,
+) -> Eligibility:
+    """An owner of the role's system lets a user or a group request the role (until ``ends_at``)."""
+    now = timezone.now()
+    if ends_at is not None and ends_at <= now:
+        raise PolicyViolation("The end date must be in the future.")
+    with transaction.atomic():
+        permissions.ensure_can_manage_eligibility(actor, role.system)
+        duplicate = Eligibility.objects.active(now).filter(role=role, user=user, group=group).exists()
+        if duplicate:
+            raise TransitionNotAllowed(f"{user or group} is already eligible for {role}.")
+        eligibility = Eligibility.objects.create(
+            role=role,
+            user=user,
+            group=group,
+            ends_at=ends_at,
+            reason=reason,
+            created_by=actor,
+            starts_at=now,
+            created_at=now,
+        )
+        event_record(
+            AccessEvent.Type.ELIGIBILITY_ADDED,
+            actor=actor,
+            client_address=client_address,
+            role=role,
+            reason=reason,
+            data={
+                "eligibility_id": eligibility.pk,
+                "user": user.username if user else None,
+                "group": group.name if group else None,
+                "ends_at": ends_at.isoformat() if ends_at else None,
+            },
+        )
+        return eligibility
+
+
+def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_address: str | None = None) -> Eligibility:
+    """End an eligibility now: no new requests from it (active grants run to their own end)."""
+    now = timezone.now()
+    with transaction.atomic():
+        eligibility = (
+            Eligibility.objects.select_for_update(of=("self",)).select_related("role__system").get(pk=eligibility_id)
+        )
+        permissions.ensure_can_manage_eligibility(actor, eligibility.role.system)
+        if eligibility.ends_at is not None and eligibility.ends_at <= now:
+            raise TransitionNotAllowed("This eligibility has already ended.")
+        eligibility.ends_at = max(now, eligibility.starts_at + timedelta(microseconds=1))
+        eligibility.save(update_fields=["ends_at"])
+        event_record(
+            AccessEvent.Type.ELIGIBILITY_ENDED,
+            actor=actor,
+            client_address=client_address,
+            role=eligibility.role,
+            reason=reason,
+            data={"eligibility_id": eligibility.pk},
+        )
+        return eligibility

@@ -1,0 +1,377 @@
+"""Grant transitions: create/extend (from an approval), activate, expire, revoke, release; break-glass.
+
+The expiry path is doubled: an eta task at ``expires_at`` and the periodic sweep both call
+``grant_expire_due``, which is set-based and idempotent. Reads never depend on it: see
+``Grant.objects.active(now)``.
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accessgov import permissions, policies
+from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Grant, Role, User
+from accessgov.services.events import event_record, event_record_bulk
+from accessgov.workflow import ensure_transition
+
+Status = Grant.Status
+Type = AccessEvent.Type
+EXPIRY_REMINDER_BEFORE = timedelta(minutes=15)
+BREAK_GLASS_FOLLOW_UP_WITHIN = timedelta(hours=24)
+BREAK_GLASS_REMIND_EVERY = timedelta(hours=4)
+
+
+def _on_commit_task(name: str, *args, eta: datetime | None = None) -> None:
+    from accessgov import tasks
+
+    task = getattr(tasks, name)
+    if eta is None:
+        transaction.on_commit(lambda: task.delay(*args))
+    else:
+        transaction.on_commit(lambda: task.apply_async(args, eta=eta))
+
+
+def _lock(grant_id: int) -> Grant:
+    try:
+        return Grant.objects.select_for_update(of=("self",)).select_related("role__system", "user").get(pk=grant_id)
+    except Grant.DoesNotExist as exc:
+        raise TransitionNotAllowed("This grant does not exist.") from exc
+
+
+def grant_create_for(
+    access_request: AccessRequest, *, duration: timedelta, now: datetime, actor: User | None, job: str | None
+) -> Grant:
+    """Create the grant of a just-approved request (caller holds the request lock, in its transaction).
+    Active now, or scheduled when the request asked for a later start."""
+    starts_at = max(access_request.starts_at or now, now)
+    scheduled = starts_at > now
+    try:
+        with transaction.atomic():
+            grant = Grant.objects.create(
+                access_request=access_request,
+                user_id=access_request.requester_id,
+                role=access_request.role,
+                status=Status.SCHEDULED if scheduled else Status.ACTIVE,
+                is_break_glass=access_request.kind == AccessRequest.Kind.BREAK_GLASS,
+                starts_at=starts_at,
+                expires_at=starts_at + duration,
+                created_at=now,
+                activated_at=None if scheduled else now,
+            )
+    except IntegrityError as exc:
+        raise TransitionNotAllowed(
+            "The requester already holds this role; the request cannot be granted twice."
+        ) from exc
+    event_record(
+        Type.GRANT_SCHEDULED if scheduled else Type.GRANT_ACTIVATED,
+        actor=actor,
+        job=job,
+        access_request=access_request,
+        grant=grant,
+        data={"starts_at": grant.starts_at.isoformat(), "expires_at": grant.expires_at.isoformat()},
+    )
+    if scheduled:
+        _on_commit_task("activate_grant", grant.pk, eta=grant.starts_at)
+    else:
+        _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
+    return grant
+
+
+def grant_extend_for(
+    access_request: AccessRequest, *, duration: timedelta, now: datetime, actor: User | None, job: str | None
+) -> Grant:
+    """Move the end of the grant an approved extension request names (never a second grant)."""
+    grant = _lock(access_request.extends_grant_id)
+    if not grant.is_active_at(now):
+        raise TransitionNotAllowed("The grant ended before the extension was approved; request access again.")
+    ceiling = now + grant.role.max_duration
+    new_expires_at = min(grant.expires_at + duration, ceiling)
+    previous = grant.expires_at
+    grant.expires_at = new_expires_at
+    grant.extension_count += 1
+    grant.expiry_reminder_sent_at = None
+    grant.save(update_fields=["expires_at", "extension_count", "expiry_reminder_sent_at"])
+    event_record(
+        Type.GRANT_EXTENDED,
+        actor=actor,
+        job=job,
+        access_request=access_request,
+        grant=grant,
+        data={"previous_expires_at": previous.isoformat(), "expires_at": new_expires_at.isoformat()},
+    )
+    _on_commit_task("expire_grant", grant.pk, eta=new_expires_at)
+    return grant
+
+
+def grant_activate_due(now: datetime, *, grant_ids: list[int] | None = None, job: str = "sweep") -> int:
+    """Set-based: scheduled grants whose start has come become active (one event each)."""
+    with transaction.atomic():
+        qs = Grant.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+            status=Status.SCHEDULED, starts_at__lte=now
+        )
+        if grant_ids is not None:
+            qs = qs.filter(pk__in=grant_ids)
+        due = list(qs.order_by("pk").only("pk", "role_id", "access_request_id", "expires_at")[:5000])
+        if not due:
+            return 0
+        ids = [g.pk for g in due]
+        Grant.objects.filter(pk__in=ids, status=Status.SCHEDULED).update(status=Status.ACTIVE, activated_at=now)
+        event_record_bulk(
+            [
+                AccessEvent(
+                    event_type=Type.GRANT_ACTIVATED,
+                    actor_label=f"system:{job}",
+                    grant_id=g.pk,
+                    access_request_id=g.access_request_id,
+                    role_id=g.role_id,
+                    occurred_at=now,
+                    data={"scheduled_start": True},
+                )
+                for g in due
+            ]
+        )
+        for g in due:
+            _on_commit_task("expire_grant", g.pk, eta=g.expires_at)
+    return len(due)
+
+
+def grant_expire_due(
+    now: datetime, *, grant_ids: list[int] | None = None, job: str = "sweep", batch_size: int = 5000
+) -> int:
+    """Set-based: every active grant with ``expires_at <= now`` becomes expired, in bounded batches,
+    with one bulk-written event per grant and one notification task per batch. Rows locked by
+    another transaction are skipped (the next sweep takes them), so parallel sweeps never collide."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            qs = Grant.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+                status=Status.ACTIVE, expires_at__lte=now
+            )
+            if grant_ids is not None:
+                qs = qs.filter(pk__in=grant_ids)
+            due = list(qs.order_by("pk").only("pk", "role_id", "access_request_id", "expires_at")[:batch_size])
+            if not due:
+                return total
+            ids = [g.pk for g in due]
+            Grant.objects.filter(pk__in=ids, status=Status.ACTIVE).update(
+                status=Status.EXPIRED, ended_at=F("expires_at"), end_reason=Grant.EndReason.EXPIRED
+            )
+            event_record_bulk(
+                [
+                    AccessEvent(
+                        event_type=Type.GRANT_EXPIRED,
+                        actor_label=f"system:{job}",
+                        grant_id=g.pk,
+                        access_request_id=g.access_request_id,
+                        role_id=g.role_id,
+                        occurred_at=now,
+                        data={
+                            "expires_at": g.expires_at.isoformat(),
+                            "observed_lag_seconds": round((now - g.expires_at).total_seconds(), 3),
+                        },
+                    )
+                    for g in due
+                ]
+            )
+            _on_commit_task("notify_many", "grant_ended", ids)
+        total += len(due)
+        if len(due) < batch_size:
+            return total
+
+
+def _end(
+    grant: Grant,
+    *,
+    actor: User,
+    reason: str,
+    end_reason: str,
+    event_type: str,
+    now: datetime,
+    client_address: str | None,
+) -> Grant:
+    ensure_transition("grant", grant.status, Status.REVOKED)
+    if grant.status == Status.ACTIVE and grant.expires_at <= now:
+        raise TransitionNotAllowed("This grant has already expired.")
+    grant.status = Status.REVOKED
+    grant.ended_at = now
+    grant.end_reason = end_reason
+    grant.ended_by = actor
+    grant.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    event_record(
+        event_type,
+        actor=actor,
+        client_address=client_address,
+        grant=grant,
+        access_request=grant.access_request,
+        reason=reason,
+    )
+    _on_commit_task("notify", "grant_ended", grant.pk)
+    return grant
+
+
+def grant_revoke(actor: User, grant_id: int, *, reason: str, client_address: str | None = None) -> Grant:
+    """An approver of the role, or an owner of the system, ends someone's access now (reason required)."""
+    if not reason.strip():
+        raise PolicyViolation("Say why you revoke this access: the grantee and auditors will read it.")
+    now = timezone.now()
+    with transaction.atomic():
+        grant = _lock(grant_id)
+        permissions.ensure_can_revoke_grant(actor, grant)
+        return _end(
+            grant,
+            actor=actor,
+            reason=reason.strip(),
+            end_reason=Grant.EndReason.REVOKED,
+            event_type=Type.GRANT_REVOKED,
+            now=now,
+            client_address=client_address,
+        )
+
+
+def grant_release(actor: User, grant_id: int, *, client_address: str | None = None) -> Grant:
+    """The grantee gives access back early."""
+    now = timezone.now()
+    with transaction.atomic():
+        grant = _lock(grant_id)
+        permissions.ensure_can_release_grant(actor, grant)
+        return _end(
+            grant,
+            actor=actor,
+            reason="Released early by the grantee.",
+            end_reason=Grant.EndReason.RELEASED,
+            event_type=Type.GRANT_RELEASED,
+            now=now,
+            client_address=client_address,
+        )
+
+
+def grant_remind_expiring(now: datetime) -> int:
+    """Tell grantees once, EXPIRY_REMINDER_BEFORE the end (bookkeeping only, not a state change)."""
+    ids = list(
+        Grant.objects.active(now)
+        .filter(expires_at__lte=now + EXPIRY_REMINDER_BEFORE, expiry_reminder_sent_at__isnull=True)
+        .values_list("pk", flat=True)[:1000]
+    )
+    if ids:
+        with transaction.atomic():
+            Grant.objects.filter(pk__in=ids).update(expiry_reminder_sent_at=now)
+            _on_commit_task("notify_many", "grant_expiring", ids)
+    return len(ids)
+
+
+# --- Break-glass --------------------------------------------------------------------------------
+
+
+def break_glass_activate(
+    actor: User,
+    *,
+    role: Role,
+    justification: str,
+    duration: timedelta,
+    step_up_at: datetime | None,
+    client_address: str | None = None,
+) -> Grant:
+    """Self-activation without a peer, on roles that allow it: a fresh TOTP, a reason, at most 1 h.
+    Approvers and auditors are told at once, and a follow-up another person must acknowledge
+    within 24 h is opened."""
+    now = timezone.now()
+    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
+        raise StepUpRequired("Break-glass needs a code from your authenticator entered in the last 5 minutes.")
+    with transaction.atomic():
+        role = Role.objects.select_for_update(of=("self",)).select_related("system").get(pk=role.pk)
+        if not role.break_glass_allowed:
+            raise PolicyViolation(f"{role} does not allow break-glass access.")
+        permissions.ensure_can_request_role(actor, role, now)
+        policies.validate_duration(role, duration, ceiling=policies.BREAK_GLASS_MAX_DURATION)
+        if len(justification.strip()) < 10:
+            raise PolicyViolation("Explain the emergency (at least 10 characters).")
+        if Grant.objects.current().filter(user=actor, role=role).exists():
+            raise TransitionNotAllowed(f"You already have access to {role}.")
+        access_request = AccessRequest.objects.create(
+            requester=actor,
+            role=role,
+            kind=AccessRequest.Kind.BREAK_GLASS,
+            status=AccessRequest.Status.APPROVED,
+            requested_duration=duration,
+            approved_duration=duration,
+            justification=justification.strip(),
+            created_at=now,
+            lapses_at=now,
+            decided_at=now,
+        )
+        grant = Grant.objects.create(
+            access_request=access_request,
+            user=actor,
+            role=role,
+            status=Status.ACTIVE,
+            is_break_glass=True,
+            starts_at=now,
+            expires_at=now + duration,
+            created_at=now,
+            activated_at=now,
+        )
+        follow_up = BreakGlassFollowUp.objects.create(grant=grant, due_at=now + BREAK_GLASS_FOLLOW_UP_WITHIN)
+        event_record(
+            Type.BREAK_GLASS_ACTIVATED,
+            actor=actor,
+            client_address=client_address,
+            access_request=access_request,
+            grant=grant,
+            reason=access_request.justification,
+            data={
+                "duration_seconds": int(duration.total_seconds()),
+                "step_up_at": step_up_at.isoformat(),
+                "follow_up_due_at": follow_up.due_at.isoformat(),
+            },
+        )
+        _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
+        _on_commit_task("notify", "break_glass_activated", grant.pk)
+        return grant
+
+
+def break_glass_acknowledge(
+    actor: User, follow_up_id: int, *, comment: str, client_address: str | None = None
+) -> BreakGlassFollowUp:
+    """Someone other than the grantee reviews a break-glass use and signs it off with a comment."""
+    if not comment.strip():
+        raise PolicyViolation("Write what you checked: the comment is the evidence of this review.")
+    with transaction.atomic():
+        follow_up = (
+            BreakGlassFollowUp.objects.select_for_update(of=("self",))
+            .select_related("grant__role__system", "grant__access_request")
+            .get(pk=follow_up_id)
+        )
+        if not follow_up.is_open:
+            raise TransitionNotAllowed("This follow-up was already acknowledged.")
+        permissions.ensure_can_acknowledge_break_glass(actor, follow_up.grant)
+        follow_up.acknowledged_by = actor
+        follow_up.acknowledged_at = timezone.now()
+        follow_up.comment = comment.strip()
+        follow_up.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])
+        event_record(
+            Type.BREAK_GLASS_ACKNOWLEDGED,
+            actor=actor,
+            client_address=client_address,
+            grant=follow_up.grant,
+            access_request=follow_up.grant.access_request,
+            reason=follow_up.comment,
+        )
+        return follow_up
+
+
+def break_glass_remind_overdue(now: datetime) -> int:
+    """Re-notify open follow-ups past their due time, at most every BREAK_GLASS_REMIND_EVERY."""
+    ids = list(
+        BreakGlassFollowUp.objects.filter(acknowledged_at__isnull=True, due_at__lte=now)
+        .filter(Q(last_reminded_at__isnull=True) | Q(last_reminded_at__lte=now - BREAK_GLASS_REMIND_EVERY))
+        .values_list("pk", flat=True)[:1000]
+    )
+    if ids:
+        with transaction.atomic():
+            BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
+            _on_commit_task("notify_many", "break_glass_overdue", ids)
+    return len(ids)

@@ -1,0 +1,17 @@
+"""One sweep: everything time makes due, set-based. Run by beat every SWEEP_INTERVAL and by
+``manage.py expire_grants``; safe to run twice or in parallel (skip-locked batches)."""
+
+from datetime import datetime
+
+from accessgov.services import access_requests, grants
+
+
+def sweep_run(now: datetime) -> dict[str, int]:
+    return {
+        "lapsed": access_requests.access_request_lapse_due(now),
+        "activated": grants.grant_activate_due(now),
+        "expired": grants.grant_expire_due(now),
+        "approver_reminders": access_requests.access_request_remind_due(now),
+        "expiry_reminders": grants.grant_remind_expiring(now),
+        "break_glass_reminders": grants.break_glass_remind_overdue(now),
+    }

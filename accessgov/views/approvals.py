@@ -1,0 +1,38 @@
+"""The approver dashboard: the queue of what I may decide, with context, decided inline via htmx."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accessgov import permissions, selectors
+from accessgov.forms import DecisionForm
+from accessgov.models import Role, System
+
+
+@require_GET
+def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    system_id = request.GET.get("system")
+    risk = request.GET.get("risk")
+    queue = list(
+        selectors.approver_queue(
+            request.user,
+            now,
+            system_id=int(system_id) if system_id and system_id.isdigit() else None,
+            risk_tier=risk if risk in Role.RiskTier.values else None,
+        )[:100]
+    )
+    items = [{"item": r, **selectors.requester_context(r, now)} for r in queue]
+    systems = System.objects.filter(roles__in=permissions.decidable_roles(request.user)).distinct()
+    context = {
+        "items": items,
+        "systems": systems,
+        "risks": Role.RiskTier.choices,
+        "selected_system": system_id or "",
+        "selected_risk": risk or "",
+        "form": DecisionForm(),
+        "now": now,
+        "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+    }
+    return render(request, "accessgov/approvals/dashboard.html", context)

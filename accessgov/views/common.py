@@ -1,0 +1,53 @@
+"""Helpers shared by views: turning service errors into answers, and step-up freshness."""
+
+from datetime import UTC, datetime
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from accessgov import otp
+from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, TransitionNotAllowed
+
+
+def status_for(error: AccessGovError) -> int:
+    if isinstance(error, NotAuthorized):
+        return 403
+    if isinstance(error, TransitionNotAllowed):
+        return 409
+    if isinstance(error, PolicyViolation):
+        return 400
+    return 400
+
+
+def error_redirect(request: HttpRequest, error: AccessGovError, to: str) -> HttpResponse:
+    """After a refused POST: show the reason; htmx callers get the status code, others a redirect."""
+    messages.error(request, str(error))
+    if request.headers.get("HX-Request"):
+        response = HttpResponse(status=status_for(error))
+        response["HX-Redirect"] = to
+        return response
+    return redirect(to)
+
+
+def step_up_at(request: HttpRequest) -> datetime | None:
+    """When this session last entered a TOTP code (for step-up decisions), or None."""
+    verified_at = request.session.get(otp.SESSION_OTP_VERIFIED_AT)
+    if not verified_at or not otp.otp_is_fresh(request):
+        return None
+    return datetime.fromtimestamp(float(verified_at), tz=UTC)
+
+
+def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None, str]:
+    """Use a freshly typed code for step-up (verified now, replay-safe); returns (time, error)."""
+    code = (code or "").strip().replace(" ", "")
+    if not code:
+        return step_up_at(request), ""
+    if not code.isdigit() or len(code) != 6:
+        return None, "Enter the 6 digits from your authenticator app."
+    result = otp.verify_code(request.user, code, allow_backup=False)
+    if not result.ok:
+        otp.record_failure(request, request.user, "step-up")
+        return None, result.message
+    otp.mark_verified(request, result.device)
+    return step_up_at(request), ""

@@ -1,0 +1,134 @@
+"""My access (with countdowns), extending and releasing, and the grants list for approvers/auditors."""
+
+import django_filters
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accessgov import permissions, selectors
+from accessgov.exceptions import AccessGovError
+from accessgov.forms import ExtensionForm, ReasonForm
+from accessgov.models import Grant, Role, System
+from accessgov.services import access_requests as request_services
+from accessgov.services import grants as services
+from accessgov.views.common import error_redirect, status_for
+
+
+@require_GET
+def my_access_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    context = {
+        "active_grants": selectors.my_active_grants(request.user, now),
+        "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
+        "pending_requests": selectors.my_pending_requests(request.user),
+        "recent_ended": Grant.objects.filter(user=request.user, status__in=["expired", "revoked"])
+        .select_related("role__system")
+        .order_by("-ended_at")[:10],
+        "now": now,
+    }
+    return render(request, "accessgov/grants/my_access.html", context)
+
+
+def _visible_grant(request: HttpRequest, pk: int) -> Grant:
+    grant = get_object_or_404(Grant.objects.select_related("role__system", "user", "access_request"), pk=pk)
+    if grant.user_id != request.user.pk and not permissions.visible_grants(request.user).filter(pk=pk).exists():
+        raise Http404("No such grant.")
+    return grant
+
+
+@require_GET
+def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    grant = _visible_grant(request, pk)
+    now = timezone.now()
+    context = {
+        "grant": grant,
+        "active": grant.is_active_at(now),
+        "timeline": selectors.grant_timeline(grant),
+        "can_revoke": grant.user_id != request.user.pk and permissions.can_revoke_grant(request.user, grant),
+        "revoke_form": ReasonForm(),
+    }
+    return render(request, "accessgov/grants/detail.html", context)
+
+
+@require_POST
+def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _visible_grant(request, pk)
+    try:
+        grant = services.grant_release(request.user, pk, client_address=request.client_address)
+    except AccessGovError as error:
+        return error_redirect(request, error, reverse("my_access"))
+    messages.success(request, f"You released your access to {grant.role}.")
+    return redirect("my_access")
+
+
+@require_POST
+def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _visible_grant(request, pk)
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why you revoke this access.")
+        return redirect("grant_detail", pk=pk)
+    try:
+        grant = services.grant_revoke(
+            request.user, pk, reason=form.cleaned_data["reason"], client_address=request.client_address
+        )
+    except AccessGovError as error:
+        return error_redirect(request, error, reverse("grant_detail", args=[pk]))
+    messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
+    return redirect("grant_detail", pk=pk)
+
+
+@require_http_methods(["GET", "POST"])
+def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
+    grant = _visible_grant(request, pk)
+    if grant.user_id != request.user.pk:
+        raise Http404("No such grant.")
+    form = ExtensionForm(request.POST or None, initial={"duration": "1h"})
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            extension = request_services.access_request_submit_extension(
+                request.user,
+                grant_id=pk,
+                duration=form.cleaned_data["duration"],
+                justification=form.cleaned_data["justification"],
+                ticket=form.cleaned_data["ticket"],
+                client_address=request.client_address,
+            )
+        except AccessGovError as error:
+            form.add_error(None, str(error))
+            status = status_for(error)
+        else:
+            if extension.status == "approved":
+                messages.success(request, "Extended.")
+                return redirect("my_access")
+            messages.success(request, "Extension requested. Approvers have been notified.")
+            return redirect("request_detail", pk=extension.pk)
+    elif request.method == "POST":
+        status = 400
+    return render(request, "accessgov/grants/extend.html", {"grant": grant, "form": form}, status=status)
+
+
+class GrantFilter(django_filters.FilterSet):
+    system = django_filters.ModelChoiceFilter(field_name="role__system", queryset=System.objects.all())
+    role = django_filters.ModelChoiceFilter(queryset=Role.objects.select_related("system"))
+    status = django_filters.ChoiceFilter(choices=Grant.Status.choices)
+    user = django_filters.CharFilter(field_name="user__username", lookup_expr="iexact", label="User")
+    break_glass = django_filters.BooleanFilter(field_name="is_break_glass", label="Break-glass")
+
+    class Meta:
+        model = Grant
+        fields = ["system", "role", "status", "user", "break_glass"]
+
+
+@require_GET
+def grants_list_view(request: HttpRequest) -> HttpResponse:
+    """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all)."""
+    grant_filter = GrantFilter(request.GET or None, queryset=selectors.visible_grants(request.user))
+    grants = grant_filter.qs.order_by("-starts_at", "-pk")[:200] if grant_filter.is_valid() else Grant.objects.none()
+    return render(
+        request, "accessgov/grants/list.html", {"filter": grant_filter, "grants": grants, "now": timezone.now()}
+    )

@@ -1,0 +1,174 @@
+"""Requesting access, following a request, and deciding it."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accessgov import permissions, policies, selectors
+from accessgov.exceptions import AccessGovError
+from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
+from accessgov.models import AccessRequest
+from accessgov.services import access_requests as services
+from accessgov.views.common import error_redirect, status_for, step_up_with_code
+
+
+def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
+    access_request = get_object_or_404(
+        AccessRequest.objects.select_related("role__system", "requester", "extends_grant"), pk=pk
+    )
+    if not permissions.can_view_access_request(request.user, access_request):
+        raise Http404("No such request.")
+    return access_request
+
+
+@require_http_methods(["GET", "POST"])
+def request_new_view(request: HttpRequest) -> HttpResponse:
+    """The new-request form: only roles I am eligible for, with each role's policy beside it."""
+    now = timezone.now()
+    roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
+    initial = {}
+    if role_id := request.GET.get("role"):
+        role = roles.filter(pk=role_id).first() if role_id.isdigit() else None
+        if role:
+            initial = {"role": role, "duration": format_duration_input(role.default_duration)}
+    form = AccessRequestForm(request.POST or None, roles=roles, initial=initial)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            access_request = services.access_request_submit(
+                request.user,
+                role=data["role"],
+                duration=data["duration"],
+                justification=data["justification"],
+                ticket=data["ticket"],
+                starts_at=data["starts_at"],
+                client_address=request.client_address,
+            )
+        except AccessGovError as error:
+            form.add_error(None, str(error))
+            status = status_for(error)
+        else:
+            if access_request.status == AccessRequest.Status.APPROVED:
+                messages.success(request, f"Approved automatically ({access_request.auto_approved_by_rule}).")
+                return redirect("my_access")
+            messages.success(request, "Request sent. Approvers have been notified.")
+            return redirect("request_detail", pk=access_request.pk)
+    elif request.method == "POST":
+        status = 400
+    policy_rows = [
+        {
+            "role": role,
+            "max": policies.format_duration(role.max_duration),
+            "default": policies.format_duration(role.default_duration),
+            "approvals": role.approvals_required,
+            "pending": policies.format_duration(role.pending_timeout),
+        }
+        for role in roles
+    ]
+    return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
+
+
+@require_GET
+def my_requests_view(request: HttpRequest) -> HttpResponse:
+    access_requests = selectors.my_requests(request.user)[:200]
+    return render(request, "accessgov/requests/mine.html", {"access_requests": access_requests})
+
+
+@require_GET
+def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    access_request = _visible_request(request, pk)
+    now = timezone.now()
+    can_decide = permissions.can_decide_access_request(request.user, access_request) and now < access_request.lapses_at
+    context = {
+        "access_request": access_request,
+        "timeline": selectors.request_timeline(access_request),
+        "decisions": access_request.decisions.select_related("approver"),
+        "can_decide": can_decide,
+        "can_cancel": access_request.is_pending and access_request.requester_id == request.user.pk,
+        "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
+        "form": DecisionForm(),
+        "needs_code": access_request.role.step_up_required,
+    }
+    if can_decide:
+        context.update(selectors.requester_context(access_request, now))
+    return render(request, "accessgov/requests/detail.html", context)
+
+
+def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
+    access_request = _visible_request(request, pk)
+    back = request.POST.get("back") or reverse("request_detail", args=[pk])
+    if not back.startswith("/") or back.startswith("//"):
+        back = reverse("request_detail", args=[pk])
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return _decision_answer(request, access_request, back, status=400)
+    step_up_at, code_error = step_up_with_code(request, form.cleaned_data["otp_token"])
+    if code_error:
+        messages.error(request, code_error)
+        return _decision_answer(request, access_request, back, status=403)
+    try:
+        if outcome == "approve":
+            services.access_request_approve(
+                request.user,
+                pk,
+                comment=form.cleaned_data["comment"],
+                duration=form.cleaned_data["duration"],
+                step_up_at=step_up_at,
+                client_address=request.client_address,
+            )
+        else:
+            services.access_request_deny(
+                request.user,
+                pk,
+                comment=form.cleaned_data["comment"],
+                step_up_at=step_up_at,
+                client_address=request.client_address,
+            )
+    except AccessGovError as error:
+        messages.error(request, str(error))
+        return _decision_answer(request, access_request, back, status=status_for(error))
+    access_request.refresh_from_db()
+    verb = "Approved" if outcome == "approve" else "Denied"
+    messages.success(request, f"{verb}: request #{pk} ({access_request.get_status_display().lower()}).")
+    return _decision_answer(request, access_request, back, status=200)
+
+
+def _decision_answer(request: HttpRequest, access_request: AccessRequest, back: str, *, status: int) -> HttpResponse:
+    """htmx: swap the queue card for its new state (with the message); plain POST: redirect back."""
+    if request.headers.get("HX-Request"):
+        access_request.refresh_from_db()
+        context = {
+            "item": access_request,
+            "decided": status == 200,
+            "form": DecisionForm(),
+            "now": timezone.now(),
+            "inline_messages": True,
+        }
+        return render(request, "accessgov/approvals/_queue_item.html", context, status=status)
+    return redirect(back)
+
+
+@require_POST
+def request_approve_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, "approve")
+
+
+@require_POST
+def request_deny_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, "deny")
+
+
+@require_POST
+def request_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _visible_request(request, pk)
+    try:
+        services.access_request_cancel(request.user, pk, client_address=request.client_address)
+    except AccessGovError as error:
+        return error_redirect(request, error, reverse("request_detail", args=[pk]))
+    messages.success(request, "Request cancelled.")
+    return redirect("request_detail", pk=pk)

@@ -1,0 +1,99 @@
+"""Systems and roles: policy at a glance, and eligibility managed by the system's owners."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from accessgov import permissions, policies
+from accessgov.exceptions import AccessGovError
+from accessgov.forms import EligibilityForm, ReasonForm
+from accessgov.models import Eligibility, System
+from accessgov.services import eligibility as services
+from accessgov.views.common import error_redirect
+
+
+@require_GET
+def system_list_view(request: HttpRequest) -> HttpResponse:
+    systems = System.objects.prefetch_related("roles").order_by("name")
+    return render(request, "accessgov/systems/list.html", {"systems": systems})
+
+
+@require_GET
+def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
+    system = get_object_or_404(System, slug=slug)
+    now = timezone.now()
+    can_manage = permissions.can_manage_eligibility(request.user, system)
+    eligible = set(permissions.eligible_roles(request.user, now).filter(system=system).values_list("pk", flat=True))
+    roles = [
+        {
+            "role": role,
+            "max": policies.format_duration(role.max_duration),
+            "pending": policies.format_duration(role.pending_timeout),
+            "eligible": role.pk in eligible,
+        }
+        for role in system.roles.all()
+    ]
+    eligibilities = (
+        Eligibility.objects.active(now)
+        .filter(role__system=system)
+        .select_related("role", "user", "group", "created_by")
+        if can_manage
+        else Eligibility.objects.none()
+    )
+    context = {
+        "system": system,
+        "roles": roles,
+        "can_manage": can_manage,
+        "eligibilities": eligibilities,
+        "form": EligibilityForm(system=system) if can_manage else None,
+        "end_form": ReasonForm(),
+    }
+    return render(request, "accessgov/systems/detail.html", context)
+
+
+@require_POST
+def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
+    system = get_object_or_404(System, slug=slug)
+    back = reverse("system_detail", args=[slug])
+    form = EligibilityForm(request.POST, system=system)
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(back)
+    data = form.cleaned_data
+    try:
+        services.eligibility_add(
+            request.user,
+            role=data["role"],
+            user=data["user"],
+            group=data["group"],
+            ends_at=data["ends_at"],
+            reason=data["reason"],
+            client_address=request.client_address,
+        )
+    except AccessGovError as error:
+        return error_redirect(request, error, back)
+    messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}.")
+    return redirect(back)
+
+
+@require_POST
+def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
+    eligibility = get_object_or_404(Eligibility.objects.select_related("role__system"), pk=pk)
+    if not permissions.can_manage_eligibility(request.user, eligibility.role.system):
+        raise Http404("No such eligibility.")
+    back = reverse("system_detail", args=[eligibility.role.system.slug])
+    form = ReasonForm(request.POST)
+    try:
+        services.eligibility_end(
+            request.user,
+            pk,
+            reason=form.data.get("reason", "").strip() or "Ended by an owner",
+            client_address=request.client_address,
+        )
+    except AccessGovError as error:
+        return error_redirect(request, error, back)
+    messages.success(request, "Eligibility ended.")
+    return redirect(back)
