@@ -5,7 +5,20 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
-from accessgov.models import Role, System, User
+from accessgov.exceptions import AccessGovError
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    AutoApprovalRule,
+    BreakGlassFollowUp,
+    Decision,
+    Eligibility,
+    Grant,
+    Role,
+    System,
+    User,
+)
+from accessgov.services import grants as grant_services
 
 admin.site.site_header = "AccessGov administration"
 admin.site.site_title = "AccessGov admin"
@@ -57,8 +70,97 @@ class SystemAdmin(GuardedModelAdmin):
     inlines = [RoleInline]
 
 
+class AutoApprovalRuleInline(admin.TabularInline):
+    model = AutoApprovalRule
+    extra = 0
+
+
 @admin.register(Role)
 class RoleAdmin(GuardedModelAdmin):
     list_display = ("__str__", "risk_tier", "approvals_required", "max_duration", "break_glass_allowed")
     list_filter = ("risk_tier", "system", "break_glass_allowed", "step_up_required")
     search_fields = ("name", "system__name")
+    inlines = [AutoApprovalRuleInline]
+
+
+@admin.register(Eligibility)
+class EligibilityAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "role", "user", "group", "starts_at", "ends_at")
+    list_filter = ("role__system",)
+    search_fields = ("user__username", "group__name", "role__name")
+    raw_id_fields = ("user",)
+    readonly_fields = ("created_by", "created_at")
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """State is written only by services: the admin shows it and never edits it."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "requester", "role", "kind", "status", "created_at")
+    list_filter = ("status", "kind", "role__system")
+    search_fields = ("requester__username", "justification", "ticket")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    list_display = ("access_request", "approver", "outcome", "created_at", "step_up_at")
+    list_filter = ("outcome",)
+
+
+@admin.register(Grant)
+class GrantAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "user", "role", "status", "starts_at", "expires_at", "end_reason", "is_break_glass")
+    list_filter = ("status", "is_break_glass", "role__system")
+    search_fields = ("user__username", "role__name")
+    actions = ["revoke_selected"]
+
+    def has_change_permission(self, request, obj=None):
+        # Needed for the action to be offered; the change form itself stays read-only.
+        return obj is None and request.user.has_perm("accessgov.view_grant")
+
+    @admin.action(description="Revoke selected grants now (through the lifecycle service)")
+    def revoke_selected(self, request, queryset):
+        done = 0
+        for grant in queryset:
+            try:
+                grant_services.grant_revoke(
+                    request.user,
+                    grant.pk,
+                    reason="Revoked from the admin",
+                    client_address=getattr(request, "client_address", None),
+                )
+                done += 1
+            except AccessGovError as error:
+                self.message_user(request, f"Grant #{grant.pk}: {error}", level="error")
+        if done:
+            self.message_user(request, f"Revoked {done} grant(s).")
+
+
+@admin.register(BreakGlassFollowUp)
+class BreakGlassFollowUpAdmin(ReadOnlyAdmin):
+    list_display = ("grant", "due_at", "acknowledged_by", "acknowledged_at")
+
+
+@admin.register(AccessEvent)
+class AccessEventAdmin(ReadOnlyAdmin):
+    list_display = ("occurred_at", "event_type", "actor_label", "client_address", "access_request", "grant")
+    list_filter = ("event_type",)
+    search_fields = ("actor_label", "reason")
+    date_hierarchy = "occurred_at"

@@ -11,5 +11,15 @@ class AccessGovConfig(AppConfig):
 
         from accessgov import models
 
-        for model in (models.User, models.System, models.Role):
-            auditlog.register(model, exclude_fields=["password", "session_stamp", "last_login"])
+        auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
+        for model in (
+            models.System,
+            models.Role,
+            models.AutoApprovalRule,
+            models.Eligibility,
+            models.AccessRequest,
+            models.Decision,
+            models.Grant,
+            models.BreakGlassFollowUp,
+        ):
+            auditlog.register(model)

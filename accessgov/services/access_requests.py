@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accessgov import permissions, policies
-from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov.exceptions import NotAuthorized, PolicyViolation, StepUpRequired, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Grant, Role, User
 from accessgov.services import grants as grant_services
 from accessgov.services.events import event_record, event_record_bulk
@@ -150,7 +150,7 @@ def access_request_submit_extension(
     with transaction.atomic():
         grant = Grant.objects.select_for_update(of=("self",)).select_related("role__system").get(pk=grant_id)
         if grant.user_id != actor.pk:
-            raise PolicyViolation("Only the person who holds a grant can ask to extend it.")
+            raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
         if not grant.is_active_at(now):
             raise TransitionNotAllowed("Only active access can be extended.")
         if grant.is_break_glass:
@@ -332,7 +332,7 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
     with transaction.atomic():
         access_request = _lock(access_request_id)
         if access_request.requester_id != actor.pk:
-            raise PolicyViolation("Only the requester can cancel a request.")
+            raise NotAuthorized("Only the requester can cancel a request.")
         ensure_transition("request", access_request.status, Status.CANCELLED)
         access_request.status = Status.CANCELLED
         access_request.decided_at = timezone.now()

@@ -12,7 +12,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import BreakGlassForm, ReasonForm
 from accessgov.models import BreakGlassFollowUp
 from accessgov.services import grants as services
-from accessgov.views.common import error_redirect, status_for, step_up_with_code
+from accessgov.views.common import refused, status_for, step_up_with_code
 
 
 @require_http_methods(["GET", "POST"])
@@ -77,6 +77,6 @@ def follow_up_acknowledge_view(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.break_glass_acknowledge(request.user, pk, comment=comment, client_address=request.client_address)
     except AccessGovError as error:
-        return error_redirect(request, error, reverse("break_glass_follow_ups"))
+        return refused(request, error, reverse("break_glass_follow_ups"))
     messages.success(request, "Follow-up acknowledged.")
     return redirect("break_glass_follow_ups")

@@ -2,9 +2,8 @@
 
 from datetime import UTC, datetime
 
-from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import render
 
 from accessgov import otp
 from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, TransitionNotAllowed
@@ -20,14 +19,11 @@ def status_for(error: AccessGovError) -> int:
     return 400
 
 
-def error_redirect(request: HttpRequest, error: AccessGovError, to: str) -> HttpResponse:
-    """After a refused POST: show the reason; htmx callers get the status code, others a redirect."""
-    messages.error(request, str(error))
-    if request.headers.get("HX-Request"):
-        response = HttpResponse(status=status_for(error))
-        response["HX-Redirect"] = to
-        return response
-    return redirect(to)
+def refused(request: HttpRequest, error: AccessGovError | str, back: str, status: int | None = None) -> HttpResponse:
+    """A refused action: the reason, a way back, and the right status (403 forbidden, 409 already
+    decided/ended, 400 against policy)."""
+    code = status or (status_for(error) if isinstance(error, AccessGovError) else 400)
+    return render(request, "accessgov/refused.html", {"message": str(error), "back": back}, status=code)
 
 
 def step_up_at(request: HttpRequest) -> datetime | None:

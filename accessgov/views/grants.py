@@ -14,7 +14,7 @@ from accessgov.forms import ExtensionForm, ReasonForm
 from accessgov.models import Grant, Role, System
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
-from accessgov.views.common import error_redirect, status_for
+from accessgov.views.common import refused, status_for
 
 
 @require_GET
@@ -59,7 +59,7 @@ def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         grant = services.grant_release(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
-        return error_redirect(request, error, reverse("my_access"))
+        return refused(request, error, reverse("my_access"))
     messages.success(request, f"You released your access to {grant.role}.")
     return redirect("my_access")
 
@@ -76,7 +76,7 @@ def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
             request.user, pk, reason=form.cleaned_data["reason"], client_address=request.client_address
         )
     except AccessGovError as error:
-        return error_redirect(request, error, reverse("grant_detail", args=[pk]))
+        return refused(request, error, reverse("grant_detail", args=[pk]))
     messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
     return redirect("grant_detail", pk=pk)
 
@@ -127,7 +127,7 @@ class GrantFilter(django_filters.FilterSet):
 @require_GET
 def grants_list_view(request: HttpRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all)."""
-    grant_filter = GrantFilter(request.GET or None, queryset=selectors.visible_grants(request.user))
+    grant_filter = GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
     grants = grant_filter.qs.order_by("-starts_at", "-pk")[:200] if grant_filter.is_valid() else Grant.objects.none()
     return render(
         request, "accessgov/grants/list.html", {"filter": grant_filter, "grants": grants, "now": timezone.now()}

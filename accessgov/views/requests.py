@@ -12,7 +12,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest
 from accessgov.services import access_requests as services
-from accessgov.views.common import error_redirect, status_for, step_up_with_code
+from accessgov.views.common import refused, status_for, step_up_with_code
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
@@ -139,7 +139,8 @@ def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
 
 
 def _decision_answer(request: HttpRequest, access_request: AccessRequest, back: str, *, status: int) -> HttpResponse:
-    """htmx: swap the queue card for its new state (with the message); plain POST: redirect back."""
+    """htmx: swap the queue card for its new state (with the message, and the status code);
+    plain POST: back to where the form was on success, the refusal page otherwise."""
     if request.headers.get("HX-Request"):
         access_request.refresh_from_db()
         context = {
@@ -150,6 +151,11 @@ def _decision_answer(request: HttpRequest, access_request: AccessRequest, back: 
             "inline_messages": True,
         }
         return render(request, "accessgov/approvals/_queue_item.html", context, status=status)
+    if status != 200:
+        from django.contrib.messages import get_messages
+
+        reason = " ".join(str(m) for m in get_messages(request)) or "The decision was not recorded."
+        return refused(request, reason, back, status=status)
     return redirect(back)
 
 
@@ -169,6 +175,6 @@ def request_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.access_request_cancel(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
-        return error_redirect(request, error, reverse("request_detail", args=[pk]))
+        return refused(request, error, reverse("request_detail", args=[pk]))
     messages.success(request, "Request cancelled.")
     return redirect("request_detail", pk=pk)

@@ -12,7 +12,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.models import Eligibility, System
 from accessgov.services import eligibility as services
-from accessgov.views.common import error_redirect
+from accessgov.views.common import refused
 
 
 @require_GET
@@ -74,7 +74,7 @@ def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
             client_address=request.client_address,
         )
     except AccessGovError as error:
-        return error_redirect(request, error, back)
+        return refused(request, error, back)
     messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}.")
     return redirect(back)
 
@@ -94,6 +94,6 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
             client_address=request.client_address,
         )
     except AccessGovError as error:
-        return error_redirect(request, error, back)
+        return refused(request, error, back)
     messages.success(request, "Eligibility ended.")
     return redirect(back)
