@@ -564,3 +564,38 @@ def test_events_are_only_written_inside_a_transaction():
 
     with pytest.raises(RuntimeError, match="inside the transaction"):
         event_record("request.submitted", job="test")
+
+
+def test_no_event_no_change_a_failing_event_write_rolls_the_transition_back(world, monkeypatch):
+    from accessgov.services import events as event_services
+
+    access_request = submit(world)
+
+    def broken(*args, **kwargs):
+        raise IntegrityError("ledger unavailable")
+
+    monkeypatch.setattr(event_services.AccessEvent.objects, "create", broken)
+    with pytest.raises(IntegrityError):
+        ar.access_request_approve(world.approver, access_request.pk, comment="ok")
+    access_request.refresh_from_db()
+    assert access_request.status == AccessRequest.Status.PENDING
+    assert not Decision.objects.exists()
+    assert not Grant.objects.exists()
+    with pytest.raises(IntegrityError):
+        submit(world, role=world.role_two)
+    assert AccessRequest.objects.count() == 1
+
+
+def test_bulk_expiry_rolls_back_when_its_events_cannot_be_written(world, monkeypatch):
+    from accessgov.services import events as event_services
+
+    with time_machine.travel(T0, tick=False):
+        ar.access_request_approve(world.approver, submit(world).pk)
+
+    def broken(*args, **kwargs):
+        raise IntegrityError("ledger unavailable")
+
+    monkeypatch.setattr(event_services.AccessEvent.objects, "bulk_create", broken)
+    with time_machine.travel(T0 + 2 * H, tick=False), pytest.raises(IntegrityError):
+        gs.grant_expire_due(timezone.now())
+    assert Grant.objects.get().status == Grant.Status.ACTIVE
