@@ -36,7 +36,7 @@ def _run_worker(env: dict[str, str]) -> subprocess.Popen:
 
 
 def _round_trip(env: dict[str, str], broker: str, backend: str, transport_options: dict) -> str:
-    client = Celery("probe", broker=broker, backend=backend)
+    client = Celery("probe", broker=broker, backend=backend, set_as_current=False)
     client.conf.broker_transport_options = transport_options
     worker = _run_worker(env)
     try:

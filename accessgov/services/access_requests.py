@@ -227,9 +227,9 @@ def access_request_approve(
 ) -> AccessRequest:
     """Record ``actor``'s approval; once the role's N distinct approvals are in, approve the request
     and grant access for the shortest duration any approver allowed (never longer than requested)."""
-    now = timezone.now()
     with transaction.atomic():
         access_request = _lock(access_request_id)
+        now = timezone.now()  # after the lock: a wait behind another transaction must not approve late
         ensure_transition("request", access_request.status, Status.APPROVED)
         if now >= access_request.lapses_at:
             raise TransitionNotAllowed("This request has lapsed: it waited longer than its role allows.")
@@ -288,11 +288,11 @@ def access_request_deny(
     client_address: str | None = None,
 ) -> AccessRequest:
     """One approver's denial ends the request. A comment is required (the requester reads it)."""
-    now = timezone.now()
     if not comment.strip():
         raise PolicyViolation("Say why you deny the request: the requester will read it.")
     with transaction.atomic():
         access_request = _lock(access_request_id)
+        now = timezone.now()
         ensure_transition("request", access_request.status, Status.DENIED)
         permissions.ensure_can_decide_access_request(actor, access_request)
         _check_step_up(access_request.role, step_up_at, now)

@@ -1,0 +1,305 @@
+"""Races between real transactions on PostgreSQL: each racer is a thread with its own connection.
+
+Services lock the row they change (``select_for_update``) and sweeps skip rows another transaction
+holds (``skip_locked``); these tests start the competing calls together and check that exactly one
+outcome wins, with exactly the events and grants that outcome owes. SQLite cannot run them (it has
+no row locks), so they are PostgreSQL-only.
+"""
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+import pytest
+from celery.result import allow_join_result
+from django.db import connection
+from django.db.models import Count, F
+from django.utils import timezone
+
+from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
+from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+H = timedelta(hours=1)
+JUSTIFICATION = "Investigating incident INC-42 on payments"
+
+
+class Outcome:
+    """What one racer got: the service's return value, or the exception it raised."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.value = None
+        self.error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {self.error!r}>" if self.error else f"<{self.name}: {self.value!r}>"
+
+
+def race(calls: dict[str, Callable[[], object]], *, jitter: float = 0.0) -> dict[str, Outcome]:
+    """Run each call in its own thread, released together by a barrier (after each thread has opened
+    its own database connection). ``jitter`` adds a random delay of up to that many seconds after the
+    barrier so that repeated races exercise both orders. Every thread closes its connection."""
+    barrier = threading.Barrier(len(calls))
+    outcomes = {name: Outcome(name) for name in calls}
+
+    def run(name: str, call: Callable[[], object]) -> None:
+        outcome = outcomes[name]
+        try:
+            connection.ensure_connection()
+            barrier.wait(timeout=10)
+            if jitter:
+                time.sleep(random.uniform(0, jitter))
+            outcome.value = call()
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(name, call), name=f"racer-{name}") for name, call in calls.items()]
+    # Eager tasks (the services' on_commit notifications) run inside the racing threads. Celery guards
+    # each eager call with a process-global "join would block" flag that it saves and restores, which
+    # is not thread-safe: interleaved saves can leave it stuck on, and every later AsyncResult.get()
+    # in this process would then raise "Never call result.get() within a task!". allow_join_result()
+    # restores the value from before the race.
+    with allow_join_result():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a racer is still running after 60 s (deadlock?)"
+    return outcomes
+
+
+def event_types(**filters) -> Counter:
+    return Counter(AccessEvent.objects.filter(**filters).values_list("event_type", flat=True))
+
+
+def fresh_requester(world, make_user, name: str):
+    """Another requester eligible for world.role (a person holds at most one current grant per role)."""
+    user = make_user(name, device=False)
+    Eligibility.objects.create(role=world.role, user=user)
+    return user
+
+
+def submit(user, role, duration=H):
+    return ar.access_request_submit(user, role=role, duration=duration, justification=JUSTIFICATION)
+
+
+# --- Two approvals at once ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_person", [False, True], ids=["two-approvers", "double-click"])
+def test_two_approvals_of_a_one_approval_request_at_once_grant_exactly_once(world, same_person):
+    access_request = submit(world.requester, world.role)
+    second = world.approver if same_person else world.approver2
+
+    outcomes = race(
+        {
+            "first": lambda: ar.access_request_approve(world.approver, access_request.pk, comment="ok"),
+            "second": lambda: ar.access_request_approve(second, access_request.pk, comment="ok too"),
+        }
+    )
+
+    winners = [o for o in outcomes.values() if o.ok]
+    losers = [o for o in outcomes.values() if not o.ok]
+    assert len(winners) == 1, outcomes
+    assert len(losers) == 1, outcomes
+    # The loser waited for the winner's row lock, then saw the committed state.
+    assert isinstance(losers[0].error, TransitionNotAllowed), outcomes
+    assert "already approved" in str(losers[0].error)
+
+    access_request.refresh_from_db()
+    assert access_request.status == AccessRequest.Status.APPROVED
+    assert Decision.objects.filter(access_request=access_request).count() == 1
+    assert Grant.objects.filter(access_request=access_request, status=Grant.Status.ACTIVE).count() == 1
+    assert Grant.objects.count() == 1
+    assert event_types(access_request=access_request) == Counter(
+        {"request.submitted": 1, "decision.approve": 1, "request.approved": 1, "grant.activated": 1}
+    )
+
+
+def test_two_approvers_of_a_two_approval_request_at_once_both_count_and_grant_once(world):
+    access_request = submit(world.requester, world.role_two)
+
+    outcomes = race(
+        {
+            "approver": lambda: ar.access_request_approve(world.approver, access_request.pk),
+            "approver2": lambda: ar.access_request_approve(world.approver2, access_request.pk),
+        }
+    )
+
+    # Both approvals are legitimate: neither may be lost, and the second one in completes the request.
+    assert all(o.ok for o in outcomes.values()), outcomes
+    access_request.refresh_from_db()
+    assert access_request.status == AccessRequest.Status.APPROVED
+    assert set(Decision.objects.filter(access_request=access_request).values_list("approver__username", flat=True)) == {
+        "approver",
+        "approver2",
+    }
+    assert Grant.objects.filter(access_request=access_request).count() == 1
+    assert event_types(access_request=access_request) == Counter(
+        {"request.submitted": 1, "decision.approve": 2, "request.approved": 1, "grant.activated": 1}
+    )
+    approved = AccessEvent.objects.get(access_request=access_request, event_type="request.approved")
+    assert approved.reason == "2 of 2 approvals"
+
+
+def test_one_approver_double_clicking_a_two_approval_request_records_one_decision(world):
+    access_request = submit(world.requester, world.role_two)
+
+    outcomes = race(
+        {
+            "click": lambda: ar.access_request_approve(world.approver, access_request.pk),
+            "again": lambda: ar.access_request_approve(world.approver, access_request.pk),
+        }
+    )
+
+    losers = [o for o in outcomes.values() if not o.ok]
+    assert len(losers) == 1, outcomes
+    # A clear refusal, not an IntegrityError from the (request, approver) unique constraint.
+    assert isinstance(losers[0].error, NotAuthorized), outcomes
+    assert "already decided" in str(losers[0].error)
+    access_request.refresh_from_db()
+    assert access_request.status == AccessRequest.Status.PENDING
+    assert Decision.objects.filter(access_request=access_request).count() == 1
+    assert not Grant.objects.exists()
+    assert event_types(access_request=access_request) == Counter({"request.submitted": 1, "decision.approve": 1})
+
+
+# --- Approve against cancel and against lapse --------------------------------------------------
+
+
+def test_approve_and_cancel_at_once_end_in_exactly_one_outcome(world, make_user):
+    seen = Counter()
+    for attempt in range(4):
+        requester = fresh_requester(world, make_user, f"canceller{attempt}")
+        access_request = submit(requester, world.role)
+
+        outcomes = race(
+            {
+                "approve": partial(ar.access_request_approve, world.approver, access_request.pk),
+                "cancel": partial(ar.access_request_cancel, requester, access_request.pk),
+            },
+            jitter=0.01,
+        )
+
+        approve, cancel = outcomes["approve"], outcomes["cancel"]
+        assert approve.ok != cancel.ok, outcomes
+        loser = cancel if approve.ok else approve
+        assert isinstance(loser.error, TransitionNotAllowed), outcomes
+        access_request.refresh_from_db()
+        types = event_types(access_request=access_request)
+        grants = Grant.objects.filter(access_request=access_request)
+        if approve.ok:
+            assert "already approved" in str(cancel.error)
+            assert access_request.status == AccessRequest.Status.APPROVED
+            assert grants.filter(status=Grant.Status.ACTIVE).count() == 1
+            assert types == Counter(
+                {"request.submitted": 1, "decision.approve": 1, "request.approved": 1, "grant.activated": 1}
+            )
+        else:
+            assert "already cancelled" in str(approve.error)
+            assert access_request.status == AccessRequest.Status.CANCELLED
+            assert not grants.exists()
+            assert types == Counter({"request.submitted": 1, "request.cancelled": 1})
+        seen[access_request.status] += 1
+    print(f"approve vs cancel outcomes: {dict(seen)}")
+
+
+def test_approve_and_lapse_at_once_end_in_exactly_one_outcome(world, make_user):
+    seen = Counter()
+    for attempt in range(6):
+        requester = fresh_requester(world, make_user, f"laggard{attempt}")
+        access_request = submit(requester, world.role)
+        # Setup only: the deadline is 2 s ahead, so an approval now is still in time, while the sweep
+        # is told it runs 1 s after the deadline.
+        lapses_at = timezone.now() + timedelta(seconds=2)
+        AccessRequest.objects.filter(pk=access_request.pk).update(lapses_at=lapses_at)
+        sweep_now = lapses_at + timedelta(seconds=1)
+
+        outcomes = race(
+            {
+                "approve": partial(ar.access_request_approve, world.approver, access_request.pk),
+                "lapse": partial(ar.access_request_lapse_due, sweep_now),
+            },
+            jitter=0.01,
+        )
+
+        approve, lapse = outcomes["approve"], outcomes["lapse"]
+        assert lapse.ok, outcomes  # the sweep never fails: it skips what it cannot lock
+        assert timezone.now() < lapses_at, "the race took too long to be meaningful"
+        access_request.refresh_from_db()
+        types = event_types(access_request=access_request)
+        grants = Grant.objects.filter(access_request=access_request)
+        if approve.ok:
+            assert lapse.value == 0, outcomes
+            assert access_request.status == AccessRequest.Status.APPROVED
+            assert grants.filter(status=Grant.Status.ACTIVE).count() == 1
+            assert types == Counter(
+                {"request.submitted": 1, "decision.approve": 1, "request.approved": 1, "grant.activated": 1}
+            )
+        else:
+            assert isinstance(approve.error, TransitionNotAllowed), outcomes
+            assert "already lapsed" in str(approve.error)
+            assert lapse.value == 1, outcomes
+            assert access_request.status == AccessRequest.Status.LAPSED
+            assert access_request.decided_at == sweep_now
+            assert not grants.exists()
+            assert not Decision.objects.filter(access_request=access_request).exists()
+            assert types == Counter({"request.submitted": 1, "request.lapsed": 1})
+        seen[access_request.status] += 1
+    # A later sweep finds nothing left to lapse: every request ended exactly once.
+    assert ar.access_request_lapse_due(timezone.now() + timedelta(days=2)) == 0
+    assert AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).count() == 0
+    print(f"approve vs lapse outcomes: {dict(seen)}")
+
+
+# --- Two sweeps at once ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [25, 5000], ids=["small-batches", "one-batch"])
+def test_two_sweeps_at_once_expire_every_due_grant_exactly_once(world, make_user, batch_size):
+    n = 300
+    started = time.monotonic()
+    for i in range(n):
+        user = fresh_requester(world, make_user, f"bulk{i:03d}")
+        ar.access_request_approve(world.approver, submit(user, world.role).pk)
+    ids = list(Grant.objects.values_list("pk", flat=True))
+    assert len(ids) == n
+    now = timezone.now()
+    # Setup only: every grant ran from 2 h ago until 1 s ago (expires_at > starts_at still holds).
+    Grant.objects.update(starts_at=now - 2 * H, expires_at=now - timedelta(seconds=1))
+    assert not Grant.objects.active(now).exists()
+    setup_seconds = time.monotonic() - started
+
+    outcomes = race(
+        {
+            "sweep-a": lambda: gs.grant_expire_due(now, batch_size=batch_size),
+            "sweep-b": lambda: gs.grant_expire_due(now, batch_size=batch_size),
+        }
+    )
+
+    assert all(o.ok for o in outcomes.values()), outcomes
+    counts = {name: o.value for name, o in outcomes.items()}
+    print(f"setup {setup_seconds:.1f} s; batch_size={batch_size}; expired per sweep: {counts}")
+    assert sum(counts.values()) == n
+    assert Grant.objects.filter(status=Grant.Status.EXPIRED, end_reason=Grant.EndReason.EXPIRED).count() == n
+    assert not Grant.objects.exclude(ended_at=F("expires_at")).exists()
+    expired_events = AccessEvent.objects.filter(event_type="grant.expired")
+    assert expired_events.count() == n
+    assert set(expired_events.values_list("grant_id", flat=True)) == set(ids)
+    assert not expired_events.values("grant_id").annotate(c=Count("pk")).filter(c__gt=1).exists()
+    assert set(expired_events.values_list("actor_label", flat=True)) == {"system:sweep"}
+    # Nothing is left for a third sweep.
+    assert gs.grant_expire_due(now) == 0
