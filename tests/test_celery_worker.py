@@ -1,53 +1,26 @@
 """A real Celery worker process on the embedded filesystem broker (what `make run` uses) and on Redis."""
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from celery import Celery
 
+from tests.workers import start_worker, stop_worker
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run_worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--pool=solo",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "1", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _round_trip(env: dict[str, str], broker: str, backend: str, transport_options: dict) -> str:
     client = Celery("probe", broker=broker, backend=backend, set_as_current=False)
     client.conf.broker_transport_options = transport_options
-    worker = _run_worker(env)
+    worker = start_worker(env)
     try:
         result = client.send_task("accessgov.tasks.ping")
         return result.get(timeout=30)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
         client.close()
 
 

@@ -2,8 +2,6 @@
 lost, and ``manage.py expire_grants`` run by hand."""
 
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -20,6 +18,7 @@ from django.utils import timezone
 from accessgov.models import AccessEvent, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services.sweep import sweep_run
+from tests.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 H = timedelta(hours=1)
@@ -48,39 +47,6 @@ def _database_url_of_this_test() -> str:
     return f"postgres://{credentials}@{host}{port}/{quote(s['NAME'], safe='')}"
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = log_path.open("w")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "1", **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    worker.terminate()
-    try:
-        worker.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait(timeout=5)
-
-
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -89,7 +55,7 @@ def test_a_real_worker_on_redis_expires_a_grant_at_its_eta(world, tmp_path):
     database_url = _database_url_of_this_test()
     assert connection.settings_dict["NAME"].startswith("test_")  # never the development database
     log_path = tmp_path / "worker.log"
-    worker = _start_worker(
+    worker = start_worker(
         {
             "VAR_DIR": str(tmp_path),
             "DATABASE_URL": database_url,
@@ -97,7 +63,8 @@ def test_a_real_worker_on_redis_expires_a_grant_at_its_eta(world, tmp_path):
             "CELERY_RESULT_BACKEND": url,
             "CELERY_TASK_ALWAYS_EAGER": "0",
         },
-        log_path,
+        log_path.open("w"),
+        loglevel="INFO",
     )
     # The test process runs tasks eagerly; this client puts them on Redis for the worker. Not the
     # "current" app: the approval's own on_commit tasks must still run eagerly in this process.
@@ -127,7 +94,7 @@ def test_a_real_worker_on_redis_expires_a_grant_at_its_eta(world, tmp_path):
             time.sleep(0.1)
         assert told in log_path.read_text(), log_path.read_text()[-3000:]
     finally:
-        _stop(worker)
+        stop_worker(worker)
         client.close()
 
     assert grant.end_reason == Grant.EndReason.EXPIRED
