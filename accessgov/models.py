@@ -57,8 +57,21 @@ class System(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     environment = models.CharField(max_length=20, choices=Environment.choices, default=Environment.PRODUCTION)
     description = models.TextField(blank=True)
+    class Connector(models.TextChoices):
+        MANUAL = "manual", "Manual (a person applies and removes access)"
+        WEBHOOK = "webhook", "Webhook (signed POST to your automation)"
+        POSTGRES = "postgres", "PostgreSQL (role membership)"
+
     slack_webhook_url = models.URLField(
         blank=True, help_text="Optional Slack-compatible incoming webhook for this system's notifications."
+    )
+    connector = models.CharField(max_length=20, choices=Connector.choices, default=Connector.MANUAL)
+    connector_config = models.JSONField(default=dict, blank=True, help_text="Non-secret connector settings.")
+    connector_secret = models.TextField(
+        blank=True, help_text="Password or signing secret. Never shown back, never logged."
+    )
+    reconcile_remove_drift = models.BooleanField(
+        default=False, help_text="When reconciliation finds access without an active grant, remove it."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -100,6 +113,11 @@ class Role(models.Model):
     )
     break_glass_allowed = models.BooleanField(default=False)
     pending_timeout = models.DurationField(default=timedelta(hours=24))
+    target_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What the connector grants at the target, e.g. the managed PostgreSQL role (default: the role name).",
+    )
 
     class Meta:
         ordering = ["system__name", "name"]
@@ -118,6 +136,10 @@ class Role(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system.name} · {self.name}"
+
+    @property
+    def target(self) -> str:
+        return self.target_name or self.name
 
 
 class AutoApprovalRule(models.Model):
@@ -337,6 +359,23 @@ class Grant(models.Model):
     extension_count = models.PositiveIntegerField(default=0)
     expiry_reminder_sent_at = models.DateTimeField(null=True, blank=True)
 
+    class Provisioning(models.TextChoices):
+        PENDING = "pending", "Applying"
+        APPLIED = "applied", "Applied"
+        REMOVAL_PENDING = "removal_pending", "Removal pending"
+        REMOVED = "removed", "Removed"
+        CONFIRMED = "confirmed", "Removed and confirmed"
+        FAILED = "failed", "Failing (retrying)"
+        NOT_APPLIED = "not_applied", "Never applied"
+
+    provisioning_state = models.CharField(max_length=20, choices=Provisioning.choices, blank=True)
+    provisioning_error = models.TextField(blank=True)
+    provisioned_at = models.DateTimeField(null=True, blank=True)
+    removal_requested_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removal_confirmed_at = models.DateTimeField(null=True, blank=True)
+    removal_alerted_at = models.DateTimeField(null=True, blank=True)
+
     objects = GrantQuerySet.as_manager()
 
     class Meta:
@@ -368,6 +407,13 @@ class Grant(models.Model):
     def is_active_at(self, now) -> bool:
         return self.status == self.Status.ACTIVE and self.starts_at <= now < self.expires_at
 
+    @property
+    def revocation_lag(self) -> timedelta | None:
+        """removal_confirmed_at − the moment access should have ended (expires_at, or the revoke time)."""
+        if self.removal_confirmed_at is None or self.ended_at is None:
+            return None
+        return self.removal_confirmed_at - self.ended_at
+
 
 class BreakGlassFollowUp(models.Model):
     """The review a break-glass activation owes: another person must acknowledge it within 24 h."""
@@ -390,6 +436,59 @@ class BreakGlassFollowUp(models.Model):
     @property
     def is_open(self) -> bool:
         return self.acknowledged_at is None
+
+
+class OutboxItem(models.Model):
+    """Work at a target that must survive a broker outage: written in the transaction of the state
+    change, drained by a task and by every sweep; processing is idempotent (one item, one effect)."""
+
+    class Action(models.TextChoices):
+        APPLY = "apply", "Apply access"
+        REMOVE = "remove", "Remove access"
+
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="outbox_items")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, blank=True)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["done_at", "next_attempt_at"], name="outbox_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} for grant #{self.grant_id}"
+
+
+class DriftFinding(models.Model):
+    """Access found at a target without an active grant behind it (reconciliation)."""
+
+    system = models.ForeignKey(System, on_delete=models.CASCADE, related_name="drift_findings")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="drift_findings")
+    principal = models.CharField(max_length=200)
+    detected_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    removed_by_accessgov = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-detected_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["role", "principal"], condition=models.Q(resolved_at__isnull=True), name="drift_one_open_per_principal"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.principal} holds {self.role} without a grant"
 
 
 class AccessEvent(models.Model):
@@ -416,6 +515,12 @@ class AccessEvent(models.Model):
         GRANT_RELEASED = "grant.released", "Grant released"
         BREAK_GLASS_ACTIVATED = "break_glass.activated", "Break-glass activated"
         BREAK_GLASS_ACKNOWLEDGED = "break_glass.acknowledged", "Break-glass follow-up acknowledged"
+        PROVISIONING_APPLIED = "provisioning.applied", "Access applied at the target"
+        PROVISIONING_REMOVED = "provisioning.removed", "Access removed at the target and confirmed"
+        PROVISIONING_FAILED = "provisioning.failed", "Provisioning failing (retrying)"
+        PROVISIONING_SKIPPED = "provisioning.skipped", "Provisioning skipped (grant already ended)"
+        DRIFT_DETECTED = "drift.detected", "Access without a grant detected at the target"
+        DRIFT_REMOVED = "drift.removed", "Access without a grant removed at the target"
         ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
 

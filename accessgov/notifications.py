@@ -173,6 +173,24 @@ def break_glass_overdue(follow_up: BreakGlassFollowUp) -> Message:
     return message
 
 
+def removal_overdue(grant: Grant) -> Message:
+    system = grant.role.system
+    return Message(
+        subject=f"[AccessGov] ALERT: access to {grant.role} not removed for {grant.user.get_username()}",
+        heading=f"Access to {grant.role} has not been removed at the target",
+        lines=[
+            f"{_who(grant.user)}'s access ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC; removal was requested at "
+            f"{grant.removal_requested_at:%H:%M} UTC and is not confirmed.",
+            f"Last error: {grant.provisioning_error or '—'}",
+            "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done.",
+        ],
+        recipients=permissions.owners_of_system(system) | permissions.auditors(),
+        action_url=absolute(reverse("provisioning")),
+        action_label="Open the provisioning dashboard",
+        slack_system=system,
+    )
+
+
 BUILDERS = {
     "request_submitted": (AccessRequest, request_submitted),
     "request_reminder": (AccessRequest, request_reminder),
@@ -183,6 +201,7 @@ BUILDERS = {
     "grant_ended": (Grant, grant_ended),
     "break_glass_activated": (Grant, break_glass_activated),
     "break_glass_overdue": (BreakGlassFollowUp, break_glass_overdue),
+    "removal_overdue": (Grant, removal_overdue),
 }
 
 

@@ -55,3 +55,19 @@ def notify(kind: str, object_id: int) -> int:
 def notify_many(kind: str, object_ids: list[int]) -> None:
     for object_id in object_ids:
         notify.delay(kind, object_id)
+
+
+@shared_task(acks_late=True)
+def drain_outbox() -> int:
+    """Apply/remove access at targets for due outbox items (idempotent; also run by every sweep)."""
+    from accessgov.services.provisioning import outbox_drain
+
+    return outbox_drain()
+
+
+@shared_task
+def reconcile() -> dict[str, int]:
+    """Compare every target that can list its members with the active grants; flag drift."""
+    from accessgov.services.reconciliation import reconcile_all
+
+    return reconcile_all(timezone.now())

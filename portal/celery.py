@@ -14,5 +14,10 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "heartbeat": {"task": "accessgov.tasks.heartbeat", "schedule": 30.0},
     # The expiry safety net: catches anything the per-grant eta tasks missed.
     "sweep": {"task": "accessgov.tasks.sweep", "schedule": float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))},
+    # Compare each target with the active grants and flag (optionally remove) drift.
+    "reconcile": {
+        "task": "accessgov.tasks.reconcile",
+        "schedule": float(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300")),
+    },
 }
 app.conf.beat_schedule = BEAT_SCHEDULE

@@ -233,6 +233,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # SWEEP_INTERVAL_SECONDS (default 30) is read by portal/celery.py, where the beat schedule lives.
+# Provisioning: retry backoff cap (a target that comes back is retried within this), the age at which
+# a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.
+PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
+PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 # Absolute links in emails and Slack messages.
 PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

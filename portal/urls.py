@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from accessgov.views import accounts, approvals, break_glass, grants, health, home, requests, systems
+from accessgov.views import accounts, approvals, break_glass, grants, health, home, provisioning, requests, systems
 
 accounts_patterns = (
     [
@@ -43,6 +43,8 @@ urlpatterns = [
         break_glass.follow_up_acknowledge_view,
         name="follow_up_acknowledge",
     ),
+    path("provisioning/", provisioning.provisioning_view, name="provisioning"),
+    path("provisioning/tasks/<int:pk>/done/", provisioning.manual_task_done_view, name="manual_task_done"),
     path("systems/", systems.system_list_view, name="system_list"),
     path("systems/<slug:slug>/", systems.system_detail_view, name="system_detail"),
     path("systems/<slug:slug>/eligibility/", systems.eligibility_add_view, name="eligibility_add"),

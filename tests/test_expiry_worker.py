@@ -159,6 +159,8 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "approver_reminders=0",
             "expiry_reminders=0",
             "break_glass_reminders=0",
+            "provisioned=0",
+            "removal_alerts=0",
         ]
         again = StringIO()
         call_command("expire_grants", stdout=again)

@@ -132,7 +132,7 @@ def test_one_approval_grants_access_now(world, django_capture_on_commit_callback
         "request.approved",
         "grant.activated",
     ]
-    assert len(callbacks) == 2  # expiry timer + requester notification
+    assert len(callbacks) == 3  # outbox drain + expiry timer + requester notification
 
 
 def test_requester_cannot_approve_own_request(world):

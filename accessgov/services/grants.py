@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from accessgov import permissions, policies
 from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
-from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Grant, Role, User
+from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Grant, OutboxItem, Role, User
+from accessgov.services import provisioning
 from accessgov.services.events import event_record, event_record_bulk
 from accessgov.workflow import ensure_transition
 
@@ -77,6 +78,7 @@ def grant_create_for(
     if scheduled:
         _on_commit_task("activate_grant", grant.pk, eta=grant.starts_at)
     else:
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
         _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
     return grant
 
@@ -134,6 +136,7 @@ def grant_activate_due(now: datetime, *, grant_ids: list[int] | None = None, job
                 for g in due
             ]
         )
+        provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.APPLY, now)
         for g in due:
             _on_commit_task("expire_grant", g.pk, eta=g.expires_at)
     return len(due)
@@ -177,6 +180,7 @@ def grant_expire_due(
                     for g in due
                 ]
             )
+            provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.REMOVE, now)
             _on_commit_task("notify_many", "grant_ended", ids)
         total += len(due)
         if len(due) < batch_size:
@@ -196,6 +200,7 @@ def _end(
     ensure_transition("grant", grant.status, Status.REVOKED)
     if grant.status == Status.ACTIVE and grant.expires_at <= now:
         raise TransitionNotAllowed("This grant has already expired.")
+    was_active = grant.status == Status.ACTIVE
     grant.status = Status.REVOKED
     grant.ended_at = now
     grant.end_reason = end_reason
@@ -209,6 +214,11 @@ def _end(
         access_request=grant.access_request,
         reason=reason,
     )
+    if was_active:
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
+    else:
+        grant.provisioning_state = Grant.Provisioning.NOT_APPLIED
+        grant.save(update_fields=["provisioning_state"])
     _on_commit_task("notify", "grant_ended", grant.pk)
     return grant
 
@@ -328,6 +338,7 @@ def break_glass_activate(
                 "follow_up_due_at": follow_up.due_at.isoformat(),
             },
         )
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
         _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
         _on_commit_task("notify", "break_glass_activated", grant.pk)
         return grant

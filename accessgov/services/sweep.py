@@ -3,7 +3,7 @@
 
 from datetime import datetime
 
-from accessgov.services import access_requests, grants
+from accessgov.services import access_requests, grants, provisioning
 
 
 def sweep_run(now: datetime) -> dict[str, int]:
@@ -14,4 +14,8 @@ def sweep_run(now: datetime) -> dict[str, int]:
         "approver_reminders": access_requests.access_request_remind_due(now),
         "expiry_reminders": grants.grant_remind_expiring(now),
         "break_glass_reminders": grants.break_glass_remind_overdue(now),
+        # The outbox is drained by its own task after each commit, and here too: after a broker or
+        # target outage, access is applied/removed within one sweep of recovery.
+        "provisioned": provisioning.outbox_drain(now),
+        "removal_alerts": provisioning.removal_alert_due(now),
     }

@@ -1,0 +1,254 @@
+"""The provisioning outbox: enqueue in the state change's transaction; drain with no I/O inside a
+transaction; record outcomes with one access event per provisioning state change.
+
+Processing one item: (1) claim it — lock, check it is due and not leased, take a lease, commit;
+(2) talk to the target — apply/remove, then read back; (3) record — lock again, write the outcome on
+the item and the grant, one event, commit. A second delivery of the same item finds it leased or done
+and does nothing, so an item has one effect however often it is processed.
+"""
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from accessgov import permissions
+from accessgov.connectors import ConnectorError, Target, connector_for
+from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
+from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
+from accessgov.services.events import event_record
+
+logger = logging.getLogger("accessgov.provisioning")
+Action = OutboxItem.Action
+State = Grant.Provisioning
+Type = AccessEvent.Type
+LEASE = timedelta(seconds=60)
+
+
+def _drain_after_commit() -> None:
+    from accessgov import tasks
+
+    transaction.on_commit(lambda: tasks.drain_outbox.delay())
+
+
+def _key(grant_id: int, action: str) -> str:
+    n = OutboxItem.objects.filter(grant_id=grant_id, action=action).count() + 1
+    return f"grant-{grant_id}-{action}-{n}"
+
+
+def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem:
+    """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant."""
+    item = OutboxItem.objects.create(grant=grant, action=action, idempotency_key=_key(grant.pk, action),
+                                     created_at=now, next_attempt_at=now)
+    if action == Action.APPLY:
+        grant.provisioning_state = State.PENDING
+        grant.save(update_fields=["provisioning_state"])
+    else:
+        grant.provisioning_state = State.REMOVAL_PENDING
+        grant.removal_requested_at = now
+        grant.save(update_fields=["provisioning_state", "removal_requested_at"])
+    _drain_after_commit()
+    return item
+
+
+def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime) -> None:
+    """Set-based enqueue for sweeps: one outbox row per grant, one UPDATE for the grants."""
+    if not grant_ids:
+        return
+    existing = dict(
+        OutboxItem.objects.filter(grant_id__in=grant_ids, action=action)
+        .values_list("grant_id")
+        .annotate(n=Count("pk"))
+    )
+    OutboxItem.objects.bulk_create(
+        [OutboxItem(grant_id=gid, action=action, idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
+                    created_at=now, next_attempt_at=now) for gid in grant_ids],
+        batch_size=1000,
+    )
+    if action == Action.APPLY:
+        Grant.objects.filter(pk__in=grant_ids).update(provisioning_state=State.PENDING)
+    else:
+        Grant.objects.filter(pk__in=grant_ids).update(provisioning_state=State.REMOVAL_PENDING, removal_requested_at=now)
+    _drain_after_commit()
+
+
+def _target(item: OutboxItem, connector) -> Target:
+    grant = item.grant
+    return Target(
+        grant_id=grant.pk,
+        principal=connector.principal_for(grant.user.get_username()),
+        target_role=grant.role.target,
+        username=grant.user.get_username(),
+        role_label=str(grant.role),
+        expires_at=grant.expires_at.isoformat(),
+        operation_id=item.idempotency_key,
+    )
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(2 ** max(attempts - 1, 0), settings.PROVISIONING_MAX_BACKOFF_SECONDS))
+
+
+def _claim(item_id: int, now: datetime) -> OutboxItem | None:
+    with transaction.atomic():
+        item = (
+            OutboxItem.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("grant__role__system", "grant__user")
+            .filter(pk=item_id)
+            .first()
+        )
+        if item is None or item.done_at is not None or item.next_attempt_at > now:
+            return None
+        if item.lease_until is not None and item.lease_until > now:
+            return None
+        if OutboxItem.objects.filter(grant_id=item.grant_id, done_at__isnull=True, pk__lt=item.pk).exists():
+            return None  # keep each grant's changes in order: apply before remove
+        grant = item.grant
+        if item.action == Action.APPLY and not grant.is_active_at(now):
+            item.done_at, item.outcome = now, "skipped"
+            item.save(update_fields=["done_at", "outcome"])
+            if grant.provisioning_state == State.PENDING:
+                grant.provisioning_state = State.NOT_APPLIED
+                grant.save(update_fields=["provisioning_state"])
+            event_record(Type.PROVISIONING_SKIPPED, job="provisioning", grant=grant, access_request=grant.access_request,
+                         data={"outbox_item": item.idempotency_key})
+            return None
+        item.lease_until = now + LEASE
+        item.attempts += 1
+        item.save(update_fields=["lease_until", "attempts"])
+        return item
+
+
+def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
+    finished = timezone.now()
+    with transaction.atomic():
+        item = OutboxItem.objects.select_for_update(of=("self",)).get(pk=item_id)
+        grant = Grant.objects.select_for_update(of=("self",)).select_related("access_request").get(pk=item.grant_id)
+        if item.done_at is not None:
+            return "already done"
+        item.lease_until = None
+        if error:
+            item.last_error = error[:2000]
+            item.next_attempt_at = finished + _backoff(item.attempts)
+            item.save(update_fields=["lease_until", "last_error", "next_attempt_at"])
+            if grant.provisioning_state != State.FAILED:
+                event_record(Type.PROVISIONING_FAILED, actor=actor, job="provisioning", grant=grant,
+                             access_request=grant.access_request, reason=error,
+                             data={"action": item.action, "outbox_item": item.idempotency_key})
+            grant.provisioning_state = State.FAILED
+            grant.provisioning_error = error[:2000]
+            grant.save(update_fields=["provisioning_state", "provisioning_error"])
+            return "failed"
+        item.done_at, item.outcome, item.done_by = finished, "done", actor
+        item.save(update_fields=["lease_until", "done_at", "outcome", "done_by"])
+        grant.provisioning_error = ""
+        if item.action == Action.APPLY:
+            grant.provisioned_at = finished
+            removal_queued = OutboxItem.objects.filter(grant=grant, action=Action.REMOVE, done_at__isnull=True).exists()
+            grant.provisioning_state = State.REMOVAL_PENDING if removal_queued else State.APPLIED
+            grant.save(update_fields=["provisioned_at", "provisioning_state", "provisioning_error"])
+            event_record(Type.PROVISIONING_APPLIED, actor=actor, job="provisioning", grant=grant,
+                         access_request=grant.access_request,
+                         data={"outbox_item": item.idempotency_key,
+                               "seconds_after_activation": round((finished - (grant.activated_at or grant.starts_at)).total_seconds(), 3)})
+        else:
+            reads_back = connector_for(grant.role.system).reads_back and actor is None
+            grant.removed_at = finished
+            grant.removal_confirmed_at = finished
+            grant.provisioning_state = State.CONFIRMED if reads_back else State.REMOVED
+            grant.save(update_fields=["removed_at", "removal_confirmed_at", "provisioning_state", "provisioning_error"])
+            lag = (finished - grant.ended_at).total_seconds() if grant.ended_at else None
+            event_record(Type.PROVISIONING_REMOVED, actor=actor, job="provisioning", grant=grant,
+                         access_request=grant.access_request,
+                         data={"outbox_item": item.idempotency_key, "read_back": reads_back,
+                               "revocation_lag_seconds": round(lag, 3) if lag is not None else None})
+        return "done"
+
+
+def outbox_process(item_id: int) -> str:
+    """Process one outbox item (idempotent). Returns what happened, for logs and tests."""
+    item = _claim(item_id, timezone.now())
+    if item is None:
+        return "skipped"
+    connector = connector_for(item.grant.role.system)
+    if not connector.automatic:
+        with transaction.atomic():
+            OutboxItem.objects.filter(pk=item.pk).update(lease_until=None, attempts=item.attempts - 1)
+        return "manual"
+    target = _target(item, connector)
+    error = ""
+    try:
+        if item.action == Action.APPLY:
+            connector.apply(target)
+            if connector.reads_back and not connector.is_applied(target):
+                error = "Applied, but reading the target back does not show the access."
+        else:
+            connector.remove(target)
+            if connector.reads_back and connector.is_applied(target):
+                error = "Removed, but reading the target back still shows the access."
+    except ConnectorError as exc:
+        error = str(exc)
+    except Exception as exc:  # a bug or an unexpected library error must not lose the item
+        logger.exception("outbox item %s crashed", item.idempotency_key)
+        error = f"Unexpected error: {exc.__class__.__name__}"
+    return _record(item.pk, error)
+
+
+def outbox_drain(now: datetime | None = None, *, limit: int = 500, budget_seconds: float = 20.0) -> int:
+    """Process due automatic items, oldest first, within a time budget. Returns items completed."""
+    now = now or timezone.now()
+    started = time.monotonic()
+    ids = list(
+        OutboxItem.objects.filter(done_at__isnull=True, next_attempt_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .exclude(grant__role__system__connector=System.Connector.MANUAL)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    done = 0
+    for item_id in ids:
+        if time.monotonic() - started > budget_seconds:
+            break
+        done += outbox_process(item_id) == "done"
+    return done
+
+
+def manual_task_complete(actor: User, item_id: int) -> str:
+    """A person confirms they applied/removed access on a manual system (owners and approvers)."""
+    item = OutboxItem.objects.select_related("grant__role__system").get(pk=item_id)
+    system = item.grant.role.system
+    if system.connector != System.Connector.MANUAL:
+        raise TransitionNotAllowed("This system is provisioned automatically.")
+    if not (permissions.can_manage_eligibility(actor, system) or permissions.can_approve_for_role(actor, item.grant.role)):
+        raise NotAuthorized("Only owners and approvers of the system complete its provisioning tasks.")
+    if item.done_at is not None:
+        raise TransitionNotAllowed("This task is already done.")
+    with transaction.atomic():
+        OutboxItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1)
+    return _record(item.pk, "", actor=actor)
+
+
+def removal_alert_due(now: datetime) -> int:
+    """Grants whose removal is overdue beyond the threshold: alert owners once (dashboard shows them)."""
+    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    ids = list(
+        Grant.objects.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True,
+                             removal_alerted_at__isnull=True).values_list("pk", flat=True)[:1000]
+    )
+    if ids:
+        from accessgov import tasks
+
+        with transaction.atomic():
+            Grant.objects.filter(pk__in=ids).update(removal_alerted_at=now)
+            transaction.on_commit(lambda: tasks.notify_many.delay("removal_overdue", ids))
+    return len(ids)
+
+
+def overdue_removals(grants_qs, now: datetime):
+    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    return grants_qs.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True)
+
