@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
@@ -12,8 +13,10 @@ from accessgov.models import (
     AutoApprovalRule,
     BreakGlassFollowUp,
     Decision,
+    DriftFinding,
     Eligibility,
     Grant,
+    OutboxItem,
     Role,
     System,
     User,
@@ -62,9 +65,42 @@ class RoleInline(admin.TabularInline):
     fields = ("name", "risk_tier", "default_duration", "max_duration", "approvals_required")
 
 
+class SystemForm(forms.ModelForm):
+    """Connector settings are validated by the connector; the secret is write-only (never rendered,
+    and left unchanged when the field is empty)."""
+
+    connector_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Password or signing secret. Never shown back; leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = System
+        fields = "__all__"
+
+    def clean(self):
+        from accessgov.connectors import connector_for
+
+        data = super().clean()
+        secret = data.get("connector_secret") or (self.instance.connector_secret if self.instance.pk else "")
+        data["connector_secret"] = secret
+        connector = data.get("connector")
+        config = data.get("connector_config") or {}
+        if connector:
+            probe = System(connector=connector, connector_config=config, connector_secret=secret)
+            klass = type(connector_for(probe))
+            for problem in klass.validate_config(config, secret):
+                self.add_error("connector_config", problem)
+            if klass.secret_required and not secret:
+                self.add_error("connector_secret", "This connector needs a secret.")
+        return data
+
+
 @admin.register(System)
 class SystemAdmin(GuardedModelAdmin):
-    list_display = ("name", "environment", "slug")
+    form = SystemForm
+    list_display = ("name", "environment", "connector", "slug")
     prepopulated_fields = {"slug": ("name",)}
     search_fields = ("name", "description")
     inlines = [RoleInline]
@@ -156,6 +192,17 @@ class GrantAdmin(ReadOnlyAdmin):
 @admin.register(BreakGlassFollowUp)
 class BreakGlassFollowUpAdmin(ReadOnlyAdmin):
     list_display = ("grant", "due_at", "acknowledged_by", "acknowledged_at")
+
+
+@admin.register(OutboxItem)
+class OutboxItemAdmin(ReadOnlyAdmin):
+    list_display = ("idempotency_key", "action", "attempts", "next_attempt_at", "done_at", "outcome", "last_error")
+    list_filter = ("action", "outcome")
+
+
+@admin.register(DriftFinding)
+class DriftFindingAdmin(ReadOnlyAdmin):
+    list_display = ("principal", "role", "detected_at", "last_seen_at", "resolved_at", "removed_by_accessgov")
 
 
 @admin.register(AccessEvent)

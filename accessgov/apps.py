@@ -12,8 +12,8 @@ class AccessGovConfig(AppConfig):
         from accessgov import models
 
         auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
+        auditlog.register(models.System, exclude_fields=["connector_secret"])
         for model in (
-            models.System,
             models.Role,
             models.AutoApprovalRule,
             models.Eligibility,
@@ -21,5 +21,7 @@ class AccessGovConfig(AppConfig):
             models.Decision,
             models.Grant,
             models.BreakGlassFollowUp,
+            models.OutboxItem,
+            models.DriftFinding,
         ):
             auditlog.register(model)

@@ -57,6 +57,7 @@ class System(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     environment = models.CharField(max_length=20, choices=Environment.choices, default=Environment.PRODUCTION)
     description = models.TextField(blank=True)
+
     class Connector(models.TextChoices):
         MANUAL = "manual", "Manual (a person applies and removes access)"
         WEBHOOK = "webhook", "Webhook (signed POST to your automation)"
@@ -483,7 +484,9 @@ class DriftFinding(models.Model):
         ordering = ["-detected_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["role", "principal"], condition=models.Q(resolved_at__isnull=True), name="drift_one_open_per_principal"
+                fields=["role", "principal"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="drift_one_open_per_principal",
             )
         ]
 

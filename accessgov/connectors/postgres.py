@@ -54,8 +54,9 @@ class PostgresConnector(Connector):
                 application_name="accessgov-provisioner",
             )
         except psycopg.Error as exc:
-            raise ConnectorError(f"Cannot connect to {self.config.get('host')}:{self.config.get('port', 5432)}: "
-                                 f"{exc.__class__.__name__}") from None
+            raise ConnectorError(
+                f"Cannot connect to {self.config.get('host')}:{self.config.get('port', 5432)}: {exc.__class__.__name__}"
+            ) from None
 
     def _run(self, statement: sql.Composable, params: tuple = ()) -> list[tuple]:
         with self._connect() as conn:
@@ -67,7 +68,9 @@ class PostgresConnector(Connector):
                 raise ConnectorError(f"The target refused: {message}") from None
 
     def apply(self, target: Target) -> None:
-        self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(target.target_role), sql.Identifier(target.principal)))
+        self._run(
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(target.target_role), sql.Identifier(target.principal))
+        )
 
     def remove(self, target: Target) -> None:
         with self._connect() as conn:

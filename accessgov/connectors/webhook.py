@@ -39,8 +39,9 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None,
-           seen_ids: set[str] | None = None) -> bool:
+def verify(
+    secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None, seen_ids: set[str] | None = None
+) -> bool:
     """Receiver-side check (also in docs/CONNECTORS.md): signature, freshness, and no replay."""
     message_id = headers.get("webhook-id", "")
     try:
@@ -109,15 +110,18 @@ class WebhookConnector(Connector):
     def _post(self, event_type: str, target: Target, message_id: str) -> None:
         url = self.config.get("url", "")
         ensure_public_target(url)
-        body = json.dumps({
-            "type": event_type,
-            "grant_id": target.grant_id,
-            "principal": target.principal,
-            "username": target.username,
-            "target_role": target.target_role,
-            "role": target.role_label,
-            "expires_at": target.expires_at,
-        }, sort_keys=True).encode()
+        body = json.dumps(
+            {
+                "type": event_type,
+                "grant_id": target.grant_id,
+                "principal": target.principal,
+                "username": target.username,
+                "target_role": target.target_role,
+                "role": target.role_label,
+                "expires_at": target.expires_at,
+            },
+            sort_keys=True,
+        ).encode()
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",

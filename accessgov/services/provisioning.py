@@ -42,8 +42,9 @@ def _key(grant_id: int, action: str) -> str:
 
 def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem:
     """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant."""
-    item = OutboxItem.objects.create(grant=grant, action=action, idempotency_key=_key(grant.pk, action),
-                                     created_at=now, next_attempt_at=now)
+    item = OutboxItem.objects.create(
+        grant=grant, action=action, idempotency_key=_key(grant.pk, action), created_at=now, next_attempt_at=now
+    )
     if action == Action.APPLY:
         grant.provisioning_state = State.PENDING
         grant.save(update_fields=["provisioning_state"])
@@ -60,19 +61,27 @@ def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime) 
     if not grant_ids:
         return
     existing = dict(
-        OutboxItem.objects.filter(grant_id__in=grant_ids, action=action)
-        .values_list("grant_id")
-        .annotate(n=Count("pk"))
+        OutboxItem.objects.filter(grant_id__in=grant_ids, action=action).values_list("grant_id").annotate(n=Count("pk"))
     )
     OutboxItem.objects.bulk_create(
-        [OutboxItem(grant_id=gid, action=action, idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
-                    created_at=now, next_attempt_at=now) for gid in grant_ids],
+        [
+            OutboxItem(
+                grant_id=gid,
+                action=action,
+                idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
+                created_at=now,
+                next_attempt_at=now,
+            )
+            for gid in grant_ids
+        ],
         batch_size=1000,
     )
     if action == Action.APPLY:
         Grant.objects.filter(pk__in=grant_ids).update(provisioning_state=State.PENDING)
     else:
-        Grant.objects.filter(pk__in=grant_ids).update(provisioning_state=State.REMOVAL_PENDING, removal_requested_at=now)
+        Grant.objects.filter(pk__in=grant_ids).update(
+            provisioning_state=State.REMOVAL_PENDING, removal_requested_at=now
+        )
     _drain_after_commit()
 
 
@@ -114,8 +123,13 @@ def _claim(item_id: int, now: datetime) -> OutboxItem | None:
             if grant.provisioning_state == State.PENDING:
                 grant.provisioning_state = State.NOT_APPLIED
                 grant.save(update_fields=["provisioning_state"])
-            event_record(Type.PROVISIONING_SKIPPED, job="provisioning", grant=grant, access_request=grant.access_request,
-                         data={"outbox_item": item.idempotency_key})
+            event_record(
+                Type.PROVISIONING_SKIPPED,
+                job="provisioning",
+                grant=grant,
+                access_request=grant.access_request,
+                data={"outbox_item": item.idempotency_key},
+            )
             return None
         item.lease_until = now + LEASE
         item.attempts += 1
@@ -136,9 +150,15 @@ def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
             item.next_attempt_at = finished + _backoff(item.attempts)
             item.save(update_fields=["lease_until", "last_error", "next_attempt_at"])
             if grant.provisioning_state != State.FAILED:
-                event_record(Type.PROVISIONING_FAILED, actor=actor, job="provisioning", grant=grant,
-                             access_request=grant.access_request, reason=error,
-                             data={"action": item.action, "outbox_item": item.idempotency_key})
+                event_record(
+                    Type.PROVISIONING_FAILED,
+                    actor=actor,
+                    job="provisioning",
+                    grant=grant,
+                    access_request=grant.access_request,
+                    reason=error,
+                    data={"action": item.action, "outbox_item": item.idempotency_key},
+                )
             grant.provisioning_state = State.FAILED
             grant.provisioning_error = error[:2000]
             grant.save(update_fields=["provisioning_state", "provisioning_error"])
@@ -151,10 +171,19 @@ def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
             removal_queued = OutboxItem.objects.filter(grant=grant, action=Action.REMOVE, done_at__isnull=True).exists()
             grant.provisioning_state = State.REMOVAL_PENDING if removal_queued else State.APPLIED
             grant.save(update_fields=["provisioned_at", "provisioning_state", "provisioning_error"])
-            event_record(Type.PROVISIONING_APPLIED, actor=actor, job="provisioning", grant=grant,
-                         access_request=grant.access_request,
-                         data={"outbox_item": item.idempotency_key,
-                               "seconds_after_activation": round((finished - (grant.activated_at or grant.starts_at)).total_seconds(), 3)})
+            event_record(
+                Type.PROVISIONING_APPLIED,
+                actor=actor,
+                job="provisioning",
+                grant=grant,
+                access_request=grant.access_request,
+                data={
+                    "outbox_item": item.idempotency_key,
+                    "seconds_after_activation": round(
+                        (finished - (grant.activated_at or grant.starts_at)).total_seconds(), 3
+                    ),
+                },
+            )
         else:
             reads_back = connector_for(grant.role.system).reads_back and actor is None
             grant.removed_at = finished
@@ -162,10 +191,18 @@ def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
             grant.provisioning_state = State.CONFIRMED if reads_back else State.REMOVED
             grant.save(update_fields=["removed_at", "removal_confirmed_at", "provisioning_state", "provisioning_error"])
             lag = (finished - grant.ended_at).total_seconds() if grant.ended_at else None
-            event_record(Type.PROVISIONING_REMOVED, actor=actor, job="provisioning", grant=grant,
-                         access_request=grant.access_request,
-                         data={"outbox_item": item.idempotency_key, "read_back": reads_back,
-                               "revocation_lag_seconds": round(lag, 3) if lag is not None else None})
+            event_record(
+                Type.PROVISIONING_REMOVED,
+                actor=actor,
+                job="provisioning",
+                grant=grant,
+                access_request=grant.access_request,
+                data={
+                    "outbox_item": item.idempotency_key,
+                    "read_back": reads_back,
+                    "revocation_lag_seconds": round(lag, 3) if lag is not None else None,
+                },
+            )
         return "done"
 
 
@@ -223,7 +260,9 @@ def manual_task_complete(actor: User, item_id: int) -> str:
     system = item.grant.role.system
     if system.connector != System.Connector.MANUAL:
         raise TransitionNotAllowed("This system is provisioned automatically.")
-    if not (permissions.can_manage_eligibility(actor, system) or permissions.can_approve_for_role(actor, item.grant.role)):
+    if not (
+        permissions.can_manage_eligibility(actor, system) or permissions.can_approve_for_role(actor, item.grant.role)
+    ):
         raise NotAuthorized("Only owners and approvers of the system complete its provisioning tasks.")
     if item.done_at is not None:
         raise TransitionNotAllowed("This task is already done.")
@@ -236,8 +275,9 @@ def removal_alert_due(now: datetime) -> int:
     """Grants whose removal is overdue beyond the threshold: alert owners once (dashboard shows them)."""
     threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
     ids = list(
-        Grant.objects.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True,
-                             removal_alerted_at__isnull=True).values_list("pk", flat=True)[:1000]
+        Grant.objects.filter(
+            removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True, removal_alerted_at__isnull=True
+        ).values_list("pk", flat=True)[:1000]
     )
     if ids:
         from accessgov import tasks
@@ -251,4 +291,3 @@ def removal_alert_due(now: datetime) -> int:
 def overdue_removals(grants_qs, now: datetime):
     threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
     return grants_qs.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True)
-

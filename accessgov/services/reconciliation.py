@@ -21,9 +21,15 @@ Type = AccessEvent.Type
 
 def _expected_principals(connector, role, now: datetime) -> set[str]:
     in_flight = Q(removal_requested_at__isnull=False, removal_confirmed_at__isnull=True)
-    grants = Grant.objects.filter(role=role).filter(
-        Q(status=Grant.Status.ACTIVE, expires_at__gt=now) | in_flight | Q(status=Grant.Status.ACTIVE, provisioning_state=Grant.Provisioning.PENDING)
-    ).select_related("user")
+    grants = (
+        Grant.objects.filter(role=role)
+        .filter(
+            Q(status=Grant.Status.ACTIVE, expires_at__gt=now)
+            | in_flight
+            | Q(status=Grant.Status.ACTIVE, provisioning_state=Grant.Provisioning.PENDING)
+        )
+        .select_related("user")
+    )
     return {connector.principal_for(g.user.get_username()) for g in grants}
 
 
@@ -47,13 +53,18 @@ def reconcile_system(system: System, now: datetime) -> dict[str, int]:
                 if finding is None:
                     try:
                         with transaction.atomic():
-                            finding = DriftFinding.objects.create(system=system, role=role, principal=principal,
-                                                                  detected_at=now, last_seen_at=now)
+                            finding = DriftFinding.objects.create(
+                                system=system, role=role, principal=principal, detected_at=now, last_seen_at=now
+                            )
                     except IntegrityError:
                         continue  # another reconciliation recorded it at the same time
-                    event_record(Type.DRIFT_DETECTED, job="reconcile", role=role,
-                                 reason=f"{principal} holds {role.target} at the target without an active grant.",
-                                 data={"principal": principal, "finding_id": finding.pk})
+                    event_record(
+                        Type.DRIFT_DETECTED,
+                        job="reconcile",
+                        role=role,
+                        reason=f"{principal} holds {role.target} at the target without an active grant.",
+                        data={"principal": principal, "finding_id": finding.pk},
+                    )
                     counts["drift"] += 1
                 else:
                     DriftFinding.objects.filter(pk=finding.pk).update(last_seen_at=now)
@@ -65,8 +76,13 @@ def reconcile_system(system: System, now: datetime) -> dict[str, int]:
                     continue
                 with transaction.atomic():
                     DriftFinding.objects.filter(pk=finding.pk).update(resolved_at=now, removed_by_accessgov=True)
-                    event_record(Type.DRIFT_REMOVED, job="reconcile", role=role,
-                                 reason=f"Removed {principal} from {role.target}.", data={"principal": principal})
+                    event_record(
+                        Type.DRIFT_REMOVED,
+                        job="reconcile",
+                        role=role,
+                        reason=f"Removed {principal} from {role.target}.",
+                        data={"principal": principal},
+                    )
                 counts["removed"] += 1
         gone = [f.pk for p, f in open_findings.items() if p not in members]
         if gone:

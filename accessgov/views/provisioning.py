@@ -45,16 +45,19 @@ def provisioning_view(request: HttpRequest) -> HttpResponse:
                 permissions.can_manage_eligibility(request.user, item.grant.role.system)
                 or permissions.can_approve_for_role(request.user, item.grant.role)
             ),
-            "overdue": item.action == OutboxItem.Action.REMOVE and item.grant.removal_requested_at is not None
-            and (now - item.grant.removal_requested_at).total_seconds() > 60 * services.settings.PROVISIONING_REMOVAL_ALERT_MINUTES,
+            "overdue": item.action == OutboxItem.Action.REMOVE
+            and item.grant.removal_requested_at is not None
+            and (now - item.grant.removal_requested_at).total_seconds()
+            > 60 * services.settings.PROVISIONING_REMOVAL_ALERT_MINUTES,
         }
         for item in items
     ]
     context = {
         "rows": rows,
         "overdue": services.overdue_removals(grants, now).select_related("user", "role__system")[:100],
-        "drift": DriftFinding.objects.filter(resolved_at__isnull=True, system__in=_visible_systems(request.user))
-        .select_related("role__system")[:200],
+        "drift": DriftFinding.objects.filter(
+            resolved_at__isnull=True, system__in=_visible_systems(request.user)
+        ).select_related("role__system")[:200],
         "now": now,
     }
     return render(request, "accessgov/provisioning/dashboard.html", context)
