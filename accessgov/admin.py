@@ -75,9 +75,21 @@ class SystemForm(forms.ModelForm):
         help_text="Password or signing secret. Never shown back; leave empty to keep the current one.",
     )
 
+    slack_webhook_url = forms.URLField(required=False, assume_scheme="https", label="Slack webhook URL")
+
     class Meta:
         model = System
-        fields = "__all__"
+        fields = [
+            "name",
+            "slug",
+            "environment",
+            "description",
+            "slack_webhook_url",
+            "connector",
+            "connector_config",
+            "connector_secret",
+            "reconcile_remove_drift",
+        ]
 
     def clean(self):
         from accessgov.connectors import connector_for

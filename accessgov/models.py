@@ -410,7 +410,7 @@ class Grant(models.Model):
 
     @property
     def revocation_lag(self) -> timedelta | None:
-        """removal_confirmed_at − the moment access should have ended (expires_at, or the revoke time)."""
+        """removal_confirmed_at minus the moment access should have ended (expires_at, or the revoke time)."""
         if self.removal_confirmed_at is None or self.ended_at is None:
             return None
         return self.removal_confirmed_at - self.ended_at
