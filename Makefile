@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install lint check clean screenshot
+.PHONY: run test install lint check clean screenshot bench
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "AccessGov needs Python 3.11 or newer (python3.11+ on PATH)."; exit 1; }
@@ -37,3 +37,8 @@ screenshot: install
 
 clean:
 	rm -rf $(VENV) var
+
+## Benchmarks (need PostgreSQL and Redis on 127.0.0.1, like CI); they rewrite docs/PERFORMANCE.md.
+bench: install
+	$(BIN)/python bench/revocation_lag.py --spread 10 --section revocation_lag
+	$(BIN)/python bench/revocation_lag.py --spread 0 --section revocation_lag_burst

@@ -39,6 +39,9 @@ class Connector:
         """Problems with the configuration, as sentences for the admin form (empty when fine)."""
         return []
 
+    def close(self) -> None:
+        """Release connections kept between calls (called when a drain or reconciliation ends)."""
+
     def principal_for(self, username: str) -> str:
         template = self.config.get("principal_template", "{username}")
         return template.format(username=username)

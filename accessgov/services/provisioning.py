@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from accessgov import permissions
@@ -102,22 +102,38 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), settings.PROVISIONING_MAX_BACKOFF_SECONDS))
 
 
-def _claim(item_id: int, now: datetime) -> OutboxItem | None:
+def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list[OutboxItem]:
+    """Lease up to ``limit`` due items in one short transaction. Concurrent drains skip each other's
+    locked rows, so they take disjoint batches; a leased or finished item is never taken again."""
     with transaction.atomic():
-        item = (
-            OutboxItem.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("grant__role__system", "grant__user")
-            .filter(pk=item_id)
-            .first()
+        qs = OutboxItem.objects.filter(done_at__isnull=True, next_attempt_at__lte=now).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lte=now)
         )
-        if item is None or item.done_at is not None or item.next_attempt_at > now:
-            return None
-        if item.lease_until is not None and item.lease_until > now:
-            return None
-        if OutboxItem.objects.filter(grant_id=item.grant_id, done_at__isnull=True, pk__lt=item.pk).exists():
-            return None  # keep each grant's changes in order: apply before remove
-        grant = item.grant
-        if item.action == Action.APPLY and not grant.is_active_at(now):
+        if item_id is not None:
+            qs = qs.filter(pk=item_id)
+        else:
+            qs = qs.exclude(grant__role__system__connector=System.Connector.MANUAL)
+        candidates = list(
+            qs.select_for_update(skip_locked=True, of=("self",))
+            .select_related("grant__role__system", "grant__user", "grant__access_request")
+            .order_by("pk")[:limit]
+        )
+        if not candidates:
+            return []
+        grant_ids = {item.grant_id for item in candidates}
+        earlier_open = set(
+            OutboxItem.objects.filter(grant_id__in=grant_ids, done_at__isnull=True).values_list("grant_id", "pk")
+        )
+        claimed, skipped = [], []
+        for item in candidates:
+            if any(gid == item.grant_id and pk < item.pk for gid, pk in earlier_open):
+                continue  # keep each grant's changes in order: apply before remove
+            if item.action == Action.APPLY and not item.grant.is_active_at(now):
+                skipped.append(item)
+                continue
+            claimed.append(item)
+        for item in skipped:
+            grant = item.grant
             item.done_at, item.outcome = now, "skipped"
             item.save(update_fields=["done_at", "outcome"])
             if grant.provisioning_state == State.PENDING:
@@ -130,11 +146,13 @@ def _claim(item_id: int, now: datetime) -> OutboxItem | None:
                 access_request=grant.access_request,
                 data={"outbox_item": item.idempotency_key},
             )
-            return None
-        item.lease_until = now + LEASE
-        item.attempts += 1
-        item.save(update_fields=["lease_until", "attempts"])
-        return item
+        if claimed:
+            OutboxItem.objects.filter(pk__in=[i.pk for i in claimed]).update(
+                lease_until=now + LEASE, attempts=F("attempts") + 1
+            )
+            for item in claimed:
+                item.attempts += 1
+        return claimed
 
 
 def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
@@ -206,51 +224,60 @@ def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
         return "done"
 
 
-def outbox_process(item_id: int) -> str:
-    """Process one outbox item (idempotent). Returns what happened, for logs and tests."""
-    item = _claim(item_id, timezone.now())
-    if item is None:
-        return "skipped"
-    connector = connector_for(item.grant.role.system)
-    if not connector.automatic:
-        with transaction.atomic():
-            OutboxItem.objects.filter(pk=item.pk).update(lease_until=None, attempts=item.attempts - 1)
-        return "manual"
+def _perform(item: OutboxItem, connector) -> str:
+    """Talk to the target for one leased item (no transaction open) and return the error, if any."""
     target = _target(item, connector)
-    error = ""
     try:
         if item.action == Action.APPLY:
             connector.apply(target)
             if connector.reads_back and not connector.is_applied(target):
-                error = "Applied, but reading the target back does not show the access."
+                return "Applied, but reading the target back does not show the access."
         else:
             connector.remove(target)
             if connector.reads_back and connector.is_applied(target):
-                error = "Removed, but reading the target back still shows the access."
+                return "Removed, but reading the target back still shows the access."
     except ConnectorError as exc:
-        error = str(exc)
+        return str(exc)
     except Exception as exc:  # a bug or an unexpected library error must not lose the item
         logger.exception("outbox item %s crashed", item.idempotency_key)
-        error = f"Unexpected error: {exc.__class__.__name__}"
-    return _record(item.pk, error)
+        return f"Unexpected error: {exc.__class__.__name__}"
+    return ""
 
 
-def outbox_drain(now: datetime | None = None, *, limit: int = 500, budget_seconds: float = 20.0) -> int:
-    """Process due automatic items, oldest first, within a time budget. Returns items completed."""
-    now = now or timezone.now()
+def outbox_process(item_id: int) -> str:
+    """Process one outbox item now (idempotent). Returns what happened, for logs and tests."""
+    claimed = _claim(timezone.now(), item_id=item_id)
+    if not claimed:
+        return "skipped"
+    item = claimed[0]
+    connector = connector_for(item.grant.role.system)
+    try:
+        if not connector.automatic:
+            OutboxItem.objects.filter(pk=item.pk).update(lease_until=None, attempts=F("attempts") - 1)
+            return "manual"
+        return _record(item.pk, _perform(item, connector))
+    finally:
+        connector.close()
+
+
+def outbox_drain(now: datetime | None = None, *, batch_size: int = 50, budget_seconds: float = 20.0) -> int:
+    """Lease and process due automatic items in batches, oldest first, within a time budget;
+    target connections are reused within the drain. Returns the number of items completed."""
     started = time.monotonic()
-    ids = list(
-        OutboxItem.objects.filter(done_at__isnull=True, next_attempt_at__lte=now)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .exclude(grant__role__system__connector=System.Connector.MANUAL)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
-    )
     done = 0
-    for item_id in ids:
-        if time.monotonic() - started > budget_seconds:
-            break
-        done += outbox_process(item_id) == "done"
+    connectors: dict[int, object] = {}
+    try:
+        while time.monotonic() - started < budget_seconds:
+            batch = _claim(now or timezone.now(), limit=batch_size)
+            if not batch:
+                break
+            for item in batch:
+                system = item.grant.role.system
+                connector = connectors.get(system.pk) or connectors.setdefault(system.pk, connector_for(system))
+                done += _record(item.pk, _perform(item, connector)) == "done"
+    finally:
+        for connector in connectors.values():
+            connector.close()
     return done
 
 

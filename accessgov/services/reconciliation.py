@@ -87,6 +87,7 @@ def reconcile_system(system: System, now: datetime) -> dict[str, int]:
         gone = [f.pk for p, f in open_findings.items() if p not in members]
         if gone:
             counts["resolved"] += DriftFinding.objects.filter(pk__in=gone).update(resolved_at=now)
+    connector.close()
     return counts
 
 
