@@ -116,9 +116,14 @@ class PostgresConnector(Connector):
     def members(self, target_role: str) -> set[str] | None:
         query = (
             "SELECT u.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND NOT m.admin_option"
+            "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s"
         )
+        # Members WITH ADMIN OPTION count too (they hold more than a plain member); the provisioner
+        # itself is left out by reconciliation, by name.
         return {row[0] for row in self._run((query, (target_role,)))}
 
     def remove_principal(self, principal: str, target_role: str) -> None:
-        self.remove(Target(0, principal, target_role, principal, target_role, ""))
+        target = Target(0, principal, target_role, principal, target_role, "")
+        self.remove(target)
+        if self.is_applied(target):  # e.g. granted by a superuser (PostgreSQL 16+ only warns then)
+            raise ConnectorError(f"{principal} still holds {target_role} after REVOKE.")

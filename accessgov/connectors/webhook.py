@@ -40,9 +40,12 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(
-    secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None, seen_ids: set[str] | None = None
+    secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None, seen: set[str] | None = None
 ) -> bool:
-    """Receiver-side check (also in docs/CONNECTORS.md): signature, freshness, and no replay."""
+    """Receiver-side check (also in docs/CONNECTORS.md): the signature, a fresh timestamp, and no
+    replay. A replay is the same delivery sent again (same id AND timestamp); a retry by AccessGov
+    keeps the id but is signed anew with a new timestamp, so it passes — the receiver then uses the
+    id to de-duplicate work it already did (answer 2xx without doing it twice)."""
     message_id = headers.get("webhook-id", "")
     try:
         timestamp = int(headers.get("webhook-timestamp", ""))
@@ -50,14 +53,15 @@ def verify(
         return False
     if abs((time.time() if now is None else now) - timestamp) > TOLERANCE_SECONDS:
         return False
-    if seen_ids is not None and message_id in seen_ids:
+    delivery = f"{message_id}.{timestamp}"
+    if seen is not None and delivery in seen:
         return False
     expected = sign(secret, message_id, timestamp, body)
     offered = headers.get("webhook-signature", "").split()
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
         return False
-    if seen_ids is not None:
-        seen_ids.add(message_id)
+    if seen is not None:
+        seen.add(delivery)
     return True
 
 

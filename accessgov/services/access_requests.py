@@ -26,7 +26,7 @@ Type = AccessEvent.Type
 def _notify(kind: str, object_id: int) -> None:
     from accessgov import tasks
 
-    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id))
+    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
 
 
 def _lock(access_request_id: int) -> AccessRequest:

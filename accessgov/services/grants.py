@@ -31,9 +31,9 @@ def _on_commit_task(name: str, *args, eta: datetime | None = None) -> None:
 
     task = getattr(tasks, name)
     if eta is None:
-        transaction.on_commit(lambda: task.delay(*args))
+        transaction.on_commit(lambda: task.delay(*args), robust=True)
     else:
-        transaction.on_commit(lambda: task.apply_async(args, eta=eta))
+        transaction.on_commit(lambda: task.apply_async(args, eta=eta), robust=True)
 
 
 def _lock(grant_id: int) -> Grant:

@@ -32,7 +32,7 @@ LEASE = timedelta(seconds=60)
 def _drain_after_commit() -> None:
     from accessgov import tasks
 
-    transaction.on_commit(lambda: tasks.drain_outbox.delay())
+    transaction.on_commit(lambda: tasks.drain_outbox.delay(), robust=True)
 
 
 def _key(grant_id: int, action: str) -> str:
@@ -311,7 +311,7 @@ def removal_alert_due(now: datetime) -> int:
 
         with transaction.atomic():
             Grant.objects.filter(pk__in=ids).update(removal_alerted_at=now)
-            transaction.on_commit(lambda: tasks.notify_many.delay("removal_overdue", ids))
+            transaction.on_commit(lambda: tasks.notify_many.delay("removal_overdue", ids), robust=True)
     return len(ids)
 
 
