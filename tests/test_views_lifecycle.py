@@ -390,3 +390,13 @@ def test_grant_detail_for_expired_grant_says_expired(world):
     assert "status-expired" in page
     assert "Release now" not in page
     assert gs.grant_expire_due(timezone.now()) == 1
+
+
+def test_home_warns_owners_about_removals_overdue_at_the_target(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    gs.grant_revoke(world.owner, grant.pk, reason="Done")
+    assert "not yet removed at the target" not in as_(world.owner).get(reverse("home")).content.decode()
+    Grant.objects.filter(pk=grant.pk).update(removal_requested_at=timezone.now() - timedelta(minutes=6))
+    assert "1 ended grant not yet removed at the target" in as_(world.owner).get(reverse("home")).content.decode()
+    assert "not yet removed" not in as_(world.outsider).get(reverse("home")).content.decode()

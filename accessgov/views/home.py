@@ -4,6 +4,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import otp, permissions, selectors
+from accessgov.services import provisioning
 
 
 @require_GET
@@ -17,5 +18,8 @@ def home_view(request: HttpRequest) -> HttpResponse:
         "backup_codes_left": otp.backup_codes_left(request.user),
         "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+        "overdue_removals": provisioning.overdue_removals(permissions.visible_grants(request.user), now)
+        .exclude(user=request.user)
+        .count(),
     }
     return render(request, "accessgov/home.html", context)
