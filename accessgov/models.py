@@ -1,7 +1,9 @@
 """AccessGov data: people, the systems they need access to, and the roles on those systems."""
 
+import hashlib
+import json
 import secrets
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -541,6 +543,11 @@ class AccessEvent(models.Model):
     grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
     role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     data = models.JSONField(default=dict, blank=True)
+    # Tamper evidence: position in the chain, the previous event's hash, and this event's hash over its
+    # content and prev_hash. Set by services.events under the ledger lock; see verify_audit.
+    sequence = models.PositiveBigIntegerField(unique=True, null=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["occurred_at", "pk"]
@@ -556,3 +563,27 @@ class AccessEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Access events are append-only.")
+
+    HASHED_FIELDS = (
+        "sequence",
+        "occurred_at",
+        "event_type",
+        "actor_id",
+        "actor_label",
+        "client_address",
+        "reason",
+        "access_request_id",
+        "grant_id",
+        "role_id",
+        "data",
+    )
+
+    def content(self) -> dict:
+        """What the hash covers: every field, in a canonical form that survives the database."""
+        values = {name: getattr(self, name) for name in self.HASHED_FIELDS}
+        values["occurred_at"] = self.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+        return values
+
+    def compute_hash(self, prev_hash: str) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()

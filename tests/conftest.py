@@ -197,3 +197,13 @@ def world(make_user):
     auditors.permissions.add(Permission.objects.get(codename="audit_access"))
     w.auditor.groups.add(auditors)
     return w
+
+
+@pytest.fixture(autouse=True)
+def _reset_celery_join_guard():
+    """Eager tasks run from test threads can leave Celery's process-wide "inside a task" flag set,
+    which then makes every later ``result.get()`` in this process refuse to wait. Reset it per test."""
+    yield
+    from celery import _state
+
+    _state._set_task_join_will_block(False)

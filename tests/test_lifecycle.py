@@ -574,7 +574,7 @@ def test_no_event_no_change_a_failing_event_write_rolls_the_transition_back(worl
     def broken(*args, **kwargs):
         raise IntegrityError("ledger unavailable")
 
-    monkeypatch.setattr(event_services.AccessEvent.objects, "create", broken)
+    monkeypatch.setattr(event_services, "_chain", broken)
     with pytest.raises(IntegrityError):
         ar.access_request_approve(world.approver, access_request.pk, comment="ok")
     access_request.refresh_from_db()

@@ -32,7 +32,7 @@ def _notify(kind: str, object_id: int) -> None:
 def _lock(access_request_id: int) -> AccessRequest:
     try:
         return (
-            AccessRequest.objects.select_for_update(of=("self",))
+            AccessRequest.objects.select_for_update(no_key=True, of=("self",))
             .select_related("role__system", "requester")
             .get(pk=access_request_id)
         )
@@ -114,7 +114,7 @@ def access_request_submit(
     """
     now = timezone.now()
     with transaction.atomic():
-        role = Role.objects.select_for_update(of=("self",)).select_related("system").get(pk=role.pk)
+        role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
         permissions.ensure_can_request_role(actor, role, now)
         policies.validate_duration(role, duration)
         policies.validate_start(starts_at, now)
@@ -148,7 +148,9 @@ def access_request_submit_extension(
     than the role's maximum duration from now."""
     now = timezone.now()
     with transaction.atomic():
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("role__system").get(pk=grant_id)
+        grant = (
+            Grant.objects.select_for_update(no_key=True, of=("self",)).select_related("role__system").get(pk=grant_id)
+        )
         if grant.user_id != actor.pk:
             raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
         if not grant.is_active_at(now):
@@ -229,6 +231,11 @@ def access_request_approve(
     and grant access for the shortest duration any approver allowed (never longer than requested)."""
     with transaction.atomic():
         access_request = _lock(access_request_id)
+        if access_request.extends_grant_id:
+            # Take every row lock before the first event (which takes the ledger lock): no deadlocks.
+            Grant.objects.select_for_update(no_key=True, of=("self",)).filter(
+                pk=access_request.extends_grant_id
+            ).first()
         now = timezone.now()  # after the lock: a wait behind another transaction must not approve late
         ensure_transition("request", access_request.status, Status.APPROVED)
         if now >= access_request.lapses_at:
@@ -348,7 +355,7 @@ def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: i
     while True:
         with transaction.atomic():
             due = list(
-                AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                AccessRequest.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .filter(status=Status.PENDING, lapses_at__lte=now)
                 .order_by("pk")
                 .only("pk", "role_id")[:batch_size]

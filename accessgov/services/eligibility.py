@@ -62,7 +62,9 @@ def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_add
     now = timezone.now()
     with transaction.atomic():
         eligibility = (
-            Eligibility.objects.select_for_update(of=("self",)).select_related("role__system").get(pk=eligibility_id)
+            Eligibility.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("role__system")
+            .get(pk=eligibility_id)
         )
         permissions.ensure_can_manage_eligibility(actor, eligibility.role.system)
         if eligibility.ends_at is not None and eligibility.ends_at <= now:

@@ -1,18 +1,52 @@
-"""Recording access events: one row per state change, written in the caller's transaction."""
+"""Recording access events: one row per state change, written in the caller's transaction, and
+chained: each event stores the previous event's hash and its own hash over content + prev_hash.
+
+Inserts are serialized by the ledger lock (PostgreSQL: a transaction-level advisory lock; SQLite
+serializes writers already), so the chain stays linear under concurrency and in bulk paths. The lock is
+held until the caller commits; callers take their row locks before writing their first event.
+"""
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User
 
 Type = AccessEvent.Type
+LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
+GENESIS = "0" * 64
 
 
 def actor_label(actor: User | None, job: str | None = None) -> str:
     if actor is not None:
         return actor.get_username()
     return f"system:{job or 'unknown'}"
+
+
+def _ensure_in_transaction() -> None:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("Access events are written inside the transaction of the change they record.")
+
+
+def _ledger_head() -> tuple[int, str]:
+    """Take the ledger lock (until commit) and return the last sequence and hash."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
+    last = (
+        AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", "hash").first()
+    )
+    return last if last else (0, GENESIS)
+
+
+def _chain(events: list[AccessEvent]) -> None:
+    sequence, prev_hash = _ledger_head()
+    for event in events:
+        sequence += 1
+        event.sequence = sequence
+        event.prev_hash = prev_hash
+        event.hash = event.compute_hash(prev_hash)
+        prev_hash = event.hash
 
 
 def event_record(
@@ -28,11 +62,10 @@ def event_record(
     data: dict[str, Any] | None = None,
 ) -> AccessEvent:
     """Append one event. Must run inside the transaction of the change it records."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("Access events are written inside the transaction of the change they record.")
+    _ensure_in_transaction()
     if role is None:
         role = (access_request.role if access_request else None) or (grant.role if grant else None)
-    return AccessEvent.objects.create(
+    event = AccessEvent(
         event_type=event_type,
         actor=actor,
         actor_label=actor_label(actor, job),
@@ -43,10 +76,13 @@ def event_record(
         reason=reason,
         data=data or {},
     )
+    _chain([event])
+    event.save(force_insert=True)
+    return event
 
 
 def event_record_bulk(rows: list[AccessEvent]) -> None:
-    """Append many events at once (set-based sweeps)."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("Access events are written inside the transaction of the change they record.")
+    """Append many events at once (set-based sweeps), chained in order."""
+    _ensure_in_transaction()
+    _chain(rows)
     AccessEvent.objects.bulk_create(rows, batch_size=1000)

@@ -38,7 +38,11 @@ def _on_commit_task(name: str, *args, eta: datetime | None = None) -> None:
 
 def _lock(grant_id: int) -> Grant:
     try:
-        return Grant.objects.select_for_update(of=("self",)).select_related("role__system", "user").get(pk=grant_id)
+        return (
+            Grant.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("role__system", "user")
+            .get(pk=grant_id)
+        )
     except Grant.DoesNotExist as exc:
         raise TransitionNotAllowed("This grant does not exist.") from exc
 
@@ -112,7 +116,7 @@ def grant_extend_for(
 def grant_activate_due(now: datetime, *, grant_ids: list[int] | None = None, job: str = "sweep") -> int:
     """Set-based: scheduled grants whose start has come become active (one event each)."""
     with transaction.atomic():
-        qs = Grant.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        qs = Grant.objects.select_for_update(skip_locked=True, no_key=True, of=("self",)).filter(
             status=Status.SCHEDULED, starts_at__lte=now
         )
         if grant_ids is not None:
@@ -151,7 +155,7 @@ def grant_expire_due(
     total = 0
     while True:
         with transaction.atomic():
-            qs = Grant.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+            qs = Grant.objects.select_for_update(skip_locked=True, no_key=True, of=("self",)).filter(
                 status=Status.ACTIVE, expires_at__lte=now
             )
             if grant_ids is not None:
@@ -292,7 +296,7 @@ def break_glass_activate(
     if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
         raise StepUpRequired("Break-glass needs a code from your authenticator entered in the last 5 minutes.")
     with transaction.atomic():
-        role = Role.objects.select_for_update(of=("self",)).select_related("system").get(pk=role.pk)
+        role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
         if not role.break_glass_allowed:
             raise PolicyViolation(f"{role} does not allow break-glass access.")
         permissions.ensure_can_request_role(actor, role, now)
@@ -352,7 +356,7 @@ def break_glass_acknowledge(
         raise PolicyViolation("Write what you checked: the comment is the evidence of this review.")
     with transaction.atomic():
         follow_up = (
-            BreakGlassFollowUp.objects.select_for_update(of=("self",))
+            BreakGlassFollowUp.objects.select_for_update(no_key=True, of=("self",))
             .select_related("grant__role__system", "grant__access_request")
             .get(pk=follow_up_id)
         )

@@ -114,7 +114,7 @@ def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list
         else:
             qs = qs.exclude(grant__role__system__connector=System.Connector.MANUAL)
         candidates = list(
-            qs.select_for_update(skip_locked=True, of=("self",))
+            qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
             .select_related("grant__role__system", "grant__user", "grant__access_request")
             .order_by("pk")[:limit]
         )
@@ -158,8 +158,12 @@ def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list
 def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
     finished = timezone.now()
     with transaction.atomic():
-        item = OutboxItem.objects.select_for_update(of=("self",)).get(pk=item_id)
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("access_request").get(pk=item.grant_id)
+        item = OutboxItem.objects.select_for_update(no_key=True, of=("self",)).get(pk=item_id)
+        grant = (
+            Grant.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("access_request")
+            .get(pk=item.grant_id)
+        )
         if item.done_at is not None:
             return "already done"
         item.lease_until = None

@@ -1,0 +1,29 @@
+"""``manage.py verify_audit``: check the ledger's hash chain; exit 1 and name the first broken link.
+
+``--head`` prints the chain head as JSON, to keep outside the database (a later head must extend it).
+"""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from accessgov.audit import verify_chain
+
+
+class Command(BaseCommand):
+    help = "Verify the tamper-evident access-event chain; print the head for safekeeping with --head."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--head", action="store_true", help="Print the chain head as JSON.")
+
+    def handle(self, *args, **options) -> None:
+        report = verify_chain()
+        if options["head"]:
+            self.stdout.write(json.dumps({**report.as_dict(), "at": timezone.now().isoformat()}, indent=2))
+        if not report.ok:
+            raise CommandError(f"Audit chain BROKEN after {report.checked} good events: {report.problem}")
+        if not options["head"]:
+            self.stdout.write(
+                f"Audit chain OK: {report.checked} events, head #{report.head_sequence} {report.head_hash}"
+            )

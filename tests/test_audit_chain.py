@@ -1,0 +1,183 @@
+"""Tamper evidence: the access-event hash chain, verify_audit, and the database refusing edits."""
+
+import io
+import itertools
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from accessgov.audit import verify_chain
+from accessgov.models import AccessEvent, Eligibility
+from accessgov.services import access_requests as ar
+from accessgov.services.events import GENESIS
+
+H = timedelta(hours=1)
+
+
+def activity(w, n: int = 3) -> None:
+    for _ in range(n):
+        access_request = ar.access_request_submit(
+            w.requester, role=w.role, duration=H, justification="Investigating incident INC-42 on payments"
+        )
+        ar.access_request_cancel(w.requester, access_request.pk)
+
+
+def tamper(sql: str, params: list) -> None:
+    """Change the ledger the way an attacker with database superuser rights would (triggers off)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(sql, params)
+
+
+@pytest.mark.django_db
+def test_events_form_one_linear_chain(world):
+    activity(world)
+    events = list(AccessEvent.objects.order_by("sequence"))
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    report = verify_chain()
+    assert report.ok and report.checked == len(events) and report.head_hash == events[-1].hash
+
+
+@pytest.mark.django_db
+def test_an_edited_event_is_named(world):
+    activity(world)
+    target = AccessEvent.objects.get(sequence=3)
+    tamper("UPDATE accessgov_accessevent SET reason = %s WHERE id = %s", ["nothing to see", target.pk])
+    report = verify_chain()
+    assert not report.ok
+    assert report.broken_sequence == 3 and report.broken_event_id == target.pk
+    assert "was edited" in report.problem
+    assert report.checked == 2
+
+
+@pytest.mark.django_db
+def test_a_deleted_event_is_named(world):
+    activity(world)
+    tamper("DELETE FROM accessgov_accessevent WHERE sequence = %s", [4])
+    report = verify_chain()
+    assert not report.ok
+    assert "event #4 is missing (deleted)" in report.problem
+
+
+@pytest.mark.django_db
+def test_an_inserted_event_is_named(world):
+    activity(world)
+    head = AccessEvent.objects.order_by("-sequence").first()
+    forged = AccessEvent(
+        event_type="grant.activated",
+        actor_label="mallory",
+        sequence=head.sequence + 1,
+        prev_hash="f" * 64,
+        occurred_at=head.occurred_at,
+    )
+    forged.hash = forged.compute_hash(forged.prev_hash)
+    AccessEvent.objects.bulk_create([forged])
+    report = verify_chain()
+    assert not report.ok and f"event #{head.sequence + 1} does not follow" in report.problem
+    tamper("DELETE FROM accessgov_accessevent WHERE sequence = %s", [head.sequence + 1])
+    AccessEvent.objects.bulk_create([AccessEvent(event_type="grant.activated", actor_label="mallory")])
+    report = verify_chain()
+    assert not report.ok and "outside the chain" in report.problem
+
+
+@pytest.mark.django_db
+def test_verify_audit_command_reports_and_fails_on_a_broken_chain(world):
+    activity(world, n=1)
+    out = io.StringIO()
+    call_command("verify_audit", stdout=out)
+    assert out.getvalue().startswith("Audit chain OK: 2 events, head #2 ")
+    out = io.StringIO()
+    call_command("verify_audit", "--head", stdout=out)
+    head = json.loads(out.getvalue())
+    assert head["ok"] is True and head["head_sequence"] == 2 and len(head["head_hash"]) == 64
+    tamper("UPDATE accessgov_accessevent SET actor_label = %s WHERE sequence = %s", ["someone-else", 1])
+    with pytest.raises(CommandError, match="Audit chain BROKEN after 0 good events: event #1"):
+        call_command("verify_audit", stdout=io.StringIO())
+
+
+@pytest.fixture
+def app_role():
+    """A non-superuser role with full table rights, as the application's database user should be."""
+    name = "accessgov_app_test"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP OWNED BY {name}" if _role_exists(cursor, name) else "SELECT 1")
+        cursor.execute(f"DROP ROLE IF EXISTS {name}")
+        cursor.execute(f"CREATE ROLE {name} NOLOGIN")
+        cursor.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}")
+    return name
+
+
+def _role_exists(cursor, name: str) -> bool:
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name])
+    return cursor.fetchone() is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("statement", "operation"),
+    [
+        ("UPDATE accessgov_accessevent SET reason = 'x'", "UPDATE"),
+        ("DELETE FROM accessgov_accessevent", "DELETE"),
+        ("TRUNCATE accessgov_accessevent", "TRUNCATE"),
+    ],
+)
+def test_the_apps_database_user_is_refused_update_delete_and_truncate(world, app_role, statement, operation):
+    activity(world, n=1)
+    refused = pytest.raises(DatabaseError, match=f"append-only \\({operation} refused\\)")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {app_role}")
+        cursor.execute(statement)
+    assert AccessEvent.objects.count() == 2
+    assert verify_chain().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_even_a_superuser_cannot_edit_or_delete_without_disabling_the_trigger(world):
+    activity(world, n=1)
+    for statement in ("UPDATE accessgov_accessevent SET reason = 'x'", "DELETE FROM accessgov_accessevent"):
+        refused = pytest.raises(DatabaseError, match="append-only")
+        with refused, transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+    assert verify_chain().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_inserts_keep_one_chain(world, make_user):
+    requesters = [make_user(f"concurrent{i}") for i in range(6)]
+    for user in requesters:
+        Eligibility.objects.create(role=world.role, user=user)
+    barrier = threading.Barrier(len(requesters))
+    errors: list[BaseException] = []
+
+    def work(user):
+        try:
+            barrier.wait()
+            for _ in range(4):
+                access_request = ar.access_request_submit(
+                    user, role=world.role, duration=H, justification="Concurrent chain test run"
+                )
+                ar.access_request_cancel(user, access_request.pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in requesters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    report = verify_chain()
+    assert report.ok, report.problem
+    assert report.checked == AccessEvent.objects.count() == 6 * 4 * 2
