@@ -18,6 +18,7 @@ def portal(request: HttpRequest) -> dict:
             "groups": set(user.groups.values_list("name", flat=True)),
             "is_staff": user.is_staff,
             "approver": approver,
+            "auditor": permissions.is_auditor(user),
             "queue_size": selectors.approver_queue(user, timezone.now()).count() if approver else 0,
             "sees_grants": approver
             or permissions.is_auditor(user)

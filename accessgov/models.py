@@ -526,6 +526,8 @@ class AccessEvent(models.Model):
         PROVISIONING_SKIPPED = "provisioning.skipped", "Provisioning skipped (grant already ended)"
         DRIFT_DETECTED = "drift.detected", "Access without a grant detected at the target"
         DRIFT_REMOVED = "drift.removed", "Access without a grant removed at the target"
+        EXPORT_CREATED = "export.created", "Evidence exported"
+        AUDIT_VERIFIED = "audit.verified", "Audit chain verified"
         ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from accessgov.views import accounts, approvals, break_glass, grants, health, home, provisioning, requests, systems
+from accessgov.views import accounts, approvals, audit, break_glass, grants, health, home, provisioning, requests, systems
 
 accounts_patterns = (
     [
@@ -43,6 +43,10 @@ urlpatterns = [
         break_glass.follow_up_acknowledge_view,
         name="follow_up_acknowledge",
     ),
+    path("audit/", audit.audit_trail_view, name="audit_trail"),
+    path("audit/export.csv", audit.audit_export_view, name="audit_export"),
+    path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
+    path("audit/changes/", audit.model_changes_view, name="model_changes"),
     path("provisioning/", provisioning.provisioning_view, name="provisioning"),
     path("provisioning/tasks/<int:pk>/done/", provisioning.manual_task_done_view, name="manual_task_done"),
     path("systems/", systems.system_list_view, name="system_list"),

@@ -1,0 +1,172 @@
+"""The audit trail for auditors: every access event (filterable, keyset-paginated), every model change
+(django-auditlog), the chain integrity check, and the same rows as a streaming CSV."""
+
+from datetime import UTC, datetime, time
+
+import django_filters
+from auditlog.models import LogEntry
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accessgov import exports, permissions
+from accessgov.audit import verify_chain
+from accessgov.models import AccessEvent, System
+from accessgov.services.events import event_record
+
+PAGE_SIZE = 50
+EXPORT_COLUMNS = [
+    "sequence",
+    "occurred_at",
+    "event_type",
+    "actor",
+    "client_address",
+    "access_request_id",
+    "grant_id",
+    "system",
+    "role",
+    "reason",
+    "data",
+    "prev_hash",
+    "hash",
+]
+
+
+def _ensure_auditor(request: HttpRequest) -> None:
+    if not permissions.is_auditor(request.user):
+        raise PermissionDenied("The audit trail is for auditors.")
+
+
+class EventFilter(django_filters.FilterSet):
+    event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
+    actor = django_filters.CharFilter(field_name="actor_label", lookup_expr="iexact", label="Actor")
+    system = django_filters.ModelChoiceFilter(field_name="role__system", queryset=System.objects.all())
+    access_request = django_filters.NumberFilter(field_name="access_request_id", label="Request #")
+    grant = django_filters.NumberFilter(field_name="grant_id", label="Grant #")
+    since = django_filters.DateFilter(method="filter_since", label="From (UTC)")
+    until = django_filters.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
+
+    class Meta:
+        model = AccessEvent
+        fields = ["event_type", "actor", "system", "access_request", "grant", "since", "until"]
+
+    def filter_since(self, queryset, name, value):
+        return queryset.filter(occurred_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
+
+    def filter_until(self, queryset, name, value):
+        return queryset.filter(occurred_at__lte=datetime.combine(value, time.max, tzinfo=UTC))
+
+
+def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
+    events = AccessEvent.objects.select_related("role__system").order_by("-sequence")
+    event_filter = EventFilter(request.GET, queryset=events)
+    return event_filter, event_filter.qs if event_filter.is_valid() else events.none()
+
+
+@require_GET
+def audit_trail_view(request: HttpRequest) -> HttpResponse:
+    _ensure_auditor(request)
+    event_filter, events = _filtered(request)
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        events = events.filter(sequence__lt=int(before))
+    page = list(events[: PAGE_SIZE + 1])
+    more = len(page) > PAGE_SIZE
+    page = page[:PAGE_SIZE]
+    query = request.GET.copy()
+    query.pop("before", None)
+    head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
+    context = {
+        "filter": event_filter,
+        "events": page,
+        "next_before": page[-1].sequence if more and page else None,
+        "query": query.urlencode(),
+        "head": head,
+    }
+    return render(request, "accessgov/audit/trail.html", context)
+
+
+@require_GET
+def audit_export_view(request: HttpRequest) -> HttpResponse:
+    """The filtered events as CSV, oldest first (exactly the page's filter, all pages)."""
+    _ensure_auditor(request)
+    event_filter, events = _filtered(request)
+    events = events.order_by("sequence")
+    rows = (
+        (
+            e.sequence,
+            e.occurred_at,
+            e.event_type,
+            e.actor_label,
+            e.client_address,
+            e.access_request_id,
+            e.grant_id,
+            e.role.system.name if e.role else "",
+            e.role.name if e.role else "",
+            e.reason,
+            e.data,
+            e.prev_hash,
+            e.hash,
+        )
+        for e in events.iterator(chunk_size=2000)
+    )
+    return exports.stream_csv(
+        request,
+        filename="accessgov-audit-trail.csv",
+        header=EXPORT_COLUMNS,
+        rows=rows,
+        report="audit trail",
+        filters={k: request.GET.get(k, "") for k in event_filter.form.fields},
+        row_count=events.count,
+    )
+
+
+@require_POST
+def audit_verify_view(request: HttpRequest) -> HttpResponse:
+    _ensure_auditor(request)
+    report = verify_chain()
+    with transaction.atomic():
+        event_record(
+            AccessEvent.Type.AUDIT_VERIFIED,
+            actor=request.user,
+            client_address=request.client_address,
+            reason="Integrity check from the audit trail page",
+            data=report.as_dict(),
+        )
+    if report.ok:
+        messages.success(
+            request, f"Chain intact: {report.checked} events, head #{report.head_sequence} {report.head_hash[:16]}…"
+        )
+    else:
+        messages.error(request, f"Chain BROKEN: {report.problem}")
+    return redirect("audit_trail")
+
+
+@require_GET
+def model_changes_view(request: HttpRequest) -> HttpResponse:
+    """Field-level changes of every model (django-auditlog), newest first, keyset-paginated."""
+    _ensure_auditor(request)
+    entries = LogEntry.objects.select_related("content_type", "actor").order_by("-pk")
+    model = request.GET.get("model", "")
+    if model:
+        entries = entries.filter(content_type__model=model)
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        entries = entries.filter(pk__lt=int(before))
+    page = list(entries[: PAGE_SIZE + 1])
+    more = len(page) > PAGE_SIZE
+    page = page[:PAGE_SIZE]
+    models = LogEntry.objects.values_list("content_type__model", flat=True).distinct().order_by("content_type__model")
+    return render(
+        request,
+        "accessgov/audit/changes.html",
+        {
+            "entries": page,
+            "next_before": page[-1].pk if more and page else None,
+            "model": model,
+            "models": models,
+        },
+    )
