@@ -18,7 +18,7 @@ from accessgov import net
 logger = logging.getLogger("accessgov.security")
 
 # Views a visitor may reach without signing in at all.
-PUBLIC_VIEWS = frozenset({"accounts:login", "healthz"})
+PUBLIC_VIEWS = frozenset({"accounts:login", "healthz", "metrics"})  # /metrics checks its own bearer token
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
 

@@ -589,3 +589,15 @@ class AccessEvent(models.Model):
     def compute_hash(self, prev_hash: str) -> str:
         canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
+
+
+class JobRun(models.Model):
+    """The last run of a periodic job (for /metrics and the dashboards): one row per job name."""
+
+    name = models.CharField(max_length=50, unique=True)
+    finished_at = models.DateTimeField()
+    duration_seconds = models.FloatField()
+    result = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.finished_at:%Y-%m-%d %H:%M:%S}"

@@ -39,9 +39,9 @@ def activate_grant(grant_id: int) -> int:
 @shared_task
 def sweep() -> dict[str, int]:
     """The periodic safety net (beat, every 30 s): lapse, activate, expire, remind."""
-    from accessgov.services.sweep import sweep_run
+    from accessgov.services.sweep import sweep_run_recorded
 
-    return sweep_run(timezone.now())
+    return sweep_run_recorded()
 
 
 @shared_task(**RETRY)

@@ -238,6 +238,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
 PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).
+ACCESS_EVENT_JSON_LOG = env.bool("ACCESS_EVENT_JSON_LOG", default=False)
 # Absolute links in emails and Slack messages.
 PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -2,7 +2,19 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from accessgov.views import accounts, approvals, audit, break_glass, grants, health, home, provisioning, requests, systems
+from accessgov.views import (
+    accounts,
+    approvals,
+    audit,
+    break_glass,
+    grants,
+    health,
+    home,
+    monitoring,
+    provisioning,
+    requests,
+    systems,
+)
 
 accounts_patterns = (
     [
@@ -23,6 +35,8 @@ accounts_patterns = (
 urlpatterns = [
     path("", home.home_view, name="home"),
     path("healthz", health.healthz_view, name="healthz"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
+    path("live/", monitoring.live_access_view, name="live_access"),
     path("requests/", requests.my_requests_view, name="my_requests"),
     path("requests/new/", requests.request_new_view, name="request_new"),
     path("requests/<int:pk>/", requests.request_detail_view, name="request_detail"),

@@ -6,6 +6,8 @@ serializes writers already), so the chain stays linear under concurrency and in 
 held until the caller commits; callers take their row locks before writing their first event.
 """
 
+import json
+import logging
 from typing import Any
 
 from django.db import connection, transaction
@@ -13,6 +15,7 @@ from django.db import connection, transaction
 from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User
 
 Type = AccessEvent.Type
+event_logger = logging.getLogger("accessgov.events")
 LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
 GENESIS = "0" * 64
 
@@ -78,6 +81,7 @@ def event_record(
     )
     _chain([event])
     event.save(force_insert=True)
+    _log_after_commit([event])
     return event
 
 
@@ -86,3 +90,22 @@ def event_record_bulk(rows: list[AccessEvent]) -> None:
     _ensure_in_transaction()
     _chain(rows)
     AccessEvent.objects.bulk_create(rows, batch_size=1000)
+    _log_after_commit(rows)
+
+
+def _log_after_commit(events: list[AccessEvent]) -> None:
+    """With ACCESS_EVENT_JSON_LOG, each committed event becomes one JSON log line (for a SIEM)."""
+    from django.conf import settings
+
+    if not settings.ACCESS_EVENT_JSON_LOG:
+        return
+    lines = [
+        json.dumps(
+            {"ledger": "accessgov", **event.content(), "hash": event.hash},
+            default=str,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for event in events
+    ]
+    transaction.on_commit(lambda: [event_logger.info(line) for line in lines], robust=True)

@@ -19,3 +19,20 @@ def sweep_run(now: datetime) -> dict[str, int]:
         "provisioned": provisioning.outbox_drain(now),
         "removal_alerts": provisioning.removal_alert_due(now),
     }
+
+
+def sweep_run_recorded() -> dict[str, int]:
+    """One sweep at the current time, with its duration kept for /metrics (accessgov_sweep_duration)."""
+    import time
+
+    from django.utils import timezone
+
+    from accessgov.models import JobRun
+
+    started = time.monotonic()
+    counts = sweep_run(timezone.now())
+    JobRun.objects.update_or_create(
+        name="sweep",
+        defaults={"finished_at": timezone.now(), "duration_seconds": time.monotonic() - started, "result": counts},
+    )
+    return counts

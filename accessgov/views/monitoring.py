@@ -1,0 +1,121 @@
+"""Monitoring: who has production access right now (live), and Prometheus metrics."""
+
+import hmac
+import statistics
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from accessgov import permissions
+from accessgov.models import AccessRequest, Grant, JobRun
+from accessgov.services import provisioning
+
+PENDING_AGE_BUCKETS = [
+    ("lt_1h", timedelta(hours=1)),
+    ("1h_to_4h", timedelta(hours=4)),
+    ("4h_to_24h", timedelta(hours=24)),
+]
+
+
+@require_GET
+def live_access_view(request: HttpRequest) -> HttpResponse:
+    """Active grants I may see, grouped by system, with time left; htmx refreshes the table."""
+    now = timezone.now()
+    grants = (
+        permissions.visible_grants(request.user)
+        .filter(status=Grant.Status.ACTIVE, starts_at__lte=now, expires_at__gt=now)
+        .select_related("user", "role__system")
+        .order_by("role__system__name", "expires_at")
+    )
+    systems: dict[str, list[Grant]] = {}
+    for grant in grants:
+        systems.setdefault(grant.role.system.name, []).append(grant)
+    context = {"systems": systems, "total": sum(len(v) for v in systems.values()), "now": now}
+    template = "accessgov/monitoring/_live_table.html" if request.htmx else "accessgov/monitoring/live.html"
+    return render(request, template, context)
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(token) and hmac.compare_digest(offered.encode(), token.encode())
+
+
+@never_cache
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format. Disabled (404) unless METRICS_TOKEN is set; 404 for a wrong token too."""
+    if not _authorized(request):
+        raise Http404("No metrics here.")
+    now = timezone.now()
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {value}")
+
+    active = Grant.objects.active(now).values("role__system__slug").annotate(n=Count("pk")).order_by()
+    metric(
+        "accessgov_active_grants",
+        "gauge",
+        "Grants giving access now, by system.",
+        [(f'{{system="{row["role__system__slug"]}"}}', row["n"]) for row in active],
+    )
+    pending = list(AccessRequest.objects.filter(status="pending").values_list("created_at", flat=True))
+    buckets = {name: 0 for name, _ in PENDING_AGE_BUCKETS} | {"gt_24h": 0}
+    for created in pending:
+        age = now - created
+        name = next((n for n, limit in PENDING_AGE_BUCKETS if age < limit), "gt_24h")
+        buckets[name] += 1
+    metric(
+        "accessgov_pending_requests",
+        "gauge",
+        "Pending requests by age.",
+        [(f'{{age="{name}"}}', n) for name, n in buckets.items()],
+    )
+    metric(
+        "accessgov_overdue_removals",
+        "gauge",
+        "Ended grants whose removal at the target is overdue.",
+        [("", provisioning.overdue_removals(Grant.objects.all(), now).count())],
+    )
+    lags = [
+        (g.removal_confirmed_at - g.ended_at).total_seconds()
+        for g in Grant.objects.filter(removal_confirmed_at__gte=now - timedelta(hours=24), ended_at__isnull=False).only(
+            "removal_confirmed_at", "ended_at"
+        )
+    ]
+    quantiles = []
+    if lags:
+        ordered = sorted(lags)
+        quantiles = [
+            ('{quantile="0.5"}', statistics.median(ordered)),
+            ('{quantile="0.99"}', ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]),
+        ]
+    metric(
+        "accessgov_revocation_lag_seconds", "summary", "Access ended -> removed and confirmed, last 24 h.", quantiles
+    )
+    lines.append(f"accessgov_revocation_lag_seconds_count {len(lags)}")
+    lines.append(f"accessgov_revocation_lag_seconds_sum {round(sum(lags), 3)}")
+    sweep = JobRun.objects.filter(name="sweep").first()
+    metric(
+        "accessgov_sweep_duration_seconds",
+        "gauge",
+        "Duration of the last expiry sweep.",
+        [("", round(sweep.duration_seconds, 4) if sweep else 0)],
+    )
+    metric(
+        "accessgov_sweep_last_run_timestamp_seconds",
+        "gauge",
+        "When the last sweep finished (Unix time).",
+        [("", sweep.finished_at.timestamp() if sweep else 0)],
+    )
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")

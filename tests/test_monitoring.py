@@ -1,0 +1,93 @@
+"""Monitoring: the live "who has access now" page, Prometheus metrics, and JSON event logs."""
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from accessgov.models import Grant, JobRun
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
+from tests.conftest import verify_session
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+
+
+def as_(user) -> Client:
+    return verify_session(Client(), user)
+
+
+def grant_for(w):
+    access_request = ar.access_request_submit(
+        w.requester, role=w.role, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    ar.access_request_approve(w.approver, access_request.pk)
+    return Grant.objects.get(access_request=access_request)
+
+
+def test_live_page_shows_who_has_access_now_with_break_glass_highlighted(world):
+    grant_for(world)
+    world.role_two.break_glass_allowed = True
+    world.role_two.save()
+    gs.break_glass_activate(
+        world.requester, role=world.role_two, justification="Prod is down, INC-9", duration=H, step_up_at=timezone.now()
+    )
+    page = as_(world.auditor).get(reverse("live_access")).content.decode()
+    assert 'id="live-total">2<' in page
+    assert page.count('class="row-bad"') == 1 and "Break-glass" in page
+    assert 'hx-trigger="every 10s"' in page
+    partial = as_(world.auditor).get(reverse("live_access"), HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in partial and 'id="live-total">2<' in partial
+    assert 'id="live-total">0<' in as_(world.outsider).get(reverse("live_access")).content.decode()
+
+
+def test_live_page_drops_a_grant_at_expiry_without_a_sweep(world):
+    grant = grant_for(world)
+    Grant.objects.filter(pk=grant.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1), starts_at=timezone.now() - H
+    )
+    assert 'id="live-total">0<' in as_(world.auditor).get(reverse("live_access")).content.decode()
+
+
+def test_metrics_are_off_without_a_token_and_refuse_a_wrong_one(world):
+    assert Client().get("/metrics").status_code == 404
+    with override_settings(METRICS_TOKEN="s3cret-metrics-token"):
+        assert Client().get("/metrics").status_code == 404
+        assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 404
+
+
+@override_settings(METRICS_TOKEN="s3cret-metrics-token")
+def test_metrics_report_grants_requests_removals_lag_and_sweep(world):
+    grant_for(world)
+    ar.access_request_submit(world.requester, role=world.role_two, duration=H, justification="Second need here")
+    call_command("expire_grants", stdout=open("/dev/null", "w"))  # noqa: SIM115 - records the sweep run
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'accessgov_active_grants{system="payments-db"} 1' in body
+    assert 'accessgov_pending_requests{age="lt_1h"} 1' in body
+    assert "accessgov_overdue_removals 0" in body
+    assert "accessgov_revocation_lag_seconds_count 0" in body
+    assert "# TYPE accessgov_sweep_duration_seconds gauge" in body
+    assert JobRun.objects.get(name="sweep").duration_seconds >= 0
+
+
+@override_settings(ACCESS_EVENT_JSON_LOG=True)
+def test_access_events_can_also_be_written_as_one_line_json_logs(world, caplog, django_capture_on_commit_callbacks):
+    caplog.set_level(logging.INFO, logger="accessgov.events")
+    with django_capture_on_commit_callbacks(execute=True):
+        ar.access_request_submit(
+            world.requester, role=world.role, duration=H, justification="Line one\nX-Forged: line two"
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "accessgov.events"]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    event = json.loads(lines[0])
+    assert event["event_type"] == "request.submitted"
+    assert event["reason"] == "Line one\nX-Forged: line two"
+    assert len(event["hash"]) == 64
