@@ -528,6 +528,7 @@ class AccessEvent(models.Model):
         DRIFT_REMOVED = "drift.removed", "Access without a grant removed at the target"
         EXPORT_CREATED = "export.created", "Evidence exported"
         AUDIT_VERIFIED = "audit.verified", "Audit chain verified"
+        AUDIT_PURGED = "audit.purged", "Events older than the retention period purged"
         ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
 
@@ -601,3 +602,20 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+
+class LedgerCheckpoint(models.Model):
+    """Where the verified chain starts after a retention purge: the last purged event's sequence and
+    hash. verify_audit starts from the newest checkpoint, so purging old events keeps the rest provable."""
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    purged_count = models.PositiveIntegerField()
+    purged_before = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-sequence"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.sequence}"

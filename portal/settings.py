@@ -238,6 +238,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
 PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).

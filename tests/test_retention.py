@@ -1,0 +1,53 @@
+"""Retention: purge refuses the window, records what it purged, and the rest of the chain still verifies."""
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+
+from accessgov.audit import verify_chain
+from accessgov.models import AccessEvent, LedgerCheckpoint
+from accessgov.services import access_requests as ar
+
+pytestmark = pytest.mark.django_db
+OLD = datetime(2016, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def activity(w):
+    access_request = ar.access_request_submit(
+        w.requester, role=w.role, duration=timedelta(hours=1), justification="Investigating incident INC-42 on payments"
+    )
+    ar.access_request_cancel(w.requester, access_request.pk)
+
+
+def test_purge_refuses_anything_inside_the_retention_window(world):
+    activity(world)
+    with pytest.raises(CommandError, match="inside the retention period"):
+        call_command("purge_audit", "--before", "2025-01-01", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="must be a date"):
+        call_command("purge_audit", "--before", "yesterday", stdout=io.StringIO())
+    assert AccessEvent.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the purge runs in its own transaction, as from cron
+def test_purge_removes_old_events_records_it_and_the_chain_still_verifies(world):
+    from accessgov.models import Eligibility
+
+    Eligibility.objects.update(starts_at=datetime(2010, 1, 1, tzinfo=UTC))
+    with time_machine.travel(OLD, tick=False):
+        activity(world)
+    activity(world)
+    out = io.StringIO()
+    call_command("purge_audit", "--before", "2017-01-01", "--dry-run", stdout=out)
+    assert "Would purge 2 events" in out.getvalue() and AccessEvent.objects.count() == 4
+    call_command("purge_audit", "--before", "2017-01-01", stdout=io.StringIO())
+    assert AccessEvent.objects.filter(occurred_at__lt=datetime(2017, 1, 1, tzinfo=UTC)).count() == 0
+    checkpoint = LedgerCheckpoint.objects.get()
+    assert (checkpoint.sequence, checkpoint.purged_count) == (2, 2)
+    purged = AccessEvent.objects.get(event_type="audit.purged")
+    assert purged.data["purged"] == 2 and purged.actor_label == "system:purge_audit"
+    report = verify_chain()
+    assert report.ok, report.problem
+    assert report.checked == 3  # two recent events and the purge record
