@@ -15,6 +15,7 @@ from accessgov.views import (
     requests,
     systems,
 )
+from accessgov.views import reports as report_views  # "reports" alone would read like a data module
 
 accounts_patterns = (
     [
@@ -61,6 +62,19 @@ urlpatterns = [
     path("audit/export.csv", audit.audit_export_view, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
     path("audit/changes/", audit.model_changes_view, name="model_changes"),
+    path("reports/", report_views.reports_index_view, name="reports"),
+    path("reports/access/", report_views.access_report_view, name="report_access"),
+    path("reports/access/export.csv", report_views.access_report_export_view, name="report_access_export"),
+    path("reports/approvals/", report_views.approvals_report_view, name="report_approvals"),
+    path("reports/approvals/export.csv", report_views.approvals_report_export_view, name="report_approvals_export"),
+    path("reports/break-glass/", report_views.break_glass_report_view, name="report_break_glass"),
+    path(
+        "reports/break-glass/export.csv",
+        report_views.break_glass_report_export_view,
+        name="report_break_glass_export",
+    ),
+    path("reports/denied/", report_views.denied_report_view, name="report_denied"),
+    path("reports/denied/export.csv", report_views.denied_report_export_view, name="report_denied_export"),
     path("provisioning/", provisioning.provisioning_view, name="provisioning"),
     path("provisioning/tasks/<int:pk>/done/", provisioning.manual_task_done_view, name="manual_task_done"),
     path("systems/", systems.system_list_view, name="system_list"),

@@ -1,0 +1,47 @@
+"""Template filters for the compliance reports (the same derivations the CSV rows use)."""
+
+from datetime import timedelta
+
+from django import template
+
+from accessgov import charts, reports
+
+register = template.Library()
+
+
+@register.filter
+def short_duration(value: timedelta | float | None) -> str:
+    """A lag or waiting time: "0.4 s", "3 min 5 s", "2 h 10 min"; "—" when unknown."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return charts.format_seconds(value)
+
+
+@register.filter
+def usernames(value: str | None) -> str:
+    return ", ".join(reports.names(value))
+
+
+@register.filter
+def grant_outcome(grant, now) -> str:
+    return reports.grant_outcome(grant, now)
+
+
+@register.filter
+def grant_ended_at(grant, now):
+    return reports.grant_ended_at(grant, now)
+
+
+@register.filter
+def request_outcome(access_request) -> str:
+    return reports.request_outcome(access_request)
+
+
+@register.filter
+def follow_up_status(grant, now) -> str:
+    return reports.follow_up_status(reports.follow_up_of(grant), now)
+
+
+@register.filter
+def follow_up(grant):
+    return reports.follow_up_of(grant)

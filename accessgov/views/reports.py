@@ -1,0 +1,175 @@
+"""Compliance reports: access history, approval metrics, break-glass use, denied requests.
+
+Each report is a page (filters, charts, a keyset-paginated sortable table) and a CSV export of the
+same FilterSet's rows. What anyone sees or exports is limited by ``permissions`` (see
+``accessgov.reports``): someone who may see nothing gets an empty report, never an error.
+"""
+
+from django.db.models import Count, Max
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accessgov import exports, reports
+
+PAGE_SIZE = 50
+
+ACCESS_HEADERS = [
+    ("Grant", "id"),
+    ("Holder", "user"),
+    ("System · role", "system"),
+    ("From", "starts_at"),
+    ("Until", "expires_at"),
+    ("How it ended", "ended_at"),
+    ("Why", None),
+    ("Approved by", None),
+    ("Revocation lag", "lag"),
+]
+APPROVALS_HEADERS = [
+    ("Request", "id"),
+    ("Requester", "requester"),
+    ("System · role", "system"),
+    ("Submitted", "created_at"),
+    ("Decided", "decided_at"),
+    ("Time to decision", "decision_time"),
+    ("Outcome", None),
+    ("Decided by", None),
+]
+BREAK_GLASS_HEADERS = [
+    ("Grant", "id"),
+    ("Used by", "user"),
+    ("System · role", "system"),
+    ("Activated", "starts_at"),
+    ("Why", None),
+    ("Follow-up due", "due_at"),
+    ("Follow-up", "acknowledged_at"),
+]
+DENIED_HEADERS = [
+    ("Request", "id"),
+    ("Requester", "requester"),
+    ("System · role", "system"),
+    ("Submitted", None),
+    ("Denied", "decided_at"),
+    ("Denied by", "denied_by"),
+    ("Reason", None),
+]
+
+
+def _filterset(request: HttpRequest, report: reports.Report) -> reports.ReportFilterSet:
+    return report.filterset_class(request.GET, queryset=report.base(request.user), now=timezone.now())
+
+
+def _page(request: HttpRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:
+    filterset = _filterset(request, report)
+    valid = filterset.is_valid()
+    page = (
+        filterset.page(report.rows(filterset.qs), after=request.GET.get("after", ""), size=PAGE_SIZE)
+        if valid
+        else reports.Page(rows=[], next_cursor=None, is_first=True)
+    )
+    context = {
+        "report": report,
+        "filter": filterset,
+        "page": page,
+        "rows": page.rows,
+        "headers": filterset.headers(headers),
+        "now": filterset.now,
+        **(extra(filterset) if extra and valid else {}),
+    }
+    return render(request, template, context, status=200 if valid else 400)
+
+
+def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
+    """Stream the filtered rows as CSV, recording the export first (``exports.stream_csv``).
+
+    The row count and an id ceiling are read together, so rows created while the file streams do
+    not make it disagree with the count in the export's access event."""
+    filterset = _filterset(request, report)
+    if not filterset.is_valid():
+        return HttpResponse(
+            "The filters are not valid: " + filterset.errors.as_text(), status=400, content_type="text/plain"
+        )
+    snapshot = filterset.filtered.order_by().aggregate(rows=Count("pk"), top=Max("pk"))
+    rows = report.rows(filterset.qs.filter(pk__lte=snapshot["top"] or 0))
+    now = filterset.now
+    response = exports.stream_csv(
+        request,
+        filename=f"accessgov-{report.name.replace('_', '-')}-{now:%Y%m%dT%H%M%SZ}.csv",
+        header=report.columns,
+        rows=(report.csv_row(row, now) for row in rows.iterator(chunk_size=2000)),
+        report=report.name,
+        filters=filterset.query_filters(),
+        row_count=snapshot["rows"],
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_GET
+def reports_index_view(request: HttpRequest) -> HttpResponse:
+    return render(request, "accessgov/reports/index.html")
+
+
+@require_GET
+def access_report_view(request: HttpRequest) -> HttpResponse:
+    return _page(
+        request,
+        reports.ACCESS_HISTORY,
+        "accessgov/reports/access.html",
+        ACCESS_HEADERS,
+        lambda filterset: {
+            "grants_chart": reports.grants_per_week_chart(filterset),
+            "lag_chart": reports.revocation_lag_chart(filterset),
+        },
+    )
+
+
+@require_GET
+def access_report_export_view(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, reports.ACCESS_HISTORY)
+
+
+def _approval_context(filterset: reports.ApprovalFilter) -> dict:
+    metrics = reports.approval_metrics(filterset.filtered)
+    return {"metrics": metrics, "median_chart": reports.median_time_to_approve_chart(filterset, metrics)}
+
+
+@require_GET
+def approvals_report_view(request: HttpRequest) -> HttpResponse:
+    return _page(request, reports.APPROVALS, "accessgov/reports/approvals.html", APPROVALS_HEADERS, _approval_context)
+
+
+@require_GET
+def approvals_report_export_view(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, reports.APPROVALS)
+
+
+@require_GET
+def break_glass_report_view(request: HttpRequest) -> HttpResponse:
+    return _page(
+        request,
+        reports.BREAK_GLASS,
+        "accessgov/reports/break_glass.html",
+        BREAK_GLASS_HEADERS,
+        lambda filterset: {
+            "activations_chart": reports.activations_per_week_chart(filterset),
+            "counts": reports.follow_up_counts(filterset),
+        },
+    )
+
+
+@require_GET
+def break_glass_report_export_view(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, reports.BREAK_GLASS)
+
+
+@require_GET
+def denied_report_view(request: HttpRequest) -> HttpResponse:
+    return _page(request, reports.DENIED, "accessgov/reports/denied.html", DENIED_HEADERS)
+
+
+@require_GET
+def denied_report_export_view(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, reports.DENIED)
