@@ -7,7 +7,7 @@ import django_filters
 from auditlog.models import LogEntry
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -91,10 +91,21 @@ def audit_trail_view(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def audit_export_view(request: HttpRequest) -> HttpResponse:
-    """The filtered events as CSV, oldest first (exactly the page's filter, all pages)."""
+    """The filtered events as CSV, oldest first (exactly the page's filter, all pages). On PostgreSQL
+    the rows come from COPY with the formatting and escaping done in SQL; elsewhere through the ORM."""
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    events = events.order_by("sequence")
+    filters = {k: request.GET.get(k, "") for k in event_filter.form.fields}
+    common = {
+        "filename": "accessgov-audit-trail.csv",
+        "header": EXPORT_COLUMNS,
+        "report": "audit trail",
+        "filters": filters,
+        "row_count": events.count,
+    }
+    if connection.vendor == "postgresql":
+        select_sql, params = _copy_select(events)
+        return exports.stream_copy_csv(request, select_sql=select_sql, params=params, **common)
     rows = (
         (
             e.sequence,
@@ -111,17 +122,38 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
             e.prev_hash,
             e.hash,
         )
-        for e in events.iterator(chunk_size=2000)
+        for e in events.order_by("sequence").iterator(chunk_size=2000)
     )
-    return exports.stream_csv(
-        request,
-        filename="accessgov-audit-trail.csv",
-        header=EXPORT_COLUMNS,
-        rows=rows,
-        report="audit trail",
-        filters={k: request.GET.get(k, "") for k in event_filter.form.fields},
-        row_count=events.count,
+    return exports.stream_csv(request, rows=rows, **common)
+
+
+def _copy_select(events) -> tuple[str, tuple]:
+    """The SELECT behind the PostgreSQL export: the filtered ids, formatted and neutralised in SQL."""
+    ids_sql, params = events.order_by().values("pk").query.sql_with_params()
+    safe = exports.sql_safe
+    columns = ", ".join(
+        [
+            "e.sequence",
+            exports.sql_utc_seconds("e.occurred_at"),
+            safe("e.event_type"),
+            safe("e.actor_label"),
+            "host(e.client_address)",
+            "e.access_request_id",
+            "e.grant_id",
+            safe("coalesce(s.name, '')"),
+            safe("coalesce(r.name, '')"),
+            safe("e.reason"),
+            safe("e.data::text"),
+            "e.prev_hash",
+            "e.hash",
+        ]
     )
+    sql = (
+        f"SELECT {columns} FROM accessgov_accessevent e "  # noqa: S608 - fixed SQL; filter values are bound params
+        "LEFT JOIN accessgov_role r ON r.id = e.role_id LEFT JOIN accessgov_system s ON s.id = r.system_id "
+        f"WHERE e.id IN ({ids_sql}) ORDER BY e.sequence"
+    )
+    return sql, params
 
 
 @require_POST
