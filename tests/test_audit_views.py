@@ -166,3 +166,11 @@ def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
         assert sql_row[:data_index] + sql_row[data_index + 1 :] == py_row[:data_index] + py_row[data_index + 1 :]
     reasons = [row[audit.EXPORT_COLUMNS.index("reason")] for row in from_sql]
     assert "'" + HOSTILE in reasons and "'-rm -rf /; +ok" in reasons
+
+
+def test_export_holds_exactly_the_rows_counted_not_its_own_event(world):
+    submit(world)
+    response = as_(world.auditor).get(reverse("audit_export"))
+    rows = read_csv(response)
+    assert int(response["X-Row-Count"]) == len(rows) == 1
+    assert AccessEvent.objects.count() == 2  # the export.created event exists, but is not in this file
