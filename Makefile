@@ -43,3 +43,4 @@ bench: install
 	$(BIN)/python bench/revocation_lag.py --spread 10 --section revocation_lag
 	$(BIN)/python bench/revocation_lag.py --spread 0 --section revocation_lag_burst
 	$(BIN)/python bench/export_1m.py
+	$(BIN)/python bench/report_pages.py
