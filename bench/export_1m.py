@@ -21,23 +21,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DB = "accessgov_bench_export"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "0",  # DEBUG=1 would keep every query in memory
-        "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "ALLOWED_HOSTS": "testserver",
-        "SECURE_SSL_REDIRECT": "0",
-        "SECURE_COOKIES": "0",
-        "STATIC_MANIFEST": "0",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "VAR_DIR": str(ROOT / "var" / "bench"),
-        "LOG_LEVEL": "WARNING",
-    }
+from bench.common import (  # noqa: E402
+    fresh_database,
+    production_like_env,
+    setup_django,
+    verified_client,
+    write_section,
 )
+
+DB = "accessgov_bench_export"
+
+production_like_env(DB)
 
 
 def maxrss_mb() -> float:
@@ -50,26 +44,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    import psycopg
-
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}"')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    fresh_database(DB)
+    setup_django()
     from django.db import connection
-    from django.test import Client
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from accessgov.models import User
 
@@ -96,12 +73,7 @@ def main() -> None:
     seed_s = time.perf_counter() - t0
 
     auditor = User.objects.create(username="bench_auditor", is_superuser=True, is_staff=True)
-    device = TOTPDevice.objects.create(user=auditor, name="bench", confirmed=True)
-    client = Client()
-    client.force_login(auditor)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
+    client = verified_client(auditor)
 
     # Baseline: raw COPY of the same rows, bytes discarded.
     raw_conn = connection.connection
@@ -176,7 +148,7 @@ def main() -> None:
     print(report)
     connection.close()
     if not args.no_write:
-        write_section(report)
+        write_section(report, "export_1m")
 
 
 def render(r: dict) -> str:
@@ -199,19 +171,6 @@ def render(r: dict) -> str:
             f"{r['orm_s'] / r['ours_s']:.1f}×. Seeding {r['events']:,} rows took {r['seed_s']:.1f} s.",
         ]
     )
-
-
-def write_section(report: str) -> None:
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    begin, end = "<!-- bench:export_1m -->", "<!-- /bench:export_1m -->"
-    text = path.read_text()
-    block = f"{begin}\n{report}\n{end}"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"\nwrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -19,23 +19,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DB = "accessgov_bench_pages"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "ALLOWED_HOSTS": "testserver",
-        "SECURE_SSL_REDIRECT": "0",
-        "SECURE_COOKIES": "0",
-        "STATIC_MANIFEST": "0",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "VAR_DIR": str(ROOT / "var" / "bench"),
-        "LOG_LEVEL": "ERROR",
-    }
+from bench.common import (  # noqa: E402
+    fresh_database,
+    pct,
+    production_like_env,
+    setup_django,
+    verified_client,
+    write_section,
 )
+
+DB = "accessgov_bench_pages"
+
+production_like_env(DB)
 
 PAGES = [
     ("health check (baseline)", "/healthz"),
@@ -93,11 +88,6 @@ SEED_SQL = [
 ]
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
@@ -107,27 +97,10 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    import psycopg
-
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}"')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    fresh_database(DB)
+    setup_django()
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
     from guardian.shortcuts import assign_perm
 
     from accessgov.models import Role, System, User
@@ -148,12 +121,7 @@ def main() -> None:
         assign_perm("accessgov.approve_system", approver, system)
     results = []
     for who, user in (("auditor (sees everything)", auditor), ("approver of 5 systems", approver)):
-        device = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
-        client = Client()
-        client.force_login(user)
-        session = client.session
-        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-        session.save()
+        client = verified_client(user)
         for label, url in PAGES:
             if who.startswith("approver") and url.startswith("/audit"):
                 continue
@@ -178,7 +146,7 @@ def main() -> None:
     report = render(results, args, seed_s)
     print(report)
     if not args.no_write:
-        write_section(report)
+        write_section(report, "report_pages")
 
 
 def render(results, args, seed_s: float) -> str:
@@ -197,19 +165,6 @@ def render(results, args, seed_s: float) -> str:
         target = "baseline" if "baseline" in label else "p50 ≤ 10 ms, p99 ≤ 50 ms"
         lines.append(f"| {who} | {label} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | {queries} | {target} |")
     return "\n".join(lines)
-
-
-def write_section(report: str) -> None:
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    begin, end = "<!-- bench:report_pages -->", "<!-- /bench:report_pages -->"
-    text = path.read_text()
-    block = f"{begin}\n{report}\n{end}"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"\nwrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

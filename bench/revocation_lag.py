@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import pct, write_section  # noqa: E402
 
 APP_DB = "accessgov_bench"
 TARGET_DB = "accessgov_bench_target"
@@ -48,11 +49,6 @@ os.environ.update(
         "LOG_LEVEL": "WARNING",
     }
 )
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 def admin_sql(statements: list[str], dbname: str = "postgres") -> None:
@@ -312,19 +308,6 @@ def render(r: dict) -> str:
             f"memberships left at the target afterwards: {r['members_left']}.",
         ]
     )
-
-
-def write_section(report: str, section: str) -> None:
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-    text = path.read_text() if path.exists() else "# Performance\n\n"
-    block = f"{begin}\n{report}\n{end}"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"\nwrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

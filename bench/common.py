@@ -1,0 +1,83 @@
+"""Shared by the benchmarks: a fresh PostgreSQL database for a Django run, a verified session,
+percentiles, and rewriting a marked section of docs/PERFORMANCE.md."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def production_like_env(database: str, **extra: str) -> None:
+    """Settings for a benchmark process: DEBUG off (DEBUG keeps every query in memory), plain HTTP."""
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+            "ALLOWED_HOSTS": "testserver",
+            "SECURE_SSL_REDIRECT": "0",
+            "SECURE_COOKIES": "0",
+            "STATIC_MANIFEST": "0",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
+            "VAR_DIR": str(ROOT / "var" / "bench"),
+            "LOG_LEVEL": "ERROR",
+            **extra,
+        }
+    )
+
+
+def fresh_database(*names: str) -> None:
+    """Drop and create the named databases (ending their sessions first)."""
+    import psycopg
+
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        for name in names:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def verified_client(user):
+    """A test client signed in with password and a (bench-only) OTP device."""
+    from django.test import Client
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def write_section(report: str, section: str) -> None:
+    path = ROOT / "docs" / "PERFORMANCE.md"
+    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    text = path.read_text() if path.exists() else "# Performance\n\n"
+    block = f"{begin}\n{report}\n{end}"
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"\nwrote {path.relative_to(ROOT)}")
