@@ -260,6 +260,7 @@ class AccessRequest(models.Model):
             models.Index(fields=["status", "lapses_at"], name="request_status_lapses"),
             models.Index(fields=["requester", "-created_at"], name="request_requester_recent"),
             models.Index(fields=["role", "status"], name="request_role_status"),
+            models.Index(fields=["status", "decided_at"], name="request_status_decided"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -387,6 +388,7 @@ class Grant(models.Model):
             models.Index(fields=["status", "expires_at"], name="grant_status_expires"),
             models.Index(fields=["status", "starts_at"], name="grant_status_starts"),
             models.Index(fields=["user", "status"], name="grant_user_status"),
+            models.Index(fields=["-starts_at", "-id"], name="grant_starts_desc"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -554,7 +556,10 @@ class AccessEvent(models.Model):
 
     class Meta:
         ordering = ["occurred_at", "pk"]
-        indexes = [models.Index(fields=["event_type", "occurred_at"], name="event_type_time")]
+        indexes = [
+            models.Index(fields=["event_type", "occurred_at"], name="event_type_time"),
+            models.Index(fields=["actor_label", "sequence"], name="event_actor_sequence"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.event_type} by {self.actor_label}"

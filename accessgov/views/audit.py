@@ -43,7 +43,7 @@ def _ensure_auditor(request: HttpRequest) -> None:
 
 class EventFilter(django_filters.FilterSet):
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
-    actor = django_filters.CharFilter(field_name="actor_label", lookup_expr="iexact", label="Actor")
+    actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
     system = django_filters.ModelChoiceFilter(field_name="role__system", queryset=System.objects.all(), label="System")
     access_request = django_filters.NumberFilter(field_name="access_request_id", label="Request #")
     grant = django_filters.NumberFilter(field_name="grant_id", label="Grant #")
