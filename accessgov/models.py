@@ -531,6 +531,11 @@ class AccessEvent(models.Model):
         EXPORT_CREATED = "export.created", "Evidence exported"
         AUDIT_VERIFIED = "audit.verified", "Audit chain verified"
         AUDIT_PURGED = "audit.purged", "Events older than the retention period purged"
+        REVIEW_OPENED = "review.opened", "Access review campaign opened"
+        REVIEW_DECIDED = "review.decided", "Review item decided"
+        REVIEW_REASSIGNED = "review.reassigned", "Review item reassigned"
+        REVIEW_CLOSED = "review.closed", "Access review campaign closed"
+        REVIEW_APPLIED = "review.applied", "Review outcome applied"
         ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
 
@@ -624,3 +629,90 @@ class LedgerCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint #{self.sequence}"
+
+
+class ReviewCampaign(models.Model):
+    """A periodic certification of access in scope (eligibilities, and grants active for too long).
+    Written only by services.reviews; immutable once closed."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    class NoResponse(models.TextChoices):
+        REVOKE = "revoke", "Revoke what nobody confirmed"
+        KEEP_AND_FLAG = "keep_and_flag", "Keep it, and flag it in the evidence"
+
+    name = models.CharField(max_length=200)
+    systems = models.ManyToManyField(System, related_name="review_campaigns")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    no_response = models.CharField(max_length=20, choices=NoResponse.choices, default=NoResponse.REVOKE)
+    keep_for = models.DurationField(default=timedelta(days=100), help_text="New end date of kept eligibility.")
+    long_grant_threshold = models.DurationField(default=timedelta(days=7))
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(due_at__gt=models.F("created_at")), name="campaign_due_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReviewItem(models.Model):
+    """One thing to certify: an eligibility, or a grant active longer than the threshold."""
+
+    class Decision(models.TextChoices):
+        KEEP = "keep", "Keep"
+        REVOKE = "revoke", "Revoke"
+
+    campaign = models.ForeignKey(ReviewCampaign, on_delete=models.PROTECT, related_name="items")
+    eligibility = models.ForeignKey(Eligibility, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    subject_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    subject_group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="review_items"
+    )
+    decision = models.CharField(max_length=10, choices=Decision.choices, blank=True)
+    comment = models.TextField(blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, blank=True, help_text="kept, revoked, or kept_flagged")
+
+    class Meta:
+        ordering = ["campaign", "role", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(eligibility__isnull=False) & models.Q(grant__isnull=True))
+                | (models.Q(eligibility__isnull=True) & models.Q(grant__isnull=False)),
+                name="review_item_eligibility_xor_grant",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(decided_by=models.F("subject_user")), name="review_item_not_decided_by_subject"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(decision="revoke") | ~models.Q(comment=""), name="review_revoke_needs_comment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject_user or self.subject_group} on {self.role}"

@@ -71,3 +71,12 @@ def reconcile() -> dict[str, int]:
     from accessgov.services.reconciliation import reconcile_all
 
     return reconcile_all(timezone.now())
+
+
+@shared_task
+def quarterly_review() -> int | None:
+    """Beat, first day of each quarter: open the quarter's access review over every system."""
+    from accessgov.services.reviews import review_campaign_quarterly
+
+    campaign = review_campaign_quarterly(timezone.now())
+    return campaign.pk if campaign else None

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -14,6 +15,19 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "heartbeat": {"task": "accessgov.tasks.heartbeat", "schedule": 30.0},
     # The expiry safety net: catches anything the per-grant eta tasks missed.
     "sweep": {"task": "accessgov.tasks.sweep", "schedule": float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))},
+    # Open the quarter's access review (REVIEW_SCHEDULE_CRON overrides: "minute hour day month weekday").
+    "quarterly-review": {
+        "task": "accessgov.tasks.quarterly_review",
+        "schedule": crontab(
+            **dict(
+                zip(
+                    ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"),
+                    os.environ.get("REVIEW_SCHEDULE_CRON", "0 6 1 1,4,7,10 *").split(),
+                    strict=True,
+                )
+            )
+        ),
+    },
     # Compare each target with the active grants and flag (optionally remove) drift.
     "reconcile": {
         "task": "accessgov.tasks.reconcile",

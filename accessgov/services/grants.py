@@ -390,3 +390,20 @@ def break_glass_remind_overdue(now: datetime) -> int:
             BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
             _on_commit_task("notify_many", "break_glass_overdue", ids)
     return len(ids)
+
+
+def grant_revoke_by_system(grant_id: int, *, reason: str, job: str) -> Grant:
+    """End a grant on behalf of a process (an access review's outcome), not a person: no permission
+    check, the event names the job. Callers are services that already authorized their own action."""
+    now = timezone.now()
+    with transaction.atomic():
+        grant = _lock(grant_id)
+        ensure_transition("grant", grant.status, Status.REVOKED)
+        was_active = grant.status == Status.ACTIVE and grant.expires_at > now
+        grant.status, grant.ended_at, grant.end_reason = Status.REVOKED, now, Grant.EndReason.REVOKED
+        grant.save(update_fields=["status", "ended_at", "end_reason"])
+        event_record(Type.GRANT_REVOKED, job=job, grant=grant, access_request=grant.access_request, reason=reason)
+        if was_active:
+            provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
+        _on_commit_task("notify", "grant_ended", grant.pk)
+        return grant

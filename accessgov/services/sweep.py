@@ -3,7 +3,7 @@
 
 from datetime import datetime
 
-from accessgov.services import access_requests, grants, provisioning
+from accessgov.services import access_requests, grants, provisioning, reviews
 
 
 def sweep_run(now: datetime) -> dict[str, int]:
@@ -18,6 +18,7 @@ def sweep_run(now: datetime) -> dict[str, int]:
         # target outage, access is applied/removed within one sweep of recovery.
         "provisioned": provisioning.outbox_drain(now),
         "removal_alerts": provisioning.removal_alert_due(now),
+        "reviews_closed": reviews.review_campaigns_close_due(now),
     }
 
 

@@ -1,0 +1,263 @@
+"""Access reviews: open a campaign over systems, assign reviewers (never about themselves), record
+keep/revoke decisions, and close — applying every decision through the lifecycle services.
+
+Callers: views (to come), the quarterly beat task, the sweep (closes campaigns at their due date).
+Every change records an access event in its transaction; a closed campaign is immutable.
+"""
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils import timezone
+
+from accessgov import permissions
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
+from accessgov.services import grants as grant_services
+from accessgov.services.events import event_record
+
+Type = AccessEvent.Type
+Status = ReviewCampaign.Status
+
+
+def _is_subject(user: User, item: ReviewItem) -> bool:
+    if item.subject_user_id == user.pk:
+        return True
+    return bool(item.subject_group_id) and user.groups.filter(pk=item.subject_group_id).exists()
+
+
+def _pick_reviewer(item: ReviewItem, load: Counter, owners: dict[int, list[User]], fallback: list[User]) -> User | None:
+    """The least-loaded owner of the item's system who is not its subject; auditors as fallback."""
+    for pool in (owners.get(item.role.system_id, []), fallback):
+        candidates = [u for u in pool if not _is_subject(u, item)]
+        if candidates:
+            chosen = min(candidates, key=lambda u: (load[u.pk], u.pk))
+            load[chosen.pk] += 1
+            return chosen
+    return None
+
+
+def review_campaign_create(
+    actor: User | None,
+    *,
+    name: str,
+    systems: list[System],
+    due_at: datetime,
+    no_response: str = ReviewCampaign.NoResponse.REVOKE,
+    keep_for: timedelta = timedelta(days=100),
+    long_grant_threshold: timedelta = timedelta(days=7),
+    job: str | None = None,
+) -> ReviewCampaign:
+    """Open a campaign: one item per eligibility in force on the systems, and one per grant active for
+    longer than ``long_grant_threshold``; each gets a reviewer who is not its subject."""
+    now = timezone.now()
+    if actor is not None and not permissions.is_auditor(actor):
+        raise NotAuthorized("Only auditors open access reviews.")
+    if due_at <= now:
+        raise PolicyViolation("The due date must be in the future.")
+    if not systems:
+        raise PolicyViolation("Choose at least one system to review.")
+    with transaction.atomic():
+        campaign = ReviewCampaign.objects.create(
+            name=name,
+            no_response=no_response,
+            keep_for=keep_for,
+            long_grant_threshold=long_grant_threshold,
+            created_by=actor,
+            created_at=now,
+            due_at=due_at,
+        )
+        campaign.systems.set(systems)
+        items = [
+            ReviewItem(campaign=campaign, eligibility=e, role=e.role, subject_user=e.user, subject_group=e.group)
+            for e in Eligibility.objects.active(now).filter(role__system__in=systems).select_related("role")
+        ] + [
+            ReviewItem(campaign=campaign, grant=g, role=g.role, subject_user=g.user)
+            for g in Grant.objects.active(now)
+            .filter(role__system__in=systems, starts_at__lte=now - long_grant_threshold)
+            .select_related("role")
+        ]
+        owners = {s.pk: sorted(permissions.owners_of_system(s), key=lambda u: u.pk) for s in systems}
+        fallback = sorted(permissions.auditors(), key=lambda u: u.pk)
+        load: Counter = Counter()
+        for item in items:
+            item.reviewer = _pick_reviewer(item, load, owners, fallback)
+        ReviewItem.objects.bulk_create(items)
+        event_record(
+            Type.REVIEW_OPENED,
+            actor=actor,
+            job=job,
+            reason=name,
+            data={
+                "campaign_id": campaign.pk,
+                "items": len(items),
+                "due_at": due_at.isoformat(),
+                "systems": [s.slug for s in systems],
+                "no_response": no_response,
+            },
+        )
+        return campaign
+
+
+def _lock_item(item_id: int) -> ReviewItem:
+    item = (
+        ReviewItem.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("campaign", "role__system")
+        .get(pk=item_id)
+    )
+    if item.campaign.status != Status.OPEN:
+        raise TransitionNotAllowed("This campaign is closed; its decisions can no longer change.")
+    return item
+
+
+def review_item_decide(
+    actor: User, item_id: int, *, decision: str, comment: str = "", client_address: str | None = None
+) -> ReviewItem:
+    """The assigned reviewer keeps or revokes an item (a comment is required to revoke)."""
+    if decision not in ReviewItem.Decision.values:
+        raise PolicyViolation("Choose keep or revoke.")
+    if decision == ReviewItem.Decision.REVOKE and not comment.strip():
+        raise PolicyViolation("Say why this access should be revoked.")
+    with transaction.atomic():
+        item = _lock_item(item_id)
+        if _is_subject(actor, item):
+            raise NotAuthorized("Nobody reviews their own access; an auditor will reassign this item.")
+        if item.reviewer_id != actor.pk:
+            raise NotAuthorized("This item is assigned to another reviewer.")
+        item.decision, item.comment = decision, comment.strip()
+        item.decided_at, item.decided_by = timezone.now(), actor
+        item.save(update_fields=["decision", "comment", "decided_at", "decided_by"])
+        event_record(
+            Type.REVIEW_DECIDED,
+            actor=actor,
+            client_address=client_address,
+            role=item.role,
+            reason=item.comment,
+            data={"campaign_id": item.campaign_id, "item_id": item.pk, "decision": decision},
+        )
+        return item
+
+
+def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_address: str | None = None) -> ReviewItem:
+    """An auditor gives an item to another reviewer (never its subject)."""
+    if not permissions.is_auditor(actor):
+        raise NotAuthorized("Only auditors reassign review items.")
+    with transaction.atomic():
+        item = _lock_item(item_id)
+        if _is_subject(reviewer, item):
+            raise PolicyViolation(f"{reviewer} is the subject of this item and cannot review it.")
+        previous = item.reviewer_id
+        item.reviewer = reviewer
+        item.save(update_fields=["reviewer"])
+        event_record(
+            Type.REVIEW_REASSIGNED,
+            actor=actor,
+            client_address=client_address,
+            role=item.role,
+            data={"campaign_id": item.campaign_id, "item_id": item.pk, "from": previous, "to": reviewer.pk},
+        )
+        return item
+
+
+def _revoke_grants(grants, *, reason: str, job: str, now: datetime) -> int:
+    count = 0
+    for grant in grants:
+        if grant.is_active_at(now):
+            grant_services.grant_revoke_by_system(grant.pk, reason=reason, job=job)
+            count += 1
+    return count
+
+
+def review_campaign_close(
+    actor: User | None, campaign_id: int, *, job: str = "review-close", client_address: str | None = None
+) -> ReviewCampaign:
+    """Close a campaign and apply it: revoke decisions end the eligibility and revoke the active grants
+    that came from it; unanswered items follow the campaign's no-response policy; kept eligibility gets a
+    new end date. Immutable afterwards."""
+    if actor is not None and not permissions.is_auditor(actor):
+        raise NotAuthorized("Only auditors close access reviews.")
+    now = timezone.now()
+    with transaction.atomic():
+        campaign = ReviewCampaign.objects.select_for_update(no_key=True, of=("self",)).get(pk=campaign_id)
+        if campaign.status != Status.OPEN:
+            raise TransitionNotAllowed("This campaign is already closed.")
+        campaign.status, campaign.closed_at, campaign.closed_by = Status.CLOSED, now, actor
+        campaign.save(update_fields=["status", "closed_at", "closed_by"])
+        outcomes: Counter = Counter()
+        items = list(campaign.items.select_for_update(no_key=True, of=("self",)).select_related("eligibility", "grant"))
+        for item in items:
+            decision = item.decision or (
+                ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
+            )
+            reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
+            if decision == ReviewItem.Decision.REVOKE:
+                if item.eligibility_id:
+                    Eligibility.objects.filter(pk=item.eligibility_id).update(
+                        ends_at=max(now, item.eligibility.starts_at + timedelta(microseconds=1))
+                    )
+                    members = (
+                        [item.subject_user_id]
+                        if item.subject_user_id
+                        else list(Group.objects.get(pk=item.subject_group_id).user_set.values_list("pk", flat=True))
+                    )
+                    grants = Grant.objects.filter(user_id__in=members, role=item.role, status=Grant.Status.ACTIVE)
+                else:
+                    grants = Grant.objects.filter(pk=item.grant_id)
+                _revoke_grants(grants, reason=reason, job=job, now=now)
+                item.outcome = "revoked"
+            elif decision == ReviewItem.Decision.KEEP:
+                if item.eligibility_id:
+                    Eligibility.objects.filter(pk=item.eligibility_id).update(ends_at=now + campaign.keep_for)
+                item.outcome = "kept"
+            else:
+                item.outcome = "kept_flagged"
+            item.applied_at = now
+            item.save(update_fields=["outcome", "applied_at"])
+            outcomes[item.outcome] += 1
+            event_record(
+                Type.REVIEW_APPLIED,
+                actor=actor,
+                job=None if actor else job,
+                role=item.role,
+                reason=reason,
+                data={
+                    "campaign_id": campaign.pk,
+                    "item_id": item.pk,
+                    "outcome": item.outcome,
+                    "answered": bool(item.decision),
+                },
+            )
+        event_record(
+            Type.REVIEW_CLOSED,
+            actor=actor,
+            job=None if actor else job,
+            client_address=client_address,
+            reason=campaign.name,
+            data={"campaign_id": campaign.pk, **outcomes},
+        )
+        return campaign
+
+
+def review_campaigns_close_due(now: datetime) -> int:
+    """The sweep closes open campaigns at their due date (job "review-close")."""
+    due = list(ReviewCampaign.objects.filter(status=Status.OPEN, due_at__lte=now).values_list("pk", flat=True))
+    for pk in due:
+        try:
+            review_campaign_close(None, pk)
+        except TransitionNotAllowed:
+            continue  # closed meanwhile by an auditor
+    return len(due)
+
+
+def review_campaign_quarterly(now: datetime, *, due_in: timedelta = timedelta(days=14)) -> ReviewCampaign | None:
+    """Beat, on the first day of each quarter: one campaign over every system (once per quarter)."""
+    quarter = (now.month - 1) // 3 + 1
+    name = f"Quarterly access review {now.year} Q{quarter}"
+    if ReviewCampaign.objects.filter(name=name).exists():
+        return None
+    systems = list(System.objects.all())
+    if not systems:
+        return None
+    return review_campaign_create(None, name=name, systems=systems, due_at=now + due_in, job="quarterly-review")
