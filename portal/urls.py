@@ -13,6 +13,7 @@ from accessgov.views import (
     monitoring,
     provisioning,
     requests,
+    reviews,
     systems,
 )
 from accessgov.views import reports as report_views  # "reports" alone would read like a data module
@@ -75,6 +76,12 @@ urlpatterns = [
     ),
     path("reports/denied/", report_views.denied_report_view, name="report_denied"),
     path("reports/denied/export.csv", report_views.denied_report_export_view, name="report_denied_export"),
+    path("reviews/", reviews.campaign_list_view, name="reviews"),
+    path("reviews/<int:pk>/", reviews.campaign_detail_view, name="review_detail"),
+    path("reviews/<int:pk>/keep/", reviews.bulk_keep_view, name="review_bulk_keep"),
+    path("reviews/<int:pk>/close/", reviews.campaign_close_view, name="review_close"),
+    path("reviews/<int:pk>/evidence.csv", reviews.campaign_export_view, name="review_export"),
+    path("reviews/items/<int:pk>/decide/", reviews.item_decide_view, name="review_item_decide"),
     path("provisioning/", provisioning.provisioning_view, name="provisioning"),
     path("provisioning/tasks/<int:pk>/done/", provisioning.manual_task_done_view, name="manual_task_done"),
     path("systems/", systems.system_list_view, name="system_list"),
