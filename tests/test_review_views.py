@@ -79,3 +79,10 @@ def test_auditor_closes_and_exports_the_evidence(world, campaign):
     page = as_(world.owner).get(reverse("review_detail", args=[campaign.pk])).content.decode()
     assert "Closed" in page and 'name="decision"' not in page
     assert ReviewItem.objects.filter(campaign=campaign, applied_at__isnull=True).count() == 0
+
+
+def test_campaign_counts_are_not_inflated_for_a_reviewer(world, campaign):
+    first = campaign.items.order_by("pk").first()
+    reviews.review_item_decide(world.owner, first.pk, decision="keep")
+    page = as_(world.owner).get(reverse("reviews")).content.decode()
+    assert "1 of 2 answered" in page and "1 of your 2 items left" in page
