@@ -198,6 +198,8 @@ class Eligibility(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Bookkeeping: owners were told this end date is near (cleared when a review moves the end date).
+    end_reminded_at = models.DateTimeField(null=True, blank=True)
 
     objects = EligibilityQuerySet.as_manager()
 
@@ -653,7 +655,13 @@ class ReviewCampaign(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
-    due_at = models.DateTimeField()
+    due_at = models.DateTimeField(help_text="Reviewers' deadline.")
+    grace = models.DurationField(
+        default=timedelta(days=2), help_text="Overdue period after the due date before the campaign closes itself."
+    )
+    start_reminded_at = models.DateTimeField(null=True, blank=True)
+    half_reminded_at = models.DateTimeField(null=True, blank=True)
+    overdue_reminded_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     closed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -669,6 +677,14 @@ class ReviewCampaign(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def closes_at(self):
+        """When the sweep closes the campaign if no auditor has: the due date plus the grace period."""
+        return self.due_at + self.grace
+
+    def is_overdue_at(self, now) -> bool:
+        return self.status == self.Status.OPEN and now >= self.due_at
 
 
 class ReviewItem(models.Model):
