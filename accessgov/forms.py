@@ -197,3 +197,53 @@ class EligibilityForm(forms.Form):
         if data.get("ends_at") and data["ends_at"].tzinfo is None:
             data["ends_at"] = data["ends_at"].replace(tzinfo=UTC)
         return data
+
+
+class ReviewCampaignForm(forms.Form):
+    """An auditor opens an access review by hand (the quarterly one is opened by beat)."""
+
+    name = forms.CharField(max_length=200)
+    systems = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple)
+    due_at = forms.DateTimeField(
+        label="Due (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )
+    no_response = forms.ChoiceField(label="Items nobody answers", widget=forms.RadioSelect)
+    keep_days = forms.IntegerField(
+        label="Kept eligibility runs for (days)", min_value=1, max_value=3650, help_text="New end date, from closing."
+    )
+    grace_days = forms.IntegerField(
+        label="Overdue period before it closes itself (days)", min_value=0, max_value=90
+    )
+    long_grant_days = forms.IntegerField(
+        label="Also review grants active longer than (days)", min_value=1, max_value=3650
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from django.conf import settings
+
+        from accessgov.models import ReviewCampaign, System
+
+        super().__init__(*args, **kwargs)
+        self.fields["systems"].queryset = System.objects.order_by("name")
+        self.fields["no_response"].choices = ReviewCampaign.NoResponse.choices
+        self.fields["no_response"].initial = ReviewCampaign.NoResponse.REVOKE
+        self.fields["keep_days"].initial = settings.REVIEW_KEEP_DAYS
+        self.fields["grace_days"].initial = settings.REVIEW_GRACE_DAYS
+        self.fields["long_grant_days"].initial = 7
+
+    def clean_due_at(self):
+        from datetime import UTC
+
+        due_at = self.cleaned_data["due_at"]
+        return due_at.replace(tzinfo=UTC) if due_at.tzinfo is None else due_at
+
+
+class ReviewReassignForm(forms.Form):
+    reviewer = forms.ModelChoiceField(queryset=None, empty_label=None)
+
+    def __init__(self, *args, candidates=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reviewer"].queryset = candidates
+

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from accessgov import permissions
-from accessgov.models import AccessRequest, BreakGlassFollowUp, Grant, System, User
+from accessgov.models import AccessRequest, BreakGlassFollowUp, Eligibility, Grant, ReviewCampaign, System, User
 from accessgov.policies import format_duration
 
 logger = logging.getLogger("accessgov.notifications")
@@ -191,6 +191,83 @@ def removal_overdue(grant: Grant) -> Message:
     )
 
 
+def _review_url(campaign: ReviewCampaign) -> str:
+    return absolute(reverse("review_detail", args=[campaign.pk]))
+
+
+def _reviewers(campaign: ReviewCampaign, *, open_only: bool) -> set[User]:
+    items = campaign.items.filter(reviewer__isnull=False)
+    if open_only:
+        items = items.filter(decision="")
+    return set(User.objects.filter(pk__in=items.values("reviewer_id")))
+
+
+def _no_response_line(campaign: ReviewCampaign) -> str:
+    if campaign.no_response == ReviewCampaign.NoResponse.REVOKE:
+        return "Access nobody confirms is revoked when the review closes."
+    return "Access nobody answers for is kept but flagged in the evidence when the review closes."
+
+
+def review_started(campaign: ReviewCampaign) -> Message:
+    return Message(
+        subject=f"[AccessGov] Access review started: {campaign.name}",
+        heading=f"Please review access: {campaign.name}",
+        lines=[
+            f"You have items to keep or revoke, due {campaign.due_at:%Y-%m-%d %H:%M} UTC.",
+            _no_response_line(campaign),
+        ],
+        recipients=_reviewers(campaign, open_only=False),
+        action_url=_review_url(campaign),
+        action_label="Open your work list",
+    )
+
+
+def review_half_time(campaign: ReviewCampaign) -> Message:
+    return Message(
+        subject=f"[AccessGov] Access review at half time: {campaign.name}",
+        heading=f"Half the time is gone: {campaign.name}",
+        lines=[
+            f"You still have unanswered items, due {campaign.due_at:%Y-%m-%d %H:%M} UTC.",
+            _no_response_line(campaign),
+        ],
+        recipients=_reviewers(campaign, open_only=True),
+        action_url=_review_url(campaign),
+        action_label="Open your work list",
+    )
+
+
+def review_overdue(campaign: ReviewCampaign) -> Message:
+    return Message(
+        subject=f"[AccessGov] OVERDUE access review: {campaign.name}",
+        heading=f"Overdue: {campaign.name}",
+        lines=[
+            f"The due date ({campaign.due_at:%Y-%m-%d %H:%M} UTC) has passed with items unanswered.",
+            f"The review closes itself at {campaign.closes_at:%Y-%m-%d %H:%M} UTC. {_no_response_line(campaign)}",
+        ],
+        recipients=_reviewers(campaign, open_only=True) | permissions.auditors(),
+        action_url=_review_url(campaign),
+        action_label="Open the review",
+    )
+
+
+def eligibility_ending(eligibility: Eligibility) -> Message:
+    role = eligibility.role
+    subject = eligibility.user.get_username() if eligibility.user else f"group {eligibility.group.name}"
+    return Message(
+        subject=f"[AccessGov] Eligibility of {subject} for {role} ends {eligibility.ends_at:%Y-%m-%d}",
+        heading=f"Eligibility for {role} is about to end",
+        lines=[
+            f"{subject} may request {role} until {eligibility.ends_at:%Y-%m-%d %H:%M} UTC; after that, new "
+            "requests are refused.",
+            "To keep it, add a new eligibility with a later end date on the system page.",
+        ],
+        recipients=permissions.owners_of_system(role.system),
+        action_url=absolute(reverse("system_detail", args=[role.system.slug])),
+        action_label="Open the system",
+        slack_system=role.system,
+    )
+
+
 BUILDERS = {
     "request_submitted": (AccessRequest, request_submitted),
     "request_reminder": (AccessRequest, request_reminder),
@@ -202,6 +279,10 @@ BUILDERS = {
     "break_glass_activated": (Grant, break_glass_activated),
     "break_glass_overdue": (BreakGlassFollowUp, break_glass_overdue),
     "removal_overdue": (Grant, removal_overdue),
+    "review_started": (ReviewCampaign, review_started),
+    "review_half_time": (ReviewCampaign, review_half_time),
+    "review_overdue": (ReviewCampaign, review_overdue),
+    "eligibility_ending": (Eligibility, eligibility_ending),
 }
 
 

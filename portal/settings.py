@@ -238,6 +238,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
 PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Access reviews: reviewers' time to answer (quarterly campaigns), the overdue grace period before a
+# campaign closes itself, the new end date given to kept eligibility, and how early owners are told
+# that an eligibility is about to end.
+REVIEW_DUE_DAYS = env.int("REVIEW_DUE_DAYS", default=14)
+REVIEW_GRACE_DAYS = env.int("REVIEW_GRACE_DAYS", default=2)
+REVIEW_KEEP_DAYS = env.int("REVIEW_KEEP_DAYS", default=100)
+ELIGIBILITY_REMINDER_DAYS = env.int("ELIGIBILITY_REMINDER_DAYS", default=7)
 # Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).

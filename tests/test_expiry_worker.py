@@ -161,7 +161,9 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "break_glass_reminders=0",
             "provisioned=0",
             "removal_alerts=0",
+            "review_reminders=0",
             "reviews_closed=0",
+            "eligibility_reminders=0",
         ]
         again = StringIO()
         call_command("expire_grants", stdout=again)

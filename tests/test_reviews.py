@@ -155,10 +155,13 @@ def test_a_closed_campaign_is_immutable(world):
         reviews.review_campaign_close(world.auditor, campaign.pk)
 
 
-def test_the_sweep_closes_campaigns_at_their_due_date(world):
-    campaign = open_campaign(world)
+def test_the_sweep_closes_campaigns_after_the_due_date_and_grace_period(world):
+    campaign = open_campaign(world, grace=timedelta(days=2))
     assert sweep_run(timezone.now())["reviews_closed"] == 0
     with time_machine.travel(campaign.due_at + timedelta(seconds=1)):
+        assert sweep_run(timezone.now())["reviews_closed"] == 0
+        assert ReviewCampaign.objects.get(pk=campaign.pk).is_overdue_at(timezone.now())
+    with time_machine.travel(campaign.due_at + timedelta(days=2, seconds=1)):
         assert sweep_run(timezone.now())["reviews_closed"] == 1
     campaign.refresh_from_db()
     assert campaign.status == ReviewCampaign.Status.CLOSED and campaign.closed_by is None
@@ -176,3 +179,67 @@ def test_beat_opens_one_campaign_per_quarter(world):
     assert campaign.name == "Quarterly access review 2027 Q1"
     assert campaign.items.count() == 2
     assert AccessEvent.objects.get(event_type="review.opened").actor_label == "system:quarterly-review"
+
+
+def _emails_to(mailoutbox, subject_part):
+    return sorted(addr for m in mailoutbox if subject_part in m.subject for addr in m.to)
+
+
+def test_reviewers_are_reminded_at_start_half_time_and_when_overdue(world, mailoutbox, settings, django_capture_on_commit_callbacks):
+    commits = django_capture_on_commit_callbacks
+    Eligibility.objects.create(role=world.role, user=world.owner)  # reviewed by an auditor
+    with time_machine.travel(datetime(2027, 1, 1, 9, tzinfo=UTC), tick=False), commits(execute=True):
+        campaign = open_campaign(world)  # due in 14 days
+    assert campaign.start_reminded_at is not None
+    started = _emails_to(mailoutbox, "review started")
+    assert started == sorted([world.owner.email, world.auditor.email])
+
+    # A reviewer who has answered everything is not reminded again.
+    for item in campaign.items.filter(reviewer=world.auditor):
+        reviews.review_item_decide(world.auditor, item.pk, decision="keep")
+    mailoutbox.clear()
+    with time_machine.travel(datetime(2027, 1, 7, 9, tzinfo=UTC), tick=False):
+        assert reviews.review_reminders_due(timezone.now()) == 0  # before half time
+    with time_machine.travel(datetime(2027, 1, 8, 9, 0, 1, tzinfo=UTC), tick=False), commits(execute=True):
+        assert reviews.review_reminders_due(timezone.now()) == 1
+        assert reviews.review_reminders_due(timezone.now()) == 0  # once
+    assert _emails_to(mailoutbox, "half time") == [world.owner.email]
+
+    mailoutbox.clear()
+    with time_machine.travel(datetime(2027, 1, 15, 9, 0, 1, tzinfo=UTC), tick=False), commits(execute=True):
+        assert sweep_run(timezone.now())["review_reminders"] == 1
+        assert sweep_run(timezone.now())["review_reminders"] == 0
+    overdue = [m for m in mailoutbox if "OVERDUE" in m.subject]
+    assert len(overdue) == 2  # the reviewer with open items, and the auditor
+    assert sorted(m.to[0] for m in overdue) == sorted([world.owner.email, world.auditor.email])
+    body = overdue[0].body
+    assert "Q4 review" in body and "closes itself" in body
+
+
+def test_kept_eligibility_gets_a_new_end_date_and_owners_are_reminded_before_it_ends(world, mailoutbox, settings, django_capture_on_commit_callbacks):
+    commits = django_capture_on_commit_callbacks
+    settings.ELIGIBILITY_REMINDER_DAYS = 7
+    campaign = open_campaign(world, keep_for=timedelta(days=30))
+    item = item_for(campaign, world.requester, world.role)
+    reviews.review_item_decide(world.owner, item.pk, decision="keep")
+    reviews.review_campaign_close(world.auditor, campaign.pk)
+    eligibility = Eligibility.objects.get(pk=item.eligibility_id)
+    assert abs(eligibility.ends_at - (timezone.now() + timedelta(days=30))) < timedelta(minutes=1)
+
+    mailoutbox.clear()
+    with time_machine.travel(eligibility.ends_at - timedelta(days=8)):
+        assert sweep_run(timezone.now())["eligibility_reminders"] == 0
+    with time_machine.travel(eligibility.ends_at - timedelta(days=6)), commits(execute=True):
+        assert sweep_run(timezone.now())["eligibility_reminders"] >= 1
+        assert sweep_run(timezone.now())["eligibility_reminders"] == 0
+    ending = [m for m in mailoutbox if "ends" in m.subject and world.requester.username in m.subject]
+    assert [m.to for m in ending] == [[world.owner.email]]
+
+    # Past its end date the eligibility no longer allows a new request.
+    with (
+        time_machine.travel(eligibility.ends_at + timedelta(seconds=1)),
+        pytest.raises(PolicyViolation, match="not eligible"),
+    ):
+        ar.access_request_submit(
+            world.requester, role=world.role, duration=H, justification="Investigating incident INC-42"
+        )

@@ -80,3 +80,26 @@ def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_add
             data={"eligibility_id": eligibility.pk},
         )
         return eligibility
+
+
+def eligibility_remind_ending(now: datetime) -> int:
+    """The sweep tells a system's owners once, ELIGIBILITY_REMINDER_DAYS before an eligibility ends, so
+    they can renew it or let it go (bookkeeping only, not a state change). Past its end date an
+    eligibility no longer allows new requests (Eligibility.objects.active)."""
+    from django.conf import settings
+
+    from accessgov import tasks
+
+    ids = list(
+        Eligibility.objects.active(now)
+        .filter(
+            ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS),
+            end_reminded_at__isnull=True,
+        )
+        .values_list("pk", flat=True)[:1000]
+    )
+    if ids:
+        with transaction.atomic():
+            Eligibility.objects.filter(pk__in=ids).update(end_reminded_at=now)
+            transaction.on_commit(lambda: tasks.notify_many.delay("eligibility_ending", ids), robust=True)
+    return len(ids)

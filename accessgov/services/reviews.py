@@ -1,15 +1,18 @@
 """Access reviews: open a campaign over systems, assign reviewers (never about themselves), record
 keep/revoke decisions, and close — applying every decision through the lifecycle services.
 
-Callers: views (to come), the quarterly beat task, the sweep (closes campaigns at their due date).
-Every change records an access event in its transaction; a closed campaign is immutable.
+Callers: the review pages, the quarterly beat task, the sweep (reminders at half time and when overdue;
+closes campaigns at the due date plus their grace period). Every change records an access event in its
+transaction; a closed campaign is immutable. Reminders are bookkeeping (a timestamp), not events.
 """
 
 from collections import Counter
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.utils import timezone
 
 from accessgov import permissions
@@ -46,28 +49,41 @@ def review_campaign_create(
     systems: list[System],
     due_at: datetime,
     no_response: str = ReviewCampaign.NoResponse.REVOKE,
-    keep_for: timedelta = timedelta(days=100),
+    keep_for: timedelta | None = None,
     long_grant_threshold: timedelta = timedelta(days=7),
+    grace: timedelta | None = None,
     job: str | None = None,
+    client_address: str | None = None,
 ) -> ReviewCampaign:
     """Open a campaign: one item per eligibility in force on the systems, and one per grant active for
-    longer than ``long_grant_threshold``; each gets a reviewer who is not its subject."""
+    longer than ``long_grant_threshold``; each gets a reviewer who is not its subject. Reviewers are
+    told after commit (the start reminder). Raises NotAuthorized (not an auditor) or PolicyViolation."""
     now = timezone.now()
+    keep_for = timedelta(days=settings.REVIEW_KEEP_DAYS) if keep_for is None else keep_for
+    grace = timedelta(days=settings.REVIEW_GRACE_DAYS) if grace is None else grace
     if actor is not None and not permissions.is_auditor(actor):
         raise NotAuthorized("Only auditors open access reviews.")
+    if not name.strip():
+        raise PolicyViolation("Give the review a name.")
     if due_at <= now:
         raise PolicyViolation("The due date must be in the future.")
     if not systems:
         raise PolicyViolation("Choose at least one system to review.")
+    if no_response not in ReviewCampaign.NoResponse.values:
+        raise PolicyViolation("Choose what happens to items nobody answers.")
+    if keep_for <= timedelta(0) or long_grant_threshold <= timedelta(0) or grace < timedelta(0):
+        raise PolicyViolation("Periods must be positive.")
     with transaction.atomic():
         campaign = ReviewCampaign.objects.create(
-            name=name,
+            name=name.strip(),
             no_response=no_response,
             keep_for=keep_for,
             long_grant_threshold=long_grant_threshold,
+            grace=grace,
             created_by=actor,
             created_at=now,
             due_at=due_at,
+            start_reminded_at=now,
         )
         campaign.systems.set(systems)
         items = [
@@ -89,7 +105,8 @@ def review_campaign_create(
             Type.REVIEW_OPENED,
             actor=actor,
             job=job,
-            reason=name,
+            client_address=client_address,
+            reason=campaign.name,
             data={
                 "campaign_id": campaign.pk,
                 "items": len(items),
@@ -98,7 +115,14 @@ def review_campaign_create(
                 "no_response": no_response,
             },
         )
+        _notify_after_commit("review_started", campaign.pk)
         return campaign
+
+
+def _notify_after_commit(kind: str, object_id: int) -> None:
+    from accessgov import tasks
+
+    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
 
 
 def _lock_item(item_id: int) -> ReviewItem:
@@ -209,7 +233,9 @@ def review_campaign_close(
                 item.outcome = "revoked"
             elif decision == ReviewItem.Decision.KEEP:
                 if item.eligibility_id:
-                    Eligibility.objects.filter(pk=item.eligibility_id).update(ends_at=now + campaign.keep_for)
+                    Eligibility.objects.filter(pk=item.eligibility_id).update(
+                        ends_at=now + campaign.keep_for, end_reminded_at=None
+                    )
                 item.outcome = "kept"
             else:
                 item.outcome = "kept_flagged"
@@ -241,8 +267,13 @@ def review_campaign_close(
 
 
 def review_campaigns_close_due(now: datetime) -> int:
-    """The sweep closes open campaigns at their due date (job "review-close")."""
-    due = list(ReviewCampaign.objects.filter(status=Status.OPEN, due_at__lte=now).values_list("pk", flat=True))
+    """The sweep closes open campaigns at their due date plus grace period (job "review-close")."""
+    due = list(
+        ReviewCampaign.objects.filter(status=Status.OPEN)
+        .annotate(closes=ExpressionWrapper(F("due_at") + F("grace"), output_field=DateTimeField()))
+        .filter(closes__lte=now)
+        .values_list("pk", flat=True)
+    )
     for pk in due:
         try:
             review_campaign_close(None, pk)
@@ -251,8 +282,34 @@ def review_campaigns_close_due(now: datetime) -> int:
     return len(due)
 
 
-def review_campaign_quarterly(now: datetime, *, due_in: timedelta = timedelta(days=14)) -> ReviewCampaign | None:
+def review_reminders_due(now: datetime) -> int:
+    """The sweep tells reviewers with unanswered items once at half time, and once when the due date has
+    passed (reviewers and auditors; the campaign closes itself after its grace period). Each reminder is
+    claimed by a conditional UPDATE, so parallel sweeps send it once."""
+    sent = 0
+    for campaign in ReviewCampaign.objects.filter(status=Status.OPEN).filter(
+        half_reminded_at__isnull=True, due_at__gt=now
+    ):
+        if now >= campaign.created_at + (campaign.due_at - campaign.created_at) / 2:
+            with transaction.atomic():
+                if ReviewCampaign.objects.filter(pk=campaign.pk, half_reminded_at__isnull=True).update(
+                    half_reminded_at=now
+                ):
+                    _notify_after_commit("review_half_time", campaign.pk)
+                    sent += 1
+    for pk in ReviewCampaign.objects.filter(
+        status=Status.OPEN, due_at__lte=now, overdue_reminded_at__isnull=True
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            if ReviewCampaign.objects.filter(pk=pk, overdue_reminded_at__isnull=True).update(overdue_reminded_at=now):
+                _notify_after_commit("review_overdue", pk)
+                sent += 1
+    return sent
+
+
+def review_campaign_quarterly(now: datetime, *, due_in: timedelta | None = None) -> ReviewCampaign | None:
     """Beat, on the first day of each quarter: one campaign over every system (once per quarter)."""
+    due_in = timedelta(days=settings.REVIEW_DUE_DAYS) if due_in is None else due_in
     quarter = (now.month - 1) // 3 + 1
     name = f"Quarterly access review {now.year} Q{quarter}"
     if ReviewCampaign.objects.filter(name=name).exists():

@@ -3,7 +3,7 @@
 
 from datetime import datetime
 
-from accessgov.services import access_requests, grants, provisioning, reviews
+from accessgov.services import access_requests, eligibility, grants, provisioning, reviews
 
 
 def sweep_run(now: datetime) -> dict[str, int]:
@@ -18,7 +18,9 @@ def sweep_run(now: datetime) -> dict[str, int]:
         # target outage, access is applied/removed within one sweep of recovery.
         "provisioned": provisioning.outbox_drain(now),
         "removal_alerts": provisioning.removal_alert_due(now),
+        "review_reminders": reviews.review_reminders_due(now),
         "reviews_closed": reviews.review_campaigns_close_due(now),
+        "eligibility_reminders": eligibility.eligibility_remind_ending(now),
     }
 
 

@@ -1,5 +1,8 @@
-"""Access reviews: campaigns with progress, the reviewer's work list (keep/revoke, bulk keep with a
-confirmation step), closing by an auditor, and the evidence CSV."""
+"""Access reviews: campaigns with progress, opening one by hand, the reviewer's work list (keep/revoke
+with decision helpers, bulk keep with a confirmation step), reassignment and closing by an auditor, and
+the evidence CSV."""
+
+from datetime import timedelta
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -7,11 +10,13 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import exports, permissions
+from accessgov import exports, permissions, selectors
 from accessgov.exceptions import AccessGovError
-from accessgov.models import ReviewCampaign, ReviewItem
+from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
+from accessgov.models import ReviewCampaign, ReviewItem, User
 from accessgov.services import reviews as services
 from accessgov.views.common import refused
 
@@ -45,14 +50,43 @@ def _visible_campaigns(user):
 @require_GET
 def campaign_list_view(request: HttpRequest) -> HttpResponse:
     campaigns = list(_visible_campaigns(request.user).order_by("-created_at")[:100])
+    now = timezone.now()
     for c in campaigns:
         c.percent = round(100 * c.answered / c.total) if c.total else 100
         c.bar = c.percent // 10 * 10
+        c.overdue = c.is_overdue_at(now)
     return render(
         request,
         "accessgov/reviews/list.html",
         {"campaigns": campaigns, "is_auditor": permissions.is_auditor(request.user)},
     )
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_create_view(request: HttpRequest) -> HttpResponse:
+    if not permissions.is_auditor(request.user):
+        raise PermissionDenied("Only auditors open access reviews.")
+    form = ReviewCampaignForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            campaign = services.review_campaign_create(
+                request.user,
+                name=data["name"],
+                systems=list(data["systems"]),
+                due_at=data["due_at"],
+                no_response=data["no_response"],
+                keep_for=timedelta(days=data["keep_days"]),
+                grace=timedelta(days=data["grace_days"]),
+                long_grant_threshold=timedelta(days=data["long_grant_days"]),
+                client_address=request.client_address,
+            )
+        except AccessGovError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Review opened with {campaign.items.count()} items; reviewers were told.")
+            return redirect("review_detail", pk=campaign.pk)
+    return render(request, "accessgov/reviews/new.html", {"form": form}, status=400 if form.errors else 200)
 
 
 def _campaign(request: HttpRequest, pk: int) -> ReviewCampaign:
@@ -66,7 +100,8 @@ def _campaign(request: HttpRequest, pk: int) -> ReviewCampaign:
 def campaign_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _campaign(request, pk)
     auditor = permissions.is_auditor(request.user)
-    items = campaign.items.select_related("role__system", "subject_user", "subject_group", "reviewer", "decided_by")
+    now = timezone.now()
+    items = selectors.review_items_with_helpers(campaign.items.all(), now)
     mine = items.filter(reviewer=request.user)
     per_reviewer = (
         campaign.items.values("reviewer__username")
@@ -85,6 +120,8 @@ def campaign_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         ],
         "is_auditor": auditor,
         "open": campaign.status == ReviewCampaign.Status.OPEN,
+        "overdue": campaign.is_overdue_at(now),
+        "reassign_form": ReviewReassignForm(candidates=_reassign_candidates(campaign)) if auditor else None,
     }
     return render(request, "accessgov/reviews/detail.html", context)
 
@@ -129,6 +166,32 @@ def bulk_keep_view(request: HttpRequest, pk: int) -> HttpResponse:
     except AccessGovError as error:
         return refused(request, error, back)
     messages.success(request, f"Kept {len(items)} item{'s' if len(items) != 1 else ''}.")
+    return redirect(back)
+
+
+def _reassign_candidates(campaign: ReviewCampaign):
+    """Owners of the campaign's systems and auditors (the service refuses the item's own subject)."""
+    owners = {u.pk for system in campaign.systems.all() for u in permissions.owners_of_system(system)}
+    return User.objects.filter(pk__in=owners | {u.pk for u in permissions.auditors()}).order_by("username")
+
+
+@require_POST
+def item_reassign_view(request: HttpRequest, pk: int) -> HttpResponse:
+    item = get_object_or_404(ReviewItem, pk=pk)
+    campaign = _campaign(request, item.campaign_id)
+    if not permissions.is_auditor(request.user):
+        raise PermissionDenied("Only auditors reassign review items.")
+    back = reverse("review_detail", args=[campaign.pk]) + "#all"
+    form = ReviewReassignForm(request.POST, candidates=_reassign_candidates(campaign))
+    if not form.is_valid():
+        return refused(request, "Choose one of the system's owners or an auditor.", back, status=400)
+    try:
+        services.review_item_reassign(
+            request.user, pk, reviewer=form.cleaned_data["reviewer"], client_address=request.client_address
+        )
+    except AccessGovError as error:
+        return refused(request, error, back)
+    messages.success(request, f"Item {pk} is now with {form.cleaned_data['reviewer']}.")
     return redirect(back)
 
 
