@@ -19,7 +19,7 @@ from guardian.shortcuts import assign_perm
 from accessgov import otp, personas
 from accessgov.models import AccessRequest, Eligibility, Role, System, User
 from accessgov.services import access_requests as ar
-from accessgov.services import grants
+from accessgov.services import grants, reviews
 
 DEMO_PASSWORD = "demo-access-2026"  # noqa: S105 - printed demo credential, refused outside DEBUG
 
@@ -201,6 +201,33 @@ class Command(BaseCommand):
             justification="Payments API down, INC-2050: kill runaway migration",
             step_up_at=now,
         )
+        self._review(users, role, now)
+
+    def _review(self, users: dict[str, User], role: dict, now) -> None:
+        """Personal eligibility (one ending soon) and an open access review with a few answers."""
+        Eligibility.objects.create(
+            role=role["payments-db", "read-write"], user=users["alice"], reason="Demo: payments on-call"
+        )
+        Eligibility.objects.create(
+            role=role["k8s-prod", "cluster-admin"],
+            user=users["bob"],
+            ends_at=now + timedelta(days=5),
+            reason="Demo: platform migration until the end of the month",
+        )
+        campaign = reviews.review_campaign_create(
+            users["audrey"],
+            name=f"Quarterly access review {now.year} Q{(now.month - 1) // 3 + 1} (demo)",
+            systems=list(System.objects.filter(slug__in=["payments-db", "k8s-prod"])),
+            due_at=now + timedelta(days=10),
+        )
+        mine = campaign.items.filter(reviewer=users["olivia"]).order_by("pk")
+        for item in mine[:2]:
+            reviews.review_item_decide(users["olivia"], item.pk, decision="keep")
+        bob_item = mine.filter(subject_user=users["bob"]).first()
+        if bob_item:
+            reviews.review_item_decide(
+                users["olivia"], bob_item.pk, decision="revoke", comment="Migration finished; no longer needed."
+            )
 
     def _sign_in_details(self, user: User) -> dict[str, Any]:
         device = TOTPDevice.objects.get(user=user, confirmed=True)
