@@ -6,6 +6,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+# The large dataset of bench/seed_scale.py, shared by the page, time-to-access and load benchmarks.
+SCALE_DB = "accessgov_bench"
+# Every seeded user signs in with this password (and their own TOTP device); bench data only.
+BENCH_PASSWORD = "bench-password-2026"
+# The benchmarks' own Redis database (the test suites use others).
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def production_like_env(database: str, **extra: str) -> None:
@@ -56,7 +62,9 @@ def verified_client(user):
     from django_otp import DEVICE_ID_SESSION_KEY
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    device = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
     client = Client()
     client.force_login(user)
     session = client.session
@@ -81,3 +89,33 @@ def write_section(report: str, section: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
     print(f"\nwrote {path.relative_to(ROOT)}")
+
+
+def require_scale_data() -> None:
+    """Stop with a clear message unless bench/seed_scale.py has filled the scale database."""
+    from bench.seed_scale import already_seeded
+
+    if not already_seeded():
+        raise SystemExit(
+            f"{SCALE_DB} is not seeded (or its pending requests have lapsed): run bench/seed_scale.py first."
+        )
+
+
+def flush_bench_redis() -> None:
+    """Drop the tasks a benchmark published without a worker to run them (the benchmarks' own Redis db)."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def profile_top(func, lines: int = 25) -> str:
+    """Run ``func`` under cProfile and return the top functions by cumulative time (for the reports)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(func)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(lines)
+    return out.getvalue()

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import pct, write_section  # noqa: E402
 
-APP_DB = "accessgov_bench"
+APP_DB = "accessgov_bench_lag"  # accessgov_bench holds the scale dataset (seed_scale.py)
 TARGET_DB = "accessgov_bench_target"
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MANAGED = "bench_payments_rw"
 PROVISIONER = "bench_provisioner"
