@@ -131,6 +131,26 @@ def test_closing_applies_revocations_to_eligibility_and_active_grants(world):
     assert closed.data["revoked"] == 1 and closed.data["kept"] == 1
 
 
+def test_revoking_a_group_eligibility_revokes_its_members_grants_of_that_role_only(world, make_user):
+    team = Group.objects.create(name="payments-oncall")
+    member, other = make_user("member"), make_user("other")
+    team.user_set.add(member)
+    Eligibility.objects.create(role=world.role, group=team)
+    Eligibility.objects.create(role=world.role, user=other)
+    granted = {}
+    for user in (member, other):
+        access_request = ar.access_request_submit(user, role=world.role, duration=H, justification="On call this week")
+        ar.access_request_approve(world.approver, access_request.pk)
+        granted[user.username] = Grant.objects.get(access_request=access_request)
+    campaign = open_campaign(world, no_response=ReviewCampaign.NoResponse.KEEP_AND_FLAG)
+    item = campaign.items.get(subject_group=team)
+    reviews.review_item_decide(item.reviewer, item.pk, decision="revoke", comment="Rotation disbanded")
+    reviews.review_campaign_close(world.auditor, campaign.pk)
+    statuses = {name: Grant.objects.get(pk=g.pk).status for name, g in granted.items()}
+    assert statuses == {"member": "revoked", "other": "active"}
+    assert "Rotation disbanded" in AccessEvent.objects.get(event_type="grant.revoked").reason
+
+
 @pytest.mark.parametrize(
     ("policy", "outcome", "still_eligible"), [("revoke", "revoked", False), ("keep_and_flag", "kept_flagged", True)]
 )
@@ -185,7 +205,9 @@ def _emails_to(mailoutbox, subject_part):
     return sorted(addr for m in mailoutbox if subject_part in m.subject for addr in m.to)
 
 
-def test_reviewers_are_reminded_at_start_half_time_and_when_overdue(world, mailoutbox, settings, django_capture_on_commit_callbacks):
+def test_reviewers_are_reminded_at_start_half_time_and_when_overdue(
+    world, mailoutbox, settings, django_capture_on_commit_callbacks
+):
     commits = django_capture_on_commit_callbacks
     Eligibility.objects.create(role=world.role, user=world.owner)  # reviewed by an auditor
     with time_machine.travel(datetime(2027, 1, 1, 9, tzinfo=UTC), tick=False), commits(execute=True):
@@ -216,7 +238,9 @@ def test_reviewers_are_reminded_at_start_half_time_and_when_overdue(world, mailo
     assert "Q4 review" in body and "closes itself" in body
 
 
-def test_kept_eligibility_gets_a_new_end_date_and_owners_are_reminded_before_it_ends(world, mailoutbox, settings, django_capture_on_commit_callbacks):
+def test_kept_eligibility_gets_a_new_end_date_and_owners_are_reminded_before_it_ends(
+    world, mailoutbox, settings, django_capture_on_commit_callbacks
+):
     commits = django_capture_on_commit_callbacks
     settings.ELIGIBILITY_REMINDER_DAYS = 7
     campaign = open_campaign(world, keep_for=timedelta(days=30))
@@ -243,3 +267,26 @@ def test_kept_eligibility_gets_a_new_end_date_and_owners_are_reminded_before_it_
         ar.access_request_submit(
             world.requester, role=world.role, duration=H, justification="Investigating incident INC-42"
         )
+
+
+def test_closing_is_set_based_the_same_queries_for_2_or_28_items(world):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import RoleFactory
+
+    def close_cost(campaign):
+        with CaptureQueriesContext(connection) as queries:
+            reviews.review_campaign_close(world.auditor, campaign.pk)
+        return len(queries.captured_queries)
+
+    small = open_campaign(world)
+    small_cost = close_cost(small)
+    for _ in range(28):
+        Eligibility.objects.create(role=RoleFactory(system=world.system), user=world.approver2)
+    big = open_campaign(world)
+    assert small.items.count() == 2 and big.items.count() == 28  # closing the small one revoked its two
+    assert close_cost(big) == small_cost
+    assert (
+        AccessEvent.objects.filter(event_type="review.applied", data__campaign_id=big.pk).count() == big.items.count()
+    )

@@ -10,7 +10,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.utils import timezone
@@ -19,7 +18,7 @@ from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
 from accessgov.services import grants as grant_services
-from accessgov.services.events import event_record
+from accessgov.services.events import actor_label, event_record, event_record_bulk
 
 Type = AccessEvent.Type
 Status = ReviewCampaign.Status
@@ -185,21 +184,46 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
         return item
 
 
-def _revoke_grants(grants, *, reason: str, job: str, now: datetime) -> int:
-    count = 0
-    for grant in grants:
-        if grant.is_active_at(now):
-            grant_services.grant_revoke_by_system(grant.pk, reason=reason, job=job)
-            count += 1
-    return count
+def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -> int:
+    """Revoke, through the lifecycle service, the active grants that came from revoked items: the
+    item's own grant, or the grants of the role held by the eligibility's user (or group members).
+    Finding them costs two queries whatever the number of items."""
+    reasons: dict[int, str] = {i.grant_id: i.reason for i in revoked if i.grant_id}
+    by_eligibility = [i for i in revoked if i.eligibility_id]
+    if by_eligibility:
+        members: dict[int, set[int]] = {}
+        for user_id, group_id in User.groups.through.objects.filter(
+            group_id__in={i.subject_group_id for i in by_eligibility if i.subject_group_id}
+        ).values_list("user_id", "group_id"):
+            members.setdefault(group_id, set()).add(user_id)
+        holders: dict[tuple[int, int], str] = {}
+        for item in by_eligibility:
+            users = {item.subject_user_id} if item.subject_user_id else members.get(item.subject_group_id, set())
+            holders.update({(user_id, item.role_id): item.reason for user_id in users})
+        for pk, user_id, role_id in (
+            Grant.objects.active(now)
+            .filter(role_id__in={i.role_id for i in by_eligibility})
+            .values_list("pk", "user_id", "role_id")
+        ):
+            if (user_id, role_id) in holders:
+                reasons.setdefault(pk, holders[(user_id, role_id)])
+    for pk, reason in reasons.items():
+        try:
+            grant_services.grant_revoke_by_system(pk, reason=reason, job=job)
+        except TransitionNotAllowed:
+            continue  # ended meanwhile
+    return len(reasons)
 
 
 def review_campaign_close(
     actor: User | None, campaign_id: int, *, job: str = "review-close", client_address: str | None = None
 ) -> ReviewCampaign:
-    """Close a campaign and apply it: revoke decisions end the eligibility and revoke the active grants
-    that came from it; unanswered items follow the campaign's no-response policy; kept eligibility gets a
-    new end date. Immutable afterwards."""
+    """Close a campaign and apply it, set-based: revoke decisions end the eligibility and revoke the
+    active grants that came from it (through the lifecycle service, one event each); unanswered items
+    follow the campaign's no-response policy; kept eligibility gets a new end date. One review.applied
+    event per item (bulk-written) and one review.closed event. Locks the campaign, then its items (so a
+    decision in flight is either in or refused). Immutable afterwards. Raises NotAuthorized or
+    TransitionNotAllowed (already closed)."""
     if actor is not None and not permissions.is_auditor(actor):
         raise NotAuthorized("Only auditors close access reviews.")
     now = timezone.now()
@@ -209,59 +233,68 @@ def review_campaign_close(
             raise TransitionNotAllowed("This campaign is already closed.")
         campaign.status, campaign.closed_at, campaign.closed_by = Status.CLOSED, now, actor
         campaign.save(update_fields=["status", "closed_at", "closed_by"])
-        outcomes: Counter = Counter()
-        items = list(campaign.items.select_for_update(no_key=True, of=("self",)).select_related("eligibility", "grant"))
+        items = list(
+            campaign.items.select_for_update(no_key=True, of=("self",)).only(
+                "pk",
+                "campaign_id",
+                "decision",
+                "comment",
+                "eligibility_id",
+                "grant_id",
+                "role_id",
+                "subject_user_id",
+                "subject_group_id",
+            )
+        )
+        no_answer = ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
+        by_outcome: dict[str, list[ReviewItem]] = {"revoked": [], "kept": [], "kept_flagged": []}
         for item in items:
-            decision = item.decision or (
-                ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
+            decision = item.decision or no_answer
+            outcome = {ReviewItem.Decision.REVOKE: "revoked", ReviewItem.Decision.KEEP: "kept"}.get(
+                decision, "kept_flagged"
             )
-            reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
-            if decision == ReviewItem.Decision.REVOKE:
-                if item.eligibility_id:
-                    Eligibility.objects.filter(pk=item.eligibility_id).update(
-                        ends_at=max(now, item.eligibility.starts_at + timedelta(microseconds=1))
-                    )
-                    members = (
-                        [item.subject_user_id]
-                        if item.subject_user_id
-                        else list(Group.objects.get(pk=item.subject_group_id).user_set.values_list("pk", flat=True))
-                    )
-                    grants = Grant.objects.filter(user_id__in=members, role=item.role, status=Grant.Status.ACTIVE)
-                else:
-                    grants = Grant.objects.filter(pk=item.grant_id)
-                _revoke_grants(grants, reason=reason, job=job, now=now)
-                item.outcome = "revoked"
-            elif decision == ReviewItem.Decision.KEEP:
-                if item.eligibility_id:
-                    Eligibility.objects.filter(pk=item.eligibility_id).update(
-                        ends_at=now + campaign.keep_for, end_reminded_at=None
-                    )
-                item.outcome = "kept"
-            else:
-                item.outcome = "kept_flagged"
-            item.applied_at = now
-            item.save(update_fields=["outcome", "applied_at"])
-            outcomes[item.outcome] += 1
-            event_record(
-                Type.REVIEW_APPLIED,
-                actor=actor,
-                job=None if actor else job,
-                role=item.role,
-                reason=reason,
-                data={
-                    "campaign_id": campaign.pk,
-                    "item_id": item.pk,
-                    "outcome": item.outcome,
-                    "answered": bool(item.decision),
-                },
-            )
+            item.reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
+            by_outcome[outcome].append(item)
+        revoked_eligibility = [i.eligibility_id for i in by_outcome["revoked"] if i.eligibility_id]
+        # End now; an eligibility that has not started yet ends just after its start (the DB requires it).
+        Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__lt=now).update(ends_at=now)
+        Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__gte=now).update(
+            ends_at=F("starts_at") + timedelta(microseconds=1)
+        )
+        Eligibility.objects.filter(pk__in=[i.eligibility_id for i in by_outcome["kept"] if i.eligibility_id]).update(
+            ends_at=now + campaign.keep_for, end_reminded_at=None
+        )
+        for outcome, group in by_outcome.items():
+            ReviewItem.objects.filter(pk__in=[i.pk for i in group]).update(outcome=outcome, applied_at=now)
+        label = actor_label(actor, None if actor else job)
+        event_record_bulk(
+            [
+                AccessEvent(
+                    event_type=Type.REVIEW_APPLIED,
+                    actor=actor,
+                    actor_label=label,
+                    role_id=item.role_id,
+                    occurred_at=now,
+                    reason=item.reason,
+                    data={
+                        "campaign_id": campaign.pk,
+                        "item_id": item.pk,
+                        "outcome": outcome,
+                        "answered": bool(item.decision),
+                    },
+                )
+                for outcome, group in by_outcome.items()
+                for item in group
+            ]
+        )
+        _revoke_grants_from(by_outcome["revoked"], job=job, now=now)
         event_record(
             Type.REVIEW_CLOSED,
             actor=actor,
             job=None if actor else job,
             client_address=client_address,
             reason=campaign.name,
-            data={"campaign_id": campaign.pk, **outcomes},
+            data={"campaign_id": campaign.pk, **{k: len(v) for k, v in by_outcome.items() if v}},
         )
         return campaign
 
