@@ -1,15 +1,20 @@
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
 from django.http import Http404
+from django.template.response import TemplateResponse
+from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
+    ApiToken,
     AutoApprovalRule,
     BreakGlassFollowUp,
     Decision,
@@ -22,6 +27,7 @@ from accessgov.models import (
     User,
 )
 from accessgov.services import grants as grant_services
+from accessgov.services import tokens as token_services
 
 admin.site.site_header = "AccessGov administration"
 admin.site.site_title = "AccessGov admin"
@@ -223,3 +229,92 @@ class AccessEventAdmin(ReadOnlyAdmin):
     list_filter = ("event_type",)
     search_fields = ("actor_label", "reason")
     date_hierarchy = "occurred_at"
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    """A new token: for whom, what for, until when, which actions and (optionally) which roles."""
+
+    scopes = forms.MultipleChoiceField(choices=[], widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "kind", "name", "expires_at", "scopes", "roles"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = ApiToken.Scope.choices
+        self.fields["kind"].initial = ApiToken.Kind.SERVICE
+        self.fields["expires_at"].initial = timezone.now() + timedelta(days=90)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Service-account tokens are made here (shown once, on the page after saving); tokens are never
+    edited, only revoked (the action), and the secret's hash is never shown."""
+
+    list_display = ("name", "user", "kind", "display_prefix", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("kind",)
+    search_fields = ("name", "user__username", "display_prefix")
+    raw_id_fields = ("user",)
+    actions = ["revoke_selected"]
+    readonly_fields = (
+        "user",
+        "kind",
+        "name",
+        "display_prefix",
+        "scopes",
+        "roles",
+        "expires_at",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "last_used_address",
+        "revoked_at",
+        "revoked_by",
+    )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        data = form.cleaned_data
+        try:
+            token, secret = token_services.api_token_create(
+                request.user,
+                user=data["user"],
+                name=data["name"],
+                kind=data["kind"],
+                expires_at=data["expires_at"],
+                scopes=data["scopes"],
+                roles=list(data["roles"]),
+            )
+        except AccessGovError as error:
+            raise ValidationError(str(error)) from error
+        obj.pk, obj._secret = token.pk, secret
+
+    def save_related(self, request, form, formsets, change):
+        """Roles were set by the service."""
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {**self.admin_site.each_context(request), "token": obj, "secret": obj._secret, "opts": self.opts}
+        response = TemplateResponse(request, "admin/accessgov/apitoken/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected tokens now")
+    def revoke_selected(self, request, queryset):
+        done = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            token_services.api_token_revoke(request.user, token.pk)
+            done += 1
+        self.message_user(request, f"{done} token(s) revoked.")

@@ -213,9 +213,7 @@ class ReviewCampaignForm(forms.Form):
     keep_days = forms.IntegerField(
         label="Kept eligibility runs for (days)", min_value=1, max_value=3650, help_text="New end date, from closing."
     )
-    grace_days = forms.IntegerField(
-        label="Overdue period before it closes itself (days)", min_value=0, max_value=90
-    )
+    grace_days = forms.IntegerField(label="Overdue period before it closes itself (days)", min_value=0, max_value=90)
     long_grant_days = forms.IntegerField(
         label="Also review grants active longer than (days)", min_value=1, max_value=3650
     )
@@ -247,3 +245,28 @@ class ReviewReassignForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["reviewer"].queryset = candidates
 
+
+class ApiTokenForm(forms.Form):
+    """A personal API token: a name, a lifetime, and the actions it may take."""
+
+    LIFETIMES = [("7", "7 days"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
+
+    name = forms.CharField(max_length=100, help_text="Where the token is used, e.g. “deploy job, payments repo”.")
+    lifetime_days = forms.TypedChoiceField(label="Expires after", choices=LIFETIMES, coerce=int, initial="30")
+    scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple, help_text="Only what the token needs: a pipeline rarely decides requests."
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from accessgov.models import ApiToken
+
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = ApiToken.Scope.choices
+        self.fields["scopes"].initial = [
+            ApiToken.Scope.REQUESTS_READ,
+            ApiToken.Scope.REQUESTS_CREATE,
+            ApiToken.Scope.REQUESTS_CANCEL,
+            ApiToken.Scope.GRANTS_READ,
+            ApiToken.Scope.GRANTS_RELEASE,
+            ApiToken.Scope.CATALOG_READ,
+        ]

@@ -21,6 +21,9 @@ logger = logging.getLogger("accessgov.security")
 PUBLIC_VIEWS = frozenset({"accounts:login", "healthz", "metrics"})  # /metrics checks its own bearer token
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
+# The REST API authenticates every call itself (an API token; the schema also a verified session) and
+# answers JSON 401/403, never a redirect. The session's sign-in state gives it nothing.
+API_NAMESPACE = "api"
 
 SESSION_STARTED_AT = "auth_started_at"
 SESSION_LAST_SEEN_AT = "auth_last_seen_at"
@@ -82,7 +85,7 @@ class OTPRequiredMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         name = view_name(request)
-        if name in PUBLIC_VIEWS:
+        if name in PUBLIC_VIEWS or (name or "").startswith(f"{API_NAMESPACE}:"):
             return self.get_response(request)
         user = request.user
         if not user.is_authenticated:
@@ -105,8 +108,9 @@ class OTPRequiredMiddleware:
             hx = HttpResponse(status=204)
             hx["HX-Redirect"] = response["Location"]
             return hx
-        if request.path_info.startswith("/api/"):
-            return JsonResponse({"detail": "Authentication with a verified OTP device is required."}, status=401)
+        if request.path_info.startswith("/api/") and view_name(request) != "api_docs":
+            body = {"error": {"code": "not_authenticated", "message": "Send an API token: Authorization: Bearer …"}}
+            return JsonResponse(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="accessgov"'})
         return response
 
 

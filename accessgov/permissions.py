@@ -123,6 +123,42 @@ def visible_grants(user: User) -> QuerySet[Grant]:
     return Grant.objects.filter(access_request__in=visible_access_requests(user).values("pk"))
 
 
+def _owned_systems(user: User) -> QuerySet[System]:
+    return get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
+
+
+def visible_roles(user: User, now) -> QuerySet[Role]:
+    """Roles in ``user``'s catalogue: those they may request or decide, and every role of a system they
+    own; all roles for auditors."""
+    if is_auditor(user):
+        return Role.objects.all()
+    return Role.objects.filter(
+        Q(pk__in=eligible_roles(user, now).values("pk"))
+        | Q(pk__in=decidable_roles(user).values("pk"))
+        | Q(system__in=_owned_systems(user).values("pk"))
+    )
+
+
+def visible_systems(user: User, now) -> QuerySet[System]:
+    """Systems with at least one role in ``user``'s catalogue, and systems they own."""
+    if is_auditor(user):
+        return System.objects.all()
+    return System.objects.filter(
+        Q(pk__in=visible_roles(user, now).values("system_id")) | Q(pk__in=_owned_systems(user).values("pk"))
+    )
+
+
+def visible_eligibilities(user: User, now) -> QuerySet[Eligibility]:
+    """Eligibility in force at ``now`` that concerns ``user`` (theirs or their groups'), and all of it
+    on systems they own; all of it for auditors."""
+    qs = Eligibility.objects.active(now)
+    if is_auditor(user):
+        return qs
+    return qs.filter(
+        Q(user=user) | Q(group__in=user.groups.all()) | Q(role__system__in=_owned_systems(user).values("pk"))
+    )
+
+
 # --- Ending grants ------------------------------------------------------------------------------
 
 

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django_filters",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accessgov",
 ]
 
@@ -275,10 +276,35 @@ GUARDIAN_RAISE_403 = False
 ANONYMOUS_USER_NAME = None
 AUDITLOG_INCLUDE_ALL_MODELS = False
 
+# --- REST API (/api/v1/): API tokens only; one error format; keyset pages; per-token throttling ----
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_SCHEMA_CLASS": "accessgov.api.schema.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accessgov.api.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "accessgov.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+# Requests per API token, e.g. "600/min" (counted in Django's cache: per process unless shared).
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AccessGov API",
+    "DESCRIPTION": "Temporary production access: request, wait, use, release. Authenticate with an API token "
+    '(Authorization: Bearer agv_…). Errors: {"error": {"code", "message", "fields"?}}.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the vendored drf-spectacular-sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False, "displayOperationId": True},
+    "ENUM_NAME_OVERRIDES": {
+        "AccessRequestStatusEnum": "accessgov.models.AccessRequest.Status",
+        "GrantStatusEnum": "accessgov.models.Grant.Status",
+    },
 }
 
 LOGGING = {

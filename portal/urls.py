@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accessgov.api import urls as api_urls
 from accessgov.views import (
     accounts,
     approvals,
@@ -15,6 +16,7 @@ from accessgov.views import (
     requests,
     reviews,
     systems,
+    tokens,
 )
 from accessgov.views import reports as report_views  # "reports" alone would read like a data module
 
@@ -29,6 +31,8 @@ accounts_patterns = (
         path("security/", accounts.security_view, name="security"),
         path("password/", accounts.password_change_view, name="password_change"),
         path("authenticator/reset/", accounts.authenticator_reset_view, name="authenticator_reset"),
+        path("tokens/", tokens.tokens_view, name="tokens"),
+        path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token_revoke"),
         path("logout/", accounts.logout_view, name="logout"),
     ],
     "accounts",
@@ -91,6 +95,10 @@ urlpatterns = [
     path("systems/<slug:slug>/eligibility/", systems.eligibility_add_view, name="eligibility_add"),
     path("eligibility/<int:pk>/end/", systems.eligibility_end_view, name="eligibility_end"),
     path("accounts/", include(accounts_patterns)),
+    # The API authenticates tokens itself (accessgov.middleware lets the "api" namespace through);
+    # its docs page is a portal page like any other.
+    path("api/docs/", api_urls.docs_view, name="api_docs"),
+    path("api/", include(api_urls)),
     # The admin signs in through the portal's password + OTP flow, never its own form.
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
     path("admin/", admin.site.urls),

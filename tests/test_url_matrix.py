@@ -15,6 +15,24 @@ from tests.conftest import verify_session
 # The declared matrix: who may reach what without the full two factors.
 EXPECTED_PUBLIC = {"accounts:login", "healthz", "metrics"}
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
+# The REST API: token-authenticated; the session never counts (JSON 401, never a redirect), except that
+# the schema also serves a session that passed the OTP step. Its own persona-by-token matrix is in
+# tests/test_api_matrix.py.
+EXPECTED_TOKEN_NAMESPACE = "api"
+EXPECTED_SESSION_SCHEMA = {"api:schema"}
+
+
+def _is_api(name: str | None) -> bool:
+    return (name or "").startswith(f"{EXPECTED_TOKEN_NAMESPACE}:")
+
+
+def _assert_api_refuses(response, url):
+    assert response.status_code == 401, (url, response.status_code)
+    assert response["Content-Type"] == "application/json", url
+    assert response.json()["error"]["code"] == "not_authenticated", url
+    assert response["WWW-Authenticate"].startswith("Bearer"), url
+
+
 SAMPLE_VALUES = {
     "int": ["1"],
     "str": ["x", "accessgov", "auth"],
@@ -67,12 +85,14 @@ URLS = all_urls()
 def test_the_crawl_covers_every_portal_view():
     names = {name for _, name in URLS}
     assert {"home", "accounts:security", "accounts:backup_codes", "admin:index"} <= names
+    assert {"accounts:tokens", "accounts:token_revoke", "api_docs", "api:schema", "api:request_list"} <= names
     assert len(URLS) > 40  # admin + portal: a collapsed resolver walk would show here
 
 
 def test_middleware_exemptions_match_the_declared_matrix():
     assert middleware.PUBLIC_VIEWS == EXPECTED_PUBLIC
     assert middleware.HALF_AUTHENTICATED_VIEWS == EXPECTED_HALF_AUTHENTICATED
+    assert middleware.API_NAMESPACE == EXPECTED_TOKEN_NAMESPACE
 
 
 @pytest.mark.django_db
@@ -82,6 +102,9 @@ def test_anonymous_is_sent_to_sign_in_everywhere_but_public_views(client, method
         response = getattr(client, method)(url)
         if name in EXPECTED_PUBLIC:
             assert response.status_code in (200, 404, 405, 503), (url, response.status_code)
+            continue
+        if _is_api(name):
+            _assert_api_refuses(response, url)
             continue
         assert response.status_code == 302, (method, url, response.status_code)
         assert response["Location"].startswith("/accounts/login/"), (method, url, response["Location"])
@@ -96,6 +119,9 @@ def test_password_only_session_is_sent_to_the_otp_step(client, make_user, method
         if name in EXPECTED_PUBLIC or name in EXPECTED_HALF_AUTHENTICATED:
             continue
         response = getattr(client, method)(url)
+        if _is_api(name):
+            _assert_api_refuses(response, url)
+            continue
         assert response.status_code == 302, (method, url, response.status_code)
         assert response["Location"].startswith("/accounts/otp/"), (method, url, response["Location"])
 
@@ -109,6 +135,9 @@ def test_password_only_session_without_device_is_sent_to_enrolment(client, make_
         if name in EXPECTED_PUBLIC or name in EXPECTED_HALF_AUTHENTICATED:
             continue
         response = getattr(client, method)(url)
+        if _is_api(name):
+            _assert_api_refuses(response, url)
+            continue
         assert response["Location"].startswith("/accounts/enrol/"), (method, url, response["Location"])
 
 
@@ -122,6 +151,12 @@ def test_verified_session_reaches_views_without_errors(make_user, staff):
             continue
         response = client.get(url)
         assert response.status_code < 500, (url, response.status_code)
+        if _is_api(name):
+            if name in EXPECTED_SESSION_SCHEMA:
+                assert response.status_code == 200, (url, response.status_code)
+            else:
+                _assert_api_refuses(response, url)
+            continue
         location = response.get("Location", "")
         assert not location.startswith(("/accounts/otp/", "/accounts/enrol/")), (url, location)
         if staff and name and name.startswith("admin:") and response.status_code == 302:

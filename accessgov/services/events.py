@@ -8,6 +8,9 @@ held until the caller commits; callers take their row locks before writing their
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import connection, transaction
@@ -18,6 +21,27 @@ Type = AccessEvent.Type
 event_logger = logging.getLogger("accessgov.events")
 LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
 GENESIS = "0" * 64
+# What the actor acted through, when not the portal (an API token): recorded as data["via"].
+_via: ContextVar[dict[str, Any] | None] = ContextVar("accessgov_event_via", default=None)
+
+
+@contextmanager
+def acting_via(via: dict[str, Any]) -> Iterator[None]:
+    """Within this block every event recorded gets ``data["via"] = via`` (the API wraps each request
+    made with a token in it, so every token use is attributable in the ledger)."""
+    reset = _via.set(via)
+    try:
+        yield
+    finally:
+        _via.reset(reset)
+
+
+def _with_via(data: dict[str, Any] | None) -> dict[str, Any]:
+    data = dict(data or {})
+    via = _via.get()
+    if via is not None:
+        data["via"] = via
+    return data
 
 
 def actor_label(actor: User | None, job: str | None = None) -> str:
@@ -77,7 +101,7 @@ def event_record(
         grant=grant,
         role=role,
         reason=reason,
-        data=data or {},
+        data=_with_via(data),
     )
     _chain([event])
     event.save(force_insert=True)
@@ -89,6 +113,9 @@ def event_record_bulk(rows: list[AccessEvent]) -> None:
     """Append many events at once (set-based sweeps), chained in order."""
     _ensure_in_transaction()
     _chain(rows)
+    if _via.get() is not None:
+        for row in rows:
+            row.data = _with_via(row.data)
     AccessEvent.objects.bulk_create(rows, batch_size=1000)
     _log_after_commit(rows)
 

@@ -1,0 +1,35 @@
+"""OpenAPI generation: every operation documents the error answers it can give, in the one format."""
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from rest_framework import serializers
+
+ERROR_CODES = {
+    "400": "Invalid input or against the role's policy",
+    "401": "No token, or an unknown, expired or revoked token",
+    "403": "The token lacks the scope, or the caller may not do this",
+    "404": "No such object, or not visible to the caller",
+    "429": "Too many requests for this token",
+}
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine-readable code, e.g. policy_violation, token_expired.")
+    message = serializers.CharField(help_text="A sentence fit to show the person or the CI log.")
+    fields = serializers.DictField(required=False, help_text="Per-field problems, for invalid input.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        codes = dict(ERROR_CODES)
+        if self.method == "POST":
+            codes["409"] = "The object is not in a state that allows this (already decided, ended, …)"
+        for code, description in codes.items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(ErrorSerializer, code, direction=direction)
+                responses[code]["description"] = description
+        return responses

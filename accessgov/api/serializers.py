@@ -1,0 +1,254 @@
+"""What goes in and out of the API. Output serializers are read-only views of the models; input
+serializers name exactly what a caller may send and refuse anything else (server-owned fields such
+as status, requester, expiry or approver can never be set through a body)."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, System
+
+MAX_DURATION_SECONDS = 366 * 24 * 3600
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses unknown fields with a 400 naming them, instead of silently ignoring them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field: it is not accepted here (server-owned or misspelt)."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+def _seconds(value: timedelta | None) -> int | None:
+    return int(value.total_seconds()) if value is not None else None
+
+
+# --- Catalogue ---------------------------------------------------------------------------------
+
+
+class SystemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = System
+        fields = ["id", "slug", "name", "environment", "description"]
+        read_only_fields = fields
+
+
+class SystemRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = System
+        fields = ["id", "slug", "name"]
+        read_only_fields = fields
+
+
+class RoleRefSerializer(serializers.ModelSerializer):
+    system = SystemRefSerializer(read_only=True)
+    path = serializers.SerializerMethodField(help_text='"system-slug/role-name", as the CLI accepts it.')
+
+    class Meta:
+        model = Role
+        fields = ["id", "name", "path", "risk_tier", "system"]
+        read_only_fields = fields
+
+    def get_path(self, role: Role) -> str:
+        return f"{role.system.slug}/{role.name}"
+
+
+class RoleSerializer(RoleRefSerializer):
+    default_duration_seconds = serializers.SerializerMethodField()
+    max_duration_seconds = serializers.SerializerMethodField()
+    pending_timeout_seconds = serializers.SerializerMethodField()
+    eligible = serializers.SerializerMethodField(help_text="The caller may request this role now.")
+
+    class Meta:
+        model = Role
+        fields = [
+            *RoleRefSerializer.Meta.fields,
+            "description",
+            "default_duration_seconds",
+            "max_duration_seconds",
+            "approvals_required",
+            "ticket_required",
+            "ticket_pattern",
+            "step_up_required",
+            "break_glass_allowed",
+            "pending_timeout_seconds",
+            "eligible",
+        ]
+        read_only_fields = fields
+
+    def get_default_duration_seconds(self, role: Role) -> int:
+        return _seconds(role.default_duration)
+
+    def get_max_duration_seconds(self, role: Role) -> int:
+        return _seconds(role.max_duration)
+
+    def get_pending_timeout_seconds(self, role: Role) -> int:
+        return _seconds(role.pending_timeout)
+
+    def get_eligible(self, role: Role) -> bool:
+        return role.pk in self.context.get("eligible_role_ids", set())
+
+
+class EligibilitySerializer(serializers.ModelSerializer):
+    role = RoleRefSerializer(read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Eligibility
+        fields = ["id", "role", "user", "group", "starts_at", "ends_at"]
+        read_only_fields = fields
+
+
+# --- Requests, decisions, grants ---------------------------------------------------------------
+
+
+class GrantRefSerializer(serializers.ModelSerializer):
+    active = serializers.SerializerMethodField(help_text="Gives access right now (state active and before expires_at).")
+
+    class Meta:
+        model = Grant
+        fields = ["id", "status", "active", "starts_at", "expires_at", "ended_at", "end_reason"]
+        read_only_fields = fields
+
+    def get_active(self, grant: Grant) -> bool:
+        return grant.is_active_at(timezone.now())
+
+
+class GrantSerializer(GrantRefSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    role = RoleRefSerializer(read_only=True)
+
+    class Meta:
+        model = Grant
+        fields = [
+            *GrantRefSerializer.Meta.fields,
+            "access_request",
+            "user",
+            "role",
+            "is_break_glass",
+            "extension_count",
+            "provisioning_state",
+        ]
+        read_only_fields = fields
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    approver = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = ["approver", "outcome", "comment", "duration_seconds", "step_up_at", "created_at"]
+        read_only_fields = fields
+
+    def get_duration_seconds(self, decision: Decision) -> int | None:
+        return _seconds(decision.duration)
+
+
+class AccessRequestSerializer(serializers.ModelSerializer):
+    requester = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    role = RoleRefSerializer(read_only=True)
+    requested_duration_seconds = serializers.SerializerMethodField()
+    approved_duration_seconds = serializers.SerializerMethodField()
+    approvals_required = serializers.IntegerField(source="role.approvals_required", read_only=True)
+    decisions = DecisionSerializer(many=True, read_only=True)
+    grant = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AccessRequest
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "requester",
+            "role",
+            "requested_duration_seconds",
+            "approved_duration_seconds",
+            "starts_at",
+            "justification",
+            "ticket",
+            "created_at",
+            "lapses_at",
+            "decided_at",
+            "auto_approved_by_rule",
+            "approvals_required",
+            "decisions",
+            "grant",
+        ]
+        read_only_fields = fields
+
+    def get_requested_duration_seconds(self, access_request: AccessRequest) -> int:
+        return _seconds(access_request.requested_duration)
+
+    def get_approved_duration_seconds(self, access_request: AccessRequest) -> int | None:
+        return _seconds(access_request.approved_duration)
+
+    @extend_schema_field(GrantRefSerializer(allow_null=True))
+    def get_grant(self, access_request: AccessRequest):
+        grant = getattr(access_request, "grant", None) if access_request.status == "approved" else None
+        return GrantRefSerializer(grant).data if grant else None
+
+
+class AccessRequestCreateSerializer(StrictSerializer):
+    role_id = serializers.IntegerField(required=False, min_value=1, help_text="The role's id …")
+    role = serializers.CharField(
+        required=False, max_length=250, help_text='… or its path "system-slug/role-name" (exactly one of the two).'
+    )
+    duration_seconds = serializers.IntegerField(min_value=60, max_value=MAX_DURATION_SECONDS)
+    justification = serializers.CharField(max_length=5000)
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+    starts_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate(self, attrs):
+        if ("role_id" in attrs) == ("role" in attrs):
+            raise serializers.ValidationError({"role": ["Give exactly one of role_id and role."]})
+        return attrs
+
+
+class DecisionInputSerializer(StrictSerializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+    otp_code = serializers.RegexField(
+        r"^\d{6}$",
+        required=False,
+        help_text="A current code from the approver's authenticator; required for roles that need step-up.",
+    )
+
+
+class ApproveInputSerializer(DecisionInputSerializer):
+    duration_seconds = serializers.IntegerField(
+        required=False, min_value=60, max_value=MAX_DURATION_SECONDS, help_text="Approve for less time."
+    )
+
+
+class EmptyInputSerializer(StrictSerializer):
+    """Actions that take no input; any field sent is refused."""
+
+
+class AccessEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_label", read_only=True)
+
+    class Meta:
+        model = AccessEvent
+        fields = [
+            "id",
+            "sequence",
+            "occurred_at",
+            "event_type",
+            "actor",
+            "client_address",
+            "reason",
+            "access_request",
+            "grant",
+            "role",
+            "data",
+            "hash",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,469 @@
+"""API views: thin, like the page views. Each authenticates a token, checks its scope, finds the
+object among those the caller may see (404 otherwise), calls the same service or selector the pages
+call, and answers in the serializers' shape. Service errors become 400/403/409 (see api.errors)."""
+
+from contextlib import ExitStack
+from datetime import timedelta
+
+from django.db.models import Prefetch, QuerySet
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from accessgov import otp, permissions, selectors
+from accessgov.api.authentication import BearerTokenAuthentication
+from accessgov.api.pagination import KeysetPagination
+from accessgov.api.permissions import TokenScope, limit_to_token_roles, token_allows_role
+from accessgov.api.serializers import (
+    AccessEventSerializer,
+    AccessRequestCreateSerializer,
+    AccessRequestSerializer,
+    ApproveInputSerializer,
+    DecisionInputSerializer,
+    EligibilitySerializer,
+    EmptyInputSerializer,
+    GrantSerializer,
+    RoleSerializer,
+    SystemSerializer,
+)
+from accessgov.api.throttling import TokenRateThrottle
+from accessgov.exceptions import NotAuthorized, PolicyViolation, StepUpRequired
+from accessgov.models import AccessEvent, AccessRequest, ApiToken, Decision, Grant, Role
+from accessgov.services import access_requests as request_services
+from accessgov.services import grants as grant_services
+from accessgov.services import tokens as token_services
+from accessgov.services.events import acting_via
+
+Scope = ApiToken.Scope
+STATUS_PARAMETER = OpenApiParameter("status", str, description="Only objects in this state.")
+
+
+class TokenAPIView(GenericAPIView):
+    """Base of every /api/v1/ view: token authentication, the scope each method needs
+    (``required_scopes``), per-token throttling, keyset pagination, and attribution: every access
+    event written while the view runs names the token (``data["via"]``), and model changes name
+    the token's user."""
+
+    authentication_classes = [BearerTokenAuthentication]
+    permission_classes = [TokenScope]
+    throttle_classes = [TokenRateThrottle]
+    pagination_class = KeysetPagination
+    required_scopes: dict[str, str] = {}
+
+    def dispatch(self, request, *args, **kwargs):
+        self._attribution = ExitStack()
+        with self._attribution:
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if isinstance(request.auth, ApiToken):
+            self._attribution.enter_context(acting_via(token_services.token_label(request.auth)))
+            _attribute_model_changes(request.user)
+
+    @property
+    def token(self) -> ApiToken:
+        return self.request.auth
+
+    @property
+    def client_address(self) -> str | None:
+        return getattr(self.request._request, "client_address", None)
+
+    def page(self, queryset: QuerySet, serializer_class, **context):
+        page = self.paginate_queryset(queryset)
+        data = serializer_class(page, many=True, context={"request": self.request, **context}).data
+        return self.get_paginated_response(data)
+
+
+def _attribute_model_changes(user) -> None:
+    """django-auditlog's middleware ran before the token was known (no session user): name the
+    token's user as the actor of the model changes this request makes."""
+    from auditlog.context import auditlog_value
+
+    context = auditlog_value.get(None)
+    if context is not None and context.get("actor") is None:
+        context["actor"] = user
+
+
+def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
+    if value is None:
+        return queryset
+    if value not in choices:
+        raise PolicyViolation(f"Unknown status {value!r}; one of: {', '.join(choices)}.")
+    return queryset.filter(status=value)
+
+
+def _requests_queryset() -> QuerySet[AccessRequest]:
+    return AccessRequest.objects.select_related("role__system", "requester", "grant").prefetch_related(
+        Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
+    )
+
+
+# --- Requests ------------------------------------------------------------------------------------
+
+
+class AccessRequestListView(TokenAPIView):
+    required_scopes = {"GET": Scope.REQUESTS_READ, "POST": Scope.REQUESTS_CREATE}
+
+    @extend_schema(
+        operation_id="requests_list",
+        summary="My requests, newest first",
+        parameters=[STATUS_PARAMETER],
+        responses=AccessRequestSerializer(many=True),
+    )
+    def get(self, request):
+        qs = _requests_queryset().filter(requester=request.user)
+        qs = _status_filter(qs, request.query_params.get("status"), AccessRequest.Status.values)
+        return self.page(limit_to_token_roles(qs, self.token), AccessRequestSerializer)
+
+    @extend_schema(
+        operation_id="requests_create",
+        summary="Request access to a role",
+        request=AccessRequestCreateSerializer,
+        responses={201: AccessRequestSerializer},
+    )
+    def post(self, request):
+        data = _valid(AccessRequestCreateSerializer, request)
+        role = self._role(data)
+        access_request = request_services.access_request_submit(
+            request.user,
+            role=role,
+            duration=timedelta(seconds=data["duration_seconds"]),
+            justification=data["justification"],
+            ticket=data["ticket"],
+            starts_at=data["starts_at"],
+            client_address=self.client_address,
+        )
+        return Response(
+            AccessRequestSerializer(_requests_queryset().get(pk=access_request.pk)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    def _role(self, data) -> Role:
+        """The role named by id or path, among the roles in the caller's catalogue (else 400: the
+        body named something the caller cannot use, which is input, not a URL)."""
+        roles = permissions.visible_roles(self.request.user, timezone.now()).select_related("system")
+        if "role_id" in data:
+            role = roles.filter(pk=data["role_id"]).first()
+        else:
+            slug, _, name = data["role"].partition("/")
+            role = roles.filter(system__slug=slug, name=name).first()
+        if role is None or not token_allows_role(self.token, role.pk):
+            raise PolicyViolation("No such role among the roles you may request.")
+        return role
+
+
+def _valid(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _visible_request(view: TokenAPIView, pk: int) -> AccessRequest:
+    access_request = _requests_queryset().filter(pk=pk).first()
+    if (
+        access_request is None
+        or not permissions.can_view_access_request(view.request.user, access_request)
+        or not token_allows_role(view.token, access_request.role_id)
+    ):
+        raise Http404
+    return access_request
+
+
+class AccessRequestDetailView(TokenAPIView):
+    required_scopes = {"GET": Scope.REQUESTS_READ}
+
+    @extend_schema(operation_id="requests_retrieve", summary="A request I may see", responses=AccessRequestSerializer)
+    def get(self, request, pk: int):
+        return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
+
+
+class AccessRequestCancelView(TokenAPIView):
+    required_scopes = {"POST": Scope.REQUESTS_CANCEL}
+
+    @extend_schema(
+        operation_id="requests_cancel",
+        summary="Withdraw my pending request",
+        request=EmptyInputSerializer,
+        responses=AccessRequestSerializer,
+    )
+    def post(self, request, pk: int):
+        _visible_request(self, pk)
+        _valid(EmptyInputSerializer, request)
+        request_services.access_request_cancel(request.user, pk, client_address=self.client_address)
+        return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
+
+
+def _step_up_at(view: TokenAPIView, access_request: AccessRequest, code: str | None):
+    """A code in the body is verified with the sign-in code path (each code works once, wrong codes
+    are throttled); roles that need step-up refuse a decision without one."""
+    if not code:
+        if access_request.role.step_up_required:
+            raise StepUpRequired(
+                f"Deciding on {access_request.role} needs a current code from your authenticator (otp_code)."
+            )
+        return None
+    result = otp.verify_code(view.request.user, code, allow_backup=False)
+    if not result.ok:
+        otp.logger.warning(
+            "otp failure step=api-step-up user=%s client=%s token=%s",
+            view.request.user.pk,
+            view.client_address,
+            view.token.pk,
+        )
+        raise NotAuthorized(result.message)
+    return timezone.now()
+
+
+class AccessRequestApproveView(TokenAPIView):
+    required_scopes = {"POST": Scope.DECISIONS_DECIDE}
+
+    @extend_schema(
+        operation_id="requests_approve",
+        summary="Approve a request I may decide",
+        request=ApproveInputSerializer,
+        responses=AccessRequestSerializer,
+    )
+    def post(self, request, pk: int):
+        access_request = _visible_request(self, pk)
+        data = _valid(ApproveInputSerializer, request)
+        permissions.ensure_can_decide_access_request(request.user, access_request)
+        step_up_at = _step_up_at(self, access_request, data.get("otp_code"))
+        duration = data.get("duration_seconds")
+        request_services.access_request_approve(
+            request.user,
+            pk,
+            comment=data["comment"],
+            duration=timedelta(seconds=duration) if duration else None,
+            step_up_at=step_up_at,
+            client_address=self.client_address,
+        )
+        return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
+
+
+class AccessRequestDenyView(TokenAPIView):
+    required_scopes = {"POST": Scope.DECISIONS_DECIDE}
+
+    @extend_schema(
+        operation_id="requests_deny",
+        summary="Deny a request I may decide (comment required)",
+        request=DecisionInputSerializer,
+        responses=AccessRequestSerializer,
+    )
+    def post(self, request, pk: int):
+        access_request = _visible_request(self, pk)
+        data = _valid(DecisionInputSerializer, request)
+        permissions.ensure_can_decide_access_request(request.user, access_request)
+        if not data["comment"].strip():
+            raise PolicyViolation("Say why you deny the request: the requester will read it.")
+        step_up_at = _step_up_at(self, access_request, data.get("otp_code"))
+        request_services.access_request_deny(
+            request.user, pk, comment=data["comment"], step_up_at=step_up_at, client_address=self.client_address
+        )
+        return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
+
+
+class DecisionQueueView(TokenAPIView):
+    required_scopes = {"GET": Scope.DECISIONS_READ}
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="decisions_list",
+        summary="Pending requests I may decide, oldest first (at most 200)",
+        responses=AccessRequestSerializer(many=True),
+    )
+    def get(self, request):
+        queue = selectors.approver_queue(request.user, timezone.now()).prefetch_related(
+            Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
+        )
+        queue = limit_to_token_roles(queue, self.token)[:200]
+        return Response(AccessRequestSerializer(queue, many=True).data)
+
+
+# --- Grants --------------------------------------------------------------------------------------
+
+
+def _grants_queryset() -> QuerySet[Grant]:
+    return Grant.objects.select_related("role__system", "user")
+
+
+class GrantListView(TokenAPIView):
+    required_scopes = {"GET": Scope.GRANTS_READ}
+
+    @extend_schema(
+        operation_id="grants_list",
+        summary="My grants, newest first",
+        parameters=[
+            STATUS_PARAMETER,
+            OpenApiParameter("active", bool, description="Only grants that give access right now."),
+        ],
+        responses=GrantSerializer(many=True),
+    )
+    def get(self, request):
+        qs = _grants_queryset().filter(user=request.user)
+        qs = _status_filter(qs, request.query_params.get("status"), Grant.Status.values)
+        active = request.query_params.get("active")
+        if active is not None:
+            if active not in ("true", "false"):
+                raise PolicyViolation("active is true or false.")
+            now = timezone.now()
+            qs = qs.filter(pk__in=Grant.objects.active(now).values("pk"))
+            if active == "false":
+                qs = _grants_queryset().filter(user=request.user).exclude(pk__in=Grant.objects.active(now).values("pk"))
+        return self.page(limit_to_token_roles(qs, self.token), GrantSerializer)
+
+
+def _visible_grant(view: TokenAPIView, pk: int) -> Grant:
+    grant = permissions.visible_grants(view.request.user).select_related("role__system", "user").filter(pk=pk).first()
+    if grant is None or not token_allows_role(view.token, grant.role_id):
+        raise Http404
+    return grant
+
+
+class GrantDetailView(TokenAPIView):
+    required_scopes = {"GET": Scope.GRANTS_READ}
+
+    @extend_schema(operation_id="grants_retrieve", summary="A grant I may see", responses=GrantSerializer)
+    def get(self, request, pk: int):
+        return Response(GrantSerializer(_visible_grant(self, pk)).data)
+
+
+class GrantReleaseView(TokenAPIView):
+    required_scopes = {"POST": Scope.GRANTS_RELEASE}
+
+    @extend_schema(
+        operation_id="grants_release",
+        summary="Give my access back early",
+        request=EmptyInputSerializer,
+        responses=GrantSerializer,
+    )
+    def post(self, request, pk: int):
+        _visible_grant(self, pk)
+        _valid(EmptyInputSerializer, request)
+        grant_services.grant_release(request.user, pk, client_address=self.client_address)
+        return Response(GrantSerializer(_visible_grant(self, pk)).data)
+
+
+# --- Catalogue -----------------------------------------------------------------------------------
+
+
+class SystemListView(TokenAPIView):
+    required_scopes = {"GET": Scope.CATALOG_READ}
+
+    @extend_schema(
+        operation_id="systems_list", summary="Systems in my catalogue", responses=SystemSerializer(many=True)
+    )
+    def get(self, request):
+        systems = permissions.visible_systems(request.user, timezone.now())
+        role_ids = list(self.token.roles.values_list("pk", flat=True))
+        if role_ids:
+            systems = systems.filter(roles__in=role_ids).distinct()
+        return self.page(systems, SystemSerializer)
+
+
+class RoleListView(TokenAPIView):
+    required_scopes = {"GET": Scope.CATALOG_READ}
+
+    @extend_schema(
+        operation_id="roles_list",
+        summary="Roles in my catalogue, with their policy",
+        parameters=[
+            OpenApiParameter("system", str, description="Only roles of the system with this slug."),
+            OpenApiParameter("eligible", bool, description="Only roles I may request now."),
+        ],
+        responses=RoleSerializer(many=True),
+    )
+    def get(self, request):
+        now = timezone.now()
+        roles = limit_to_token_roles(
+            permissions.visible_roles(request.user, now).select_related("system"), self.token, field="pk"
+        )
+        eligible_ids = set(permissions.eligible_roles(request.user, now).values_list("pk", flat=True))
+        if system := request.query_params.get("system"):
+            roles = roles.filter(system__slug=system)
+        eligible = request.query_params.get("eligible")
+        if eligible is not None:
+            if eligible not in ("true", "false"):
+                raise PolicyViolation("eligible is true or false.")
+            roles = roles.filter(pk__in=eligible_ids) if eligible == "true" else roles.exclude(pk__in=eligible_ids)
+        return self.page(roles, RoleSerializer, eligible_role_ids=eligible_ids)
+
+
+class RoleDetailView(TokenAPIView):
+    required_scopes = {"GET": Scope.CATALOG_READ}
+
+    @extend_schema(operation_id="roles_retrieve", summary="A role in my catalogue", responses=RoleSerializer)
+    def get(self, request, pk: int):
+        now = timezone.now()
+        role = permissions.visible_roles(request.user, now).select_related("system").filter(pk=pk).first()
+        if role is None or not token_allows_role(self.token, role.pk):
+            raise Http404
+        eligible_ids = set(permissions.eligible_roles(request.user, now).values_list("pk", flat=True))
+        return Response(RoleSerializer(role, context={"eligible_role_ids": eligible_ids}).data)
+
+
+class EligibilityListView(TokenAPIView):
+    required_scopes = {"GET": Scope.CATALOG_READ}
+
+    @extend_schema(
+        operation_id="eligibility_list",
+        summary="Eligibility in force that concerns me (all of it on systems I own)",
+        responses=EligibilitySerializer(many=True),
+    )
+    def get(self, request):
+        qs = permissions.visible_eligibilities(request.user, timezone.now()).select_related(
+            "role__system", "user", "group"
+        )
+        return self.page(limit_to_token_roles(qs, self.token), EligibilitySerializer)
+
+
+# --- Access events (auditors) --------------------------------------------------------------------
+
+
+class AccessEventListView(TokenAPIView):
+    required_scopes = {"GET": Scope.EVENTS_READ}
+
+    @extend_schema(
+        operation_id="events_list",
+        summary="The access event ledger, newest first (auditors)",
+        parameters=[
+            OpenApiParameter("event_type", str, description="e.g. request.approved"),
+            OpenApiParameter("access_request", int),
+            OpenApiParameter("grant", int),
+        ],
+        responses=AccessEventSerializer(many=True),
+    )
+    def get(self, request):
+        if not permissions.is_auditor(request.user):
+            raise NotAuthorized("Only auditors read the access event ledger.")
+        qs = AccessEvent.objects.all()
+        params = request.query_params
+        if event_type := params.get("event_type"):
+            qs = qs.filter(event_type=event_type)
+        for name in ("access_request", "grant"):
+            if (value := params.get(name)) is not None:
+                if not value.isdigit() or len(value) > 18:
+                    raise PolicyViolation(f"{name} is a number.")
+                qs = qs.filter(**{f"{name}_id": int(value)})
+        return self.page(limit_to_token_roles(qs, self.token), AccessEventSerializer)
+
+
+class ApiNotFoundView(TokenAPIView):
+    """Unknown paths under /api/v1/: 401 without a token, a JSON 404 with one."""
+
+    required_scopes = {}
+    permission_classes = []
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if not isinstance(request.auth, ApiToken):
+            raise NotAuthenticated
+        raise Http404
+
+    @extend_schema(exclude=True)
+    def get(self, request, rest: str):
+        raise Http404

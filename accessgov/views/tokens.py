@@ -1,0 +1,59 @@
+"""Personal API tokens: made here (this page is behind password + OTP like every page), shown once,
+listed with their last use, revoked with one click."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accessgov.exceptions import AccessGovError
+from accessgov.forms import ApiTokenForm
+from accessgov.models import ApiToken
+from accessgov.services import tokens as services
+from accessgov.views.common import refused
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def tokens_view(request: HttpRequest) -> HttpResponse:
+    """List my tokens and make a new one; a new secret is shown in this answer only (no redirect)."""
+    form = ApiTokenForm(request.POST or None)
+    status, created, secret = 200, None, ""
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                created, secret = services.api_token_create(
+                    request.user,
+                    user=request.user,
+                    name=data["name"],
+                    kind=ApiToken.Kind.PERSONAL,
+                    expires_at=timezone.now() + timedelta(days=data["lifetime_days"]),
+                    scopes=data["scopes"],
+                )
+            except AccessGovError as error:
+                form.add_error(None, str(error))
+                status = 400
+            else:
+                form = ApiTokenForm()
+        else:
+            status = 400
+    tokens = ApiToken.objects.filter(user=request.user).prefetch_related("roles")
+    context = {"form": form, "tokens": tokens, "created": created, "secret": secret, "now": timezone.now()}
+    return render(request, "accounts/tokens.html", context, status=status)
+
+
+@require_POST
+def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    if not ApiToken.objects.filter(pk=pk, user=request.user).exists():
+        raise Http404("No such token.")
+    try:
+        token = services.api_token_revoke(request.user, pk)
+    except AccessGovError as error:
+        return refused(request, error, "/accounts/tokens/")
+    messages.success(request, f"Token “{token.name}” revoked: it stops working now.")
+    return redirect("accounts:tokens")
