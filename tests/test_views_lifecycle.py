@@ -232,19 +232,41 @@ def test_queue_hides_requests_i_already_decided(world):
 
 
 def test_dashboard_query_count_does_not_grow_with_the_queue(world, django_assert_max_num_queries, make_user):
+    from guardian.shortcuts import assign_perm
+
     from tests.factories import RoleFactory
 
+    submit(world, role=world.role)
+    client = as_(world.approver)
+    with django_assert_max_num_queries(80) as one:
+        response = client.get(reverse("approvals"))
+    assert response.content.decode().count('class="queue-item') == 1
     for i in range(12):
         role = RoleFactory(system=world.system, name=f"r{i}")
         Eligibility.objects.create(role=role, user=world.requester)
-        from guardian.shortcuts import assign_perm
-
         assign_perm("accessgov.approve_role", world.approver, role)
         submit(world, role=role)
-    client = as_(world.approver)
-    with django_assert_max_num_queries(80):
+    with django_assert_max_num_queries(len(one.captured_queries)):
         response = client.get(reverse("approvals"))
-    assert response.content.decode().count('class="queue-item') == 12
+    assert response.content.decode().count('class="queue-item') == 13
+
+
+def test_queue_context_for_a_page_matches_the_context_of_each_request(world):
+    from django.utils import timezone
+
+    from accessgov import selectors
+
+    denied = submit(world, role=world.role_two)
+    ar.access_request_deny(world.approver, denied.pk, comment="Use the replica")
+    ar.access_request_approve(world.approver, submit(world, role=world.role_two).pk)
+    pending = [submit(world)]
+    now = timezone.now()
+    batch = selectors.requester_contexts(pending, now)
+    for access_request in pending:
+        one = selectors.requester_context(access_request, now)
+        assert batch[access_request.pk]["requests_90d"] == one["requests_90d"] == 3
+        assert batch[access_request.pk]["denials_90d"] == one["denials_90d"] == 1
+        assert batch[access_request.pk]["active_grants"] == one["active_grants"]
 
 
 # --- My access, grants, extension, revoke ------------------------------------------------------

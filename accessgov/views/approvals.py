@@ -23,7 +23,8 @@ def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
             risk_tier=risk if risk in Role.RiskTier.values else None,
         )[:100]
     )
-    items = [{"item": r, **selectors.requester_context(r, now)} for r in queue]
+    contexts = selectors.requester_contexts(queue, now)
+    items = [{"item": r, **contexts[r.pk]} for r in queue]
     systems = System.objects.filter(roles__in=permissions.decidable_roles(request.user)).distinct()
     context = {
         "items": items,
