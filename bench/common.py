@@ -91,10 +91,24 @@ def write_section(report: str, section: str) -> None:
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 
+def already_seeded() -> bool:
+    """The scale database holds the seed, and its pending requests have not lapsed yet."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dbname=SCALE_DB, **PG) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM accessgov_user WHERE username = 'bench_auditor'), "
+                "(SELECT count(*) FROM accessgov_accessrequest WHERE status = 'pending' "
+                "AND lapses_at > now() + interval '2 hours')"
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return row[0] == 1 and row[1] > 0
+
+
 def require_scale_data() -> None:
     """Stop with a clear message unless bench/seed_scale.py has filled the scale database."""
-    from bench.seed_scale import already_seeded
-
     if not already_seeded():
         raise SystemExit(
             f"{SCALE_DB} is not seeded (or its pending requests have lapsed): run bench/seed_scale.py first."

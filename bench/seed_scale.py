@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     BENCH_PASSWORD,
-    PG,
     SCALE_DB,
+    already_seeded,
     fresh_database,
     production_like_env,
     setup_django,
@@ -75,21 +75,6 @@ class Timer:
         self.steps.append((label, now - self.t0))
         print(f"  {label:58} {now - self.t0:6.1f} s", flush=True)
         self.t0 = now
-
-
-def already_seeded() -> bool:
-    import psycopg
-
-    try:
-        with psycopg.connect(dbname=SCALE_DB, **PG) as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM accessgov_user WHERE username = 'bench_auditor'), "
-                "(SELECT count(*) FROM accessgov_accessrequest WHERE status = 'pending' "
-                "AND lapses_at > now() + interval '2 hours')"
-            ).fetchone()
-    except psycopg.Error:
-        return False
-    return row[0] == 1 and row[1] > 0
 
 
 def main() -> None:
