@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
+from accessgov import permissions
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     AccessEvent,
@@ -20,14 +21,17 @@ from accessgov.models import (
     Decision,
     DriftFinding,
     Eligibility,
+    EventWebhookSubscription,
     Grant,
     OutboxItem,
     Role,
     System,
     User,
+    WebhookDelivery,
 )
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
+from accessgov.services import webhooks as webhook_services
 
 admin.site.site_header = "AccessGov administration"
 admin.site.site_title = "AccessGov admin"
@@ -318,3 +322,114 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token_services.api_token_revoke(request.user, token.pk)
             done += 1
         self.message_user(request, f"{done} token(s) revoked.")
+
+
+class EventWebhookSubscriptionForm(forms.ModelForm):
+    """Event types as a comma-separated list of patterns; an https URL that is not internal; the
+    secret is write-only (never rendered, and left unchanged when the field is empty)."""
+
+    event_types = forms.CharField(
+        help_text='Comma-separated: "*", a family such as "request.*" or "grant.*", or an exact type such as '
+        '"grant.expired". Families: request, decision, grant, break_glass, review, eligibility, provisioning, drift.'
+    )
+    url = forms.URLField(
+        max_length=500, assume_scheme="https", label="URL", help_text="https:// address of your receiver."
+    )
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Signing secret (whsec_<base64>, as in Standard Webhooks, or any long random string). "
+        "Never shown back; leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = EventWebhookSubscription
+        fields = ["name", "system", "url", "event_types", "secret", "is_active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["event_types"] = ", ".join(self.instance.event_types)
+
+    def clean_event_types(self):
+        patterns = [part.strip() for part in self.cleaned_data["event_types"].split(",") if part.strip()]
+        problems = webhook_services.event_type_pattern_problems(patterns)
+        if problems:
+            raise ValidationError(problems)
+        return patterns
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        problems = webhook_services.url_problems(url)
+        if problems:
+            raise ValidationError(problems)
+        return url
+
+    def clean_secret(self):
+        secret = self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
+        if not secret:
+            raise ValidationError("A signing secret is required.")
+        return secret
+
+
+@admin.register(EventWebhookSubscription)
+class EventWebhookSubscriptionAdmin(admin.ModelAdmin):
+    form = EventWebhookSubscriptionForm
+    list_display = ("name", "scope", "types", "url", "is_active")
+    list_filter = ("is_active", "system")
+    search_fields = ("name", "url")
+
+    @admin.display(description="System")
+    def scope(self, obj):
+        return obj.system or "All systems"
+
+    @admin.display(description="Event types")
+    def types(self, obj):
+        return ", ".join(obj.event_types)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """The delivery log: what was sent where, how often, and the last answer; redelivery calls the service."""
+
+    list_display = (
+        "pk",
+        "event_type",
+        "subscription",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("status", "subscription")
+    list_select_related = ("event", "subscription")
+    readonly_fields = ("payload",)
+    actions = ["redeliver"]
+
+    def has_change_permission(self, request, obj=None):
+        # Needed for the action to be offered; the change form itself stays read-only.
+        return obj is None and permissions.can_redeliver_webhook(request.user)
+
+    @admin.display(description="Event")
+    def event_type(self, obj):
+        return f"{obj.event.event_type} #{obj.event_id}"
+
+    @admin.display(description="Body sent (signed anew at each attempt)")
+    def payload(self, obj):
+        return webhook_services.webhook_body(obj.event).decode()
+
+    @admin.action(description="Redeliver selected deliveries now (through the webhook service)")
+    def redeliver(self, request, queryset):
+        done = 0
+        for delivery in queryset:
+            try:
+                webhook_services.webhook_delivery_redeliver(
+                    request.user, delivery.pk, client_address=getattr(request, "client_address", None)
+                )
+                done += 1
+            except AccessGovError as error:
+                self.message_user(request, f"Delivery #{delivery.pk}: {error}", level="error")
+        if done:
+            self.message_user(request, f"Queued {done} {'delivery' if done == 1 else 'deliveries'} again.")

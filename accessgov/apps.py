@@ -13,6 +13,7 @@ class AccessGovConfig(AppConfig):
 
         auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
         auditlog.register(models.System, exclude_fields=["connector_secret"])
+        auditlog.register(models.EventWebhookSubscription, exclude_fields=["secret"])
         auditlog.register(models.ApiToken, exclude_fields=["key_hash", "last_used_at", "last_used_address"])
         for model in (
             models.Role,

@@ -208,3 +208,16 @@ def can_manage_eligibility(user: User, system: System) -> bool:
 def ensure_can_manage_eligibility(user: User, system: System) -> None:
     if not can_manage_eligibility(user, system):
         raise NotAuthorized(f"Only owners of {system} manage who may request its roles.")
+
+
+# --- Event webhooks -----------------------------------------------------------------------------
+
+
+def can_redeliver_webhook(user: User) -> bool:
+    """Portal admins (staff) allowed to change webhook deliveries; superusers are."""
+    return user.is_active and user.is_staff and user.has_perm("accessgov.change_webhookdelivery")
+
+
+def ensure_can_redeliver_webhook(user: User) -> None:
+    if not can_redeliver_webhook(user):
+        raise NotAuthorized("Only portal admins queue webhook deliveries again.")

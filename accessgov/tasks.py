@@ -65,6 +65,15 @@ def drain_outbox() -> int:
     return outbox_drain()
 
 
+@shared_task(acks_late=True)
+def deliver_event_webhooks(delivery_ids: list[int]) -> int:
+    """Send these event webhook deliveries (scheduled after the commit that wrote them). Idempotent:
+    delivered, leased or not-yet-due ones are skipped; failures are retried by the sweep's drain."""
+    from accessgov.services.webhooks import webhook_deliveries_send
+
+    return webhook_deliveries_send(delivery_ids)
+
+
 @shared_task
 def reconcile() -> dict[str, int]:
     """Compare every target that can list its members with the active grants; flag drift."""

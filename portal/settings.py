@@ -239,6 +239,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
 PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Outbound event webhooks: attempts before a delivery is given up, and the longest wait between two
+# (the wait doubles from 10 s); with the defaults the last attempt is about 3.4 hours after the first.
+EVENT_WEBHOOK_MAX_ATTEMPTS = env.int("EVENT_WEBHOOK_MAX_ATTEMPTS", default=12)
+EVENT_WEBHOOK_MAX_BACKOFF_SECONDS = env.int("EVENT_WEBHOOK_MAX_BACKOFF_SECONDS", default=3600)
 # Access reviews: reviewers' time to answer (quarterly campaigns), the overdue grace period before a
 # campaign closes itself, the new end date given to kept eligibility, and how early owners are told
 # that an eligibility is about to end.

@@ -90,6 +90,31 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def post_signed(url: str, secret: str, message_id: str, body: bytes) -> int:
+    """POST ``body`` (JSON) to ``url`` with the Standard Webhooks headers, signed now, and return the
+    HTTP status of the answer (a redirect is returned as its 3xx status, never followed). Raises
+    ConnectorError when the target is refused by the address guard or cannot be reached in
+    TIMEOUT_SECONDS. Used by this connector and by the outbound event webhooks."""
+    ensure_public_target(url)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "AccessGov-Webhooks/1",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, message_id, timestamp, body),
+    }
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - checked above
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectorError(f"The webhook could not be reached ({exc.__class__.__name__}).") from None
+
+
 class WebhookConnector(Connector):
     secret_required = True
 
@@ -112,8 +137,6 @@ class WebhookConnector(Connector):
         return problems
 
     def _post(self, event_type: str, target: Target, message_id: str) -> None:
-        url = self.config.get("url", "")
-        ensure_public_target(url)
         body = json.dumps(
             {
                 "type": event_type,
@@ -126,23 +149,7 @@ class WebhookConnector(Connector):
             },
             sort_keys=True,
         ).encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "AccessGov-Webhooks/1",
-            "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self.secret, message_id, timestamp, body),
-        }
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - checked above
-        opener = urllib.request.build_opener(_NoRedirect)
-        try:
-            with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            raise ConnectorError(f"The webhook answered {exc.code}.") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise ConnectorError(f"The webhook could not be reached ({exc.__class__.__name__}).") from None
+        status = post_signed(self.config.get("url", ""), self.secret, message_id, body)
         if not 200 <= status < 300:
             raise ConnectorError(f"The webhook answered {status}.")
 

@@ -106,6 +106,7 @@ def event_record(
     _chain([event])
     event.save(force_insert=True)
     _log_after_commit([event])
+    _webhooks_enqueue([event])
     return event
 
 
@@ -118,6 +119,14 @@ def event_record_bulk(rows: list[AccessEvent]) -> None:
             row.data = _with_via(row.data)
     AccessEvent.objects.bulk_create(rows, batch_size=1000)
     _log_after_commit(rows)
+    _webhooks_enqueue(rows)
+
+
+def _webhooks_enqueue(events: list[AccessEvent]) -> None:
+    """Outbound event webhooks: deliveries for matching subscriptions, in this same transaction."""
+    from accessgov.services.webhooks import webhook_deliveries_enqueue
+
+    webhook_deliveries_enqueue(events)
 
 
 def _log_after_commit(events: list[AccessEvent]) -> None:

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accessgov.models import AccessEvent, LedgerCheckpoint
+from accessgov.models import AccessEvent, LedgerCheckpoint, WebhookDelivery
 from accessgov.services.events import event_record
 
 TRIGGER = "accessgov_ledger_no_update_delete"
@@ -49,6 +49,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Would purge {count} events (up to #{last['sequence']}).")
             return
         with transaction.atomic():
+            # The delivery log of purged events goes with them (it references them).
+            WebhookDelivery.objects.filter(event__sequence__lte=last["sequence"])._raw_delete(connection.alias)
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
                     cursor.execute(f"ALTER TABLE accessgov_accessevent DISABLE TRIGGER {TRIGGER}")

@@ -1,0 +1,371 @@
+"""Outbound event webhooks: a transactional outbox of access events for subscribed receivers.
+
+Enqueue: ``webhook_deliveries_enqueue`` is called by services.events for every event it records (single
+and bulk), in the transaction of the change, and writes one WebhookDelivery per matching active
+subscription — one query to find the subscriptions, one INSERT when any match, nothing cached between
+transactions. A rolled-back change leaves no delivery; a broker outage loses none (the sweep drains).
+
+Deliver: claim due deliveries in a short transaction (``select_for_update(skip_locked=True)``, a lease,
+``attempts + 1``), POST each outside any transaction (signed like the webhook connector: Standard
+Webhooks headers, 5 s timeout, no redirects, the same address guard), then record the answer on the
+row if this worker still holds its lease. A failure is retried after a backoff that doubles from
+``BASE_BACKOFF`` up to EVENT_WEBHOOK_MAX_BACKOFF_SECONDS; after EVENT_WEBHOOK_MAX_ATTEMPTS the delivery
+is marked failed and a ``webhook.failed`` access event is written. An admin can queue any delivery
+again (``webhook_delivery_redeliver``, recorded as ``webhook.redelivered``).
+"""
+
+import json
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accessgov import permissions
+from accessgov.connectors.base import ConnectorError
+from accessgov.connectors.webhook import ensure_public_target, post_signed
+from accessgov.exceptions import TransitionNotAllowed
+from accessgov.models import AccessEvent, EventWebhookSubscription, User, WebhookDelivery
+from accessgov.services.events import event_record
+
+logger = logging.getLogger("accessgov.webhooks")
+Status = WebhookDelivery.Status
+Type = AccessEvent.Type
+BASE_BACKOFF = timedelta(seconds=10)
+# A claimed batch is sent one delivery after the other, each bounded by the 5 s timeout: the lease
+# outlasts a whole batch, so no other worker takes a delivery that is still being sent.
+BATCH_SIZE = 10
+LEASE = timedelta(seconds=120)
+TASK_CHUNK = 50
+# Events about the webhooks themselves are never delivered (a redelivery must not create deliveries).
+UNDELIVERED_PREFIX = "webhook."
+DELIVERABLE_TYPES = tuple(t for t in Type.values if not t.startswith(UNDELIVERED_PREFIX))
+
+
+# --- Subscriptions ------------------------------------------------------------------------------
+
+
+def event_type_matches(patterns: list[str], event_type: str) -> bool:
+    """``*`` matches every deliverable type, ``family.*`` every type of the family, anything else exactly."""
+    if event_type.startswith(UNDELIVERED_PREFIX):
+        return False
+    for pattern in patterns:
+        if pattern in ("*", event_type):
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def event_type_pattern_problems(patterns: list[str]) -> list[str]:
+    """What is wrong with a subscription's event type patterns (empty list: nothing)."""
+    if not patterns:
+        return ["Choose at least one event type (for example request.* or grant.expired)."]
+    return [
+        f"{pattern!r} matches no event type that webhooks deliver."
+        for pattern in patterns
+        if not any(event_type_matches([pattern], event_type) for event_type in DELIVERABLE_TYPES)
+    ]
+
+
+def url_problems(url: str) -> list[str]:
+    """An https URL whose host is not internal (plain http is accepted only together with
+    WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a development machine)."""
+    scheme = urlsplit(url).scheme
+    if scheme != "https" and not (scheme == "http" and settings.WEBHOOK_ALLOW_PRIVATE_TARGETS):
+        return ["The webhook URL must start with https://."]
+    try:
+        ensure_public_target(url)
+    except ConnectorError as exc:
+        return [str(exc)]
+    return []
+
+
+# --- Enqueue (in the caller's transaction) ------------------------------------------------------
+
+
+def webhook_deliveries_enqueue(events: list[AccessEvent]) -> list[int]:
+    """Write one delivery per (event, matching active subscription) in the caller's transaction and
+    schedule their sending after the commit (task ids only, robust). Called by services.events for
+    every recorded event, single or bulk; ``events`` must be saved. One SELECT per call whatever the
+    number of events, plus one INSERT when something matches. Returns the new delivery ids."""
+    events = [event for event in events if not event.event_type.startswith(UNDELIVERED_PREFIX)]
+    if not events:
+        return []
+    role_ids = {event.role_id for event in events if event.role_id is not None}
+    scope = Q(system__isnull=True)
+    if role_ids:
+        scope |= Q(system__roles__in=role_ids)
+    # One row per global subscription (role None), and one per (system subscription, role of the batch).
+    rows = EventWebhookSubscription.objects.filter(scope, is_active=True).values_list(
+        "pk", "event_types", "system__roles"
+    )
+    everywhere: list[tuple[int, list[str]]] = []
+    per_role: dict[int, list[tuple[int, list[str]]]] = defaultdict(list)
+    for subscription_id, patterns, role_id in rows:
+        if role_id is None:
+            everywhere.append((subscription_id, patterns))
+        elif role_id in role_ids:
+            per_role[role_id].append((subscription_id, patterns))
+    if not everywhere and not per_role:
+        return []
+    deliveries = _deliveries_for(events, everywhere, per_role, timezone.now())
+    if not deliveries:
+        return []
+    WebhookDelivery.objects.bulk_create(deliveries, batch_size=1000)
+    ids = [delivery.pk for delivery in deliveries]
+    _send_after_commit(ids)
+    return ids
+
+
+def _deliveries_for(events, everywhere, per_role, now) -> list[WebhookDelivery]:
+    deliveries = []
+    for event in events:
+        seen: set[int] = set()
+        for subscription_id, patterns in [*everywhere, *per_role.get(event.role_id, [])]:
+            if subscription_id in seen or not event_type_matches(patterns, event.event_type):
+                continue
+            seen.add(subscription_id)
+            deliveries.append(
+                WebhookDelivery(subscription_id=subscription_id, event=event, created_at=now, next_attempt_at=now)
+            )
+    return deliveries
+
+
+def _send_after_commit(ids: list[int]) -> None:
+    from accessgov import tasks
+
+    for start in range(0, len(ids), TASK_CHUNK):
+        chunk = ids[start : start + TASK_CHUNK]
+        transaction.on_commit(lambda chunk=chunk: tasks.deliver_event_webhooks.delay(chunk), robust=True)
+
+
+# --- Deliver (no transaction open while talking to a receiver) ----------------------------------
+
+
+def webhook_payload(event: AccessEvent) -> dict[str, Any]:
+    """The JSON body for ``event``: what happened, to which request/grant/role/system, by whom, and
+    the event's data. No secrets, no client address and no free-text reason (justifications and
+    comments stay in the portal, where visibility rules apply)."""
+    role = event.role
+    return {
+        "type": event.event_type,
+        "event_id": event.pk,
+        "sequence": event.sequence,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "actor": event.actor_label,
+        "access_request_id": event.access_request_id,
+        "grant_id": event.grant_id,
+        "role_id": event.role_id,
+        "role": role.name if role else None,
+        "system_id": role.system_id if role else None,
+        "system": role.system.slug if role else None,
+        "data": event.data,
+    }
+
+
+def webhook_body(event: AccessEvent) -> bytes:
+    return json.dumps(webhook_payload(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _backoff(attempts: int) -> timedelta:
+    seconds = BASE_BACKOFF.total_seconds() * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, settings.EVENT_WEBHOOK_MAX_BACKOFF_SECONDS))
+
+
+def retry_schedule() -> list[timedelta]:
+    """The waits between attempts with the current settings (for docs, the admin and tests)."""
+    return [_backoff(attempt) for attempt in range(1, settings.EVENT_WEBHOOK_MAX_ATTEMPTS)]
+
+
+def _claim(
+    now: datetime, *, ids: list[int] | None = None, skip_subscriptions: set[int] | None = None, limit: int = BATCH_SIZE
+) -> list[WebhookDelivery]:
+    """Lease up to ``limit`` due deliveries of active subscriptions in one short transaction and count
+    the attempt. Concurrent drains skip each other's locked rows and never take a leased row."""
+    with transaction.atomic():
+        qs = WebhookDelivery.objects.filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lte=now),
+            status=Status.PENDING,
+            next_attempt_at__lte=now,
+            subscription__is_active=True,
+        )
+        if ids is not None:
+            qs = qs.filter(pk__in=ids)
+        if skip_subscriptions:
+            qs = qs.exclude(subscription_id__in=skip_subscriptions)
+        claimed = list(
+            qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not claimed:
+            return []
+        lease_until = now + LEASE
+        WebhookDelivery.objects.filter(pk__in=claimed).update(
+            lease_until=lease_until, attempts=F("attempts") + 1, last_attempt_at=now
+        )
+        return list(
+            WebhookDelivery.objects.filter(pk__in=claimed)
+            .select_related("subscription", "event__role__system")
+            .order_by("pk")
+        )
+
+
+def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:
+    """POST one leased delivery; returns (HTTP status or None, error text or "")."""
+    subscription = delivery.subscription
+    problems = url_problems(subscription.url)
+    if problems:
+        return None, problems[0]
+    try:
+        status = post_signed(subscription.url, subscription.secret, delivery.message_id, webhook_body(delivery.event))
+    except ConnectorError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a bug must not lose the delivery: it is retried like any failure
+        logger.exception("webhook delivery %s crashed", delivery.pk)
+        return None, f"Unexpected error: {exc.__class__.__name__}"
+    return status, "" if 200 <= status < 300 else f"The receiver answered {status}."
+
+
+def _record(delivery: WebhookDelivery, status_code: int | None, error: str) -> str:
+    """Write the outcome of one attempt, only if this worker still holds the lease."""
+    finished = timezone.now()
+    mine = WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PENDING, lease_until=delivery.lease_until)
+    if not error:
+        updated = mine.update(
+            status=Status.DELIVERED,
+            delivered_at=finished,
+            lease_until=None,
+            last_status_code=status_code,
+            last_error="",
+        )
+        return "delivered" if updated else "lost lease"
+    if delivery.attempts < settings.EVENT_WEBHOOK_MAX_ATTEMPTS:
+        updated = mine.update(
+            next_attempt_at=finished + _backoff(delivery.attempts),
+            lease_until=None,
+            last_status_code=status_code,
+            last_error=error[:2000],
+        )
+        return "retrying" if updated else "lost lease"
+    with transaction.atomic():
+        if not mine.update(
+            status=Status.FAILED, lease_until=None, last_status_code=status_code, last_error=error[:2000]
+        ):
+            return "lost lease"
+        event = delivery.event
+        event_record(
+            Type.WEBHOOK_FAILED,
+            job="webhooks",
+            reason=error[:2000],
+            data={
+                "delivery_id": delivery.pk,
+                "subscription_id": delivery.subscription_id,
+                "subscription": delivery.subscription.name,
+                "event_id": event.pk,
+                "event_type": event.event_type,
+                "attempts": delivery.attempts,
+                "last_status_code": status_code,
+            },
+        )
+    return "failed"
+
+
+def _release(delivery: WebhookDelivery) -> None:
+    """Give a claimed delivery back without counting an attempt (its receiver is down right now)."""
+    WebhookDelivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until).update(
+        lease_until=None, attempts=F("attempts") - 1
+    )
+
+
+def _deliver(batch: list[WebhookDelivery], unreachable: set[int]) -> int:
+    """Send a claimed batch; once a subscription's receiver cannot be reached, its other deliveries
+    in this run are released untried (a dead receiver costs one timeout per run, not one per event)."""
+    delivered = 0
+    for delivery in batch:
+        if delivery.subscription_id in unreachable:
+            _release(delivery)
+            continue
+        status_code, error = _send(delivery)
+        if error and status_code is None:
+            unreachable.add(delivery.subscription_id)
+        delivered += _record(delivery, status_code, error) == "delivered"
+    return delivered
+
+
+def webhook_deliveries_send(delivery_ids: list[int]) -> int:
+    """Send these deliveries now if they are due, not leased and still pending (the task after the
+    commit that wrote them). Idempotent: a second run finds them delivered or leased and does nothing.
+    Returns how many were delivered."""
+    batch = _claim(timezone.now(), ids=delivery_ids, limit=len(delivery_ids))
+    return _deliver(batch, set()) if batch else 0
+
+
+def webhook_deliveries_drain(
+    now: datetime | None = None, *, batch_size: int = BATCH_SIZE, budget_seconds: float = 10.0
+) -> int:
+    """Send every due delivery, oldest first, in leased batches, within a time budget (every sweep
+    runs this; it is also the catch-up after a broker outage). Returns how many were delivered."""
+    started = time.monotonic()
+    delivered = 0
+    unreachable: set[int] = set()
+    while time.monotonic() - started < budget_seconds:
+        batch = _claim(now or timezone.now(), skip_subscriptions=unreachable, limit=batch_size)
+        if not batch:
+            break
+        delivered += _deliver(batch, unreachable)
+    return delivered
+
+
+# --- Redelivery (admin) -------------------------------------------------------------------------
+
+
+def webhook_delivery_redeliver(actor: User, delivery_id: int, *, client_address: str | None = None) -> WebhookDelivery:
+    """Queue a delivery again, now, with a fresh set of attempts (portal admins; the admin action).
+
+    Locks the delivery; raises NotAuthorized for anyone but a portal admin allowed to change
+    deliveries, TransitionNotAllowed while it is being sent or when its subscription is inactive.
+    Records ``webhook.redelivered`` and schedules the sending after the commit. The receiver sees the
+    same ``webhook-id`` as before, so it can tell a redelivery from a new event."""
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("subscription", "event")
+            .get(pk=delivery_id)
+        )
+        permissions.ensure_can_redeliver_webhook(actor)
+        now = timezone.now()
+        if delivery.lease_until is not None and delivery.lease_until > now:
+            raise TransitionNotAllowed("This delivery is being sent right now.")
+        if not delivery.subscription.is_active:
+            raise TransitionNotAllowed("The subscription is inactive; activate it first.")
+        previous = {"status": delivery.status, "attempts": delivery.attempts}
+        delivery.status = Status.PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = now
+        delivery.lease_until = None
+        delivery.redelivery_count += 1
+        delivery.save(update_fields=["status", "attempts", "next_attempt_at", "lease_until", "redelivery_count"])
+        event_record(
+            Type.WEBHOOK_REDELIVERED,
+            actor=actor,
+            client_address=client_address,
+            data={
+                "delivery_id": delivery.pk,
+                "subscription_id": delivery.subscription_id,
+                "subscription": delivery.subscription.name,
+                "event_id": delivery.event_id,
+                "event_type": delivery.event.event_type,
+                "previous_status": previous["status"],
+                "previous_attempts": previous["attempts"],
+            },
+        )
+        _send_after_commit([delivery.pk])
+    return delivery
