@@ -385,15 +385,18 @@ def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: i
 
 
 def access_request_remind_due(now: datetime) -> int:
-    """Remind approvers once, at half of the pending timeout (bookkeeping only, not a state change)."""
-    pending = AccessRequest.objects.filter(
-        status=Status.PENDING, reminder_sent_at__isnull=True, lapses_at__gt=now
-    ).only("pk", "created_at", "lapses_at")
-    ids = [r.pk for r in pending.iterator() if r.created_at + (r.lapses_at - r.created_at) / 2 <= now]
-    if not ids:
-        return 0
+    """Remind approvers once, at half of the pending timeout (bookkeeping only, not a state change).
+    The requests are claimed under skip-locked row locks, so parallel sweeps remind each once."""
     with transaction.atomic():
-        AccessRequest.objects.filter(pk__in=ids, reminder_sent_at__isnull=True).update(reminder_sent_at=now)
+        pending = (
+            AccessRequest.objects.filter(status=Status.PENDING, reminder_sent_at__isnull=True, lapses_at__gt=now)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .only("pk", "created_at", "lapses_at")
+        )
+        ids = [r.pk for r in pending if r.created_at + (r.lapses_at - r.created_at) / 2 <= now]
+        if not ids:
+            return 0
+        AccessRequest.objects.filter(pk__in=ids).update(reminder_sent_at=now)
         for pk in ids:
             _notify("request_reminder", pk)
     return len(ids)

@@ -90,16 +90,17 @@ def eligibility_remind_ending(now: datetime) -> int:
 
     from accessgov import tasks
 
-    ids = list(
-        Eligibility.objects.active(now)
-        .filter(
-            ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS),
-            end_reminded_at__isnull=True,
+    with transaction.atomic():  # claimed under skip-locked row locks: parallel sweeps remind once
+        ids = list(
+            Eligibility.objects.active(now)
+            .filter(
+                ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS),
+                end_reminded_at__isnull=True,
+            )
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list("pk", flat=True)[:1000]
         )
-        .values_list("pk", flat=True)[:1000]
-    )
-    if ids:
-        with transaction.atomic():
+        if ids:
             Eligibility.objects.filter(pk__in=ids).update(end_reminded_at=now)
             transaction.on_commit(lambda: tasks.notify_many.delay("eligibility_ending", ids), robust=True)
     return len(ids)

@@ -264,14 +264,16 @@ def grant_release(actor: User, grant_id: int, *, client_address: str | None = No
 
 
 def grant_remind_expiring(now: datetime) -> int:
-    """Tell grantees once, EXPIRY_REMINDER_BEFORE the end (bookkeeping only, not a state change)."""
-    ids = list(
-        Grant.objects.active(now)
-        .filter(expires_at__lte=now + EXPIRY_REMINDER_BEFORE, expiry_reminder_sent_at__isnull=True)
-        .values_list("pk", flat=True)[:1000]
-    )
-    if ids:
-        with transaction.atomic():
+    """Tell grantees once, EXPIRY_REMINDER_BEFORE the end (bookkeeping only, not a state change).
+    The grants are claimed under skip-locked row locks, so parallel sweeps remind each once."""
+    with transaction.atomic():
+        ids = list(
+            Grant.objects.active(now)
+            .filter(expires_at__lte=now + EXPIRY_REMINDER_BEFORE, expiry_reminder_sent_at__isnull=True)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list("pk", flat=True)[:1000]
+        )
+        if ids:
             Grant.objects.filter(pk__in=ids).update(expiry_reminder_sent_at=now)
             _on_commit_task("notify_many", "grant_expiring", ids)
     return len(ids)
@@ -379,14 +381,16 @@ def break_glass_acknowledge(
 
 
 def break_glass_remind_overdue(now: datetime) -> int:
-    """Re-notify open follow-ups past their due time, at most every BREAK_GLASS_REMIND_EVERY."""
-    ids = list(
-        BreakGlassFollowUp.objects.filter(acknowledged_at__isnull=True, due_at__lte=now)
-        .filter(Q(last_reminded_at__isnull=True) | Q(last_reminded_at__lte=now - BREAK_GLASS_REMIND_EVERY))
-        .values_list("pk", flat=True)[:1000]
-    )
-    if ids:
-        with transaction.atomic():
+    """Re-notify open follow-ups past their due time, at most every BREAK_GLASS_REMIND_EVERY (claimed
+    under skip-locked row locks, so parallel sweeps remind each once)."""
+    with transaction.atomic():
+        ids = list(
+            BreakGlassFollowUp.objects.filter(acknowledged_at__isnull=True, due_at__lte=now)
+            .filter(Q(last_reminded_at__isnull=True) | Q(last_reminded_at__lte=now - BREAK_GLASS_REMIND_EVERY))
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list("pk", flat=True)[:1000]
+        )
+        if ids:
             BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
             _on_commit_task("notify_many", "break_glass_overdue", ids)
     return len(ids)

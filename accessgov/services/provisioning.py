@@ -303,17 +303,20 @@ def manual_task_complete(actor: User, item_id: int) -> str:
 
 
 def removal_alert_due(now: datetime) -> int:
-    """Grants whose removal is overdue beyond the threshold: alert owners once (dashboard shows them)."""
-    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
-    ids = list(
-        Grant.objects.filter(
-            removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True, removal_alerted_at__isnull=True
-        ).values_list("pk", flat=True)[:1000]
-    )
-    if ids:
-        from accessgov import tasks
+    """Grants whose removal is overdue beyond the threshold: alert owners once (dashboard shows them).
+    Claimed under skip-locked row locks, so parallel sweeps alert once."""
+    from accessgov import tasks
 
-        with transaction.atomic():
+    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    with transaction.atomic():
+        ids = list(
+            Grant.objects.filter(
+                removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True, removal_alerted_at__isnull=True
+            )
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list("pk", flat=True)[:1000]
+        )
+        if ids:
             Grant.objects.filter(pk__in=ids).update(removal_alerted_at=now)
             transaction.on_commit(lambda: tasks.notify_many.delay("removal_overdue", ids), robust=True)
     return len(ids)
