@@ -238,6 +238,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
 PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES", default=5)
+# How long a drain owns an outbox item it took; a worker killed mid-item leaves it to the first drain
+# (sweep) after this runs out.
+PROVISIONING_LEASE_SECONDS = env.int("PROVISIONING_LEASE_SECONDS", default=60)
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 # Outbound event webhooks: attempts before a delivery is given up, and the longest wait between two
 # (the wait doubles from 10 s); with the defaults the last attempt is about 3.4 hours after the first.

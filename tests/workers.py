@@ -1,4 +1,4 @@
-"""Starting and stopping a real Celery worker process for tests (solo pool, no gossip)."""
+"""Starting and stopping real Celery worker and beat processes for tests (solo pool, no gossip)."""
 
 import os
 import subprocess
@@ -9,29 +9,28 @@ from typing import IO
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_worker(
-    env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel: str = "WARNING"
-) -> subprocess.Popen:
+def _start(args: list[str], env: dict[str, str], output: IO | int) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--pool=solo",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        [sys.executable, "-m", "celery", "-A", "portal", *args],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "1", **env},
         stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def start_worker(
+    env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel: str = "WARNING", name: str = ""
+) -> subprocess.Popen:
+    args = ["worker", "--pool=solo", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    args += ["--without-heartbeat", *([f"--hostname={name}@%h"] if name else [])]
+    return _start(args, env, output)
+
+
+def start_beat(env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel: str = "INFO") -> subprocess.Popen:
+    """Beat keeps its schedule file under VAR_DIR (CELERY_BEAT_SCHEDULE_FILENAME): give each its own."""
+    return _start(["beat", f"--loglevel={loglevel}"], env, output)
 
 
 def stop_worker(worker: subprocess.Popen) -> None:

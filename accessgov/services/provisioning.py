@@ -26,7 +26,6 @@ logger = logging.getLogger("accessgov.provisioning")
 Action = OutboxItem.Action
 State = Grant.Provisioning
 Type = AccessEvent.Type
-LEASE = timedelta(seconds=60)
 
 
 def _drain_after_commit() -> None:
@@ -148,7 +147,8 @@ def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list
             )
         if claimed:
             OutboxItem.objects.filter(pk__in=[i.pk for i in claimed]).update(
-                lease_until=now + LEASE, attempts=F("attempts") + 1
+                lease_until=now + timedelta(seconds=settings.PROVISIONING_LEASE_SECONDS),
+                attempts=F("attempts") + 1,
             )
             for item in claimed:
                 item.attempts += 1
