@@ -74,12 +74,18 @@ def event_type_pattern_problems(patterns: list[str]) -> list[str]:
     ]
 
 
+def _scheme_problem(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme != "https" and not (scheme == "http" and settings.WEBHOOK_ALLOW_PRIVATE_TARGETS):
+        return "The webhook URL must start with https://."
+    return ""
+
+
 def url_problems(url: str) -> list[str]:
     """An https URL whose host is not internal (plain http is accepted only together with
     WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a development machine)."""
-    scheme = urlsplit(url).scheme
-    if scheme != "https" and not (scheme == "http" and settings.WEBHOOK_ALLOW_PRIVATE_TARGETS):
-        return ["The webhook URL must start with https://."]
+    if problem := _scheme_problem(url):
+        return [problem]
     try:
         ensure_public_target(url)
     except ConnectorError as exc:
@@ -180,7 +186,7 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def retry_schedule() -> list[timedelta]:
-    """The waits between attempts with the current settings (for docs, the admin and tests)."""
+    """The waits between attempts with the current settings (documented in docs/WEBHOOKS.md)."""
     return [_backoff(attempt) for attempt in range(1, settings.EVENT_WEBHOOK_MAX_ATTEMPTS)]
 
 
@@ -221,10 +227,9 @@ def _claim(
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:
     """POST one leased delivery; returns (HTTP status or None, error text or "")."""
     subscription = delivery.subscription
-    problems = url_problems(subscription.url)
-    if problems:
-        return None, problems[0]
-    try:
+    if problem := _scheme_problem(subscription.url):
+        return None, problem
+    try:  # post_signed runs the address guard itself, right before connecting
         status = post_signed(subscription.url, subscription.secret, delivery.message_id, webhook_body(delivery.event))
     except ConnectorError as exc:
         return None, str(exc)
