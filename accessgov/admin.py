@@ -3,9 +3,11 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import ValidationError
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
@@ -18,6 +20,7 @@ from accessgov.models import (
     ApiToken,
     AutoApprovalRule,
     BreakGlassFollowUp,
+    ChangeRequest,
     Decision,
     DriftFinding,
     Eligibility,
@@ -29,8 +32,10 @@ from accessgov.models import (
     User,
     WebhookDelivery,
 )
+from accessgov.services import changes as change_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
+from accessgov.services import users as user_services
 from accessgov.services import webhooks as webhook_services
 
 admin.site.site_header = "AccessGov administration"
@@ -54,24 +59,246 @@ class GuardedModelAdmin(_GuardedModelAdmin):
     def obj_perms_manage_user_view(self, request, object_pk, user_id):
         _ensure_pk(self.model, object_pk)
         _ensure_pk(User, user_id)
+        if request.method == "POST" and self.has_change_permission(request, None):
+            user = get_object_or_404(User, pk=user_id)
+            return self._propose_permissions(request, object_pk, user=user)
         return super().obj_perms_manage_user_view(request, object_pk, user_id)
 
     def obj_perms_manage_group_view(self, request, object_pk, group_id):
-        from django.contrib.auth.models import Group
-
         _ensure_pk(self.model, object_pk)
         _ensure_pk(Group, group_id)
+        if request.method == "POST" and self.has_change_permission(request, None):
+            group = get_object_or_404(Group, pk=group_id)
+            return self._propose_permissions(request, object_pk, group=group)
         return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+    def _propose_permissions(self, request, object_pk, *, user=None, group=None):
+        """Who approves or owns is policy: the posted permissions become a four-eyes change."""
+        obj = get_object_or_404(self.get_queryset(request), pk=object_pk)
+        if user is not None:
+            form = self.get_obj_perms_manage_user_form(request)(user, obj, request.POST)
+        else:
+            form = self.get_obj_perms_manage_group_form(request)(group, obj, request.POST)
+        if not form.is_valid():
+            raise PermissionDenied("Choose permissions from the list.")
+        try:
+            change = change_services.change_propose_permissions(
+                request.user,
+                obj=obj,
+                user=user,
+                group=group,
+                perms=set(form.cleaned_data[form.get_obj_perms_field_name()]),
+                client_address=getattr(request, "client_address", None),
+            )
+        except AccessGovError as error:
+            raise PermissionDenied(str(error)) from error
+        if change is None:
+            self.message_user(request, "Nothing changed.")
+            return redirect(request.get_full_path())
+        request._four_eyes_change = change
+        return FourEyesAdminMixin._proposed_response(self, request)
+
+
+class FourEyesAdminMixin:
+    """Saving a guarded model in the admin proposes the change instead (services.changes): a second
+    admin approves it on /changes/. Fields outside ``four_eyes_fields`` are saved directly."""
+
+    four_eyes_kind: str = ""
+    four_eyes_fields: set[str] | None = None  # None: every field of the form
+    four_eyes_on_create = True  # False where a new object grants nothing yet (a system, a role)
+
+    def _gated(self, form, change: bool) -> list[str]:
+        names = [n for n in form.changed_data if self.four_eyes_fields is None or n in self.four_eyes_fields]
+        if "connector_secret" in names:
+            submitted = form.data.get("connector_secret", "")
+            if not submitted or (change and submitted == form.initial.get("connector_secret")):
+                names.remove("connector_secret")
+        if not change:
+            names = [f.name for f in self.model._meta.concrete_fields if f.name in form.fields]
+            return names if self.four_eyes_on_create else []
+        return names
+
+    def save_model(self, request, obj, form, change):
+        gated = self._gated(form, change)
+        request._four_eyes_change = None
+        if not gated:
+            return super().save_model(request, obj, form, change)
+        if change:
+            direct = [n for n in form.changed_data if n not in gated and n != "connector_secret"]
+            if direct:
+                fresh = self.model.objects.get(pk=obj.pk)
+                for name in direct:
+                    setattr(fresh, name, getattr(obj, name))
+                fresh.save(update_fields=direct)
+        elif hasattr(obj, "created_by_id"):
+            obj.created_by = request.user
+        request._four_eyes_change = change_services.change_propose(
+            request.user,
+            kind=self.four_eyes_kind,
+            instance=obj,
+            fields=gated,
+            client_address=getattr(request, "client_address", None),
+        )
+
+    def save_related(self, request, form, formsets, change):
+        if getattr(request, "_four_eyes_change", None) is None:
+            return super().save_related(request, form, formsets, change)
+        for formset in formsets:  # inlines here are read-only; nothing of theirs is saved
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        return None
+
+    def log_addition(self, request, obj, message):
+        if getattr(request, "_four_eyes_change", None) is None:
+            return super().log_addition(request, obj, message)
+        return None
+
+    def log_change(self, request, obj, message):
+        if getattr(request, "_four_eyes_change", None) is None:
+            return super().log_change(request, obj, message)
+        return None
+
+    def _proposed_response(self, request):
+        change = request._four_eyes_change
+        if change.status == ChangeRequest.Status.APPLIED:
+            self.message_user(
+                request, f"Applied: {change.summary} (four-eyes is off; recorded as change #{change.pk})."
+            )
+        else:
+            self.message_user(
+                request,
+                f"Proposed as change #{change.pk}: it takes effect when another admin approves it.",
+                level="warning",
+            )
+        return redirect("change_detail", pk=change.pk)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(request, "_four_eyes_change", None) is not None:
+            return self._proposed_response(request)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        if getattr(request, "_four_eyes_change", None) is not None:
+            return self._proposed_response(request)
+        return super().response_change(request, obj)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+
+
+SELF_WIDENING_FIELDS = ("groups", "user_permissions", "is_staff", "is_superuser")
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class AccessGovGroupAdmin(GroupAdmin):
+    """Groups: nobody changes the permissions of a group they belong to."""
+
+    def get_form(self, request, obj=None, **kwargs):
+        form_class = super().get_form(request, obj, **kwargs)
+        member = obj is not None and request.user.groups.filter(pk=obj.pk).exists()
+
+        class GuardedGroupForm(form_class):
+            def clean(self):
+                data = super().clean()
+                if member and "permissions" in self.changed_data:
+                    raise ValidationError(
+                        "Nobody changes the permissions of a group they belong to: ask another admin."
+                    )
+                return data
+
+        return GuardedGroupForm
 
 
 @admin.register(User)
 class AccessGovUserAdmin(UserAdmin):
+    """Users. Deactivation goes through services.users (sessions ended, grants revoked, requests
+    withdrawn, tokens revoked); nobody widens their own rights (groups, permissions, staff, superuser)."""
+
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff")
+    actions = ["deactivate_users", "reactivate_users"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form_class = super().get_form(request, obj, **kwargs)
+        editing_self = obj is not None and obj.pk == request.user.pk
+
+        class GuardedUserForm(form_class):
+            def clean(self):
+                data = super().clean()
+                widened = [n for n in SELF_WIDENING_FIELDS if n in self.changed_data]
+                if editing_self and widened:
+                    raise ValidationError(
+                        "Nobody changes their own groups, permissions or admin rights: ask another admin."
+                    )
+                return data
+
+        return form_class if obj is None else GuardedUserForm
+
+    def save_model(self, request, obj, form, change):
+        if not (change and "is_active" in form.changed_data):
+            return super().save_model(request, obj, form, change)
+        wanted = obj.is_active
+        obj.is_active = not wanted  # the service flips it, with everything that goes with it
+        super().save_model(request, obj, form, change)
+        address = getattr(request, "client_address", None)
+        if wanted:
+            user_services.user_reactivate(
+                request.user, obj.pk, reason="Reactivated in the admin", client_address=address
+            )
+        else:
+            user_services.user_deactivate(
+                request.user, obj.pk, reason="Deactivated in the admin", client_address=address
+            )
+        obj.refresh_from_db()
+
+    @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
+    def deactivate_users(self, request, queryset):
+        done = 0
+        for user in queryset.filter(is_active=True):
+            try:
+                user_services.user_deactivate(
+                    request.user,
+                    user.pk,
+                    reason="Deactivated in the admin",
+                    client_address=getattr(request, "client_address", None),
+                )
+                done += 1
+            except AccessGovError as error:
+                self.message_user(request, f"{user}: {error}", level="error")
+        self.message_user(request, f"Deactivated {done} account(s).")
+
+    @admin.action(description="Reactivate (restores no access)")
+    def reactivate_users(self, request, queryset):
+        for user in queryset.filter(is_active=False):
+            user_services.user_reactivate(
+                request.user,
+                user.pk,
+                reason="Reactivated in the admin",
+                client_address=getattr(request, "client_address", None),
+            )
 
 
-class RoleInline(admin.TabularInline):
-    model = Role
+class ReadOnlyInline(admin.TabularInline):
+    """Shown for context; edited on its own admin page, where four-eyes applies."""
+
     extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class RoleInline(ReadOnlyInline):
+    model = Role
     fields = ("name", "risk_tier", "default_duration", "max_duration", "approvals_required")
 
 
@@ -120,7 +347,10 @@ class SystemForm(forms.ModelForm):
 
 
 @admin.register(System)
-class SystemAdmin(GuardedModelAdmin):
+class SystemAdmin(FourEyesAdminMixin, GuardedModelAdmin):
+    four_eyes_kind = ChangeRequest.Kind.SYSTEM
+    four_eyes_fields = {"connector", "connector_config", "connector_secret", "reconcile_remove_drift"}
+    four_eyes_on_create = False  # a new system has no roles: its connector grants nothing yet
     form = SystemForm
     list_display = ("name", "environment", "connector", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -128,13 +358,39 @@ class SystemAdmin(GuardedModelAdmin):
     inlines = [RoleInline]
 
 
-class AutoApprovalRuleInline(admin.TabularInline):
+class AutoApprovalRuleInline(ReadOnlyInline):
     model = AutoApprovalRule
-    extra = 0
+
+
+@admin.register(AutoApprovalRule)
+class AutoApprovalRuleAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+    four_eyes_kind = ChangeRequest.Kind.AUTO_APPROVAL_RULE
+    list_display = ("__str__", "requester_group", "window_start", "window_end", "max_risk_tier")
+    list_filter = ("role__system",)
 
 
 @admin.register(Role)
-class RoleAdmin(GuardedModelAdmin):
+class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
+    """A new role is created directly (nobody is eligible for it yet); changes to an existing role's
+    policy wait for a second admin."""
+
+    four_eyes_kind = ChangeRequest.Kind.ROLE
+    four_eyes_fields = {
+        "system",
+        "risk_tier",
+        "default_duration",
+        "max_duration",
+        "approvals_required",
+        "ticket_required",
+        "ticket_pattern",
+        "step_up_required",
+        "break_glass_allowed",
+        "pending_timeout",
+        "target_name",
+    }
+
+    four_eyes_on_create = False
+
     list_display = ("__str__", "risk_tier", "approvals_required", "max_duration", "break_glass_allowed")
     list_filter = ("risk_tier", "system", "break_glass_allowed", "step_up_required")
     search_fields = ("name", "system__name")
@@ -142,7 +398,8 @@ class RoleAdmin(GuardedModelAdmin):
 
 
 @admin.register(Eligibility)
-class EligibilityAdmin(admin.ModelAdmin):
+class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+    four_eyes_kind = ChangeRequest.Kind.ELIGIBILITY
     list_display = ("__str__", "role", "user", "group", "starts_at", "ends_at")
     list_filter = ("role__system",)
     search_fields = ("user__username", "group__name", "role__name")
@@ -233,95 +490,6 @@ class AccessEventAdmin(ReadOnlyAdmin):
     list_filter = ("event_type",)
     search_fields = ("actor_label", "reason")
     date_hierarchy = "occurred_at"
-
-
-class ApiTokenAddForm(forms.ModelForm):
-    """A new token: for whom, what for, until when, which actions and (optionally) which roles."""
-
-    scopes = forms.MultipleChoiceField(choices=[], widget=forms.CheckboxSelectMultiple)
-
-    class Meta:
-        model = ApiToken
-        fields = ["user", "kind", "name", "expires_at", "scopes", "roles"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = ApiToken.Scope.choices
-        self.fields["kind"].initial = ApiToken.Kind.SERVICE
-        self.fields["expires_at"].initial = timezone.now() + timedelta(days=90)
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Service-account tokens are made here (shown once, on the page after saving); tokens are never
-    edited, only revoked (the action), and the secret's hash is never shown."""
-
-    list_display = ("name", "user", "kind", "display_prefix", "expires_at", "last_used_at", "revoked_at")
-    list_filter = ("kind",)
-    search_fields = ("name", "user__username", "display_prefix")
-    raw_id_fields = ("user",)
-    actions = ["revoke_selected"]
-    readonly_fields = (
-        "user",
-        "kind",
-        "name",
-        "display_prefix",
-        "scopes",
-        "roles",
-        "expires_at",
-        "created_at",
-        "created_by",
-        "last_used_at",
-        "last_used_address",
-        "revoked_at",
-        "revoked_by",
-    )
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = ApiTokenAddForm
-        return super().get_form(request, obj, change=change, **kwargs)
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.readonly_fields if obj is not None else ()
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            return
-        data = form.cleaned_data
-        try:
-            token, secret = token_services.api_token_create(
-                request.user,
-                user=data["user"],
-                name=data["name"],
-                kind=data["kind"],
-                expires_at=data["expires_at"],
-                scopes=data["scopes"],
-                roles=list(data["roles"]),
-            )
-        except AccessGovError as error:
-            raise ValidationError(str(error)) from error
-        obj.pk, obj._secret = token.pk, secret
-
-    def save_related(self, request, form, formsets, change):
-        """Roles were set by the service."""
-
-    def response_add(self, request, obj, post_url_continue=None):
-        context = {**self.admin_site.each_context(request), "token": obj, "secret": obj._secret, "opts": self.opts}
-        response = TemplateResponse(request, "admin/accessgov/apitoken/created.html", context)
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description="Revoke selected tokens now")
-    def revoke_selected(self, request, queryset):
-        done = 0
-        for token in queryset.filter(revoked_at__isnull=True):
-            token_services.api_token_revoke(request.user, token.pk)
-            done += 1
-        self.message_user(request, f"{done} token(s) revoked.")
 
 
 class EventWebhookSubscriptionForm(forms.ModelForm):
@@ -433,3 +601,92 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"Delivery #{delivery.pk}: {error}", level="error")
         if done:
             self.message_user(request, f"Queued {done} {'delivery' if done == 1 else 'deliveries'} again.")
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    """A new token: for whom, what for, until when, which actions and (optionally) which roles."""
+
+    scopes = forms.MultipleChoiceField(choices=[], widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "kind", "name", "expires_at", "scopes", "roles"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = ApiToken.Scope.choices
+        self.fields["kind"].initial = ApiToken.Kind.SERVICE
+        self.fields["expires_at"].initial = timezone.now() + timedelta(days=90)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Service-account tokens are made here (shown once, on the page after saving); tokens are never
+    edited, only revoked (the action), and the secret's hash is never shown."""
+
+    list_display = ("name", "user", "kind", "display_prefix", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("kind",)
+    search_fields = ("name", "user__username", "display_prefix")
+    raw_id_fields = ("user",)
+    actions = ["revoke_selected"]
+    readonly_fields = (
+        "user",
+        "kind",
+        "name",
+        "display_prefix",
+        "scopes",
+        "roles",
+        "expires_at",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "last_used_address",
+        "revoked_at",
+        "revoked_by",
+    )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        data = form.cleaned_data
+        try:
+            token, secret = token_services.api_token_create(
+                request.user,
+                user=data["user"],
+                name=data["name"],
+                kind=data["kind"],
+                expires_at=data["expires_at"],
+                scopes=data["scopes"],
+                roles=list(data["roles"]),
+            )
+        except AccessGovError as error:
+            raise ValidationError(str(error)) from error
+        obj.pk, obj._secret = token.pk, secret
+
+    def save_related(self, request, form, formsets, change):
+        """Roles were set by the service."""
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {**self.admin_site.each_context(request), "token": obj, "secret": obj._secret, "opts": self.opts}
+        response = TemplateResponse(request, "admin/accessgov/apitoken/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected tokens now")
+    def revoke_selected(self, request, queryset):
+        done = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            token_services.api_token_revoke(request.user, token.pk)
+            done += 1
+        self.message_user(request, f"{done} token(s) revoked.")

@@ -17,6 +17,7 @@ def portal(request: HttpRequest) -> dict:
             "verified": True,
             "groups": set(user.groups.values_list("name", flat=True)),
             "is_staff": user.is_staff,
+            "pending_changes": _pending_changes(user),
             "approver": approver,
             "auditor": permissions.is_auditor(user),
             "queue_size": selectors.approver_queue(user, timezone.now()).count() if approver else 0,
@@ -32,3 +33,11 @@ def _owns_any(user) -> bool:
     from guardian.shortcuts import get_objects_for_user
 
     return get_objects_for_user(user, "accessgov.own_system", accept_global_perms=False).exists()
+
+
+def _pending_changes(user) -> int:
+    if not user.is_staff:
+        return 0
+    from accessgov.models import ChangeRequest
+
+    return ChangeRequest.objects.filter(status=ChangeRequest.Status.PENDING).exclude(proposed_by=user).count()

@@ -540,6 +540,11 @@ class AccessEvent(models.Model):
         REVIEW_APPLIED = "review.applied", "Review outcome applied"
         ELIGIBILITY_ADDED = "eligibility.added", "Eligibility added"
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
+        USER_DEACTIVATED = "user.deactivated", "Account deactivated (sessions ended, access revoked)"
+        USER_REACTIVATED = "user.reactivated", "Account reactivated (nothing restored)"
+        CHANGE_PROPOSED = "change.proposed", "Policy change proposed (four-eyes)"
+        CHANGE_APPLIED = "change.applied", "Policy change applied"
+        CHANGE_REJECTED = "change.rejected", "Policy change rejected"
         WEBHOOK_REDELIVERED = "webhook.redelivered", "Event webhook delivery queued again"
         WEBHOOK_FAILED = "webhook.failed", "Event webhook delivery given up"
 
@@ -736,69 +741,6 @@ class ReviewItem(models.Model):
         return f"{self.subject_user or self.subject_group} on {self.role}"
 
 
-class ApiToken(models.Model):
-    """A bearer credential for the REST API. Only the sha256 of the secret is stored; the secret is
-    shown once, when made. Personal tokens are made by their user in the portal (after OTP); service
-    tokens are made by admins for a service account and may be limited to some roles. Either kind acts
-    with its user's rights, narrowed to its ``scopes`` (and ``roles``, when any are set).
-    Written only by services.tokens (``last_used_*`` is bookkeeping, updated at most once a minute)."""
-
-    class Kind(models.TextChoices):
-        PERSONAL = "personal", "Personal"
-        SERVICE = "service", "Service account"
-
-    class Scope(models.TextChoices):
-        REQUESTS_READ = "requests:read", "Read own requests"
-        REQUESTS_CREATE = "requests:create", "Request access"
-        REQUESTS_CANCEL = "requests:cancel", "Cancel own pending requests"
-        GRANTS_READ = "grants:read", "Read grants"
-        GRANTS_RELEASE = "grants:release", "Release own grants"
-        DECISIONS_READ = "decisions:read", "Read the approval queue"
-        DECISIONS_DECIDE = "decisions:decide", "Approve or deny requests"
-        CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
-        EVENTS_READ = "events:read", "Read access events (auditors)"
-
-    SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSONAL)
-    name = models.CharField(max_length=100, help_text="What the token is for, e.g. the pipeline that uses it.")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    display_prefix = models.CharField(max_length=16, editable=False, help_text="The secret's first characters.")
-    scopes = models.JSONField(default=list, blank=True, help_text="Allowed actions, e.g. requests:create.")
-    roles = models.ManyToManyField(
-        Role, blank=True, related_name="+", help_text="Only these roles; empty means every role the user may use."
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    expires_at = models.DateTimeField()
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    last_used_address = models.GenericIPAddressField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(expires_at__gt=models.F("created_at")), name="api_token_expires_after_creation"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.display_prefix}…)"
-
-    def is_usable_at(self, now) -> bool:
-        return self.revoked_at is None and now < self.expires_at
-
-    def allows(self, scope: str) -> bool:
-        return scope in self.scopes
-
-
 class EventWebhookSubscription(models.Model):
     """An outbound event webhook: access events whose type matches ``event_types`` (for one system, or
     for every system when ``system`` is empty) are POSTed, signed with ``secret``, to ``url``.
@@ -872,3 +814,120 @@ class WebhookDelivery(models.Model):
     def message_id(self) -> str:
         """The ``webhook-id`` header: the same for every attempt and redelivery, so receivers can de-duplicate."""
         return f"event-{self.event_id}-{self.subscription_id}"
+
+
+class ApiToken(models.Model):
+    """A bearer credential for the REST API. Only the sha256 of the secret is stored; the secret is
+    shown once, when made. Personal tokens are made by their user in the portal (after OTP); service
+    tokens are made by admins for a service account and may be limited to some roles. Either kind acts
+    with its user's rights, narrowed to its ``scopes`` (and ``roles``, when any are set).
+    Written only by services.tokens (``last_used_*`` is bookkeeping, updated at most once a minute)."""
+
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", "Personal"
+        SERVICE = "service", "Service account"
+
+    class Scope(models.TextChoices):
+        REQUESTS_READ = "requests:read", "Read own requests"
+        REQUESTS_CREATE = "requests:create", "Request access"
+        REQUESTS_CANCEL = "requests:cancel", "Cancel own pending requests"
+        GRANTS_READ = "grants:read", "Read grants"
+        GRANTS_RELEASE = "grants:release", "Release own grants"
+        DECISIONS_READ = "decisions:read", "Read the approval queue"
+        DECISIONS_DECIDE = "decisions:decide", "Approve or deny requests"
+        CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
+        EVENTS_READ = "events:read", "Read access events (auditors)"
+
+    SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSONAL)
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. the pipeline that uses it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    display_prefix = models.CharField(max_length=16, editable=False, help_text="The secret's first characters.")
+    scopes = models.JSONField(default=list, blank=True, help_text="Allowed actions, e.g. requests:create.")
+    roles = models.ManyToManyField(
+        Role, blank=True, related_name="+", help_text="Only these roles; empty means every role the user may use."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_address = models.GenericIPAddressField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("created_at")), name="api_token_expires_after_creation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix}…)"
+
+    def is_usable_at(self, now) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class ChangeRequest(models.Model):
+    """A proposed change to policy — a role's policy, an auto-approval rule, an eligibility granted in the
+    admin, a system's connector settings — applied only when a second admin approves it (four-eyes).
+    Written only by services.changes. ``changes`` is what people see (secrets masked); ``payload`` is
+    what gets applied; ``secret_payload`` holds a new connector secret until the decision, then is wiped."""
+
+    class Kind(models.TextChoices):
+        ROLE = "role", "Role policy"
+        AUTO_APPROVAL_RULE = "auto_approval_rule", "Auto-approval rule"
+        ELIGIBILITY = "eligibility", "Eligibility"
+        SYSTEM = "system", "Connector settings"
+        OBJECT_PERMISSION = "object_permission", "Who approves or owns"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a second admin"
+        APPLIED = "applied", "Approved and applied"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    target_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: the change creates it.")
+    summary = models.CharField(max_length=300)
+    changes = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict)
+    secret_payload = models.TextField(blank=True)
+    beneficiary = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    proposed_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    applied_target_id = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at"]
+        constraints = [
+            # Four eyes: whoever approves or rejects is not who proposed (withdrawal is the proposer's).
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True)
+                | models.Q(status="withdrawn")
+                | ~models.Q(decided_by=models.F("proposed_by")),
+                name="change_not_decided_by_proposer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.summary}"

@@ -253,6 +253,9 @@ REVIEW_DUE_DAYS = env.int("REVIEW_DUE_DAYS", default=14)
 REVIEW_GRACE_DAYS = env.int("REVIEW_GRACE_DAYS", default=2)
 REVIEW_KEEP_DAYS = env.int("REVIEW_KEEP_DAYS", default=100)
 ELIGIBILITY_REMINDER_DAYS = env.int("ELIGIBILITY_REMINDER_DAYS", default=7)
+# Four-eyes on policy: changes to role policy, auto-approval rules, admin-granted eligibility and
+# connector settings wait for a second admin. Turn off only for a single-admin deployment.
+FOUR_EYES_POLICY_CHANGES = env.bool("FOUR_EYES_POLICY_CHANGES", default=True)
 # Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).

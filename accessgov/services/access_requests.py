@@ -348,6 +348,39 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
         return access_request
 
 
+def access_request_withdraw_all(requester: User, *, actor: User, reason: str) -> int:
+    """Set-based: every pending request of ``requester`` becomes cancelled (their account was
+    deactivated), with one request.cancelled event each naming ``actor``. Called by services.users
+    inside its transaction; locks the rows it changes."""
+    due = list(
+        AccessRequest.objects.select_for_update(no_key=True, of=("self",))
+        .filter(requester=requester, status=Status.PENDING)
+        .only("pk", "role_id")
+    )
+    if not due:
+        return 0
+    now = timezone.now()
+    AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
+        status=Status.CANCELLED, decided_at=now
+    )
+    event_record_bulk(
+        [
+            AccessEvent(
+                event_type=Type.REQUEST_CANCELLED,
+                actor=actor,
+                actor_label=actor.get_username(),
+                access_request_id=r.pk,
+                role_id=r.role_id,
+                occurred_at=now,
+                reason=f"Requester's account deactivated: {reason}",
+                data={"deactivated": True},
+            )
+            for r in due
+        ]
+    )
+    return len(due)
+
+
 def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: int = 2000) -> int:
     """Set-based: every pending request past its ``lapses_at`` becomes lapsed, with one event each.
     Rows another transaction holds (an approval in flight) are skipped and retried next sweep."""

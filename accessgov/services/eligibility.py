@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accessgov import permissions
-from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
 from accessgov.services.events import event_record
 
@@ -26,6 +26,8 @@ def eligibility_add(
     now = timezone.now()
     if ends_at is not None and ends_at <= now:
         raise PolicyViolation("The end date must be in the future.")
+    if user == actor or (group is not None and actor.groups.filter(pk=group.pk).exists()):
+        raise NotAuthorized("Nobody makes themselves eligible: ask another owner or an admin.")
     with transaction.atomic():
         permissions.ensure_can_manage_eligibility(actor, role.system)
         duplicate = Eligibility.objects.active(now).filter(role=role, user=user, group=group).exists()

@@ -1,0 +1,300 @@
+"""Four-eyes on policy: changes to a role's policy, auto-approval rules, eligibility granted by admins
+and connector settings are proposed by one admin and applied only when another approves them.
+
+Callers: the admin (save on the guarded models proposes instead of saving) and the change pages
+(approve, reject, withdraw). With FOUR_EYES_POLICY_CHANGES off, a proposal is applied at once (still
+recorded). Every step records an access event in its transaction. Nobody approves their own change,
+and nobody approves a change that widens their own access.
+"""
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
+
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.models import AccessEvent, AutoApprovalRule, ChangeRequest, Eligibility, Role, System, User
+from accessgov.services.events import event_record
+
+Type = AccessEvent.Type
+Kind = ChangeRequest.Kind
+Status = ChangeRequest.Status
+MODELS: dict[str, type[models.Model]] = {
+    Kind.ROLE: Role,
+    Kind.AUTO_APPROVAL_RULE: AutoApprovalRule,
+    Kind.ELIGIBILITY: Eligibility,
+    Kind.SYSTEM: System,
+}
+SECRET_FIELDS = {"connector_secret"}
+MASK = "•••••• (secret)"
+
+
+def can_manage_changes(user: User) -> bool:
+    """Portal admins (staff) may see, propose and decide policy changes."""
+    return user.is_active and user.is_staff
+
+
+def _ensure_admin(actor: User) -> None:
+    if not can_manage_changes(actor):
+        raise NotAuthorized("Only portal admins change policy.")
+
+
+def _display(instance: models.Model, field: models.Field) -> str:
+    if field.name in SECRET_FIELDS:
+        return MASK if getattr(instance, field.attname) else ""
+    if field.is_relation:
+        related = getattr(instance, field.name, None)
+        return str(related) if related is not None else ""
+    if field.choices:
+        return str(getattr(instance, f"get_{field.name}_display")())
+    value = getattr(instance, field.attname)
+    return "" if value is None else str(value)
+
+
+def _beneficiary(kind: str, instance: models.Model) -> User | None:
+    if kind == Kind.ELIGIBILITY and instance.user_id:
+        return instance.user
+    return None
+
+
+def _serialize(instance: models.Model, field: models.Field) -> str | None:
+    if getattr(instance, field.attname) is None:
+        return None
+    return field.value_to_string(instance)
+
+
+def change_propose(
+    actor: User,
+    *,
+    kind: str,
+    instance: models.Model,
+    fields: list[str],
+    client_address: str | None = None,
+) -> ChangeRequest:
+    """Record ``instance``'s new values for ``fields`` (an unsaved new object, or an existing one with
+    edited attributes) as a pending change. Nothing is applied until a second admin approves — unless
+    FOUR_EYES_POLICY_CHANGES is off, in which case it is applied now. Raises NotAuthorized or
+    PolicyViolation (invalid values)."""
+    _ensure_admin(actor)
+    model = MODELS[kind]
+    try:
+        instance.full_clean()
+    except ValidationError as error:
+        raise PolicyViolation("; ".join(error.messages)) from error
+    current = model.objects.filter(pk=instance.pk).first() if instance.pk else None
+    meta_fields = [model._meta.get_field(name) for name in fields]
+    changes = {
+        f.name: {
+            "label": str(f.verbose_name),
+            "old": _display(current, f) if current is not None else "",
+            "new": _display(instance, f),
+        }
+        for f in meta_fields
+    }
+    payload = {f.attname: _serialize(instance, f) for f in meta_fields if f.name not in SECRET_FIELDS}
+    if current is not None:
+        payload = {
+            "__old__": {f.attname: _serialize(current, f) for f in meta_fields if f.name not in SECRET_FIELDS},
+            **payload,
+        }
+    secret = next((getattr(instance, name) for name in SECRET_FIELDS if name in fields), "") or ""
+    verb = "Change" if current is not None else "Create"
+    summary = f"{verb} {model._meta.verbose_name} {instance}"[:300]
+    with transaction.atomic():
+        change = ChangeRequest.objects.create(
+            kind=kind,
+            target_id=instance.pk,
+            summary=summary,
+            changes=changes,
+            payload=payload,
+            secret_payload=secret,
+            beneficiary=_beneficiary(kind, instance),
+            proposed_by=actor,
+        )
+        event_record(
+            Type.CHANGE_PROPOSED,
+            actor=actor,
+            client_address=client_address,
+            role=instance if kind == Kind.ROLE and instance.pk else None,
+            reason=summary,
+            data={"change_id": change.pk, "kind": kind, "target_id": instance.pk, "changes": changes},
+        )
+        if not settings.FOUR_EYES_POLICY_CHANGES:
+            return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
+        return change
+
+
+def change_propose_permissions(
+    actor: User,
+    *,
+    obj: System | Role,
+    user: User | None = None,
+    group: Group | None = None,
+    perms: set[str],
+    client_address: str | None = None,
+) -> ChangeRequest | None:
+    """Object permissions on a system or role (who approves, who owns) for a user or a group, set to
+    exactly ``perms``. Adding any permission waits for a second admin; a change that only removes is
+    applied at once (narrowing access should never wait), recorded the same way. Nobody changes their
+    own permissions or those of a group they are in. Returns None when nothing changes."""
+    _ensure_admin(actor)
+    holder = user or group
+    if user is not None and user.pk == actor.pk:
+        raise NotAuthorized("Nobody changes their own permissions: ask another admin.")
+    if group is not None and actor.groups.filter(pk=group.pk).exists():
+        raise NotAuthorized("Nobody changes the permissions of a group they belong to: ask another admin.")
+    current = set(get_user_perms(user, obj) if user is not None else get_group_perms(group, obj))
+    add, remove = sorted(perms - current), sorted(current - perms)
+    if not add and not remove:
+        return None
+    changes = {p: {"label": p.replace("_", " "), "old": "yes", "new": "no"} for p in remove}
+    changes |= {p: {"label": p.replace("_", " "), "old": "no", "new": "yes"} for p in add}
+    summary = f"Permissions of {'group ' if group else ''}{holder} on {obj}"[:300]
+    with transaction.atomic():
+        change = ChangeRequest.objects.create(
+            kind=Kind.OBJECT_PERMISSION,
+            target_id=obj.pk,
+            summary=summary,
+            changes=changes,
+            payload={
+                "model": obj._meta.model_name,
+                "user_id": user.pk if user else None,
+                "group_id": group.pk if group else None,
+                "add": add,
+                "remove": remove,
+            },
+            beneficiary=user if add else None,
+            proposed_by=actor,
+        )
+        event_record(
+            Type.CHANGE_PROPOSED,
+            actor=actor,
+            client_address=client_address,
+            role=obj if isinstance(obj, Role) else None,
+            reason=summary,
+            data={"change_id": change.pk, "kind": change.kind, "target_id": obj.pk, "changes": changes},
+        )
+        if not add or not settings.FOUR_EYES_POLICY_CHANGES:
+            return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
+        return change
+
+
+def _apply_permissions(change: ChangeRequest) -> models.Model:
+    payload = change.payload
+    model = {"system": System, "role": Role}[payload["model"]]
+    obj = model.objects.filter(pk=change.target_id).first()
+    if obj is None:
+        raise TransitionNotAllowed("What this change edits no longer exists.")
+    holder = (
+        User.objects.get(pk=payload["user_id"]) if payload["user_id"] else Group.objects.get(pk=payload["group_id"])
+    )
+    for perm in payload["remove"]:
+        remove_perm(perm, holder, obj)
+    for perm in payload["add"]:
+        assign_perm(perm, holder, obj)
+    return obj
+
+
+def _lock(change_id: int) -> ChangeRequest:
+    change = ChangeRequest.objects.select_for_update(no_key=True, of=("self",)).get(pk=change_id)
+    if change.status != Status.PENDING:
+        raise TransitionNotAllowed(f"This change is already {change.get_status_display().lower()}.")
+    return change
+
+
+def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, four_eyes: bool) -> ChangeRequest:
+    if change.kind == Kind.OBJECT_PERMISSION:
+        instance = _apply_permissions(change)
+        return _applied(change, instance, actor=actor, client_address=client_address, four_eyes=four_eyes)
+    model = MODELS[change.kind]
+    payload = dict(change.payload)
+    old = payload.pop("__old__", None)
+    if change.target_id is not None:
+        instance = model.objects.select_for_update(no_key=True, of=("self",)).filter(pk=change.target_id).first()
+        if instance is None:
+            raise TransitionNotAllowed("What this change edits no longer exists.")
+        by_attname = {f.attname: f for f in model._meta.concrete_fields}
+        if old is not None and any(_serialize(instance, by_attname[a]) != v for a, v in old.items()):
+            raise TransitionNotAllowed("It was changed by someone else since this was proposed; propose it again.")
+    else:
+        instance = model()
+        if change.kind == Kind.ELIGIBILITY:
+            instance.created_by = change.proposed_by
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    for attname, value in payload.items():
+        setattr(instance, attname, None if value is None else by_attname[attname].to_python(value))
+    if change.secret_payload:
+        instance.connector_secret = change.secret_payload
+    try:
+        instance.full_clean()
+        with transaction.atomic():
+            instance.save()
+    except (ValidationError, IntegrityError) as error:
+        messages = error.messages if isinstance(error, ValidationError) else [str(error)]
+        raise PolicyViolation("The change cannot be applied: " + "; ".join(messages)) from error
+    return _applied(change, instance, actor=actor, client_address=client_address, four_eyes=four_eyes)
+
+
+def _applied(
+    change: ChangeRequest, instance: models.Model, *, actor: User, client_address: str | None, four_eyes: bool
+) -> ChangeRequest:
+    change.status, change.decided_by, change.decided_at = Status.APPLIED, (actor if four_eyes else None), timezone.now()
+    change.secret_payload, change.applied_target_id = "", instance.pk
+    change.save(update_fields=["status", "decided_by", "decided_at", "secret_payload", "applied_target_id"])
+    event_record(
+        Type.CHANGE_APPLIED,
+        actor=actor,
+        client_address=client_address,
+        role=instance if isinstance(instance, Role) else None,
+        reason=change.summary,
+        data={
+            "change_id": change.pk,
+            "kind": change.kind,
+            "target_id": instance.pk,
+            "proposed_by": change.proposed_by.get_username(),
+            "four_eyes": four_eyes,
+            "changes": change.changes,
+        },
+    )
+    return change
+
+
+def change_approve(actor: User, change_id: int, *, client_address: str | None = None) -> ChangeRequest:
+    """A second admin approves and applies a pending change (re-validated against the current state).
+    Locks the change and its target. Raises NotAuthorized (the proposer, or the person whose access it
+    widens), TransitionNotAllowed (decided, or the target changed since) or PolicyViolation."""
+    _ensure_admin(actor)
+    with transaction.atomic():
+        change = _lock(change_id)
+        if change.proposed_by_id == actor.pk:
+            raise NotAuthorized("Nobody approves their own policy change: another admin must.")
+        if change.beneficiary_id == actor.pk:
+            raise NotAuthorized("This change widens your own access: another admin must approve it.")
+        group_id = change.payload.get("group_id") if change.kind == Kind.OBJECT_PERMISSION else None
+        if group_id and actor.groups.filter(pk=group_id).exists():
+            raise NotAuthorized("This change widens the access of a group you are in: another admin must approve it.")
+        return _apply(change, actor=actor, client_address=client_address, four_eyes=True)
+
+
+def change_reject(actor: User, change_id: int, *, comment: str, client_address: str | None = None) -> ChangeRequest:
+    """Another admin rejects a pending change (a reason is required), or its proposer withdraws it."""
+    _ensure_admin(actor)
+    with transaction.atomic():
+        change = _lock(change_id)
+        withdrawing = change.proposed_by_id == actor.pk
+        if not withdrawing and not comment.strip():
+            raise PolicyViolation("Say why the change is rejected.")
+        change.status = Status.WITHDRAWN if withdrawing else Status.REJECTED
+        change.decided_by, change.decided_at = actor, timezone.now()
+        change.comment, change.secret_payload = comment.strip(), ""
+        change.save(update_fields=["status", "decided_by", "decided_at", "comment", "secret_payload"])
+        event_record(
+            Type.CHANGE_REJECTED,
+            actor=actor,
+            client_address=client_address,
+            reason=comment.strip() or "Withdrawn by the proposer",
+            data={"change_id": change.pk, "kind": change.kind, "status": change.status},
+        )
+        return change

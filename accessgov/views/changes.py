@@ -1,0 +1,79 @@
+"""Four-eyes policy changes: the list of proposals, each with its diff, and approve / reject / withdraw.
+Portal admins only (others get 404: the page does not exist for them)."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from accessgov.exceptions import AccessGovError
+from accessgov.models import ChangeRequest
+from accessgov.services import changes as services
+from accessgov.views.common import refused
+
+
+def _ensure_admin(request: HttpRequest) -> None:
+    if not services.can_manage_changes(request.user):
+        raise Http404("No such page.")
+
+
+@require_GET
+def change_list_view(request: HttpRequest) -> HttpResponse:
+    _ensure_admin(request)
+    changes = ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary")
+    return render(
+        request,
+        "accessgov/changes/list.html",
+        {
+            "pending": changes.filter(status=ChangeRequest.Status.PENDING).order_by("proposed_at"),
+            "recent": changes.exclude(status=ChangeRequest.Status.PENDING).order_by("-decided_at")[:50],
+        },
+    )
+
+
+@require_GET
+def change_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _ensure_admin(request)
+    change = get_object_or_404(ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary"), pk=pk)
+    mine = change.proposed_by_id == request.user.pk
+    return render(
+        request,
+        "accessgov/changes/detail.html",
+        {
+            "change": change,
+            "rows": change.changes.values(),
+            "mine": mine,
+            "can_approve": change.status == ChangeRequest.Status.PENDING
+            and not mine
+            and change.beneficiary_id != request.user.pk,
+        },
+    )
+
+
+@require_POST
+def change_approve_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _ensure_admin(request)
+    get_object_or_404(ChangeRequest, pk=pk)
+    back = reverse("change_detail", args=[pk])
+    try:
+        change = services.change_approve(request.user, pk, client_address=request.client_address)
+    except AccessGovError as error:
+        return refused(request, error, back)
+    messages.success(request, f"Applied: {change.summary}.")
+    return redirect(back)
+
+
+@require_POST
+def change_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _ensure_admin(request)
+    get_object_or_404(ChangeRequest, pk=pk)
+    back = reverse("change_detail", args=[pk])
+    try:
+        change = services.change_reject(
+            request.user, pk, comment=request.POST.get("comment", ""), client_address=request.client_address
+        )
+    except AccessGovError as error:
+        return refused(request, error, back)
+    messages.success(request, f"{change.get_status_display()}: {change.summary}.")
+    return redirect(back)
