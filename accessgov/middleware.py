@@ -1,4 +1,4 @@
-"""Request-wide guards: the real client address, session timeouts, and the OTP requirement."""
+"""Request-wide guards: the real client address, no-store caching, session timeouts, and the OTP requirement."""
 
 import logging
 import time
@@ -49,6 +49,26 @@ class ClientAddressMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.client_address = net.client_address(request)  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on every response that may carry someone's data: any response to a
+    request with a session cookie or an ``Authorization`` header, and any response whose view did not
+    choose its own caching. Decided from the request's headers alone (never by loading the session), so
+    it also holds for the error page of a request whose session could not be read. Static files are
+    served before this runs and keep their long cache lifetimes."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "no-store" in response.get("Cache-Control", ""):
+            return response  # the view chose it already (e.g. never_cache, "private, no-store")
+        credentials = settings.SESSION_COOKIE_NAME in request.COOKIES or "Authorization" in request.headers
+        if credentials or not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response
 
 
 class SessionTimeoutMiddleware:

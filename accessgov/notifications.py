@@ -292,6 +292,17 @@ def build(kind: str, object_id: int) -> Message | None:
     return builder(obj) if obj is not None else None
 
 
+def one_line(text: str) -> str:
+    """A header value on one line: user text (a role name, a person's name) never adds header lines."""
+    return " ".join(text.split())
+
+
+def slack_escape(text: str) -> str:
+    """Slack reads ``<…>`` as links and mentions (``<!channel>``, ``<https://x|Approve>``): user text
+    must show as typed, so & < > are escaped the way Slack's message format asks."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def send_email(message: Message) -> int:
     sent = 0
     context = {
@@ -306,7 +317,7 @@ def send_email(message: Message) -> int:
     for user in sorted(message.recipients, key=lambda u: u.pk):
         if not user.email or not user.is_active:
             continue
-        email = EmailMultiAlternatives(message.subject, text, settings.DEFAULT_FROM_EMAIL, [user.email])
+        email = EmailMultiAlternatives(one_line(message.subject), text, settings.DEFAULT_FROM_EMAIL, [user.email])
         email.attach_alternative(html, "text/html")
         email.send()
         sent += 1
@@ -323,8 +334,8 @@ def send_slack(message: Message) -> bool:
     if system is None or not system.slack_webhook_url:
         return False
     body = {
-        "text": f"*{message.heading}*\n"
-        + "\n".join(message.lines)
+        "text": f"*{slack_escape(message.heading)}*\n"
+        + "\n".join(slack_escape(line) for line in message.lines)
         + (f"\n<{message.action_url}|Open>" if message.action_url else "")
     }
     request = urllib.request.Request(  # noqa: S310 - https URL configured by an admin

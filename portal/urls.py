@@ -39,6 +39,9 @@ accounts_patterns = (
     "accounts",
 )
 
+# Fail closed, with a reference id and no stack trace (a JSON body for the API).
+handler500 = "accessgov.views.errors.server_error"
+
 urlpatterns = [
     path("", home.home_view, name="home"),
     path("healthz", health.healthz_view, name="healthz"),

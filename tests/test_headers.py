@@ -1,56 +1,255 @@
-"""Security headers and no inline script on the pages built so far."""
+"""Security headers on every response: a crawl of every URL pattern (read from the resolver, so new views
+and the REST API are covered as they land) as every persona, over pages, redirects, refusals, 404s,
+500s, CSV downloads and JSON - plus no inline script in any HTML the portal serves."""
 
 import re
+from html.parser import HTMLParser
 
 import pytest
-from django.urls import reverse
+from django.db import OperationalError
+from django.test import Client
+from django.urls import get_resolver, reverse
 
-PAGES = ["home", "accounts:security", "accounts:backup_codes", "accounts:password_change", "accounts:step_up"]
+from accessgov.views import errors
+from tests import security_world
+from tests.conftest import verify_session
+from tests.test_url_matrix import URLS
 
+pytestmark = pytest.mark.django_db
 
-def _assert_hardened(response):
-    csp = response["Content-Security-Policy"]
-    assert "script-src 'self'" in csp
-    assert "frame-ancestors 'none'" in csp
-    assert "unsafe-inline" not in csp
-    assert response["X-Frame-Options"] == "DENY"
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["Referrer-Policy"] == "same-origin"
-    html = response.content.decode()
-    # Every <script> loads a file from 'self'; no inline script and no inline event handlers.
-    for tag in re.findall(r"<script[^>]*>", html):
-        assert 'src="/static/' in tag, tag
-    assert not re.search(r"<script[^>]*>\s*[^<\s]", html)
-    assert not re.search(r"\son[a-z]+=", html)
+HSTS = "max-age=31536000; includeSubDomains; preload"
+SESSION_PERSONAS = ["anonymous", "password-only", "requester", "approver", "owner", "auditor", "admin"]
 
 
-@pytest.mark.django_db
-def test_sign_in_page_is_hardened(client):
-    _assert_hardened(client.get(reverse("accounts:login")))
+def hardening_problems(response, where: str) -> list[str]:
+    """Everything wrong with one response's headers (and, for HTML, its scripts); empty when hardened.
+    Requests are made over HTTPS (``secure=True``) so HSTS must be there too."""
+    problems = []
+    csp = response.get("Content-Security-Policy", "")
+    for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"):
+        if directive not in csp:
+            problems.append(f"{where}: CSP lacks {directive!r} ({csp!r})")
+    if "unsafe-inline" in csp or "unsafe-eval" in csp:
+        problems.append(f"{where}: CSP allows unsafe script ({csp!r})")
+    expected = {
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Strict-Transport-Security": HSTS,
+    }
+    for header, value in expected.items():
+        if response.get(header) != value:
+            problems.append(f"{where}: {header} is {response.get(header)!r}, expected {value!r}")
+    if "no-store" not in response.get("Cache-Control", ""):
+        problems.append(f"{where}: Cache-Control is {response.get('Cache-Control')!r}, expected no-store")
+    if response.get("Content-Type", "").startswith("text/html") and not response.streaming:
+        problems += [f"{where}: {p}" for p in inline_script_problems(response.content.decode())]
+    return problems
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("name", PAGES)
-def test_signed_in_pages_are_hardened(verified_client, name):
-    response = verified_client.get(reverse(name))
+class _Markup(HTMLParser):
+    """Collects what a browser would run: script elements, on* attributes, javascript: URLs."""
+
+    URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "xlink:href"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.problems: list[str] = []
+        self._script: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        values = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.problems.append(f"inline event handler {name}= on <{tag}>")
+            if name in self.URL_ATTRIBUTES and re.sub(r"[\s\x00-\x1f]", "", value or "").lower().startswith(
+                "javascript:"
+            ):
+                self.problems.append(f"javascript: URL in <{tag} {name}>")
+        if tag == "script":
+            inert = (values.get("type") or "").lower() in ("application/json", "application/ld+json")
+            src = values.get("src") or ""
+            same_origin_file = src.startswith("/") and not src.startswith("//")
+            if not (inert or same_origin_file):
+                self.problems.append(f"inline or foreign script <script {values}>")
+            self._script = "" if not inert else None
+
+    def handle_data(self, data):
+        if self._script is not None:
+            self._script += data
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._script is not None:
+            if self._script.strip():
+                self.problems.append(f"inline script body {self._script.strip()[:60]!r}")
+            self._script = None
+
+
+def inline_script_problems(html: str) -> list[str]:
+    """Scripts must be files from this origin (or inert JSON data); no handlers, no javascript: URLs."""
+    parser = _Markup()
+    parser.feed(html)
+    parser.close()
+    return parser.problems
+
+
+@pytest.fixture
+def hostile(world, make_user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        return security_world.build(world, make_user)
+
+
+def persona_client(name: str, world, hostile) -> Client:
+    client = Client(raise_request_exception=False)
+    if name == "anonymous":
+        return client
+    if name == "password-only":
+        client.force_login(world.requester)
+        return client
+    user = hostile.admin if name == "admin" else getattr(world, name)
+    return verify_session(client, user)
+
+
+def real_object_urls(world, hostile) -> list[str]:
+    """Pages about objects that exist (the resolver crawl uses sample ids, which are mostly 404)."""
+    urls = [
+        reverse("request_detail", args=[hostile.pending.pk]),
+        reverse("request_detail", args=[hostile.approved.pk]),
+        reverse("request_detail", args=[hostile.denied.pk]),
+        reverse("grant_detail", args=[hostile.approved.grant.pk]),
+        reverse("grant_detail", args=[hostile.break_glass_grant_id]),
+        reverse("system_detail", args=[world.system.slug]),
+        reverse("review_detail", args=[hostile.campaign_id]),
+        reverse("review_export", args=[hostile.campaign_id]),
+        reverse("admin:accessgov_system_change", args=[world.system.pk]),
+        reverse("admin:accessgov_role_change", args=[world.role.pk]),
+        reverse("admin:accessgov_accessrequest_change", args=[hostile.pending.pk]),
+        "/no-such-page/",
+        "/requests/999999/",
+    ]
+    return urls
+
+
+def crawl(client: Client, urls, method: str = "get") -> list[str]:
+    problems = []
+    for url in urls:
+        response = getattr(client, method)(url, secure=True)
+        problems += hardening_problems(response, f"{method.upper()} {url} -> {response.status_code}")
+    return problems
+
+
+@pytest.mark.parametrize("persona", SESSION_PERSONAS)
+def test_every_url_answers_with_the_security_headers_for_every_persona(persona, world, hostile):
+    client = persona_client(persona, world, hostile)
+    urls = [url for url, name in URLS if name != "accounts:logout"] + real_object_urls(world, hostile)
+    problems = crawl(client, urls)
+    assert problems == [], "\n".join(problems[:40])
+
+
+@pytest.mark.parametrize("persona", ["requester", "approver", "auditor"])
+def test_posts_redirects_and_refusals_carry_the_security_headers(persona, world, hostile):
+    client = persona_client(persona, world, hostile)
+    urls = [url for url, name in URLS if name and name != "accounts:logout" and not name.startswith("admin:")]
+    problems = crawl(client, urls, method="post")
+    assert problems == [], "\n".join(problems[:40])
+
+
+def test_the_crawl_sees_every_kind_of_response(world, hostile):
+    """Guard against a crawl that only ever saw redirects: the statuses and types it must meet."""
+    seen_status, seen_type = set(), set()
+    for persona in ("anonymous", "requester", "auditor"):
+        client = persona_client(persona, world, hostile)
+        for url in [u for u, name in URLS if name != "accounts:logout"] + real_object_urls(world, hostile):
+            response = client.get(url, secure=True)
+            seen_status.add(response.status_code)
+            seen_type.add(response.get("Content-Type", "").split(";")[0])
+    assert {200, 302, 401, 403, 404, 405} <= seen_status
+    assert {"text/html", "text/csv", "application/json"} <= seen_type
+
+
+def test_csv_downloads_stream_with_the_security_headers(world, hostile):
+    client = persona_client("auditor", world, hostile)
+    for name in ("audit_export", "report_access_export", "report_approvals_export", "report_denied_export"):
+        response = client.get(reverse(name), secure=True)
+        assert response.status_code == 200 and response.streaming, name
+        assert response["Content-Type"].startswith("text/csv"), name
+        assert hardening_problems(response, name) == []
+    response = client.get(reverse("review_export", args=[hostile.campaign_id]), secure=True)
+    assert response.streaming and hardening_problems(response, "review_export") == []
+
+
+def test_api_answers_carry_the_security_headers_for_every_token_holder(world, hostile):
+    from tests.api_helpers import api_client, make_token
+
+    api_urls = [url for url, name in URLS if (name or "").startswith("api:")]
+    api_urls += [
+        reverse("api:request_detail", args=[hostile.pending.pk]),
+        reverse("api:grant_detail", args=[hostile.approved.grant.pk]),
+        reverse("api:request_detail", args=[999999]),
+        "/api/v1/no-such-thing/",
+    ]
+    assert len(api_urls) > 10
+    problems = crawl(Client(), api_urls)  # no token at all
+    for persona in ("requester", "approver", "owner", "auditor", "admin"):
+        user = hostile.admin if persona == "admin" else getattr(world, persona)
+        _, secret = make_token(user)
+        client = api_client(secret)
+        problems += crawl(client, api_urls)
+        problems += crawl(client, [reverse("api:request_approve", args=[hostile.pending.pk])], method="post")
+    assert problems == [], "\n".join(problems[:40])
+
+
+def test_the_real_500_handler_is_installed():
+    assert get_resolver().resolve_error_handler(500) is errors.server_error
+
+
+@pytest.mark.parametrize("persona", SESSION_PERSONAS[2:])
+def test_a_500_page_carries_the_security_headers_and_a_reference(persona, world, hostile, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("selector bug")
+
+    monkeypatch.setattr("accessgov.selectors.my_requests", broken)
+    client = persona_client(persona, world, hostile)
+    response = client.get(reverse("my_requests"), secure=True)
+    assert response.status_code == 500
+    assert hardening_problems(response, "500") == []
+    reference = response[errors.REFERENCE_HEADER]
+    assert re.fullmatch(r"[0-9a-f]{12}", reference)
+    assert reference in response.content.decode()
+
+
+def test_a_failure_before_any_view_still_gets_the_headers(world, hostile, monkeypatch):
+    """The session store is unreachable: the error comes from middleware, not from a view."""
+
+    def unreachable(self):
+        raise OperationalError("could not connect to server")
+
+    client = persona_client("requester", world, hostile)
+    monkeypatch.setattr("django.contrib.sessions.backends.db.SessionStore.load", unreachable)
+    response = client.get(reverse("home"), secure=True)
+    assert response.status_code == 503
+    assert hardening_problems(response, "503 from middleware") == []
+
+
+def test_plain_http_gets_no_hsts_but_everything_else(client):
+    response = client.get(reverse("accounts:login"))
+    assert "Strict-Transport-Security" not in response
+    assert response["X-Frame-Options"] == "DENY" and "no-store" in response["Cache-Control"]
+
+
+def test_static_files_keep_their_cache_lifetime():
+    from django.test import override_settings
+
+    with override_settings(WHITENOISE_USE_FINDERS=True, WHITENOISE_AUTOREFRESH=True):
+        response = Client().get("/static/css/accessgov.css", secure=True)
     assert response.status_code == 200
-    _assert_hardened(response)
+    assert "no-store" not in response.get("Cache-Control", "")
 
 
-@pytest.mark.django_db
-def test_enrolment_page_is_hardened(client, newcomer):
+def test_enrolment_page_has_no_inline_script(client, newcomer):
     from tests.conftest import PASSWORD
 
     client.post(reverse("accounts:login"), {"username": newcomer.username, "password": PASSWORD})
-    _assert_hardened(client.get(reverse("accounts:enrol")))
-
-
-@pytest.mark.django_db
-def test_user_text_is_escaped(client, make_user):
-    from tests.conftest import verify_session
-
-    user = make_user("xss", first_name="<script>alert(1)</script>", last_name="<img src=x onerror=alert(2)>")
-    html = verify_session(client, user).get(reverse("home")).content.decode()
-    assert "<script>alert(1)" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "<img src=x" not in html
+    response = client.get(reverse("accounts:enrol"), secure=True)
+    assert response.status_code == 200
+    assert hardening_problems(response, "enrol") == []

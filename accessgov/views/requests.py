@@ -5,6 +5,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import permissions, policies, selectors
@@ -100,8 +101,9 @@ def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
     access_request = _visible_request(request, pk)
-    back = request.POST.get("back") or reverse("request_detail", args=[pk])
-    if not back.startswith("/") or back.startswith("//"):
+    back = request.POST.get("back") or ""
+    # On-site paths only: "/\\evil.example" passes a startswith("/") test and browsers follow it off-site.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(back, allowed_hosts=None):
         back = reverse("request_detail", args=[pk])
     form = DecisionForm(request.POST)
     if not form.is_valid():

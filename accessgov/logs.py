@@ -1,0 +1,38 @@
+"""Log lines that cannot be forged: one record is one line.
+
+User text reaches log messages (paths, usernames, role names, errors reported by targets). A newline in
+it could start a fake line ("... INFO accessgov.security otp device enrolled user=1") that a reader or a
+SIEM would take for a real record. ``SingleLineFormatter`` writes control characters in the message as
+escapes (``\\n``, ``\\r``, ``\\x1b`` ...) and indents every line of an attached traceback, so every line
+that starts at the left margin is the start of a real record.
+"""
+
+import logging
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with backslashes doubled and control characters written as escapes (one line)."""
+    return _CONTROL.sub(
+        lambda m: _NAMED.get(
+            m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"
+        ),
+        text.replace("\\", "\\\\"),
+    )
+
+
+class SingleLineFormatter(logging.Formatter):
+    """The portal's log formatter (settings.LOGGING): the message on one line, tracebacks indented."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return "\n".join("    " + line for line in super().formatException(ei).splitlines())
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("    " + line for line in stack_info.splitlines())

@@ -1,0 +1,74 @@
+"""The server error answer (``handler500``): fail closed, say so clearly, give a reference id.
+
+Whatever went wrong - a bug, the database or the broker unreachable in the middle of a permission or
+policy check - the request changed nothing (its transaction rolled back) and granted nothing. The person
+gets a page (or, for the API and JSON clients, a JSON body) with a random reference id and no stack
+trace; the same id is in the error log line, together with the exception.
+"""
+
+import logging
+import secrets
+import sys
+
+from django.db import InterfaceError
+from django.db import OperationalError as DatabaseUnavailable
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template import loader
+from kombu.exceptions import OperationalError as BrokerUnavailable
+
+logger = logging.getLogger("accessgov.errors")
+
+# Errors that mean "a service is down", not "a bug": answered 503 so clients and load balancers retry.
+UNAVAILABLE = (DatabaseUnavailable, InterfaceError, BrokerUnavailable)
+REFERENCE_HEADER = "X-Error-Reference"
+
+
+def new_reference() -> str:
+    """A random, unguessable id that links what the person sees to the log line (12 hex digits)."""
+    return secrets.token_hex(6)
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """API calls (except the docs page) and clients that ask for JSON rather than HTML."""
+    if request.path_info.startswith("/api/") and not request.path_info.startswith("/api/docs/"):
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500: runs inside the ``except`` that caught the error. It renders without a
+    request context (no context processors, no session, no database), so it works when those are
+    what failed."""
+    reference = new_reference()
+    error = sys.exc_info()[1]
+    unavailable = isinstance(error, UNAVAILABLE)
+    status = 503 if unavailable else 500
+    logger.error(
+        "server error reference=%s status=%s method=%s path=%s",
+        reference,
+        status,
+        request.method,
+        request.path,
+        exc_info=error is not None,
+    )
+    if wants_json(request):
+        body = {
+            "error": {
+                "code": "unavailable" if unavailable else "server_error",
+                "message": "The request was not carried out (nothing was changed). "
+                f"Try again; if it keeps failing, give your administrator the reference {reference}.",
+                "reference": reference,
+            }
+        }
+        response: HttpResponse = JsonResponse(body, status=status)
+    else:
+        try:
+            html = loader.get_template("500.html").render({"reference": reference, "unavailable": unavailable})
+        except Exception:  # the template itself is broken: still answer, still with the reference
+            html = f"<!doctype html><title>Error</title><p>Something went wrong. Reference: {reference}</p>"
+        response = HttpResponse(html, status=status)
+    response[REFERENCE_HEADER] = reference
+    if unavailable:
+        response["Retry-After"] = "30"
+    return response

@@ -1,0 +1,77 @@
+"""Log lines cannot be forged: user text with newlines stays inside its own record's line, and every
+continuation line (a traceback) is indented, so a line at the left margin is always a real record."""
+
+import logging
+import logging.config
+import re
+import sys
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from accessgov.logs import SingleLineFormatter, escape_controls
+
+FORGED = "ok\n2026-01-01 00:00:00,000 INFO accessgov.security otp device enrolled user=1\r\x1b[2J"
+RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+
+
+def portal_formatter() -> logging.Formatter:
+    """The formatter the portal's console handler really uses (built from settings.LOGGING)."""
+    config = settings.LOGGING["formatters"]["plain"]
+    formatter = logging.config.DictConfigurator({"version": 1}).configure_formatter(dict(config))
+    assert isinstance(formatter, SingleLineFormatter)
+    return formatter
+
+
+def test_the_portal_console_handler_writes_single_line_records():
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    assert any(isinstance(h.formatter, SingleLineFormatter) for h in handlers)
+
+
+def test_user_text_with_newlines_stays_on_its_records_line():
+    record = logging.LogRecord(
+        "accessgov.security", logging.WARNING, __file__, 1, "wrong code user=%s", (FORGED,), None
+    )
+    line = portal_formatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert line.endswith(r"ok\n2026-01-01 00:00:00,000 INFO accessgov.security otp device enrolled user=1\r\x1b[2J")
+
+
+def test_a_traceback_is_indented_so_it_cannot_pose_as_a_record():
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        record = logging.LogRecord("accessgov", logging.ERROR, __file__, 1, "crashed", (), sys.exc_info())
+    lines = portal_formatter().format(record).splitlines()
+    assert RECORD_START.match(lines[0])
+    assert all(line.startswith("    ") for line in lines[1:]), lines
+    assert len([line for line in lines if RECORD_START.match(line)]) == 1
+
+
+def test_escaping_is_unambiguous():
+    assert escape_controls("a\\nb") == "a\\\\nb"  # a typed backslash-n is not a newline escape
+    assert escape_controls("a\nb") == "a\\nb"
+    assert escape_controls("tab\there\u2028") == "tab\\there\\u2028"
+
+
+@pytest.mark.django_db
+def test_every_record_of_a_hostile_sign_in_and_page_visit_is_one_line(caplog, requester):
+    """Real code paths that log what a visitor typed: a failed sign-in (django-axes logs the
+    username), a locked-out username, and a request for a path with an encoded newline."""
+    client = Client()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+            client.post(reverse("accounts:login"), {"username": FORGED, "password": "wrong"})
+        client.get("/static/no-such%0aINFO-forged.css")
+        client.get("/accounts/login/%0d%0a2026-01-01 INFO forged")
+    formatter = portal_formatter()
+    assert caplog.records
+    forged_seen = False
+    for record in caplog.records:
+        line = formatter.format(record)
+        if record.exc_info is None:
+            assert "\n" not in line and "\r" not in line, line
+        forged_seen |= "otp device enrolled user=1" in line
+    assert forged_seen, "the hostile username reached a log record (so this test saw it)"
