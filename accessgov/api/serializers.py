@@ -98,8 +98,8 @@ class RoleSerializer(RoleRefSerializer):
 
 class EligibilitySerializer(serializers.ModelSerializer):
     role = RoleRefSerializer(read_only=True)
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = Eligibility

@@ -52,6 +52,7 @@ class TokenAPIView(GenericAPIView):
     permission_classes = [TokenScope]
     throttle_classes = [TokenRateThrottle]
     pagination_class = KeysetPagination
+    metadata_class = None  # OPTIONS answers 405: the schema describes the API
     required_scopes: dict[str, str] = {}
 
     def dispatch(self, request, *args, **kwargs):
