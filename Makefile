@@ -27,10 +27,17 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -c pyproject.toml -r accessgov portal accessgov_cli --severity-level high -q
+	$(BIN)/python scripts/secret_scan.py
 
 check: install
 	DEBUG=1 $(BIN)/python manage.py check
 	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	@# Production-shaped settings (DEBUG off, a real key, a real host name): no deploy warning at all.
+	DEBUG=0 SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  ALLOWED_HOSTS=accessgov.example.com VAR_DIR=var/check-deploy \
+	  DATABASE_URL=sqlite:///$(CURDIR)/var/check-deploy/db.sqlite3 \
+	  $(BIN)/python manage.py check --deploy --fail-level WARNING
 
 screenshot: install
 	$(BIN)/python scripts/screenshot.py
