@@ -9,7 +9,9 @@ class AccessGovConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from accessgov import models
+        from accessgov import catalog, models
+
+        catalog.connect()
 
         auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
         auditlog.register(models.System, exclude_fields=["connector_secret"])

@@ -40,8 +40,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncWeek
 from django.utils import timezone
 
-from accessgov import charts, permissions
-from accessgov.models import AccessRequest, BreakGlassFollowUp, Decision, Grant, Role, System, User
+from accessgov import catalog, charts, permissions
+from accessgov.models import AccessRequest, BreakGlassFollowUp, Decision, Grant, User
 
 APPROVE, DENY = Decision.Outcome.APPROVE, Decision.Outcome.DENY
 
@@ -280,14 +280,12 @@ class ReportFilterSet(django_filters.FilterSet):
         return Page(rows=fetched, next_cursor=next_cursor, is_first=cursor is None)
 
 
-def _system_filter(field_name: str) -> django_filters.ModelChoiceFilter:
-    return django_filters.ModelChoiceFilter(field_name=field_name, queryset=System.objects.all(), label="System")
+def _system_filter(field_name: str) -> catalog.IdFilter:
+    return catalog.system_filter(field_name)
 
 
-def _role_filter(field_name: str = "role") -> django_filters.ModelChoiceFilter:
-    return django_filters.ModelChoiceFilter(
-        field_name=field_name, queryset=Role.objects.select_related("system"), label="Role"
-    )
+def _role_filter(field_name: str = "role") -> catalog.IdFilter:
+    return catalog.role_filter(field_name)
 
 
 def _user_filter(field_name: str, label: str = "User") -> django_filters.CharFilter:

@@ -120,7 +120,7 @@ def grant_timeline(grant: Grant) -> QuerySet[AccessEvent]:
 
 
 def visible_grants(user: User) -> QuerySet[Grant]:
-    return permissions.visible_grants(user).select_related("role__system", "user", "access_request")
+    return permissions.visible_grants(user).select_related("role__system", "user")
 
 
 def follow_ups_for(user: User) -> QuerySet[BreakGlassFollowUp]:

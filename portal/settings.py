@@ -258,6 +258,9 @@ ELIGIBILITY_REMINDER_DAYS = env.int("ELIGIBILITY_REMINDER_DAYS", default=7)
 # Four-eyes on policy: changes to role policy, auto-approval rules, admin-granted eligibility and
 # connector settings wait for a second admin. Turn off only for a single-admin deployment.
 FOUR_EYES_POLICY_CHANGES = env.bool("FOUR_EYES_POLICY_CHANGES", default=True)
+# Report charts and totals (which scan every matching row) are reused for this long per report, filters
+# and viewer; 0 computes them on every page view.
+REPORT_SUMMARY_CACHE_SECONDS = env.int("REPORT_SUMMARY_CACHE_SECONDS", default=60)
 # Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).

@@ -65,6 +65,14 @@ SERVICE_GATES = {
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached filter choices and report summaries never leak from one test into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _service_gate(request):
     for marker, missing in SERVICE_GATES.items():
         if request.node.get_closest_marker(marker) is None:

@@ -701,3 +701,27 @@ def test_a_group_approver_sees_the_reports_of_their_system(world, make_user):
     member.groups.add(Group.objects.get(name="payments approvers"))
     grant = granted(world, T0)
     assert ids(page(member, "access")) == [grant.pk]
+
+
+def test_report_summaries_are_reused_per_viewer_scope_and_say_when_they_were_computed(world, settings):
+    from django.core.cache import cache
+
+    settings.REPORT_SUMMARY_CACHE_SECONDS = 60
+    cache.clear()
+    auditor, approver = verify_session(Client(), world.auditor), verify_session(Client(), world.approver)
+    url = reverse("report_access")
+    first = auditor.get(url).content.decode()
+    assert "Charts and totals as of" in first and "Nothing to chart" in first
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role, duration=timedelta(hours=1), justification="Investigating INC-9000"
+    )
+    ar.access_request_approve(world.approver, access_request.pk)
+    # The auditor's cached summary is reused (until it expires); the table itself is live.
+    again = auditor.get(url).content.decode()
+    assert "Nothing to chart" in again and "1 grant started" not in again and "Investigating INC-9000" in again
+    # Another viewer never gets the auditor's summary: their own is computed for their scope.
+    assert "1 grant started" in approver.get(url).content.decode()
+    # Different filters, different summary.
+    assert "1 grant started" in auditor.get(url + "?user=requester").content.decode()
+    cache.clear()
+    assert "1 grant started" in auditor.get(url).content.decode()

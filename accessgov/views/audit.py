@@ -13,9 +13,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import exports, permissions
+from accessgov import catalog, exports, permissions
 from accessgov.audit import verify_chain
-from accessgov.models import AccessEvent, System
+from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
 
 PAGE_SIZE = 50
@@ -44,7 +44,7 @@ def _ensure_auditor(request: HttpRequest) -> None:
 class EventFilter(django_filters.FilterSet):
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
-    system = django_filters.ModelChoiceFilter(field_name="role__system", queryset=System.objects.all(), label="System")
+    system = catalog.system_filter("role__system")
     access_request = django_filters.NumberFilter(field_name="access_request_id", label="Request #")
     grant = django_filters.NumberFilter(field_name="grant_id", label="Grant #")
     since = django_filters.DateFilter(method="filter_since", label="From (UTC)")

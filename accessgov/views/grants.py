@@ -2,16 +2,18 @@
 
 import django_filters
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import permissions, selectors
+from accessgov import catalog, permissions, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
-from accessgov.models import Grant, Role, System
+from accessgov.models import Grant
+from accessgov.reports import decode_cursor, encode_cursor
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
 from accessgov.views.common import refused, status_for
@@ -112,9 +114,12 @@ def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "accessgov/grants/extend.html", {"grant": grant, "form": form}, status=status)
 
 
+GRANTS_PAGE_SIZE = 50
+
+
 class GrantFilter(django_filters.FilterSet):
-    system = django_filters.ModelChoiceFilter(field_name="role__system", queryset=System.objects.all())
-    role = django_filters.ModelChoiceFilter(queryset=Role.objects.select_related("system"))
+    system = catalog.system_filter("role__system")
+    role = catalog.role_filter("role")
     status = django_filters.ChoiceFilter(choices=Grant.Status.choices)
     user = django_filters.CharFilter(field_name="user__username", lookup_expr="iexact", label="User")
     break_glass = django_filters.BooleanFilter(field_name="is_break_glass", label="Break-glass")
@@ -128,7 +133,20 @@ class GrantFilter(django_filters.FilterSet):
 def grants_list_view(request: HttpRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all)."""
     grant_filter = GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
-    grants = grant_filter.qs.order_by("-starts_at", "-pk")[:200] if grant_filter.is_valid() else Grant.objects.none()
+    grants, older = [], None
+    if grant_filter.is_valid():
+        rows = grant_filter.qs.order_by("-starts_at", "-pk")
+        cursor = decode_cursor(request.GET.get("before", ""), "datetime")
+        if cursor is not None and cursor[0] is not None:
+            rows = rows.filter(Q(starts_at__lt=cursor[0]) | Q(starts_at=cursor[0], pk__lt=cursor[1]))
+        grants = list(rows[: GRANTS_PAGE_SIZE + 1])
+        if len(grants) > GRANTS_PAGE_SIZE:
+            grants = grants[:GRANTS_PAGE_SIZE]
+            params = request.GET.copy()
+            params["before"] = encode_cursor(grants[-1].starts_at, grants[-1].pk, "datetime")
+            older = params.urlencode()
     return render(
-        request, "accessgov/grants/list.html", {"filter": grant_filter, "grants": grants, "now": timezone.now()}
+        request,
+        "accessgov/grants/list.html",
+        {"filter": grant_filter, "grants": grants, "older": older, "now": timezone.now()},
     )

@@ -5,6 +5,11 @@ same FilterSet's rows. What anyone sees or exports is limited by ``permissions``
 ``accessgov.reports``): someone who may see nothing gets an empty report, never an error.
 """
 
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -12,7 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import exports, reports
+from accessgov import exports, permissions, reports
 
 PAGE_SIZE = 50
 
@@ -76,9 +81,28 @@ def _page(request: HttpRequest, report: reports.Report, template: str, headers: 
         "rows": page.rows,
         "headers": filterset.headers(headers),
         "now": filterset.now,
-        **(extra(filterset) if extra and valid else {}),
+        **(_summaries(request, report, filterset, extra) if extra and valid else {}),
     }
     return render(request, template, context, status=200 if valid else 400)
+
+
+def _summaries(request: HttpRequest, report: reports.Report, filterset, extra) -> dict:
+    """Charts and totals aggregate every matching row (a scan of up to every grant or decision), so
+    they are kept for REPORT_SUMMARY_CACHE_SECONDS per report, filters and viewer's visibility (all
+    for auditors, else per person); the page says when they were computed. Paging and sorting the
+    table do not recompute them."""
+    seconds = settings.REPORT_SUMMARY_CACHE_SECONDS
+    if seconds <= 0:
+        return {**extra(filterset), "summaries_at": filterset.now}
+    scope = "all" if permissions.is_auditor(request.user) else f"user-{request.user.pk}"
+    params = sorted((k, v) for k, v in request.GET.items() if k not in ("after", "sort"))
+    digest = hashlib.sha256(json.dumps([report.name, scope, params]).encode()).hexdigest()
+    key = f"report-summary:{digest}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = {**extra(filterset), "summaries_at": filterset.now}
+        cache.set(key, cached, seconds)
+    return cached
 
 
 def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
