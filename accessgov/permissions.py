@@ -108,19 +108,31 @@ def can_view_access_request(user: User, access_request: AccessRequest) -> bool:
     )
 
 
+def overseen_role_ids(user: User) -> list[int]:
+    """Ids of the roles whose requests and grants ``user`` sees without being their holder: roles they
+    may decide and every role of a system they own. Read once as a list (one query), so list pages
+    filter with ``role_id IN (…)`` on an index instead of re-running the permission subqueries per row."""
+    owned = get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
+    return list(
+        Role.objects.filter(Q(pk__in=decidable_roles(user).values("pk")) | Q(system__in=owned.values("pk")))
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+
+
 def visible_access_requests(user: User) -> QuerySet[AccessRequest]:
     """Requests ``user`` may see: their own, those they may decide, those on systems they own; all for auditors."""
     qs = AccessRequest.objects.all()
     if is_auditor(user):
         return qs
-    owned = get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
-    return qs.filter(
-        Q(requester=user) | Q(role__in=decidable_roles(user).values("pk")) | Q(role__system__in=owned.values("pk"))
-    )
+    return qs.filter(Q(requester=user) | Q(role_id__in=overseen_role_ids(user)))
 
 
 def visible_grants(user: User) -> QuerySet[Grant]:
-    return Grant.objects.filter(access_request__in=visible_access_requests(user).values("pk"))
+    """Grants ``user`` may see: the same rule as their requests (a grant's holder is its requester)."""
+    if is_auditor(user):
+        return Grant.objects.all()
+    return Grant.objects.filter(Q(user=user) | Q(role_id__in=overseen_role_ids(user)))
 
 
 def _owned_systems(user: User) -> QuerySet[System]:

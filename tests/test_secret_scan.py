@@ -78,3 +78,10 @@ def test_every_allowlisted_finding_says_why_it_is_not_a_secret(secret_scan):
     for entry in entries:
         assert set(entry) == {"file", "type", "hash", "reason"}
         assert len(entry["reason"]) > 20, entry
+
+
+def test_the_committed_repository_passes_its_own_scan_including_the_allowlist_file(secret_scan):
+    files = secret_scan.tracked_files()
+    assert ".secret-scan-allowlist.json" not in files and "README.md" in files
+    allowlist = __import__("json").loads(secret_scan.ALLOWLIST.read_text())
+    assert secret_scan.unexplained(secret_scan.scan(files), allowlist) == []
