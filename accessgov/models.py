@@ -600,15 +600,25 @@ class AccessEvent(models.Model):
         "data",
     )
 
+    @classmethod
+    def canonical_content(cls, values: dict) -> dict:
+        """What the hash covers, from field values (a saved row, an instance, or a bulk writer's plain
+        dict keyed by field name): every field, in a canonical form that survives the database."""
+        content = {name: values[name] for name in cls.HASHED_FIELDS}
+        content["occurred_at"] = values["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds")
+        return content
+
+    @staticmethod
+    def hash_content(content: dict, prev_hash: str) -> str:
+        """The ledger's one hashing function: sha256 over prev_hash and the canonical JSON of ``content``."""
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
+
     def content(self) -> dict:
-        """What the hash covers: every field, in a canonical form that survives the database."""
-        values = {name: getattr(self, name) for name in self.HASHED_FIELDS}
-        values["occurred_at"] = self.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
-        return values
+        return self.canonical_content({name: getattr(self, name) for name in self.HASHED_FIELDS})
 
     def compute_hash(self, prev_hash: str) -> str:
-        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
+        return self.hash_content(self.content(), prev_hash)
 
 
 class JobRun(models.Model):

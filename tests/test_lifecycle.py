@@ -595,7 +595,8 @@ def test_bulk_expiry_rolls_back_when_its_events_cannot_be_written(world, monkeyp
     def broken(*args, **kwargs):
         raise IntegrityError("ledger unavailable")
 
-    monkeypatch.setattr(event_services.AccessEvent.objects, "bulk_create", broken)
+    # Both bulk writers (PostgreSQL COPY, SQLite bulk_create) hash every row with the ledger's one function.
+    monkeypatch.setattr(event_services.AccessEvent, "hash_content", staticmethod(broken))
     with time_machine.travel(T0 + 2 * H, tick=False), pytest.raises(IntegrityError):
         gs.grant_expire_due(timezone.now())
     assert Grant.objects.get().status == Grant.Status.ACTIVE

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -55,32 +55,52 @@ def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem
     return item
 
 
-def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime) -> None:
-    """Set-based enqueue for sweeps: one outbox row per grant, one UPDATE for the grants."""
+def pending_fields(action: str, now: datetime) -> dict[str, object]:
+    """What enqueuing ``action`` notes on a grant (for a caller that writes the grant in its own UPDATE)."""
+    if action == Action.APPLY:
+        return {"provisioning_state": State.PENDING}
+    return {"provisioning_state": State.REMOVAL_PENDING, "removal_requested_at": now}
+
+
+def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime, *, marked: bool = False) -> None:
+    """Set-based enqueue for sweeps: one outbox row per grant in one INSERT, one UPDATE for the grants
+    (none when ``marked``: the caller's own UPDATE already set ``pending_fields``)."""
     if not grant_ids:
         return
-    existing = dict(
-        OutboxItem.objects.filter(grant_id__in=grant_ids, action=action).values_list("grant_id").annotate(n=Count("pk"))
-    )
-    OutboxItem.objects.bulk_create(
-        [
-            OutboxItem(
-                grant_id=gid,
-                action=action,
-                idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
-                created_at=now,
-                next_attempt_at=now,
+    if connection.vendor == "postgresql":
+        # INSERT … SELECT from the id array: the key numbers the grant's items of this action, as _key does.
+        table = connection.ops.quote_name(OutboxItem._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""INSERT INTO {table} (grant_id, action, idempotency_key, created_at, next_attempt_at, attempts,
+                        last_error, outcome)
+                    SELECT g, %(action)s, 'grant-' || g || '-' || %(action)s || '-'
+                           || 1 + (SELECT count(*) FROM {table} o WHERE o.grant_id = g AND o.action = %(action)s),
+                           %(now)s, %(now)s, 0, '', ''
+                    FROM unnest(%(ids)s::bigint[]) AS t(g)""",  # noqa: S608 - fixed SQL; values are bound params
+                {"action": action, "now": now, "ids": list(grant_ids)},
             )
-            for gid in grant_ids
-        ],
-        batch_size=1000,
-    )
-    if action == Action.APPLY:
-        Grant.objects.filter(pk__in=grant_ids).update(provisioning_state=State.PENDING)
     else:
-        Grant.objects.filter(pk__in=grant_ids).update(
-            provisioning_state=State.REMOVAL_PENDING, removal_requested_at=now
+        existing = dict(
+            OutboxItem.objects.filter(grant_id__in=grant_ids, action=action)
+            .values_list("grant_id")
+            .annotate(n=Count("pk"))
         )
+        OutboxItem.objects.bulk_create(
+            [
+                OutboxItem(
+                    grant_id=gid,
+                    action=action,
+                    idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+                for gid in grant_ids
+            ],
+            batch_size=1000,
+        )
+    if not marked:
+        Grant.objects.filter(pk__in=grant_ids).update(**pending_fields(action, now))
     _drain_after_commit()
 
 

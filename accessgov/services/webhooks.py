@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -101,10 +101,16 @@ def webhook_deliveries_enqueue(events: list[AccessEvent]) -> list[int]:
     schedule their sending after the commit (task ids only, robust). Called by services.events for
     every recorded event, single or bulk; ``events`` must be saved. One SELECT per call whatever the
     number of events, plus one INSERT when something matches. Returns the new delivery ids."""
-    events = [event for event in events if not event.event_type.startswith(UNDELIVERED_PREFIX)]
-    if not events:
+    return webhook_deliveries_enqueue_refs([(event.pk, event.event_type, event.role_id) for event in events])
+
+
+def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> list[int]:
+    """``webhook_deliveries_enqueue`` for events given as (id, event_type, role_id): what the bulk
+    event writer has at hand without a model instance per event."""
+    refs = [ref for ref in refs if not ref[1].startswith(UNDELIVERED_PREFIX)]
+    if not refs:
         return []
-    role_ids = {event.role_id for event in events if event.role_id is not None}
+    role_ids = {role_id for _, _, role_id in refs if role_id is not None}
     scope = Q(system__isnull=True)
     if role_ids:
         scope |= Q(system__roles__in=role_ids)
@@ -121,27 +127,51 @@ def webhook_deliveries_enqueue(events: list[AccessEvent]) -> list[int]:
             per_role[role_id].append((subscription_id, patterns))
     if not everywhere and not per_role:
         return []
-    deliveries = _deliveries_for(events, everywhere, per_role, timezone.now())
-    if not deliveries:
+    pairs = _deliveries_for(refs, everywhere, per_role)
+    if not pairs:
         return []
-    WebhookDelivery.objects.bulk_create(deliveries, batch_size=1000)
-    ids = [delivery.pk for delivery in deliveries]
+    ids = _insert_deliveries(pairs, timezone.now())
     _send_after_commit(ids)
     return ids
 
 
-def _deliveries_for(events, everywhere, per_role, now) -> list[WebhookDelivery]:
-    deliveries = []
-    for event in events:
-        seen: set[int] = set()
-        for subscription_id, patterns in [*everywhere, *per_role.get(event.role_id, [])]:
-            if subscription_id in seen or not event_type_matches(patterns, event.event_type):
-                continue
-            seen.add(subscription_id)
-            deliveries.append(
-                WebhookDelivery(subscription_id=subscription_id, event=event, created_at=now, next_attempt_at=now)
-            )
-    return deliveries
+def _deliveries_for(refs, everywhere, per_role) -> list[tuple[int, int]]:
+    """(subscription id, event id) for every matching pair; the match is decided once per event type
+    and subscription list, not once per event."""
+    pairs = []
+    matching: dict[tuple[str, int | None], list[int]] = {}
+    for event_id, event_type, role_id in refs:
+        key = (event_type, role_id)
+        if key not in matching:
+            subscription_ids: list[int] = []
+            for subscription_id, patterns in [*everywhere, *per_role.get(role_id, [])]:
+                if subscription_id not in subscription_ids and event_type_matches(patterns, event_type):
+                    subscription_ids.append(subscription_id)
+            matching[key] = subscription_ids
+        pairs.extend((subscription_id, event_id) for subscription_id in matching[key])
+    return pairs
+
+
+def _insert_deliveries(pairs: list[tuple[int, int]], now: datetime) -> list[int]:
+    """One INSERT: on PostgreSQL from two id arrays (no model instance per delivery), else bulk_create."""
+    if connection.vendor != "postgresql":
+        deliveries = WebhookDelivery.objects.bulk_create(
+            [
+                WebhookDelivery(subscription_id=subscription_id, event_id=event_id, created_at=now, next_attempt_at=now)
+                for subscription_id, event_id in pairs
+            ],
+            batch_size=1000,
+        )
+        return [delivery.pk for delivery in deliveries]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {WebhookDelivery._meta.db_table} (subscription_id, event_id, status, created_at,
+                    next_attempt_at, attempts, last_error, redelivery_count)
+                SELECT s, e, %s, %s, %s, 0, '', 0 FROM unnest(%s::bigint[], %s::bigint[]) AS t(s, e)
+                RETURNING id""",  # noqa: S608 - fixed SQL; values are bound params
+            [Status.PENDING, now, now, [s for s, _ in pairs], [e for _, e in pairs]],
+        )
+        return sorted(pk for (pk,) in cursor.fetchall())
 
 
 def _send_after_commit(ids: list[int]) -> None:
