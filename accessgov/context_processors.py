@@ -10,8 +10,8 @@ def portal(request: HttpRequest) -> dict:
         return {"nav": {"verified": False}}
     from accessgov import permissions, selectors
 
-    decidable = permissions.decidable_roles(user)
-    approver = decidable.exists()
+    decidable = permissions.decidable_role_ids(user)
+    approver = bool(decidable)
     return {
         "nav": {
             "verified": True,
@@ -20,7 +20,7 @@ def portal(request: HttpRequest) -> dict:
             "pending_changes": _pending_changes(user),
             "approver": approver,
             "auditor": permissions.is_auditor(user),
-            "queue_size": selectors.approver_queue(user, timezone.now()).count() if approver else 0,
+            "queue_size": selectors.approver_queue_size(user, timezone.now(), decidable) if approver else 0,
             "sees_grants": approver
             or permissions.is_auditor(user)
             or user.has_perm("accessgov.own_system")

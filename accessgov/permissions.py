@@ -7,7 +7,9 @@ take effect on the next check: guardian builds a fresh checker per ``has_perm`` 
 """
 
 from django.contrib.auth.models import Group
-from django.db.models import Q, QuerySet
+from django.db.models import IntegerField, Q, QuerySet
+from django.db.models.functions import Cast
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user, get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
@@ -69,11 +71,39 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
         raise NotAuthorized("You have already decided this request; another approver must decide next.")
 
 
+def _object_ids(user: User, codename: str) -> Q:
+    """Object ids on which ``user`` holds ``codename``, directly or through a group, as a condition
+    over guardian's two tables (object_pk is text there, hence the cast)."""
+    direct = UserObjectPermission.objects.filter(user=user, permission__codename=codename)
+    via_group = GroupObjectPermission.objects.filter(
+        group__in=user.groups.through.objects.filter(user=user).values("group_id"), permission__codename=codename
+    )
+    as_id = Cast("object_pk", IntegerField())
+    return direct.annotate(object_id=as_id).values("object_id"), via_group.annotate(object_id=as_id).values("object_id")
+
+
+def decidable_role_ids(user: User) -> list[int]:
+    """Ids of the roles whose requests ``user`` may decide (approve_role on the role, or
+    approve_system on its system), read fresh in one query (permission changes apply on the next call)."""
+    if not user.is_active:
+        return []
+    role_direct, role_group = _object_ids(user, "approve_role")
+    system_direct, system_group = _object_ids(user, "approve_system")
+    return list(
+        Role.objects.filter(
+            Q(pk__in=role_direct)
+            | Q(pk__in=role_group)
+            | Q(system_id__in=system_direct)
+            | Q(system_id__in=system_group)
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+
+
 def decidable_roles(user: User) -> QuerySet[Role]:
     """Roles whose requests ``user`` may decide (directly or through the role's system)."""
-    systems = get_objects_for_user(user, "accessgov.approve_system", klass=System, accept_global_perms=False)
-    roles = get_objects_for_user(user, "accessgov.approve_role", klass=Role, accept_global_perms=False)
-    return Role.objects.filter(Q(pk__in=roles.values("pk")) | Q(system__in=systems.values("pk")))
+    return Role.objects.filter(pk__in=decidable_role_ids(user))
 
 
 def approvers_for_role(role: Role) -> set[User]:

@@ -59,6 +59,18 @@ def approver_queue(
     return qs
 
 
+def approver_queue_size(user: User, now: datetime, role_ids: list[int]) -> int:
+    """How many requests wait for ``user`` (the navigation badge): the queue's conditions, counted
+    without its joins and annotations."""
+    already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
+    return (
+        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING, lapses_at__gt=now, role_id__in=role_ids)
+        .exclude(requester=user)
+        .exclude(Exists(already))
+        .count()
+    )
+
+
 def requester_context(access_request: AccessRequest, now: datetime) -> dict:
     """What an approver sees beside a request: the requester's current access and recent history."""
     requester = access_request.requester
