@@ -13,7 +13,7 @@ from django.shortcuts import redirect
 from django.urls import Resolver404, resolve
 from django.utils.http import urlencode
 
-from accessgov import net
+from accessgov import net, permissions
 
 logger = logging.getLogger("accessgov.security")
 
@@ -111,6 +111,7 @@ class OTPRequiredMiddleware:
         if not user.is_authenticated:
             return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
         if user.is_verified():  # type: ignore[union-attr]
+            permissions.start_request_memo(user)
             return self.get_response(request)
         if name in HALF_AUTHENTICATED_VIEWS:
             return self.get_response(request)

@@ -18,6 +18,22 @@ from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, Us
 AUDIT_PERM = "accessgov.audit_access"
 
 
+def start_request_memo(user: User) -> None:
+    """Called by the OTP middleware for each verified request: within that one request, the role-id
+    lists below are computed once (the navigation, the page and its selectors all ask). Outside a
+    request (services, tasks, the shell) nothing is memoized, so every check reads fresh."""
+    user._permission_memo = {}
+
+
+def _memoized(user: User, key: str, compute):
+    memo = getattr(user, "_permission_memo", None)
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
 def is_auditor(user: User) -> bool:
     return user.is_active and user.has_perm(AUDIT_PERM)
 
@@ -84,9 +100,14 @@ def _object_ids(user: User, codename: str) -> Q:
 
 def decidable_role_ids(user: User) -> list[int]:
     """Ids of the roles whose requests ``user`` may decide (approve_role on the role, or
-    approve_system on its system), read fresh in one query (permission changes apply on the next call)."""
+    approve_system on its system), in one query (once per request; permission changes apply on the
+    next request)."""
     if not user.is_active:
         return []
+    return _memoized(user, "decidable", lambda: _decidable_role_ids(user))
+
+
+def _decidable_role_ids(user: User) -> list[int]:
     role_direct, role_group = _object_ids(user, "approve_role")
     system_direct, system_group = _object_ids(user, "approve_system")
     return list(
@@ -142,12 +163,13 @@ def overseen_role_ids(user: User) -> list[int]:
     """Ids of the roles whose requests and grants ``user`` sees without being their holder: roles they
     may decide and every role of a system they own. Read once as a list (one query), so list pages
     filter with ``role_id IN (…)`` on an index instead of re-running the permission subqueries per row."""
-    owned = get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
-    return list(
-        Role.objects.filter(Q(pk__in=decidable_roles(user).values("pk")) | Q(system__in=owned.values("pk")))
-        .order_by()
-        .values_list("pk", flat=True)
-    )
+
+    def compute() -> list[int]:
+        owned_direct, owned_group = _object_ids(user, "own_system")
+        owned = Role.objects.filter(Q(system_id__in=owned_direct) | Q(system_id__in=owned_group))
+        return sorted(set(decidable_role_ids(user)) | set(owned.order_by().values_list("pk", flat=True)))
+
+    return _memoized(user, "overseen", compute)
 
 
 def visible_access_requests(user: User) -> QuerySet[AccessRequest]:

@@ -53,3 +53,26 @@ def test_system_and_role_filters_list_every_choice_and_filter_by_id(world, make_
     # A role created now shows up at once (the cached list is dropped on save).
     fresh = RoleFactory(name="brand-new")
     assert f'<option value="{fresh.pk}">' in client.get(reverse("grants_list")).content.decode()
+
+
+def test_approver_scope_is_read_once_per_request_and_a_removed_permission_shows_on_the_next(world):
+    from accessgov import permissions
+
+    pending = ar.access_request_submit(
+        world.requester, role=world.role, duration=timedelta(hours=1), justification="Investigating INC-77"
+    )
+    client = verify_session(Client(), world.approver2)
+
+    def queued(response):
+        return [entry["item"].pk for entry in response.context["items"]]
+
+    assert pending.pk in queued(client.get(reverse("approvals")))
+    # Within one request the ids are memoized; outside a request (services, shell) never.
+    world.approver2._permission_memo = {}
+    first = permissions.decidable_role_ids(world.approver2)
+    world.approver2.groups.clear()
+    assert permissions.decidable_role_ids(world.approver2) == first
+    del world.approver2._permission_memo
+    assert permissions.decidable_role_ids(world.approver2) == []
+    # The next page view reads afresh: the request is no longer in their queue.
+    assert pending.pk not in queued(client.get(reverse("approvals")))
