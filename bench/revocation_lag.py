@@ -235,7 +235,11 @@ def main() -> None:
         members_left = _members_left()
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # still finishing queued notifications: the numbers are in
+            worker.kill()
+            worker.wait(timeout=10)
         client.close()
         from django.db import connections
 
