@@ -171,50 +171,65 @@ def _db_now(now: datetime):
     return connection.ops.adapt_datetimefield_value(now)
 
 
-def grant_activate_due(
-    now: datetime, *, grant_ids: list[int] | None = None, job: str = "sweep", batch_size: int = 5000
+def _transition_due(
+    where: str,
+    params: list,
+    updates: dict,
+    write_batch,
+    *,
+    grant_ids: list[int] | None,
+    batch_size: int,
 ) -> int:
-    """Set-based: scheduled grants whose start has come become active (one event each), one
-    skip-locked batch per transaction, like ``grant_expire_due``."""
+    """The set-based loop shared by activation and expiry: per batch, one transaction that updates the
+    skip-locked due rows (``_update_due``) and hands them to ``write_batch`` for their events, outbox
+    rows and follow-up tasks. Returns how many grants changed."""
     if grant_ids is not None and not grant_ids:
         return 0
     total, after_id = 0, 0
     while True:
         with transaction.atomic():
-            due = _update_due(
-                "status = %s AND starts_at <= %s",
-                [Status.SCHEDULED, _db_now(now)],
-                {
-                    "status": Status.ACTIVE,
-                    "activated_at": now,
-                    **provisioning.pending_fields(OutboxItem.Action.APPLY, now),
-                },
-                grant_ids=grant_ids,
-                batch_size=batch_size,
-                after_id=after_id,
-            )
+            due = _update_due(where, params, updates, grant_ids=grant_ids, batch_size=batch_size, after_id=after_id)
             if not due:
                 return total
-            event_record_rows(
-                [
-                    {
-                        "occurred_at": now,
-                        "event_type": Type.GRANT_ACTIVATED,
-                        "actor_label": f"system:{job}",
-                        "grant_id": pk,
-                        "access_request_id": access_request_id,
-                        "role_id": role_id,
-                        "data": {"scheduled_start": True},
-                    }
-                    for pk, access_request_id, role_id, _ in due
-                ]
-            )
-            provisioning.provisioning_enqueue_bulk([row[0] for row in due], OutboxItem.Action.APPLY, now, marked=True)
-            for pk, _, _, expires_at in due:
-                _on_commit_task("expire_grant", pk, eta=expires_at)
+            write_batch(due)
         total, after_id = total + len(due), due[-1][0]
         if len(due) < batch_size:
             return total
+
+
+def grant_activate_due(
+    now: datetime, *, grant_ids: list[int] | None = None, job: str = "sweep", batch_size: int = 5000
+) -> int:
+    """Set-based: scheduled grants whose start has come become active (one event each), one
+    skip-locked batch per transaction, like ``grant_expire_due``."""
+
+    def write_batch(due) -> None:
+        event_record_rows(
+            [
+                {
+                    "occurred_at": now,
+                    "event_type": Type.GRANT_ACTIVATED,
+                    "actor_label": f"system:{job}",
+                    "grant_id": pk,
+                    "access_request_id": access_request_id,
+                    "role_id": role_id,
+                    "data": {"scheduled_start": True},
+                }
+                for pk, access_request_id, role_id, _ in due
+            ]
+        )
+        provisioning.provisioning_enqueue_bulk([row[0] for row in due], OutboxItem.Action.APPLY, now, marked=True)
+        for pk, _, _, expires_at in due:
+            _on_commit_task("expire_grant", pk, eta=expires_at)
+
+    return _transition_due(
+        "status = %s AND starts_at <= %s",
+        [Status.SCHEDULED, _db_now(now)],
+        {"status": Status.ACTIVE, "activated_at": now, **provisioning.pending_fields(OutboxItem.Action.APPLY, now)},
+        write_batch,
+        grant_ids=grant_ids,
+        batch_size=batch_size,
+    )
 
 
 # Per batch: one transaction holding the ledger lock while it writes (see docs/PERFORMANCE.md, expiry sweep).
@@ -229,49 +244,42 @@ def grant_expire_due(
     removal requested at once), one chained event per grant (``event_record_rows``), one removal outbox
     row per grant (``INSERT … SELECT``) and one notification task per batch. Rows locked by another
     transaction are skipped (the next sweep takes them), so parallel sweeps never collide."""
-    if grant_ids is not None and not grant_ids:
-        return 0
-    total, after_id = 0, 0
-    while True:
-        with transaction.atomic():
-            due = _update_due(
-                "status = %s AND expires_at <= %s",
-                [Status.ACTIVE, _db_now(now)],
+
+    def write_batch(due) -> None:
+        event_record_rows(
+            [
                 {
-                    "status": Status.EXPIRED,
-                    "ended_at": F("expires_at"),
-                    "end_reason": Grant.EndReason.EXPIRED,
-                    **provisioning.pending_fields(OutboxItem.Action.REMOVE, now),
-                },
-                grant_ids=grant_ids,
-                batch_size=batch_size,
-                after_id=after_id,
-            )
-            if not due:
-                return total
-            event_record_rows(
-                [
-                    {
-                        "occurred_at": now,
-                        "event_type": Type.GRANT_EXPIRED,
-                        "actor_label": f"system:{job}",
-                        "grant_id": pk,
-                        "access_request_id": access_request_id,
-                        "role_id": role_id,
-                        "data": {
-                            "expires_at": expires_at.isoformat(),
-                            "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
-                        },
-                    }
-                    for pk, access_request_id, role_id, expires_at in due
-                ]
-            )
-            ids = [row[0] for row in due]
-            provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.REMOVE, now, marked=True)
-            _on_commit_task("notify_many", "grant_ended", ids)
-        total, after_id = total + len(due), due[-1][0]
-        if len(due) < batch_size:
-            return total
+                    "occurred_at": now,
+                    "event_type": Type.GRANT_EXPIRED,
+                    "actor_label": f"system:{job}",
+                    "grant_id": pk,
+                    "access_request_id": access_request_id,
+                    "role_id": role_id,
+                    "data": {
+                        "expires_at": expires_at.isoformat(),
+                        "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
+                    },
+                }
+                for pk, access_request_id, role_id, expires_at in due
+            ]
+        )
+        ids = [row[0] for row in due]
+        provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.REMOVE, now, marked=True)
+        _on_commit_task("notify_many", "grant_ended", ids)
+
+    return _transition_due(
+        "status = %s AND expires_at <= %s",
+        [Status.ACTIVE, _db_now(now)],
+        {
+            "status": Status.EXPIRED,
+            "ended_at": F("expires_at"),
+            "end_reason": Grant.EndReason.EXPIRED,
+            **provisioning.pending_fields(OutboxItem.Action.REMOVE, now),
+        },
+        write_batch,
+        grant_ids=grant_ids,
+        batch_size=batch_size,
+    )
 
 
 def _end(
