@@ -12,27 +12,22 @@ def portal(request: HttpRequest) -> dict:
 
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
+    auditor = permissions.is_auditor(user)
     return {
         "nav": {
             "verified": True,
-            "groups": set(user.groups.values_list("name", flat=True)),
+            "groups": permissions.scope(user).group_names,
             "is_staff": user.is_staff,
             "pending_changes": _pending_changes(user),
             "approver": approver,
-            "auditor": permissions.is_auditor(user),
+            "auditor": auditor,
             "queue_size": selectors.approver_queue_size(user, timezone.now(), decidable) if approver else 0,
             "sees_grants": approver
-            or permissions.is_auditor(user)
+            or auditor
             or user.has_perm("accessgov.own_system")
-            or _owns_any(user),
+            or permissions.owns_any_system(user),
         }
     }
-
-
-def _owns_any(user) -> bool:
-    from guardian.shortcuts import get_objects_for_user
-
-    return get_objects_for_user(user, "accessgov.own_system", accept_global_perms=False).exists()
 
 
 def _pending_changes(user) -> int:

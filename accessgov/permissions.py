@@ -6,11 +6,13 @@ or groups. Portal-wide rights: ``accessgov.audit_access`` (auditors). Predicates
 take effect on the next check: guardian builds a fresh checker per ``has_perm`` call.
 """
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import Group
-from django.db.models import IntegerField, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db import connection
+from django.db.models import Q, QuerySet
 from guardian.models import GroupObjectPermission, UserObjectPermission
-from guardian.shortcuts import get_objects_for_user, get_users_with_perms
+from guardian.shortcuts import get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, User
@@ -35,6 +37,8 @@ def _memoized(user: User, key: str, compute):
 
 
 def is_auditor(user: User) -> bool:
+    if getattr(user, "_permission_memo", None) is not None:
+        scope(user)  # within a request: primes has_perm's cache with the one scope query
     return user.is_active and user.has_perm(AUDIT_PERM)
 
 
@@ -43,7 +47,8 @@ def is_auditor(user: User) -> bool:
 
 def eligible_roles(user: User, now) -> QuerySet[Role]:
     """Roles ``user`` may request at ``now`` through an eligibility of their own or of a group."""
-    eligibilities = Eligibility.objects.active(now).filter(Q(user=user) | Q(group__in=user.groups.all()))
+    # The user's group ids as a list (from ``scope``): an OR with a subquery defeated the two indexes.
+    eligibilities = Eligibility.objects.active(now).filter(Q(user=user) | Q(group_id__in=scope(user).group_ids))
     return Role.objects.filter(pk__in=eligibilities.values("role_id")).select_related("system")
 
 
@@ -87,39 +92,95 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
         raise NotAuthorized("You have already decided this request; another approver must decide next.")
 
 
-def _object_ids(user: User, codename: str) -> Q:
-    """Object ids on which ``user`` holds ``codename``, directly or through a group, as a condition
-    over guardian's two tables (object_pk is text there, hence the cast)."""
-    direct = UserObjectPermission.objects.filter(user=user, permission__codename=codename)
-    via_group = GroupObjectPermission.objects.filter(
-        group__in=user.groups.through.objects.filter(user=user).values("group_id"), permission__codename=codename
+@dataclass(frozen=True)
+class Scope:
+    """What one user may see and decide, read in one round trip (``_scope``)."""
+
+    group_ids: list[int]
+    group_names: frozenset[str]
+    decidable_role_ids: list[int]  # approve_role on the role, or approve_system on its system
+    owned_system_ids: list[int]  # own_system, directly or through a group
+    owned_role_ids: list[int]  # every role of an owned system
+
+
+# Object permissions come from guardian's two generic tables (object_pk is text there, hence the cast);
+# codenames are unique per model in this app. Portal-wide permissions (user's and groups') come along so
+# ``has_perm`` needs no query of its own within the request.
+_SCOPE_SQL = """
+WITH ug AS (SELECT group_id FROM {user_groups} WHERE user_id = %(user)s),
+op AS (
+    SELECT p.codename AS codename, CAST(o.object_pk AS integer) AS object_id
+    FROM {user_object_perms} o JOIN {perms} p ON p.id = o.permission_id
+    WHERE o.user_id = %(user)s AND p.codename IN ('approve_role', 'approve_system', 'own_system')
+    UNION
+    SELECT p.codename, CAST(o.object_pk AS integer)
+    FROM {group_object_perms} o JOIN {perms} p ON p.id = o.permission_id
+    WHERE o.group_id IN (SELECT group_id FROM ug) AND p.codename IN ('approve_role', 'approve_system', 'own_system')
+)
+SELECT 'group', g.id, g.name FROM {groups} g WHERE g.id IN (SELECT group_id FROM ug)
+UNION ALL
+SELECT 'perm', CAST(NULL AS integer), ct.app_label || '.' || p.codename
+FROM {perms} p JOIN {content_types} ct ON ct.id = p.content_type_id
+WHERE p.id IN (SELECT permission_id FROM {user_perms} WHERE user_id = %(user)s)
+   OR p.id IN (SELECT permission_id FROM {group_perms} WHERE group_id IN (SELECT group_id FROM ug))
+UNION ALL
+SELECT 'decide', r.id, NULL FROM {roles} r
+WHERE r.id IN (SELECT object_id FROM op WHERE codename = 'approve_role')
+   OR r.system_id IN (SELECT object_id FROM op WHERE codename = 'approve_system')
+UNION ALL
+SELECT 'owns', object_id, NULL FROM op WHERE codename = 'own_system'
+UNION ALL
+SELECT 'owned_role', r.id, NULL FROM {roles} r WHERE r.system_id IN (SELECT object_id FROM op WHERE codename = 'own_system')
+"""
+
+
+def _scope(user: User) -> Scope:
+    """One query for the viewer's groups, portal-wide permissions (primed into Django's per-user cache,
+    which ``has_perm`` reads) and object rights. Called once per verified request through the memo,
+    and on every call outside one."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    tables = {
+        "user_groups": User.groups.through._meta.db_table,
+        "user_perms": User.user_permissions.through._meta.db_table,
+        "groups": Group._meta.db_table,
+        "group_perms": Group.permissions.through._meta.db_table,
+        "perms": Permission._meta.db_table,
+        "content_types": ContentType._meta.db_table,
+        "user_object_perms": UserObjectPermission._meta.db_table,
+        "group_object_perms": GroupObjectPermission._meta.db_table,
+        "roles": Role._meta.db_table,
+    }
+    rows: dict[str, list] = {"group": [], "perm": [], "decide": [], "owns": [], "owned_role": []}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SCOPE_SQL.format(**{k: connection.ops.quote_name(v) for k, v in tables.items()}), {"user": user.pk}
+        )
+        for kind, number, text in cursor.fetchall():
+            rows[kind].append((number, text) if kind == "group" else text if number is None else number)
+    if not user.is_superuser:  # superusers have every permission without the cache
+        user._perm_cache = set(rows["perm"])  # ModelBackend.get_all_permissions reads this
+    return Scope(
+        group_ids=sorted(pk for pk, _ in rows["group"]),
+        group_names=frozenset(name for _, name in rows["group"]),
+        decidable_role_ids=sorted(rows["decide"]),
+        owned_system_ids=sorted(rows["owns"]),
+        owned_role_ids=sorted(rows["owned_role"]),
     )
-    as_id = Cast("object_pk", IntegerField())
-    return direct.annotate(object_id=as_id).values("object_id"), via_group.annotate(object_id=as_id).values("object_id")
+
+
+def scope(user: User) -> Scope:
+    """The viewer's ``Scope``, once per verified request (permission changes apply on the next request)."""
+    return _memoized(user, "scope", lambda: _scope(user))
 
 
 def decidable_role_ids(user: User) -> list[int]:
     """Ids of the roles whose requests ``user`` may decide (approve_role on the role, or
-    approve_system on its system), in one query (once per request; permission changes apply on the
-    next request)."""
+    approve_system on its system)."""
     if not user.is_active:
         return []
-    return _memoized(user, "decidable", lambda: _decidable_role_ids(user))
-
-
-def _decidable_role_ids(user: User) -> list[int]:
-    role_direct, role_group = _object_ids(user, "approve_role")
-    system_direct, system_group = _object_ids(user, "approve_system")
-    return list(
-        Role.objects.filter(
-            Q(pk__in=role_direct)
-            | Q(pk__in=role_group)
-            | Q(system_id__in=system_direct)
-            | Q(system_id__in=system_group)
-        )
-        .order_by()
-        .values_list("pk", flat=True)
-    )
+    return scope(user).decidable_role_ids
 
 
 def decidable_roles(user: User) -> QuerySet[Role]:
@@ -161,15 +222,10 @@ def can_view_access_request(user: User, access_request: AccessRequest) -> bool:
 
 def overseen_role_ids(user: User) -> list[int]:
     """Ids of the roles whose requests and grants ``user`` sees without being their holder: roles they
-    may decide and every role of a system they own. Read once as a list (one query), so list pages
-    filter with ``role_id IN (…)`` on an index instead of re-running the permission subqueries per row."""
-
-    def compute() -> list[int]:
-        owned_direct, owned_group = _object_ids(user, "own_system")
-        owned = Role.objects.filter(Q(system_id__in=owned_direct) | Q(system_id__in=owned_group))
-        return sorted(set(decidable_role_ids(user)) | set(owned.order_by().values_list("pk", flat=True)))
-
-    return _memoized(user, "overseen", compute)
+    may decide and every role of a system they own. A list (from ``scope``), so list pages filter with
+    ``role_id IN (…)`` on an index instead of re-running the permission subqueries per row."""
+    user_scope = scope(user)
+    return sorted(set(user_scope.decidable_role_ids) | set(user_scope.owned_role_ids))
 
 
 def visible_access_requests(user: User) -> QuerySet[AccessRequest]:
@@ -187,8 +243,8 @@ def visible_grants(user: User) -> QuerySet[Grant]:
     return Grant.objects.filter(Q(user=user) | Q(role_id__in=overseen_role_ids(user)))
 
 
-def _owned_systems(user: User) -> QuerySet[System]:
-    return get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
+def owns_any_system(user: User) -> bool:
+    return user.is_active and bool(scope(user).owned_system_ids)
 
 
 def visible_roles(user: User, now) -> QuerySet[Role]:
@@ -199,7 +255,7 @@ def visible_roles(user: User, now) -> QuerySet[Role]:
     return Role.objects.filter(
         Q(pk__in=eligible_roles(user, now).values("pk"))
         | Q(pk__in=decidable_roles(user).values("pk"))
-        | Q(system__in=_owned_systems(user).values("pk"))
+        | Q(system_id__in=scope(user).owned_system_ids)
     )
 
 
@@ -208,7 +264,7 @@ def visible_systems(user: User, now) -> QuerySet[System]:
     if is_auditor(user):
         return System.objects.all()
     return System.objects.filter(
-        Q(pk__in=visible_roles(user, now).values("system_id")) | Q(pk__in=_owned_systems(user).values("pk"))
+        Q(pk__in=visible_roles(user, now).values("system_id")) | Q(pk__in=scope(user).owned_system_ids)
     )
 
 
@@ -219,7 +275,7 @@ def visible_eligibilities(user: User, now) -> QuerySet[Eligibility]:
     if is_auditor(user):
         return qs
     return qs.filter(
-        Q(user=user) | Q(group__in=user.groups.all()) | Q(role__system__in=_owned_systems(user).values("pk"))
+        Q(user=user) | Q(group_id__in=scope(user).group_ids) | Q(role__system_id__in=scope(user).owned_system_ids)
     )
 
 

@@ -1,4 +1,7 @@
+from datetime import UTC
+
 from django import template
+from django.utils.html import format_html
 
 from accessgov.policies import format_duration
 
@@ -9,3 +12,29 @@ register = template.Library()
 def duration_filter(value) -> str:
     """A timedelta as people write it: "1 h 30 min"."""
     return format_duration(value) if value is not None else ""
+
+
+# Pages say "times are UTC". Django's ``date`` filter resolves the active time zone and walks a format
+# string per call; on a 50-row table its two dates per row were a tenth of the page's server time.
+@register.filter(name="utc")
+def utc_filter(value) -> str:
+    """An aware datetime as ``2026-11-24 09:30`` (UTC); empty for None."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+@register.filter(name="utc_seconds")
+def utc_seconds_filter(value) -> str:
+    """An aware datetime as ``2026-11-24 09:30:05`` (UTC); empty for None."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@register.simple_tag(name="status")
+def status_tag(status: str, label: str) -> str:
+    """A status badge (the per-row ``{% include %}`` it replaces cost a template lookup per row)."""
+    return format_html('<span class="status status-{}">{}</span>', status, label)
+
+
+@register.filter(name="utc_iso")
+def utc_iso_filter(value) -> str:
+    """An aware datetime in ISO 8601 (UTC), for ``<time datetime=…>``; empty for None."""
+    return value.astimezone(UTC).isoformat() if value else ""
