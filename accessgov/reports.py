@@ -827,7 +827,11 @@ class BreakGlassFilter(ReportFilterSet):
 
 
 def break_glass_rows(qs: QuerySet[Grant]) -> QuerySet[Grant]:
-    return qs.select_related("user", "role__system", "access_request", "ended_by", "follow_up__acknowledged_by")
+    # Who ended it and who acknowledged the follow-up come by prefetch: two more joins took PostgreSQL
+    # 15 ms to plan (the rows themselves take 3 ms).
+    return qs.select_related("user", "role__system", "access_request", "follow_up").prefetch_related(
+        "ended_by", "follow_up__acknowledged_by"
+    )
 
 
 def break_glass_csv_row(grant: Grant, now: datetime) -> list:

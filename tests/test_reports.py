@@ -725,3 +725,26 @@ def test_report_summaries_are_reused_per_viewer_scope_and_say_when_they_were_com
     assert "1 grant started" in auditor.get(url + "?user=requester").content.decode()
     cache.clear()
     assert "1 grant started" in auditor.get(url).content.decode()
+
+
+def test_approval_metrics_tables_are_rendered_once_per_summary_and_never_shared_across_scopes(world, settings):
+    from django.core.cache import cache
+
+    settings.REPORT_SUMMARY_CACHE_SECONDS = 60
+    cache.clear()
+    auditor, approver = verify_session(Client(), world.auditor), verify_session(Client(), world.approver)
+    url = reverse("report_approvals")
+    assert "No decided requests." in auditor.get(url).content.decode()
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role, duration=timedelta(hours=1), justification="Investigating INC-9001"
+    )
+    ar.access_request_approve(world.approver, access_request.pk)
+    again = auditor.get(url).content.decode()
+    # The kept summary (tables included) until it expires; the rows below it are live.
+    assert "No decided requests." in again and f'href="/requests/{access_request.pk}/"' in again
+    assert "No decided requests." not in approver.get(url).content.decode()
+    # With caching on, invalid filters are still a 400 with the message (no summary to render).
+    response = auditor.get(url, {"since": "2025-03-10", "until": "2025-03-01"})
+    assert response.status_code == 400 and "The period starts after it ends" in response.content.decode()
+    cache.clear()
+    assert "No decided requests." not in auditor.get(url).content.decode()

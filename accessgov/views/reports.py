@@ -90,10 +90,12 @@ def _summaries(request: HttpRequest, report: reports.Report, filterset, extra) -
     """Charts and totals aggregate every matching row (a scan of up to every grant or decision), so
     they are kept for REPORT_SUMMARY_CACHE_SECONDS per report, filters and viewer's visibility (all
     for auditors, else per person); the page says when they were computed. Paging and sorting the
-    table do not recompute them."""
+    table do not recompute them. ``summary_key`` and ``summary_seconds`` let a template keep the
+    rendered summary too (``{% cache %}``: the approval metrics' per-system and per-approver tables
+    cost more to render than the page's rows)."""
     seconds = settings.REPORT_SUMMARY_CACHE_SECONDS
     if seconds <= 0:
-        return {**extra(filterset), "summaries_at": filterset.now}
+        return {**extra(filterset), "summaries_at": filterset.now, "summary_seconds": 0, "summary_key": ""}
     scope = "all" if permissions.is_auditor(request.user) else f"user-{request.user.pk}"
     params = sorted((k, v) for k, v in request.GET.items() if k not in ("after", "sort"))
     digest = hashlib.sha256(json.dumps([report.name, scope, params]).encode()).hexdigest()
@@ -102,7 +104,7 @@ def _summaries(request: HttpRequest, report: reports.Report, filterset, extra) -
     if cached is None:
         cached = {**extra(filterset), "summaries_at": filterset.now}
         cache.set(key, cached, seconds)
-    return cached
+    return {**cached, "summary_seconds": seconds, "summary_key": digest}
 
 
 def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
