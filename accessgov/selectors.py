@@ -40,16 +40,25 @@ def approver_queue(
     """Pending requests ``user`` may decide now: never their own, never ones they already decided,
     oldest first."""
     already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
+    # Approvals so far as a correlated count, not a join + GROUP BY over every selected column: the
+    # grouped form took PostgreSQL ~10 ms to plan for a 1 ms query.
+    approvals = (
+        Decision.objects.filter(access_request=OuterRef("pk"), outcome=Decision.Outcome.APPROVE)
+        .order_by()
+        .values("access_request")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     qs = (
         AccessRequest.objects.filter(
             status=AccessRequest.Status.PENDING,
             lapses_at__gt=now,
-            role__in=permissions.decidable_roles(user).values("pk"),
+            role_id__in=permissions.decidable_role_ids(user),
         )
         .exclude(requester=user)
         .exclude(Exists(already))
         .select_related("role__system", "requester", "extends_grant")
-        .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
+        .annotate(approvals=Coalesce(Subquery(approvals), 0))
         .order_by("created_at", "pk")
     )
     if system_id:
