@@ -408,9 +408,12 @@ class AccessHistoryFilter(ReportFilterSet):
 
 
 def access_history_rows(qs: QuerySet[Grant]) -> QuerySet[Grant]:
-    """The page's and the CSV's rows: the joins and the approvers they show, in one query."""
-    return qs.select_related("user", "role__system", "access_request", "ended_by").annotate(
-        approved_by=_decider_names("access_request_id", APPROVE)
+    """The page's and the CSV's rows: the joins and the approvers they show (who ended a grant by
+    prefetch: one join fewer roughly halves PostgreSQL's planning time)."""
+    return (
+        qs.select_related("user", "role__system", "access_request")
+        .prefetch_related("ended_by")
+        .annotate(approved_by=_decider_names("access_request_id", APPROVE))
     )
 
 

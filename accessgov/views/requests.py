@@ -1,6 +1,7 @@
 """Requesting access, following a request, and deciding it."""
 
 from django.contrib import messages
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accessgov import permissions, policies, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
-from accessgov.models import AccessRequest
+from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
 from accessgov.views.common import refused, status_for, step_up_with_code
 
@@ -67,8 +68,9 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
             "default": policies.format_duration(role.default_duration),
             "approvals": role.approvals_required,
             "pending": policies.format_duration(role.pending_timeout),
+            "auto_rules": role.has_auto_rules,
         }
-        for role in roles
+        for role in roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk"))))
     ]
     return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
 
