@@ -18,8 +18,11 @@ def home_view(request: HttpRequest) -> HttpResponse:
         "backup_codes_left": otp.backup_codes_left(request.user),
         "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+        # Someone else's grants only: nothing to count for a person who oversees no role.
         "overdue_removals": provisioning.overdue_removals(permissions.visible_grants(request.user), now)
         .exclude(user=request.user)
-        .count(),
+        .count()
+        if permissions.is_auditor(request.user) or permissions.overseen_role_ids(request.user)
+        else 0,
     }
     return render(request, "accessgov/home.html", context)
