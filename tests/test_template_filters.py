@@ -20,3 +20,12 @@ def test_missing_times_render_empty():
 def test_status_badge_escapes_its_label():
     html = engines["django"].from_string("{% status s l %}").render({"s": "active", "l": "<b>x</b>"})
     assert html == '<span class="status status-active">&lt;b&gt;x&lt;/b&gt;</span>'
+
+
+def test_event_types_render_with_their_labels():
+    from accessgov.models import AccessEvent
+    from accessgov.templatetags.accessgov_tags import event_label_filter
+
+    for value, label in AccessEvent.Type.choices:
+        assert event_label_filter(value) == label
+    assert event_label_filter("not.a.type") == "not.a.type"

@@ -1,4 +1,5 @@
 from datetime import UTC
+from functools import cache
 
 from django import template
 from django.utils.html import format_html
@@ -38,3 +39,16 @@ def status_tag(status: str, label: str) -> str:
 def utc_iso_filter(value) -> str:
     """An aware datetime in ISO 8601 (UTC), for ``<time datetime=…>``; empty for None."""
     return value.astimezone(UTC).isoformat() if value else ""
+
+
+@register.filter(name="event_label")
+def event_label_filter(event_type: str) -> str:
+    """An access event type's label (``get_event_type_display`` rebuilds a dict of ~40 choices per call)."""
+    return _event_labels().get(event_type, event_type)
+
+
+@cache
+def _event_labels() -> dict[str, str]:
+    from accessgov.models import AccessEvent
+
+    return dict(AccessEvent.Type.choices)
