@@ -22,10 +22,18 @@ def heartbeat() -> float:
 
 @shared_task(**RETRY)
 def expire_grant(grant_id: int) -> int:
-    """Runs at a grant's expires_at (eta). Expires it if still due; a no-op if extended or ended."""
+    """Runs at a grant's expires_at (eta). Expires every grant due by now — its own if still due (a
+    no-op if extended or ended) and any other due one, so timers of grants ending together, which fire
+    within milliseconds of each other, share one set-based transaction instead of queueing one each
+    behind the ledger lock. Then removes the access itself (the drain is idempotent and leased), rather
+    than queueing the drain behind the other timers."""
     from accessgov.services.grants import grant_expire_due
+    from accessgov.services.provisioning import outbox_drain
 
-    return grant_expire_due(timezone.now(), grant_ids=[grant_id], job="expiry-timer")
+    expired = grant_expire_due(timezone.now(), job="expiry-timer")
+    if expired:
+        outbox_drain()
+    return expired
 
 
 @shared_task(**RETRY)

@@ -433,6 +433,135 @@ def test_the_same_outbox_item_processed_by_two_workers_at_once_has_one_effect(
         assert principal in pg.target.members()
 
 
+@pytest.fixture
+def grantees(pg, make_user):
+    """Three more grantees of pg.role with login roles at the target, their access applied."""
+
+    def make() -> list[Grant]:
+        grants = []
+        for n in range(3):
+            user = make_user(f"burst{n}", device=False)
+            Eligibility.objects.create(role=pg.role, user=user)
+            pg.target.create_login(user.username)
+            grants.append(approve(pg, user))
+        return grants
+
+    return make
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_removals_drained_together_are_one_revoke_yet_each_is_confirmed_by_name_and_sessions_end(
+    pg, grantees, outbox_held, monkeypatch
+):
+    grants = [approve(pg), *grantees()]
+    assert outbox_drain() == 4
+    assert len(pg.target.members()) == 4
+    bulk_calls: list[int] = []
+    original = PostgresConnector.remove_many
+
+    def spy(self, targets):
+        bulk_calls.append(len(targets))
+        return original(self, targets)
+
+    monkeypatch.setattr(PostgresConnector, "remove_many", spy)
+    session = pg.target.connect_as(pg.principal)
+    try:
+        assert pg.target.read_table_as_managed(session) == 2
+        for grant in grants:
+            make_due(grant)
+        assert gs.grant_expire_due(timezone.now()) == 4
+
+        assert outbox_drain() == 4
+
+        assert bulk_calls == [4]  # one REVOKE for the batch, not one per grant
+        assert pg.target.members() == set()
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT count(*) FROM payments")  # the SET ROLE session was ended
+    finally:
+        session.close()
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.provisioning_state == Grant.Provisioning.CONFIRMED
+        assert grant.removal_confirmed_at is not None and grant.removed_at == grant.removal_confirmed_at
+        assert event_types(grant)["provisioning.removed"] == 1
+        assert AccessEvent.objects.get(grant=grant, event_type="provisioning.removed").data["read_back"] is True
+    assert outbox_drain() == 0
+    # A redelivered bulk removal (a worker that died between the target and the record) is harmless.
+    connector = connector_for(pg.system)
+    targets = [
+        Target(g.pk, connector.principal_for(g.user.username), pg.target.managed, g.user.username, "", "")
+        for g in grants
+    ]
+    try:
+        connector.remove_many(targets)
+        assert connector.applied_among(targets) == set()
+    finally:
+        connector.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_removal_the_target_refuses_fails_alone_and_the_rest_of_its_batch_is_removed(pg, grantees, outbox_held):
+    grants = [approve(pg), *grantees()]
+    assert outbox_drain() == 4
+    gone = grants[1]
+    missing = pg.target.principal(gone.user.username)
+    with pg.target.admin(dbname="postgres") as conn:  # a DBA dropped the login role: REVOKE … FROM it fails
+        conn.execute(
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                sql.Identifier(pg.target.dbname), sql.Identifier(missing)
+            )
+        )
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(missing)))
+    for grant in grants:
+        make_due(grant)
+    assert gs.grant_expire_due(timezone.now()) == 4
+
+    assert outbox_drain() == 3
+
+    assert pg.target.members() == set()
+    for grant in grants:
+        grant.refresh_from_db()
+    assert [g.provisioning_state for g in grants] == [
+        Grant.Provisioning.CONFIRMED,
+        Grant.Provisioning.FAILED,
+        Grant.Provisioning.CONFIRMED,
+        Grant.Provisioning.CONFIRMED,
+    ]
+    assert gone.removal_confirmed_at is None and "does not exist" in gone.provisioning_error
+    assert event_types(gone)["provisioning.failed"] == 1 and event_types(gone)["provisioning.removed"] == 0
+    item = OutboxItem.objects.get(grant=gone, action=OutboxItem.Action.REMOVE)
+    assert item.done_at is None and item.lease_until is None and item.next_attempt_at > timezone.now()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_first_timer_of_grants_ending_together_expires_and_removes_them_all_once(pg, grantees, outbox_held):
+    from accessgov import tasks
+
+    grants = [approve(pg), *grantees()]
+    assert outbox_drain() == 4
+    for grant in grants:
+        make_due(grant)
+
+    assert tasks.expire_grant(grants[2].pk) == 4  # removes them too, without waiting for a drain task
+    assert pg.target.members() == set()
+    assert [tasks.expire_grant(g.pk) for g in grants] == [0, 0, 0, 0]  # the other timers: nothing left
+
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.status == Grant.Status.EXPIRED
+        assert grant.provisioning_state == Grant.Provisioning.CONFIRMED
+        assert event_types(grant) == {
+            "grant.activated": 1,
+            "provisioning.applied": 1,
+            "grant.expired": 1,
+            "provisioning.removed": 1,
+        }
+        assert AccessEvent.objects.get(grant=grant, event_type="grant.expired").actor_label == "system:expiry-timer"
+
+
 # --- 5. Drift -----------------------------------------------------------------------------------
 
 

@@ -29,6 +29,8 @@ class Connector:
     secret_required = False
     # True when is_applied() really reads the target back; otherwise a 2xx acknowledgement is the proof.
     reads_back = False
+    # True when remove_many() does many removals in fewer round trips than one remove() each.
+    removes_in_bulk = False
 
     def __init__(self, config: dict[str, Any], secret: str = "") -> None:
         self.config = config
@@ -55,6 +57,15 @@ class Connector:
     def is_applied(self, target: Target) -> bool:
         """Read back from the target; connectors that cannot read back trust the acknowledgement."""
         return True
+
+    def remove_many(self, targets: list[Target]) -> None:
+        """Remove all of ``targets`` (idempotent, like ``remove``); raises if any removal failed."""
+        for target in targets:
+            self.remove(target)
+
+    def applied_among(self, targets: list[Target]) -> set[Target]:
+        """Those of ``targets`` the target still shows (read back, like ``is_applied``)."""
+        return {target for target in targets if self.is_applied(target)}
 
     def members(self, target_role: str) -> set[str] | None:
         """Principals holding ``target_role`` at the target, or None when the target cannot tell."""

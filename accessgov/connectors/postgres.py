@@ -26,6 +26,7 @@ REQUIRED = ("host", "dbname", "user")
 class PostgresConnector(Connector):
     secret_required = True
     reads_back = True
+    removes_in_bulk = True
 
     def __init__(self, config: dict[str, Any], secret: str = "") -> None:
         super().__init__(config, secret)
@@ -97,21 +98,46 @@ class PostgresConnector(Connector):
         self._run((grant, ()))
 
     def remove(self, target: Target) -> None:
-        revoke = sql.SQL("REVOKE {} FROM {}").format(
-            sql.Identifier(target.target_role), sql.Identifier(target.principal)
-        )
-        # Sessions of the login role may still hold the privilege (SET ROLE): end them.
+        self.remove_many([target])
+
+    def remove_many(self, targets: list[Target]) -> None:
+        """One ``REVOKE managed FROM login, login, …`` per managed role, then one terminate for all the
+        login roles' sessions: a burst of removals pays three round trips, not three per grant. A
+        REVOKE of a membership that is already gone only warns, so this is idempotent; a missing login
+        role fails the whole statement (the caller then removes one by one)."""
+        principals_by_role: dict[str, list[str]] = {}
+        for target in targets:
+            principals = principals_by_role.setdefault(target.target_role, [])
+            if target.principal not in principals:
+                principals.append(target.principal)
+        revokes: list[tuple[sql.Composable | str, tuple]] = [
+            (
+                sql.SQL("REVOKE {} FROM {}").format(
+                    sql.Identifier(role), sql.SQL(", ").join(sql.Identifier(p) for p in principals)
+                ),
+                (),
+            )
+            for role, principals in principals_by_role.items()
+        ]
+        # Sessions of the login roles may still hold the privilege (SET ROLE): end them.
         terminate = (
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s) AND pid <> pg_backend_pid()"
         )
-        self._run((revoke, ()), (terminate, (target.principal,)))
+        self._run(*revokes, (terminate, (sorted({target.principal for target in targets}),)))
 
     def is_applied(self, target: Target) -> bool:
+        return bool(self.applied_among([target]))
+
+    def applied_among(self, targets: list[Target]) -> set[Target]:
+        """One read of pg_auth_members for all ``targets``; each is answered by its own (role, login) pair."""
         query = (
-            "SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolname = %s"
+            "SELECT g.rolname, u.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = ANY(%s) AND u.rolname = ANY(%s)"
         )
-        return bool(self._run((query, (target.target_role, target.principal))))
+        roles = sorted({target.target_role for target in targets})
+        principals = sorted({target.principal for target in targets})
+        held = {(role, principal) for role, principal in self._run((query, (roles, principals)))}
+        return {target for target in targets if (target.target_role, target.principal) in held}
 
     def members(self, target_role: str) -> set[str] | None:
         query = (

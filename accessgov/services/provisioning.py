@@ -20,7 +20,7 @@ from accessgov import permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
-from accessgov.services.events import event_record
+from accessgov.services.events import actor_label, event_record, event_record_rows
 
 logger = logging.getLogger("accessgov.provisioning")
 Action = OutboxItem.Action
@@ -175,77 +175,133 @@ def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list
         return claimed
 
 
-def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
+def _event(event_type: str, grant: Grant, actor: User | None, finished: datetime, **fields) -> dict:
+    """One provisioning event as a row for ``event_record_rows`` (the role is the grant's, as
+    ``event_record`` would take it)."""
+    return {
+        "occurred_at": finished,
+        "event_type": event_type,
+        "actor_id": actor.pk if actor else None,
+        "actor_label": actor_label(actor, "provisioning"),
+        "access_request_id": grant.access_request_id,
+        "grant_id": grant.pk,
+        "role_id": grant.role_id,
+        "reason": fields.get("reason", ""),
+        "data": fields.get("data", {}),
+    }
+
+
+def _update_grouped(model, changes: list[tuple[int, dict[str, object]]]) -> None:
+    """Write per-row ``changes`` with one UPDATE per distinct set of values (a batch's rows mostly share
+    theirs: done at the same instant, in the same state)."""
+    groups: dict[tuple, list[int]] = {}
+    for pk, values in changes:
+        groups.setdefault(tuple(sorted(values.items())), []).append(pk)
+    for values, pks in groups.items():
+        model.objects.filter(pk__in=pks).update(**dict(values))
+
+
+def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -> dict[int, str]:
+    """Write the outcomes of processed items — (item id, error or "") — in one transaction: lock the
+    items and their grants (by id), then a few set-based UPDATEs and the events in one chained write
+    (one ledger lock for the whole batch). Per item: "done", "failed", or "already done" (another
+    delivery recorded it first: nothing is written twice)."""
     finished = timezone.now()
+    errors = dict(results)
+    outcomes: dict[int, str] = {}
     with transaction.atomic():
-        item = OutboxItem.objects.select_for_update(no_key=True, of=("self",)).get(pk=item_id)
-        grant = (
-            Grant.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("access_request")
-            .get(pk=item.grant_id)
+        items = list(
+            OutboxItem.objects.select_for_update(no_key=True, of=("self",)).filter(pk__in=errors).order_by("pk")
         )
-        if item.done_at is not None:
-            return "already done"
-        item.lease_until = None
-        if error:
-            item.last_error = error[:2000]
-            item.next_attempt_at = finished + _backoff(item.attempts)
-            item.save(update_fields=["lease_until", "last_error", "next_attempt_at"])
-            if grant.provisioning_state != State.FAILED:
-                event_record(
-                    Type.PROVISIONING_FAILED,
-                    actor=actor,
-                    job="provisioning",
-                    grant=grant,
-                    access_request=grant.access_request,
-                    reason=error,
-                    data={"action": item.action, "outbox_item": item.idempotency_key},
+        grants = {
+            grant.pk: grant
+            for grant in Grant.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("role__system")
+            .filter(pk__in={item.grant_id for item in items})
+            .order_by("pk")
+        }
+        removal_queued = set(
+            OutboxItem.objects.filter(
+                grant_id__in=[i.grant_id for i in items if i.action == Action.APPLY],
+                action=Action.REMOVE,
+                done_at__isnull=True,
+            ).values_list("grant_id", flat=True)
+        )
+        reads_back: dict[int, bool] = {}
+        events: list[dict] = []
+        item_changes: list[tuple[int, dict[str, object]]] = []
+        grant_changes: list[tuple[int, dict[str, object]]] = []
+        for item in items:
+            grant = grants[item.grant_id]
+            if item.done_at is not None:
+                outcomes[item.pk] = "already done"
+                continue
+            error = errors[item.pk]
+            if error:
+                next_attempt_at = finished + _backoff(item.attempts)
+                item_changes.append(
+                    (item.pk, {"lease_until": None, "last_error": error[:2000], "next_attempt_at": next_attempt_at})
                 )
-            grant.provisioning_state = State.FAILED
-            grant.provisioning_error = error[:2000]
-            grant.save(update_fields=["provisioning_state", "provisioning_error"])
-            return "failed"
-        item.done_at, item.outcome, item.done_by = finished, "done", actor
-        item.save(update_fields=["lease_until", "done_at", "outcome", "done_by"])
-        grant.provisioning_error = ""
-        if item.action == Action.APPLY:
-            grant.provisioned_at = finished
-            removal_queued = OutboxItem.objects.filter(grant=grant, action=Action.REMOVE, done_at__isnull=True).exists()
-            grant.provisioning_state = State.REMOVAL_PENDING if removal_queued else State.APPLIED
-            grant.save(update_fields=["provisioned_at", "provisioning_state", "provisioning_error"])
-            event_record(
-                Type.PROVISIONING_APPLIED,
-                actor=actor,
-                job="provisioning",
-                grant=grant,
-                access_request=grant.access_request,
-                data={
-                    "outbox_item": item.idempotency_key,
-                    "seconds_after_activation": round(
-                        (finished - (grant.activated_at or grant.starts_at)).total_seconds(), 3
-                    ),
-                },
+                if grant.provisioning_state != State.FAILED:
+                    data = {"action": item.action, "outbox_item": item.idempotency_key}
+                    events.append(_event(Type.PROVISIONING_FAILED, grant, actor, finished, reason=error, data=data))
+                grant_changes.append(
+                    (grant.pk, {"provisioning_state": State.FAILED, "provisioning_error": error[:2000]})
+                )
+                outcomes[item.pk] = "failed"
+                continue
+            done_by_id = actor.pk if actor else None
+            item_changes.append(
+                (item.pk, {"lease_until": None, "done_at": finished, "outcome": "done", "done_by_id": done_by_id})
             )
-        else:
-            reads_back = connector_for(grant.role.system).reads_back and actor is None
-            grant.removed_at = finished
-            grant.removal_confirmed_at = finished
-            grant.provisioning_state = State.CONFIRMED if reads_back else State.REMOVED
-            grant.save(update_fields=["removed_at", "removal_confirmed_at", "provisioning_state", "provisioning_error"])
-            lag = (finished - grant.ended_at).total_seconds() if grant.ended_at else None
-            event_record(
-                Type.PROVISIONING_REMOVED,
-                actor=actor,
-                job="provisioning",
-                grant=grant,
-                access_request=grant.access_request,
-                data={
+            outcomes[item.pk] = "done"
+            if item.action == Action.APPLY:
+                state = State.REMOVAL_PENDING if grant.pk in removal_queued else State.APPLIED
+                grant_changes.append(
+                    (grant.pk, {"provisioned_at": finished, "provisioning_state": state, "provisioning_error": ""})
+                )
+                started = grant.activated_at or grant.starts_at
+                data = {
                     "outbox_item": item.idempotency_key,
-                    "read_back": reads_back,
+                    "seconds_after_activation": round((finished - started).total_seconds(), 3),
+                }
+                events.append(_event(Type.PROVISIONING_APPLIED, grant, actor, finished, data=data))
+            else:
+                system = grant.role.system
+                if system.pk not in reads_back:
+                    reads_back[system.pk] = connector_for(system).reads_back
+                confirmed = reads_back[system.pk] and actor is None
+                grant_changes.append(
+                    (
+                        grant.pk,
+                        {
+                            "removed_at": finished,
+                            "removal_confirmed_at": finished,
+                            "provisioning_state": State.CONFIRMED if confirmed else State.REMOVED,
+                            "provisioning_error": "",
+                        },
+                    )
+                )
+                lag = (finished - grant.ended_at).total_seconds() if grant.ended_at else None
+                data = {
+                    "outbox_item": item.idempotency_key,
+                    "read_back": confirmed,
                     "revocation_lag_seconds": round(lag, 3) if lag is not None else None,
-                },
-            )
-        return "done"
+                }
+                events.append(_event(Type.PROVISIONING_REMOVED, grant, actor, finished, data=data))
+        _update_grouped(OutboxItem, item_changes)
+        _update_grouped(Grant, grant_changes)
+        event_record_rows(events)
+    return outcomes
+
+
+def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
+    """Record one processed item's outcome (see ``_record_many``)."""
+    return _record_many([(item_id, error)], actor=actor)[item_id]
+
+
+READ_BACK_APPLY_MISSING = "Applied, but reading the target back does not show the access."
+READ_BACK_REMOVE_STILL_THERE = "Removed, but reading the target back still shows the access."
 
 
 def _perform(item: OutboxItem, connector) -> str:
@@ -255,17 +311,38 @@ def _perform(item: OutboxItem, connector) -> str:
         if item.action == Action.APPLY:
             connector.apply(target)
             if connector.reads_back and not connector.is_applied(target):
-                return "Applied, but reading the target back does not show the access."
+                return READ_BACK_APPLY_MISSING
         else:
             connector.remove(target)
             if connector.reads_back and connector.is_applied(target):
-                return "Removed, but reading the target back still shows the access."
+                return READ_BACK_REMOVE_STILL_THERE
     except ConnectorError as exc:
         return str(exc)
     except Exception as exc:  # a bug or an unexpected library error must not lose the item
         logger.exception("outbox item %s crashed", item.idempotency_key)
         return f"Unexpected error: {exc.__class__.__name__}"
     return ""
+
+
+def _perform_many(items: list[OutboxItem], connector) -> list[tuple[int, str]]:
+    """Talk to the target for leased items of one system; returns (item id, error or "") in order.
+    A connector that removes in bulk gets the batch's removals at once — one removal and one read back
+    for all of them, each still confirmed by name. If the target refuses that as a whole (one missing
+    login role fails the statement), each removal is done alone, so one bad item holds back no other."""
+    removals = [item for item in items if item.action == Action.REMOVE]
+    errors: dict[int, str] = {}
+    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False):
+        targets = {item.pk: _target(item, connector) for item in removals}
+        try:
+            connector.remove_many(list(targets.values()))
+            still_there = connector.applied_among(list(targets.values())) if connector.reads_back else set()
+        except ConnectorError:
+            pass  # each one alone, below
+        except Exception:
+            logger.exception("bulk removal of %s outbox items crashed", len(removals))
+        else:
+            errors = {pk: READ_BACK_REMOVE_STILL_THERE if t in still_there else "" for pk, t in targets.items()}
+    return [(item.pk, errors[item.pk] if item.pk in errors else _perform(item, connector)) for item in items]
 
 
 def outbox_process(item_id: int) -> str:
@@ -285,8 +362,10 @@ def outbox_process(item_id: int) -> str:
 
 
 def outbox_drain(now: datetime | None = None, *, batch_size: int = 50, budget_seconds: float = 20.0) -> int:
-    """Lease and process due automatic items in batches, oldest first, within a time budget;
-    target connections are reused within the drain. Returns the number of items completed."""
+    """Lease and process due automatic items in batches, oldest first, within a time budget: per batch
+    and system one connector call per item (removals in bulk where the connector can), and one
+    transaction recording the whole batch; target connections are reused within the drain. Returns
+    the number of items completed."""
     started = time.monotonic()
     done = 0
     connectors: dict[int, object] = {}
@@ -295,10 +374,15 @@ def outbox_drain(now: datetime | None = None, *, batch_size: int = 50, budget_se
             batch = _claim(now or timezone.now(), limit=batch_size)
             if not batch:
                 break
+            by_system: dict[int, list[OutboxItem]] = {}
             for item in batch:
-                system = item.grant.role.system
+                by_system.setdefault(item.grant.role.system_id, []).append(item)
+            results: list[tuple[int, str]] = []
+            for items in by_system.values():
+                system = items[0].grant.role.system
                 connector = connectors.get(system.pk) or connectors.setdefault(system.pk, connector_for(system))
-                done += _record(item.pk, _perform(item, connector)) == "done"
+                results += _perform_many(items, connector)
+            done += sum(outcome == "done" for outcome in _record_many(results).values())
     finally:
         for connector in connectors.values():
             connector.close()
