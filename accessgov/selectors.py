@@ -3,6 +3,7 @@
 
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -70,14 +71,21 @@ def approver_queue(
 
 def approver_queue_size(user: User, now: datetime, role_ids: list[int]) -> int:
     """How many requests wait for ``user`` (the navigation badge): the queue's conditions, counted
-    without its joins and annotations."""
-    already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
-    return (
-        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING, lapses_at__gt=now, role_id__in=role_ids)
-        .exclude(requester=user)
-        .exclude(Exists(already))
-        .count()
+    without its joins and annotations. It runs on every page an approver opens, so it is one plain
+    statement: building it with the ORM (an ``Exists`` over ``OuterRef``) took longer than answering it."""
+    if not role_ids:
+        return 0
+    ops = connection.ops
+    requests, decisions = ops.quote_name(AccessRequest._meta.db_table), ops.quote_name(Decision._meta.db_table)
+    sql = (
+        f"SELECT COUNT(*) FROM {requests} ar WHERE ar.status = %s AND ar.lapses_at > %s "  # noqa: S608 - fixed SQL; values are bound params
+        f"AND ar.role_id IN ({', '.join(['%s'] * len(role_ids))}) AND ar.requester_id <> %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {decisions} d WHERE d.access_request_id = ar.id AND d.approver_id = %s)"
     )
+    params = [AccessRequest.Status.PENDING.value, ops.adapt_datetimefield_value(now), *role_ids, user.pk, user.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
 
 
 def requester_context(access_request: AccessRequest, now: datetime) -> dict:

@@ -422,3 +422,28 @@ def test_home_warns_owners_about_removals_overdue_at_the_target(world):
     Grant.objects.filter(pk=grant.pk).update(removal_requested_at=timezone.now() - timedelta(minutes=6))
     assert "1 ended grant not yet removed at the target" in as_(world.owner).get(reverse("home")).content.decode()
     assert "not yet removed" not in as_(world.outsider).get(reverse("home")).content.decode()
+
+
+def test_queue_badge_counts_exactly_what_the_queue_shows(world):
+    from accessgov import permissions, selectors
+
+    approve_first = submit(world, role=world.role_two)
+    ar.access_request_approve(world.approver, approve_first.pk, step_up_at=timezone.now())
+    submit(world)  # waiting for both approvers
+    Eligibility.objects.create(role=world.role_two, user=world.outsider)
+    lapsed = ar.access_request_submit(
+        world.outsider, role=world.role_two, duration=H, justification="Investigating INC-44 on payments"
+    )
+    AccessRequest.objects.filter(pk=lapsed.pk).update(lapses_at=timezone.now() - timedelta(seconds=1))
+    Eligibility.objects.create(role=world.role, user=world.approver2)
+    ar.access_request_submit(
+        world.approver2, role=world.role, duration=H, justification="Investigating INC-43 on payments"
+    )
+    now = timezone.now()
+    for user in (world.approver, world.approver2, world.requester):
+        queue = selectors.approver_queue(user, now)
+        assert selectors.approver_queue_size(user, now, permissions.decidable_role_ids(user)) == queue.count()
+    # approver: the 1-approval request and approver2's own (not the 2-approval one they approved, not the lapsed one)
+    assert selectors.approver_queue(world.approver, now).count() == 2
+    # approver2: the 2-approval request and the 1-approval request, never their own
+    assert selectors.approver_queue(world.approver2, now).count() == 2
