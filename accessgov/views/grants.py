@@ -115,6 +115,17 @@ def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 GRANTS_PAGE_SIZE = 50
+GRANT_LIST_COLUMNS = (
+    "status",
+    "is_break_glass",
+    "starts_at",
+    "expires_at",
+    "ended_at",
+    "end_reason",
+    "user__username",
+    "role__name",
+    "role__system__name",
+)
 
 
 class GrantFilter(django_filters.FilterSet):
@@ -135,7 +146,8 @@ def grants_list_view(request: HttpRequest) -> HttpResponse:
     grant_filter = GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
     grants, older = [], None
     if grant_filter.is_valid():
-        rows = grant_filter.qs.order_by("-starts_at", "-pk")
+        # The columns the table shows: loading whole users, roles and systems cost a third of the page.
+        rows = grant_filter.qs.only(*GRANT_LIST_COLUMNS).order_by("-starts_at", "-pk")
         cursor = decode_cursor(request.GET.get("before", ""), "datetime")
         if cursor is not None and cursor[0] is not None:
             rows = rows.filter(Q(starts_at__lt=cursor[0]) | Q(starts_at=cursor[0], pk__lt=cursor[1]))
