@@ -100,7 +100,9 @@ def drop_roles(logins: list[str]) -> None:
                 conn.execute(f'DROP ROLE "{role}"')
 
 
-def start_worker(concurrency: int) -> subprocess.Popen:
+def start_worker(concurrency: int, queue: str) -> subprocess.Popen:
+    """A worker consuming ``queue``, as in production (docker-compose.yml): the default queue's worker
+    expires and removes, the notifications queue's worker sends emails and webhooks."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -109,6 +111,8 @@ def start_worker(concurrency: int) -> subprocess.Popen:
             "-A",
             "portal",
             "worker",
+            f"--queues={queue}",
+            f"--hostname=bench-{queue}@%h",
             f"--concurrency={concurrency}",
             "--loglevel=WARNING",
             "--without-gossip",
@@ -120,6 +124,15 @@ def start_worker(concurrency: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def reap_worker(worker: subprocess.Popen) -> None:
+    """Wait for a worker told to stop (SIGTERM: it finishes its current tasks), killing it after 30 s."""
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # still finishing queued notifications: the numbers are in
+        worker.kill()
+        worker.wait(timeout=10)
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -136,9 +149,18 @@ def main() -> None:
     parser.add_argument("--grants", type=int, default=200)
     parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the grants end")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--notify-concurrency", type=int, default=2, help="processes of the notifications worker")
+    parser.add_argument(
+        "--email-ms",
+        type=int,
+        default=0,
+        help="grantees have email addresses and sending each email takes this long (an SMTP relay's latency)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update docs/PERFORMANCE.md")
     parser.add_argument("--section", default="revocation_lag", help="which marked section of PERFORMANCE.md to rewrite")
     args = parser.parse_args()
+    if args.email_ms:
+        os.environ.update({"EMAIL_BACKEND": "bench.slow_email.SlowEmailBackend", "BENCH_EMAIL_MS": str(args.email_ms)})
 
     import redis
 
@@ -181,13 +203,19 @@ def main() -> None:
     )
     approver = User.objects.create(username="bench_approver", email="approver@example.com")
     assign_perm("accessgov.approve_role", approver, role)
-    users = [User(username=login.removeprefix("bench_"), email="") for login in logins]
+    users = [
+        User(username=name, email=f"{name}@example.com" if args.email_ms else "")
+        for name in (login.removeprefix("bench_") for login in logins)
+    ]
     User.objects.bulk_create(users)
     users = list(User.objects.filter(username__startswith="user_").order_by("pk"))
     Eligibility.objects.bulk_create([Eligibility(role=role, user=u) for u in users])
 
     client = Celery("bench", broker=REDIS_URL, backend=REDIS_URL, set_as_current=False)
-    worker = start_worker(args.concurrency)
+    workers = [
+        start_worker(args.concurrency, "celery"),
+        start_worker(args.notify_concurrency, "notifications"),
+    ]
     try:
         wait_for(lambda: _ping(client), 30, "the worker")
         # --- Baselines in this run ---------------------------------------------------------------
@@ -234,12 +262,10 @@ def main() -> None:
         ).count()
         members_left = _members_left()
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # still finishing queued notifications: the numbers are in
-            worker.kill()
-            worker.wait(timeout=10)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            reap_worker(worker)
         client.close()
         from django.db import connections
 
@@ -249,7 +275,9 @@ def main() -> None:
     results = {
         "grants": len(lags),
         "spread_s": args.spread,
+        "email_ms": args.email_ms,
         "concurrency": args.concurrency,
+        "notify_concurrency": args.notify_concurrency,
         "applied_p50": statistics.median(applied),
         "applied_p99": pct(applied, 99),
         "applied_max": max(applied),
@@ -293,7 +321,9 @@ def render(r: dict) -> str:
     return "\n".join(
         [
             f"### Provisioning against PostgreSQL: {r['grants']} grants ending over {r['spread_s']:.0f} s "
-            f"(worker concurrency {r['concurrency']})",
+            f"(worker concurrency {r['concurrency']}, notifications worker {r['notify_concurrency']}"
+            + (f"; each email takes {r['email_ms']} ms to send" if r["email_ms"] else "")
+            + ")",
             "",
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}; `bench/revocation_lag.py`.",

@@ -11,6 +11,16 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Emails, Slack messages and event webhooks have their own queue, consumed by their own worker processes
+# (`celery worker -Q notifications`; docs/OPERATIONS.md): a slow mail relay or webhook receiver then
+# never delays an expiry timer or a removal of access, which run on the default queue.
+DEFAULT_QUEUE = "celery"
+NOTIFICATIONS_QUEUE = "notifications"
+app.conf.task_routes = {
+    f"accessgov.tasks.{name}": {"queue": NOTIFICATIONS_QUEUE}
+    for name in ("notify", "notify_many", "deliver_event_webhooks")
+}
+
 BEAT_SCHEDULE: dict[str, dict] = {
     "heartbeat": {"task": "accessgov.tasks.heartbeat", "schedule": 30.0},
     # The expiry safety net: catches anything the per-grant eta tasks missed.

@@ -1,6 +1,7 @@
 """Production-shaped configuration: `check --deploy` is clean, and docker-compose has the full shape."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,32 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     result = _manage("check", env=env, tmp_path=tmp_path)
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def _queues_consumed(commands: list[str]) -> set[str]:
+    return {
+        queue
+        for command in commands
+        for found in re.findall(r"--queues=([\w,]+)", command)
+        for queue in found.split(",")
+    }
+
+
+def test_every_task_queue_is_consumed_by_docker_compose_make_run_and_the_benchmark():
+    """Notifications have their own queue (removals never wait behind emails): a worker command that
+    forgot it would leave every email unsent."""
+    from portal.celery import DEFAULT_QUEUE, app
+
+    queues = {app.conf.task_default_queue} | {route["queue"] for route in app.conf.task_routes.values()}
+    assert queues == {DEFAULT_QUEUE, "notifications"}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    workers = [" ".join(s["command"]) for s in compose["services"].values() if "worker" in s.get("command", [])]
+    assert _queues_consumed(workers) == queues
+    assert all("--queues=" in command for command in workers)  # none falls back to the default queue alone
+    assert _queues_consumed([(ROOT / "scripts" / "run").read_text()]) == queues
+    bench = (ROOT / "bench" / "revocation_lag.py").read_text()
+    assert 'start_worker(args.concurrency, "celery")' in bench
+    assert 'start_worker(args.notify_concurrency, "notifications")' in bench
 
 
 def test_docker_compose_has_the_production_shape():

@@ -23,8 +23,15 @@ def _start(args: list[str], env: dict[str, str], output: IO | int) -> subprocess
 def start_worker(
     env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel: str = "WARNING", name: str = ""
 ) -> subprocess.Popen:
-    args = ["worker", "--pool=solo", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    args += ["--without-heartbeat", *([f"--hostname={name}@%h"] if name else [])]
+    # One process consumes both queues here (tests count what each worker did); production runs a
+    # worker per queue (docker-compose.yml).
+    args = ["worker", "--pool=solo", "--queues=celery,notifications", f"--loglevel={loglevel}"]
+    args += [
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        *([f"--hostname={name}@%h"] if name else []),
+    ]
     return _start(args, env, output)
 
 
