@@ -1,15 +1,17 @@
 """Tamper evidence: the access-event hash chain, verify_audit, and the database refusing edits."""
 
+import hashlib
 import io
 import itertools
 import json
 import threading
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
+from accessgov import models
 from accessgov.audit import verify_chain
 from accessgov.models import AccessEvent, Eligibility
 from accessgov.services import access_requests as ar
@@ -181,3 +183,49 @@ def test_concurrent_inserts_keep_one_chain(world, make_user):
     report = verify_chain()
     assert report.ok, report.problem
     assert report.checked == AccessEvent.objects.count() == 6 * 4 * 2
+
+
+HASH_FORMAT_SAMPLES = [
+    {"n": 1, "text": "plain"},
+    {"zeta": None, "alpha": [1, 2.5, -0.0, 1e16, 10**30], "mid": {"b": True, "a": False}},
+    {"quote": 'say "hi" \\ \n\t\r\b\f \x00\x1f \x7f', "unicode": "Zoë ✓ 𝄞 \u2028", "empty": ""},
+    {"nan": float("nan"), "inf": float("-inf"), "tuple": (1, "x")},
+    {"when": timedelta(seconds=90), "type": AccessEvent.Type.GRANT_EXPIRED},
+    {3: "int keys", 1: True, 2: None},
+    [],
+    "a string",
+    None,
+    12345678901234567890,
+]
+
+
+@pytest.mark.parametrize("value", HASH_FORMAT_SAMPLES)
+def test_the_ledgers_canonical_json_is_exactly_json_dumps(value):
+    """Existing ledgers were hashed over json.dumps(...) text: the reusable encoder gives the same bytes."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    assert models._canonical_json(value) == expected
+    if value not in (None,) and not isinstance(value, str):
+        content = {"data": value, "event_type": "x", "sequence": 7}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        assert (
+            AccessEvent.hash_content(content, GENESIS) == hashlib.sha256(f"{GENESIS}|{canonical}".encode()).hexdigest()
+        )
+
+
+def test_the_copy_json_of_event_data_refuses_what_json_cannot_hold():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        models.compact_json_encoder()({"when": timedelta(seconds=1)})
+    assert models.compact_json_encoder()({"b": 1, "a": "ë"}) == json.dumps(
+        {"b": 1, "a": "ë"}, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+@pytest.mark.django_db
+def test_canonical_content_of_equal_instants_is_the_same_in_any_time_zone(world):
+    activity(world, 1)
+    event = AccessEvent.objects.order_by("sequence").first()
+    as_utc = event.content()
+    event.occurred_at = event.occurred_at.astimezone(timezone(timedelta(hours=-5)))
+    assert event.content() == as_utc
+    assert as_utc["occurred_at"].endswith("+00:00")
+    assert event.compute_hash(event.prev_hash) == event.hash

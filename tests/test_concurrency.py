@@ -303,3 +303,39 @@ def test_two_sweeps_at_once_expire_every_due_grant_exactly_once(world, make_user
     assert set(expired_events.values_list("actor_label", flat=True)) == {"system:sweep"}
     # Nothing is left for a third sweep.
     assert gs.grant_expire_due(now) == 0
+
+
+def test_a_grant_changed_by_another_transaction_just_before_the_sweep_locks_it_still_expires(
+    world, make_user, monkeypatch
+):
+    """The sweep updates the rows it locked where the lock found them. A row another transaction changed
+    and committed after the sweep's statement began (but before the lock reached it) is locked in its new
+    version, which that statement cannot see: it is updated by id instead, in the same batch."""
+    users = [fresh_requester(world, make_user, f"late{i}") for i in range(3)]
+    for user in users:
+        ar.access_request_approve(world.approver, submit(user, world.role).pk)
+    now = timezone.now()
+    Grant.objects.update(starts_at=now - 2 * H, expires_at=now - timedelta(seconds=1))
+    target = Grant.objects.order_by("pk").last()
+    # The sweep's scan pauses on the target row before locking it, long enough for the other writer.
+    real_update_due = gs._update_due
+
+    def pausing(where, where_params, *args, **kwargs):
+        where += " AND (id <> %s OR pg_sleep(0.6) IS NOT NULL)"
+        return real_update_due(where, [*where_params, target.pk], *args, **kwargs)
+
+    monkeypatch.setattr(gs, "_update_due", pausing)
+
+    def touch_while_the_sweep_scans():
+        time.sleep(0.3)
+        return Grant.objects.filter(pk=target.pk).update(expiry_reminder_sent_at=now)
+
+    outcomes = race({"sweep": lambda: gs.grant_expire_due(now), "writer": touch_while_the_sweep_scans})
+
+    assert all(o.ok for o in outcomes.values()), outcomes
+    assert outcomes["writer"].value == 1
+    assert outcomes["sweep"].value == 3
+    target.refresh_from_db()
+    assert target.status == Grant.Status.EXPIRED
+    assert target.expiry_reminder_sent_at == now  # the other writer's change is kept
+    assert AccessEvent.objects.filter(event_type="grant.expired", grant=target).count() == 1

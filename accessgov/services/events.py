@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User
+from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User, compact_json_encoder
 
 Type = AccessEvent.Type
 event_logger = logging.getLogger("accessgov.events")
@@ -150,6 +150,8 @@ ROW_DEFAULTS: dict[str, Any] = {
     "role_id": None,
 }
 _COPY_COLUMNS = ("id", *AccessEvent.HASHED_FIELDS, "prev_hash", "hash")
+# The data column's JSON for COPY (raises TypeError on a value JSON cannot hold, as json.dumps does).
+_data_json = compact_json_encoder()
 
 
 def event_record_rows(rows: list[dict[str, Any]]) -> list[int]:
@@ -206,7 +208,7 @@ def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
         cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count])
         ids = sorted(pk for (pk,) in cursor.fetchall())
         columns = ", ".join(connection.ops.quote_name(name) for name in _COPY_COLUMNS)
-        dumps = json.dumps
+        dumps = _data_json
         with cursor.cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
             write_row = copy.write_row
             for pk, row in zip(ids, rows, strict=True):

@@ -139,7 +139,6 @@ def _update_due(
         else:
             where += f" AND id IN ({', '.join(['%s'] * len(grant_ids))})"
             params.extend(grant_ids)
-    lock = " FOR NO KEY UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     set_sql, set_params = [], []
     for column, value in assignments.items():
         if isinstance(value, F):
@@ -147,17 +146,41 @@ def _update_due(
         else:
             set_sql.append(f"{ops.quote_name(column)} = %s")
             set_params.append(ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value)
-    sql = (
-        f"WITH due AS MATERIALIZED (SELECT id FROM {table} WHERE {where} ORDER BY id LIMIT %s{lock}) "  # noqa: S608 - fixed SQL; values are bound params
-        f"UPDATE {table} SET {', '.join(set_sql)} WHERE id IN (SELECT id FROM due) AND {where} "
-        "RETURNING id, access_request_id, role_id, expires_at"
-    )
+    update = f"UPDATE {table} SET {', '.join(set_sql)} WHERE {{rows}} AND {where}"  # noqa: S608 - fixed SQL; values are bound params
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, batch_size, *set_params, *params])
+        if connection.vendor != "postgresql":
+            cursor.execute(
+                f"WITH due AS (SELECT id FROM {table} WHERE {where} ORDER BY id LIMIT %s) "  # noqa: S608 - fixed SQL; values are bound params
+                + update.format(rows="id IN (SELECT id FROM due)")
+                + " RETURNING id, access_request_id, role_id, expires_at",
+                [*params, batch_size, *set_params, *params],
+            )
+            return sorted(
+                (pk, ar_id, role_id, _aware(expires_at)) for pk, ar_id, role_id, expires_at in cursor.fetchall()
+            )
+        # The locked rows are updated where the lock found them (a TID scan: a third faster than looking
+        # each id up again). expires_at comes back as integer microseconds since the epoch (exact, and
+        # read in C; a timestamptz goes through Django's Python loader, 5 µs a row).
+        returning = (
+            " RETURNING id, access_request_id, role_id, (extract(epoch FROM expires_at) * 1000000)::bigint AS us"
+        )
+        cursor.execute(
+            f"WITH due AS MATERIALIZED (SELECT id, ctid FROM {table} WHERE {where} ORDER BY id LIMIT %s "  # noqa: S608 - fixed SQL; values are bound params
+            f"FOR NO KEY UPDATE SKIP LOCKED), changed AS ({update.format(rows='ctid = ANY(ARRAY(SELECT ctid FROM due))')}"
+            f"{returning}) SELECT id, changed.access_request_id, changed.role_id, changed.us FROM due LEFT JOIN changed USING (id)",
+            [*params, batch_size, *set_params, *params],
+        )
         rows = cursor.fetchall()
-    return sorted(
-        (pk, access_request_id, role_id, _aware(expires_at)) for pk, access_request_id, role_id, expires_at in rows
-    )
+        missed = [row[0] for row in rows if row[3] is None]
+        if missed:
+            # Updated and committed by another transaction after this statement's snapshot was taken, just
+            # before the lock: the version the lock holds is not the one the snapshot sees. By id, now.
+            cursor.execute(update.format(rows="id = ANY(%s)") + returning, [*set_params, missed, *params])
+            rows = [row for row in rows if row[3] is not None] + cursor.fetchall()
+    return sorted((pk, ar_id, role_id, _EPOCH + timedelta(microseconds=us)) for pk, ar_id, role_id, us in rows)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _aware(value) -> datetime:

@@ -68,18 +68,28 @@ def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime, 
     if not grant_ids:
         return
     if connection.vendor == "postgresql":
-        # INSERT … SELECT from the id array: the key numbers the grant's items of this action, as _key does.
+        # INSERT … SELECT from the id array; the key numbers the grant's items of this action, as _key does.
+        # Almost every grant has none yet, so its key ends in -1; the unique key's index (checked anyway)
+        # finds the few that do, and those are numbered by counting, like _key (a count per row costs as
+        # much as the insert, and its estimate switches on JIT compilation).
         table = connection.ops.quote_name(OutboxItem._meta.db_table)
+        insert = f"""INSERT INTO {table} (grant_id, action, idempotency_key, created_at, next_attempt_at, attempts,
+                last_error, outcome)
+            SELECT g, %(action)s, 'grant-' || g || '-' || %(action)s || '-' || {{number}}, %(now)s, %(now)s, 0, '', ''
+            FROM unnest(%(ids)s::bigint[]) AS t(g)"""  # noqa: S608 - fixed SQL; values are bound params
         with connection.cursor() as cursor:
             cursor.execute(
-                f"""INSERT INTO {table} (grant_id, action, idempotency_key, created_at, next_attempt_at, attempts,
-                        last_error, outcome)
-                    SELECT g, %(action)s, 'grant-' || g || '-' || %(action)s || '-'
-                           || 1 + (SELECT count(*) FROM {table} o WHERE o.grant_id = g AND o.action = %(action)s),
-                           %(now)s, %(now)s, 0, '', ''
-                    FROM unnest(%(ids)s::bigint[]) AS t(g)""",  # noqa: S608 - fixed SQL; values are bound params
+                insert.format(number="1") + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING grant_id",
                 {"action": action, "now": now, "ids": list(grant_ids)},
             )
+            if cursor.rowcount < len(grant_ids):
+                first = {gid for (gid,) in cursor.fetchall()}
+                cursor.execute(
+                    insert.format(
+                        number=f"1 + (SELECT count(*) FROM {table} o WHERE o.grant_id = g AND o.action = %(action)s)"  # noqa: S608 - fixed SQL
+                    ),
+                    {"action": action, "now": now, "ids": [gid for gid in grant_ids if gid not in first]},
+                )
     else:
         existing = dict(
             OutboxItem.objects.filter(grant_id__in=grant_ids, action=action)
