@@ -28,4 +28,10 @@ class AccessGovConfig(AppConfig):
             models.OutboxItem,
             models.DriftFinding,
         ):
-            auditlog.register(model)
+            auditlog.register(model, exclude_fields=_reverse_one_to_one(model))
+
+
+def _reverse_one_to_one(model) -> list[str]:
+    """Reverse one-to-one accessors (a request's grant, a grant's follow-up) are not the model's own
+    fields, but auditlog's diff reads them: one query per save of the model, for nothing."""
+    return [f.name for f in model._meta.get_fields() if f.one_to_one and f.auto_created and not f.concrete]
