@@ -160,7 +160,7 @@ def verify_session(client: Client, user) -> Client:
 def world(make_user):
     """requester (eligible), approver + second approver (guardian approve_role), owner (own_system),
     auditor (audit_access via group), outsider (nothing); a 1-approval role and a 2-approval role."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from django.contrib.auth.models import Group, Permission
     from guardian.shortcuts import assign_perm
@@ -194,8 +194,10 @@ def world(make_user):
     w.owner = make_user("owner")
     w.auditor = make_user("auditor")
     w.outsider = make_user("outsider")
+    # Eligible since long before any instant a test travels to (tests pin dates such as T0).
+    since = datetime(2020, 1, 1, tzinfo=UTC)
     for role in (w.role, w.role_two):
-        Eligibility.objects.create(role=role, user=w.requester)
+        Eligibility.objects.create(role=role, user=w.requester, starts_at=since)
         assign_perm("accessgov.approve_role", w.approver, role)
     approvers = Group.objects.create(name="payments approvers")
     w.approver2.groups.add(approvers)
