@@ -1,7 +1,8 @@
-"""Revocation lag and approval → applied latency against a real PostgreSQL target, with a real
-Celery worker on Redis. Prints numbers (not pass/fail) and writes them into docs/PERFORMANCE.md.
+"""Revocation lag and approval → applied latency against a real PostgreSQL target, with real
+Celery workers on Redis (one for the default queue, one for notifications, as in production).
+Prints numbers (not pass/fail) and writes them into docs/PERFORMANCE.md.
 
-    .venv/bin/python bench/revocation_lag.py [--grants 200] [--spread 10]
+    .venv/bin/python bench/revocation_lag.py [--grants 200] [--spread 10] [--email-ms 200]
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth as `postgres`) and Redis on 127.0.0.1:6379 — the
 services CI starts. It creates its own databases (accessgov_bench, accessgov_bench_target) and
@@ -11,10 +12,12 @@ Method: N users are eligible for a role on a system with the postgres connector 
 provisioner). Each request is approved through the services; the outbox drain task applies the
 membership at the target (approval → applied = provisioned_at − activated_at). Then every grant's
 end is moved to now + i·spread/N (so N grants end over `spread` seconds) and its expiry timer is
-scheduled at that instant, exactly as activation does. The worker expires each grant on time, the
-drain task REVOKEs, terminates the grantee's sessions and reads pg_auth_members back; revocation
-lag = removal_confirmed_at − expires_at. Baselines measured in the same run: a trivial task round
-trip over the same Redis, and how late an eta task with nothing to do starts.
+scheduled at that instant, exactly as activation does. At its end the first timer expires every
+grant due by then and drains the removals itself: REVOKE (one statement per batch), terminate the
+grantees' sessions, read pg_auth_members back; the other timers find nothing left. Revocation lag =
+removal_confirmed_at − expires_at. With --email-ms grantees have addresses and each email takes that
+long to send (bench/slow_email.py), as through a real mail relay. Baselines measured in the same
+run: a trivial task round trip over the same Redis, and how late an eta task with nothing to do starts.
 """
 
 import argparse
