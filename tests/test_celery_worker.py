@@ -30,7 +30,9 @@ def test_worker_on_the_embedded_filesystem_broker_runs_a_task(tmp_path):
     (tmp_path / "broker" / "processed").mkdir()
     (tmp_path / "results").mkdir()
     env = {"VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": "filesystem://"}
-    options = {"data_folder_in": str(queue), "data_folder_out": str(queue)}
+    # As settings.py does: the exchange tables under VAR_DIR, not ./control in the repository.
+    control = tmp_path / "broker" / "control"
+    options = {"data_folder_in": str(queue), "data_folder_out": str(queue), "control_folder": str(control)}
     started = time.monotonic()
     assert _round_trip(env, "filesystem://", f"file://{tmp_path / 'results'}", options) == "pong"
     assert time.monotonic() - started < 30
