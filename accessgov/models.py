@@ -375,7 +375,9 @@ class Grant(models.Model):
         RELEASED = "released", "Released early by the grantee"
 
     access_request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="grant")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants", db_index=False
+    )  # grant_user_status (user, status) serves every lookup by user
     role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="grants")
     status = models.CharField(max_length=10, choices=Status.choices)
     is_break_glass = models.BooleanField(default=False)
@@ -386,8 +388,8 @@ class Grant(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=10, choices=EndReason.choices, blank=True)
     ended_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )  # grant_ended_by: only the grants a person ended
     extension_count = models.PositiveIntegerField(default=0)
     expiry_reminder_sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -412,11 +414,17 @@ class Grant(models.Model):
 
     class Meta:
         ordering = ["-starts_at", "-pk"]
+        # Each index is written again for every grant a sweep ends (a status change is never a HOT
+        # update), so only indexes some query needs, and partial where the rows they serve are few.
         indexes = [
-            models.Index(fields=["status", "expires_at"], name="grant_status_expires"),
+            # Expiry sweep, timers, reminders and every "active at now" question; only active grants
+            # (any other status filter is served by grant_status_starts, which also orders it).
+            models.Index(fields=["expires_at"], condition=models.Q(status="active"), name="grant_active_expires"),
             models.Index(fields=["status", "starts_at"], name="grant_status_starts"),
             models.Index(fields=["user", "status"], name="grant_user_status"),
             models.Index(fields=["-starts_at", "-id"], name="grant_starts_desc"),
+            # Lookups by who ended a grant (e.g. deleting a user): NULL for all but revocations by a person.
+            models.Index(fields=["ended_by"], condition=models.Q(ended_by__isnull=False), name="grant_ended_by"),
         ]
         constraints = [
             models.CheckConstraint(
