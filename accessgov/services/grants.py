@@ -255,8 +255,9 @@ def grant_activate_due(
     )
 
 
-# Per batch: one transaction holding the ledger lock while it writes (see docs/PERFORMANCE.md, expiry sweep).
-EXPIRE_BATCH_SIZE = 10_000
+# Per batch: one transaction; it holds the ledger lock from its events to its commit (see
+# docs/PERFORMANCE.md, expiry sweep: larger batches pay fewer commits, smaller ones hold the lock less).
+EXPIRE_BATCH_SIZE = 25_000
 
 
 def grant_expire_due(
@@ -264,17 +265,21 @@ def grant_expire_due(
 ) -> int:
     """Set-based: every active grant with ``expires_at <= now`` becomes expired, in bounded batches of
     one transaction each: one ``UPDATE … RETURNING`` over the skip-locked due rows (status, end and
-    removal requested at once), one chained event per grant (``event_record_rows``), one removal outbox
-    row per grant (``INSERT … SELECT``) and one notification task per batch. Rows locked by another
-    transaction are skipped (the next sweep takes them), so parallel sweeps never collide."""
+    removal requested at once), one removal outbox row per grant (``INSERT … SELECT``), one chained
+    event per grant (``event_record_rows``, last: the ledger lock is held from there to the commit)
+    and one notification task per batch. Rows locked by another transaction are skipped (the next
+    sweep takes them), so parallel sweeps never collide."""
+    actor = f"system:{job}"
 
     def write_batch(due) -> None:
+        ids = [row[0] for row in due]
+        provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.REMOVE, now, marked=True)
         event_record_rows(
             [
                 {
                     "occurred_at": now,
                     "event_type": Type.GRANT_EXPIRED,
-                    "actor_label": f"system:{job}",
+                    "actor_label": actor,
                     "grant_id": pk,
                     "access_request_id": access_request_id,
                     "role_id": role_id,
@@ -286,8 +291,6 @@ def grant_expire_due(
                 for pk, access_request_id, role_id, expires_at in due
             ]
         )
-        ids = [row[0] for row in due]
-        provisioning.provisioning_enqueue_bulk(ids, OutboxItem.Action.REMOVE, now, marked=True)
         _on_commit_task("notify_many", "grant_ended", ids)
 
     return _transition_due(
