@@ -637,6 +637,7 @@ class Receiver:
         self.other_hits: list[str] = []
         self.status = 200
         self.refuse_unverified = False  # answer 400 to a delivery verify() rejects, as a strict receiver would
+        self.delay = 0.0  # seconds before answering (a slow target)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -650,6 +651,7 @@ class Receiver:
                 receiver.deliveries.append(
                     {"headers": headers, "body": body, "json": json.loads(body), "verified": verified}
                 )
+                time.sleep(receiver.delay)
                 self._answer(400 if receiver.refuse_unverified and not verified else receiver.status)
 
             def do_GET(self):
@@ -919,3 +921,37 @@ def test_the_provisioning_page_lists_pending_manual_tasks_and_the_owner_marks_on
     html = owner.get("/provisioning/").content.decode()
     assert "Nothing waiting." in html and done_url not in html
     assert owner.post(done_url).status_code == 409  # already done
+
+
+@pytest.mark.django_db
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+def test_a_drain_sends_nothing_once_half_its_lease_has_passed(hooked, receiver, outbox_held, settings, monkeypatch):
+    """An item sent after its lease ran out could be sent by two drains (an APPLY after another drain
+    skipped it and removed the grant would give access back): a slow target makes the drain hand the
+    rest of its batch back instead, and each item is still sent once."""
+    settings.PROVISIONING_LEASE_SECONDS = 1
+    receiver.delay = 0.6
+    Eligibility.objects.create(role=hooked.role, user=hooked.outsider)
+    grants = [approve(hooked), approve(hooked, user=hooked.outsider)]
+    claimed_at, sent_at = {}, {}
+    claim, perform = provisioning._claim, provisioning._perform
+
+    def claim_spy(*args, **kwargs):
+        items = claim(*args, **kwargs)
+        claimed_at.update({item.pk: time.monotonic() for item in items})
+        return items
+
+    def perform_spy(item, connector):
+        sent_at[item.pk] = time.monotonic()
+        return perform(item, connector)
+
+    monkeypatch.setattr(provisioning, "_claim", claim_spy)
+    monkeypatch.setattr(provisioning, "_perform", perform_spy)
+
+    assert outbox_drain() == 2
+    items = OutboxItem.objects.filter(grant__in=grants)
+    assert sorted(i.outcome for i in items) == ["done", "done"] and {i.attempts for i in items} == {1}
+    assert len(receiver.deliveries) == 2
+    # Every send began within half a lease of the claim it ran under (the second item was handed back
+    # after the first took 0.6 s, and claimed again).
+    assert all(sent_at[pk] - claimed_at[pk] < 0.5 for pk in sent_at)

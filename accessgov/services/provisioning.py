@@ -337,14 +337,18 @@ def _perform(item: OutboxItem, connector) -> str:
     return ""
 
 
-def _perform_many(items: list[OutboxItem], connector) -> list[tuple[int, str]]:
-    """Talk to the target for leased items of one system; returns (item id, error or "") in order.
-    A connector that removes in bulk gets the batch's removals at once — one removal and one read back
-    for all of them, each still confirmed by name. If the target refuses that as a whole (one missing
-    login role fails the statement), each removal is done alone, so one bad item holds back no other."""
+def _perform_many(items: list[OutboxItem], connector, *, send_until: float) -> list[tuple[int, str]]:
+    """Talk to the target for leased items of one system; returns (item id, error or "") in order, for
+    the items it sent. A connector that removes in bulk gets the batch's removals at once — one removal
+    and one read back for all of them, each still confirmed by name. If the target refuses that as a
+    whole (one missing login role fails the statement), each removal is done alone, so one bad item
+    holds back no other. Nothing is sent after ``send_until`` (``time.monotonic()``): past it the lease
+    may run out while an item is in flight, and another drain could take the item again — an APPLY sent
+    after that drain skipped it and removed the grant would give access back. Unsent items are
+    released for the next drain."""
     removals = [item for item in items if item.action == Action.REMOVE]
     errors: dict[int, str] = {}
-    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False):
+    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False) and time.monotonic() < send_until:
         targets = {item.pk: _target(item, connector) for item in removals}
         try:
             connector.remove_many(list(targets.values()))
@@ -355,7 +359,19 @@ def _perform_many(items: list[OutboxItem], connector) -> list[tuple[int, str]]:
             logger.exception("bulk removal of %s outbox items crashed", len(removals))
         else:
             errors = {pk: READ_BACK_REMOVE_STILL_THERE if t in still_there else "" for pk, t in targets.items()}
-    return [(item.pk, errors[item.pk] if item.pk in errors else _perform(item, connector)) for item in items]
+    results, unsent = [], []
+    for item in items:
+        if item.pk in errors:
+            results.append((item.pk, errors[item.pk]))
+        elif time.monotonic() < send_until:
+            results.append((item.pk, _perform(item, connector)))
+        else:
+            unsent.append(item.pk)
+    if unsent:
+        OutboxItem.objects.filter(pk__in=unsent, done_at__isnull=True).update(
+            lease_until=None, attempts=F("attempts") - 1
+        )
+    return results
 
 
 def outbox_process(item_id: int) -> str:
@@ -389,6 +405,9 @@ def outbox_drain(now: datetime | None = None, *, batch_size: int = 200, budget_s
             batch = _claim(now or timezone.now(), limit=batch_size)
             if not batch:
                 break
+            # Sending stops at half the lease: one item in flight (connector timeouts are seconds) then
+            # still ends before the lease does.
+            send_until = time.monotonic() + settings.PROVISIONING_LEASE_SECONDS / 2
             by_system: dict[int, list[OutboxItem]] = {}
             for item in batch:
                 by_system.setdefault(item.grant.role.system_id, []).append(item)
@@ -396,7 +415,7 @@ def outbox_drain(now: datetime | None = None, *, batch_size: int = 200, budget_s
             for items in by_system.values():
                 system = items[0].grant.role.system
                 connector = connectors.get(system.pk) or connectors.setdefault(system.pk, connector_for(system))
-                results += _perform_many(items, connector)
+                results += _perform_many(items, connector, send_until=send_until)
             done += sum(outcome == "done" for outcome in _record_many(results).values())
     finally:
         for connector in connectors.values():
