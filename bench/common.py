@@ -133,3 +133,26 @@ def profile_top(func, lines: int = 25) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(lines)
     return out.getvalue()
+
+
+CPU_GROUPS = {"gunicorn": "gunicorn", "PostgreSQL": "postgres", "locust": "locust", "Redis": "redis-server"}
+
+
+def cpu_seconds_by_group() -> dict[str, float]:
+    """CPU time used so far (user + system, from /proc) by the live processes of each CPU_GROUPS entry,
+    matched on the command line. Differences of two readings give each group's share of a window."""
+    ticks = dict.fromkeys(CPU_GROUPS, 0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        for group, marker in CPU_GROUPS.items():
+            if marker in command:
+                ticks[group] += int(fields[11]) + int(fields[12])
+                break
+    hz = os.sysconf("SC_CLK_TCK")
+    return {group: n / hz for group, n in ticks.items()}

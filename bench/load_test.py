@@ -21,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from bench.common import (  # noqa: E402
     BENCH_PASSWORD,
     REDIS_URL,
     SCALE_DB,
+    cpu_seconds_by_group,
     flush_bench_redis,
     pct,
     production_like_env,
@@ -165,7 +167,21 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
         "5",
     ]
     started = time.time()
-    subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=seconds + 120, stdout=subprocess.DEVNULL)
+    # CPU readings once a second while locust runs, to split the measured window by process group.
+    readings: list[tuple[float, dict[str, float]]] = []
+    finished = threading.Event()
+
+    def sample() -> None:
+        while not finished.wait(1.0):
+            readings.append((time.time(), cpu_seconds_by_group()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=seconds + 120, stdout=subprocess.DEVNULL)
+    finally:
+        finished.set()
+        sampler.join()
     samples = json.loads(samples_file.read_text())
     samples_file.unlink()
     work = [s for s in samples if not s[0].startswith("sign-in")]
@@ -185,6 +201,11 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
             "by_name": {},
         }
     window_end = max(s[1] + s[2] / 1000 for s in window)
+    inside = [r for r in readings if window_start <= r[0] <= window_end]
+    cpu = {}
+    if len(inside) >= 2:
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        cpu = {group: (last[group] - first[group]) / (t1 - t0) * 100 for group in first}
     times = [s[2] for s in window]
     by_name: dict[str, list[float]] = {}
     for s in window:
@@ -199,6 +220,7 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
         "errors": sum(s[3] for s in window),
         "sign_in_errors": sum(s[3] for s in sign_ins),
         "by_name": {n: (len(t), statistics.median(t), pct(t, 99)) for n, t in sorted(by_name.items())},
+        "cpu": cpu,
     }
 
 
@@ -282,6 +304,18 @@ def _line(r: dict) -> str:
     )
 
 
+def _cpu_sentence(run: dict) -> str:
+    """Where the CPU went during a run's measured window (from /proc), as a share of one core."""
+    if not run["cpu"] or not run["count"]:
+        return ""
+    shares = ", ".join(f"{group} {share:.0f} %" for group, share in sorted(run["cpu"].items(), key=lambda kv: -kv[1]))
+    per_request = run["cpu"].get("gunicorn", 0) / 100 / run["rps"] * 1000
+    return (
+        f"CPU in the fixed-rate window, as a share of one core ({os.cpu_count()} cores = {os.cpu_count() * 100} %): "
+        f"{shares}; that is {per_request:.1f} ms of gunicorn (Django) CPU per request served."
+    )
+
+
 def render(runs: list[dict], args) -> str:
     target, baseline = runs[1], runs[0]
     lines = [
@@ -310,7 +344,9 @@ def render(runs: list[dict], args) -> str:
         )
     lines += [
         "",
-        f"Ratio mixed (fixed rate) / health-check ceiling: {target['rps'] / max(baseline['rps'], 1):.2f}. Per page in the fixed-rate run:",
+        f"Ratio mixed (fixed rate) / health-check ceiling: {target['rps'] / max(baseline['rps'], 1):.2f}. "
+        + _cpu_sentence(target)
+        + " Per page in the fixed-rate run:",
         "",
         "| page | requests | p50 | p99 |",
         "|---|---|---|---|",
