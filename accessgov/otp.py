@@ -24,6 +24,7 @@ logger = logging.getLogger("accessgov.security")
 
 SESSION_OTP_VERIFIED_AT = "otp_verified_at"
 SESSION_OTP_FAILURES = "otp_failures"
+SESSION_ENROL_DEVICE = "otp_enrol_device_id"
 BACKUP_CODE_COUNT = 10
 
 
@@ -111,11 +112,24 @@ def otp_is_fresh(request: HttpRequest) -> bool:
     return time.time() - float(verified_at) <= settings.OTP_STEP_UP_WINDOW.total_seconds()
 
 
-def pending_enrolment_device(user: User) -> TOTPDevice:
-    """The unconfirmed TOTP device being enrolled (created on first visit, same secret after)."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-pk").first()
+def pending_enrolment_device(request: HttpRequest) -> TOTPDevice | None:
+    """The unconfirmed TOTP device this session is enrolling: made on the session's first visit and
+    kept in the session, so every session has its own secret and none sees another's (a password-only
+    session started elsewhere cannot read the secret the person is about to confirm). None when the
+    user already has a confirmed device: nobody is shown a QR code for an account that has one."""
+    user = request.user
+    if confirmed_totp_device(user) is not None:
+        return None
+    device_id = request.session.get(SESSION_ENROL_DEVICE)
+    device = None
+    if isinstance(device_id, int):
+        device = TOTPDevice.objects.filter(pk=device_id, user=user, confirmed=False).first()
     if device is None:
+        # Pending devices of sessions that can no longer be alive are of no use to anyone.
+        stale_before = timezone.now() - settings.SESSION_ABSOLUTE_TIMEOUT
+        TOTPDevice.objects.filter(user=user, confirmed=False, created_at__lt=stale_before).delete()
         device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+        request.session[SESSION_ENROL_DEVICE] = device.pk
     return device
 
 
@@ -136,17 +150,30 @@ def backup_codes_left(user: User) -> int:
     return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
 
 
+class EnrolmentSuperseded(Exception):
+    """Another session of the user finished enrolling first; this session's secret is void."""
+
+
 def complete_enrolment(request: HttpRequest, device: TOTPDevice) -> list[str]:
-    """Confirm ``device`` (its code was just verified), replace any older device, issue backup codes,
-    verify this session and end the user's other sessions (a new device is a credential change)."""
+    """Confirm ``device`` (its code was just verified), replace any older device (and the pending
+    devices of other sessions), issue backup codes, verify this session and end the user's other
+    sessions (a new device is a credential change). Locks the user row, so two sessions confirming at
+    once produce one device; the later one raises EnrolmentSuperseded."""
     user = request.user
     with transaction.atomic():
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        if (
+            confirmed_totp_device(user) is not None
+            or not TOTPDevice.objects.filter(pk=device.pk, user=user, confirmed=False).exists()
+        ):
+            raise EnrolmentSuperseded
         TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         codes = new_backup_codes(user)
         user.rotate_session_stamp()
     update_session_auth_hash(request, user)
+    request.session.pop(SESSION_ENROL_DEVICE, None)
     mark_verified(request, device)
     logger.info("otp device enrolled user=%s client=%s", user.pk, getattr(request, "client_address", None))
     return codes
