@@ -8,6 +8,7 @@ import logging
 import time
 from base64 import b32encode
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import django_otp
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov.exceptions import StepUpRequired
 from accessgov.models import User
 
 logger = logging.getLogger("accessgov.security")
@@ -104,12 +106,54 @@ def record_failure(request: HttpRequest, user: User, step: str) -> int:
     return failures
 
 
-def otp_is_fresh(request: HttpRequest) -> bool:
-    """True when a TOTP code was entered in this session within OTP_STEP_UP_WINDOW."""
+# --- Step-up: the one rule, used by every path (pages, API, services) ---------------------------
+#
+# A step-up action (deciding on a role with step_up_required, break-glass) needs a TOTP code entered in
+# the last OTP_STEP_UP_WINDOW, and the code entered at sign-in counts. In the portal that is this
+# session's last code (sign-in, the step-up page, or the code field of the form); an API token has no
+# sign-in, so the only code the API knows is the one sent with the call. Services judge the moment
+# they are given with ``ensure_step_up``; pages describe it with ``step_up_note``.
+
+
+def step_up_window_minutes() -> int:
+    return max(1, int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60))
+
+
+def step_up_fresh(code_at: datetime | None, now: datetime) -> bool:
+    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``."""
+    return code_at is not None and code_at <= now and now - code_at <= settings.OTP_STEP_UP_WINDOW
+
+
+def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> None:
+    """Raise StepUpRequired unless a code entered at ``code_at`` still counts at ``now``. ``action``
+    names what needs it ("Deciding on Payments DB · admin", "Break-glass")."""
+    if not step_up_fresh(code_at, now):
+        raise StepUpRequired(
+            f"{action} needs a code from your authenticator entered in the last {_minutes(step_up_window_minutes())}."
+        )
+
+
+def session_code_at(request: HttpRequest) -> datetime | None:
+    """When this session last entered a TOTP code (sign-in included; a backup code does not count),
+    fresh or not: the service decides whether it still counts."""
     verified_at = request.session.get(SESSION_OTP_VERIFIED_AT)
     if not verified_at:
-        return False
-    return time.time() - float(verified_at) <= settings.OTP_STEP_UP_WINDOW.total_seconds()
+        return None
+    return datetime.fromtimestamp(float(verified_at), tz=UTC)
+
+
+def step_up_note(code_at: datetime | None, now: datetime) -> tuple[bool, str]:
+    """(needed, what to tell the person) for the code field of a step-up form, true at ``now``."""
+    window = _minutes(step_up_window_minutes())
+    if step_up_fresh(code_at, now):
+        seconds = int((now - code_at).total_seconds())
+        ago = "less than a minute ago" if seconds < 60 else f"{_minutes(seconds // 60)} ago"
+        return False, f"Not needed: you entered a code {ago} (a code counts for {window})."
+    return True, f"Required: the 6-digit code from your authenticator (a code counts for {window})."
+
+
+def _minutes(count: int) -> str:
+    return f"{count} minute{'s' if count != 1 else ''}"
 
 
 def pending_enrolment_device(request: HttpRequest) -> TOTPDevice | None:
