@@ -77,7 +77,8 @@ MIDDLEWARE = [
     "accessgov.middleware.SessionTimeoutMiddleware",
     "accessgov.middleware.OTPRequiredMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    # django-auditlog's, with the ledger's client address (accessgov.middleware.AuditlogMiddleware).
+    "accessgov.middleware.AuditlogMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
