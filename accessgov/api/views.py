@@ -66,6 +66,15 @@ class TokenAPIView(GenericAPIView):
             self._attribution.enter_context(acting_via(token_services.token_label(request.auth)))
             _attribute_model_changes(request.user)
 
+    def check_permissions(self, request):
+        # Count the call before the scope check (DRF's order is the other way round), so calls
+        # refused for a missing scope count towards the token's limit too.
+        super().check_throttles(request)
+        super().check_permissions(request)
+
+    def check_throttles(self, request):
+        """Done in check_permissions, before the scope check."""
+
     @property
     def token(self) -> ApiToken:
         return self.request.auth
