@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -139,6 +140,19 @@ class System(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """A new or changed Slack webhook URL passes the outbound guard (accessgov.net): https, and no
+        internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS. Run by the admin form and by both steps
+        of a four-eyes change; the notifications worker checks it again when it posts."""
+        from accessgov import net
+
+        url = self.slack_webhook_url
+        stored = (
+            System.objects.filter(pk=self.pk).values_list("slack_webhook_url", flat=True).first() if self.pk else None
+        )
+        if url and url != stored and (problems := net.target_problems(url)):
+            raise ValidationError({"slack_webhook_url": " ".join(problems)})
 
 
 class Role(models.Model):

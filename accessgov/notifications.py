@@ -6,7 +6,6 @@ Each builder returns who to tell and what to say; ``dispatch`` sends it. Sending
 
 import json
 import logging
-import urllib.request
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -14,7 +13,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from accessgov import permissions
+from accessgov import net, permissions
 from accessgov.models import AccessRequest, BreakGlassFollowUp, Eligibility, Grant, ReviewCampaign, System, User
 from accessgov.policies import format_duration
 
@@ -340,12 +339,15 @@ def send_email(message: Message) -> int:
     return sent
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+class DeliveryFailed(Exception):
+    """A notification could not be delivered on one channel (the task retries that channel)."""
 
 
 def send_slack(message: Message) -> bool:
+    """Post ``message`` to its system's Slack-compatible webhook through the outbound guard
+    (accessgov.net: https, no internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS, connecting to
+    the address it checked, no redirects). Returns False when there is nothing to post; raises
+    DeliveryFailed when the URL is refused, cannot be reached or does not answer 2xx."""
     system = message.slack_system
     if system is None or not system.slack_webhook_url:
         return False
@@ -354,13 +356,15 @@ def send_slack(message: Message) -> bool:
         + "\n".join(slack_escape(line) for line in message.lines)
         + (f"\n<{message.action_url}|Open>" if message.action_url else "")
     }
-    request = urllib.request.Request(  # noqa: S310 - https URL configured by an admin
-        system.slack_webhook_url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    opener = urllib.request.build_opener(_NoRedirect)
-    with opener.open(request, timeout=5) as response:
-        if response.status >= 300:
-            raise RuntimeError(f"Slack webhook answered {response.status}")
+    headers = {"Content-Type": "application/json", "User-Agent": "AccessGov-Notifications/1"}
+    try:
+        status = net.post(system.slack_webhook_url, json.dumps(body).encode(), headers)
+    except net.TargetRefused as exc:
+        raise DeliveryFailed(f"The Slack webhook of {system} is refused: {exc}") from None
+    except net.TargetUnreachable as exc:
+        raise DeliveryFailed(f"The Slack webhook of {system} could not be reached ({exc}).") from None
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"The Slack webhook of {system} answered {status}.")
     return True
 
 
