@@ -916,6 +916,42 @@ class WebhookDelivery(models.Model):
         return f"event-{self.event_id}-{self.subscription_id}"
 
 
+class NotificationDelivery(models.Model):
+    """One channel of one notification: the email to one person, or the post to a system's Slack
+    webhook. ``notifications.dispatch`` writes a row per channel the first time a notification is
+    sent, keyed by the notification's id (the notify task's id: the same on every retry and every
+    redelivery of its message), then sends each pending row under a short lease and records the
+    outcome. A failing channel is retried alone; a delivery that succeeded is never sent again."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SLACK = "slack", "Slack"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (given up)"
+
+    key = models.CharField(max_length=200, unique=True, help_text="notification id : channel : recipient")
+    notification_id = models.CharField(max_length=150, db_index=True)
+    kind = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    system = models.ForeignKey(System, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class ApiToken(models.Model):
     """A bearer credential for the REST API. Only the sha256 of the secret is stored; the secret is
     shown once, when made. Personal tokens are made by their user in the portal (after OTP); service
