@@ -12,7 +12,7 @@ def create_cache_tables(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accessgov", "0015_break_glass_index"),
+        ("accessgov", "0016_integrity_of_rules"),
     ]
 
     operations = [

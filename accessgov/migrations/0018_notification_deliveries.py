@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessgov', '0016_shared_cache_table'),
+        ('accessgov', '0017_shared_cache_table'),
     ]
 
     operations = [
