@@ -398,6 +398,7 @@ class DeliveryPending(Exception):
 @dataclass
 class Dispatched:
     sent: int = 0
+    emails: int = 0
     pending: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -494,7 +495,15 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
         else:
             _finish(delivery, "", last_attempt=last_attempt)
             result.sent += 1
+            result.emails += delivery.channel == NotificationDelivery.Channel.EMAIL
+    # "notification <kind> #<id>: <n> emails" is what operators (and tests) grep for.
     logger.info(
-        "notification %s #%s (%s): %d sent, %d pending", kind, object_id, notification_id, result.sent, result.pending
+        "notification %s #%s: %d emails, %d sent in all, %d pending (%s)",
+        kind,
+        object_id,
+        result.emails,
+        result.sent,
+        result.pending,
+        notification_id,
     )
     return result
