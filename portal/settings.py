@@ -302,6 +302,10 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "shared": env.cache_url("SHARED_CACHE_URL", default="dbcache://accessgov_shared_cache"),
 }
+if "redis" not in CACHES["shared"]["BACKEND"]:
+    # Django's database and file caches evict a third of their entries past MAX_ENTRIES (300 by
+    # default): one counter per active token per window must never be evicted.
+    CACHES["shared"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 1_000_000)
 
 # --- Object permissions, audit log ---------------------------------------------------------------
 GUARDIAN_RAISE_403 = False

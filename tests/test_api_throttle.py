@@ -137,4 +137,6 @@ def test_the_shared_store_is_redis_when_configured(make_user, settings):
 
 
 def test_the_embedded_default_counts_in_the_database_not_in_process_memory():
-    assert django_settings.CACHES["shared"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+    shared = django_settings.CACHES["shared"]
+    assert shared["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+    assert shared["OPTIONS"]["MAX_ENTRIES"] >= 1_000_000  # Django's default (300) would evict live counters

@@ -39,10 +39,17 @@ def count_call(token: ApiToken, window: int, window_seconds: int) -> int:
     key = f"throttle:api-token:{token.pk}:{token.key_hash[:12]}:{window}"
     timeout = window_seconds + 60  # outlives its window a little: an expiring key never resets a count
     if isinstance(cache, RedisCache):
-        cache.add(key, 0, timeout)
-        return cache.incr(key)
+        return _increment(cache, key, timeout)
     with transaction.atomic():
         list(ApiToken.objects.select_for_update().filter(pk=token.pk).values_list("pk", flat=True))
+        return _increment(cache, key, timeout)
+
+
+def _increment(cache, key: str, timeout: int) -> int:
+    cache.add(key, 0, timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the key expired or was evicted between the two calls: start it again
         cache.add(key, 0, timeout)
         return cache.incr(key)
 
