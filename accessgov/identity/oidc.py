@@ -101,6 +101,9 @@ class OIDCBackend(OIDCAuthenticationBackend):
             "OIDC_STORE_ACCESS_TOKEN": False,
             "OIDC_STORE_ID_TOKEN": False,
             "OIDC_TOKEN_USE_BASIC_AUTH": "client_secret_basic" in methods,
+            # The library reverses this argument-less name for redirect_uri; get_token() puts the
+            # provider's own callback URL (with its slug) in its place.
+            "OIDC_AUTHENTICATION_CALLBACK_URL": "accounts:login",
         }
         if attr in fixed:
             return fixed[attr]
