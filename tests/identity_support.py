@@ -3,9 +3,9 @@ IdentityProvider row pointing at it, a sign-in through it with Django's test cli
 
 import json
 import secrets
-from datetime import timedelta
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 

@@ -20,6 +20,7 @@ Test code only: keys are made here at start and never leave the process except a
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import html
 import json
@@ -313,10 +314,8 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     provider.issuer = f"http://127.0.0.1:{server.server_address[1]}"
     print(json.dumps({"issuer": provider.issuer}), flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     sys.exit(0)
 
 

@@ -174,7 +174,7 @@ def test_the_providers_mfa_replaces_totp_only_when_accepted_and_proven_by_amr_or
     idp.accept_idp_mfa = True
     idp.mfa_acr_values = "urn:example:loa:high"
     idp.save()
-    strong, _ = _linked_person(oidc_provider, idp, "strong", amr=["pwd", "mfa", "otp"])
+    _linked_person(oidc_provider, idp, "strong", amr=["pwd", "mfa", "otp"])
     client = Client()
     callback = sign_in_through(client, oidc_provider, idp.slug, "strong", "idp-pass-strong")
     assert callback["Location"] == "/"
