@@ -157,13 +157,13 @@ class Scim:
         return self.client.delete(f"/scim/v2/{path}", **self.headers, **extra)
 
 
-def okta_user(user_name: str, external_id: str, *, given="Ada", family="Lovelace", active=True) -> dict:
+def okta_user(user_name: str, external_id: str, *, given="Ada", family="Lovelace", active=True, email=None) -> dict:
     """A user as Okta's SCIM 2.0 client POSTs (and PUTs) it (Okta's SCIM guide)."""
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "userName": user_name,
         "name": {"givenName": given, "familyName": family},
-        "emails": [{"primary": True, "value": user_name, "type": "work"}],
+        "emails": [{"primary": True, "value": email or user_name, "type": "work"}],
         "displayName": f"{given} {family}",
         "locale": "en-US",
         "externalId": external_id,

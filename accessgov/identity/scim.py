@@ -54,7 +54,7 @@ USER_IGNORED = {
     "addresses",
     "x509certificates",
 }
-# Attributes that would carry rights or membership: refused outright.
+# Attributes that would carry rights or membership: refused outright (an empty "groups" list excepted).
 USER_REFUSED = {"roles", "entitlements", "groups"}
 GROUP_IGNORED = {"id", "meta", "schemas"}
 
@@ -175,8 +175,10 @@ def _primary_email(emails: Any) -> str:
 
 
 def _check_attributes(body: dict[str, Any], known: set[str], ignored: set[str], refused: set[str]) -> None:
-    for key in body:
+    for key, value in body.items():
         lowered = key.lower()
+        if lowered == "groups" and value in ([], None):
+            continue  # Okta sends "groups": [] with every user; membership itself goes through /Groups
         if lowered in refused:
             raise ScimError(400, f"{key} cannot be set by provisioning: rights are given in AccessGov.", "mutability")
         if lowered in known or lowered in ignored or lowered.startswith("urn:"):
