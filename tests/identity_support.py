@@ -125,7 +125,10 @@ def make_scim_client(provider: IdentityProvider, *, username: str | None = None)
         scopes=[ApiToken.Scope.SCIM_PROVISION],
         role_ids=[],
     )
-    token_services.service_token_create_from(draft.payload, created_by=None)
+    from django.db import transaction
+
+    with transaction.atomic():
+        token_services.service_token_create_from(draft.payload, created_by=None)
     return account, draft.secret
 
 
