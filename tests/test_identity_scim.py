@@ -495,3 +495,36 @@ def test_bad_patch_operations_are_refused_and_change_nothing(okta):
         assert okta.scim.patch(path, body).status_code in (400, 413), body
     assert User.objects.get(username="pat@example.com").is_active  # the half-valid PATCH changed nothing
     assert okta.scim.client.options(f"/scim/v2/{path}", **okta.scim.headers).status_code == 405
+
+
+def test_the_scim_token_is_a_four_eyed_service_token_shown_once_to_its_proposer(make_user):
+    from accessgov.models import ChangeRequest
+    from accessgov.services import changes as change_services
+
+    first = make_user("admin1", is_staff=True, is_superuser=True)
+    second = make_user("admin2", is_staff=True, is_superuser=True)
+    account = User(username="okta-scim", is_service_account=True)
+    account.set_unusable_password()
+    account.save()
+    IdentityProvider.objects.create(
+        slug="okta",
+        name="Okta",
+        issuer="https://example.okta.com",
+        client_id="c",
+        scim_enabled=True,
+        scim_service_account=account,
+    )
+    change, secret = change_services.change_propose_service_token(
+        first,
+        user=account,
+        name="Okta SCIM",
+        expires_at=timezone.now() + timedelta(days=30),
+        scopes=[ApiToken.Scope.SCIM_PROVISION],
+    )
+    scim = Scim(Client(), secret)
+    assert scim.get("Users").status_code == 401  # not approved yet: the proposer alone cannot use it
+    assert secret not in json.dumps(change.payload) and secret not in json.dumps(change.changes)
+    change_services.change_approve(second, change.pk)
+    assert ChangeRequest.objects.get(pk=change.pk).status == ChangeRequest.Status.APPLIED
+    assert scim.get("Users").status_code == 200
+    assert secret not in "".join(str(e.data) for e in AccessEvent.objects.all())
