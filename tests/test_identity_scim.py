@@ -482,6 +482,8 @@ def test_bad_patch_operations_are_refused_and_change_nothing(okta):
         {"schemas": PATCH_SCHEMA, "Operations": []},
         {"schemas": PATCH_SCHEMA, "Operations": [{"op": "explode", "path": "active"}]},
         {"schemas": PATCH_SCHEMA, "Operations": [{"op": "remove", "path": "userName"}]},
+        {"schemas": PATCH_SCHEMA, "Operations": [{"op": "replace", "path": "name", "value": [1]}]},
+        {"schemas": PATCH_SCHEMA, "Operations": [{"op": "replace", "path": "emails", "value": "x@example.com"}]},
         {
             "schemas": PATCH_SCHEMA,
             "Operations": [

@@ -277,6 +277,8 @@ def user_apply_patch(current: UserValues, body: dict[str, Any]) -> UserValues:
 def _user_set(values: UserValues, verb: str, path: str, value: Any) -> UserValues:
     lowered = _CORE_PREFIX.sub("", path).lower()
     removing = verb == "remove"
+    if lowered == "groups" and value in ([], None) and not removing:
+        return values  # an empty list, as Okta sends it: nothing asked
     if lowered in USER_REFUSED or lowered.split("[")[0].split(".")[0] in USER_REFUSED:
         raise ScimError(400, f"{path} cannot be set by provisioning: rights are given in AccessGov.", "mutability")
     if lowered == "username":
@@ -292,12 +294,12 @@ def _user_set(values: UserValues, verb: str, path: str, value: Any) -> UserValue
     if lowered == "name":
         if removing:
             return replace(values, given_name="", family_name="")
+        if not isinstance(value, dict):
+            raise bad("name must be an object.")
         return replace(
             values,
-            given_name=_name_part(value, "givenName") if "givenname" in _lower_keys(value or {}) else values.given_name,
-            family_name=_name_part(value, "familyName")
-            if "familyname" in _lower_keys(value or {})
-            else values.family_name,
+            given_name=_name_part(value, "givenName") if "givenname" in _lower_keys(value) else values.given_name,
+            family_name=_name_part(value, "familyName") if "familyname" in _lower_keys(value) else values.family_name,
         )
     if lowered in ("name.givenname", "name.familyname"):
         text = "" if removing else _text(value, path, max_length=150)

@@ -350,7 +350,7 @@ def scim_user_update(
             changed["external_id"] = {"old": identity.subject, "new": values.external_id}
             identity.subject = values.external_id
             identity_fields.append("subject")
-        if identity_fields:
+        if changed:
             identity.updated_at = now
             identity.save(update_fields=[*identity_fields, "updated_at"])
         if changed:
