@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import pct, write_section  # noqa: E402
+from bench.common import pct, production_like_env, write_section  # noqa: E402
 
 APP_DB = "accessgov_bench_leaver"
 TARGET_DB = "accessgov_bench_leaver_target"
@@ -43,21 +43,12 @@ MANAGED = "bench_leaver_rw"
 PROVISIONER = "bench_leaver_provisioner"
 PORT = int(os.environ.get("BENCH_PORT", "8787"))
 
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "0",
-        "SECURE_COOKIES": "0",
-        "STATIC_MANIFEST": "0",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{APP_DB}",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        "VAR_DIR": str(ROOT / "var" / "bench"),
-        "LOG_LEVEL": "WARNING",
-    }
+production_like_env(
+    APP_DB,
+    ALLOWED_HOSTS="127.0.0.1",
+    CELERY_BROKER_URL=REDIS_URL,
+    CELERY_RESULT_BACKEND=REDIS_URL,
+    LOG_LEVEL="WARNING",
 )
 
 
