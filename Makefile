@@ -50,6 +50,7 @@ clean:
 bench: install
 	$(BIN)/python bench/revocation_lag.py --spread 10 --section revocation_lag
 	$(BIN)/python bench/revocation_lag.py --spread 0 --section revocation_lag_burst
+	$(BIN)/python bench/leaver_lag.py
 	$(BIN)/python bench/export_1m.py
 	$(BIN)/python bench/expiry_sweep.py
 	$(BIN)/python bench/seed_scale.py --reset

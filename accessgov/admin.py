@@ -110,10 +110,10 @@ class FourEyesAdminMixin:
 
     def _gated(self, form, change: bool) -> list[str]:
         names = [n for n in form.changed_data if self.four_eyes_fields is None or n in self.four_eyes_fields]
-        if "connector_secret" in names:
-            submitted = form.data.get("connector_secret", "")
-            if not submitted or (change and submitted == form.initial.get("connector_secret")):
-                names.remove("connector_secret")
+        for secret in change_services.SECRET_FIELDS & set(names):
+            submitted = form.data.get(secret, "")
+            if not submitted or (change and submitted == form.initial.get(secret)):
+                names.remove(secret)
         if not change:
             names = [f.name for f in self.model._meta.concrete_fields if f.name in form.fields]
             return names if self.four_eyes_on_create else []
@@ -125,7 +125,7 @@ class FourEyesAdminMixin:
         if not gated:
             return super().save_model(request, obj, form, change)
         if change:
-            direct = [n for n in form.changed_data if n not in gated and n != "connector_secret"]
+            direct = [n for n in form.changed_data if n not in gated and n not in change_services.SECRET_FIELDS]
             if direct:
                 fresh = self.model.objects.get(pk=obj.pk)
                 for name in direct:
@@ -861,3 +861,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token_services.api_token_revoke(request.user, token.pk)
             done += 1
         self.message_user(request, f"{done} token(s) revoked.")
+
+
+# Identity providers (issue 20): their admin lives beside their models.
+from accessgov.identity import admin as identity_admin  # noqa: E402, F401 (registers the admin classes)

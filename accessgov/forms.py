@@ -14,7 +14,11 @@ class SignInForm(AuthenticationForm):
 
     def confirm_login_allowed(self, user) -> None:
         super().confirm_login_allowed(user)
-        if user.is_service_account:  # a machine identity never signs in, whatever was done to its password
+        from accessgov import permissions
+
+        # A machine identity never signs in, whatever was done to its password; with PASSWORD_SIGN_IN=
+        # break-glass only the named break-glass accounts use a password (the rest: their IdP).
+        if not permissions.can_sign_in_with_password(user):
             raise self.get_invalid_login_error()
 
 
@@ -266,7 +270,9 @@ class ApiTokenForm(forms.Form):
         from accessgov.models import ApiToken
 
         super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = ApiToken.Scope.choices
+        self.fields["scopes"].choices = [
+            (value, label) for value, label in ApiToken.Scope.choices if value != ApiToken.Scope.SCIM_PROVISION
+        ]
         self.fields["scopes"].initial = [
             ApiToken.Scope.REQUESTS_READ,
             ApiToken.Scope.REQUESTS_CREATE,

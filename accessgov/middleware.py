@@ -20,12 +20,16 @@ from accessgov import net, permissions
 logger = logging.getLogger("accessgov.security")
 
 # Views a visitor may reach without signing in at all.
-PUBLIC_VIEWS = frozenset({"accounts:login", "healthz", "metrics"})  # /metrics checks its own bearer token
+PUBLIC_VIEWS = frozenset(
+    {"accounts:login", "healthz", "metrics", "sso:start", "sso:callback"}
+)  # /metrics checks its own bearer token
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
 # The REST API authenticates every call itself (an API token; the schema also a verified session) and
 # answers JSON 401/403, never a redirect. The session's sign-in state gives it nothing.
 API_NAMESPACE = "api"
+# SCIM (the identity provider's provisioning client) likewise authenticates its token itself.
+SCIM_NAMESPACE = "scim"
 
 SESSION_STARTED_AT = "auth_started_at"
 SESSION_LAST_SEEN_AT = "auth_last_seen_at"
@@ -127,7 +131,7 @@ class OTPRequiredMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         name = view_name(request)
-        if name in PUBLIC_VIEWS or (name or "").startswith(f"{API_NAMESPACE}:"):
+        if name in PUBLIC_VIEWS or (name or "").startswith((f"{API_NAMESPACE}:", f"{SCIM_NAMESPACE}:")):
             return self.get_response(request)
         user = request.user
         if not user.is_authenticated:

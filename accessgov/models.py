@@ -636,6 +636,14 @@ class AccessEvent(models.Model):
         CHANGE_REJECTED = "change.rejected", "Policy change rejected"
         WEBHOOK_REDELIVERED = "webhook.redelivered", "Event webhook delivery queued again"
         WEBHOOK_FAILED = "webhook.failed", "Event webhook delivery given up"
+        IDENTITY_SIGNED_IN = "identity.signed_in", "Signed in through the identity provider"
+        IDENTITY_USER_CREATED = "identity.user_created", "Account created from the identity provider"
+        IDENTITY_USER_UPDATED = "identity.user_updated", "Account details updated by the identity provider"
+        IDENTITY_LINKED = "identity.linked", "Account linked to an identity provider"
+        IDENTITY_UNLINKED = "identity.unlinked", "Account unlinked from its identity provider"
+        IDENTITY_GROUP_CHANGED = "identity.group_changed", "Group created, renamed or removed by the identity provider"
+        IDENTITY_GROUP_JOINED = "identity.group_joined", "Added to a group by the identity provider"
+        IDENTITY_GROUP_LEFT = "identity.group_left", "Removed from a group by the identity provider"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=40, choices=Type.choices)
@@ -973,6 +981,7 @@ class ApiToken(models.Model):
         DECISIONS_DECIDE = "decisions:decide", "Approve or deny requests"
         CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
         EVENTS_READ = "events:read", "Read access events (auditors)"
+        SCIM_PROVISION = "scim:provision", "Provision users and groups over SCIM (identity provider only)"
 
     SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
 
@@ -1031,6 +1040,7 @@ class ChangeRequest(models.Model):
         GROUP_PERMISSIONS = "group_permissions", "Permissions of a group"
         SERVICE_ACCOUNT = "service_account", "New service account"
         SERVICE_TOKEN = "service_token", "New service-account token"
+        IDENTITY_PROVIDER = "identity_provider", "Identity provider (sign-in and SCIM)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"
@@ -1071,3 +1081,12 @@ class ChangeRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.summary}"
+
+
+# Identity from the company's IdP (issue 20): models of this app kept in their own module.
+from accessgov.identity.models import (  # noqa: E402, F401 (re-exported)
+    ExternalIdentity,
+    IdentityGroup,
+    IdentityProvider,
+    IdentityProviderMFA,
+)

@@ -17,7 +17,17 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
-from accessgov.models import AccessRequest, ChangeRequest, Eligibility, Grant, Role, System, User
+from accessgov.models import (
+    AccessRequest,
+    ApiToken,
+    ChangeRequest,
+    Eligibility,
+    Grant,
+    IdentityProvider,
+    Role,
+    System,
+    User,
+)
 
 AUDIT_PERM = "accessgov.audit_access"
 
@@ -474,3 +484,37 @@ def can_redeliver_webhook(user: User) -> bool:
 def ensure_can_redeliver_webhook(user: User) -> None:
     if not can_redeliver_webhook(user):
         raise NotAuthorized("Only portal admins queue webhook deliveries again.")
+
+
+# --- Identity providers: password sign-in and SCIM provisioning ---------------------------------
+
+
+def can_sign_in_with_password(user: User) -> bool:
+    """Whether ``user`` may use the password form: never a service account; everyone else unless
+    PASSWORD_SIGN_IN is "break-glass", which keeps it for the accounts in BREAK_GLASS_USERNAMES (the way
+    in when the identity provider is down); everybody else signs in through an identity provider."""
+    if user.is_service_account:
+        return False
+    if settings.PASSWORD_SIGN_IN == "everyone":  # noqa: S105 (a policy name, not a password)
+        return True
+    return user.get_username() in settings.BREAK_GLASS_USERNAMES
+
+
+def scim_provider_for_token(token: ApiToken | None) -> IdentityProvider | None:
+    """The identity provider whose SCIM client holds ``token`` (an API token already authenticated), or
+    None: only a service token with the scim:provision scope, of the service account a provider with
+    SCIM switched on names as its SCIM client."""
+    if token is None or token.kind != ApiToken.Kind.SERVICE or not token.allows(ApiToken.Scope.SCIM_PROVISION):
+        return None
+    return IdentityProvider.objects.filter(scim_service_account_id=token.user_id, scim_enabled=True).first()
+
+
+def ensure_can_provision(actor: User, provider: IdentityProvider) -> None:
+    """Only the provider's own SCIM service account, while SCIM is on, changes what the provider manages."""
+    if not (
+        actor.is_active
+        and actor.is_service_account
+        and provider.scim_enabled
+        and provider.scim_service_account_id == actor.pk
+    ):
+        raise NotAuthorized(f"Only {provider.name}'s SCIM client provisions through it.")

@@ -119,6 +119,9 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
+    # Sign-in through the company's identity provider (accessgov/identity/oidc.py): it authenticates only
+    # the callback of a flow this portal started, never a username and password.
+    "accessgov.identity.oidc.OIDCBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -172,6 +175,21 @@ OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
 # After this many consecutive wrong codes the OTP step is locked for the session (sign in again).
 OTP_MAX_FAILURES_PER_SESSION = env.int("OTP_MAX_FAILURES_PER_SESSION", default=5)
+
+# --- Identity providers (docs/IDENTITY.md): the providers themselves are four-eyed database settings --
+# Password sign-in for everyone ("everyone"), or only for the break-glass accounts named below
+# ("break-glass"): everybody else signs in through an identity provider.
+PASSWORD_SIGN_IN = env.str("PASSWORD_SIGN_IN", default="everyone")
+if PASSWORD_SIGN_IN not in ("everyone", "break-glass"):
+    raise ImproperlyConfigured('PASSWORD_SIGN_IN must be "everyone" or "break-glass".')
+BREAK_GLASS_USERNAMES = env.list("BREAK_GLASS_USERNAMES", default=[])
+# Seconds to wait for a provider's discovery, keys and token endpoints; discovery documents are reused
+# this long. Plain http:// issuers only for a provider on this machine during development and tests.
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT_SECONDS", default=5)
+OIDC_DISCOVERY_CACHE_SECONDS = env.int("OIDC_DISCOVERY_CACHE_SECONDS", default=3600)
+OIDC_ALLOW_HTTP_ISSUER = env.bool("OIDC_ALLOW_HTTP_ISSUER", default=False)
+# SCIM request bodies above this many bytes are refused (413) before they are read.
+SCIM_MAX_BODY_BYTES = env.int("SCIM_MAX_BODY_BYTES", default=1_048_576)
 
 # --- Password guessing: django-axes counts the real client address ---------------------------
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)

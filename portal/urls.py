@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accessgov.api import scim as scim_api
 from accessgov.api import urls as api_urls
 from accessgov.views import (
     accounts,
@@ -16,6 +17,7 @@ from accessgov.views import (
     provisioning,
     requests,
     reviews,
+    sso,
     systems,
     tokens,
 )
@@ -37,6 +39,16 @@ accounts_patterns = (
         path("logout/", accounts.logout_view, name="logout"),
     ],
     "accounts",
+)
+
+# Sign-in through the company's identity provider (docs/IDENTITY.md).
+sso_patterns = (
+    [
+        path("<slug:slug>/start/", sso.sso_start_view, name="start"),
+        path("<slug:slug>/callback/", sso.sso_callback_view, name="callback"),
+        path("<slug:slug>/link/", sso.sso_link_view, name="link"),
+    ],
+    "sso",
 )
 
 # Fail closed, with a reference id and no stack trace (a JSON body for the API).
@@ -103,6 +115,9 @@ urlpatterns = [
     path("systems/<slug:slug>/eligibility/", systems.eligibility_add_view, name="eligibility_add"),
     path("eligibility/<int:pk>/end/", systems.eligibility_end_view, name="eligibility_end"),
     path("accounts/", include(accounts_patterns)),
+    path("sso/", include(sso_patterns)),
+    # SCIM 2.0 for the identity provider's provisioning client: its own token check, SCIM errors.
+    path("scim/v2/", include(scim_api)),
     # The API authenticates tokens itself (accessgov.middleware lets the "api" namespace through);
     # its docs page is a portal page like any other.
     path("api/docs/", api_urls.docs_view, name="api_docs"),

@@ -13,24 +13,30 @@ from accessgov import middleware
 from tests.conftest import verify_session
 
 # The declared matrix: who may reach what without the full two factors.
-EXPECTED_PUBLIC = {"accounts:login", "healthz", "metrics"}
+EXPECTED_PUBLIC = {"accounts:login", "healthz", "metrics", "sso:start", "sso:callback"}
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
 # The REST API: token-authenticated; the session never counts (JSON 401, never a redirect), except that
 # the schema also serves a session that passed the OTP step. Its own persona-by-token matrix is in
 # tests/test_api_matrix.py.
 EXPECTED_TOKEN_NAMESPACE = "api"
 EXPECTED_SESSION_SCHEMA = {"api:schema"}
+# SCIM (an identity provider's provisioning client): its own token, SCIM errors, never a session.
+EXPECTED_SCIM_NAMESPACE = "scim"
 
 
 def _is_api(name: str | None) -> bool:
-    return (name or "").startswith(f"{EXPECTED_TOKEN_NAMESPACE}:")
+    return (name or "").startswith((f"{EXPECTED_TOKEN_NAMESPACE}:", f"{EXPECTED_SCIM_NAMESPACE}:"))
 
 
 def _assert_api_refuses(response, url):
     assert response.status_code == 401, (url, response.status_code)
+    assert response["WWW-Authenticate"].startswith("Bearer"), url
+    if url.startswith("/scim/"):
+        assert response["Content-Type"] == "application/scim+json", url
+        assert response.json()["status"] == "401", url
+        return
     assert response["Content-Type"] == "application/json", url
     assert response.json()["error"]["code"] == "not_authenticated", url
-    assert response["WWW-Authenticate"].startswith("Bearer"), url
 
 
 SAMPLE_VALUES = {
@@ -93,6 +99,7 @@ def test_middleware_exemptions_match_the_declared_matrix():
     assert middleware.PUBLIC_VIEWS == EXPECTED_PUBLIC
     assert middleware.HALF_AUTHENTICATED_VIEWS == EXPECTED_HALF_AUTHENTICATED
     assert middleware.API_NAMESPACE == EXPECTED_TOKEN_NAMESPACE
+    assert middleware.SCIM_NAMESPACE == EXPECTED_SCIM_NAMESPACE
 
 
 @pytest.mark.django_db

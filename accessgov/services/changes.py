@@ -16,7 +16,16 @@ from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, rem
 
 from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
-from accessgov.models import AccessEvent, AutoApprovalRule, ChangeRequest, Eligibility, Role, System, User
+from accessgov.models import (
+    AccessEvent,
+    AutoApprovalRule,
+    ChangeRequest,
+    Eligibility,
+    IdentityProvider,
+    Role,
+    System,
+    User,
+)
 from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
 
@@ -28,8 +37,10 @@ MODELS: dict[str, type[models.Model]] = {
     Kind.AUTO_APPROVAL_RULE: AutoApprovalRule,
     Kind.ELIGIBILITY: Eligibility,
     Kind.SYSTEM: System,
+    Kind.IDENTITY_PROVIDER: IdentityProvider,
 }
-SECRET_FIELDS = {"connector_secret"}
+# Write-only secrets: held in the change (secret_payload) until the decision, never shown or recorded.
+SECRET_FIELDS = {"connector_secret", "client_secret"}
 MASK = "•••••• (secret)"
 
 
@@ -228,7 +239,8 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
     for attname, value in payload.items():
         setattr(instance, attname, None if value is None else by_attname[attname].to_python(value))
     if change.secret_payload:
-        instance.connector_secret = change.secret_payload
+        secret_field = next(f.name for f in model._meta.concrete_fields if f.name in SECRET_FIELDS)
+        setattr(instance, secret_field, change.secret_payload)
     try:
         instance.full_clean()
         with transaction.atomic():

@@ -21,8 +21,10 @@ Scope = ApiToken.Scope
 PERSONAL_MAX_LIFETIME = timedelta(days=366)
 SERVICE_MAX_LIFETIME = timedelta(days=366)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Provisioning is an identity provider's, never a person's: a token that may provision has no other scope.
+MACHINE_ONLY_SCOPES = {Scope.SCIM_PROVISION.value}
 # Scopes a personal token gets when its owner does not pick: everything a person does.
-PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope]
+PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in MACHINE_ONLY_SCOPES]
 
 
 def hash_secret(secret: str) -> str:
@@ -70,6 +72,8 @@ def api_token_create(
         raise PolicyViolation("A service account has no personal tokens.")
     _validate_expiry(expires_at, now, PERSONAL_MAX_LIFETIME)
     scopes = _clean_scopes(PERSONAL_DEFAULT_SCOPES if scopes is None else scopes)
+    if MACHINE_ONLY_SCOPES & set(scopes):
+        raise PolicyViolation("Provisioning (scim:provision) is for an identity provider's service token only.")
     secret = _new_secret(kind)
     with transaction.atomic():
         token = ApiToken.objects.create(
@@ -131,11 +135,14 @@ def service_token_draft(
     if problem:
         raise PolicyViolation(problem)
     _validate_expiry(expires_at, now, SERVICE_MAX_LIFETIME)
+    scopes = _clean_scopes(scopes)
+    if MACHINE_ONLY_SCOPES & set(scopes) and (len(scopes) > 1 or role_ids):
+        raise PolicyViolation("A SCIM token (scim:provision) carries that scope alone, for no role.")
     secret = _new_secret(ApiToken.Kind.SERVICE)
     payload = {
         "user_id": user.pk,
         "name": name,
-        "scopes": _clean_scopes(scopes),
+        "scopes": scopes,
         "role_ids": sorted(role_ids),
         "expires_at": expires_at.isoformat(),
         "key_hash": hash_secret(secret),
