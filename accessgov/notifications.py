@@ -302,6 +302,15 @@ BUILDERS = {
 }
 
 
+SLACK_APPROVAL_KINDS = {
+    "request_submitted",
+    "request_approval_progress",
+    "request_decided",
+    "request_lapsed",
+    "request_withdrawn",
+}
+
+
 def build(kind: str, object_id: int) -> Message | None:
     model, builder = BUILDERS[kind]
     obj = model.objects.filter(pk=object_id).first()
@@ -366,6 +375,10 @@ def send_slack(message: Message) -> bool:
 
 def dispatch(kind: str, object_id: int) -> int:
     """Send the notification ``kind`` about object ``object_id``; returns emails sent."""
+    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
+        from accessgov import tasks
+
+        tasks.slack_sync.delay(object_id)
     message = build(kind, object_id)
     if message is None:
         return 0

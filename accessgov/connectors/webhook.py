@@ -65,12 +65,14 @@ def verify(
     return True
 
 
-def ensure_public_target(url: str) -> None:
-    """Refuse URLs whose host resolves to an internal address (SSRF guard), unless allowed."""
+def ensure_public_target(url: str, *, allow_private: bool | None = None, setting: str = "") -> None:
+    """Refuse URLs whose host resolves to an internal address (SSRF guard), unless allowed
+    (``allow_private``; by default WEBHOOK_ALLOW_PRIVATE_TARGETS). Integrations pass their own operator
+    setting (``setting`` names it in the message)."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConnectorError("The webhook URL must be an http(s) URL with a host.")
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
+    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS if allow_private is None else allow_private:
         return
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
@@ -81,7 +83,7 @@ def ensure_public_target(url: str) -> None:
         if not address.is_global or address.is_multicast:
             raise ConnectorError(
                 f"{parts.hostname} resolves to an internal address ({address}); an operator must allow "
-                "internal webhook targets (WEBHOOK_ALLOW_PRIVATE_TARGETS)."
+                f"internal targets ({setting or 'WEBHOOK_ALLOW_PRIVATE_TARGETS'})."
             )
 
 
