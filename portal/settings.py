@@ -280,6 +280,8 @@ ACCESS_EVENT_JSON_LOG = env.bool("ACCESS_EVENT_JSON_LOG", default=False)
 INTEGRATIONS_ALLOW_PRIVATE_URLS = env.bool("INTEGRATIONS_ALLOW_PRIVATE_URLS", default=False)
 INTEGRATIONS_SWEEP_SECONDS = env.int("INTEGRATIONS_SWEEP_SECONDS", default=60)
 INTEGRATIONS_TIMEOUT_SECONDS = env.float("INTEGRATIONS_TIMEOUT_SECONDS", default=5.0)
+# Certificates of a private CA to trust for provider URLs (besides the system's), e.g. a self-hosted Jira.
+INTEGRATIONS_CA_FILE = env.str("INTEGRATIONS_CA_FILE", default="")
 OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=3600)
 SLACK_LINK_CODE_MINUTES = env.int("SLACK_LINK_CODE_MINUTES", default=10)
 # Absolute links in emails and Slack messages.

@@ -3,6 +3,7 @@ answers. Provider URLs come from four-eyed settings, and still may not point ins
 the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked again at every call."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -42,6 +43,14 @@ def url_problems(url: str) -> list[str]:
     return []
 
 
+def ssl_context() -> ssl.SSLContext:
+    """Certificate checks as usual, also trusting INTEGRATIONS_CA_FILE when the operator sets one."""
+    context = ssl.create_default_context()
+    if settings.INTEGRATIONS_CA_FILE:
+        context.load_verify_locations(cafile=settings.INTEGRATIONS_CA_FILE)
+    return context
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -62,7 +71,7 @@ def request_json(
         request.add_header("Content-Type", "application/json")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=ssl_context()))
     try:
         with opener.open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
             status, raw = response.status, response.read(MAX_ANSWER_BYTES + 1)

@@ -14,7 +14,7 @@ import pagerduty
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from accessgov.integrations.http import ProviderError, ensure_allowed_url
+from accessgov.integrations.http import ProviderError, ensure_allowed_url, ssl_context
 from accessgov.models import OnCallProvider
 
 OPEN_STATUSES = ["triggered", "acknowledged"]
@@ -33,7 +33,7 @@ class Check:
 def client_for(provider: OnCallProvider) -> pagerduty.RestApiV2Client:
     """A client for ``provider`` that fails fast: one network attempt, one retry of a 429, short sleeps."""
     ensure_allowed_url(provider.base_url)
-    client = pagerduty.RestApiV2Client(provider.api_key, base_url=provider.base_url.rstrip("/"))
+    client = pagerduty.RestApiV2Client(provider.api_key, base_url=provider.base_url.rstrip("/"), verify=ssl_context())
     client.timeout = settings.INTEGRATIONS_TIMEOUT_SECONDS
     client.max_network_attempts = 0
     client.max_http_attempts = 1

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
 from accessgov import policies
-from accessgov.integrations.http import ensure_allowed_url
+from accessgov.integrations.http import ensure_allowed_url, ssl_context
 from accessgov.models import AccessRequest, Decision, SlackMessage, SlackWorkspace
 from accessgov.notifications import absolute, slack_escape
 
@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 64 * 1024
 def client_for(workspace: SlackWorkspace) -> WebClient:
     ensure_allowed_url(workspace.api_base_url)
     base = workspace.api_base_url if workspace.api_base_url.endswith("/") else workspace.api_base_url + "/"
-    return WebClient(token=workspace.bot_token, base_url=base, timeout=5)
+    return WebClient(token=workspace.bot_token, base_url=base, timeout=5, ssl=ssl_context())
 
 
 def verify(workspace: SlackWorkspace, body: bytes, headers) -> bool:
