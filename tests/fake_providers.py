@@ -252,7 +252,7 @@ class FakeProviders:
         self.server.state = State()
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         self.server.base_url = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def state(self) -> State:
