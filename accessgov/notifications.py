@@ -375,14 +375,14 @@ def send_slack(message: Message) -> bool:
 
 def dispatch(kind: str, object_id: int) -> int:
     """Send the notification ``kind`` about object ``object_id``; returns emails sent."""
-    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
-        from accessgov import tasks
-
-        tasks.slack_sync.delay(object_id)
     message = build(kind, object_id)
     if message is None:
         return 0
     sent = send_email(message)
     send_slack(message)
     logger.info("notification %s #%s: %d emails", kind, object_id, sent)
+    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
+        from accessgov import tasks
+
+        tasks.slack_sync.delay(object_id)
     return sent
