@@ -2,6 +2,7 @@
 published keys: discovery (``<issuer>/.well-known/openid-configuration``) gives the ``jwks_uri``; the key
 set is kept OIDC_JWKS_CACHE_SECONDS per process and fetched again at once (at most every
 MIN_REFETCH_SECONDS) when a token names a key it does not hold — that is how rotation is followed.
+(Wall-clock seconds, so a clock travelling in tests moves the cache too.)
 
 Only RS256 is accepted; ``exp``, ``iat``, ``iss``, ``aud`` and ``jti`` are required; the audience and
 the required claims are those of a trust policy for the token's issuer."""
@@ -66,7 +67,7 @@ def _fetch_keys(issuer: str) -> _KeySet:
             keys[str(data["kid"])] = jwt.PyJWK(data, algorithm="RS256")
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             continue
-    return _KeySet(fetched_at=time.monotonic(), keys=keys)
+    return _KeySet(fetched_at=time.time(), keys=keys)
 
 
 def signing_key(issuer: str, kid: str) -> jwt.PyJWK:
@@ -74,7 +75,7 @@ def signing_key(issuer: str, kid: str) -> jwt.PyJWK:
     issuer does not publish, ProviderError when the issuer cannot be asked."""
     with _lock:
         cached = _cache.get(issuer)
-        now = time.monotonic()
+        now = time.time()
         fresh = cached is not None and now - cached.fetched_at < settings.OIDC_JWKS_CACHE_SECONDS
         if fresh and kid in cached.keys:
             return cached.keys[kid]
