@@ -3,9 +3,11 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import URLField
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -914,22 +916,28 @@ def _integration_form(model_class, secret_fields: tuple[str, ...], url_fields: t
     return type(f"{model_class.__name__}Form", (forms.ModelForm,), {**attrs, "Meta": Meta, "clean": clean})
 
 
+class IntegrationAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+    """Provider settings: four-eyed; URLs typed without a scheme are https://."""
+
+    formfield_overrides = {URLField: {"widget": AdminURLFieldWidget, "assume_scheme": "https"}}
+
+
 @admin.register(OnCallProvider)
-class OnCallProviderAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+class OnCallProviderAdmin(IntegrationAdmin):
     four_eyes_kind = ChangeRequest.Kind.ONCALL_PROVIDER
     form = _integration_form(OnCallProvider, ("api_key",), ("base_url",))
     list_display = ("name", "kind", "base_url", "is_active")
 
 
 @admin.register(TicketProvider)
-class TicketProviderAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+class TicketProviderAdmin(IntegrationAdmin):
     four_eyes_kind = ChangeRequest.Kind.TICKET_PROVIDER
     form = _integration_form(TicketProvider, ("api_token", "webhook_secret"), ("base_url",))
     list_display = ("name", "kind", "base_url", "is_active")
 
 
 @admin.register(SlackWorkspace)
-class SlackWorkspaceAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+class SlackWorkspaceAdmin(IntegrationAdmin):
     four_eyes_kind = ChangeRequest.Kind.SLACK_WORKSPACE
     form = _integration_form(SlackWorkspace, ("bot_token", "signing_secret"), ("api_base_url",))
     list_display = ("name", "team_id", "channel", "is_active")
@@ -965,7 +973,7 @@ class OidcTrustPolicyForm(forms.ModelForm):
 
 
 @admin.register(OidcTrustPolicy)
-class OidcTrustPolicyAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+class OidcTrustPolicyAdmin(IntegrationAdmin):
     """Which CI identities become which service account, for which roles: four-eyed like other policy."""
 
     four_eyes_kind = ChangeRequest.Kind.OIDC_TRUST_POLICY
