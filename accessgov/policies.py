@@ -67,6 +67,11 @@ def _rule_matches(rule: AutoApprovalRule, role: Role, requester: User, now: date
     return not rule.max_risk_tier or RISK_ORDER.index(role.risk_tier) <= RISK_ORDER.index(rule.max_risk_tier)
 
 
+def rule_static_match(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
+    """The rule's own conditions (group, UTC window, risk ceiling) hold: only then is a provider asked."""
+    return _rule_matches(rule, role, requester, now)
+
+
 def rule_needs_provider(rule: AutoApprovalRule) -> bool:
     """Whether the rule asks the on-call provider (on call now / responding to an incident)."""
     return bool(rule.oncall_escalation_policy or rule.incident_service)

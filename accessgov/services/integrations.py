@@ -105,7 +105,7 @@ def _provider_checks(role: Role, requester: User, starts_at: datetime | None, no
         return {}
     answers: dict[int, list] = {}
     for rule in role.auto_approval_rules.select_related("oncall_provider"):
-        if not policies.rule_needs_provider(rule):
+        if not policies.rule_needs_provider(rule) or not policies.rule_static_match(rule, role, requester, now):
             continue
         provider = rule.oncall_provider
         if provider is None or not provider.is_active:
