@@ -383,6 +383,8 @@ def dispatch(kind: str, object_id: int) -> int:
     logger.info("notification %s #%s: %d emails", kind, object_id, sent)
     if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
         from accessgov import tasks
+        from accessgov.models import SlackWorkspace
 
-        tasks.slack_sync.delay(object_id)
+        if SlackWorkspace.objects.filter(is_active=True).exists():
+            tasks.slack_sync.delay(object_id)
     return sent

@@ -136,6 +136,8 @@ def test_a_linked_approver_approves_in_slack_and_progress_is_shown(
     assert response.status_code == 200
     decision = Decision.objects.get(access_request=access_request)
     assert decision.approver == world.approver
+    approval = AccessEvent.objects.get(access_request=access_request, event_type=AccessEvent.Type.DECISION_APPROVE)
+    assert approval.actor == world.approver and approval.data["via"]["slack"]["user"] == "U0APPROVER"
     assert "Approvals: 1 of 2" in json.dumps(_slack_calls(fake, "chat.update")[-1]["blocks"])
     with django_capture_on_commit_callbacks(execute=True):
         request_services.access_request_approve(world.approver2, access_request.pk, comment="second")

@@ -21,6 +21,7 @@ from accessgov.integrations.http import ProviderError
 from accessgov.models import AccessRequest, SlackUserLink, SlackWorkspace, TicketProvider, User
 from accessgov.services import access_requests as request_services
 from accessgov.services import integrations as integration_services
+from accessgov.services.events import acting_via
 from accessgov.views.common import step_up_with_code
 
 logger = logging.getLogger("accessgov.security")
@@ -66,10 +67,12 @@ def slack_interactivity_view(request: HttpRequest) -> HttpResponse:
     if team != workspace.team_id or not slack_user:
         return HttpResponse("Wrong workspace.", status=401, content_type="text/plain")
     try:
-        if payload.get("type") == "block_actions":
-            return _on_action(workspace, payload, slack_user, request.client_address)
-        if payload.get("type") == "view_submission":
-            return _on_submission(workspace, payload, slack_user, request.client_address)
+        # Every event a Slack action causes says so (data.via), like an API token's.
+        with acting_via({"slack": {"workspace": workspace.team_id, "user": slack_user}}):
+            if payload.get("type") == "block_actions":
+                return _on_action(workspace, payload, slack_user, request.client_address)
+            if payload.get("type") == "view_submission":
+                return _on_submission(workspace, payload, slack_user, request.client_address)
     except ProviderError as error:
         logger.warning("slack answer failed: %s", error)
     return HttpResponse(status=200)
