@@ -983,9 +983,7 @@ class OidcTrustPolicyAdmin(IntegrationAdmin):
 
 @admin.register(SlackUserLink)
 class SlackUserLinkAdmin(ReadOnlyAdmin):
-    """Who acts as whom in Slack; an admin may remove a link (narrowing never waits)."""
+    """Who acts as whom in Slack (made and removed by the person, recorded as slack.linked/unlinked; a
+    deactivated account's link acts as nobody)."""
 
     list_display = ("user", "workspace", "slack_user_id", "linked_at")
-
-    def has_delete_permission(self, request, obj=None):
-        return request.user.has_perm("accessgov.delete_slackuserlink")

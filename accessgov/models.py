@@ -678,6 +678,7 @@ class AccessEvent(models.Model):
         GRANT_TICKET_CLOSED = "grant.ticket_closed", "Grant ended: its ticket closed"
         GRANT_INCIDENT_RESOLVED = "grant.incident_resolved", "Grant ended: its incident was resolved"
         SLACK_LINKED = "slack.linked", "Slack user linked to an account"
+        SLACK_UNLINKED = "slack.unlinked", "Slack user unlinked from an account"
         TOKEN_OIDC_EXCHANGED = "token.oidc_exchanged", "CI identity token exchanged for an API token"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -219,8 +219,14 @@ def test_a_link_code_works_once_and_expires(world, workspace, at_t0):
     expired, _, _ = _post(_submit("U0APPROVER", slack_module.LINK_VIEW, {"code": code}))
     assert "not valid" in expired.json()["errors"]["code"]
     _link(world.approver, "U0APPROVER", at_t0)
-    reused_code = SlackUserLink.objects.get(user=world.approver)
-    assert reused_code.slack_user_id == "U0APPROVER"
+    link = SlackUserLink.objects.get(user=world.approver)
+    assert link.slack_user_id == "U0APPROVER"
+    # Only its owner removes a link, and that is recorded.
+    client_for(world.requester).post(reverse("slack_link"), {"unlink": str(link.pk)})
+    assert SlackUserLink.objects.filter(pk=link.pk).exists()
+    client_for(world.approver).post(reverse("slack_link"), {"unlink": str(link.pk)})
+    assert not SlackUserLink.objects.filter(pk=link.pk).exists()
+    assert AccessEvent.objects.filter(event_type=AccessEvent.Type.SLACK_UNLINKED, actor=world.approver).exists()
 
 
 def test_approving_your_own_request_from_slack_is_refused(

@@ -336,9 +336,22 @@ def slack_link_consume(workspace: SlackWorkspace, slack_user_id: str, code: str)
     return link
 
 
-def slack_unlink(user: User, link_id: int) -> None:
-    """A person removes their own Slack link (bookkeeping; the link was recorded when made)."""
-    SlackUserLink.objects.filter(pk=link_id, user=user).delete()
+def slack_unlink(user: User, link_id: int) -> bool:
+    """A person removes their own Slack link, with a ``slack.unlinked`` event. False when there was none."""
+    with transaction.atomic():
+        link = (
+            SlackUserLink.objects.select_for_update().select_related("workspace").filter(pk=link_id, user=user).first()
+        )
+        if link is None:
+            return False
+        event_record(
+            Type.SLACK_UNLINKED,
+            actor=user,
+            reason=f"Slack user {link.slack_user_id} in {link.workspace.name} no longer acts as {user.get_username()}.",
+            data={"workspace": link.workspace.team_id, "slack_user_id": link.slack_user_id},
+        )
+        link.delete()
+    return True
 
 
 def slack_linked_user(workspace: SlackWorkspace, slack_user_id: str) -> User | None:
