@@ -58,6 +58,10 @@ class Signer:
     def token(self, claims: dict) -> str:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
+    def token_of_any_claims(self, claims: dict) -> str:
+        """Signed claims that PyJWT's encoder would refuse to make (e.g. an issuer that is not a string)."""
+        return jwt.PyJWS().encode(json.dumps(claims).encode(), self.key, algorithm="RS256", headers={"kid": self.kid})
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: "FakeProviders._Server"

@@ -157,6 +157,14 @@ def test_forged_or_replayed_slack_requests_are_refused(
     assert _post(payload, ts=str(int(time.time()) - 6 * 60))[0].status_code == 401
     assert _post(payload, ts=str(int(time.time()) + 6 * 60))[0].status_code == 401
     assert _post(payload, ts="not-a-number")[0].status_code == 401
+    signed = urlencode({"payload": json.dumps(payload)}).encode()
+    odd = {**_signed(signed), "HTTP_X_SLACK_SIGNATURE": "v0=é"}
+    assert (
+        Client()
+        .post(reverse("slack_interactivity"), data=signed, content_type="application/x-www-form-urlencoded", **odd)
+        .status_code
+        == 401
+    )
     body = urlencode({"payload": json.dumps(payload)}).encode()
     assert (
         Client()

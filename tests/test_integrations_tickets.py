@@ -180,7 +180,7 @@ def test_a_forged_jira_webhook_is_refused_and_changes_nothing(
     grant = _approved_grant(world, django_capture_on_commit_callbacks)
     fake.state.jira_issues["OPS-42"]["status"] = "Done"  # even a true claim needs the signature
     body = json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"key": "OPS-42"}}).encode()
-    for signature in (None, "", _sign(body, "guessed-secret"), "sha256=" + "0" * 64, _sign(body + b" ")):
+    for signature in (None, "", _sign(body, "guessed-secret"), "sha256=" + "0" * 64, _sign(body + b" "), "sha256=é"):
         assert _webhook(ticket_role.ticket_provider_id, body, signature).status_code == 401
     assert _webhook(999, body, _sign(body)).status_code == 401
     grant.refresh_from_db()

@@ -67,8 +67,11 @@ def webhook_signature_valid(secret: str, body: bytes, header: str) -> bool:
     """Jira's admin webhooks sign the raw body: ``X-Hub-Signature: sha256=<hex HMAC-SHA256>``."""
     if not secret or not header.startswith("sha256="):
         return False
+    offered = header.removeprefix("sha256=").strip().lower()
+    if not offered.isascii():
+        return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256=").strip().lower())
+    return hmac.compare_digest(expected, offered)
 
 
 def webhook_issue_key(payload: object) -> str | None:

@@ -116,8 +116,10 @@ def verify(token: str) -> tuple[OidcTrustPolicy, dict]:
     if header.get("alg") not in ALGORITHMS:
         raise TokenRefused("Only RS256-signed identity tokens are accepted.")
     issuer = unverified.get("iss")
+    if not isinstance(issuer, str) or len(issuer) > 200:
+        raise TokenRefused("No trust policy accepts tokens from this issuer.")
     policies = list(OidcTrustPolicy.objects.filter(is_active=True, issuer=issuer).select_related("service_account"))
-    if not isinstance(issuer, str) or not policies:
+    if not policies:
         raise TokenRefused("No trust policy accepts tokens from this issuer.")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
