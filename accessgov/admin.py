@@ -3,9 +3,11 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import URLField
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -26,10 +28,15 @@ from accessgov.models import (
     Eligibility,
     EventWebhookSubscription,
     Grant,
+    OidcTrustPolicy,
+    OnCallProvider,
     OutboxItem,
     Role,
     ServiceAccount,
+    SlackUserLink,
+    SlackWorkspace,
     System,
+    TicketProvider,
     User,
     WebhookDelivery,
 )
@@ -110,10 +117,10 @@ class FourEyesAdminMixin:
 
     def _gated(self, form, change: bool) -> list[str]:
         names = [n for n in form.changed_data if self.four_eyes_fields is None or n in self.four_eyes_fields]
-        for secret in change_services.SECRET_FIELDS & set(names):
-            submitted = form.data.get(secret, "")
-            if not submitted or (change and submitted == form.initial.get(secret)):
-                names.remove(secret)
+        for secret_field in change_services.SECRET_FIELDS & set(names):
+            submitted = form.data.get(secret_field, "")
+            if not submitted or (change and submitted == form.initial.get(secret_field)):
+                names.remove(secret_field)
         if not change:
             names = [f.name for f in self.model._meta.concrete_fields if f.name in form.fields]
             return names if self.four_eyes_on_create else []
@@ -539,6 +546,11 @@ class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
         "break_glass_allowed",
         "pending_timeout",
         "target_name",
+        "ticket_provider",
+        "ticket_projects",
+        "ticket_issue_types",
+        "ticket_assigned_to_requester",
+        "ticket_bound",
     }
 
     four_eyes_on_create = False
@@ -861,6 +873,126 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token_services.api_token_revoke(request.user, token.pk)
             done += 1
         self.message_user(request, f"{done} token(s) revoked.")
+
+
+# --- Integrations (docs/INTEGRATIONS.md): provider settings are four-eyed, their secrets write-only ----
+
+
+def _https_by_default(field, **kwargs):
+    """URLs typed without a scheme are https:// (Django 6's default, chosen now)."""
+    from django.db import models
+
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
+def _integration_form(model_class, secret_fields: tuple[str, ...], url_fields: tuple[str, ...]):
+    """A ModelForm whose secrets are write-only (never rendered; empty keeps the current one) and whose
+    provider URLs pass the internal-address guard."""
+    from accessgov.integrations.http import url_problems
+
+    attrs = {
+        name: forms.CharField(
+            required=False,
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+            help_text=f"{model_class._meta.get_field(name).help_text} Leave empty to keep the current one.",
+        )
+        for name in secret_fields
+    }
+
+    class Meta:
+        model = model_class
+        fields = [
+            f.name for f in model_class._meta.concrete_fields if f.editable and f.name not in ("id", "created_at")
+        ]
+        formfield_callback = _https_by_default
+
+    def clean(self):
+        data = forms.ModelForm.clean(self)
+        for name in secret_fields:
+            if not data.get(name) and self.instance.pk:
+                data[name] = getattr(self.instance, name)
+        for name in url_fields:
+            if data.get(name):
+                for problem in url_problems(data[name]):
+                    self.add_error(name, problem)
+        return data
+
+    return type(f"{model_class.__name__}Form", (forms.ModelForm,), {**attrs, "Meta": Meta, "clean": clean})
+
+
+class IntegrationAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+    """Provider settings: four-eyed; URLs typed without a scheme are https://."""
+
+    formfield_overrides = {URLField: {"widget": AdminURLFieldWidget, "assume_scheme": "https"}}
+
+
+@admin.register(OnCallProvider)
+class OnCallProviderAdmin(IntegrationAdmin):
+    four_eyes_kind = ChangeRequest.Kind.ONCALL_PROVIDER
+    form = _integration_form(OnCallProvider, ("api_key",), ("base_url",))
+    list_display = ("name", "kind", "base_url", "is_active")
+
+
+@admin.register(TicketProvider)
+class TicketProviderAdmin(IntegrationAdmin):
+    four_eyes_kind = ChangeRequest.Kind.TICKET_PROVIDER
+    form = _integration_form(TicketProvider, ("api_token", "webhook_secret"), ("base_url",))
+    list_display = ("name", "kind", "base_url", "is_active")
+
+
+@admin.register(SlackWorkspace)
+class SlackWorkspaceAdmin(IntegrationAdmin):
+    four_eyes_kind = ChangeRequest.Kind.SLACK_WORKSPACE
+    form = _integration_form(SlackWorkspace, ("bot_token", "signing_secret"), ("api_base_url",))
+    list_display = ("name", "team_id", "channel", "is_active")
+
+
+class OidcTrustPolicyForm(forms.ModelForm):
+    class Meta:
+        model = OidcTrustPolicy
+        fields = [
+            "name",
+            "issuer",
+            "audience",
+            "required_claims",
+            "service_account",
+            "role_ids",
+            "scopes",
+            "token_lifetime",
+            "is_active",
+        ]
+        formfield_callback = _https_by_default
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service_account"].queryset = User.objects.filter(is_service_account=True, is_active=True)
+
+    def clean_issuer(self):
+        from accessgov.integrations.http import url_problems
+
+        issuer = self.cleaned_data["issuer"]
+        for problem in url_problems(issuer):
+            raise ValidationError(problem)
+        return issuer
+
+
+@admin.register(OidcTrustPolicy)
+class OidcTrustPolicyAdmin(IntegrationAdmin):
+    """Which CI identities become which service account, for which roles: four-eyed like other policy."""
+
+    four_eyes_kind = ChangeRequest.Kind.OIDC_TRUST_POLICY
+    form = OidcTrustPolicyForm
+    list_display = ("name", "issuer", "audience", "service_account", "token_lifetime", "is_active")
+
+
+@admin.register(SlackUserLink)
+class SlackUserLinkAdmin(ReadOnlyAdmin):
+    """Who acts as whom in Slack (made and removed by the person, recorded as slack.linked/unlinked; a
+    deactivated account's link acts as nobody)."""
+
+    list_display = ("user", "workspace", "slack_user_id", "linked_at")
 
 
 # Identity providers (issue 20): their admin lives beside their models.

@@ -187,6 +187,26 @@ class Role(models.Model):
         blank=True,
         help_text="What the connector grants at the target, e.g. the managed PostgreSQL role (default: the role name).",
     )
+    # A real ticket (docs/INTEGRATIONS.md): it must exist and be open at request time, optionally in
+    # these projects / of these types / assigned to the requester; ticket-bound grants end when it closes.
+    ticket_provider = models.ForeignKey(
+        "accessgov.TicketProvider",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="roles",
+        help_text="Check tickets against this provider (empty: the pattern alone).",
+    )
+    ticket_projects = models.CharField(
+        max_length=200, blank=True, help_text="Comma-separated project keys the ticket must be in (empty: any)."
+    )
+    ticket_issue_types = models.CharField(
+        max_length=200, blank=True, help_text="Comma-separated issue types allowed (empty: any)."
+    )
+    ticket_assigned_to_requester = models.BooleanField(
+        default=False, help_text="The ticket must be assigned to the requester (matched by email)."
+    )
+    ticket_bound = models.BooleanField(default=False, help_text="The grant ends when its ticket closes.")
 
     class Meta:
         ordering = ["system__name", "name"]
@@ -226,6 +246,23 @@ class AutoApprovalRule(models.Model):
     window_start = models.TimeField(null=True, blank=True, help_text="UTC")
     window_end = models.TimeField(null=True, blank=True, help_text="UTC; may be earlier than the start (overnight)")
     max_risk_tier = models.CharField(max_length=10, choices=Role.RiskTier.choices, blank=True)
+    # Incident-aware conditions (docs/INTEGRATIONS.md), checked against the on-call provider at request
+    # time; a provider that cannot answer makes the rule not match (the request goes to people).
+    oncall_provider = models.ForeignKey(
+        "accessgov.OnCallProvider", null=True, blank=True, on_delete=models.PROTECT, related_name="rules"
+    )
+    oncall_escalation_policy = models.CharField(
+        max_length=50, blank=True, help_text="The requester is on call now for this escalation policy id…"
+    )
+    oncall_max_level = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="…at this escalation level or lower."
+    )
+    incident_service = models.CharField(
+        max_length=50, blank=True, help_text="The requester is assigned to an open incident of this service id…"
+    )
+    incident_min_priority = models.CharField(
+        max_length=10, blank=True, help_text="…of at least this priority (P1 is the highest; empty: any)."
+    )
 
     class Meta:
         ordering = ["role", "name"]
@@ -320,6 +357,20 @@ class AccessRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     auto_approved_by_rule = models.CharField(max_length=100, blank=True)
     reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    # What the ticket provider said at submission (shown to approvers) and what binds the grant's end.
+    ticket_title = models.CharField(max_length=300, blank=True)
+    ticket_url = models.URLField(max_length=500, blank=True)
+    ticket_provider = models.ForeignKey(
+        "accessgov.TicketProvider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ticket_bound = models.BooleanField(default=False)
+    incident_provider = models.ForeignKey(
+        "accessgov.OnCallProvider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    incident_id = models.CharField(max_length=50, blank=True, help_text="The grant ends when this incident resolves.")
+    # Why automatic approval did or did not happen (a provider's answer, an outage), shown to people.
+    auto_approval_note = models.TextField(blank=True)
+    auto_approval_evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -413,6 +464,8 @@ class Grant(models.Model):
         EXPIRED = "expired", "Expired"
         REVOKED = "revoked", "Revoked"
         RELEASED = "released", "Released early by the grantee"
+        TICKET_CLOSED = "ticket_closed", "Its ticket closed"
+        INCIDENT_RESOLVED = "incident_resolved", "Its incident was resolved"
 
     access_request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="grant")
     user = models.ForeignKey(
@@ -426,7 +479,7 @@ class Grant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     activated_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    end_reason = models.CharField(max_length=10, choices=EndReason.choices, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
     ended_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )  # grant_ended_by: only the grants a person ended
@@ -644,6 +697,11 @@ class AccessEvent(models.Model):
         IDENTITY_GROUP_CHANGED = "identity.group_changed", "Group created, renamed or removed by the identity provider"
         IDENTITY_GROUP_JOINED = "identity.group_joined", "Added to a group by the identity provider"
         IDENTITY_GROUP_LEFT = "identity.group_left", "Removed from a group by the identity provider"
+        GRANT_TICKET_CLOSED = "grant.ticket_closed", "Grant ended: its ticket closed"
+        GRANT_INCIDENT_RESOLVED = "grant.incident_resolved", "Grant ended: its incident was resolved"
+        SLACK_LINKED = "slack.linked", "Slack user linked to an account"
+        SLACK_UNLINKED = "slack.unlinked", "Slack user unlinked from an account"
+        TOKEN_OIDC_EXCHANGED = "token.oidc_exchanged", "CI identity token exchanged for an API token"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=40, choices=Type.choices)
@@ -1041,6 +1099,10 @@ class ChangeRequest(models.Model):
         SERVICE_ACCOUNT = "service_account", "New service account"
         SERVICE_TOKEN = "service_token", "New service-account token"
         IDENTITY_PROVIDER = "identity_provider", "Identity provider (sign-in and SCIM)"
+        ONCALL_PROVIDER = "oncall_provider", "On-call provider"
+        TICKET_PROVIDER = "ticket_provider", "Ticket provider"
+        SLACK_WORKSPACE = "slack_workspace", "Slack workspace"
+        OIDC_TRUST_POLICY = "oidc_trust_policy", "OIDC trust policy"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"
@@ -1089,4 +1151,31 @@ from accessgov.identity.models import (  # noqa: E402, F401 (re-exported)
     IdentityGroup,
     IdentityProvider,
     IdentityProviderMFA,
+)
+
+# Integration settings and bookkeeping (docs/INTEGRATIONS.md) live in their own module.
+from accessgov.integrations.models import (  # noqa: E402
+    MAX_OIDC_TOKEN_LIFETIME,
+    OidcTokenUse,
+    OidcTrustPolicy,
+    OnCallProvider,
+    SlackLinkCode,
+    SlackMessage,
+    SlackRequestSeen,
+    SlackUserLink,
+    SlackWorkspace,
+    TicketProvider,
+)
+
+__all_integrations__ = (
+    MAX_OIDC_TOKEN_LIFETIME,
+    OidcTokenUse,
+    OidcTrustPolicy,
+    OnCallProvider,
+    SlackLinkCode,
+    SlackMessage,
+    SlackRequestSeen,
+    SlackUserLink,
+    SlackWorkspace,
+    TicketProvider,
 )

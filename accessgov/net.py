@@ -79,7 +79,9 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def _check(url: str, *, resolve_always: bool) -> tuple[Target | None, list[str]]:
+def _check(
+    url: str, *, resolve_always: bool, allow_private: bool | None = None, setting: str = "WEBHOOK_ALLOW_PRIVATE_TARGETS"
+) -> tuple[Target | None, list[str]]:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return None, ["The URL must be an http(s) URL with a host."]
@@ -87,7 +89,8 @@ def _check(url: str, *, resolve_always: bool) -> tuple[Target | None, list[str]]
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return None, ["The URL's port is not a port number."]
-    allow_private = settings.WEBHOOK_ALLOW_PRIVATE_TARGETS
+    if allow_private is None:
+        allow_private = settings.WEBHOOK_ALLOW_PRIVATE_TARGETS
     problems = []
     if parts.scheme != "https" and not allow_private:
         problems.append("The URL must start with https://.")
@@ -104,16 +107,19 @@ def _check(url: str, *, resolve_always: bool) -> tuple[Target | None, list[str]]
             problems.insert(
                 0,
                 f"{parts.hostname} resolves to an internal address ({internal}); an operator must allow "
-                "internal targets (WEBHOOK_ALLOW_PRIVATE_TARGETS).",
+                f"internal targets ({setting}).",
             )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port, path, tuple(addresses)), problems
 
 
-def target_problems(url: str) -> list[str]:
+def target_problems(
+    url: str, *, allow_private: bool | None = None, setting: str = "WEBHOOK_ALLOW_PRIVATE_TARGETS"
+) -> list[str]:
     """Why ``url`` may not be saved as a target (empty: it may). Used where admins type target URLs:
-    webhook connectors, event webhook subscriptions, a system's Slack webhook."""
-    return _check(url, resolve_always=False)[1]
+    webhook connectors, event webhook subscriptions, a system's Slack webhook, and (with their own
+    operator ``setting``, whose value is ``allow_private``) the integrations' provider URLs."""
+    return _check(url, resolve_always=False, allow_private=allow_private, setting=setting)[1]
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIMEOUT_SECONDS) -> int:

@@ -314,6 +314,15 @@ BUILDERS = {
 }
 
 
+SLACK_APPROVAL_KINDS = {
+    "request_submitted",
+    "request_approval_progress",
+    "request_decided",
+    "request_lapsed",
+    "request_withdrawn",
+}
+
+
 def build(kind: str, object_id: int) -> Message | None:
     model, builder = BUILDERS[kind]
     obj = model.objects.filter(pk=object_id).first()
@@ -496,6 +505,12 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
             _finish(delivery, "", last_attempt=last_attempt)
             result.sent += 1
             result.emails += delivery.channel == NotificationDelivery.Channel.EMAIL
+    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
+        from accessgov import tasks
+        from accessgov.models import SlackWorkspace
+
+        if SlackWorkspace.objects.filter(is_active=True).exists():
+            tasks.slack_sync.delay(object_id)
     # "notification <kind> #<id>: <n> emails" is what operators (and tests) grep for.
     logger.info(
         "notification %s #%s: %d emails, %d sent in all, %d pending (%s)",

@@ -1,7 +1,9 @@
 """Evaluation of a role's policy: duration bounds, tickets, approvals needed, auto-approval rules."""
 
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from accessgov.exceptions import PolicyViolation
 from accessgov.models import AutoApprovalRule, Role, User
@@ -65,12 +67,69 @@ def _rule_matches(rule: AutoApprovalRule, role: Role, requester: User, now: date
     return not rule.max_risk_tier or RISK_ORDER.index(role.risk_tier) <= RISK_ORDER.index(rule.max_risk_tier)
 
 
+def rule_static_match(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
+    """The rule's own conditions (group, UTC window, risk ceiling) hold: only then is a provider asked."""
+    return _rule_matches(rule, role, requester, now)
+
+
+def rule_needs_provider(rule: AutoApprovalRule) -> bool:
+    """Whether the rule asks the on-call provider (on call now / responding to an incident)."""
+    return bool(rule.oncall_escalation_policy or rule.incident_service)
+
+
+@dataclass(frozen=True)
+class AutoApproval:
+    """The outcome of the auto-approval rules for one request: the reason it is approved without a
+    person (None: it goes to people), the provider evidence relied on, when the grant must end at the
+    latest (the on-call shift's end), the incident it is bound to, and notes for people on why rules
+    that ask a provider did not match (not on call, a provider outage)."""
+
+    reason: str | None
+    evidence: dict = field(default_factory=dict)
+    ends_at: datetime | None = None
+    incident_id: str = ""
+    incident_provider_id: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def auto_approval_decision(
+    role: Role, requester: User, now: datetime, *, provider_checks: dict[int, list[Any]] | None = None
+) -> AutoApproval:
+    """Evaluate the role's rules. ``provider_checks`` maps a rule id to the provider's answers for its
+    on-call/incident conditions (``integrations.pagerduty.Check``), asked before the transaction; a rule
+    that needs a provider and has no (or a failed) answer does not match, and says why."""
+    if role.approvals_required == 0:
+        return AutoApproval("no approvals required")
+    notes = []
+    for rule in role.auto_approval_rules.all():
+        if not _rule_matches(rule, role, requester, now):
+            continue
+        if not rule_needs_provider(rule):
+            return AutoApproval(f"rule: {rule.name}", notes=notes)
+        checks = (provider_checks or {}).get(rule.pk)
+        if not checks:
+            notes.append(f"Rule {rule.name}: the on-call provider was not asked (new requests starting now only).")
+            continue
+        failed = [check for check in checks if not check.ok]
+        if failed:
+            notes.append(f"Rule {rule.name}: {'; '.join(check.reason for check in failed)}")
+            continue
+        ends = [check.ends_at for check in checks if check.ends_at is not None]
+        incident = next((check for check in checks if check.incident_id), None)
+        evidence = {"rule": rule.name, "rule_id": rule.pk, "checks": [check.evidence for check in checks]}
+        return AutoApproval(
+            f"rule: {rule.name}",
+            evidence=evidence,
+            ends_at=min(ends) if ends else None,
+            incident_id=incident.incident_id if incident else "",
+            incident_provider_id=rule.oncall_provider_id if incident else None,
+            notes=notes,
+        )
+    return AutoApproval(None, notes=notes)
+
+
 def auto_approval(role: Role, requester: User, now: datetime) -> str | None:
     """The reason a request is approved without a person, or None: "no approvals required" when
-    N = 0, else the name of the first matching auto-approval rule."""
-    if role.approvals_required == 0:
-        return "no approvals required"
-    for rule in role.auto_approval_rules.all():
-        if _rule_matches(rule, role, requester, now):
-            return f"rule: {rule.name}"
-    return None
+    N = 0, else the name of the first matching auto-approval rule (rules that ask a provider need its
+    answers: ``auto_approval_decision``)."""
+    return auto_approval_decision(role, requester, now).reason

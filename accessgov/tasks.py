@@ -111,3 +111,19 @@ def quarterly_review() -> int | None:
 
     campaign = review_campaign_quarterly(timezone.now())
     return campaign.pk if campaign else None
+
+
+@shared_task(**RETRY)
+def slack_sync(access_request_id: int) -> str:
+    """Post or update the request's Slack approval message (idempotent; retried while Slack is down)."""
+    from accessgov.services.integrations import slack_request_sync
+
+    return slack_request_sync(access_request_id)
+
+
+@shared_task
+def integrations_sweep() -> dict[str, int]:
+    """Beat (INTEGRATIONS_SWEEP_SECONDS): end grants whose ticket closed or incident resolved."""
+    from accessgov.services.integrations import integrations_sweep as sweep_integrations
+
+    return sweep_integrations(timezone.now())

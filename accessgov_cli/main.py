@@ -57,8 +57,12 @@ def parse_duration(text: str) -> int:
 # --- Configuration and HTTP ----------------------------------------------------------------------
 
 
-def load_config(url_override: str | None) -> tuple[str, str]:
-    path = Path(os.environ.get("ACCESSGOV_CONFIG") or Path.home() / ".config" / "accessgov" / "config.toml")
+def config_path() -> Path:
+    return Path(os.environ.get("ACCESSGOV_CONFIG") or Path.home() / ".config" / "accessgov" / "config.toml")
+
+
+def load_config(url_override: str | None, *, need_token: bool = True) -> tuple[str, str]:
+    path = config_path()
     file_config: dict = {}
     if path.is_file():
         try:
@@ -69,11 +73,11 @@ def load_config(url_override: str | None) -> tuple[str, str]:
     token = os.environ.get("ACCESSGOV_TOKEN") or file_config.get("token")
     if not url:
         raise CliError(f"Set ACCESSGOV_URL (or url in {path}) to the portal's address.", EXIT_USAGE)
-    if not token:
+    if not token and need_token:
         raise CliError(
             f"Set ACCESSGOV_TOKEN (or token in {path}) to an API token (portal: Account → API tokens).", EXIT_USAGE
         )
-    return str(url).rstrip("/"), str(token).strip()
+    return str(url).rstrip("/"), str(token or "").strip()
 
 
 class Api:
@@ -250,6 +254,68 @@ def cmd_release(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- Keyless sign-in for CI jobs ------------------------------------------------------------------
+
+
+def _identity_token(audience: str, token_file: str | None) -> str:
+    """The CI job's OIDC identity token: a file (--token-file), ACCESSGOV_OIDC_TOKEN (GitLab's
+    ``id_tokens:``), or GitHub Actions' token service (``permissions: id-token: write``)."""
+    if token_file:
+        try:
+            return Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"Cannot read {token_file}: {exc}", EXIT_USAGE) from exc
+    if os.environ.get("ACCESSGOV_OIDC_TOKEN"):
+        return os.environ["ACCESSGOV_OIDC_TOKEN"].strip()
+    request_url = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")
+    request_token = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+    if not request_url or not request_token:
+        raise CliError(
+            "No identity token: run in GitHub Actions with `permissions: id-token: write`, or set "
+            "ACCESSGOV_OIDC_TOKEN (GitLab: id_tokens), or pass --token-file.",
+            EXIT_USAGE,
+        )
+    separator = "&" if "?" in request_url else "?"
+    url = f"{request_url}{separator}{urllib.parse.urlencode({'audience': audience})}"
+    request = urllib.request.Request(url)  # noqa: S310 (the CI's own token service)
+    request.add_header("Authorization", f"bearer {request_token}")
+    request.add_header("Accept", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            value = json.loads(response.read()).get("value")
+    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, AttributeError) as exc:
+        raise CliError(f"The CI's token service did not give an identity token: {exc}", EXIT_UNAVAILABLE) from exc
+    if not isinstance(value, str) or not value:
+        raise CliError("The CI's token service answered without a token.", EXIT_UNAVAILABLE)
+    return value
+
+
+def cmd_login(base_url: str, args: argparse.Namespace) -> int:
+    if not args.oidc:
+        raise CliError("Only `accessgov login --oidc` exists: people make API tokens in the portal.", EXIT_USAGE)
+    identity = _identity_token(args.audience or base_url, args.token_file)
+    api = Api(base_url, identity)
+    answer = api.call("POST", "oidc/token/", {})
+    token = answer["token"]
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(f"::add-mask::{token}", flush=True)  # the token never shows in the job's log
+    if args.print_token:
+        print(token)
+    else:
+        path = config_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write(f"url = {json.dumps(base_url)}\ntoken = {json.dumps(token)}\n")
+        say(f"Saved a token to {path}")
+    roles = ", ".join(answer.get("roles", []))
+    say(
+        f"Signed in as {answer['service_account']} (trust policy {answer['trust_policy']}) until "
+        f"{answer['expires_at']}; roles: {roles}"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accessgov",
@@ -289,12 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
     release = commands.add_parser("release", help="give a grant back early")
     release.add_argument("id", type=int, metavar="ID", help="grant id")
     release.set_defaults(handler=cmd_release)
+
+    login = commands.add_parser("login", help="CI: trade the job's OIDC identity token for a short-lived token")
+    login.add_argument("--oidc", action="store_true", required=True, help="use the CI's OIDC identity token")
+    login.add_argument("--audience", help="the audience to ask the CI for (default: the portal's URL)")
+    login.add_argument("--token-file", help="read the identity token from this file")
+    login.add_argument(
+        "--print", dest="print_token", action="store_true", help="print the token instead of saving it to the config"
+    )
+    login.set_defaults(handler=cmd_login, login=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "login", False):
+            url, _ = load_config(args.url, need_token=False)
+            return args.handler(url, args)
         url, token = load_config(args.url)
         return args.handler(Api(url, token), args)
     except CliError as error:

@@ -18,7 +18,7 @@ DEFAULT_QUEUE = "celery"
 NOTIFICATIONS_QUEUE = "notifications"
 app.conf.task_routes = {
     f"accessgov.tasks.{name}": {"queue": NOTIFICATIONS_QUEUE}
-    for name in ("notify", "notify_many", "deliver_event_webhooks")
+    for name in ("notify", "notify_many", "deliver_event_webhooks", "slack_sync")
 }
 
 BEAT_SCHEDULE: dict[str, dict] = {
@@ -42,6 +42,12 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "reconcile": {
         "task": "accessgov.tasks.reconcile",
         "schedule": float(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300")),
+    },
+    # Ticket-bound and incident-bound grants: end those whose ticket closed or incident resolved (the
+    # safety net under the Jira webhook); prune the Slack replay guard.
+    "integrations-sweep": {
+        "task": "accessgov.tasks.integrations_sweep",
+        "schedule": float(os.environ.get("INTEGRATIONS_SWEEP_SECONDS", "60")),
     },
 }
 app.conf.beat_schedule = BEAT_SCHEDULE

@@ -292,6 +292,17 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).
 ACCESS_EVENT_JSON_LOG = env.bool("ACCESS_EVENT_JSON_LOG", default=False)
+# Integrations (docs/INTEGRATIONS.md): provider URLs (PagerDuty, Jira, Slack, OIDC issuers) may point at
+# loopback/private addresses only when the operator says so; how often ticket-bound and incident-bound
+# grants are checked against their provider (the safety net under the Jira webhook); how long an OIDC
+# issuer's keys are kept before they are fetched again; how long a Slack link code works.
+INTEGRATIONS_ALLOW_PRIVATE_URLS = env.bool("INTEGRATIONS_ALLOW_PRIVATE_URLS", default=False)
+INTEGRATIONS_SWEEP_SECONDS = env.int("INTEGRATIONS_SWEEP_SECONDS", default=60)
+INTEGRATIONS_TIMEOUT_SECONDS = env.float("INTEGRATIONS_TIMEOUT_SECONDS", default=5.0)
+# Certificates of a private CA to trust for provider URLs (besides the system's), e.g. a self-hosted Jira.
+INTEGRATIONS_CA_FILE = env.str("INTEGRATIONS_CA_FILE", default="")
+OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=3600)
+SLACK_LINK_CODE_MINUTES = env.int("SLACK_LINK_CODE_MINUTES", default=10)
 # Absolute links in emails and Slack messages.
 PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -13,6 +13,7 @@ from accessgov.views import (
     grants,
     health,
     home,
+    integrations,
     monitoring,
     provisioning,
     requests,
@@ -114,6 +115,10 @@ urlpatterns = [
     path("systems/<slug:slug>/", systems.system_detail_view, name="system_detail"),
     path("systems/<slug:slug>/eligibility/", systems.eligibility_add_view, name="eligibility_add"),
     path("eligibility/<int:pk>/end/", systems.eligibility_end_view, name="eligibility_end"),
+    path("integrations/slack/", integrations.slack_link_view, name="slack_link"),
+    # Called by Slack and Jira, authenticated by their signatures (accessgov.middleware PUBLIC_VIEWS).
+    path("integrations/slack/interactivity/", integrations.slack_interactivity_view, name="slack_interactivity"),
+    path("integrations/jira/<int:provider_id>/webhook/", integrations.jira_webhook_view, name="jira_webhook"),
     path("accounts/", include(accounts_patterns)),
     path("sso/", include(sso_patterns)),
     # SCIM 2.0 for the identity provider's provisioning client: its own token check, SCIM errors.

@@ -217,3 +217,7 @@ def _reset_celery_join_guard():
     from celery import _state
 
     _state._set_task_join_will_block(False)
+
+
+# Integration fixtures (fake providers on loopback, provider settings pointing at them).
+from tests.integration_world import at_t0, fake, jira_provider, pagerduty  # noqa: E402, F401

@@ -97,7 +97,7 @@ def test_database_error_in_the_permission_check_refuses_a_denial_over_htmx(world
 
 def test_database_error_in_policy_evaluation_refuses_a_request(world, monkeypatch, caplog):
     before = state()
-    monkeypatch.setattr("accessgov.policies.auto_approval", database_down)
+    monkeypatch.setattr("accessgov.policies.auto_approval_decision", database_down)
     with caplog.at_level(logging.ERROR, logger="accessgov.errors"):
         response = client_for(world.requester).post(
             reverse("request_new"),

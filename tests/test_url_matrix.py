@@ -13,7 +13,17 @@ from accessgov import middleware
 from tests.conftest import verify_session
 
 # The declared matrix: who may reach what without the full two factors.
-EXPECTED_PUBLIC = {"accounts:login", "healthz", "metrics", "sso:start", "sso:callback"}
+EXPECTED_PUBLIC = {
+    "accounts:login",
+    "healthz",
+    "metrics",
+    "sso:start",
+    "sso:callback",
+    "slack_interactivity",
+    "jira_webhook",
+}
+# Public, but authenticated by the provider's signature: without one, refused (401), never served.
+EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook"}
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
 # The REST API: token-authenticated; the session never counts (JSON 401, never a redirect), except that
 # the schema also serves a session that passed the OTP step. Its own persona-by-token matrix is in
@@ -107,6 +117,9 @@ def test_middleware_exemptions_match_the_declared_matrix():
 def test_anonymous_is_sent_to_sign_in_everywhere_but_public_views(client, method):
     for url, name in [*URLS, ("/no-such-page/", None)]:
         response = getattr(client, method)(url)
+        if name in EXPECTED_PROVIDER_SIGNED:
+            assert response.status_code == (405 if method == "get" else 401), (url, response.status_code)
+            continue
         if name in EXPECTED_PUBLIC:
             assert response.status_code in (200, 404, 405, 503), (url, response.status_code)
             continue

@@ -62,11 +62,13 @@ def _create(
     extends_grant: Grant | None,
     client_address: str | None,
     now: datetime,
+    external=None,
 ) -> AccessRequest:
     justification = justification.strip()
     if len(justification) < 10:
         raise PolicyViolation("Explain why you need this access (at least 10 characters).")
     policies.validate_ticket(role, ticket)
+    issue = external.issue if external is not None else None
     try:
         with transaction.atomic():
             access_request = AccessRequest.objects.create(
@@ -80,6 +82,10 @@ def _create(
                 ticket=ticket.strip(),
                 created_at=now,
                 lapses_at=now + role.pending_timeout,
+                ticket_title=issue.title if issue else "",
+                ticket_url=issue.url if issue else "",
+                ticket_provider=external.ticket_provider if issue else None,
+                ticket_bound=bool(issue and role.ticket_bound),
             )
     except IntegrityError as exc:
         raise TransitionNotAllowed(f"You already have a pending request for {role}.") from exc
@@ -94,14 +100,53 @@ def _create(
             "ticket": access_request.ticket,
             "kind": kind,
             "starts_at": starts_at.isoformat() if starts_at else None,
+            **(
+                {
+                    "ticket_title": issue.title,
+                    "ticket_status": issue.status,
+                    "ticket_bound": access_request.ticket_bound,
+                }
+                if issue
+                else {}
+            ),
         },
     )
-    rule = policies.auto_approval(role, actor, now)
-    if rule:
-        _approve(access_request, now=now, actor=None, job="auto-approval", reason=rule, duration=duration)
-        access_request.auto_approved_by_rule = rule
+    outcome = policies.auto_approval_decision(
+        role, actor, now, provider_checks=external.provider_checks if external is not None else None
+    )
+    access_request.auto_approval_note = "\n".join(outcome.notes)
+    if outcome.reason:
+        data, note = {}, []
+        if outcome.evidence:
+            data["evidence"] = outcome.evidence
+        if outcome.ends_at is not None and outcome.ends_at < max(starts_at or now, now) + duration:
+            # The grant ends at the earlier of its duration and the end of the on-call shift.
+            duration = outcome.ends_at - max(starts_at or now, now)
+            data["capped_at_shift_end"] = outcome.ends_at.isoformat()
+            note.append(f"Ends at {outcome.ends_at:%Y-%m-%d %H:%M} UTC, the end of the on-call shift.")
+        if outcome.incident_id:
+            access_request.incident_id = outcome.incident_id
+            access_request.incident_provider_id = outcome.incident_provider_id
+            note.append(f"Ends when incident {outcome.incident_id} is resolved, if that comes first.")
+        access_request.auto_approval_evidence = data
+        access_request.auto_approval_note = "\n".join(note)
+        access_request.save(
+            update_fields=["auto_approval_note", "auto_approval_evidence", "incident_id", "incident_provider"]
+        )
+        _approve(
+            access_request,
+            now=now,
+            actor=None,
+            job="auto-approval",
+            reason=outcome.reason,
+            duration=duration,
+            data=data,
+        )
+        access_request.auto_approved_by_rule = outcome.reason
         access_request.save(update_fields=["auto_approved_by_rule"])
     else:
+        if access_request.auto_approval_note:
+            access_request.save(update_fields=["auto_approval_note"])
         _notify("request_submitted", access_request.pk)
     return access_request
 
@@ -123,6 +168,13 @@ def access_request_submit(
     matches; otherwise the role's approvers are notified.
     """
     now = timezone.now()
+    if permissions.eligibility_problem(actor, role, now):
+        raise PolicyViolation(f"You are not eligible to request {role}.")
+    policies.validate_ticket(role, ticket)
+    # The providers are asked before the transaction (no I/O inside one); their answers are applied in it.
+    from accessgov.services.integrations import external_checks
+
+    external = external_checks(role, actor, ticket=ticket, starts_at=starts_at, now=now)
     with transaction.atomic():
         role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
         if permissions.eligibility_problem(actor, role, now, lock=True):
@@ -149,6 +201,7 @@ def access_request_submit(
             extends_grant=None,
             client_address=client_address,
             now=now,
+            external=external,
         )
 
 
@@ -209,8 +262,10 @@ def _approve(
     reason: str,
     duration: timedelta,
     client_address: str | None = None,
+    data: dict | None = None,
 ) -> None:
-    """Move a locked pending request to approved and produce (or extend) its grant."""
+    """Move a locked pending request to approved and produce (or extend) its grant. ``data``: what an
+    automatic approval relied on (provider evidence), recorded in its event."""
     ensure_transition("request", access_request.status, Status.APPROVED)
     access_request.status = Status.APPROVED
     access_request.decided_at = now
@@ -223,7 +278,7 @@ def _approve(
         client_address=client_address,
         access_request=access_request,
         reason=reason,
-        data={"approved_duration_seconds": int(duration.total_seconds())},
+        data={**(data or {}), "approved_duration_seconds": int(duration.total_seconds())},
     )
     if access_request.kind == AccessRequest.Kind.EXTENSION:
         grant_services.grant_extend_for(access_request, duration=duration, now=now, actor=actor, job=job)

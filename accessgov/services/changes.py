@@ -7,6 +7,8 @@ recorded). Every step records an access event in its transaction. Nobody approve
 and nobody approves a change that widens their own access.
 """
 
+import json
+
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
@@ -22,8 +24,12 @@ from accessgov.models import (
     ChangeRequest,
     Eligibility,
     IdentityProvider,
+    OidcTrustPolicy,
+    OnCallProvider,
     Role,
+    SlackWorkspace,
     System,
+    TicketProvider,
     User,
 )
 from accessgov.services import tokens as token_services
@@ -38,9 +44,23 @@ MODELS: dict[str, type[models.Model]] = {
     Kind.ELIGIBILITY: Eligibility,
     Kind.SYSTEM: System,
     Kind.IDENTITY_PROVIDER: IdentityProvider,
+    # Integration settings (docs/INTEGRATIONS.md) are policy too.
+    Kind.ONCALL_PROVIDER: OnCallProvider,
+    Kind.TICKET_PROVIDER: TicketProvider,
+    Kind.SLACK_WORKSPACE: SlackWorkspace,
+    Kind.OIDC_TRUST_POLICY: OidcTrustPolicy,
 }
-# Write-only secrets: held in the change (secret_payload) until the decision, never shown or recorded.
-SECRET_FIELDS = {"connector_secret", "client_secret"}
+# Write-only fields: masked in the diff, never in payload or events, held in ``secret_payload`` until
+# the decision (a connector's secret as it is; any other model's secrets as a JSON object by field).
+SECRET_FIELDS = {
+    "connector_secret",
+    "client_secret",
+    "api_key",
+    "api_token",
+    "webhook_secret",
+    "bot_token",
+    "signing_secret",
+}
 MASK = "•••••• (secret)"
 
 
@@ -112,7 +132,11 @@ def change_propose(
             "__old__": {f.attname: _serialize(current, f) for f in meta_fields if f.name not in SECRET_FIELDS},
             **payload,
         }
-    secret = next((getattr(instance, name) for name in SECRET_FIELDS if name in fields), "") or ""
+    if kind == Kind.SYSTEM:
+        secret = next((getattr(instance, name) for name in SECRET_FIELDS if name in fields), "") or ""
+    else:
+        secrets = {name: getattr(instance, name) for name in SECRET_FIELDS if name in fields}
+        secret = json.dumps(secrets) if secrets else ""
     verb = "Change" if current is not None else "Create"
     summary = f"{verb} {model._meta.verbose_name} {instance}"[:300]
     with transaction.atomic():
@@ -238,9 +262,12 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     for attname, value in payload.items():
         setattr(instance, attname, None if value is None else by_attname[attname].to_python(value))
-    if change.secret_payload:
-        secret_field = next(f.name for f in model._meta.concrete_fields if f.name in SECRET_FIELDS)
-        setattr(instance, secret_field, change.secret_payload)
+    if change.secret_payload and change.kind == Kind.SYSTEM:
+        instance.connector_secret = change.secret_payload
+    elif change.secret_payload:
+        for name, value in json.loads(change.secret_payload).items():
+            if name in SECRET_FIELDS:
+                setattr(instance, name, value)
     try:
         instance.full_clean()
         with transaction.atomic():

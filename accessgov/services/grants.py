@@ -362,9 +362,11 @@ def _end(
     actor: User | None = None,
     job: str | None = None,
     client_address: str | None = None,
+    data: dict | None = None,
 ) -> Grant:
     """The one end-of-grant transition: every path that ends a grant early (revoke, release, an account
-    deactivated, an access review's revoke) calls it on the grant it has locked, in its transaction.
+    deactivated, an access review's revoke, its ticket closing, its incident resolving) calls it on the
+    grant it has locked, in its transaction.
 
     Whenever the stored state was active, removal at the target is queued — also when the grant is
     already past ``expires_at`` but not yet swept: access there ended at ``expires_at``, so that case is
@@ -384,6 +386,7 @@ def _end(
             access_request=grant.access_request,
             reason=f"Already past its end when ended early ({reason})",
             data={
+                **(data or {}),
                 "expires_at": grant.expires_at.isoformat(),
                 "observed_lag_seconds": round((now - grant.expires_at).total_seconds(), 3),
                 "found_by": event_type,
@@ -406,6 +409,7 @@ def _end(
         grant=grant,
         access_request=grant.access_request,
         reason=reason,
+        data=data,
     )
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
@@ -581,13 +585,20 @@ def break_glass_remind_overdue(now: datetime) -> int:
     return len(ids)
 
 
-def grant_revoke_by_system(grant_id: int, *, reason: str, job: str) -> Grant:
-    """End a grant on behalf of a process (an account deactivated, an access review's outcome), not a
-    person: no permission check, the event names the job. Callers are services that already authorized
-    their own action."""
+def grant_revoke_by_system(
+    grant_id: int,
+    *,
+    reason: str,
+    job: str,
+    end_reason: str = Grant.EndReason.REVOKED,
+    event_type: str = Type.GRANT_REVOKED,
+    data: dict | None = None,
+) -> Grant:
+    """End a grant on behalf of a process (an account deactivated, an access review's outcome, its ticket
+    closed, its incident resolved), not a person: no permission check, the event names the job and says
+    why (``end_reason``/``event_type``, ``data``: the provider's evidence). Callers are services that
+    already authorized their own action."""
     now = timezone.now()
     with transaction.atomic():
         grant = _lock(grant_id)
-        return _end(
-            grant, now=now, end_reason=Grant.EndReason.REVOKED, event_type=Type.GRANT_REVOKED, reason=reason, job=job
-        )
+        return _end(grant, now=now, end_reason=end_reason, event_type=event_type, reason=reason, job=job, data=data)

@@ -31,6 +31,11 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def new_service_secret() -> str:
+    """A new service-token secret (for tokens made from a verified CI identity, services.integrations)."""
+    return _new_secret(ApiToken.Kind.SERVICE)
+
+
 def _new_secret(kind: str) -> str:
     letter = "s" if kind == ApiToken.Kind.SERVICE else "p"
     return f"{ApiToken.SECRET_PREFIX}{letter}_{secrets.token_urlsafe(32)}"

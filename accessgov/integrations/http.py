@@ -1,0 +1,92 @@
+"""Reaching a provider over HTTP: the internal-address guard, short timeouts, no redirects, bounded
+answers. Provider URLs come from four-eyed settings, and still may not point inside the network unless
+the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked again at every call."""
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from accessgov import net
+
+MAX_ANSWER_BYTES = 1_000_000
+
+
+class ProviderError(Exception):
+    """The provider could not be asked or gave an answer we cannot use. ``str`` is fit to show people
+    (no secret, no body): callers fail closed with it."""
+
+
+def ensure_allowed_url(url: str) -> None:
+    """https to a public address; plain http and internal addresses only with INTEGRATIONS_ALLOW_PRIVATE_URLS."""
+    allow = settings.INTEGRATIONS_ALLOW_PRIVATE_URLS
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and allow):
+        raise ProviderError(f"{parts.hostname or url} must be reached over https://.")
+    problems = net.target_problems(url, allow_private=allow, setting="INTEGRATIONS_ALLOW_PRIVATE_URLS")
+    if problems:
+        raise ProviderError(" ".join(problems))
+
+
+def url_problems(url: str) -> list[str]:
+    """For admin forms: what is wrong with a provider URL (empty: nothing)."""
+    try:
+        ensure_allowed_url(url)
+    except ProviderError as error:
+        return [str(error)]
+    return []
+
+
+def ssl_context() -> ssl.SSLContext:
+    """Certificate checks as usual, also trusting INTEGRATIONS_CA_FILE when the operator sets one."""
+    context = ssl.create_default_context()
+    if settings.INTEGRATIONS_CA_FILE:
+        context.load_verify_locations(cafile=settings.INTEGRATIONS_CA_FILE)
+    return context
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def request_json(
+    method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
+) -> tuple[int, Any]:
+    """One call; returns (status, parsed JSON or None). Raises ProviderError when the address is refused,
+    the provider cannot be reached in INTEGRATIONS_TIMEOUT_SECONDS, redirects, or answers more than
+    MAX_ANSWER_BYTES or something that is not JSON (4xx answers are returned, not raised)."""
+    ensure_allowed_url(url)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
+    request.add_header("Accept", "application/json")
+    request.add_header("User-Agent", "AccessGov-Integrations/1")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=ssl_context()))
+    try:
+        with opener.open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
+            status, raw = response.status, response.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read(MAX_ANSWER_BYTES + 1)
+        if 300 <= status < 400:
+            raise ProviderError(f"{provider} answered with a redirect ({status}); check its URL.") from None
+        if status >= 500 or status == 429:
+            raise ProviderError(f"{provider} is unavailable (HTTP {status}).") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ProviderError(f"{provider} cannot be reached ({reason.__class__.__name__}).") from None
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise ProviderError(f"{provider} answered more than {MAX_ANSWER_BYTES} bytes.")
+    if not raw:
+        return status, None
+    try:
+        return status, json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProviderError(f"{provider} did not answer JSON (HTTP {status}).") from None

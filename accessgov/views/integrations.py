@@ -1,0 +1,258 @@
+"""Integration endpoints: Slack interactivity (buttons and modals), the signed Jira webhook, and the
+portal page where a person links their Slack account. The two provider endpoints are public (no session:
+the provider's signature is the authentication) and CSRF-exempt; everything else they do goes through
+the same services and permission checks as the portal."""
+
+import json
+import logging
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accessgov import otp
+from accessgov.exceptions import AccessGovError, StepUpRequired
+from accessgov.integrations import jira, slack
+from accessgov.integrations.http import ProviderError
+from accessgov.models import AccessRequest, SlackUserLink, SlackWorkspace, TicketProvider, User
+from accessgov.services import access_requests as request_services
+from accessgov.services import integrations as integration_services
+from accessgov.services.events import acting_via
+from accessgov.views.common import step_up_with_code
+
+logger = logging.getLogger("accessgov.security")
+MAX_WEBHOOK_BYTES = 256 * 1024
+
+
+def _too_big(request: HttpRequest, limit: int) -> bool:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return True
+    return declared > limit
+
+
+# --- Slack interactivity -------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+def slack_interactivity_view(request: HttpRequest) -> HttpResponse:
+    """Slack's interactivity request URL. Refused (401) unless signed by an active workspace's signing
+    secret with a fresh timestamp and never seen before; the acting AccessGov user is the one the Slack
+    user linked (after OTP), never anyone else."""
+    if _too_big(request, slack.MAX_BODY_BYTES):
+        return HttpResponse("Too large.", status=413, content_type="text/plain")
+    body = request.body
+    workspace = next(
+        (w for w in SlackWorkspace.objects.filter(is_active=True) if slack.verify(w, body, request.headers)), None
+    )
+    if workspace is None:
+        logger.warning("slack request refused: bad or stale signature client=%s", request.client_address)
+        return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
+    if integration_services.slack_request_seen(
+        request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
+    ):
+        logger.warning("slack request refused: replay client=%s", request.client_address)
+        return HttpResponse("Replayed request.", status=401, content_type="text/plain")
+    payload = slack.parse_payload(body)
+    if payload is None:
+        return HttpResponse("Malformed payload.", status=400, content_type="text/plain")
+    team = str((payload.get("team") or {}).get("id") or (payload.get("user") or {}).get("team_id") or "")
+    slack_user = str((payload.get("user") or {}).get("id") or "")
+    if team != workspace.team_id or not slack_user:
+        return HttpResponse("Wrong workspace.", status=401, content_type="text/plain")
+    try:
+        # Every event a Slack action causes says so (data.via), like an API token's.
+        with acting_via({"slack": {"workspace": workspace.team_id, "user": slack_user}}):
+            if payload.get("type") == "block_actions":
+                return _on_action(workspace, payload, slack_user, request.client_address)
+            if payload.get("type") == "view_submission":
+                return _on_submission(workspace, payload, slack_user, request.client_address)
+    except ProviderError as error:
+        logger.warning("slack answer failed: %s", error)
+    return HttpResponse(status=200)
+
+
+def _tell(workspace: SlackWorkspace, payload: dict, slack_user: str, text: str) -> None:
+    channel = str((payload.get("channel") or {}).get("id") or workspace.channel)
+    try:
+        slack.tell(workspace, channel=channel, user=slack_user, text=text)
+    except Exception as error:
+        logger.warning("slack ephemeral failed: %s", error.__class__.__name__)
+
+
+def _sync_soon(access_request_id: int) -> None:
+    from django.db import transaction
+
+    from accessgov import tasks
+
+    transaction.on_commit(lambda: tasks.slack_sync.delay(access_request_id), robust=True)
+
+
+def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:
+    actions = payload.get("actions") or []
+    action = actions[0] if actions and isinstance(actions[0], dict) else {}
+    action_id, value = action.get("action_id"), str(action.get("value") or "")
+    if action_id not in (slack.APPROVE, slack.DENY) or not value.isdigit():
+        return HttpResponse(status=200)
+    trigger_id = str(payload.get("trigger_id") or "")
+    user = integration_services.slack_linked_user(workspace, slack_user)
+    if user is None:
+        slack.open_link_modal(workspace, trigger_id)
+        return HttpResponse(status=200)
+    access_request = AccessRequest.objects.select_related("role__system", "requester").filter(pk=int(value)).first()
+    if access_request is None:
+        return HttpResponse(status=200)
+    if not access_request.is_pending:
+        _tell(workspace, payload, slack_user, f"This request is already {access_request.get_status_display().lower()}.")
+        _sync_soon(access_request.pk)
+        return HttpResponse(status=200)
+    if action_id == slack.DENY or access_request.role.step_up_required:
+        slack.open_decide_modal(workspace, trigger_id, access_request, "deny" if action_id == slack.DENY else "approve")
+        return HttpResponse(status=200)
+    try:
+        request_services.access_request_approve(user, access_request.pk, client_address=client_address, comment="")
+    except AccessGovError as error:
+        _tell(workspace, payload, slack_user, f"Not approved: {error}")
+        return HttpResponse(status=200)
+    _sync_soon(access_request.pk)
+    return HttpResponse(status=200)
+
+
+def _errors(block: str, message: str) -> JsonResponse:
+    return JsonResponse({"response_action": "errors", "errors": {block: message[:150]}})
+
+
+def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:
+    view = payload.get("view") or {}
+    callback = view.get("callback_id")
+    if callback == slack.LINK_VIEW:
+        try:
+            integration_services.slack_link_consume(workspace, slack_user, slack.submitted_value(payload, "code"))
+        except AccessGovError as error:
+            return _errors("code", str(error))
+        return HttpResponse(status=200)
+    if callback != slack.DECIDE_VIEW:
+        return HttpResponse(status=200)
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+        access_request_id, outcome = int(metadata["request"]), metadata["outcome"]
+    except (ValueError, KeyError, TypeError):
+        return HttpResponse("Malformed view.", status=400, content_type="text/plain")
+    user = integration_services.slack_linked_user(workspace, slack_user)
+    if user is None:
+        return _errors("comment", "Your Slack account is not linked to AccessGov.")
+    access_request = AccessRequest.objects.select_related("role").filter(pk=access_request_id).first()
+    if access_request is None or outcome not in ("approve", "deny"):
+        return _errors("comment", "This request no longer exists.")
+    step_up_at, problem = _step_up(user, access_request, slack.submitted_value(payload, "code"), client_address)
+    if problem:
+        return _errors("code", problem)
+    comment = slack.submitted_value(payload, "comment")
+    try:
+        if outcome == "approve":
+            request_services.access_request_approve(
+                user, access_request_id, comment=comment, step_up_at=step_up_at, client_address=client_address
+            )
+        else:
+            request_services.access_request_deny(
+                user, access_request_id, comment=comment, step_up_at=step_up_at, client_address=client_address
+            )
+    except StepUpRequired as error:
+        return _errors("code" if access_request.role.step_up_required else "comment", str(error))
+    except AccessGovError as error:
+        return _errors("comment", str(error))
+    _sync_soon(access_request_id)
+    return HttpResponse(status=200)
+
+
+def _step_up(user: User, access_request: AccessRequest, code: str, client_address) -> tuple:
+    """A step-up role needs a current TOTP code typed into the modal, checked like the portal's step-up
+    (``otp.verify_code``: each code works once, wrong codes are throttled). Without one: no step-up time,
+    and the service refuses."""
+    if not access_request.role.step_up_required:
+        return None, ""
+    code = code.replace(" ", "")
+    if not code:
+        return None, "Enter the 6 digits from your authenticator app."
+    if not code.isdigit() or len(code) != 6:
+        return None, "Enter the 6 digits from your authenticator app."
+    result = otp.verify_code(user, code, allow_backup=False)
+    if not result.ok:
+        logger.warning("otp failure step=slack-step-up user=%s client=%s", user.pk, client_address)
+        return None, result.message
+    return timezone.now(), ""
+
+
+# --- Jira webhook --------------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
+    """Jira's webhook for one ticket provider: refused (401) unless ``X-Hub-Signature`` is the HMAC of the
+    raw body with the provider's webhook secret. The issue is then read back from Jira (the body's own
+    status is never trusted) and the grants bound to it end if it closed."""
+    if _too_big(request, MAX_WEBHOOK_BYTES):
+        return HttpResponse("Too large.", status=413, content_type="text/plain")
+    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True).first()
+    body = request.body
+    if provider is None or not jira.webhook_signature_valid(
+        provider.webhook_secret, body, request.headers.get("X-Hub-Signature", "")
+    ):
+        logger.warning("jira webhook refused: bad signature provider=%s client=%s", provider_id, request.client_address)
+        return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
+    try:
+        key = jira.webhook_issue_key(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return HttpResponse("Malformed body.", status=400, content_type="text/plain")
+    if key is None:
+        return HttpResponse(status=204)
+    try:
+        ended = integration_services.ticket_webhook_received(provider, key)
+    except ProviderError:
+        return HttpResponse(
+            "Jira could not be asked; the next sweep checks again.", status=202, content_type="text/plain"
+        )
+    return JsonResponse({"ticket": key, "grants_ended": ended})
+
+
+# --- Linking one's Slack account ------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def slack_link_view(request: HttpRequest) -> HttpResponse:
+    """Account → Slack: make a one-time link code (after typing a current authenticator code) to type
+    into Slack, or remove a link."""
+    user = request.user
+    if user.is_service_account:
+        raise Http404
+    code, status = None, 200
+    if request.method == "POST":
+        if request.POST.get("unlink", "").isdigit():
+            integration_services.slack_unlink(user, int(request.POST["unlink"]))
+            messages.success(request, "Slack account unlinked.")
+            return redirect("slack_link")
+        step_up_at, error = step_up_with_code(request, request.POST.get("otp_token", ""))
+        if not error:
+            try:
+                code = integration_services.slack_link_code_create(user, step_up_at=step_up_at)
+            except AccessGovError as problem:
+                error = str(problem)
+        if error:
+            messages.error(request, error)
+            status = 403
+    context = {
+        "code": code,
+        "links": SlackUserLink.objects.filter(user=user).select_related("workspace"),
+        "workspaces": SlackWorkspace.objects.filter(is_active=True),
+        "minutes": settings.SLACK_LINK_CODE_MINUTES,
+    }
+    response = render(request, "accessgov/integrations/slack_link.html", context, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
