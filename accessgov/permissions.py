@@ -474,3 +474,17 @@ def can_redeliver_webhook(user: User) -> bool:
 def ensure_can_redeliver_webhook(user: User) -> None:
     if not can_redeliver_webhook(user):
         raise NotAuthorized("Only portal admins queue webhook deliveries again.")
+
+
+# --- Evidence packs -------------------------------------------------------------------------------------
+
+
+def can_build_evidence_pack(user: User) -> bool:
+    """Auditors (``audit_access``, active): they build packs, see every pack and download them. A pack holds
+    what any auditor may already read and export, so packs are shared among auditors, not per person."""
+    return is_auditor(user)
+
+
+def ensure_can_build_evidence_pack(user: User) -> None:
+    if not can_build_evidence_pack(user):
+        raise NotAuthorized("Evidence packs are for auditors.")

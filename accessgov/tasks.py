@@ -97,3 +97,21 @@ def quarterly_review() -> int | None:
 
     campaign = review_campaign_quarterly(timezone.now())
     return campaign.pk if campaign else None
+
+
+@shared_task(acks_late=True)
+def build_evidence_pack(pack_id: int) -> str | None:
+    """Build a queued evidence pack (on the notifications queue: slow, never in the way of an expiry).
+    Idempotent: a pack already built, failed or being built is left alone."""
+    from accessgov.services.evidence import evidence_pack_build
+
+    pack = evidence_pack_build(pack_id)
+    return pack.status if pack else None
+
+
+@shared_task
+def evidence_packs_scheduled() -> list[int]:
+    """Beat, daily: queue the scheduled packs that are due (EVIDENCE_SCHEDULE) and retry failed deliveries."""
+    from accessgov.services.evidence import evidence_pack_schedule_due
+
+    return evidence_pack_schedule_due(timezone.now())
