@@ -694,7 +694,16 @@ class AccessEvent(models.Model):
     @staticmethod
     def hash_content(content: dict, prev_hash: str) -> str:
         """The ledger's one hashing function: sha256 over prev_hash and the canonical JSON of ``content``."""
-        return hashlib.sha256(f"{prev_hash}|{_canonical_json(content)}".encode()).hexdigest()
+        return AccessEvent.hash_canonical(_canonical_json(content), prev_hash)
+
+    @staticmethod
+    def canonical_text(content: dict) -> str:
+        return _canonical_json(content)
+
+    @staticmethod
+    def hash_canonical(text: str, prev_hash: str) -> str:
+        """hash_content for a caller that also needs the canonical text (the evidence pack writes it)."""
+        return hashlib.sha256(f"{prev_hash}|{text}".encode()).hexdigest()
 
     def content(self) -> dict:
         return self.canonical_content({name: getattr(self, name) for name in self.HASHED_FIELDS})
@@ -929,6 +938,8 @@ class ApiToken(models.Model):
         DECISIONS_DECIDE = "decisions:decide", "Approve or deny requests"
         CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
         EVENTS_READ = "events:read", "Read access events (auditors)"
+        EVIDENCE_READ = "evidence:read", "Read and download evidence packs (auditors)"
+        EVIDENCE_BUILD = "evidence:build", "Build evidence packs (auditors)"
 
     SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
 
@@ -1086,3 +1097,7 @@ class EvidencePack(models.Model):
 
     def __str__(self) -> str:
         return f"Evidence pack #{self.pk} {self.since}..{self.until}"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.BUILDING)

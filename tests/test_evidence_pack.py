@@ -311,3 +311,35 @@ def _edit_event_row(event_id: int, reason: str) -> None:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL session_replication_role = replica")
         cursor.execute("UPDATE accessgov_accessevent SET reason = %s WHERE id = %s", [reason, event_id])
+
+
+@pytest.mark.postgres
+def test_the_postgresql_copy_path_gives_the_orm_paths_lines_for_awkward_events(world):
+    from accessgov.evidence import ledger
+    from accessgov.services.events import event_record
+
+    awkward = [
+        ("tab\there, new\nline, back\\slash, quote \" and 'single'", {"b": 1.5, "a": None, "é": ["\t", "\\n"]}),
+        ("ünïcødé ✓ \u2028 line separator", {"nested": {"z": [1, 2.0, True], "y": "=cmd"}}),
+        ("", {}),
+        ("\r\x01\x1f control", {"k": "\x0b\x0c"}),
+    ]
+    with transaction.atomic():
+        for index, (reason, data) in enumerate(awkward):
+            event_record(
+                AccessEvent.Type.AUDIT_VERIFIED,
+                actor=world.auditor if index % 2 else None,
+                job="test",
+                client_address="2001:db8::1" if index == 1 else ("10.0.0.7" if index == 2 else None),
+                reason=reason,
+                data=data,
+            )
+    first = AccessEvent.objects.order_by("sequence").first().sequence
+    last = AccessEvent.objects.order_by("-sequence").first().sequence
+    span = ledger.LedgerRange(first, last, last, "", "genesis", "0" * 64, None)
+    with transaction.atomic():
+        assert list(ledger._rows_postgresql(span)) == list(ledger._rows_orm(span))
+        hashes = [
+            AccessEvent.hash_canonical(text, prev) == stored for _, text, prev, stored in ledger._rows_postgresql(span)
+        ]
+    assert hashes and all(hashes)

@@ -11,11 +11,15 @@ Each line is one event as JSON: the eleven fields its hash covers (``AccessEvent
 their canonical form) plus ``prev_hash`` and ``hash``. The verifier recomputes every hash from the line.
 """
 
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import BinaryIO
 
+from django.db import connection
 from django.db.models import Max, Min
 
 from accessgov.models import AccessEvent, LedgerCheckpoint, compact_json_encoder
@@ -23,7 +27,7 @@ from accessgov.services.events import GENESIS
 
 FILE = "ledger/events.jsonl"
 CHUNK = 5000
-_encode = compact_json_encoder(sort_keys=True, default=str)  # the ledger's canonical JSON
+_encode = compact_json_encoder(sort_keys=True, default=str)  # the ledger's canonical JSON (comparisons)
 
 
 @dataclass
@@ -101,10 +105,8 @@ def period_range(start: datetime, end: datetime) -> LedgerRange:
     return LedgerRange(first, last, head_sequence, head_hash, anchor, anchor_hash, checkpoint_info, problem)
 
 
-def write_extract(out: BinaryIO, span: LedgerRange, progress: Callable[[int], None]) -> tuple[str, str]:
-    """Write the extract's lines to ``out`` and check the chain as it goes. Returns (the hash of the last
-    event, the first problem found or ""). A broken chain is written as stored and named: the pack then
-    shows what the database held, and its verification fails at that line."""
+def _rows_orm(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
+    """(sequence, canonical JSON text, prev_hash, hash) of each event in the range, in order, through the ORM."""
     fields = (*AccessEvent.HASHED_FIELDS, "prev_hash", "hash")
     rows = (
         AccessEvent.objects.filter(sequence__gte=span.first_sequence, sequence__lte=span.last_sequence)
@@ -112,22 +114,104 @@ def write_extract(out: BinaryIO, span: LedgerRange, progress: Callable[[int], No
         .values(*fields)
         .iterator(chunk_size=CHUNK)
     )
-    canonical, hash_content = AccessEvent.canonical_content, AccessEvent.hash_content
+    canonical, text_of = AccessEvent.canonical_content, AccessEvent.canonical_text
+    for row in rows:
+        yield row["sequence"], text_of(canonical(row)), row["prev_hash"], row["hash"]
+
+
+# PostgreSQL twin of _rows_orm (tests/test_evidence_pack.py proves both give the same lines): the rows come
+# from one COPY in text format and each line is taken apart here, with only the JSON data parsed; no
+# per-value driver or Django conversion. 950k events: ~9 s of fetching through a cursor -> ~3 s.
+_PG_COPY = (
+    "COPY (SELECT sequence, occurred_at, event_type, actor_id, actor_label, client_address, reason, "
+    "access_request_id, grant_id, role_id, data, prev_hash, hash FROM accessgov_accessevent "
+    "WHERE sequence BETWEEN {first:d} AND {last:d} ORDER BY sequence) TO STDOUT"
+)
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_COPY_ESCAPE = re.compile(r"\\(.)")
+
+
+def _copy_text(field: str) -> str | None:
+    """A COPY text-format field as its value: \\N is NULL, backslash escapes undone."""
+    if field == "\\N":
+        return None
+    if "\\" in field:
+        return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), field)
+    return field
+
+
+def _utc_text(value: str) -> str:
+    """PostgreSQL's timestamptz text in UTC ("2025-10-30 21:12:59.5+00") in the ledger's canonical form
+    ("2025-10-30T21:12:59.500000+00:00", as _utc_isoformat writes it)."""
+    if value.endswith("+00"):
+        day, _, clock = value[:-3].partition(" ")
+        whole, _, fraction = clock.partition(".")
+        return f"{day}T{whole}.{fraction.ljust(6, '0')}+00:00"
+    return datetime.fromisoformat(value).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _null_or_text(value: str) -> str:
+    return "null" if value == "\\N" else encode_basestring(_copy_text(value))
+
+
+def _rows_postgresql(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
+    """The canonical text is assembled field by field in the canonical key order (the keys sorted, strings
+    by the same C escaper json uses, numbers as PostgreSQL wrote them, the data re-encoded with sorted keys)."""
+    loads, text, utc, data_json, quote = json.loads, _copy_text, _utc_text, _encode, encode_basestring
+    sql = _PG_COPY.format(first=span.first_sequence, last=span.last_sequence)
+    null = "\\N"
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL TimeZone TO 'UTC'")
+        with cursor.cursor.copy(sql) as copy:
+            rest = b""
+            for chunk in copy:
+                lines = (rest + bytes(chunk)).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    seq, at, kind, actor, label, address, reason, request, grant, role, data, prev, stored = (
+                        line.decode().split("\t")
+                    )
+                    canonical = (
+                        f'{{"access_request_id":{"null" if request == null else request},'
+                        f'"actor_id":{"null" if actor == null else actor},'
+                        f'"actor_label":{quote(text(label))},'
+                        f'"client_address":{_null_or_text(address)},'
+                        f'"data":{data_json(loads(text(data)))},'
+                        f'"event_type":{quote(text(kind))},'
+                        f'"grant_id":{"null" if grant == null else grant},'
+                        f'"occurred_at":{quote(utc(at))},'
+                        f'"reason":{quote(text(reason))},'
+                        f'"role_id":{"null" if role == null else role},'
+                        f'"sequence":{seq}}}'
+                    )
+                    yield int(seq), canonical, prev, stored
+
+
+def extract_rows(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
+    """(sequence, canonical JSON text, prev_hash, hash) of each event of the range in order: through COPY on
+    PostgreSQL inside the build's snapshot transaction, through the ORM otherwise."""
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        return _rows_postgresql(span)
+    return _rows_orm(span)
+
+
+def write_extract(out: BinaryIO, span: LedgerRange, progress: Callable[[int], None]) -> tuple[str, str]:
+    """Write the extract's lines to ``out`` and check the chain as it goes. Returns (the hash of the last
+    event, the first problem found or ""). A broken chain is written as stored and named: the pack then
+    shows what the database held, and its verification fails at that line."""
+    hash_of = AccessEvent.hash_canonical
     prev_hash, expected, problem = span.anchor_hash, span.first_sequence, span.problem
     buffer: list[str] = []
-    for row in rows:
-        content = canonical(row)
-        stored_prev, stored = row["prev_hash"], row["hash"]
+    for sequence, text, stored_prev, stored in extract_rows(span):
         if not problem:
-            if row["sequence"] != expected:
-                problem = f"event #{expected} is missing (deleted): the chain jumps to #{row['sequence']}"
+            if sequence != expected:
+                problem = f"event #{expected} is missing (deleted): the chain jumps to #{sequence}"
             elif stored_prev != prev_hash:
-                problem = f"event #{row['sequence']} does not follow event #{row['sequence'] - 1}"
-            elif hash_content(content, prev_hash) != stored:
-                problem = f"event #{row['sequence']} was edited: its content no longer matches its hash"
-        text = _encode(content)
+                problem = f"event #{sequence} does not follow event #{sequence - 1}"
+            elif hash_of(text, prev_hash) != stored:
+                problem = f"event #{sequence} was edited: its content no longer matches its hash"
         buffer.append(f'{text[:-1]},"prev_hash":"{stored_prev}","hash":"{stored}"}}\n')
-        prev_hash, expected = stored, row["sequence"] + 1
+        prev_hash, expected = stored, sequence + 1
         if len(buffer) == CHUNK:
             out.write("".join(buffer).encode())
             buffer.clear()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from django.db.models import CharField, F, Q, QuerySet, Value
+from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
@@ -517,26 +517,28 @@ class ApprovalsMfa(Population):
             yield self._row(
                 ctx, f"decision:{pk}", "approval", request_id, approver, requester, system, role, at, step_up_at
             )
-        activations = AccessEvent.objects.filter(event_type=Type.BREAK_GLASS_ACTIVATED)
+        # Break-glass grants, with the step-up time their activation event recorded.
+        activations = Grant.objects.filter(is_break_glass=True)
         if wanted is None:
-            activations = ctx.scoped(activations).filter(occurred_at__gte=ctx.start, occurred_at__lt=ctx.end)
+            activations = ctx.scoped(activations).filter(starts_at__gte=ctx.start, starts_at__lt=ctx.end)
         else:
             activations = activations.filter(
-                grant_id__in=[int(i.split(":")[1]) for i in wanted if i.startswith("break_glass:")]
+                pk__in=[int(n) for i in wanted if i.startswith("break_glass:") and (n := i.split(":")[1]).isdigit()]
             )
-        activations = activations.annotate(step_up=KeyTextTransform("step_up_at", "data"))
+        activation = AccessEvent.objects.filter(
+            access_request_id=OuterRef("access_request_id"), event_type=Type.BREAK_GLASS_ACTIVATED
+        ).annotate(step_up=KeyTextTransform("step_up_at", "data"))
+        activations = activations.annotate(step_up=Subquery(activation.values("step_up")[:1]))
         fields = (
-            "grant_id",
+            "pk",
             "access_request_id",
-            "actor_label",
+            "user__username",
             "role__system__name",
             "role__name",
-            "occurred_at",
+            "starts_at",
             "step_up",
         )
-        for grant_id, request_id, actor, system, role, at, step_up in _chunked(
-            activations.order_by("grant_id"), *fields
-        ):
+        for grant_id, request_id, actor, system, role, at, step_up in _chunked(activations.order_by("pk"), *fields):
             step_up_at = datetime.fromisoformat(step_up) if step_up else None
             yield self._row(
                 ctx,
