@@ -4,6 +4,7 @@ MinIO, Ceph, R2 …; credentials from the standard AWS environment variables or 
 settings). Each delivery is checked after writing: the directory copy is re-hashed, the stored object's
 size and recorded SHA-256 are read back. Called by services.evidence, outside any transaction."""
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -59,12 +60,14 @@ def _to_directory(path: Path, name: str, sha256: str) -> str:
     except OSError as exc:
         raise DeliveryError(f"Could not write to {target_dir}: {exc.strerror or exc}.") from exc
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return str(target)
 
 
 def _to_s3(path: Path, name: str, sha256: str) -> str:
     import boto3
+    from boto3.exceptions import Boto3Error
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -84,7 +87,7 @@ def _to_s3(path: Path, name: str, sha256: str) -> str:
             ExtraArgs={"ContentType": "application/zip", "Metadata": {"sha256": sha256}},
         )
         stored = client.head_object(Bucket=bucket, Key=key)
-    except (BotoCoreError, ClientError) as exc:
+    except (Boto3Error, BotoCoreError, ClientError) as exc:
         raise DeliveryError(f"Could not upload to s3://{bucket}/{key}: {exc.__class__.__name__}: {exc}") from exc
     if stored.get("ContentLength") != path.stat().st_size or stored.get("Metadata", {}).get("sha256") != sha256:
         raise DeliveryError(f"s3://{bucket}/{key} does not hold the pack as sent (size or SHA-256 differ).")

@@ -283,13 +283,18 @@ def evidence_pack_deliver(pack_id: int) -> bool:
     pack = EvidencePack.objects.get(pk=pack_id)
     try:
         location = delivery.deliver(builder.evidence_dir() / pack.file_name, pack.file_name, pack.file_sha256)
-    except delivery.DeliveryError as exc:
+    except Exception as exc:
+        if isinstance(exc, delivery.DeliveryError):
+            reason = str(exc)
+        else:
+            logger.exception("delivery of evidence pack %s failed", pack_id)
+            reason = f"Delivery failed ({exc.__class__.__name__}); the error is in the worker's log."
         with transaction.atomic():
-            EvidencePack.objects.filter(pk=pack_id).update(delivery_error=str(exc)[:2000], delivery_claimed_at=None)
+            EvidencePack.objects.filter(pk=pack_id).update(delivery_error=reason[:2000], delivery_claimed_at=None)
             event_record(
                 Type.EVIDENCE_DELIVERY_FAILED,
                 job="evidence-delivery",
-                reason=str(exc)[:500],
+                reason=reason[:500],
                 data={"pack_id": pack_id, "target": delivery.target_label()},
             )
         return False
