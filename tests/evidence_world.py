@@ -2,17 +2,14 @@
 grants approved, expired and removed (one removal never confirmed), a two-approval step-up grant, a
 denial, break-glass (one signed off in time, one never), an access review with an unanswered item, a
 four-eyed policy change and one applied without a second admin, a deactivation that ends a grant, and
-drift at a target. Also the signing key the operator would configure (generated per test, never stored)."""
+drift at a target."""
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 import time_machine
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 
-from accessgov.evidence import signing
 from accessgov.models import ChangeRequest, DriftFinding, Eligibility, Grant, ReviewCampaign, Role
 from accessgov.services import access_requests as ar
 from accessgov.services import changes, reviews, users
@@ -31,18 +28,6 @@ class Month:
     admins: tuple
     grants: dict = field(default_factory=dict)
     requests: dict = field(default_factory=dict)
-
-
-@pytest.fixture
-def signing_key(settings, tmp_path):
-    """The operator's key, made for this test; packs go to a temporary EVIDENCE_DIR."""
-    key = Ed25519PrivateKey.generate()
-    settings.EVIDENCE_SIGNING_KEY = signing.private_key_pem(key).decode()
-    settings.EVIDENCE_SIGNING_KEY_FILE = ""
-    settings.EVIDENCE_DIR = tmp_path / "evidence"
-    public = tmp_path / "accessgov-evidence-key.pem"
-    public.write_text(signing.public_key_pem(key.public_key()))
-    return public
 
 
 def make_month(world, make_user) -> Month:

@@ -11,7 +11,6 @@ import time_machine
 
 from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
-from tests.evidence_world import signing_key  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 APRIL_2 = datetime(2025, 4, 2, 2, 30, tzinfo=UTC)
@@ -34,7 +33,7 @@ def test_a_monthly_pack_is_made_once_and_delivered_to_a_directory(
     settings,
     tmp_path,
     signing_key,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     settings.EVIDENCE_SCHEDULE = ["monthly", "quarterly"]
     settings.EVIDENCE_DELIVERY_DIR = str(tmp_path / "share")
@@ -60,7 +59,7 @@ def test_a_delivery_that_fails_is_recorded_and_retried_the_next_day(
     settings,
     tmp_path,
     signing_key,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     settings.EVIDENCE_SCHEDULE = ["monthly"]
     blocker = tmp_path / "not-a-directory"
@@ -100,7 +99,7 @@ def test_a_scheduled_pack_is_delivered_to_s3_compatible_storage_and_read_back(
     settings,
     s3_server,
     signing_key,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     import boto3
 

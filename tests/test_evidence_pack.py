@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from accessgov.evidence import verify
 from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
-from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month, signing_key  # noqa: F401
+from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def month(world, make_user):
 
 
 @pytest.fixture
-def built(month, signing_key, django_capture_on_commit_callbacks):  # noqa: F811
+def built(month, signing_key, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         pack = request_pack(month.world)
     pack = build_at(pack.pk)
@@ -343,3 +343,18 @@ def test_the_postgresql_copy_path_gives_the_orm_paths_lines_for_awkward_events(w
             AccessEvent.hash_canonical(text, prev) == stored for _, text, prev, stored in ledger._rows_postgresql(span)
         ]
     assert hashes and all(hashes)
+
+
+def test_every_population_column_is_documented_in_docs_evidence():
+    from pathlib import Path
+
+    from accessgov.evidence import populations
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "EVIDENCE.md").read_text()
+    missing = [
+        f"{cls.name}.{column.name}"
+        for cls in populations.POPULATIONS
+        for column in cls.columns
+        if f"`{column.name}`" not in doc or f"populations/{cls.name}.csv" not in doc
+    ]
+    assert missing == []

@@ -16,7 +16,7 @@ from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
 from tests.api_helpers import api_client, make_token, post_json
 from tests.conftest import verify_session
-from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month, signing_key  # noqa: F401
+from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ("requester", "approver", "approver2", "owner", "outsider", "admin")
@@ -33,13 +33,13 @@ def people(world, make_user):
 
 
 @pytest.fixture
-def ready_pack(people, signing_key, django_capture_on_commit_callbacks):  # noqa: F811
+def ready_pack(people, signing_key, django_capture_on_commit_callbacks):
     with time_machine.travel(BUILT_AT, tick=False), django_capture_on_commit_callbacks(execute=False):
         pack = evidence_services.evidence_pack_request(people.auditor, since=SINCE, until=UNTIL)
     return build_at(pack.pk)
 
 
-def test_the_auditor_builds_a_pack_from_the_form_watches_it_and_downloads_it(people, signing_key, make_user):  # noqa: F811
+def test_the_auditor_builds_a_pack_from_the_form_watches_it_and_downloads_it(people, signing_key, make_user):
     make_month(people, make_user)
     client = as_(people.auditor)
     page = client.get(reverse("evidence"))
@@ -105,7 +105,7 @@ BAD_PERIODS = [
 
 
 @pytest.mark.parametrize(("data", "message"), BAD_PERIODS)
-def test_malformed_huge_or_far_periods_are_form_errors_and_make_nothing(people, signing_key, data, message):  # noqa: F811
+def test_malformed_huge_or_far_periods_are_form_errors_and_make_nothing(people, signing_key, data, message):
     with time_machine.travel(BUILT_AT, tick=False):
         response = as_(people.auditor).post(reverse("evidence"), data)
     assert response.status_code == 400
@@ -133,7 +133,7 @@ def test_a_pack_that_is_not_ready_is_not_downloadable_and_a_missing_key_fails_th
 # --- The API ----------------------------------------------------------------------------------------
 
 
-def test_an_auditor_token_builds_polls_and_downloads_a_pack(people, signing_key, django_capture_on_commit_callbacks):  # noqa: F811
+def test_an_auditor_token_builds_polls_and_downloads_a_pack(people, signing_key, django_capture_on_commit_callbacks):
     _, secret = make_token(people.auditor, name="audit-bot", scopes=["evidence:read", "evidence:build"])
     client = api_client(secret)
     with time_machine.travel(BUILT_AT, tick=False), django_capture_on_commit_callbacks(execute=False):
@@ -191,7 +191,7 @@ def test_an_auditor_token_without_the_evidence_scopes_is_refused(people, ready_p
         ["since", "until"],
     ],
 )
-def test_malformed_api_bodies_are_400_and_make_nothing(people, signing_key, body):  # noqa: F811
+def test_malformed_api_bodies_are_400_and_make_nothing(people, signing_key, body):
     _, secret = make_token(people.auditor, name="t", scopes=["evidence:build"])
     with time_machine.travel(BUILT_AT, tick=False):
         response = post_json(api_client(secret), "/api/v1/evidence-packs/", body)

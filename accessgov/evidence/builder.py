@@ -258,6 +258,20 @@ def _write(writer: PackWriter, pack, ctx, seed, size, systems, scope_label, prog
                 "exceptions": len(population.exceptions),
             }
         )
+    reviews = list(populations.recent_review_campaigns(ctx))
+    if not reviews:
+        all_exceptions.append(
+            populations.Exception_(
+                controls.REVIEW_TEST,
+                "review_items",
+                ctx.end.date().isoformat(),
+                "",
+                "",
+                "",
+                "No access review campaign was closed in the six months before the period's end.",
+                ctx.end,
+            )
+        )
     exception_ids = [f"{e.test_id}:{e.item_id}" for e in all_exceptions]
     writer.write_csv(
         controls.EXCEPTIONS_FILE,
@@ -281,7 +295,6 @@ def _write(writer: PackWriter, pack, ctx, seed, size, systems, scope_label, prog
         "passed": span.events if not problem else 0,
         "total": span.events,
     }
-    reviews = list(populations.recent_review_campaigns(ctx))
     tests[controls.REVIEW_TEST] = {
         "description": "An access review campaign closed within the six months before the period's end",
         "file": "populations/review_items.csv",

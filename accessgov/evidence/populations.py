@@ -164,7 +164,7 @@ def trails_by_request(keys: dict[str, tuple[int | None, int | None]]) -> dict[st
 def trails_by_data_key(key: str, ids: list[str]) -> dict[str, list[dict]]:
     """Trails of items named in events' data (review items, changes, drift findings)."""
     trails: dict[str, list[dict]] = {item: [] for item in ids}
-    numbers = [int(item) for item in ids]
+    numbers = [int(item) for item in ids if item.isdigit()]
     if not numbers:
         return trails
     for event in _events(Q(**{f"data__{key}__in": numbers})):

@@ -68,7 +68,9 @@ def _bar_chart(title: str, rows: list[tuple[str, int]]):
     chart.data = [values]
     chart.bars[0].fillColor = colors.HexColor("#0072b2")
     chart.valueAxis.valueMin = 0
-    chart.valueAxis.valueMax = max(max(values), 1) * 1.1
+    top = max(max(values), 1)
+    chart.valueAxis.valueStep = max(1, -(-top // 4))
+    chart.valueAxis.valueMax = chart.valueAxis.valueStep * (-(-top // chart.valueAxis.valueStep))
     labels = [label for label, _ in rows] or [""]
     every = max(1, len(labels) // 10)
     chart.categoryAxis.categoryNames = [label if i % every == 0 else "" for i, label in enumerate(labels)]

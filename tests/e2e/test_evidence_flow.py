@@ -15,7 +15,6 @@ from accessgov.services import access_requests as ar
 from accessgov.services.evidence import evidence_pack_build
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_lifecycle_flow import _sign_in
-from tests.evidence_world import signing_key  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +25,7 @@ def test_auditor_builds_a_pack_watches_its_progress_bar_and_downloads_it(
     new_context,
     signing_key,
     monkeypatch,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     ARTIFACTS.mkdir(exist_ok=True)
     access_request = ar.access_request_submit(
