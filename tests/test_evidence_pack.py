@@ -358,3 +358,22 @@ def test_every_population_column_is_documented_in_docs_evidence():
         if f"`{column.name}`" not in doc or f"populations/{cls.name}.csv" not in doc
     ]
     assert missing == []
+
+
+def test_after_a_retention_purge_the_extract_is_anchored_on_the_checkpoint_and_verifies(
+    month, signing_key, settings, django_capture_on_commit_callbacks
+):
+    settings.AUDIT_RETENTION_DAYS = 1
+    with time_machine.travel(BUILT_AT, tick=False):
+        call_command("purge_audit", "--before", "2025-03-05")
+    checkpoint = AccessEvent.objects.order_by("sequence").first().sequence - 1
+    assert checkpoint > 0
+    with django_capture_on_commit_callbacks(execute=False):
+        pack = request_pack(month.world)
+    pack = build_at(pack.pk)
+    with zipfile.ZipFile(pack_path(pack)) as archive:
+        ledger = json.loads(archive.read("manifest.json"))["ledger"]
+    assert ledger["anchor"] == "checkpoint" and ledger["first_sequence"] == checkpoint + 1
+    assert ledger["checkpoint"]["sequence"] == checkpoint
+    ok, problems = run_verify(pack_path(pack), signing_key)
+    assert ok, problems

@@ -260,6 +260,9 @@ class AccessEventSerializer(serializers.ModelSerializer):
 class EvidencePackSerializer(serializers.ModelSerializer):
     systems = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    schedule = serializers.CharField(
+        read_only=True, help_text='"monthly" or "quarterly" for a scheduled pack, else "".'
+    )
     download_url = serializers.SerializerMethodField(help_text="GET it (token with evidence:read) once ready.")
 
     class Meta:
