@@ -118,6 +118,7 @@ def main() -> None:
     )
     env = {**os.environ, "EVIDENCE_SIGNING_KEY": key.decode(), "EVIDENCE_DIR": str(ROOT / "var" / "bench" / "evidence")}
     results = []
+    load_before = os.getloadavg()[0]
     for days in (91, 365):
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(days)], env=env, capture_output=True, text=True, check=False
@@ -126,6 +127,8 @@ def main() -> None:
             raise SystemExit(out.stdout + out.stderr)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]))
+    for r in results:
+        r["load"] = (load_before, os.getloadavg()[0])
     report = render(results)
     print(report)
     if not args.no_write:
@@ -139,7 +142,9 @@ def render(results: list[dict]) -> str:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
         "`bench/evidence_pack.py` (the service an auditor's request runs, in a fresh process: snapshot read, ZIP, "
-        "summary and PDF, signature), then the offline verifier on the file.",
+        "summary and PDF, signature), then the offline verifier on the file. Load average "
+        f"{results[0]['load'][0]:.1f} at the start, {results[0]['load'][1]:.1f} at the end (2 cores shared with "
+        "other work: the times grow with it).",
         "",
         "| period | ledger events in the pack | grants / requests / removals | build | peak memory (process) | "
         "pack size | verify offline | baseline: raw COPY of the same events | target |",
