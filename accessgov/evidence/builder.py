@@ -6,6 +6,7 @@ whatever the period: rows stream from the database in chunks into the compressor
 each population (for the sample) and the exceptions are kept.
 """
 
+import base64
 import csv
 import hashlib
 import json
@@ -27,7 +28,7 @@ from accessgov import charts
 from accessgov.evidence import controls, ledger, populations, signing, summary
 from accessgov.evidence.verify import FORMAT, MANIFEST, SIGNATURE, sample_ids
 from accessgov.exports import safe_cell
-from accessgov.models import EvidencePack, System
+from accessgov.models import EvidencePack
 
 Progress = Callable[[int, str], None]
 COMPRESS_LEVEL = 1  # the ledger's hashes hardly compress; level 1 is 3x faster than 6 for 5 % more bytes
@@ -436,8 +437,6 @@ def _write(writer: PackWriter, pack, ctx, seed, size, systems, scope_label, prog
     }
     manifest_bytes = _json(manifest)
     signature, fingerprint = signing.sign(manifest_bytes)
-    import base64
-
     writer.write_bytes(MANIFEST, manifest_bytes, listed=False)
     writer.write_bytes(SIGNATURE, base64.b64encode(signature) + b"\n", listed=False)
     progress(99, "Finishing")
@@ -526,6 +525,3 @@ def _readme(data: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-__all__ = ["BuildResult", "System", "build_pack", "pack_file_name"]

@@ -35,7 +35,7 @@ from accessgov.models import (
     ReviewCampaign,
     ReviewItem,
 )
-from accessgov.reports import GroupConcat, _decider_names, names, seconds
+from accessgov.reports import _decider_names, names, seconds
 
 CHUNK = 5000
 TRAIL_LIMIT = 200  # events per sampled item (a grant retried at a target for hours has many)
@@ -1147,6 +1147,3 @@ def lag_buckets(ctx: Context) -> list[tuple[str, int]]:
         aggregates[f"b{index}"] = Count("pk", filter=condition)
     counts = qs.aggregate(**aggregates)
     return [(label, counts[f"b{i}"]) for i, (label, _low, _high) in enumerate(LAG_BUCKETS)]
-
-
-__all__ = ["POPULATIONS", "Context", "GroupConcat"]
