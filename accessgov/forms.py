@@ -281,3 +281,22 @@ class ApiTokenForm(forms.Form):
             ApiToken.Scope.GRANTS_RELEASE,
             ApiToken.Scope.CATALOG_READ,
         ]
+
+
+class EvidencePackForm(forms.Form):
+    """An auditor asks for an evidence pack: a period of whole UTC days and, optionally, some systems."""
+
+    since = forms.DateField(label="First day (UTC)", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label="Last day (UTC, included)", widget=forms.DateInput(attrs={"type": "date"}))
+    systems = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every system. Policy changes and deactivations are listed whatever the scope.",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from accessgov.models import System
+
+        super().__init__(*args, **kwargs)
+        self.fields["systems"].queryset = System.objects.order_by("name")

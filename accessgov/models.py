@@ -702,6 +702,12 @@ class AccessEvent(models.Model):
         SLACK_LINKED = "slack.linked", "Slack user linked to an account"
         SLACK_UNLINKED = "slack.unlinked", "Slack user unlinked from an account"
         TOKEN_OIDC_EXCHANGED = "token.oidc_exchanged", "CI identity token exchanged for an API token"
+        EVIDENCE_REQUESTED = "evidence.requested", "Evidence pack requested"
+        EVIDENCE_BUILT = "evidence.built", "Evidence pack built and signed"
+        EVIDENCE_FAILED = "evidence.failed", "Evidence pack could not be built"
+        EVIDENCE_DOWNLOADED = "evidence.downloaded", "Evidence pack downloaded"
+        EVIDENCE_DELIVERED = "evidence.delivered", "Evidence pack delivered"
+        EVIDENCE_DELIVERY_FAILED = "evidence.delivery_failed", "Evidence pack delivery failed (retrying)"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=40, choices=Type.choices)
@@ -768,7 +774,16 @@ class AccessEvent(models.Model):
     @staticmethod
     def hash_content(content: dict, prev_hash: str) -> str:
         """The ledger's one hashing function: sha256 over prev_hash and the canonical JSON of ``content``."""
-        return hashlib.sha256(f"{prev_hash}|{_canonical_json(content)}".encode()).hexdigest()
+        return AccessEvent.hash_canonical(_canonical_json(content), prev_hash)
+
+    @staticmethod
+    def canonical_text(content: dict) -> str:
+        return _canonical_json(content)
+
+    @staticmethod
+    def hash_canonical(text: str, prev_hash: str) -> str:
+        """hash_content for a caller that also needs the canonical text (the evidence pack writes it)."""
+        return hashlib.sha256(f"{prev_hash}|{text}".encode()).hexdigest()
 
     def content(self) -> dict:
         return self.canonical_content({name: getattr(self, name) for name in self.HASHED_FIELDS})
@@ -1040,6 +1055,8 @@ class ApiToken(models.Model):
         CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
         EVENTS_READ = "events:read", "Read access events (auditors)"
         SCIM_PROVISION = "scim:provision", "Provision users and groups over SCIM (identity provider only)"
+        EVIDENCE_READ = "evidence:read", "Read and download evidence packs (auditors)"
+        EVIDENCE_BUILD = "evidence:build", "Build evidence packs (auditors)"
 
     SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
 
@@ -1143,6 +1160,69 @@ class ChangeRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.summary}"
+
+
+class EvidencePack(models.Model):
+    """One signed evidence bundle for a period and a scope (docs/EVIDENCE.md): populations, control map,
+    auditor sample, summary, ledger extract and a signed manifest, in one ZIP file under EVIDENCE_DIR.
+    Written only by services.evidence; ``progress``/``step`` are bookkeeping written while it builds."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Schedule(models.TextChoices):
+        MONTHLY = "monthly", "Monthly"
+        QUARTERLY = "quarterly", "Quarterly"
+
+    since = models.DateField(help_text="First day of the period (UTC).")
+    until = models.DateField(help_text="Last day of the period (UTC, inclusive).")
+    systems = models.ManyToManyField(System, blank=True, related_name="+", help_text="Empty: every system.")
+    schedule = models.CharField(max_length=10, choices=Schedule.choices, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    step = models.CharField(max_length=200, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    sample_seed = models.CharField(max_length=40, blank=True)
+    file_name = models.CharField(max_length=200, blank=True)
+    file_size = models.PositiveBigIntegerField(null=True, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    manifest_sha256 = models.CharField(max_length=64, blank=True)
+    key_fingerprint = models.CharField(max_length=100, blank=True)
+    ledger_head_sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    ledger_head_hash = models.CharField(max_length=64, blank=True)
+    summary = models.JSONField(default=dict, blank=True, help_text="Row counts, control results, ledger proof.")
+    error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_to = models.CharField(max_length=500, blank=True)
+    delivery_error = models.TextField(blank=True)
+    delivery_claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(until__gte=models.F("since")), name="evidence_period_ordered"),
+            # Two beats, or a retried task, never make the same scheduled pack twice.
+            models.UniqueConstraint(
+                fields=["schedule", "since", "until"],
+                condition=~models.Q(schedule=""),
+                name="evidence_one_per_schedule",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Evidence pack #{self.pk} {self.since}..{self.until}"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.BUILDING)
 
 
 # Identity from the company's IdP (issue 20): models of this app kept in their own module.

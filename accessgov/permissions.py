@@ -518,3 +518,17 @@ def ensure_can_provision(actor: User, provider: IdentityProvider) -> None:
         and provider.scim_service_account_id == actor.pk
     ):
         raise NotAuthorized(f"Only {provider.name}'s SCIM client provisions through it.")
+
+
+# --- Evidence packs -------------------------------------------------------------------------------------
+
+
+def can_build_evidence_pack(user: User) -> bool:
+    """Auditors (``audit_access``, active): they build packs, see every pack and download them. A pack holds
+    what any auditor may already read and export, so packs are shared among auditors, not per person."""
+    return is_auditor(user)
+
+
+def ensure_can_build_evidence_pack(user: User) -> None:
+    if not can_build_evidence_pack(user):
+        raise NotAuthorized("Evidence packs are for auditors.")

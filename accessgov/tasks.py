@@ -127,3 +127,21 @@ def integrations_sweep() -> dict[str, int]:
     from accessgov.services.integrations import integrations_sweep as sweep_integrations
 
     return sweep_integrations(timezone.now())
+
+
+@shared_task(acks_late=True)
+def build_evidence_pack(pack_id: int) -> str | None:
+    """Build a queued evidence pack (on the notifications queue: slow, never in the way of an expiry).
+    Idempotent: a pack already built, failed or being built is left alone."""
+    from accessgov.services.evidence import evidence_pack_build
+
+    pack = evidence_pack_build(pack_id)
+    return pack.status if pack else None
+
+
+@shared_task
+def evidence_packs_scheduled() -> list[int]:
+    """Beat, daily: queue the scheduled packs that are due (EVIDENCE_SCHEDULE) and retry failed deliveries."""
+    from accessgov.services.evidence import evidence_pack_schedule_due
+
+    return evidence_pack_schedule_due(timezone.now())

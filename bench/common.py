@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 # The large dataset of bench/seed_scale.py, shared by the page, time-to-access and load benchmarks.
-SCALE_DB = "accessgov_bench"
+SCALE_DB = os.environ.get("BENCH_SCALE_DB", "accessgov_bench")  # another name keeps parallel work apart
 # Every seeded user signs in with this password (and their own TOTP device); bench data only.
 BENCH_PASSWORD = "bench-password-2026"
 # The benchmarks' own Redis database (the test suites use others).

@@ -289,7 +289,7 @@ def seed(args, timer: Timer) -> None:
             r,
             {"duration_seconds": duration_h * 3600, "ticket": ticket, "kind": kind, "starts_at": None}
             if kind == "access"
-            else {"duration_seconds": duration_h * 3600},
+            else {"duration_seconds": duration_h * 3600, "step_up_at": iso(created - 30 * sec)},
             address,
         )
         if outcome == "cancelled":
@@ -299,7 +299,7 @@ def seed(args, timer: Timer) -> None:
         elif outcome == "denied":
             a = apps[0]
             decisions.append(
-                (len(decisions) + 1, req_pk, user_id[a], user_id[u], "deny", "Use the read replica", iso(decided))
+                (len(decisions) + 1, req_pk, user_id[a], user_id[u], "deny", "Use the read replica", iso(decided), None)
             )
             ev(
                 decided,
@@ -331,7 +331,11 @@ def seed(args, timer: Timer) -> None:
                 for k in range(needed):
                     a = apps[k]
                     at = decided - (needed - 1 - k) * 60 * sec
-                    decisions.append((len(decisions) + 1, req_pk, user_id[a], user_id[u], "approve", "ok", iso(at)))
+                    # Step-up roles: the approver entered a fresh code a minute before (the service refuses otherwise).
+                    step_up = iso(at - 60 * sec) if TIERS[r % 4] in ("high", "critical") else None
+                    decisions.append(
+                        (len(decisions) + 1, req_pk, user_id[a], user_id[u], "approve", "ok", iso(at), step_up)
+                    )
                     ev(
                         at,
                         "decision.approve",
@@ -585,8 +589,8 @@ def seed(args, timer: Timer) -> None:
         )
         _copy(
             cur,
-            "accessgov_decision (id, access_request_id, approver_id, requester_id, outcome, comment, created_at, duration, step_up_at)",
-            ((*row, None, None) for row in decisions),
+            "accessgov_decision (id, access_request_id, approver_id, requester_id, outcome, comment, created_at, step_up_at, duration)",
+            ((*row, None) for row in decisions),
         )
         _copy(
             cur,

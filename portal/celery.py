@@ -18,7 +18,14 @@ DEFAULT_QUEUE = "celery"
 NOTIFICATIONS_QUEUE = "notifications"
 app.conf.task_routes = {
     f"accessgov.tasks.{name}": {"queue": NOTIFICATIONS_QUEUE}
-    for name in ("notify", "notify_many", "deliver_event_webhooks", "slack_sync")
+    for name in (
+        "notify",
+        "notify_many",
+        "deliver_event_webhooks",
+        "slack_sync",
+        "build_evidence_pack",
+        "evidence_packs_scheduled",
+    )
 }
 
 BEAT_SCHEDULE: dict[str, dict] = {
@@ -49,5 +56,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "accessgov.tasks.integrations_sweep",
         "schedule": float(os.environ.get("INTEGRATIONS_SWEEP_SECONDS", "60")),
     },
+    # Scheduled evidence packs (EVIDENCE_SCHEDULE): daily, the last complete month/quarter once, and retries
+    # of failed deliveries. Does nothing while EVIDENCE_SCHEDULE is empty.
+    "evidence-packs": {"task": "accessgov.tasks.evidence_packs_scheduled", "schedule": crontab(minute=30, hour=2)},
 }
 app.conf.beat_schedule = BEAT_SCHEDULE

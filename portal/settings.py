@@ -288,6 +288,21 @@ FOUR_EYES_INDEPENDENCE_DAYS = env.int("FOUR_EYES_INDEPENDENCE_DAYS", default=30)
 REPORT_SUMMARY_CACHE_SECONDS = env.int("REPORT_SUMMARY_CACHE_SECONDS", default=60)
 # Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
+# Evidence packs (docs/EVIDENCE.md): where built packs are kept (shared by web and workers), the
+# operator's Ed25519 signing key (PEM text, or a file), the sample size, the longest period, the schedule
+# ("monthly", "quarterly", both, or empty) and where scheduled packs are delivered (a directory, or an
+# S3-compatible bucket; credentials from the standard AWS_* environment variables).
+EVIDENCE_DIR = Path(env.str("EVIDENCE_DIR", default=str(VAR_DIR / "evidence")))
+EVIDENCE_SIGNING_KEY = env.str("EVIDENCE_SIGNING_KEY", default="")
+EVIDENCE_SIGNING_KEY_FILE = env.str("EVIDENCE_SIGNING_KEY_FILE", default="")
+EVIDENCE_SAMPLE_SIZE = env.int("EVIDENCE_SAMPLE_SIZE", default=25)
+EVIDENCE_MAX_PERIOD_DAYS = env.int("EVIDENCE_MAX_PERIOD_DAYS", default=366)
+EVIDENCE_SCHEDULE = env.list("EVIDENCE_SCHEDULE", default=[])
+EVIDENCE_DELIVERY_DIR = env.str("EVIDENCE_DELIVERY_DIR", default="")
+EVIDENCE_DELIVERY_S3_BUCKET = env.str("EVIDENCE_DELIVERY_S3_BUCKET", default="")
+EVIDENCE_DELIVERY_S3_PREFIX = env.str("EVIDENCE_DELIVERY_S3_PREFIX", default="accessgov-evidence/")
+EVIDENCE_DELIVERY_S3_ENDPOINT_URL = env.str("EVIDENCE_DELIVERY_S3_ENDPOINT_URL", default="")
+EVIDENCE_DELIVERY_S3_REGION = env.str("EVIDENCE_DELIVERY_S3_REGION", default="")
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).

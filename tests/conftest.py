@@ -221,3 +221,21 @@ def _reset_celery_join_guard():
 
 # Integration fixtures (fake providers on loopback, provider settings pointing at them).
 from tests.integration_world import at_t0, fake, jira_provider, pagerduty  # noqa: E402, F401
+
+# --- Evidence packs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signing_key(settings, tmp_path):
+    """The operator's key, made for this test; packs go to a temporary EVIDENCE_DIR."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from accessgov.evidence import signing
+
+    key = Ed25519PrivateKey.generate()
+    settings.EVIDENCE_SIGNING_KEY = signing.private_key_pem(key).decode()
+    settings.EVIDENCE_SIGNING_KEY_FILE = ""
+    settings.EVIDENCE_DIR = tmp_path / "evidence"
+    public = tmp_path / "accessgov-evidence-key.pem"
+    public.write_text(signing.public_key_pem(key.public_key()))
+    return public

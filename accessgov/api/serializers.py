@@ -8,7 +8,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, System
+from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, EvidencePack, Grant, Role, System
 
 MAX_DURATION_SECONDS = 366 * 24 * 3600
 
@@ -252,3 +252,61 @@ class AccessEventSerializer(serializers.ModelSerializer):
             "hash",
         ]
         read_only_fields = fields
+
+
+# --- Evidence packs (auditors) ----------------------------------------------------------------------
+
+
+class EvidencePackSerializer(serializers.ModelSerializer):
+    systems = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    schedule = serializers.CharField(
+        read_only=True, help_text='"monthly" or "quarterly" for a scheduled pack, else "".'
+    )
+    download_url = serializers.SerializerMethodField(help_text="GET it (token with evidence:read) once ready.")
+
+    class Meta:
+        model = EvidencePack
+        fields = [
+            "id",
+            "since",
+            "until",
+            "systems",
+            "schedule",
+            "status",
+            "progress",
+            "step",
+            "requested_by",
+            "created_at",
+            "finished_at",
+            "file_name",
+            "file_size",
+            "file_sha256",
+            "manifest_sha256",
+            "key_fingerprint",
+            "ledger_head_sequence",
+            "ledger_head_hash",
+            "sample_seed",
+            "summary",
+            "error",
+            "delivered_at",
+            "delivered_to",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, pack: EvidencePack) -> str | None:
+        if pack.status != EvidencePack.Status.READY:
+            return None
+        return f"/api/v1/evidence-packs/{pack.pk}/download/"
+
+
+class EvidencePackCreateSerializer(StrictSerializer):
+    since = serializers.DateField(help_text="First day of the period (UTC).")
+    until = serializers.DateField(help_text="Last day of the period (UTC, included).")
+    systems = serializers.ListField(
+        child=serializers.SlugField(max_length=100),
+        required=False,
+        max_length=500,
+        help_text="System slugs; empty or absent: every system.",
+    )

@@ -51,6 +51,13 @@ urlpatterns = [
     path("v1/eligibility/", views.EligibilityListView.as_view(), name="eligibility_list"),
     path("v1/events/", views.AccessEventListView.as_view(), name="event_list"),
     path("v1/oidc/token/", oidc.OidcTokenExchangeView.as_view(), name="oidc_token"),
+    path("v1/evidence-packs/", views.EvidencePackListView.as_view(), name="evidence_pack_list"),
+    path("v1/evidence-packs/<int:pk>/", views.EvidencePackDetailView.as_view(), name="evidence_pack_detail"),
+    path(
+        "v1/evidence-packs/<int:pk>/download/",
+        views.EvidencePackDownloadView.as_view(),
+        name="evidence_pack_download",
+    ),
     re_path(r"^v1/(?P<rest>.*)$", views.ApiNotFoundView.as_view(), name="not_found"),
 ]
 

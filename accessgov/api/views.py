@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from datetime import timedelta
 
 from django.db.models import Prefetch, QuerySet
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -26,14 +26,18 @@ from accessgov.api.serializers import (
     DecisionInputSerializer,
     EligibilitySerializer,
     EmptyInputSerializer,
+    EvidencePackCreateSerializer,
+    EvidencePackSerializer,
     GrantSerializer,
     RoleSerializer,
     SystemSerializer,
 )
 from accessgov.api.throttling import TokenRateThrottle
-from accessgov.exceptions import NotAuthorized, PolicyViolation
-from accessgov.models import AccessEvent, AccessRequest, ApiToken, Decision, Grant, Role
+from accessgov.evidence import builder as evidence_builder
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.models import AccessEvent, AccessRequest, ApiToken, Decision, EvidencePack, Grant, Role, System
 from accessgov.services import access_requests as request_services
+from accessgov.services import evidence as evidence_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
 from accessgov.services.events import acting_via
@@ -458,6 +462,78 @@ class AccessEventListView(TokenAPIView):
                     raise PolicyViolation(f"{name} is a number.")
                 qs = qs.filter(**{f"{name}_id": int(value)})
         return self.page(limit_to_token_roles(qs, self.token), AccessEventSerializer)
+
+
+# --- Evidence packs (auditors) --------------------------------------------------------------------
+
+
+def _auditor_pack(request, pk: int) -> EvidencePack:
+    if not permissions.can_build_evidence_pack(request.user):
+        raise Http404
+    pack = EvidencePack.objects.prefetch_related("systems").select_related("requested_by").filter(pk=pk).first()
+    if pack is None:
+        raise Http404
+    return pack
+
+
+class EvidencePackListView(TokenAPIView):
+    required_scopes = {"GET": Scope.EVIDENCE_READ, "POST": Scope.EVIDENCE_BUILD}
+
+    @extend_schema(
+        operation_id="evidence_packs_list",
+        summary="Evidence packs, newest first (auditors)",
+        responses=EvidencePackSerializer(many=True),
+    )
+    def get(self, request):
+        permissions.ensure_can_build_evidence_pack(request.user)
+        packs = EvidencePack.objects.prefetch_related("systems").select_related("requested_by")
+        return self.page(packs, EvidencePackSerializer)
+
+    @extend_schema(
+        operation_id="evidence_packs_create",
+        summary="Build an evidence pack for a period (auditors); poll it until status is ready",
+        request=EvidencePackCreateSerializer,
+        responses={202: EvidencePackSerializer},
+    )
+    def post(self, request):
+        data = _valid(EvidencePackCreateSerializer, request)
+        slugs = data.get("systems") or []
+        systems = list(System.objects.filter(slug__in=slugs))
+        unknown = sorted(set(slugs) - {s.slug for s in systems})
+        if unknown:
+            raise PolicyViolation(f"Unknown systems: {', '.join(unknown)[:200]}.")
+        pack = evidence_services.evidence_pack_request(
+            request.user, since=data["since"], until=data["until"], systems=systems, client_address=self.client_address
+        )
+        pack = _auditor_pack(request, pack.pk)
+        return Response(EvidencePackSerializer(pack).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EvidencePackDetailView(TokenAPIView):
+    required_scopes = {"GET": Scope.EVIDENCE_READ}
+
+    @extend_schema(operation_id="evidence_packs_retrieve", responses=EvidencePackSerializer)
+    def get(self, request, pk: int):
+        return Response(EvidencePackSerializer(_auditor_pack(request, pk)).data)
+
+
+class EvidencePackDownloadView(TokenAPIView):
+    required_scopes = {"GET": Scope.EVIDENCE_READ}
+
+    @extend_schema(
+        operation_id="evidence_packs_download",
+        summary="The pack's ZIP file (recorded in the ledger)",
+        responses={(200, "application/zip"): bytes},
+    )
+    def get(self, request, pk: int):
+        pack = _auditor_pack(request, pk)
+        path = evidence_builder.evidence_dir() / pack.file_name if pack.file_name else None
+        if pack.status != EvidencePack.Status.READY or path is None or not path.is_file():
+            raise TransitionNotAllowed("This pack is not ready to download.")
+        evidence_services.evidence_pack_record_download(request.user, pack, client_address=self.client_address)
+        return FileResponse(
+            path.open("rb"), as_attachment=True, filename=pack.file_name, content_type="application/zip"
+        )
 
 
 class ApiNotFoundView(TokenAPIView):
