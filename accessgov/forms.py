@@ -3,6 +3,9 @@ import re
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
+from accessgov import inputs
+from accessgov.inputs import parse_duration
+
 
 class SignInForm(AuthenticationForm):
     """Username + password (the first of the two sign-in steps)."""
@@ -57,25 +60,17 @@ class OTPCodeForm(forms.Form):
 
 # --- Lifecycle forms ------------------------------------------------------------------------------
 
-DURATION_RE = re.compile(r"^\s*(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*$", re.I)
-
-
-def parse_duration(text: str):
-    """'90m', '1h30m', '2h', '1d', or a bare number of minutes → timedelta; None if unreadable."""
-    from datetime import timedelta
-
-    text = (text or "").strip()
-    if text.isdigit():
-        return timedelta(minutes=int(text))
-    match = DURATION_RE.match(text)
-    if not text or not match or not any(match.groupdict().values()):
-        return None
-    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
-    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"])
-
 
 class DurationInput(forms.CharField):
-    default_error_messages = {"invalid": "Write a duration like 30m, 1h, 1h30m or 2h."}
+    """A duration as people write it (``inputs.parse_duration``: ASCII digits, at most 366 days)."""
+
+    default_error_messages = {
+        "invalid": "Write a duration like 30m, 1h, 1h30m or 2h.",
+        "too_long": "A duration is at most 366 days.",
+    }
+
+    def widget_attrs(self, widget) -> dict:
+        return {**super().widget_attrs(widget), "maxlength": str(inputs.DURATION_MAX_LENGTH)}
 
     def to_python(self, value):
         value = super().to_python(value)
@@ -83,7 +78,9 @@ class DurationInput(forms.CharField):
             return None
         duration = parse_duration(value)
         if duration is None:
-            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            readable = parse_duration(re.sub(r"[0-9]+", "1", value, flags=re.ASCII))
+            code = "too_long" if readable is not None else "invalid"
+            raise forms.ValidationError(self.error_messages[code], code=code)
         return duration
 
 
