@@ -41,6 +41,8 @@ accounts_patterns = (
 
 # Fail closed, with a reference id and no stack trace (a JSON body for the API).
 handler500 = "accessgov.views.errors.server_error"
+# Refused input (a body too large, too many fields) in the same shape: JSON for the API.
+handler400 = "accessgov.views.errors.bad_request"
 
 urlpatterns = [
     path("", home.home_view, name="home"),

@@ -13,6 +13,7 @@ from django.urls import reverse
 from accessgov.forms import parse_duration
 from accessgov.models import AccessEvent, AccessRequest, Grant, ReviewCampaign, ReviewItem
 from accessgov.services import access_requests as ar
+from accessgov.services import reviews
 from accessgov_cli import main as cli
 from tests.api_helpers import make_token
 from tests.conftest import verify_session
@@ -171,4 +172,127 @@ def test_the_api_takes_a_duration_as_a_json_integer_of_seconds_within_bounds(sce
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid"
     assert "duration_seconds" in response.json()["error"]["fields"]
+    assert counts() == before
+
+
+# --- NUL bytes: PostgreSQL refuses them in text; the portal answers 400 before anything reads them ----
+
+
+@pytest.mark.parametrize(
+    ("persona", "path"),
+    [
+        ("auditor", "/audit/changes/?model=%00"),
+        ("auditor", "/audit/?actor=a%00b"),
+        ("auditor", "/audit/export.csv?actor=%00"),
+        ("auditor", "/reports/access/?user=%00"),
+        ("auditor", "/grants/?user=%00"),
+        ("approver", "/approvals/?risk=%00"),
+        ("requester", "/requests/new/?role=%00"),
+        ("requester", "/?%00=1"),
+    ],
+)
+def test_a_nul_in_a_query_string_is_a_400(scene, persona, path):
+    before = counts()
+    response = as_(getattr(scene, persona)).get(path)
+    assert response.status_code == 400, response.content[:300]
+    assert "NUL" in response.content.decode()
+    assert counts() == before
+
+
+@pytest.mark.parametrize(
+    ("persona", "url", "data"),
+    [
+        ("approver", "request_approve", {"comment": "ok\x00"}),
+        ("approver", "request_deny", {"comment": "no\x00"}),
+        ("requester", "request_new", {"role": "1", "duration": "1h", "justification": JUSTIFICATION + "\x00"}),
+        ("owner", "review_item_decide", {"decision": "revoke", "comment": "Left\x00the team"}),
+        ("auditor", "review_new", {"name": "Q\x00"}),
+    ],
+)
+def test_a_nul_in_a_form_field_is_a_400_and_nothing_is_written(scene, persona, url, data):
+    campaign = reviews.review_campaign_create(
+        scene.auditor, name="Q1 review", systems=[scene.system], due_at=T0 + timedelta(days=14)
+    )
+    args = {
+        "request_approve": [scene.pending.pk],
+        "request_deny": [scene.pending.pk],
+        "review_item_decide": [campaign.items.order_by("pk").first().pk],
+    }.get(url, [])
+    before = counts()
+    response = as_(getattr(scene, persona)).post(reverse(url, args=args), data)
+    assert response.status_code == 400, response.content[:300]
+    assert counts() == before
+    assert not ReviewItem.objects.exclude(comment="").exists()
+
+
+def test_a_nul_in_the_sign_in_form_or_the_session_cookie_is_a_400(scene):
+    client = Client(raise_request_exception=False)
+    response = client.post(reverse("accounts:login"), {"username": "requester\x00", "password": "x"})
+    assert response.status_code == 400
+    client.cookies["accessgov_session"] = "abcdefghijkl\x00mnop"
+    assert client.get("/").status_code == 400
+    client = Client(raise_request_exception=False, headers={"User-Agent": "curl\x00"})
+    assert client.post(reverse("accounts:login"), {"username": "requester", "password": "x"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [({"justification": "a" * 3_000_000}, 413), ({f"field{i}": "x" for i in range(1500)}, 400)],
+)
+def test_a_form_post_over_the_limits_is_a_4xx_page_not_a_500(scene, data, status):
+    before = counts()
+    response = as_(scene.requester).post(reverse("request_new"), data)
+    assert response.status_code == status
+    assert "Bad request" in response.content.decode()
+    assert counts() == before
+
+
+# --- 16. API bodies and query parameters --------------------------------------------------------
+
+
+def _api_error(response, status: int) -> dict:
+    assert response.status_code == status, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    return response.json()["error"]
+
+
+def test_an_api_body_over_the_limit_is_413_in_the_api_error_format(scene):
+    before = counts()
+    body = b'{"role_id": 1, "duration_seconds": 3600, "justification": "' + b"a" * 3_000_000 + b'"}'
+    response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
+    error = _api_error(response, 413)
+    assert error["code"] == "too_large" and "2.5 MB" in error["message"]
+    assert counts() == before
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 5000 + b"]" * 5000])
+def test_deeply_nested_json_is_a_400_in_the_api_error_format(scene, body):
+    before = counts()
+    response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
+    error = _api_error(response, 400)
+    assert error["code"] == "parse_error"
+    assert counts() == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/roles/?system=%00",
+        "/api/v1/events/?event_type=%00",
+        "/api/v1/requests/?status=%00",
+        "/api/v1/grants/?%00=1",
+        "/api/v1/events/?grant=%C2%B2",
+        "/api/v1/events/?access_request=%EF%BC%91",
+    ],
+)
+def test_a_nul_or_a_unicode_digit_in_an_api_query_parameter_is_a_400_in_the_api_error_format(scene, path):
+    assert _api_error(api(scene.auditor).get(path), 400)["code"] in ("invalid", "policy_violation")
+
+
+def test_a_nul_in_an_api_body_is_a_400_and_nothing_is_written(scene):
+    before = counts()
+    response = api(scene.approver).post(
+        f"/api/v1/requests/{scene.pending.pk}/deny/", {"comment": "no\x00"}, content_type="application/json"
+    )
+    assert _api_error(response, 400)["code"] == "invalid"
     assert counts() == before
