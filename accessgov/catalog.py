@@ -14,6 +14,8 @@ from django.forms.utils import flatatt
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from accessgov import inputs
+
 CACHE_SECONDS = 60
 _KEYS = ("catalog:systems", "catalog:roles", "catalog:html:systems", "catalog:html:roles")
 
@@ -81,10 +83,10 @@ class QuickSelect(forms.Select):
 
 class IdFilter(django_filters.Filter):
     """Filter by a related object's id, shown as a QuickSelect. The value is only checked to be an
-    id: an id that is not in the list matches nothing, so validating against 1,000 choices on every
-    page is not needed."""
+    id (``inputs.IdField``: ASCII digits, within bigint): an id that is not in the list matches
+    nothing, so validating against 1,000 choices on every page is not needed."""
 
-    field_class = forms.IntegerField
+    field_class = inputs.IdField
 
 
 def system_filter(field_name: str, label: str = "System") -> IdFilter:

@@ -64,7 +64,10 @@ def ensure_date_in_range(value: date) -> None:
 
 
 class DateField(forms.DateField):
-    """A day between MIN_DATE and MAX_DATE."""
+    """A day between MIN_DATE and MAX_DATE, written YYYY-MM-DD (what a date input sends). Django's
+    other default formats read 02/03/2026 as 3 February, which half the world writes for 2 March."""
+
+    input_formats = ["%Y-%m-%d"]
 
     def validate(self, value) -> None:
         super().validate(value)

@@ -296,3 +296,77 @@ def test_a_nul_in_an_api_body_is_a_400_and_nothing_is_written(scene):
     )
     assert _api_error(response, 400)["code"] == "invalid"
     assert counts() == before
+
+
+# --- 14, 20. The audit trail and its export: filters that do not parse are named, never a 500 --------
+
+INVALID_AUDIT_FILTERS = [
+    ("grant=x", "Grant #"),
+    ("access_request=1.5", "Request #"),
+    ("grant=99999999999999999999", "Grant #"),
+    ("grant=%C2%B2", "Grant #"),
+    ("since=x", "From (UTC)"),
+    ("since=02/03/2026", "From (UTC)"),
+    ("until=9999-12-31", "Until (UTC, inclusive)"),
+    ("since=0001-01-01", "From (UTC)"),
+    ("system=x", "System"),
+    ("system=-1", "System"),
+    ("event_type=nope", "Event"),
+]
+
+
+@pytest.mark.parametrize(("query", "label"), INVALID_AUDIT_FILTERS)
+def test_the_audit_export_with_an_invalid_filter_is_a_400_naming_it_and_records_nothing(scene, query, label):
+    before = counts()
+    response = as_(scene.auditor).get(f"{reverse('audit_export')}?{query}")
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"].startswith("text/plain")
+    assert label in response.content.decode()
+    assert counts() == before  # no export event for a file that was not made
+
+
+@pytest.mark.parametrize(("query", "label"), INVALID_AUDIT_FILTERS)
+def test_the_audit_trail_shows_why_a_filter_does_not_parse_instead_of_no_events(scene, query, label):
+    response = as_(scene.auditor).get(f"{reverse('audit_trail')}?{query}")
+    assert response.status_code == 400, response.content[:300]
+    page = response.content.decode()
+    assert 'class="error"' in page and "No events match" not in page
+    assert "Fix the filters" in page
+
+
+def test_a_valid_audit_filter_still_finds_its_events(scene):
+    query = f"grant={scene.grant.pk}&since=2026-03-02&until=2026-03-02"
+    page = as_(scene.auditor).get(f"{reverse('audit_trail')}?{query}").content.decode()
+    assert f"grant #{scene.grant.pk}" in page
+    export = as_(scene.auditor).get(f"{reverse('audit_export')}?{query}")
+    assert export.status_code == 200 and b"grant.activated" in b"".join(export.streaming_content)
+
+
+@pytest.mark.parametrize("query", ["system=x", "role=%C2%B2", "role=99999999999999999999", "status=nope"])
+def test_the_grants_list_shows_why_a_filter_does_not_parse(scene, query):
+    response = as_(scene.auditor).get(f"{reverse('grants_list')}?{query}")
+    assert response.status_code == 400
+    assert 'class="error"' in response.content.decode()
+
+
+# --- 15. Reports: far dates are a form error on the page and in the CSV ---------------------------
+
+REPORTS = ["report_access", "report_approvals", "report_break_glass", "report_denied"]
+
+
+@pytest.mark.parametrize("query", ["until=9999-12-31", "since=9999-12-31", "since=0001-01-01", "until=3000-01-01"])
+@pytest.mark.parametrize("report", REPORTS)
+def test_reports_and_their_csv_refuse_far_dates_with_a_form_error(scene, report, query):
+    before = counts()
+    page = as_(scene.auditor).get(f"{reverse(report)}?{query}")
+    assert page.status_code == 400 and "Enter a date between 2000-01-01 and 2999-12-31" in page.content.decode()
+    export = as_(scene.auditor).get(f"{reverse(report + '_export')}?{query}")
+    assert export.status_code == 400 and "Enter a date between" in export.content.decode()
+    assert counts() == before
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_reports_still_take_the_last_day_of_the_range(scene, report):
+    assert as_(scene.auditor).get(f"{reverse(report)}?since=2000-01-01&until=2999-12-31").status_code == 200
+    export = as_(scene.auditor).get(f"{reverse(report + '_export')}?since=2000-01-01&until=2999-12-31")
+    assert export.status_code == 200

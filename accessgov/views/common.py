@@ -26,6 +26,15 @@ def refused(request: HttpRequest, error: AccessGovError | str, back: str, status
     return render(request, "accessgov/refused.html", {"message": str(error), "back": back}, status=code)
 
 
+def invalid_filters(form) -> HttpResponse:
+    """The answer to an export whose filters do not parse: 400, each bad filter by its label."""
+    problems = "; ".join(
+        f"{form.fields[name].label if name in form.fields else 'Filters'}: {' '.join(errors)}"
+        for name, errors in form.errors.items()
+    )
+    return HttpResponse(f"The filters are not valid: {problems}", status=400, content_type="text/plain; charset=utf-8")
+
+
 def step_up_at(request: HttpRequest) -> datetime | None:
     """When this session last entered a TOTP code (for step-up decisions), or None."""
     verified_at = request.session.get(otp.SESSION_OTP_VERIFIED_AT)

@@ -161,4 +161,5 @@ def grants_list_view(request: HttpRequest) -> HttpResponse:
         request,
         "accessgov/grants/list.html",
         {"filter": grant_filter, "grants": grants, "older": older, "now": timezone.now()},
+        status=400 if grant_filter.errors else 200,
     )

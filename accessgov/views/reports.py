@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import exports, permissions, reports
+from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
 
@@ -114,9 +115,7 @@ def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
     not make it disagree with the count in the export's access event."""
     filterset = _filterset(request, report)
     if not filterset.is_valid():
-        return HttpResponse(
-            "The filters are not valid: " + filterset.errors.as_text(), status=400, content_type="text/plain"
-        )
+        return invalid_filters(filterset.form)
     snapshot = filterset.filtered.order_by().aggregate(rows=Count("pk"), top=Max("pk"))
     rows = report.rows(filterset.qs.filter(pk__lte=snapshot["top"] or 0))
     now = filterset.now
