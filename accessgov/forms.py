@@ -43,7 +43,7 @@ class OTPCodeForm(forms.Form):
 
     def clean_otp_token(self) -> str:
         token = re.sub(r"[\s-]", "", self.cleaned_data["otp_token"]).lower()
-        if re.fullmatch(r"\d{6}", token):
+        if re.fullmatch(r"[0-9]{6}", token, re.ASCII):
             return token
         if self.allow_backup and re.fullmatch(r"[a-z2-7]{8}", token):
             return token
@@ -55,7 +55,7 @@ class OTPCodeForm(forms.Form):
 
     @property
     def is_totp(self) -> bool:
-        return self.cleaned_data["otp_token"].isdigit()
+        return len(self.cleaned_data["otp_token"]) == 6  # a backup code has 8 characters, maybe all digits
 
 
 # --- Lifecycle forms ------------------------------------------------------------------------------

@@ -370,3 +370,44 @@ def test_reports_still_take_the_last_day_of_the_range(scene, report):
     assert as_(scene.auditor).get(f"{reverse(report)}?since=2000-01-01&until=2999-12-31").status_code == 200
     export = as_(scene.auditor).get(f"{reverse(report + '_export')}?since=2000-01-01&until=2999-12-31")
     assert export.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("persona", "method", "path", "data"),
+    [
+        ("approver", "get", "/approvals/?system=%C2%B2", None),
+        ("approver", "get", "/approvals/?system=99999999999999999999", None),
+        ("requester", "get", "/requests/new/?role=%C2%B2", None),
+        ("requester", "get", "/requests/new/?role=99999999999999999999", None),
+        ("auditor", "get", "/audit/?before=%C2%B2", None),
+        ("auditor", "get", "/audit/changes/?before=%C2%B2", None),
+        ("requester", "get", "/grants/?before=%C2%B2", None),
+    ],
+)
+def test_ids_in_query_strings_are_read_in_ascii_digits_only(scene, persona, method, path, data):
+    response = getattr(as_(getattr(scene, persona)), method)(path)
+    assert response.status_code == 200, response.content[:300]
+
+
+def test_review_bulk_keep_ignores_ids_that_are_not_ascii_numbers(scene):
+    campaign = reviews.review_campaign_create(
+        scene.auditor, name="Q1 review", systems=[scene.system], due_at=T0 + timedelta(days=14)
+    )
+    url = reverse("review_bulk_keep", args=[campaign.pk])
+    response = as_(scene.owner).post(url, {"items": ["\u00b2", "99999999999999999999", "x"], "confirm": "yes"})
+    assert response.status_code == 400 and "Select at least one" in response.content.decode()
+    assert not campaign.items.exclude(decision="").exists()
+
+
+@pytest.mark.parametrize("code", ["\u00b2" * 6, "\uff11" * 6, "\u0661\u0662\u0663\u0664\u0665\u0666"])
+def test_a_code_in_unicode_digits_is_refused_at_the_otp_step_and_the_step_up(scene, code):
+    client = Client(raise_request_exception=False)
+    client.post(reverse("accounts:login"), {"username": "requester", "password": "correct horse battery staple"})
+    response = client.post(reverse("accounts:otp"), {"otp_token": code})
+    assert response.status_code == 200 and "Enter the 6 digits" in response.content.decode()
+    scene.role.step_up_required = True
+    scene.role.save()
+    response = as_(scene.approver).post(reverse("request_approve", args=[scene.pending.pk]), {"otp_token": code})
+    assert response.status_code == 403 and "Enter the 6 digits" in response.content.decode()
+    scene.pending.refresh_from_db()
+    assert scene.pending.status == "pending"

@@ -1,5 +1,6 @@
 """Helpers shared by views: turning service errors into answers, and step-up freshness."""
 
+import re
 from datetime import UTC, datetime
 
 from django.http import HttpRequest, HttpResponse
@@ -48,7 +49,7 @@ def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None,
     code = (code or "").strip().replace(" ", "")
     if not code:
         return step_up_at(request), ""
-    if not code.isdigit() or len(code) != 6:
+    if not re.fullmatch(r"[0-9]{6}", code, re.ASCII):
         return None, "Enter the 6 digits from your authenticator app."
     result = otp.verify_code(request.user, code, allow_backup=False)
     if not result.ok:
