@@ -93,7 +93,7 @@ def format_duration_input(duration) -> str:
 class AccessRequestForm(forms.Form):
     role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
-    starts_at = forms.DateTimeField(
+    starts_at = inputs.DateTimeField(
         required=False,
         label="Start (UTC, optional)",
         help_text="Leave empty to start as soon as it is approved.",
@@ -167,7 +167,7 @@ class EligibilityForm(forms.Form):
     role = forms.ModelChoiceField(queryset=None)
     user = forms.ModelChoiceField(queryset=None, required=False)
     group = forms.ModelChoiceField(queryset=None, required=False)
-    ends_at = forms.DateTimeField(
+    ends_at = inputs.DateTimeField(
         required=False,
         label="Ends (UTC, optional)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
@@ -201,7 +201,7 @@ class ReviewCampaignForm(forms.Form):
 
     name = forms.CharField(max_length=200)
     systems = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple)
-    due_at = forms.DateTimeField(
+    due_at = inputs.DateTimeField(
         label="Due (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],

@@ -10,6 +10,7 @@ import time_machine
 from django.test import Client
 from django.urls import reverse
 
+from accessgov.exceptions import PolicyViolation
 from accessgov.forms import parse_duration
 from accessgov.models import AccessEvent, AccessRequest, Grant, ReviewCampaign, ReviewItem
 from accessgov.services import access_requests as ar
@@ -411,3 +412,72 @@ def test_a_code_in_unicode_digits_is_refused_at_the_otp_step_and_the_step_up(sce
     assert response.status_code == 403 and "Enter the 6 digits" in response.content.decode()
     scene.pending.refresh_from_db()
     assert scene.pending.status == "pending"
+
+
+# --- 17, 18. Review decisions and due dates -------------------------------------------------------
+
+
+@pytest.fixture
+def campaign(scene):
+    return reviews.review_campaign_create(
+        scene.auditor, name="Q1 review", systems=[scene.system], due_at=T0 + timedelta(days=14)
+    )
+
+
+def test_a_review_comment_is_capped_like_every_other_reason(scene, campaign):
+    item = campaign.items.order_by("pk").first()
+    before = counts()
+    response = as_(scene.owner).post(
+        reverse("review_item_decide", args=[item.pk]), {"decision": "revoke", "comment": "x" * 1_000_000}
+    )
+    assert response.status_code == 400 and "at most 2000 characters" in response.content.decode()
+    with pytest.raises(PolicyViolation, match="at most 2000 characters"):
+        reviews.review_item_decide(scene.owner, item.pk, decision="keep", comment="y" * 2001)
+    assert counts() == before
+    item.refresh_from_db()
+    assert item.decision == "" and item.comment == ""
+    reviews.review_item_decide(scene.owner, item.pk, decision="revoke", comment="z" * 2000)
+    item.refresh_from_db()
+    assert item.comment == "z" * 2000
+
+
+def _review_form(w, due: str) -> dict:
+    return {
+        "name": "Far review",
+        "systems": [w.system.pk],
+        "due_at": due,
+        "no_response": "revoke",
+        "keep_days": "90",
+        "grace_days": "2",
+        "long_grant_days": "7",
+    }
+
+
+@pytest.mark.parametrize(
+    ("due", "message"),
+    [
+        ("9999-12-31T00:00", "Enter a date between 2000-01-01 and 2999-12-31"),
+        ("2999-12-31T00:00", "at most 366 days ahead"),
+        ("2027-03-04T09:00", "at most 366 days ahead"),
+        ("99999-01-01T00:00", "Enter a valid date/time"),
+        ("0001-01-01T00:00", "Enter a date between"),
+    ],
+)
+def test_a_review_due_date_is_bounded_and_a_far_one_opens_nothing(scene, due, message):
+    before = counts()
+    response = as_(scene.auditor).post(reverse("review_new"), _review_form(scene, due))
+    assert response.status_code == 400, response.content[:300]
+    assert message in response.content.decode()
+    assert counts() == before
+
+
+def test_the_service_refuses_a_due_date_beyond_a_year_for_every_caller(scene):
+    with pytest.raises(PolicyViolation, match="at most 366 days ahead"):
+        reviews.review_campaign_create(
+            scene.auditor, name="Far", systems=[scene.system], due_at=datetime(9999, 12, 31, tzinfo=UTC)
+        )
+    campaign = reviews.review_campaign_create(
+        scene.auditor, name="Next year", systems=[scene.system], due_at=T0 + timedelta(days=366)
+    )
+    assert as_(scene.auditor).get(reverse("review_detail", args=[campaign.pk])).status_code == 200
+    assert as_(scene.owner).get(reverse("reviews")).status_code == 200
