@@ -10,9 +10,10 @@ import time_machine
 from django.test import Client
 from django.urls import reverse
 
+from accessgov import policies
 from accessgov.exceptions import PolicyViolation
 from accessgov.forms import parse_duration
-from accessgov.models import AccessEvent, AccessRequest, Grant, ReviewCampaign, ReviewItem
+from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant, ReviewCampaign, ReviewItem
 from accessgov.services import access_requests as ar
 from accessgov.services import reviews
 from accessgov_cli import main as cli
@@ -481,3 +482,48 @@ def test_the_service_refuses_a_due_date_beyond_a_year_for_every_caller(scene):
     )
     assert as_(scene.auditor).get(reverse("review_detail", args=[campaign.pk])).status_code == 200
     assert as_(scene.owner).get(reverse("reviews")).status_code == 200
+
+
+# --- 19. Ticket rules match ASCII -----------------------------------------------------------------
+
+
+@pytest.fixture
+def ticket_role(scene):
+    from tests.factories import RoleFactory
+
+    role = RoleFactory(system=scene.system, name="ops", ticket_required=True, ticket_pattern=r"[A-Z]+-\d+")
+    Eligibility.objects.create(role=role, user=scene.requester, starts_at=datetime(2020, 1, 1, tzinfo=UTC))
+    return role
+
+
+@pytest.mark.parametrize("ticket", ["OPS-\u0661\u0662", "OPS-\uff11\uff12", "\uff2f\uff30\uff33-12", "OPS-12\u00b2"])
+def test_a_ticket_rule_matches_ascii_only_on_the_page_and_the_api(scene, ticket_role, ticket):
+    data = {"role": ticket_role.pk, "duration": "1h", "justification": JUSTIFICATION, "ticket": ticket}
+    response = as_(scene.requester).post(reverse("request_new"), data)
+    assert response.status_code == 400 and "The ticket must look like" in response.content.decode()
+    response = api(scene.requester).post(
+        "/api/v1/requests/",
+        {"role_id": ticket_role.pk, "duration_seconds": 3600, "justification": JUSTIFICATION, "ticket": ticket},
+        content_type="application/json",
+    )
+    assert _api_error(response, 400)["code"] == "policy_violation"
+    assert not AccessRequest.objects.filter(role=ticket_role, status="pending").exists()
+    with pytest.raises(PolicyViolation, match="The ticket must look like"):
+        policies.validate_ticket(ticket_role, ticket)
+    policies.validate_ticket(ticket_role, "OPS-12")
+
+
+def test_a_ticket_rule_that_does_not_compile_is_a_clear_refusal_and_cannot_be_saved_in_the_admin(
+    scene, ticket_role, make_user
+):
+    from tests.admin_forms import post_admin_form
+
+    ticket_role.ticket_pattern = "[A-Z"
+    ticket_role.save()
+    data = {"role": ticket_role.pk, "duration": "1h", "justification": JUSTIFICATION, "ticket": "OPS-1"}
+    response = as_(scene.requester).post(reverse("request_new"), data)
+    assert response.status_code == 400 and "ticket rule" in response.content.decode()
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    url = reverse("admin:accessgov_role_change", args=[ticket_role.pk])
+    response = post_admin_form(as_(admin), url, "role_form", ticket_pattern="(unclosed")
+    assert response.status_code == 200 and "This is not a regular expression" in response.content.decode()
