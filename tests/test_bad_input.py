@@ -527,3 +527,25 @@ def test_a_ticket_rule_that_does_not_compile_is_a_clear_refusal_and_cannot_be_sa
     url = reverse("admin:accessgov_role_change", args=[ticket_role.pk])
     response = post_admin_form(as_(admin), url, "role_form", ticket_pattern="(unclosed")
     assert response.status_code == 200 and "This is not a regular expression" in response.content.decode()
+
+
+# --- 21. The admin for signed-in people without admin rights ---------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/accessgov/role/", "/admin/login/?next=/admin/"])
+def test_a_signed_in_person_without_admin_rights_gets_403_from_the_admin_not_a_redirect_loop(scene, path):
+    response = as_(scene.requester).get(path, follow=True)
+    assert response.status_code == 403
+    assert len(response.redirect_chain) <= 1
+    assert "admin" in response.content.decode().lower()
+
+
+def test_the_admin_still_opens_for_staff_and_sends_others_to_sign_in(scene, make_user):
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    assert as_(admin).get("/admin/").status_code == 200
+    assert as_(admin).get("/admin/login/?next=/admin/").url == "/admin/"
+    anonymous = Client().get("/admin/", follow=True)
+    assert anonymous.redirect_chain[-1][0].startswith(reverse("accounts:login"))
+    password_only = Client()
+    password_only.post(reverse("accounts:login"), {"username": "requester", "password": "correct horse battery staple"})
+    assert password_only.get("/admin/").url.startswith(reverse("accounts:otp"))
