@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import exports, permissions, reports
+from accessgov import catalog, exports, permissions, reports
 from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
@@ -69,6 +69,7 @@ def _filterset(request: HttpRequest, report: reports.Report) -> reports.ReportFi
 
 def _page(request: HttpRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:
     filterset = _filterset(request, report)
+    catalog.limit_to_catalogue(filterset.form, request.user, filterset.now)
     valid = filterset.is_valid()
     page = (
         filterset.page(report.rows(filterset.qs), after=request.GET.get("after", ""), size=PAGE_SIZE)
