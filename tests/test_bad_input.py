@@ -549,3 +549,19 @@ def test_the_admin_still_opens_for_staff_and_sends_others_to_sign_in(scene, make
     password_only = Client()
     password_only.post(reverse("accounts:login"), {"username": "requester", "password": "correct horse battery staple"})
     assert password_only.get("/admin/").url.startswith(reverse("accounts:otp"))
+
+
+# --- Found by the fuzz ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("next_url", ["\u00b2", "foo", "admin:index", "home"])
+def test_a_next_parameter_that_is_not_a_path_leads_home_instead_of_a_500(scene, next_url):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.conftest import totp_code
+
+    client = as_(scene.requester)
+    assert client.get(reverse("accounts:login"), {"next": next_url}).url == "/"
+    code = totp_code(TOTPDevice.objects.get(user=scene.requester))
+    response = client.post(f"{reverse('accounts:step_up')}?next={next_url}", {"otp_token": code, "next": next_url})
+    assert response.status_code == 302 and response.url == "/"
