@@ -565,3 +565,13 @@ def test_a_next_parameter_that_is_not_a_path_leads_home_instead_of_a_500(scene, 
     code = totp_code(TOTPDevice.objects.get(user=scene.requester))
     response = client.post(f"{reverse('accounts:step_up')}?next={next_url}", {"otp_token": code, "next": next_url})
     assert response.status_code == 302 and response.url == "/"
+
+
+def test_a_user_name_longer_than_any_account_is_a_form_error_at_sign_in_not_a_500(scene):
+    from axes.models import AccessAttempt
+
+    response = Client(raise_request_exception=False).post(
+        reverse("accounts:login"), {"username": "a" * 3000, "password": "x"}
+    )
+    assert response.status_code == 200 and "at most 150 characters" in response.content.decode()
+    assert not AccessAttempt.objects.exists()
