@@ -81,7 +81,11 @@ class DateTimeField(forms.DateTimeField):
     def validate(self, value) -> None:
         super().validate(value)
         if value:
-            ensure_date_in_range(value.astimezone(UTC).date())
+            try:
+                day = value.astimezone(UTC).date()
+            except OverflowError:  # 9999-12-31T23:59-12:00 is in year 10000 in UTC
+                day = date.max
+            ensure_date_in_range(day)
 
 
 class IdField(forms.IntegerField):

@@ -462,6 +462,8 @@ def _review_form(w, due: str) -> dict:
         ("2027-03-04T09:00", "at most 366 days ahead"),
         ("99999-01-01T00:00", "Enter a valid date/time"),
         ("0001-01-01T00:00", "Enter a date between"),
+        ("9999-12-31T23:59:59-12:00", "Enter a date between"),  # found by the fuzz: year 10000 in UTC
+        ("0001-01-01T00:00:00+12:00", "Enter a date between"),
     ],
 )
 def test_a_review_due_date_is_bounded_and_a_far_one_opens_nothing(scene, due, message):
