@@ -511,19 +511,30 @@ def test_no_filter_page_or_export_answers_5xx_or_writes_on_a_refusal(scene, grou
 def test_no_admin_policy_form_answers_5xx_whatever_it_is_sent(scene):
     from tests.admin_forms import post_admin_form
 
-    fields = ["name", "max_duration", "default_duration", "pending_timeout", "approvals_required", "ticket_pattern"]
-    url = reverse("admin:accessgov_role_change", args=[scene.ids["role"]])
+    forms = {
+        "role": (
+            reverse("admin:accessgov_role_change", args=[scene.ids["role"]]),
+            "role_form",
+            {},
+            ["name", "max_duration", "default_duration", "pending_timeout", "approvals_required", "ticket_pattern"],
+        ),
+        "eligibility": (
+            reverse("admin:accessgov_eligibility_add"),
+            "eligibility_form",
+            {"role": scene.ids["role_two"], "user": scene.ids["auditor"], "reason": "On call"},
+            ["role", "user", "group", "starts_at_0", "starts_at_1", "ends_at_0", "ends_at_1", "reason"],
+        ),
+    }
 
     @FUZZ
     @given(st.data())
     def run(data):
-        changes_ = {
-            k: data.draw(hostile_text(), label=k) for k in data.draw(st.sets(st.sampled_from(fields), min_size=1))
-        }
+        url, form_id, valid, fields = forms[data.draw(st.sampled_from(sorted(forms)), label="form")]
+        hostile = {k: data.draw(hostile_text(), label=k) for k in data.draw(st.sets(st.sampled_from(fields)))}
         with example(scene):
             before = snapshot()
-            response = post_admin_form(scene.clients["admin"], url, "role_form", **changes_)
-            check(response, before, f"admin role {changes_!r}")
+            response = post_admin_form(scene.clients["admin"], url, form_id, **{**valid, **hostile})
+            check(response, before, f"admin {form_id} {hostile!r}")
 
     run()
 
