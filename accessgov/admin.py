@@ -28,6 +28,7 @@ from accessgov.models import (
     Grant,
     OutboxItem,
     Role,
+    ServiceAccount,
     System,
     User,
     WebhookDelivery,
@@ -192,12 +193,45 @@ class FourEyesAdminMixin:
 SELF_WIDENING_FIELDS = ("groups", "user_permissions", "is_staff", "is_superuser")
 
 
+class AccountRightsMixin:
+    """Rights that widen what an account may do — staff, superuser, groups, model permissions — are
+    proposed as a four-eyes change (services.changes) when saved; what narrows them is applied at once.
+    Nobody widens their own account (the form refuses it)."""
+
+    def _widening_response(self, request, response_default):
+        if getattr(request, "_four_eyes_change", None) is not None:
+            return FourEyesAdminMixin._proposed_response(self, request)
+        return response_default()
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._widening_response(request, lambda: super(AccountRightsMixin, self).response_add(request, obj))
+
+    def response_change(self, request, obj):
+        return self._widening_response(request, lambda: super(AccountRightsMixin, self).response_change(request, obj))
+
+
+def _split_m2m(form, name: str, current) -> tuple[list, list]:
+    """(added, removed) for a many-to-many field of ``form`` against the ``current`` objects."""
+    if name not in form.fields or name not in form.changed_data:
+        return [], []
+    submitted, current = set(form.cleaned_data.get(name) or []), set(current)
+    return sorted(submitted - current, key=lambda o: o.pk), sorted(current - submitted, key=lambda o: o.pk)
+
+
 admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class AccessGovGroupAdmin(GroupAdmin):
-    """Groups: nobody changes the permissions of a group they belong to."""
+class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
+    """Groups: permissions added to a group wait for a second admin; nobody changes the permissions of a
+    group they belong to."""
 
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
@@ -214,14 +248,32 @@ class AccessGovGroupAdmin(GroupAdmin):
 
         return GuardedGroupForm
 
+    def save_related(self, request, form, formsets, change):
+        group = form.instance
+        added, removed = _split_m2m(form, "permissions", group.permissions.all() if change else [])
+        group.permissions.remove(*removed)
+        request._four_eyes_change = change_services.change_propose_group_permissions(
+            request.user, group=group, add_permissions=added, client_address=getattr(request, "client_address", None)
+        )
+
 
 @admin.register(User)
-class AccessGovUserAdmin(UserAdmin):
-    """Users. Deactivation goes through services.users (sessions ended, grants revoked, requests
-    withdrawn, tokens revoked); nobody widens their own rights (groups, permissions, staff, superuser)."""
+class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
+    """Users. New accounts remember who created them; staff, superuser, groups and permissions that widen
+    an account wait for a second admin (services.changes), narrowing applies at once. Deactivation goes
+    through services.users (sessions ended, grants revoked, requests withdrawn, tokens revoked); nobody
+    widens their own rights. Service accounts have no password to set."""
 
-    list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff")
+    list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_service_account")
+    list_filter = (*UserAdmin.list_filter, "is_service_account")
+    readonly_fields = ("is_service_account", "created_by")
     actions = ["deactivate_users", "reactivate_users"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [*fieldsets, ("Origin", {"fields": ("is_service_account", "created_by")})]
 
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
@@ -239,8 +291,21 @@ class AccessGovUserAdmin(UserAdmin):
 
         return form_class if obj is None else GuardedUserForm
 
+    def user_change_password(self, request, id, form_url=""):
+        if User.objects.filter(pk=_pk_or_404(User, id), is_service_account=True).exists():
+            raise PermissionDenied("A service account has no password: it authenticates with its tokens only.")
+        return super().user_change_password(request, id, form_url)
+
     def save_model(self, request, obj, form, change):
-        if not (change and "is_active" in form.changed_data):
+        if not change:
+            obj.created_by = request.user
+            return super().save_model(request, obj, form, change)
+        request._widen_flags = {}
+        for name in ("is_staff", "is_superuser"):
+            if name in form.changed_data and getattr(obj, name):
+                request._widen_flags[name] = True
+                setattr(obj, name, False)  # proposed below, applied when a second admin approves
+        if "is_active" not in form.changed_data:
             return super().save_model(request, obj, form, change)
         wanted = obj.is_active
         obj.is_active = not wanted  # the service flips it, with everything that goes with it
@@ -255,6 +320,29 @@ class AccessGovUserAdmin(UserAdmin):
                 request.user, obj.pk, reason="Deactivated in the admin", client_address=address
             )
         obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        if not change:
+            return  # the add form sets no rights
+        user = form.instance
+        groups_added, groups_removed = _split_m2m(form, "groups", user.groups.all())
+        perms_added, perms_removed = _split_m2m(form, "user_permissions", user.user_permissions.all())
+        user.groups.remove(*groups_removed)
+        user.user_permissions.remove(*perms_removed)
+        flags = getattr(request, "_widen_flags", {})
+        request._four_eyes_change = change_services.change_propose_user_rights(
+            request.user,
+            user=user,
+            make_staff=flags.get("is_staff", False),
+            make_superuser=flags.get("is_superuser", False),
+            add_groups=groups_added,
+            add_permissions=perms_added,
+            client_address=getattr(request, "client_address", None),
+        )
+        if groups_removed:
+            from accessgov.services.access_requests import access_request_withdraw_ineligible
+
+            access_request_withdraw_ineligible(timezone.now(), job="group-left")
 
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):
@@ -281,6 +369,64 @@ class AccessGovUserAdmin(UserAdmin):
                 reason="Reactivated in the admin",
                 client_address=getattr(request, "client_address", None),
             )
+
+
+def _pk_or_404(model, value):
+    _ensure_pk(model, value)
+    return unquote(str(value))
+
+
+class ServiceAccountForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="e.g. deploy-bot. Letters, digits and @/./+/-/_ only.")
+    description = forms.CharField(max_length=150, required=False, help_text="What uses it, e.g. the CI pipeline.")
+
+
+@admin.register(ServiceAccount)
+class ServiceAccountAdmin(admin.ModelAdmin):
+    """Service accounts: machine identities for API tokens (no password, no authenticator, never signs
+    in). A new one is proposed here and exists once another admin approves it; its rights are given
+    like anyone's (object permissions, eligibility), its tokens under API tokens."""
+
+    list_display = ("username", "first_name", "is_active", "created_by", "date_joined")
+    search_fields = ("username", "first_name")
+    fields = ("username", "first_name", "is_active", "created_by", "date_joined")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(is_service_account=True)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("accessgov.add_user")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ServiceAccountForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                request._four_eyes_change = change_services.change_propose_service_account(
+                    request.user,
+                    username=form.cleaned_data["username"],
+                    description=form.cleaned_data["description"],
+                    client_address=getattr(request, "client_address", None),
+                )
+            except AccessGovError as error:
+                form.add_error(None, str(error))
+            else:
+                return FourEyesAdminMixin._proposed_response(self, request)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Propose a service account",
+        }
+        return TemplateResponse(request, "admin/accessgov/serviceaccount/add.html", context)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -613,30 +759,32 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 
 class ApiTokenAddForm(forms.ModelForm):
-    """A new token: for whom, what for, until when, which actions and (optionally) which roles."""
+    """A new service token: for which service account, what for, until when, which actions and
+    (optionally) which roles. Personal tokens are made by people themselves, in the portal."""
 
     scopes = forms.MultipleChoiceField(choices=[], widget=forms.CheckboxSelectMultiple)
 
     class Meta:
         model = ApiToken
-        fields = ["user", "kind", "name", "expires_at", "scopes", "roles"]
+        fields = ["user", "name", "expires_at", "scopes", "roles"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["scopes"].choices = ApiToken.Scope.choices
-        self.fields["kind"].initial = ApiToken.Kind.SERVICE
+        self.fields["user"].queryset = User.objects.filter(is_service_account=True, is_active=True)
+        self.fields["user"].label = "Service account"
         self.fields["expires_at"].initial = timezone.now() + timedelta(days=90)
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Service-account tokens are made here (shown once, on the page after saving); tokens are never
-    edited, only revoked (the action), and the secret's hash is never shown."""
+    """Service-account tokens are proposed here (four-eyes): the secret is shown to the proposer once, on
+    the page after saving, and works once another admin approves the change. Tokens are never edited,
+    only revoked (the action), and the secret's hash is never shown."""
 
     list_display = ("name", "user", "kind", "display_prefix", "expires_at", "last_used_at", "revoked_at")
     list_filter = ("kind",)
     search_fields = ("name", "user__username", "display_prefix")
-    raw_id_fields = ("user",)
     actions = ["revoke_selected"]
     readonly_fields = (
         "user",
@@ -670,24 +818,41 @@ class ApiTokenAdmin(admin.ModelAdmin):
             return
         data = form.cleaned_data
         try:
-            token, secret = token_services.api_token_create(
+            proposal, secret = change_services.change_propose_service_token(
                 request.user,
                 user=data["user"],
                 name=data["name"],
-                kind=data["kind"],
                 expires_at=data["expires_at"],
                 scopes=data["scopes"],
                 roles=list(data["roles"]),
+                client_address=getattr(request, "client_address", None),
             )
         except AccessGovError as error:
             raise ValidationError(str(error)) from error
-        obj.pk, obj._secret = token.pk, secret
+        obj._proposal, obj._secret = proposal, secret
 
     def save_related(self, request, form, formsets, change):
-        """Roles were set by the service."""
+        """Roles are part of the proposal."""
+
+    def log_addition(self, request, obj, message):
+        return None  # the proposal is recorded in the ledger; the token does not exist yet
+
+    def add_view(self, request, form_url="", extra_context=None):
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except ValidationError as error:
+            self.message_user(request, "; ".join(error.messages), level="error")
+            return redirect(request.get_full_path())
 
     def response_add(self, request, obj, post_url_continue=None):
-        context = {**self.admin_site.each_context(request), "token": obj, "secret": obj._secret, "opts": self.opts}
+        proposal = obj._proposal
+        context = {
+            **self.admin_site.each_context(request),
+            "proposal": proposal,
+            "payload": proposal.payload,
+            "secret": obj._secret,
+            "opts": self.opts,
+        }
         response = TemplateResponse(request, "admin/accessgov/apitoken/created.html", context)
         response["Cache-Control"] = "no-store"
         return response

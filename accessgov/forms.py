@@ -19,6 +19,11 @@ class SignInForm(AuthenticationForm):
         self.fields["username"].widget.attrs.update({"autocomplete": "username", "autofocus": True})
         self.fields["password"].widget.attrs.update({"autocomplete": "current-password"})
 
+    def confirm_login_allowed(self, user) -> None:
+        super().confirm_login_allowed(user)
+        if user.is_service_account:  # a machine identity never signs in, whatever was done to its password
+            raise self.get_invalid_login_error()
+
 
 class OTPCodeForm(forms.Form):
     """A 6-digit TOTP code, or (when allowed) an 8-character backup code."""

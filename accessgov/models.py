@@ -51,6 +51,21 @@ class User(AbstractUser):
     """
 
     session_stamp = models.CharField(max_length=32, default=new_session_stamp, editable=False)
+    is_service_account = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="A machine identity: no password, no authenticator, never signs in to the portal; the only "
+        "kind of account a service token may belong to. Made through a four-eyes change.",
+    )
+    created_by = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The admin who created the account (empty: created by the system or before this was kept).",
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
@@ -71,6 +86,17 @@ class User(AbstractUser):
         """End every session of this user (the caller re-keeps its own with update_session_auth_hash)."""
         self.session_stamp = new_session_stamp()
         self.save(update_fields=["session_stamp"])
+
+
+class ServiceAccount(User):
+    """The service accounts among the users (admin: proposed through four-eyes, never edited)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "service account"
+
+    def __str__(self) -> str:
+        return self.get_username()
 
 
 class System(models.Model):
@@ -562,6 +588,7 @@ class AccessEvent(models.Model):
         REQUEST_DENIED = "request.denied", "Request denied"
         REQUEST_CANCELLED = "request.cancelled", "Request cancelled"
         REQUEST_LAPSED = "request.lapsed", "Request lapsed"
+        REQUEST_WITHDRAWN = "request.withdrawn", "Request withdrawn (requester no longer eligible)"
         DECISION_APPROVE = "decision.approve", "Approval recorded"
         DECISION_DENY = "decision.deny", "Denial recorded"
         GRANT_SCHEDULED = "grant.scheduled", "Grant scheduled"
@@ -950,6 +977,10 @@ class ChangeRequest(models.Model):
         ELIGIBILITY = "eligibility", "Eligibility"
         SYSTEM = "system", "Connector settings"
         OBJECT_PERMISSION = "object_permission", "Who approves or owns"
+        USER_RIGHTS = "user_rights", "Admin rights, groups and permissions of an account"
+        GROUP_PERMISSIONS = "group_permissions", "Permissions of a group"
+        SERVICE_ACCOUNT = "service_account", "New service account"
+        SERVICE_TOKEN = "service_token", "New service-account token"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"

@@ -120,6 +120,21 @@ def request_lapsed(access_request: AccessRequest) -> Message:
     )
 
 
+def request_withdrawn(access_request: AccessRequest) -> Message:
+    """The requester and the role's approvers learn why a pending request left the queue."""
+    reason = (
+        access_request.events.filter(event_type="request.withdrawn").values_list("reason", flat=True).last()
+        or "The requester is no longer eligible for this role."
+    )
+    return Message(
+        subject=f"[AccessGov] Withdrawn: {_who(access_request.requester)}'s request for {access_request.role}",
+        heading=f"{_who(access_request.requester)}'s request for {access_request.role} was withdrawn",
+        lines=[reason, "Nothing was granted; nothing is left to decide."],
+        recipients=(permissions.approvers_for_role(access_request.role) | {access_request.requester}),
+        action_url=_request_url(access_request),
+    )
+
+
 def grant_expiring(grant: Grant) -> Message:
     return Message(
         subject=f"[AccessGov] Your access to {grant.role} ends at {grant.expires_at:%H:%M} UTC",
@@ -274,6 +289,7 @@ BUILDERS = {
     "request_approval_progress": (AccessRequest, request_approval_progress),
     "request_decided": (AccessRequest, request_decided),
     "request_lapsed": (AccessRequest, request_lapsed),
+    "request_withdrawn": (AccessRequest, request_withdrawn),
     "grant_expiring": (Grant, grant_expiring),
     "grant_ended": (Grant, grant_ended),
     "break_glass_activated": (Grant, break_glass_activated),

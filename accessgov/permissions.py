@@ -7,7 +7,9 @@ take effect on the next check: guardian builds a fresh checker per ``has_perm`` 
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -15,7 +17,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
-from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, User
+from accessgov.models import AccessRequest, ChangeRequest, Eligibility, Grant, Role, System, User
 
 AUDIT_PERM = "accessgov.audit_access"
 
@@ -61,6 +63,42 @@ def ensure_can_request_role(user: User, role: Role, now) -> None:
         raise PolicyViolation(f"You are not eligible to request {role}.")
 
 
+def eligibility_problem(user: User, role: Role, now, *, lock: bool = False) -> str | None:
+    """Why ``user`` may not hold ``role`` at ``now`` (their account is inactive, or no eligibility of
+    theirs or of a group of theirs is in force), or None when they may. Eligibility is a standing
+    condition: approval, activation and extension ask again. With ``lock`` (inside the caller's
+    transaction) the eligibility rows in force stay locked until commit, so ending one waits for the
+    decision that relied on it and then withdraws what it must."""
+    if not user.is_active:
+        return f"{user.get_username()}'s account is deactivated."
+    group_ids = list(user.groups.values_list("pk", flat=True))
+    eligibilities = Eligibility.objects.active(now).filter(role=role).filter(Q(user=user) | Q(group_id__in=group_ids))
+    if lock:
+        eligibilities = eligibilities.select_for_update(no_key=True, of=("self",))
+    ends = list(eligibilities.values_list("ends_at", flat=True))
+    if lock:
+        # The lock may have waited for a transaction that ended one of them: judge at the time it was got.
+        from django.utils import timezone
+
+        now = max(now, timezone.now())
+    if not any(ends_at is None or ends_at > now for ends_at in ends):
+        return f"{user.get_username()} is no longer eligible for {role}."
+    return None
+
+
+def eligibility_ends_at(user: User, role: Role, now):
+    """When ``user``'s eligibility for ``role`` ends at the latest (None: one of them has no end date)."""
+    ends = list(
+        Eligibility.objects.active(now)
+        .filter(role=role)
+        .filter(Q(user=user) | Q(group_id__in=scope(user).group_ids))
+        .values_list("ends_at", flat=True)
+    )
+    if not ends or None in ends:
+        return None
+    return max(ends)
+
+
 # --- Deciding -----------------------------------------------------------------------------------
 
 
@@ -80,6 +118,7 @@ def can_decide_access_request(user: User, access_request: AccessRequest) -> bool
         and access_request.is_pending
         and _approves_role(user, access_request.role)
         and not access_request.decisions.filter(approver=user).exists()
+        and independence_problem(user, access_request.requester) is None
     )
 
 
@@ -90,6 +129,71 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
         raise NotAuthorized(f"You are not an approver for {access_request.role}.")
     if access_request.decisions.filter(approver=user).exists():
         raise NotAuthorized("You have already decided this request; another approver must decide next.")
+    problem = independence_problem(user, access_request.requester)
+    if problem:
+        raise NotAuthorized(f"{problem} Another approver must decide this request.")
+
+
+# --- Independence of the second pair of eyes -----------------------------------------------------
+
+# Changes that give an account rights: made by the principal (proposed, or approved), they make the
+# account the principal's creature for a while.
+_EMPOWERING_KINDS = ("user_rights", "object_permission", "group_permissions", "service_account")
+
+
+def independence_problem(candidate: User, principal: User, now=None) -> str | None:
+    """Why ``candidate`` cannot be the second person for something of ``principal``'s (approving their
+    access request or policy change, acknowledging their break-glass), or None. Within the last
+    FOUR_EYES_INDEPENDENCE_DAYS, the candidate must not be an account that ``principal`` created, nor
+    one that a change proposed or approved by ``principal`` made staff or superuser, added to a group,
+    or gave object or model permissions (directly or through a group the candidate is in). A single
+    admin cannot make the second admin they need (docs/DECISIONS.md, "Sybil admin")."""
+    from django.utils import timezone
+
+    if candidate.pk == principal.pk:
+        return "Nobody is their own second pair of eyes."
+    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    days = settings.FOUR_EYES_INDEPENDENCE_DAYS
+    if candidate.created_by_id == principal.pk and candidate.date_joined > since:
+        return f"{principal.get_username()} created your account less than {days} days ago."
+    by_principal = Q(proposed_by=principal) | Q(decided_by=principal)
+    about_candidate = Q(beneficiary=candidate) | Q(
+        kind__in=["object_permission", "group_permissions"],
+        payload__group_id__in=list(candidate.groups.values_list("pk", flat=True)),
+    )
+    if (
+        ChangeRequest.objects.filter(
+            by_principal, about_candidate, status="applied", kind__in=_EMPOWERING_KINDS, decided_at__gt=since
+        )
+        .exclude(kind="object_permission", payload__add=[])
+        .exists()
+    ):
+        return f"{principal.get_username()} gave your account rights less than {days} days ago."
+    return None
+
+
+def change_approval_problem(user: User, change: ChangeRequest) -> str | None:
+    """Why ``user`` may not approve the pending policy ``change``, or None: only another active admin,
+    never its proposer, never the person (or a member of the group) whose access it widens, never an
+    account the proposer recently created or empowered (``independence_problem``)."""
+    if not (user.is_active and user.is_staff):
+        return "Only portal admins change policy."
+    if change.status != ChangeRequest.Status.PENDING:
+        return f"This change is already {change.get_status_display().lower()}."
+    if change.proposed_by_id == user.pk:
+        return "Nobody approves their own policy change: another admin must."
+    if change.beneficiary_id == user.pk:
+        return "This change widens your own access: another admin must approve it."
+    group_id = change.payload.get("group_id") if isinstance(change.payload, dict) else None
+    if group_id and user.groups.filter(pk=group_id).exists():
+        return "This change widens the access of a group you are in: another admin must approve it."
+    return independence_problem(user, change.proposed_by)
+
+
+def ensure_can_approve_change(user: User, change: ChangeRequest) -> None:
+    problem = change_approval_problem(user, change)
+    if problem:
+        raise NotAuthorized(problem)
 
 
 @dataclass(frozen=True)
@@ -283,13 +387,18 @@ def visible_eligibilities(user: User, now) -> QuerySet[Eligibility]:
 
 
 def can_revoke_grant(user: User, grant: Grant) -> bool:
-    """Approvers of the role and owners of its system may revoke someone else's grant."""
-    return user.is_active and (
-        _approves_role(user, grant.role) or user.has_perm("accessgov.own_system", grant.role.system)
+    """Approvers of the role and owners of its system may revoke someone else's grant (their own they
+    release)."""
+    return (
+        user.is_active
+        and user.pk != grant.user_id
+        and (_approves_role(user, grant.role) or user.has_perm("accessgov.own_system", grant.role.system))
     )
 
 
 def ensure_can_revoke_grant(user: User, grant: Grant) -> None:
+    if user.pk == grant.user_id:
+        raise NotAuthorized("Release your own access instead of revoking it.")
     if not can_revoke_grant(user, grant):
         raise NotAuthorized("You may not revoke this grant.")
 
@@ -311,14 +420,38 @@ def can_acknowledge_break_glass(user: User, grant: Grant) -> bool:
             or _approves_role(user, grant.role)
             or user.has_perm("accessgov.own_system", grant.role.system)
         )
+        and independence_problem(user, grant.user) is None
     )
 
 
 def ensure_can_acknowledge_break_glass(user: User, grant: Grant) -> None:
     if user.pk == grant.user_id:
         raise NotAuthorized("Someone other than the person who used break-glass must acknowledge it.")
+    problem = independence_problem(user, grant.user)
+    if problem:
+        raise NotAuthorized(f"{problem} Someone independent must acknowledge this break-glass use.")
     if not can_acknowledge_break_glass(user, grant):
         raise NotAuthorized("You may not acknowledge this break-glass follow-up.")
+
+
+def can_complete_manual_task(user: User, grant: Grant) -> bool:
+    """Owners and approvers of a manual system confirm that access was applied or removed there, for
+    someone else's grant only: nobody confirms a task about their own access."""
+    return (
+        user.is_active
+        and user.pk != grant.user_id
+        and grant.role.system.connector == System.Connector.MANUAL
+        and (user.has_perm("accessgov.own_system", grant.role.system) or _approves_role(user, grant.role))
+    )
+
+
+def ensure_can_complete_manual_task(user: User, grant: Grant) -> None:
+    if user.pk == grant.user_id:
+        raise NotAuthorized(
+            "Nobody confirms a provisioning task about their own access: ask another owner or approver."
+        )
+    if not can_complete_manual_task(user, grant):
+        raise NotAuthorized("Only owners and approvers of the system complete its provisioning tasks.")
 
 
 def can_manage_eligibility(user: User, system: System) -> bool:

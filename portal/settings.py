@@ -262,6 +262,10 @@ ELIGIBILITY_REMINDER_DAYS = env.int("ELIGIBILITY_REMINDER_DAYS", default=7)
 # Four-eyes on policy: changes to role policy, auto-approval rules, admin-granted eligibility and
 # connector settings wait for a second admin. Turn off only for a single-admin deployment.
 FOUR_EYES_POLICY_CHANGES = env.bool("FOUR_EYES_POLICY_CHANGES", default=True)
+# The second pair of eyes must be independent: an account the proposer (or requester) created, or gave
+# rights through a change they proposed or approved, within this many days, may not approve their changes
+# or access (docs/DECISIONS.md, "Sybil admin").
+FOUR_EYES_INDEPENDENCE_DAYS = env.int("FOUR_EYES_INDEPENDENCE_DAYS", default=30)
 # Report charts and totals (which scan every matching row) are reused for this long per report, filters
 # and viewer; 0 computes them on every page view.
 REPORT_SUMMARY_CACHE_SECONDS = env.int("REPORT_SUMMARY_CACHE_SECONDS", default=60)

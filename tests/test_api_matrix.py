@@ -13,7 +13,7 @@ from guardian.shortcuts import assign_perm
 from accessgov.models import AccessEvent, AccessRequest, ApiToken, Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services import tokens as token_services
-from tests.api_helpers import api_client, make_token, post_json
+from tests.api_helpers import api_client, make_service_account, make_token, post_json
 from tests.conftest import totp_code, verify_session
 
 pytestmark = pytest.mark.django_db
@@ -273,8 +273,10 @@ def test_a_verified_session_reads_the_schema_but_the_api_wants_a_token(scene):
 
 
 def test_a_service_token_limited_to_roles_sees_and_acts_only_on_them(scene):
+    bot = make_service_account("deploy-bot")
+    assign_perm("accessgov.approve_system", bot, scene.role.system)
     _, secret = make_token(
-        scene.approver,
+        bot,
         kind=ApiToken.Kind.SERVICE,
         scopes=["requests:read", "decisions:read", "decisions:decide", "grants:read", "catalog:read"],
         roles=[scene.role_two],
@@ -290,7 +292,7 @@ def test_a_service_token_limited_to_roles_sees_and_acts_only_on_them(scene):
 
 
 def test_a_service_token_requests_access_within_its_roles_and_events_name_the_token(scene):
-    bot = type(scene.requester).objects.create(username="ci-bot")
+    bot = make_service_account("ci-bot")
     from accessgov.models import Eligibility
 
     Eligibility.objects.create(role=scene.role, user=bot)

@@ -9,10 +9,10 @@ from django.test import Client
 from django.utils import timezone
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
-from accessgov.models import ApiToken
+from accessgov.models import ApiToken, ChangeRequest
 from accessgov.services import tokens as services
 from accessgov.services.tokens import hash_secret
-from tests.api_helpers import api_client, make_token
+from tests.api_helpers import api_client, make_service_account, make_token
 from tests.conftest import verify_session
 
 pytestmark = pytest.mark.django_db
@@ -68,15 +68,15 @@ def test_revoking_from_the_page_stops_the_token_and_others_tokens_are_invisible(
         services.api_token_revoke(owner, token.pk)
 
 
-def test_an_admin_makes_a_service_token_scoped_to_roles_and_sees_it_once(world, make_user):
+def test_an_admin_proposes_a_service_token_it_works_once_a_second_admin_approves(world, make_user):
     admin = make_user("root", is_staff=True, is_superuser=True)
-    bot = make_user("deploy-bot", device=False)
+    second = make_user("root2", is_staff=True, is_superuser=True)
+    bot = make_service_account("deploy-bot")
     client = verify_session(Client(), admin)
     response = client.post(
         "/admin/accessgov/apitoken/add/",
         {
             "user": bot.pk,
-            "kind": "service",
             "name": "payments deploy",
             "expires_at_0": (timezone.now() + timedelta(days=30)).strftime("%Y-%m-%d"),
             "expires_at_1": "12:00:00",
@@ -85,12 +85,22 @@ def test_an_admin_makes_a_service_token_scoped_to_roles_and_sees_it_once(world, 
         },
     )
     assert response.status_code == 200, response.content[:2000]
-    secret = SECRET.search(response.content.decode()).group(0)
+    page = response.content.decode()
+    secret = SECRET.search(page).group(0)
     assert secret.startswith("agv_s_")
+    assert "does not work yet" in page
+    assert not ApiToken.objects.filter(user=bot).exists()
+    assert api_client(secret).get("/api/v1/requests/").status_code == 401
+    change = ChangeRequest.objects.get(kind="service_token")
+    assert secret not in str(change.changes) and secret not in str(change.payload)
+    assert verify_session(Client(), admin).post(f"/changes/{change.pk}/approve/").status_code == 403
+    assert not ApiToken.objects.filter(user=bot).exists()  # the proposer cannot approve their own
+    assert verify_session(Client(), second).post(f"/changes/{change.pk}/approve/").status_code == 302
     token = ApiToken.objects.get(user=bot)
     assert token.kind == "service"
     assert list(token.roles.all()) == [world.role]
     assert token.created_by == admin
+    assert api_client(secret).get("/api/v1/requests/").status_code == 200
     assert SECRET.search(client.get(f"/admin/accessgov/apitoken/{token.pk}/change/").content.decode()) is None
 
 
@@ -100,6 +110,8 @@ def test_the_service_refuses_tokens_nobody_should_make(world):
         services.api_token_create(world.requester, user=world.approver, name="x", kind="personal", expires_at=soon)
     with pytest.raises(NotAuthorized):
         services.api_token_create(world.requester, user=world.requester, name="x", kind="service", expires_at=soon)
+    with pytest.raises(NotAuthorized, match="four-eyes"):
+        services.api_token_create(world.approver, user=world.approver, name="x", kind="service", expires_at=soon)
     with pytest.raises(PolicyViolation):
         services.api_token_create(
             world.requester, user=world.requester, name="x", kind="personal", expires_at=soon + timedelta(days=400)

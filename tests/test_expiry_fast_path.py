@@ -12,7 +12,15 @@ from django.utils import timezone
 
 from accessgov import tasks
 from accessgov.audit import verify_chain
-from accessgov.models import AccessEvent, AccessRequest, EventWebhookSubscription, Grant, OutboxItem, WebhookDelivery
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    Eligibility,
+    EventWebhookSubscription,
+    Grant,
+    OutboxItem,
+    WebhookDelivery,
+)
 from accessgov.services import events as event_services
 from accessgov.services import grants as gs
 from accessgov.services import provisioning, webhooks
@@ -28,6 +36,8 @@ def make_grants(world, n: int, *, status: str = Grant.Status.ACTIVE, now=None) -
     for scheduled grants started then). Written with the ORM, not through the services."""
     now = now or timezone.now()
     users = [UserFactory(username=f"bulk{i:03d}") for i in range(n)]
+    # Eligible: activation re-checks eligibility (a standing condition).
+    Eligibility.objects.bulk_create([Eligibility(role=world.role, user=user, starts_at=now - 3 * H) for user in users])
     requests = AccessRequest.objects.bulk_create(
         [
             AccessRequest(

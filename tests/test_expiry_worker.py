@@ -154,6 +154,7 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
         call_command("expire_grants", stdout=out)
         assert out.getvalue().split() == [
             "lapsed=0",
+            "withdrawn=0",
             "activated=0",
             "expired=1",
             "approver_reminders=0",

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accessgov import permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, StepUpRequired, TransitionNotAllowed
-from accessgov.models import AccessEvent, AccessRequest, Decision, Grant, Role, User
+from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
 from accessgov.services import grants as grant_services
 from accessgov.services.events import event_record, event_record_bulk
 from accessgov.workflow import ensure_transition
@@ -27,6 +28,16 @@ def _notify(kind: str, object_id: int) -> None:
     from accessgov import tasks
 
     transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
+
+
+def _lock_for_decision(access_request_id: int) -> AccessRequest:
+    """Lock the requester's account row, then the request (the order deactivation takes them in), so a
+    deactivation and a decision on the same person's request never interleave."""
+    requester_id = AccessRequest.objects.filter(pk=access_request_id).values_list("requester_id", flat=True).first()
+    if requester_id is None:
+        raise TransitionNotAllowed("This request does not exist.")
+    list(User.objects.select_for_update(no_key=True, of=("self",)).filter(pk=requester_id).values_list("pk"))
+    return _lock(access_request_id)
 
 
 def _lock(access_request_id: int) -> AccessRequest:
@@ -115,9 +126,17 @@ def access_request_submit(
     now = timezone.now()
     with transaction.atomic():
         role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
-        permissions.ensure_can_request_role(actor, role, now)
+        if permissions.eligibility_problem(actor, role, now, lock=True):
+            raise PolicyViolation(f"You are not eligible to request {role}.")
         policies.validate_duration(role, duration)
         policies.validate_start(starts_at, now)
+        if starts_at is not None:
+            eligible_until = permissions.eligibility_ends_at(actor, role, now)
+            if eligible_until is not None and starts_at >= eligible_until:
+                raise PolicyViolation(
+                    f"Your eligibility for {role} ends at {eligible_until:%Y-%m-%d %H:%M} UTC: "
+                    "choose a start before then."
+                )
         if Grant.objects.current().filter(user=actor, role=role).exists():
             raise TransitionNotAllowed(f"You already have access to {role}; extend it instead of asking again.")
         return _create(
@@ -157,7 +176,8 @@ def access_request_submit_extension(
             raise TransitionNotAllowed("Only active access can be extended.")
         if grant.is_break_glass:
             raise PolicyViolation("Break-glass access cannot be extended; request access normally.")
-        permissions.ensure_can_request_role(actor, grant.role, now)
+        if permissions.eligibility_problem(actor, grant.role, now, lock=True):
+            raise PolicyViolation(f"You are no longer eligible for {grant.role}: it cannot be extended.")
         ceiling = grant.role.max_duration - (grant.expires_at - now)
         if ceiling < timedelta(minutes=5):
             raise PolicyViolation(f"This grant already runs for the longest {grant.role} allows.")
@@ -228,9 +248,13 @@ def access_request_approve(
     client_address: str | None = None,
 ) -> AccessRequest:
     """Record ``actor``'s approval; once the role's N distinct approvals are in, approve the request
-    and grant access for the shortest duration any approver allowed (never longer than requested)."""
+    and grant access for the shortest duration any approver allowed (never longer than requested).
+    Locks the requester's account, the request, the grant an extension names and the requester's
+    eligibility rows in force. A requester who is no longer eligible (or deactivated) has the request
+    withdrawn, committed, and then TransitionNotAllowed says why."""
+    withdrawn_because = None
     with transaction.atomic():
-        access_request = _lock(access_request_id)
+        access_request = _lock_for_decision(access_request_id)
         if access_request.extends_grant_id:
             # Take every row lock before the first event (which takes the ledger lock): no deadlocks.
             Grant.objects.select_for_update(no_key=True, of=("self",)).filter(
@@ -241,49 +265,78 @@ def access_request_approve(
         if now >= access_request.lapses_at:
             raise TransitionNotAllowed("This request has lapsed: it waited longer than its role allows.")
         permissions.ensure_can_decide_access_request(actor, access_request)
-        _check_step_up(access_request.role, step_up_at, now)
-        if duration is not None:
-            if duration > access_request.requested_duration:
-                raise PolicyViolation("An approver may shorten the duration, never lengthen it.")
-            policies.validate_duration(access_request.role, duration)
-        decision = Decision.objects.create(
-            access_request=access_request,
-            approver=actor,
-            requester_id=access_request.requester_id,
-            outcome=Decision.Outcome.APPROVE,
-            comment=comment.strip(),
-            duration=duration,
-            step_up_at=step_up_at if access_request.role.step_up_required else None,
-            created_at=now,
+        withdrawn_because = permissions.eligibility_problem(
+            access_request.requester, access_request.role, now, lock=True
         )
-        event_record(
-            Type.DECISION_APPROVE,
-            actor=actor,
-            client_address=client_address,
-            access_request=access_request,
-            reason=decision.comment,
-            data={
-                "decision_id": decision.pk,
-                "duration_seconds": int(duration.total_seconds()) if duration else None,
-                "step_up_at": decision.step_up_at.isoformat() if decision.step_up_at else None,
-            },
-        )
-        approvals = list(access_request.decisions.filter(outcome=Decision.Outcome.APPROVE))
-        needed = max(1, policies.approvals_required(access_request.role))
-        if len(approvals) >= needed:
-            durations = [d.duration for d in approvals if d.duration] + [access_request.requested_duration]
-            _approve(
-                access_request,
-                now=now,
-                actor=actor,
-                job=None,
-                client_address=client_address,
-                reason=f"{len(approvals)} of {needed} approvals",
-                duration=min(durations),
-            )
+        if withdrawn_because:
+            _withdraw([access_request], now=now, reason=withdrawn_because)
         else:
-            _notify("request_approval_progress", access_request.pk)
-        return access_request
+            _record_approval(
+                access_request,
+                actor,
+                comment=comment,
+                duration=duration,
+                step_up_at=step_up_at,
+                client_address=client_address,
+                now=now,
+            )
+    if withdrawn_because:
+        raise TransitionNotAllowed(f"{withdrawn_because} The request was withdrawn; nothing was approved.")
+    return access_request
+
+
+def _record_approval(
+    access_request: AccessRequest,
+    actor: User,
+    *,
+    comment: str,
+    duration: timedelta | None,
+    step_up_at: datetime | None,
+    client_address: str | None,
+    now: datetime,
+) -> None:
+    _check_step_up(access_request.role, step_up_at, now)
+    if duration is not None:
+        if duration > access_request.requested_duration:
+            raise PolicyViolation("An approver may shorten the duration, never lengthen it.")
+        policies.validate_duration(access_request.role, duration)
+    decision = Decision.objects.create(
+        access_request=access_request,
+        approver=actor,
+        requester_id=access_request.requester_id,
+        outcome=Decision.Outcome.APPROVE,
+        comment=comment.strip(),
+        duration=duration,
+        step_up_at=step_up_at if access_request.role.step_up_required else None,
+        created_at=now,
+    )
+    event_record(
+        Type.DECISION_APPROVE,
+        actor=actor,
+        client_address=client_address,
+        access_request=access_request,
+        reason=decision.comment,
+        data={
+            "decision_id": decision.pk,
+            "duration_seconds": int(duration.total_seconds()) if duration else None,
+            "step_up_at": decision.step_up_at.isoformat() if decision.step_up_at else None,
+        },
+    )
+    approvals = list(access_request.decisions.filter(outcome=Decision.Outcome.APPROVE))
+    needed = max(1, policies.approvals_required(access_request.role))
+    if len(approvals) >= needed:
+        durations = [d.duration for d in approvals if d.duration] + [access_request.requested_duration]
+        _approve(
+            access_request,
+            now=now,
+            actor=actor,
+            job=None,
+            client_address=client_address,
+            reason=f"{len(approvals)} of {needed} approvals",
+            duration=min(durations),
+        )
+    else:
+        _notify("request_approval_progress", access_request.pk)
 
 
 def access_request_deny(
@@ -346,6 +399,64 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
         access_request.save(update_fields=["status", "decided_at"])
         event_record(Type.REQUEST_CANCELLED, actor=actor, client_address=client_address, access_request=access_request)
         return access_request
+
+
+WITHDRAWN_BECAUSE_INELIGIBLE = "The requester is no longer eligible for this role."
+
+
+def _withdraw(due: list[AccessRequest], *, now: datetime, reason: str, job: str = "eligibility") -> None:
+    """Pending requests (locked by the caller) whose requester may no longer hold the role become
+    cancelled, one request.withdrawn event each with the reason their approvers and requester read."""
+    AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
+        status=Status.CANCELLED, decided_at=now
+    )
+    event_record_bulk(
+        [
+            AccessEvent(
+                event_type=Type.REQUEST_WITHDRAWN,
+                actor_label=f"system:{job}",
+                access_request_id=r.pk,
+                role_id=r.role_id,
+                occurred_at=now,
+                reason=reason,
+            )
+            for r in due
+        ]
+    )
+    for r in due:
+        _notify("request_withdrawn", r.pk)
+
+
+def access_request_withdraw_ineligible(
+    now: datetime, *, role_ids: list[int] | None = None, job: str = "eligibility", batch_size: int = 1000
+) -> int:
+    """Set-based: pending requests whose requester is deactivated or no longer eligible for the role at
+    ``now`` (an owner ended the eligibility, a review revoked it, its end date passed, the requester left
+    the group) are withdrawn with a reason. Called where eligibility ends and by every sweep. Rows
+    another transaction holds (a decision in flight) are skipped: that decision re-checks eligibility
+    on the locked rows itself."""
+    eligible = (
+        Eligibility.objects.active(now)
+        .filter(role_id=OuterRef("role_id"))
+        .filter(Q(user_id=OuterRef("requester_id")) | Q(group__user=OuterRef("requester_id")))
+    )
+    total = 0
+    while True:
+        with transaction.atomic():
+            pending = AccessRequest.objects.filter(status=Status.PENDING)
+            if role_ids is not None:
+                pending = pending.filter(role_id__in=role_ids)
+            due = list(
+                pending.filter(~Exists(eligible) | Q(requester__is_active=False))
+                .select_for_update(skip_locked=True, no_key=True, of=("self",))
+                .order_by("pk")
+                .only("pk", "role_id")[:batch_size]
+            )
+            if due:
+                _withdraw(due, now=now, reason=WITHDRAWN_BECAUSE_INELIGIBLE, job=job)
+        total += len(due)
+        if len(due) < batch_size:
+            return total
 
 
 def access_request_withdraw_all(requester: User, *, actor: User, reason: str) -> int:

@@ -8,14 +8,16 @@ and nobody approves a change that widens their own access.
 """
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
+from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AutoApprovalRule, ChangeRequest, Eligibility, Role, System, User
+from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
 
 Type = AccessEvent.Type
@@ -205,8 +207,8 @@ def _lock(change_id: int) -> ChangeRequest:
 
 
 def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, four_eyes: bool) -> ChangeRequest:
-    if change.kind == Kind.OBJECT_PERMISSION:
-        instance = _apply_permissions(change)
+    if change.kind in _APPLIERS:
+        instance = _APPLIERS[change.kind](change)
         return _applied(change, instance, actor=actor, client_address=client_address, four_eyes=four_eyes)
     model = MODELS[change.kind]
     payload = dict(change.payload)
@@ -261,20 +263,250 @@ def _applied(
     return change
 
 
+def _propose(
+    actor: User,
+    *,
+    kind: str,
+    summary: str,
+    changes: dict,
+    payload: dict,
+    beneficiary: User | None,
+    target_id: int | None,
+    client_address: str | None,
+) -> ChangeRequest:
+    """Record a pending change of an account kind (rights, group permissions, service accounts and their
+    tokens) with its event; applied at once when FOUR_EYES_POLICY_CHANGES is off."""
+    change = ChangeRequest.objects.create(
+        kind=kind,
+        target_id=target_id,
+        summary=summary[:300],
+        changes=changes,
+        payload=payload,
+        beneficiary=beneficiary,
+        proposed_by=actor,
+    )
+    event_record(
+        Type.CHANGE_PROPOSED,
+        actor=actor,
+        client_address=client_address,
+        reason=change.summary,
+        data={"change_id": change.pk, "kind": kind, "target_id": target_id, "changes": changes},
+    )
+    if not settings.FOUR_EYES_POLICY_CHANGES:
+        return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
+    return change
+
+
+def _names(objects) -> str:
+    return ", ".join(sorted(str(o) for o in objects))
+
+
+def change_propose_user_rights(
+    actor: User,
+    *,
+    user: User,
+    make_staff: bool = False,
+    make_superuser: bool = False,
+    add_groups: list[Group] | None = None,
+    add_permissions: list[Permission] | None = None,
+    client_address: str | None = None,
+) -> ChangeRequest | None:
+    """Widening an account's rights — staff, superuser, a group, a model permission — waits for a second
+    admin (narrowing never waits: callers apply it directly). Nobody widens their own account; service
+    accounts are never admins. Returns None when nothing widens."""
+    _ensure_admin(actor)
+    add_groups, add_permissions = list(add_groups or []), list(add_permissions or [])
+    if not (make_staff or make_superuser or add_groups or add_permissions):
+        return None
+    if user.pk == actor.pk:
+        raise NotAuthorized("Nobody changes their own groups, permissions or admin rights: ask another admin.")
+    if user.is_service_account and (make_staff or make_superuser):
+        raise PolicyViolation("A service account is never a portal admin.")
+    changes = {}
+    if make_staff:
+        changes["is_staff"] = {"label": "Staff (portal admin)", "old": "no", "new": "yes"}
+    if make_superuser:
+        changes["is_superuser"] = {"label": "Superuser (every permission)", "old": "no", "new": "yes"}
+    if add_groups:
+        changes["groups"] = {"label": "Groups added", "old": "", "new": _names(add_groups)}
+    if add_permissions:
+        changes["user_permissions"] = {"label": "Permissions added", "old": "", "new": _names(add_permissions)}
+    with transaction.atomic():
+        return _propose(
+            actor,
+            kind=Kind.USER_RIGHTS,
+            summary=f"Rights of {user.get_username()}: " + ", ".join(c["label"].lower() for c in changes.values()),
+            changes=changes,
+            payload={
+                "user_id": user.pk,
+                "is_staff": make_staff,
+                "is_superuser": make_superuser,
+                "add_groups": sorted(g.pk for g in add_groups),
+                "add_permissions": sorted(p.pk for p in add_permissions),
+            },
+            beneficiary=user,
+            target_id=user.pk,
+            client_address=client_address,
+        )
+
+
+def _apply_user_rights(change: ChangeRequest) -> User:
+    payload = change.payload
+    user = User.objects.select_for_update(no_key=True, of=("self",)).filter(pk=payload["user_id"]).first()
+    if user is None:
+        raise TransitionNotAllowed("The account this change is about no longer exists.")
+    if user.is_service_account and (payload["is_staff"] or payload["is_superuser"]):
+        raise PolicyViolation("A service account is never a portal admin.")
+    fields = [name for name in ("is_staff", "is_superuser") if payload[name] and not getattr(user, name)]
+    for name in fields:
+        setattr(user, name, True)
+    if fields:
+        user.save(update_fields=fields)
+    user.groups.add(*Group.objects.filter(pk__in=payload["add_groups"]))
+    user.user_permissions.add(*Permission.objects.filter(pk__in=payload["add_permissions"]))
+    return user
+
+
+def change_propose_group_permissions(
+    actor: User, *, group: Group, add_permissions: list[Permission], client_address: str | None = None
+) -> ChangeRequest | None:
+    """Model permissions added to a group (every member gains them) wait for a second admin; removals
+    never wait (callers apply them). Nobody changes the permissions of a group they are in."""
+    _ensure_admin(actor)
+    if not add_permissions:
+        return None
+    if actor.groups.filter(pk=group.pk).exists():
+        raise NotAuthorized("Nobody changes the permissions of a group they belong to: ask another admin.")
+    changes = {"permissions": {"label": "Permissions added", "old": "", "new": _names(add_permissions)}}
+    with transaction.atomic():
+        return _propose(
+            actor,
+            kind=Kind.GROUP_PERMISSIONS,
+            summary=f"Permissions of group {group.name}: {_names(add_permissions)}",
+            changes=changes,
+            payload={"group_id": group.pk, "add_permissions": sorted(p.pk for p in add_permissions)},
+            beneficiary=None,
+            target_id=group.pk,
+            client_address=client_address,
+        )
+
+
+def _apply_group_permissions(change: ChangeRequest) -> Group:
+    group = Group.objects.filter(pk=change.payload["group_id"]).first()
+    if group is None:
+        raise TransitionNotAllowed("The group this change is about no longer exists.")
+    group.permissions.add(*Permission.objects.filter(pk__in=change.payload["add_permissions"]))
+    return group
+
+
+def change_propose_service_account(
+    actor: User, *, username: str, description: str = "", client_address: str | None = None
+) -> ChangeRequest:
+    """A new service account (a machine identity: no password, no authenticator, never signs in) waits
+    for a second admin. Raises PolicyViolation for a bad or taken username."""
+    _ensure_admin(actor)
+    username = username.strip()
+    try:
+        User.username_validator(username)
+    except ValidationError as error:
+        raise PolicyViolation("; ".join(error.messages)) from error
+    if not username or len(username) > 150:
+        raise PolicyViolation("Give the service account a username of at most 150 characters.")
+    if User.objects.filter(username=username).exists():
+        raise PolicyViolation(f"The username {username} is taken.")
+    description = description.strip()[:150]
+    changes = {
+        "username": {"label": "Username", "old": "", "new": username},
+        "first_name": {"label": "What it is", "old": "", "new": description},
+    }
+    with transaction.atomic():
+        return _propose(
+            actor,
+            kind=Kind.SERVICE_ACCOUNT,
+            summary=f"New service account {username}",
+            changes=changes,
+            payload={"username": username, "first_name": description},
+            beneficiary=None,
+            target_id=None,
+            client_address=client_address,
+        )
+
+
+def _apply_service_account(change: ChangeRequest) -> User:
+    username = change.payload["username"]
+    if User.objects.filter(username=username).exists():
+        raise PolicyViolation(f"The username {username} was taken since this was proposed.")
+    user = User(
+        username=username,
+        first_name=change.payload["first_name"],
+        is_service_account=True,
+        created_by=change.proposed_by,
+    )
+    user.set_unusable_password()
+    user.save()
+    return user
+
+
+def change_propose_service_token(
+    actor: User,
+    *,
+    user: User,
+    name: str,
+    expires_at,
+    scopes: list[str],
+    roles: list[Role] | None = None,
+    client_address: str | None = None,
+) -> tuple[ChangeRequest, str]:
+    """A token for a service account waits for a second admin; its secret is returned now, to the
+    proposer only, once (only its hash is kept), and works from the moment the change is approved.
+    Raises PolicyViolation (not a pure service account, bad scope or expiry)."""
+    _ensure_admin(actor)
+    draft = token_services.service_token_draft(
+        user=user, name=name, expires_at=expires_at, scopes=scopes, role_ids=[r.pk for r in roles or []]
+    )
+    changes = {
+        "user": {"label": "Service account", "old": "", "new": user.get_username()},
+        "name": {"label": "Name", "old": "", "new": draft.payload["name"]},
+        "scopes": {"label": "Scopes", "old": "", "new": ", ".join(draft.payload["scopes"])},
+        "roles": {"label": "Roles", "old": "", "new": _names(roles or []) or "every role it may use"},
+        "expires_at": {"label": "Expires", "old": "", "new": draft.payload["expires_at"]},
+    }
+    with transaction.atomic():
+        change = _propose(
+            actor,
+            kind=Kind.SERVICE_TOKEN,
+            summary=f"Service token {draft.payload['name']} for {user.get_username()}",
+            changes=changes,
+            payload=draft.payload,
+            beneficiary=user,
+            target_id=None,
+            client_address=client_address,
+        )
+    return change, draft.secret
+
+
+def _apply_service_token(change: ChangeRequest):
+    return token_services.service_token_create_from(change.payload, created_by=change.proposed_by)
+
+
+_APPLIERS = {
+    Kind.OBJECT_PERMISSION: _apply_permissions,
+    Kind.USER_RIGHTS: _apply_user_rights,
+    Kind.GROUP_PERMISSIONS: _apply_group_permissions,
+    Kind.SERVICE_ACCOUNT: _apply_service_account,
+    Kind.SERVICE_TOKEN: _apply_service_token,
+}
+
+
 def change_approve(actor: User, change_id: int, *, client_address: str | None = None) -> ChangeRequest:
     """A second admin approves and applies a pending change (re-validated against the current state).
-    Locks the change and its target. Raises NotAuthorized (the proposer, or the person whose access it
-    widens), TransitionNotAllowed (decided, or the target changed since) or PolicyViolation."""
+    Locks the change and its target. Raises NotAuthorized (``permissions.change_approval_problem``: the
+    proposer, the person whose access it widens, an account the proposer recently made or empowered),
+    TransitionNotAllowed (decided, or the target changed since) or PolicyViolation."""
     _ensure_admin(actor)
     with transaction.atomic():
         change = _lock(change_id)
-        if change.proposed_by_id == actor.pk:
-            raise NotAuthorized("Nobody approves their own policy change: another admin must.")
-        if change.beneficiary_id == actor.pk:
-            raise NotAuthorized("This change widens your own access: another admin must approve it.")
-        group_id = change.payload.get("group_id") if change.kind == Kind.OBJECT_PERMISSION else None
-        if group_id and actor.groups.filter(pk=group_id).exists():
-            raise NotAuthorized("This change widens the access of a group you are in: another admin must approve it.")
+        permissions.ensure_can_approve_change(actor, change)
         return _apply(change, actor=actor, client_address=client_address, four_eyes=True)
 
 

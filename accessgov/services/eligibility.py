@@ -9,6 +9,7 @@ from django.utils import timezone
 from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
+from accessgov.services.access_requests import access_request_withdraw_ineligible
 from accessgov.services.events import event_record
 
 
@@ -60,7 +61,8 @@ def eligibility_add(
 
 
 def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_address: str | None = None) -> Eligibility:
-    """End an eligibility now: no new requests from it (active grants run to their own end)."""
+    """End an eligibility now: no new requests from it, and pending requests that relied on it are
+    withdrawn with the reason (active grants run to their own end)."""
     now = timezone.now()
     with transaction.atomic():
         eligibility = (
@@ -81,6 +83,7 @@ def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_add
             reason=reason,
             data={"eligibility_id": eligibility.pk},
         )
+        access_request_withdraw_ineligible(now, role_ids=[eligibility.role_id], job="eligibility-ended")
         return eligibility
 
 

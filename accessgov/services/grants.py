@@ -9,12 +9,21 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accessgov import permissions, policies
 from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
-from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Grant, OutboxItem, Role, User
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    BreakGlassFollowUp,
+    Eligibility,
+    Grant,
+    OutboxItem,
+    Role,
+    User,
+)
 from accessgov.services import provisioning
 from accessgov.services.events import event_record, event_record_rows
 from accessgov.workflow import ensure_transition
@@ -245,13 +254,49 @@ def grant_activate_due(
         for pk, _, _, expires_at in due:
             _on_commit_task("expire_grant", pk, eta=expires_at)
 
-    return _transition_due(
-        "status = %s AND starts_at <= %s",
-        [Status.SCHEDULED, _db_now(now)],
+    activated = _transition_due(
+        f"status = %s AND starts_at <= %s AND {_holder_may_hold_sql()}",
+        [Status.SCHEDULED, _db_now(now), _db_now(now), _db_now(now)],
         {"status": Status.ACTIVE, "activated_at": now, **provisioning.pending_fields(OutboxItem.Action.APPLY, now)},
         write_batch,
         grant_ids=grant_ids,
         batch_size=batch_size,
+    )
+    # Eligibility is a standing condition: a scheduled grant whose holder was deactivated or lost the
+    # role's eligibility before its start is revoked instead (it never reached the target).
+    ineligible = Grant.objects.filter(status=Status.SCHEDULED, starts_at__lte=now).filter(
+        ~Exists(_eligibility_in_force(now)) | Q(user__is_active=False)
+    )
+    if grant_ids is not None:
+        ineligible = ineligible.filter(pk__in=grant_ids)
+    for pk in ineligible.values_list("pk", flat=True)[:batch_size]:
+        try:
+            grant_revoke_by_system(pk, reason="Not eligible for the role at the scheduled start.", job=job)
+        except TransitionNotAllowed:
+            continue  # activated or ended meanwhile
+    return activated
+
+
+def _eligibility_in_force(now: datetime):
+    """Eligibility of a grant's holder for its role at ``now`` (for ``Exists`` over grants)."""
+    return (
+        Eligibility.objects.active(now)
+        .filter(role_id=OuterRef("role_id"))
+        .filter(Q(user_id=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")))
+    )
+
+
+def _holder_may_hold_sql() -> str:
+    """SQL twin of ``_eligibility_in_force`` plus "the holder's account is active", over the grant table
+    unaliased (two parameters: now, now)."""
+    qn = connection.ops.quote_name
+    grant, user, elig = qn(Grant._meta.db_table), qn(User._meta.db_table), qn(Eligibility._meta.db_table)
+    members = qn(User.groups.through._meta.db_table)
+    return (
+        f"EXISTS (SELECT 1 FROM {user} u WHERE u.id = {grant}.user_id AND u.is_active) AND EXISTS (SELECT 1 FROM "  # noqa: S608 - fixed SQL
+        f"{elig} e WHERE e.role_id = {grant}.role_id AND e.starts_at <= %s AND (e.ends_at IS NULL OR e.ends_at > %s) "
+        f"AND (e.user_id = {grant}.user_id OR e.group_id IN (SELECT m.group_id FROM {members} m "
+        f"WHERE m.user_id = {grant}.user_id)))"
     )
 
 
@@ -311,25 +356,53 @@ def grant_expire_due(
 def _end(
     grant: Grant,
     *,
-    actor: User,
-    reason: str,
+    now: datetime,
     end_reason: str,
     event_type: str,
-    now: datetime,
-    client_address: str | None,
+    reason: str,
+    actor: User | None = None,
+    job: str | None = None,
+    client_address: str | None = None,
 ) -> Grant:
-    ensure_transition("grant", grant.status, Status.REVOKED)
+    """The one end-of-grant transition: every path that ends a grant early (revoke, release, an account
+    deactivated, an access review's revoke) calls it on the grant it has locked, in its transaction.
+
+    Whenever the stored state was active, removal at the target is queued — also when the grant is
+    already past ``expires_at`` but not yet swept: access there ended at ``expires_at``, so that case is
+    recorded as the expiry it is (status expired, ``grant.expired`` event naming who found it). A
+    scheduled grant never reached the target: it is revoked with nothing to remove.
+    Raises TransitionNotAllowed when the grant has already ended."""
     if grant.status == Status.ACTIVE and grant.expires_at <= now:
-        raise TransitionNotAllowed("This grant has already expired.")
+        ensure_transition("grant", grant.status, Status.EXPIRED)
+        grant.status, grant.ended_at, grant.end_reason = Status.EXPIRED, grant.expires_at, Grant.EndReason.EXPIRED
+        grant.save(update_fields=["status", "ended_at", "end_reason"])
+        event_record(
+            Type.GRANT_EXPIRED,
+            actor=actor,
+            job=job,
+            client_address=client_address,
+            grant=grant,
+            access_request=grant.access_request,
+            reason=f"Already past its end when ended early ({reason})",
+            data={
+                "expires_at": grant.expires_at.isoformat(),
+                "observed_lag_seconds": round((now - grant.expires_at).total_seconds(), 3),
+                "found_by": event_type,
+            },
+        )
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
+        _on_commit_task("notify", "grant_ended", grant.pk)
+        return grant
+    ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
-    grant.status = Status.REVOKED
-    grant.ended_at = now
-    grant.end_reason = end_reason
-    grant.ended_by = actor
-    grant.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    grant.status, grant.ended_at, grant.end_reason, grant.ended_by = Status.REVOKED, now, end_reason, actor
+    if not was_active:
+        grant.provisioning_state = Grant.Provisioning.NOT_APPLIED
+    grant.save(update_fields=["status", "ended_at", "end_reason", "ended_by", "provisioning_state"])
     event_record(
         event_type,
         actor=actor,
+        job=job,
         client_address=client_address,
         grant=grant,
         access_request=grant.access_request,
@@ -337,9 +410,6 @@ def _end(
     )
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-    else:
-        grant.provisioning_state = Grant.Provisioning.NOT_APPLIED
-        grant.save(update_fields=["provisioning_state"])
     _on_commit_task("notify", "grant_ended", grant.pk)
     return grant
 
@@ -514,17 +584,12 @@ def break_glass_remind_overdue(now: datetime) -> int:
 
 
 def grant_revoke_by_system(grant_id: int, *, reason: str, job: str) -> Grant:
-    """End a grant on behalf of a process (an access review's outcome), not a person: no permission
-    check, the event names the job. Callers are services that already authorized their own action."""
+    """End a grant on behalf of a process (an account deactivated, an access review's outcome), not a
+    person: no permission check, the event names the job. Callers are services that already authorized
+    their own action."""
     now = timezone.now()
     with transaction.atomic():
         grant = _lock(grant_id)
-        ensure_transition("grant", grant.status, Status.REVOKED)
-        was_active = grant.status == Status.ACTIVE and grant.expires_at > now
-        grant.status, grant.ended_at, grant.end_reason = Status.REVOKED, now, Grant.EndReason.REVOKED
-        grant.save(update_fields=["status", "ended_at", "end_reason"])
-        event_record(Type.GRANT_REVOKED, job=job, grant=grant, access_request=grant.access_request, reason=reason)
-        if was_active:
-            provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-        _on_commit_task("notify", "grant_ended", grant.pk)
-        return grant
+        return _end(
+            grant, now=now, end_reason=Grant.EndReason.REVOKED, event_type=Type.GRANT_REVOKED, reason=reason, job=job
+        )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accessgov import permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
-from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
+from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
 from accessgov.services.events import actor_label, event_record, event_record_rows
 
@@ -429,10 +429,7 @@ def manual_task_complete(actor: User, item_id: int) -> str:
     system = item.grant.role.system
     if system.connector != System.Connector.MANUAL:
         raise TransitionNotAllowed("This system is provisioned automatically.")
-    if not (
-        permissions.can_manage_eligibility(actor, system) or permissions.can_approve_for_role(actor, item.grant.role)
-    ):
-        raise NotAuthorized("Only owners and approvers of the system complete its provisioning tasks.")
+    permissions.ensure_can_complete_manual_task(actor, item.grant)
     if item.done_at is not None:
         raise TransitionNotAllowed("This task is already done.")
     with transaction.atomic():

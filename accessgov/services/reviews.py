@@ -17,6 +17,7 @@ from django.utils import timezone
 from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
+from accessgov.services import access_requests as request_services
 from accessgov.services import grants as grant_services
 from accessgov.services.events import actor_label, event_record, event_record_bulk
 
@@ -209,7 +210,7 @@ def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -
             users = {item.subject_user_id} if item.subject_user_id else members.get(item.subject_group_id, set())
             holders.update({(user_id, item.role_id): item.reason for user_id in users})
         for pk, user_id, role_id in (
-            Grant.objects.active(now)
+            Grant.objects.current()
             .filter(role_id__in={i.role_id for i in by_eligibility})
             .values_list("pk", "user_id", "role_id")
         ):
@@ -296,6 +297,10 @@ def review_campaign_close(
             ]
         )
         _revoke_grants_from(by_outcome["revoked"], job=job, now=now)
+        if revoked_eligibility:
+            request_services.access_request_withdraw_ineligible(
+                now, role_ids=sorted({i.role_id for i in by_outcome["revoked"] if i.eligibility_id}), job=job
+            )
         event_record(
             Type.REVIEW_CLOSED,
             actor=actor,

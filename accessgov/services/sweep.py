@@ -9,6 +9,9 @@ from accessgov.services import access_requests, eligibility, grants, provisionin
 def sweep_run(now: datetime) -> dict[str, int]:
     return {
         "lapsed": access_requests.access_request_lapse_due(now),
+        # Eligibility is a standing condition: pending requests whose eligibility ended (end date,
+        # group left) leave the queue with a reason.
+        "withdrawn": access_requests.access_request_withdraw_ineligible(now),
         "activated": grants.grant_activate_due(now),
         "expired": grants.grant_expire_due(now),
         "approver_reminders": access_requests.access_request_remind_due(now),

@@ -60,15 +60,15 @@ def api_token_create(
     name = name.strip()
     if not name:
         raise PolicyViolation("Give the token a name that says where it is used.")
-    if kind == ApiToken.Kind.PERSONAL and actor.pk != user.pk:
+    if kind == ApiToken.Kind.SERVICE:
+        raise NotAuthorized(
+            "Service-account tokens are made through a four-eyes change (admin → API tokens), never directly."
+        )
+    if actor.pk != user.pk:
         raise NotAuthorized("People make their own personal tokens.")
-    if kind == ApiToken.Kind.SERVICE and not actor.is_staff:
-        raise NotAuthorized("Only admins make service-account tokens.")
-    lifetime = PERSONAL_MAX_LIFETIME if kind == ApiToken.Kind.PERSONAL else SERVICE_MAX_LIFETIME
-    if expires_at <= now:
-        raise PolicyViolation("The expiry must be in the future.")
-    if expires_at - now > lifetime:
-        raise PolicyViolation(f"A token may live at most {lifetime.days} days.")
+    if user.is_service_account:
+        raise PolicyViolation("A service account has no personal tokens.")
+    _validate_expiry(expires_at, now, PERSONAL_MAX_LIFETIME)
     scopes = _clean_scopes(PERSONAL_DEFAULT_SCOPES if scopes is None else scopes)
     secret = _new_secret(kind)
     with transaction.atomic():
@@ -88,6 +88,87 @@ def api_token_create(
     return token, secret
 
 
+def _validate_expiry(expires_at: datetime, now: datetime, lifetime: timedelta) -> None:
+    if expires_at <= now:
+        raise PolicyViolation("The expiry must be in the future.")
+    if expires_at - now > lifetime:
+        raise PolicyViolation(f"A token may live at most {lifetime.days} days.")
+
+
+def service_account_problem(user: User) -> str | None:
+    """Why ``user`` cannot hold a service token, or None: only a dedicated, active service account with
+    no usable password and no authenticator (so no person can act as it in the portal)."""
+    from django_otp import devices_for_user
+
+    if not user.is_service_account:
+        return f"{user.get_username()} is a person, not a service account: service tokens never act as a person."
+    if not user.is_active:
+        return f"{user.get_username()} is deactivated."
+    if user.has_usable_password() or next(devices_for_user(user, confirmed=None), None) is not None:
+        return f"{user.get_username()} has a password or an authenticator: it is not a pure service account."
+    return None
+
+
+@dataclass(frozen=True)
+class ServiceTokenDraft:
+    """A service token proposed but not yet approved: what the approval will create. The secret is shown
+    to the proposer once, now; only its hash is kept (in the change's payload)."""
+
+    payload: dict
+    secret: str
+
+
+def service_token_draft(
+    *, user: User, name: str, expires_at: datetime, scopes: list[str], role_ids: list[int]
+) -> ServiceTokenDraft:
+    """Validate a service token for a four-eyes proposal (services.changes) and make its secret.
+    Raises PolicyViolation."""
+    now = timezone.now()
+    name = name.strip()
+    if not name:
+        raise PolicyViolation("Give the token a name that says where it is used.")
+    problem = service_account_problem(user)
+    if problem:
+        raise PolicyViolation(problem)
+    _validate_expiry(expires_at, now, SERVICE_MAX_LIFETIME)
+    secret = _new_secret(ApiToken.Kind.SERVICE)
+    payload = {
+        "user_id": user.pk,
+        "name": name,
+        "scopes": _clean_scopes(scopes),
+        "role_ids": sorted(role_ids),
+        "expires_at": expires_at.isoformat(),
+        "key_hash": hash_secret(secret),
+        "display_prefix": secret[:10],
+    }
+    return ServiceTokenDraft(payload=payload, secret=secret)
+
+
+def service_token_create_from(payload: dict, *, created_by: User) -> ApiToken:
+    """Create the approved service token a draft describes (called by services.changes when a second
+    admin approves it, in its transaction). Raises PolicyViolation when it can no longer be made."""
+    user = User.objects.select_for_update(no_key=True, of=("self",)).get(pk=payload["user_id"])
+    problem = service_account_problem(user)
+    if problem:
+        raise PolicyViolation(problem)
+    expires_at = datetime.fromisoformat(payload["expires_at"])
+    if expires_at <= timezone.now():
+        raise PolicyViolation("The token's expiry has passed since it was proposed; propose it again.")
+    token = ApiToken.objects.create(
+        user=user,
+        kind=ApiToken.Kind.SERVICE,
+        name=payload["name"],
+        key_hash=payload["key_hash"],
+        display_prefix=payload["display_prefix"],
+        scopes=payload["scopes"],
+        created_by=created_by,
+        expires_at=expires_at,
+    )
+    if payload["role_ids"]:
+        token.roles.set(Role.objects.filter(pk__in=payload["role_ids"]))
+    return token
+
+
 def api_token_revoke(actor: User, token_id: int) -> ApiToken:
     """End a token now. Its user may revoke it, and so may staff. Raises TransitionNotAllowed when
     it is already revoked, NotAuthorized for anyone else."""
@@ -101,6 +182,14 @@ def api_token_revoke(actor: User, token_id: int) -> ApiToken:
         token.revoked_by = actor
         token.save(update_fields=["revoked_at", "revoked_by"])
         return token
+
+
+def api_token_revoke_all(actor: User, user: User) -> int:
+    """Set-based: end every usable token of ``user`` now (their account is being deactivated; the
+    caller holds the account's lock and has authorized the deactivation). Returns how many."""
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_by=actor
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +214,8 @@ def api_token_authenticate(secret: str, *, client_address: str | None, now: date
         return Authentication(None, "token_expired", "This token has expired.")
     if not token.user.is_active:
         return Authentication(None, "user_inactive", "The token's user is deactivated.")
+    if token.kind == ApiToken.Kind.SERVICE and (not token.user.is_service_account or token.user.has_usable_password()):
+        return Authentication(None, "token_invalid", "A service token works only for a pure service account.")
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_address=client_address)
         token.last_used_at, token.last_used_address = now, client_address

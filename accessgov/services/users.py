@@ -6,12 +6,12 @@ target-side removal goes through the outbox) and pending requests are withdrawn 
 """
 
 from django.db import transaction
-from django.utils import timezone
 
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
-from accessgov.models import AccessEvent, ApiToken, Grant, User
+from accessgov.models import AccessEvent, Grant, User
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as grant_services
+from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
 
 Type = AccessEvent.Type
@@ -51,9 +51,7 @@ def user_deactivate(actor: User, user_id: int, *, reason: str, client_address: s
         for grant_id in grants:
             grant_services.grant_revoke_by_system(grant_id, reason=f"Account deactivated: {reason}", job="deactivation")
         withdrawn = request_services.access_request_withdraw_all(user, actor=actor, reason=reason)
-        tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
-            revoked_at=timezone.now(), revoked_by=actor
-        )
+        tokens = token_services.api_token_revoke_all(actor, user)
         return {"grants_revoked": len(grants), "requests_withdrawn": withdrawn, "tokens_revoked": tokens}
 
 

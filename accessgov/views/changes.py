@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from accessgov import permissions
 from accessgov.exceptions import AccessGovError
 from accessgov.models import ChangeRequest
 from accessgov.services import changes as services
@@ -37,6 +38,7 @@ def change_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
     change = get_object_or_404(ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary"), pk=pk)
     mine = change.proposed_by_id == request.user.pk
+    problem = permissions.change_approval_problem(request.user, change)
     return render(
         request,
         "accessgov/changes/detail.html",
@@ -44,9 +46,8 @@ def change_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             "change": change,
             "rows": change.changes.values(),
             "mine": mine,
-            "can_approve": change.status == ChangeRequest.Status.PENDING
-            and not mine
-            and change.beneficiary_id != request.user.pk,
+            "can_approve": problem is None,
+            "approval_problem": problem if change.status == ChangeRequest.Status.PENDING and not mine else "",
         },
     )
 

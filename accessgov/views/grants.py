@@ -49,7 +49,7 @@ def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "grant": grant,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
-        "can_revoke": grant.user_id != request.user.pk and permissions.can_revoke_grant(request.user, grant),
+        "can_revoke": permissions.can_revoke_grant(request.user, grant),
         "revoke_form": ReasonForm(),
     }
     return render(request, "accessgov/grants/detail.html", context)
@@ -62,7 +62,10 @@ def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
         grant = services.grant_release(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, reverse("my_access"))
-    messages.success(request, f"You released your access to {grant.role}.")
+    if grant.status == grant.Status.EXPIRED:
+        messages.info(request, f"Your access to {grant.role} had already ended; its removal at the target is queued.")
+    else:
+        messages.success(request, f"You released your access to {grant.role}.")
     return redirect("my_access")
 
 
@@ -79,7 +82,10 @@ def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except AccessGovError as error:
         return refused(request, error, reverse("grant_detail", args=[pk]))
-    messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
+    if grant.status == grant.Status.EXPIRED:
+        messages.info(request, f"{grant.user}'s access to {grant.role} had already ended; its removal is queued.")
+    else:
+        messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
     return redirect("grant_detail", pk=pk)
 
 

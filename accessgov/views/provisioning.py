@@ -40,11 +40,7 @@ def provisioning_view(request: HttpRequest) -> HttpResponse:
         {
             "item": item,
             "manual": item.grant.role.system.connector == System.Connector.MANUAL,
-            "can_complete": item.grant.role.system.connector == System.Connector.MANUAL
-            and (
-                permissions.can_manage_eligibility(request.user, item.grant.role.system)
-                or permissions.can_approve_for_role(request.user, item.grant.role)
-            ),
+            "can_complete": permissions.can_complete_manual_task(request.user, item.grant),
             "overdue": item.action == OutboxItem.Action.REMOVE
             and item.grant.removal_requested_at is not None
             and (now - item.grant.removal_requested_at).total_seconds()
