@@ -495,7 +495,13 @@ class SystemForm(forms.ModelForm):
 @admin.register(System)
 class SystemAdmin(FourEyesAdminMixin, GuardedModelAdmin):
     four_eyes_kind = ChangeRequest.Kind.SYSTEM
-    four_eyes_fields = {"connector", "connector_config", "connector_secret", "reconcile_remove_drift"}
+    four_eyes_fields = {
+        "connector",
+        "connector_config",
+        "connector_secret",
+        "reconcile_remove_drift",
+        "slack_webhook_url",  # where the system's notifications go: a connector setting like the others
+    }
     four_eyes_on_create = False  # a new system has no roles: its connector grants nothing yet
     form = SystemForm
     list_display = ("name", "environment", "connector", "slug")

@@ -1,9 +1,11 @@
-"""Request-wide guards: the real client address, no-store caching, session timeouts, and the OTP requirement."""
+"""Request-wide guards: the real client address (also for the change log), no-store caching, session
+timeouts, and the OTP requirement."""
 
 import logging
 import time
 from collections.abc import Callable
 
+from auditlog.middleware import AuditlogMiddleware as _StockAuditlogMiddleware
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -94,6 +96,26 @@ def _where_nul(request: HttpRequest) -> str:
         if any("\x00" in (upload.name or "") for _, uploads in request.FILES.lists() for upload in uploads):
             return "a file name"
     return ""
+
+
+class AuditlogMiddleware(_StockAuditlogMiddleware):
+    """django-auditlog's middleware, recording the ledger's client address (``net.client_address``:
+    ``X-Forwarded-For`` only behind TRUSTED_PROXY_COUNT proxies, and only the entry they wrote).
+
+    The stock one (3.4.1, which has no setting for this) takes the first ``X-Forwarded-For`` entry,
+    which any client writes: the change log named whatever address the client chose, and a value that
+    is not an address made the change log's insert fail, so every model-changing request answered
+    500 on PostgreSQL. No port is recorded: ``X-Forwarded-Port`` is a header any client writes too."""
+
+    @staticmethod
+    def _get_remote_addr(request):
+        if settings.AUDITLOG_DISABLE_REMOTE_ADDR:
+            return None
+        return getattr(request, "client_address", None) or net.client_address(request)
+
+    @staticmethod
+    def _get_remote_port(request) -> None:
+        return None
 
 
 class NoStoreMiddleware:

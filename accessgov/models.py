@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -139,6 +140,19 @@ class System(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """A new or changed Slack webhook URL passes the outbound guard (accessgov.net): https, and no
+        internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS. Run by the admin form and by both steps
+        of a four-eyes change; the notifications worker checks it again when it posts."""
+        from accessgov import net
+
+        url = self.slack_webhook_url
+        stored = (
+            System.objects.filter(pk=self.pk).values_list("slack_webhook_url", flat=True).first() if self.pk else None
+        )
+        if url and url != stored and (problems := net.target_problems(url)):
+            raise ValidationError({"slack_webhook_url": " ".join(problems)})
 
 
 class Role(models.Model):
@@ -900,6 +914,42 @@ class WebhookDelivery(models.Model):
     def message_id(self) -> str:
         """The ``webhook-id`` header: the same for every attempt and redelivery, so receivers can de-duplicate."""
         return f"event-{self.event_id}-{self.subscription_id}"
+
+
+class NotificationDelivery(models.Model):
+    """One channel of one notification: the email to one person, or the post to a system's Slack
+    webhook. ``notifications.dispatch`` writes a row per channel the first time a notification is
+    sent, keyed by the notification's id (the notify task's id: the same on every retry and every
+    redelivery of its message), then sends each pending row under a short lease and records the
+    outcome. A failing channel is retried alone; a delivery that succeeded is never sent again."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SLACK = "slack", "Slack"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (given up)"
+
+    key = models.CharField(max_length=200, unique=True, help_text="notification id : channel : recipient")
+    notification_id = models.CharField(max_length=150, db_index=True)
+    kind = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    system = models.ForeignKey(System, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class ApiToken(models.Model):

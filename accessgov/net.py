@@ -1,6 +1,12 @@
-"""The real client address of an HTTP request."""
+"""The network edges: the real client address of an HTTP request, and the guard for every outbound
+POST (webhook connectors, event webhooks, Slack)."""
 
+import http.client
 import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -29,3 +35,135 @@ def client_address(request: HttpRequest) -> str | None:
     if len(forwarded) < proxies:
         return remote
     return _valid(forwarded[-proxies]) or remote
+
+
+# --- Outbound targets: the one guard for every POST the portal makes ---------------------------------
+#
+# Webhook connectors, event webhooks and Slack notifications post to URLs an admin typed. Each goes
+# through ``target_problems`` when it is saved and through ``post`` when it is sent: https only, a host
+# whose every address is public (no loopback, private, link-local, shared, reserved or multicast
+# address) — unless the operator sets WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a development
+# machine or a private network. ``post`` resolves the host once, checks those addresses and connects
+# to one of them: a name that answers a public address to the check and an internal one a moment later
+# (DNS rebinding) cannot move the connection. TLS is verified against the host name; redirects are
+# answered, never followed.
+
+TIMEOUT_SECONDS = 5
+RESPONSE_READ_LIMIT = 64 * 1024
+
+
+class TargetRefused(Exception):
+    """The URL may not be posted to; ``str()`` says every reason, for the person who typed it."""
+
+
+class TargetUnreachable(Exception):
+    """The target was allowed but could not be reached (refused, timed out, TLS failed, no answer)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: tuple[str, ...]
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_global and not ip.is_multicast
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _check(url: str, *, resolve_always: bool) -> tuple[Target | None, list[str]]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return None, ["The URL must be an http(s) URL with a host."]
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None, ["The URL's port is not a port number."]
+    allow_private = settings.WEBHOOK_ALLOW_PRIVATE_TARGETS
+    problems = []
+    if parts.scheme != "https" and not allow_private:
+        problems.append("The URL must start with https://.")
+    addresses: list[str] = []
+    if resolve_always or not allow_private:
+        try:
+            addresses = _resolve(parts.hostname, port)
+        except (OSError, UnicodeError):
+            problems.append(f"Cannot resolve {parts.hostname}.")
+    if not allow_private:
+        internal = next((address for address in addresses if not _is_public(address)), None)
+        if internal is not None:
+            # The gravest problem first: someone may be pointing the portal at its own network.
+            problems.insert(
+                0,
+                f"{parts.hostname} resolves to an internal address ({internal}); an operator must allow "
+                "internal targets (WEBHOOK_ALLOW_PRIVATE_TARGETS).",
+            )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, parts.hostname, port, path, tuple(addresses)), problems
+
+
+def target_problems(url: str) -> list[str]:
+    """Why ``url`` may not be saved as a target (empty: it may). Used where admins type target URLs:
+    webhook connectors, event webhook subscriptions, a system's Slack webhook."""
+    return _check(url, resolve_always=False)[1]
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIMEOUT_SECONDS) -> int:
+    """POST ``body`` to ``url`` through the guard and return the answer's HTTP status (a redirect is
+    returned as its 3xx status, never followed). Raises TargetRefused (the guard said no) or
+    TargetUnreachable. The host is resolved once: the connection goes to an address that was checked,
+    tried in the resolver's order until one accepts the connection (nothing is sent twice)."""
+    target, problems = _check(url, resolve_always=True)
+    if problems or target is None:
+        raise TargetRefused(" ".join(problems))
+    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    last_error: OSError | None = None
+    for address in target.addresses:
+        connection = connection_class(target.host, target.port, address=address, timeout=timeout)
+        try:
+            connection.connect()
+        except OSError as exc:
+            last_error = exc
+            connection.close()
+            continue
+        try:
+            connection.request("POST", target.path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(RESPONSE_READ_LIMIT)
+            return response.status
+        except (OSError, http.client.HTTPException) as exc:
+            raise TargetUnreachable(f"{exc.__class__.__name__}") from None
+        finally:
+            connection.close()
+    raise TargetUnreachable(f"{last_error.__class__.__name__ if last_error else 'no address'}")
+
+
+def _connect_to(address: str):
+    def create_connection(host_port, timeout, source_address=None):
+        return socket.create_connection((address, host_port[1]), timeout, source_address)
+
+    return create_connection
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to ``address`` (checked) while speaking to ``host`` (the Host header)."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._create_connection = _connect_to(address)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to ``address`` (checked); TLS server name and certificate check use ``host``."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._create_connection = _connect_to(address)

@@ -1,21 +1,33 @@
 """Email (text + HTML) and Slack-compatible notifications. Called by tasks after commit, with ids.
 
-Each builder returns who to tell and what to say; ``dispatch`` sends it. Sending is at-least-once
-(the task retries with backoff on failure).
+Each builder returns who to tell and what to say; ``dispatch`` sends it: one delivery per channel
+(an email per person, the system's Slack post), each recorded, sent and retried on its own, so a
+failing channel never makes another one send twice.
 """
 
 import json
 import logging
-import urllib.request
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
-from accessgov import permissions
-from accessgov.models import AccessRequest, BreakGlassFollowUp, Eligibility, Grant, ReviewCampaign, System, User
+from accessgov import net, permissions
+from accessgov.models import (
+    AccessRequest,
+    BreakGlassFollowUp,
+    Eligibility,
+    Grant,
+    NotificationDelivery,
+    ReviewCampaign,
+    System,
+    User,
+)
 from accessgov.policies import format_duration
 
 logger = logging.getLogger("accessgov.notifications")
@@ -319,8 +331,7 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def send_email(message: Message) -> int:
-    sent = 0
+def _rendered(message: Message) -> tuple[str, str]:
     context = {
         "subject": message.subject,
         "heading": message.heading,
@@ -328,24 +339,30 @@ def send_email(message: Message) -> int:
         "action_url": message.action_url,
         "action_label": message.action_label,
     }
-    text = render_to_string("emails/notification.txt", context)
-    html = render_to_string("emails/notification.html", context)
-    for user in sorted(message.recipients, key=lambda u: u.pk):
-        if not user.email or not user.is_active:
-            continue
-        email = EmailMultiAlternatives(one_line(message.subject), text, settings.DEFAULT_FROM_EMAIL, [user.email])
-        email.attach_alternative(html, "text/html")
-        email.send()
-        sent += 1
-    return sent
+    return render_to_string("emails/notification.txt", context), render_to_string("emails/notification.html", context)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+def _email_recipients(message: Message) -> list[User]:
+    return [u for u in sorted(message.recipients, key=lambda u: u.pk) if u.email and u.is_active]
+
+
+def send_email(message: Message, recipient: User, rendered: tuple[str, str] | None = None) -> None:
+    """Email ``message`` (text + HTML) to one person; raises whatever the mail backend raises."""
+    text, html = rendered or _rendered(message)
+    email = EmailMultiAlternatives(one_line(message.subject), text, settings.DEFAULT_FROM_EMAIL, [recipient.email])
+    email.attach_alternative(html, "text/html")
+    email.send()
+
+
+class DeliveryFailed(Exception):
+    """A notification could not be delivered on one channel (the task retries that channel)."""
 
 
 def send_slack(message: Message) -> bool:
+    """Post ``message`` to its system's Slack-compatible webhook through the outbound guard
+    (accessgov.net: https, no internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS, connecting to
+    the address it checked, no redirects). Returns False when there is nothing to post; raises
+    DeliveryFailed when the URL is refused, cannot be reached or does not answer 2xx."""
     system = message.slack_system
     if system is None or not system.slack_webhook_url:
         return False
@@ -354,22 +371,139 @@ def send_slack(message: Message) -> bool:
         + "\n".join(slack_escape(line) for line in message.lines)
         + (f"\n<{message.action_url}|Open>" if message.action_url else "")
     }
-    request = urllib.request.Request(  # noqa: S310 - https URL configured by an admin
-        system.slack_webhook_url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    opener = urllib.request.build_opener(_NoRedirect)
-    with opener.open(request, timeout=5) as response:
-        if response.status >= 300:
-            raise RuntimeError(f"Slack webhook answered {response.status}")
+    headers = {"Content-Type": "application/json", "User-Agent": "AccessGov-Notifications/1"}
+    try:
+        status = net.post(system.slack_webhook_url, json.dumps(body).encode(), headers)
+    except net.TargetRefused as exc:
+        raise DeliveryFailed(f"The Slack webhook of {system} is refused: {exc}") from None
+    except net.TargetUnreachable as exc:
+        raise DeliveryFailed(f"The Slack webhook of {system} could not be reached ({exc}).") from None
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"The Slack webhook of {system} answered {status}.")
     return True
 
 
-def dispatch(kind: str, object_id: int) -> int:
-    """Send the notification ``kind`` about object ``object_id``; returns emails sent."""
+# --- Delivery: one row per channel, each sent and retried on its own ---------------------------------
+
+# A delivery another run is sending is left alone this long (a worker killed mid-send frees it then).
+LEASE = timedelta(minutes=2)
+# Delivery rows are kept this long (de-duplication of retries and redeliveries, and a trace of who was told).
+KEEP = timedelta(days=7)
+
+
+class DeliveryPending(Exception):
+    """Some deliveries of a notification are not sent yet (failed, or being sent by another run)."""
+
+
+@dataclass
+class Dispatched:
+    sent: int = 0
+    emails: int = 0
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _record_deliveries(message: Message, kind: str, object_id: int, notification_id: str, now) -> None:
+    """One delivery row per channel of this notification; rows of an earlier run are kept as they are."""
+    rows = [
+        NotificationDelivery(
+            key=f"{notification_id}:email:{user.pk}",
+            notification_id=notification_id,
+            kind=kind,
+            object_id=object_id,
+            channel=NotificationDelivery.Channel.EMAIL,
+            recipient=user,
+            created_at=now,
+        )
+        for user in _email_recipients(message)
+    ]
+    system = message.slack_system
+    if system is not None and system.slack_webhook_url:
+        rows.append(
+            NotificationDelivery(
+                key=f"{notification_id}:slack:{system.pk}",
+                notification_id=notification_id,
+                kind=kind,
+                object_id=object_id,
+                channel=NotificationDelivery.Channel.SLACK,
+                system=system,
+                created_at=now,
+            )
+        )
+    if rows:
+        NotificationDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def _claim(delivery: NotificationDelivery, now) -> bool:
+    """Take the delivery for this run (one UPDATE): False when it is sent, given up, or leased."""
+    claimed = (
+        NotificationDelivery.objects.filter(pk=delivery.pk, status=NotificationDelivery.Status.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        .update(lease_until=now + LEASE, attempts=F("attempts") + 1)
+    )
+    if claimed:
+        delivery.lease_until, delivery.attempts = now + LEASE, delivery.attempts + 1
+    return bool(claimed)
+
+
+def _finish(delivery: NotificationDelivery, error: str, *, last_attempt: bool) -> None:
+    """Record one attempt's outcome, only while this run still holds the lease."""
+    mine = NotificationDelivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until)
+    if not error:
+        mine.update(status=NotificationDelivery.Status.SENT, sent_at=timezone.now(), lease_until=None, last_error="")
+        return
+    status = NotificationDelivery.Status.FAILED if last_attempt else NotificationDelivery.Status.PENDING
+    mine.update(status=status, lease_until=None, last_error=error[:2000])
+    logger.warning("notification delivery %s failed (attempt %d): %s", delivery.key, delivery.attempts, error)
+
+
+def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: bool = False) -> Dispatched:
+    """Send notification ``kind`` about object ``object_id``, once per channel.
+
+    Called by tasks.notify with the task's id as ``notification_id``. Writes one NotificationDelivery
+    per email recipient and one for the system's Slack webhook (the first run; later runs find them),
+    then sends each pending one under a lease and records it sent, or its error. A delivery that was
+    sent is never sent again, whatever re-runs the task (a retry, a redelivered message, a duplicate
+    from notify_many); a failing one does not stop the others. Returns what was sent and what is still
+    pending (the task retries those, with backoff); on the ``last_attempt`` a failure is given up."""
     message = build(kind, object_id)
     if message is None:
-        return 0
-    sent = send_email(message)
-    send_slack(message)
-    logger.info("notification %s #%s: %d emails", kind, object_id, sent)
-    return sent
+        return Dispatched()
+    now = timezone.now()
+    NotificationDelivery.objects.filter(created_at__lt=now - KEEP).delete()
+    _record_deliveries(message, kind, object_id, notification_id, now)
+    rendered = None
+    result = Dispatched()
+    pending = NotificationDelivery.objects.filter(
+        notification_id=notification_id, status=NotificationDelivery.Status.PENDING
+    ).select_related("recipient", "system")
+    for delivery in pending.order_by("pk"):
+        if not _claim(delivery, timezone.now()):
+            result.pending += 1
+            continue
+        try:
+            if delivery.channel == NotificationDelivery.Channel.EMAIL:
+                rendered = rendered or _rendered(message)
+                send_email(message, delivery.recipient, rendered)
+            else:
+                send_slack(message)
+        except Exception as exc:  # one channel's failure (SMTP, Slack, a bug) is recorded and retried alone
+            error = str(exc) or exc.__class__.__name__
+            _finish(delivery, error, last_attempt=last_attempt)
+            result.errors.append(f"{delivery.channel}: {error}")
+            result.pending += 1
+        else:
+            _finish(delivery, "", last_attempt=last_attempt)
+            result.sent += 1
+            result.emails += delivery.channel == NotificationDelivery.Channel.EMAIL
+    # "notification <kind> #<id>: <n> emails" is what operators (and tests) grep for.
+    logger.info(
+        "notification %s #%s: %d emails, %d sent in all, %d pending (%s)",
+        kind,
+        object_id,
+        result.emails,
+        result.sent,
+        result.pending,
+        notification_id,
+    )
+    return result

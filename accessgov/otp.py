@@ -8,6 +8,7 @@ import logging
 import time
 from base64 import b32encode
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import django_otp
 from django.conf import settings
@@ -18,12 +19,14 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov.exceptions import StepUpRequired
 from accessgov.models import User
 
 logger = logging.getLogger("accessgov.security")
 
 SESSION_OTP_VERIFIED_AT = "otp_verified_at"
 SESSION_OTP_FAILURES = "otp_failures"
+SESSION_ENROL_DEVICE = "otp_enrol_device_id"
 BACKUP_CODE_COUNT = 10
 
 
@@ -103,19 +106,74 @@ def record_failure(request: HttpRequest, user: User, step: str) -> int:
     return failures
 
 
-def otp_is_fresh(request: HttpRequest) -> bool:
-    """True when a TOTP code was entered in this session within OTP_STEP_UP_WINDOW."""
+# --- Step-up: the one rule, used by every path (pages, API, services) ---------------------------
+#
+# A step-up action (deciding on a role with step_up_required, break-glass) needs a TOTP code entered in
+# the last OTP_STEP_UP_WINDOW, and the code entered at sign-in counts. In the portal that is this
+# session's last code (sign-in, the step-up page, or the code field of the form); an API token has no
+# sign-in, so the only code the API knows is the one sent with the call. Services judge the moment
+# they are given with ``ensure_step_up``; pages describe it with ``step_up_note``.
+
+
+def step_up_window_minutes() -> int:
+    return max(1, int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60))
+
+
+def step_up_fresh(code_at: datetime | None, now: datetime) -> bool:
+    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``."""
+    return code_at is not None and code_at <= now and now - code_at <= settings.OTP_STEP_UP_WINDOW
+
+
+def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> None:
+    """Raise StepUpRequired unless a code entered at ``code_at`` still counts at ``now``. ``action``
+    names what needs it ("Deciding on Payments DB · admin", "Break-glass")."""
+    if not step_up_fresh(code_at, now):
+        raise StepUpRequired(
+            f"{action} needs a code from your authenticator entered in the last {_minutes(step_up_window_minutes())}."
+        )
+
+
+def session_code_at(request: HttpRequest) -> datetime | None:
+    """When this session last entered a TOTP code (sign-in included; a backup code does not count),
+    fresh or not: the service decides whether it still counts."""
     verified_at = request.session.get(SESSION_OTP_VERIFIED_AT)
     if not verified_at:
-        return False
-    return time.time() - float(verified_at) <= settings.OTP_STEP_UP_WINDOW.total_seconds()
+        return None
+    return datetime.fromtimestamp(float(verified_at), tz=UTC)
 
 
-def pending_enrolment_device(user: User) -> TOTPDevice:
-    """The unconfirmed TOTP device being enrolled (created on first visit, same secret after)."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-pk").first()
+def step_up_note(code_at: datetime | None, now: datetime) -> tuple[bool, str]:
+    """(needed, what to tell the person) for the code field of a step-up form, true at ``now``."""
+    window = _minutes(step_up_window_minutes())
+    if step_up_fresh(code_at, now):
+        seconds = int((now - code_at).total_seconds())
+        ago = "less than a minute ago" if seconds < 60 else f"{_minutes(seconds // 60)} ago"
+        return False, f"Not needed: you entered a code {ago} (a code counts for {window})."
+    return True, f"Required: the 6-digit code from your authenticator (a code counts for {window})."
+
+
+def _minutes(count: int) -> str:
+    return f"{count} minute{'s' if count != 1 else ''}"
+
+
+def pending_enrolment_device(request: HttpRequest) -> TOTPDevice | None:
+    """The unconfirmed TOTP device this session is enrolling: made on the session's first visit and
+    kept in the session, so every session has its own secret and none sees another's (a password-only
+    session started elsewhere cannot read the secret the person is about to confirm). None when the
+    user already has a confirmed device: nobody is shown a QR code for an account that has one."""
+    user = request.user
+    if confirmed_totp_device(user) is not None:
+        return None
+    device_id = request.session.get(SESSION_ENROL_DEVICE)
+    device = None
+    if isinstance(device_id, int):
+        device = TOTPDevice.objects.filter(pk=device_id, user=user, confirmed=False).first()
     if device is None:
+        # Pending devices of sessions that can no longer be alive are of no use to anyone.
+        stale_before = timezone.now() - settings.SESSION_ABSOLUTE_TIMEOUT
+        TOTPDevice.objects.filter(user=user, confirmed=False, created_at__lt=stale_before).delete()
         device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+        request.session[SESSION_ENROL_DEVICE] = device.pk
     return device
 
 
@@ -136,17 +194,30 @@ def backup_codes_left(user: User) -> int:
     return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
 
 
+class EnrolmentSuperseded(Exception):
+    """Another session of the user finished enrolling first; this session's secret is void."""
+
+
 def complete_enrolment(request: HttpRequest, device: TOTPDevice) -> list[str]:
-    """Confirm ``device`` (its code was just verified), replace any older device, issue backup codes,
-    verify this session and end the user's other sessions (a new device is a credential change)."""
+    """Confirm ``device`` (its code was just verified), replace any older device (and the pending
+    devices of other sessions), issue backup codes, verify this session and end the user's other
+    sessions (a new device is a credential change). Locks the user row, so two sessions confirming at
+    once produce one device; the later one raises EnrolmentSuperseded."""
     user = request.user
     with transaction.atomic():
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        if (
+            confirmed_totp_device(user) is not None
+            or not TOTPDevice.objects.filter(pk=device.pk, user=user, confirmed=False).exists()
+        ):
+            raise EnrolmentSuperseded
         TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         codes = new_backup_codes(user)
         user.rotate_session_stamp()
     update_session_auth_hash(request, user)
+    request.session.pop(SESSION_ENROL_DEVICE, None)
     mark_verified(request, device)
     logger.info("otp device enrolled user=%s client=%s", user.pk, getattr(request, "client_address", None))
     return codes

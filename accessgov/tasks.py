@@ -1,6 +1,7 @@
 """Celery tasks: thin, idempotent wrappers that take ids and call services."""
 
 import time
+from uuid import uuid4
 
 from celery import shared_task
 from django.utils import timezone
@@ -52,17 +53,30 @@ def sweep() -> dict[str, int]:
     return sweep_run_recorded()
 
 
-@shared_task(**RETRY)
-def notify(kind: str, object_id: int) -> int:
+@shared_task(bind=True, **RETRY)
+def notify(self, kind: str, object_id: int, notification_id: str | None = None) -> int:
+    """Send notification ``kind`` about ``object_id``: each channel (an email per person, the Slack
+    post) is recorded and sent on its own, keyed by this task's id, so a retry — on a failed channel,
+    with backoff — or a redelivered message sends only what was not sent yet. Returns emails and posts
+    sent by this run. After the last retry, what is still failing is marked given up."""
     from accessgov import notifications
 
-    return notifications.dispatch(kind, object_id)
+    last_attempt = self.request.retries >= self.max_retries
+    result = notifications.dispatch(
+        kind, object_id, notification_id=notification_id or self.request.id or uuid4().hex, last_attempt=last_attempt
+    )
+    if result.pending and not last_attempt:
+        raise notifications.DeliveryPending("; ".join(result.errors) or "being sent by another run")
+    return result.sent
 
 
-@shared_task(**RETRY)
-def notify_many(kind: str, object_ids: list[int]) -> None:
+@shared_task(bind=True, **RETRY)
+def notify_many(self, kind: str, object_ids: list[int]) -> None:
+    """One notify per object, each with an id derived from this task's: publishing them again (a
+    retry after a broker error) duplicates no delivery."""
+    base = self.request.id or uuid4().hex
     for object_id in object_ids:
-        notify.delay(kind, object_id)
+        notify.delay(kind, object_id, notification_id=f"{base}:{object_id}")
 
 
 @shared_task(acks_late=True)

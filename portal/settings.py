@@ -79,7 +79,8 @@ MIDDLEWARE = [
     "accessgov.middleware.SessionTimeoutMiddleware",
     "accessgov.middleware.OTPRequiredMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    # django-auditlog's, with the ledger's client address (accessgov.middleware.AuditlogMiddleware).
+    "accessgov.middleware.AuditlogMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -294,6 +295,20 @@ EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="AccessGov <accessgov@localhost>")
 
+# --- Caches ------------------------------------------------------------------------------------------
+# "default" is process-local (filter choices, report summaries: cheap to recompute per process).
+# "shared" is one store for every web and worker process — the API throttle counts there, so three
+# gunicorn workers allow a token the limit once, not three times: a database table (made by migrate)
+# by default, Redis in production (SHARED_CACHE_URL=redis://redis:6379/2).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": env.cache_url("SHARED_CACHE_URL", default="dbcache://accessgov_shared_cache"),
+}
+if "redis" not in CACHES["shared"]["BACKEND"]:
+    # Django's database and file caches evict a third of their entries past MAX_ENTRIES (300 by
+    # default): one counter per active token per window must never be evicted.
+    CACHES["shared"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 1_000_000)
+
 # --- Object permissions, audit log ---------------------------------------------------------------
 GUARDIAN_RAISE_403 = False
 ANONYMOUS_USER_NAME = None
@@ -309,7 +324,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "accessgov.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
-# Requests per API token, e.g. "600/min" (counted in Django's cache: per process unless shared).
+# Requests per API token, e.g. "600/min", counted in fixed windows in the "shared" cache (every call
+# counts, also those refused for a missing scope).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 SPECTACULAR_SETTINGS = {
     "TITLE": "AccessGov API",

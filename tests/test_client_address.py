@@ -82,3 +82,42 @@ def test_the_forged_header_is_not_trusted_for_https_either(client, settings):
     assert settings.SECURE_PROXY_SSL_HEADER is None
     response = client.get(reverse("accounts:login"), HTTP_X_FORWARDED_PROTO="https")
     assert "Strict-Transport-Security" not in response
+
+
+# --- django-auditlog's change log (issue 14, item 11) --------------------------------------------
+
+
+def _change_log_entry(access_request: AccessRequest):
+    from auditlog.models import LogEntry
+
+    return LogEntry.objects.get_for_object(access_request).get(action=LogEntry.Action.CREATE)
+
+
+def test_a_forged_forwarded_header_does_not_change_the_change_log_address(world):
+    client = verify_session(Client(), world.requester)
+    event = submit(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_X_FORWARDED_PORT="7")
+    entry = _change_log_entry(event.access_request)
+    assert entry.remote_addr == event.client_address == PEER
+    assert entry.remote_port is None  # a header any client writes is not evidence
+    assert entry.actor == world.requester
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
+def test_behind_a_trusted_proxy_the_change_log_records_the_address_the_proxy_saw(world):
+    client = verify_session(Client(), world.requester)
+    event = submit(client, world, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.50")
+    assert _change_log_entry(event.access_request).remote_addr == event.client_address == "203.0.113.50"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "forwarded", ["not-an-ip", "<script>", "1.2.3.4:99999999999", "203.0.113.9, x", "[::1", "\u0661.\u0662.3.4"]
+)
+def test_a_forwarded_header_that_is_not_an_address_never_breaks_a_change(world, forwarded):
+    """PostgreSQL's inet column refused what the stock middleware copied from the header: every
+    model-changing request answered 500. The change log now records the ledger's address."""
+    client = verify_session(Client(), world.requester)
+    event = submit(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR=forwarded, HTTP_X_FORWARDED_PORT="-5")
+    entry = _change_log_entry(event.access_request)
+    assert entry.remote_addr == event.client_address == PEER
+    assert entry.remote_port is None

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from django.core import mail
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils.html import escape
 
@@ -162,38 +162,24 @@ def test_a_newline_in_a_name_never_adds_an_email_header(world, django_capture_on
         assert "\n" not in message.subject
 
 
-def test_slack_messages_show_user_text_as_typed(world, monkeypatch):
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_slack_messages_show_user_text_as_typed(world):
     from datetime import timedelta
 
     from accessgov.services import access_requests
+    from tests.test_outbound_guard import SlackReceiver
 
-    world.system.slack_webhook_url = "https://hooks.example.com/T000/B000"
-    world.system.save()
-    access_request = access_requests.access_request_submit(
-        world.requester,
-        role=world.role,
-        duration=timedelta(minutes=30),
-        justification="<!channel> <https://evil.example|Approve here> & more",
-    )
-    sent = []
-
-    class Answer:
-        status = 200
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    class Opener:
-        def open(self, request, timeout):
-            sent.append(json.loads(request.data))
-            return Answer()
-
-    monkeypatch.setattr(notifications.urllib.request, "build_opener", lambda *handlers: Opener())
-    notifications.send_slack(notifications.request_submitted(access_request))
-    text = sent[0]["text"]
+    with SlackReceiver() as receiver:
+        world.system.slack_webhook_url = receiver.url
+        world.system.save()
+        access_request = access_requests.access_request_submit(
+            world.requester,
+            role=world.role,
+            duration=timedelta(minutes=30),
+            justification="<!channel> <https://evil.example|Approve here> & more",
+        )
+        notifications.send_slack(notifications.request_submitted(access_request))
+    text = receiver.posts[0]["json"]["text"]
     assert "&lt;!channel&gt; &lt;https://evil.example|Approve here&gt; &amp; more" in text
     assert "<!channel>" not in text and "<https://evil.example" not in text
     assert text.endswith("|Open>")  # the portal's own link still works

@@ -6,8 +6,10 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from django.test import override_settings
 
 from accessgov import notifications
+from accessgov.models import NotificationDelivery
 from accessgov.services import access_requests as ar
 
 pytestmark = pytest.mark.django_db
@@ -79,6 +81,7 @@ def slack_receiver():
     server.shutdown()
 
 
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
 def test_slack_compatible_webhook_gets_the_system_notifications(
     world, slack_receiver, django_capture_on_commit_callbacks
 ):
@@ -94,12 +97,17 @@ def test_slack_compatible_webhook_gets_the_system_notifications(
     assert f"/requests/{access_request.pk}/" in body["text"]
 
 
-def test_failed_webhook_raises_so_the_task_retries(world):
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+def test_a_failed_webhook_is_recorded_and_left_pending_for_the_task_to_retry(world, mailoutbox):
     world.system.slack_webhook_url = "http://127.0.0.1:9/hook"  # nothing listens on the discard port
     world.system.save()
     access_request = submit(world)
-    with pytest.raises(OSError):
-        notifications.dispatch("request_submitted", access_request.pk)
+    result = notifications.dispatch("request_submitted", access_request.pk, notification_id="n-1")
+    assert (result.sent, result.pending) == (2, 1)
+    assert "could not be reached" in result.errors[0]
+    slack = NotificationDelivery.objects.get(channel="slack")
+    assert slack.status == "pending" and slack.attempts == 1 and "could not be reached" in slack.last_error
+    assert len(mailoutbox) == 2
     from accessgov.tasks import notify
 
     assert notify.autoretry_for == (Exception,)
@@ -107,4 +115,4 @@ def test_failed_webhook_raises_so_the_task_retries(world):
 
 
 def test_notification_about_a_deleted_object_is_a_quiet_no_op():
-    assert notifications.dispatch("request_submitted", 999999) == 0
+    assert notifications.dispatch("request_submitted", 999999, notification_id="n-1").sent == 0

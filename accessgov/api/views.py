@@ -31,7 +31,7 @@ from accessgov.api.serializers import (
     SystemSerializer,
 )
 from accessgov.api.throttling import TokenRateThrottle
-from accessgov.exceptions import NotAuthorized, PolicyViolation, StepUpRequired
+from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import AccessEvent, AccessRequest, ApiToken, Decision, Grant, Role
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as grant_services
@@ -65,6 +65,15 @@ class TokenAPIView(GenericAPIView):
         if isinstance(request.auth, ApiToken):
             self._attribution.enter_context(acting_via(token_services.token_label(request.auth)))
             _attribute_model_changes(request.user)
+
+    def check_permissions(self, request):
+        # Count the call before the scope check (DRF's order is the other way round), so calls
+        # refused for a missing scope count towards the token's limit too.
+        super().check_throttles(request)
+        super().check_permissions(request)
+
+    def check_throttles(self, request):
+        """Done in check_permissions, before the scope check."""
 
     @property
     def token(self) -> ApiToken:
@@ -199,14 +208,12 @@ class AccessRequestCancelView(TokenAPIView):
         return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
 
 
-def _step_up_at(view: TokenAPIView, access_request: AccessRequest, code: str | None):
-    """A code in the body is verified with the sign-in code path (each code works once, wrong codes
-    are throttled); roles that need step-up refuse a decision without one."""
+def _step_up_at(view: TokenAPIView, code: str | None):
+    """The moment of the code sent with the call, verified with the sign-in code path (each code works
+    once, wrong codes are throttled). A token has no sign-in, so the code in the body is the only code
+    the API knows: without one a role that needs step-up is refused by the service, by the same rule
+    and in the same words as the pages (otp.ensure_step_up)."""
     if not code:
-        if access_request.role.step_up_required:
-            raise StepUpRequired(
-                f"Deciding on {access_request.role} needs a current code from your authenticator (otp_code)."
-            )
         return None
     result = otp.verify_code(view.request.user, code, allow_backup=False)
     if not result.ok:
@@ -233,7 +240,7 @@ class AccessRequestApproveView(TokenAPIView):
         access_request = _visible_request(self, pk)
         data = _valid(ApproveInputSerializer, request)
         permissions.ensure_can_decide_access_request(request.user, access_request)
-        step_up_at = _step_up_at(self, access_request, data.get("otp_code"))
+        step_up_at = _step_up_at(self, data.get("otp_code"))
         duration = data.get("duration_seconds")
         request_services.access_request_approve(
             request.user,
@@ -261,7 +268,7 @@ class AccessRequestDenyView(TokenAPIView):
         permissions.ensure_can_decide_access_request(request.user, access_request)
         if not data["comment"].strip():
             raise PolicyViolation("Say why you deny the request: the requester will read it.")
-        step_up_at = _step_up_at(self, access_request, data.get("otp_code"))
+        step_up_at = _step_up_at(self, data.get("otp_code"))
         request_services.access_request_deny(
             request.user, pk, comment=data["comment"], step_up_at=step_up_at, client_address=self.client_address
         )

@@ -4,24 +4,19 @@ Headers: ``webhook-id`` (the outbox idempotency key: the same change always has 
 receiver can de-duplicate), ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``
 (``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with the secret, which is
 ``whsec_<base64>`` or raw text). A 2xx answer means the receiver applied or removed the access.
-Timeouts are short, redirects are not followed, and targets on loopback/private/link-local/reserved
-addresses are refused unless WEBHOOK_ALLOW_PRIVATE_TARGETS is set. Retries: the outbox, with backoff.
+Timeouts are short, redirects are not followed, and the outbound guard (accessgov.net) refuses plain
+http and loopback/private/link-local/reserved addresses unless WEBHOOK_ALLOW_PRIVATE_TARGETS is set,
+at saving and at sending time. Retries: the outbox, with backoff.
 """
 
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
-import urllib.error
-import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
-from django.conf import settings
-
+from accessgov import net
 from accessgov.connectors.base import Connector, ConnectorError, Target
 
 TIMEOUT_SECONDS = 5
@@ -66,36 +61,18 @@ def verify(
 
 
 def ensure_public_target(url: str) -> None:
-    """Refuse URLs whose host resolves to an internal address (SSRF guard), unless allowed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConnectorError("The webhook URL must be an http(s) URL with a host.")
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror:
-        raise ConnectorError(f"Cannot resolve {parts.hostname}.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise ConnectorError(
-                f"{parts.hostname} resolves to an internal address ({address}); an operator must allow "
-                "internal webhook targets (WEBHOOK_ALLOW_PRIVATE_TARGETS)."
-            )
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+    """Refuse a URL the outbound guard refuses (accessgov.net: https, public addresses only, unless
+    WEBHOOK_ALLOW_PRIVATE_TARGETS), as a ConnectorError naming every reason."""
+    if problems := net.target_problems(url):
+        raise ConnectorError(" ".join(problems))
 
 
 def post_signed(url: str, secret: str, message_id: str, body: bytes) -> int:
     """POST ``body`` (JSON) to ``url`` with the Standard Webhooks headers, signed now, and return the
     HTTP status of the answer (a redirect is returned as its 3xx status, never followed). Raises
-    ConnectorError when the target is refused by the address guard or cannot be reached in
-    TIMEOUT_SECONDS. Used by this connector and by the outbound event webhooks."""
-    ensure_public_target(url)
+    ConnectorError when the target is refused by the outbound guard (checked at sending time, on the
+    addresses the connection then goes to) or cannot be reached in TIMEOUT_SECONDS. Used by this
+    connector and by the outbound event webhooks."""
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -104,15 +81,12 @@ def post_signed(url: str, secret: str, message_id: str, body: bytes) -> int:
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secret, message_id, timestamp, body),
     }
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - checked above
-    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConnectorError(f"The webhook could not be reached ({exc.__class__.__name__}).") from None
+        return net.post(url, body, headers, timeout=TIMEOUT_SECONDS)
+    except net.TargetRefused as exc:
+        raise ConnectorError(str(exc)) from None
+    except net.TargetUnreachable as exc:
+        raise ConnectorError(f"The webhook could not be reached ({exc}).") from None
 
 
 class WebhookConnector(Connector):

@@ -8,13 +8,12 @@ Raises TransitionNotAllowed (409), PolicyViolation (400), NotAuthorized/StepUpRe
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from accessgov import permissions, policies
-from accessgov.exceptions import NotAuthorized, PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov import otp, permissions, policies
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
 from accessgov.services import grants as grant_services
 from accessgov.services.events import event_record, event_record_bulk
@@ -197,13 +196,8 @@ def access_request_submit_extension(
 
 
 def _check_step_up(role: Role, step_up_at: datetime | None, now: datetime) -> None:
-    if not role.step_up_required:
-        return
-    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
-        raise StepUpRequired(
-            f"Deciding on {role} needs a code from your authenticator entered in the last "
-            f"{int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60)} minutes."
-        )
+    if role.step_up_required:
+        otp.ensure_step_up(step_up_at, now, action=f"Deciding on {role}")
 
 
 def _approve(

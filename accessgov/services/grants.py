@@ -7,13 +7,12 @@ The expiry path is doubled: an eta task at ``expires_at`` and the periodic sweep
 
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from accessgov import permissions, policies
-from accessgov.exceptions import PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov import otp, permissions, policies
+from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -482,8 +481,7 @@ def break_glass_activate(
     Approvers and auditors are told at once, and a follow-up another person must acknowledge
     within 24 h is opened."""
     now = timezone.now()
-    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
-        raise StepUpRequired("Break-glass needs a code from your authenticator entered in the last 5 minutes.")
+    otp.ensure_step_up(step_up_at, now, action="Break-glass")
     with transaction.atomic():
         role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
         if not role.break_glass_allowed:

@@ -20,16 +20,15 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import net, permissions
 from accessgov.connectors.base import ConnectorError
-from accessgov.connectors.webhook import ensure_public_target, post_signed
+from accessgov.connectors.webhook import post_signed
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, EventWebhookSubscription, User, WebhookDelivery
 from accessgov.services.events import event_record
@@ -74,23 +73,11 @@ def event_type_pattern_problems(patterns: list[str]) -> list[str]:
     ]
 
 
-def _scheme_problem(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme != "https" and not (scheme == "http" and settings.WEBHOOK_ALLOW_PRIVATE_TARGETS):
-        return "The webhook URL must start with https://."
-    return ""
-
-
 def url_problems(url: str) -> list[str]:
-    """An https URL whose host is not internal (plain http is accepted only together with
-    WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a development machine)."""
-    if problem := _scheme_problem(url):
-        return [problem]
-    try:
-        ensure_public_target(url)
-    except ConnectorError as exc:
-        return [str(exc)]
-    return []
+    """Why a subscription may not post to ``url`` (the outbound guard, accessgov.net: https, and a
+    host that is not internal — both unless WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a
+    development machine)."""
+    return net.target_problems(url)
 
 
 # --- Enqueue (in the caller's transaction) ------------------------------------------------------
@@ -257,9 +244,7 @@ def _claim(
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:
     """POST one leased delivery; returns (HTTP status or None, error text or "")."""
     subscription = delivery.subscription
-    if problem := _scheme_problem(subscription.url):
-        return None, problem
-    try:  # post_signed runs the address guard itself, right before connecting
+    try:  # post_signed runs the outbound guard itself, on the addresses it then connects to
         status = post_signed(subscription.url, subscription.secret, delivery.message_id, webhook_body(delivery.event))
     except ConnectorError as exc:
         return None, str(exc)

@@ -52,3 +52,18 @@ def _event_labels() -> dict[str, str]:
     from accessgov.models import AccessEvent
 
     return dict(AccessEvent.Type.choices)
+
+
+@register.simple_tag(name="step_up_note", takes_context=True)
+def step_up_note_tag(context) -> dict:
+    """Whether the code field of a step-up form is needed for this session right now, and the sentence
+    that says so ("Not needed: you entered a code 2 minutes ago …"): otp.step_up_note, the same rule
+    the services apply."""
+    from django.utils import timezone
+
+    from accessgov import otp
+
+    request = context.get("request")
+    code_at = otp.session_code_at(request) if request is not None and hasattr(request, "session") else None
+    needed, note = otp.step_up_note(code_at, timezone.now())
+    return {"needed": needed, "note": note}

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.forms import PasswordChangeForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -95,16 +95,21 @@ def otp_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def enrol_view(request: HttpRequest) -> HttpResponse:
-    """First sign-in: add an authenticator app (QR code + the secret as text), confirm with a code."""
+    """First sign-in: add an authenticator app (QR code + the secret as text), confirm with a code.
+    The secret belongs to this session (otp.pending_enrolment_device)."""
     user = request.user
-    if otp.confirmed_totp_device(user) is not None:
+    device = otp.pending_enrolment_device(request)
+    if device is None:
         return redirect(_next_url(request))
-    device = otp.pending_enrolment_device(user)
     form = OTPCodeForm(request.POST or None, allow_backup=False)
     if request.method == "POST" and form.is_valid():
         result = otp.verify_code_pending(device, form.cleaned_data["otp_token"])
         if result.ok:
-            codes = otp.complete_enrolment(request, device)
+            try:
+                codes = otp.complete_enrolment(request, device)
+            except otp.EnrolmentSuperseded:
+                messages.info(request, "Your authenticator was set up in another session. Sign in with it.")
+                return redirect(_next_url(request))
             request.session["new_backup_codes"] = codes
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_with_next("accounts:backup_codes", request.GET.get("next", "")))
@@ -122,8 +127,11 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET"])
 def enrol_qr_view(request: HttpRequest) -> HttpResponse:
-    """The QR code of the device being enrolled, as SVG (an image from 'self', so CSP allows it)."""
-    device = otp.pending_enrolment_device(request.user)
+    """The QR code of the device this session is enrolling, as SVG (an image from 'self', so CSP
+    allows it). 404 for a user who already has an authenticator."""
+    device = otp.pending_enrolment_device(request)
+    if device is None:
+        raise Http404("No authenticator is being set up in this session.")
     image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     buffer = io.BytesIO()
     image.save(buffer)

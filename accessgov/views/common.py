@@ -1,7 +1,7 @@
-"""Helpers shared by views: turning service errors into answers, and step-up freshness."""
+"""Helpers shared by views: turning service errors into answers, and the step-up code of a form."""
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -36,19 +36,13 @@ def invalid_filters(form) -> HttpResponse:
     return HttpResponse(f"The filters are not valid: {problems}", status=400, content_type="text/plain; charset=utf-8")
 
 
-def step_up_at(request: HttpRequest) -> datetime | None:
-    """When this session last entered a TOTP code (for step-up decisions), or None."""
-    verified_at = request.session.get(otp.SESSION_OTP_VERIFIED_AT)
-    if not verified_at or not otp.otp_is_fresh(request):
-        return None
-    return datetime.fromtimestamp(float(verified_at), tz=UTC)
-
-
 def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None, str]:
-    """Use a freshly typed code for step-up (verified now, replay-safe); returns (time, error)."""
+    """The moment of this session's last TOTP code, after using a freshly typed one if any (verified
+    now, replay-safe); returns (time, error). An empty field passes on the session's last code,
+    sign-in included; whether it still counts is the service's call (otp.ensure_step_up)."""
     code = (code or "").strip().replace(" ", "")
     if not code:
-        return step_up_at(request), ""
+        return otp.session_code_at(request), ""
     if not re.fullmatch(r"[0-9]{6}", code, re.ASCII):
         return None, "Enter the 6 digits from your authenticator app."
     result = otp.verify_code(request.user, code, allow_backup=False)
@@ -56,4 +50,4 @@ def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None,
         otp.record_failure(request, request.user, "step-up")
         return None, result.message
     otp.mark_verified(request, result.device)
-    return step_up_at(request), ""
+    return otp.session_code_at(request), ""
