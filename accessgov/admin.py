@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
-from accessgov import permissions
+from accessgov import permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     AccessEvent,
@@ -528,11 +528,20 @@ class AutoApprovalRuleAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     list_filter = ("role__system",)
 
 
+class RoleForm(forms.ModelForm):
+    def clean_ticket_pattern(self) -> str:
+        pattern = self.cleaned_data["ticket_pattern"]
+        if problem := policies.ticket_pattern_problem(pattern):
+            raise ValidationError(problem)
+        return pattern
+
+
 @admin.register(Role)
 class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
     """A new role is created directly (nobody is eligible for it yet); changes to an existing role's
     policy wait for a second admin."""
 
+    form = RoleForm
     four_eyes_kind = ChangeRequest.Kind.ROLE
     four_eyes_fields = {
         "system",

@@ -14,6 +14,8 @@ from django.forms.utils import flatatt
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from accessgov import inputs
+
 CACHE_SECONDS = 60
 _KEYS = ("catalog:systems", "catalog:roles", "catalog:html:systems", "catalog:html:roles")
 
@@ -68,23 +70,45 @@ class QuickSelect(forms.Select):
     def __init__(self, *args, source: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.source = source
+        self.allowed: set[int] | None = None  # ids in the viewer's catalogue; None: all (auditors)
 
     def render(self, name, value, attrs=None, renderer=None):
         final = self.build_attrs(self.attrs, attrs)
         final["name"] = name
-        options = _options_html(self.source, SOURCES[self.source])
+        if self.allowed is None:
+            options = _options_html(self.source, SOURCES[self.source])
+        else:
+            mine = [choice for choice in SOURCES[self.source]() if choice[0] in self.allowed]
+            options = format_html_join("", '<option value="{}">{}</option>', [("", "---------"), *mine])
         if value not in (None, ""):
             mark = format_html('<option value="{}">', value)
             options = options.replace(mark, mark[:-1] + " selected>", 1)
         return format_html("<select{}>{}</select>", flatatt(final), mark_safe(options))  # noqa: S308 - built by format_html_join
 
 
+def limit_to_catalogue(form: forms.Form, user, now) -> None:
+    """Offer in ``form``'s system and role lists only the viewer's catalogue, by the rule the systems
+    pages and the API use (``permissions.visible_systems`` / ``visible_roles``); auditors see every
+    system and role, from the cached lists."""
+    from accessgov import permissions
+
+    if permissions.is_auditor(user):
+        return
+    allowed = {
+        "systems": lambda: set(permissions.visible_systems(user, now).values_list("pk", flat=True)),
+        "roles": lambda: set(permissions.visible_roles(user, now).values_list("pk", flat=True)),
+    }
+    for field in form.fields.values():
+        if isinstance(field.widget, QuickSelect):
+            field.widget.allowed = allowed[field.widget.source]()
+
+
 class IdFilter(django_filters.Filter):
     """Filter by a related object's id, shown as a QuickSelect. The value is only checked to be an
-    id: an id that is not in the list matches nothing, so validating against 1,000 choices on every
-    page is not needed."""
+    id (``inputs.IdField``: ASCII digits, within bigint): an id that is not in the list matches
+    nothing, so validating against 1,000 choices on every page is not needed."""
 
-    field_class = forms.IntegerField
+    field_class = inputs.IdField
 
 
 def system_filter(field_name: str, label: str = "System") -> IdFilter:

@@ -5,7 +5,10 @@ from django.utils import timezone
 def portal(request: HttpRequest) -> dict:
     """Navigation by persona, computed once per page (a few cheap queries, only when signed in)."""
     user = getattr(request, "user", None)
-    verified = bool(user and user.is_authenticated and user.is_verified())
+    # A user set by an API token (DRF) has no is_verified (no OTP middleware ran for it): such a user
+    # is not a verified portal session, and an error page rendered for an API call must not fail on it.
+    is_verified = getattr(user, "is_verified", None)
+    verified = bool(user and user.is_authenticated and is_verified is not None and is_verified())
     if not verified:
         return {"nav": {"verified": False}}
     from accessgov import permissions, selectors

@@ -2,6 +2,10 @@ import re
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator
+
+from accessgov import inputs
+from accessgov.inputs import parse_duration
 
 
 class SignInForm(AuthenticationForm):
@@ -9,6 +13,9 @@ class SignInForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # AuthenticationForm sets max_length after the field is built, so it is never checked: a longer
+        # name reached authenticate(), and django-axes' failure record (varchar 255) was a 500.
+        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length))
         self.fields["username"].widget.attrs.update({"autocomplete": "username", "autofocus": True})
         self.fields["password"].widget.attrs.update({"autocomplete": "current-password"})
 
@@ -49,7 +56,7 @@ class OTPCodeForm(forms.Form):
 
     def clean_otp_token(self) -> str:
         token = re.sub(r"[\s-]", "", self.cleaned_data["otp_token"]).lower()
-        if re.fullmatch(r"\d{6}", token):
+        if re.fullmatch(r"[0-9]{6}", token, re.ASCII):
             return token
         if self.allow_backup and re.fullmatch(r"[a-z2-7]{8}", token):
             return token
@@ -61,30 +68,22 @@ class OTPCodeForm(forms.Form):
 
     @property
     def is_totp(self) -> bool:
-        return self.cleaned_data["otp_token"].isdigit()
+        return len(self.cleaned_data["otp_token"]) == 6  # a backup code has 8 characters, maybe all digits
 
 
 # --- Lifecycle forms ------------------------------------------------------------------------------
 
-DURATION_RE = re.compile(r"^\s*(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*$", re.I)
-
-
-def parse_duration(text: str):
-    """'90m', '1h30m', '2h', '1d', or a bare number of minutes → timedelta; None if unreadable."""
-    from datetime import timedelta
-
-    text = (text or "").strip()
-    if text.isdigit():
-        return timedelta(minutes=int(text))
-    match = DURATION_RE.match(text)
-    if not text or not match or not any(match.groupdict().values()):
-        return None
-    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
-    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"])
-
 
 class DurationInput(forms.CharField):
-    default_error_messages = {"invalid": "Write a duration like 30m, 1h, 1h30m or 2h."}
+    """A duration as people write it (``inputs.parse_duration``: ASCII digits, at most 366 days)."""
+
+    default_error_messages = {
+        "invalid": "Write a duration like 30m, 1h, 1h30m or 2h.",
+        "too_long": "A duration is at most 366 days.",
+    }
+
+    def widget_attrs(self, widget) -> dict:
+        return {**super().widget_attrs(widget), "maxlength": str(inputs.DURATION_MAX_LENGTH)}
 
     def to_python(self, value):
         value = super().to_python(value)
@@ -92,7 +91,9 @@ class DurationInput(forms.CharField):
             return None
         duration = parse_duration(value)
         if duration is None:
-            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            readable = parse_duration(re.sub(r"[0-9]+", "1", value, flags=re.ASCII))
+            code = "too_long" if readable is not None else "invalid"
+            raise forms.ValidationError(self.error_messages[code], code=code)
         return duration
 
 
@@ -105,7 +106,7 @@ def format_duration_input(duration) -> str:
 class AccessRequestForm(forms.Form):
     role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
-    starts_at = forms.DateTimeField(
+    starts_at = inputs.DateTimeField(
         required=False,
         label="Start (UTC, optional)",
         help_text="Leave empty to start as soon as it is approved.",
@@ -179,7 +180,7 @@ class EligibilityForm(forms.Form):
     role = forms.ModelChoiceField(queryset=None)
     user = forms.ModelChoiceField(queryset=None, required=False)
     group = forms.ModelChoiceField(queryset=None, required=False)
-    ends_at = forms.DateTimeField(
+    ends_at = inputs.DateTimeField(
         required=False,
         label="Ends (UTC, optional)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
@@ -213,7 +214,7 @@ class ReviewCampaignForm(forms.Form):
 
     name = forms.CharField(max_length=200)
     systems = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple)
-    due_at = forms.DateTimeField(
+    due_at = inputs.DateTimeField(
         label="Due (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],

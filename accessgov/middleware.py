@@ -58,6 +58,51 @@ class ClientAddressMiddleware:
         return self.get_response(request)
 
 
+class RefuseNulMiddleware:
+    """A NUL character anywhere a view, the session or the sign-in lockout could read it (the path, a
+    query or form parameter's name or value, a cookie, a header) answers 400 before any of them runs.
+    PostgreSQL refuses NUL in text, so a NUL that reached a query was a 500; no legitimate input has one.
+    JSON bodies are the API's to check (DRF's CharField refuses NUL)."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        where = _where_nul(request)
+        if where:
+            from accessgov.views.errors import bad_request
+
+            logger.info("refused a NUL character in %s path=%r", where, request.path)
+            return bad_request(request, message=f"The request has a NUL character in {where}; it is not accepted.")
+        return self.get_response(request)
+
+
+def _has_nul(pairs) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values) for key, values in pairs)
+
+
+def _where_nul(request: HttpRequest) -> str:
+    if "\x00" in request.path:
+        return "the address"
+    if _has_nul(request.GET.lists()):
+        return "a query parameter"
+    if _has_nul((key, [value]) for key, value in request.COOKIES.items()):
+        return "a cookie"
+    if any(
+        "\x00" in value for key, value in request.META.items() if key.startswith("HTTP_") and isinstance(value, str)
+    ):
+        return "a header"
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        if _has_nul(request.POST.lists()):
+            return "a form field"
+        if any("\x00" in (upload.name or "") for _, uploads in request.FILES.lists() for upload in uploads):
+            return "a file name"
+    return ""
+
+
 class AuditlogMiddleware(_StockAuditlogMiddleware):
     """django-auditlog's middleware, recording the ledger's client address (``net.client_address``:
     ``X-Forwarded-For`` only behind TRUSTED_PROXY_COUNT proxies, and only the entry they wrote).

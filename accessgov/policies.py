@@ -32,11 +32,29 @@ def validate_duration(role: Role, duration: timedelta, *, ceiling: timedelta | N
 
 
 def validate_ticket(role: Role, ticket: str) -> None:
+    """The role's ticket rule. Patterns match ASCII only (``re.ASCII``): without it ``\\d`` also
+    matches fullwidth and Arabic-Indic digits, so "OPS-" followed by any of those passed ``[A-Z]+-\\d+``
+    while naming no ticket in any tracker."""
     ticket = ticket.strip()
     if role.ticket_required and not ticket:
         raise PolicyViolation(f"{role} requires a ticket reference.")
-    if ticket and role.ticket_pattern and not re.fullmatch(role.ticket_pattern, ticket):
+    if not ticket or not role.ticket_pattern:
+        return
+    try:
+        matches = re.fullmatch(role.ticket_pattern, ticket, re.ASCII) is not None
+    except re.error as exc:  # saved before patterns were checked (see ticket_pattern_problem)
+        raise PolicyViolation(f"The ticket rule of {role} cannot be read; ask a portal admin to fix it.") from exc
+    if not matches:
         raise PolicyViolation(f"The ticket must look like {role.ticket_pattern} (for example a Jira key).")
+
+
+def ticket_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a ticket rule (checked when a role is saved in the admin), or None."""
+    try:
+        re.compile(pattern, re.ASCII)
+    except re.error as exc:
+        return f"This is not a regular expression: {exc}."
+    return None
 
 
 def validate_start(starts_at: datetime | None, now: datetime) -> None:

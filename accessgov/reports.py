@@ -40,7 +40,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncWeek
 from django.utils import timezone
 
-from accessgov import catalog, charts, permissions
+from accessgov import catalog, charts, inputs, permissions
 from accessgov.models import AccessRequest, BreakGlassFollowUp, Decision, Grant, User
 
 APPROVE, DENY = Decision.Outcome.APPROVE, Decision.Outcome.DENY
@@ -190,10 +190,9 @@ class ReportFilterSet(django_filters.FilterSet):
     """The period filter (UTC days, both included), the sort, and the split between ``filtered``
     (rows, unordered: for counts and charts) and ``qs`` (the same rows, ordered for the table/CSV)."""
 
-    since = django_filters.DateFilter(
-        method="filter_since", label="From (UTC)", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = django_filters.DateFilter(
+    # Days between inputs.MIN_DATE and MAX_DATE: "until 9999-12-31" overflowed computing the day after.
+    since = inputs.DateFilter(method="filter_since", label="From (UTC)", widget=forms.DateInput(attrs={"type": "date"}))
+    until = inputs.DateFilter(
         method="filter_until", label="Until (UTC, inclusive)", widget=forms.DateInput(attrs={"type": "date"})
     )
 

@@ -33,8 +33,10 @@ EXIT_AUTH = 8  # no token, or an unknown, expired or revoked token (401)
 EXIT_UNAVAILABLE = 9  # the server could not be reached, or answered 5xx / 429
 EXIT_ENDED = 10  # the grant ended (revoked or expired) before it could be used
 
-DURATION = re.compile(r"(\d+)\s*([smhd])")
+DURATION = re.compile(r"([0-9]{1,9})([smhd])", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration the portal takes (accessgov.inputs.MAX_DURATION; this client imports no Django).
+MAX_DURATION_SECONDS = 366 * 86400
 
 
 class CliError(Exception):
@@ -44,14 +46,18 @@ class CliError(Exception):
 
 
 def parse_duration(text: str) -> int:
-    """'1h', '30m', '1h30m', '90s', '2d' → seconds."""
+    """'1h', '30m', '1h30m', '90s', '2d' → seconds; ASCII digits only, at most 366 days."""
     compact = text.replace(" ", "").lower()
-    if compact.isdigit():
-        return int(compact)
-    parts = DURATION.findall(compact)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 1h, 30m or 1h30m")
-    return sum(int(n) * UNITS[u] for n, u in parts)
+    if re.fullmatch(r"[0-9]{1,9}", compact, re.ASCII):
+        seconds = int(compact)
+    else:
+        parts = DURATION.findall(compact)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 1h, 30m or 1h30m")
+        seconds = sum(int(n) * UNITS[u] for n, u in parts)
+    if seconds > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 366 days")
+    return seconds
 
 
 # --- Configuration and HTTP ----------------------------------------------------------------------
@@ -184,7 +190,7 @@ def _outcome(access_request: dict) -> int | None:
 
 def cmd_request(api: Api, args: argparse.Namespace) -> int:
     body: dict = {"duration_seconds": args.duration, "justification": args.reason}
-    if args.role.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", args.role, re.ASCII):
         body["role_id"] = int(args.role)
     else:
         body["role"] = args.role

@@ -68,6 +68,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "accessgov.middleware.NoStoreMiddleware",
     "accessgov.middleware.ClientAddressMiddleware",
+    # Before the session, sign-in and any view read a parameter, a cookie or a header.
+    "accessgov.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -362,7 +364,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accessgov.api.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["accessgov.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "accessgov.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

@@ -1,11 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from accessgov.api import scim as scim_api
 from accessgov.api import urls as api_urls
 from accessgov.views import (
     accounts,
+    admin_login,
     approvals,
     audit,
     break_glass,
@@ -55,6 +55,8 @@ sso_patterns = (
 
 # Fail closed, with a reference id and no stack trace (a JSON body for the API).
 handler500 = "accessgov.views.errors.server_error"
+# Refused input (a body too large, too many fields) in the same shape: JSON for the API.
+handler400 = "accessgov.views.errors.bad_request"
 
 urlpatterns = [
     path("", home.home_view, name="home"),
@@ -134,7 +136,8 @@ urlpatterns = [
     # its docs page is a portal page like any other.
     path("api/docs/", api_urls.docs_view, name="api_docs"),
     path("api/", include(api_urls)),
-    # The admin signs in through the portal's password + OTP flow, never its own form.
-    path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
+    # The admin signs in through the portal's password + OTP flow, never its own form; people signed in
+    # without admin rights get a 403 there (not a redirect back to sign-in, which looped).
+    path("admin/login/", admin_login.admin_login_view),
     path("admin/", admin.site.urls),
 ]

@@ -49,7 +49,8 @@ def test_system_and_role_filters_list_every_choice_and_filter_by_id(world, make_
     assert f'<option value="{world.role.pk}" selected>' in html and f'<option value="{other_role.pk}">' in html
     assert [g.pk for g in page.context["grants"]] == [mine.pk]
     assert list(client.get(reverse("grants_list") + f"?role={other_role.pk}").context["grants"]) == []
-    assert client.get(reverse("grants_list") + "?role=nope").status_code == 200  # invalid filter: no rows, no error
+    invalid = client.get(reverse("grants_list") + "?role=nope")  # no rows, and the page says why (issue 14)
+    assert invalid.status_code == 400 and "Enter an id" in invalid.content.decode()
     # A role created now shows up at once (the cached list is dropped on save).
     fresh = RoleFactory(name="brand-new")
     assert f'<option value="{fresh.pk}">' in client.get(reverse("grants_list")).content.decode()

@@ -2,9 +2,10 @@
 ``{"error": {"code": "...", "message": "...", "fields": {...}}}`` (``fields`` only for invalid input).
 
 Service errors map like the pages: NotAuthorized/StepUpRequired 403, TransitionNotAllowed 409,
-PolicyViolation 400; invisible objects are 404."""
+PolicyViolation 400; invisible objects are 404; a body over DATA_UPLOAD_MAX_MEMORY_SIZE is 413."""
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -45,6 +46,10 @@ def api_exception_handler(exc, context):
     if isinstance(exc, AccessGovError):
         code_status, code = _service_error(exc)
         return Response(error_body(code, str(exc)), status=code_status)
+    if isinstance(exc, RequestDataTooBig):  # DRF reads the body when it parses it
+        from accessgov.views.errors import too_large_message
+
+        return Response(error_body("too_large", too_large_message()), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -8,9 +8,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accessgov import inputs
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, EvidencePack, Grant, Role, System
 
-MAX_DURATION_SECONDS = 366 * 24 * 3600
+MAX_DURATION_SECONDS = int(inputs.MAX_DURATION.total_seconds())
 
 
 class StrictSerializer(serializers.Serializer):
@@ -23,6 +24,17 @@ class StrictSerializer(serializers.Serializer):
                 raise serializers.ValidationError(
                     {name: ["Unknown field: it is not accepted here (server-owned or misspelt)."] for name in unknown}
                 )
+        return super().to_internal_value(data)
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A JSON integer (not a string, a float or a boolean: DRF's IntegerField takes "١٢" and 1.0)."""
+
+    default_error_messages = {"invalid": "A whole number (a JSON integer) is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
         return super().to_internal_value(data)
 
 
@@ -198,11 +210,11 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
 
 class AccessRequestCreateSerializer(StrictSerializer):
-    role_id = serializers.IntegerField(required=False, min_value=1, help_text="The role's id …")
+    role_id = WholeNumberField(required=False, min_value=1, max_value=inputs.MAX_ID, help_text="The role's id …")
     role = serializers.CharField(
         required=False, max_length=250, help_text='… or its path "system-slug/role-name" (exactly one of the two).'
     )
-    duration_seconds = serializers.IntegerField(min_value=60, max_value=MAX_DURATION_SECONDS)
+    duration_seconds = WholeNumberField(min_value=60, max_value=MAX_DURATION_SECONDS)
     justification = serializers.CharField(max_length=5000)
     ticket = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
     starts_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
@@ -216,14 +228,14 @@ class AccessRequestCreateSerializer(StrictSerializer):
 class DecisionInputSerializer(StrictSerializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     otp_code = serializers.RegexField(
-        r"^\d{6}$",
+        r"^[0-9]{6}$",
         required=False,
         help_text="A current code from the approver's authenticator; required for roles that need step-up.",
     )
 
 
 class ApproveInputSerializer(DecisionInputSerializer):
-    duration_seconds = serializers.IntegerField(
+    duration_seconds = WholeNumberField(
         required=False, min_value=60, max_value=MAX_DURATION_SECONDS, help_text="Approve for less time."
     )
 

@@ -14,7 +14,7 @@ from rest_framework.exceptions import NotAuthenticated
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from accessgov import otp, permissions, selectors
+from accessgov import inputs, otp, permissions, selectors
 from accessgov.api.authentication import BearerTokenAuthentication
 from accessgov.api.pagination import KeysetPagination
 from accessgov.api.permissions import TokenScope, limit_to_token_roles, token_allows_role
@@ -458,9 +458,9 @@ class AccessEventListView(TokenAPIView):
             qs = qs.filter(event_type=event_type)
         for name in ("access_request", "grant"):
             if (value := params.get(name)) is not None:
-                if not value.isdigit() or len(value) > 18:
-                    raise PolicyViolation(f"{name} is a number.")
-                qs = qs.filter(**{f"{name}_id": int(value)})
+                if (object_id := inputs.parse_id(value)) is None:
+                    raise PolicyViolation(f"{name} is an id: a whole number written with the digits 0-9.")
+                qs = qs.filter(**{f"{name}_id": object_id})
         return self.page(limit_to_token_roles(qs, self.token), AccessEventSerializer)
 
 

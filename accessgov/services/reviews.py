@@ -23,6 +23,10 @@ from accessgov.services.events import actor_label, event_record, event_record_bu
 
 Type = AccessEvent.Type
 Status = ReviewCampaign.Status
+# A campaign due further ahead is a typo (reviews are quarterly); year 9999 overflowed due date + grace
+# on every page that shows the campaign, and in the sweep that closes campaigns.
+MAX_DUE_AHEAD = timedelta(days=366)
+MAX_COMMENT_LENGTH = 2000  # like every other reason a person types (forms.ReasonForm, DecisionForm)
 
 
 def _is_subject(user: User, item: ReviewItem) -> bool:
@@ -67,6 +71,8 @@ def review_campaign_create(
         raise PolicyViolation("Give the review a name.")
     if due_at <= now:
         raise PolicyViolation("The due date must be in the future.")
+    if due_at > now + MAX_DUE_AHEAD:
+        raise PolicyViolation(f"The due date can be at most {MAX_DUE_AHEAD.days} days ahead.")
     if not systems:
         raise PolicyViolation("Choose at least one system to review.")
     if no_response not in ReviewCampaign.NoResponse.values:
@@ -144,6 +150,8 @@ def review_item_decide(
         raise PolicyViolation("Choose keep or revoke.")
     if decision == ReviewItem.Decision.REVOKE and not comment.strip():
         raise PolicyViolation("Say why this access should be revoked.")
+    if len(comment.strip()) > MAX_COMMENT_LENGTH:
+        raise PolicyViolation(f"A comment is at most {MAX_COMMENT_LENGTH} characters.")
     with transaction.atomic():
         item = _lock_item(item_id)
         if _is_subject(actor, item):

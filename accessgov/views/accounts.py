@@ -27,9 +27,10 @@ logger = logging.getLogger("accessgov.security")
 
 
 def _next_url(request: HttpRequest) -> str:
-    """The on-site page to continue to after a step (never an external or scheme-relative URL)."""
+    """The on-site page to continue to after a step (never an external or scheme-relative URL). Only a
+    path: redirect() reads anything else as a URL pattern name ("next=foo" was a NoReverseMatch, a 500)."""
     candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if candidate and url_has_allowed_host_and_scheme(
+    if candidate.startswith("/") and url_has_allowed_host_and_scheme(
         candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return candidate

@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import permissions, selectors
+from accessgov import inputs, permissions, selectors
 from accessgov.forms import DecisionForm
 from accessgov.models import Role, System
 
@@ -19,7 +19,7 @@ def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
         selectors.approver_queue(
             request.user,
             now,
-            system_id=int(system_id) if system_id and system_id.isdigit() else None,
+            system_id=inputs.parse_id(system_id),
             risk_tier=risk if risk in Role.RiskTier.values else None,
         )[:100]
     )

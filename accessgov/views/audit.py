@@ -13,10 +13,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, permissions
+from accessgov import catalog, exports, inputs, permissions
 from accessgov.audit import verify_chain
 from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
+from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
 EXPORT_COLUMNS = [
@@ -45,10 +46,10 @@ class EventFilter(django_filters.FilterSet):
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
     system = catalog.system_filter("role__system")
-    access_request = django_filters.NumberFilter(field_name="access_request_id", label="Request #")
-    grant = django_filters.NumberFilter(field_name="grant_id", label="Grant #")
-    since = django_filters.DateFilter(method="filter_since", label="From (UTC)")
-    until = django_filters.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
+    access_request = inputs.IdFilter(field_name="access_request_id", label="Request #")
+    grant = inputs.IdFilter(field_name="grant_id", label="Grant #")
+    since = inputs.DateFilter(method="filter_since", label="From (UTC)")
+    until = inputs.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
 
     class Meta:
         model = AccessEvent
@@ -62,6 +63,7 @@ class EventFilter(django_filters.FilterSet):
 
 
 def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
+    """The page's filter and its events; no events when a filter does not parse (the page names it)."""
     events = AccessEvent.objects.select_related("role__system").order_by("-sequence")
     event_filter = EventFilter(request.GET, queryset=events)
     return event_filter, event_filter.qs if event_filter.is_valid() else events.none()
@@ -71,9 +73,8 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        events = events.filter(sequence__lt=int(before))
+    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
+        events = events.filter(sequence__lt=before)
     page = list(events[: PAGE_SIZE + 1])
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
@@ -87,7 +88,7 @@ def audit_trail_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "head": head,
     }
-    return render(request, "accessgov/audit/trail.html", context)
+    return render(request, "accessgov/audit/trail.html", context, status=400 if event_filter.errors else 200)
 
 
 @require_GET
@@ -96,6 +97,8 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
     the rows come from COPY with the formatting and escaping done in SQL; elsewhere through the ORM."""
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
+    if event_filter.errors:
+        return invalid_filters(event_filter.form)
     # Freeze the set before the export records its own event: the file holds exactly the rows counted.
     last = AccessEvent.objects.aggregate(last=Max("sequence"))["last"] or 0
     events = events.filter(sequence__lte=last)
@@ -189,9 +192,8 @@ def model_changes_view(request: HttpRequest) -> HttpResponse:
     model = request.GET.get("model", "")
     if model:
         entries = entries.filter(content_type__model=model)
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        entries = entries.filter(pk__lt=int(before))
+    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
+        entries = entries.filter(pk__lt=before)
     page = list(entries[: PAGE_SIZE + 1])
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]

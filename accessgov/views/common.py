@@ -1,5 +1,6 @@
 """Helpers shared by views: turning service errors into answers, and the step-up code of a form."""
 
+import re
 from datetime import datetime
 
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +27,15 @@ def refused(request: HttpRequest, error: AccessGovError | str, back: str, status
     return render(request, "accessgov/refused.html", {"message": str(error), "back": back}, status=code)
 
 
+def invalid_filters(form) -> HttpResponse:
+    """The answer to an export whose filters do not parse: 400, each bad filter by its label."""
+    problems = "; ".join(
+        f"{form.fields[name].label if name in form.fields else 'Filters'}: {' '.join(errors)}"
+        for name, errors in form.errors.items()
+    )
+    return HttpResponse(f"The filters are not valid: {problems}", status=400, content_type="text/plain; charset=utf-8")
+
+
 def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None, str]:
     """The moment of this session's last TOTP code, after using a freshly typed one if any (verified
     now, replay-safe); returns (time, error). An empty field passes on the session's last code,
@@ -33,7 +43,7 @@ def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None,
     code = (code or "").strip().replace(" ", "")
     if not code:
         return otp.session_code_at(request), ""
-    if not code.isdigit() or len(code) != 6:
+    if not re.fullmatch(r"[0-9]{6}", code, re.ASCII):
         return None, "Enter the 6 digits from your authenticator app."
     result = otp.verify_code(request.user, code, allow_backup=False)
     if not result.ok:

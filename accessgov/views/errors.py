@@ -10,9 +10,11 @@ import logging
 import secrets
 import sys
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseUnavailable
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.template import loader
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -72,3 +74,25 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if unavailable:
         response["Retry-After"] = "30"
     return response
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None, *, message: str = "") -> HttpResponse:
+    """Django's handler400 (a SuspiciousOperation: a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many
+    fields, …) and the answer to input refused before any view (``middleware.RefuseNulMiddleware``).
+    413 for a body that is too large, else 400; the API's JSON error format for API calls."""
+    too_large = isinstance(exception, RequestDataTooBig)
+    status = 413 if too_large else 400
+    if too_large:
+        message = too_large_message()
+    message = message or "The request could not be understood."
+    if wants_json(request):
+        code = "too_large" if too_large else "invalid"
+        return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    return render(request, "400.html", {"message": message}, status=status)
+
+
+def too_large_message() -> str:
+    from django.conf import settings
+
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / (1024 * 1024)
+    return f"The request body is too large: at most {limit:g} MB is accepted."

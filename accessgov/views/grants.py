@@ -150,6 +150,7 @@ class GrantFilter(django_filters.FilterSet):
 def grants_list_view(request: HttpRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all)."""
     grant_filter = GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
+    catalog.limit_to_catalogue(grant_filter.form, request.user, timezone.now())
     grants, older = [], None
     if grant_filter.is_valid():
         # The columns the table shows: loading whole users, roles and systems cost a third of the page.
@@ -167,4 +168,5 @@ def grants_list_view(request: HttpRequest) -> HttpResponse:
         request,
         "accessgov/grants/list.html",
         {"filter": grant_filter, "grants": grants, "older": older, "now": timezone.now()},
+        status=400 if grant_filter.errors else 200,
     )

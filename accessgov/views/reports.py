@@ -17,7 +17,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import exports, permissions, reports
+from accessgov import catalog, exports, permissions, reports
+from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
 
@@ -68,6 +69,7 @@ def _filterset(request: HttpRequest, report: reports.Report) -> reports.ReportFi
 
 def _page(request: HttpRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:
     filterset = _filterset(request, report)
+    catalog.limit_to_catalogue(filterset.form, request.user, filterset.now)
     valid = filterset.is_valid()
     page = (
         filterset.page(report.rows(filterset.qs), after=request.GET.get("after", ""), size=PAGE_SIZE)
@@ -114,9 +116,7 @@ def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
     not make it disagree with the count in the export's access event."""
     filterset = _filterset(request, report)
     if not filterset.is_valid():
-        return HttpResponse(
-            "The filters are not valid: " + filterset.errors.as_text(), status=400, content_type="text/plain"
-        )
+        return invalid_filters(filterset.form)
     snapshot = filterset.filtered.order_by().aggregate(rows=Count("pk"), top=Max("pk"))
     rows = report.rows(filterset.qs.filter(pk__lte=snapshot["top"] or 0))
     now = filterset.now

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import permissions, policies, selectors
+from accessgov import inputs, permissions, policies, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest, AutoApprovalRule
@@ -32,8 +32,8 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
     initial = {}
-    if role_id := request.GET.get("role"):
-        role = roles.filter(pk=role_id).first() if role_id.isdigit() else None
+    if role_id := inputs.parse_id(request.GET.get("role")):
+        role = roles.filter(pk=role_id).first()
         if role:
             initial = {"role": role, "duration": format_duration_input(role.default_duration)}
     form = AccessRequestForm(request.POST or None, roles=roles, initial=initial)

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import exports, permissions, selectors
+from accessgov import exports, inputs, permissions, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.models import ReviewCampaign, ReviewItem, User
@@ -149,7 +149,7 @@ def item_decide_view(request: HttpRequest, pk: int) -> HttpResponse:
 def bulk_keep_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Keep the selected items: the first POST asks for confirmation, the second (confirm=yes) applies."""
     campaign = _campaign(request, pk)
-    ids = [int(i) for i in request.POST.getlist("items") if i.isdigit()]
+    ids = [pk for pk in map(inputs.parse_id, request.POST.getlist("items")) if pk is not None]
     items = list(
         campaign.items.filter(pk__in=ids, reviewer=request.user).select_related(
             "role__system", "subject_user", "subject_group"

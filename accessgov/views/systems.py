@@ -1,6 +1,7 @@
 """Systems and roles: policy at a glance, and eligibility managed by the system's owners."""
 
 from django.contrib import messages
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -10,21 +11,31 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
-from accessgov.models import Eligibility, System
+from accessgov.models import Eligibility
 from accessgov.services import eligibility as services
 from accessgov.views.common import refused
 
 
 @require_GET
 def system_list_view(request: HttpRequest) -> HttpResponse:
-    systems = System.objects.prefetch_related("roles").order_by("name")
+    """The systems in my catalogue (``permissions.visible_systems``, the API's rule), each with the
+    roles of it in my catalogue."""
+    now = timezone.now()
+    roles = permissions.visible_roles(request.user, now).order_by("name")
+    systems = (
+        permissions.visible_systems(request.user, now)
+        .prefetch_related(Prefetch("roles", queryset=roles, to_attr="catalogue_roles"))
+        .order_by("name")
+    )
     return render(request, "accessgov/systems/list.html", {"systems": systems})
 
 
 @require_GET
 def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
-    system = get_object_or_404(System, slug=slug)
+    """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
+    catalogue, and, for its owners, who may request them."""
     now = timezone.now()
+    system = get_object_or_404(permissions.visible_systems(request.user, now), slug=slug)
     can_manage = permissions.can_manage_eligibility(request.user, system)
     eligible = set(permissions.eligible_roles(request.user, now).filter(system=system).values_list("pk", flat=True))
     roles = [
@@ -34,7 +45,7 @@ def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
             "pending": policies.format_duration(role.pending_timeout),
             "eligible": role.pk in eligible,
         }
-        for role in system.roles.all()
+        for role in permissions.visible_roles(request.user, now).filter(system=system).order_by("name")
     ]
     eligibilities = (
         Eligibility.objects.active(now)
@@ -56,7 +67,7 @@ def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
-    system = get_object_or_404(System, slug=slug)
+    system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
     back = reverse("system_detail", args=[slug])
     form = EligibilityForm(request.POST, system=system)
     if not form.is_valid():

@@ -1,0 +1,30 @@
+"""The API's JSON parser: DRF's, refusing nesting it cannot or need not follow. A body nested deeper
+than the decoder's recursion limit (``[`` repeated 100,000 times) raised RecursionError, a 500; no API body nests
+more than a few levels, so anything deeper than MAX_DEPTH is a 400 parse error. (A body over
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` is refused before parsing: a 413, see ``api.errors``.)"""
+
+from rest_framework import exceptions, parsers
+
+MAX_DEPTH = 32
+TOO_DEEP = f"JSON parse error - nested deeper than {MAX_DEPTH} levels"
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError(TOO_DEEP) from exc
+        if _too_deep(data):
+            raise exceptions.ParseError(TOO_DEEP)
+        return data
+
+
+def _too_deep(value, enclosing: int = 0) -> bool:
+    """Whether ``value`` nests deeper than MAX_DEPTH (never recursing further than that)."""
+    if not isinstance(value, dict | list):
+        return False
+    if enclosing >= MAX_DEPTH:
+        return True
+    children = value.values() if isinstance(value, dict) else value
+    return any(_too_deep(child, enclosing + 1) for child in children)

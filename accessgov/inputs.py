@@ -1,0 +1,119 @@
+"""What typed input the portal accepts, in one place: durations, ids, dates and day filters.
+
+Python's ``str.isdigit()``, ``int()`` and regex ``\\d`` accept any Unicode digit (superscript two,
+fullwidth or Arabic-Indic digits), and
+``timedelta``/``date`` arithmetic overflows on numbers and years people can type. Every form, filter and
+API field that reads a number, a duration or a date goes through the helpers here: ASCII digits only,
+and bounded, so bad input is a form error (400), never an exception (500).
+"""
+
+import re
+from datetime import UTC, date, timedelta
+
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+
+# The longest duration anything in the portal is asked for (requests, approvals, extensions, API).
+MAX_DURATION = timedelta(days=366)
+DURATION_MAX_LENGTH = 32  # "1d 23h 59min" and friends; anything longer is not a duration
+# Dates people may type into a form or a filter: beyond these, nothing exists and date arithmetic
+# (the day after, a grace period, a due date plus a week) stays far from Python's year 9999.
+MIN_DATE = date(2000, 1, 1)
+MAX_DATE = date(2999, 12, 31)
+# Database ids are 64-bit signed integers (PostgreSQL bigint).
+MAX_ID = 2**63 - 1
+
+_NUMBER = re.compile(r"[0-9]{1,19}", re.ASCII)
+_DURATION = re.compile(
+    r"\s*(?:(?P<d>[0-9]{1,7})\s*d)?\s*(?:(?P<h>[0-9]{1,7})\s*h)?\s*(?:(?P<m>[0-9]{1,9})\s*m(?:in)?)?\s*",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    """'90m', '1h30m', '2h', '1d', or a bare number of minutes → timedelta; None if it is not a
+    duration written in ASCII digits or is longer than MAX_DURATION."""
+    text = (text or "").strip()
+    if not text or len(text) > DURATION_MAX_LENGTH:
+        return None
+    if re.fullmatch(r"[0-9]{1,9}", text, re.ASCII):
+        duration = timedelta(minutes=int(text))
+    else:
+        match = _DURATION.fullmatch(text)
+        if not match or not any(match.groupdict().values()):
+            return None
+        parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
+        duration = timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"])
+    return duration if duration <= MAX_DURATION else None
+
+
+def parse_id(text: str | None) -> int | None:
+    """A database id from a query string or form value: ASCII digits, 1 … MAX_ID; else None."""
+    if not text or not _NUMBER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
+def ensure_date_in_range(value: date) -> None:
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise ValidationError(
+            f"Enter a date between {MIN_DATE:%Y-%m-%d} and {MAX_DATE:%Y-%m-%d}.", code="date_out_of_range"
+        )
+
+
+class DateField(forms.DateField):
+    """A day between MIN_DATE and MAX_DATE, written YYYY-MM-DD (what a date input sends). Django's
+    other default formats read 02/03/2026 as 3 February, which half the world writes for 2 March."""
+
+    input_formats = ["%Y-%m-%d"]
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        if value:
+            ensure_date_in_range(value)
+
+
+class DateTimeField(forms.DateTimeField):
+    """An instant on a day between MIN_DATE and MAX_DATE."""
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        if value:
+            try:
+                day = value.astimezone(UTC).date()
+            except OverflowError:  # 9999-12-31T23:59-12:00 is in year 10000 in UTC
+                day = date.max
+            ensure_date_in_range(day)
+
+
+class IdField(forms.IntegerField):
+    """An object id: 1 … MAX_ID, in ASCII digits (IntegerField alone takes "١٢" and any size)."""
+
+    default_error_messages = {"invalid": "Enter an id: a whole number written with the digits 0-9."}
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        value = str(value).strip()
+        if not _NUMBER.fullmatch(value):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return int(value)
+
+
+class DateFilter(django_filters.DateFilter):
+    """A day filter whose value is between MIN_DATE and MAX_DATE."""
+
+    field_class = DateField
+
+
+class IdFilter(django_filters.Filter):
+    """An exact match on an id column (``grant``, ``access_request``)."""
+
+    field_class = IdField
