@@ -13,6 +13,7 @@ from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
 from accessgov import permissions
+from accessgov.activity import config as activity_config
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     AccessEvent,
@@ -485,7 +486,15 @@ class SystemForm(forms.ModelForm):
         if connector:
             probe = System(connector=connector, connector_config=config, connector_secret=secret)
             klass = type(connector_for(probe))
-            for problem in klass.validate_config(config, secret):
+            # Activity capture settings ride along in the connector settings (four-eyed with them).
+            for problem in activity_config.problems(
+                connector, config.get("activity") if isinstance(config, dict) else None
+            ):
+                self.add_error("connector_config", problem)
+            without_activity = (
+                {k: v for k, v in config.items() if k != "activity"} if isinstance(config, dict) else config
+            )
+            for problem in klass.validate_config(without_activity, secret):
                 self.add_error("connector_config", problem)
             if klass.secret_required and not secret:
                 self.add_error("connector_secret", "This connector needs a secret.")
@@ -533,6 +542,7 @@ class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
         "break_glass_allowed",
         "pending_timeout",
         "target_name",
+        "access_level",
     }
 
     four_eyes_on_create = False

@@ -174,6 +174,21 @@ class Role(models.Model):
         help_text="What the connector grants at the target, e.g. the managed PostgreSQL role (default: the role name).",
     )
 
+    class AccessLevel(models.TextChoices):
+        UNDECLARED = "", "Not declared"
+        READ_ONLY = "read_only", "Read-only (reads data)"
+        READ_WRITE = "read_write", "Read-write (reads and changes data, not the schema)"
+        ADMIN = "admin", "Admin (schema and privileges)"
+
+    access_level = models.CharField(
+        max_length=12,
+        choices=AccessLevel.choices,
+        blank=True,
+        default="",
+        help_text="What the role is for: activity beyond it (writes under read-only, DDL or privilege changes "
+        "under read-only or read-write) is a finding someone must sign off (docs/ACTIVITY.md).",
+    )
+
     class Meta:
         ordering = ["system__name", "name"]
         permissions = [("approve_role", "May approve requests for this role")]
@@ -622,6 +637,10 @@ class AccessEvent(models.Model):
         CHANGE_REJECTED = "change.rejected", "Policy change rejected"
         WEBHOOK_REDELIVERED = "webhook.redelivered", "Event webhook delivery queued again"
         WEBHOOK_FAILED = "webhook.failed", "Event webhook delivery given up"
+        ACTIVITY_FINDING = "activity.finding", "Activity finding raised (needs a second person's sign-off)"
+        ACTIVITY_SIGNED_OFF = "activity.signed_off", "Activity finding signed off"
+        ACTIVITY_SEALED = "activity.sealed", "Activity sealed into the ledger"
+        ACTIVITY_PURGED = "activity.purged", "Activity older than the retention period purged"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=40, choices=Type.choices)
@@ -923,6 +942,7 @@ class ApiToken(models.Model):
         DECISIONS_DECIDE = "decisions:decide", "Approve or deny requests"
         CATALOG_READ = "catalog:read", "Read systems, roles and eligibility"
         EVENTS_READ = "events:read", "Read access events (auditors)"
+        ACTIVITY_WRITE = "activity:write", "Report activity (service accounts: log shippers, target tooling)"
 
     SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
 
@@ -1021,3 +1041,15 @@ class ChangeRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.summary}"
+
+
+# Activity evidence (issue 17) lives in its own module; importing it here registers its models with the app
+# and lets callers import them from accessgov.models like every other model.
+from accessgov.models_activity import (  # noqa: E402, F401
+    ActivityCaptureState,
+    ActivityFinding,
+    ActivityIngestBatch,
+    ActivityRecord,
+    ActivitySeal,
+    GrantActivity,
+)

@@ -269,6 +269,14 @@ FOUR_EYES_INDEPENDENCE_DAYS = env.int("FOUR_EYES_INDEPENDENCE_DAYS", default=30)
 REPORT_SUMMARY_CACHE_SECONDS = env.int("REPORT_SUMMARY_CACHE_SECONDS", default=60)
 # Access events are kept at least this long; purge_audit refuses anything younger (7 years by default).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2557)
+# Activity evidence (docs/ACTIVITY.md): how often the capture task samples sessions and reads server logs;
+# how long after a grant's removal its activity is sealed (log lines still on their way); how long sealed
+# activity is kept (statement text may hold personal data; purge_activity refuses anything younger); the
+# largest body POST /api/v1/activity/ accepts.
+ACTIVITY_SAMPLE_SECONDS = env.int("ACTIVITY_SAMPLE_SECONDS", default=5)
+ACTIVITY_SEAL_DELAY_SECONDS = env.int("ACTIVITY_SEAL_DELAY_SECONDS", default=60)
+ACTIVITY_RETENTION_DAYS = env.int("ACTIVITY_RETENTION_DAYS", default=400)
+ACTIVITY_INGEST_MAX_BYTES = env.int("ACTIVITY_INGEST_MAX_BYTES", default=16 * 1024 * 1024)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).
