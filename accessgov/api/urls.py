@@ -7,6 +7,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 
 from accessgov.api import views
+from accessgov.api.activity import ActivityIngestView
 from accessgov.api.authentication import BearerTokenAuthentication, VerifiedSessionAuthentication
 
 app_name = "api"
@@ -50,6 +51,7 @@ urlpatterns = [
     path("v1/roles/<int:pk>/", views.RoleDetailView.as_view(), name="role_detail"),
     path("v1/eligibility/", views.EligibilityListView.as_view(), name="eligibility_list"),
     path("v1/events/", views.AccessEventListView.as_view(), name="event_list"),
+    path("v1/activity/", ActivityIngestView.as_view(), name="activity_ingest"),
     re_path(r"^v1/(?P<rest>.*)$", views.ApiNotFoundView.as_view(), name="not_found"),
 ]
 

@@ -21,8 +21,10 @@ Scope = ApiToken.Scope
 PERSONAL_MAX_LIFETIME = timedelta(days=366)
 SERVICE_MAX_LIFETIME = timedelta(days=366)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Scopes only service tokens carry: activity reports are evidence about people, never made by the person.
+SERVICE_ONLY_SCOPES = {Scope.ACTIVITY_WRITE.value}
 # Scopes a personal token gets when its owner does not pick: everything a person does.
-PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope]
+PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in SERVICE_ONLY_SCOPES]
 
 
 def hash_secret(secret: str) -> str:
@@ -70,6 +72,8 @@ def api_token_create(
         raise PolicyViolation("A service account has no personal tokens.")
     _validate_expiry(expires_at, now, PERSONAL_MAX_LIFETIME)
     scopes = _clean_scopes(PERSONAL_DEFAULT_SCOPES if scopes is None else scopes)
+    if SERVICE_ONLY_SCOPES & set(scopes):
+        raise PolicyViolation("Activity is reported by service accounts: a personal token cannot carry activity:write.")
     secret = _new_secret(kind)
     with transaction.atomic():
         token = ApiToken.objects.create(
