@@ -1,5 +1,5 @@
 """A private PostgreSQL cluster for the activity capture tests: created with initdb on a free port, with
-``pg_stat_statements`` and ``pgaudit`` preloaded and the server log written as jsonlog, so the tests see
+``pg_stat_statements`` and ``pgaudit`` preloaded and the server log written as jsonlog and csvlog, so the tests see
 exactly what a production target with activity capture shows. One cluster per test session (a session
 fixture in conftest); each test makes its own target database and roles in it (``tests.pg_target``).
 
@@ -32,7 +32,7 @@ full_page_writes = off
 shared_preload_libraries = 'pg_stat_statements,pgaudit'
 pg_stat_statements.track = all
 logging_collector = on
-log_destination = 'jsonlog'
+log_destination = 'jsonlog,csvlog'
 log_directory = '{dir}/log'
 log_filename = 'postgresql.log'
 log_file_mode = 0644
@@ -91,6 +91,10 @@ class PrivateCluster:
     def jsonlog(self) -> Path:
         return self.dir / "log" / "postgresql.json"
 
+    @property
+    def csvlog(self) -> Path:
+        return self.dir / "log" / "postgresql.csv"
+
     def _run(self, *args: str) -> None:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._as_postgres:
@@ -123,11 +127,13 @@ class PrivateCluster:
             self.pid = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def wait_for_log(self, needle: str, timeout: float = 5.0) -> bool:
-        """The logging collector writes asynchronously: wait until ``needle`` is in the jsonlog."""
+    def wait_for_log(self, needle: str, timeout: float = 5.0, *, path: Path | None = None) -> bool:
+        """The logging collector writes asynchronously: wait until ``needle`` is in the log (the jsonlog,
+        unless another file is named)."""
+        path = path or self.jsonlog
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.jsonlog.exists() and needle in self.jsonlog.read_text(errors="replace"):
+            if path.exists() and needle in path.read_text(errors="replace"):
                 return True
             time.sleep(0.05)
         return False

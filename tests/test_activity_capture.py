@@ -216,3 +216,71 @@ def test_select_update_and_ddl_are_captured_at_every_level_the_ddl_is_a_finding_
     assert not report.ok and report.seal_id == seal.pk and "edited" in report.problem
     with pytest.raises(CommandError, match=f"seal #{seal.pk}"):
         call_command("verify_audit")
+
+
+def test_statements_after_removal_and_by_a_login_without_a_grant_are_findings(pg):
+    target, principal = pg.target, pg.principal
+    grant = approve(pg)
+    expire_now(grant)  # REVOKE, sessions ended, pgaudit off
+    grant.refresh_from_db()
+    assert grant.provisioning_state == Grant.Provisioning.CONFIRMED and login_config(target, principal) == []
+
+    # The grantee's login still exists (only the membership went): they connect again and look around;
+    # so does a person who never had a grant.
+    again, stranger = target.connect_as(principal), target.connect_as(pg.outsider_principal)
+    try:
+        again.execute("SELECT current_user")
+        stranger.execute("SELECT now()")
+        sampled = activity.activity_sample(pg.system, timezone.now())
+        assert sampled["sessions"] == 2 and sampled["findings"] == 2
+    finally:
+        again.close()
+        stranger.close()
+    after = ActivityFinding.objects.get(kind=ActivityFinding.Kind.AFTER_END)
+    assert after.grant == grant and after.user == pg.requester and after.principal == principal
+    no_grant = ActivityFinding.objects.get(kind=ActivityFinding.Kind.NO_GRANT)
+    assert no_grant.grant is None and no_grant.user == pg.outsider and no_grant.principal == pg.outsider_principal
+    seen = ActivityRecord.objects.filter(source="sampler", kind="statement").values_list("principal", "statement")
+    assert set(seen) == {(principal, "SELECT current_user"), (pg.outsider_principal, "SELECT now()")}
+    # Gone sessions are marked ended at the next sample; then activity without a grant is sealed too.
+    activity.activity_sample(pg.system, timezone.now())
+    assert not ActivityRecord.objects.filter(kind="session").exclude(state="ended").exists()
+    assert activity.activity_seal_due(timezone.now() + timedelta(minutes=5)) == 2  # the grant's, and no-grant's
+    assert ActivitySeal.objects.filter(grant__isnull=True, row_count=2).exists()
+    assert verify_activity_seals().ok
+
+
+def test_a_capture_problem_never_holds_up_access_and_is_shown_on_the_grant(pg):
+    target = pg.target
+    with target.admin() as conn:
+        conn.execute(
+            sql.SQL("REVOKE EXECUTE ON FUNCTION accessgov_capture.set_pgaudit(name, text) FROM {}").format(
+                sql.Identifier(target.provisioner)
+            )
+        )
+    grant = approve(pg)
+    grant.refresh_from_db()
+    assert grant.provisioning_state == Grant.Provisioning.APPLIED and pg.principal in target.members()
+    record = GrantActivity.objects.get(pk=grant.pk)
+    assert "pgaudit could not be turned on" in record.capture_error and record.pgaudit_set_at is None
+    assert record.digest_start is not None  # the other levels still work
+    html = page(verify_session(Client(), pg.owner), grant)
+    assert "Capture problem: pgaudit could not be turned on" in html
+
+
+def test_the_csvlog_the_server_writes_is_read_like_its_jsonlog(pg):
+    config = dict(pg.system.connector_config)
+    config["activity"] = {**config["activity"], "log_file": str(pg.cluster.csvlog), "log_format": "csvlog"}
+    System.objects.filter(pk=pg.system.pk).update(connector_config=config)
+    pg.system.refresh_from_db()
+    grant = approve(pg)
+    with pg.target.connect_as(pg.principal) as session:
+        session.execute("SELECT 'line one,\n line two' AS \"quoted, multi-line\"")
+    assert pg.cluster.wait_for_log("line two", path=pg.cluster.csvlog)
+    run = activity.activity_capture_run(timezone.now() + timedelta(seconds=2))
+    assert run.errors == 0, run
+    row = ActivityRecord.objects.get(grant=grant, source="pgaudit", command="SELECT")
+    assert row.statement == "SELECT 'line one,\n line two' AS \"quoted, multi-line\""
+    assert row.client_address == "127.0.0.1" and row.session_key
+    # A second run reads nothing twice.
+    assert activity.activity_capture_run(timezone.now() + timedelta(seconds=4)).stored == 0
