@@ -6,6 +6,7 @@ made through the real store service, as the sampler and the ingest API make it; 
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,13 +23,13 @@ from accessgov.models import (
     EventWebhookSubscription,
     Grant,
     Role,
+    System,
     WebhookDelivery,
 )
 from accessgov.services import access_requests as ar
-from accessgov.services import activity
+from accessgov.services import activity, reviews
 from accessgov.services import changes as change_services
 from accessgov.services import grants as gs
-from accessgov.services import reviews
 from tests.conftest import verify_session
 from tests.factories import UserFactory
 
@@ -250,3 +251,37 @@ def test_finding_events_reach_event_webhooks_without_statement_text(scene):
     delivery = WebhookDelivery.objects.get(subscription=subscription)
     assert delivery.event.event_type == "activity.finding"
     assert "DE00" not in str(delivery.event.data) and delivery.event.data["kind"] == "write_read_only"
+
+
+def test_capture_settings_are_validated_in_the_admin_and_changing_them_is_four_eyed(make_user, world):
+    admin = verify_session(Client(), make_user("root", is_staff=True, is_superuser=True))
+    base = {
+        "name": "Target DB",
+        "slug": "target-db",
+        "environment": "production",
+        "description": "",
+        "slack_webhook_url": "",
+        "connector": "postgres",
+        "connector_secret": "pw",
+        "roles-TOTAL_FORMS": "0",
+        "roles-INITIAL_FORMS": "0",
+        "roles-MIN_NUM_FORMS": "0",
+        "roles-MAX_NUM_FORMS": "1000",
+    }
+    config = {"host": "db.internal", "dbname": "app", "user": "accessgov_provisioner"}
+    refused = admin.post(
+        "/admin/accessgov/system/add/",
+        {**base, "connector_config": json.dumps({**config, "activity": {"sessions": "yes", "log_file": "x"}})},
+    )
+    assert refused.status_code == 200 and "activity.sessions is true or false." in refused.content.decode()
+    created = admin.post("/admin/accessgov/system/add/", {**base, "connector_config": json.dumps(config)})
+    assert created.status_code == 302
+    system = System.objects.get(slug="target-db")
+    with_capture = {**config, "activity": {"sessions": True, "statement_log": True}}
+    admin.post(
+        f"/admin/accessgov/system/{system.pk}/change/",
+        {**base, "connector_secret": "", "connector_config": json.dumps(with_capture)},
+    )
+    system.refresh_from_db()
+    assert "activity" not in system.connector_config  # only proposed: a second admin applies it
+    assert ChangeRequest.objects.filter(kind=ChangeRequest.Kind.SYSTEM, status="pending").count() == 1
