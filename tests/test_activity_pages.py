@@ -24,6 +24,7 @@ from accessgov.models import (
     Grant,
     Role,
     System,
+    User,
     WebhookDelivery,
 )
 from accessgov.services import access_requests as ar
@@ -285,3 +286,16 @@ def test_capture_settings_are_validated_in_the_admin_and_changing_them_is_four_e
     system.refresh_from_db()
     assert "activity" not in system.connector_config  # only proposed: a second admin applies it
     assert ChangeRequest.objects.filter(kind=ChangeRequest.Kind.SYSTEM, status="pending").count() == 1
+
+
+def test_the_demo_shows_activity_on_a_grant_and_says_why_its_targets_are_not_sampled(settings):
+    from django.core.management import call_command
+
+    call_command("seed_demo", "--force", stdout=io.StringIO())
+    break_glass = Grant.objects.get(is_break_glass=True)
+    auditor = verify_session(Client(), User.objects.get(username="audrey"))
+    page = auditor.get(reverse("grant_detail", args=[break_glass.pk])).content.decode()
+    assert "ALTER TABLE refunds DROP COLUMN IF EXISTS migration_tmp" in page
+    assert "Schema change (DDL) under a read-only or read-write role" in page
+    assert "uses the manual connector, which cannot watch sessions itself" in page
+    assert ActivityFinding.objects.filter(grant=break_glass, kind="ddl", status="open").exists()

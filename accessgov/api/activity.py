@@ -109,11 +109,14 @@ class ActivityIngestView(TokenAPIView):
             415: OpenApiResponse(ErrorSerializer, description="Neither JSON nor JSON lines"),
         },
     )
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # Before anything else (a wrong method included): a token, or a signature to check.
+        if not isinstance(request.auth, ApiToken) and not all(request.headers.get(h) for h in SIGNATURE_HEADERS):
+            raise NotAuthenticated("Send a service token (Bearer) or a Standard Webhooks signature.")
+
     def post(self, request):
         token = request.auth if isinstance(request.auth, ApiToken) else None
-        signed = token is None and all(request.headers.get(h) for h in SIGNATURE_HEADERS)
-        if token is None and not signed:
-            raise NotAuthenticated("Send a service token (Bearer) or a Standard Webhooks signature.")
         if token is not None and not token.allows(ApiToken.Scope.ACTIVITY_WRITE):
             raise PermissionDenied(f"This token does not have the {ApiToken.Scope.ACTIVITY_WRITE} scope.")
         body = self._body(request)
