@@ -56,3 +56,5 @@ bench: install
 	$(BIN)/python bench/time_to_access.py
 	$(BIN)/python bench/report_pages.py
 	$(BIN)/python bench/load_test.py
+	$(BIN)/python bench/activity_ingest.py
+	$(BIN)/python bench/activity_sampler.py

@@ -24,7 +24,7 @@ CONF = """
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{dir}'
-max_connections = 60
+max_connections = {max_connections}
 shared_buffers = 32MB
 fsync = off
 synchronous_commit = off
@@ -77,7 +77,8 @@ def _free_port() -> int:
 class PrivateCluster:
     """initdb + start on a free port; ``stop()`` ends the postmaster by its PID and removes the files."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_connections: int = 60) -> None:
+        self.max_connections = max_connections
         self.bindir = bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="accessgov-pg-"))
         self.data = self.dir / "data"
@@ -108,7 +109,7 @@ class PrivateCluster:
         os.chmod(self.dir, 0o755)  # noqa: S103 - the server (postgres) and the tests (root) both read its log
         self._run("initdb", "-D", str(self.data), "-U", self.superuser, "--auth=trust", "-E", "UTF8", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(CONF.format(port=self.port, dir=self.dir))
+            conf.write(CONF.format(port=self.port, dir=self.dir, max_connections=self.max_connections))
         (self.data / "pg_hba.conf").write_text(HBA)
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-l", str(self.dir / "start.log"), "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
 
 from accessgov.activity.classify import classify, command_of
@@ -71,9 +72,11 @@ def clean_statement(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=4096)
 def address(value: str | None) -> str | None:
-    """An IP address, or None (a Unix socket shows as "[local]", a host name is not an address)."""
-    if not value or value[0] == "[":
+    """An IP address, or None (a Unix socket shows as "[local]", a host name is not an address). Cached: a
+    log holds few distinct addresses, and parsing one costs more than the rest of its line."""
+    if not value or not isinstance(value, str) or value[0] == "[":
         return None
     try:
         return str(ipaddress.ip_address(value))
@@ -98,7 +101,11 @@ def log_time(value: str) -> datetime:
 def _audit_fields(message: str) -> list[str]:
     """pgaudit's message after "AUDIT: ": AUDIT_TYPE, STATEMENT_ID, SUBSTATEMENT_ID, CLASS, COMMAND,
     OBJECT_TYPE, OBJECT_NAME, STATEMENT, PARAMETER (CSV, the statement quoted when it needs to be)."""
-    fields = next(csv.reader([message[len(AUDIT_PREFIX) :]]), [])
+    text = message[len(AUDIT_PREFIX) :]
+    if '"' in text:
+        fields = next(csv.reader([text]), [])
+    else:  # nothing quoted (pgaudit quotes a statement holding a comma, a quote or a line break): plain split
+        fields = text.split(",")
     if len(fields) < 8:
         raise ValueError("not a pgaudit message")
     return fields

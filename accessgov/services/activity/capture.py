@@ -33,6 +33,7 @@ from accessgov.services.activity.store import activity_store, people_principals
 logger = logging.getLogger("accessgov.activity")
 LEASE = timedelta(seconds=30)
 LOG_READ_BYTES = 32 * 1024 * 1024  # per file and run: a backlog is caught up over a few runs
+AUDIT_MARK = b'"message":"AUDIT: '
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SAMPLER_CONNECTORS: dict[int, tuple[str, object]] = {}
 
@@ -273,8 +274,11 @@ def _parse_log(data: bytes, log_format: str) -> tuple[list[Observed], int, int]:
             if row is not None:
                 observed.append(row)
         return observed, unreadable, consumed
+    append = observed.append
     for line in data.splitlines():
-        if not line.strip():
+        # Only pgaudit lines are activity: the rest of the server's log (checkpoints, connections, errors)
+        # is not even decoded. jsonlog writes the message as "message":"AUDIT: …" (no space after colons).
+        if AUDIT_MARK not in line:
             continue
         try:
             row = parse_jsonlog_line(line)
@@ -282,7 +286,7 @@ def _parse_log(data: bytes, log_format: str) -> tuple[list[Observed], int, int]:
             unreadable += 1
             continue
         if row is not None:
-            observed.append(row)
+            append(row)
     return observed, unreadable, len(data)
 
 
