@@ -120,8 +120,12 @@ class ActivityRecord(models.Model):
             models.Index(fields=["system", "id"], condition=models.Q(grant__isnull=True), name="activity_no_grant"),
             # The retention purge deletes by seal.
             models.Index(fields=["seal"], condition=models.Q(seal__isnull=False), name="activity_seal"),
-            # Sealing finds what is not sealed yet.
-            models.Index(fields=["ingested_at"], condition=models.Q(seal__isnull=True), name="activity_unsealed"),
+            # The sampler's open sessions (a handful, whatever the size of the table).
+            models.Index(
+                fields=["system"],
+                condition=models.Q(kind="session", seal__isnull=True) & ~models.Q(state="ended"),
+                name="activity_open_sessions",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -196,12 +200,16 @@ class GrantActivity(models.Model):
     last_activity_at = models.DateTimeField(null=True, blank=True)
     finding_count = models.PositiveIntegerField(default=0)
     sealed_at = models.DateTimeField(null=True, blank=True)
+    late_activity = models.BooleanField(
+        default=False, help_text="Activity arrived after the seal: the next sweep seals it (a supplement)."
+    )
 
     class Meta:
         verbose_name_plural = "grant activity"
         indexes = [
-            # Sealing looks for ended grants not sealed yet.
+            # Sealing looks for ended grants not sealed yet, and sealed ones with late activity.
             models.Index(fields=["grant"], condition=models.Q(sealed_at__isnull=True), name="grant_activity_unsealed"),
+            models.Index(fields=["grant"], condition=models.Q(late_activity=True), name="grant_activity_late"),
         ]
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@ tokens and real Standard Webhooks signatures — and abused: personal and scope-
 grant, forged, stale and replayed signatures, expired tokens, huge, malformed and NUL-carrying bodies.
 Runs on SQLite and PostgreSQL; time is pinned with time-machine."""
 
+import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from tests.factories import RoleFactory, SystemFactory
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/activity/"
 T0 = datetime(2031, 3, 4, 10, 0, tzinfo=UTC)
-SECRET = "whsec_" + "YWNjZXNzZ292LWFjdGl2aXR5LXRlc3Qta2V5LTAxMjM0NTY3"
+SECRET = "whsec_" + base64.b64encode(b"accessgov-activity-test-key-01234567").decode()
 
 
 @pytest.fixture
@@ -225,7 +226,9 @@ def test_a_webhook_system_signs_its_reports_and_forged_stale_or_replayed_signatu
     stale = send("msg-3", now - 3600)
     assert stale.status_code == 401
     wrong_key = send(
-        "msg-4", now, signature=sign("whsec_" + "b3RoZXIta2V5LW9mLXNvbWVvbmUtZWxzZQ==", "msg-4", now, body.encode())
+        "msg-4",
+        now,
+        signature=sign("whsec_" + base64.b64encode(b"someone else's key").decode(), "msg-4", now, body.encode()),
     )
     assert wrong_key.status_code == 401
     assert ActivityRecord.objects.filter(system=system).count() == 1

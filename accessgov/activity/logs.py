@@ -11,8 +11,8 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 from accessgov.activity.classify import classify, command_of
 
@@ -102,10 +102,8 @@ def _audit_fields(message: str) -> list[str]:
     """pgaudit's message after "AUDIT: ": AUDIT_TYPE, STATEMENT_ID, SUBSTATEMENT_ID, CLASS, COMMAND,
     OBJECT_TYPE, OBJECT_NAME, STATEMENT, PARAMETER (CSV, the statement quoted when it needs to be)."""
     text = message[len(AUDIT_PREFIX) :]
-    if '"' in text:
-        fields = next(csv.reader([text]), [])
-    else:  # nothing quoted (pgaudit quotes a statement holding a comma, a quote or a line break): plain split
-        fields = text.split(",")
+    # Nothing quoted (pgaudit quotes a statement holding a comma, a quote or a line break): a plain split.
+    fields = next(csv.reader([text]), []) if '"' in text else text.split(",")
     if len(fields) < 8:
         raise ValueError("not a pgaudit message")
     return fields

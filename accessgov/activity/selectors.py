@@ -128,8 +128,8 @@ def live_sessions(viewer: User, now: datetime) -> list[ActivityRecord]:
     right now, under which grant (or none). Limited to what ``viewer`` may see."""
     recent = now - timedelta(seconds=max(settings.ACTIVITY_SAMPLE_SECONDS, 1) * 3 + 5)
     sessions = ActivityRecord.objects.filter(
-        kind=ActivityRecord.Kind.SESSION, source=ActivityRecord.Source.SAMPLER, ended_at__gte=recent
-    ).exclude(state="ended")
+        kind=ActivityRecord.Kind.SESSION, source=ActivityRecord.Source.SAMPLER, ended_at__gte=recent, seal__isnull=True
+    ).exclude(state="ended")  # the predicate of the activity_open_sessions index
     visible = permissions.visible_grants(viewer).values("pk")
     systems = permissions.visible_activity_systems(viewer)
     no_grant = Q(grant__isnull=True) if systems is None else Q(grant__isnull=True, system_id__in=systems)

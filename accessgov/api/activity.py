@@ -91,6 +91,7 @@ class ActivityIngestView(TokenAPIView):
     """Thin: authenticate (token or signature), find the system, call ``services.activity_ingest_push``."""
 
     required_scopes = {"POST": ApiToken.Scope.ACTIVITY_WRITE}
+    serializer_class = ActivityIngestSerializer  # for the schema; the body is parsed by the view
     permission_classes = []  # a token needs its scope (checked below); a signature needs no token
     throttle_classes = [*TokenAPIView.throttle_classes, SignedSourceThrottle]
     pagination_class = None

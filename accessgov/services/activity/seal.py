@@ -65,12 +65,12 @@ def activity_seal_due(now: datetime, *, batch_size: int = SEAL_BATCH) -> int:
             groups = [Group(candidates[pk], pk) for pk in sorted(locked.values_list("pk", flat=True))]
             if groups:
                 made += _seal(groups, now)
-    late = list(
-        ActivityRecord.objects.filter(seal__isnull=True, grant__isnull=False, ingested_at__lte=cutoff)
-        .filter(grant__activity__sealed_at__isnull=False)
-        .values_list("system_id", "grant_id")
-        .distinct()[:batch_size]
-    )
+    late = [
+        (system_id, grant_id)
+        for grant_id, system_id in GrantActivity.objects.filter(
+            late_activity=True, sealed_at__isnull=False
+        ).values_list("pk", "grant__role__system_id")[:batch_size]
+    ]
     unattributed = list(
         ActivityRecord.objects.filter(seal__isnull=True, grant__isnull=True, ingested_at__lte=cutoff)
         .filter(~Q(kind=ActivityRecord.Kind.SESSION) | Q(state="ended"))
@@ -91,7 +91,7 @@ def _rows_of(group: Group, cutoff: datetime | None):
         rows = rows.filter(grant_id=group.grant_id)
     else:
         rows = rows.filter(grant__isnull=True).filter(~Q(kind=ActivityRecord.Kind.SESSION) | Q(state="ended"))
-    if cutoff is not None and (group.supplement or group.grant_id is None):
+    if cutoff is not None and group.grant_id is None:
         rows = rows.filter(ingested_at__lte=cutoff)
     return rows.order_by("pk")
 
@@ -154,6 +154,9 @@ def _seal(groups: list[Group], now: datetime, *, cutoff: datetime | None = None)
             )
         )
         made += 1
+    supplements = [group.grant_id for group in groups if group.supplement]
+    if supplements:  # under the ingest locks: no row of theirs arrived since they were read
+        GrantActivity.objects.filter(pk__in=supplements).update(late_activity=False)
     if not events:
         return 0
     rows = [row for _, row in events]
@@ -163,6 +166,7 @@ def _seal(groups: list[Group], now: datetime, *, cutoff: datetime | None = None)
     primary = [group.grant_id for group in groups if group.grant_id and not group.supplement]
     if primary:
         GrantActivity.objects.filter(pk__in=primary, sealed_at__isnull=True).update(sealed_at=now)
+
     return made
 
 

@@ -314,12 +314,22 @@ def grant_totals_add(totals: dict[int, dict[str, Any]]) -> None:
         return
     table = connection.ops.quote_name(GrantActivity._meta.db_table)
     least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
-    columns = ["grant_id", "levels", "capture_error", *_COUNTERS, "first_activity_at", "last_activity_at"]
+    columns = [
+        "grant_id",
+        "levels",
+        "capture_error",
+        "late_activity",
+        *_COUNTERS,
+        "first_activity_at",
+        "last_activity_at",
+    ]
     updates = [f"{c} = {table}.{c} + excluded.{c}" for c in _COUNTERS]
     updates.append(
         f"first_activity_at = {least}(COALESCE({table}.first_activity_at, excluded.first_activity_at), "
         "COALESCE(excluded.first_activity_at, " + f"{table}.first_activity_at))"
     )
+    # Rows for a grant already sealed: flag it, the next sweep seals them (no scan of the activity table).
+    updates.append(f"late_activity = CASE WHEN {table}.sealed_at IS NULL THEN {table}.late_activity ELSE TRUE END")
     updates.append(
         f"last_activity_at = {greatest}(COALESCE({table}.last_activity_at, excluded.last_activity_at), "
         "COALESCE(excluded.last_activity_at, " + f"{table}.last_activity_at))"
@@ -327,7 +337,7 @@ def grant_totals_add(totals: dict[int, dict[str, Any]]) -> None:
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     params: list[Any] = []
     for grant_id, values in sorted(totals.items()):
-        params += [grant_id, "[]", ""]
+        params += [grant_id, "[]", "", False]
         params += [values.get(c, 0) for c in _COUNTERS]
         params += [
             connection.ops.adapt_datetimefield_value(values.get("first")),
