@@ -300,7 +300,7 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     report = f"""### Activity ingest: {args.lines:,} server log lines attributed to grants and stored (PostgreSQL)
 
-Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), `bench/activity_ingest.py`, in the
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}, load average {os.getloadavg()[0]:.1f}), `bench/activity_ingest.py`, in the
 foreground. A jsonlog file as PostgreSQL 15 + pgaudit writes it ({size_mb:.1f} MB): {counts['audit']:,} pgaudit
 lines of 100 grantees' sessions and of 20 people without a grant, {counts['app']:,} lines of an application login and
 {counts['other']:,} other server lines. One call of `activity_ingest_file` (what the capture task runs on new log

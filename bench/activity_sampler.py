@@ -164,7 +164,7 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     report = f"""### Activity capture: the session sampler's cost on the target at {args.grants} active grants
 
-Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), `bench/activity_sampler.py`, in the
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}, load average {os.getloadavg()[0]:.1f}), `bench/activity_sampler.py`, in the
 foreground. Target: a private PostgreSQL 15 cluster (pg_stat_statements + pgaudit loaded) with {args.grants} grantee
 logins, each holding the managed role with an open session; the real `activity_sample` (one `pg_stat_activity`
 read over the kept provisioner connection, then AccessGov's own writes in its database). Target CPU is every

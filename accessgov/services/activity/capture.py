@@ -25,7 +25,7 @@ from django.utils import timezone
 from accessgov.activity import postgres as pg
 from accessgov.activity.classify import classify, command_of
 from accessgov.activity.config import CaptureSettings, system_settings
-from accessgov.activity.logs import Observed, parse_csvlog, parse_jsonlog_line, read_new, split_csvlog
+from accessgov.activity.logs import Observed, parse_csvlog, parse_jsonlog, read_new, split_csvlog
 from accessgov.connectors import ConnectorError, connector_for
 from accessgov.models import ActivityCaptureState, ActivityRecord, Grant, GrantActivity, System
 from accessgov.services.activity.store import activity_store, people_principals
@@ -208,7 +208,7 @@ def activity_sample(system: System, now: datetime, *, capture: CaptureSettings |
             )
     with transaction.atomic():
         _sessions_touch(system, seen, now)
-        stored = activity_store(system, observed, now=now)
+        stored = activity_store(system, observed, now=now, durable=False)  # the next sample sees them again
     return {"sessions": len(seen), "stored": stored.stored, "findings": stored.findings_raised, "ms": round(ms, 3)}
 
 
@@ -247,7 +247,7 @@ def activity_read_logs(
             cursor["offset"] = cursor["offset"] - len(data) + consumed
         totals["unreadable"] += unreadable
         with transaction.atomic():
-            stored = activity_store(system, observed, now=now)
+            stored = activity_store(system, observed, now=now, durable=False)  # the offset moves with the rows
             cursors[path] = cursor
             ActivityCaptureState.objects.filter(pk=state.pk).update(log_cursors=cursors)
         totals["stored"] += stored.stored
@@ -274,19 +274,32 @@ def _parse_log(data: bytes, log_format: str) -> tuple[list[Observed], int, int]:
             if row is not None:
                 observed.append(row)
         return observed, unreadable, consumed
+    # Only pgaudit lines are activity: the rest of the server's log (checkpoints, connections, errors) is not
+    # even decoded. jsonlog writes the message as "message":"AUDIT: …" (no space after the colon).
+    lines = [line for line in data.splitlines() if AUDIT_MARK in line]
     append = observed.append
-    for line in data.splitlines():
-        # Only pgaudit lines are activity: the rest of the server's log (checkpoints, connections, errors)
-        # is not even decoded. jsonlog writes the message as "message":"AUDIT: …" (no space after colons).
-        if AUDIT_MARK not in line:
-            continue
+    for start in range(0, len(lines), 5000):
+        chunk = lines[start : start + 5000]
         try:
-            row = parse_jsonlog_line(line)
-        except ValueError:
-            unreadable += 1
-            continue
-        if row is not None:
-            append(row)
+            # One decoder call for thousands of lines (a JSON array of them) costs a third less than one per line.
+            entries = json.loads(b"[" + b",".join(chunk) + b"]")
+        except (ValueError, UnicodeDecodeError):
+            entries = None
+        if entries is None or len(entries) != len(chunk):  # a broken line: find it line by line
+            entries = []
+            for line in chunk:
+                try:
+                    entries.append(json.loads(line))
+                except (ValueError, UnicodeDecodeError):
+                    unreadable += 1
+        for entry in entries:
+            try:
+                row = parse_jsonlog(entry) if isinstance(entry, dict) else None
+            except ValueError:
+                unreadable += 1
+                continue
+            if row is not None:
+                append(row)
     return observed, unreadable, len(data)
 
 
@@ -295,7 +308,7 @@ def activity_ingest_file(system: System, path: str, *, log_format: str = "jsonlo
     with open(path, "rb") as handle:
         data = handle.read()
     observed, unreadable, _ = _parse_log(data, log_format)
-    result = activity_store(system, observed, now=now or timezone.now())
+    result = activity_store(system, observed, now=now or timezone.now(), durable=False)
     return result, unreadable
 
 

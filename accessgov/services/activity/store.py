@@ -352,11 +352,17 @@ def grant_totals_add(totals: dict[int, dict[str, Any]]) -> None:
         cursor.execute(sql, params)
 
 
-def activity_store(system: System, observed: list[Observed], *, now: datetime) -> StoreResult:
+def activity_store(system: System, observed: list[Observed], *, now: datetime, durable: bool = True) -> StoreResult:
     """Attribute, check and store ``observed`` rows of ``system``, in one transaction (opened here, or the
     caller's). Rows by logins that are not people's (application users, the provisioner) are ignored; rows
     seen before (same ``source_key``) are skipped. Raises PolicyViolation when a row names a grant of
-    another system (nothing is stored then)."""
+    another system (nothing is stored then).
+
+    ``durable=False`` (server log files, samples) commits without waiting for the WAL flush on PostgreSQL
+    (``synchronous_commit = off`` for this transaction): a crash can lose the last fraction of a second of
+    commits, and with them the log offset moved in the same transaction, so the lines are read again —
+    nothing is lost, and 100k lines no longer wait a second for their fsync. Pushes to the API stay durable:
+    their sender is told they are stored."""
     result = StoreResult(received=len(observed))
     if not observed:
         return result
@@ -372,6 +378,9 @@ def activity_store(system: System, observed: list[Observed], *, now: datetime) -
             raise PolicyViolation(f"grant_id {missing[0]} is not a grant of {system.slug}.")
         hint_principals = {pk: connector.principal_for(name) for pk, name in found.items()}
     with transaction.atomic():
+        if not durable and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
         _lock_system(system.pk)
         fresh: list[Observed] = []
         seen: set[str] = set()
