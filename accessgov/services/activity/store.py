@@ -175,6 +175,8 @@ def attribute(windows: list[Window], at: datetime) -> tuple[Window | None, bool]
     """The grant ``at`` belongs to, and whether it came after that grant's end. Inside several grants at
     once (two roles of one system), the most permissive one (so a finding is never raised wrongly)."""
     inside = [w for w in windows if w.start <= at < w.end]
+    if len(inside) == 1:  # nearly always: no ranking to do
+        return inside[0], False
     if inside:
         return max(inside, key=lambda w: (_LEVEL_RANK.get(w.level, 0), w.start)), False
     ended = [w for w in windows if w.end <= at < w.end + AFTER_END_WINDOW]
