@@ -108,7 +108,9 @@ def main() -> None:
         )
         role = Role.objects.create(system=system, name="read-write", target_name=target.managed, approvals_required=0)
         users = User.objects.bulk_create([User(username=f"person{i:03d}", password="!") for i in range(args.grants)])
-        Eligibility.objects.bulk_create([Eligibility(role=role, user=u, starts_at=now - timedelta(days=1)) for u in users])
+        Eligibility.objects.bulk_create(
+            [Eligibility(role=role, user=u, starts_at=now - timedelta(days=1)) for u in users]
+        )
         requests = AccessRequest.objects.bulk_create(
             [
                 AccessRequest(
@@ -174,13 +176,13 @@ process of the target cluster (postmaster and children) over windows of {args.wi
 
 | window | samples | target CPU | added by sampling | per sample on the target | worker CPU per sample |
 |---|---|---|---|---|---|
-| no sampling (baseline) | 0 | {baseline['target_pct']:.3f} % | — | — | — |
-| every 5 s (the default) | {every5['samples']} | {every5['target_pct']:.3f} % | **{added(every5):+.3f} %** | {per_sample(every5):.1f} ms | {1000 * every5['worker_cpu'] / every5['samples']:.0f} ms |
-| every 1 s | {every1['samples']} | {every1['target_pct']:.3f} % | {added(every1):+.3f} % | {per_sample(every1):.1f} ms | {1000 * every1['worker_cpu'] / every1['samples']:.0f} ms |
+| no sampling (baseline) | 0 | {baseline["target_pct"]:.3f} % | — | — | — |
+| every 5 s (the default) | {every5["samples"]} | {every5["target_pct"]:.3f} % | **{added(every5):+.3f} %** | {per_sample(every5):.1f} ms | {1000 * every5["worker_cpu"] / every5["samples"]:.0f} ms |
+| every 1 s | {every1["samples"]} | {every1["target_pct"]:.3f} % | {added(every1):+.3f} % | {per_sample(every1):.1f} ms | {1000 * every1["worker_cpu"] / every1["samples"]:.0f} ms |
 
 Target: < 1 % CPU on the target at 100 active grants — {"**met**" if added(every5) < 1 else "**missed**"} at the default interval
 ({added(every5):.3f} % of one core{"" if added(every1) >= 1 else f"; {added(every1):.3f} % even every second"}). The
-`pg_stat_activity` query itself takes a median {every5['query_ms']:.1f} ms as seen from the worker. The worker's side (building the rows,
+`pg_stat_activity` query itself takes a median {every5["query_ms"]:.1f} ms as seen from the worker. The worker's side (building the rows,
 de-duplicating, updating the sessions' last-seen time in AccessGov's database) is the larger part and runs on the
 AccessGov host, not the target."""
     print(report)
