@@ -46,7 +46,7 @@ clean:
 	rm -rf $(VENV) var
 
 ## Benchmarks (need PostgreSQL and Redis on 127.0.0.1, like CI); they rewrite docs/PERFORMANCE.md.
-## One per performance target in ../shared/QUALITY.md; about 15-20 minutes in all, in the foreground.
+## One per performance target in ../shared/QUALITY.md; about 20-25 minutes in all, in the foreground.
 bench: install
 	$(BIN)/python bench/revocation_lag.py --spread 10 --section revocation_lag
 	$(BIN)/python bench/revocation_lag.py --spread 0 --section revocation_lag_burst
@@ -58,3 +58,5 @@ bench: install
 	$(BIN)/python bench/report_pages.py
 	$(BIN)/python bench/evidence_pack.py
 	$(BIN)/python bench/load_test.py
+	$(BIN)/python bench/activity_ingest.py
+	$(BIN)/python bench/activity_sampler.py

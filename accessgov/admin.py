@@ -15,6 +15,7 @@ from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
 from accessgov import permissions, policies
+from accessgov.activity import config as activity_config
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     AccessEvent,
@@ -492,7 +493,15 @@ class SystemForm(forms.ModelForm):
         if connector:
             probe = System(connector=connector, connector_config=config, connector_secret=secret)
             klass = type(connector_for(probe))
-            for problem in klass.validate_config(config, secret):
+            # Activity capture settings ride along in the connector settings (four-eyed with them).
+            for problem in activity_config.problems(
+                connector, config.get("activity") if isinstance(config, dict) else None
+            ):
+                self.add_error("connector_config", problem)
+            without_activity = (
+                {k: v for k, v in config.items() if k != "activity"} if isinstance(config, dict) else config
+            )
+            for problem in klass.validate_config(without_activity, secret):
                 self.add_error("connector_config", problem)
             if klass.secret_required and not secret:
                 self.add_error("connector_secret", "This connector needs a secret.")
@@ -560,6 +569,7 @@ class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
         "ticket_issue_types",
         "ticket_assigned_to_requester",
         "ticket_bound",
+        "access_level",
     }
 
     four_eyes_on_create = False

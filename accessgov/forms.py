@@ -271,9 +271,9 @@ class ApiTokenForm(forms.Form):
         from accessgov.models import ApiToken
 
         super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = [
-            (value, label) for value, label in ApiToken.Scope.choices if value != ApiToken.Scope.SCIM_PROVISION
-        ]
+        from accessgov.services.tokens import SERVICE_ONLY_SCOPES
+
+        self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] not in SERVICE_ONLY_SCOPES]
         self.fields["scopes"].initial = [
             ApiToken.Scope.REQUESTS_READ,
             ApiToken.Scope.REQUESTS_CREATE,

@@ -96,6 +96,9 @@ def _where_nul(request: HttpRequest) -> str:
         "application/x-www-form-urlencoded",
         "multipart/form-data",
     ):
+        # Read (and cache) the raw body first, so it stays readable after parsing: signed endpoints (Slack)
+        # verify request.body. Bounded by DATA_UPLOAD_MAX_MEMORY_SIZE (the portal takes no file uploads).
+        request.body  # noqa: B018
         if _has_nul(request.POST.lists()):
             return "a form field"
         if any("\x00" in (upload.name or "") for _, uploads in request.FILES.lists() for upload in uploads):

@@ -208,6 +208,21 @@ class Role(models.Model):
     )
     ticket_bound = models.BooleanField(default=False, help_text="The grant ends when its ticket closes.")
 
+    class AccessLevel(models.TextChoices):
+        UNDECLARED = "", "Not declared"
+        READ_ONLY = "read_only", "Read-only (reads data)"
+        READ_WRITE = "read_write", "Read-write (reads and changes data, not the schema)"
+        ADMIN = "admin", "Admin (schema and privileges)"
+
+    access_level = models.CharField(
+        max_length=12,
+        choices=AccessLevel.choices,
+        blank=True,
+        default="",
+        help_text="What the role is for: activity beyond it (writes under read-only, DDL or privilege changes "
+        "under read-only or read-write) is a finding someone must sign off (docs/ACTIVITY.md).",
+    )
+
     class Meta:
         ordering = ["system__name", "name"]
         permissions = [("approve_role", "May approve requests for this role")]
@@ -708,6 +723,10 @@ class AccessEvent(models.Model):
         EVIDENCE_DOWNLOADED = "evidence.downloaded", "Evidence pack downloaded"
         EVIDENCE_DELIVERED = "evidence.delivered", "Evidence pack delivered"
         EVIDENCE_DELIVERY_FAILED = "evidence.delivery_failed", "Evidence pack delivery failed (retrying)"
+        ACTIVITY_FINDING = "activity.finding", "Activity finding raised (needs a second person's sign-off)"
+        ACTIVITY_SIGNED_OFF = "activity.signed_off", "Activity finding signed off"
+        ACTIVITY_SEALED = "activity.sealed", "Activity sealed into the ledger"
+        ACTIVITY_PURGED = "activity.purged", "Activity older than the retention period purged"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=40, choices=Type.choices)
@@ -1057,6 +1076,7 @@ class ApiToken(models.Model):
         SCIM_PROVISION = "scim:provision", "Provision users and groups over SCIM (identity provider only)"
         EVIDENCE_READ = "evidence:read", "Read and download evidence packs (auditors)"
         EVIDENCE_BUILD = "evidence:build", "Build evidence packs (auditors)"
+        ACTIVITY_WRITE = "activity:write", "Report activity (service accounts: log shippers, target tooling)"
 
     SECRET_PREFIX = "agv_"  # noqa: S105 (the public prefix of every secret, not a secret)
 
@@ -1258,4 +1278,15 @@ __all_integrations__ = (
     SlackUserLink,
     SlackWorkspace,
     TicketProvider,
+)
+
+# Activity evidence (issue 17) lives in its own module; importing it here registers its models with the app
+# and lets callers import them from accessgov.models like every other model.
+from accessgov.models_activity import (  # noqa: E402, F401
+    ActivityCaptureState,
+    ActivityFinding,
+    ActivityIngestBatch,
+    ActivityRecord,
+    ActivitySeal,
+    GrantActivity,
 )

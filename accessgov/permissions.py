@@ -532,3 +532,87 @@ def can_build_evidence_pack(user: User) -> bool:
 def ensure_can_build_evidence_pack(user: User) -> None:
     if not can_build_evidence_pack(user):
         raise NotAuthorized("Evidence packs are for auditors.")
+
+
+# --- Activity evidence (issue 17) ---------------------------------------------------------------
+
+
+def can_read_statement_text(user: User, system: System) -> bool:
+    """Statement text may hold personal data: auditors and the system's owners read it. Everyone else who
+    sees a grant (its holder, approvers) sees sessions, commands, classes and counts, not the text."""
+    return user.is_active and (is_auditor(user) or user.has_perm("accessgov.own_system", system))
+
+
+def visible_findings(user: User):
+    """Activity findings ``user`` may see: those on grants they may see (their own, roles they approve,
+    systems they own), activity without a grant on systems they own; all of them for auditors."""
+    from accessgov.models import ActivityFinding
+
+    qs = ActivityFinding.objects.all()
+    if is_auditor(user):
+        return qs
+    user_scope = scope(user)
+    return qs.filter(
+        Q(grant__user=user)
+        | Q(role_id__in=overseen_role_ids(user))
+        | Q(grant__isnull=True, system_id__in=user_scope.owned_system_ids)
+    )
+
+
+def visible_activity_systems(user: User) -> list[int] | None:
+    """Systems whose activity without a grant ``user`` sees (None: every system, for auditors)."""
+    if is_auditor(user):
+        return None
+    return scope(user).owned_system_ids
+
+
+def can_sign_off_finding(user: User, finding) -> bool:
+    """Like a break-glass follow-up: anyone but the person whose activity it was, independent of them, who
+    audits, approves the role or owns the system."""
+    if not user.is_active or user.pk == finding.user_id:
+        return False
+    allowed = (
+        is_auditor(user)
+        or (finding.role is not None and _approves_role(user, finding.role))
+        or user.has_perm("accessgov.own_system", finding.system)
+    )
+    return allowed and (finding.user is None or independence_problem(user, finding.user) is None)
+
+
+def ensure_can_sign_off_finding(user: User, finding) -> None:
+    if user.pk == finding.user_id:
+        raise NotAuthorized("Someone other than the person whose activity it was must sign this finding off.")
+    if finding.user is not None:
+        problem = independence_problem(user, finding.user)
+        if problem:
+            raise NotAuthorized(f"{problem} Someone independent must sign this finding off.")
+    if not can_sign_off_finding(user, finding):
+        raise NotAuthorized("Only auditors, approvers of the role and owners of the system sign findings off.")
+
+
+def right_sizing_role_ids(user: User) -> list[int] | None:
+    """Roles in ``user``'s right-sizing report (None: every role, for auditors and portal admins)."""
+    if is_auditor(user) or (user.is_active and user.is_staff):
+        return None
+    return overseen_role_ids(user)
+
+
+def can_propose_right_sizing(user: User) -> bool:
+    """Proposals change policy: portal admins propose, another admin approves (four-eyes)."""
+    return user.is_active and user.is_staff
+
+
+def ensure_can_propose_right_sizing(user: User) -> None:
+    if not can_propose_right_sizing(user):
+        raise NotAuthorized("Only portal admins propose policy changes; another admin approves them.")
+
+
+def activity_report_problem(user: User, token_role_ids: list[int], system: System) -> str | None:
+    """Why ``user`` (through a token limited to ``token_role_ids``, empty: not limited) may not report
+    activity for ``system``, or None. Only service accounts report activity: a person's report about
+    their own work would not be evidence."""
+    if not user.is_active or not user.is_service_account:
+        return "Activity is reported by service accounts (a log shipper, the target's tooling), not by people."
+    if token_role_ids and not Role.objects.filter(pk__in=token_role_ids, system=system).exists():
+        return f"This token is limited to roles of other systems than {system.slug}."
+    return None

@@ -8,7 +8,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from accessgov import permissions
-from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Decision, Grant, User
+from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Decision, Grant, GrantActivity, User
 
 
 def my_active_grants(user: User, now: datetime) -> QuerySet[Grant]:
@@ -167,6 +167,16 @@ def _grant_count(grants) -> Subquery:
     return Subquery(grants.order_by().values("role").annotate(n=Count("pk")).values("n")[:1])
 
 
+def _latest_activity(**grant_filter):
+    return (
+        GrantActivity.objects.filter(
+            last_activity_at__isnull=False, **{f"grant__{k}": v for k, v in grant_filter.items()}
+        )
+        .order_by("-last_activity_at")
+        .values("last_activity_at")[:1]
+    )
+
+
 def review_items_with_helpers(items: QuerySet, now: datetime) -> QuerySet:
     """Review items with what a reviewer needs beside each one, in a constant number of queries: the
     subject's last grant of the role (when the access was last used), how many grants in the last 90
@@ -188,6 +198,20 @@ def review_items_with_helpers(items: QuerySet, now: datetime) -> QuerySet:
                 _grant_count(by_user.filter(starts_at__gte=since)),
                 _grant_count(by_group.filter(starts_at__gte=since)),
                 0,
+            ),
+            # Real last use (issue 17): the latest activity captured under the subject's grants of the role,
+            # and whether any of those grants had activity capture at all ("never used" vs "not captured").
+            last_activity_at=Coalesce(
+                Subquery(_latest_activity(user=OuterRef("subject_user"), role=OuterRef("role"))),
+                Subquery(_latest_activity(user__groups=OuterRef("subject_group"), role=OuterRef("role"))),
+            ),
+            activity_captured=Exists(
+                GrantActivity.objects.filter(grant__user=OuterRef("subject_user"), grant__role=OuterRef("role"))
+            )
+            | Exists(
+                GrantActivity.objects.filter(
+                    grant__user__groups=OuterRef("subject_group"), grant__role=OuterRef("role")
+                )
             ),
             group_size=Subquery(
                 User.groups.through.objects.filter(group=OuterRef("subject_group"))

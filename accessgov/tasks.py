@@ -97,6 +97,15 @@ def deliver_event_webhooks(delivery_ids: list[int]) -> int:
 
 
 @shared_task
+def capture_activity() -> dict[str, int]:
+    """Beat, every ACTIVITY_SAMPLE_SECONDS: sample sessions at PostgreSQL targets and read their server logs
+    (each system leased by one run at a time; sealing is the sweep's)."""
+    from accessgov.services.activity import activity_capture_run
+
+    return activity_capture_run(timezone.now()).as_dict()
+
+
+@shared_task
 def reconcile() -> dict[str, int]:
     """Compare every target that can list its members with the active grants; flag drift."""
     from accessgov.services.reconciliation import reconcile_all

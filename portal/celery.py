@@ -45,6 +45,11 @@ BEAT_SCHEDULE: dict[str, dict] = {
             )
         ),
     },
+    # Activity capture: sample sessions at PostgreSQL targets and read their server logs (docs/ACTIVITY.md).
+    "capture-activity": {
+        "task": "accessgov.tasks.capture_activity",
+        "schedule": float(os.environ.get("ACTIVITY_SAMPLE_SECONDS", "5")),
+    },
     # Compare each target with the active grants and flag (optionally remove) drift.
     "reconcile": {
         "task": "accessgov.tasks.reconcile",

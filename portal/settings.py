@@ -305,6 +305,14 @@ EVIDENCE_DELIVERY_S3_BUCKET = env.str("EVIDENCE_DELIVERY_S3_BUCKET", default="")
 EVIDENCE_DELIVERY_S3_PREFIX = env.str("EVIDENCE_DELIVERY_S3_PREFIX", default="accessgov-evidence/")
 EVIDENCE_DELIVERY_S3_ENDPOINT_URL = env.str("EVIDENCE_DELIVERY_S3_ENDPOINT_URL", default="")
 EVIDENCE_DELIVERY_S3_REGION = env.str("EVIDENCE_DELIVERY_S3_REGION", default="")
+# Activity evidence (docs/ACTIVITY.md): how often the capture task samples sessions and reads server logs;
+# how long after a grant's removal its activity is sealed (log lines still on their way); how long sealed
+# activity is kept (statement text may hold personal data; purge_activity refuses anything younger); the
+# largest body POST /api/v1/activity/ accepts.
+ACTIVITY_SAMPLE_SECONDS = env.int("ACTIVITY_SAMPLE_SECONDS", default=5)
+ACTIVITY_SEAL_DELAY_SECONDS = env.int("ACTIVITY_SEAL_DELAY_SECONDS", default=60)
+ACTIVITY_RETENTION_DAYS = env.int("ACTIVITY_RETENTION_DAYS", default=400)
+ACTIVITY_INGEST_MAX_BYTES = env.int("ACTIVITY_INGEST_MAX_BYTES", default=16 * 1024 * 1024)
 # /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset = disabled (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Also write every access event as one JSON line to the "accessgov.events" logger (for a SIEM).

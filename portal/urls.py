@@ -5,6 +5,7 @@ from accessgov.api import scim as scim_api
 from accessgov.api import urls as api_urls
 from accessgov.views import (
     accounts,
+    activity,
     admin_login,
     approvals,
     audit,
@@ -106,6 +107,11 @@ urlpatterns = [
     ),
     path("reports/denied/", report_views.denied_report_view, name="report_denied"),
     path("reports/denied/export.csv", report_views.denied_report_export_view, name="report_denied_export"),
+    path("reports/right-sizing/", activity.right_sizing_view, name="report_right_sizing"),
+    path("reports/right-sizing/propose/", activity.right_sizing_propose_view, name="right_sizing_propose"),
+    path("activity/", activity.activity_view, name="activity"),
+    path("activity/export.csv", activity.activity_export_view, name="activity_export"),
+    path("activity/findings/<int:pk>/sign-off/", activity.finding_sign_off_view, name="finding_sign_off"),
     path("changes/", changes.change_list_view, name="changes"),
     path("changes/<int:pk>/", changes.change_detail_view, name="change_detail"),
     path("changes/<int:pk>/approve/", changes.change_approve_view, name="change_approve"),

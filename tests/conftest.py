@@ -239,3 +239,24 @@ def signing_key(settings, tmp_path):
     public = tmp_path / "accessgov-evidence-key.pem"
     public.write_text(signing.public_key_pem(key.public_key()))
     return public
+
+
+# --- A private PostgreSQL cluster with pgaudit and pg_stat_statements (activity capture tests) ----------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One private PostgreSQL target cluster for the whole session (tests/pg_cluster.py), started on first
+    use and stopped by its PID at the end. Skips (fails with REQUIRE_SERVICES=1) without initdb or pgaudit."""
+    from tests import pg_cluster as cluster_module
+
+    reason = cluster_module.missing()
+    if reason and REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but the private target cluster {reason}", pytrace=False)
+    if reason:
+        pytest.skip(reason)
+    cluster = cluster_module.PrivateCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -165,6 +165,7 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "review_reminders=0",
             "reviews_closed=0",
             "eligibility_reminders=0",
+            "activity_sealed=0",
             "webhooks_delivered=0",
         ]
         again = StringIO()

@@ -176,7 +176,7 @@ def test_decision_helpers_show_last_use_frequency_and_groups_in_constant_queries
     page = client.get(url).content.decode()
     assert "payments-team" in page
     assert (
-        f'last used <a href="{reverse("grant_detail", args=[Grant.objects.get(access_request=access_request).pk])}">'
+        f'last granted <a href="{reverse("grant_detail", args=[Grant.objects.get(access_request=access_request).pk])}">'
         in page
     )
     assert "1 grant in 90 days" in page and "never used" in page  # the other role was never used

@@ -7,6 +7,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 
 from accessgov.api import oidc, views
+from accessgov.api.activity import ActivityIngestView
 from accessgov.api.authentication import BearerTokenAuthentication, VerifiedSessionAuthentication
 
 app_name = "api"
@@ -58,6 +59,7 @@ urlpatterns = [
         views.EvidencePackDownloadView.as_view(),
         name="evidence_pack_download",
     ),
+    path("v1/activity/", ActivityIngestView.as_view(), name="activity_ingest"),
     re_path(r"^v1/(?P<rest>.*)$", views.ApiNotFoundView.as_view(), name="not_found"),
 ]
 

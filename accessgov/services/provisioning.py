@@ -20,6 +20,7 @@ from accessgov import permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
+from accessgov.services.activity import capture
 from accessgov.services.events import actor_label, event_record, event_record_rows
 
 logger = logging.getLogger("accessgov.provisioning")
@@ -322,6 +323,8 @@ def _perform(item: OutboxItem, connector) -> str:
     target = _target(item, connector)
     try:
         if item.action == Action.APPLY:
+            # Activity capture starts before the access does (pgaudit on the login role, a digest snapshot).
+            capture.capture_before_apply(item.grant, connector)
             connector.apply(target)
             if connector.reads_back and not connector.is_applied(target):
                 return READ_BACK_APPLY_MISSING
@@ -329,6 +332,7 @@ def _perform(item: OutboxItem, connector) -> str:
             connector.remove(target)
             if connector.reads_back and connector.is_applied(target):
                 return READ_BACK_REMOVE_STILL_THERE
+            capture.capture_after_remove([item.grant], connector)
     except ConnectorError as exc:
         return str(exc)
     except Exception as exc:  # a bug or an unexpected library error must not lose the item
@@ -359,6 +363,7 @@ def _perform_many(items: list[OutboxItem], connector, *, send_until: float) -> l
             logger.exception("bulk removal of %s outbox items crashed", len(removals))
         else:
             errors = {pk: READ_BACK_REMOVE_STILL_THERE if t in still_there else "" for pk, t in targets.items()}
+            capture.capture_after_remove([item.grant for item in removals if not errors[item.pk]], connector)
     results, unsent = [], []
     for item in items:
         if item.pk in errors:

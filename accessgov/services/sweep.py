@@ -3,7 +3,7 @@
 
 from datetime import datetime
 
-from accessgov.services import access_requests, eligibility, grants, provisioning, reviews, webhooks
+from accessgov.services import access_requests, activity, eligibility, grants, provisioning, reviews, webhooks
 
 
 def sweep_run(now: datetime) -> dict[str, int]:
@@ -24,6 +24,9 @@ def sweep_run(now: datetime) -> dict[str, int]:
         "review_reminders": reviews.review_reminders_due(now),
         "reviews_closed": reviews.review_campaigns_close_due(now),
         "eligibility_reminders": eligibility.eligibility_remind_ending(now),
+        # Activity of grants whose removal is confirmed is sealed into the ledger (after a short delay for
+        # log lines still on their way).
+        "activity_sealed": activity.activity_seal_due(now),
         # Event webhooks are sent after each commit, and retried (backoff) or caught up here, last, so
         # that the events of this very sweep go out too.
         "webhooks_delivered": webhooks.webhook_deliveries_drain(now),

@@ -23,8 +23,11 @@ SERVICE_MAX_LIFETIME = timedelta(days=366)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Provisioning is an identity provider's, never a person's: a token that may provision has no other scope.
 MACHINE_ONLY_SCOPES = {Scope.SCIM_PROVISION.value}
+# Scopes only service tokens carry: activity reports are evidence about people, never made by the person;
+# provisioning is an identity provider's.
+SERVICE_ONLY_SCOPES = {Scope.ACTIVITY_WRITE.value, *MACHINE_ONLY_SCOPES}
 # Scopes a personal token gets when its owner does not pick: everything a person does.
-PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in MACHINE_ONLY_SCOPES]
+PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in SERVICE_ONLY_SCOPES]
 
 
 def hash_secret(secret: str) -> str:
@@ -79,6 +82,8 @@ def api_token_create(
     scopes = _clean_scopes(PERSONAL_DEFAULT_SCOPES if scopes is None else scopes)
     if MACHINE_ONLY_SCOPES & set(scopes):
         raise PolicyViolation("Provisioning (scim:provision) is for an identity provider's service token only.")
+    if SERVICE_ONLY_SCOPES & set(scopes):
+        raise PolicyViolation("Activity is reported by service accounts: a personal token cannot carry activity:write.")
     secret = _new_secret(kind)
     with transaction.atomic():
         token = ApiToken.objects.create(

@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import inputs, permissions, selectors
+from accessgov.activity import selectors as activity_selectors
 from accessgov.forms import DecisionForm
 from accessgov.models import Role, System
 
@@ -24,7 +25,8 @@ def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
         )[:100]
     )
     contexts = selectors.requester_contexts(queue, now)
-    items = [{"item": r, **contexts[r.pk]} for r in queue]
+    hints = activity_selectors.last_use_hints(queue)
+    items = [{"item": r, **contexts[r.pk], "last_use": hints.get(r.pk)} for r in queue]
     systems = System.objects.filter(roles__in=permissions.decidable_roles(request.user)).distinct()
     context = {
         "items": items,

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accessgov import catalog, exports, inputs, permissions
+from accessgov.activity.verify import verify_activity_seals
 from accessgov.audit import verify_chain
 from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
@@ -167,13 +168,14 @@ def _copy_select(events) -> tuple[str, tuple]:
 def audit_verify_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     report = verify_chain()
+    seals = verify_activity_seals()
     with transaction.atomic():
         event_record(
             AccessEvent.Type.AUDIT_VERIFIED,
             actor=request.user,
             client_address=request.client_address,
             reason="Integrity check from the audit trail page",
-            data=report.as_dict(),
+            data={**report.as_dict(), "activity_seals": seals.as_dict()},
         )
     if report.ok:
         messages.success(
@@ -181,6 +183,10 @@ def audit_verify_view(request: HttpRequest) -> HttpResponse:
         )
     else:
         messages.error(request, f"Chain BROKEN: {report.problem}")
+    if seals.ok:
+        messages.success(request, f"Activity seals intact: {seals.seals} seals over {seals.rows} rows.")
+    else:
+        messages.error(request, f"Activity seals BROKEN: {seals.problem}")
     return redirect("audit_trail")
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import catalog, permissions, selectors
+from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
 from accessgov.models import Grant
@@ -45,12 +46,17 @@ def _visible_grant(request: HttpRequest, pk: int) -> Grant:
 def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     now = timezone.now()
+    activity = activity_selectors.grant_activity(grant, request.user)
     context = {
         "grant": grant,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
         "revoke_form": ReasonForm(),
+        "activity": activity,
+        "can_sign_off": {
+            f.pk for f in activity.findings if f.is_open and permissions.can_sign_off_finding(request.user, f)
+        },
     }
     return render(request, "accessgov/grants/detail.html", context)
 

@@ -57,7 +57,7 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
     revoke_item = campaign.items.get(subject_user=world.requester, role=world.role)
     keep_items = list(campaign.items.exclude(pk=revoke_item.pk).order_by("pk"))
     revoke_row = owner.locator("tr", has=owner.locator(f"#comment-{revoke_item.pk}"))
-    expect(revoke_row).to_contain_text("last used")  # the decision helper: the requester's grant
+    expect(revoke_row).to_contain_text("last granted")  # the decision helper: the requester's grant
     expect(revoke_row).to_contain_text("1 grant in 90 days")
     approver2_row = owner.locator("tr", has=owner.locator(f"#comment-{keep_items[-1].pk}"))
     expect(approver2_row).to_contain_text("oncall-sre")  # the subject's groups

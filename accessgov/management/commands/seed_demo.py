@@ -72,6 +72,18 @@ DEMO_SYSTEMS = [
 ]
 
 
+# What each demo role is for: activity beyond it is a finding (issue 17).
+DEMO_ACCESS_LEVELS = {
+    "read-only": Role.AccessLevel.READ_ONLY,
+    "read-write": Role.AccessLevel.READ_WRITE,
+    "view": Role.AccessLevel.READ_ONLY,
+    "cluster-admin": Role.AccessLevel.ADMIN,
+    "ReadOnlyAccess": Role.AccessLevel.READ_ONLY,
+    "AdministratorAccess": Role.AccessLevel.ADMIN,
+    "impersonate-customer": Role.AccessLevel.READ_WRITE,
+}
+
+
 class Command(BaseCommand):
     help = "Create demo systems, roles and persona users (idempotent) and print how to sign in."
 
@@ -137,6 +149,7 @@ class Command(BaseCommand):
                     system=system,
                     name=role_name,
                     defaults={
+                        "access_level": DEMO_ACCESS_LEVELS.get(role_name, ""),
                         "risk_tier": risk,
                         "approvals_required": approvals,
                         "step_up_required": step_up,
@@ -194,14 +207,80 @@ class Command(BaseCommand):
             comment="Use the support sandbox; impersonation needs a customer consent ticket.",
             step_up_at=now,
         )
-        grants.break_glass_activate(
+        break_glass = grants.break_glass_activate(
             users["bob"],
             role=role["payments-db", "read-write"],
             duration=timedelta(minutes=45),
             justification="Payments API down, INC-2050: kill runaway migration",
             step_up_at=now,
         )
+        self._activity_evidence(break_glass, role["payments-db", "read-only"], users, now)
         self._review(users, role, now)
+
+    def _activity_evidence(self, break_glass, read_only_role: Role, users: dict[str, User], now) -> None:
+        """What was done under two demo grants, reported through the real ingest service (as a target's
+        tooling or a log shipper would; the demo's Payments DB has no PostgreSQL target to sample: point its
+        connector at one and enable capture to see the sampler and pgaudit work, docs/ACTIVITY.md)."""
+        from accessgov.models import Grant
+        from accessgov.services.activity import activity_ingest_push
+
+        alice_grant = Grant.objects.filter(user=users["alice"], role=read_only_role).first()
+        system = break_glass.role.system
+
+        def at(seconds: int) -> str:
+            return (now + timedelta(seconds=seconds)).isoformat()
+
+        def statement(grant, seconds: int, text: str, session: str) -> dict:
+            return {
+                "type": "statement",
+                "at": at(seconds),
+                "grant_id": grant.pk,
+                "statement": text,
+                "session_id": session,
+                "client_address": "10.20.0.15",
+                "application": "psql (demo)",
+                "database": "payments",
+            }
+
+        records = [
+            {
+                "type": "session",
+                "at": at(2),
+                "grant_id": break_glass.pk,
+                "session_id": "demo-bg-1",
+                "client_address": "10.20.0.15",
+                "application": "psql (demo)",
+                "database": "payments",
+            },
+            statement(
+                break_glass, 3, "SELECT pid, state, query FROM pg_stat_activity WHERE state = 'active'", "demo-bg-1"
+            ),
+            statement(break_glass, 5, "SELECT pg_cancel_backend(48211)", "demo-bg-1"),
+            statement(
+                break_glass, 8, "UPDATE schema_migrations SET dirty = false WHERE version = 20260112", "demo-bg-1"
+            ),
+            statement(break_glass, 9, "ALTER TABLE refunds DROP COLUMN IF EXISTS migration_tmp", "demo-bg-1"),
+        ]
+        if alice_grant is not None:
+            records += [
+                {
+                    "type": "session",
+                    "at": at(4),
+                    "grant_id": alice_grant.pk,
+                    "session_id": "demo-ro-1",
+                    "client_address": "10.20.0.31",
+                    "application": "DBeaver (demo)",
+                    "database": "payments",
+                },
+                statement(
+                    alice_grant,
+                    6,
+                    "EXPLAIN ANALYZE SELECT * FROM checkout_sessions WHERE created_at > now() - interval '1 hour'",
+                    "demo-ro-1",
+                ),
+                statement(alice_grant, 7, "SELECT count(*) FROM checkout_sessions WHERE status = 'stuck'", "demo-ro-1"),
+            ]
+        activity_ingest_push(system, records, message_id="demo-seed-1", via="seed_demo", now=now)
 
     def _review(self, users: dict[str, User], role: dict, now) -> None:
         """Personal eligibility (one ending soon) and an open access review with a few answers."""

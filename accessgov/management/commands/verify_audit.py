@@ -1,4 +1,5 @@
-"""``manage.py verify_audit``: check the ledger's hash chain; exit 1 and name the first broken link.
+"""``manage.py verify_audit``: check the ledger's hash chain, then every activity seal in it; exit 1 and name
+the first broken link or seal.
 
 ``--head`` prints the chain head as JSON, to keep outside the database (a later head must extend it).
 """
@@ -8,11 +9,12 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from accessgov.activity.verify import verify_activity_seals
 from accessgov.audit import verify_chain
 
 
 class Command(BaseCommand):
-    help = "Verify the tamper-evident access-event chain; print the head for safekeeping with --head."
+    help = "Verify the tamper-evident access-event chain and the activity seals; print the head with --head."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--head", action="store_true", help="Print the chain head as JSON.")
@@ -27,3 +29,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Audit chain OK: {report.checked} events, head #{report.head_sequence} {report.head_hash}"
             )
+        seals = verify_activity_seals()
+        if not seals.ok:
+            raise CommandError(f"Activity seals BROKEN after {seals.seals} good seals: {seals.problem}")
+        if not options["head"]:
+            self.stdout.write(f"Activity seals OK: {seals.seals} seals over {seals.rows} activity rows")

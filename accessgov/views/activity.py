@@ -1,0 +1,137 @@
+"""Activity evidence pages (issue 17): who is connected right now and the findings waiting for a second
+person; signing a finding off; the activity CSV export; the right-sizing report and its four-eyed
+proposals. Thin: permissions, a selector or a service, render."""
+
+from datetime import UTC, datetime, timedelta
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from accessgov import exports, permissions
+from accessgov.activity import selectors
+from accessgov.exceptions import AccessGovError
+from accessgov.services import activity as services
+from accessgov.views.common import refused
+
+
+@require_GET
+def activity_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    open_findings = list(selectors.open_findings(request.user)[:200])
+    recent = list(
+        selectors.visible_findings(request.user).filter(status="signed_off").order_by("-signed_off_at", "-pk")[:20]
+    )
+    return render(
+        request,
+        "accessgov/activity/index.html",
+        {
+            "sessions": selectors.live_sessions(request.user, now),
+            "open_findings": open_findings,
+            "recent_findings": recent,
+            "can_sign_off": {f.pk for f in open_findings if permissions.can_sign_off_finding(request.user, f)},
+            "now": now,
+        },
+    )
+
+
+@require_POST
+def finding_sign_off_view(request: HttpRequest, pk: int) -> HttpResponse:
+    finding = selectors.visible_findings(request.user).filter(pk=pk).first()
+    if finding is None:
+        raise Http404("No such finding.")
+    back = reverse("grant_detail", args=[finding.grant_id]) + "#activity" if finding.grant_id else reverse("activity")
+    comment = request.POST.get("comment", "")
+    if "\x00" in comment:
+        return refused(request, "The comment holds characters that cannot be stored.", back, status=400)
+    try:
+        services.activity_finding_sign_off(request.user, pk, comment=comment, client_address=request.client_address)
+    except AccessGovError as error:
+        return refused(request, error, back)
+    messages.success(request, f"Signed off: {finding.get_kind_display().lower()} ({finding.principal}).")
+    return redirect(back)
+
+
+def _int_param(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 18 else None
+
+
+def _date_param(request: HttpRequest, name: str) -> datetime | None:
+    value = request.GET.get(name, "")
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC) if value else None
+    except ValueError:
+        return None
+
+
+@require_GET
+def activity_export_view(request: HttpRequest):
+    """Activity rows as CSV (formula-safe, recorded as an export): the rows the pages would show the viewer;
+    statement text only for systems whose text they may read. Filters: grant, system, since, until."""
+    grant_id, system_id = _int_param(request, "grant"), _int_param(request, "system")
+    since, until = _date_param(request, "since"), _date_param(request, "until")
+    if until is not None:
+        until += timedelta(days=1)
+    rows = selectors.activity_for_export(request.user, grant_id=grant_id, system_id=system_id, since=since, until=until)
+    return exports.stream_csv(
+        request,
+        filename="accessgov-activity.csv",
+        header=selectors.EXPORT_HEADER,
+        rows=selectors.export_rows(request.user, rows),
+        report="activity",
+        filters={
+            "grant": grant_id,
+            "system": system_id,
+            "since": request.GET.get("since"),
+            "until": request.GET.get("until"),
+        },
+        row_count=rows.count,
+    )
+
+
+# --- Right-sizing --------------------------------------------------------------------------------------
+
+
+@require_GET
+def right_sizing_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    report = selectors.right_sizing(request.user, now)
+    return render(
+        request,
+        "accessgov/reports/right_sizing.html",
+        {**report, "can_propose": permissions.can_propose_right_sizing(request.user), "now": now},
+    )
+
+
+@require_POST
+def right_sizing_propose_view(request: HttpRequest) -> HttpResponse:
+    """One click: propose a role's shorter maximum, or the end of an idle eligibility (four-eyed)."""
+    back = reverse("report_right_sizing")
+    if not permissions.can_propose_right_sizing(request.user):
+        return refused(request, "Only portal admins propose policy changes; another admin approves them.", back, 403)
+    action = request.POST.get("action", "")
+    target = request.POST.get("id", "")
+    if not target.isdigit() or len(target) > 18:
+        return refused(request, "Choose a role or an eligibility from the report.", back, 400)
+    try:
+        if action == "max_duration":
+            minutes = request.POST.get("minutes", "")
+            if not minutes.isdigit() or not 0 < int(minutes) <= 366 * 24 * 60:
+                return refused(request, "Give the new maximum in minutes.", back, 400)
+            change = services.right_sizing_propose_max_duration(
+                request.user, int(target), timedelta(minutes=int(minutes)), client_address=request.client_address
+            )
+        elif action == "end_eligibility":
+            change = services.right_sizing_propose_end_eligibility(
+                request.user, int(target), client_address=request.client_address
+            )
+        else:
+            return refused(request, "Unknown proposal.", back, 400)
+    except AccessGovError as error:
+        return refused(request, error, back)
+    messages.success(request, f"Proposed: {change.summary}. Another admin approves it on the changes page.")
+    return redirect("change_detail", pk=change.pk)
