@@ -228,7 +228,23 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _default_results = f"file://{VAR_DIR / 'results'}"
     (VAR_DIR / "results").mkdir(exist_ok=True)
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with the fix that keeps a worker alive when Redis goes away while it
+        # holds messages (portal/broker.py: celery 5.7 + kombu 5.7 crash with an AttributeError).
+        CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message a worker took and did not acknowledge (it died, or lost Redis) is given back after
+        # this. No task waits in a worker for a later time any more (expiry is the scheduler's, from
+        # the database); the longest countdown left is a notification's retry (RETRY: at most 600 s),
+        # so this must stay well above that, or the retry would be delivered twice.
+        "visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+        # Never wait forever on a half-open connection (a Redis behind a dead network path): a read
+        # with no answer fails after socket_timeout (above kombu's 1 s BRPOP) and the worker reconnects.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
     _default_results = CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=_default_results)
 CELERY_TASK_IGNORE_RESULT = True
@@ -237,6 +253,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps trying to reach the broker however long it is away (celery's default gives up after
+# 100 attempts, about 45 minutes), and a task running when the connection drops finishes (acks_late:
+# the message comes back after visibility_timeout if its acknowledgement could not be sent).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # SWEEP_INTERVAL_SECONDS (default 30) is read by portal/celery.py, where the beat schedule lives.
 # Provisioning: retry backoff cap (a target that comes back is retried within this), the age at which
 # a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.

@@ -154,8 +154,11 @@ class Fleet:
     def _log_file(self, name: str):
         return (self.tmp_path / f"{name}.log").open("w")
 
-    def worker(self, name: str, **extra: str) -> subprocess.Popen:
-        process = start_worker(self._env(name, extra), self._log_file(name), loglevel="INFO", name=name)
+    def worker(self, name: str, concurrency: int = 0, **extra: str) -> subprocess.Popen:
+        """A solo worker, or a prefork one with ``concurrency`` processes (production's pool)."""
+        process = start_worker(
+            self._env(name, extra), self._log_file(name), loglevel="INFO", name=name, concurrency=concurrency
+        )
         self.processes[name] = process
         return process
 
@@ -477,6 +480,86 @@ def test_a_grant_expiring_while_redis_is_down_is_never_active_past_its_end_and_o
         "grant.expired": 1,
         "provisioning.removed": 1,
     }
+    assert verify_chain().ok
+
+
+def test_a_worker_holding_work_when_redis_goes_away_reconnects_by_itself_and_the_access_is_removed_after_it_returns(
+    pg, make_user, private_redis, fleet
+):
+    # What crashed the worker for good (celery 5.7 + kombu 5.7, portal/broker.py): Redis goes away while
+    # a prefork worker holds unacknowledged messages — a removal in progress (acks_late) and an eta
+    # message an earlier version queued — and "Restoring N unacknowledged message(s)" ended in
+    # AttributeError: 'NoneType' object has no attribute 'hostname', exit code 1.
+    target = pg.target
+    first = approve(pg)  # setup, in this process: applied at the target
+    second_user = make_user("grantee2", device=False)
+    Eligibility.objects.create(role=pg.role, user=second_user)
+    second_principal = target.create_login(second_user.username)
+    second = approve(pg, second_user)
+    assert target.members() == {pg.principal, second_principal}
+    worker = fleet.worker("worker", concurrency=2)
+    wait_for_a_worker(private_redis.url)
+
+    # Work held by the worker when Redis goes: (1) an eta timer of an earlier version for the second
+    # grant, due in a few seconds — during the outage; (2) the first grant's expiry and removal, running,
+    # blocked at the target by a session holding the member's row.
+    Grant.objects.filter(pk=second.pk).update(expires_at=timezone.now() + timedelta(seconds=4))
+    second.refresh_from_db()
+    client = Celery("probe", broker=private_redis.url, set_as_current=False)
+    client.send_task("accessgov.tasks.expire_grant", args=[second.pk], eta=second.expires_at)
+    client.close()
+    make_due(first)
+    blocker = psycopg.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=target.provisioner, password=target.password
+    )
+    try:
+        blocker.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(target.managed), sql.Identifier(pg.principal))
+        )
+        send(private_redis.url, "accessgov.tasks.expire_grant", first.pk)
+        assert wait_for(lambda: provisioner_backends_waiting_on_a_lock(target), timeout=30), fleet.logs()
+
+        private_redis.stop()
+        stopped_at = time.monotonic()
+        fleet.wait_logged("worker", "Connection to broker lost", timeout=20)
+        time.sleep(1)
+    finally:
+        blocker.rollback()  # the target lets the removal through, while Redis is still away
+        blocker.close()
+    # The removal in progress finishes and is recorded (PostgreSQL is up); its acknowledgement cannot
+    # be sent. The second grant ends in the meantime: nothing in a worker or Redis expires it now.
+    assert wait_for(lambda: Grant.objects.get(pk=first.pk).removal_confirmed_at is not None, timeout=15), fleet.logs()
+    assert wait_for(lambda: timezone.now() > second.expires_at + timedelta(seconds=1), timeout=10)
+    assert not Grant.objects.active(timezone.now()).filter(pk=second.pk).exists()
+    assert worker.poll() is None, fleet.log("worker")[-4000:]  # alive, trying to reconnect
+
+    private_redis.start()  # empty: the eta message and the unacknowledged ones are gone with it
+    print(f"Redis away for {time.monotonic() - stopped_at:.1f} s")
+    returned = time.monotonic()
+    wait_for_a_worker(private_redis.url)  # the same worker, reconnected by itself
+    print(f"worker consuming again {time.monotonic() - returned:.1f} s after Redis returned")
+    assert worker.poll() is None
+    sent_at = time.time()
+    send(private_redis.url, "accessgov.tasks.sweep")  # what beat sends every 30 s
+    counts = wait_for_sweep(after=sent_at)
+
+    assert counts["expired"] == 1 and counts["provisioned"] == 1, fleet.logs()
+    assert target.members() == set()
+    log = fleet.log("worker")
+    assert "Restoring" in log or "Couldn't ack" in log, log[-4000:]  # it really held unacknowledged work
+    assert "Unrecoverable error" not in log and "AttributeError" not in log, log[-4000:]
+    for grant in (first, second):
+        grant.refresh_from_db()
+        assert grant.status == Grant.Status.EXPIRED
+        assert grant.provisioning_state == Grant.Provisioning.CONFIRMED
+        assert event_types(grant) == {
+            "grant.activated": 1,
+            "provisioning.applied": 1,
+            "grant.expired": 1,
+            "provisioning.removed": 1,
+        }
+        [removal] = OutboxItem.objects.filter(grant=grant, action=OutboxItem.Action.REMOVE)
+        assert removal.outcome == "done"
     assert verify_chain().ok
 
 

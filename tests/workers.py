@@ -21,11 +21,17 @@ def _start(args: list[str], env: dict[str, str], output: IO | int) -> subprocess
 
 
 def start_worker(
-    env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel: str = "WARNING", name: str = ""
+    env: dict[str, str],
+    output: IO | int = subprocess.PIPE,
+    loglevel: str = "WARNING",
+    name: str = "",
+    concurrency: int = 0,
 ) -> subprocess.Popen:
+    """A worker with the solo pool, or (``concurrency`` > 0) the prefork pool as in production."""
     # One process consumes both queues here (tests count what each worker did); production runs a
     # worker per queue (docker-compose.yml).
-    args = ["worker", "--pool=solo", "--queues=celery,notifications", f"--loglevel={loglevel}"]
+    pool = ["--pool=prefork", f"--concurrency={concurrency}"] if concurrency else ["--pool=solo"]
+    args = ["worker", *pool, "--queues=celery,notifications", f"--loglevel={loglevel}"]
     args += [
         "--without-gossip",
         "--without-mingle",
