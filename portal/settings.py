@@ -260,6 +260,13 @@ CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # SWEEP_INTERVAL_SECONDS (default 30) is read by portal/celery.py, where the beat schedule lives.
+# The expiry scheduler (`manage.py run_scheduler`, docs/OPERATIONS.md): it wakes at the next instant
+# something is due and at least every SCHEDULER_INTERVAL_SECONDS; one process at a time holds the lease,
+# which lapses SCHEDULER_LEASE_SECONDS after its holder last renewed it (then a standby takes over);
+# removals run in up to SCHEDULER_DRAIN_THREADS threads, one system per thread.
+SCHEDULER_INTERVAL_SECONDS = env.float("SCHEDULER_INTERVAL_SECONDS", default=1.0)
+SCHEDULER_LEASE_SECONDS = env.float("SCHEDULER_LEASE_SECONDS", default=5.0)
+SCHEDULER_DRAIN_THREADS = env.int("SCHEDULER_DRAIN_THREADS", default=4)
 # Provisioning: retry backoff cap (a target that comes back is retried within this), the age at which
 # a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)

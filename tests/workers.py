@@ -46,6 +46,18 @@ def start_beat(env: dict[str, str], output: IO | int = subprocess.PIPE, loglevel
     return _start(["beat", f"--loglevel={loglevel}"], env, output)
 
 
+def start_scheduler(env: dict[str, str], output: IO | int = subprocess.PIPE) -> subprocess.Popen:
+    """``manage.py run_scheduler`` (the expiry scheduler), logging at INFO."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_scheduler"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "1", "LOG_LEVEL": "INFO", **env},
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def stop_worker(worker: subprocess.Popen) -> None:
     worker.terminate()
     try:
