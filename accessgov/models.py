@@ -729,6 +729,9 @@ class ReviewCampaign(models.Model):
         KEEP_AND_FLAG = "keep_and_flag", "Keep it, and flag it in the evidence"
 
     name = models.CharField(max_length=200)
+    # The period a scheduled campaign covers ("2026-Q4"); empty for campaigns opened by hand. The
+    # database allows one campaign per period, so two beats (or a retried task) cannot open it twice.
+    period = models.CharField(max_length=20, blank=True, default="")
     systems = models.ManyToManyField(System, related_name="review_campaigns")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     no_response = models.CharField(max_length=20, choices=NoResponse.choices, default=NoResponse.REVOKE)
@@ -756,6 +759,7 @@ class ReviewCampaign(models.Model):
             models.CheckConstraint(
                 condition=models.Q(due_at__gt=models.F("created_at")), name="campaign_due_after_start"
             ),
+            models.UniqueConstraint(fields=["period"], condition=~models.Q(period=""), name="campaign_one_per_period"),
         ]
 
     def __str__(self) -> str:
