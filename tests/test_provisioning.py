@@ -623,6 +623,38 @@ def test_a_membership_granted_by_hand_with_admin_option_is_drift_too(pg):
     assert reconcile_system(pg.system, timezone.now())["drift"] == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_grants_that_just_ended_and_are_not_expired_yet_are_in_flight_not_drift_even_with_removal_on(
+    pg, grantees
+):
+    # Issue 15: reconciliation running between a grant's end and its expiry (the scheduler or the sweep
+    # has not got to it yet) reported every such grantee as drift - and with "remove drift" on, would
+    # have removed the access outside the outbox, with no provisioning.removed for the grant.
+    grants = [approve(pg), *grantees()]
+    System.objects.filter(pk=pg.system.pk).update(reconcile_remove_drift=True)
+    pg.system.refresh_from_db()
+    for grant in grants:
+        make_due(grant)  # ended a second ago; still active in stored state
+    members = pg.target.members()
+    assert len(members) == 4
+    now = timezone.now()
+    assert not Grant.objects.active(now).filter(pk__in=[g.pk for g in grants]).exists()
+
+    assert reconcile_system(pg.system, now) == {"drift": 0, "removed": 0, "resolved": 0}
+    assert not DriftFinding.objects.exists()
+    assert pg.target.members() == members  # not removed behind the outbox's back
+
+    # Their expiry and removal through the outbox, then reconciliation again: still nothing.
+    assert gs.grant_expire_due(timezone.now()) == 4  # its after-commit drain removes them (eager here)
+    outbox_drain()
+    assert pg.target.members() == set()
+    assert reconcile_system(pg.system, timezone.now()) == {"drift": 0, "removed": 0, "resolved": 0}
+    for grant in grants:
+        assert event_types(grant)["provisioning.removed"] == 1
+    assert not AccessEvent.objects.filter(event_type__startswith="drift.").exists()
+
+
 # --- 6. Webhook ---------------------------------------------------------------------------------
 
 
