@@ -274,6 +274,21 @@ PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES
 # How long a drain owns an outbox item it took; a worker killed mid-item leaves it to the first drain
 # (sweep) after this runs out.
 PROVISIONING_LEASE_SECONDS = env.int("PROVISIONING_LEASE_SECONDS", default=60)
+# Every statement the PostgreSQL connector runs at a target is bounded: waiting for a lock (a session at
+# the target holding a member's row) and running at all. Both well under the lease above — a drain
+# sends nothing after half its lease — so a blocked target costs one drain thread a few seconds per
+# attempt, and delays only its own removals (retried with backoff).
+PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS = env.float("PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS", default=5.0)
+PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS = env.float("PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS", default=10.0)
+if (
+    not PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS
+    <= PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS
+    < (PROVISIONING_LEASE_SECONDS / 2)
+):
+    raise ImproperlyConfigured(
+        "PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS <= PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS < "
+        "PROVISIONING_LEASE_SECONDS / 2 is required: a statement in flight must end before its item's lease does."
+    )
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 # Outbound event webhooks: attempts before a delivery is given up, and the longest wait between two
 # (the wait doubles from 10 s); with the defaults the last attempt is about 3.4 hours after the first.

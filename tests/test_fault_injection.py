@@ -41,7 +41,10 @@ from tests.test_provisioning import WEBHOOK_SECRET, Receiver, approve, event_typ
 from tests.workers import start_beat, start_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-LEASE_SECONDS = 3  # the workers' PROVISIONING_LEASE_SECONDS (60 by default), so a dead worker's lease ends soon
+LEASE_SECONDS = 6  # the workers' PROVISIONING_LEASE_SECONDS (60 by default), so a dead worker's lease ends soon
+# Statements at a target are bounded well under that lease (PROVISIONING_TARGET_*_TIMEOUT_SECONDS, 5 and 10 s
+# by default; settings refuse a statement timeout of half the lease or more).
+TARGET_LOCK_TIMEOUT, TARGET_STATEMENT_TIMEOUT = 2.5, 2.9
 GRANTS = 10  # due at once in the two-beats test
 NOTIFIED = re.compile(r"notification (\w+) #(\d+): \d+ emails")
 
@@ -146,6 +149,8 @@ class Fleet:
             "CELERY_RESULT_BACKEND": self.broker_url,
             "CELERY_TASK_ALWAYS_EAGER": "0",
             "PROVISIONING_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS": str(TARGET_LOCK_TIMEOUT),
+            "PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS": str(TARGET_STATEMENT_TIMEOUT),
             "WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
             "RECONCILE_INTERVAL_SECONDS": "3600",
             **extra,
