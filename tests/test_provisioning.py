@@ -141,7 +141,7 @@ def pg(world, target):
 @pytest.fixture
 def outbox_held(monkeypatch):
     """Approvals write their outbox row but nothing drains it after the commit (the tests do)."""
-    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda: None)
+    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda action: None)
 
 
 @pytest.fixture

@@ -14,13 +14,16 @@ import time_machine
 from celery import Celery
 from django.db import connection, transaction
 from django.test import override_settings
+from django.utils import timezone
 
 from accessgov.audit import verify_chain
 from accessgov.models import AccessEvent, Eligibility, Grant, OutboxItem, SchedulerLease
 from accessgov.scheduler import BackgroundPublisher, Scheduler
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
 from accessgov.services import scheduler as db
 from accessgov.services.provisioning import outbox_drain
-from tests.test_provisioning import WEBHOOK_SECRET, Receiver, approve, event_types
+from tests.test_provisioning import JUSTIFICATION, WEBHOOK_SECRET, Receiver, approve, event_types
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -269,20 +272,30 @@ def _listener() -> psycopg.Connection:
     return conn
 
 
+def _received(listener: psycopg.Connection, timeout: float) -> int:
+    return len(list(listener.notifies(timeout=timeout)))
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_new_deadline_wakes_a_listening_scheduler_when_it_commits_and_never_for_a_rollback(world):
+def test_a_removal_or_a_scheduled_start_wakes_a_listening_scheduler_at_commit_and_never_for_a_rollback(world):
     listener = _listener()
     try:
+        grant = approve(world)  # active: its end is an hour away, its APPLY goes to the worker told after commit
+        assert _received(listener, 0.5) == 0
         with transaction.atomic():
-            approve(world)  # writes a grant and its APPLY item
-            assert list(listener.notifies(timeout=0.3)) == []  # nothing before the commit
-        assert len(list(listener.notifies(timeout=5, stop_after=1))) >= 1
-        list(listener.notifies(timeout=0.2))
+            gs.grant_release(world.requester, grant.pk)  # its removal is due now
+            assert _received(listener, 0.3) == 0  # nothing before the commit
+        assert _received(listener, 5) >= 1
+        later = ar.access_request_submit(
+            world.requester, role=world.role, duration=H, justification=JUSTIFICATION, starts_at=timezone.now() + H
+        )
+        ar.access_request_approve(world.approver, later.pk)  # a scheduled grant: its start may be sooner
+        assert _received(listener, 5) >= 1
         with pytest.raises(RuntimeError), transaction.atomic():
             db.scheduler_wake()
             raise RuntimeError("rolled back")
-        assert list(listener.notifies(timeout=0.5)) == []
+        assert _received(listener, 0.5) == 0
     finally:
         listener.close()
 

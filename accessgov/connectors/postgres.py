@@ -73,9 +73,9 @@ class PostgresConnector(Connector):
                 keepalives_count=3,
                 tcp_user_timeout=statement_ms + 5000,
             )
-            # SET rather than a startup option: a connection pooler in front of the target may refuse those.
-            conn.execute(f"SET lock_timeout = {lock_ms}")
-            conn.execute(f"SET statement_timeout = {statement_ms}")
+            # SET rather than a startup option (a connection pooler in front of the target may refuse those);
+            # both in one round trip.
+            conn.execute(f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}")
             return conn
         except psycopg.Error as exc:
             host, port = self.config.get("host"), self.config.get("port", 5432)

@@ -79,8 +79,9 @@ def grant_create_for(
         grant=grant,
         data={"starts_at": grant.starts_at.isoformat(), "expires_at": grant.expires_at.isoformat()},
     )
-    # The scheduler learns the new start or end from the row; wake it in case that comes before
-    # anything it waits for (enqueuing the APPLY wakes it too).
+    # The scheduler reads the new start and end from the row at its next look (within a second); a
+    # NOTIFY wakes it at once in case a start comes sooner than that. (An end is minutes away at least:
+    # the shortest policy duration.)
     if scheduled:
         scheduler_wake()
     else:
@@ -460,7 +461,7 @@ def break_glass_activate(
                 "follow_up_due_at": follow_up.due_at.isoformat(),
             },
         )
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)  # wakes the scheduler too
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
         _on_commit_task("notify", "break_glass_activated", grant.pk)
         return grant
 

@@ -29,13 +29,24 @@ State = Grant.Provisioning
 Type = AccessEvent.Type
 
 
-def _drain_after_commit() -> None:
-    """New outbox items: a worker drains them after the commit (when the broker is up), and the
-    scheduler is woken in this transaction (it drains them without the broker)."""
+# True in the scheduler process (accessgov/scheduler.py): it drains the outbox itself right after each
+# round, so its own writes neither wake it nor ask a worker to drain the same items.
+DRAINED_BY_THIS_PROCESS = False
+
+
+def _drain_after_commit(action: str) -> None:
+    """New outbox items: a worker drains them after the commit (when the broker is up). A removal also
+    wakes the scheduler in this transaction, which removes the access at once without the broker. An
+    apply does not: the worker told after the commit applies it within milliseconds, and two drains
+    racing for every approval only cost both; without a broker or a worker the scheduler finds the item
+    at its next look (within SCHEDULER_INTERVAL_SECONDS)."""
     from accessgov import tasks
     from accessgov.services.scheduler import scheduler_wake
 
-    scheduler_wake()
+    if DRAINED_BY_THIS_PROCESS:
+        return
+    if action == Action.REMOVE:
+        scheduler_wake()
     transaction.on_commit(lambda: tasks.drain_outbox.delay(), robust=True)
 
 
@@ -56,7 +67,7 @@ def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem
         grant.provisioning_state = State.REMOVAL_PENDING
         grant.removal_requested_at = now
         grant.save(update_fields=["provisioning_state", "removal_requested_at"])
-    _drain_after_commit()
+    _drain_after_commit(action)
     return item
 
 
@@ -116,7 +127,7 @@ def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime, 
         )
     if not marked:
         Grant.objects.filter(pk__in=grant_ids).update(**pending_fields(action, now))
-    _drain_after_commit()
+    _drain_after_commit(action)
 
 
 def _target(item: OutboxItem, connector) -> Target:
