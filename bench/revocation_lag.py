@@ -326,7 +326,8 @@ def main() -> None:
             outage["removed_during"] = Grant.objects.filter(role=role, removal_confirmed_at__isnull=False).count()
             private_redis.start()
             outage["returned"] = timezone.now()
-            wait_for(lambda: _ping(client), 120, "a worker after Redis returned")
+            # A fresh client per try: the old one's result connection went down with Redis.
+            wait_for(lambda: _ping_fresh(broker_url), 120, "a worker after Redis returned")
             outage["worker_back_s"] = (timezone.now() - outage["returned"]).total_seconds()
         wait_for(
             lambda: Grant.objects.filter(role=role, removal_confirmed_at__isnull=True).count() == 0,
@@ -359,6 +360,9 @@ def main() -> None:
         connections.close_all()
         drop_roles(logins)
         if private_redis:
+            import gc
+
+            gc.collect()  # the probe clients' results unsubscribe while Redis is still there
             private_redis.stop()
 
     results = {
@@ -397,6 +401,16 @@ def main() -> None:
     print(report)
     if not args.no_write:
         write_section(report, args.section)
+
+
+def _ping_fresh(broker_url: str) -> bool:
+    from celery import Celery
+
+    client = Celery("bench-probe", broker=broker_url, backend=broker_url, set_as_current=False)
+    try:
+        return _ping(client)
+    finally:
+        client.close()
 
 
 def _ping(client) -> bool:
