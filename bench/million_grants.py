@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import PG, REDIS_URL, fresh_database, pct, rss_mb, write_section  # noqa: E402
+from bench.common import PG, REDIS_URL, fresh_database, pct, production_like_env, rss_mb, write_section  # noqa: E402
 
 DB = "accessgov_bench_million"
 TARGET_DB = "accessgov_bench_million_target"
@@ -43,19 +43,7 @@ MANAGED = "bmil_payments_rw"
 PROVISIONER = "bmil_provisioner"
 LOG_DIR = ROOT / "var" / "bench" / "million"
 
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "ALLOWED_HOSTS": "testserver",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CELERY_RESULT_BACKEND": REDIS_URL,
-        "VAR_DIR": str(ROOT / "var" / "bench"),
-        "LOG_LEVEL": "WARNING",
-    }
-)
+production_like_env(DB, CELERY_BROKER_URL=REDIS_URL, CELERY_RESULT_BACKEND=REDIS_URL, LOG_LEVEL="WARNING")
 
 SEED_SQL = [
     """INSERT INTO accessgov_user (password, is_superuser, username, first_name, last_name, email, is_staff,
