@@ -71,10 +71,18 @@ class BackgroundPublisher:
         self._thread.start()
 
     def uninstall(self, flush_seconds: float = 1.0) -> None:
+        """Give the thread up to ``flush_seconds`` to send what waits, then stop it (what is left is dropped)."""
         deadline = time.monotonic() + flush_seconds
         while not self.queue.empty() and time.monotonic() < deadline:
             time.sleep(0.02)
         self.app.send_task = self._send
+        while True:  # make room for the stop sign if the queue is full
+            try:
+                self.queue.put_nowait(None)
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self.queue.get_nowait()
 
     def send_task(self, *args, **kwargs) -> None:
         try:
@@ -84,7 +92,10 @@ class BackgroundPublisher:
 
     def _run(self) -> None:
         while True:
-            args, kwargs = self.queue.get()
+            message = self.queue.get()
+            if message is None:
+                return
+            args, kwargs = message
             try:
                 self._send(*args, **kwargs)
             except Exception as exc:
@@ -300,13 +311,20 @@ class Scheduler:
             self.drain_threads,
             "LISTEN/NOTIFY" if connection.vendor == "postgresql" else "polling",
         )
+        failing_since: float | None = None
+        last_logged = 0.0
         try:
             while not self.stopping.is_set():
                 try:
                     close_old_connections()
                     wait = self.round()
+                    failing_since = None
                 except Exception:
-                    logger.exception("scheduler round failed; retrying in %.1f s", ERROR_RETRY_SECONDS)
+                    # The database is away (or a bug): log it once with its traceback, then once a minute.
+                    if failing_since is None or time.monotonic() - last_logged > 60:
+                        logger.exception("scheduler round failed; retrying every %.1f s", ERROR_RETRY_SECONDS)
+                        last_logged = time.monotonic()
+                    failing_since = failing_since or time.monotonic()
                     self.leading = False
                     connection.close()
                     wait = ERROR_RETRY_SECONDS
