@@ -160,7 +160,9 @@ class Scheduler:
             worked, stuck = worked or bool(expired), stuck or not expired
             if expired:
                 logger.info("expired %s grant(s), the first %.3f s after its end", expired, _lag(now, due))
-        self._start_drains(now)
+        # A system whose drain is still running gets no second one; look again soon, in case its drain
+        # ended just before the items that are due now.
+        stuck = self._start_drains(now) or stuck
         if worked:
             due = db.next_due(timezone.now())
         return self._wait_after(due, stuck)
@@ -172,20 +174,24 @@ class Scheduler:
         if earliest is not None:
             wait = min(wait, (earliest - now).total_seconds() + 0.001)
         if stuck:
-            # Due, but every due row was locked by another transaction (an extension, a sweep): it will
-            # be done by that one or by us a moment later; do not spin on it.
-            wait = max(wait, BUSY_RETRY_SECONDS)
+            # Due, but locked by another transaction (an extension, a sweep) or with a drain still running:
+            # look again in a moment, without spinning on it.
+            wait = min(wait, BUSY_RETRY_SECONDS) if wait > 0.001 else BUSY_RETRY_SECONDS
         return max(wait, 0.0)
 
     # --- drains ---------------------------------------------------------------------------------
 
-    def _start_drains(self, now: datetime) -> None:
+    def _start_drains(self, now: datetime) -> bool:
+        """Queue a drain for every system with due items that has none running; True if one had."""
+        busy = False
         for system_id in db.systems_with_due_outbox(now):
             with self._draining_lock:
                 if system_id in self._draining:
+                    busy = True
                     continue
                 self._draining.add(system_id)
             self._drains.put(system_id)
+        return busy
 
     def _drain_thread(self) -> None:
         while not self.stopping.is_set():
