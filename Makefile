@@ -46,10 +46,12 @@ clean:
 	rm -rf $(VENV) var
 
 ## Benchmarks (need PostgreSQL and Redis on 127.0.0.1, like CI); they rewrite docs/PERFORMANCE.md.
-## One per performance target in ../shared/QUALITY.md; about 20-25 minutes in all, in the foreground.
+## One per performance target in ../shared/QUALITY.md; about 30 minutes in all, in the foreground.
 bench: install
 	$(BIN)/python bench/revocation_lag.py --spread 10 --section revocation_lag
 	$(BIN)/python bench/revocation_lag.py --spread 0 --section revocation_lag_burst
+	$(BIN)/python bench/revocation_lag.py --redis-outage 60 --section revocation_lag_outage
+	$(BIN)/python bench/million_grants.py
 	$(BIN)/python bench/leaver_lag.py
 	$(BIN)/python bench/export_1m.py
 	$(BIN)/python bench/expiry_sweep.py

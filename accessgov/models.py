@@ -823,6 +823,23 @@ class JobRun(models.Model):
         return f"{self.name} at {self.finished_at:%Y-%m-%d %H:%M:%S}"
 
 
+class SchedulerLease(models.Model):
+    """Which scheduler process runs the expiry scheduler now (accessgov/scheduler.py): one row per
+    scheduler name. The holder renews ``expires_at`` on every round; a standby takes the row over once
+    it has lapsed (the holder died or hung) or was released (the holder stopped). Written only by
+    services.scheduler. Exclusivity is for efficiency, not correctness: every transition it runs is
+    set-based and skip-locked, and every outbox item leased, so two holders at once do nothing twice."""
+
+    name = models.CharField(max_length=50, unique=True)
+    holder = models.CharField(max_length=200, blank=True)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    renewed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or 'nobody'}"
+
+
 class LedgerCheckpoint(models.Model):
     """Where the verified chain starts after a retention purge: the last purged event's sequence and
     hash. verify_audit starts from the newest checkpoint, so purging old events keeps the rest provable."""
@@ -853,6 +870,9 @@ class ReviewCampaign(models.Model):
         KEEP_AND_FLAG = "keep_and_flag", "Keep it, and flag it in the evidence"
 
     name = models.CharField(max_length=200)
+    # The period a scheduled campaign covers ("2026-Q4"); empty for campaigns opened by hand. The
+    # database allows one campaign per period, so two beats (or a retried task) cannot open it twice.
+    period = models.CharField(max_length=20, blank=True, default="")
     systems = models.ManyToManyField(System, related_name="review_campaigns")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     no_response = models.CharField(max_length=20, choices=NoResponse.choices, default=NoResponse.REVOKE)
@@ -880,6 +900,7 @@ class ReviewCampaign(models.Model):
             models.CheckConstraint(
                 condition=models.Q(due_at__gt=models.F("created_at")), name="campaign_due_after_start"
             ),
+            models.UniqueConstraint(fields=["period"], condition=~models.Q(period=""), name="campaign_one_per_period"),
         ]
 
     def __str__(self) -> str:

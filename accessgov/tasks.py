@@ -21,13 +21,16 @@ def heartbeat() -> float:
     return time.time()
 
 
+# expire_grant and activate_grant are no longer sent: the scheduler (accessgov/scheduler.py) expires and
+# activates from the database. They stay registered for the eta messages an earlier version left in
+# Redis (a worker must not reject them as unknown); each runs the same set-based, idempotent pass.
+
+
 @shared_task(**RETRY)
 def expire_grant(grant_id: int) -> int:
-    """Runs at a grant's expires_at (eta). Expires every grant due by now — its own if still due (a
-    no-op if extended or ended) and any other due one, so timers of grants ending together, which fire
-    within milliseconds of each other, share one set-based transaction instead of queueing one each
-    behind the ledger lock. Then removes the access itself (the drain is idempotent and leased), rather
-    than queueing the drain behind the other timers."""
+    """An eta timer queued by an earlier version, at a grant's expires_at: expires every grant due by
+    now (its own if still due; a no-op if extended or ended) and removes the access (the drain is
+    idempotent and leased)."""
     from accessgov.services.grants import grant_expire_due
     from accessgov.services.provisioning import outbox_drain
 
@@ -39,7 +42,8 @@ def expire_grant(grant_id: int) -> int:
 
 @shared_task(**RETRY)
 def activate_grant(grant_id: int) -> int:
-    """Runs at a scheduled grant's start (eta). Activates it if still scheduled."""
+    """An eta timer queued by an earlier version, at a scheduled grant's start: activates it if still
+    scheduled."""
     from accessgov.services.grants import grant_activate_due
 
     return grant_activate_due(timezone.now(), grant_ids=[grant_id], job="start-timer")

@@ -5,7 +5,7 @@ removal by the real set-based sweep (``grants.grant_expire_due``).
 
 Creates the database accessgov_bench_sweep: 10,000 users, 200 systems, 1,000 roles, and N approved
 requests whose active grants all ended in the last minute (generated in SQL). Then one call of
-``grant_expire_due(now)`` — what the expiry timer and the beat sweep both run — is timed end to end
+``grant_expire_due(now)`` — what the scheduler and the beat sweep both run — is timed end to end
 (including its commits and publishing its tasks to the benchmarks' Redis; no worker runs). Checked
 afterwards: every grant expired, exactly one ``grant.expired`` event per grant, a valid hash chain
 (``verify_chain``), one removal outbox row per grant. Baseline in the same run: one SQL ``UPDATE``
@@ -155,7 +155,7 @@ def render(r: dict) -> str:
             f"### Expiry sweep: {r['grants']:,} grants due at the same instant on PostgreSQL",
             "",
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
-            "`bench/expiry_sweep.py`: one call of `grant_expire_due(now)` (what the expiry timer and the beat sweep run), "
+            "`bench/expiry_sweep.py`: one call of `grant_expire_due(now)` (what the scheduler and the beat sweep run), "
             f"set-based in batches of {r['batch_size']:,} with `SKIP LOCKED` (`UPDATE … RETURNING`, events by `COPY`, "
             "outbox by `INSERT … SELECT`).",
             "",

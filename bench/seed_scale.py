@@ -455,7 +455,7 @@ def seed(args, timer: Timer) -> None:
                         ended,
                         "grant.expired",
                         None,
-                        "system:expiry-timer",
+                        "system:scheduler",
                         "",
                         req_pk,
                         grant_pk,

@@ -249,7 +249,23 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _default_results = f"file://{VAR_DIR / 'results'}"
     (VAR_DIR / "results").mkdir(exist_ok=True)
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with the fix that keeps a worker alive when Redis goes away while it
+        # holds messages (portal/broker.py: celery 5.7 + kombu 5.7 crash with an AttributeError).
+        CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message a worker took and did not acknowledge (it died, or lost Redis) is given back after
+        # this. No task waits in a worker for a later time any more (expiry is the scheduler's, from
+        # the database); the longest countdown left is a notification's retry (RETRY: at most 600 s),
+        # so this must stay well above that, or the retry would be delivered twice.
+        "visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+        # Never wait forever on a half-open connection (a Redis behind a dead network path): a read
+        # with no answer fails after socket_timeout (above kombu's 1 s BRPOP) and the worker reconnects.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
     _default_results = CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=_default_results)
 CELERY_TASK_IGNORE_RESULT = True
@@ -258,7 +274,20 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps trying to reach the broker however long it is away (celery's default gives up after
+# 100 attempts, about 45 minutes), and a task running when the connection drops finishes (acks_late:
+# the message comes back after visibility_timeout if its acknowledgement could not be sent).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # SWEEP_INTERVAL_SECONDS (default 30) is read by portal/celery.py, where the beat schedule lives.
+# The expiry scheduler (`manage.py run_scheduler`, docs/OPERATIONS.md): it wakes at the next instant
+# something is due and at least every SCHEDULER_INTERVAL_SECONDS; one process at a time holds the lease,
+# which lapses SCHEDULER_LEASE_SECONDS after its holder last renewed it (then a standby takes over);
+# removals run in up to SCHEDULER_DRAIN_THREADS threads, one system per thread.
+SCHEDULER_INTERVAL_SECONDS = env.float("SCHEDULER_INTERVAL_SECONDS", default=1.0)
+SCHEDULER_LEASE_SECONDS = env.float("SCHEDULER_LEASE_SECONDS", default=5.0)
+SCHEDULER_DRAIN_THREADS = env.int("SCHEDULER_DRAIN_THREADS", default=4)
 # Provisioning: retry backoff cap (a target that comes back is retried within this), the age at which
 # a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)
@@ -266,6 +295,21 @@ PROVISIONING_REMOVAL_ALERT_MINUTES = env.int("PROVISIONING_REMOVAL_ALERT_MINUTES
 # How long a drain owns an outbox item it took; a worker killed mid-item leaves it to the first drain
 # (sweep) after this runs out.
 PROVISIONING_LEASE_SECONDS = env.int("PROVISIONING_LEASE_SECONDS", default=60)
+# Every statement the PostgreSQL connector runs at a target is bounded: waiting for a lock (a session at
+# the target holding a member's row) and running at all. Both well under the lease above — a drain
+# sends nothing after half its lease — so a blocked target costs one drain thread a few seconds per
+# attempt, and delays only its own removals (retried with backoff).
+PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS = env.float("PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS", default=5.0)
+PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS = env.float("PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS", default=10.0)
+if (
+    not PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS
+    <= PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS
+    < (PROVISIONING_LEASE_SECONDS / 2)
+):
+    raise ImproperlyConfigured(
+        "PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS <= PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS < "
+        "PROVISIONING_LEASE_SECONDS / 2 is required: a statement in flight must end before its item's lease does."
+    )
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 # Outbound event webhooks: attempts before a delivery is given up, and the longest wait between two
 # (the wait doubles from 10 s); with the defaults the last attempt is about 3.4 hours after the first.

@@ -106,8 +106,10 @@ def test_verify_audit_command_reports_and_fails_on_a_broken_chain(world):
 
 @pytest.fixture
 def app_role():
-    """A non-superuser role with full table rights, as the application's database user should be."""
-    name = "accessgov_app_test"
+    """A non-superuser role with full table rights, as the application's database user should be. Roles
+    are cluster-wide: the name carries this test database's, so parallel suites (each with its own test
+    database on the same server) do not drop each other's role, which DROP OWNED cannot clean up from here."""
+    name = f"accessgov_app_{connection.settings_dict['NAME']}"[:63]
     with connection.cursor() as cursor:
         cursor.execute(f"DROP OWNED BY {name}" if _role_exists(cursor, name) else "SELECT 1")
         cursor.execute(f"DROP ROLE IF EXISTS {name}")

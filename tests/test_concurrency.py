@@ -16,7 +16,7 @@ from functools import partial
 
 import pytest
 from celery.result import allow_join_result
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
@@ -339,3 +339,40 @@ def test_a_grant_changed_by_another_transaction_just_before_the_sweep_locks_it_s
     assert target.status == Grant.Status.EXPIRED
     assert target.expiry_reminder_sent_at == now  # the other writer's change is kept
     assert AccessEvent.objects.filter(event_type="grant.expired", grant=target).count() == 1
+
+
+# --- Two beats opening the quarter's review at once ------------------------------------------------
+
+
+def test_two_beats_opening_the_quarterly_review_at_once_open_one_campaign_with_each_item_once(world):
+    # Issue 15: check-then-create, no constraint: two beats gave every reviewer every item twice. Forced
+    # here: the second beat checks while the first one's campaign is written but not committed, so the
+    # check cannot see it; the database (campaign_one_per_period) has to refuse the second campaign.
+    from accessgov.models import ReviewCampaign
+    from accessgov.services.reviews import review_campaign_quarterly
+
+    now = timezone.now()
+    first_written, results = threading.Event(), {}
+
+    def first():
+        with transaction.atomic():
+            results["first"] = review_campaign_quarterly(now)
+            first_written.set()
+            time.sleep(1.0)  # the second beat runs now, before this commit
+
+    def second():
+        assert first_written.wait(timeout=20)
+        started = time.monotonic()
+        results["second"] = review_campaign_quarterly(now)
+        results["second_waited"] = time.monotonic() - started
+
+    outcomes = race({"first": first, "second": second})
+    assert all(outcome.ok for outcome in outcomes.values()), outcomes
+    assert isinstance(results["first"], ReviewCampaign) and results["second"] is None
+    assert results["second_waited"] > 0.5  # it got past the check and waited on the unique index
+    [campaign] = ReviewCampaign.objects.all()
+    assert campaign.period == f"{now.year}-Q{(now.month - 1) // 3 + 1}"
+    items = list(campaign.items.values_list("eligibility_id", "grant_id"))
+    assert len(items) == len(set(items)) == 2  # the requester's two eligibilities, once each
+    assert event_types(event_type__startswith="review.") == {"review.opened": 1}
+    assert review_campaign_quarterly(now) is None  # and later deliveries find it

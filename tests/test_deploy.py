@@ -86,3 +86,15 @@ def test_docker_compose_has_the_production_shape():
         assert env["DATABASE_URL"].startswith("postgres://")
         assert env["CELERY_BROKER_URL"].startswith("redis://")
     assert "postgres-data" in compose["volumes"]
+
+
+def test_the_expiry_scheduler_runs_in_docker_compose_with_a_standby_and_in_make_run():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    scheduler = compose["services"]["scheduler"]
+    assert scheduler["command"] == ["python", "manage.py", "run_scheduler"]
+    assert scheduler["deploy"]["replicas"] >= 2  # one holds the lease, the other stands by
+    assert scheduler["environment"]["DATABASE_URL"].startswith("postgres://")
+    assert "manage.py run_scheduler" in (ROOT / "scripts" / "run").read_text()
+    # Nothing in the broker or a worker ends a grant any more: no eta timers are sent.
+    for path in (ROOT / "accessgov").rglob("*.py"):
+        assert "eta=" not in path.read_text(), path

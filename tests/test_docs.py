@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_environment_variable_is_in_the_readme():
     settings_source = (ROOT / "portal" / "settings.py").read_text()
-    names = set(re.findall(r'env(?:\(\))?\.(?:str|bool|int|list|db)\(\s*"([A-Z_]+)"', settings_source))
+    names = set(re.findall(r'env(?:\(\))?\.(?:str|bool|int|float|list|db)\(\s*"([A-Z_]+)"', settings_source))
     assert {"DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"} <= names
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in readme)

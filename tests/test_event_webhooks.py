@@ -567,7 +567,7 @@ def test_purging_old_events_takes_their_delivery_log_along(world):
 def test_parallel_drains_send_each_delivery_once(world, receiver, monkeypatch):
     from accessgov.services import provisioning
 
-    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda: None)
+    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda action: None)
     monkeypatch.setattr(webhooks, "_send_after_commit", lambda ids: None)  # the drains below do the sending
     subscribe(receiver.url, types=["*"])
     for _ in range(3):

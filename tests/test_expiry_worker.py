@@ -1,7 +1,11 @@
-"""Grants end by themselves: the per-grant eta task on a real worker, the sweep when that task was
-lost, and ``manage.py expire_grants`` run by hand."""
+"""Grants end by themselves: the scheduler as a real process (PostgreSQL woken by NOTIFY, and the
+embedded SQLite database polling), the sweep, and ``manage.py expire_grants`` run by hand."""
 
+import json
 import os
+import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -10,15 +14,15 @@ from urllib.parse import quote
 
 import pytest
 import time_machine
-from celery import Celery
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accessgov.models import AccessEvent, Grant
 from accessgov.services import access_requests as ar
+from accessgov.services.scheduler import scheduler_wake
 from accessgov.services.sweep import sweep_run
-from tests.workers import start_worker, stop_worker
+from tests.workers import start_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 H = timedelta(hours=1)
@@ -33,7 +37,7 @@ def approved_grant(world) -> Grant:
     return Grant.objects.get(access_request=access_request)
 
 
-# --- The eta task on a real worker -------------------------------------------------------------
+# --- The scheduler as a real process -----------------------------------------------------------
 
 
 def _database_url_of_this_test() -> str:
@@ -47,65 +51,126 @@ def _database_url_of_this_test() -> str:
     return f"postgres://{credentials}@{host}{port}/{quote(s['NAME'], safe='')}"
 
 
-@pytest.mark.redis
+def _stop(process: subprocess.Popen) -> float:
+    """SIGTERM, and the seconds until the process has exited (killed after 15 s)."""
+    started = time.monotonic()
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    return time.monotonic() - started
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_on_redis_expires_a_grant_at_its_eta(world, tmp_path):
-    url = os.environ["REDIS_URL"]
-    database_url = _database_url_of_this_test()
+def test_a_real_scheduler_woken_by_notify_expires_a_grant_at_its_end_with_no_broker_and_no_worker(world, tmp_path):
     assert connection.settings_dict["NAME"].startswith("test_")  # never the development database
-    log_path = tmp_path / "worker.log"
-    worker = start_worker(
+    log_path = tmp_path / "scheduler.log"
+    # A 30 s interval: the scheduler may only be on time if the NOTIFY wakes it. No Redis at all (an
+    # unreachable broker URL), no worker: expiry needs nothing but the database.
+    scheduler = start_scheduler(
         {
             "VAR_DIR": str(tmp_path),
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": url,
-            "CELERY_RESULT_BACKEND": url,
+            "DATABASE_URL": _database_url_of_this_test(),
+            "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",
             "CELERY_TASK_ALWAYS_EAGER": "0",
+            "SCHEDULER_INTERVAL_SECONDS": "30",
         },
         log_path.open("w"),
-        loglevel="INFO",
     )
-    # The test process runs tasks eagerly; this client puts them on Redis for the worker. Not the
-    # "current" app: the approval's own on_commit tasks must still run eagerly in this process.
-    client = Celery("probe", broker=url, backend=url, set_as_current=False)
     try:
-        # Wait until the worker is consuming, so that the lag below is the eta's, not the start-up's.
-        assert client.send_task("accessgov.tasks.ping").get(timeout=60) == "pong"
-
+        deadline = time.monotonic() + 30
+        while "holds the lease" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "holds the lease" in log_path.read_text(), log_path.read_text()
+        time.sleep(0.5)  # the scheduler is waiting (30 s) now
         grant = approved_grant(world)
-        # Setup only: the shortest policy duration is 5 minutes; make this grant end in 3 s.
-        Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() + timedelta(seconds=3))
+        # Setup: the shortest policy duration is 5 minutes; end this grant in 2 s, and wake the scheduler
+        # as every service does when it writes a deadline.
+        with transaction.atomic():
+            Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() + timedelta(seconds=2))
+            scheduler_wake()
         grant.refresh_from_db()
-        client.send_task("accessgov.tasks.expire_grant", args=[grant.pk], eta=grant.expires_at)
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline + 10:
             grant.refresh_from_db()
             if grant.status == Grant.Status.EXPIRED:
                 break
             assert grant.status == Grant.Status.ACTIVE
-            time.sleep(0.1)
-        seen_at = timezone.now()
+            time.sleep(0.05)
         assert grant.status == Grant.Status.EXPIRED, log_path.read_text()[-3000:]
-        # The worker goes on to tell the grantee (expiry → notify_many → notify, all on Redis).
-        told = f"notification grant_ended #{grant.pk}: 1 emails"
-        while told not in log_path.read_text() and time.monotonic() < deadline + 10:
-            time.sleep(0.1)
-        assert told in log_path.read_text(), log_path.read_text()[-3000:]
     finally:
-        stop_worker(worker)
-        client.close()
-
-    assert grant.end_reason == Grant.EndReason.EXPIRED
-    assert grant.ended_at == grant.expires_at
+        stopped_in = _stop(scheduler)
+    assert scheduler.returncode == 0, log_path.read_text()[-3000:]
+    assert stopped_in < 5, stopped_in
+    assert grant.end_reason == Grant.EndReason.EXPIRED and grant.ended_at == grant.expires_at
     event = AccessEvent.objects.get(grant=grant, event_type="grant.expired")
-    assert event.actor_label == "system:expiry-timer"
+    assert event.actor_label == "system:scheduler"
     lag = event.data["observed_lag_seconds"]
-    print(f"worker expired grant #{grant.pk}: observed lag {lag:.3f} s, seen by the test {seen_at - grant.expires_at}")
-    # Never before its end; and promptly after it.
-    assert 0 <= lag < 5
-    assert event.occurred_at >= grant.expires_at
+    print(f"scheduler expired grant #{grant.pk}: observed lag {lag:.3f} s; stopped {stopped_in:.2f} s after SIGTERM")
+    assert 0 <= lag < 1  # never before its end; promptly after it, although the interval is 30 s
+    assert "lease" in log_path.read_text() and "stopped" in log_path.read_text()
+
+
+SEED_SQLITE = """
+from datetime import timedelta
+from django.utils import timezone
+from accessgov.models import AccessRequest, Grant, Role, System, User
+now = timezone.now()
+user = User.objects.create(username="alice")
+system = System.objects.create(name="Payments DB", slug="payments-db")
+role = Role.objects.create(system=system, name="read-write", default_duration=timedelta(hours=1),
+                           max_duration=timedelta(hours=4))
+request = AccessRequest.objects.create(requester=user, role=role, status="approved", requested_duration=timedelta(hours=1),
+    approved_duration=timedelta(hours=1), justification="Embedded scheduler test", created_at=now, lapses_at=now,
+    decided_at=now)
+Grant.objects.create(access_request=request, user=user, role=role, status="active", starts_at=now,
+    expires_at=now + timedelta(seconds=3), created_at=now, activated_at=now)
+"""
+
+
+def test_the_scheduler_on_the_embedded_sqlite_database_expires_a_grant_on_time_by_polling(tmp_path):
+    # What `make run` starts: SQLite under VAR_DIR, the embedded filesystem broker, no LISTEN/NOTIFY.
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'accessgov.sqlite3'}",
+        "CELERY_BROKER_URL": "filesystem://",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+    }
+    env.pop("CELERY_RESULT_BACKEND", None)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run([*manage, "shell", "-c", SEED_SQLITE], cwd=ROOT, env=env, check=True, timeout=60)
+    log_path = tmp_path / "scheduler.log"
+    scheduler = start_scheduler(
+        {key: env[key] for key in ("VAR_DIR", "DATABASE_URL", "CELERY_BROKER_URL")}, log_path.open("w")
+    )
+    database = sqlite3.connect(tmp_path / "accessgov.sqlite3", timeout=20)
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            status = database.execute("SELECT status FROM accessgov_grant").fetchone()[0]
+            if status == "expired":
+                break
+            time.sleep(0.1)
+        assert status == "expired", log_path.read_text()[-3000:]
+        actor, data = database.execute(
+            "SELECT actor_label, data FROM accessgov_accessevent WHERE event_type = 'grant.expired'"
+        ).fetchone()
+    finally:
+        database.close()
+        stopped_in = _stop(scheduler)
+    assert actor == "system:scheduler"
+    lag = json.loads(data)["observed_lag_seconds"]
+    print(f"SQLite scheduler: observed lag {lag:.3f} s; stopped {stopped_in:.2f} s after SIGTERM")
+    assert 0 <= lag < 2.5  # polling every second (SCHEDULER_INTERVAL_SECONDS)
+    assert "polling" in log_path.read_text()
+    assert scheduler.returncode == 0 and stopped_in < 5, log_path.read_text()[-3000:]
 
 
 # --- The sweep and the command -----------------------------------------------------------------

@@ -34,14 +34,19 @@ from accessgov.audit import verify_chain
 from accessgov.models import AccessEvent, Eligibility, Grant, JobRun, OutboxItem, Role, System
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
+from accessgov.services.scheduler import scheduler_wake
 from tests.conftest import REQUIRE_SERVICES, verify_session
 from tests.pg_target import PgTarget
 from tests.test_expiry_worker import _database_url_of_this_test
 from tests.test_provisioning import WEBHOOK_SECRET, Receiver, approve, event_types, in_another_connection, make_due
-from tests.workers import start_beat, start_worker
+from tests.workers import start_beat, start_scheduler, start_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-LEASE_SECONDS = 3  # the workers' PROVISIONING_LEASE_SECONDS (60 by default), so a dead worker's lease ends soon
+LEASE_SECONDS = 6  # the workers' PROVISIONING_LEASE_SECONDS (60 by default), so a dead worker's lease ends soon
+# Statements at a target are bounded well under that lease (PROVISIONING_TARGET_*_TIMEOUT_SECONDS, 5 and 10 s
+# by default; settings refuse a statement timeout of half the lease or more).
+TARGET_LOCK_TIMEOUT, TARGET_STATEMENT_TIMEOUT = 2.5, 2.9
+SCHEDULER_LEASE = 2  # the schedulers' SCHEDULER_LEASE_SECONDS (5 by default), so a standby takes over soon
 GRANTS = 10  # due at once in the two-beats test
 NOTIFIED = re.compile(r"notification (\w+) #(\d+): \d+ emails")
 
@@ -146,6 +151,8 @@ class Fleet:
             "CELERY_RESULT_BACKEND": self.broker_url,
             "CELERY_TASK_ALWAYS_EAGER": "0",
             "PROVISIONING_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS": str(TARGET_LOCK_TIMEOUT),
+            "PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS": str(TARGET_STATEMENT_TIMEOUT),
             "WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
             "RECONCILE_INTERVAL_SECONDS": "3600",
             **extra,
@@ -154,8 +161,18 @@ class Fleet:
     def _log_file(self, name: str):
         return (self.tmp_path / f"{name}.log").open("w")
 
-    def worker(self, name: str, **extra: str) -> subprocess.Popen:
-        process = start_worker(self._env(name, extra), self._log_file(name), loglevel="INFO", name=name)
+    def worker(self, name: str, concurrency: int = 0, **extra: str) -> subprocess.Popen:
+        """A solo worker, or a prefork one with ``concurrency`` processes (production's pool)."""
+        process = start_worker(
+            self._env(name, extra), self._log_file(name), loglevel="INFO", name=name, concurrency=concurrency
+        )
+        self.processes[name] = process
+        return process
+
+    def scheduler(self, name: str, **extra: str) -> subprocess.Popen:
+        """``manage.py run_scheduler`` with a short lease (SCHEDULER_LEASE_SECONDS), unless told otherwise."""
+        env = {"SCHEDULER_LEASE_SECONDS": str(SCHEDULER_LEASE), **extra}
+        process = start_scheduler(self._env(name, env), self._log_file(name))
         self.processes[name] = process
         return process
 
@@ -480,6 +497,86 @@ def test_a_grant_expiring_while_redis_is_down_is_never_active_past_its_end_and_o
     assert verify_chain().ok
 
 
+def test_a_worker_holding_work_when_redis_goes_away_reconnects_by_itself_and_the_access_is_removed_after_it_returns(
+    pg, make_user, private_redis, fleet
+):
+    # What crashed the worker for good (celery 5.7 + kombu 5.7, portal/broker.py): Redis goes away while
+    # a prefork worker holds unacknowledged messages — a removal in progress (acks_late) and an eta
+    # message an earlier version queued — and "Restoring N unacknowledged message(s)" ended in
+    # AttributeError: 'NoneType' object has no attribute 'hostname', exit code 1.
+    target = pg.target
+    first = approve(pg)  # setup, in this process: applied at the target
+    second_user = make_user("grantee2", device=False)
+    Eligibility.objects.create(role=pg.role, user=second_user)
+    second_principal = target.create_login(second_user.username)
+    second = approve(pg, second_user)
+    assert target.members() == {pg.principal, second_principal}
+    worker = fleet.worker("worker", concurrency=2)
+    wait_for_a_worker(private_redis.url)
+
+    # Work held by the worker when Redis goes: (1) an eta timer of an earlier version for the second
+    # grant, due in a few seconds — during the outage; (2) the first grant's expiry and removal, running,
+    # blocked at the target by a session holding the member's row.
+    Grant.objects.filter(pk=second.pk).update(expires_at=timezone.now() + timedelta(seconds=4))
+    second.refresh_from_db()
+    client = Celery("probe", broker=private_redis.url, set_as_current=False)
+    client.send_task("accessgov.tasks.expire_grant", args=[second.pk], eta=second.expires_at)
+    client.close()
+    make_due(first)
+    blocker = psycopg.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=target.provisioner, password=target.password
+    )
+    try:
+        blocker.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(target.managed), sql.Identifier(pg.principal))
+        )
+        send(private_redis.url, "accessgov.tasks.expire_grant", first.pk)
+        assert wait_for(lambda: provisioner_backends_waiting_on_a_lock(target), timeout=30), fleet.logs()
+
+        private_redis.stop()
+        stopped_at = time.monotonic()
+        fleet.wait_logged("worker", "Connection to broker lost", timeout=20)
+        time.sleep(1)
+    finally:
+        blocker.rollback()  # the target lets the removal through, while Redis is still away
+        blocker.close()
+    # The removal in progress finishes and is recorded (PostgreSQL is up); its acknowledgement cannot
+    # be sent. The second grant ends in the meantime: nothing in a worker or Redis expires it now.
+    assert wait_for(lambda: Grant.objects.get(pk=first.pk).removal_confirmed_at is not None, timeout=15), fleet.logs()
+    assert wait_for(lambda: timezone.now() > second.expires_at + timedelta(seconds=1), timeout=10)
+    assert not Grant.objects.active(timezone.now()).filter(pk=second.pk).exists()
+    assert worker.poll() is None, fleet.log("worker")[-4000:]  # alive, trying to reconnect
+
+    private_redis.start()  # empty: the eta message and the unacknowledged ones are gone with it
+    print(f"Redis away for {time.monotonic() - stopped_at:.1f} s")
+    returned = time.monotonic()
+    wait_for_a_worker(private_redis.url)  # the same worker, reconnected by itself
+    print(f"worker consuming again {time.monotonic() - returned:.1f} s after Redis returned")
+    assert worker.poll() is None
+    sent_at = time.time()
+    send(private_redis.url, "accessgov.tasks.sweep")  # what beat sends every 30 s
+    counts = wait_for_sweep(after=sent_at)
+
+    assert counts["expired"] == 1 and counts["provisioned"] == 1, fleet.logs()
+    assert target.members() == set()
+    log = fleet.log("worker")
+    assert "Restoring" in log or "Couldn't ack" in log, log[-4000:]  # it really held unacknowledged work
+    assert "Unrecoverable error" not in log and "AttributeError" not in log, log[-4000:]
+    for grant in (first, second):
+        grant.refresh_from_db()
+        assert grant.status == Grant.Status.EXPIRED
+        assert grant.provisioning_state == Grant.Provisioning.CONFIRMED
+        assert event_types(grant) == {
+            "grant.activated": 1,
+            "provisioning.applied": 1,
+            "grant.expired": 1,
+            "provisioning.removed": 1,
+        }
+        [removal] = OutboxItem.objects.filter(grant=grant, action=OutboxItem.Action.REMOVE)
+        assert removal.outcome == "done"
+    assert verify_chain().ok
+
+
 # --- 3. Two beats at once -----------------------------------------------------------------------
 
 
@@ -609,3 +706,243 @@ def test_two_sweeps_overlapping_remind_each_grantee_of_the_end_once(world, make_
     assert reminded == {"first": 3, "second": 0}
     assert sorted(m.to[0] for m in mailoutbox if "ends at" in m.subject) == sorted(g.user.email for g in grants)
     assert Grant.objects.filter(pk__in=ids, expiry_reminder_sent_at=now).count() == 3
+
+
+# --- 4. The scheduler: killed, alone through a Redis outage, and a target holding a lock -------------
+
+
+def end_in(grant: Grant, seconds: float) -> Grant:
+    """Setup only (the shortest policy duration is 5 minutes): the grant ends ``seconds`` from now, and
+    the scheduler is woken as the services do when they write a deadline."""
+    with transaction.atomic():
+        Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() + timedelta(seconds=seconds))
+        scheduler_wake()
+    grant.refresh_from_db()
+    return grant
+
+
+def leader_of(fleet: "Fleet", names: tuple[str, ...], timeout: float = 30) -> str:
+    """The scheduler that took the lease (the one that logged it; the others stand by)."""
+    holder = wait_for(lambda: [n for n in names if "holds the lease" in fleet.log(n)], timeout, interval=0.1)
+    assert holder and len(holder) == 1, fleet.logs()
+    return holder[0]
+
+
+def confirmed(grant: Grant) -> bool:
+    """The removal is recorded as confirmed (its read back at the target has been committed)."""
+    return Grant.objects.filter(pk=grant.pk, removal_confirmed_at__isnull=False).exists()
+
+
+def removal_lag(grant: Grant) -> float:
+    grant.refresh_from_db()
+    assert grant.removal_confirmed_at is not None
+    return (grant.removal_confirmed_at - grant.expires_at).total_seconds()
+
+
+def assert_ended_and_removed_once(*grants: Grant) -> None:
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.status == Grant.Status.EXPIRED
+        assert grant.provisioning_state == Grant.Provisioning.CONFIRMED
+        types = event_types(grant)
+        assert types["grant.expired"] == 1 and types["provisioning.removed"] == 1, types
+        assert AccessEvent.objects.get(grant=grant, event_type="grant.expired").actor_label == "system:scheduler"
+        [removal] = OutboxItem.objects.filter(grant=grant, action=OutboxItem.Action.REMOVE)
+        assert removal.outcome == "done"
+    assert verify_chain().ok
+
+
+@pytest.fixture
+def two_grantees(pg, make_user):
+    """The requester's grant and a second grantee's, both applied at the target."""
+    first = approve(pg)
+    user = make_user("grantee2", device=False)
+    Eligibility.objects.create(role=pg.role, user=user)
+    principal = pg.target.create_login(user.username)
+    second = approve(pg, user)
+    assert pg.target.members() == {pg.principal, principal}
+    return first, second
+
+
+def test_a_killed_scheduler_is_replaced_by_its_standby_which_ends_and_removes_each_grant_once(pg, two_grantees, fleet):
+    first, second = two_grantees
+    names = ("scheduler-1", "scheduler-2")
+    for name in names:
+        fleet.scheduler(name)  # no worker at all: the scheduler needs only PostgreSQL
+    leader = leader_of(fleet, names)
+    standby = next(n for n in names if n != leader)
+
+    first = end_in(first, 1.5)
+    assert wait_for(lambda: confirmed(first), 20), fleet.logs()
+    lag_before = removal_lag(first)
+    assert "expired 1 grant" in fleet.log(leader) and "expired" not in fleet.log(standby)  # one at a time
+
+    fleet.kill(leader)  # kill -9: no lease released, nothing cleaned up
+    killed_at = timezone.now()
+    second = end_in(second, 1.0)
+    assert wait_for(lambda: confirmed(second), 30), fleet.logs()
+    lag_after = removal_lag(second)
+    took_over = "holds the lease" in fleet.log(standby)
+    print(
+        f"removal lag with the first scheduler {lag_before:.3f} s; after it was killed, by the standby "
+        f"{lag_after:.3f} s (lease {SCHEDULER_LEASE} s, grant ended 1 s after the kill)"
+    )
+    assert took_over, fleet.logs()
+    assert lag_before < 2
+    # The standby takes over once the lease has lapsed (renewed at most ~1 s before the kill).
+    assert (second.removal_confirmed_at - killed_at).total_seconds() < SCHEDULER_LEASE + 4
+    assert pg.target.members() == set()
+    stopping = time.monotonic()
+    fleet.stop(standby)
+    assert time.monotonic() - stopping < 5 and fleet.processes[standby].returncode == 0
+    assert "Traceback" not in fleet.log(standby), fleet.log(standby)
+    assert_ended_and_removed_once(first, second)
+
+
+def test_the_scheduler_alone_ends_and_removes_access_on_time_while_redis_is_down(
+    pg, two_grantees, private_redis, fleet
+):
+    first, second = two_grantees
+    fleet.scheduler("scheduler")
+    leader_of(fleet, ("scheduler",))
+    private_redis.stop()  # for the whole test: no broker, no worker
+    first, second = end_in(first, 1.0), end_in(second, 1.5)
+    assert wait_for(lambda: confirmed(first) and confirmed(second), 20), fleet.logs()
+    assert pg.target.members() == set()
+    lags = [removal_lag(first), removal_lag(second)]
+    print(f"revocation lag with Redis down: {', '.join(f'{lag:.3f} s' for lag in lags)}")
+    assert max(lags) < 2
+    assert fleet.processes["scheduler"].poll() is None
+    fleet.stop("scheduler")
+    log = fleet.log("scheduler")
+    assert "could not send accessgov.tasks.notify" in log  # emails could not be queued; nothing waited for them
+    assert_ended_and_removed_once(first, second)
+
+
+@pytest.fixture
+def second_system(pg, make_user):
+    """A second PostgreSQL target (its own database and roles) as a second system, where the requester is
+    eligible and has a login role; created and dropped around the test."""
+    settings = connection.settings_dict
+    target = PgTarget(
+        host=settings.get("HOST") or "127.0.0.1",
+        port=int(settings.get("PORT") or 5432),
+        superuser=settings.get("USER") or "postgres",
+        password=settings.get("PASSWORD") or "",
+    )
+    try:
+        target.create()
+        system = System.objects.create(
+            name="Ledger DB",
+            slug="ledger-db",
+            connector=System.Connector.POSTGRES,
+            connector_config=target.connector_config(),
+            connector_secret=target.password,
+        )
+        role = Role.objects.create(
+            system=system,
+            name="read-write",
+            target_name=target.managed,
+            approvals_required=1,
+            default_duration=timedelta(hours=1),
+            max_duration=timedelta(hours=4),
+        )
+        Eligibility.objects.create(role=role, user=pg.requester, starts_at=timezone.now() - timedelta(days=1))
+        from guardian.shortcuts import assign_perm
+
+        assign_perm("accessgov.approve_role", pg.approver, role)
+        pg.ledger_target, pg.ledger_role = target, role
+        pg.ledger_principal = target.create_login(pg.requester.username)
+        yield pg
+    finally:
+        target.drop()
+
+
+def test_a_target_holding_a_lock_delays_only_its_own_removals_and_its_own_is_made_when_it_lets_go(second_system, fleet):
+    pg = second_system
+    blocked, free = pg.target, pg.ledger_target
+    ledger = ar.access_request_submit(
+        pg.requester, role=pg.ledger_role, duration=timedelta(hours=1), justification="Investigating INC-42 ledger"
+    )
+    ar.access_request_approve(pg.approver, ledger.pk, comment="ok")
+    on_blocked, on_free = approve(pg), Grant.objects.get(access_request=ledger)
+    assert blocked.members() == {pg.principal} and free.members() == {pg.ledger_principal}
+    fleet.scheduler("scheduler")
+    leader_of(fleet, ("scheduler",))
+
+    holder = psycopg.connect(
+        host=blocked.host, port=blocked.port, dbname=blocked.dbname, user=blocked.provisioner, password=blocked.password
+    )
+    try:
+        # A session at the first target holds the grantee's membership row, uncommitted.
+        holder.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(blocked.managed), sql.Identifier(pg.principal))
+        )
+        ends = timezone.now() + timedelta(seconds=1.5)
+        with transaction.atomic():
+            Grant.objects.filter(pk__in=[on_blocked.pk, on_free.pk]).update(expires_at=ends)
+            scheduler_wake()
+        assert wait_for(lambda: confirmed(on_free), 15), fleet.logs()
+        free_lag = removal_lag(on_free)
+        assert free.members() == set()
+        # The blocked one fails after the lock timeout, and is retried with backoff: never more than one
+        # of our statements waits at that target (issue 15: one more blocked worker every lease).
+        waiting_samples = []
+        deadline = time.monotonic() + 3 * TARGET_LOCK_TIMEOUT
+        while time.monotonic() < deadline:
+            waiting_samples.append(len(provisioner_backends_waiting_on_a_lock(blocked)))
+            time.sleep(0.1)
+        item = OutboxItem.objects.get(grant=on_blocked, action=OutboxItem.Action.REMOVE)
+        assert item.done_at is None and item.attempts >= 2, (item.attempts, fleet.logs())
+        assert "lock timeout" in item.last_error
+        assert blocked.members() == {pg.principal}
+    finally:
+        holder.rollback()  # the target lets go
+        holder.close()
+    released = timezone.now()
+    assert wait_for(lambda: confirmed(on_blocked), 30), fleet.logs()
+    assert blocked.members() == set()
+    blocked_lag = removal_lag(on_blocked)
+    on_blocked.refresh_from_db()
+    after_release = (on_blocked.removal_confirmed_at - released).total_seconds()
+    print(
+        f"free target removed {free_lag:.3f} s after the end; blocked one {blocked_lag:.1f} s after it "
+        f"({after_release:.1f} s after the lock was let go, {item.attempts}+ attempts); "
+        f"our statements waiting at the blocked target: at most {max(waiting_samples)}"
+    )
+    assert free_lag < 2  # not held up by the other target
+    assert max(waiting_samples) <= 1
+    # The retry after the release comes at the item's backoff (1, 2, 4 … s, capped), not a sweep later.
+    assert after_release < 2 ** (item.attempts - 1) + 2
+    fleet.stop("scheduler")
+    assert_ended_and_removed_once(on_blocked, on_free)
+    assert event_types(on_blocked)["provisioning.failed"] == 1  # recorded once, however many attempts
+
+
+# --- 5. Two beats opening the quarter's access review at once ----------------------------------------
+
+
+def test_two_beats_firing_the_quarterly_review_at_once_open_one_campaign(world, private_redis, fleet):
+    from accessgov.models import ReviewCampaign
+
+    for name in ("worker-1", "worker-2"):
+        fleet.worker(name)
+    for name in ("worker-1", "worker-2"):
+        fleet.wait_logged(name, "ready.")
+    # What two beats do when the quarter's cron fires: each sends the task; a worker takes each.
+    client = Celery("probe", broker=private_redis.url, set_as_current=False)
+    try:
+        for _ in range(2):
+            client.send_task("accessgov.tasks.quarterly_review")
+    finally:
+        client.close()
+    for name in ("worker-1", "worker-2"):
+        fleet.wait_logged(name, "Task accessgov.tasks.quarterly_review[", timeout=30)
+    assert wait_for(
+        lambda: all("succeeded" in fleet.log(n).split("quarterly_review[", 1)[-1] for n in ("worker-1", "worker-2")), 30
+    ), fleet.logs()
+    [campaign] = ReviewCampaign.objects.all()
+    items = list(campaign.items.values_list("eligibility_id", "grant_id"))
+    assert len(items) == len(set(items)) == 2
+    assert AccessEvent.objects.filter(event_type="review.opened").count() == 1
+    assert verify_chain().ok

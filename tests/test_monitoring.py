@@ -13,6 +13,7 @@ from django.utils import timezone
 from accessgov.models import Grant, JobRun
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
+from accessgov.services.scheduler import scheduler_lease_acquire
 from tests.conftest import verify_session
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +77,11 @@ def test_metrics_report_grants_requests_removals_lag_and_sweep(world):
     assert "accessgov_revocation_lag_seconds_count 0" in body
     assert "# TYPE accessgov_sweep_duration_seconds gauge" in body
     assert JobRun.objects.get(name="sweep").duration_seconds >= 0
+    assert "accessgov_scheduler_lease_renewed_timestamp_seconds 0\n" in body  # no scheduler has run
+    renewed = timezone.now()
+    assert scheduler_lease_acquire("scheduler-1", renewed, ttl_seconds=5)
+    body = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token").content.decode()
+    assert f"accessgov_scheduler_lease_renewed_timestamp_seconds {renewed.timestamp()}\n" in body
 
 
 @override_settings(ACCESS_EVENT_JSON_LOG=True)

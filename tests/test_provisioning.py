@@ -141,7 +141,7 @@ def pg(world, target):
 @pytest.fixture
 def outbox_held(monkeypatch):
     """Approvals write their outbox row but nothing drains it after the commit (the tests do)."""
-    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda: None)
+    monkeypatch.setattr(provisioning, "_drain_after_commit", lambda action: None)
 
 
 @pytest.fixture
@@ -562,6 +562,52 @@ def test_the_first_timer_of_grants_ending_together_expires_and_removes_them_all_
         assert AccessEvent.objects.get(grant=grant, event_type="grant.expired").actor_label == "system:expiry-timer"
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_target_holding_the_members_row_fails_the_removal_after_the_lock_timeout_instead_of_blocking(
+    pg, outbox_held, settings
+):
+    # Issue 15: with no lock_timeout, one uncommitted transaction at the target blocked the REVOKE for
+    # ever, and every lease another drain claimed the item and blocked one more worker process.
+    settings.PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS = 1.0
+    target = pg.target
+    grant = approve(pg)
+    assert outbox_drain() == 1 and target.members() == {pg.principal}
+    make_due(grant)
+    assert gs.grant_expire_due(timezone.now()) == 1
+    blocker = psycopg.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=target.provisioner, password=target.password
+    )
+    try:
+        blocker.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(target.managed), sql.Identifier(pg.principal))
+        )
+        started = time.monotonic()
+        assert outbox_drain() == 0
+        took = time.monotonic() - started
+        removal = OutboxItem.objects.get(grant=grant, action=OutboxItem.Action.REMOVE)
+        assert removal.done_at is None and removal.lease_until is None and removal.attempts == 1
+        assert "lock timeout" in removal.last_error
+        with target.admin() as conn:  # nothing of ours is left waiting at the target
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'",
+                (target.provisioner,),
+            ).fetchone()[0]
+        assert waiting == 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    print(f"removal refused after {took:.2f} s (lock timeout 1 s)")
+    assert 1.0 <= took < 4  # the bulk REVOKE, then the one-by-one REVOKE: each bounded by the lock timeout
+    grant.refresh_from_db()
+    assert grant.provisioning_state == Grant.Provisioning.FAILED
+
+    make_item_due(removal)  # its backoff has passed; the target lets it through now
+    assert outbox_drain() == 1
+    assert target.members() == set()
+    assert event_types(grant)["provisioning.removed"] == 1 and event_types(grant)["provisioning.failed"] == 1
+
+
 # --- 5. Drift -----------------------------------------------------------------------------------
 
 
@@ -621,6 +667,36 @@ def test_a_membership_granted_by_hand_with_admin_option_is_drift_too(pg):
         )
 
     assert reconcile_system(pg.system, timezone.now())["drift"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_grants_that_just_ended_and_are_not_expired_yet_are_in_flight_not_drift_even_with_removal_on(pg, grantees):
+    # Issue 15: reconciliation running between a grant's end and its expiry (the scheduler or the sweep
+    # has not got to it yet) reported every such grantee as drift - and with "remove drift" on, would
+    # have removed the access outside the outbox, with no provisioning.removed for the grant.
+    grants = [approve(pg), *grantees()]
+    System.objects.filter(pk=pg.system.pk).update(reconcile_remove_drift=True)
+    pg.system.refresh_from_db()
+    for grant in grants:
+        make_due(grant)  # ended a second ago; still active in stored state
+    members = pg.target.members()
+    assert len(members) == 4
+    now = timezone.now()
+    assert not Grant.objects.active(now).filter(pk__in=[g.pk for g in grants]).exists()
+
+    assert reconcile_system(pg.system, now) == {"drift": 0, "removed": 0, "resolved": 0}
+    assert not DriftFinding.objects.exists()
+    assert pg.target.members() == members  # not removed behind the outbox's back
+
+    # Their expiry and removal through the outbox, then reconciliation again: still nothing.
+    assert gs.grant_expire_due(timezone.now()) == 4  # its after-commit drain removes them (eager here)
+    outbox_drain()
+    assert pg.target.members() == set()
+    assert reconcile_system(pg.system, timezone.now()) == {"drift": 0, "removed": 0, "resolved": 0}
+    for grant in grants:
+        assert event_types(grant)["provisioning.removed"] == 1
+    assert not AccessEvent.objects.filter(event_type__startswith="drift.").exists()
 
 
 # --- 6. Webhook ---------------------------------------------------------------------------------

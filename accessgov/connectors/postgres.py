@@ -46,8 +46,18 @@ class PostgresConnector(Connector):
         return problems
 
     def _connect(self) -> psycopg.Connection:
+        """A connection whose every statement is bounded (PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS,
+        PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS): a session at the target holding a member's row
+        makes a REVOKE fail after the lock timeout instead of waiting for ever — and with it a worker or
+        a scheduler thread, and every other system's removals behind it. A target that stops answering
+        altogether is noticed by TCP keepalives and tcp_user_timeout (the statement timeout is enforced
+        by the server, which cannot help then)."""
+        from django.conf import settings
+
+        lock_ms = int(settings.PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS * 1000)
+        statement_ms = int(settings.PROVISIONING_TARGET_STATEMENT_TIMEOUT_SECONDS * 1000)
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 host=self.config["host"],
                 port=self.config.get("port", 5432),
                 dbname=self.config["dbname"],
@@ -57,7 +67,16 @@ class PostgresConnector(Connector):
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 autocommit=True,
                 application_name="accessgov-provisioner",
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=statement_ms + 5000,
             )
+            # SET rather than a startup option (a connection pooler in front of the target may refuse those);
+            # both in one round trip.
+            conn.execute(f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}")
+            return conn
         except psycopg.Error as exc:
             host, port = self.config.get("host"), self.config.get("port", 5432)
             raise ConnectorError(f"Cannot connect to {host}:{port}: {exc.__class__.__name__}") from None
@@ -84,6 +103,11 @@ class PostgresConnector(Connector):
                     cursor = conn.execute(statement, params)
                     rows = cursor.fetchall() if cursor.description else []
                 return rows
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                # lock_timeout / statement_timeout: the target is busy, the connection is fine. Not
+                # retried here (that would wait as long again); the item is retried with backoff.
+                message = (exc.diag.message_primary if exc.diag else None) or exc.__class__.__name__
+                raise ConnectorError(f"The target is busy: {message}") from None
             except psycopg.OperationalError as exc:
                 self.close()
                 if attempt == 2:

@@ -1,8 +1,10 @@
 """Grant transitions: create/extend (from an approval), activate, expire, revoke, release; break-glass.
 
-The expiry path is doubled: an eta task at ``expires_at`` and the periodic sweep both call
-``grant_expire_due``, which is set-based and idempotent. Reads never depend on it: see
-``Grant.objects.active(now)``.
+The expiry path is doubled: the scheduler (``accessgov/scheduler.py``: one process, woken at the next
+``expires_at`` / ``starts_at`` the database holds) and the periodic sweep both call ``grant_expire_due``
+and ``grant_activate_due``, which are set-based and idempotent. No timer is held per grant in a worker
+or the broker; a transaction that writes a sooner deadline wakes the scheduler (``scheduler_wake``).
+Reads never depend on any of it: see ``Grant.objects.active(now)``.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ from accessgov.models import (
 )
 from accessgov.services import provisioning
 from accessgov.services.events import event_record, event_record_rows
+from accessgov.services.scheduler import scheduler_wake
 from accessgov.workflow import ensure_transition
 
 Status = Grant.Status
@@ -34,14 +37,11 @@ BREAK_GLASS_FOLLOW_UP_WITHIN = timedelta(hours=24)
 BREAK_GLASS_REMIND_EVERY = timedelta(hours=4)
 
 
-def _on_commit_task(name: str, *args, eta: datetime | None = None) -> None:
+def _on_commit_task(name: str, *args) -> None:
     from accessgov import tasks
 
     task = getattr(tasks, name)
-    if eta is None:
-        transaction.on_commit(lambda: task.delay(*args), robust=True)
-    else:
-        transaction.on_commit(lambda: task.apply_async(args, eta=eta), robust=True)
+    transaction.on_commit(lambda: task.delay(*args), robust=True)
 
 
 def _lock(grant_id: int) -> Grant:
@@ -87,11 +87,13 @@ def grant_create_for(
         grant=grant,
         data={"starts_at": grant.starts_at.isoformat(), "expires_at": grant.expires_at.isoformat()},
     )
+    # The scheduler reads the new start and end from the row at its next look (within a second); a
+    # NOTIFY wakes it at once in case a start comes sooner than that. (An end is minutes away at least:
+    # the shortest policy duration.)
     if scheduled:
-        _on_commit_task("activate_grant", grant.pk, eta=grant.starts_at)
+        scheduler_wake()
     else:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
-        _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
     return grant
 
 
@@ -117,7 +119,7 @@ def grant_extend_for(
         grant=grant,
         data={"previous_expires_at": previous.isoformat(), "expires_at": new_expires_at.isoformat()},
     )
-    _on_commit_task("expire_grant", grant.pk, eta=new_expires_at)
+    # Nothing to schedule: the end only moves later, and the scheduler reads it from the row.
     return grant
 
 
@@ -250,8 +252,6 @@ def grant_activate_due(
             ]
         )
         provisioning.provisioning_enqueue_bulk([row[0] for row in due], OutboxItem.Action.APPLY, now, marked=True)
-        for pk, _, _, expires_at in due:
-            _on_commit_task("expire_grant", pk, eta=expires_at)
 
     activated = _transition_due(
         f"status = %s AND starts_at <= %s AND {_holder_may_hold_sql()}",
@@ -534,7 +534,6 @@ def break_glass_activate(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
-        _on_commit_task("expire_grant", grant.pk, eta=grant.expires_at)
         _on_commit_task("notify", "break_glass_activated", grant.pk)
         return grant
 

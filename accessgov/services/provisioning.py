@@ -8,6 +8,7 @@ and does nothing, so an item has one effect however often it is processed.
 """
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -29,9 +30,24 @@ State = Grant.Provisioning
 Type = AccessEvent.Type
 
 
-def _drain_after_commit() -> None:
-    from accessgov import tasks
+# True in the scheduler process (accessgov/scheduler.py): it drains the outbox itself right after each
+# round, so its own writes neither wake it nor ask a worker to drain the same items.
+DRAINED_BY_THIS_PROCESS = False
 
+
+def _drain_after_commit(action: str) -> None:
+    """New outbox items: a worker drains them after the commit (when the broker is up). A removal also
+    wakes the scheduler in this transaction, which removes the access at once without the broker. An
+    apply does not: the worker told after the commit applies it within milliseconds, and two drains
+    racing for every approval only cost both; without a broker or a worker the scheduler finds the item
+    at its next look (within SCHEDULER_INTERVAL_SECONDS)."""
+    from accessgov import tasks
+    from accessgov.services.scheduler import scheduler_wake
+
+    if DRAINED_BY_THIS_PROCESS:
+        return
+    if action == Action.REMOVE:
+        scheduler_wake()
     transaction.on_commit(lambda: tasks.drain_outbox.delay(), robust=True)
 
 
@@ -52,7 +68,7 @@ def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem
         grant.provisioning_state = State.REMOVAL_PENDING
         grant.removal_requested_at = now
         grant.save(update_fields=["provisioning_state", "removal_requested_at"])
-    _drain_after_commit()
+    _drain_after_commit(action)
     return item
 
 
@@ -112,7 +128,7 @@ def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime, 
         )
     if not marked:
         Grant.objects.filter(pk__in=grant_ids).update(**pending_fields(action, now))
-    _drain_after_commit()
+    _drain_after_commit(action)
 
 
 def _target(item: OutboxItem, connector) -> Target:
@@ -132,9 +148,12 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), settings.PROVISIONING_MAX_BACKOFF_SECONDS))
 
 
-def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list[OutboxItem]:
-    """Lease up to ``limit`` due items in one short transaction. Concurrent drains skip each other's
-    locked rows, so they take disjoint batches; a leased or finished item is never taken again."""
+def _claim(
+    now: datetime, *, item_id: int | None = None, limit: int = 1, system_id: int | None = None
+) -> list[OutboxItem]:
+    """Lease up to ``limit`` due items (of one system, if given) in one short transaction. Concurrent
+    drains skip each other's locked rows, so they take disjoint batches; a leased or finished item is
+    never taken again."""
     with transaction.atomic():
         qs = OutboxItem.objects.filter(done_at__isnull=True, next_attempt_at__lte=now).filter(
             Q(lease_until__isnull=True) | Q(lease_until__lte=now)
@@ -143,6 +162,8 @@ def _claim(now: datetime, *, item_id: int | None = None, limit: int = 1) -> list
             qs = qs.filter(pk=item_id)
         else:
             qs = qs.exclude(grant__role__system__connector=System.Connector.MANUAL)
+        if system_id is not None:
+            qs = qs.filter(grant__role__system_id=system_id)
         candidates = list(
             qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
             .select_related("grant__role__system", "grant__user", "grant__access_request")
@@ -341,7 +362,9 @@ def _perform(item: OutboxItem, connector) -> str:
     return ""
 
 
-def _perform_many(items: list[OutboxItem], connector, *, send_until: float) -> list[tuple[int, str]]:
+def _perform_many(
+    items: list[OutboxItem], connector, *, send_until: float, stop: threading.Event | None = None
+) -> list[tuple[int, str]]:
     """Talk to the target for leased items of one system; returns (item id, error or "") in order, for
     the items it sent. A connector that removes in bulk gets the batch's removals at once — one removal
     and one read back for all of them, each still confirmed by name. If the target refuses that as a
@@ -349,10 +372,15 @@ def _perform_many(items: list[OutboxItem], connector, *, send_until: float) -> l
     holds back no other. Nothing is sent after ``send_until`` (``time.monotonic()``): past it the lease
     may run out while an item is in flight, and another drain could take the item again — an APPLY sent
     after that drain skipped it and removed the grant would give access back. Unsent items are
-    released for the next drain."""
+    released for the next drain. Nor after ``stop`` is set (the scheduler is shutting down): the
+    item in flight finishes, the rest are released."""
+
+    def may_send() -> bool:
+        return time.monotonic() < send_until and not (stop is not None and stop.is_set())
+
     removals = [item for item in items if item.action == Action.REMOVE]
     errors: dict[int, str] = {}
-    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False) and time.monotonic() < send_until:
+    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False) and may_send():
         targets = {item.pk: _target(item, connector) for item in removals}
         try:
             connector.remove_many(list(targets.values()))
@@ -368,7 +396,7 @@ def _perform_many(items: list[OutboxItem], connector, *, send_until: float) -> l
     for item in items:
         if item.pk in errors:
             results.append((item.pk, errors[item.pk]))
-        elif time.monotonic() < send_until:
+        elif may_send():
             results.append((item.pk, _perform(item, connector)))
         else:
             unsent.append(item.pk)
@@ -395,19 +423,27 @@ def outbox_process(item_id: int) -> str:
         connector.close()
 
 
-def outbox_drain(now: datetime | None = None, *, batch_size: int = 200, budget_seconds: float = 20.0) -> int:
+def outbox_drain(
+    now: datetime | None = None,
+    *,
+    batch_size: int = 200,
+    budget_seconds: float = 20.0,
+    system_id: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
     """Lease and process due automatic items in batches, oldest first, within a time budget: per batch
     and system one connector call per item (removals in bulk where the connector can), and one
     transaction recording the whole batch; target connections are reused within the drain. Batches
     are large because a round (claim + record) costs about the same for 50 items as for 200 (on a
-    busy 2-core machine 0.1 to 0.3 s), and a burst of removals should take few rounds. Returns the
-    number of items completed."""
+    busy 2-core machine 0.1 to 0.3 s), and a burst of removals should take few rounds. ``system_id``:
+    only that system's items (the scheduler drains each system in its own thread); ``stop``: take no
+    new batch and send nothing more once set. Returns the number of items completed."""
     started = time.monotonic()
     done = 0
     connectors: dict[int, object] = {}
     try:
-        while time.monotonic() - started < budget_seconds:
-            batch = _claim(now or timezone.now(), limit=batch_size)
+        while time.monotonic() - started < budget_seconds and not (stop is not None and stop.is_set()):
+            batch = _claim(now or timezone.now(), limit=batch_size, system_id=system_id)
             if not batch:
                 break
             # Sending stops at half the lease: one item in flight (connector timeouts are seconds) then
@@ -420,7 +456,7 @@ def outbox_drain(now: datetime | None = None, *, batch_size: int = 200, budget_s
             for items in by_system.values():
                 system = items[0].grant.role.system
                 connector = connectors.get(system.pk) or connectors.setdefault(system.pk, connector_for(system))
-                results += _perform_many(items, connector, send_until=send_until)
+                results += _perform_many(items, connector, send_until=send_until, stop=stop)
             done += sum(outcome == "done" for outcome in _record_many(results).values())
     finally:
         for connector in connectors.values():

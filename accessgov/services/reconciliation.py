@@ -20,16 +20,12 @@ Type = AccessEvent.Type
 
 
 def _expected_principals(connector, role, now: datetime) -> set[str]:
+    """Who may hold ``role`` at the target now without it being drift: every grant still active in
+    stored state — including one past its ``expires_at`` that the scheduler has not expired yet (its
+    removal is due, and will go through the outbox: it is in flight, not drift) — and every ended grant
+    whose removal is not confirmed yet."""
     in_flight = Q(removal_requested_at__isnull=False, removal_confirmed_at__isnull=True)
-    grants = (
-        Grant.objects.filter(role=role)
-        .filter(
-            Q(status=Grant.Status.ACTIVE, expires_at__gt=now)
-            | in_flight
-            | Q(status=Grant.Status.ACTIVE, provisioning_state=Grant.Provisioning.PENDING)
-        )
-        .select_related("user")
-    )
+    grants = Grant.objects.filter(role=role).filter(Q(status=Grant.Status.ACTIVE) | in_flight).select_related("user")
     return {connector.principal_for(g.user.get_username()) for g in grants}
 
 
@@ -75,7 +71,12 @@ def reconcile_system(system: System, now: datetime) -> dict[str, int]:
                     logger.warning("drift removal failed for %s on %s: %s", principal, role, exc)
                     continue
                 with transaction.atomic():
-                    DriftFinding.objects.filter(pk=finding.pk).update(resolved_at=now, removed_by_accessgov=True)
+                    # Conditional: a reconciliation running at the same moment (two beats) may have
+                    # removed and recorded it first; the removal is recorded once.
+                    if not DriftFinding.objects.filter(pk=finding.pk, resolved_at__isnull=True).update(
+                        resolved_at=now, removed_by_accessgov=True
+                    ):
+                        continue
                     event_record(
                         Type.DRIFT_REMOVED,
                         job="reconcile",

@@ -10,8 +10,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.utils import timezone
 
 from accessgov import permissions
@@ -58,10 +58,13 @@ def review_campaign_create(
     grace: timedelta | None = None,
     job: str | None = None,
     client_address: str | None = None,
+    period: str = "",
 ) -> ReviewCampaign:
     """Open a campaign: one item per eligibility in force on the systems, and one per grant active for
     longer than ``long_grant_threshold``; each gets a reviewer who is not its subject. Reviewers are
-    told after commit (the start reminder). Raises NotAuthorized (not an auditor) or PolicyViolation."""
+    told after commit (the start reminder). Raises NotAuthorized (not an auditor) or PolicyViolation.
+    ``period`` (scheduled campaigns): the database holds one campaign per period — a second one raises
+    IntegrityError and writes nothing (the caller's transaction is left usable)."""
     now = timezone.now()
     keep_for = timedelta(days=settings.REVIEW_KEEP_DAYS) if keep_for is None else keep_for
     grace = timedelta(days=settings.REVIEW_GRACE_DAYS) if grace is None else grace
@@ -82,6 +85,7 @@ def review_campaign_create(
     with transaction.atomic():
         campaign = ReviewCampaign.objects.create(
             name=name.strip(),
+            period=period,
             no_response=no_response,
             keep_for=keep_for,
             long_grant_threshold=long_grant_threshold,
@@ -354,13 +358,23 @@ def review_reminders_due(now: datetime) -> int:
 
 
 def review_campaign_quarterly(now: datetime, *, due_in: timedelta | None = None) -> ReviewCampaign | None:
-    """Beat, on the first day of each quarter: one campaign over every system (once per quarter)."""
+    """Beat, on the first day of each quarter: one campaign over every system, once per quarter — also
+    with two beats, or a task delivered twice: the campaign carries its period ("2026-Q4"), which the
+    database holds unique (``campaign_one_per_period``). The check below only saves work; a second
+    creator that passed it at the same moment waits for the first one's commit on the unique index,
+    then fails and writes nothing (no second campaign, no second set of items or events)."""
     due_in = timedelta(days=settings.REVIEW_DUE_DAYS) if due_in is None else due_in
     quarter = (now.month - 1) // 3 + 1
     name = f"Quarterly access review {now.year} Q{quarter}"
-    if ReviewCampaign.objects.filter(name=name).exists():
+    period = f"{now.year}-Q{quarter}"
+    if ReviewCampaign.objects.filter(Q(period=period) | Q(name=name, created_by__isnull=True)).exists():
         return None
     systems = list(System.objects.all())
     if not systems:
         return None
-    return review_campaign_create(None, name=name, systems=systems, due_at=now + due_in, job="quarterly-review")
+    try:
+        return review_campaign_create(
+            None, name=name, systems=systems, due_at=now + due_in, job="quarterly-review", period=period
+        )
+    except IntegrityError:
+        return None  # opened by another beat (or delivery) at the same moment

@@ -13,8 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accessgov import permissions
-from accessgov.models import AccessRequest, Grant, JobRun
+from accessgov.models import AccessRequest, Grant, JobRun, SchedulerLease
 from accessgov.services import provisioning
+from accessgov.services.scheduler import LEASE_NAME
 
 PENDING_AGE_BUCKETS = [
     ("lt_1h", timedelta(hours=1)),
@@ -117,5 +118,13 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         "gauge",
         "When the last sweep finished (Unix time).",
         [("", sweep.finished_at.timestamp() if sweep else 0)],
+    )
+    lease = SchedulerLease.objects.filter(name=LEASE_NAME).first()
+    metric(
+        "accessgov_scheduler_lease_renewed_timestamp_seconds",
+        "gauge",
+        "When the expiry scheduler holding the lease last renewed it (Unix time; 0: never). Alert when it "
+        "falls more than a few seconds behind: no scheduler is running, only the sweep ends grants.",
+        [("", lease.renewed_at.timestamp() if lease and lease.renewed_at else 0)],
     )
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")
