@@ -97,10 +97,11 @@ BAD_PERIODS = [
     ({"since": "0001-01-01", "until": "2025-03-01"}, "before 2000-01-01"),
     ({"since": "2025-03-01", "until": "9999-12-31"}, "after today"),
     ({"since": "2020-01-01", "until": "2025-03-31"}, "at most 366 days"),
-    ({"since": "2025-03-01\x00", "until": "2025-03-31"}, "valid date"),
+    ({"since": "2025-03-01\x00", "until": "2025-03-31"}, "NUL character in a form field"),
     ({"since": "2025-13-45", "until": "2025-03-31"}, "valid date"),
     ({"since": "9" * 5000, "until": "2025-03-31"}, "valid date"),
-    ({"since": "2025-03-01", "until": "2025-03-31", "systems": ["999999", "x\x00", "1" * 400]}, "valid"),
+    ({"since": "2025-03-01", "until": "2025-03-31", "systems": ["999999", "x\x00", "1" * 400]}, "NUL character"),
+    ({"since": "2025-03-01", "until": "2025-03-31", "systems": ["999999", "x", "1" * 400]}, "valid"),
 ]
 
 
