@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
+from accessgov import otp
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -523,7 +525,7 @@ class ApprovalsMfa(Population):
     ]
 
     def _fresh(self, ctx: Context, at: datetime, step_up_at: datetime | None) -> bool:
-        return step_up_at is not None and timedelta(0) <= at - step_up_at <= ctx.step_up_window
+        return otp.step_up_fresh(step_up_at, at, window=ctx.step_up_window)
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
         wanted = set(ids) if ids is not None else None
@@ -1117,8 +1119,6 @@ class Activity(Population):
     ]
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
-        from django.conf import settings
-
         qs = Grants().queryset(ctx) if ids is None else Grant.objects.filter(pk__in=_ints(ids))
         fields = (
             "pk",

@@ -41,8 +41,17 @@ def _ensure_can_manage_users(actor: User, user_id: int, idp: IdentityProvider | 
         if not ExternalIdentity.objects.filter(provider=idp, user_id=user_id).exists():
             raise NotAuthorized(f"{idp.name} does not manage this account.")
         return
-    if not (actor.is_active and actor.is_staff and actor.has_perm("accessgov.change_user")):
-        raise NotAuthorized("Only portal admins with the right to change users manage accounts.")
+    permissions.ensure_can_manage_users(actor)
+
+
+def user_password_change(user: User, new_password: str) -> User:
+    """The person changes their own password (the view checked the old one and the password rules).
+    The session hash changes with it, so every other session of theirs ends."""
+    with transaction.atomic():
+        user = _lock_user(user.pk)
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+    return user
 
 
 def _lock_user(user_id: int) -> User:
@@ -143,8 +152,8 @@ def user_groups_leave(
         managed = set(IdentityGroup.objects.filter(provider=idp).values_list("group_id", flat=True))
         if any(group.pk not in managed for group in groups):
             raise NotAuthorized(f"{idp.name} does not manage this group.")
-    elif not (actor.is_active and actor.is_staff and actor.has_perm("accessgov.change_user")):
-        raise NotAuthorized("Only portal admins with the right to change users manage accounts.")
+    else:
+        permissions.ensure_can_manage_users(actor)
     membership = User.groups.through
     with transaction.atomic():
         now = timezone.now()
