@@ -15,9 +15,12 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accessgov.models import AccessEvent, AccessRequest, Grant
+from accessgov.models import AccessEvent, AccessRequest, ChangeRequest, Grant, TicketProvider
 from accessgov.services import access_requests as request_services
+from accessgov.services import changes
 from accessgov.services.integrations import integrations_sweep
+from tests.admin_forms import post_admin_form
+from tests.conftest import verify_session
 from tests.fake_providers import GITHUB_TOKEN
 from tests.integration_world import T0, client_for
 
@@ -298,3 +301,28 @@ def test_huge_malformed_or_other_github_deliveries_are_answered_cleanly(world, g
     body = _delivery()
     assert _webhook(provider_id, body, _sign(body), delivery=None).status_code == 400
     assert _webhook(provider_id, body, _sign(body), delivery="x" * 101).status_code == 400
+
+
+def test_a_github_ticket_provider_is_added_in_the_admin_four_eyed_with_a_write_only_token(make_user, settings):
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = True  # no DNS here: the guard would not resolve the name
+    first = make_user("admin1", is_staff=True, is_superuser=True)
+    second = make_user("admin2", is_staff=True, is_superuser=True)
+    token, hook = "github_pat_admin-test-value-1234", "github-hook-secret-5678"
+    response = post_admin_form(
+        verify_session(Client(), first),
+        reverse("admin:accessgov_ticketprovider_add"),
+        "ticketprovider_form",
+        name="GitHub",
+        kind="github",
+        base_url="https://api.github.com",
+        api_token=token,
+        webhook_secret=hook,
+    )
+    assert response.status_code == 302
+    change = ChangeRequest.objects.get(kind=ChangeRequest.Kind.TICKET_PROVIDER)
+    assert token not in str(change.changes) + str(change.payload) and hook not in str(change.payload)
+    changes.change_approve(second, change.pk)
+    provider = TicketProvider.objects.get()
+    assert provider.kind == TicketProvider.Kind.GITHUB and provider.api_token == token
+    page = verify_session(Client(), first).get(reverse("admin:accessgov_ticketprovider_change", args=[provider.pk]))
+    assert token not in page.content.decode() and "GitHub Issues" in page.content.decode()
