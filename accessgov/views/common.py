@@ -51,3 +51,36 @@ def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None,
         return None, result.message
     otp.mark_verified(request, result.device)
     return otp.session_code_at(request), ""
+
+
+def confirmed(request: HttpRequest) -> bool:
+    """True on the second POST of a destructive action: the person has read what it will do."""
+    return request.POST.get("confirm") == "yes"
+
+
+def confirm_page(
+    request: HttpRequest,
+    *,
+    title: str,
+    consequences: list[str],
+    confirm_label: str,
+    back: str,
+    keep: tuple[str, ...] = (),
+) -> HttpResponse:
+    """The confirmation step of a destructive action, as a plain page: what will happen (with counts),
+    a button that posts the same form again with ``confirm=yes`` and the fields named in ``keep``,
+    and a way back. Works without JavaScript."""
+    fields = [(name, value) for name in keep for value in request.POST.getlist(name)]
+    context = {
+        "title": title,
+        "consequences": consequences,
+        "confirm_label": confirm_label,
+        "back": back,
+        "action": request.path,
+        "fields": fields,
+    }
+    return render(request, "accessgov/confirm.html", context)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (words or word + 's')}"

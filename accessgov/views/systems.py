@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
-from accessgov.models import Eligibility
+from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import eligibility as services
-from accessgov.views.common import refused
+from accessgov.views.common import confirm_page, confirmed, plural, refused
 
 
 @require_GET
@@ -97,6 +97,17 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such eligibility.")
     back = reverse("system_detail", args=[eligibility.role.system.slug])
     form = ReasonForm(request.POST)
+    if eligibility.ends_at is not None and eligibility.ends_at <= timezone.now():
+        return refused(request, "This eligibility has already ended.", back, status=409)
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"End {_who(eligibility)}'s eligibility for {eligibility.role}?",
+            consequences=_end_consequences(eligibility),
+            confirm_label="Yes, end eligibility",
+            back=back,
+            keep=("reason",),
+        )
     try:
         services.eligibility_end(
             request.user,
@@ -108,3 +119,27 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
         return refused(request, error, back)
     messages.success(request, "Eligibility ended.")
     return redirect(back)
+
+
+def _who(eligibility: Eligibility) -> str:
+    return eligibility.user.username if eligibility.user else f"group {eligibility.group.name}"
+
+
+def _end_consequences(eligibility: Eligibility) -> list[str]:
+    """What ending an eligibility does (services.eligibility_end), counted for its confirmation page."""
+    if eligibility.user_id:
+        people = [eligibility.user_id]
+    else:
+        people = list(eligibility.group.user_set.values_list("pk", flat=True))
+    pending = AccessRequest.objects.filter(
+        role=eligibility.role, requester_id__in=people, status=AccessRequest.Status.PENDING
+    ).count()
+    running = Grant.objects.current().filter(role=eligibility.role, user_id__in=people).count()
+    return [
+        f"{plural(len(people), 'person', 'people')} lose eligibility for {eligibility.role} now "
+        "(unless another eligibility covers them): no new requests.",
+        f"{plural(pending, 'pending request')} on this role from them "
+        f"{'is' if pending == 1 else 'are'} withdrawn if nothing else makes them eligible.",
+        f"{plural(running, 'grant')} already running {'runs' if running == 1 else 'run'} to its own end "
+        "(revoke a grant on its page to end it now).",
+    ]

@@ -55,5 +55,6 @@ def test_person_makes_uses_reads_docs_and_revokes_a_token(live_server, world, ne
 
     page.goto(live_server.url + "/accounts/tokens/")
     page.get_by_role("button", name="Revoke").click()
+    page.get_by_role("button", name="Yes, revoke the token").click()
     expect(page.get_by_text("revoked", exact=True)).to_be_visible()
     assert _api_status(live_server, secret) == 401
