@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accessgov import policies
+from accessgov import otp, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.integrations import jira, pagerduty
 from accessgov.integrations.http import ProviderError
@@ -290,8 +290,7 @@ def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
     """A one-time code (shown once, only its hash kept) that links the Slack user who types it to
     ``user``. Needs a TOTP code entered just now (``step_up_at``): a link lets Slack act as the person."""
     now = timezone.now()
-    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
-        raise PolicyViolation("Enter a code from your authenticator to link Slack.")
+    otp.ensure_step_up(step_up_at, now, action="Linking Slack")
     code = "-".join(secrets.token_hex(3).upper() for _ in range(3))
     with transaction.atomic():
         SlackLinkCode.objects.filter(user=user, used_at__isnull=True).update(used_at=now)  # one live code

@@ -13,7 +13,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import eligibility as services
-from accessgov.views.common import confirm_page, confirmed, plural, refused
+from accessgov.views.common import confirm_page, confirmed, plural, refused, status_for
 
 
 @require_GET
@@ -34,8 +34,15 @@ def system_list_view(request: HttpRequest) -> HttpResponse:
 def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
     """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
     catalogue, and, for its owners, who may request them."""
+    system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
+    return _system_page(request, system)
+
+
+def _system_page(
+    request: HttpRequest, system, *, form: EligibilityForm | None = None, status: int = 200
+) -> HttpResponse:
+    """The system's page; ``form``: a refused eligibility form, kept as it was sent, with ``status``."""
     now = timezone.now()
-    system = get_object_or_404(permissions.visible_systems(request.user, now), slug=slug)
     can_manage = permissions.can_manage_eligibility(request.user, system)
     eligible = set(permissions.eligible_roles(request.user, now).filter(system=system).values_list("pk", flat=True))
     roles = [
@@ -59,20 +66,21 @@ def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
         "roles": roles,
         "can_manage": can_manage,
         "eligibilities": eligibilities,
-        "form": EligibilityForm(system=system) if can_manage else None,
+        "form": (form or EligibilityForm(system=system)) if can_manage else None,
         "end_form": ReasonForm(),
     }
-    return render(request, "accessgov/systems/detail.html", context)
+    return render(request, "accessgov/systems/detail.html", context, status=status)
 
 
 @require_POST
 def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
     back = reverse("system_detail", args=[slug])
+    if not permissions.can_manage_eligibility(request.user, system):
+        return refused(request, "Only the system's owners manage who may request its roles.", back, status=403)
     form = EligibilityForm(request.POST, system=system)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
-        return redirect(back)
+        return _system_page(request, system, form=form, status=400)
     data = form.cleaned_data
     try:
         services.eligibility_add(
@@ -85,7 +93,8 @@ def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
             client_address=request.client_address,
         )
     except AccessGovError as error:
-        return refused(request, error, back)
+        form.add_error(None, str(error))
+        return _system_page(request, system, form=form, status=status_for(error))
     messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}.")
     return redirect(back)
 
