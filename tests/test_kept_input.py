@@ -57,3 +57,18 @@ def test_break_glass_acknowledge_without_a_comment_stays_on_the_form(world):
     assert f'id="ack-{follow_up.pk}-error"' in page and 'aria-invalid="true"' in page and "autofocus" in page
     follow_up.refresh_from_db()
     assert follow_up.acknowledged_at is None
+
+
+def test_queue_count_follows_the_filters_and_clear_resets_them(world):
+    from accessgov.services import access_requests as ar
+
+    ar.access_request_submit(
+        world.requester, role=world.role, duration=timedelta(hours=1), justification="Investigating INC-42 on payments"
+    )
+    client = as_(world.approver)
+    page = client.get(reverse("approvals")).content.decode()
+    assert "1 waiting, oldest first." in page and "Clear" not in page
+    page = client.get(reverse("approvals"), {"risk": "critical"}).content.decode()
+    assert "0 of 1 waiting match these filters" in page
+    assert "Nothing matches these filters; 1 other request waits" in page
+    assert f'href="{reverse("approvals")}">Clear' in page

@@ -1,8 +1,10 @@
 """Requesting access, following a request, and deciding it."""
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -14,6 +16,7 @@ from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
+from accessgov.views.approvals import filtered_queue_count, queue_filters
 from accessgov.views.common import act_with_step_up, refused, status_for
 
 
@@ -170,6 +173,12 @@ def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str
     return None
 
 
+def _filtered_count_for(request: HttpRequest, now) -> int | None:
+    """The filtered queue's count for the page an htmx decision came from (its filters are in its URL)."""
+    query = urlsplit(request.headers.get("HX-Current-URL", "")).query
+    return filtered_queue_count(request.user, now, queue_filters(QueryDict(query)))
+
+
 def _decision_answer(
     request: HttpRequest,
     access_request: AccessRequest,
@@ -183,12 +192,14 @@ def _decision_answer(
     where the form was on success; a refusal shows the request's page with the form as it was sent."""
     if request.headers.get("HX-Request"):
         access_request.refresh_from_db()
+        now = timezone.now()
         context = {
             "item": access_request,
             "decided": status == 200,
             "form": form or DecisionForm(),
-            "now": timezone.now(),
+            "now": now,
             "inline_messages": True,
+            "filtered_count": _filtered_count_for(request, now),
         }
         return render(request, "accessgov/approvals/_queue_item.html", context, status=status)
     if status != 200:
