@@ -28,15 +28,16 @@
       timers.forEach(function (el) {
         const left = Math.max(0, Math.floor((Date.parse(el.dataset.countdown) - now) / 1000));
         if (left === 0) {
+          if (!el.isConnected) return;
+          const card = el.closest(".grant-card, .panel");
+          const actions = card ? card.querySelector("[data-ends-with-countdown]") : null;
+          if (actions) actions.hidden = true;
           const line = el.closest("[data-countdown-line]");
           if (line) {
             line.textContent = "Ended.";
           } else {
             el.textContent = "ended";
           }
-          const card = el.closest(".grant-card, .panel");
-          const actions = card ? card.querySelector("[data-ends-with-countdown]") : null;
-          if (actions) actions.hidden = true;
           return;
         }
         const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
