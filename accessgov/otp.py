@@ -80,7 +80,9 @@ def _verify_on(device: TOTPDevice | StaticDevice, token: str) -> Verification:
         wait = 0
         if data and data.get("locked_until"):
             wait = max(1, int((data["locked_until"] - timezone.now()).total_seconds()))
-        return Verification(False, message=f"Too many wrong codes. Wait {wait} seconds before trying again.")
+        return Verification(
+            False, message=f"Too many wrong codes. Wait {wait} second{'s' if wait != 1 else ''} before trying again."
+        )
     if device.verify_token(token):
         return Verification(True, device=device)
     return Verification(False, message="That code is not valid (or has been used already).")

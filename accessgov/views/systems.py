@@ -144,11 +144,13 @@ def _end_consequences(eligibility: Eligibility) -> list[str]:
         role=eligibility.role, requester_id__in=people, status=AccessRequest.Status.PENDING
     ).count()
     running = Grant.objects.current().filter(role=eligibility.role, user_id__in=people).count()
+    one = len(people) == 1
     return [
-        f"{plural(len(people), 'person', 'people')} lose eligibility for {eligibility.role} now "
-        "(unless another eligibility covers them): no new requests.",
+        f"{plural(len(people), 'person', 'people')} {'loses' if one else 'lose'} eligibility for "
+        f"{eligibility.role} now (unless another eligibility covers {'them' if not one else 'that person'}): "
+        "no new requests.",
         f"{plural(pending, 'pending request')} on this role from them "
         f"{'is' if pending == 1 else 'are'} withdrawn if nothing else makes them eligible.",
-        f"{plural(running, 'grant')} already running {'runs' if running == 1 else 'run'} to its own end "
-        "(revoke a grant on its page to end it now).",
+        f"{plural(running, 'grant')} already running "
+        f"{'runs to its' if running == 1 else 'run to their'} own end (revoke a grant on its page to end it now).",
     ]
