@@ -72,6 +72,7 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
             "approvals": role.approvals_required,
             "pending": policies.format_duration(role.pending_timeout),
             "auto_rules": role.has_auto_rules,
+            "ticket_example": policies.ticket_example(role.ticket_pattern) if role.ticket_pattern else None,
         }
         for role in roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk"))))
     ]

@@ -16,8 +16,50 @@
     focusFirstError(event.detail && event.detail.elt ? event.detail.elt : document);
   });
 
+  // Copy and download buttons for secrets shown once (a new API token, backup codes): hidden without
+  // this file, since they need it.
+  const textOf = function (selector) {
+    const source = document.querySelector(selector);
+    if (!source) return "";
+    const items = source.querySelectorAll("li");
+    return items.length
+      ? Array.prototype.map.call(items, function (li) { return li.textContent.trim(); }).join("\n") + "\n"
+      : source.textContent.trim();
+  };
+  const say = function (button, text) {
+    const status = button.parentElement.querySelector("[data-copy-status]");
+    if (status) status.textContent = text;
+  };
+  const setUpCopying = function () {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        navigator.clipboard.writeText(textOf(button.dataset.copy)).then(
+          function () { say(button, "Copied."); },
+          function () { say(button, "Could not copy: select the text and copy it."); }
+        );
+      });
+    });
+    document.querySelectorAll("[data-download]").forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        const blob = new Blob([textOf(button.dataset.download)], { type: "text/plain" });
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = button.dataset.filename || "accessgov.txt";
+        document.body.appendChild(link);
+        link.click();
+        link.remove();
+        setTimeout(function () { URL.revokeObjectURL(link.href); }, 1000);
+        say(button, "Downloaded.");
+      });
+    });
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
     focusFirstError(document);
+    setUpCopying();
 
     // Live countdowns: <time data-countdown="ISO-8601">…</time>. At zero the line says the access
     // ended and the card's Release/Extend actions go away (the server no longer offers them either).

@@ -37,6 +37,8 @@ SHOTS = ARTIFACTS / "everyday"
 # branch): reported as expected failures, not hidden. Remove a path here once it fits.
 PHONE_LAYOUT_PENDING = [re.compile(r"^/reviews/\d+/$"), re.compile(r"^/audit/$")]
 H = timedelta(hours=1)
+# Minor by axe's measure, but named in issue 18 (item 11): kept fixed.
+ALWAYS_ENFORCED = {"empty-table-header", "aria-progressbar-name"}
 
 
 # --- Helpers ------------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ def _axe_problems(page) -> list[str]:
     return [
         f"{v['impact']} {v['id']}: {v['help']} ({', '.join(v['nodes'])})"
         for v in violations
-        if v["impact"] in ("serious", "critical")
+        if v["impact"] in ("serious", "critical") or v["id"] in ALWAYS_ENFORCED
     ]
 
 

@@ -1,0 +1,58 @@
+"""Details seen by a demanding user (issue 18, item 10): what the pages say is true and readable."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accessgov.forms import ApiTokenForm
+from accessgov.models import Grant
+from accessgov.policies import ticket_example
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
+from tests.conftest import verify_session
+
+H = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "example"),
+    [
+        (r"[A-Z]+-\d+", "OPS-123"),
+        (r"^[A-Z]{2,10}-[0-9]+$", "OP-123"),
+        (r"INC\d{7}", "INC1231231"),
+        (r"#\d+", "#123"),
+        (r"(OPS|INC)-\d+", None),  # beyond the sampler: the rule itself is shown
+    ],
+)
+def test_ticket_rules_are_shown_as_an_example_the_rule_accepts(pattern, example):
+    assert ticket_example(pattern) == example
+
+
+def test_the_token_form_ticks_nothing_in_advance():
+    assert not ApiTokenForm().fields["scopes"].initial
+
+
+@pytest.mark.django_db
+def test_a_released_grant_reads_released_not_revoked_by_its_holder(world):
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    ar.access_request_approve(world.approver, access_request.pk)
+    grant = Grant.objects.get(access_request=access_request)
+    gs.grant_release(world.requester, grant.pk)
+    page = verify_session(Client(), world.requester).get(reverse("grant_detail", args=[grant.pk])).content.decode()
+    assert '<span class="status status-released">Released</span>' in page
+    assert "Released early by the grantee by" not in page
+
+
+@pytest.mark.django_db
+def test_a_denied_request_does_not_say_how_many_decisions_are_still_needed(world):
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    ar.access_request_deny(world.approver, access_request.pk, comment="Use the read-only role")
+    page = verify_session(Client(), world.requester).get(reverse("request_detail", args=[access_request.pk]))
+    text = page.content.decode()
+    assert "1 decision" in text and "needed" not in text.split("Approvals", 1)[1].split("</dd>", 1)[0]
