@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
-from accessgov import permissions, policies
+from accessgov import otp, permissions, policies
 from accessgov.activity import config as activity_config
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
@@ -130,6 +130,7 @@ class FourEyesAdminMixin:
     def save_model(self, request, obj, form, change):
         gated = self._gated(form, change)
         request._four_eyes_change = None
+        request._four_eyes_direct = []
         if not gated:
             return super().save_model(request, obj, form, change)
         if change:
@@ -139,6 +140,7 @@ class FourEyesAdminMixin:
                 for name in direct:
                     setattr(fresh, name, getattr(obj, name))
                 fresh.save(update_fields=direct)
+                request._four_eyes_direct = [str(form.fields[n].label or n) for n in direct if n in form.fields]
         elif hasattr(obj, "created_by_id"):
             obj.created_by = request.user
         request._four_eyes_change = change_services.change_propose(
@@ -173,9 +175,12 @@ class FourEyesAdminMixin:
                 request, f"Applied: {change.summary} (four-eyes is off; recorded as change #{change.pk})."
             )
         else:
+            direct = getattr(request, "_four_eyes_direct", [])
+            saved = f"Saved at once (no approval needed): {', '.join(direct)}. " if direct else ""
             self.message_user(
                 request,
-                f"Proposed as change #{change.pk}: it takes effect when another admin approves it.",
+                f"{saved}Proposed as change #{change.pk}: {change.summary}; it takes effect when another admin "
+                "approves it.",
                 level="warning",
             )
         return redirect("change_detail", pk=change.pk)
@@ -538,6 +543,16 @@ class AutoApprovalRuleAdmin(FourEyesAdminMixin, admin.ModelAdmin):
 
 
 class RoleForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "step_up_required" in self.fields:
+            # The model's help text cannot name the window (a setting); the form says the real number.
+            minutes = otp.step_up_window_minutes()
+            self.fields["step_up_required"].help_text = (
+                f"Approvers must enter a TOTP code within the last {minutes} minute{'s' if minutes != 1 else ''} "
+                "to decide."
+            )
+
     def clean_ticket_pattern(self) -> str:
         pattern = self.cleaned_data["ticket_pattern"]
         if problem := policies.ticket_pattern_problem(pattern):

@@ -56,3 +56,14 @@ def test_a_denied_request_does_not_say_how_many_decisions_are_still_needed(world
     page = verify_session(Client(), world.requester).get(reverse("request_detail", args=[access_request.pk]))
     text = page.content.decode()
     assert "1 decision" in text and "needed" not in text.split("Approvals", 1)[1].split("</dd>", 1)[0]
+
+
+def test_the_role_admin_help_text_names_the_step_up_window(settings):
+    from django.forms import modelform_factory
+
+    from accessgov.admin import RoleForm
+    from accessgov.models import Role
+
+    settings.OTP_STEP_UP_WINDOW = timedelta(minutes=5)
+    form = modelform_factory(Role, form=RoleForm, fields=["step_up_required"])()
+    assert "within the last 5 minutes to decide" in form.fields["step_up_required"].help_text
