@@ -4,8 +4,8 @@ from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,12 +21,9 @@ from accessgov.views.common import act_with_step_up, refused, status_for
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
-    access_request = get_object_or_404(
-        AccessRequest.objects.select_related("role__system", "requester", "extends_grant"), pk=pk
+    return permissions.get_visible_access_request_or_404(
+        request.user, pk, AccessRequest.objects.select_related("role__system", "requester", "extends_grant")
     )
-    if not permissions.can_view_access_request(request.user, access_request):
-        raise Http404("No such request.")
-    return access_request
 
 
 @require_http_methods(["GET", "POST"])
@@ -96,13 +93,13 @@ def _detail_page(
     """A request's page: timeline, decisions, and the decision form for who may decide (``form``: a
     refused decision's form, kept as it was sent, with ``status``)."""
     now = timezone.now()
-    can_decide = permissions.can_decide_access_request(request.user, access_request) and now < access_request.lapses_at
+    can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
         "access_request": access_request,
         "timeline": selectors.request_timeline(access_request),
         "decisions": access_request.decisions.select_related("approver"),
         "can_decide": can_decide,
-        "can_cancel": access_request.is_pending and access_request.requester_id == request.user.pk,
+        "can_cancel": permissions.can_cancel_access_request(request.user, access_request),
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
         "form": form or DecisionForm(),
         "needs_code": access_request.role.step_up_required,
