@@ -67,3 +67,31 @@ def test_the_role_admin_help_text_names_the_step_up_window(settings):
     settings.OTP_STEP_UP_WINDOW = timedelta(minutes=5)
     form = modelform_factory(Role, form=RoleForm, fields=["step_up_required"])()
     assert "within the last 5 minutes to decide" in form.fields["step_up_required"].help_text
+
+
+@pytest.mark.django_db
+def test_the_approval_chart_caption_gives_the_median_of_approvals_as_its_bars_do(world):
+    """The caption's overall median is of approvals by people, like the weekly bars, not of every decision."""
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    from accessgov.models import AccessRequest
+    from accessgov.reports import approval_metrics
+
+    start = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        approved = ar.access_request_submit(
+            world.requester, role=world.role, duration=H, justification="Investigating incident INC-42 on payments"
+        )
+    with time_machine.travel(start + timedelta(seconds=60), tick=False):
+        ar.access_request_approve(world.approver, approved.pk)
+    with time_machine.travel(start + timedelta(minutes=5), tick=False):
+        denied = ar.access_request_submit(
+            world.requester, role=world.role_two, duration=H, justification="Investigating incident INC-43 on payments"
+        )
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        ar.access_request_deny(world.approver, denied.pk, comment="Use read-write")
+    metrics = approval_metrics(AccessRequest.objects.all())
+    assert metrics.approval_median == 60
+    assert metrics.median == (60 + 300) / 2
