@@ -73,6 +73,8 @@ def test_approval_duration_error_keeps_comment_duration_and_code(step_up_world):
         assert response.status_code == 400
         assert "OK for the payout fix" in page and 'value="3h"' in page
         assert 'id="duration-error-' in page and "autofocus" in page
+        # The kept form returns to the request's page after the decision, not to this POST's URL.
+        assert f'name="back" value="{reverse("request_detail", args=[access_request.pk])}"' in page
         response = client.post(url, {**data, "duration": "30m"})
     assert response.status_code == 302
     access_request.refresh_from_db()

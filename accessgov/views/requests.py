@@ -88,10 +88,16 @@ def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _detail_page(
-    request: HttpRequest, access_request: AccessRequest, *, form: DecisionForm | None = None, status: int = 200
+    request: HttpRequest,
+    access_request: AccessRequest,
+    *,
+    form: DecisionForm | None = None,
+    status: int = 200,
+    back: str = "",
 ) -> HttpResponse:
     """A request's page: timeline, decisions, and the decision form for who may decide (``form``: a
-    refused decision's form, kept as it was sent, with ``status``)."""
+    refused decision's form, kept as it was sent, with ``status``; ``back``: where the form returns to
+    after a decision, already checked to be on this site)."""
     now = timezone.now()
     can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
@@ -103,6 +109,7 @@ def _detail_page(
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
         "form": form or DecisionForm(),
         "needs_code": access_request.role.step_up_required,
+        "decide_back": back,
     }
     if can_decide:
         context.update(selectors.requester_context(access_request, now))
@@ -198,11 +205,12 @@ def _decision_answer(
             "now": now,
             "inline_messages": True,
             "filtered_count": _filtered_count_for(request, now),
+            "decide_back": back,  # the page the form came from (checked above), not this POST's URL
         }
         return render(request, "accessgov/approvals/_queue_item.html", context, status=status)
     if status != 200:
         access_request.refresh_from_db()
-        return _detail_page(request, access_request, form=form, status=status)
+        return _detail_page(request, access_request, form=form, status=status, back=back)
     return redirect(back)
 
 
