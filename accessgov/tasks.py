@@ -28,13 +28,13 @@ def heartbeat() -> float:
 
 @shared_task(**RETRY)
 def expire_grant(grant_id: int) -> int:
-    """An eta timer queued by an earlier version, at a grant's expires_at: expires every grant due by
-    now (its own if still due; a no-op if extended or ended) and removes the access (the drain is
-    idempotent and leased)."""
+    """An eta timer queued by an earlier version, at a grant's expires_at: expires that grant if it is
+    still due (a no-op if extended or ended; the sweep and the scheduler take every other due grant)
+    and removes the access (the drain is idempotent and leased)."""
     from accessgov.services.grants import grant_expire_due
     from accessgov.services.provisioning import outbox_drain
 
-    expired = grant_expire_due(timezone.now(), job="expiry-timer")
+    expired = grant_expire_due(timezone.now(), grant_ids=[grant_id], job="expiry-timer")
     if expired:
         outbox_drain()
     return expired

@@ -299,6 +299,15 @@ def _holder_may_hold_sql() -> str:
     )
 
 
+def expired_event_data(expires_at: datetime, now: datetime) -> dict[str, object]:
+    """What a ``grant.expired`` event says, whichever path recorded it (the sweep's batch, or ``_end``
+    finding a grant already past its end): its end and how late the expiry was observed."""
+    return {
+        "expires_at": expires_at.isoformat(),
+        "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
+    }
+
+
 # Per batch: one transaction; it holds the ledger lock from its events to its commit (see
 # docs/PERFORMANCE.md, expiry sweep: larger batches pay fewer commits, smaller ones hold the lock less).
 EXPIRE_BATCH_SIZE = 25_000
@@ -327,10 +336,7 @@ def grant_expire_due(
                     "grant_id": pk,
                     "access_request_id": access_request_id,
                     "role_id": role_id,
-                    "data": {
-                        "expires_at": expires_at.isoformat(),
-                        "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
-                    },
+                    "data": expired_event_data(expires_at, now),
                 }
                 for pk, access_request_id, role_id, expires_at in due
             ]
@@ -387,8 +393,7 @@ def _end(
             reason=f"Already past its end when ended early ({reason})",
             data={
                 **(data or {}),
-                "expires_at": grant.expires_at.isoformat(),
-                "observed_lag_seconds": round((now - grant.expires_at).total_seconds(), 3),
+                **expired_event_data(grant.expires_at, now),
                 "found_by": event_type,
             },
         )
