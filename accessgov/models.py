@@ -555,8 +555,56 @@ class Grant(models.Model):
     def __str__(self) -> str:
         return f"{self.user} → {self.role} until {self.expires_at:%Y-%m-%d %H:%M}"
 
+    # What a grant is at an instant, as every reader must see it (page, report, CSV, API, monitoring):
+    # the stored status ages (the sweeper may be late), the clock does not. A grant in force or waiting
+    # is its Status; one that ended is its EndReason — expired as soon as ``expires_at`` passes, swept
+    # or not. ``GrantQuerySet.active(now)`` is the same rule as a query.
+    STATE_LABELS = {
+        "scheduled": "Scheduled",
+        "active": "Active",
+        "expired": "Expired",
+        "revoked": "Revoked",
+        "released": "Released",
+        "ticket_closed": "Ticket closed",
+        "incident_resolved": "Incident resolved",
+    }
+
+    @classmethod
+    def state_of(
+        cls, *, status: str, end_reason: str, ended_at, starts_at, expires_at, now
+    ) -> tuple[str, datetime | None]:
+        """``(state, ended_at)`` at ``now`` from a grant's stored values (for callers reading value rows,
+        e.g. evidence populations); ``ended_at`` is ``expires_at`` for an expiry not yet swept."""
+        if ended_at is not None:
+            return end_reason or status, ended_at
+        if expires_at <= now:
+            return cls.EndReason.EXPIRED.value, expires_at
+        if status == cls.Status.ACTIVE and now < starts_at:
+            return cls.Status.SCHEDULED.value, None
+        return status, None
+
+    def _state_and_end(self, now) -> tuple[str, datetime | None]:
+        return self.state_of(
+            status=self.status,
+            end_reason=self.end_reason,
+            ended_at=self.ended_at,
+            starts_at=self.starts_at,
+            expires_at=self.expires_at,
+            now=now,
+        )
+
+    def state_at(self, now) -> str:
+        """The grant's state at ``now``: scheduled, active, or how it ended (expired, revoked, released,
+        ticket_closed, incident_resolved)."""
+        return self._state_and_end(now)[0]
+
+    def ended_at_as_of(self, now) -> datetime | None:
+        """When the grant ended, as seen at ``now`` (its ``expires_at`` once past, even if not swept)."""
+        return self._state_and_end(now)[1]
+
     def is_active_at(self, now) -> bool:
-        return self.status == self.Status.ACTIVE and self.starts_at <= now < self.expires_at
+        """Gives access at ``now`` (state active and ``starts_at <= now < expires_at``)."""
+        return self.state_at(now) == self.Status.ACTIVE
 
     @property
     def revocation_lag(self) -> timedelta | None:

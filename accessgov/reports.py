@@ -416,21 +416,6 @@ def access_history_rows(qs: QuerySet[Grant]) -> QuerySet[Grant]:
     )
 
 
-def grant_outcome(grant: Grant, now: datetime) -> str:
-    """scheduled / active / expired / revoked / released, with the clock deciding expiry."""
-    if grant.ended_at is not None:
-        return grant.end_reason or grant.status
-    if grant.expires_at <= now:
-        return Grant.EndReason.EXPIRED
-    return grant.status
-
-
-def grant_ended_at(grant: Grant, now: datetime) -> datetime | None:
-    if grant.ended_at is not None:
-        return grant.ended_at
-    return grant.expires_at if grant.expires_at <= now else None
-
-
 def access_history_csv_row(grant: Grant, now: datetime) -> list:
     """One row per grant. The columns (ACCESS_HISTORY_COLUMNS; stable names, times in UTC ISO-8601):
 
@@ -460,8 +445,8 @@ def access_history_csv_row(grant: Grant, now: datetime) -> list:
         grant.starts_at,
         grant.expires_at,
         grant.extension_count,
-        grant_outcome(grant, now),
-        grant_ended_at(grant, now),
+        grant.state_at(now),
+        grant.ended_at_as_of(now),
         grant.ended_by.username if grant.ended_by else "",
         grant.access_request.justification,
         grant.access_request.ticket,
@@ -856,8 +841,8 @@ def break_glass_csv_row(grant: Grant, now: datetime) -> list:
         grant.role.name,
         grant.starts_at,
         grant.expires_at,
-        grant_outcome(grant, now),
-        grant_ended_at(grant, now),
+        grant.state_at(now),
+        grant.ended_at_as_of(now),
         grant.ended_by.username if grant.ended_by else "",
         grant.access_request.justification,
         follow_up_status(follow_up, now),

@@ -308,12 +308,14 @@ class Grants(Population):
             confirmed_at,
         ) in _chunked(qs, *fields):
             approvers = names(approved_by)
-            if ended_at is not None:
-                outcome = end_reason or status
-            elif expires_at <= ctx.as_of:
-                outcome, ended_at = Grant.EndReason.EXPIRED, expires_at
-            else:
-                outcome = status
+            outcome, ended_at = Grant.state_of(
+                status=status,
+                end_reason=end_reason,
+                ended_at=ended_at,
+                starts_at=starts_at,
+                expires_at=expires_at,
+                now=ctx.as_of,
+            )
             by_person = not break_glass and not rule
             other = (bool(approvers) and user not in approvers) if by_person else None
             met = (len(set(approvers) - {user}) >= max(1, required)) if by_person else None

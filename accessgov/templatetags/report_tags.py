@@ -23,16 +23,6 @@ def usernames(value: str | None) -> str:
 
 
 @register.filter
-def grant_outcome(grant, now) -> str:
-    return reports.grant_outcome(grant, now)
-
-
-@register.filter
-def grant_ended_at(grant, now):
-    return reports.grant_ended_at(grant, now)
-
-
-@register.filter
 def request_outcome(access_request) -> str:
     return reports.request_outcome(access_request)
 

@@ -49,6 +49,7 @@ def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     activity = activity_selectors.grant_activity(grant, request.user)
     context = {
         "grant": grant,
+        "now": now,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
