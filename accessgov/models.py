@@ -1,14 +1,7 @@
 """AccessGov data: people, the systems they need access to, and the roles on those systems."""
 
-import hashlib
-import json
 import secrets
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from json.encoder import c_make_encoder, encode_basestring
-from operator import itemgetter
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -18,26 +11,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-
-def compact_json_encoder(
-    *, sort_keys: bool = False, default: Callable[[Any], Any] | None = None
-) -> Callable[[Any], str]:
-    """One reusable encoder giving exactly the text of ``json.dumps(value, sort_keys=sort_keys,
-    separators=(",", ":"), ensure_ascii=False, default=default)``. ``json.dumps`` with options builds a
-    JSONEncoder and a C encoder per call, which is half its cost for a small dict; the bulk ledger paths
-    encode one or two per event."""
-    encoder = json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, default=default)
-    if c_make_encoder is None:
-        return encoder.encode
-    # What JSONEncoder.iterencode builds for each call, built once (markers None: no circular check).
-    c_encode = c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", sort_keys, False, True)
-
-    def encode(value: Any) -> str:
-        if isinstance(value, str):
-            return encode_basestring(value)
-        return "".join(c_encode(value, 0))
-
-    return encode
+from accessgov.ledger import hashing
 
 
 def new_session_stamp() -> str:
@@ -692,18 +666,6 @@ class DriftFinding(models.Model):
         return f"{self.principal} holds {self.role} without a grant"
 
 
-# The ledger's canonical JSON: the text of json.dumps(content, sort_keys=True, separators=(",", ":"),
-# ensure_ascii=False, default=str). Every existing ledger was hashed over it: it never changes.
-_canonical_json = compact_json_encoder(sort_keys=True, default=str)
-
-
-@lru_cache(maxsize=16)
-def _utc_isoformat(value: datetime) -> str:
-    """An event time in canonical form (cached: the events of one bulk write share theirs; equal instants
-    have the same text whatever their time zone)."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 class AccessEvent(models.Model):
     """The append-only business ledger: who did what to which request/grant, when, from where, why.
 
@@ -814,49 +776,14 @@ class AccessEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise ValueError("Access events are append-only.")
 
-    HASHED_FIELDS = (
-        "sequence",
-        "occurred_at",
-        "event_type",
-        "actor_id",
-        "actor_label",
-        "client_address",
-        "reason",
-        "access_request_id",
-        "grant_id",
-        "role_id",
-        "data",
-    )
-
-    _hashed_values = itemgetter(*HASHED_FIELDS)
-
-    @classmethod
-    def canonical_content(cls, values: dict) -> dict:
-        """What the hash covers, from field values (a saved row, an instance, or a bulk writer's plain
-        dict keyed by field name): every field, in a canonical form that survives the database."""
-        content = dict(zip(cls.HASHED_FIELDS, cls._hashed_values(values), strict=True))
-        content["occurred_at"] = _utc_isoformat(content["occurred_at"])
-        return content
-
-    @staticmethod
-    def hash_content(content: dict, prev_hash: str) -> str:
-        """The ledger's one hashing function: sha256 over prev_hash and the canonical JSON of ``content``."""
-        return AccessEvent.hash_canonical(_canonical_json(content), prev_hash)
-
-    @staticmethod
-    def canonical_text(content: dict) -> str:
-        return _canonical_json(content)
-
-    @staticmethod
-    def hash_canonical(text: str, prev_hash: str) -> str:
-        """hash_content for a caller that also needs the canonical text (the evidence pack writes it)."""
-        return hashlib.sha256(f"{prev_hash}|{text}".encode()).hexdigest()
+    # What the hash covers and how it is computed: accessgov/ledger/hashing.py (the one hashing function).
+    HASHED_FIELDS = hashing.HASHED_FIELDS
 
     def content(self) -> dict:
-        return self.canonical_content({name: getattr(self, name) for name in self.HASHED_FIELDS})
+        return hashing.event_content(self)
 
     def compute_hash(self, prev_hash: str) -> str:
-        return self.hash_content(self.content(), prev_hash)
+        return hashing.hash_content(self.content(), prev_hash)
 
 
 class JobRun(models.Model):

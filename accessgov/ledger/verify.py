@@ -1,9 +1,9 @@
-"""Checking the ledger's hash chain (``manage.py verify_audit`` and the audit page)."""
+"""Checking the ledger's hash chain (``services/audit.py``: ``manage.py verify_audit`` and the audit page)."""
 
 from dataclasses import dataclass
 
+from accessgov.ledger.hashing import GENESIS
 from accessgov.models import AccessEvent, LedgerCheckpoint
-from accessgov.services.events import GENESIS
 
 
 @dataclass(frozen=True)
