@@ -8,8 +8,8 @@ import pytest
 import time_machine
 from django.template import Context, Template
 
-from accessgov import reports
 from accessgov.models import Grant
+from accessgov.reports import access_history
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 
@@ -89,12 +89,18 @@ def test_an_ended_grant_says_how_it_ended_whatever_the_clock(world, end, state, 
 
 
 def test_the_access_history_csv_row_uses_the_same_state(world):
-    grant = reports.access_history_rows(Grant.objects.filter(pk=grant_from(world).pk)).get()
+    grant = access_history.access_history_rows(Grant.objects.filter(pk=grant_from(world).pk)).get()
     row = dict(
-        zip(reports.ACCESS_HISTORY_COLUMNS, reports.access_history_csv_row(grant, grant.expires_at), strict=True)
+        zip(
+            access_history.ACCESS_HISTORY_COLUMNS,
+            access_history.access_history_csv_row(grant, grant.expires_at),
+            strict=True,
+        )
     )
     assert row["outcome"] == "expired" and row["ended_at"] == grant.expires_at
-    row = dict(zip(reports.ACCESS_HISTORY_COLUMNS, reports.access_history_csv_row(grant, START), strict=True))
+    row = dict(
+        zip(access_history.ACCESS_HISTORY_COLUMNS, access_history.access_history_csv_row(grant, START), strict=True)
+    )
     assert row["outcome"] == "active" and row["ended_at"] is None
 
 

@@ -13,13 +13,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, inputs, permissions
+from accessgov import catalog, exports, inputs, paging, permissions
 from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 from accessgov.models import AccessEvent
 from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
+EVENTS_KEYSET = paging.Keyset("sequence", unique=True)  # newest first; ?before=<sequence>
+CHANGES_KEYSET = paging.Keyset("pk", unique=True)
 
 
 def _ensure_auditor(request: HttpRequest) -> None:
@@ -58,18 +60,14 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        events = events.filter(sequence__lt=before)
-    page = list(events[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = paging.keyset_page(events, EVENTS_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("before", None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
-        "events": page,
-        "next_before": page[-1].sequence if more and page else None,
+        "events": page.rows,
+        "next_before": page.next_cursor,
         "query": query.urlencode(),
         "head": head,
     }
@@ -147,18 +145,14 @@ def model_changes_view(request: HttpRequest) -> HttpResponse:
     model = request.GET.get("model", "")
     if model:
         entries = entries.filter(content_type__model=model)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        entries = entries.filter(pk__lt=before)
-    page = list(entries[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = paging.keyset_page(entries, CHANGES_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
     models = LogEntry.objects.values_list("content_type__model", flat=True).distinct().order_by("content_type__model")
     return render(
         request,
         "accessgov/audit/changes.html",
         {
-            "entries": page,
-            "next_before": page[-1].pk if more and page else None,
+            "entries": page.rows,
+            "next_before": page.next_cursor,
             "model": model,
             "models": models,
         },
