@@ -34,7 +34,9 @@ from django.db import models
 from django.utils import timezone
 
 from accessgov.ledger import hashing
-from accessgov.models import AccessEvent, Grant, Role, System
+from accessgov.models.catalog import Role, System
+from accessgov.models.events import AccessEvent
+from accessgov.models.grants import Grant
 
 
 class ActivitySeal(models.Model):
