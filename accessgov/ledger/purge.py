@@ -7,6 +7,7 @@ needs the table owner's rights (run it as the role that runs migrations, not as 
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from django.db import connection
 
@@ -38,7 +39,7 @@ def purge_plan(before: datetime) -> PurgePlan | None:
     if last is None:
         return None
     count = AccessEvent.objects.filter(sequence__lte=last["sequence"]).count()
-    return PurgePlan(before, last["sequence"], last["hash"], count)
+    return PurgePlan(before, cast(int, last["sequence"]), last["hash"], count)
 
 
 def purge_prefix(plan: PurgePlan) -> LedgerCheckpoint:

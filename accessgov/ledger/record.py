@@ -8,7 +8,7 @@ held until the caller commits; callers take their row locks before appending the
 """
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 
@@ -37,7 +37,7 @@ def lock_head() -> tuple[int, str]:
     last = (
         AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", "hash").first()
     )
-    return last if last else (0, hashing.GENESIS)
+    return (cast(int, last[0]), last[1]) if last else (0, hashing.GENESIS)
 
 
 def chain(events: list[AccessEvent]) -> None:

@@ -8,6 +8,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from accessgov import net
+
 
 class System(models.Model):
     """A production target (database, cluster, cloud account, admin tool) that access is granted to."""
@@ -54,8 +56,6 @@ class System(models.Model):
         """A new or changed Slack webhook URL passes the outbound guard (accessgov.net): https, and no
         internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS. Run by the admin form and by both steps
         of a four-eyes change; the notifications worker checks it again when it posts."""
-        from accessgov import net
-
         url = self.slack_webhook_url
         stored = (
             System.objects.filter(pk=self.pk).values_list("slack_webhook_url", flat=True).first() if self.pk else None

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from accessgov.ledger import hashing, record
 from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User
+from accessgov.services import webhook_outbox
 
 Type = AccessEvent.Type
 event_logger = logging.getLogger("accessgov.events")
@@ -152,9 +153,7 @@ def _webhooks_enqueue(events: list[AccessEvent]) -> None:
 
 def _webhooks_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> None:
     """Outbound event webhooks: deliveries for matching subscriptions, in this same transaction."""
-    from accessgov.services.webhooks import webhook_deliveries_enqueue_refs
-
-    webhook_deliveries_enqueue_refs(refs)
+    webhook_outbox.webhook_deliveries_enqueue_refs(refs)
 
 
 def _log_after_commit(events: list[AccessEvent]) -> None:
