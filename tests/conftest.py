@@ -228,7 +228,7 @@ def _reset_celery_join_guard():
 
 
 # Integration fixtures (fake providers on loopback, provider settings pointing at them).
-from tests.integration_world import at_t0, fake, jira_provider, pagerduty  # noqa: E402, F401
+from tests.integration_world import at_t0, fake, github_provider, jira_provider, pagerduty  # noqa: E402, F401
 
 # --- Evidence packs ----------------------------------------------------------------------------
 
