@@ -126,7 +126,7 @@ def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
     import json as jsonlib
 
     from accessgov import exports
-    from accessgov.views import audit
+    from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 
     submit(world, justification=HOSTILE)
     ar.access_request_approve(
@@ -135,7 +135,7 @@ def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
         comment="-rm -rf /; +ok",
     )
     events = AccessEvent.objects.select_related("role__system").order_by("sequence")
-    select_sql, params = audit._copy_select(events)
+    select_sql, params = events_copy_select(events)
     copied = b"".join(exports.copy_rows(select_sql, params)).decode()
     from_sql = list(csv.reader(io.StringIO(copied, newline="")))
     python = [
@@ -161,10 +161,10 @@ def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
     ]
     assert len(from_sql) == len(python) >= 4
     for sql_row, py_row in zip(from_sql, python, strict=True):
-        data_index = audit.EXPORT_COLUMNS.index("data")
+        data_index = EXPORT_COLUMNS.index("data")
         assert jsonlib.loads(sql_row[data_index]) == jsonlib.loads(py_row[data_index])
         assert sql_row[:data_index] + sql_row[data_index + 1 :] == py_row[:data_index] + py_row[data_index + 1 :]
-    reasons = [row[audit.EXPORT_COLUMNS.index("reason")] for row in from_sql]
+    reasons = [row[EXPORT_COLUMNS.index("reason")] for row in from_sql]
     assert "'" + HOSTILE in reasons and "'-rm -rf /; +ok" in reasons
 
 

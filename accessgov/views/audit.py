@@ -7,35 +7,21 @@ import django_filters
 from auditlog.models import LogEntry
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, inputs, permissions
-from accessgov.activity.verify import verify_activity_seals
-from accessgov.audit import verify_chain
+from accessgov import catalog, exports, inputs, paging, permissions
+from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 from accessgov.models import AccessEvent
-from accessgov.services.events import event_record
+from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
-EXPORT_COLUMNS = [
-    "sequence",
-    "occurred_at",
-    "event_type",
-    "actor",
-    "client_address",
-    "access_request_id",
-    "grant_id",
-    "system",
-    "role",
-    "reason",
-    "data",
-    "prev_hash",
-    "hash",
-]
+EVENTS_KEYSET = paging.Keyset("sequence", unique=True)  # newest first; ?before=<sequence>
+CHANGES_KEYSET = paging.Keyset("pk", unique=True)
 
 
 def _ensure_auditor(request: HttpRequest) -> None:
@@ -74,18 +60,14 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        events = events.filter(sequence__lt=before)
-    page = list(events[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = paging.keyset_page(events, EVENTS_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("before", None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
-        "events": page,
-        "next_before": page[-1].sequence if more and page else None,
+        "events": page.rows,
+        "next_before": page.next_cursor,
         "query": query.urlencode(),
         "head": head,
     }
@@ -112,7 +94,7 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
         "row_count": events.count,
     }
     if connection.vendor == "postgresql":
-        select_sql, params = _copy_select(events)
+        select_sql, params = events_copy_select(events)
         return exports.stream_copy_csv(request, select_sql=select_sql, params=params, **common)
     rows = (
         (
@@ -135,48 +117,13 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
     return exports.stream_csv(request, rows=rows, **common)
 
 
-def _copy_select(events) -> tuple[str, tuple]:
-    """The SELECT behind the PostgreSQL export: the filtered ids, formatted and neutralised in SQL."""
-    ids_sql, params = events.order_by().values("pk").query.sql_with_params()
-    safe = exports.sql_safe
-    columns = ", ".join(
-        [
-            "e.sequence",
-            exports.sql_utc_seconds("e.occurred_at"),
-            safe("e.event_type"),
-            safe("e.actor_label"),
-            "host(e.client_address)",
-            "e.access_request_id",
-            "e.grant_id",
-            safe("coalesce(s.name, '')"),
-            safe("coalesce(r.name, '')"),
-            safe("e.reason"),
-            safe("e.data::text"),
-            "e.prev_hash",
-            "e.hash",
-        ]
-    )
-    sql = (
-        f"SELECT {columns} FROM accessgov_accessevent e "  # noqa: S608 - fixed SQL; filter values are bound params
-        "LEFT JOIN accessgov_role r ON r.id = e.role_id LEFT JOIN accessgov_system s ON s.id = r.system_id "
-        f"WHERE e.id IN ({ids_sql}) ORDER BY e.sequence"
-    )
-    return sql, params
-
-
 @require_POST
 def audit_verify_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
-    report = verify_chain()
-    seals = verify_activity_seals()
-    with transaction.atomic():
-        event_record(
-            AccessEvent.Type.AUDIT_VERIFIED,
-            actor=request.user,
-            client_address=request.client_address,
-            reason="Integrity check from the audit trail page",
-            data={**report.as_dict(), "activity_seals": seals.as_dict()},
-        )
+    verification = audit_verify(
+        request.user, client_address=request.client_address, reason="Integrity check from the audit trail page"
+    )
+    report, seals = verification.chain, verification.seals
     if report.ok:
         messages.success(
             request, f"Chain intact: {report.checked} events, head #{report.head_sequence} {report.head_hash[:16]}…"
@@ -198,18 +145,14 @@ def model_changes_view(request: HttpRequest) -> HttpResponse:
     model = request.GET.get("model", "")
     if model:
         entries = entries.filter(content_type__model=model)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        entries = entries.filter(pk__lt=before)
-    page = list(entries[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = paging.keyset_page(entries, CHANGES_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
     models = LogEntry.objects.values_list("content_type__model", flat=True).distinct().order_by("content_type__model")
     return render(
         request,
         "accessgov/audit/changes.html",
         {
-            "entries": page,
-            "next_before": page[-1].pk if more and page else None,
+            "entries": page.rows,
+            "next_before": page.next_cursor,
             "model": model,
             "models": models,
         },

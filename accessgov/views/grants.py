@@ -2,19 +2,17 @@
 
 import django_filters
 from django.contrib import messages
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, permissions, selectors
+from accessgov import catalog, paging, permissions, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
 from accessgov.models import Grant
-from accessgov.reports import decode_cursor, encode_cursor
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
 from accessgov.views.common import confirm_page, confirmed, refused, status_for
@@ -53,6 +51,7 @@ def _grant_detail(
     activity = activity_selectors.grant_activity(grant, request.user)
     context = {
         "grant": grant,
+        "now": now,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
@@ -160,6 +159,7 @@ def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 GRANTS_PAGE_SIZE = 50
+GRANT_LIST_KEYSET = paging.Keyset("starts_at", "datetime")  # newest first, then by id
 GRANT_LIST_COLUMNS = (
     "status",
     "is_break_glass",
@@ -193,15 +193,12 @@ def grants_list_view(request: HttpRequest) -> HttpResponse:
     grants, older = [], None
     if grant_filter.is_valid():
         # The columns the table shows: loading whole users, roles and systems cost a third of the page.
-        rows = grant_filter.qs.only(*GRANT_LIST_COLUMNS).order_by("-starts_at", "-pk")
-        cursor = decode_cursor(request.GET.get("before", ""), "datetime")
-        if cursor is not None and cursor[0] is not None:
-            rows = rows.filter(Q(starts_at__lt=cursor[0]) | Q(starts_at=cursor[0], pk__lt=cursor[1]))
-        grants = list(rows[: GRANTS_PAGE_SIZE + 1])
-        if len(grants) > GRANTS_PAGE_SIZE:
-            grants = grants[:GRANTS_PAGE_SIZE]
+        rows = grant_filter.qs.only(*GRANT_LIST_COLUMNS).order_by(*GRANT_LIST_KEYSET.order_by())
+        page = paging.keyset_page(rows, GRANT_LIST_KEYSET, cursor=request.GET.get("before"), size=GRANTS_PAGE_SIZE)
+        grants = page.rows
+        if page.next_cursor is not None:
             params = request.GET.copy()
-            params["before"] = encode_cursor(grants[-1].starts_at, grants[-1].pk, "datetime")
+            params["before"] = page.next_cursor
             older = params.urlencode()
     return render(
         request,
