@@ -134,31 +134,11 @@ def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
         AccessEvent.objects.get(event_type="request.submitted").access_request_id,
         comment="-rm -rf /; +ok",
     )
-    events = AccessEvent.objects.select_related("role__system").order_by("sequence")
+    events = audit.trail_events().order_by("sequence")
     select_sql, params = audit._copy_select(events)
     copied = b"".join(exports.copy_rows(select_sql, params)).decode()
     from_sql = list(csv.reader(io.StringIO(copied, newline="")))
-    python = [
-        [
-            exports.safe_cell(v)
-            for v in (
-                e.sequence,
-                e.occurred_at,
-                e.event_type,
-                e.actor_label,
-                e.client_address,
-                e.access_request_id,
-                e.grant_id,
-                e.role.system.name if e.role else "",
-                e.role.name if e.role else "",
-                e.reason,
-                e.data,
-                e.prev_hash,
-                e.hash,
-            )
-        ]
-        for e in events
-    ]
+    python = [[exports.safe_cell(v) for v in audit.export_row(e)] for e in events]
     assert len(from_sql) == len(python) >= 4
     for sql_row, py_row in zip(from_sql, python, strict=True):
         data_index = audit.EXPORT_COLUMNS.index("data")

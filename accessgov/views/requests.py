@@ -9,12 +9,12 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import inputs, permissions, policies, selectors
+from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
-from accessgov.views.common import refused, status_for, step_up_with_code
+from accessgov.views.common import invalid_filters, refused, status_for, step_up_with_code
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
@@ -75,10 +75,65 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
 
 
+def _my_requests_filter(request: HttpRequest) -> filters.MyRequestFilter:
+    access_filter = filters.MyRequestFilter(request.GET, queryset=selectors.my_requests(request.user))
+    catalog.limit_to_catalogue(access_filter.form, request.user, access_filter.now)
+    return access_filter
+
+
 @require_GET
 def my_requests_view(request: HttpRequest) -> HttpResponse:
-    access_requests = selectors.my_requests(request.user)[:200]
-    return render(request, "accessgov/requests/mine.html", {"access_requests": access_requests})
+    """My requests: searchable, filtered, sortable, keyset-paged; the CSV reads the same filterset."""
+    access_filter = _my_requests_filter(request)
+    page = filters.page_of(access_filter, after=request.GET.get("after", ""))
+    context = {"filter": access_filter, "page": page, "access_requests": page.rows}
+    return render(request, "accessgov/requests/mine.html", context, status=400 if access_filter.errors else 200)
+
+
+MY_REQUESTS_COLUMNS = [
+    "request_id",
+    "kind",
+    "system",
+    "role",
+    "status",
+    "requested_duration_minutes",
+    "ticket",
+    "justification",
+    "created_at",
+    "decided_at",
+]
+
+
+@require_GET
+def my_requests_export_view(request: HttpRequest) -> HttpResponse:
+    """My requests as CSV: exactly the page's filters and order, every page."""
+    access_filter = _my_requests_filter(request)
+    if not access_filter.is_valid():
+        return invalid_filters(access_filter.form)
+    rows = access_filter.qs
+    return exports.stream_csv(
+        request,
+        filename=f"accessgov-my-requests-{timezone.now():%Y-%m-%d}.csv",
+        header=MY_REQUESTS_COLUMNS,
+        rows=(
+            (
+                r.pk,
+                r.kind,
+                r.role.system.name,
+                r.role.name,
+                r.status,
+                int(r.requested_duration.total_seconds() // 60),
+                r.ticket,
+                r.justification,
+                r.created_at,
+                r.decided_at,
+            )
+            for r in rows.iterator(chunk_size=2000)
+        ),
+        report="my requests",
+        filters=access_filter.export_filters(),
+        row_count=rows.count,
+    )
 
 
 @require_GET
