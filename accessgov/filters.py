@@ -51,7 +51,7 @@ def sort_filter(keys: dict[str, SortKey]) -> django_filters.ChoiceFilter:
     """The ``sort`` parameter: one of ``keys`` ascending or ``-key`` descending; anything else is a form
     error. Set by the column headings, so the field itself is hidden."""
     choices = [choice for key, sort in keys.items() for choice in ((key, sort.label), (f"-{key}", f"{sort.label} ↓"))]
-    return django_filters.ChoiceFilter(choices=choices, method="keep", widget=forms.HiddenInput)
+    return django_filters.ChoiceFilter(choices=choices, method="keep", widget=forms.HiddenInput, label="Sort")
 
 
 class ListFilterSet(ReportFilterSet):
@@ -217,9 +217,9 @@ class GrantFilter(ListFilterSet):
         fields = ["q", "system", "role", "status", "user", "break_glass", "since", "until", "sort"]
 
 
-def page_of(filterset: ListFilterSet, rows: QuerySet | None = None, *, after: str = "", size: int = PAGE_SIZE):
+def page_of(filterset: ListFilterSet, rows: QuerySet | None = None, *, after: str = "", size: int | None = None):
     """One keyset page of ``rows`` (default: the filterset's ``qs``) after the cursor; an empty first
     page when the filters do not validate (the page shows the form errors instead)."""
     if not filterset.is_valid():
         return Page(rows=[], next_cursor=None, is_first=True)
-    return filterset.page(filterset.qs if rows is None else rows, after=after, size=size)
+    return filterset.page(filterset.qs if rows is None else rows, after=after, size=size or PAGE_SIZE)
