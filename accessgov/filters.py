@@ -8,6 +8,7 @@ a list's ``sort_keys`` is a form error (400), a cursor that does not decode star
 and a search longer than ``SEARCH_MAX_LENGTH`` is a form error, never a query.
 """
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import django_filters
@@ -15,7 +16,16 @@ from django import forms
 from django.db.models import F, Q, QuerySet
 
 from accessgov import catalog, inputs
-from accessgov.models import AccessRequest, Grant, Role
+from accessgov.models import (
+    AccessRequest,
+    ChangeRequest,
+    Eligibility,
+    Grant,
+    OutboxItem,
+    ReviewCampaign,
+    Role,
+    System,
+)
 from accessgov.reports import Page, ReportFilterSet, SortKey
 
 SEARCH_MAX_LENGTH = 200
@@ -28,13 +38,21 @@ class SearchFilter(django_filters.CharFilter):
     that is an id (``123`` or ``#123``) also matches the row's own id. Bounded: at most
     SEARCH_MAX_LENGTH characters (a longer value is a form error) and SEARCH_MAX_WORDS words."""
 
-    def __init__(self, fields: tuple[str, ...], *, id_field: str | None = "pk", **kwargs) -> None:
+    def __init__(
+        self,
+        fields: tuple[str, ...],
+        *,
+        id_field: str | None = "pk",
+        also: Callable[[str], Q] | None = None,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("label", "Search")
         kwargs.setdefault("max_length", SEARCH_MAX_LENGTH)
         kwargs.setdefault("widget", forms.TextInput(attrs={"type": "search", "maxlength": SEARCH_MAX_LENGTH}))
         super().__init__(**kwargs)
         self.search_fields = fields
         self.id_field = id_field
+        self.also_matches = also  # more matches for a word (a subquery where a join would multiply rows)
 
     def filter(self, qs: QuerySet, value: str) -> QuerySet:
         for word in (value or "").split()[:SEARCH_MAX_WORDS]:
@@ -43,6 +61,8 @@ class SearchFilter(django_filters.CharFilter):
                 match |= Q(**{f"{field}__icontains": word})
             if self.id_field and (pk := inputs.parse_id(word.removeprefix("#"))) is not None:
                 match |= Q(**{self.id_field: pk})
+            if self.also_matches is not None:
+                match |= self.also_matches(word)
             qs = qs.filter(match)
         return qs
 
@@ -223,3 +243,134 @@ def page_of(filterset: ListFilterSet, rows: QuerySet | None = None, *, after: st
     if not filterset.is_valid():
         return Page(rows=[], next_cursor=None, is_first=True)
     return filterset.page(filterset.qs if rows is None else rows, after=after, size=size or PAGE_SIZE)
+
+
+# --- Policy changes, provisioning tasks, review campaigns, systems, eligibility ----------------------
+
+
+class ChangeFilter(ListFilterSet):
+    """Decided policy changes (``/changes/``, admins): search, outcome, sort, keyset paging (the page
+    showed the last 50 only)."""
+
+    sort_keys: ClassVar[dict[str, SortKey]] = {
+        "id": SortKey("#", F("pk"), "int"),
+        "decided": SortKey("When (UTC)", F("decided_at"), "datetime", nullable=True),
+        "proposer": SortKey("Proposed by", F("proposed_by__username")),
+    }
+    default_sort = "-decided"
+    columns: ClassVar[list[tuple[str, str | None]]] = [
+        ("#", "id"),
+        ("Change", None),
+        ("Outcome", None),
+        ("Proposed by", "proposer"),
+        ("Decided by", None),
+        ("When (UTC)", "decided"),
+    ]
+
+    q = SearchFilter(("summary", "comment", "proposed_by__username", "decided_by__username", "beneficiary__username"))
+    status = django_filters.ChoiceFilter(choices=ChangeRequest.Status.choices, label="Outcome")
+    sort = sort_filter(sort_keys)
+
+    class Meta:
+        model = ChangeRequest
+        fields = ["q", "status", "sort"]
+
+
+class ProvisioningFilter(ListFilterSet):
+    """Provisioning tasks waiting to be applied or removed (``/provisioning/``)."""
+
+    sort_keys: ClassVar[dict[str, SortKey]] = {
+        "queued": SortKey("Queued", F("pk"), "int"),
+        "attempts": SortKey("Attempts", F("attempts"), "int"),
+        "next": SortKey("Next try", F("next_attempt_at"), "datetime"),
+    }
+    default_sort = "queued"
+    columns: ClassVar[list[tuple[str, str | None]]] = [
+        ("Grant", "queued"),
+        ("Action", None),
+        ("System", None),
+        ("Attempts", "attempts"),
+        ("Last error", None),
+        ("Next try", "next"),
+        ("Done", None),
+    ]
+
+    q = SearchFilter(
+        ("grant__user__username", "grant__role__name", "grant__role__system__name", "last_error"),
+        id_field="grant_id",
+    )
+    system = catalog.system_filter("grant__role__system")
+    action = django_filters.ChoiceFilter(choices=OutboxItem.Action.choices)
+    sort = sort_filter(sort_keys)
+
+    class Meta:
+        model = OutboxItem
+        fields = ["q", "system", "action", "sort"]
+
+
+class CampaignFilter(ListFilterSet):
+    """Access review campaigns (``/reviews/``)."""
+
+    sort_keys: ClassVar[dict[str, SortKey]] = {
+        "opened": SortKey("Opened", F("created_at"), "datetime"),
+        "due": SortKey("Due", F("due_at"), "datetime"),
+        "name": SortKey("Name", F("name")),
+    }
+    default_sort = "-opened"
+
+    q = SearchFilter(
+        ("name", "period"),
+        id_field=None,
+        # A subquery, not a join: the list's counts are aggregates over the campaign's items.
+        also=lambda word: Q(
+            pk__in=ReviewCampaign.systems.through.objects.filter(system__name__icontains=word).values(
+                "reviewcampaign_id"
+            )
+        ),
+    )
+    status = django_filters.ChoiceFilter(choices=ReviewCampaign.Status.choices)
+    sort = django_filters.ChoiceFilter(
+        label="Sort",
+        choices=[("-opened", "Newest first"), ("opened", "Oldest first"), ("due", "Due soonest"), ("name", "Name")],
+        method="keep",
+        empty_label=None,
+    )
+
+    class Meta:
+        model = ReviewCampaign
+        fields = ["q", "status", "sort"]
+
+
+class SystemFilter(ListFilterSet):
+    """The systems in my catalogue (``/systems/``)."""
+
+    sort_keys: ClassVar[dict[str, SortKey]] = {"name": SortKey("Name", F("name"))}
+    default_sort = "name"
+
+    q = SearchFilter(("name", "slug", "description"), id_field=None)
+    environment = django_filters.ChoiceFilter(choices=System.Environment.choices)
+    sort = django_filters.ChoiceFilter(
+        label="Sort", choices=[("name", "Name A-Z"), ("-name", "Name Z-A")], method="keep", empty_label=None
+    )
+
+    class Meta:
+        model = System
+        fields = ["q", "environment", "sort"]
+
+
+class EligibilityFilter(ListFilterSet):
+    """Who may request a system's roles (the owner's table on ``/systems/<slug>/``)."""
+
+    sort_keys: ClassVar[dict[str, SortKey]] = {
+        "role": SortKey("Role", F("role__name")),
+        "since": SortKey("Since", F("starts_at"), "datetime"),
+        "ends": SortKey("Until", F("ends_at"), "datetime", nullable=True),
+    }
+    default_sort = "role"
+
+    q = SearchFilter(("user__username", "group__name", "role__name", "reason"), id_field=None)
+    sort = sort_filter(sort_keys)
+
+    class Meta:
+        model = Eligibility
+        fields = ["q", "sort"]

@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accessgov import filters
@@ -331,3 +332,39 @@ def test_list_pages_with_search_and_paging_keep_a_constant_number_of_queries(
     assert large == small
     with django_assert_max_num_queries(25):
         client_queue.get(reverse("approvals"), {"q": "work"})
+
+
+# --- The other lists: changes, provisioning tasks, reviews, systems, eligibility --------------------------
+
+
+def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_input(world, make_user):
+    from accessgov.services import reviews
+
+    w = world
+    admin = make_user("admin", is_staff=True)
+    _granted(w, "Provision this grant")  # an apply task waits at the (manual) target
+    reviews.review_campaign_create(
+        w.auditor, name="Q1 payments review", systems=[w.system], due_at=timezone.now() + timedelta(days=14)
+    )
+    pages = [
+        (admin, reverse("changes"), "nothing-decided", None),
+        (w.owner, reverse("provisioning"), "requester", "requester"),
+        (w.auditor, reverse("reviews"), "payments", "Q1 payments review"),
+        (w.auditor, reverse("reviews"), "Payments DB", "Q1 payments review"),  # a system of the campaign
+        (w.requester, reverse("system_list"), "payments", "Payments DB"),
+        (w.owner, reverse("system_detail", args=[w.system.slug]), "requester", "requester"),
+    ]
+    for user, url, search, shown in pages:
+        client = verify_session(Client(), user)
+        found = client.get(url, {"q": search})
+        assert found.status_code == 200, url
+        if shown:
+            assert shown in found.content.decode(), url
+        assert "No" in client.get(url, {"q": "zz-no-such-thing"}).content.decode(), url
+        assert client.get(url, {"q": "x" * 201}).status_code == 400, url
+        assert client.get(url, {"sort": "password"}).status_code == 400, url
+        assert client.get(url, {"after": "not-a-cursor"}).status_code == 200, url
+    # A reviewer's list is limited to their campaigns whatever they search for.
+    assert "Q1 payments review" not in verify_session(Client(), w.outsider).get(
+        reverse("reviews"), {"q": "payments"}
+    ).content.decode()

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import permissions
+from accessgov import catalog, filters, permissions
 from accessgov.exceptions import AccessGovError
 from accessgov.models import DriftFinding, OutboxItem, System
 from accessgov.services import provisioning as services
@@ -31,11 +31,16 @@ def _visible_systems(user):
 def provisioning_view(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     grants = permissions.visible_grants(request.user)
-    items = (
-        OutboxItem.objects.filter(done_at__isnull=True, grant__in=grants.values("pk"))
-        .select_related("grant__user", "grant__role__system")
-        .order_by("pk")[:200]
+    task_filter = filters.ProvisioningFilter(
+        request.GET,
+        queryset=OutboxItem.objects.filter(done_at__isnull=True, grant__in=grants.values("pk")).select_related(
+            "grant__user", "grant__role__system"
+        ),
+        now=now,
     )
+    catalog.limit_to_catalogue(task_filter.form, request.user, now)
+    page = filters.page_of(task_filter, after=request.GET.get("after", ""))
+    items = page.rows
     rows = [
         {
             "item": item,
@@ -49,6 +54,8 @@ def provisioning_view(request: HttpRequest) -> HttpResponse:
         for item in items
     ]
     context = {
+        "filter": task_filter,
+        "page": page,
         "rows": rows,
         "overdue": services.overdue_removals(grants, now).select_related("user", "role__system")[:100],
         "drift": DriftFinding.objects.filter(
@@ -56,7 +63,7 @@ def provisioning_view(request: HttpRequest) -> HttpResponse:
         ).select_related("role__system")[:200],
         "now": now,
     }
-    return render(request, "accessgov/provisioning/dashboard.html", context)
+    return render(request, "accessgov/provisioning/dashboard.html", context, status=400 if task_filter.errors else 200)
 
 
 @require_POST
