@@ -365,6 +365,7 @@ def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_
         assert client.get(url, {"sort": "password"}).status_code == 400, url
         assert client.get(url, {"after": "not-a-cursor"}).status_code == 200, url
     # A reviewer's list is limited to their campaigns whatever they search for.
-    assert "Q1 payments review" not in verify_session(Client(), w.outsider).get(
-        reverse("reviews"), {"q": "payments"}
-    ).content.decode()
+    assert (
+        "Q1 payments review"
+        not in verify_session(Client(), w.outsider).get(reverse("reviews"), {"q": "payments"}).content.decode()
+    )
