@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Q, QuerySet
 from guardian.models import GroupObjectPermission, UserObjectPermission
-from guardian.shortcuts import get_users_with_perms
+from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import (
@@ -307,6 +307,42 @@ def approvers_for_role(role: Role) -> set[User]:
     users = set(get_users_with_perms(role, only_with_perms_in=["approve_role"], with_group_users=True))
     users |= set(get_users_with_perms(role.system, only_with_perms_in=["approve_system"], with_group_users=True))
     return {u for u in users if u.is_active}
+
+
+DECIDERS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Deciders:
+    """Who may still decide a request, as the request page shows it."""
+
+    users: list[User]  # by username, at most DECIDERS_SHOWN
+    more: int  # further approvers of the role not listed (not checked for independence)
+    groups: list[Group]  # groups whose members approve the role (directly or through its system)
+
+
+def deciders_of_access_request(access_request: AccessRequest) -> Deciders:
+    """The people who may decide ``access_request`` now, the same rule as ``can_decide_access_request``:
+    active approvers of its role (``approve_role`` on the role or ``approve_system`` on its system, for
+    them or a group of theirs), not the requester, not someone who already decided it, and independent
+    of the requester; and the groups that carry the approve rights. Nobody once it is no longer pending.
+    Called by the request page; a handful of queries plus one independence check per person listed."""
+    if not access_request.is_pending:
+        return Deciders(users=[], more=0, groups=[])
+    role = access_request.role
+    decided = set(access_request.decisions.values_list("approver_id", flat=True))
+    candidates = sorted(
+        (u for u in approvers_for_role(role) if u.pk != access_request.requester_id and u.pk not in decided),
+        key=lambda u: u.get_username().casefold(),
+    )
+    shown = [u for u in candidates[:DECIDERS_SHOWN] if independence_problem(u, access_request.requester) is None]
+    groups = set(get_groups_with_perms(role, only_with_perms_in=["approve_role"]))
+    groups |= set(get_groups_with_perms(role.system, only_with_perms_in=["approve_system"]))
+    return Deciders(
+        users=shown,
+        more=max(len(candidates) - DECIDERS_SHOWN, 0),
+        groups=sorted(groups, key=lambda g: g.name.casefold()),
+    )
 
 
 def owners_of_system(system: System) -> set[User]:

@@ -150,6 +150,7 @@ def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
         "form": DecisionForm(),
         "needs_code": access_request.role.step_up_required,
+        "deciders": permissions.deciders_of_access_request(access_request),
     }
     if can_decide:
         context.update(selectors.requester_context(access_request, now))
