@@ -1,4 +1,4 @@
-"""Phones (issue 18, item 9): every main page at 390×844 fits the screen (no sideways scrolling, even
+"""Phones (issue 18, item 9): every main page at 390x844 fits the screen (no sideways scrolling, even
 with long hostile text in the data), the navigation is a "Menu" that opens without JavaScript, tables
 reflow into labelled cards, and tap targets are at least 44 px high. A screenshot of each page is kept
 in test-results/phone/ for a person to look at."""
