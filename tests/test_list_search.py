@@ -369,3 +369,32 @@ def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_
         "Q1 payments review"
         not in verify_session(Client(), w.outsider).get(reverse("reviews"), {"q": "payments"}).content.decode()
     )
+
+
+def test_the_audit_trail_pages_newest_or_oldest_first_and_refuses_another_order(world, monkeypatch):
+    from accessgov.views import audit as audit_views
+
+    monkeypatch.setattr(audit_views, "PAGE_SIZE", 2)
+    w = world
+    for role in _roles(w, 3):
+        _submit(w, "Some audited work", role=role)
+    sequences = sorted(AccessEvent.objects.values_list("sequence", flat=True))
+    assert len(sequences) >= 3
+    client = verify_session(Client(), w.auditor)
+    url = reverse("audit_trail")
+
+    def walk(query, cursor_param):
+        seen, cursor = [], None
+        while True:
+            response = client.get(url, {**query, **({cursor_param: cursor} if cursor else {})})
+            assert response.status_code == 200
+            seen += [e.sequence for e in response.context["events"]]
+            cursor = response.context["next_before"]
+            if cursor is None:
+                return seen
+
+    assert walk({}, "before") == list(reversed(sequences))
+    assert walk({"sort": "sequence"}, "after") == sequences
+    assert "Newer events" in client.get(url, {"sort": "sequence"}).content.decode()
+    assert client.get(url, {"sort": "hash"}).status_code == 400
+    assert client.get(url, {"sort": "sequence", "after": "x\u00b2"}).status_code == 200

@@ -65,12 +65,22 @@ class EventFilter(django_filters.FilterSet):
     access_request = inputs.IdFilter(field_name="access_request_id", label="Request #")
     grant = inputs.IdFilter(field_name="grant_id", label="Grant #")
     grantee = django_filters.CharFilter(method="filter_grantee", label="Grantee", max_length=filters.SEARCH_MAX_LENGTH)
+    sort = django_filters.ChoiceFilter(
+        choices=[("-sequence", "Newest first"), ("sequence", "Oldest first")],
+        method="filter_order",
+        label="Order",
+        empty_label=None,
+    )
     since = inputs.DateFilter(method="filter_since", label="From (UTC)")
     until = inputs.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
 
     class Meta:
         model = AccessEvent
-        fields = ["q", "event_type", "actor", "system", "access_request", "grant", "grantee", "since", "until"]
+        fields = ["q", "event_type", "actor", "system", "access_request", "grant", "grantee", "since", "until", "sort"]
+
+    def filter_order(self, queryset, name, value):
+        """Chain order, newest (the default) or oldest first; the CSV is always oldest first (chain order)."""
+        return queryset.order_by("sequence") if value == "sequence" else queryset
 
     def filter_grantee(self, queryset, name, value):
         """Events about ``value``'s access: their grants, and their requests (before any grant exists)."""
@@ -126,18 +136,23 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        events = events.filter(sequence__lt=before)
+    oldest_first = event_filter.is_valid() and event_filter.form.cleaned_data.get("sort") == "sequence"
+    # Keyset on the chain's sequence: ?before=<n> newest first, ?after=<n> oldest first.
+    cursor_param = "after" if oldest_first else "before"
+    if (cursor := inputs.parse_id(request.GET.get(cursor_param))) is not None:
+        events = events.filter(sequence__gt=cursor) if oldest_first else events.filter(sequence__lt=cursor)
     page = list(events[: PAGE_SIZE + 1])
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
     query = request.GET.copy()
     query.pop("before", None)
+    query.pop("after", None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
         "events": page,
         "next_before": page[-1].sequence if more and page else None,
+        "cursor_param": cursor_param,
         "query": query.urlencode(),
         "head": head,
     }
