@@ -16,6 +16,7 @@ from django.urls import Resolver404, resolve
 from django.utils.http import urlencode
 
 from accessgov import net, permissions
+from accessgov.views.errors import bad_request
 
 logger = logging.getLogger("accessgov.security")
 
@@ -70,8 +71,6 @@ class RefuseNulMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         where = _where_nul(request)
         if where:
-            from accessgov.views.errors import bad_request
-
             logger.info("refused a NUL character in %s path=%r", where, request.path)
             return bad_request(request, message=f"The request has a NUL character in {where}; it is not accepted.")
         return self.get_response(request)
@@ -185,7 +184,7 @@ class OTPRequiredMiddleware:
         user = request.user
         if not user.is_authenticated:
             return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
-        if user.is_verified():  # type: ignore[union-attr]
+        if user.is_verified():  # type: ignore[attr-defined]  # django-otp's OTPMiddleware sets it
             permissions.start_request_memo(user)
             return self.get_response(request)
         if name in HALF_AUTHENTICATED_VIEWS:

@@ -18,6 +18,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accessgov import net
+
 
 def compact_json_encoder(
     *, sort_keys: bool = False, default: Callable[[Any], Any] | None = None
@@ -145,7 +147,6 @@ class System(models.Model):
         """A new or changed Slack webhook URL passes the outbound guard (accessgov.net): https, and no
         internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS. Run by the admin form and by both steps
         of a four-eyes change; the notifications worker checks it again when it posts."""
-        from accessgov import net
 
         url = self.slack_webhook_url
         stored = (

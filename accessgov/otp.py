@@ -8,7 +8,7 @@ import logging
 import time
 from base64 import b32encode
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import django_otp
 from django.conf import settings
@@ -119,9 +119,11 @@ def step_up_window_minutes() -> int:
     return max(1, int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60))
 
 
-def step_up_fresh(code_at: datetime | None, now: datetime) -> bool:
-    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``."""
-    return code_at is not None and code_at <= now and now - code_at <= settings.OTP_STEP_UP_WINDOW
+def step_up_fresh(code_at: datetime | None, now: datetime, *, window: timedelta | None = None) -> bool:
+    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``: within
+    OTP_STEP_UP_WINDOW (or the ``window`` an evidence pack recorded it was built with)."""
+    window = settings.OTP_STEP_UP_WINDOW if window is None else window
+    return code_at is not None and code_at <= now and now - code_at <= window
 
 
 def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> None:

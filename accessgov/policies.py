@@ -80,9 +80,15 @@ def _in_window(now: datetime, start: time, end: time) -> bool:
 def _rule_matches(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
     if rule.requester_group_id and not requester.groups.filter(pk=rule.requester_group_id).exists():
         return False
-    if rule.window_start is not None and not _in_window(now, rule.window_start, rule.window_end):
+    if (
+        rule.window_start is not None
+        and rule.window_end is not None
+        and not _in_window(now, rule.window_start, rule.window_end)
+    ):
         return False
-    return not rule.max_risk_tier or RISK_ORDER.index(role.risk_tier) <= RISK_ORDER.index(rule.max_risk_tier)
+    return not rule.max_risk_tier or RISK_ORDER.index(Role.RiskTier(role.risk_tier)) <= RISK_ORDER.index(
+        Role.RiskTier(rule.max_risk_tier)
+    )
 
 
 def rule_static_match(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
@@ -118,7 +124,7 @@ def auto_approval_decision(
     that needs a provider and has no (or a failed) answer does not match, and says why."""
     if role.approvals_required == 0:
         return AutoApproval("no approvals required")
-    notes = []
+    notes: list[str] = []
     for rule in role.auto_approval_rules.all():
         if not _rule_matches(rule, role, requester, now):
             continue

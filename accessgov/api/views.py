@@ -178,12 +178,8 @@ def _valid(serializer_class, request) -> dict:
 
 
 def _visible_request(view: TokenAPIView, pk: int) -> AccessRequest:
-    access_request = _requests_queryset().filter(pk=pk).first()
-    if (
-        access_request is None
-        or not permissions.can_view_access_request(view.request.user, access_request)
-        or not token_allows_role(view.token, access_request.role_id)
-    ):
+    access_request = permissions.get_visible_access_request_or_404(view.request.user, pk, _requests_queryset())
+    if not token_allows_role(view.token, access_request.role_id):
         raise Http404
     return access_request
 
@@ -330,8 +326,8 @@ class GrantListView(TokenAPIView):
 
 
 def _visible_grant(view: TokenAPIView, pk: int) -> Grant:
-    grant = permissions.visible_grants(view.request.user).select_related("role__system", "user").filter(pk=pk).first()
-    if grant is None or not token_allows_role(view.token, grant.role_id):
+    grant = permissions.get_visible_grant_or_404(view.request.user, pk)
+    if not token_allows_role(view.token, grant.role_id):
         raise Http404
     return grant
 

@@ -25,6 +25,7 @@ from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Valu
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
+from accessgov import otp
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -520,7 +521,7 @@ class ApprovalsMfa(Population):
     ]
 
     def _fresh(self, ctx: Context, at: datetime, step_up_at: datetime | None) -> bool:
-        return step_up_at is not None and timedelta(0) <= at - step_up_at <= ctx.step_up_window
+        return otp.step_up_fresh(step_up_at, at, window=ctx.step_up_window)
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
         wanted = set(ids) if ids is not None else None

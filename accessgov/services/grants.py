@@ -25,7 +25,7 @@ from accessgov.models import (
     Role,
     User,
 )
-from accessgov.services import provisioning
+from accessgov.services import after_commit, provisioning
 from accessgov.services.events import event_record, event_record_rows
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.workflow import ensure_transition
@@ -35,13 +35,6 @@ Type = AccessEvent.Type
 EXPIRY_REMINDER_BEFORE = timedelta(minutes=15)
 BREAK_GLASS_FOLLOW_UP_WITHIN = timedelta(hours=24)
 BREAK_GLASS_REMIND_EVERY = timedelta(hours=4)
-
-
-def _on_commit_task(name: str, *args) -> None:
-    from accessgov import tasks
-
-    task = getattr(tasks, name)
-    transaction.on_commit(lambda: task.delay(*args), robust=True)
 
 
 def _lock(grant_id: int) -> Grant:
@@ -335,7 +328,7 @@ def grant_expire_due(
                 for pk, access_request_id, role_id, expires_at in due
             ]
         )
-        _on_commit_task("notify_many", "grant_ended", ids)
+        after_commit.enqueue("notify_many", "grant_ended", ids)
 
     return _transition_due(
         "status = %s AND expires_at <= %s",
@@ -393,7 +386,7 @@ def _end(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-        _on_commit_task("notify", "grant_ended", grant.pk)
+        after_commit.enqueue("notify", "grant_ended", grant.pk)
         return grant
     ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
@@ -413,7 +406,7 @@ def _end(
     )
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-    _on_commit_task("notify", "grant_ended", grant.pk)
+    after_commit.enqueue("notify", "grant_ended", grant.pk)
     return grant
 
 
@@ -465,7 +458,7 @@ def grant_remind_expiring(now: datetime) -> int:
         )
         if ids:
             Grant.objects.filter(pk__in=ids).update(expiry_reminder_sent_at=now)
-            _on_commit_task("notify_many", "grant_expiring", ids)
+            after_commit.enqueue("notify_many", "grant_expiring", ids)
     return len(ids)
 
 
@@ -534,7 +527,7 @@ def break_glass_activate(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
-        _on_commit_task("notify", "break_glass_activated", grant.pk)
+        after_commit.enqueue("notify", "break_glass_activated", grant.pk)
         return grant
 
 
@@ -580,7 +573,7 @@ def break_glass_remind_overdue(now: datetime) -> int:
         )
         if ids:
             BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
-            _on_commit_task("notify_many", "break_glass_overdue", ids)
+            after_commit.enqueue("notify_many", "break_glass_overdue", ids)
     return len(ids)
 
 

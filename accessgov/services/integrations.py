@@ -23,9 +23,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accessgov import policies
+from accessgov import otp, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
-from accessgov.integrations import jira, pagerduty
+from accessgov.integrations import jira, oidc_trust, pagerduty, slack
 from accessgov.integrations.http import ProviderError
 from accessgov.models import (
     AccessEvent,
@@ -43,6 +43,7 @@ from accessgov.models import (
     TicketProvider,
     User,
 )
+from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
@@ -260,15 +261,13 @@ def integrations_sweep(now: datetime | None = None) -> dict[str, int]:
     requests decided without a notification (cancelled) up to date, and prune replay guards. Provider
     failures are logged and retried next pass; they never end or extend anything."""
     now = now or timezone.now()
-    from accessgov import tasks
-
     stale = list(
         SlackMessage.objects.filter(shown_state__startswith="pending")
         .exclude(access_request__status=AccessRequest.Status.PENDING)
         .values_list("access_request_id", flat=True)[:100]
     )
     for access_request_id in stale:
-        tasks.slack_sync.delay(access_request_id)
+        after_commit.send("slack_sync", access_request_id)
     pruned = SlackRequestSeen.objects.filter(seen_at__lt=now - SLACK_SEEN_KEEP).delete()[0]
     OidcTokenUse.objects.filter(token_expires_at__lt=now - timedelta(days=1)).delete()
     return {
@@ -290,7 +289,7 @@ def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
     """A one-time code (shown once, only its hash kept) that links the Slack user who types it to
     ``user``. Needs a TOTP code entered just now (``step_up_at``): a link lets Slack act as the person."""
     now = timezone.now()
-    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
+    if not otp.step_up_fresh(step_up_at, now):
         raise PolicyViolation("Enter a code from your authenticator to link Slack.")
     code = "-".join(secrets.token_hex(3).upper() for _ in range(3))
     with transaction.atomic():
@@ -375,7 +374,6 @@ def slack_request_sync(access_request_id: int) -> str:
     """Post the approval message for a pending request, or update it for everyone to the request's
     current state (decided anywhere: portal, API, Slack, the sweep). Idempotent; raises on Slack errors
     (the task retries). Returns what was done."""
-    from accessgov.integrations import slack
 
     workspace = SlackWorkspace.objects.filter(is_active=True).order_by("pk").first()
     access_request = (
@@ -422,7 +420,6 @@ class ExchangedToken:
 def oidc_token_exchange(id_token: str, *, client_address: str | None = None) -> ExchangedToken:
     """``oidc_trust.verify`` then ``oidc_token_issue``. Raises oidc_trust.TokenRefused / ProviderError /
     PolicyViolation."""
-    from accessgov.integrations import oidc_trust
 
     policy, claims = oidc_trust.verify(id_token)
     return oidc_token_issue(policy, claims, client_address=client_address)

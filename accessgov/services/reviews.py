@@ -18,6 +18,7 @@ from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
 from accessgov.services import access_requests as request_services
+from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
 from accessgov.services.events import actor_label, event_record, event_record_bulk
 
@@ -130,9 +131,7 @@ def review_campaign_create(
 
 
 def _notify_after_commit(kind: str, object_id: int) -> None:
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
+    after_commit.enqueue("notify", kind, object_id)
 
 
 def _lock_item(item_id: int) -> ReviewItem:

@@ -26,8 +26,17 @@ def _ensure_can_manage_users(actor: User, user_id: int, idp: IdentityProvider | 
         if not ExternalIdentity.objects.filter(provider=idp, user_id=user_id).exists():
             raise NotAuthorized(f"{idp.name} does not manage this account.")
         return
-    if not (actor.is_active and actor.is_staff and actor.has_perm("accessgov.change_user")):
-        raise NotAuthorized("Only portal admins with the right to change users manage accounts.")
+    permissions.ensure_can_manage_users(actor)
+
+
+def user_password_change(user: User, new_password: str) -> User:
+    """The person changes their own password (the view checked the old one and the password rules).
+    The session hash changes with it, so every other session of theirs ends."""
+    with transaction.atomic():
+        user = _lock_user(user.pk)
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+    return user
 
 
 def _lock_user(user_id: int) -> User:

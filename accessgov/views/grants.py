@@ -2,7 +2,7 @@
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -33,10 +33,9 @@ def my_access_view(request: HttpRequest) -> HttpResponse:
 
 
 def _visible_grant(request: HttpRequest, pk: int) -> Grant:
-    grant = get_object_or_404(Grant.objects.select_related("role__system", "user", "access_request"), pk=pk)
-    if grant.user_id != request.user.pk and not permissions.visible_grants(request.user).filter(pk=pk).exists():
-        raise Http404("No such grant.")
-    return grant
+    return permissions.get_visible_grant_or_404(
+        request.user, pk, Grant.objects.select_related("role__system", "user", "access_request")
+    )
 
 
 @require_GET
@@ -95,8 +94,8 @@ def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
-    if grant.user_id != request.user.pk:
-        raise Http404("No such grant.")
+    if not permissions.can_release_grant(request.user, grant):
+        raise Http404("No such grant.")  # only its holder extends it; others see the grant, not this page
     form = ExtensionForm(request.POST or None, initial={"duration": "1h"})
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -140,7 +139,7 @@ GRANTS_EXPORT_COLUMNS = [
 
 
 def _grant_filter(request: HttpRequest) -> filters.GrantFilter:
-    grant_filter = filters.GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
+    grant_filter = filters.GrantFilter(request.GET, queryset=selectors.grant_list(request.user))
     catalog.limit_to_catalogue(grant_filter.form, request.user, grant_filter.now)
     return grant_filter
 

@@ -20,6 +20,7 @@ from accessgov.integrations import jira, slack
 from accessgov.integrations.http import ProviderError
 from accessgov.models import AccessRequest, SlackUserLink, SlackWorkspace, TicketProvider, User
 from accessgov.services import access_requests as request_services
+from accessgov.services import after_commit
 from accessgov.services import integrations as integration_services
 from accessgov.services.events import acting_via
 from accessgov.views.common import step_up_with_code
@@ -87,11 +88,7 @@ def _tell(workspace: SlackWorkspace, payload: dict, slack_user: str, text: str) 
 
 
 def _sync_soon(access_request_id: int) -> None:
-    from django.db import transaction
-
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.slack_sync.delay(access_request_id), robust=True)
+    after_commit.enqueue("slack_sync", access_request_id)
 
 
 def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:

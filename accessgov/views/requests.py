@@ -2,8 +2,8 @@
 
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -18,12 +18,9 @@ from accessgov.views.common import invalid_filters, refused, status_for, step_up
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
-    access_request = get_object_or_404(
-        AccessRequest.objects.select_related("role__system", "requester", "extends_grant"), pk=pk
+    return permissions.get_visible_access_request_or_404(
+        request.user, pk, AccessRequest.objects.select_related("role__system", "requester", "extends_grant")
     )
-    if not permissions.can_view_access_request(request.user, access_request):
-        raise Http404("No such request.")
-    return access_request
 
 
 @require_http_methods(["GET", "POST"])
@@ -140,13 +137,13 @@ def my_requests_export_view(request: HttpRequest) -> HttpResponse:
 def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     access_request = _visible_request(request, pk)
     now = timezone.now()
-    can_decide = permissions.can_decide_access_request(request.user, access_request) and now < access_request.lapses_at
+    can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
         "access_request": access_request,
         "timeline": selectors.request_timeline(access_request),
         "decisions": access_request.decisions.select_related("approver"),
         "can_decide": can_decide,
-        "can_cancel": access_request.is_pending and access_request.requester_id == request.user.pk,
+        "can_cancel": permissions.can_cancel_access_request(request.user, access_request),
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
         "form": DecisionForm(),
         "needs_code": access_request.role.step_up_required,

@@ -35,16 +35,7 @@ EVIDENCE_COLUMNS = [
 
 
 def _visible_campaigns(user):
-    campaigns = ReviewCampaign.objects.annotate(
-        total=Count("items"),
-        answered=Count("items", filter=~Q(items__decision="")),
-        mine=Count("items", filter=Q(items__reviewer=user)),
-        mine_open=Count("items", filter=Q(items__reviewer=user, items__decision="")),
-    )
-    if permissions.is_auditor(user):
-        return campaigns
-    # A subquery, not a join: a join on items here would multiply the counts above.
-    return campaigns.filter(pk__in=ReviewItem.objects.filter(reviewer=user).values("campaign_id"))
+    return selectors.campaign_list(user)
 
 
 @require_GET

@@ -17,9 +17,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.shortcuts import assign_perm
 
 from accessgov import otp, personas
-from accessgov.models import AccessRequest, Eligibility, Role, System, User
+from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, User
 from accessgov.services import access_requests as ar
 from accessgov.services import grants, reviews
+from accessgov.services.activity import activity_ingest_push
 
 DEMO_PASSWORD = "demo-access-2026"  # noqa: S105 - printed demo credential, refused outside DEBUG
 
@@ -221,8 +222,6 @@ class Command(BaseCommand):
         """What was done under two demo grants, reported through the real ingest service (as a target's
         tooling or a log shipper would; the demo's Payments DB has no PostgreSQL target to sample: point its
         connector at one and enable capture to see the sampler and pgaudit work, docs/ACTIVITY.md)."""
-        from accessgov.models import Grant
-        from accessgov.services.activity import activity_ingest_push
 
         alice_grant = Grant.objects.filter(user=users["alice"], role=read_only_role).first()
         system = break_glass.role.system
