@@ -385,11 +385,12 @@ class Deciders:
 
 
 def deciders_of_access_request(access_request: AccessRequest) -> Deciders:
-    """The people who may decide ``access_request`` now, the same rule as ``can_decide_access_request``:
-    active approvers of its role (``approve_role`` on the role or ``approve_system`` on its system, for
-    them or a group of theirs), not the requester, not someone who already decided it, and independent
-    of the requester; and the groups that carry the approve rights. Nobody once it is no longer pending.
-    Called by the request page; a handful of queries plus one independence check per person listed."""
+    """The people who may decide ``access_request`` now: the approvers of its role (``approve_role`` on
+    the role or ``approve_system`` on its system, for them or a group of theirs) for whom
+    ``can_decide_access_request`` holds (not the requester, not already decided, independent of the
+    requester, before the lapse); and the groups that carry the approve rights. Nobody once it is no
+    longer pending. Called by the request page: a few queries plus that check for each person listed
+    (at most DECIDERS_SHOWN; ``more`` counts the other approvers, unchecked)."""
     if not access_request.is_pending:
         return Deciders(users=[], more=0, groups=[])
     role = access_request.role
@@ -398,7 +399,8 @@ def deciders_of_access_request(access_request: AccessRequest) -> Deciders:
         (u for u in approvers_for_role(role) if u.pk != access_request.requester_id and u.pk not in decided),
         key=lambda u: u.get_username().casefold(),
     )
-    shown = [u for u in candidates[:DECIDERS_SHOWN] if independence_problem(u, access_request.requester) is None]
+    now = timezone.now()
+    shown = [u for u in candidates[:DECIDERS_SHOWN] if can_decide_access_request(u, access_request, now)]
     # Without attach_perms guardian returns a queryset of groups (its annotation says "Group | dict").
     groups = set(cast("QuerySet[Group]", get_groups_with_perms(role, only_with_perms_in=["approve_role"])))
     groups |= set(cast("QuerySet[Group]", get_groups_with_perms(role.system, only_with_perms_in=["approve_system"])))
