@@ -47,7 +47,6 @@ from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
 from accessgov.services import users as user_services
 from accessgov.services import webhooks as webhook_services
-from accessgov.services.access_requests import access_request_withdraw_ineligible
 
 admin.site.site_header = "AccessGov administration"
 admin.site.site_title = "AccessGov admin"
@@ -115,7 +114,8 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
 class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
     """Users. New accounts remember who created them; staff, superuser, groups and permissions that widen
     an account wait for a second admin (services.changes), narrowing applies at once. Deactivation goes
-    through services.users (sessions ended, grants revoked, requests withdrawn, tokens revoked); nobody
+    through services.users (sessions ended, grants revoked, requests withdrawn, tokens revoked), and so
+    does removing someone from a group (user_groups_leave: the same mover path as SCIM); nobody
     widens their own rights. Service accounts have no password to set."""
 
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_service_account")
@@ -178,7 +178,16 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         user = form.instance
         groups_added, groups_removed = _split_m2m(form, "groups", user.groups.all())
         perms_added, perms_removed = _split_m2m(form, "user_permissions", user.user_permissions.all())
-        user.groups.remove(*groups_removed)
+        if groups_removed:
+            # A mover, exactly as when the identity provider removes them: what depended on the group ends.
+            user_services.user_groups_leave(
+                request.user,
+                [user],
+                groups_removed,
+                by=f"in the admin by {request.user.get_username()}",
+                job="admin",
+                client_address=getattr(request, "client_address", None),
+            )
         user.user_permissions.remove(*perms_removed)
         flags = getattr(request, "_widen_flags", {})
         request._four_eyes_change = change_services.change_propose_user_rights(
@@ -190,8 +199,6 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             add_permissions=perms_added,
             client_address=getattr(request, "client_address", None),
         )
-        if groups_removed:
-            access_request_withdraw_ineligible(timezone.now(), job="group-left")
 
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):

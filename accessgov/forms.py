@@ -119,7 +119,9 @@ class AccessRequestForm(forms.Form):
         max_length=2000,
         help_text="What you will do and why. Approvers and auditors read this.",
     )
-    ticket = forms.CharField(required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123.")
+    ticket = forms.CharField(
+        required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123 or acme/payments#123."
+    )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

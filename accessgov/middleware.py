@@ -21,9 +21,18 @@ from accessgov.views.errors import bad_request
 logger = logging.getLogger("accessgov.security")
 
 # Views a visitor may reach without signing in at all.
-# /metrics checks its own bearer token; Slack's and Jira's endpoints check the provider's signature.
+# /metrics checks its own bearer token; Slack's, Jira's and GitHub's endpoints check the provider's signature.
 PUBLIC_VIEWS = frozenset(
-    {"accounts:login", "healthz", "metrics", "sso:start", "sso:callback", "slack_interactivity", "jira_webhook"}
+    {
+        "accounts:login",
+        "healthz",
+        "metrics",
+        "sso:start",
+        "sso:callback",
+        "slack_interactivity",
+        "jira_webhook",
+        "github_webhook",
+    }
 )
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})

@@ -199,13 +199,19 @@ class Role(models.Model):
         help_text="Check tickets against this provider (empty: the pattern alone).",
     )
     ticket_projects = models.CharField(
-        max_length=200, blank=True, help_text="Comma-separated project keys the ticket must be in (empty: any)."
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated project keys the ticket must be in (GitHub: owner/repo; empty: any).",
     )
     ticket_issue_types = models.CharField(
-        max_length=200, blank=True, help_text="Comma-separated issue types allowed (empty: any)."
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated issue types allowed (GitHub: labels, one of them must be on the issue; empty: any).",
     )
     ticket_assigned_to_requester = models.BooleanField(
-        default=False, help_text="The ticket must be assigned to the requester (matched by email)."
+        default=False,
+        help_text="The ticket must be assigned to the requester (Jira: matched by email; GitHub: an "
+        "assignee's login equals the AccessGov username).",
     )
     ticket_bound = models.BooleanField(default=False, help_text="The grant ends when its ticket closes.")
 

@@ -585,12 +585,25 @@ def grant_revoke_by_system(
     end_reason: str = Grant.EndReason.REVOKED,
     event_type: str = Type.GRANT_REVOKED,
     data: dict | None = None,
+    actor: User | None = None,
+    client_address: str | None = None,
 ) -> Grant:
-    """End a grant on behalf of a process (an account deactivated, an access review's outcome, its ticket
-    closed, its incident resolved), not a person: no permission check, the event names the job and says
-    why (``end_reason``/``event_type``, ``data``: the provider's evidence). Callers are services that
-    already authorized their own action."""
+    """End a grant as the consequence of another change (an account deactivated, a person removed from a
+    group, an access review's outcome, its ticket closed, its incident resolved): no permission check on
+    the grant, the event names ``actor`` when a person or a provider's service account caused it (else
+    the job) and says why (``end_reason``/``event_type``, ``data``: the evidence). Callers are services
+    that already authorized their own action."""
     now = timezone.now()
     with transaction.atomic():
         grant = _lock(grant_id)
-        return _end(grant, now=now, end_reason=end_reason, event_type=event_type, reason=reason, job=job, data=data)
+        return _end(
+            grant,
+            now=now,
+            end_reason=end_reason,
+            event_type=event_type,
+            reason=reason,
+            job=job,
+            data=data,
+            actor=actor,
+            client_address=client_address,
+        )

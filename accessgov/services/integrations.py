@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accessgov import otp, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
-from accessgov.integrations import jira, oidc_trust, pagerduty, slack
+from accessgov.integrations import jira, oidc_trust, pagerduty, slack, tickets
 from accessgov.integrations.http import ProviderError
 from accessgov.models import (
     AccessEvent,
@@ -80,8 +80,11 @@ def _ticket_check(role: Role, requester: User, ticket: str) -> tuple[TicketProvi
         if role.ticket_required or role.ticket_bound:
             raise PolicyViolation(f"{role} requires a {provider.name} ticket.")
         return None, None
+    problem = tickets.reference_problem(provider, ticket)
+    if problem:
+        raise PolicyViolation(problem)
     try:
-        issue = jira.issue_get(provider, ticket)
+        issue = tickets.issue_get(provider, ticket)
     except ProviderError as error:
         raise PolicyViolation(f"The ticket could not be confirmed: {error} Try again in a moment.") from None
     if not issue.exists:
@@ -89,16 +92,24 @@ def _ticket_check(role: Role, requester: User, ticket: str) -> tuple[TicketProvi
     if not issue.is_open:
         raise PolicyViolation(f"{issue.key} is closed ({issue.status}): access needs an open ticket.")
     projects = _csv(role.ticket_projects)
-    if projects and issue.project not in projects:
+    if projects and issue.project.lower() not in {p.lower() for p in projects}:
         raise PolicyViolation(f"{issue.key} is not in an allowed project ({', '.join(projects)}).")
     types = _csv(role.ticket_issue_types)
-    if types and issue.issue_type.lower() not in {t.lower() for t in types}:
-        raise PolicyViolation(f"{issue.key} is a {issue.issue_type}; allowed: {', '.join(types)}.")
-    if role.ticket_assigned_to_requester and (
-        not requester.email or issue.assignee_email.lower() != requester.email.lower()
-    ):
+    github = provider.kind == TicketProvider.Kind.GITHUB
+    offered = {t.lower() for t in (issue.types if github else (issue.issue_type,)) if t}
+    if types and not offered & {t.lower() for t in types}:
+        what = f"labelled {', '.join(issue.types) or 'with nothing'}" if github else f"a {issue.issue_type}"
+        raise PolicyViolation(f"{issue.key} is {what}; allowed: {', '.join(types)}.")
+    if role.ticket_assigned_to_requester and not _assigned_to(provider, issue, requester):
         raise PolicyViolation(f"{issue.key} must be assigned to you.")
     return provider, issue
+
+
+def _assigned_to(provider: TicketProvider, issue: jira.Issue, requester: User) -> bool:
+    """Jira names assignees by email; GitHub by login, matched against the AccessGov username."""
+    if provider.kind == TicketProvider.Kind.GITHUB:
+        return requester.get_username().lower() in {login.lower() for login in issue.assignee_logins}
+    return bool(requester.email) and issue.assignee_email.lower() == requester.email.lower()
 
 
 def _provider_checks(role: Role, requester: User, starts_at: datetime | None, now: datetime) -> dict[int, list]:
@@ -183,7 +194,7 @@ def ticket_recheck(provider: TicketProvider, key: str, *, job: str) -> int:
     grant_ids = list(_ticket_bound_grants(provider, key).values_list("pk", flat=True))
     if not grant_ids:
         return 0
-    issue = jira.issue_get(provider, key)
+    issue = tickets.issue_get(provider, key)
     if issue.exists and issue.is_open:
         return 0
     status = issue.status if issue.exists else "no longer exists"
@@ -198,8 +209,9 @@ def ticket_recheck(provider: TicketProvider, key: str, *, job: str) -> int:
 
 
 def ticket_webhook_received(provider: TicketProvider, key: str) -> int:
-    """A signed Jira webhook said ``key`` changed: read it back and end what it bound if it closed."""
-    return ticket_recheck(provider, key, job="jira-webhook")
+    """A signed webhook (Jira's, or GitHub's ``issues`` delivery) said ``key`` changed: read it back from
+    the provider and end what it bound if it closed."""
+    return ticket_recheck(provider, key, job=f"{provider.kind}-webhook")
 
 
 def _sweep_tickets() -> int:
@@ -358,6 +370,18 @@ def slack_linked_user(workspace: SlackWorkspace, slack_user_id: str) -> User | N
     if link is None or not link.user.is_active:
         return None
     return link.user
+
+
+def ticket_delivery_seen(provider: TicketProvider, delivery_id: str) -> bool:
+    """Record a verified webhook delivery (GitHub's ``X-GitHub-Delivery`` id); True if it was already
+    handled (a replay). The Slack replay guard's table holds it (a hash, pruned by the sweep like Slack's);
+    a replay after that only triggers a re-check, which reads the ticket back anyway."""
+    try:
+        with transaction.atomic():
+            SlackRequestSeen.objects.create(signature_hash=_hash(f"ticket:{provider.pk}:{delivery_id}"))
+    except IntegrityError:
+        return True
+    return False
 
 
 def slack_request_seen(timestamp: str, signature: str) -> bool:

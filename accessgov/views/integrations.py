@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accessgov import otp
 from accessgov.exceptions import AccessGovError, StepUpRequired
-from accessgov.integrations import jira, slack
+from accessgov.integrations import github, jira, slack
 from accessgov.integrations.http import ProviderError
 from accessgov.models import AccessRequest, SlackUserLink, SlackWorkspace, TicketProvider, User
 from accessgov.services import access_requests as request_services
@@ -197,7 +197,7 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     status is never trusted) and the grants bound to it end if it closed."""
     if _too_big(request, MAX_WEBHOOK_BYTES):
         return HttpResponse("Too large.", status=413, content_type="text/plain")
-    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True).first()
+    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True, kind=TicketProvider.Kind.JIRA).first()
     body = request.body
     if provider is None or not jira.webhook_signature_valid(
         provider.webhook_secret, body, request.headers.get("X-Hub-Signature", "")
@@ -215,6 +215,54 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     except ProviderError:
         return HttpResponse(
             "Jira could not be asked; the next sweep checks again.", status=202, content_type="text/plain"
+        )
+    return JsonResponse({"ticket": key, "grants_ended": ended})
+
+
+# --- GitHub webhook ------------------------------------------------------------------------------
+
+GITHUB_DELIVERY_ID_MAX = 100
+
+
+@csrf_exempt
+@require_POST
+def github_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
+    """GitHub's webhook for one ticket provider of kind GitHub: refused (401) unless
+    ``X-Hub-Signature-256`` is the HMAC-SHA256 of the raw body with the provider's webhook secret. An
+    ``issues`` delivery names ``repository.full_name`` + ``issue.number``; that issue is read back from
+    GitHub's API (the body's ``action`` and state are never trusted) and the grants bound to it end if it
+    is closed. A delivery id seen before is a replay: answered 200, nothing asked or done. ``ping`` and
+    other events are acknowledged (204)."""
+    if _too_big(request, MAX_WEBHOOK_BYTES):
+        return HttpResponse("Too large.", status=413, content_type="text/plain")
+    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True, kind=TicketProvider.Kind.GITHUB).first()
+    body = request.body
+    if provider is None or not github.webhook_signature_valid(
+        provider.webhook_secret, body, request.headers.get("X-Hub-Signature-256", "")
+    ):
+        logger.warning(
+            "github webhook refused: bad signature provider=%s client=%s", provider_id, request.client_address
+        )
+        return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
+    if request.headers.get("X-GitHub-Event", "") != "issues":
+        return HttpResponse(status=204)
+    try:
+        key = github.webhook_issue_key(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return HttpResponse("Malformed body.", status=400, content_type="text/plain")
+    if key is None:
+        return HttpResponse("Not an issue of a repository.", status=400, content_type="text/plain")
+    delivery = request.headers.get("X-GitHub-Delivery", "").strip()
+    if not delivery or len(delivery) > GITHUB_DELIVERY_ID_MAX:
+        return HttpResponse("X-GitHub-Delivery is missing.", status=400, content_type="text/plain")
+    if integration_services.ticket_delivery_seen(provider, delivery):
+        logger.warning("github webhook replay ignored provider=%s client=%s", provider_id, request.client_address)
+        return JsonResponse({"ticket": key, "grants_ended": 0, "duplicate": True})
+    try:
+        ended = integration_services.ticket_webhook_received(provider, key)
+    except ProviderError:
+        return HttpResponse(
+            "GitHub could not be asked; the next sweep checks again.", status=202, content_type="text/plain"
         )
     return JsonResponse({"ticket": key, "grants_ended": ended})
 
