@@ -12,7 +12,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from accessgov import permissions, policies
+from accessgov import otp, permissions, policies
 from accessgov.activity import config as activity_config
 from accessgov.admin_base import FourEyesAdminMixin, GuardedModelAdmin, ReadOnlyAdmin, RefusalAsMessageMixin, _ensure_pk
 from accessgov.connectors import connector_for
@@ -385,6 +385,16 @@ class AutoApprovalRuleAdmin(FourEyesAdminMixin, admin.ModelAdmin):
 
 
 class RoleForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "step_up_required" in self.fields:
+            # The model's help text cannot name the window (a setting); the form says the real number.
+            minutes = otp.step_up_window_minutes()
+            self.fields["step_up_required"].help_text = (
+                f"Approvers must enter a TOTP code within the last {minutes} minute{'s' if minutes != 1 else ''} "
+                "to decide."
+            )
+
     def clean_ticket_pattern(self) -> str:
         pattern = self.cleaned_data["ticket_pattern"]
         if problem := policies.ticket_pattern_problem(pattern):

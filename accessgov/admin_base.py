@@ -112,6 +112,7 @@ class FourEyesAdminMixin(RefusalAsMessageMixin):
     def save_model(self, request, obj, form, change):
         gated = self._gated(form, change)
         request._four_eyes_change = None
+        request._four_eyes_direct = []
         if not gated:
             return super().save_model(request, obj, form, change)
         if change:
@@ -121,6 +122,7 @@ class FourEyesAdminMixin(RefusalAsMessageMixin):
                 for name in direct:
                     setattr(fresh, name, getattr(obj, name))
                 fresh.save(update_fields=direct)
+                request._four_eyes_direct = [str(form.fields[n].label or n) for n in direct if n in form.fields]
         elif hasattr(obj, "created_by_id"):
             obj.created_by = request.user
         request._four_eyes_change = change_services.change_propose(
@@ -155,9 +157,12 @@ class FourEyesAdminMixin(RefusalAsMessageMixin):
                 request, f"Applied: {change.summary} (four-eyes is off; recorded as change #{change.pk})."
             )
         else:
+            direct = getattr(request, "_four_eyes_direct", [])
+            saved = f"Saved at once (no approval needed): {', '.join(direct)}. " if direct else ""
             self.message_user(
                 request,
-                f"Proposed as change #{change.pk}: it takes effect when another admin approves it.",
+                f"{saved}Proposed as change #{change.pk}: {change.summary}; it takes effect when another admin "
+                "approves it.",
                 level="warning",
             )
         return redirect("change_detail", pk=change.pk)

@@ -271,14 +271,8 @@ class ApiTokenForm(forms.Form):
         super().__init__(*args, **kwargs)
 
         self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] not in SERVICE_ONLY_SCOPES]
-        self.fields["scopes"].initial = [
-            ApiToken.Scope.REQUESTS_READ,
-            ApiToken.Scope.REQUESTS_CREATE,
-            ApiToken.Scope.REQUESTS_CANCEL,
-            ApiToken.Scope.GRANTS_READ,
-            ApiToken.Scope.GRANTS_RELEASE,
-            ApiToken.Scope.CATALOG_READ,
-        ]
+        # Nothing ticked in advance: a token gets only what the person ticks (issue 18: an auditor who
+        # ticked one scope got seven, six of them pre-ticked).
 
 
 class EvidencePackForm(forms.Form):

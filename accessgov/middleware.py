@@ -222,3 +222,33 @@ def _reverse(name: str) -> str:
     from django.urls import reverse
 
     return reverse(name)
+
+
+class DemoNotFoundMiddleware:
+    """In the demo (``settings.DEMO``, which runs with DEBUG on) a page that does not exist gets the
+    product's 404 page, not Django's debug list of every URL pattern. Outside the demo: nothing (with
+    DEBUG off Django renders templates/404.html itself)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.DEMO and settings.DEBUG:
+            try:
+                resolve(request.path_info)
+            except Resolver404:
+                return self._not_found(request)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.http import Http404
+
+        if settings.DEMO and settings.DEBUG and isinstance(exception, Http404):
+            return self._not_found(request)
+        return None
+
+    @staticmethod
+    def _not_found(request: HttpRequest) -> HttpResponse:
+        from django.shortcuts import render
+
+        return render(request, "404.html", status=404)

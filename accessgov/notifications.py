@@ -211,7 +211,11 @@ def removal_overdue(grant: Grant) -> Message:
             f"{_who(grant.user)}'s access ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC; removal was requested at "
             f"{grant.removal_requested_at:%H:%M} UTC and is not confirmed.",
             f"Last error: {grant.provisioning_error or '—'}",
-            "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done.",
+            (
+                f"{system.name} is managed by hand: a person must remove the access there and mark it removed."
+                if system.connector == System.Connector.MANUAL
+                else "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done."
+            ),
         ],
         recipients=permissions.owners_of_system(system) | permissions.auditors(),
         action_url=absolute(reverse("provisioning")),

@@ -301,8 +301,7 @@ def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
     """A one-time code (shown once, only its hash kept) that links the Slack user who types it to
     ``user``. Needs a TOTP code entered just now (``step_up_at``): a link lets Slack act as the person."""
     now = timezone.now()
-    if not otp.step_up_fresh(step_up_at, now):
-        raise PolicyViolation("Enter a code from your authenticator to link Slack.")
+    otp.ensure_step_up(step_up_at, now, action="Linking Slack")
     code = "-".join(secrets.token_hex(3).upper() for _ in range(3))
     with transaction.atomic():
         SlackLinkCode.objects.filter(user=user, used_at__isnull=True).update(used_at=now)  # one live code

@@ -2,7 +2,7 @@
 several at once (one authenticator code for the batch, each decision its own service call and event)."""
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -17,6 +17,18 @@ from accessgov.services import access_requests as services
 from accessgov.views.common import step_up_with_code
 
 QUEUE_PAGE_SIZE = filters.PAGE_SIZE
+QUEUE_FILTER_FIELDS = ("q", "system", "risk")  # what narrows the queue (sorting and paging do not)
+
+
+def filtered_queue_count(user, now, params: QueryDict) -> int | None:
+    """How many requests the filtered queue holds (the page's query string, or an htmx decision's
+    current URL), or None when no filter narrows it (the badge's count is the answer then)."""
+    if not any(params.get(name) for name in QUEUE_FILTER_FIELDS):
+        return None
+    queue_filter = filters.ApprovalQueueFilter(params, queryset=selectors.approver_queue(user, now), now=now)
+    if not queue_filter.is_valid():
+        return None
+    return queue_filter.qs.order_by().count()
 
 
 def _dashboard(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
@@ -40,6 +52,7 @@ def _dashboard(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = Non
         "selected_ids": set(bulk_form.data.getlist("ids")) if bulk_form is not None else set(),
         "now": now,
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+        "filtered_count": filtered_queue_count(request.user, now, request.GET),
     }
     if queue_filter.errors:
         status = 400

@@ -14,7 +14,7 @@ from accessgov.forms import ExtensionForm, ReasonForm
 from accessgov.models import Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
-from accessgov.views.common import invalid_filters, refused, status_for
+from accessgov.views.common import confirm_page, confirmed, invalid_filters, refused, status_for
 
 
 @require_GET
@@ -40,7 +40,12 @@ def _visible_grant(request: HttpRequest, pk: int) -> Grant:
 
 @require_GET
 def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    grant = _visible_grant(request, pk)
+    return _grant_detail(request, _visible_grant(request, pk))
+
+
+def _grant_detail(
+    request: HttpRequest, grant: Grant, *, revoke_form: ReasonForm | None = None, status: int = 200
+) -> HttpResponse:
     now = timezone.now()
     activity = activity_selectors.grant_activity(grant, request.user)
     context = {
@@ -48,18 +53,29 @@ def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
-        "revoke_form": ReasonForm(),
+        "revoke_form": revoke_form or ReasonForm(),
         "activity": activity,
         "can_sign_off": {
             f.pk for f in activity.findings if f.is_open and permissions.can_sign_off_finding(request.user, f)
         },
     }
-    return render(request, "accessgov/grants/detail.html", context)
+    return render(request, "accessgov/grants/detail.html", context, status=status)
 
 
 @require_POST
 def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _visible_grant(request, pk)
+    grant = _visible_grant(request, pk)
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"Release your access to {grant.role}?",
+            consequences=[
+                f"1 grant ends now: your access to {grant.role} (it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"AccessGov removes it at {grant.role.system.name}; to work there again you need a new request.",
+            ],
+            confirm_label="Yes, release it now",
+            back=reverse("grant_detail", args=[pk]),
+        )
     try:
         grant = services.grant_release(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
@@ -73,11 +89,29 @@ def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _visible_grant(request, pk)
+    grant = _visible_grant(request, pk)
     form = ReasonForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Say why you revoke this access.")
-        return redirect("grant_detail", pk=pk)
+        if not permissions.can_revoke_grant(request.user, grant):
+            return refused(request, "You may not revoke this access.", reverse("grant_detail", args=[pk]), status=403)
+        form.errors["reason"] = form.error_class(["Say why you revoke this access: the holder will read it."])
+        return _grant_detail(request, grant, revoke_form=form, status=400)
+    if not confirmed(request):
+        if not permissions.can_revoke_grant(request.user, grant):
+            return refused(request, "You may not revoke this access.", reverse("grant_detail", args=[pk]), status=403)
+        return confirm_page(
+            request,
+            title=f"Revoke {grant.user}'s access to {grant.role}?",
+            consequences=[
+                f"1 grant ends now: {grant.user} loses access to {grant.role} "
+                f"(it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"AccessGov removes it at {grant.role.system.name}; {grant.user} is told, with your reason: "
+                f"“{form.cleaned_data['reason']}”.",
+            ],
+            confirm_label="Yes, revoke access now",
+            back=reverse("grant_detail", args=[pk]),
+            keep=("reason",),
+        )
     try:
         grant = services.grant_revoke(
             request.user, pk, reason=form.cleaned_data["reason"], client_address=request.client_address

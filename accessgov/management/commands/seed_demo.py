@@ -32,6 +32,8 @@ DEMO_USERS = [
     ("olivia", "Olivia", "Owner", [personas.REQUESTER, personas.SYSTEM_OWNER], False),
     ("audrey", "Audrey", "Auditor", [personas.AUDITOR], False),
     ("adam", "Adam", "Admin", [personas.PORTAL_ADMIN], True),
+    # A second admin: four-eyed changes (a role's approvers, a service token) need another admin's approval.
+    ("ada", "Ada", "Admin", [personas.PORTAL_ADMIN], True),
 ]
 
 DEMO_SYSTEMS = [
@@ -104,7 +106,8 @@ class Command(BaseCommand):
         self._activity(users)
         details = [self._sign_in_details(users[name]) for name, *_ in DEMO_USERS]
         if options["json"]:
-            self.stdout.write(json.dumps({"url": "http://127.0.0.1:8000/", "users": details}, indent=2))
+            url = settings.PORTAL_URL.rstrip("/") + "/"
+            self.stdout.write(json.dumps({"url": url, "users": details}, indent=2))
             return
         self._print(details)
 
@@ -320,7 +323,8 @@ class Command(BaseCommand):
     def _print(self, details: list[dict[str, Any]]) -> None:
         out = self.stdout
         out.write(self.style.SUCCESS("AccessGov demo data is ready.") + "\n")
-        out.write("Sign in at http://127.0.0.1:8000/ with a username and the password below, then a TOTP code.\n")
+        url = settings.PORTAL_URL.rstrip("/") + "/"
+        out.write(f"Sign in at {url} with a username and the password below, then a TOTP code.\n")
         out.write("Add the secret (or the otpauth URI) to an authenticator app, or compute a code with:\n")
         out.write("    oathtool --totp -b SECRET\n\n")
         out.write(f"  {'user':<8} {'password':<18} {'personas':<28} TOTP secret\n")
