@@ -14,7 +14,7 @@ from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import BulkDecisionForm, DecisionForm
 from accessgov.services import access_requests as services
-from accessgov.views.common import step_up_with_code
+from accessgov.views.common import CodeRefused, act_with_step_up
 
 QUEUE_PAGE_SIZE = filters.PAGE_SIZE
 QUEUE_FILTER_FIELDS = ("q", "system", "risk")  # what narrows the queue (sorting and paging do not)
@@ -67,7 +67,7 @@ def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def bulk_decide_view(request: HttpRequest) -> HttpResponse:
     """Approve or deny several requests from the queue. Everything typed is checked first (ids, outcome,
-    the deny comment); only then is the authenticator code verified, once, for the whole batch; each
+    the deny comment); the authenticator code is spent last, once for the whole batch; each
     request is then decided by its own service call (its own lock, checks and event). A request that is
     not in the person's queue (someone else's, already decided, another approver's role) is reported
     per item as not in the queue, without saying whether it exists."""
@@ -83,9 +83,31 @@ def bulk_decide_view(request: HttpRequest) -> HttpResponse:
         .select_related(None)
         .select_related("role__system")
     }
-    step_up_at, code_error = step_up_with_code(request, data["otp_token"]) if in_queue else (None, "")
-    if code_error:
-        form.add_error("otp_token", code_error)
+    decide = services.access_request_approve if data["outcome"] == "approve" else services.access_request_deny
+
+    def decide_batch(step_up_at) -> dict[int, str | None]:
+        """Each ticked request decided by its own service call: its refusal (or None) per id."""
+        outcomes: dict[int, str | None] = {}
+        for pk in in_queue:
+            try:
+                decide(
+                    request.user,
+                    pk,
+                    comment=data["comment"],
+                    step_up_at=step_up_at,
+                    client_address=request.client_address,
+                )
+            except AccessGovError as error:
+                outcomes[pk] = str(error)
+            else:
+                outcomes[pk] = None
+        return outcomes
+
+    # The code is spent last, once for the batch, and only if a decision in it needs one (otp.rehearse).
+    try:
+        outcomes = act_with_step_up(request, data["otp_token"], decide_batch) if in_queue else {}
+    except CodeRefused as error:
+        form.add_error("otp_token", str(error))
         return _dashboard(request, bulk_form=form, status=403)
     decided, refused = 0, 0
     for pk in data["ids"]:
@@ -93,27 +115,9 @@ def bulk_decide_view(request: HttpRequest) -> HttpResponse:
         if access_request is None:
             refused += 1
             messages.error(request, f"#{pk}: not in your queue; nothing was done.")
-            continue
-        try:
-            if data["outcome"] == "approve":
-                services.access_request_approve(
-                    request.user,
-                    pk,
-                    comment=data["comment"],
-                    step_up_at=step_up_at,
-                    client_address=request.client_address,
-                )
-            else:
-                services.access_request_deny(
-                    request.user,
-                    pk,
-                    comment=data["comment"],
-                    step_up_at=step_up_at,
-                    client_address=request.client_address,
-                )
-        except AccessGovError as error:
+        elif outcomes.get(pk) is not None:
             refused += 1
-            messages.error(request, f"#{pk} {access_request.role}: {error}")
+            messages.error(request, f"#{pk} {access_request.role}: {outcomes[pk]}")
         else:
             decided += 1
     verb = "Approved" if data["outcome"] == "approve" else "Denied"
