@@ -93,6 +93,11 @@ class ListFilterSet(ReportFilterSet):
     def table_headers(self) -> list[dict]:
         return self.headers(self.columns)
 
+    @property
+    def narrowed(self) -> bool:
+        """A filter or a search narrows the list (the sort alone does not): the page offers Clear."""
+        return any(value for name, value in self.query_filters().items() if name != "sort")
+
     def export_filters(self) -> dict[str, str]:
         """The filters as given, for the export's access event (the sort included: it is the file's order)."""
         filters = self.query_filters()
