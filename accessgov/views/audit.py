@@ -8,12 +8,14 @@ from auditlog.models import LogEntry
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Max, Q
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, inputs, paging, permissions
+from accessgov import catalog, exports, filters, inputs, paging, permissions
 from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 from accessgov.models import AccessEvent
 from accessgov.services.audit import audit_verify
@@ -21,6 +23,7 @@ from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
 EVENTS_KEYSET = paging.Keyset("sequence", unique=True)  # newest first; ?before=<sequence>
+EVENTS_OLDEST_FIRST = paging.Keyset("sequence", unique=True, descending=False)  # ?after=<sequence>
 CHANGES_KEYSET = paging.Keyset("pk", unique=True)
 
 
@@ -30,17 +33,46 @@ def _ensure_auditor(request: HttpRequest) -> None:
 
 
 class EventFilter(django_filters.FilterSet):
+    q = filters.SearchFilter(
+        (
+            "actor_label",
+            "reason",
+            "role__name",
+            "role__system__name",
+            "grant__user__username",
+            "access_request__requester__username",
+            "access_request__ticket",
+        ),
+        id_field=None,
+    )
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
     system = catalog.system_filter("role__system")
     access_request = inputs.IdFilter(field_name="access_request_id", label="Request #")
     grant = inputs.IdFilter(field_name="grant_id", label="Grant #")
+    grantee = django_filters.CharFilter(method="filter_grantee", label="Grantee", max_length=filters.SEARCH_MAX_LENGTH)
+    sort = django_filters.ChoiceFilter(
+        choices=[("-sequence", "Newest first"), ("sequence", "Oldest first")],
+        method="filter_order",
+        label="Order",
+        empty_label=None,
+    )
     since = inputs.DateFilter(method="filter_since", label="From (UTC)")
     until = inputs.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
 
     class Meta:
         model = AccessEvent
-        fields = ["event_type", "actor", "system", "access_request", "grant", "since", "until"]
+        fields = ["q", "event_type", "actor", "system", "access_request", "grant", "grantee", "since", "until", "sort"]
+
+    def filter_order(self, queryset, name, value):
+        """Chain order, newest (the default) or oldest first; the CSV is always oldest first (chain order)."""
+        return queryset.order_by("sequence") if value == "sequence" else queryset
+
+    def filter_grantee(self, queryset, name, value):
+        """Events about ``value``'s access: their grants, and their requests (before any grant exists)."""
+        return queryset.filter(
+            Q(grant__user__username__iexact=value) | Q(grant=None, access_request__requester__username__iexact=value)
+        )
 
     def filter_since(self, queryset, name, value):
         return queryset.filter(occurred_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
@@ -49,9 +81,39 @@ class EventFilter(django_filters.FilterSet):
         return queryset.filter(occurred_at__lte=datetime.combine(value, time.max, tzinfo=UTC))
 
 
+def trail_events():
+    """Every access event with what the trail and its CSV show beside it (the role's system, the grantee:
+    the grant's holder, or the requester of a request that has no grant yet), newest first."""
+    return (
+        AccessEvent.objects.select_related("role__system")
+        .annotate(grantee=Coalesce("grant__user__username", "access_request__requester__username"))
+        .order_by("-sequence")
+    )
+
+
+def export_row(e: AccessEvent) -> tuple:
+    """One event as the CSV row (EXPORT_COLUMNS) the ORM path writes; the COPY path writes the same cells."""
+    return (
+        e.sequence,
+        e.occurred_at,
+        e.event_type,
+        e.actor_label,
+        e.client_address,
+        e.access_request_id,
+        e.grant_id,
+        e.grantee or "",
+        e.role.system.name if e.role else "",
+        e.role.name if e.role else "",
+        e.reason,
+        e.data,
+        e.prev_hash,
+        e.hash,
+    )
+
+
 def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
     """The page's filter and its events; no events when a filter does not parse (the page names it)."""
-    events = AccessEvent.objects.select_related("role__system").order_by("-sequence")
+    events = trail_events()
     event_filter = EventFilter(request.GET, queryset=events)
     return event_filter, event_filter.qs if event_filter.is_valid() else events.none()
 
@@ -60,14 +122,21 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    page = paging.keyset_page(events, EVENTS_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
+    oldest_first = event_filter.is_valid() and event_filter.form.cleaned_data.get("sort") == "sequence"
+    # Keyset on the chain's sequence: ?before=<n> newest first, ?after=<n> oldest first.
+    cursor_param = "after" if oldest_first else "before"
+    keyset = EVENTS_OLDEST_FIRST if oldest_first else EVENTS_KEYSET
+    rows = events.order_by(*keyset.order_by())
+    page = paging.keyset_page(rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("before", None)
+    query.pop("after", None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
         "events": page.rows,
         "next_before": page.next_cursor,
+        "cursor_param": cursor_param,
         "query": query.urlencode(),
         "head": head,
     }
@@ -85,36 +154,35 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
     # Freeze the set before the export records its own event: the file holds exactly the rows counted.
     last = AccessEvent.objects.aggregate(last=Max("sequence"))["last"] or 0
     events = events.filter(sequence__lte=last)
-    filters = {k: request.GET.get(k, "") for k in event_filter.form.fields}
+    given = {k: request.GET.get(k, "") for k in event_filter.form.fields}
     common = {
-        "filename": "accessgov-audit-trail.csv",
+        "filename": _export_filename(event_filter),
         "header": EXPORT_COLUMNS,
         "report": "audit trail",
-        "filters": filters,
+        "filters": given,
         "row_count": events.count,
     }
     if connection.vendor == "postgresql":
         select_sql, params = events_copy_select(events)
         return exports.stream_copy_csv(request, select_sql=select_sql, params=params, **common)
-    rows = (
-        (
-            e.sequence,
-            e.occurred_at,
-            e.event_type,
-            e.actor_label,
-            e.client_address,
-            e.access_request_id,
-            e.grant_id,
-            e.role.system.name if e.role else "",
-            e.role.name if e.role else "",
-            e.reason,
-            e.data,
-            e.prev_hash,
-            e.hash,
-        )
-        for e in events.order_by("sequence").iterator(chunk_size=2000)
-    )
+    rows = (export_row(e) for e in events.order_by("sequence").iterator(chunk_size=2000))
     return exports.stream_csv(request, rows=rows, **common)
+
+
+def _export_filename(event_filter: EventFilter) -> str:
+    """accessgov-audit-trail-<period>.csv, the period in UTC days: ``2026-01-01_to_2026-03-31`` from the
+    From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
+    ``to_<today>``): a file says which days it holds."""
+    since, until = event_filter.form.cleaned_data.get("since"), event_filter.form.cleaned_data.get("until")
+    if since and until:
+        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}"
+    elif since:
+        period = f"from_{since:%Y-%m-%d}_to_{timezone.now():%Y-%m-%d}"
+    elif until:
+        period = f"to_{until:%Y-%m-%d}"
+    else:
+        period = f"to_{timezone.now():%Y-%m-%d}"
+    return f"accessgov-audit-trail-{period}.csv"
 
 
 @require_POST
