@@ -1,13 +1,14 @@
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import otp, permissions, selectors
+from accessgov.http import PortalRequest
 
 
 @require_GET
-def home_view(request: HttpRequest) -> HttpResponse:
+def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = timezone.now()
     context = {
