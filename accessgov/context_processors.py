@@ -11,20 +11,25 @@ def portal(request: HttpRequest) -> dict:
     verified = bool(user and user.is_authenticated and is_verified is not None and is_verified())
     if not verified:
         return {"nav": {"verified": False}}
-    from accessgov import permissions, selectors
+    from accessgov import inbox, permissions, selectors
 
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
     auditor = permissions.is_auditor(user)
+    now = timezone.now()
+    queue_size = selectors.approver_queue_size(user, now, decidable) if approver else 0
+    pending_changes = _pending_changes(user)
     return {
         "nav": {
             "verified": True,
             "groups": permissions.scope(user).group_names,
             "is_staff": user.is_staff,
-            "pending_changes": _pending_changes(user),
+            "pending_changes": pending_changes,
             "approver": approver,
             "auditor": auditor,
-            "queue_size": selectors.approver_queue_size(user, timezone.now(), decidable) if approver else 0,
+            "queue_size": queue_size,
+            # Issue 18: the inbox badge (what needs me + unread "what happened"), one more query.
+            "inbox": inbox.badge_counts(user, now, queue_size=queue_size, pending_changes=pending_changes),
             "sees_grants": approver
             or auditor
             or user.has_perm("accessgov.own_system")

@@ -301,3 +301,38 @@ class EvidencePackForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
+
+
+class NotificationPreferencesForm(forms.Form):
+    """Per notification category, email and Slack on or off (issue 18). Fields are built from
+    notifications.CATEGORIES; everything is on until the person switches it off."""
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        from accessgov import notifications
+
+        super().__init__(*args, **kwargs)
+        self.categories = []
+        for name, (label, kinds) in notifications.CATEGORIES.items():
+            sample = next(iter(sorted(kinds)))
+            row = {"name": name, "label": label, "fields": []}
+            for channel in notifications.CHANNELS:
+                key = f"{name}__{channel}"
+                self.fields[key] = forms.BooleanField(
+                    required=False,
+                    label=f"{label}: {'email' if channel == 'email' else 'Slack'}",
+                    initial=notifications.wants(user, sample, channel),
+                )
+                row["fields"].append(key)
+            self.categories.append(row)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [{"label": row["label"], "fields": [self[key] for key in row["fields"]]} for row in self.categories]
+
+    def preferences(self) -> dict[str, dict[str, bool]]:
+        from accessgov import notifications
+
+        return {
+            name: {channel: bool(self.cleaned_data.get(f"{name}__{channel}")) for channel in notifications.CHANNELS}
+            for name in notifications.CATEGORIES
+        }

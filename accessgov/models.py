@@ -68,6 +68,16 @@ class User(AbstractUser):
         help_text="The admin who created the account (empty: created by the system or before this was kept).",
     )
 
+    # Issue 18 (everyday use): the person's own time zone (an IANA name; empty: UTC until the browser
+    # fills it), read by the time-zone middleware from this row, which the request has loaded already.
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="IANA time zone (e.g. Europe/Berlin) times are shown in; empty: UTC."
+    )
+    # {"<notification category>": {"email": bool, "slack": bool}}; a category not named is on.
+    notification_preferences = models.JSONField(default=dict, blank=True, editable=False)
+    # Inbox read mark: every "what happened" item up to this ledger sequence counts as read.
+    inbox_read_through = models.PositiveBigIntegerField(default=0, editable=False)
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
 
@@ -1035,6 +1045,23 @@ class WebhookDelivery(models.Model):
     def message_id(self) -> str:
         """The ``webhook-id`` header: the same for every attempt and redelivery, so receivers can de-duplicate."""
         return f"event-{self.event_id}-{self.subscription_id}"
+
+
+class InboxReadMark(models.Model):
+    """One "what happened" inbox item (an access event about the person's own access) marked read by
+    them. The items themselves are derived from the ledger (docs/DECISIONS.md, "The inbox"); only read
+    marks are stored. No database-level foreign key to the ledger (like WebhookDelivery): its TRUNCATE
+    guard and the retention purge stay as they are; a mark of a purged event is simply never read."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(AccessEvent, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "event"], name="inbox_read_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} read event #{self.event_id}"
 
 
 class NotificationDelivery(models.Model):

@@ -26,7 +26,8 @@ def test_new_request_emails_every_approver_but_not_the_requester(world, mailoutb
     assert sorted(m.to[0] for m in mailoutbox) == sorted([world.approver.email, world.approver2.email])
     message = mailoutbox[0]
     assert message.subject == f"[AccessGov] {world.requester.get_full_name()} requests {world.role}"
-    assert f"http://127.0.0.1:8000/requests/{access_request.pk}/" in message.body
+    # Every notification links to the inbox (issue 18): the approver decides from there.
+    assert f"http://127.0.0.1:8000/inbox/#request-{access_request.pk}" in message.body
     html = message.alternatives[0][0]
     assert "Review the request" in html
 
@@ -94,7 +95,7 @@ def test_slack_compatible_webhook_gets_the_system_notifications(
     content_type, body = received[0]
     assert content_type == "application/json"
     assert str(world.role) in body["text"]
-    assert f"/requests/{access_request.pk}/" in body["text"]
+    assert f"/inbox/#request-{access_request.pk}" in body["text"]
 
 
 @override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)

@@ -257,6 +257,13 @@ def review_campaign_close(
                 "role_id",
                 "subject_user_id",
                 "subject_group_id",
+                "decided_by_id",
+            )
+        )
+        # Who decided, named in the reason the holder reads (their inbox, the grant page, the ledger).
+        reviewer_names = dict(
+            User.objects.filter(pk__in={i.decided_by_id for i in items if i.decided_by_id}).values_list(
+                "pk", "username"
             )
         )
         no_answer = ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
@@ -266,7 +273,11 @@ def review_campaign_close(
             outcome = {ReviewItem.Decision.REVOKE: "revoked", ReviewItem.Decision.KEEP: "kept"}.get(
                 decision, "kept_flagged"
             )
-            item.reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
+            item.reason = f"Access review '{campaign.name}': " + (
+                f"{reviewer_names[item.decided_by_id]} decided {item.decision}: {item.comment}"
+                if item.decided_by_id and item.decision
+                else item.comment or "no answer before the due date"
+            )
             by_outcome[outcome].append(item)
         revoked_eligibility = [i.eligibility_id for i in by_outcome["revoked"] if i.eligibility_id]
         # End now; an eligibility that has not started yet ends just after its start (the DB requires it).

@@ -23,6 +23,27 @@ def utc_filter(value) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
+@register.filter(name="when")
+def when_filter(value, seconds: bool = False) -> str:
+    """An aware datetime in the viewer's time zone (activated per request by the time-zone middleware),
+    as ``<time datetime="…Z" title="… UTC">2026-11-24 10:30 CET</time>``: the UTC instant on hover and
+    for machines. Empty for None."""
+    if not value:
+        return ""
+    from django.utils import timezone as dj_timezone
+
+    instant = value.astimezone(UTC)
+    local = dj_timezone.localtime(value)
+    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{} {}</time>',
+        instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        instant.strftime(pattern),
+        local.strftime(pattern),
+        local.tzname() or "UTC",
+    )
+
+
 @register.filter(name="utc_seconds")
 def utc_seconds_filter(value) -> str:
     """An aware datetime as ``2026-11-24 09:30:05`` (UTC); empty for None."""

@@ -51,6 +51,8 @@ def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "grant": grant,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
+        # Issue 18: why it ended (a review names its campaign and the reviewer's reason), from its end event.
+        "end_reason_text": selectors.grant_end_reason(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
         "revoke_form": ReasonForm(),
         "activity": activity,
