@@ -121,6 +121,7 @@ class NeedsMe:
     reviews: list[ReviewCampaign] = field(default_factory=list)
     changes: list[ChangeRequest] = field(default_factory=list)
     ending: list[Grant] = field(default_factory=list)
+    findings: list = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -130,6 +131,7 @@ class NeedsMe:
             + sum(c.open_items for c in self.reviews)
             + len(self.changes)
             + len(self.ending)
+            + len(self.findings)
         )
 
 
@@ -140,6 +142,18 @@ def _open_review_items(user: User) -> QuerySet[ReviewItem]:
 def _open_follow_ups(user: User) -> QuerySet[BreakGlassFollowUp]:
     return (
         selectors.follow_ups_for(user).filter(acknowledged_at__isnull=True).exclude(grant__user=user).order_by("due_at")
+    )
+
+
+def _open_findings(user: User) -> QuerySet:
+    """Activity findings (issue 17) waiting for a second person's sign-off, about someone else."""
+    from accessgov.models import ActivityFinding
+
+    return (
+        permissions.visible_findings(user)
+        .filter(status=ActivityFinding.Status.OPEN)
+        .exclude(user=user)
+        .order_by("raised_at", "pk")
     )
 
 
@@ -156,6 +170,11 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
     if _oversees(user):
         result.follow_ups = [
             f for f in _open_follow_ups(user)[:NEEDS_ME_LIMIT] if permissions.can_acknowledge_break_glass(user, f.grant)
+        ]
+        result.findings = [
+            f
+            for f in _open_findings(user).select_related("system", "role__system", "user", "grant")[:NEEDS_ME_LIMIT]
+            if permissions.can_sign_off_finding(user, f)
         ]
     campaign_ids = _open_review_items(user).values("campaign_id")
     result.reviews = list(
@@ -189,9 +208,9 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
 def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes: int) -> dict[str, int]:
     """The navigation badge: what needs ``user`` and how many "what happened" items are unread. The
     approval queue and pending changes are counted by the navigation already; the rest is ONE query
-    (scalar subqueries on indexed columns): open review items, open break-glass follow-ups on grants
-    the person oversees (only for auditors and overseers), grants of theirs ending within the hour,
-    and unread items after their read mark."""
+    (scalar subqueries on indexed columns): open review items, open break-glass follow-ups and activity
+    findings on what the person oversees (only for auditors and overseers), grants of theirs ending
+    soon, and unread items after their read mark."""
     unread = (
         happened_events(user)
         .filter(sequence__gt=user.inbox_read_through)
@@ -204,6 +223,7 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     }
     if _oversees(user):
         counts["follow_ups"] = _open_follow_ups(user)
+        counts["findings"] = _open_findings(user)
 
     def count_of(qs):
         return Coalesce(
@@ -215,8 +235,10 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
         )
 
     row = User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
-    result = {name: row.get(name, 0) for name in ("reviews", "ending", "unread", "follow_ups")}
-    result["needs_me"] = queue_size + pending_changes + result["reviews"] + result["ending"] + result["follow_ups"]
+    result = {name: row.get(name, 0) for name in ("reviews", "ending", "unread", "follow_ups", "findings")}
+    result["needs_me"] = (
+        queue_size + pending_changes + sum(result[name] for name in ("reviews", "ending", "follow_ups", "findings"))
+    )
     result["total"] = result["needs_me"] + result["unread"]
     return result
 

@@ -87,6 +87,28 @@ def test_a_reviewer_sees_the_items_they_must_answer_and_the_owner_home_shows_the
     assert inbox.needs_me(world.owner, T0).reviews == []
 
 
+def test_an_activity_finding_waits_for_the_approver_but_not_for_the_grantee(world):
+    from accessgov.models import ActivityFinding
+
+    grant = _granted(world)
+    # Raised the way activity capture raises it (tests/test_activity_pages.py drives capture itself).
+    finding = ActivityFinding.objects.create(
+        system=world.system,
+        grant=grant,
+        role=world.role,
+        user=world.requester,
+        principal="requester",
+        kind=ActivityFinding.Kind.DDL,
+        first_seen_at=T0,
+        last_seen_at=T0,
+    )
+    assert [f.pk for f in inbox.needs_me(world.approver, T0).findings] == [finding.pk]
+    assert inbox.needs_me(world.requester, T0).findings == []
+    assert inbox.needs_me(world.outsider, T0).findings == []
+    counts = _page(world.approver).context["nav"]["inbox"]
+    assert counts["findings"] == 1 and f'id="finding-{finding.pk}"' in _page(world.approver).content.decode()
+
+
 def test_an_admin_sees_a_four_eyed_change_another_admin_proposed_but_not_their_own(world, make_user):
     first = make_user("admin1", is_staff=True, is_superuser=True)
     second = make_user("admin2", is_staff=True, is_superuser=True)

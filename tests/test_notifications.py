@@ -98,6 +98,27 @@ def test_slack_compatible_webhook_gets_the_system_notifications(
     assert f"/inbox/#request-{access_request.pk}" in body["text"]
 
 
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_the_slack_post_mentions_linked_recipients_who_want_slack_and_not_those_who_opted_out(
+    world, slack_receiver, django_capture_on_commit_callbacks
+):
+    from accessgov.models import SlackUserLink, SlackWorkspace
+
+    url, received = slack_receiver
+    world.system.slack_webhook_url = url
+    world.system.save()
+    # Inactive: no approval message through the Slack app here, only the system's webhook post.
+    workspace = SlackWorkspace.objects.create(name="Acme", team_id="T0TEST", channel="C0APPROVALS", is_active=False)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0APPROVER", user=world.approver)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0SECOND", user=world.approver2)
+    world.approver2.notification_preferences = {"approvals": {"email": True, "slack": False}}
+    world.approver2.save(update_fields=["notification_preferences"])
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world)
+    text = received[0][1]["text"]
+    assert "<@U0APPROVER>" in text and "U0SECOND" not in text
+
+
 @override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
 def test_a_failed_webhook_is_recorded_and_left_pending_for_the_task_to_retry(world, mailoutbox):
     world.system.slack_webhook_url = "http://127.0.0.1:9/hook"  # nothing listens on the discard port
