@@ -168,3 +168,33 @@ def test_the_admin_shows_times_with_their_zone(world, make_user):
         verify_session(Client(), admin).get(reverse("admin:accessgov_grant_change", args=[grant.pk])).content.decode()
     )
     assert "2026-11-02 10:00 CET" in html
+
+
+def test_the_admin_eligibility_form_uses_a_picker_in_the_admins_zone(world, make_user):
+    from accessgov.models import ChangeRequest
+    from accessgov.services import changes
+    from tests.admin_forms import post_admin_form
+
+    first = make_user("admin1", is_staff=True, is_superuser=True, time_zone="Europe/Berlin")
+    second = make_user("admin2", is_staff=True, is_superuser=True)
+    client = verify_session(Client(), first)
+    add_url = reverse("admin:accessgov_eligibility_add")
+    page = client.get(add_url).content.decode()
+    assert 'type="datetime-local"' in page and 'name="ends_at"' in page
+    response = post_admin_form(
+        client,
+        add_url,
+        "eligibility_form",
+        role=world.role.pk,
+        user=world.outsider.pk,
+        reason="Joins on-call",
+        starts_at="2026-11-02T10:00:00",
+        ends_at="2026-12-01T09:30:00",
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    changes.change_approve(second, ChangeRequest.objects.get().pk)
+    from accessgov.models import Eligibility
+
+    eligibility = Eligibility.objects.get(user=world.outsider)
+    assert eligibility.ends_at == datetime(2026, 12, 1, 8, 30, tzinfo=UTC)  # 09:30 CET
+    assert eligibility.starts_at == datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
