@@ -55,13 +55,11 @@ NEEDS_ME_LIMIT = 50
 
 
 def happened_events(user: User) -> QuerySet[AccessEvent]:
-    """Events about ``user``'s own requests and grants that someone else (or the system) caused. One join
-    through the requester index to the events' request index."""
-    return (
-        AccessEvent.objects.filter(access_request__requester=user, event_type__in=list(HAPPENED_TYPES))
-        .exclude(actor=user)
-        .select_related("access_request__role__system", "grant", "actor")
-    )
+    """Events about ``user``'s own requests and grants. One join through the requester index to the
+    events' request index. What the person did themselves (releasing a grant) is listed, but as read."""
+    return AccessEvent.objects.filter(
+        access_request__requester=user, event_type__in=list(HAPPENED_TYPES)
+    ).select_related("access_request__role__system", "grant", "actor")
 
 
 def happened(user: User, *, before: int | None = None) -> list[AccessEvent]:
@@ -81,7 +79,7 @@ def decorate(event: AccessEvent, user: User) -> AccessEvent:
     marked = getattr(event, "marked", None)
     if marked is None:
         marked = InboxReadMark.objects.filter(user=user, event_id=event.pk).exists()
-    event.is_read = bool(marked) or (event.sequence or 0) <= user.inbox_read_through
+    event.is_read = bool(marked) or event.actor_id == user.pk or (event.sequence or 0) <= user.inbox_read_through
     access_request = event.access_request
     what = f"Your {'extension of ' if access_request.kind == AccessRequest.Kind.EXTENSION else ''}"
     noun = "access" if event.event_type.startswith("grant.") else "request"
@@ -214,6 +212,7 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     unread = (
         happened_events(user)
         .filter(sequence__gt=user.inbox_read_through)
+        .exclude(actor=user)
         .exclude(Exists(InboxReadMark.objects.filter(user=user, event_id=OuterRef("pk"))))
     )
     counts = {

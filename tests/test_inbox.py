@@ -161,11 +161,41 @@ def test_approved_denied_and_released_show_but_what_i_did_myself_is_not_news(wor
     ar.access_request_deny(world.approver, denied.pk, comment="Use the read-only role")
     grant = _granted(world)
     gs.grant_release(world.requester, grant.pk)
-    types = [e.event_type for e in inbox.happened(world.requester)]
-    assert AccessEvent.Type.REQUEST_DENIED in types and AccessEvent.Type.REQUEST_APPROVED in types
-    assert AccessEvent.Type.GRANT_RELEASED not in types  # the requester released it themselves
-    assert AccessEvent.Type.REQUEST_SUBMITTED not in types
+    items = {e.event_type: e for e in inbox.happened(world.requester)}
+    assert not items[AccessEvent.Type.REQUEST_DENIED].is_read
+    assert "Use the read-only role" in items[AccessEvent.Type.DECISION_DENY].reason
+    assert not items[AccessEvent.Type.REQUEST_APPROVED].is_read
+    # Released by the requester themselves: listed, never unread.
+    assert items[AccessEvent.Type.GRANT_RELEASED].is_read
+    assert AccessEvent.Type.REQUEST_SUBMITTED not in items
+    everything = inbox.happened(world.requester)
+    unread = inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)["unread"]
+    assert unread == sum(1 for e in everything if not e.is_read)
     assert inbox.happened(world.approver) == []
+
+
+def test_expiry_extension_and_deactivation_reach_the_holders_inbox_with_why(world, make_user):
+    from accessgov.services import users
+
+    grant = _granted(world)
+    extension = ar.access_request_submit_extension(
+        world.requester, grant_id=grant.pk, duration=timedelta(minutes=30), justification="Still migrating"
+    )
+    ar.access_request_approve(world.approver, extension.pk)
+    later = T0 + timedelta(hours=2)
+    with time_machine.travel(later, tick=False):
+        gs.grant_expire_due(later)
+    second = _granted(world)
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    users.user_deactivate(admin, world.requester.pk, reason="Left the company")
+    items = inbox.happened(world.requester)
+    by_type = {}
+    for event in items:
+        by_type.setdefault(event.event_type, []).append(event)
+    assert by_type[AccessEvent.Type.GRANT_EXTENDED][0].grant_id == grant.pk
+    assert by_type[AccessEvent.Type.GRANT_EXPIRED][0].grant_id == grant.pk
+    revoked = by_type[AccessEvent.Type.GRANT_REVOKED][0]
+    assert revoked.grant_id == second.pk and "Left the company" in revoked.reason
 
 
 def test_mark_all_read_moves_the_read_mark_and_clears_the_badge(world):
