@@ -120,6 +120,8 @@ class NeedsMe:
     changes: list[ChangeRequest] = field(default_factory=list)
     ending: list[Grant] = field(default_factory=list)
     findings: list = field(default_factory=list)
+    removals: int = 0  # ended grants of others not yet removed at the target (owners, approvers, auditors)
+    eligibility_ending: list = field(default_factory=list)  # on systems the person owns: renew or let go
 
     @property
     def count(self) -> int:
@@ -130,6 +132,8 @@ class NeedsMe:
             + len(self.changes)
             + len(self.ending)
             + len(self.findings)
+            + self.removals
+            + len(self.eligibility_ending)
         )
 
 
@@ -155,6 +159,24 @@ def _open_findings(user: User) -> QuerySet:
     )
 
 
+def _overdue_removals(user: User, now: datetime) -> QuerySet[Grant]:
+    """Someone else's ended grants whose removal at the target is overdue (the home page's banner)."""
+    from accessgov.services.provisioning import overdue_removals
+
+    return overdue_removals(permissions.visible_grants(user), now).exclude(user=user)
+
+
+def _eligibility_ending(user: User, now: datetime) -> QuerySet:
+    """Eligibility on systems ``user`` owns that ends within ELIGIBILITY_REMINDER_DAYS (when owners are
+    reminded): renew it or let it go."""
+    from accessgov.models import Eligibility
+
+    owned = permissions.scope(user).owned_system_ids if user.is_active else []
+    return Eligibility.objects.active(now).filter(
+        role__system_id__in=owned, ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS)
+    )
+
+
 def _oversees(user: User) -> bool:
     return permissions.is_auditor(user) or bool(permissions.overseen_role_ids(user))
 
@@ -169,6 +191,7 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
         result.follow_ups = [
             f for f in _open_follow_ups(user)[:NEEDS_ME_LIMIT] if permissions.can_acknowledge_break_glass(user, f.grant)
         ]
+        result.removals = _overdue_removals(user, now).count()
         result.findings = [
             f
             for f in _open_findings(user).select_related("system", "role__system", "user", "grant")[:NEEDS_ME_LIMIT]
@@ -197,6 +220,11 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
             for c in pending.select_related("proposed_by").order_by("proposed_at")[:NEEDS_ME_LIMIT]
             if permissions.change_approval_problem(user, c) is None
         ]
+    result.eligibility_ending = list(
+        _eligibility_ending(user, now)
+        .select_related("role__system", "user", "group")
+        .order_by("ends_at")[:NEEDS_ME_LIMIT]
+    )
     result.ending = list(
         selectors.my_active_grants(user, now).filter(expires_at__lte=now + ENDING_SOON)[:NEEDS_ME_LIMIT]
     )
@@ -223,6 +251,9 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     if _oversees(user):
         counts["follow_ups"] = _open_follow_ups(user)
         counts["findings"] = _open_findings(user)
+        counts["removals"] = _overdue_removals(user, now)
+    if permissions.scope(user).owned_system_ids:
+        counts["eligibility_ending"] = _eligibility_ending(user, now)
 
     def count_of(qs):
         return Coalesce(
@@ -234,9 +265,16 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
         )
 
     row = User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
-    result = {name: row.get(name, 0) for name in ("reviews", "ending", "unread", "follow_ups", "findings")}
+    result = {
+        name: row.get(name, 0)
+        for name in ("reviews", "ending", "unread", "follow_ups", "findings", "removals", "eligibility_ending")
+    }
     result["needs_me"] = (
-        queue_size + pending_changes + sum(result[name] for name in ("reviews", "ending", "follow_ups", "findings"))
+        queue_size
+        + pending_changes
+        + sum(
+            result[name] for name in ("reviews", "ending", "follow_ups", "findings", "removals", "eligibility_ending")
+        )
     )
     result["total"] = result["needs_me"] + result["unread"]
     return result

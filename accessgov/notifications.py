@@ -14,7 +14,6 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import F, Q
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 
 from accessgov import inbox, net, permissions, selectors
@@ -221,7 +220,7 @@ def removal_overdue(grant: Grant) -> Message:
             "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done.",
         ],
         recipients=permissions.owners_of_system(system) | permissions.auditors(),
-        action_url=absolute(reverse("provisioning")),
+        action_url=inbox.inbox_url("removals"),
         action_label="Open the provisioning dashboard",
         slack_system=system,
     )
@@ -298,8 +297,8 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
             "To keep it, add a new eligibility with a later end date on the system page.",
         ],
         recipients=permissions.owners_of_system(role.system),
-        action_url=absolute(reverse("system_detail", args=[role.system.slug])),
-        action_label="Open the system",
+        action_url=inbox.inbox_url(f"eligibility-{eligibility.pk}"),
+        action_label="Open your inbox",
         slack_system=role.system,
     )
 

@@ -109,6 +109,33 @@ def test_an_activity_finding_waits_for_the_approver_but_not_for_the_grantee(worl
     assert counts["findings"] == 1 and f'id="finding-{finding.pk}"' in _page(world.approver).content.decode()
 
 
+def test_an_owner_sees_eligibility_ending_on_their_system_and_the_reminder_links_there(world, settings):
+    from accessgov.models import Eligibility
+
+    settings.PORTAL_URL = "https://accessgov.example"
+    ending = Eligibility.objects.create(
+        role=world.role, user=world.outsider, starts_at=T0 - H, ends_at=T0 + timedelta(days=3), reason="Contract"
+    )
+    Eligibility.objects.create(
+        role=world.role, user=world.approver, starts_at=T0 - H, ends_at=T0 + timedelta(days=60), reason="Later"
+    )
+    assert [e.pk for e in inbox.needs_me(world.owner, T0).eligibility_ending] == [ending.pk]
+    assert inbox.needs_me(world.approver, T0).eligibility_ending == []
+    assert _page(world.owner).context["nav"]["inbox"]["eligibility_ending"] == 1
+    message = notifications.build("eligibility_ending", ending.pk)
+    assert message.action_url == f"https://accessgov.example/inbox/#eligibility-{ending.pk}"
+
+
+def test_overseers_see_ended_access_not_yet_removed_at_the_target(world, settings):
+    grant = _granted(world)
+    gs.grant_revoke(world.approver, grant.pk, reason="Done")
+    later = T0 + timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES + 5)
+    with time_machine.travel(later, tick=False):
+        assert inbox.needs_me(world.owner, later).removals == 1
+        assert inbox.needs_me(world.requester, later).removals == 0  # their own access: not theirs to chase
+        assert 'id="removals"' in _page(world.auditor).content.decode()
+
+
 def test_an_admin_sees_a_four_eyed_change_another_admin_proposed_but_not_their_own(world, make_user):
     first = make_user("admin1", is_staff=True, is_superuser=True)
     second = make_user("admin2", is_staff=True, is_superuser=True)
