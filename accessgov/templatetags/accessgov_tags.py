@@ -2,7 +2,8 @@ from datetime import UTC
 from functools import cache
 
 from django import template
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
 
 from accessgov.policies import format_duration
 
@@ -15,7 +16,7 @@ def duration_filter(value) -> str:
     return format_duration(value) if value is not None else ""
 
 
-# Pages say "times are UTC". Django's ``date`` filter resolves the active time zone and walks a format
+# Django's ``date`` filter resolves the active time zone and walks a format
 # string per call; on a 50-row table its two dates per row were a tenth of the page's server time.
 @register.filter(name="utc")
 def utc_filter(value) -> str:
@@ -33,14 +34,12 @@ def when_filter(value, seconds: bool = False) -> str:
     from django.utils import timezone as dj_timezone
 
     instant = value.astimezone(UTC)
-    local = dj_timezone.localtime(value)
+    local = value.astimezone(dj_timezone.get_current_timezone())
     pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return format_html(
-        '<time datetime="{}" title="{} UTC">{} {}</time>',
-        instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        instant.strftime(pattern),
-        local.strftime(pattern),
-        local.tzname() or "UTC",
+    # Digits and a zone abbreviation only (escaped all the same); format_html per cell cost more than this.
+    return mark_safe(  # noqa: S308
+        f'<time datetime="{instant:%Y-%m-%dT%H:%M:%SZ}" title="{instant.strftime(pattern)} UTC">'
+        f"{local.strftime(pattern)} {escape(local.tzname() or 'UTC')}</time>"
     )
 
 
