@@ -1,12 +1,15 @@
 import re
+import zoneinfo
 from functools import cache
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 
-from accessgov import inputs
+from accessgov import inputs, notifications, permissions
 from accessgov.inputs import parse_duration
+from accessgov.models import ApiToken, ReviewCampaign, System, User
+from accessgov.services.tokens import SERVICE_ONLY_SCOPES
 
 
 class SignInForm(AuthenticationForm):
@@ -22,7 +25,6 @@ class SignInForm(AuthenticationForm):
 
     def confirm_login_allowed(self, user) -> None:
         super().confirm_login_allowed(user)
-        from accessgov import permissions
 
         # A machine identity never signs in, whatever was done to its password; with PASSWORD_SIGN_IN=
         # break-glass only the named break-glass accounts use a password (the rest: their IdP).
@@ -117,7 +119,9 @@ class AccessRequestForm(forms.Form):
         max_length=2000,
         help_text="What you will do and why. Approvers and auditors read this.",
     )
-    ticket = forms.CharField(required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123.")
+    ticket = forms.CharField(
+        required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123 or acme/payments#123."
+    )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -183,8 +187,6 @@ class EligibilityForm(forms.Form):
     def __init__(self, *args, system=None, **kwargs) -> None:
         from django.contrib.auth.models import Group
 
-        from accessgov.models import User
-
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = system.roles.all()
         self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
@@ -218,8 +220,6 @@ class ReviewCampaignForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         from django.conf import settings
 
-        from accessgov.models import ReviewCampaign, System
-
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
         self.fields["no_response"].choices = ReviewCampaign.NoResponse.choices
@@ -249,20 +249,12 @@ class ApiTokenForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs) -> None:
-        from accessgov.models import ApiToken
 
         super().__init__(*args, **kwargs)
-        from accessgov.services.tokens import SERVICE_ONLY_SCOPES
 
         self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] not in SERVICE_ONLY_SCOPES]
-        self.fields["scopes"].initial = [
-            ApiToken.Scope.REQUESTS_READ,
-            ApiToken.Scope.REQUESTS_CREATE,
-            ApiToken.Scope.REQUESTS_CANCEL,
-            ApiToken.Scope.GRANTS_READ,
-            ApiToken.Scope.GRANTS_RELEASE,
-            ApiToken.Scope.CATALOG_READ,
-        ]
+        # Nothing ticked in advance: a token gets only what the person ticks (issue 18: an auditor who
+        # ticked one scope got seven, six of them pre-ticked).
 
 
 class EvidencePackForm(forms.Form):
@@ -278,7 +270,6 @@ class EvidencePackForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs) -> None:
-        from accessgov.models import System
 
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
@@ -289,8 +280,6 @@ class NotificationPreferencesForm(forms.Form):
     notifications.CATEGORIES; everything is on until the person switches it off."""
 
     def __init__(self, *args, user, **kwargs) -> None:
-        from accessgov import notifications
-
         super().__init__(*args, **kwargs)
         self.categories = []
         for name, (label, kinds) in notifications.CATEGORIES.items():
@@ -311,8 +300,6 @@ class NotificationPreferencesForm(forms.Form):
         return [{"label": row["label"], "fields": [self[key] for key in row["fields"]]} for row in self.categories]
 
     def preferences(self) -> dict[str, dict[str, bool]]:
-        from accessgov import notifications
-
         return {
             name: {channel: bool(self.cleaned_data.get(f"{name}__{channel}")) for channel in notifications.CHANNELS}
             for name in notifications.CATEGORIES
@@ -322,8 +309,6 @@ class NotificationPreferencesForm(forms.Form):
 @cache
 def time_zone_names() -> frozenset[str]:
     """Every IANA zone this system's zoneinfo knows (the choices of a person's time zone)."""
-    import zoneinfo
-
     return frozenset(zoneinfo.available_timezones())
 
 
@@ -347,3 +332,42 @@ class TimeZoneForm(forms.Form):
                 f"“{value}” is not a time zone this system knows. Use an IANA name such as Europe/Berlin."
             )
         return value
+
+
+BULK_DECISION_MAX = 50
+
+
+class BulkDecisionForm(forms.Form):
+    """Several queue cards decided at once (issue 18): the ticked request ids, one outcome, one comment,
+    and one authenticator code for the whole batch. Each decision is still its own service call."""
+
+    ids = forms.MultipleChoiceField(
+        required=True,
+        error_messages={"required": "Tick the requests to decide.", "invalid_choice": "%(value)s is not a request id."},
+    )
+    outcome = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    otp_token = forms.CharField(
+        required=False,
+        max_length=6,
+        label="Authenticator code",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id-shaped value is a choice; whether the request is in the person's queue is the view's
+        # question (answered per item, without saying whether another person's request exists).
+        self.fields["ids"].valid_value = lambda value: inputs.parse_id(value) is not None
+
+    def clean_ids(self) -> list[int]:
+        values = self.cleaned_data["ids"]
+        if len(values) > BULK_DECISION_MAX:
+            raise forms.ValidationError(f"Decide at most {BULK_DECISION_MAX} requests at once.")
+        return list(dict.fromkeys(int(v) for v in values))
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("outcome") == "deny" and not (cleaned.get("comment") or "").strip():
+            self.add_error("comment", "Say why you deny these requests: each requester will read it.")
+        return cleaned

@@ -9,6 +9,7 @@ this covers grants too), minus what the person did themselves. Only read marks a
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value
@@ -19,8 +20,10 @@ from accessgov import permissions, selectors
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
+    ActivityFinding,
     BreakGlassFollowUp,
     ChangeRequest,
+    Eligibility,
     Grant,
     InboxReadMark,
     ReviewCampaign,
@@ -62,7 +65,7 @@ def happened_events(user: User) -> QuerySet[AccessEvent]:
     ).select_related("access_request__role__system", "grant", "actor")
 
 
-def happened(user: User, *, before: int | None = None) -> list[AccessEvent]:
+def happened(user: User, *, before: int | None = None) -> list[Any]:
     """The newest "what happened" items, each with ``is_read``, ``summary`` and ``target_url``."""
     events = happened_events(user).annotate(
         marked=Exists(InboxReadMark.objects.filter(user=user, event_id=OuterRef("pk")))
@@ -75,7 +78,8 @@ def happened(user: User, *, before: int | None = None) -> list[AccessEvent]:
     return items
 
 
-def decorate(event: AccessEvent, user: User) -> AccessEvent:
+def decorate(event: Any, user: User) -> Any:
+    """``event`` (an AccessEvent) with ``is_read``, ``summary``, ``who`` and ``target_url`` set for the inbox."""
     marked = getattr(event, "marked", None)
     if marked is None:
         marked = InboxReadMark.objects.filter(user=user, event_id=event.pk).exists()
@@ -116,7 +120,7 @@ def latest_happened_id(user: User, *, access_request_id: int | None = None, gran
 class NeedsMe:
     approvals: list[AccessRequest] = field(default_factory=list)
     follow_ups: list[BreakGlassFollowUp] = field(default_factory=list)
-    reviews: list[ReviewCampaign] = field(default_factory=list)
+    reviews: list[Any] = field(default_factory=list)  # campaigns annotated with open_items
     changes: list[ChangeRequest] = field(default_factory=list)
     ending: list[Grant] = field(default_factory=list)
     findings: list = field(default_factory=list)
@@ -149,8 +153,6 @@ def _open_follow_ups(user: User) -> QuerySet[BreakGlassFollowUp]:
 
 def _open_findings(user: User) -> QuerySet:
     """Activity findings (issue 17) waiting for a second person's sign-off, about someone else."""
-    from accessgov.models import ActivityFinding
-
     return (
         permissions.visible_findings(user)
         .filter(status=ActivityFinding.Status.OPEN)
@@ -161,16 +163,12 @@ def _open_findings(user: User) -> QuerySet:
 
 def _overdue_removals(user: User, now: datetime) -> QuerySet[Grant]:
     """Someone else's ended grants whose removal at the target is overdue (the home page's banner)."""
-    from accessgov.services.provisioning import overdue_removals
-
-    return overdue_removals(permissions.visible_grants(user), now).exclude(user=user)
+    return selectors.overdue_removals(permissions.visible_grants(user), now).exclude(user=user)
 
 
 def _eligibility_ending(user: User, now: datetime) -> QuerySet:
     """Eligibility on systems ``user`` owns that ends within ELIGIBILITY_REMINDER_DAYS (when owners are
     reminded): renew it or let it go."""
-    from accessgov.models import Eligibility
-
     owned = permissions.scope(user).owned_system_ids if user.is_active else []
     return Eligibility.objects.active(now).filter(
         role__system_id__in=owned, ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS)
@@ -264,8 +262,10 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
             0,
         )
 
-    row = User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
-    result = {
+    row: dict[str, Any] = dict(
+        User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
+    )
+    result: dict[str, int] = {
         name: row.get(name, 0)
         for name in ("reviews", "ending", "unread", "follow_ups", "findings", "removals", "eligibility_ending")
     }

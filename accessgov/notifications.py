@@ -24,10 +24,13 @@ from accessgov.models import (
     Grant,
     NotificationDelivery,
     ReviewCampaign,
+    SlackUserLink,
+    SlackWorkspace,
     System,
     User,
 )
 from accessgov.policies import format_duration
+from accessgov.services import after_commit
 
 logger = logging.getLogger("accessgov.notifications")
 
@@ -217,7 +220,11 @@ def removal_overdue(grant: Grant) -> Message:
             f"{_who(grant.user)}'s access ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC; removal was requested at "
             f"{grant.removal_requested_at:%H:%M} UTC and is not confirmed.",
             f"Last error: {grant.provisioning_error or '—'}",
-            "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done.",
+            (
+                f"{system.name} is managed by hand: a person must remove the access there and mark it removed."
+                if system.connector == System.Connector.MANUAL
+                else "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done."
+            ),
         ],
         recipients=permissions.owners_of_system(system) | permissions.auditors(),
         action_url=inbox.inbox_url("removals"),
@@ -400,8 +407,6 @@ def _slack_mentions(message: Message, kind: str) -> list[str]:
     """Slack ids of the recipients who linked their Slack account and want this kind in Slack: the
     system's post mentions them (a post to a channel is the system's, so a person's Slack preference
     decides whether it calls them, not whether it is posted)."""
-    from accessgov.models import SlackUserLink
-
     wanted = [u.pk for u in message.recipients if u.is_active and wants(u, kind, "slack")]
     if not wanted:
         return []
@@ -562,12 +567,9 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
             _finish(delivery, "", last_attempt=last_attempt)
             result.sent += 1
             result.emails += delivery.channel == NotificationDelivery.Channel.EMAIL
-    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
-        from accessgov import tasks
-        from accessgov.models import SlackWorkspace
-
-        if SlackWorkspace.objects.filter(is_active=True).exists():
-            tasks.slack_sync.delay(object_id)
+    # The Slack approval message follows the request (integrations).
+    if kind in SLACK_APPROVAL_KINDS and SlackWorkspace.objects.filter(is_active=True).exists():
+        after_commit.send("slack_sync", object_id)
     # "notification <kind> #<id>: <n> emails" is what operators (and tests) grep for.
     logger.info(
         "notification %s #%s: %d emails, %d sent in all, %d pending (%s)",

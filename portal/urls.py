@@ -73,6 +73,7 @@ urlpatterns = [
     path("metrics", monitoring.metrics_view, name="metrics"),
     path("live/", monitoring.live_access_view, name="live_access"),
     path("requests/", requests.my_requests_view, name="my_requests"),
+    path("requests/export.csv", requests.my_requests_export_view, name="my_requests_export"),
     path("requests/new/", requests.request_new_view, name="request_new"),
     path("requests/<int:pk>/", requests.request_detail_view, name="request_detail"),
     path("requests/<int:pk>/approve/", requests.request_approve_view, name="request_approve"),
@@ -80,11 +81,13 @@ urlpatterns = [
     path("requests/<int:pk>/cancel/", requests.request_cancel_view, name="request_cancel"),
     path("access/", grants.my_access_view, name="my_access"),
     path("grants/", grants.grants_list_view, name="grants_list"),
+    path("grants/export.csv", grants.grants_export_view, name="grants_export"),
     path("grants/<int:pk>/", grants.grant_detail_view, name="grant_detail"),
     path("grants/<int:pk>/release/", grants.grant_release_view, name="grant_release"),
     path("grants/<int:pk>/revoke/", grants.grant_revoke_view, name="grant_revoke"),
     path("grants/<int:pk>/extend/", grants.grant_extend_view, name="grant_extend"),
     path("approvals/", approvals.approver_dashboard_view, name="approvals"),
+    path("approvals/decide/", approvals.bulk_decide_view, name="approvals_bulk_decide"),
     path("break-glass/", break_glass.break_glass_view, name="break_glass"),
     path("break-glass/follow-ups/", break_glass.follow_ups_view, name="break_glass_follow_ups"),
     path(
@@ -142,6 +145,7 @@ urlpatterns = [
     # Called by Slack and Jira, authenticated by their signatures (accessgov.middleware PUBLIC_VIEWS).
     path("integrations/slack/interactivity/", integrations.slack_interactivity_view, name="slack_interactivity"),
     path("integrations/jira/<int:provider_id>/webhook/", integrations.jira_webhook_view, name="jira_webhook"),
+    path("integrations/github/<int:provider_id>/webhook/", integrations.github_webhook_view, name="github_webhook"),
     path("accounts/", include(accounts_patterns)),
     path("sso/", include(sso_patterns)),
     # SCIM 2.0 for the identity provider's provisioning client: its own token check, SCIM errors.

@@ -11,7 +11,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accessgov import tasks
-from accessgov.audit import verify_chain
+from accessgov.ledger import hashing
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -23,7 +24,7 @@ from accessgov.models import (
 )
 from accessgov.services import events as event_services
 from accessgov.services import grants as gs
-from accessgov.services import provisioning, webhooks
+from accessgov.services import provisioning, webhook_outbox
 from accessgov.services.events import acting_via, event_record, event_record_bulk
 from accessgov.services.scheduler import next_due
 from tests.factories import UserFactory
@@ -198,11 +199,11 @@ def failing_on_call(n: int, real=None):
 # Where a batch can fail after its UPDATE: halfway through hashing/streaming its events, after its events
 # (finding webhook subscriptions), after its outbox rows.
 FAILURE_POINTS = {
-    "mid-events": lambda: (AccessEvent, "hash_content", failing_on_call(9, AccessEvent.hash_content)),
+    "mid-events": lambda: (hashing, "hash_content", failing_on_call(9, hashing.hash_content)),
     "after-events": lambda: (
-        webhooks,
+        webhook_outbox,
         "webhook_deliveries_enqueue_refs",
-        failing_on_call(1, webhooks.webhook_deliveries_enqueue_refs),
+        failing_on_call(1, webhook_outbox.webhook_deliveries_enqueue_refs),
     ),
     "after-outbox": lambda: (provisioning, "_drain_after_commit", failing_on_call(1)),
 }
@@ -213,7 +214,7 @@ def test_a_failure_mid_batch_leaves_nothing_of_the_batch_written(world, monkeypa
     now = timezone.now()
     grants = make_grants(world, 15, now=now)
     target, name, stand_in = FAILURE_POINTS[where]()
-    monkeypatch.setattr(target, name, staticmethod(stand_in) if target is AccessEvent else stand_in)
+    monkeypatch.setattr(target, name, stand_in)
     with pytest.raises(IntegrityError, match="injected"):
         gs.grant_expire_due(now, batch_size=20)
     monkeypatch.undo()
@@ -230,7 +231,7 @@ def test_a_failure_in_a_later_batch_keeps_the_committed_batches_whole(world, mon
     now = timezone.now()
     grants = make_grants(world, 12, now=now)
     # Batches of 5: the second batch fails halfway through its events (call 5 + 3).
-    monkeypatch.setattr(AccessEvent, "hash_content", staticmethod(failing_on_call(8, AccessEvent.hash_content)))
+    monkeypatch.setattr(hashing, "hash_content", failing_on_call(8, hashing.hash_content))
     with pytest.raises(IntegrityError):
         gs.grant_expire_due(now, batch_size=5)
     monkeypatch.undo()

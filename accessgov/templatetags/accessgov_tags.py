@@ -5,9 +5,30 @@ from django import template
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
+from accessgov import otp
+from accessgov.models import AccessEvent
 from accessgov.policies import format_duration
 
 register = template.Library()
+
+
+@register.filter
+def grant_state(grant, now) -> str:
+    """``Grant.state_at(now)``: scheduled, active, or how it ended (the clock decides expiry)."""
+    return grant.state_at(now)
+
+
+@register.filter
+def grant_ended_at(grant, now):
+    """``Grant.ended_at_as_of(now)``: when it ended, its ``expires_at`` once past even if not swept."""
+    return grant.ended_at_as_of(now)
+
+
+@register.simple_tag
+def grant_state_badge(grant, now) -> str:
+    """The badge of a grant's state at ``now`` (``Grant.state_at``), the same on every page."""
+    state = grant.state_at(now)
+    return format_html('<span class="status status-{}">{}</span>', state, grant.STATE_LABELS.get(state, state))
 
 
 @register.filter(name="duration")
@@ -69,7 +90,6 @@ def event_label_filter(event_type: str) -> str:
 
 @cache
 def _event_labels() -> dict[str, str]:
-    from accessgov.models import AccessEvent
 
     return dict(AccessEvent.Type.choices)
 
@@ -80,8 +100,6 @@ def step_up_note_tag(context) -> dict:
     that says so ("Not needed: you entered a code 2 minutes ago …"): otp.step_up_note, the same rule
     the services apply."""
     from django.utils import timezone
-
-    from accessgov import otp
 
     request = context.get("request")
     code_at = otp.session_code_at(request) if request is not None and hasattr(request, "session") else None

@@ -12,9 +12,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from accessgov import permissions
+from accessgov import permissions, selectors
 from accessgov.models import AccessRequest, Grant, JobRun, SchedulerLease
-from accessgov.services import provisioning
 from accessgov.services.scheduler import LEASE_NAME
 
 PENDING_AGE_BUCKETS = [
@@ -30,7 +29,7 @@ def live_access_view(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     grants = (
         permissions.visible_grants(request.user)
-        .filter(status=Grant.Status.ACTIVE, starts_at__lte=now, expires_at__gt=now)
+        .active(now)
         .select_related("user", "role__system")
         .order_by("role__system__name", "expires_at")
     )
@@ -86,7 +85,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         "accessgov_overdue_removals",
         "gauge",
         "Ended grants whose removal at the target is overdue.",
-        [("", provisioning.overdue_removals(Grant.objects.all(), now).count())],
+        [("", selectors.overdue_removals(Grant.objects.all(), now).count())],
     )
     lags = [
         (g.removal_confirmed_at - g.ended_at).total_seconds()
