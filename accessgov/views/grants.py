@@ -55,6 +55,8 @@ def _grant_detail(
         "now": now,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
+        # Issue 18: why it ended (a review names its campaign and the reviewer's reason), from its end event.
+        "end_reason_text": selectors.grant_end_reason(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
         "revoke_form": revoke_form or ReasonForm(),
         "activity": activity,
