@@ -169,7 +169,10 @@ def _waiting_on_a_lock(pid: int) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fails(world):
+@pytest.mark.parametrize("written_here", [False, True], ids=["locked", "written-by-the-inserter"])
+def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fails(world, written_here):
+    """Also when the inserting transaction wrote the grant itself (as the sweep does): then the trigger
+    takes no lock of its own, and the deleter waits on the inserter's update instead."""
     grant = make_grant(world)
     outcome = {}
     with _other_connection() as other:
@@ -184,7 +187,9 @@ def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fail
                 outcome["refused"] = str(exc)
 
         with transaction.atomic():
-            event_record_rows([row(grant)])  # locks the grant FOR KEY SHARE until this commits
+            if written_here:
+                Grant.objects.filter(pk=grant.pk).update(removal_requested_at=NOW)
+            event_record_rows([row(grant)])  # the grant stays until this commits
             deleter = threading.Thread(target=delete)
             deleter.start()
             assert _waiting_on_a_lock(pid)
