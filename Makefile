@@ -29,6 +29,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -c pyproject.toml -r accessgov portal accessgov_cli --severity-level high -q
 	$(BIN)/python scripts/secret_scan.py
+	@# Layer contracts (pyproject [tool.importlinter]) and types (mypy + django-stubs on accessgov/).
+	DEBUG=1 $(BIN)/lint-imports --no-cache
+	DEBUG=1 $(BIN)/mypy
 
 check: install
 	DEBUG=1 $(BIN)/python manage.py check

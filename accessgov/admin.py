@@ -8,15 +8,16 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import URLField
-from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
-from accessgov import permissions, policies
+from accessgov import otp, permissions, policies
 from accessgov.activity import config as activity_config
+from accessgov.admin_base import FourEyesAdminMixin, GuardedModelAdmin, ReadOnlyAdmin, RefusalAsMessageMixin, _ensure_pk
+from accessgov.connectors import connector_for
 from accessgov.exceptions import AccessGovError
+from accessgov.integrations.http import url_problems
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -51,157 +52,10 @@ admin.site.site_header = "AccessGov administration"
 admin.site.site_title = "AccessGov admin"
 
 
-def _ensure_pk(model, value) -> None:
-    try:
-        model._meta.pk.to_python(unquote(str(value)))
-    except ValidationError as exc:
-        raise Http404("No such object.") from exc
-
-
-class GuardedModelAdmin(_GuardedModelAdmin):
-    """django-guardian's object-permission admin, with malformed ids answered by 404 (it raises 500)."""
-
-    def obj_perms_manage_view(self, request, object_pk):
-        _ensure_pk(self.model, object_pk)
-        return super().obj_perms_manage_view(request, object_pk)
-
-    def obj_perms_manage_user_view(self, request, object_pk, user_id):
-        _ensure_pk(self.model, object_pk)
-        _ensure_pk(User, user_id)
-        if request.method == "POST" and self.has_change_permission(request, None):
-            user = get_object_or_404(User, pk=user_id)
-            return self._propose_permissions(request, object_pk, user=user)
-        return super().obj_perms_manage_user_view(request, object_pk, user_id)
-
-    def obj_perms_manage_group_view(self, request, object_pk, group_id):
-        _ensure_pk(self.model, object_pk)
-        _ensure_pk(Group, group_id)
-        if request.method == "POST" and self.has_change_permission(request, None):
-            group = get_object_or_404(Group, pk=group_id)
-            return self._propose_permissions(request, object_pk, group=group)
-        return super().obj_perms_manage_group_view(request, object_pk, group_id)
-
-    def _propose_permissions(self, request, object_pk, *, user=None, group=None):
-        """Who approves or owns is policy: the posted permissions become a four-eyes change."""
-        obj = get_object_or_404(self.get_queryset(request), pk=object_pk)
-        if user is not None:
-            form = self.get_obj_perms_manage_user_form(request)(user, obj, request.POST)
-        else:
-            form = self.get_obj_perms_manage_group_form(request)(group, obj, request.POST)
-        if not form.is_valid():
-            raise PermissionDenied("Choose permissions from the list.")
-        try:
-            change = change_services.change_propose_permissions(
-                request.user,
-                obj=obj,
-                user=user,
-                group=group,
-                perms=set(form.cleaned_data[form.get_obj_perms_field_name()]),
-                client_address=getattr(request, "client_address", None),
-            )
-        except AccessGovError as error:
-            raise PermissionDenied(str(error)) from error
-        if change is None:
-            self.message_user(request, "Nothing changed.")
-            return redirect(request.get_full_path())
-        request._four_eyes_change = change
-        return FourEyesAdminMixin._proposed_response(self, request)
-
-
-class FourEyesAdminMixin:
-    """Saving a guarded model in the admin proposes the change instead (services.changes): a second
-    admin approves it on /changes/. Fields outside ``four_eyes_fields`` are saved directly."""
-
-    four_eyes_kind: str = ""
-    four_eyes_fields: set[str] | None = None  # None: every field of the form
-    four_eyes_on_create = True  # False where a new object grants nothing yet (a system, a role)
-
-    def _gated(self, form, change: bool) -> list[str]:
-        names = [n for n in form.changed_data if self.four_eyes_fields is None or n in self.four_eyes_fields]
-        for secret_field in change_services.SECRET_FIELDS & set(names):
-            submitted = form.data.get(secret_field, "")
-            if not submitted or (change and submitted == form.initial.get(secret_field)):
-                names.remove(secret_field)
-        if not change:
-            names = [f.name for f in self.model._meta.concrete_fields if f.name in form.fields]
-            return names if self.four_eyes_on_create else []
-        return names
-
-    def save_model(self, request, obj, form, change):
-        gated = self._gated(form, change)
-        request._four_eyes_change = None
-        if not gated:
-            return super().save_model(request, obj, form, change)
-        if change:
-            direct = [n for n in form.changed_data if n not in gated and n not in change_services.SECRET_FIELDS]
-            if direct:
-                fresh = self.model.objects.get(pk=obj.pk)
-                for name in direct:
-                    setattr(fresh, name, getattr(obj, name))
-                fresh.save(update_fields=direct)
-        elif hasattr(obj, "created_by_id"):
-            obj.created_by = request.user
-        request._four_eyes_change = change_services.change_propose(
-            request.user,
-            kind=self.four_eyes_kind,
-            instance=obj,
-            fields=gated,
-            client_address=getattr(request, "client_address", None),
-        )
-
-    def save_related(self, request, form, formsets, change):
-        if getattr(request, "_four_eyes_change", None) is None:
-            return super().save_related(request, form, formsets, change)
-        for formset in formsets:  # inlines here are read-only; nothing of theirs is saved
-            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-        return None
-
-    def log_addition(self, request, obj, message):
-        if getattr(request, "_four_eyes_change", None) is None:
-            return super().log_addition(request, obj, message)
-        return None
-
-    def log_change(self, request, obj, message):
-        if getattr(request, "_four_eyes_change", None) is None:
-            return super().log_change(request, obj, message)
-        return None
-
-    def _proposed_response(self, request):
-        change = request._four_eyes_change
-        if change.status == ChangeRequest.Status.APPLIED:
-            self.message_user(
-                request, f"Applied: {change.summary} (four-eyes is off; recorded as change #{change.pk})."
-            )
-        else:
-            self.message_user(
-                request,
-                f"Proposed as change #{change.pk}: it takes effect when another admin approves it.",
-                level="warning",
-            )
-        return redirect("change_detail", pk=change.pk)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        if getattr(request, "_four_eyes_change", None) is not None:
-            return self._proposed_response(request)
-        return super().response_add(request, obj, post_url_continue)
-
-    def response_change(self, request, obj):
-        if getattr(request, "_four_eyes_change", None) is not None:
-            return self._proposed_response(request)
-        return super().response_change(request, obj)
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except AccessGovError as error:
-            self.message_user(request, str(error), level="error")
-            return redirect(request.get_full_path())
-
-
 SELF_WIDENING_FIELDS = ("groups", "user_permissions", "is_staff", "is_superuser")
 
 
-class AccountRightsMixin:
+class AccountRightsMixin(RefusalAsMessageMixin):
     """Rights that widen what an account may do — staff, superuser, groups, model permissions — are
     proposed as a four-eyes change (services.changes) when saved; what narrows them is applied at once.
     Nobody widens their own account (the form refuses it)."""
@@ -210,13 +64,6 @@ class AccountRightsMixin:
         if getattr(request, "_four_eyes_change", None) is not None:
             return FourEyesAdminMixin._proposed_response(self, request)
         return response_default()
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except AccessGovError as error:
-            self.message_user(request, str(error), level="error")
-            return redirect(request.get_full_path())
 
     def response_add(self, request, obj, post_url_continue=None):
         return self._widening_response(request, lambda: super(AccountRightsMixin, self).response_add(request, obj))
@@ -243,15 +90,13 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
-        member = obj is not None and request.user.groups.filter(pk=obj.pk).exists()
+        problem = permissions.rights_change_problem(request.user, group=obj) if obj is not None else None
 
         class GuardedGroupForm(form_class):
             def clean(self):
                 data = super().clean()
-                if member and "permissions" in self.changed_data:
-                    raise ValidationError(
-                        "Nobody changes the permissions of a group they belong to: ask another admin."
-                    )
+                if problem and "permissions" in self.changed_data:
+                    raise ValidationError(problem)
                 return data
 
         return GuardedGroupForm
@@ -269,7 +114,8 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
 class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
     """Users. New accounts remember who created them; staff, superuser, groups and permissions that widen
     an account wait for a second admin (services.changes), narrowing applies at once. Deactivation goes
-    through services.users (sessions ended, grants revoked, requests withdrawn, tokens revoked); nobody
+    through services.users (sessions ended, grants revoked, requests withdrawn, tokens revoked), and so
+    does removing someone from a group (user_groups_leave: the same mover path as SCIM); nobody
     widens their own rights. Service accounts have no password to set."""
 
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_service_account")
@@ -285,16 +131,13 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
-        editing_self = obj is not None and obj.pk == request.user.pk
+        problem = permissions.rights_change_problem(request.user, user=obj) if obj is not None else None
 
         class GuardedUserForm(form_class):
             def clean(self):
                 data = super().clean()
-                widened = [n for n in SELF_WIDENING_FIELDS if n in self.changed_data]
-                if editing_self and widened:
-                    raise ValidationError(
-                        "Nobody changes their own groups, permissions or admin rights: ask another admin."
-                    )
+                if problem and any(n in self.changed_data for n in SELF_WIDENING_FIELDS):
+                    raise ValidationError(problem)
                 return data
 
         return form_class if obj is None else GuardedUserForm
@@ -335,7 +178,16 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         user = form.instance
         groups_added, groups_removed = _split_m2m(form, "groups", user.groups.all())
         perms_added, perms_removed = _split_m2m(form, "user_permissions", user.user_permissions.all())
-        user.groups.remove(*groups_removed)
+        if groups_removed:
+            # A mover, exactly as when the identity provider removes them: what depended on the group ends.
+            user_services.user_groups_leave(
+                request.user,
+                [user],
+                groups_removed,
+                by=f"in the admin by {request.user.get_username()}",
+                job="admin",
+                client_address=getattr(request, "client_address", None),
+            )
         user.user_permissions.remove(*perms_removed)
         flags = getattr(request, "_widen_flags", {})
         request._four_eyes_change = change_services.change_propose_user_rights(
@@ -347,10 +199,6 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             add_permissions=perms_added,
             client_address=getattr(request, "client_address", None),
         )
-        if groups_removed:
-            from accessgov.services.access_requests import access_request_withdraw_ineligible
-
-            access_request_withdraw_ineligible(timezone.now(), job="group-left")
 
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):
@@ -483,7 +331,6 @@ class SystemForm(forms.ModelForm):
         ]
 
     def clean(self):
-        from accessgov.connectors import connector_for
 
         data = super().clean()
         secret = data.get("connector_secret") or (self.instance.connector_secret if self.instance.pk else "")
@@ -538,6 +385,16 @@ class AutoApprovalRuleAdmin(FourEyesAdminMixin, admin.ModelAdmin):
 
 
 class RoleForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "step_up_required" in self.fields:
+            # The model's help text cannot name the window (a setting); the form says the real number.
+            minutes = otp.step_up_window_minutes()
+            self.fields["step_up_required"].help_text = (
+                f"Approvers must enter a TOTP code within the last {minutes} minute{'s' if minutes != 1 else ''} "
+                "to decide."
+            )
+
     def clean_ticket_pattern(self) -> str:
         pattern = self.cleaned_data["ticket_pattern"]
         if problem := policies.ticket_pattern_problem(pattern):
@@ -593,19 +450,6 @@ class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """State is written only by services: the admin shows it and never edits it."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AccessRequest)
@@ -909,7 +753,6 @@ def _https_by_default(field, **kwargs):
 def _integration_form(model_class, secret_fields: tuple[str, ...], url_fields: tuple[str, ...]):
     """A ModelForm whose secrets are write-only (never rendered; empty keeps the current one) and whose
     provider URLs pass the internal-address guard."""
-    from accessgov.integrations.http import url_problems
 
     attrs = {
         name: forms.CharField(
@@ -989,7 +832,6 @@ class OidcTrustPolicyForm(forms.ModelForm):
         self.fields["service_account"].queryset = User.objects.filter(is_service_account=True, is_active=True)
 
     def clean_issuer(self):
-        from accessgov.integrations.http import url_problems
 
         issuer = self.cleaned_data["issuer"]
         for problem in url_problems(issuer):

@@ -14,14 +14,14 @@ from django.forms.utils import flatatt
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from accessgov import inputs
+from accessgov import inputs, permissions
+from accessgov.models import Role, System
 
 CACHE_SECONDS = 60
 _KEYS = ("catalog:systems", "catalog:roles", "catalog:html:systems", "catalog:html:roles")
 
 
 def system_choices() -> list[tuple[int, str]]:
-    from accessgov.models import System
 
     choices = cache.get(_KEYS[0])
     if choices is None:
@@ -31,7 +31,6 @@ def system_choices() -> list[tuple[int, str]]:
 
 
 def role_choices() -> list[tuple[int, str]]:
-    from accessgov.models import Role
 
     choices = cache.get(_KEYS[1])
     if choices is None:
@@ -47,7 +46,6 @@ def forget(**_kwargs) -> None:
 
 def connect() -> None:
     """Called from AppConfig.ready: a saved or deleted system or role drops the cached lists."""
-    from accessgov.models import Role, System
 
     for model in (System, Role):
         post_save.connect(forget, sender=model, dispatch_uid=f"catalog-save-{model.__name__}")
@@ -90,7 +88,6 @@ def limit_to_catalogue(form: forms.Form, user, now) -> None:
     """Offer in ``form``'s system and role lists only the viewer's catalogue, by the rule the systems
     pages and the API use (``permissions.visible_systems`` / ``visible_roles``); auditors see every
     system and role, from the cached lists."""
-    from accessgov import permissions
 
     if permissions.is_auditor(user):
         return

@@ -1,6 +1,9 @@
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accessgov import permissions, selectors
+from accessgov.models import ChangeRequest
+
 
 def portal(request: HttpRequest) -> dict:
     """Navigation by persona, computed once per page (a few cheap queries, only when signed in)."""
@@ -11,8 +14,6 @@ def portal(request: HttpRequest) -> dict:
     verified = bool(user and user.is_authenticated and is_verified is not None and is_verified())
     if not verified:
         return {"nav": {"verified": False}}
-    from accessgov import permissions, selectors
-
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
     auditor = permissions.is_auditor(user)
@@ -25,17 +26,12 @@ def portal(request: HttpRequest) -> dict:
             "approver": approver,
             "auditor": auditor,
             "queue_size": selectors.approver_queue_size(user, timezone.now(), decidable) if approver else 0,
-            "sees_grants": approver
-            or auditor
-            or user.has_perm("accessgov.own_system")
-            or permissions.owns_any_system(user),
+            "sees_grants": permissions.sees_grant_list(user),
         }
     }
 
 
 def _pending_changes(user) -> int:
-    if not user.is_staff:
+    if not permissions.can_manage_changes(user):
         return 0
-    from accessgov.models import ChangeRequest
-
     return ChangeRequest.objects.filter(status=ChangeRequest.Status.PENDING).exclude(proposed_by=user).count()

@@ -4,8 +4,10 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 
-from accessgov import inputs
+from accessgov import inputs, permissions
 from accessgov.inputs import parse_duration
+from accessgov.models import ApiToken, ReviewCampaign, System, User
+from accessgov.services.tokens import SERVICE_ONLY_SCOPES
 
 
 class SignInForm(AuthenticationForm):
@@ -21,7 +23,6 @@ class SignInForm(AuthenticationForm):
 
     def confirm_login_allowed(self, user) -> None:
         super().confirm_login_allowed(user)
-        from accessgov import permissions
 
         # A machine identity never signs in, whatever was done to its password; with PASSWORD_SIGN_IN=
         # break-glass only the named break-glass accounts use a password (the rest: their IdP).
@@ -118,7 +119,9 @@ class AccessRequestForm(forms.Form):
         max_length=2000,
         help_text="What you will do and why. Approvers and auditors read this.",
     )
-    ticket = forms.CharField(required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123.")
+    ticket = forms.CharField(
+        required=False, max_length=100, help_text="Incident or change ticket, e.g. OPS-123 or acme/payments#123."
+    )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -191,8 +194,6 @@ class EligibilityForm(forms.Form):
     def __init__(self, *args, system=None, **kwargs) -> None:
         from django.contrib.auth.models import Group
 
-        from accessgov.models import User
-
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = system.roles.all()
         self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
@@ -231,8 +232,6 @@ class ReviewCampaignForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         from django.conf import settings
 
-        from accessgov.models import ReviewCampaign, System
-
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
         self.fields["no_response"].choices = ReviewCampaign.NoResponse.choices
@@ -268,20 +267,12 @@ class ApiTokenForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs) -> None:
-        from accessgov.models import ApiToken
 
         super().__init__(*args, **kwargs)
-        from accessgov.services.tokens import SERVICE_ONLY_SCOPES
 
         self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] not in SERVICE_ONLY_SCOPES]
-        self.fields["scopes"].initial = [
-            ApiToken.Scope.REQUESTS_READ,
-            ApiToken.Scope.REQUESTS_CREATE,
-            ApiToken.Scope.REQUESTS_CANCEL,
-            ApiToken.Scope.GRANTS_READ,
-            ApiToken.Scope.GRANTS_RELEASE,
-            ApiToken.Scope.CATALOG_READ,
-        ]
+        # Nothing ticked in advance: a token gets only what the person ticks (issue 18: an auditor who
+        # ticked one scope got seven, six of them pre-ticked).
 
 
 class EvidencePackForm(forms.Form):
@@ -297,7 +288,6 @@ class EvidencePackForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs) -> None:
-        from accessgov.models import System
 
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")

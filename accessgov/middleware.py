@@ -16,13 +16,23 @@ from django.urls import Resolver404, resolve
 from django.utils.http import urlencode
 
 from accessgov import net, permissions
+from accessgov.views.errors import bad_request
 
 logger = logging.getLogger("accessgov.security")
 
 # Views a visitor may reach without signing in at all.
-# /metrics checks its own bearer token; Slack's and Jira's endpoints check the provider's signature.
+# /metrics checks its own bearer token; Slack's, Jira's and GitHub's endpoints check the provider's signature.
 PUBLIC_VIEWS = frozenset(
-    {"accounts:login", "healthz", "metrics", "sso:start", "sso:callback", "slack_interactivity", "jira_webhook"}
+    {
+        "accounts:login",
+        "healthz",
+        "metrics",
+        "sso:start",
+        "sso:callback",
+        "slack_interactivity",
+        "jira_webhook",
+        "github_webhook",
+    }
 )
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
@@ -70,8 +80,6 @@ class RefuseNulMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         where = _where_nul(request)
         if where:
-            from accessgov.views.errors import bad_request
-
             logger.info("refused a NUL character in %s path=%r", where, request.path)
             return bad_request(request, message=f"The request has a NUL character in {where}; it is not accepted.")
         return self.get_response(request)
@@ -185,7 +193,7 @@ class OTPRequiredMiddleware:
         user = request.user
         if not user.is_authenticated:
             return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
-        if user.is_verified():  # type: ignore[union-attr]
+        if user.is_verified():  # type: ignore[attr-defined]  # django-otp's OTPMiddleware sets it
             permissions.start_request_memo(user)
             return self.get_response(request)
         if name in HALF_AUTHENTICATED_VIEWS:
@@ -214,3 +222,33 @@ def _reverse(name: str) -> str:
     from django.urls import reverse
 
     return reverse(name)
+
+
+class DemoNotFoundMiddleware:
+    """In the demo (``settings.DEMO``, which runs with DEBUG on) a page that does not exist gets the
+    product's 404 page, not Django's debug list of every URL pattern. Outside the demo: nothing (with
+    DEBUG off Django renders templates/404.html itself)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.DEMO and settings.DEBUG:
+            try:
+                resolve(request.path_info)
+            except Resolver404:
+                return self._not_found(request)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.http import Http404
+
+        if settings.DEMO and settings.DEBUG and isinstance(exception, Http404):
+            return self._not_found(request)
+        return None
+
+    @staticmethod
+    def _not_found(request: HttpRequest) -> HttpResponse:
+        from django.shortcuts import render
+
+        return render(request, "404.html", status=404)

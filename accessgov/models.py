@@ -18,6 +18,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accessgov import net
+
 
 def compact_json_encoder(
     *, sort_keys: bool = False, default: Callable[[Any], Any] | None = None
@@ -145,7 +147,6 @@ class System(models.Model):
         """A new or changed Slack webhook URL passes the outbound guard (accessgov.net): https, and no
         internal address unless WEBHOOK_ALLOW_PRIVATE_TARGETS. Run by the admin form and by both steps
         of a four-eyes change; the notifications worker checks it again when it posts."""
-        from accessgov import net
 
         url = self.slack_webhook_url
         stored = (
@@ -198,13 +199,19 @@ class Role(models.Model):
         help_text="Check tickets against this provider (empty: the pattern alone).",
     )
     ticket_projects = models.CharField(
-        max_length=200, blank=True, help_text="Comma-separated project keys the ticket must be in (empty: any)."
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated project keys the ticket must be in (GitHub: owner/repo; empty: any).",
     )
     ticket_issue_types = models.CharField(
-        max_length=200, blank=True, help_text="Comma-separated issue types allowed (empty: any)."
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated issue types allowed (GitHub: labels, one of them must be on the issue; empty: any).",
     )
     ticket_assigned_to_requester = models.BooleanField(
-        default=False, help_text="The ticket must be assigned to the requester (matched by email)."
+        default=False,
+        help_text="The ticket must be assigned to the requester (Jira: matched by email; GitHub: an "
+        "assignee's login equals the AccessGov username).",
     )
     ticket_bound = models.BooleanField(default=False, help_text="The grant ends when its ticket closes.")
 

@@ -25,10 +25,12 @@ from accessgov.models import (
     Grant,
     NotificationDelivery,
     ReviewCampaign,
+    SlackWorkspace,
     System,
     User,
 )
 from accessgov.policies import format_duration
+from accessgov.services import after_commit
 
 logger = logging.getLogger("accessgov.notifications")
 
@@ -209,7 +211,11 @@ def removal_overdue(grant: Grant) -> Message:
             f"{_who(grant.user)}'s access ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC; removal was requested at "
             f"{grant.removal_requested_at:%H:%M} UTC and is not confirmed.",
             f"Last error: {grant.provisioning_error or '—'}",
-            "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done.",
+            (
+                f"{system.name} is managed by hand: a person must remove the access there and mark it removed."
+                if system.connector == System.Connector.MANUAL
+                else "AccessGov keeps retrying. Check the target, or remove the access by hand and mark it done."
+            ),
         ],
         recipients=permissions.owners_of_system(system) | permissions.auditors(),
         action_url=absolute(reverse("provisioning")),
@@ -505,12 +511,9 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
             _finish(delivery, "", last_attempt=last_attempt)
             result.sent += 1
             result.emails += delivery.channel == NotificationDelivery.Channel.EMAIL
-    if kind in SLACK_APPROVAL_KINDS:  # the Slack approval message follows the request (integrations)
-        from accessgov import tasks
-        from accessgov.models import SlackWorkspace
-
-        if SlackWorkspace.objects.filter(is_active=True).exists():
-            tasks.slack_sync.delay(object_id)
+    # The Slack approval message follows the request (integrations).
+    if kind in SLACK_APPROVAL_KINDS and SlackWorkspace.objects.filter(is_active=True).exists():
+        after_commit.send("slack_sync", object_id)
     # "notification <kind> #<id>: <n> emails" is what operators (and tests) grep for.
     logger.info(
         "notification %s #%s: %d emails, %d sent in all, %d pending (%s)",

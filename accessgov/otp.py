@@ -7,8 +7,11 @@ via ThrottlingMixin). See docs/DECISIONS.md for why not django-two-factor-auth's
 import logging
 import time
 from base64 import b32encode
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import django_otp
 from django.conf import settings
@@ -19,10 +22,12 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov.exceptions import StepUpRequired
+from accessgov.exceptions import AccessGovError, StepUpRequired
 from accessgov.models import User
 
 logger = logging.getLogger("accessgov.security")
+
+T = TypeVar("T")
 
 SESSION_OTP_VERIFIED_AT = "otp_verified_at"
 SESSION_OTP_FAILURES = "otp_failures"
@@ -75,7 +80,9 @@ def _verify_on(device: TOTPDevice | StaticDevice, token: str) -> Verification:
         wait = 0
         if data and data.get("locked_until"):
             wait = max(1, int((data["locked_until"] - timezone.now()).total_seconds()))
-        return Verification(False, message=f"Too many wrong codes. Wait {wait} seconds before trying again.")
+        return Verification(
+            False, message=f"Too many wrong codes. Wait {wait} second{'s' if wait != 1 else ''} before trying again."
+        )
     if device.verify_token(token):
         return Verification(True, device=device)
     return Verification(False, message="That code is not valid (or has been used already).")
@@ -119,18 +126,82 @@ def step_up_window_minutes() -> int:
     return max(1, int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60))
 
 
-def step_up_fresh(code_at: datetime | None, now: datetime) -> bool:
-    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``."""
-    return code_at is not None and code_at <= now and now - code_at <= settings.OTP_STEP_UP_WINDOW
+def step_up_fresh(code_at: datetime | None, now: datetime, *, window: timedelta | None = None) -> bool:
+    """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``: within
+    OTP_STEP_UP_WINDOW (or the ``window`` an evidence pack recorded it was built with)."""
+    window = settings.OTP_STEP_UP_WINDOW if window is None else window
+    return code_at is not None and code_at <= now and now - code_at <= window
 
 
 def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> None:
     """Raise StepUpRequired unless a code entered at ``code_at`` still counts at ``now``. ``action``
-    names what needs it ("Deciding on Payments DB · admin", "Break-glass")."""
+    names what needs it ("Deciding on Payments DB · admin", "Break-glass"). During a ``rehearse`` it
+    only notes that the action needs a code (the code is checked after the rehearsal)."""
+    asked = _REHEARSAL.get()
+    if asked is not None:
+        asked.append(action)
+        return
     if not step_up_fresh(code_at, now):
         raise StepUpRequired(
             f"{action} needs a code from your authenticator entered in the last {_minutes(step_up_window_minutes())}."
         )
+
+
+# --- Spending a typed code last --------------------------------------------------------------------
+#
+# A typed code works once. Checking it before the action's own rules meant a duration error or a 409
+# "already holds this role" burned it, and the corrected resubmit was refused. So an action with a
+# typed code is first rehearsed: run in a transaction that is always rolled back, with ensure_step_up
+# only noting that a code is needed. Every other rule runs there; only when the rehearsal passes is the
+# code verified (and spent), and the action run for real.
+
+_REHEARSAL: ContextVar[list[str] | None] = ContextVar("step_up_rehearsal", default=None)
+
+
+class _Rehearsed(Exception):
+    """Raised at the end of a rehearsal to roll it back."""
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    needs_code: bool
+    error: AccessGovError | None = None
+
+
+def rehearse(action: Callable[[], object]) -> Rehearsal:
+    """Run ``action`` in a transaction that is rolled back whatever happens (its on-commit side effects
+    are dropped with it) and tell whether it asked for a step-up and which refusal it met, if any."""
+    asked: list[str] = []
+    token = _REHEARSAL.set(asked)
+    error = None
+    try:
+        with transaction.atomic():
+            try:
+                action()
+            except AccessGovError as refusal:
+                error = refusal
+            raise _Rehearsed
+    except _Rehearsed:
+        pass
+    finally:
+        _REHEARSAL.reset(token)
+    return Rehearsal(needs_code=bool(asked), error=error)
+
+
+def act_spending_code_last(
+    action: Callable[[datetime | None], T], *, code_at: datetime | None, spend_code: Callable[[], datetime]
+) -> T:
+    """Run ``action(step_up_at)`` with a typed code spent last: the action is rehearsed with the code
+    taken as good; a refusal for any other reason is raised with the code unspent. If the action needs
+    no code it runs with ``code_at`` (the caller's last code, or None); otherwise ``spend_code()``
+    verifies the code (raising if it is not good) and the action runs for real with its moment."""
+    rehearsal = rehearse(lambda: action(timezone.now()))
+    if rehearsal.error is not None and rehearsal.needs_code:
+        raise rehearsal.error
+    if not rehearsal.needs_code:
+        # Run for real: a refusal that commits what it found (a withdrawal) does so, with the same words.
+        return action(code_at)
+    return action(spend_code())
 
 
 def session_code_at(request: HttpRequest) -> datetime | None:

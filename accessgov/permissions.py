@@ -13,17 +13,22 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import (
     AccessRequest,
+    ActivityFinding,
     ApiToken,
     ChangeRequest,
     Eligibility,
     Grant,
     IdentityProvider,
+    ReviewCampaign,
+    ReviewItem,
     Role,
     System,
     User,
@@ -36,7 +41,7 @@ def start_request_memo(user: User) -> None:
     """Called by the OTP middleware for each verified request: within that one request, the role-id
     lists below are computed once (the navigation, the page and its selectors all ask). Outside a
     request (services, tasks, the shell) nothing is memoized, so every check reads fresh."""
-    user._permission_memo = {}
+    user._permission_memo = {}  # type: ignore[attr-defined]  # a per-request attribute of this instance
 
 
 def _memoized(user: User, key: str, compute):
@@ -116,16 +121,28 @@ def _approves_role(user: User, role: Role) -> bool:
     return user.has_perm("accessgov.approve_role", role) or user.has_perm("accessgov.approve_system", role.system)
 
 
+def owns_system(user: User, system: System) -> bool:
+    """``own_system`` on the system, directly or through a group: the one "owns this system"."""
+    return user.is_active and user.has_perm("accessgov.own_system", system)
+
+
+def _oversees_role(user: User, role: Role) -> bool:
+    """An approver of the role or an owner of its system: sees and acts on other people's access to it."""
+    return user.is_active and (_approves_role(user, role) or owns_system(user, role.system))
+
+
 def can_approve_for_role(user: User, role: Role) -> bool:
     return user.is_active and _approves_role(user, role)
 
 
-def can_decide_access_request(user: User, access_request: AccessRequest) -> bool:
-    """An active approver of the role who is not the requester and has not decided it yet."""
+def can_decide_access_request(user: User, access_request: AccessRequest, now=None) -> bool:
+    """An active approver of the role who is not the requester and has not decided it yet, while the
+    request is pending and has not lapsed at ``now``."""
     return (
         user.is_active
         and user.pk != access_request.requester_id
         and access_request.is_pending
+        and (now or timezone.now()) < access_request.lapses_at
         and _approves_role(user, access_request.role)
         and not access_request.decisions.filter(approver=user).exists()
         and independence_problem(user, access_request.requester) is None
@@ -144,6 +161,16 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
         raise NotAuthorized(f"{problem} Another approver must decide this request.")
 
 
+def can_cancel_access_request(user: User, access_request: AccessRequest) -> bool:
+    """Only the requester withdraws their own request, while it is pending."""
+    return access_request.requester_id == user.pk and access_request.is_pending
+
+
+def ensure_can_cancel_access_request(user: User, access_request: AccessRequest) -> None:
+    if access_request.requester_id != user.pk:
+        raise NotAuthorized("Only the requester can cancel a request.")
+
+
 # --- Independence of the second pair of eyes -----------------------------------------------------
 
 # Changes that give an account rights: made by the principal (proposed, or approved), they make the
@@ -158,8 +185,6 @@ def independence_problem(candidate: User, principal: User, now=None) -> str | No
     one that a change proposed or approved by ``principal`` made staff or superuser, added to a group,
     or gave object or model permissions (directly or through a group the candidate is in). A single
     admin cannot make the second admin they need (docs/DECISIONS.md, "Sybil admin")."""
-    from django.utils import timezone
-
     if candidate.pk == principal.pk:
         return "Nobody is their own second pair of eyes."
     since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
@@ -182,11 +207,48 @@ def independence_problem(candidate: User, principal: User, now=None) -> str | No
     return None
 
 
+def can_manage_changes(user: User) -> bool:
+    """Portal admins (staff) see, propose and decide policy changes."""
+    return user.is_active and user.is_staff
+
+
+def ensure_can_manage_changes(user: User) -> None:
+    if not can_manage_changes(user):
+        raise NotAuthorized("Only portal admins change policy.")
+
+
+def can_manage_users(user: User) -> bool:
+    """Portal admins with Django's change_user right deactivate and reactivate accounts."""
+    return user.is_active and user.is_staff and user.has_perm("accessgov.change_user")
+
+
+def ensure_can_manage_users(user: User) -> None:
+    if not can_manage_users(user):
+        raise NotAuthorized("Only portal admins with the right to change users manage accounts.")
+
+
+def rights_change_problem(actor: User, *, user: User | None = None, group: Group | None = None) -> str | None:
+    """Why ``actor`` may not change the rights of ``user`` or ``group`` at all (widening or narrowing), or
+    None: nobody changes their own groups, permissions or admin rights, nor the permissions of a group
+    they are in. The admin's forms and the change services both ask this."""
+    if user is not None and user.pk == actor.pk:
+        return "Nobody changes their own groups, permissions or admin rights: ask another admin."
+    if group is not None and group.pk is not None and actor.groups.filter(pk=group.pk).exists():
+        return "Nobody changes the permissions of a group they belong to: ask another admin."
+    return None
+
+
+def ensure_can_change_rights(actor: User, *, user: User | None = None, group: Group | None = None) -> None:
+    problem = rights_change_problem(actor, user=user, group=group)
+    if problem:
+        raise NotAuthorized(problem)
+
+
 def change_approval_problem(user: User, change: ChangeRequest) -> str | None:
     """Why ``user`` may not approve the pending policy ``change``, or None: only another active admin,
     never its proposer, never the person (or a member of the group) whose access it widens, never an
     account the proposer recently created or empowered (``independence_problem``)."""
-    if not (user.is_active and user.is_staff):
+    if not can_manage_changes(user):
         return "Only portal admins change policy."
     if change.status != ChangeRequest.Status.PENDING:
         return f"This change is already {change.get_status_display().lower()}."
@@ -274,7 +336,7 @@ def _scope(user: User) -> Scope:
         for kind, number, text in cursor.fetchall():
             rows[kind].append((number, text) if kind == "group" else text if number is None else number)
     if not user.is_superuser:  # superusers have every permission without the cache
-        user._perm_cache = set(rows["perm"])  # ModelBackend.get_all_permissions reads this
+        user._perm_cache = set(rows["perm"])  # type: ignore[attr-defined]  # ModelBackend.get_all_permissions reads this
     return Scope(
         group_ids=sorted(pk for pk, _ in rows["group"]),
         group_names=frozenset(name for _, name in rows["group"]),
@@ -311,7 +373,7 @@ def approvers_for_role(role: Role) -> set[User]:
 
 def owners_of_system(system: System) -> set[User]:
     users = get_users_with_perms(system, only_with_perms_in=["own_system"], with_group_users=True)
-    return {u for u in users if u.is_active}
+    return {u for u in users if isinstance(u, User) and u.is_active}
 
 
 def auditors() -> set[User]:
@@ -326,12 +388,50 @@ def auditors() -> set[User]:
 
 
 def can_view_access_request(user: User, access_request: AccessRequest) -> bool:
-    return (
-        access_request.requester_id == user.pk
-        or is_auditor(user)
-        or _approves_role(user, access_request.role)
-        or user.has_perm("accessgov.own_system", access_request.role.system)
-    )
+    """The requester, auditors, and approvers of the role / owners of its system (``visible_access_requests``)."""
+    return access_request.requester_id == user.pk or is_auditor(user) or _oversees_role(user, access_request.role)
+
+
+def can_view_grant(user: User, grant: Grant) -> bool:
+    """The same rule as the grant's request: its holder, auditors, approvers and owners (``visible_grants``)."""
+    return grant.user_id == user.pk or is_auditor(user) or _oversees_role(user, grant.role)
+
+
+def get_visible_access_request_or_404(user: User, pk: int, queryset: QuerySet[AccessRequest] | None = None):
+    """The request ``pk`` if ``user`` may see it; otherwise 404, the same as a request that does not
+    exist (no existence oracle). Pages and the API fetch through this."""
+    queryset = AccessRequest.objects.select_related("role__system", "requester") if queryset is None else queryset
+    access_request = queryset.filter(pk=pk).first()
+    if access_request is None or not can_view_access_request(user, access_request):
+        raise Http404("No such request.")
+    return access_request
+
+
+def get_visible_grant_or_404(user: User, pk: int, queryset: QuerySet[Grant] | None = None) -> Grant:
+    """The grant ``pk`` if ``user`` may see it; otherwise 404 (as if it did not exist)."""
+    queryset = Grant.objects.select_related("role__system", "user") if queryset is None else queryset
+    grant = queryset.filter(pk=pk).first()
+    if grant is None or not can_view_grant(user, grant):
+        raise Http404("No such grant.")
+    return grant
+
+
+def visible_campaigns(user: User) -> QuerySet[ReviewCampaign]:
+    """Access reviews ``user`` may see: every one for auditors, otherwise those with an item for them to
+    review (a subquery, not a join, so counts over items stay right)."""
+    if is_auditor(user):
+        return ReviewCampaign.objects.all()
+    return ReviewCampaign.objects.filter(pk__in=ReviewItem.objects.filter(reviewer=user).values("campaign_id"))
+
+
+def overseen_system_ids(user: User) -> list[int] | None:
+    """Systems whose provisioning and drift ``user`` follows: systems they own or approve a role of;
+    None for auditors (every system)."""
+    if is_auditor(user):
+        return None
+    user_scope = scope(user)
+    role_systems = Role.objects.filter(pk__in=user_scope.decidable_role_ids).values_list("system_id", flat=True)
+    return sorted(set(user_scope.owned_system_ids) | set(role_systems))
 
 
 def overseen_role_ids(user: User) -> list[int]:
@@ -359,6 +459,11 @@ def visible_grants(user: User) -> QuerySet[Grant]:
 
 def owns_any_system(user: User) -> bool:
     return user.is_active and bool(scope(user).owned_system_ids)
+
+
+def sees_grant_list(user: User) -> bool:
+    """The grants list is for those who see other people's grants: approvers, owners and auditors."""
+    return user.is_active and (bool(decidable_role_ids(user)) or is_auditor(user) or owns_any_system(user))
 
 
 def visible_roles(user: User, now) -> QuerySet[Role]:
@@ -399,11 +504,7 @@ def visible_eligibilities(user: User, now) -> QuerySet[Eligibility]:
 def can_revoke_grant(user: User, grant: Grant) -> bool:
     """Approvers of the role and owners of its system may revoke someone else's grant (their own they
     release)."""
-    return (
-        user.is_active
-        and user.pk != grant.user_id
-        and (_approves_role(user, grant.role) or user.has_perm("accessgov.own_system", grant.role.system))
-    )
+    return user.is_active and user.pk != grant.user_id and (_oversees_role(user, grant.role))
 
 
 def ensure_can_revoke_grant(user: User, grant: Grant) -> None:
@@ -413,9 +514,19 @@ def ensure_can_revoke_grant(user: User, grant: Grant) -> None:
         raise NotAuthorized("You may not revoke this grant.")
 
 
+def can_release_grant(user: User, grant: Grant) -> bool:
+    """Only the holder releases (or asks to extend) their own grant."""
+    return user.is_active and grant.user_id == user.pk
+
+
 def ensure_can_release_grant(user: User, grant: Grant) -> None:
-    if grant.user_id != user.pk:
+    if not can_release_grant(user, grant):
         raise NotAuthorized("Only the person who holds a grant can release it.")
+
+
+def ensure_can_extend_grant(user: User, grant: Grant) -> None:
+    if not can_release_grant(user, grant):
+        raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
 
 
 # --- Break-glass follow-ups and eligibility -----------------------------------------------------
@@ -425,11 +536,7 @@ def can_acknowledge_break_glass(user: User, grant: Grant) -> bool:
     return (
         user.is_active
         and user.pk != grant.user_id
-        and (
-            is_auditor(user)
-            or _approves_role(user, grant.role)
-            or user.has_perm("accessgov.own_system", grant.role.system)
-        )
+        and (is_auditor(user) or _oversees_role(user, grant.role))
         and independence_problem(user, grant.user) is None
     )
 
@@ -451,7 +558,7 @@ def can_complete_manual_task(user: User, grant: Grant) -> bool:
         user.is_active
         and user.pk != grant.user_id
         and grant.role.system.connector == System.Connector.MANUAL
-        and (user.has_perm("accessgov.own_system", grant.role.system) or _approves_role(user, grant.role))
+        and (_oversees_role(user, grant.role))
     )
 
 
@@ -465,7 +572,7 @@ def ensure_can_complete_manual_task(user: User, grant: Grant) -> None:
 
 
 def can_manage_eligibility(user: User, system: System) -> bool:
-    return user.is_active and user.has_perm("accessgov.own_system", system)
+    return owns_system(user, system)
 
 
 def ensure_can_manage_eligibility(user: User, system: System) -> None:
@@ -540,13 +647,12 @@ def ensure_can_build_evidence_pack(user: User) -> None:
 def can_read_statement_text(user: User, system: System) -> bool:
     """Statement text may hold personal data: auditors and the system's owners read it. Everyone else who
     sees a grant (its holder, approvers) sees sessions, commands, classes and counts, not the text."""
-    return user.is_active and (is_auditor(user) or user.has_perm("accessgov.own_system", system))
+    return user.is_active and (is_auditor(user) or owns_system(user, system))
 
 
 def visible_findings(user: User):
     """Activity findings ``user`` may see: those on grants they may see (their own, roles they approve,
     systems they own), activity without a grant on systems they own; all of them for auditors."""
-    from accessgov.models import ActivityFinding
 
     qs = ActivityFinding.objects.all()
     if is_auditor(user):
@@ -574,7 +680,7 @@ def can_sign_off_finding(user: User, finding) -> bool:
     allowed = (
         is_auditor(user)
         or (finding.role is not None and _approves_role(user, finding.role))
-        or user.has_perm("accessgov.own_system", finding.system)
+        or owns_system(user, finding.system)
     )
     return allowed and (finding.user is None or independence_problem(user, finding.user) is None)
 

@@ -45,7 +45,57 @@ def validate_ticket(role: Role, ticket: str) -> None:
     except re.error as exc:  # saved before patterns were checked (see ticket_pattern_problem)
         raise PolicyViolation(f"The ticket rule of {role} cannot be read; ask a portal admin to fix it.") from exc
     if not matches:
-        raise PolicyViolation(f"The ticket must look like {role.ticket_pattern} (for example a Jira key).")
+        example = ticket_example(role.ticket_pattern)
+        like = f"like {example}" if example else f"like {role.ticket_pattern}"
+        raise PolicyViolation(f"The ticket must look {like} (the ticket rule of {role}).")
+
+
+# A ticket rule is a regular expression; people read an example. The common shapes of rules ("OPS-123",
+# "INC0012345", "#42") are written out by this small sampler; anything it cannot sample shows the rule.
+_SAMPLE_CLASS = {"A-Z": "OPS", "a-z": "ops", "0-9": "123", "\\d": "123", "A-Za-z": "Ops", "A-Z0-9": "OPS1"}
+_TOKEN = re.compile(r"\\d|\[(?P<cls>[^\]]+)\]|\\(?P<esc>[-#./_ ])|(?P<lit>[-A-Za-z0-9#_/.: ])")
+_QUANT = re.compile(r"\+|\*|\?|\{(?P<n>\d+)(?:,(?P<m>\d*))?\}")
+
+
+def ticket_example(pattern: str) -> str | None:
+    """An example ticket reference that ``pattern`` accepts (``[A-Z]+-\\d+`` gives "OPS-123"), or None
+    when the rule is beyond the sampler; the example is checked against the rule."""
+    body = pattern.removeprefix("^").removesuffix("$")
+    out, pos = [], 0
+    while pos < len(body):
+        token = _TOKEN.match(body, pos)
+        if token is None:
+            return None
+        pos = token.end()
+        if token.group("cls") is not None:
+            unit = _SAMPLE_CLASS.get(token.group("cls"))
+            if unit is None:
+                return None
+        elif token.group("esc") is not None:
+            unit = token.group("esc")
+        elif token.group("lit") is not None:
+            unit = token.group("lit")
+        else:
+            unit = "123"
+        quant = _QUANT.match(body, pos)
+        if quant:
+            pos = quant.end()
+            if quant.group(0) == "?":
+                unit = ""
+            elif quant.group("n") is not None:
+                unit = (
+                    (unit * int(quant.group("n")))[: int(quant.group("n"))]
+                    if len(unit) > 1
+                    else unit * int(quant.group("n"))
+                )
+        elif len(unit) > 1:
+            unit = unit[0]
+        out.append(unit)
+    example = "".join(out)
+    try:
+        return example if example and re.fullmatch(pattern, example, re.ASCII) else None
+    except re.error:
+        return None
 
 
 def ticket_pattern_problem(pattern: str) -> str | None:
@@ -80,9 +130,15 @@ def _in_window(now: datetime, start: time, end: time) -> bool:
 def _rule_matches(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
     if rule.requester_group_id and not requester.groups.filter(pk=rule.requester_group_id).exists():
         return False
-    if rule.window_start is not None and not _in_window(now, rule.window_start, rule.window_end):
+    if (
+        rule.window_start is not None
+        and rule.window_end is not None
+        and not _in_window(now, rule.window_start, rule.window_end)
+    ):
         return False
-    return not rule.max_risk_tier or RISK_ORDER.index(role.risk_tier) <= RISK_ORDER.index(rule.max_risk_tier)
+    return not rule.max_risk_tier or RISK_ORDER.index(Role.RiskTier(role.risk_tier)) <= RISK_ORDER.index(
+        Role.RiskTier(rule.max_risk_tier)
+    )
 
 
 def rule_static_match(rule: AutoApprovalRule, role: Role, requester: User, now: datetime) -> bool:
@@ -118,7 +174,7 @@ def auto_approval_decision(
     that needs a provider and has no (or a failed) answer does not match, and says why."""
     if role.approvals_required == 0:
         return AutoApproval("no approvals required")
-    notes = []
+    notes: list[str] = []
     for rule in role.auto_approval_rules.all():
         if not _rule_matches(rule, role, requester, now):
             continue

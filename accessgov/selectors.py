@@ -3,12 +3,25 @@
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from accessgov import permissions
-from accessgov.models import AccessEvent, AccessRequest, BreakGlassFollowUp, Decision, Grant, GrantActivity, User
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    BreakGlassFollowUp,
+    Decision,
+    DriftFinding,
+    Grant,
+    GrantActivity,
+    OutboxItem,
+    ReviewCampaign,
+    System,
+    User,
+)
 
 
 def my_active_grants(user: User, now: datetime) -> QuerySet[Grant]:
@@ -148,8 +161,59 @@ def grant_timeline(grant: Grant) -> QuerySet[AccessEvent]:
     return AccessEvent.objects.filter(grant=grant).select_related("actor").order_by("occurred_at", "pk")
 
 
-def visible_grants(user: User) -> QuerySet[Grant]:
+def campaign_list(user: User) -> QuerySet[ReviewCampaign]:
+    """Review campaigns ``user`` may see (``permissions.visible_campaigns``) with their progress counts."""
+    return permissions.visible_campaigns(user).annotate(
+        total=Count("items"),
+        answered=Count("items", filter=~Q(items__decision="")),
+        mine=Count("items", filter=Q(items__reviewer=user)),
+        mine_open=Count("items", filter=Q(items__reviewer=user, items__decision="")),
+    )
+
+
+def grant_list(user: User) -> QuerySet[Grant]:
+    """The grants list: ``permissions.visible_grants`` with what its rows show."""
     return permissions.visible_grants(user).select_related("role__system", "user")
+
+
+def overdue_removals(grants: QuerySet[Grant], now: datetime) -> QuerySet[Grant]:
+    """Of ``grants``, those whose removal was asked more than PROVISIONING_REMOVAL_ALERT_MINUTES ago and
+    is not confirmed yet."""
+    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    return grants.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True)
+
+
+def provisioning_dashboard(user: User, now: datetime) -> dict:
+    """What ``user`` follows at the targets: open outbox items of grants they see (manual ones they may
+    complete flagged), overdue removals, and open drift on systems they oversee."""
+    grants = permissions.visible_grants(user)
+    items = (
+        OutboxItem.objects.filter(done_at__isnull=True, grant__in=grants.values("pk"))
+        .select_related("grant__user", "grant__role__system")
+        .order_by("pk")[:200]
+    )
+    overdue_before = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    rows = [
+        {
+            "item": item,
+            "manual": item.grant.role.system.connector == System.Connector.MANUAL,
+            "can_complete": permissions.can_complete_manual_task(user, item.grant),
+            "overdue": item.action == OutboxItem.Action.REMOVE
+            and item.grant.removal_requested_at is not None
+            and item.grant.removal_requested_at < overdue_before,
+        }
+        for item in items
+    ]
+    system_ids = permissions.overseen_system_ids(user)
+    drift = DriftFinding.objects.filter(resolved_at__isnull=True)
+    if system_ids is not None:
+        drift = drift.filter(system_id__in=system_ids)
+    return {
+        "rows": rows,
+        "overdue": overdue_removals(grants, now).select_related("user", "role__system")[:100],
+        "drift": drift.select_related("role__system")[:200],
+        "now": now,
+    }
 
 
 def follow_ups_for(user: User) -> QuerySet[BreakGlassFollowUp]:
@@ -218,7 +282,7 @@ def review_items_with_helpers(items: QuerySet, now: datetime) -> QuerySet:
                 .order_by()
                 .values("group")
                 .annotate(n=Count("pk"))
-                .values("n")[:1]
+                .values("n")[:1]  # type: ignore[misc]  # django-stubs cannot see the annotation on the through model
             ),
         )
     )

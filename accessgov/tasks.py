@@ -6,6 +6,18 @@ from uuid import uuid4
 from celery import shared_task
 from django.utils import timezone
 
+from accessgov import notifications
+from accessgov.services.activity import activity_capture_run
+from accessgov.services.evidence import evidence_pack_build, evidence_pack_schedule_due
+from accessgov.services.grants import grant_activate_due, grant_expire_due
+from accessgov.services.integrations import integrations_sweep as sweep_integrations
+from accessgov.services.integrations import slack_request_sync
+from accessgov.services.provisioning import outbox_drain
+from accessgov.services.reconciliation import reconcile_all
+from accessgov.services.reviews import review_campaign_quarterly
+from accessgov.services.sweep import sweep_run_recorded
+from accessgov.services.webhooks import webhook_deliveries_send
+
 RETRY = {"autoretry_for": (Exception,), "retry_backoff": True, "retry_backoff_max": 600, "max_retries": 8}
 
 
@@ -28,13 +40,10 @@ def heartbeat() -> float:
 
 @shared_task(**RETRY)
 def expire_grant(grant_id: int) -> int:
-    """An eta timer queued by an earlier version, at a grant's expires_at: expires every grant due by
-    now (its own if still due; a no-op if extended or ended) and removes the access (the drain is
-    idempotent and leased)."""
-    from accessgov.services.grants import grant_expire_due
-    from accessgov.services.provisioning import outbox_drain
-
-    expired = grant_expire_due(timezone.now(), job="expiry-timer")
+    """An eta timer queued by an earlier version, at a grant's expires_at: expires that grant if it is
+    still due (a no-op if it was extended or has ended) and removes the access (the drain is idempotent
+    and leased). Every other due grant is the scheduler's."""
+    expired = grant_expire_due(timezone.now(), grant_ids=[grant_id], job="expiry-timer")
     if expired:
         outbox_drain()
     return expired
@@ -44,16 +53,12 @@ def expire_grant(grant_id: int) -> int:
 def activate_grant(grant_id: int) -> int:
     """An eta timer queued by an earlier version, at a scheduled grant's start: activates it if still
     scheduled."""
-    from accessgov.services.grants import grant_activate_due
-
     return grant_activate_due(timezone.now(), grant_ids=[grant_id], job="start-timer")
 
 
 @shared_task
 def sweep() -> dict[str, int]:
     """The periodic safety net (beat, every 30 s): lapse, activate, expire, remind."""
-    from accessgov.services.sweep import sweep_run_recorded
-
     return sweep_run_recorded()
 
 
@@ -63,8 +68,6 @@ def notify(self, kind: str, object_id: int, notification_id: str | None = None) 
     post) is recorded and sent on its own, keyed by this task's id, so a retry — on a failed channel,
     with backoff — or a redelivered message sends only what was not sent yet. Returns emails and posts
     sent by this run. After the last retry, what is still failing is marked given up."""
-    from accessgov import notifications
-
     last_attempt = self.request.retries >= self.max_retries
     result = notifications.dispatch(
         kind, object_id, notification_id=notification_id or self.request.id or uuid4().hex, last_attempt=last_attempt
@@ -86,8 +89,6 @@ def notify_many(self, kind: str, object_ids: list[int]) -> None:
 @shared_task(acks_late=True)
 def drain_outbox() -> int:
     """Apply/remove access at targets for due outbox items (idempotent; also run by every sweep)."""
-    from accessgov.services.provisioning import outbox_drain
-
     return outbox_drain()
 
 
@@ -95,8 +96,6 @@ def drain_outbox() -> int:
 def deliver_event_webhooks(delivery_ids: list[int]) -> int:
     """Send these event webhook deliveries (scheduled after the commit that wrote them). Idempotent:
     delivered, leased or not-yet-due ones are skipped; failures are retried by the sweep's drain."""
-    from accessgov.services.webhooks import webhook_deliveries_send
-
     return webhook_deliveries_send(delivery_ids)
 
 
@@ -104,24 +103,18 @@ def deliver_event_webhooks(delivery_ids: list[int]) -> int:
 def capture_activity() -> dict[str, int]:
     """Beat, every ACTIVITY_SAMPLE_SECONDS: sample sessions at PostgreSQL targets and read their server logs
     (each system leased by one run at a time; sealing is the sweep's)."""
-    from accessgov.services.activity import activity_capture_run
-
     return activity_capture_run(timezone.now()).as_dict()
 
 
 @shared_task
 def reconcile() -> dict[str, int]:
     """Compare every target that can list its members with the active grants; flag drift."""
-    from accessgov.services.reconciliation import reconcile_all
-
     return reconcile_all(timezone.now())
 
 
 @shared_task
 def quarterly_review() -> int | None:
     """Beat, first day of each quarter: open the quarter's access review over every system."""
-    from accessgov.services.reviews import review_campaign_quarterly
-
     campaign = review_campaign_quarterly(timezone.now())
     return campaign.pk if campaign else None
 
@@ -129,16 +122,12 @@ def quarterly_review() -> int | None:
 @shared_task(**RETRY)
 def slack_sync(access_request_id: int) -> str:
     """Post or update the request's Slack approval message (idempotent; retried while Slack is down)."""
-    from accessgov.services.integrations import slack_request_sync
-
     return slack_request_sync(access_request_id)
 
 
 @shared_task
 def integrations_sweep() -> dict[str, int]:
     """Beat (INTEGRATIONS_SWEEP_SECONDS): end grants whose ticket closed or incident resolved."""
-    from accessgov.services.integrations import integrations_sweep as sweep_integrations
-
     return sweep_integrations(timezone.now())
 
 
@@ -146,8 +135,6 @@ def integrations_sweep() -> dict[str, int]:
 def build_evidence_pack(pack_id: int) -> str | None:
     """Build a queued evidence pack (on the notifications queue: slow, never in the way of an expiry).
     Idempotent: a pack already built, failed or being built is left alone."""
-    from accessgov.services.evidence import evidence_pack_build
-
     pack = evidence_pack_build(pack_id)
     return pack.status if pack else None
 
@@ -155,6 +142,4 @@ def build_evidence_pack(pack_id: int) -> str | None:
 @shared_task
 def evidence_packs_scheduled() -> list[int]:
     """Beat, daily: queue the scheduled packs that are due (EVIDENCE_SCHEDULE) and retry failed deliveries."""
-    from accessgov.services.evidence import evidence_pack_schedule_due
-
     return evidence_pack_schedule_due(timezone.now())

@@ -36,6 +36,6 @@ def ensure_transition(kind: str, current: str, target: str) -> None:
     if can_transition(kind, current, target):
         return
     _, labels = _TABLES[kind]
-    label = labels(current).label.lower()
+    label: str = labels(current).label.lower()
     noun = "request" if kind == "request" else "grant"
     raise TransitionNotAllowed(f"This {noun} is already {label}; it cannot be {labels(target).label.lower()} now.")

@@ -17,7 +17,12 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=False)
+# `make run` marks its var/ as the demo's (scripts/run writes var/demo): manage.py commands run against
+# it (``seed_demo --json`` for scripts) get the demo's settings without DEBUG=1 in the environment, and
+# the demo shows the product's own 404 page, not Django's debug list of URLs. Never with DATABASE_URL
+# (every real deployment sets one).
+DEMO = (VAR_DIR / "demo").exists() and not env.str("DATABASE_URL", default="")
+DEBUG = env.bool("DEBUG", default=DEMO)
 
 
 def _secret_key() -> str:
@@ -82,6 +87,7 @@ MIDDLEWARE = [
     # django-auditlog's, with the ledger's client address (accessgov.middleware.AuditlogMiddleware).
     "accessgov.middleware.AuditlogMiddleware",
     "axes.middleware.AxesMiddleware",
+    "accessgov.middleware.DemoNotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

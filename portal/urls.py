@@ -134,6 +134,7 @@ urlpatterns = [
     # Called by Slack and Jira, authenticated by their signatures (accessgov.middleware PUBLIC_VIEWS).
     path("integrations/slack/interactivity/", integrations.slack_interactivity_view, name="slack_interactivity"),
     path("integrations/jira/<int:provider_id>/webhook/", integrations.jira_webhook_view, name="jira_webhook"),
+    path("integrations/github/<int:provider_id>/webhook/", integrations.github_webhook_view, name="github_webhook"),
     path("accounts/", include(accounts_patterns)),
     path("sso/", include(sso_patterns)),
     # SCIM 2.0 for the identity provider's provisioning client: its own token check, SCIM errors.

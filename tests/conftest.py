@@ -23,6 +23,14 @@ CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_report_header(config):
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    where = f"{database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or database['NAME']}"
+    return f"AccessGov tests on {where} (DATABASE_URL, or PostgreSQL on 127.0.0.1 when one answers)"
+
+
 def _postgres_missing() -> str | None:
     if connection.vendor != "postgresql":
         return "needs PostgreSQL: set DATABASE_URL=postgres://… (the suite is running on SQLite)"
@@ -220,7 +228,7 @@ def _reset_celery_join_guard():
 
 
 # Integration fixtures (fake providers on loopback, provider settings pointing at them).
-from tests.integration_world import at_t0, fake, jira_provider, pagerduty  # noqa: E402, F401
+from tests.integration_world import at_t0, fake, github_provider, jira_provider, pagerduty  # noqa: E402, F401
 
 # --- Evidence packs ----------------------------------------------------------------------------
 

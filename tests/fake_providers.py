@@ -1,6 +1,6 @@
 """A local HTTP server (loopback, a thread of the test) that implements the provider endpoints AccessGov
 calls, with the documented paths and payloads: PagerDuty REST v2 (users, on-calls, incidents), Jira REST
-v2 (issue), Slack Web API (chat.postMessage, chat.update, chat.postEphemeral, views.open) and an OIDC
+v2 (issue), GitHub REST (GET /repos/{owner}/{repo}/issues/{number}), Slack Web API (chat.postMessage, chat.update, chat.postEphemeral, views.open) and an OIDC
 issuer (discovery, JWKS) plus GitHub Actions' ID-token request endpoint. Tests set ``state`` and read
 ``calls``; our client code is never patched."""
 
@@ -28,6 +28,12 @@ PD_KEY = "pd-test-key"
 JIRA_USER, JIRA_TOKEN = "bot@example.com", "jira-test-token"
 SLACK_BOT_TOKEN = "xoxb-test-token"
 ACTIONS_REQUEST_TOKEN = "actions-request-token"
+GITHUB_TOKEN = "github_pat_test-token"
+GITHUB_NOT_FOUND = {
+    "message": "Not Found",
+    "documentation_url": "https://docs.github.com/rest/issues/issues#get-an-issue",
+    "status": "404",
+}
 
 
 @dataclass
@@ -38,6 +44,9 @@ class State:
     pd_fail: int = 0  # answer this HTTP status to every PagerDuty call (0: answer normally)
     jira_issues: dict = field(default_factory=dict)
     jira_fail: int = 0
+    # "owner/repo#number" → {"title", "state", "state_reason", "labels", "assignees", "pull_request"}
+    github_issues: dict = field(default_factory=dict)
+    github_fail: int = 0
     slack_fail: bool = False
     jwks: list = field(default_factory=list)
     actions_token: str = ""
@@ -99,6 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._pagerduty(state, path.removeprefix("/pd"), query)
         if path.startswith("/jira/"):
             return self._jira(state, path.removeprefix("/jira"))
+        if path.startswith("/github/"):
+            return self._github(state, method, path.removeprefix("/github"))
         if path.startswith("/slack/api/"):
             return self._slack(state, path.removeprefix("/slack/api/"), body)
         if path.startswith("/oidc"):
@@ -179,6 +190,53 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         return self._json(404, {"errorMessages": ["Not found"]})
+
+    # GitHub REST API (2022-11-28): "Authorization: Bearer <token>"; owner and repository names are
+    # case-insensitive; an issue the token cannot see, or of an unknown repository, is 404 Not Found.
+    def _github(self, state: State, method: str, path: str) -> None:
+        if self.headers.get("Authorization") != f"Bearer {GITHUB_TOKEN}":
+            return self._json(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+        if state.github_fail:
+            return self._json(state.github_fail, {"message": "Service unavailable"})
+        parts = path.strip("/").split("/")
+        if method != "GET" or len(parts) != 5 or parts[0] != "repos" or parts[3] != "issues" or not parts[4].isdigit():
+            return self._json(404, GITHUB_NOT_FOUND)
+        owner, repo, number = parts[1], parts[2], int(parts[4])
+        found = {key.lower(): (key, issue) for key, issue in state.github_issues.items()}.get(
+            f"{owner}/{repo}#{number}".lower()
+        )
+        if found is None:
+            return self._json(404, GITHUB_NOT_FOUND)
+        key, issue = found
+        full_name = key.split("#")[0]
+        api = self.server.base_url + "/github"
+        body = {
+            "id": 1000 + number,
+            "node_id": f"I_kwDO{number}",
+            "url": f"{api}/repos/{full_name}/issues/{number}",
+            "repository_url": f"{api}/repos/{full_name}",
+            "html_url": f"https://github.com/{full_name}/issues/{number}",
+            "number": number,
+            "state": issue.get("state", "open"),
+            "state_reason": issue.get("state_reason"),
+            "title": issue["title"],
+            "body": "",
+            "user": {"login": "reporter", "id": 1, "type": "User"},
+            "labels": [
+                {"id": i, "name": name, "color": "ededed", "default": False}
+                for i, name in enumerate(issue.get("labels", []))
+            ],
+            "assignee": {"login": issue["assignees"][0], "id": 2} if issue.get("assignees") else None,
+            "assignees": [{"login": login, "id": 2 + i} for i, login in enumerate(issue.get("assignees", []))],
+            "locked": False,
+            "comments": 0,
+            "created_at": "2026-06-01T09:00:00Z",
+            "updated_at": "2026-06-01T09:30:00Z",
+            "closed_at": "2026-06-01T10:00:00Z" if issue.get("state") == "closed" else None,
+        }
+        if issue.get("pull_request"):
+            body["pull_request"] = {"url": f"{api}/repos/{full_name}/pulls/{number}"}
+        return self._json(200, body)
 
     # Slack Web API: "Authorization: Bearer xoxb-…"; answers {"ok": …}.
     def _slack(self, state: State, method: str, body: dict) -> None:

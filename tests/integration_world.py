@@ -9,7 +9,7 @@ from django.test import Client
 
 from accessgov.models import OnCallProvider, TicketProvider
 from tests.conftest import verify_session
-from tests.fake_providers import JIRA_TOKEN, JIRA_USER, PD_KEY, FakeProviders
+from tests.fake_providers import GITHUB_TOKEN, JIRA_TOKEN, JIRA_USER, PD_KEY, FakeProviders
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -41,6 +41,17 @@ def jira_provider(fake, db):
         username=JIRA_USER,
         api_token=JIRA_TOKEN,
         webhook_secret="jira-webhook-test-secret",
+    )
+
+
+@pytest.fixture
+def github_provider(fake, db):
+    return TicketProvider.objects.create(
+        name="GitHub",
+        kind=TicketProvider.Kind.GITHUB,
+        base_url=fake.url + "/github",
+        api_token=GITHUB_TOKEN,
+        webhook_secret="github-webhook-test-secret",
     )
 
 

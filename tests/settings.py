@@ -1,15 +1,33 @@
 """Settings for the test suite: the production settings, with test-only speedups.
 
-The environment still decides the database (DATABASE_URL: SQLite by default, PostgreSQL in CI).
+The database: DATABASE_URL when it is set (CI sets it for both of its passes). Otherwise the production
+path when it can: PostgreSQL on 127.0.0.1:5432 if one answers there (a local developer's usual
+server, user postgres; set TEST_DATABASE_URL to choose another), and the embedded SQLite when none does.
+``pytest`` prints which one it runs on in its header.
 """
 
 import os
+
+
+def _local_postgres_url() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/accessgov")
+    try:
+        import psycopg
+
+        psycopg.connect(url.replace("/accessgov", "/postgres"), connect_timeout=2).close()
+    except (ImportError, OSError, Exception):
+        return None
+    return url
+
+
+if "DATABASE_URL" not in os.environ and (local := _local_postgres_url()):
+    os.environ["DATABASE_URL"] = local
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("STATIC_MANIFEST", "0")
 
-from portal.settings import *  # noqa: F403
+from portal.settings import *  # noqa: E402, F403
 
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False

@@ -59,7 +59,7 @@ def test_revoking_from_the_page_stops_the_token_and_others_tokens_are_invisible(
     token, secret = make_token(owner)
     assert api_client(secret).get("/api/v1/grants/").status_code == 200
     assert verify_session(Client(), other).post(f"/accounts/tokens/{token.pk}/revoke/").status_code == 404
-    response = verify_session(Client(), owner).post(f"/accounts/tokens/{token.pk}/revoke/")
+    response = verify_session(Client(), owner).post(f"/accounts/tokens/{token.pk}/revoke/", {"confirm": "yes"})
     assert response.status_code == 302
     assert api_client(secret).get("/api/v1/grants/").status_code == 401
     token.refresh_from_db()

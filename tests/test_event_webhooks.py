@@ -31,7 +31,7 @@ from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, EventWebhookSubscription, Grant, WebhookDelivery
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from accessgov.services import webhooks
+from accessgov.services import webhook_outbox, webhooks
 from accessgov.services.events import event_record
 from accessgov.services.sweep import sweep_run
 from accessgov.services.webhooks import (
@@ -568,7 +568,7 @@ def test_parallel_drains_send_each_delivery_once(world, receiver, monkeypatch):
     from accessgov.services import provisioning
 
     monkeypatch.setattr(provisioning, "_drain_after_commit", lambda action: None)
-    monkeypatch.setattr(webhooks, "_send_after_commit", lambda ids: None)  # the drains below do the sending
+    monkeypatch.setattr(webhook_outbox, "_send_after_commit", lambda ids: None)  # the drains below do the sending
     subscribe(receiver.url, types=["*"])
     for _ in range(3):
         ar.access_request_cancel(world.requester, submit(world).pk)

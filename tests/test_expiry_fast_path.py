@@ -23,7 +23,7 @@ from accessgov.models import (
 )
 from accessgov.services import events as event_services
 from accessgov.services import grants as gs
-from accessgov.services import provisioning, webhooks
+from accessgov.services import provisioning, webhook_outbox
 from accessgov.services.events import acting_via, event_record, event_record_bulk
 from accessgov.services.scheduler import next_due
 from tests.factories import UserFactory
@@ -200,9 +200,9 @@ def failing_on_call(n: int, real=None):
 FAILURE_POINTS = {
     "mid-events": lambda: (AccessEvent, "hash_content", failing_on_call(9, AccessEvent.hash_content)),
     "after-events": lambda: (
-        webhooks,
+        webhook_outbox,
         "webhook_deliveries_enqueue_refs",
-        failing_on_call(1, webhooks.webhook_deliveries_enqueue_refs),
+        failing_on_call(1, webhook_outbox.webhook_deliveries_enqueue_refs),
     ),
     "after-outbox": lambda: (provisioning, "_drain_after_commit", failing_on_call(1)),
 }

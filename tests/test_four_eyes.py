@@ -230,3 +230,17 @@ def test_who_approves_a_system_is_four_eyed_and_removals_apply_at_once(world, ad
     pending = ChangeRequest.objects.filter(kind="object_permission", status="pending").get()
     with pytest.raises(NotAuthorized, match="group you are in"):
         changes.change_approve(first, pending.pk)
+
+
+def test_a_mixed_role_edit_says_what_was_saved_at_once_and_what_was_proposed(world, admins):
+    """Issue 18, item 10: a plain field is saved at once and a four-eyed one proposed; the message says both."""
+    first, _ = admins
+    client = as_(first)
+    response = post_admin_form(
+        client, role_url(world.role), "role_form", approvals_required=0, description="Writes to the payouts tables"
+    )
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert "Saved at once (no approval needed): Description." in page
+    assert "Proposed as change #" in page
+    assert Role.objects.get(pk=world.role.pk).description == "Writes to the payouts tables"

@@ -362,8 +362,8 @@ PAGE_FORMS = {
         "break_glass",
         valid=(("role", "@role"), ("duration", "1h"), ("justification", JUSTIFICATION), ("otp_token", "@totp")),
     ),
-    "revoke": PageForm("approver", "grant_revoke", ("grant",), (("reason", "Done with it"),)),
-    "release": PageForm("requester", "grant_release", ("grant",)),
+    "revoke": PageForm("approver", "grant_revoke", ("grant",), (("reason", "Done with it"), ("confirm", "yes"))),
+    "release": PageForm("requester", "grant_release", ("grant",), (("confirm", "yes"),)),
     "acknowledge": PageForm("auditor", "follow_up_acknowledge", ("glass_follow_up",), (("reason", "Seen"),)),
     "eligibility": PageForm(
         "owner",
@@ -371,7 +371,9 @@ PAGE_FORMS = {
         ("slug",),
         (("role", "@role"), ("user", "@auditor"), ("group", ""), ("ends_at", "2026-06-01"), ("reason", "On call")),
     ),
-    "eligibility-end": PageForm("owner", "eligibility_end", ("eligibility",), (("reason", "Left the team"),)),
+    "eligibility-end": PageForm(
+        "owner", "eligibility_end", ("eligibility",), (("reason", "Left the team"), ("confirm", "yes"))
+    ),
     "review": PageForm(
         "auditor",
         "review_new",
@@ -388,13 +390,13 @@ PAGE_FORMS = {
     "review-decide": PageForm("owner", "review_item_decide", ("item",), (("decision", "revoke"), ("comment", "Gone"))),
     "review-keep": PageForm("owner", "review_bulk_keep", ("campaign",), (("items", "@item"), ("confirm", "yes"))),
     "review-reassign": PageForm("auditor", "review_item_reassign", ("item",), (("reviewer", "@auditor"),)),
-    "review-close": PageForm("auditor", "review_close", ("campaign",)),
+    "review-close": PageForm("auditor", "review_close", ("campaign",), (("confirm", "yes"),)),
     "token": PageForm(
         "requester",
         "accounts:tokens",
         valid=(("name", "deploy job"), ("lifetime_days", "30"), ("scopes", "requests:read")),
     ),
-    "token-revoke": PageForm("requester", "accounts:token_revoke", ("token",)),
+    "token-revoke": PageForm("requester", "accounts:token_revoke", ("token",), (("confirm", "yes"),)),
     "change-approve": PageForm("admin", "change_approve", ("change",)),
     "change-reject": PageForm("admin", "change_reject", ("change",), (("comment", "Not now"),)),
     "audit-verify": PageForm("auditor", "audit_verify"),

@@ -11,6 +11,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov.exceptions import NotAuthorized
 from accessgov.identity import oidc
 from accessgov.models import AccessEvent, ChangeRequest, ExternalIdentity, IdentityProvider, User
 from accessgov.services import changes as change_services
@@ -295,7 +296,7 @@ def test_provider_settings_are_four_eyed_and_the_client_secret_is_write_only(mak
     assert change.status == ChangeRequest.Status.PENDING and not IdentityProvider.objects.exists()
     assert change.changes["client_secret"]["new"] == change_services.MASK
     assert "very-secret" not in str(change.payload) and "very-secret" not in str(change.changes)
-    with pytest.raises(change_services.NotAuthorized):
+    with pytest.raises(NotAuthorized):
         change_services.change_approve(first, change.pk)
     change_services.change_approve(second, change.pk)
     created = IdentityProvider.objects.get(slug="okta")

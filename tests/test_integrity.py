@@ -471,7 +471,7 @@ def test_ending_a_grant_already_past_its_end_queues_its_removal(world, overdue_g
 def test_releasing_an_overdue_grant_in_the_portal_says_what_happened(world, overdue_grant):
     with time_machine.travel(overdue_grant.expires_at + timedelta(minutes=5)):
         client = as_(world.requester)
-        response = client.post(reverse("grant_release", args=[overdue_grant.pk]), follow=True)
+        response = client.post(reverse("grant_release", args=[overdue_grant.pk]), {"confirm": "yes"}, follow=True)
         assert response.status_code == 200
         assert "had already ended; its removal at the target is queued" in response.content.decode()
     _assert_recorded_as_expiry_with_removal(overdue_grant)

@@ -537,7 +537,7 @@ def test_a_removal_the_target_refuses_fails_alone_and_the_rest_of_its_batch_is_r
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_first_timer_of_grants_ending_together_expires_and_removes_them_all_once(pg, grantees, outbox_held):
+def test_an_earlier_versions_timer_expires_and_removes_its_own_grant_once(pg, grantees, outbox_held):
     from accessgov import tasks
 
     grants = [approve(pg), *grantees()]
@@ -545,9 +545,11 @@ def test_the_first_timer_of_grants_ending_together_expires_and_removes_them_all_
     for grant in grants:
         make_due(grant)
 
-    assert tasks.expire_grant(grants[2].pk) == 4  # removes them too, without waiting for a drain task
-    assert pg.target.members() == set()
-    assert [tasks.expire_grant(g.pk) for g in grants] == [0, 0, 0, 0]  # the other timers: nothing left
+    assert tasks.expire_grant(grants[2].pk) == 1  # its own grant only; the others are the scheduler's
+    assert Grant.objects.filter(status=Grant.Status.ACTIVE).count() == 3
+    assert [tasks.expire_grant(g.pk) for g in grants] == [1, 1, 0, 1]  # each timer: its own grant
+    assert pg.target.members() == set()  # removed without waiting for a drain task
+    assert [tasks.expire_grant(g.pk) for g in grants] == [0, 0, 0, 0]  # a redelivered timer: nothing left
 
     for grant in grants:
         grant.refresh_from_db()

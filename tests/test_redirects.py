@@ -141,11 +141,12 @@ def test_the_decision_form_goes_back_only_to_this_site(world, evil):
         world.requester, role=world.role, duration=timedelta(minutes=30), justification="Fix the nightly batch"
     )
     client = verify_session(Client(), world.approver)
-    # Refused (the outsider-facing path): the "Back" link of the refusal page.
+    # Refused: the form stays on the request's page (issue 18) and goes back only to this site.
     refused = client.post(reverse("request_deny", args=[access_request.pk]), {"comment": "", "back": evil})
     assert refused.status_code == 400
-    back = re.search(r'class="button" href="([^"]*)">Back', refused.content.decode()).group(1)
+    back = re.search(r'name="back" value="([^"]*)"', refused.content.decode()).group(1)
     assert lands_on_site(unescape(back)), back
+    assert unescape(back) == reverse("request_detail", args=[access_request.pk])
     # Done: the redirect after the decision.
     response = client.post(reverse("request_approve", args=[access_request.pk]), {"comment": "ok", "back": evil})
     assert response.status_code == 302 and lands_on_site(response["Location"]), response["Location"]

@@ -65,7 +65,7 @@ def test_auditor_closes_and_exports_the_evidence(world, campaign):
     item = campaign.items.order_by("pk").first()
     reviews.review_item_decide(world.owner, item.pk, decision="revoke", comment="=No longer needed")
     assert as_(world.owner).post(reverse("review_close", args=[campaign.pk])).status_code == 403
-    assert as_(world.auditor).post(reverse("review_close", args=[campaign.pk])).status_code == 302
+    assert as_(world.auditor).post(reverse("review_close", args=[campaign.pk]), {"confirm": "yes"}).status_code == 302
     response = as_(world.auditor).get(reverse("review_export", args=[campaign.pk]))
     body = b"".join(response.streaming_content).decode().removeprefix("\ufeff")
     rows = list(csv.DictReader(io.StringIO(body, newline="")))

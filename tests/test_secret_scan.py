@@ -80,8 +80,8 @@ def test_every_allowlisted_finding_says_why_it_is_not_a_secret(secret_scan):
         assert len(entry["reason"]) > 20, entry
 
 
-def test_the_committed_repository_passes_its_own_scan_including_the_allowlist_file(secret_scan):
+def test_the_scan_covers_every_tracked_file_but_its_own_allowlist(secret_scan):
+    """The whole repository is scanned by `make lint` (scripts/secret_scan.py), once per CI run; here,
+    only that it looks at what git tracks and not at the allowlist that explains its findings."""
     files = secret_scan.tracked_files()
     assert ".secret-scan-allowlist.json" not in files and "README.md" in files
-    allowlist = __import__("json").loads(secret_scan.ALLOWLIST.read_text())
-    assert secret_scan.unexplained(secret_scan.scan(files), allowlist) == []

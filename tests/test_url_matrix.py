@@ -21,9 +21,10 @@ EXPECTED_PUBLIC = {
     "sso:callback",
     "slack_interactivity",
     "jira_webhook",
+    "github_webhook",
 }
 # Public, but authenticated by the provider's signature: without one, refused (401), never served.
-EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook"}
+EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook", "github_webhook"}
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
 # The REST API: token-authenticated; the session never counts (JSON 401, never a redirect), except that
 # the schema also serves a session that passed the OTP step. Its own persona-by-token matrix is in

@@ -278,7 +278,7 @@ def test_my_access_shows_a_countdown_and_release_ends_access(world):
     client = as_(world.requester)
     page = client.get(reverse("my_access")).content.decode()
     assert f'data-countdown="{grant.expires_at.isoformat()}"' in page.replace("+00:00", "+00:00")
-    assert client.post(reverse("grant_release", args=[grant.pk])).status_code == 302
+    assert client.post(reverse("grant_release", args=[grant.pk]), {"confirm": "yes"}).status_code == 302
     assert "You have no active access" in client.get(reverse("my_access")).content.decode()
 
 
@@ -317,7 +317,12 @@ def test_grant_detail_visibility_and_revoke(world):
     assert "Revoke access now" not in as_(world.requester).get(url).content.decode()
     assert as_(world.requester).post(reverse("grant_revoke", args=[grant.pk]), {"reason": "x"}).status_code == 403
     assert as_(world.outsider).post(reverse("grant_revoke", args=[grant.pk]), {"reason": "x"}).status_code == 404
-    assert as_(world.owner).post(reverse("grant_revoke", args=[grant.pk]), {"reason": "Done"}).status_code == 302
+    assert (
+        as_(world.owner)
+        .post(reverse("grant_revoke", args=[grant.pk]), {"reason": "Done", "confirm": "yes"})
+        .status_code
+        == 302
+    )
     grant.refresh_from_db()
     assert grant.status == "revoked"
 
@@ -375,7 +380,7 @@ def test_owner_adds_and_ends_eligibility_others_cannot(world):
     assert as_(world.outsider).get(reverse("request_new")).content.decode().count("read-write") >= 1
     end = reverse("eligibility_end", args=[eligibility.pk])
     assert as_(world.requester).post(end, {"reason": "x"}).status_code == 404
-    assert as_(world.owner).post(end, {"reason": "Left the team"}).status_code == 302
+    assert as_(world.owner).post(end, {"reason": "Left the team", "confirm": "yes"}).status_code == 302
     eligibility.refresh_from_db()
     assert eligibility.ends_at is not None and eligibility.ends_at <= timezone.now()
 

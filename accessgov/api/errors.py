@@ -12,10 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, StepUpRequired, TransitionNotAllowed
+from accessgov.views.errors import too_large_message
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    error = {"code": code, "message": message}
+    error: dict[str, object] = {"code": code, "message": message}
     if fields:
         error["fields"] = fields
     return {"error": error}
@@ -47,8 +48,6 @@ def api_exception_handler(exc, context):
         code_status, code = _service_error(exc)
         return Response(error_body(code, str(exc)), status=code_status)
     if isinstance(exc, RequestDataTooBig):  # DRF reads the body when it parses it
-        from accessgov.views.errors import too_large_message
-
         return Response(error_body("too_large", too_large_message()), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")

@@ -178,12 +178,8 @@ def _valid(serializer_class, request) -> dict:
 
 
 def _visible_request(view: TokenAPIView, pk: int) -> AccessRequest:
-    access_request = _requests_queryset().filter(pk=pk).first()
-    if (
-        access_request is None
-        or not permissions.can_view_access_request(view.request.user, access_request)
-        or not token_allows_role(view.token, access_request.role_id)
-    ):
+    access_request = permissions.get_visible_access_request_or_404(view.request.user, pk, _requests_queryset())
+    if not token_allows_role(view.token, access_request.role_id):
         raise Http404
     return access_request
 
@@ -212,23 +208,28 @@ class AccessRequestCancelView(TokenAPIView):
         return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
 
 
-def _step_up_at(view: TokenAPIView, code: str | None):
-    """The moment of the code sent with the call, verified with the sign-in code path (each code works
+def _act_with_code(view: TokenAPIView, code: str | None, action):
+    """Run ``action(step_up_at)`` with the code sent with the call spent last (``otp.act_spending_code_last``):
+    every other rule is checked before the code is verified with the sign-in code path (each code works
     once, wrong codes are throttled). A token has no sign-in, so the code in the body is the only code
     the API knows: without one a role that needs step-up is refused by the service, by the same rule
     and in the same words as the pages (otp.ensure_step_up)."""
     if not code:
-        return None
-    result = otp.verify_code(view.request.user, code, allow_backup=False)
-    if not result.ok:
-        otp.logger.warning(
-            "otp failure step=api-step-up user=%s client=%s token=%s",
-            view.request.user.pk,
-            view.client_address,
-            view.token.pk,
-        )
-        raise NotAuthorized(result.message)
-    return timezone.now()
+        return action(None)
+
+    def spend_code():
+        result = otp.verify_code(view.request.user, code, allow_backup=False)
+        if not result.ok:
+            otp.logger.warning(
+                "otp failure step=api-step-up user=%s client=%s token=%s",
+                view.request.user.pk,
+                view.client_address,
+                view.token.pk,
+            )
+            raise NotAuthorized(result.message)
+        return timezone.now()
+
+    return otp.act_spending_code_last(action, code_at=None, spend_code=spend_code)
 
 
 class AccessRequestApproveView(TokenAPIView):
@@ -244,15 +245,18 @@ class AccessRequestApproveView(TokenAPIView):
         access_request = _visible_request(self, pk)
         data = _valid(ApproveInputSerializer, request)
         permissions.ensure_can_decide_access_request(request.user, access_request)
-        step_up_at = _step_up_at(self, data.get("otp_code"))
         duration = data.get("duration_seconds")
-        request_services.access_request_approve(
-            request.user,
-            pk,
-            comment=data["comment"],
-            duration=timedelta(seconds=duration) if duration else None,
-            step_up_at=step_up_at,
-            client_address=self.client_address,
+        _act_with_code(
+            self,
+            data.get("otp_code"),
+            lambda step_up_at: request_services.access_request_approve(
+                request.user,
+                pk,
+                comment=data["comment"],
+                duration=timedelta(seconds=duration) if duration else None,
+                step_up_at=step_up_at,
+                client_address=self.client_address,
+            ),
         )
         return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
 
@@ -272,9 +276,12 @@ class AccessRequestDenyView(TokenAPIView):
         permissions.ensure_can_decide_access_request(request.user, access_request)
         if not data["comment"].strip():
             raise PolicyViolation("Say why you deny the request: the requester will read it.")
-        step_up_at = _step_up_at(self, data.get("otp_code"))
-        request_services.access_request_deny(
-            request.user, pk, comment=data["comment"], step_up_at=step_up_at, client_address=self.client_address
+        _act_with_code(
+            self,
+            data.get("otp_code"),
+            lambda step_up_at: request_services.access_request_deny(
+                request.user, pk, comment=data["comment"], step_up_at=step_up_at, client_address=self.client_address
+            ),
         )
         return Response(AccessRequestSerializer(_visible_request(self, pk)).data)
 
@@ -330,8 +337,8 @@ class GrantListView(TokenAPIView):
 
 
 def _visible_grant(view: TokenAPIView, pk: int) -> Grant:
-    grant = permissions.visible_grants(view.request.user).select_related("role__system", "user").filter(pk=pk).first()
-    if grant is None or not token_allows_role(view.token, grant.role_id):
+    grant = permissions.get_visible_grant_or_404(view.request.user, pk)
+    if not token_allows_role(view.token, grant.role_id):
         raise Http404
     return grant
 

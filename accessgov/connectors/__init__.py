@@ -7,15 +7,14 @@ never contains the secret.
 """
 
 from accessgov.connectors.base import Connector, ConnectorError, Target
+from accessgov.connectors.manual import ManualConnector
+from accessgov.connectors.postgres import PostgresConnector
+from accessgov.connectors.webhook import WebhookConnector
 from accessgov.models import System
 
 
 def connector_for(system: System) -> Connector:
-    from accessgov.connectors.manual import ManualConnector
-    from accessgov.connectors.postgres import PostgresConnector
-    from accessgov.connectors.webhook import WebhookConnector
-
-    classes = {
+    classes: dict[str, type[Connector]] = {
         System.Connector.MANUAL: ManualConnector,
         System.Connector.WEBHOOK: WebhookConnector,
         System.Connector.POSTGRES: PostgresConnector,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 LEDGER_FILE = "ledger/events.jsonl"
 EXCEPTIONS_FILE = "populations/exceptions.csv"
+ACTIVITY_FILE = "populations/activity.csv"
 LEDGER_TEST = "ledger.chain_intact"
 REVIEW_TEST = "reviews.recent_campaign"
 
@@ -65,9 +66,11 @@ CONTROLS: list[Control] = [
             "drift_findings.closed",
             "break_glass.acknowledged_by_other",
             "break_glass.acknowledged_in_time",
+            "activity_findings.signed_off",
+            "activity_findings.signed_off_by_other",
             LEDGER_TEST,
         ),
-        (EXCEPTIONS_FILE,),
+        (EXCEPTIONS_FILE, ACTIVITY_FILE),
     ),
     Control(
         "ISO 27001",
@@ -102,7 +105,7 @@ CONTROLS: list[Control] = [
         "A.8.15",
         "Logging",
         "Logs recording activities and events are produced, kept, protected and analysed.",
-        (LEDGER_TEST,),
+        (LEDGER_TEST, "activity.sealed", "activity_findings.signed_off"),
     ),
     Control(
         "PCI DSS",
@@ -124,7 +127,7 @@ CONTROLS: list[Control] = [
         "10.2",
         "Audit logs",
         "Audit logs are implemented to support the detection of anomalies and the forensic analysis of events.",
-        (LEDGER_TEST, "drift_findings.closed"),
+        (LEDGER_TEST, "drift_findings.closed", "activity.sealed", "activity_findings.signed_off"),
         (EXCEPTIONS_FILE,),
     ),
 ]

@@ -10,8 +10,8 @@ exceptions register) or nothing (the rule does not apply to this item yet). A te
 "passed / total" over that column, so anyone can recount it from the file (the verifier does).
 
 Rows are read with ``values_list`` in id order, in chunks, so 100,000 grants stream in constant memory.
-To add a population (the activity evidence of issue 17 is the next one): subclass Population, add it to
-POPULATIONS, and name its test columns in ``controls.CONTROLS``.
+To add a population: subclass Population, add it to POPULATIONS, and name its test columns in
+``controls.CONTROLS``.
 """
 
 from collections.abc import Iterable, Iterator
@@ -19,19 +19,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
+from accessgov import otp
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
+    ActivityFinding,
+    ActivitySeal,
     ChangeRequest,
     Decision,
     DriftFinding,
     Grant,
+    GrantActivity,
     ReviewCampaign,
     ReviewItem,
 )
@@ -520,7 +525,7 @@ class ApprovalsMfa(Population):
     ]
 
     def _fresh(self, ctx: Context, at: datetime, step_up_at: datetime | None) -> bool:
-        return step_up_at is not None and timedelta(0) <= at - step_up_at <= ctx.step_up_window
+        return otp.step_up_fresh(step_up_at, at, window=ctx.step_up_window)
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
         wanted = set(ids) if ids is not None else None
@@ -1067,6 +1072,206 @@ class DriftFindings(Population):
         return trails_by_data_key("finding_id", ids)
 
 
+# --- 9. Activity: what was done with each grant (issue 17) --------------------------------------------
+
+
+class Activity(Population):
+    name = "activity"
+    title = "Activity per grant"
+    description = (
+        "Every grant of the Grants population with what was done with it at the target: sessions, "
+        "statements by class, the statement digest, the findings it raised and their sign-off, and the seals "
+        "that put its activity into the ledger (ids, ledger sequence numbers and SHA-256 hashes, so each can be "
+        "tied to its activity.sealed event in ledger/events.jsonl). Empty counts: no activity was captured."
+    )
+    columns = [
+        Column("grant_id", "The grant (stable id; the same as in grants.csv)."),
+        Column("user", "Who held the access."),
+        Column("system", "The system."),
+        Column("role", "The role."),
+        Column("starts_at", "From (UTC)."),
+        Column("ended_at", "When access ended (empty while current)."),
+        Column("capture_levels", "Capture levels in force when the grant was applied (sessions, digest, pgaudit)."),
+        Column("sessions", "Sessions seen or reported."),
+        Column("statements", "Statements seen or reported."),
+        Column("reads", "Statements that read."),
+        Column("writes", "Statements that wrote (DML)."),
+        Column("ddl", "Schema changes (DDL)."),
+        Column("privilege", "Privilege and role changes."),
+        Column("other", "Other statements (session, configuration, unclassified)."),
+        Column("digest_calls", "Calls in the statement digest (pg_stat_statements) between apply and removal."),
+        Column("first_activity_at", "First activity seen (UTC)."),
+        Column("last_activity_at", "Last activity seen (UTC)."),
+        Column("findings", "Activity findings raised for this grant (activity_findings.csv)."),
+        Column("findings_open", "Of them, not signed off at the time of the build."),
+        Column("findings_signed_off_by", "Who signed its findings off, comma-separated."),
+        Column("sealed_at", "When its activity was sealed into the ledger."),
+        Column("seal_ids", "Its seals (the first, then supplements for late activity), space-separated."),
+        Column("seal_sequences", "The ledger sequence numbers of the seals' activity.sealed events."),
+        Column("seal_hashes", "SHA-256 over each seal's rows, as in its activity.sealed event."),
+        Column("sealed_rows", "Activity rows the seals cover."),
+        Column(
+            "sealed",
+            "Activity captured for a grant whose removal is done was sealed into the ledger (empty: no activity "
+            "captured, or the grant has not ended and been removed yet).",
+            test="Every ended grant's captured activity was sealed into the ledger",
+        ),
+    ]
+
+    def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
+        qs = Grants().queryset(ctx) if ids is None else Grant.objects.filter(pk__in=_ints(ids))
+        fields = (
+            "pk",
+            "user__username",
+            "role__system__name",
+            "role__name",
+            "starts_at",
+            "expires_at",
+            "ended_at",
+            "removed_at",
+            "provisioning_state",
+        )
+        seal_delay = timedelta(seconds=settings.ACTIVITY_SEAL_DELAY_SECONDS)
+        batch: list[tuple] = []
+        for row in _chunked(qs.order_by("pk"), *fields):
+            batch.append(row)
+            if len(batch) >= CHUNK:
+                yield from self._rows_of(ctx, batch, seal_delay)
+                batch = []
+        if batch:
+            yield from self._rows_of(ctx, batch, seal_delay)
+
+    def _rows_of(self, ctx: Context, batch: list[tuple], seal_delay: timedelta) -> Iterator[list[Any]]:
+        grant_ids = [row[0] for row in batch]
+        totals = {
+            values[0]: values
+            for values in GrantActivity.objects.filter(pk__in=grant_ids).values_list(
+                "pk", "levels", "session_count", "statement_count", "read_count", "write_count", "ddl_count",
+                "privilege_count", "other_count", "digest_calls", "first_activity_at", "last_activity_at",
+                "sealed_at",
+            )
+        }  # fmt: skip
+        seals: dict[int, list[tuple]] = {}
+        for grant_id, *seal in (
+            ActivitySeal.objects.filter(grant_id__in=grant_ids, sealed_at__lt=ctx.as_of)
+            .order_by("pk")
+            .values_list("grant_id", "pk", "event__sequence", "content_hash", "row_count")
+        ):
+            seals.setdefault(grant_id, []).append(tuple(seal))
+        findings: dict[int, list[tuple]] = {}
+        for grant_id, status, signer in (
+            ActivityFinding.objects.filter(grant_id__in=grant_ids, raised_at__lt=ctx.as_of)
+            .order_by("pk")
+            .values_list("grant_id", "status", "signed_off_by__username")
+        ):
+            findings.setdefault(grant_id, []).append((status, signer))
+        for pk, user, system, role, starts_at, expires_at, ended_at, removed_at, provisioning in batch:
+            total = totals.get(pk)
+            ended = ended_at or (expires_at if expires_at <= ctx.as_of else None)
+            own_seals, own_findings = seals.get(pk, []), findings.get(pk, [])
+            captured = bool(total and (total[2] or total[3] or total[9])) or bool(own_seals)
+            removal_done_at = removed_at if removed_at else (ended if provisioning in ("", "not_applied") else None)
+            due = captured and removal_done_at is not None and removal_done_at + seal_delay <= ctx.as_of
+            sealed = bool(total and total[12]) or bool(own_seals)
+            test = sealed if due else None
+            if test is False:
+                self.broke("sealed", pk, system=system, role=role, user=user, at=ended,
+                           detail="Captured activity not sealed into the ledger after the grant's removal.")  # fmt: skip
+            signers = sorted({signer for _, signer in own_findings if signer})
+            yield [
+                pk,
+                user,
+                system,
+                role,
+                starts_at,
+                ended,
+                " ".join(total[1] or []) if total else "",
+                *(list(total[2:10]) if total else [None] * 8),
+                total[10] if total else None,
+                total[11] if total else None,
+                len(own_findings),
+                sum(1 for status, _ in own_findings if status == ActivityFinding.Status.OPEN),
+                ",".join(signers),
+                total[12] if total else None,
+                " ".join(str(seal[0]) for seal in own_seals),
+                " ".join(str(seal[1]) for seal in own_seals if seal[1] is not None),
+                " ".join(seal[2] for seal in own_seals),
+                sum(seal[3] for seal in own_seals) if own_seals else None,
+                yes_no(test),
+            ]
+
+    def trails(self, ctx: Context, ids: list[str]) -> dict[str, list[dict]]:
+        pairs = Grant.objects.filter(pk__in=_ints(ids)).values_list("pk", "access_request_id")
+        return trails_by_request({str(pk): (pk, request_id) for pk, request_id in pairs})
+
+
+class ActivityFindings(Population):
+    name = "activity_findings"
+    title = "Activity findings"
+    description = (
+        "Every activity finding (activity beyond what was granted: without a grant, after its end, writes "
+        "under read-only, DDL or privilege changes, an unexpected address, writes the reason did not mention) "
+        "raised before the period's end and open at some time in it, and who signed it off. An unsigned "
+        "finding is an exception."
+    )
+    columns = [
+        Column("finding_id", "The finding (stable id)."),
+        Column("system", "The system."),
+        Column("role", "The role (empty: activity without a grant)."),
+        Column("grant_id", "The grant the activity was attributed to (empty: none)."),
+        Column("user", "The person whose login it was, when known."),
+        Column("principal", "The login role at the target."),
+        Column("kind", "no_grant, after_end, write_read_only, ddl, privilege, address or reason."),
+        Column("first_seen_at", "First activity of this kind (UTC)."),
+        Column("last_seen_at", "Last activity of this kind (UTC)."),
+        Column("count", "How many rows raised it."),
+        Column("example_command", "One command that raised it (no statement text)."),
+        Column("detail", "Why, in a sentence."),
+        Column("raised_at", "When it was raised."),
+        Column("status", "open or signed_off at the time of the build."),
+        Column("signed_off_by", "Who signed it off."),
+        Column("signed_off_at", "When."),
+        Column("comment", "What the signer checked."),
+        Column(
+            "signed_off",
+            "A second person signed it off (false: still open at the time of the build).",
+            test="Every activity finding was signed off by a second person",
+        ),
+        Column(
+            "signed_off_by_other",
+            "The signer is not the person whose activity it was (empty: not signed off).",
+            test="No activity finding was signed off by its subject",
+        ),
+    ]
+
+    def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
+        if ids is None:
+            qs = ActivityFinding.objects.filter(raised_at__lt=min(ctx.end, ctx.as_of)).filter(
+                Q(status=ActivityFinding.Status.OPEN) | Q(signed_off_at__gte=ctx.start)
+            )
+            qs = ctx.scoped(qs, "system_id")
+        else:
+            qs = ActivityFinding.objects.filter(pk__in=_ints(ids))
+        fields = ("pk", "system__name", "role__name", "grant_id", "user__username", "principal", "kind",
+                  "first_seen_at", "last_seen_at", "count", "example_command", "detail", "raised_at", "status",
+                  "signed_off_by__username", "signed_off_at", "comment")  # fmt: skip
+        for row in _chunked(qs.order_by("pk"), *fields):
+            pk, system, role, _grant_id, user, principal = row[:6]
+            signer = row[14]
+            signed = row[13] == ActivityFinding.Status.SIGNED_OFF
+            other = (signer != user) if signed and signer else None
+            if not signed:
+                self.broke("signed_off", pk, system=system, role=role or "", user=user or principal, at=row[12],
+                           detail=f"Activity finding ({row[6]}) not signed off by a second person.")  # fmt: skip
+            if other is False:
+                self.broke("signed_off_by_other", pk, system=system, role=role or "", user=user or principal,
+                           at=row[15], detail="Signed off by the person whose activity it was.")  # fmt: skip
+            yield [*row[:4], user or "", *row[5:14], signer or "", row[15], row[16], yes_no(signed), yes_no(other)]
+
+    def trails(self, ctx: Context, ids: list[str]) -> dict[str, list[dict]]:
+        return trails_by_data_key("finding_id", ids)
+
+
 # --- The register of broken rules ---------------------------------------------------------------------
 
 
@@ -1108,8 +1313,8 @@ POPULATIONS: list[type[Population]] = [
     PolicyChanges,
     Deactivations,
     DriftFindings,
-    # Extension point: the activity evidence of issue 17 (sessions, statements, findings per grant) is
-    # one more Population here ("activity"), with its test columns named in controls.CONTROLS.
+    Activity,
+    ActivityFindings,
 ]
 
 

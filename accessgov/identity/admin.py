@@ -4,7 +4,7 @@ the links and groups that sign-in and SCIM keep. Imported by ``accessgov.admin``
 from django import forms
 from django.contrib import admin
 
-from accessgov.admin import FourEyesAdminMixin, ReadOnlyAdmin
+from accessgov.admin_base import FourEyesAdminMixin, ReadOnlyAdmin
 from accessgov.models import ChangeRequest, ExternalIdentity, IdentityGroup, IdentityProvider, User
 
 # Switching one of these off narrows who can sign in or be provisioned: applied at once, recorded by

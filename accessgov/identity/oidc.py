@@ -22,6 +22,7 @@ from django.urls import reverse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from accessgov.identity.models import IdentityProvider
+from accessgov.services import identity as identity_services
 
 logger = logging.getLogger("accessgov.security")
 
@@ -89,7 +90,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         self.OIDC_RP_IDP_SIGN_KEY = None
         return self
 
-    def get_settings(self, attr, *args):  # type: ignore[override]
+    def get_settings(self, attr, *args):
         methods = (self.document or {}).get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
         fixed = {
             "OIDC_VERIFY_SSL": True,
@@ -181,7 +182,6 @@ class OIDCBackend(OIDCAuthenticationBackend):
         """The account of the verified ID token's subject (services.identity): linked, created just in
         time, or — for a link flow — linked to the signed-in person. The claims come from the signed ID
         token only (never the unsigned userinfo answer)."""
-        from accessgov.services import identity as identity_services
 
         sso = getattr(self.request, SESSION_REQUEST)
         return identity_services.sso_sign_in(

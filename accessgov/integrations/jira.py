@@ -20,6 +20,8 @@ DONE_CATEGORY = "done"
 
 @dataclass(frozen=True)
 class Issue:
+    """What a ticket provider said about one ticket (Jira and GitHub Issues answer the same shape)."""
+
     key: str
     exists: bool
     title: str = ""
@@ -29,6 +31,8 @@ class Issue:
     project: str = ""
     issue_type: str = ""
     assignee_email: str = ""
+    types: tuple[str, ...] = ()  # every type-like name (GitHub: all its labels); empty: issue_type alone
+    assignee_logins: tuple[str, ...] = ()  # GitHub: the assignees' logins
 
 
 def issue_get(provider: TicketProvider, key: str) -> Issue:

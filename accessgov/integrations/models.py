@@ -35,19 +35,32 @@ class OnCallProvider(models.Model):
 
 
 class TicketProvider(models.Model):
-    """Where tickets live (Jira first). Requests for a role bound to it must name a ticket that exists and
-    is open; ticket-bound grants end when it closes (signed webhook, and polling as a safety net)."""
+    """Where tickets live (Jira, or GitHub Issues: ``integrations.tickets`` picks the client by kind).
+    Requests for a role bound to it must name a ticket that exists and is open; ticket-bound grants end
+    when it closes (signed webhook, and polling as a safety net)."""
 
     class Kind(models.TextChoices):
         JIRA = "jira", "Jira"
+        GITHUB = "github", "GitHub Issues"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.JIRA)
-    base_url = models.URLField(help_text="e.g. https://your-site.atlassian.net")
-    username = models.CharField(max_length=200, blank=True, help_text="The API user's email address.")
-    api_token = models.TextField(blank=True, help_text="The API user's token. Never shown back, never logged.")
+    base_url = models.URLField(
+        help_text="Jira: e.g. https://your-site.atlassian.net. GitHub: https://api.github.com "
+        "(Enterprise Server: https://<host>/api/v3)."
+    )
+    username = models.CharField(
+        max_length=200, blank=True, help_text="Jira: the API user's email address. GitHub: not used."
+    )
+    api_token = models.TextField(
+        blank=True,
+        help_text="Jira: the API user's token. GitHub: a fine-grained token with Issues: read. "
+        "Never shown back, never logged.",
+    )
     webhook_secret = models.TextField(
-        blank=True, help_text="Secret of the signed Jira webhook (X-Hub-Signature). Never shown back."
+        blank=True,
+        help_text="Secret of the signed webhook (Jira: X-Hub-Signature; GitHub: X-Hub-Signature-256). "
+        "Never shown back.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -7,6 +7,7 @@ Raises TransitionNotAllowed (409), PolicyViolation (400), NotAuthorized/StepUpRe
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -15,8 +16,10 @@ from django.utils import timezone
 from accessgov import otp, permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
+from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
 from accessgov.services.events import event_record, event_record_bulk
+from accessgov.services.integrations import external_checks
 from accessgov.workflow import ensure_transition
 
 Status = AccessRequest.Status
@@ -24,9 +27,7 @@ Type = AccessEvent.Type
 
 
 def _notify(kind: str, object_id: int) -> None:
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
+    after_commit.enqueue("notify", kind, object_id)
 
 
 def _lock_for_decision(access_request_id: int) -> AccessRequest:
@@ -116,7 +117,8 @@ def _create(
     )
     access_request.auto_approval_note = "\n".join(outcome.notes)
     if outcome.reason:
-        data, note = {}, []
+        data: dict[str, Any] = {}
+        note: list[str] = []
         if outcome.evidence:
             data["evidence"] = outcome.evidence
         if outcome.ends_at is not None and outcome.ends_at < max(starts_at or now, now) + duration:
@@ -172,7 +174,6 @@ def access_request_submit(
         raise PolicyViolation(f"You are not eligible to request {role}.")
     policies.validate_ticket(role, ticket)
     # The providers are asked before the transaction (no I/O inside one); their answers are applied in it.
-    from accessgov.services.integrations import external_checks
 
     external = external_checks(role, actor, ticket=ticket, starts_at=starts_at, now=now)
     with transaction.atomic():
@@ -440,8 +441,7 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
     """The requester withdraws a pending request."""
     with transaction.atomic():
         access_request = _lock(access_request_id)
-        if access_request.requester_id != actor.pk:
-            raise NotAuthorized("Only the requester can cancel a request.")
+        permissions.ensure_can_cancel_access_request(actor, access_request)
         ensure_transition("request", access_request.status, Status.CANCELLED)
         access_request.status = Status.CANCELLED
         access_request.decided_at = timezone.now()

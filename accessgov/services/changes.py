@@ -17,7 +17,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
 from accessgov import permissions
-from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
     AutoApprovalRule,
@@ -64,16 +64,6 @@ SECRET_FIELDS = {
 MASK = "•••••• (secret)"
 
 
-def can_manage_changes(user: User) -> bool:
-    """Portal admins (staff) may see, propose and decide policy changes."""
-    return user.is_active and user.is_staff
-
-
-def _ensure_admin(actor: User) -> None:
-    if not can_manage_changes(actor):
-        raise NotAuthorized("Only portal admins change policy.")
-
-
 def _display(instance: models.Model, field: models.Field) -> str:
     if field.name in SECRET_FIELDS:
         return MASK if getattr(instance, field.attname) else ""
@@ -110,7 +100,7 @@ def change_propose(
     edited attributes) as a pending change. Nothing is applied until a second admin approves — unless
     FOUR_EYES_POLICY_CHANGES is off, in which case it is applied now. Raises NotAuthorized or
     PolicyViolation (invalid values)."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     model = MODELS[kind]
     try:
         instance.full_clean()
@@ -176,12 +166,9 @@ def change_propose_permissions(
     exactly ``perms``. Adding any permission waits for a second admin; a change that only removes is
     applied at once (narrowing access should never wait), recorded the same way. Nobody changes their
     own permissions or those of a group they are in. Returns None when nothing changes."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     holder = user or group
-    if user is not None and user.pk == actor.pk:
-        raise NotAuthorized("Nobody changes their own permissions: ask another admin.")
-    if group is not None and actor.groups.filter(pk=group.pk).exists():
-        raise NotAuthorized("Nobody changes the permissions of a group they belong to: ask another admin.")
+    permissions.ensure_can_change_rights(actor, user=user, group=group)
     current = set(get_user_perms(user, obj) if user is not None else get_group_perms(group, obj))
     add, remove = sorted(perms - current), sorted(current - perms)
     if not add and not remove:
@@ -353,12 +340,11 @@ def change_propose_user_rights(
     """Widening an account's rights — staff, superuser, a group, a model permission — waits for a second
     admin (narrowing never waits: callers apply it directly). Nobody widens their own account; service
     accounts are never admins. Returns None when nothing widens."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     add_groups, add_permissions = list(add_groups or []), list(add_permissions or [])
     if not (make_staff or make_superuser or add_groups or add_permissions):
         return None
-    if user.pk == actor.pk:
-        raise NotAuthorized("Nobody changes their own groups, permissions or admin rights: ask another admin.")
+    permissions.ensure_can_change_rights(actor, user=user)
     if user.is_service_account and (make_staff or make_superuser):
         raise PolicyViolation("A service account is never a portal admin.")
     changes = {}
@@ -411,11 +397,10 @@ def change_propose_group_permissions(
 ) -> ChangeRequest | None:
     """Model permissions added to a group (every member gains them) wait for a second admin; removals
     never wait (callers apply them). Nobody changes the permissions of a group they are in."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     if not add_permissions:
         return None
-    if actor.groups.filter(pk=group.pk).exists():
-        raise NotAuthorized("Nobody changes the permissions of a group they belong to: ask another admin.")
+    permissions.ensure_can_change_rights(actor, group=group)
     changes = {"permissions": {"label": "Permissions added", "old": "", "new": _names(add_permissions)}}
     with transaction.atomic():
         return _propose(
@@ -443,7 +428,7 @@ def change_propose_service_account(
 ) -> ChangeRequest:
     """A new service account (a machine identity: no password, no authenticator, never signs in) waits
     for a second admin. Raises PolicyViolation for a bad or taken username."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     username = username.strip()
     try:
         User.username_validator(username)
@@ -499,7 +484,7 @@ def change_propose_service_token(
     """A token for a service account waits for a second admin; its secret is returned now, to the
     proposer only, once (only its hash is kept), and works from the moment the change is approved.
     Raises PolicyViolation (not a pure service account, bad scope or expiry)."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     draft = token_services.service_token_draft(
         user=user, name=name, expires_at=expires_at, scopes=scopes, role_ids=[r.pk for r in roles or []]
     )
@@ -542,7 +527,7 @@ def change_approve(actor: User, change_id: int, *, client_address: str | None = 
     Locks the change and its target. Raises NotAuthorized (``permissions.change_approval_problem``: the
     proposer, the person whose access it widens, an account the proposer recently made or empowered),
     TransitionNotAllowed (decided, or the target changed since) or PolicyViolation."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     with transaction.atomic():
         change = _lock(change_id)
         permissions.ensure_can_approve_change(actor, change)
@@ -551,7 +536,7 @@ def change_approve(actor: User, change_id: int, *, client_address: str | None = 
 
 def change_reject(actor: User, change_id: int, *, comment: str, client_address: str | None = None) -> ChangeRequest:
     """Another admin rejects a pending change (a reason is required), or its proposer withdraws it."""
-    _ensure_admin(actor)
+    permissions.ensure_can_manage_changes(actor)
     with transaction.atomic():
         change = _lock(change_id)
         withdrawing = change.proposed_by_id == actor.pk

@@ -9,6 +9,7 @@ from django.utils import timezone
 from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
+from accessgov.services import after_commit
 from accessgov.services.access_requests import access_request_withdraw_ineligible
 from accessgov.services.events import event_record
 
@@ -93,8 +94,6 @@ def eligibility_remind_ending(now: datetime) -> int:
     eligibility no longer allows new requests (Eligibility.objects.active)."""
     from django.conf import settings
 
-    from accessgov import tasks
-
     with transaction.atomic():  # claimed under skip-locked row locks: parallel sweeps remind once
         ids = list(
             Eligibility.objects.active(now)
@@ -107,5 +106,5 @@ def eligibility_remind_ending(now: datetime) -> int:
         )
         if ids:
             Eligibility.objects.filter(pk__in=ids).update(end_reminded_at=now)
-            transaction.on_commit(lambda: tasks.notify_many.delay("eligibility_ending", ids), robust=True)
+            after_commit.enqueue("notify_many", "eligibility_ending", ids)
     return len(ids)

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User, compact_json_encoder
+from accessgov.services import webhook_outbox
 
 Type = AccessEvent.Type
 event_logger = logging.getLogger("accessgov.events")
@@ -245,9 +246,7 @@ def _webhooks_enqueue(events: list[AccessEvent]) -> None:
 
 def _webhooks_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> None:
     """Outbound event webhooks: deliveries for matching subscriptions, in this same transaction."""
-    from accessgov.services.webhooks import webhook_deliveries_enqueue_refs
-
-    webhook_deliveries_enqueue_refs(refs)
+    webhook_outbox.webhook_deliveries_enqueue_refs(refs)
 
 
 def _log_after_commit(events: list[AccessEvent]) -> None:

@@ -19,6 +19,7 @@ from accessgov.evidence import builder, delivery
 from accessgov.evidence.signing import SigningKeyMissing
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, EvidencePack, System, User
+from accessgov.services import after_commit
 from accessgov.services.events import event_record
 
 logger = logging.getLogger("accessgov.evidence")
@@ -46,9 +47,7 @@ def evidence_period_problem(since: date | None, until: date | None, today: date)
 
 
 def _schedule_build(pack_id: int) -> None:
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.build_evidence_pack.delay(pack_id))
+    after_commit.enqueue("build_evidence_pack", pack_id)
 
 
 def evidence_pack_request(

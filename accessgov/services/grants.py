@@ -28,7 +28,7 @@ from accessgov.models import (
     Role,
     User,
 )
-from accessgov.services import provisioning
+from accessgov.services import after_commit, provisioning
 from accessgov.services.events import event_record, event_record_rows
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.workflow import ensure_transition
@@ -38,13 +38,6 @@ Type = AccessEvent.Type
 EXPIRY_REMINDER_BEFORE = timedelta(minutes=15)
 BREAK_GLASS_FOLLOW_UP_WITHIN = timedelta(hours=24)
 BREAK_GLASS_REMIND_EVERY = timedelta(hours=4)
-
-
-def _on_commit_task(name: str, *args) -> None:
-    from accessgov import tasks
-
-    task = getattr(tasks, name)
-    transaction.on_commit(lambda: task.delay(*args), robust=True)
 
 
 def _lock(grant_id: int) -> Grant:
@@ -353,7 +346,7 @@ def grant_expire_due(
                 for pk, access_request_id, role_id, expires_at in due
             ]
         )
-        _on_commit_task("notify_many", "grant_ended", ids)
+        after_commit.enqueue("notify_many", "grant_ended", ids)
 
     return _transition_due(
         "status = %s AND expires_at <= %s",
@@ -411,7 +404,7 @@ def _end(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-        _on_commit_task("notify", "grant_ended", grant.pk)
+        after_commit.enqueue("notify", "grant_ended", grant.pk)
         return grant
     ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
@@ -431,7 +424,7 @@ def _end(
     )
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
-    _on_commit_task("notify", "grant_ended", grant.pk)
+    after_commit.enqueue("notify", "grant_ended", grant.pk)
     return grant
 
 
@@ -483,7 +476,7 @@ def grant_remind_expiring(now: datetime) -> int:
         )
         if ids:
             Grant.objects.filter(pk__in=ids).update(expiry_reminder_sent_at=now)
-            _on_commit_task("notify_many", "grant_expiring", ids)
+            after_commit.enqueue("notify_many", "grant_expiring", ids)
     return len(ids)
 
 
@@ -552,7 +545,7 @@ def break_glass_activate(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
-        _on_commit_task("notify", "break_glass_activated", grant.pk)
+        after_commit.enqueue("notify", "break_glass_activated", grant.pk)
         return grant
 
 
@@ -598,7 +591,7 @@ def break_glass_remind_overdue(now: datetime) -> int:
         )
         if ids:
             BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
-            _on_commit_task("notify_many", "break_glass_overdue", ids)
+            after_commit.enqueue("notify_many", "break_glass_overdue", ids)
     return len(ids)
 
 
@@ -610,12 +603,25 @@ def grant_revoke_by_system(
     end_reason: str = Grant.EndReason.REVOKED,
     event_type: str = Type.GRANT_REVOKED,
     data: dict | None = None,
+    actor: User | None = None,
+    client_address: str | None = None,
 ) -> Grant:
-    """End a grant on behalf of a process (an account deactivated, an access review's outcome, its ticket
-    closed, its incident resolved), not a person: no permission check, the event names the job and says
-    why (``end_reason``/``event_type``, ``data``: the provider's evidence). Callers are services that
-    already authorized their own action."""
+    """End a grant as the consequence of another change (an account deactivated, a person removed from a
+    group, an access review's outcome, its ticket closed, its incident resolved): no permission check on
+    the grant, the event names ``actor`` when a person or a provider's service account caused it (else
+    the job) and says why (``end_reason``/``event_type``, ``data``: the evidence). Callers are services
+    that already authorized their own action."""
     now = timezone.now()
     with transaction.atomic():
         grant = _lock(grant_id)
-        return _end(grant, now=now, end_reason=end_reason, event_type=event_type, reason=reason, job=job, data=data)
+        return _end(
+            grant,
+            now=now,
+            end_reason=end_reason,
+            event_type=event_type,
+            reason=reason,
+            job=job,
+            data=data,
+            actor=actor,
+            client_address=client_address,
+        )

@@ -23,16 +23,12 @@ from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation
 from accessgov.identity.scim import GroupChange, GroupValues, UserValues
 from accessgov.models import (
     AccessEvent,
-    Eligibility,
     ExternalIdentity,
-    Grant,
     IdentityGroup,
     IdentityProvider,
     IdentityProviderMFA,
     User,
 )
-from accessgov.services import access_requests as request_services
-from accessgov.services import grants as grant_services
 from accessgov.services import users as user_services
 from accessgov.services.events import event_record, event_record_bulk
 
@@ -497,37 +493,26 @@ def _join(actor, provider, identity_group: IdentityGroup, users: list[User], *, 
 
 
 def _leave(actor, provider, identity_group: IdentityGroup, users: list[User], *, client_address) -> None:
-    """A mover: people leave a group. The eligibility that came from it ends for them — pending requests
-    that relied on it are withdrawn and current grants that depended on it are revoked (removal at the
-    target queued) — unless other eligibility (their own, another group's) still covers the role. The
-    grants are locked before the first event."""
+    """A mover: people leave a group. What depended on it ends through ``users.user_groups_leave`` (the
+    same service the admin's user form calls): grants whose role no other eligibility covers are revoked
+    with removal at the target, pending requests withdrawn. One group-left event per person."""
     current = set(identity_group.group.user_set.values_list("pk", flat=True))
     leaving = [u for u in users if u.pk in current]
     if not leaving:
         return
     now = timezone.now()
-    role_ids = list(Eligibility.objects.filter(group=identity_group.group).values_list("role_id", flat=True).distinct())
-    grants = list(
-        Grant.objects.current()
-        .filter(user__in=leaving, role_id__in=role_ids)
-        .select_for_update(no_key=True, of=("self",))
-        .select_related("role", "user")
-        .order_by("pk")
+    user_services.user_groups_leave(
+        actor,
+        leaving,
+        [identity_group.group],
+        by=f"by {provider.name}",
+        job=f"idp:{provider.slug}",
+        client_address=client_address,
+        idp=provider,
     )
-    identity_group.group.user_set.remove(*leaving)
-    for grant in grants:
-        problem = permissions.eligibility_problem(grant.user, grant.role, now)
-        if problem:
-            grant_services.grant_revoke_by_system(
-                grant.pk,
-                reason=f"No longer eligible: removed from {identity_group.group.name} by {provider.name}",
-                job=f"idp:{provider.slug}",
-            )
     _membership_events(
         Type.IDENTITY_GROUP_LEFT, actor, provider, identity_group, leaving, client_address=client_address, now=now
     )
-    if role_ids:
-        request_services.access_request_withdraw_ineligible(now, role_ids=role_ids, job=f"idp:{provider.slug}")
 
 
 def _group_event(actor, provider, identity_group: IdentityGroup, action: str, client_address, **extra) -> None:

@@ -23,9 +23,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accessgov import policies
+from accessgov import otp, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
-from accessgov.integrations import jira, pagerduty
+from accessgov.integrations import jira, oidc_trust, pagerduty, slack, tickets
 from accessgov.integrations.http import ProviderError
 from accessgov.models import (
     AccessEvent,
@@ -43,6 +43,7 @@ from accessgov.models import (
     TicketProvider,
     User,
 )
+from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
@@ -79,8 +80,11 @@ def _ticket_check(role: Role, requester: User, ticket: str) -> tuple[TicketProvi
         if role.ticket_required or role.ticket_bound:
             raise PolicyViolation(f"{role} requires a {provider.name} ticket.")
         return None, None
+    problem = tickets.reference_problem(provider, ticket)
+    if problem:
+        raise PolicyViolation(problem)
     try:
-        issue = jira.issue_get(provider, ticket)
+        issue = tickets.issue_get(provider, ticket)
     except ProviderError as error:
         raise PolicyViolation(f"The ticket could not be confirmed: {error} Try again in a moment.") from None
     if not issue.exists:
@@ -88,16 +92,24 @@ def _ticket_check(role: Role, requester: User, ticket: str) -> tuple[TicketProvi
     if not issue.is_open:
         raise PolicyViolation(f"{issue.key} is closed ({issue.status}): access needs an open ticket.")
     projects = _csv(role.ticket_projects)
-    if projects and issue.project not in projects:
+    if projects and issue.project.lower() not in {p.lower() for p in projects}:
         raise PolicyViolation(f"{issue.key} is not in an allowed project ({', '.join(projects)}).")
     types = _csv(role.ticket_issue_types)
-    if types and issue.issue_type.lower() not in {t.lower() for t in types}:
-        raise PolicyViolation(f"{issue.key} is a {issue.issue_type}; allowed: {', '.join(types)}.")
-    if role.ticket_assigned_to_requester and (
-        not requester.email or issue.assignee_email.lower() != requester.email.lower()
-    ):
+    github = provider.kind == TicketProvider.Kind.GITHUB
+    offered = {t.lower() for t in (issue.types if github else (issue.issue_type,)) if t}
+    if types and not offered & {t.lower() for t in types}:
+        what = f"labelled {', '.join(issue.types) or 'with nothing'}" if github else f"a {issue.issue_type}"
+        raise PolicyViolation(f"{issue.key} is {what}; allowed: {', '.join(types)}.")
+    if role.ticket_assigned_to_requester and not _assigned_to(provider, issue, requester):
         raise PolicyViolation(f"{issue.key} must be assigned to you.")
     return provider, issue
+
+
+def _assigned_to(provider: TicketProvider, issue: jira.Issue, requester: User) -> bool:
+    """Jira names assignees by email; GitHub by login, matched against the AccessGov username."""
+    if provider.kind == TicketProvider.Kind.GITHUB:
+        return requester.get_username().lower() in {login.lower() for login in issue.assignee_logins}
+    return bool(requester.email) and issue.assignee_email.lower() == requester.email.lower()
 
 
 def _provider_checks(role: Role, requester: User, starts_at: datetime | None, now: datetime) -> dict[int, list]:
@@ -182,7 +194,7 @@ def ticket_recheck(provider: TicketProvider, key: str, *, job: str) -> int:
     grant_ids = list(_ticket_bound_grants(provider, key).values_list("pk", flat=True))
     if not grant_ids:
         return 0
-    issue = jira.issue_get(provider, key)
+    issue = tickets.issue_get(provider, key)
     if issue.exists and issue.is_open:
         return 0
     status = issue.status if issue.exists else "no longer exists"
@@ -197,8 +209,9 @@ def ticket_recheck(provider: TicketProvider, key: str, *, job: str) -> int:
 
 
 def ticket_webhook_received(provider: TicketProvider, key: str) -> int:
-    """A signed Jira webhook said ``key`` changed: read it back and end what it bound if it closed."""
-    return ticket_recheck(provider, key, job="jira-webhook")
+    """A signed webhook (Jira's, or GitHub's ``issues`` delivery) said ``key`` changed: read it back from
+    the provider and end what it bound if it closed."""
+    return ticket_recheck(provider, key, job=f"{provider.kind}-webhook")
 
 
 def _sweep_tickets() -> int:
@@ -260,15 +273,13 @@ def integrations_sweep(now: datetime | None = None) -> dict[str, int]:
     requests decided without a notification (cancelled) up to date, and prune replay guards. Provider
     failures are logged and retried next pass; they never end or extend anything."""
     now = now or timezone.now()
-    from accessgov import tasks
-
     stale = list(
         SlackMessage.objects.filter(shown_state__startswith="pending")
         .exclude(access_request__status=AccessRequest.Status.PENDING)
         .values_list("access_request_id", flat=True)[:100]
     )
     for access_request_id in stale:
-        tasks.slack_sync.delay(access_request_id)
+        after_commit.send("slack_sync", access_request_id)
     pruned = SlackRequestSeen.objects.filter(seen_at__lt=now - SLACK_SEEN_KEEP).delete()[0]
     OidcTokenUse.objects.filter(token_expires_at__lt=now - timedelta(days=1)).delete()
     return {
@@ -290,8 +301,7 @@ def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
     """A one-time code (shown once, only its hash kept) that links the Slack user who types it to
     ``user``. Needs a TOTP code entered just now (``step_up_at``): a link lets Slack act as the person."""
     now = timezone.now()
-    if step_up_at is None or now - step_up_at > settings.OTP_STEP_UP_WINDOW:
-        raise PolicyViolation("Enter a code from your authenticator to link Slack.")
+    otp.ensure_step_up(step_up_at, now, action="Linking Slack")
     code = "-".join(secrets.token_hex(3).upper() for _ in range(3))
     with transaction.atomic():
         SlackLinkCode.objects.filter(user=user, used_at__isnull=True).update(used_at=now)  # one live code
@@ -361,6 +371,18 @@ def slack_linked_user(workspace: SlackWorkspace, slack_user_id: str) -> User | N
     return link.user
 
 
+def ticket_delivery_seen(provider: TicketProvider, delivery_id: str) -> bool:
+    """Record a verified webhook delivery (GitHub's ``X-GitHub-Delivery`` id); True if it was already
+    handled (a replay). The Slack replay guard's table holds it (a hash, pruned by the sweep like Slack's);
+    a replay after that only triggers a re-check, which reads the ticket back anyway."""
+    try:
+        with transaction.atomic():
+            SlackRequestSeen.objects.create(signature_hash=_hash(f"ticket:{provider.pk}:{delivery_id}"))
+    except IntegrityError:
+        return True
+    return False
+
+
 def slack_request_seen(timestamp: str, signature: str) -> bool:
     """Record a verified Slack request; True if it was already handled (a replay)."""
     try:
@@ -375,7 +397,6 @@ def slack_request_sync(access_request_id: int) -> str:
     """Post the approval message for a pending request, or update it for everyone to the request's
     current state (decided anywhere: portal, API, Slack, the sweep). Idempotent; raises on Slack errors
     (the task retries). Returns what was done."""
-    from accessgov.integrations import slack
 
     workspace = SlackWorkspace.objects.filter(is_active=True).order_by("pk").first()
     access_request = (
@@ -422,7 +443,6 @@ class ExchangedToken:
 def oidc_token_exchange(id_token: str, *, client_address: str | None = None) -> ExchangedToken:
     """``oidc_trust.verify`` then ``oidc_token_issue``. Raises oidc_trust.TokenRefused / ProviderError /
     PolicyViolation."""
-    from accessgov.integrations import oidc_trust
 
     policy, claims = oidc_trust.verify(id_token)
     return oidc_token_issue(policy, claims, client_address=client_address)

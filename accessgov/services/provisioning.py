@@ -21,8 +21,10 @@ from accessgov import permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
+from accessgov.services import after_commit
 from accessgov.services.activity import capture
 from accessgov.services.events import actor_label, event_record, event_record_rows
+from accessgov.services.scheduler import scheduler_wake
 
 logger = logging.getLogger("accessgov.provisioning")
 Action = OutboxItem.Action
@@ -41,14 +43,11 @@ def _drain_after_commit(action: str) -> None:
     apply does not: the worker told after the commit applies it within milliseconds, and two drains
     racing for every approval only cost both; without a broker or a worker the scheduler finds the item
     at its next look (within SCHEDULER_INTERVAL_SECONDS)."""
-    from accessgov import tasks
-    from accessgov.services.scheduler import scheduler_wake
-
     if DRAINED_BY_THIS_PROCESS:
         return
     if action == Action.REMOVE:
         scheduler_wake()
-    transaction.on_commit(lambda: tasks.drain_outbox.delay(), robust=True)
+    after_commit.enqueue("drain_outbox")
 
 
 def _key(grant_id: int, action: str) -> str:
@@ -481,8 +480,6 @@ def manual_task_complete(actor: User, item_id: int) -> str:
 def removal_alert_due(now: datetime) -> int:
     """Grants whose removal is overdue beyond the threshold: alert owners once (dashboard shows them).
     Claimed under skip-locked row locks, so parallel sweeps alert once."""
-    from accessgov import tasks
-
     threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
     with transaction.atomic():
         ids = list(
@@ -494,10 +491,5 @@ def removal_alert_due(now: datetime) -> int:
         )
         if ids:
             Grant.objects.filter(pk__in=ids).update(removal_alerted_at=now)
-            transaction.on_commit(lambda: tasks.notify_many.delay("removal_overdue", ids), robust=True)
+            after_commit.enqueue("notify_many", "removal_overdue", ids)
     return len(ids)
-
-
-def overdue_removals(grants_qs, now: datetime):
-    threshold = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
-    return grants_qs.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True)

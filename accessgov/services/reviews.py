@@ -18,6 +18,7 @@ from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
 from accessgov.services import access_requests as request_services
+from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
 from accessgov.services.events import actor_label, event_record, event_record_bulk
 
@@ -130,9 +131,7 @@ def review_campaign_create(
 
 
 def _notify_after_commit(kind: str, object_id: int) -> None:
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.notify.delay(kind, object_id), robust=True)
+    after_commit.enqueue("notify", kind, object_id)
 
 
 def _lock_item(item_id: int) -> ReviewItem:
@@ -197,21 +196,15 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
         return item
 
 
-def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -> int:
-    """Revoke, through the lifecycle service, the active grants that came from revoked items: the
-    item's own grant, or the grants of the role held by the eligibility's user (or group members).
-    Finding them costs two queries whatever the number of items."""
+def _grants_from(revoked: list[ReviewItem]) -> dict[int, str]:
+    """The current grants that revoked items end, with the reason for each: the item's own grant, or
+    the grants of the role held by the eligibility's user (or group members). Two queries whatever the
+    number of items. Shared by closing a campaign and its confirmation page."""
     reasons: dict[int, str] = {i.grant_id: i.reason for i in revoked if i.grant_id}
     by_eligibility = [i for i in revoked if i.eligibility_id]
     if by_eligibility:
-        members: dict[int, set[int]] = {}
-        for user_id, group_id in User.groups.through.objects.filter(
-            group_id__in={i.subject_group_id for i in by_eligibility if i.subject_group_id}
-        ).values_list("user_id", "group_id"):
-            members.setdefault(group_id, set()).add(user_id)
         holders: dict[tuple[int, int], str] = {}
-        for item in by_eligibility:
-            users = {item.subject_user_id} if item.subject_user_id else members.get(item.subject_group_id, set())
+        for item, users in _subjects(by_eligibility):
             holders.update({(user_id, item.role_id): item.reason for user_id in users})
         for pk, user_id, role_id in (
             Grant.objects.current()
@@ -220,6 +213,60 @@ def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -
         ):
             if (user_id, role_id) in holders:
                 reasons.setdefault(pk, holders[(user_id, role_id)])
+    return reasons
+
+
+def _subjects(items: list[ReviewItem]) -> list[tuple[ReviewItem, set[int]]]:
+    """Each item with the ids of the people it covers (its user, or its group's members)."""
+    members: dict[int, set[int]] = {}
+    for user_id, group_id in User.groups.through.objects.filter(
+        group_id__in={i.subject_group_id for i in items if i.subject_group_id}
+    ).values_list("user_id", "group_id"):
+        members.setdefault(group_id, set()).add(user_id)
+    return [
+        (item, {item.subject_user_id} if item.subject_user_id else members.get(item.subject_group_id, set()))
+        for item in items
+    ]
+
+
+def _close_plan(campaign: ReviewCampaign, items: list[ReviewItem]) -> dict[str, list[ReviewItem]]:
+    """What closing does to each item: its decision, or the campaign's no-response policy."""
+    no_answer = ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
+    by_outcome: dict[str, list[ReviewItem]] = {"revoked": [], "kept": [], "kept_flagged": []}
+    for item in items:
+        decision = item.decision or no_answer
+        outcome = {ReviewItem.Decision.REVOKE: "revoked", ReviewItem.Decision.KEEP: "kept"}.get(
+            decision, "kept_flagged"
+        )
+        item.reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
+        by_outcome[outcome].append(item)
+    return by_outcome
+
+
+def review_campaign_close_preview(campaign_id: int) -> dict[str, int]:
+    """What closing the campaign now would do, counted with the rules the close applies (read-only, no
+    locks): items revoked (and how many of them unanswered), kept, kept and flagged, current grants
+    that end, eligibilities that end and the people they cover. For the confirmation page."""
+    campaign = ReviewCampaign.objects.get(pk=campaign_id)
+    items = list(campaign.items.all())
+    plan = _close_plan(campaign, items)
+    revoked = plan["revoked"]
+    people = set().union(*(users for _, users in _subjects([i for i in revoked if i.eligibility_id])))
+    return {
+        "revoked": len(revoked),
+        "unanswered_revoked": sum(1 for i in revoked if not i.decision),
+        "unanswered_kept": sum(1 for i in plan["kept_flagged"] if not i.decision),
+        "kept": len(plan["kept"]),
+        "kept_flagged": len(plan["kept_flagged"]),
+        "grants_end": len(_grants_from(revoked)),
+        "eligibilities_end": sum(1 for i in revoked if i.eligibility_id),
+        "people_lose_eligibility": len(people),
+    }
+
+
+def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -> int:
+    """Revoke, through the lifecycle service, the current grants that revoked items end (``_grants_from``)."""
+    reasons = _grants_from(revoked)
     for pk, reason in reasons.items():
         try:
             grant_services.grant_revoke_by_system(pk, reason=reason, job=job)
@@ -259,15 +306,7 @@ def review_campaign_close(
                 "subject_group_id",
             )
         )
-        no_answer = ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
-        by_outcome: dict[str, list[ReviewItem]] = {"revoked": [], "kept": [], "kept_flagged": []}
-        for item in items:
-            decision = item.decision or no_answer
-            outcome = {ReviewItem.Decision.REVOKE: "revoked", ReviewItem.Decision.KEEP: "kept"}.get(
-                decision, "kept_flagged"
-            )
-            item.reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
-            by_outcome[outcome].append(item)
+        by_outcome = _close_plan(campaign, items)
         revoked_eligibility = [i.eligibility_id for i in by_outcome["revoked"] if i.eligibility_id]
         # End now; an eligibility that has not started yet ends just after its start (the DB requires it).
         Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__lt=now).update(ends_at=now)

@@ -3,6 +3,7 @@
 
 from datetime import datetime
 
+from accessgov.models import JobRun
 from accessgov.services import access_requests, activity, eligibility, grants, provisioning, reviews, webhooks
 
 
@@ -38,8 +39,6 @@ def sweep_run_recorded() -> dict[str, int]:
     import time
 
     from django.utils import timezone
-
-    from accessgov.models import JobRun
 
     started = time.monotonic()
     counts = sweep_run(timezone.now())

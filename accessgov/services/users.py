@@ -1,16 +1,31 @@
-"""Account lifecycle: deactivating a person ends every way they hold or could use access, at once.
+"""Account lifecycle: deactivating a person ends every way they hold or could use access, at once; a
+person leaving a group ends what depended on that group (a mover).
 
-Callers: the admin (the user form's "active" box and the deactivate/reactivate actions) and SCIM
-provisioning (services.identity: the identity provider deactivates a leaver). Each change
+Callers: the admin (the user form's "active" box and groups, the deactivate/reactivate actions) and SCIM
+provisioning (services.identity: the identity provider deactivates a leaver, moves people out of its
+groups). Both go through the same services here, so an admin's removal and the provider's end the same
+grants the same way. Each change
 records an access event in its transaction; grants are revoked through the lifecycle service (so the
 target-side removal goes through the outbox) and pending requests are withdrawn set-based.
 """
 
+from collections.abc import Sequence
+
+from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone
 
 from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
-from accessgov.models import AccessEvent, ExternalIdentity, Grant, IdentityProvider, User
+from accessgov.models import (
+    AccessEvent,
+    Eligibility,
+    ExternalIdentity,
+    Grant,
+    IdentityGroup,
+    IdentityProvider,
+    User,
+)
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
@@ -26,8 +41,17 @@ def _ensure_can_manage_users(actor: User, user_id: int, idp: IdentityProvider | 
         if not ExternalIdentity.objects.filter(provider=idp, user_id=user_id).exists():
             raise NotAuthorized(f"{idp.name} does not manage this account.")
         return
-    if not (actor.is_active and actor.is_staff and actor.has_perm("accessgov.change_user")):
-        raise NotAuthorized("Only portal admins with the right to change users manage accounts.")
+    permissions.ensure_can_manage_users(actor)
+
+
+def user_password_change(user: User, new_password: str) -> User:
+    """The person changes their own password (the view checked the old one and the password rules).
+    The session hash changes with it, so every other session of theirs ends."""
+    with transaction.atomic():
+        user = _lock_user(user.pk)
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+    return user
 
 
 def _lock_user(user_id: int) -> User:
@@ -100,3 +124,75 @@ def user_reactivate(
             data={"user_id": user.pk, "username": user.get_username(), **({"idp": idp.slug} if idp else {})},
         )
         return user
+
+
+def user_groups_leave(
+    actor: User,
+    users: Sequence[User],
+    groups: Sequence[Group],
+    *,
+    by: str,
+    job: str,
+    client_address: str | None = None,
+    idp: IdentityProvider | None = None,
+) -> list[tuple[int, int]]:
+    """People leave groups (a mover): every membership of ``users`` in ``groups`` is removed, and the
+    eligibility that came only from those groups ends with it — each current grant of theirs whose role
+    no other eligibility (their own, another group's) still covers is revoked (removal at the target
+    queued; the event names ``actor``, the groups and ``by``, e.g. "by Okta" or "in the admin"), and
+    pending requests for those roles that are no longer eligible are withdrawn.
+
+    The one mover path: the admin's user form and SCIM group changes (services.identity) both call it.
+    ``actor`` is a portal admin allowed to change users, or — with ``idp`` — that provider's SCIM service
+    account, for that provider's groups only. Runs in the caller's transaction when there is one; locks
+    the affected current grants before the first event. Returns the (user id, group id) memberships
+    removed. Raises NotAuthorized."""
+    if idp is not None:
+        permissions.ensure_can_provision(actor, idp)
+        managed = set(IdentityGroup.objects.filter(provider=idp).values_list("group_id", flat=True))
+        if any(group.pk not in managed for group in groups):
+            raise NotAuthorized(f"{idp.name} does not manage this group.")
+    else:
+        permissions.ensure_can_manage_users(actor)
+    membership = User.groups.through
+    with transaction.atomic():
+        now = timezone.now()
+        leaving = sorted(
+            membership.objects.filter(
+                user_id__in=[u.pk for u in users], group_id__in=[g.pk for g in groups]
+            ).values_list("user_id", "group_id")
+        )
+        if not leaving:
+            return []
+        left_groups = {group_id for _, group_id in leaving}
+        by_role: dict[int, set[str]] = {}
+        for role_id, group_name in Eligibility.objects.filter(group_id__in=left_groups).values_list(
+            "role_id", "group__name"
+        ):
+            by_role.setdefault(role_id, set()).add(group_name)
+        grants = list(
+            Grant.objects.current()
+            .filter(user_id__in={user_id for user_id, _ in leaving}, role_id__in=by_role)
+            .select_for_update(no_key=True, of=("self",))
+            .select_related("role", "user")
+            .order_by("pk")
+        )
+        pairs = set(leaving)
+        for group in groups:
+            gone = [u for u in users if (u.pk, group.pk) in pairs]
+            if gone:
+                group.user_set.remove(*gone)
+        for grant in grants:
+            if permissions.eligibility_problem(grant.user, grant.role, now):
+                names = sorted(by_role[grant.role_id])
+                grant_services.grant_revoke_by_system(
+                    grant.pk,
+                    reason=f"No longer eligible: removed from {', '.join(names)} {by}",
+                    job=job,
+                    actor=actor,
+                    client_address=client_address,
+                    data={"groups_left": names, **({"idp": idp.slug} if idp else {})},
+                )
+        if by_role:
+            request_services.access_request_withdraw_ineligible(now, role_ids=sorted(by_role), job=job)
+        return leaving

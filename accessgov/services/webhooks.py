@@ -1,9 +1,7 @@
 """Outbound event webhooks: a transactional outbox of access events for subscribed receivers.
 
-Enqueue: ``webhook_deliveries_enqueue`` is called by services.events for every event it records (single
-and bulk), in the transaction of the change, and writes one WebhookDelivery per matching active
-subscription — one query to find the subscriptions, one INSERT when any match, nothing cached between
-transactions. A rolled-back change leaves no delivery; a broker outage loses none (the sweep drains).
+Enqueue: ``services.webhook_outbox`` (called by services.events for every event it records, in the
+transaction of the change) writes one WebhookDelivery per matching active subscription.
 
 Deliver: claim due deliveries in a short transaction (``select_for_update(skip_locked=True)``, a lease,
 ``attempts + 1``), POST each outside any transaction (signed like the webhook connector: Standard
@@ -17,12 +15,11 @@ again (``webhook_delivery_redeliver``, recorded as ``webhook.redelivered``).
 import json
 import logging
 import time
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -30,8 +27,17 @@ from accessgov import net, permissions
 from accessgov.connectors.base import ConnectorError
 from accessgov.connectors.webhook import post_signed
 from accessgov.exceptions import TransitionNotAllowed
-from accessgov.models import AccessEvent, EventWebhookSubscription, User, WebhookDelivery
+from accessgov.models import AccessEvent, User, WebhookDelivery
 from accessgov.services.events import event_record
+from accessgov.services.webhook_outbox import (  # noqa: F401 - the enqueue half, re-exported for callers
+    DELIVERABLE_TYPES,
+    UNDELIVERED_PREFIX,
+    _send_after_commit,
+    event_type_matches,
+    event_type_pattern_problems,
+    webhook_deliveries_enqueue,
+    webhook_deliveries_enqueue_refs,
+)
 
 logger = logging.getLogger("accessgov.webhooks")
 Status = WebhookDelivery.Status
@@ -41,36 +47,6 @@ BASE_BACKOFF = timedelta(seconds=10)
 # outlasts a whole batch, so no other worker takes a delivery that is still being sent.
 BATCH_SIZE = 10
 LEASE = timedelta(seconds=120)
-TASK_CHUNK = 50
-# Events about the webhooks themselves are never delivered (a redelivery must not create deliveries).
-UNDELIVERED_PREFIX = "webhook."
-DELIVERABLE_TYPES = tuple(t for t in Type.values if not t.startswith(UNDELIVERED_PREFIX))
-
-
-# --- Subscriptions ------------------------------------------------------------------------------
-
-
-def event_type_matches(patterns: list[str], event_type: str) -> bool:
-    """``*`` matches every deliverable type, ``family.*`` every type of the family, anything else exactly."""
-    if event_type.startswith(UNDELIVERED_PREFIX):
-        return False
-    for pattern in patterns:
-        if pattern in ("*", event_type):
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
-
-
-def event_type_pattern_problems(patterns: list[str]) -> list[str]:
-    """What is wrong with a subscription's event type patterns (empty list: nothing)."""
-    if not patterns:
-        return ["Choose at least one event type (for example request.* or grant.expired)."]
-    return [
-        f"{pattern!r} matches no event type that webhooks deliver."
-        for pattern in patterns
-        if not any(event_type_matches([pattern], event_type) for event_type in DELIVERABLE_TYPES)
-    ]
 
 
 def url_problems(url: str) -> list[str]:
@@ -78,95 +54,6 @@ def url_problems(url: str) -> list[str]:
     host that is not internal — both unless WEBHOOK_ALLOW_PRIVATE_TARGETS, for receivers on a
     development machine)."""
     return net.target_problems(url)
-
-
-# --- Enqueue (in the caller's transaction) ------------------------------------------------------
-
-
-def webhook_deliveries_enqueue(events: list[AccessEvent]) -> list[int]:
-    """Write one delivery per (event, matching active subscription) in the caller's transaction and
-    schedule their sending after the commit (task ids only, robust). Called by services.events for
-    every recorded event, single or bulk; ``events`` must be saved. One SELECT per call whatever the
-    number of events, plus one INSERT when something matches. Returns the new delivery ids."""
-    return webhook_deliveries_enqueue_refs([(event.pk, event.event_type, event.role_id) for event in events])
-
-
-def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> list[int]:
-    """``webhook_deliveries_enqueue`` for events given as (id, event_type, role_id): what the bulk
-    event writer has at hand without a model instance per event."""
-    refs = [ref for ref in refs if not ref[1].startswith(UNDELIVERED_PREFIX)]
-    if not refs:
-        return []
-    role_ids = {role_id for _, _, role_id in refs if role_id is not None}
-    scope = Q(system__isnull=True)
-    if role_ids:
-        scope |= Q(system__roles__in=role_ids)
-    # One row per global subscription (role None), and one per (system subscription, role of the batch).
-    rows = EventWebhookSubscription.objects.filter(scope, is_active=True).values_list(
-        "pk", "event_types", "system__roles"
-    )
-    everywhere: list[tuple[int, list[str]]] = []
-    per_role: dict[int, list[tuple[int, list[str]]]] = defaultdict(list)
-    for subscription_id, patterns, role_id in rows:
-        if role_id is None:
-            everywhere.append((subscription_id, patterns))
-        elif role_id in role_ids:
-            per_role[role_id].append((subscription_id, patterns))
-    if not everywhere and not per_role:
-        return []
-    pairs = _deliveries_for(refs, everywhere, per_role)
-    if not pairs:
-        return []
-    ids = _insert_deliveries(pairs, timezone.now())
-    _send_after_commit(ids)
-    return ids
-
-
-def _deliveries_for(refs, everywhere, per_role) -> list[tuple[int, int]]:
-    """(subscription id, event id) for every matching pair; the match is decided once per event type
-    and subscription list, not once per event."""
-    pairs = []
-    matching: dict[tuple[str, int | None], list[int]] = {}
-    for event_id, event_type, role_id in refs:
-        key = (event_type, role_id)
-        if key not in matching:
-            subscription_ids: list[int] = []
-            for subscription_id, patterns in [*everywhere, *per_role.get(role_id, [])]:
-                if subscription_id not in subscription_ids and event_type_matches(patterns, event_type):
-                    subscription_ids.append(subscription_id)
-            matching[key] = subscription_ids
-        pairs.extend((subscription_id, event_id) for subscription_id in matching[key])
-    return pairs
-
-
-def _insert_deliveries(pairs: list[tuple[int, int]], now: datetime) -> list[int]:
-    """One INSERT: on PostgreSQL from two id arrays (no model instance per delivery), else bulk_create."""
-    if connection.vendor != "postgresql":
-        deliveries = WebhookDelivery.objects.bulk_create(
-            [
-                WebhookDelivery(subscription_id=subscription_id, event_id=event_id, created_at=now, next_attempt_at=now)
-                for subscription_id, event_id in pairs
-            ],
-            batch_size=1000,
-        )
-        return [delivery.pk for delivery in deliveries]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""INSERT INTO {WebhookDelivery._meta.db_table} (subscription_id, event_id, status, created_at,
-                    next_attempt_at, attempts, last_error, redelivery_count)
-                SELECT s, e, %s, %s, %s, 0, '', 0 FROM unnest(%s::bigint[], %s::bigint[]) AS t(s, e)
-                RETURNING id""",  # noqa: S608 - fixed SQL; values are bound params
-            [Status.PENDING, now, now, [s for s, _ in pairs], [e for _, e in pairs]],
-        )
-        return sorted(pk for (pk,) in cursor.fetchall())
-
-
-def _send_after_commit(ids: list[int]) -> None:
-    from accessgov import tasks
-
-    for start in range(0, len(ids), TASK_CHUNK):
-        chunk = ids[start : start + TASK_CHUNK]
-        transaction.on_commit(lambda chunk=chunk: tasks.deliver_event_webhooks.delay(chunk), robust=True)
 
 
 # --- Deliver (no transaction open while talking to a receiver) ----------------------------------

@@ -4,6 +4,8 @@ from functools import cache
 from django import template
 from django.utils.html import format_html
 
+from accessgov import otp
+from accessgov.models import AccessEvent
 from accessgov.policies import format_duration
 
 register = template.Library()
@@ -49,7 +51,6 @@ def event_label_filter(event_type: str) -> str:
 
 @cache
 def _event_labels() -> dict[str, str]:
-    from accessgov.models import AccessEvent
 
     return dict(AccessEvent.Type.choices)
 
@@ -60,8 +61,6 @@ def step_up_note_tag(context) -> dict:
     that says so ("Not needed: you entered a code 2 minutes ago …"): otp.step_up_note, the same rule
     the services apply."""
     from django.utils import timezone
-
-    from accessgov import otp
 
     request = context.get("request")
     code_at = otp.session_code_at(request) if request is not None and hasattr(request, "session") else None

@@ -22,6 +22,7 @@ from django_otp import user_has_device
 from accessgov import otp
 from accessgov.forms import OTPCodeForm, SignInForm
 from accessgov.middleware import SESSION_LAST_SEEN_AT, SESSION_STARTED_AT
+from accessgov.services import users as user_services
 
 logger = logging.getLogger("accessgov.security")
 
@@ -186,7 +187,7 @@ def password_change_view(request: HttpRequest) -> HttpResponse:
     """Change the password; every other session of the user ends (the session hash changes)."""
     form = PasswordChangeForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        user = user_services.user_password_change(request.user, form.cleaned_data["new_password1"])
         update_session_auth_hash(request, user)
         logger.info("password changed user=%s client=%s", user.pk, getattr(request, "client_address", None))
         messages.success(request, "Your password was changed. Your other sessions have been signed out.")

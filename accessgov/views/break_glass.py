@@ -8,11 +8,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import permissions, selectors
-from accessgov.exceptions import AccessGovError
+from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import BreakGlassForm, ReasonForm
 from accessgov.models import BreakGlassFollowUp
 from accessgov.services import grants as services
-from accessgov.views.common import refused, status_for, step_up_with_code
+from accessgov.views.common import act_with_step_up, refused, status_for
 
 
 @require_http_methods(["GET", "POST"])
@@ -21,37 +21,55 @@ def break_glass_view(request: HttpRequest) -> HttpResponse:
     form = BreakGlassForm(request.POST or None, roles=roles)
     status = 200
     if request.method == "POST" and form.is_valid():
-        step_up_at, error = step_up_with_code(request, form.cleaned_data["otp_token"])
-        if error:
-            form.add_error("otp_token", error)
-            status = 403
-        else:
-            try:
-                grant = services.break_glass_activate(
+        data = form.cleaned_data
+        try:
+            grant = act_with_step_up(
+                request,
+                data["otp_token"],
+                lambda step_up_at: services.break_glass_activate(
                     request.user,
-                    role=form.cleaned_data["role"],
-                    justification=form.cleaned_data["justification"],
-                    duration=form.cleaned_data["duration"],
+                    role=data["role"],
+                    justification=data["justification"],
+                    duration=data["duration"],
                     step_up_at=step_up_at,
                     client_address=request.client_address,
-                )
-            except AccessGovError as exc:
-                form.add_error(None, str(exc))
-                status = status_for(exc)
-            else:
-                messages.warning(
-                    request,
-                    f"Break-glass access to {grant.role} is active. Approvers and auditors "
-                    "have been notified; someone will review it within 24 hours.",
-                )
-                return redirect("my_access")
+                ),
+            )
+        except AccessGovError as exc:
+            form.add_error(_break_glass_field(exc), str(exc))
+            status = status_for(exc)
+        else:
+            messages.warning(
+                request,
+                f"Break-glass access to {grant.role} is active. Approvers and auditors "
+                "have been notified; someone will review it within 24 hours.",
+            )
+            return redirect("my_access")
     elif request.method == "POST":
         status = 400
     return render(request, "accessgov/break_glass/new.html", {"form": form, "roles": roles}, status=status)
 
 
+def _break_glass_field(error: AccessGovError) -> str | None:
+    """The field a refusal is about, so it is shown next to it (None: the form)."""
+    if isinstance(error, StepUpRequired):
+        return "otp_token"
+    text = str(error).lower()
+    if isinstance(error, PolicyViolation) and any(w in text for w in ("duration", "at most", "shortest")):
+        return "duration"
+    if isinstance(error, PolicyViolation) and "emergency" in text:
+        return "justification"
+    return None
+
+
 @require_GET
 def follow_ups_view(request: HttpRequest) -> HttpResponse:
+    return _follow_ups(request)
+
+
+def _follow_ups(request: HttpRequest, *, error: tuple[int, str, str] | None = None, status: int = 200) -> HttpResponse:
+    """The follow-ups page; ``error`` (follow-up id, message, comment typed) puts a refused
+    acknowledgement's reason next to its field, with what was typed kept."""
     now = timezone.now()
     follow_ups = selectors.follow_ups_for(request.user).order_by("acknowledged_at", "due_at")[:200]
     rows = [
@@ -62,7 +80,15 @@ def follow_ups_view(request: HttpRequest) -> HttpResponse:
         }
         for f in follow_ups
     ]
-    return render(request, "accessgov/break_glass/follow_ups.html", {"rows": rows, "form": ReasonForm(), "now": now})
+    context = {
+        "rows": rows,
+        "form": ReasonForm(),
+        "now": now,
+        "error_pk": error[0] if error else None,
+        "error_message": error[1] if error else "",
+        "error_comment": error[2] if error else "",
+    }
+    return render(request, "accessgov/break_glass/follow_ups.html", context, status=status)
 
 
 @require_POST
@@ -76,6 +102,9 @@ def follow_up_acknowledge_view(request: HttpRequest, pk: int) -> HttpResponse:
     comment = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
         services.break_glass_acknowledge(request.user, pk, comment=comment, client_address=request.client_address)
+    except PolicyViolation as error:
+        typed = str(request.POST.get("reason", ""))[:2000]
+        return _follow_ups(request, error=(pk, str(error), typed), status=400)
     except AccessGovError as error:
         return refused(request, error, reverse("break_glass_follow_ups"))
     messages.success(request, "Follow-up acknowledged.")

@@ -15,7 +15,7 @@ from accessgov.views.common import refused
 
 
 def _ensure_admin(request: HttpRequest) -> None:
-    if not services.can_manage_changes(request.user):
+    if not permissions.can_manage_changes(request.user):
         raise Http404("No such page.")
 
 

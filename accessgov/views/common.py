@@ -1,13 +1,22 @@
 """Helpers shared by views: turning service errors into answers, and the step-up code of a form."""
 
 import re
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from accessgov import otp
-from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.exceptions import (
+    AccessGovError,
+    NotAuthorized,
+    PolicyViolation,
+    StepUpRequired,
+    TransitionNotAllowed,
+)
 
 
 def status_for(error: AccessGovError) -> int:
@@ -36,18 +45,65 @@ def invalid_filters(form) -> HttpResponse:
     return HttpResponse(f"The filters are not valid: {problems}", status=400, content_type="text/plain; charset=utf-8")
 
 
-def step_up_with_code(request: HttpRequest, code: str) -> tuple[datetime | None, str]:
-    """The moment of this session's last TOTP code, after using a freshly typed one if any (verified
-    now, replay-safe); returns (time, error). An empty field passes on the session's last code,
-    sign-in included; whether it still counts is the service's call (otp.ensure_step_up)."""
+T = TypeVar("T")
+
+
+class CodeRefused(StepUpRequired):
+    """The typed authenticator code is malformed, wrong, reused or throttled (its field shows why)."""
+
+
+def act_with_step_up(request: HttpRequest, code: str, action: Callable[[datetime | None], T]) -> T:
+    """Run ``action(step_up_at)`` spending a typed code last. Without a typed code (or with a session
+    code still fresh) the session's last code is passed as is. With one, the action is rehearsed first
+    (``otp.rehearse``): a refusal for any other reason (a bad duration, "already holds this role", not
+    allowed) is raised with the code unspent; only then is the code verified, and the action run for
+    real with it. Raises the action's AccessGovError, or CodeRefused for the code itself."""
     code = (code or "").strip().replace(" ", "")
-    if not code:
-        return otp.session_code_at(request), ""
+    session_at = otp.session_code_at(request)
+    if not code or otp.step_up_fresh(session_at, timezone.now()):
+        return action(session_at)
     if not re.fullmatch(r"[0-9]{6}", code, re.ASCII):
-        return None, "Enter the 6 digits from your authenticator app."
-    result = otp.verify_code(request.user, code, allow_backup=False)
-    if not result.ok:
-        otp.record_failure(request, request.user, "step-up")
-        return None, result.message
-    otp.mark_verified(request, result.device)
-    return otp.session_code_at(request), ""
+        raise CodeRefused("Enter the 6 digits from your authenticator app.")
+
+    def spend_code() -> datetime:
+        result = otp.verify_code(request.user, code, allow_backup=False)
+        if not result.ok:
+            otp.record_failure(request, request.user, "step-up")
+            raise CodeRefused(result.message)
+        otp.mark_verified(request, result.device)
+        return otp.session_code_at(request) or timezone.now()
+
+    return otp.act_spending_code_last(action, code_at=session_at, spend_code=spend_code)
+
+
+def confirmed(request: HttpRequest) -> bool:
+    """True on the second POST of a destructive action: the person has read what it will do."""
+    return request.POST.get("confirm") == "yes"
+
+
+def confirm_page(
+    request: HttpRequest,
+    *,
+    title: str,
+    consequences: list[str],
+    confirm_label: str,
+    back: str,
+    keep: tuple[str, ...] = (),
+) -> HttpResponse:
+    """The confirmation step of a destructive action, as a plain page: what will happen (with counts),
+    a button that posts the same form again with ``confirm=yes`` and the fields named in ``keep``,
+    and a way back. Works without JavaScript."""
+    fields = [(name, value) for name in keep for value in request.POST.getlist(name)]
+    context = {
+        "title": title,
+        "consequences": consequences,
+        "confirm_label": confirm_label,
+        "back": back,
+        "action": request.path,
+        "fields": fields,
+    }
+    return render(request, "accessgov/confirm.html", context)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (words or word + 's')}"

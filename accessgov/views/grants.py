@@ -4,7 +4,7 @@ import django_filters
 from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,7 +17,7 @@ from accessgov.models import Grant
 from accessgov.reports import decode_cursor, encode_cursor
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
-from accessgov.views.common import refused, status_for
+from accessgov.views.common import confirm_page, confirmed, refused, status_for
 
 
 @require_GET
@@ -36,15 +36,19 @@ def my_access_view(request: HttpRequest) -> HttpResponse:
 
 
 def _visible_grant(request: HttpRequest, pk: int) -> Grant:
-    grant = get_object_or_404(Grant.objects.select_related("role__system", "user", "access_request"), pk=pk)
-    if grant.user_id != request.user.pk and not permissions.visible_grants(request.user).filter(pk=pk).exists():
-        raise Http404("No such grant.")
-    return grant
+    return permissions.get_visible_grant_or_404(
+        request.user, pk, Grant.objects.select_related("role__system", "user", "access_request")
+    )
 
 
 @require_GET
 def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    grant = _visible_grant(request, pk)
+    return _grant_detail(request, _visible_grant(request, pk))
+
+
+def _grant_detail(
+    request: HttpRequest, grant: Grant, *, revoke_form: ReasonForm | None = None, status: int = 200
+) -> HttpResponse:
     now = timezone.now()
     activity = activity_selectors.grant_activity(grant, request.user)
     context = {
@@ -52,18 +56,29 @@ def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
-        "revoke_form": ReasonForm(),
+        "revoke_form": revoke_form or ReasonForm(),
         "activity": activity,
         "can_sign_off": {
             f.pk for f in activity.findings if f.is_open and permissions.can_sign_off_finding(request.user, f)
         },
     }
-    return render(request, "accessgov/grants/detail.html", context)
+    return render(request, "accessgov/grants/detail.html", context, status=status)
 
 
 @require_POST
 def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _visible_grant(request, pk)
+    grant = _visible_grant(request, pk)
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"Release your access to {grant.role}?",
+            consequences=[
+                f"1 grant ends now: your access to {grant.role} (it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"AccessGov removes it at {grant.role.system.name}; to work there again you need a new request.",
+            ],
+            confirm_label="Yes, release it now",
+            back=reverse("grant_detail", args=[pk]),
+        )
     try:
         grant = services.grant_release(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
@@ -77,11 +92,29 @@ def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _visible_grant(request, pk)
+    grant = _visible_grant(request, pk)
     form = ReasonForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Say why you revoke this access.")
-        return redirect("grant_detail", pk=pk)
+        if not permissions.can_revoke_grant(request.user, grant):
+            return refused(request, "You may not revoke this access.", reverse("grant_detail", args=[pk]), status=403)
+        form.errors["reason"] = form.error_class(["Say why you revoke this access: the holder will read it."])
+        return _grant_detail(request, grant, revoke_form=form, status=400)
+    if not confirmed(request):
+        if not permissions.can_revoke_grant(request.user, grant):
+            return refused(request, "You may not revoke this access.", reverse("grant_detail", args=[pk]), status=403)
+        return confirm_page(
+            request,
+            title=f"Revoke {grant.user}'s access to {grant.role}?",
+            consequences=[
+                f"1 grant ends now: {grant.user} loses access to {grant.role} "
+                f"(it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"AccessGov removes it at {grant.role.system.name}; {grant.user} is told, with your reason: "
+                f"“{form.cleaned_data['reason']}”.",
+            ],
+            confirm_label="Yes, revoke access now",
+            back=reverse("grant_detail", args=[pk]),
+            keep=("reason",),
+        )
     try:
         grant = services.grant_revoke(
             request.user, pk, reason=form.cleaned_data["reason"], client_address=request.client_address
@@ -98,8 +131,8 @@ def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
-    if grant.user_id != request.user.pk:
-        raise Http404("No such grant.")
+    if not permissions.can_release_grant(request.user, grant):
+        raise Http404("No such grant.")  # only its holder extends it; others see the grant, not this page
     form = ExtensionForm(request.POST or None, initial={"duration": "1h"})
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -155,7 +188,7 @@ class GrantFilter(django_filters.FilterSet):
 @require_GET
 def grants_list_view(request: HttpRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all)."""
-    grant_filter = GrantFilter(request.GET, queryset=selectors.visible_grants(request.user))
+    grant_filter = GrantFilter(request.GET, queryset=selectors.grant_list(request.user))
     catalog.limit_to_catalogue(grant_filter.form, request.user, timezone.now())
     grants, older = [], None
     if grant_filter.is_valid():

@@ -4,7 +4,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import otp, permissions, selectors
-from accessgov.services import provisioning
 
 
 @require_GET
@@ -19,7 +18,7 @@ def home_view(request: HttpRequest) -> HttpResponse:
         "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
         # Someone else's grants only: nothing to count for a person who oversees no role.
-        "overdue_removals": provisioning.overdue_removals(permissions.visible_grants(request.user), now)
+        "overdue_removals": selectors.overdue_removals(permissions.visible_grants(request.user), now)
         .exclude(user=request.user)
         .count()
         if permissions.is_auditor(request.user) or permissions.overseen_role_ids(request.user)

@@ -16,13 +16,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accessgov import otp
 from accessgov.exceptions import AccessGovError, StepUpRequired
-from accessgov.integrations import jira, slack
+from accessgov.integrations import github, jira, slack
 from accessgov.integrations.http import ProviderError
 from accessgov.models import AccessRequest, SlackUserLink, SlackWorkspace, TicketProvider, User
 from accessgov.services import access_requests as request_services
+from accessgov.services import after_commit
 from accessgov.services import integrations as integration_services
 from accessgov.services.events import acting_via
-from accessgov.views.common import step_up_with_code
+from accessgov.views.common import act_with_step_up
 
 logger = logging.getLogger("accessgov.security")
 MAX_WEBHOOK_BYTES = 256 * 1024
@@ -87,11 +88,7 @@ def _tell(workspace: SlackWorkspace, payload: dict, slack_user: str, text: str) 
 
 
 def _sync_soon(access_request_id: int) -> None:
-    from django.db import transaction
-
-    from accessgov import tasks
-
-    transaction.on_commit(lambda: tasks.slack_sync.delay(access_request_id), robust=True)
+    after_commit.enqueue("slack_sync", access_request_id)
 
 
 def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:
@@ -150,19 +147,27 @@ def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, cl
     access_request = AccessRequest.objects.select_related("role").filter(pk=access_request_id).first()
     if access_request is None or outcome not in ("approve", "deny"):
         return _errors("comment", "This request no longer exists.")
-    step_up_at, problem = _step_up(user, access_request, slack.submitted_value(payload, "code"), client_address)
-    if problem:
-        return _errors("code", problem)
+    code = slack.submitted_value(payload, "code").replace(" ", "")
+    if access_request.role.step_up_required and (not code.isdigit() or len(code) != 6):
+        return _errors("code", "Enter the 6 digits from your authenticator app.")
     comment = slack.submitted_value(payload, "comment")
-    try:
+
+    def decide(step_up_at):
         if outcome == "approve":
-            request_services.access_request_approve(
+            return request_services.access_request_approve(
                 user, access_request_id, comment=comment, step_up_at=step_up_at, client_address=client_address
             )
+        return request_services.access_request_deny(
+            user, access_request_id, comment=comment, step_up_at=step_up_at, client_address=client_address
+        )
+
+    try:
+        if access_request.role.step_up_required:
+            _spend_code_last(user, code, decide, client_address)
         else:
-            request_services.access_request_deny(
-                user, access_request_id, comment=comment, step_up_at=step_up_at, client_address=client_address
-            )
+            decide(None)
+    except _CodeRefused as error:
+        return _errors("code", str(error))
     except StepUpRequired as error:
         return _errors("code" if access_request.role.step_up_required else "comment", str(error))
     except AccessGovError as error:
@@ -171,22 +176,24 @@ def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, cl
     return HttpResponse(status=200)
 
 
-def _step_up(user: User, access_request: AccessRequest, code: str, client_address) -> tuple:
+class _CodeRefused(StepUpRequired):
+    """The code typed into the modal is wrong, reused or throttled."""
+
+
+def _spend_code_last(user: User, code: str, decide, client_address) -> None:
     """A step-up role needs a current TOTP code typed into the modal, checked like the portal's step-up
-    (``otp.verify_code``: each code works once, wrong codes are throttled). Without one: no step-up time,
-    and the service refuses."""
-    if not access_request.role.step_up_required:
-        return None, ""
-    code = code.replace(" ", "")
-    if not code:
-        return None, "Enter the 6 digits from your authenticator app."
-    if not code.isdigit() or len(code) != 6:
-        return None, "Enter the 6 digits from your authenticator app."
-    result = otp.verify_code(user, code, allow_backup=False)
-    if not result.ok:
-        logger.warning("otp failure step=slack-step-up user=%s client=%s", user.pk, client_address)
-        return None, result.message
-    return timezone.now(), ""
+    (``otp.verify_code``: each code works once, wrong codes are throttled) and spent last: the decision
+    is rehearsed first (``otp.act_spending_code_last``), so a refusal for another reason leaves the code
+    usable."""
+
+    def spend_code():
+        result = otp.verify_code(user, code, allow_backup=False)
+        if not result.ok:
+            logger.warning("otp failure step=slack-step-up user=%s client=%s", user.pk, client_address)
+            raise _CodeRefused(result.message)
+        return timezone.now()
+
+    otp.act_spending_code_last(decide, code_at=None, spend_code=spend_code)
 
 
 # --- Jira webhook --------------------------------------------------------------------------------
@@ -200,7 +207,7 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     status is never trusted) and the grants bound to it end if it closed."""
     if _too_big(request, MAX_WEBHOOK_BYTES):
         return HttpResponse("Too large.", status=413, content_type="text/plain")
-    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True).first()
+    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True, kind=TicketProvider.Kind.JIRA).first()
     body = request.body
     if provider is None or not jira.webhook_signature_valid(
         provider.webhook_secret, body, request.headers.get("X-Hub-Signature", "")
@@ -222,6 +229,54 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     return JsonResponse({"ticket": key, "grants_ended": ended})
 
 
+# --- GitHub webhook ------------------------------------------------------------------------------
+
+GITHUB_DELIVERY_ID_MAX = 100
+
+
+@csrf_exempt
+@require_POST
+def github_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
+    """GitHub's webhook for one ticket provider of kind GitHub: refused (401) unless
+    ``X-Hub-Signature-256`` is the HMAC-SHA256 of the raw body with the provider's webhook secret. An
+    ``issues`` delivery names ``repository.full_name`` + ``issue.number``; that issue is read back from
+    GitHub's API (the body's ``action`` and state are never trusted) and the grants bound to it end if it
+    is closed. A delivery id seen before is a replay: answered 200, nothing asked or done. ``ping`` and
+    other events are acknowledged (204)."""
+    if _too_big(request, MAX_WEBHOOK_BYTES):
+        return HttpResponse("Too large.", status=413, content_type="text/plain")
+    provider = TicketProvider.objects.filter(pk=provider_id, is_active=True, kind=TicketProvider.Kind.GITHUB).first()
+    body = request.body
+    if provider is None or not github.webhook_signature_valid(
+        provider.webhook_secret, body, request.headers.get("X-Hub-Signature-256", "")
+    ):
+        logger.warning(
+            "github webhook refused: bad signature provider=%s client=%s", provider_id, request.client_address
+        )
+        return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
+    if request.headers.get("X-GitHub-Event", "") != "issues":
+        return HttpResponse(status=204)
+    try:
+        key = github.webhook_issue_key(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return HttpResponse("Malformed body.", status=400, content_type="text/plain")
+    if key is None:
+        return HttpResponse("Not an issue of a repository.", status=400, content_type="text/plain")
+    delivery = request.headers.get("X-GitHub-Delivery", "").strip()
+    if not delivery or len(delivery) > GITHUB_DELIVERY_ID_MAX:
+        return HttpResponse("X-GitHub-Delivery is missing.", status=400, content_type="text/plain")
+    if integration_services.ticket_delivery_seen(provider, delivery):
+        logger.warning("github webhook replay ignored provider=%s client=%s", provider_id, request.client_address)
+        return JsonResponse({"ticket": key, "grants_ended": 0, "duplicate": True})
+    try:
+        ended = integration_services.ticket_webhook_received(provider, key)
+    except ProviderError:
+        return HttpResponse(
+            "GitHub could not be asked; the next sweep checks again.", status=202, content_type="text/plain"
+        )
+    return JsonResponse({"ticket": key, "grants_ended": ended})
+
+
 # --- Linking one's Slack account ------------------------------------------------------------------
 
 
@@ -238,14 +293,14 @@ def slack_link_view(request: HttpRequest) -> HttpResponse:
             integration_services.slack_unlink(user, int(request.POST["unlink"]))
             messages.success(request, "Slack account unlinked.")
             return redirect("slack_link")
-        step_up_at, error = step_up_with_code(request, request.POST.get("otp_token", ""))
-        if not error:
-            try:
-                code = integration_services.slack_link_code_create(user, step_up_at=step_up_at)
-            except AccessGovError as problem:
-                error = str(problem)
-        if error:
-            messages.error(request, error)
+        try:
+            code = act_with_step_up(
+                request,
+                request.POST.get("otp_token", ""),
+                lambda step_up_at: integration_services.slack_link_code_create(user, step_up_at=step_up_at),
+            )
+        except AccessGovError as problem:
+            messages.error(request, str(problem))
             status = 403
     context = {
         "code": code,

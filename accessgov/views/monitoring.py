@@ -12,9 +12,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from accessgov import permissions
+from accessgov import permissions, selectors
 from accessgov.models import AccessRequest, Grant, JobRun, SchedulerLease
-from accessgov.services import provisioning
 from accessgov.services.scheduler import LEASE_NAME
 
 PENDING_AGE_BUCKETS = [
@@ -86,7 +85,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         "accessgov_overdue_removals",
         "gauge",
         "Ended grants whose removal at the target is overdue.",
-        [("", provisioning.overdue_removals(Grant.objects.all(), now).count())],
+        [("", selectors.overdue_removals(Grant.objects.all(), now).count())],
     )
     lags = [
         (g.removal_confirmed_at - g.ended_at).total_seconds()

@@ -8,61 +8,23 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import permissions
+from accessgov import permissions, selectors
 from accessgov.exceptions import AccessGovError
-from accessgov.models import DriftFinding, OutboxItem, System
+from accessgov.models import OutboxItem
 from accessgov.services import provisioning as services
 from accessgov.views.common import refused
 
 
-def _visible_systems(user):
-    if permissions.is_auditor(user):
-        return System.objects.all()
-    from guardian.shortcuts import get_objects_for_user
-
-    owned = get_objects_for_user(user, "accessgov.own_system", klass=System, accept_global_perms=False)
-    return System.objects.filter(
-        pk__in=list(owned.values_list("pk", flat=True))
-        + list(permissions.decidable_roles(user).values_list("system_id", flat=True))
-    )
-
-
 @require_GET
 def provisioning_view(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
-    grants = permissions.visible_grants(request.user)
-    items = (
-        OutboxItem.objects.filter(done_at__isnull=True, grant__in=grants.values("pk"))
-        .select_related("grant__user", "grant__role__system")
-        .order_by("pk")[:200]
-    )
-    rows = [
-        {
-            "item": item,
-            "manual": item.grant.role.system.connector == System.Connector.MANUAL,
-            "can_complete": permissions.can_complete_manual_task(request.user, item.grant),
-            "overdue": item.action == OutboxItem.Action.REMOVE
-            and item.grant.removal_requested_at is not None
-            and (now - item.grant.removal_requested_at).total_seconds()
-            > 60 * services.settings.PROVISIONING_REMOVAL_ALERT_MINUTES,
-        }
-        for item in items
-    ]
-    context = {
-        "rows": rows,
-        "overdue": services.overdue_removals(grants, now).select_related("user", "role__system")[:100],
-        "drift": DriftFinding.objects.filter(
-            resolved_at__isnull=True, system__in=_visible_systems(request.user)
-        ).select_related("role__system")[:200],
-        "now": now,
-    }
+    context = selectors.provisioning_dashboard(request.user, timezone.now())
     return render(request, "accessgov/provisioning/dashboard.html", context)
 
 
 @require_POST
 def manual_task_done_view(request: HttpRequest, pk: int) -> HttpResponse:
-    item = get_object_or_404(OutboxItem.objects.select_related("grant"), pk=pk)
-    if not permissions.visible_grants(request.user).filter(pk=item.grant_id).exists():
+    item = get_object_or_404(OutboxItem.objects.select_related("grant__role__system"), pk=pk)
+    if not permissions.can_view_grant(request.user, item.grant):
         raise Http404("No such task.")
     try:
         services.manual_task_complete(request.user, pk)

@@ -1,29 +1,29 @@
 """Requesting access, following a request, and deciding it."""
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import inputs, permissions, policies, selectors
-from accessgov.exceptions import AccessGovError
+from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
-from accessgov.views.common import refused, status_for, step_up_with_code
+from accessgov.views.approvals import filtered_queue_count, queue_filters
+from accessgov.views.common import act_with_step_up, refused, status_for
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
-    access_request = get_object_or_404(
-        AccessRequest.objects.select_related("role__system", "requester", "extends_grant"), pk=pk
+    return permissions.get_visible_access_request_or_404(
+        request.user, pk, AccessRequest.objects.select_related("role__system", "requester", "extends_grant")
     )
-    if not permissions.can_view_access_request(request.user, access_request):
-        raise Http404("No such request.")
-    return access_request
 
 
 @require_http_methods(["GET", "POST"])
@@ -69,6 +69,7 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
             "approvals": role.approvals_required,
             "pending": policies.format_duration(role.pending_timeout),
             "auto_rules": role.has_auto_rules,
+            "ticket_example": policies.ticket_example(role.ticket_pattern) if role.ticket_pattern else None,
         }
         for role in roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk"))))
     ]
@@ -83,22 +84,36 @@ def my_requests_view(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    access_request = _visible_request(request, pk)
+    return _detail_page(request, _visible_request(request, pk))
+
+
+def _detail_page(
+    request: HttpRequest,
+    access_request: AccessRequest,
+    *,
+    form: DecisionForm | None = None,
+    status: int = 200,
+    back: str = "",
+) -> HttpResponse:
+    """A request's page: timeline, decisions, and the decision form for who may decide (``form``: a
+    refused decision's form, kept as it was sent, with ``status``; ``back``: where the form returns to
+    after a decision, already checked to be on this site)."""
     now = timezone.now()
-    can_decide = permissions.can_decide_access_request(request.user, access_request) and now < access_request.lapses_at
+    can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
         "access_request": access_request,
         "timeline": selectors.request_timeline(access_request),
         "decisions": access_request.decisions.select_related("approver"),
         "can_decide": can_decide,
-        "can_cancel": access_request.is_pending and access_request.requester_id == request.user.pk,
+        "can_cancel": permissions.can_cancel_access_request(request.user, access_request),
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
-        "form": DecisionForm(),
+        "form": form or DecisionForm(),
         "needs_code": access_request.role.step_up_required,
+        "decide_back": back,
     }
     if can_decide:
         context.update(selectors.requester_context(access_request, now))
-    return render(request, "accessgov/requests/detail.html", context)
+    return render(request, "accessgov/requests/detail.html", context, status=status)
 
 
 def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
@@ -109,57 +124,93 @@ def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
         back = reverse("request_detail", args=[pk])
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
-        return _decision_answer(request, access_request, back, status=400)
-    step_up_at, code_error = step_up_with_code(request, form.cleaned_data["otp_token"])
-    if code_error:
-        messages.error(request, code_error)
-        return _decision_answer(request, access_request, back, status=403)
+        return _decision_answer(request, access_request, back, status=400, form=form)
+    data = form.cleaned_data
     try:
         if outcome == "approve":
-            services.access_request_approve(
-                request.user,
-                pk,
-                comment=form.cleaned_data["comment"],
-                duration=form.cleaned_data["duration"],
-                step_up_at=step_up_at,
-                client_address=request.client_address,
+            act_with_step_up(
+                request,
+                data["otp_token"],
+                lambda step_up_at: services.access_request_approve(
+                    request.user,
+                    pk,
+                    comment=data["comment"],
+                    duration=data["duration"],
+                    step_up_at=step_up_at,
+                    client_address=request.client_address,
+                ),
             )
         else:
-            services.access_request_deny(
-                request.user,
-                pk,
-                comment=form.cleaned_data["comment"],
-                step_up_at=step_up_at,
-                client_address=request.client_address,
+            act_with_step_up(
+                request,
+                data["otp_token"],
+                lambda step_up_at: services.access_request_deny(
+                    request.user,
+                    pk,
+                    comment=data["comment"],
+                    step_up_at=step_up_at,
+                    client_address=request.client_address,
+                ),
             )
     except AccessGovError as error:
-        messages.error(request, str(error))
-        return _decision_answer(request, access_request, back, status=status_for(error))
+        field = _decision_field(error, access_request)
+        if field:
+            form.add_error(field, str(error))
+        else:
+            messages.error(request, str(error))
+        return _decision_answer(request, access_request, back, status=status_for(error), form=form)
     access_request.refresh_from_db()
     verb = "Approved" if outcome == "approve" else "Denied"
     messages.success(request, f"{verb}: request #{pk} ({access_request.get_status_display().lower()}).")
     return _decision_answer(request, access_request, back, status=200)
 
 
-def _decision_answer(request: HttpRequest, access_request: AccessRequest, back: str, *, status: int) -> HttpResponse:
-    """htmx: swap the queue card for its new state (with the message, and the status code);
-    plain POST: back to where the form was on success, the refusal page otherwise."""
+def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str | None:
+    """The field of the decision form a refusal is about, so it is shown next to it (None: the form)."""
+    if isinstance(error, StepUpRequired):
+        return "otp_token" if access_request.role.step_up_required else None
+    if isinstance(error, PolicyViolation):
+        text = str(error).lower()
+        if any(word in text for word in ("duration", "shorten", "at most", "shortest")):
+            return "duration"
+        if "deny" in text or "comment" in text:
+            return "comment"
+    return None
+
+
+def _filtered_count_for(request: HttpRequest, now) -> int | None:
+    """The filtered queue's count for the page an htmx decision came from (its filters are in its URL)."""
+    query = urlsplit(request.headers.get("HX-Current-URL", "")).query
+    return filtered_queue_count(request.user, now, queue_filters(QueryDict(query)))
+
+
+def _decision_answer(
+    request: HttpRequest,
+    access_request: AccessRequest,
+    back: str,
+    *,
+    status: int,
+    form: DecisionForm | None = None,
+) -> HttpResponse:
+    """htmx: swap the queue card for its new state (with the message, and the status code); a refusal
+    keeps what was typed (the code excepted) with the reason next to its field. Plain POST: back to
+    where the form was on success; a refusal shows the request's page with the form as it was sent."""
     if request.headers.get("HX-Request"):
         access_request.refresh_from_db()
+        now = timezone.now()
         context = {
             "item": access_request,
             "decided": status == 200,
-            "form": DecisionForm(),
-            "now": timezone.now(),
+            "form": form or DecisionForm(),
+            "now": now,
             "inline_messages": True,
+            "filtered_count": _filtered_count_for(request, now),
+            "decide_back": back,  # the page the form came from (checked above), not this POST's URL
         }
         return render(request, "accessgov/approvals/_queue_item.html", context, status=status)
     if status != 200:
-        from django.contrib.messages import get_messages
-
-        reason = " ".join(str(m) for m in get_messages(request)) or "The decision was not recorded."
-        return refused(request, reason, back, status=status)
+        access_request.refresh_from_db()
+        return _detail_page(request, access_request, form=form, status=status, back=back)
     return redirect(back)
 
 

@@ -14,11 +14,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import exports, inputs, permissions, selectors
-from accessgov.exceptions import AccessGovError
+from accessgov.exceptions import AccessGovError, PolicyViolation
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.models import ReviewCampaign, ReviewItem, User
 from accessgov.services import reviews as services
-from accessgov.views.common import refused
+from accessgov.views.common import confirm_page, confirmed, plural, refused
 
 EVIDENCE_COLUMNS = [
     "item",
@@ -35,16 +35,7 @@ EVIDENCE_COLUMNS = [
 
 
 def _visible_campaigns(user):
-    campaigns = ReviewCampaign.objects.annotate(
-        total=Count("items"),
-        answered=Count("items", filter=~Q(items__decision="")),
-        mine=Count("items", filter=Q(items__reviewer=user)),
-        mine_open=Count("items", filter=Q(items__reviewer=user, items__decision="")),
-    )
-    if permissions.is_auditor(user):
-        return campaigns
-    # A subquery, not a join: a join on items here would multiply the counts above.
-    return campaigns.filter(pk__in=ReviewItem.objects.filter(reviewer=user).values("campaign_id"))
+    return selectors.campaign_list(user)
 
 
 @require_GET
@@ -98,7 +89,14 @@ def _campaign(request: HttpRequest, pk: int) -> ReviewCampaign:
 
 @require_GET
 def campaign_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    campaign = _campaign(request, pk)
+    return _detail(request, _campaign(request, pk))
+
+
+def _detail(
+    request: HttpRequest, campaign: ReviewCampaign, *, item_error: tuple[int, str, str] | None = None, status: int = 200
+) -> HttpResponse:
+    """The campaign page; ``item_error`` (item id, message, comment typed) puts a refused decision's
+    reason next to that item's field, with what was typed kept."""
     auditor = permissions.is_auditor(request.user)
     now = timezone.now()
     items = selectors.review_items_with_helpers(campaign.items.all(), now)
@@ -122,23 +120,30 @@ def campaign_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "open": campaign.status == ReviewCampaign.Status.OPEN,
         "overdue": campaign.is_overdue_at(now),
         "reassign_form": ReviewReassignForm(candidates=_reassign_candidates(campaign)) if auditor else None,
+        "error_item": item_error[0] if item_error else None,
+        "error_message": item_error[1] if item_error else "",
+        "error_comment": item_error[2] if item_error else "",
     }
-    return render(request, "accessgov/reviews/detail.html", context)
+    return render(request, "accessgov/reviews/detail.html", context, status=status)
 
 
 @require_POST
 def item_decide_view(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(ReviewItem, pk=pk)
-    _campaign(request, item.campaign_id)
+    campaign = _campaign(request, item.campaign_id)
     back = reverse("review_detail", args=[item.campaign_id])
+    comment = request.POST.get("comment", "")
     try:
         services.review_item_decide(
             request.user,
             pk,
             decision=request.POST.get("decision", ""),
-            comment=request.POST.get("comment", ""),
+            comment=comment,
             client_address=request.client_address,
         )
+    except PolicyViolation as error:
+        # Something the person can fix in the row (a reason to revoke): say so there, keep what was typed.
+        return _detail(request, campaign, item_error=(pk, str(error), comment), status=400)
     except AccessGovError as error:
         return refused(request, error, back)
     messages.success(request, "Decision recorded.")
@@ -197,15 +202,55 @@ def item_reassign_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def campaign_close_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _campaign(request, pk)
+    campaign = _campaign(request, pk)
     if not permissions.is_auditor(request.user):
         raise PermissionDenied("Only auditors close access reviews.")
+    back = reverse("review_detail", args=[pk])
+    if campaign.status != ReviewCampaign.Status.OPEN:
+        return refused(request, "This campaign is already closed.", back, status=409)
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"Close “{campaign.name}” and apply it?",
+            consequences=_close_consequences(campaign, timezone.now()),
+            confirm_label="Yes, close and apply",
+            back=back,
+        )
     try:
         services.review_campaign_close(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, reverse("review_detail", args=[pk]))
     messages.success(request, "Review closed; its decisions were applied.")
     return redirect("review_detail", pk=pk)
+
+
+def _close_consequences(campaign: ReviewCampaign, now) -> list[str]:
+    preview = services.review_campaign_close_preview(campaign.pk)
+    lines = []
+    if campaign.due_at > now:
+        lines.append(
+            f"The review is due {campaign.due_at:%Y-%m-%d %H:%M} UTC; reviewers can no longer answer after this."
+        )
+    revoked = f"{plural(preview['revoked'], 'item')} revoked"
+    if preview["unanswered_revoked"]:
+        revoked += f" ({preview['unanswered_revoked']} of them unanswered, by the no-response rule)"
+    lines.append(revoked + ".")
+    grants, eligibilities, people = (
+        preview["grants_end"],
+        preview["eligibilities_end"],
+        preview["people_lose_eligibility"],
+    )
+    lines.append(f"{plural(grants, 'active grant')} {'ends' if grants == 1 else 'end'} now.")
+    lines.append(
+        f"{plural(eligibilities, 'eligibility', 'eligibilities')} {'ends' if eligibilities == 1 else 'end'}: "
+        f"{plural(people, 'person', 'people')} {'loses' if people == 1 else 'lose'} eligibility."
+    )
+    kept = f"{plural(preview['kept'], 'item')} kept for {campaign.keep_for.days} more days"
+    if preview["kept_flagged"]:
+        kept += f"; {plural(preview['kept_flagged'], 'unanswered item')} kept and flagged"
+    lines.append(kept + ".")
+    lines.append("The review cannot be reopened.")
+    return lines
 
 
 @require_GET

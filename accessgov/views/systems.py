@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
-from accessgov.models import Eligibility
+from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import eligibility as services
-from accessgov.views.common import refused
+from accessgov.views.common import confirm_page, confirmed, plural, refused, status_for
 
 
 @require_GET
@@ -34,8 +34,15 @@ def system_list_view(request: HttpRequest) -> HttpResponse:
 def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
     """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
     catalogue, and, for its owners, who may request them."""
+    system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
+    return _system_page(request, system)
+
+
+def _system_page(
+    request: HttpRequest, system, *, form: EligibilityForm | None = None, status: int = 200
+) -> HttpResponse:
+    """The system's page; ``form``: a refused eligibility form, kept as it was sent, with ``status``."""
     now = timezone.now()
-    system = get_object_or_404(permissions.visible_systems(request.user, now), slug=slug)
     can_manage = permissions.can_manage_eligibility(request.user, system)
     eligible = set(permissions.eligible_roles(request.user, now).filter(system=system).values_list("pk", flat=True))
     roles = [
@@ -59,20 +66,21 @@ def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
         "roles": roles,
         "can_manage": can_manage,
         "eligibilities": eligibilities,
-        "form": EligibilityForm(system=system) if can_manage else None,
+        "form": (form or EligibilityForm(system=system)) if can_manage else None,
         "end_form": ReasonForm(),
     }
-    return render(request, "accessgov/systems/detail.html", context)
+    return render(request, "accessgov/systems/detail.html", context, status=status)
 
 
 @require_POST
 def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
     back = reverse("system_detail", args=[slug])
+    if not permissions.can_manage_eligibility(request.user, system):
+        return refused(request, "Only the system's owners manage who may request its roles.", back, status=403)
     form = EligibilityForm(request.POST, system=system)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
-        return redirect(back)
+        return _system_page(request, system, form=form, status=400)
     data = form.cleaned_data
     try:
         services.eligibility_add(
@@ -85,7 +93,8 @@ def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
             client_address=request.client_address,
         )
     except AccessGovError as error:
-        return refused(request, error, back)
+        form.add_error(None, str(error))
+        return _system_page(request, system, form=form, status=status_for(error))
     messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}.")
     return redirect(back)
 
@@ -97,6 +106,17 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such eligibility.")
     back = reverse("system_detail", args=[eligibility.role.system.slug])
     form = ReasonForm(request.POST)
+    if eligibility.ends_at is not None and eligibility.ends_at <= timezone.now():
+        return refused(request, "This eligibility has already ended.", back, status=409)
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"End {_who(eligibility)}'s eligibility for {eligibility.role}?",
+            consequences=_end_consequences(eligibility),
+            confirm_label="Yes, end eligibility",
+            back=back,
+            keep=("reason",),
+        )
     try:
         services.eligibility_end(
             request.user,
@@ -108,3 +128,29 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
         return refused(request, error, back)
     messages.success(request, "Eligibility ended.")
     return redirect(back)
+
+
+def _who(eligibility: Eligibility) -> str:
+    return eligibility.user.username if eligibility.user else f"group {eligibility.group.name}"
+
+
+def _end_consequences(eligibility: Eligibility) -> list[str]:
+    """What ending an eligibility does (services.eligibility_end), counted for its confirmation page."""
+    if eligibility.user_id:
+        people = [eligibility.user_id]
+    else:
+        people = list(eligibility.group.user_set.values_list("pk", flat=True))
+    pending = AccessRequest.objects.filter(
+        role=eligibility.role, requester_id__in=people, status=AccessRequest.Status.PENDING
+    ).count()
+    running = Grant.objects.current().filter(role=eligibility.role, user_id__in=people).count()
+    one = len(people) == 1
+    return [
+        f"{plural(len(people), 'person', 'people')} {'loses' if one else 'lose'} eligibility for "
+        f"{eligibility.role} now (unless another eligibility covers {'them' if not one else 'that person'}): "
+        "no new requests.",
+        f"{plural(pending, 'pending request')} on this role from them "
+        f"{'is' if pending == 1 else 'are'} withdrawn if nothing else makes them eligible.",
+        f"{plural(running, 'grant')} already running "
+        f"{'runs to its' if running == 1 else 'run to their'} own end (revoke a grant on its page to end it now).",
+    ]

@@ -14,7 +14,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import ApiTokenForm
 from accessgov.models import ApiToken
 from accessgov.services import tokens as services
-from accessgov.views.common import refused
+from accessgov.views.common import confirm_page, confirmed, refused
 
 
 @never_cache
@@ -49,8 +49,20 @@ def tokens_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
-    if not ApiToken.objects.filter(pk=pk, user=request.user).exists():
+    token = ApiToken.objects.filter(pk=pk, user=request.user).first()
+    if token is None:
         raise Http404("No such token.")
+    if not confirmed(request):
+        return confirm_page(
+            request,
+            title=f"Revoke the token “{token.name}”?",
+            consequences=[
+                "1 token stops working now: every pipeline or script that uses it is refused from the next call.",
+                "This cannot be undone; make a new token if it is still needed.",
+            ],
+            confirm_label="Yes, revoke the token",
+            back="/accounts/tokens/",
+        )
     try:
         token = services.api_token_revoke(request.user, pk)
     except AccessGovError as error:

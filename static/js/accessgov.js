@@ -1,16 +1,89 @@
 // AccessGov progressive enhancements. Every page works without this file.
 (function () {
   "use strict";
+
+  // Focus the first field with an error (aria-invalid), on load and after an htmx swap, unless the
+  // person is already typing somewhere (autofocus does the same for plain pages without this file).
+  const focusFirstError = function (root) {
+    const field = (root || document).querySelector('[aria-invalid="true"]');
+    if (!field) return;
+    const active = document.activeElement;
+    if (active && active !== document.body && active.getAttribute("aria-invalid") === "true") return;
+    field.focus();
+  };
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    focusFirstError(event.detail && event.detail.elt ? event.detail.elt : document);
+  });
+
+  // Copy and download buttons for secrets shown once (a new API token, backup codes): hidden without
+  // this file, since they need it.
+  const textOf = function (selector) {
+    const source = document.querySelector(selector);
+    if (!source) return "";
+    const items = source.querySelectorAll("li");
+    return items.length
+      ? Array.prototype.map.call(items, function (li) { return li.textContent.trim(); }).join("\n") + "\n"
+      : source.textContent.trim();
+  };
+  const say = function (button, text) {
+    const status = button.parentElement.querySelector("[data-copy-status]");
+    if (status) status.textContent = text;
+  };
+  const setUpCopying = function () {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        navigator.clipboard.writeText(textOf(button.dataset.copy)).then(
+          function () { say(button, "Copied."); },
+          function () { say(button, "Could not copy: select the text and copy it."); }
+        );
+      });
+    });
+    document.querySelectorAll("[data-download]").forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        const blob = new Blob([textOf(button.dataset.download)], { type: "text/plain" });
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = button.dataset.filename || "accessgov.txt";
+        document.body.appendChild(link);
+        link.click();
+        link.remove();
+        setTimeout(function () { URL.revokeObjectURL(link.href); }, 1000);
+        say(button, "Downloaded.");
+      });
+    });
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
-    // Live countdowns: <time data-countdown="ISO-8601">…</time>
+    focusFirstError(document);
+    setUpCopying();
+
+    // Live countdowns: <time data-countdown="ISO-8601">…</time>. At zero the line says the access
+    // ended and the card's Release/Extend actions go away (the server no longer offers them either).
     const timers = document.querySelectorAll("[data-countdown]");
     if (!timers.length) return;
     const tick = function () {
       const now = Date.now();
       timers.forEach(function (el) {
         const left = Math.max(0, Math.floor((Date.parse(el.dataset.countdown) - now) / 1000));
+        if (left === 0) {
+          if (!el.isConnected) return;
+          const card = el.closest(".grant-card, .panel");
+          const actions = card ? card.querySelector("[data-ends-with-countdown]") : null;
+          if (actions) actions.hidden = true;
+          const line = el.closest("[data-countdown-line]");
+          if (line) {
+            line.textContent = "Ended.";
+          } else {
+            el.textContent = "ended";
+          }
+          return;
+        }
         const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
-        el.textContent = left === 0 ? "ended" : (h ? h + "h " : "") + m + "m " + String(s).padStart(2, "0") + "s";
+        el.textContent = (h ? h + "h " : "") + m + "m " + String(s).padStart(2, "0") + "s";
       });
     };
     tick();

@@ -36,10 +36,15 @@ def test_person_makes_uses_reads_docs_and_revokes_a_token(live_server, world, ne
     page.get_by_role("link", name=re.compile("requester|" + re.escape(world.requester.get_full_name()))).first.click()
     page.get_by_role("link", name="Manage API tokens").click()
     page.get_by_label("Name").fill("deploy job, payments repo")
+    # Nothing is ticked in advance: the token gets exactly the scope ticked (issue 18, item 10).
+    assert page.locator("input[name=scopes]:checked").count() == 0
+    page.get_by_label("Read grants", exact=True).check()
     page.get_by_role("button", name="Create token").click()
     secret = page.locator("#new-token").inner_text().strip()
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
     assert secret.startswith("agv_p_")
     token = ApiToken.objects.get(user=world.requester)
+    assert token.scopes == ["grants:read"]
     assert token.key_hash == hash_secret(secret)
     assert _api_status(live_server, secret) == 200
 
@@ -55,5 +60,6 @@ def test_person_makes_uses_reads_docs_and_revokes_a_token(live_server, world, ne
 
     page.goto(live_server.url + "/accounts/tokens/")
     page.get_by_role("button", name="Revoke").click()
+    page.get_by_role("button", name="Yes, revoke the token").click()
     expect(page.get_by_text("revoked", exact=True)).to_be_visible()
     assert _api_status(live_server, secret) == 401

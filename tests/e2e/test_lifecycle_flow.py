@@ -112,7 +112,10 @@ def test_requester_asks_approver_approves_with_comment_and_access_ends_by_itself
     requester.reload()
     expect(countdown).to_have_text(COUNTDOWN)
     assert _seconds_left(countdown.inner_text()) <= 3
-    expect(countdown).to_have_text("ended", timeout=6_000)  # the script counts down to zero
+    # The script counts down to zero, then says so and stops offering Release/Extend (issue 18, item 10).
+    expect(grant_card.locator(".countdown-line")).to_have_text("Ended.", timeout=6_000)
+    expect(grant_card.get_by_role("button", name="Release now")).to_be_hidden()
+    expect(grant_card.get_by_role("link", name="Extend")).to_be_hidden()
     time.sleep(max(0.0, (Grant.objects.get(pk=grant.pk).expires_at - timezone.now()).total_seconds()) + 1)
 
     requester.reload()

@@ -62,12 +62,12 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
     approver2_row = owner.locator("tr", has=owner.locator(f"#comment-{keep_items[-1].pk}"))
     expect(approver2_row).to_contain_text("oncall-sre")  # the subject's groups
 
-    # Revoking without a reason is refused with a message; with one it is recorded.
+    # Revoking without a reason is refused next to the field, which gets the focus; with one it is recorded.
     revoke_row.get_by_role("button", name="Revoke").click()
-    expect(owner.get_by_text("Say why this access should be revoked.")).to_be_visible()
-    owner.go_back()
-    owner.reload()
     revoke_row = owner.locator("tr", has=owner.locator(f"#comment-{revoke_item.pk}"))
+    expect(revoke_row.get_by_text("Say why this access should be revoked.")).to_be_visible()
+    expect(revoke_row.get_by_label("Reason")).to_be_focused()
+    expect(revoke_row.get_by_label("Reason")).to_have_attribute("aria-invalid", "true")
     revoke_row.get_by_label("Reason").fill("Moved to the data team in October")
     revoke_row.get_by_role("button", name="Revoke").click()
     expect(owner.get_by_text("Decision recorded.")).to_be_visible()
@@ -85,6 +85,12 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
     # --- The auditor closes the review and exports the evidence -----------------------------------
     auditor.reload()
     auditor.get_by_role("button", name="Close and apply").click()
+    # The confirmation says what will happen, with counts, before anything is applied.
+    expect(auditor.get_by_text("1 item revoked.")).to_be_visible()
+    expect(auditor.get_by_text("1 active grant ends now.")).to_be_visible()
+    expect(auditor.get_by_text("1 eligibility ends: 1 person loses eligibility.")).to_be_visible()
+    assert grant.__class__.objects.get(pk=grant.pk).status == Grant.Status.ACTIVE
+    auditor.get_by_role("button", name="Yes, close and apply").click()
     expect(auditor.get_by_text("Review closed; its decisions were applied.")).to_be_visible()
     with auditor.expect_download() as download_info:
         auditor.get_by_role("link", name="Export evidence (CSV)").click()

@@ -17,9 +17,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.shortcuts import assign_perm
 
 from accessgov import otp, personas
-from accessgov.models import AccessRequest, Eligibility, Role, System, User
+from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, User
 from accessgov.services import access_requests as ar
 from accessgov.services import grants, reviews
+from accessgov.services.activity import activity_ingest_push
 
 DEMO_PASSWORD = "demo-access-2026"  # noqa: S105 - printed demo credential, refused outside DEBUG
 
@@ -31,6 +32,8 @@ DEMO_USERS = [
     ("olivia", "Olivia", "Owner", [personas.REQUESTER, personas.SYSTEM_OWNER], False),
     ("audrey", "Audrey", "Auditor", [personas.AUDITOR], False),
     ("adam", "Adam", "Admin", [personas.PORTAL_ADMIN], True),
+    # A second admin: four-eyed changes (a role's approvers, a service token) need another admin's approval.
+    ("ada", "Ada", "Admin", [personas.PORTAL_ADMIN], True),
 ]
 
 DEMO_SYSTEMS = [
@@ -103,7 +106,8 @@ class Command(BaseCommand):
         self._activity(users)
         details = [self._sign_in_details(users[name]) for name, *_ in DEMO_USERS]
         if options["json"]:
-            self.stdout.write(json.dumps({"url": "http://127.0.0.1:8000/", "users": details}, indent=2))
+            url = settings.PORTAL_URL.rstrip("/") + "/"
+            self.stdout.write(json.dumps({"url": url, "users": details}, indent=2))
             return
         self._print(details)
 
@@ -221,8 +225,6 @@ class Command(BaseCommand):
         """What was done under two demo grants, reported through the real ingest service (as a target's
         tooling or a log shipper would; the demo's Payments DB has no PostgreSQL target to sample: point its
         connector at one and enable capture to see the sampler and pgaudit work, docs/ACTIVITY.md)."""
-        from accessgov.models import Grant
-        from accessgov.services.activity import activity_ingest_push
 
         alice_grant = Grant.objects.filter(user=users["alice"], role=read_only_role).first()
         system = break_glass.role.system
@@ -321,7 +323,8 @@ class Command(BaseCommand):
     def _print(self, details: list[dict[str, Any]]) -> None:
         out = self.stdout
         out.write(self.style.SUCCESS("AccessGov demo data is ready.") + "\n")
-        out.write("Sign in at http://127.0.0.1:8000/ with a username and the password below, then a TOTP code.\n")
+        url = settings.PORTAL_URL.rstrip("/") + "/"
+        out.write(f"Sign in at {url} with a username and the password below, then a TOTP code.\n")
         out.write("Add the secret (or the otpauth URI) to an authenticator app, or compute a code with:\n")
         out.write("    oathtool --totp -b SECRET\n\n")
         out.write(f"  {'user':<8} {'password':<18} {'personas':<28} TOTP secret\n")
