@@ -213,7 +213,7 @@ def drop_checks(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("accessgov", "0027_campaign_one_per_period")]
+    dependencies = [("accessgov", "0029_github_ticket_provider")]
 
     # The checks are in place before the foreign keys go (one transaction on PostgreSQL either way).
     operations = [
