@@ -171,8 +171,7 @@ def _waiting_on_a_lock(pid: int) -> bool:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("written_here", [False, True], ids=["locked", "written-by-the-inserter"])
 def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fails(world, written_here):
-    """Also when the inserting transaction wrote the grant itself (as the sweep does): then the trigger
-    takes no lock of its own, and the deleter waits on the inserter's update instead."""
+    """Also when the inserting transaction updated the grant itself first, as the sweep does."""
     grant = make_grant(world)
     outcome = {}
     with _other_connection() as other:

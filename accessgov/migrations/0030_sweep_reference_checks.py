@@ -7,9 +7,7 @@ The guarantees are the foreign keys' own, enforced by triggers:
 - an INSERT of events or outbox rows whose actor, request, grant or role does not exist fails
   (SQLSTATE 23503 foreign_key_violation, at the end of the statement rather than at commit); the rows it
   names are locked FOR KEY SHARE as the foreign-key check locks them, so a concurrent DELETE of one waits
-  for this transaction and then fails its own check — except rows this transaction wrote itself (the
-  sweep's grants), which nobody else can delete before it commits anyway, and the request and role such
-  a grant names (held by the grant's own foreign keys);
+  for this transaction and then fails its own check;
 - a DELETE of a user, request, grant or role that an event or outbox row names fails (23503), as does
   changing the id of one (the ledger's rows cannot change at all: 0004; an outbox row's grant only to an
   existing grant).
@@ -35,51 +33,37 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
--- How many of ``ids`` exist in ``parent`` and stay until this transaction ends: a row version this
--- transaction wrote itself (xmin: inserted or updated here, not in a savepoint) cannot be deleted by
--- anyone else before it commits (an insert is invisible to them; a deleter waits on the version this one
--- replaced), so it needs no lock; every other row is locked FOR KEY SHARE, as a foreign-key check locks it.
+-- How many of ``ids`` exist in ``parent``, each now locked FOR KEY SHARE (as a foreign-key check locks
+-- the row it finds, so that nobody deletes it before this transaction ends), in one statement.
 CREATE OR REPLACE FUNCTION accessgov_references_held(parent text, ids bigint[]) RETURNS bigint AS $$
 DECLARE
-    me xid := pg_current_xact_id()::xid;
     held bigint;
-    locked bigint;
 BEGIN
     IF ids IS NULL THEN
         RETURN 0;
     END IF;
-    EXECUTE format('SELECT count(*) FROM %I p WHERE p.id = ANY($1) AND p.xmin = $2', parent)
-        INTO held USING ids, me;
-    IF held < cardinality(ids) THEN
-        EXECUTE format('SELECT count(*) FROM (SELECT FROM %I p WHERE p.id = ANY($1) AND p.xmin <> $2 '
-                       'FOR KEY SHARE OF p) s', parent)
-            INTO locked USING ids, me;
-        held := held + locked;
-    END IF;
+    EXECUTE format('SELECT count(*) FROM (SELECT FROM %I p WHERE p.id = ANY($1) FOR KEY SHARE OF p) s', parent)
+        INTO held USING ids;
     RETURN held;
 END;
 $$ LANGUAGE plpgsql;
 
 -- After each INSERT statement into the ledger: every actor, request, grant and role the new rows name
 -- exists and stays (accessgov_references_held), checked once per table for the whole statement instead
--- of one query per row. A request or role named together with a grant this transaction wrote, which
--- names that same request or role, is held by that grant: the grant's own foreign keys refuse deleting
--- it while the grant exists, and nobody else can delete the grant before this commits.
+-- of one query per row.
 CREATE OR REPLACE FUNCTION accessgov_event_references_exist() RETURNS trigger AS $$
 DECLARE
-    me xid := pg_current_xact_id()::xid;
     actor_ids bigint[];
     request_ids bigint[];
     grant_ids bigint[];
     role_ids bigint[];
 BEGIN
-    SELECT array_agg(DISTINCT n.actor_id) FILTER (WHERE n.actor_id IS NOT NULL),
-           array_agg(DISTINCT n.access_request_id) FILTER (
-               WHERE n.access_request_id IS NOT NULL AND n.access_request_id IS DISTINCT FROM g.access_request_id),
-           array_agg(DISTINCT n.grant_id) FILTER (WHERE n.grant_id IS NOT NULL),
-           array_agg(DISTINCT n.role_id) FILTER (WHERE n.role_id IS NOT NULL AND n.role_id IS DISTINCT FROM g.role_id)
+    SELECT array_agg(DISTINCT actor_id) FILTER (WHERE actor_id IS NOT NULL),
+           array_agg(DISTINCT access_request_id) FILTER (WHERE access_request_id IS NOT NULL),
+           array_agg(DISTINCT grant_id) FILTER (WHERE grant_id IS NOT NULL),
+           array_agg(DISTINCT role_id) FILTER (WHERE role_id IS NOT NULL)
       INTO actor_ids, request_ids, grant_ids, role_ids
-      FROM new_rows n LEFT JOIN accessgov_grant g ON g.id = n.grant_id AND g.xmin = me;
+      FROM new_rows;
     IF accessgov_references_held('accessgov_user', actor_ids) < cardinality(actor_ids) THEN
         PERFORM accessgov_reference_missing(TG_TABLE_NAME, 'actor_id', 'accessgov_user', actor_ids);
     END IF;
