@@ -291,3 +291,42 @@ class EvidencePackForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
+
+
+BULK_DECISION_MAX = 50
+
+
+class BulkDecisionForm(forms.Form):
+    """Several queue cards decided at once (issue 18): the ticked request ids, one outcome, one comment,
+    and one authenticator code for the whole batch. Each decision is still its own service call."""
+
+    ids = forms.MultipleChoiceField(
+        required=True,
+        error_messages={"required": "Tick the requests to decide.", "invalid_choice": "%(value)s is not a request id."},
+    )
+    outcome = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    otp_token = forms.CharField(
+        required=False,
+        max_length=6,
+        label="Authenticator code",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id-shaped value is a choice; whether the request is in the person's queue is the view's
+        # question (answered per item, without saying whether another person's request exists).
+        self.fields["ids"].valid_value = lambda value: inputs.parse_id(value) is not None
+
+    def clean_ids(self) -> list[int]:
+        values = self.cleaned_data["ids"]
+        if len(values) > BULK_DECISION_MAX:
+            raise forms.ValidationError(f"Decide at most {BULK_DECISION_MAX} requests at once.")
+        return list(dict.fromkeys(int(v) for v in values))
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("outcome") == "deny" and not (cleaned.get("comment") or "").strip():
+            self.add_error("comment", "Say why you deny these requests: each requester will read it.")
+        return cleaned

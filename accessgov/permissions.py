@@ -8,6 +8,7 @@ take effect on the next check: guardian builds a fresh checker per ``has_perm`` 
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -16,7 +17,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
-from guardian.shortcuts import get_users_with_perms
+from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import (
@@ -369,6 +370,45 @@ def approvers_for_role(role: Role) -> set[User]:
     users = set(get_users_with_perms(role, only_with_perms_in=["approve_role"], with_group_users=True))
     users |= set(get_users_with_perms(role.system, only_with_perms_in=["approve_system"], with_group_users=True))
     return {u for u in users if u.is_active}
+
+
+DECIDERS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Deciders:
+    """Who may still decide a request, as the request page shows it."""
+
+    users: list[User]  # by username, at most DECIDERS_SHOWN
+    more: int  # further approvers of the role not listed (not checked for independence)
+    groups: list[Group]  # groups whose members approve the role (directly or through its system)
+
+
+def deciders_of_access_request(access_request: AccessRequest) -> Deciders:
+    """The people who may decide ``access_request`` now: the approvers of its role (``approve_role`` on
+    the role or ``approve_system`` on its system, for them or a group of theirs) for whom
+    ``can_decide_access_request`` holds (not the requester, not already decided, independent of the
+    requester, before the lapse); and the groups that carry the approve rights. Nobody once it is no
+    longer pending. Called by the request page: a few queries plus that check for each person listed
+    (at most DECIDERS_SHOWN; ``more`` counts the other approvers, unchecked)."""
+    if not access_request.is_pending:
+        return Deciders(users=[], more=0, groups=[])
+    role = access_request.role
+    decided = set(access_request.decisions.values_list("approver_id", flat=True))
+    candidates = sorted(
+        (u for u in approvers_for_role(role) if u.pk != access_request.requester_id and u.pk not in decided),
+        key=lambda u: u.get_username().casefold(),
+    )
+    now = timezone.now()
+    shown = [u for u in candidates[:DECIDERS_SHOWN] if can_decide_access_request(u, access_request, now)]
+    # Without attach_perms guardian returns a queryset of groups (its annotation says "Group | dict").
+    groups = set(cast("QuerySet[Group]", get_groups_with_perms(role, only_with_perms_in=["approve_role"])))
+    groups |= set(cast("QuerySet[Group]", get_groups_with_perms(role.system, only_with_perms_in=["approve_system"])))
+    return Deciders(
+        users=shown,
+        more=max(len(candidates) - DECIDERS_SHOWN, 0),
+        groups=sorted(groups, key=lambda g: g.name.casefold()),
+    )
 
 
 def owners_of_system(system: System) -> set[User]:

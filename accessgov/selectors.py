@@ -183,15 +183,24 @@ def overdue_removals(grants: QuerySet[Grant], now: datetime) -> QuerySet[Grant]:
     return grants.filter(removal_requested_at__lte=threshold, removal_confirmed_at__isnull=True)
 
 
-def provisioning_dashboard(user: User, now: datetime) -> dict:
-    """What ``user`` follows at the targets: open outbox items of grants they see (manual ones they may
-    complete flagged), overdue removals, and open drift on systems they oversee."""
+def provisioning_tasks(user: User) -> QuerySet[OutboxItem]:
+    """Open outbox items (apply/remove at a target) of the grants ``user`` sees, oldest first: the
+    provisioning page's list (filtered, sorted and paged by ``filters.ProvisioningFilter``)."""
     grants = permissions.visible_grants(user)
-    items = (
+    return (
         OutboxItem.objects.filter(done_at__isnull=True, grant__in=grants.values("pk"))
         .select_related("grant__user", "grant__role__system")
-        .order_by("pk")[:200]
+        .order_by("pk")
     )
+
+
+def provisioning_dashboard(user: User, now: datetime, items: list[OutboxItem] | None = None) -> dict:
+    """What ``user`` follows at the targets: open outbox items of grants they see (``items``, one page of
+    ``provisioning_tasks``; the first 200 when not given; manual ones they may complete flagged), overdue
+    removals, and open drift on systems they oversee."""
+    grants = permissions.visible_grants(user)
+    if items is None:
+        items = list(provisioning_tasks(user)[:200])
     overdue_before = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
     rows = [
         {

@@ -92,7 +92,7 @@ def main() -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from accessgov.audit import verify_chain
+    from accessgov.ledger.verify import verify_chain
     from accessgov.models import AccessEvent, Grant, OutboxItem
     from accessgov.services.grants import EXPIRE_BATCH_SIZE, grant_expire_due
 

@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection, transaction
 
 from accessgov.activity.logs import Observed
 from accessgov.activity.verify import verify_activity_seals
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, ActivityRecord, ActivitySeal, Grant, GrantActivity, OutboxItem
 from accessgov.services import access_requests as ar
 from accessgov.services import activity

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from accessgov import dbsql
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant
 from accessgov.services import access_requests as ar
@@ -318,13 +319,13 @@ def test_a_grant_changed_by_another_transaction_just_before_the_sweep_locks_it_s
     Grant.objects.update(starts_at=now - 2 * H, expires_at=now - timedelta(seconds=1))
     target = Grant.objects.order_by("pk").last()
     # The sweep's scan pauses on the target row before locking it, long enough for the other writer.
-    real_update_due = gs._update_due
+    real_update_due = dbsql.grants_update_due
 
     def pausing(where, where_params, *args, **kwargs):
         where += " AND (id <> %s OR pg_sleep(0.6) IS NOT NULL)"
         return real_update_due(where, [*where_params, target.pk], *args, **kwargs)
 
-    monkeypatch.setattr(gs, "_update_due", pausing)
+    monkeypatch.setattr(dbsql, "grants_update_due", pausing)
 
     def touch_while_the_sweep_scans():
         time.sleep(0.3)

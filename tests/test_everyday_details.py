@@ -77,7 +77,7 @@ def test_the_approval_chart_caption_gives_the_median_of_approvals_as_its_bars_do
     import time_machine
 
     from accessgov.models import AccessRequest
-    from accessgov.reports import approval_metrics
+    from accessgov.reports.approvals import approval_metrics
 
     start = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
     with time_machine.travel(start, tick=False):

@@ -11,7 +11,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accessgov import tasks
-from accessgov.audit import verify_chain
+from accessgov.ledger import hashing
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -198,7 +199,7 @@ def failing_on_call(n: int, real=None):
 # Where a batch can fail after its UPDATE: halfway through hashing/streaming its events, after its events
 # (finding webhook subscriptions), after its outbox rows.
 FAILURE_POINTS = {
-    "mid-events": lambda: (AccessEvent, "hash_content", failing_on_call(9, AccessEvent.hash_content)),
+    "mid-events": lambda: (hashing, "hash_content", failing_on_call(9, hashing.hash_content)),
     "after-events": lambda: (
         webhook_outbox,
         "webhook_deliveries_enqueue_refs",
@@ -213,7 +214,7 @@ def test_a_failure_mid_batch_leaves_nothing_of_the_batch_written(world, monkeypa
     now = timezone.now()
     grants = make_grants(world, 15, now=now)
     target, name, stand_in = FAILURE_POINTS[where]()
-    monkeypatch.setattr(target, name, staticmethod(stand_in) if target is AccessEvent else stand_in)
+    monkeypatch.setattr(target, name, stand_in)
     with pytest.raises(IntegrityError, match="injected"):
         gs.grant_expire_due(now, batch_size=20)
     monkeypatch.undo()
@@ -230,7 +231,7 @@ def test_a_failure_in_a_later_batch_keeps_the_committed_batches_whole(world, mon
     now = timezone.now()
     grants = make_grants(world, 12, now=now)
     # Batches of 5: the second batch fails halfway through its events (call 5 + 3).
-    monkeypatch.setattr(AccessEvent, "hash_content", staticmethod(failing_on_call(8, AccessEvent.hash_content)))
+    monkeypatch.setattr(hashing, "hash_content", failing_on_call(8, hashing.hash_content))
     with pytest.raises(IntegrityError):
         gs.grant_expire_due(now, batch_size=5)
     monkeypatch.undo()

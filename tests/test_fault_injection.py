@@ -30,7 +30,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from psycopg import sql
 
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, Eligibility, Grant, JobRun, OutboxItem, Role, System
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs

@@ -40,7 +40,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import (
     AccessEvent,
     AccessRequest,

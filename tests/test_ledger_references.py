@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, AccessRequest, Grant, OutboxItem
 from accessgov.services import provisioning
 from accessgov.services.events import event_record, event_record_rows

@@ -568,14 +568,14 @@ def test_events_are_only_written_inside_a_transaction():
 
 
 def test_no_event_no_change_a_failing_event_write_rolls_the_transition_back(world, monkeypatch):
-    from accessgov.services import events as event_services
+    from accessgov.ledger import record
 
     access_request = submit(world)
 
     def broken(*args, **kwargs):
         raise IntegrityError("ledger unavailable")
 
-    monkeypatch.setattr(event_services, "_chain", broken)
+    monkeypatch.setattr(record, "chain", broken)
     with pytest.raises(IntegrityError):
         ar.access_request_approve(world.approver, access_request.pk, comment="ok")
     access_request.refresh_from_db()
@@ -588,7 +588,7 @@ def test_no_event_no_change_a_failing_event_write_rolls_the_transition_back(worl
 
 
 def test_bulk_expiry_rolls_back_when_its_events_cannot_be_written(world, monkeypatch):
-    from accessgov.services import events as event_services
+    from accessgov.ledger import hashing
 
     with time_machine.travel(T0, tick=False):
         ar.access_request_approve(world.approver, submit(world).pk)
@@ -597,7 +597,7 @@ def test_bulk_expiry_rolls_back_when_its_events_cannot_be_written(world, monkeyp
         raise IntegrityError("ledger unavailable")
 
     # Both bulk writers (PostgreSQL COPY, SQLite bulk_create) hash every row with the ledger's one function.
-    monkeypatch.setattr(event_services.AccessEvent, "hash_content", staticmethod(broken))
+    monkeypatch.setattr(hashing, "hash_content", broken)
     with time_machine.travel(T0 + 2 * H, tick=False), pytest.raises(IntegrityError):
         gs.grant_expire_due(timezone.now())
     assert Grant.objects.get().status == Grant.Status.ACTIVE

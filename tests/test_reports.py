@@ -17,6 +17,7 @@ from guardian.shortcuts import assign_perm
 
 from accessgov import charts, reports
 from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant, OutboxItem
+from accessgov.reports import base
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services.provisioning import manual_task_complete
@@ -690,10 +691,10 @@ def test_duration_formatting_and_percentiles():
         "2 h 10 min",
         "1 d 3 h",
     ]
-    assert reports.p90([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 9
-    assert reports.p90([5]) == 5
-    assert reports.median([1, 2, 3, 10]) == 2.5
-    assert reports.p90([]) is None
+    assert base.p90([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 9
+    assert base.p90([5]) == 5
+    assert base.median([1, 2, 3, 10]) == 2.5
+    assert base.p90([]) is None
 
 
 def test_a_group_approver_sees_the_reports_of_their_system(world, make_user):

@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, LedgerCheckpoint
 from accessgov.services import access_requests as ar
 

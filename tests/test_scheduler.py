@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, Eligibility, Grant, OutboxItem, SchedulerLease
 from accessgov.scheduler import BackgroundPublisher, Scheduler
 from accessgov.services import access_requests as ar

@@ -16,18 +16,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json.encoder import encode_basestring
 from typing import BinaryIO
 
 from django.db import connection
 from django.db.models import Max, Min
 
-from accessgov.models import AccessEvent, LedgerCheckpoint, compact_json_encoder
-from accessgov.services.events import GENESIS
+from accessgov.ledger import hashing
+from accessgov.ledger.hashing import GENESIS
+from accessgov.models import AccessEvent, LedgerCheckpoint
 
 FILE = "ledger/events.jsonl"
 CHUNK = 5000
-_encode = compact_json_encoder(sort_keys=True, default=str)  # the ledger's canonical JSON (comparisons)
+_encode = hashing.canonical_json  # the ledger's canonical JSON (comparisons)
 
 
 @dataclass
@@ -114,7 +114,7 @@ def _rows_orm(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
         .values(*fields)
         .iterator(chunk_size=CHUNK)
     )
-    canonical, text_of = AccessEvent.canonical_content, AccessEvent.canonical_text
+    canonical, text_of = hashing.canonical_content, hashing.canonical_json
     for row in rows:
         yield row["sequence"], text_of(canonical(row)), row["prev_hash"], row["hash"]
 
@@ -125,7 +125,7 @@ def _rows_orm(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
 # 5,000 events as one JSON array each, decoded by Python's C decoder, measured slower: 15-18 s against 10-13 s.)
 _PG_COPY = (
     "COPY (SELECT sequence, occurred_at, event_type, actor_id, actor_label, client_address, reason, "
-    "access_request_id, grant_id, role_id, data, prev_hash, hash FROM accessgov_accessevent "
+    "access_request_id, grant_id, role_id, data, prev_hash, hash FROM {table} "
     "WHERE sequence BETWEEN {first:d} AND {last:d} ORDER BY sequence) TO STDOUT"
 )
 _COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
@@ -143,7 +143,7 @@ def _copy_text(field: str) -> str | None:
 
 def _utc_text(value: str) -> str:
     """PostgreSQL's timestamptz text in UTC ("2025-10-30 21:12:59.5+00") in the ledger's canonical form
-    ("2025-10-30T21:12:59.500000+00:00", as _utc_isoformat writes it)."""
+    ("2025-10-30T21:12:59.500000+00:00", as hashing.utc_isoformat writes it)."""
     if value.endswith("+00"):
         day, _, clock = value[:-3].partition(" ")
         whole, _, fraction = clock.partition(".")
@@ -152,14 +152,15 @@ def _utc_text(value: str) -> str:
 
 
 def _null_or_text(value: str) -> str:
-    return "null" if value == "\\N" else encode_basestring(_copy_text(value))
+    return "null" if value == "\\N" else hashing.json_string(_copy_text(value))
 
 
 def _rows_postgresql(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
     """The canonical text is assembled field by field in the canonical key order (the keys sorted, strings
     by the same C escaper json uses, numbers as PostgreSQL wrote them, the data re-encoded with sorted keys)."""
-    loads, text, utc, data_json, quote = json.loads, _copy_text, _utc_text, _encode, encode_basestring
-    sql = _PG_COPY.format(first=span.first_sequence, last=span.last_sequence)
+    loads, text, utc, data_json, quote = json.loads, _copy_text, _utc_text, _encode, hashing.json_string
+    table = connection.ops.quote_name(AccessEvent._meta.db_table)
+    sql = _PG_COPY.format(table=table, first=span.first_sequence, last=span.last_sequence)
     null = "\\N"
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL TimeZone TO 'UTC'")
@@ -200,7 +201,7 @@ def write_extract(out: BinaryIO, span: LedgerRange, progress: Callable[[int], No
     """Write the extract's lines to ``out`` and check the chain as it goes. Returns (the hash of the last
     event, the first problem found or ""). A broken chain is written as stored and named: the pack then
     shows what the database held, and its verification fails at that line."""
-    hash_of = AccessEvent.hash_canonical
+    hash_of = hashing.hash_canonical
     prev_hash, expected, problem = span.anchor_hash, span.first_sequence, span.problem
     buffer: list[str] = []
     for sequence, text, stored_prev, stored in extract_rows(span):
@@ -243,7 +244,7 @@ def compare_with_database(pack_path: str, manifest_ledger: dict) -> list[str]:
         .values(*fields)
         .iterator(chunk_size=CHUNK)
     )
-    canonical = AccessEvent.canonical_content
+    canonical = hashing.canonical_content
     current = next(stored, None)
     with zipfile.ZipFile(pack_path) as archive, archive.open(manifest_ledger.get("file", FILE)) as lines:
         for raw in lines:

@@ -40,7 +40,8 @@ from accessgov.models import (
     ReviewCampaign,
     ReviewItem,
 )
-from accessgov.reports import _decider_names, names, seconds
+from accessgov.reports.access_history import LAG_BUCKETS, LAG_EXPRESSION
+from accessgov.reports.base import decider_names, names, seconds, weekly_counts
 
 CHUNK = 5000
 TRAIL_LIMIT = 200  # events per sampled item (a grant retried at a target for hours has many)
@@ -269,7 +270,7 @@ class Grants(Population):
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
         qs = self.queryset(ctx) if ids is None else Grant.objects.filter(pk__in=_ints(ids))
-        qs = qs.annotate(approved_by=_decider_names("access_request_id", Decision.Outcome.APPROVE)).order_by("pk")
+        qs = qs.annotate(approved_by=decider_names("access_request_id", Decision.Outcome.APPROVE)).order_by("pk")
         fields = (
             "pk",
             "access_request_id",
@@ -313,12 +314,14 @@ class Grants(Population):
             confirmed_at,
         ) in _chunked(qs, *fields):
             approvers = names(approved_by)
-            if ended_at is not None:
-                outcome = end_reason or status
-            elif expires_at <= ctx.as_of:
-                outcome, ended_at = Grant.EndReason.EXPIRED, expires_at
-            else:
-                outcome = status
+            outcome, ended_at = Grant.state_of(
+                status=status,
+                end_reason=end_reason,
+                ended_at=ended_at,
+                starts_at=starts_at,
+                expires_at=expires_at,
+                now=ctx.as_of,
+            )
             by_person = not break_glass and not rule
             other = (bool(approvers) and user not in approvers) if by_person else None
             met = (len(set(approvers) - {user}) >= max(1, required)) if by_person else None
@@ -393,8 +396,8 @@ class Requests(Population):
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
         qs = self.queryset(ctx) if ids is None else AccessRequest.objects.filter(pk__in=_ints(ids))
         qs = qs.annotate(
-            approved_by=_decider_names("pk", Decision.Outcome.APPROVE),
-            denied_by=_decider_names("pk", Decision.Outcome.DENY),
+            approved_by=decider_names("pk", Decision.Outcome.APPROVE),
+            denied_by=decider_names("pk", Decision.Outcome.DENY),
         ).order_by("pk")
         fields = (
             "pk",
@@ -1329,17 +1332,13 @@ def recent_review_campaigns(ctx: Context) -> Iterable[tuple[int, str, datetime]]
 
 def grants_per_week(ctx: Context) -> dict:
     """{week (Monday): count} of grants started in the period, for the summary's chart."""
-    from accessgov.reports import _weekly_counts
-
     qs = ctx.scoped(Grant.objects.filter(starts_at__gte=ctx.start, starts_at__lt=ctx.end))
-    return {week: sum(per.values()) for week, per in _weekly_counts(qs, "starts_at").items()}
+    return {week: sum(per.values()) for week, per in weekly_counts(qs, "starts_at").items()}
 
 
 def lag_buckets(ctx: Context) -> list[tuple[str, int]]:
     """Confirmed removals of the period by lag bucket (the reports' buckets), for the summary's chart."""
     from django.db.models import Count
-
-    from accessgov.reports import LAG_BUCKETS, LAG_EXPRESSION
 
     qs = Removals().queryset(ctx).alias(lag=LAG_EXPRESSION)
     aggregates = {}

@@ -10,19 +10,18 @@ Reads never depend on any of it: see ``Grant.objects.active(now)``.
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from accessgov import otp, permissions, policies
+from accessgov import dbsql, otp, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
     BreakGlassFollowUp,
-    Eligibility,
     Grant,
     OutboxItem,
     Role,
@@ -119,87 +118,6 @@ def grant_extend_for(
     return grant
 
 
-def _update_due(
-    where: str,
-    where_params: list,
-    assignments: dict[str, object],
-    *,
-    grant_ids: list[int] | None,
-    batch_size: int,
-    after_id: int,
-) -> list[tuple[int, int, int, datetime]]:
-    """One statement per batch: lock up to ``batch_size`` due grants — on PostgreSQL ``FOR NO KEY UPDATE
-    SKIP LOCKED``, so parallel sweeps take disjoint batches (SQLite serializes writers) — apply
-    ``assignments`` (column → value, or a ``F`` of another column) and return (id, access_request_id,
-    role_id, expires_at) of the rows changed, by id. Nothing is read back afterwards. ``after_id``: the
-    last id of the caller's previous batch (the pkey scan starts there instead of passing over the rows
-    it just changed; a row skipped because another sweep held it is that sweep's, or the next sweep's)."""
-    ops = connection.ops
-    table = ops.quote_name(Grant._meta.db_table)
-    where += " AND id > %s"
-    params = [*where_params, after_id]
-    if grant_ids is not None:
-        if connection.vendor == "postgresql":
-            where += " AND id = ANY(%s)"
-            params.append(list(grant_ids))
-        else:
-            where += f" AND id IN ({', '.join(['%s'] * len(grant_ids))})"
-            params.extend(grant_ids)
-    set_sql, set_params = [], []
-    for column, value in assignments.items():
-        if isinstance(value, F):
-            set_sql.append(f"{ops.quote_name(column)} = {ops.quote_name(value.name)}")
-        else:
-            set_sql.append(f"{ops.quote_name(column)} = %s")
-            set_params.append(ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value)
-    update = f"UPDATE {table} SET {', '.join(set_sql)} WHERE {{rows}} AND {where}"  # noqa: S608 - fixed SQL; values are bound params
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            cursor.execute(
-                f"WITH due AS (SELECT id FROM {table} WHERE {where} ORDER BY id LIMIT %s) "  # noqa: S608 - fixed SQL; values are bound params
-                + update.format(rows="id IN (SELECT id FROM due)")
-                + " RETURNING id, access_request_id, role_id, expires_at",
-                [*params, batch_size, *set_params, *params],
-            )
-            return sorted(
-                (pk, ar_id, role_id, _aware(expires_at)) for pk, ar_id, role_id, expires_at in cursor.fetchall()
-            )
-        # The locked rows are updated where the lock found them (a TID scan: a third faster than looking
-        # each id up again). expires_at comes back as integer microseconds since the epoch (exact, and
-        # read in C; a timestamptz goes through Django's Python loader, 5 µs a row).
-        returning = (
-            " RETURNING id, access_request_id, role_id, (extract(epoch FROM expires_at) * 1000000)::bigint AS us"
-        )
-        cursor.execute(
-            f"WITH due AS MATERIALIZED (SELECT id, ctid FROM {table} WHERE {where} ORDER BY id LIMIT %s "  # noqa: S608 - fixed SQL; values are bound params
-            f"FOR NO KEY UPDATE SKIP LOCKED), changed AS ({update.format(rows='ctid = ANY(ARRAY(SELECT ctid FROM due))')}"
-            f"{returning}) SELECT id, changed.access_request_id, changed.role_id, changed.us FROM due LEFT JOIN changed USING (id)",
-            [*params, batch_size, *set_params, *params],
-        )
-        rows = cursor.fetchall()
-        missed = [row[0] for row in rows if row[3] is None]
-        if missed:
-            # Updated and committed by another transaction after this statement's snapshot was taken, just
-            # before the lock: the version the lock holds is not the one the snapshot sees. By id, now.
-            cursor.execute(update.format(rows="id = ANY(%s)") + returning, [*set_params, missed, *params])
-            rows = [row for row in rows if row[3] is not None] + cursor.fetchall()
-    return sorted((pk, ar_id, role_id, _EPOCH + timedelta(microseconds=us)) for pk, ar_id, role_id, us in rows)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _aware(value) -> datetime:
-    """A datetime from a raw cursor (SQLite returns text for RETURNING columns) as an aware UTC datetime."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _db_now(now: datetime):
-    return connection.ops.adapt_datetimefield_value(now)
-
-
 def _transition_due(
     where: str,
     params: list,
@@ -210,7 +128,7 @@ def _transition_due(
     batch_size: int,
 ) -> int:
     """The set-based loop shared by activation and expiry: per batch, one transaction that updates the
-    skip-locked due rows (``_update_due``) and hands them to ``write_batch`` for their events, outbox
+    skip-locked due rows (``dbsql.grants_update_due``) and hands them to ``write_batch`` for their events, outbox
     rows and follow-up tasks. Returns how many grants changed."""
     if grant_ids is not None and not grant_ids:
         return 0
@@ -220,7 +138,9 @@ def _transition_due(
         # the cyclic collector would pass over them again and again (≈ 1 s per 100,000 grants), so it
         # waits until the batch is written.
         with transaction.atomic(), _collector_paused():
-            due = _update_due(where, params, updates, grant_ids=grant_ids, batch_size=batch_size, after_id=after_id)
+            due = dbsql.grants_update_due(
+                where, params, updates, grant_ids=grant_ids, batch_size=batch_size, after_id=after_id
+            )
             if not due:
                 return total
             write_batch(due)
@@ -265,8 +185,8 @@ def grant_activate_due(
         provisioning.provisioning_enqueue_bulk([row[0] for row in due], OutboxItem.Action.APPLY, now, marked=True)
 
     activated = _transition_due(
-        f"status = %s AND starts_at <= %s AND {_holder_may_hold_sql()}",
-        [Status.SCHEDULED, _db_now(now), _db_now(now), _db_now(now)],
+        f"status = %s AND starts_at <= %s AND {dbsql.holder_may_hold_sql()}",
+        [Status.SCHEDULED, dbsql.db_datetime(now), dbsql.db_datetime(now), dbsql.db_datetime(now)],
         {"status": Status.ACTIVE, "activated_at": now, **provisioning.pending_fields(OutboxItem.Action.APPLY, now)},
         write_batch,
         grant_ids=grant_ids,
@@ -274,9 +194,7 @@ def grant_activate_due(
     )
     # Eligibility is a standing condition: a scheduled grant whose holder was deactivated or lost the
     # role's eligibility before its start is revoked instead (it never reached the target).
-    ineligible = Grant.objects.filter(status=Status.SCHEDULED, starts_at__lte=now).filter(
-        ~Exists(_eligibility_in_force(now)) | Q(user__is_active=False)
-    )
+    ineligible = Grant.objects.filter(status=Status.SCHEDULED, starts_at__lte=now).filter(~dbsql.holder_may_hold_q(now))
     if grant_ids is not None:
         ineligible = ineligible.filter(pk__in=grant_ids)
     for pk in ineligible.values_list("pk", flat=True)[:batch_size]:
@@ -287,27 +205,13 @@ def grant_activate_due(
     return activated
 
 
-def _eligibility_in_force(now: datetime):
-    """Eligibility of a grant's holder for its role at ``now`` (for ``Exists`` over grants)."""
-    return (
-        Eligibility.objects.active(now)
-        .filter(role_id=OuterRef("role_id"))
-        .filter(Q(user_id=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")))
-    )
-
-
-def _holder_may_hold_sql() -> str:
-    """SQL twin of ``_eligibility_in_force`` plus "the holder's account is active", over the grant table
-    unaliased (two parameters: now, now)."""
-    qn = connection.ops.quote_name
-    grant, user, elig = qn(Grant._meta.db_table), qn(User._meta.db_table), qn(Eligibility._meta.db_table)
-    members = qn(User.groups.through._meta.db_table)
-    return (
-        f"EXISTS (SELECT 1 FROM {user} u WHERE u.id = {grant}.user_id AND u.is_active) AND EXISTS (SELECT 1 FROM "  # noqa: S608 - fixed SQL
-        f"{elig} e WHERE e.role_id = {grant}.role_id AND e.starts_at <= %s AND (e.ends_at IS NULL OR e.ends_at > %s) "
-        f"AND (e.user_id = {grant}.user_id OR e.group_id IN (SELECT m.group_id FROM {members} m "
-        f"WHERE m.user_id = {grant}.user_id)))"
-    )
+def expired_event_data(expires_at: datetime, now: datetime) -> dict[str, object]:
+    """What a ``grant.expired`` event says, whichever path recorded it (the sweep's batch, or ``_end``
+    finding a grant already past its end): its end and how late the expiry was observed."""
+    return {
+        "expires_at": expires_at.isoformat(),
+        "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
+    }
 
 
 # Per batch: one transaction; it holds the ledger lock from its events to its commit (see
@@ -338,10 +242,7 @@ def grant_expire_due(
                     "grant_id": pk,
                     "access_request_id": access_request_id,
                     "role_id": role_id,
-                    "data": {
-                        "expires_at": expires_at.isoformat(),
-                        "observed_lag_seconds": round((now - expires_at).total_seconds(), 3),
-                    },
+                    "data": expired_event_data(expires_at, now),
                 }
                 for pk, access_request_id, role_id, expires_at in due
             ]
@@ -350,7 +251,7 @@ def grant_expire_due(
 
     return _transition_due(
         "status = %s AND expires_at <= %s",
-        [Status.ACTIVE, _db_now(now)],
+        [Status.ACTIVE, dbsql.db_datetime(now)],
         {
             "status": Status.EXPIRED,
             "ended_at": F("expires_at"),
@@ -398,8 +299,7 @@ def _end(
             reason=f"Already past its end when ended early ({reason})",
             data={
                 **(data or {}),
-                "expires_at": grant.expires_at.isoformat(),
-                "observed_lag_seconds": round((now - grant.expires_at).total_seconds(), 3),
+                **expired_event_data(grant.expires_at, now),
                 "found_by": event_type,
             },
         )

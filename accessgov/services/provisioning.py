@@ -13,11 +13,11 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Count, F, Min, Q
+from django.db import transaction
+from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import dbsql, permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
@@ -50,15 +50,14 @@ def _drain_after_commit(action: str) -> None:
     after_commit.enqueue("drain_outbox")
 
 
-def _key(grant_id: int, action: str) -> str:
-    n = OutboxItem.objects.filter(grant_id=grant_id, action=action).count() + 1
-    return f"grant-{grant_id}-{action}-{n}"
-
-
 def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem:
     """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant."""
     item = OutboxItem.objects.create(
-        grant=grant, action=action, idempotency_key=_key(grant.pk, action), created_at=now, next_attempt_at=now
+        grant=grant,
+        action=action,
+        idempotency_key=dbsql.outbox_next_key(grant.pk, action),
+        created_at=now,
+        next_attempt_at=now,
     )
     if action == Action.APPLY:
         grant.provisioning_state = State.PENDING
@@ -83,48 +82,7 @@ def provisioning_enqueue_bulk(grant_ids: list[int], action: str, now: datetime, 
     (none when ``marked``: the caller's own UPDATE already set ``pending_fields``)."""
     if not grant_ids:
         return
-    if connection.vendor == "postgresql":
-        # INSERT … SELECT from the id array; the key numbers the grant's items of this action, as _key does.
-        # Almost every grant has none yet, so its key ends in -1; the unique key's index (checked anyway)
-        # finds the few that do, and those are numbered by counting, like _key (a count per row costs as
-        # much as the insert, and its estimate switches on JIT compilation).
-        table = connection.ops.quote_name(OutboxItem._meta.db_table)
-        insert = f"""INSERT INTO {table} (grant_id, action, idempotency_key, created_at, next_attempt_at, attempts,
-                last_error, outcome)
-            SELECT g, %(action)s, 'grant-' || g || '-' || %(action)s || '-' || {{number}}, %(now)s, %(now)s, 0, '', ''
-            FROM unnest(%(ids)s::bigint[]) AS t(g)"""  # noqa: S608 - fixed SQL; values are bound params
-        with connection.cursor() as cursor:
-            cursor.execute(
-                insert.format(number="1") + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING grant_id",
-                {"action": action, "now": now, "ids": list(grant_ids)},
-            )
-            if cursor.rowcount < len(grant_ids):
-                first = {gid for (gid,) in cursor.fetchall()}
-                cursor.execute(
-                    insert.format(
-                        number=f"1 + (SELECT count(*) FROM {table} o WHERE o.grant_id = g AND o.action = %(action)s)"  # noqa: S608 - fixed SQL
-                    ),
-                    {"action": action, "now": now, "ids": [gid for gid in grant_ids if gid not in first]},
-                )
-    else:
-        existing = dict(
-            OutboxItem.objects.filter(grant_id__in=grant_ids, action=action)
-            .values_list("grant_id")
-            .annotate(n=Count("pk"))
-        )
-        OutboxItem.objects.bulk_create(
-            [
-                OutboxItem(
-                    grant_id=gid,
-                    action=action,
-                    idempotency_key=f"grant-{gid}-{action}-{existing.get(gid, 0) + 1}",
-                    created_at=now,
-                    next_attempt_at=now,
-                )
-                for gid in grant_ids
-            ],
-            batch_size=1000,
-        )
+    dbsql.outbox_insert(grant_ids, action, now)
     if not marked:
         Grant.objects.filter(pk__in=grant_ids).update(**pending_fields(action, now))
     _drain_after_commit(action)

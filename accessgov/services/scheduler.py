@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 from django.db.models import Case, F, Q, Value, When
 
+from accessgov import dbsql
 from accessgov.models import Grant, OutboxItem, SchedulerLease, System
 
 CHANNEL = "accessgov_scheduler"  # PostgreSQL LISTEN/NOTIFY channel
@@ -24,9 +25,7 @@ def scheduler_wake() -> None:
     written. On PostgreSQL a ``NOTIFY`` in the caller's transaction — delivered when it commits, never
     for a rollback; a no-op on SQLite, where the scheduler polls (at least every
     SCHEDULER_INTERVAL_SECONDS)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+    dbsql.notify(CHANNEL)
 
 
 # --- The lease ----------------------------------------------------------------------------------

@@ -186,12 +186,14 @@ def service_token_create_from(payload: dict, *, created_by: User) -> ApiToken:
     return token
 
 
-def api_token_revoke(actor: User, token_id: int) -> ApiToken:
-    """End a token now. Its user may revoke it, and so may staff. Raises TransitionNotAllowed when
-    it is already revoked, NotAuthorized for anyone else."""
+def api_token_revoke(actor: User, token_id: int, *, authorized: bool = False) -> ApiToken:
+    """The one way a token ends early. Its user may revoke it, and so may staff; ``authorized``: the
+    caller is a service that already authorized ending it (``user_deactivate``, for the account's
+    tokens). Locks the token. Raises TransitionNotAllowed when it is already revoked, NotAuthorized
+    for anyone else."""
     with transaction.atomic():
         token = ApiToken.objects.select_for_update(of=("self",)).get(pk=token_id)
-        if token.user_id != actor.pk and not actor.is_staff:
+        if not authorized and token.user_id != actor.pk and not actor.is_staff:
             raise NotAuthorized("You may only revoke your own tokens.")
         if token.revoked_at is not None:
             raise TransitionNotAllowed("This token was already revoked.")
@@ -201,12 +203,20 @@ def api_token_revoke(actor: User, token_id: int) -> ApiToken:
         return token
 
 
-def api_token_revoke_all(actor: User, user: User) -> int:
-    """Set-based: end every usable token of ``user`` now (their account is being deactivated; the
-    caller holds the account's lock and has authorized the deactivation). Returns how many."""
-    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), revoked_by=actor
-    )
+def api_token_revoke_all(actor: User, user: User) -> list[int]:
+    """End every usable token of ``user`` now, each through ``api_token_revoke`` (their account is being
+    deactivated; the caller holds the account's lock and has authorized the deactivation). Returns the
+    ids of the tokens revoked, in id order."""
+    revoked = []
+    for token_id in (
+        ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk").values_list("pk", flat=True)
+    ):
+        try:
+            api_token_revoke(actor, token_id, authorized=True)
+        except TransitionNotAllowed:
+            continue  # revoked meanwhile by its user
+        revoked.append(token_id)
+    return revoked
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ def user_deactivate(
 ) -> dict[str, int]:
     """Deactivate an account: sign-in refused and every session ended (the session stamp changes), every
     current grant revoked (removal at the target queued), every pending request withdrawn from the
-    approvers' queues, every API token revoked. One user.deactivated event, plus the grants' and
+    approvers' queues, every API token revoked (each through ``api_token_revoke``; the user.deactivated
+    event names them: a token has no event of its own). One user.deactivated event, plus the grants' and
     requests' own events. ``actor`` is an admin, or — with ``idp`` — that identity provider's SCIM
     service account (a leaver; the event names the provider). Locks the account, then its current
     grants, before the first event. Raises NotAuthorized or TransitionNotAllowed (already inactive)."""
@@ -88,15 +89,15 @@ def user_deactivate(
         user.is_active = False
         user.save(update_fields=["is_active"])
         user.rotate_session_stamp()
-        data = {"user_id": user.pk, "username": user.get_username()}
+        tokens = token_services.api_token_revoke_all(actor, user)
+        data = {"user_id": user.pk, "username": user.get_username(), "api_tokens_revoked": tokens}
         if idp is not None:
             data["idp"] = idp.slug
         event_record(Type.USER_DEACTIVATED, actor=actor, client_address=client_address, reason=reason, data=data)
         for grant_id in grants:
             grant_services.grant_revoke_by_system(grant_id, reason=f"Account deactivated: {reason}", job="deactivation")
         withdrawn = request_services.access_request_withdraw_all(user, actor=actor, reason=reason)
-        tokens = token_services.api_token_revoke_all(actor, user)
-        return {"grants_revoked": len(grants), "requests_withdrawn": withdrawn, "tokens_revoked": tokens}
+        return {"grants_revoked": len(grants), "requests_withdrawn": withdrawn, "tokens_revoked": len(tokens)}
 
 
 def user_reactivate(

@@ -6,12 +6,11 @@ loses none (the sweep drains). Sending is ``services.webhooks``; this module imp
 ledger writer and the webhook sender do not import each other."""
 
 from collections import defaultdict
-from datetime import datetime
 
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from accessgov import dbsql
 from accessgov.models import AccessEvent, EventWebhookSubscription, WebhookDelivery
 from accessgov.services import after_commit
 
@@ -85,7 +84,7 @@ def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> 
     pairs = _deliveries_for(refs, everywhere, per_role)
     if not pairs:
         return []
-    ids = _insert_deliveries(pairs, timezone.now())
+    ids = dbsql.webhook_deliveries_insert(pairs, timezone.now())
     _send_after_commit(ids)
     return ids
 
@@ -105,28 +104,6 @@ def _deliveries_for(refs, everywhere, per_role) -> list[tuple[int, int]]:
             matching[key] = subscription_ids
         pairs.extend((subscription_id, event_id) for subscription_id in matching[key])
     return pairs
-
-
-def _insert_deliveries(pairs: list[tuple[int, int]], now: datetime) -> list[int]:
-    """One INSERT: on PostgreSQL from two id arrays (no model instance per delivery), else bulk_create."""
-    if connection.vendor != "postgresql":
-        deliveries = WebhookDelivery.objects.bulk_create(
-            [
-                WebhookDelivery(subscription_id=subscription_id, event_id=event_id, created_at=now, next_attempt_at=now)
-                for subscription_id, event_id in pairs
-            ],
-            batch_size=1000,
-        )
-        return [delivery.pk for delivery in deliveries]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""INSERT INTO {WebhookDelivery._meta.db_table} (subscription_id, event_id, status, created_at,
-                    next_attempt_at, attempts, last_error, redelivery_count)
-                SELECT s, e, %s, %s, %s, 0, '', 0 FROM unnest(%s::bigint[], %s::bigint[]) AS t(s, e)
-                RETURNING id""",  # noqa: S608 - fixed SQL; values are bound params
-            [Status.PENDING, now, now, [s for s, _ in pairs], [e for _, e in pairs]],
-        )
-        return sorted(pk for (pk,) in cursor.fetchall())
 
 
 def _send_after_commit(ids: list[int]) -> None:

@@ -11,6 +11,25 @@ from accessgov.policies import format_duration
 register = template.Library()
 
 
+@register.filter
+def grant_state(grant, now) -> str:
+    """``Grant.state_at(now)``: scheduled, active, or how it ended (the clock decides expiry)."""
+    return grant.state_at(now)
+
+
+@register.filter
+def grant_ended_at(grant, now):
+    """``Grant.ended_at_as_of(now)``: when it ended, its ``expires_at`` once past even if not swept."""
+    return grant.ended_at_as_of(now)
+
+
+@register.simple_tag
+def grant_state_badge(grant, now) -> str:
+    """The badge of a grant's state at ``now`` (``Grant.state_at``), the same on every page."""
+    state = grant.state_at(now)
+    return format_html('<span class="status status-{}">{}</span>', state, grant.STATE_LABELS.get(state, state))
+
+
 @register.filter(name="duration")
 def duration_filter(value) -> str:
     """A timedelta as people write it: "1 h 30 min"."""

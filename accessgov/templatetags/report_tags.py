@@ -4,7 +4,8 @@ from datetime import timedelta
 
 from django import template
 
-from accessgov import charts, reports
+from accessgov import charts
+from accessgov.reports import approvals, base, break_glass
 
 register = template.Library()
 
@@ -19,29 +20,19 @@ def short_duration(value: timedelta | float | None) -> str:
 
 @register.filter
 def usernames(value: str | None) -> str:
-    return ", ".join(reports.names(value))
-
-
-@register.filter
-def grant_outcome(grant, now) -> str:
-    return reports.grant_outcome(grant, now)
-
-
-@register.filter
-def grant_ended_at(grant, now):
-    return reports.grant_ended_at(grant, now)
+    return ", ".join(base.names(value))
 
 
 @register.filter
 def request_outcome(access_request) -> str:
-    return reports.request_outcome(access_request)
+    return approvals.request_outcome(access_request)
 
 
 @register.filter
 def follow_up_status(grant, now) -> str:
-    return reports.follow_up_status(reports.follow_up_of(grant), now)
+    return break_glass.follow_up_status(break_glass.follow_up_of(grant), now)
 
 
 @register.filter
 def follow_up(grant):
-    return reports.follow_up_of(grant)
+    return break_glass.follow_up_of(grant)

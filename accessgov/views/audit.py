@@ -7,35 +7,24 @@ import django_filters
 from auditlog.models import LogEntry
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
-from django.db.models import Max
+from django.db import connection
+from django.db.models import Max, Q
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, inputs, permissions
-from accessgov.activity.verify import verify_activity_seals
-from accessgov.audit import verify_chain
+from accessgov import catalog, exports, filters, inputs, paging, permissions
+from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 from accessgov.models import AccessEvent
-from accessgov.services.events import event_record
+from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
-EXPORT_COLUMNS = [
-    "sequence",
-    "occurred_at",
-    "event_type",
-    "actor",
-    "client_address",
-    "access_request_id",
-    "grant_id",
-    "system",
-    "role",
-    "reason",
-    "data",
-    "prev_hash",
-    "hash",
-]
+EVENTS_KEYSET = paging.Keyset("sequence", unique=True)  # newest first; ?before=<sequence>
+EVENTS_OLDEST_FIRST = paging.Keyset("sequence", unique=True, descending=False)  # ?after=<sequence>
+CHANGES_KEYSET = paging.Keyset("pk", unique=True)
 
 
 def _ensure_auditor(request: HttpRequest) -> None:
@@ -44,17 +33,46 @@ def _ensure_auditor(request: HttpRequest) -> None:
 
 
 class EventFilter(django_filters.FilterSet):
+    q = filters.SearchFilter(
+        (
+            "actor_label",
+            "reason",
+            "role__name",
+            "role__system__name",
+            "grant__user__username",
+            "access_request__requester__username",
+            "access_request__ticket",
+        ),
+        id_field=None,
+    )
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
     system = catalog.system_filter("role__system")
     access_request = inputs.IdFilter(field_name="access_request_id", label="Request #")
     grant = inputs.IdFilter(field_name="grant_id", label="Grant #")
+    grantee = django_filters.CharFilter(method="filter_grantee", label="Grantee", max_length=filters.SEARCH_MAX_LENGTH)
+    sort = django_filters.ChoiceFilter(
+        choices=[("-sequence", "Newest first"), ("sequence", "Oldest first")],
+        method="filter_order",
+        label="Order",
+        empty_label=None,
+    )
     since = inputs.DateFilter(method="filter_since", label="From (UTC)")
     until = inputs.DateFilter(method="filter_until", label="Until (UTC, inclusive)")
 
     class Meta:
         model = AccessEvent
-        fields = ["event_type", "actor", "system", "access_request", "grant", "since", "until"]
+        fields = ["q", "event_type", "actor", "system", "access_request", "grant", "grantee", "since", "until", "sort"]
+
+    def filter_order(self, queryset, name, value):
+        """Chain order, newest (the default) or oldest first; the CSV is always oldest first (chain order)."""
+        return queryset.order_by("sequence") if value == "sequence" else queryset
+
+    def filter_grantee(self, queryset, name, value):
+        """Events about ``value``'s access: their grants, and their requests (before any grant exists)."""
+        return queryset.filter(
+            Q(grant__user__username__iexact=value) | Q(grant=None, access_request__requester__username__iexact=value)
+        )
 
     def filter_since(self, queryset, name, value):
         return queryset.filter(occurred_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
@@ -63,9 +81,39 @@ class EventFilter(django_filters.FilterSet):
         return queryset.filter(occurred_at__lte=datetime.combine(value, time.max, tzinfo=UTC))
 
 
+def trail_events():
+    """Every access event with what the trail and its CSV show beside it (the role's system, the grantee:
+    the grant's holder, or the requester of a request that has no grant yet), newest first."""
+    return (
+        AccessEvent.objects.select_related("role__system")
+        .annotate(grantee=Coalesce("grant__user__username", "access_request__requester__username"))
+        .order_by("-sequence")
+    )
+
+
+def export_row(e: AccessEvent) -> tuple:
+    """One event as the CSV row (EXPORT_COLUMNS) the ORM path writes; the COPY path writes the same cells."""
+    return (
+        e.sequence,
+        e.occurred_at,
+        e.event_type,
+        e.actor_label,
+        e.client_address,
+        e.access_request_id,
+        e.grant_id,
+        e.grantee or "",
+        e.role.system.name if e.role else "",
+        e.role.name if e.role else "",
+        e.reason,
+        e.data,
+        e.prev_hash,
+        e.hash,
+    )
+
+
 def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
     """The page's filter and its events; no events when a filter does not parse (the page names it)."""
-    events = AccessEvent.objects.select_related("role__system").order_by("-sequence")
+    events = trail_events()
     event_filter = EventFilter(request.GET, queryset=events)
     return event_filter, event_filter.qs if event_filter.is_valid() else events.none()
 
@@ -74,18 +122,21 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        events = events.filter(sequence__lt=before)
-    page = list(events[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    oldest_first = event_filter.is_valid() and event_filter.form.cleaned_data.get("sort") == "sequence"
+    # Keyset on the chain's sequence: ?before=<n> newest first, ?after=<n> oldest first.
+    cursor_param = "after" if oldest_first else "before"
+    keyset = EVENTS_OLDEST_FIRST if oldest_first else EVENTS_KEYSET
+    rows = events.order_by(*keyset.order_by())
+    page = paging.keyset_page(rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("before", None)
+    query.pop("after", None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
-        "events": page,
-        "next_before": page[-1].sequence if more and page else None,
+        "events": page.rows,
+        "next_before": page.next_cursor,
+        "cursor_param": cursor_param,
         "query": query.urlencode(),
         "head": head,
     }
@@ -103,80 +154,44 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
     # Freeze the set before the export records its own event: the file holds exactly the rows counted.
     last = AccessEvent.objects.aggregate(last=Max("sequence"))["last"] or 0
     events = events.filter(sequence__lte=last)
-    filters = {k: request.GET.get(k, "") for k in event_filter.form.fields}
+    given = {k: request.GET.get(k, "") for k in event_filter.form.fields}
     common = {
-        "filename": "accessgov-audit-trail.csv",
+        "filename": _export_filename(event_filter),
         "header": EXPORT_COLUMNS,
         "report": "audit trail",
-        "filters": filters,
+        "filters": given,
         "row_count": events.count,
     }
     if connection.vendor == "postgresql":
-        select_sql, params = _copy_select(events)
+        select_sql, params = events_copy_select(events)
         return exports.stream_copy_csv(request, select_sql=select_sql, params=params, **common)
-    rows = (
-        (
-            e.sequence,
-            e.occurred_at,
-            e.event_type,
-            e.actor_label,
-            e.client_address,
-            e.access_request_id,
-            e.grant_id,
-            e.role.system.name if e.role else "",
-            e.role.name if e.role else "",
-            e.reason,
-            e.data,
-            e.prev_hash,
-            e.hash,
-        )
-        for e in events.order_by("sequence").iterator(chunk_size=2000)
-    )
+    rows = (export_row(e) for e in events.order_by("sequence").iterator(chunk_size=2000))
     return exports.stream_csv(request, rows=rows, **common)
 
 
-def _copy_select(events) -> tuple[str, tuple]:
-    """The SELECT behind the PostgreSQL export: the filtered ids, formatted and neutralised in SQL."""
-    ids_sql, params = events.order_by().values("pk").query.sql_with_params()
-    safe = exports.sql_safe
-    columns = ", ".join(
-        [
-            "e.sequence",
-            exports.sql_utc_seconds("e.occurred_at"),
-            safe("e.event_type"),
-            safe("e.actor_label"),
-            "host(e.client_address)",
-            "e.access_request_id",
-            "e.grant_id",
-            safe("coalesce(s.name, '')"),
-            safe("coalesce(r.name, '')"),
-            safe("e.reason"),
-            safe("e.data::text"),
-            "e.prev_hash",
-            "e.hash",
-        ]
-    )
-    sql = (
-        f"SELECT {columns} FROM accessgov_accessevent e "  # noqa: S608 - fixed SQL; filter values are bound params
-        "LEFT JOIN accessgov_role r ON r.id = e.role_id LEFT JOIN accessgov_system s ON s.id = r.system_id "
-        f"WHERE e.id IN ({ids_sql}) ORDER BY e.sequence"
-    )
-    return sql, params
+def _export_filename(event_filter: EventFilter) -> str:
+    """accessgov-audit-trail-<period>.csv, the period in UTC days: ``2026-01-01_to_2026-03-31`` from the
+    From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
+    ``to_<today>``): a file says which days it holds."""
+    since, until = event_filter.form.cleaned_data.get("since"), event_filter.form.cleaned_data.get("until")
+    if since and until:
+        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}"
+    elif since:
+        period = f"from_{since:%Y-%m-%d}_to_{timezone.now():%Y-%m-%d}"
+    elif until:
+        period = f"to_{until:%Y-%m-%d}"
+    else:
+        period = f"to_{timezone.now():%Y-%m-%d}"
+    return f"accessgov-audit-trail-{period}.csv"
 
 
 @require_POST
 def audit_verify_view(request: HttpRequest) -> HttpResponse:
     _ensure_auditor(request)
-    report = verify_chain()
-    seals = verify_activity_seals()
-    with transaction.atomic():
-        event_record(
-            AccessEvent.Type.AUDIT_VERIFIED,
-            actor=request.user,
-            client_address=request.client_address,
-            reason="Integrity check from the audit trail page",
-            data={**report.as_dict(), "activity_seals": seals.as_dict()},
-        )
+    verification = audit_verify(
+        request.user, client_address=request.client_address, reason="Integrity check from the audit trail page"
+    )
+    report, seals = verification.chain, verification.seals
     if report.ok:
         messages.success(
             request, f"Chain intact: {report.checked} events, head #{report.head_sequence} {report.head_hash[:16]}…"
@@ -198,18 +213,14 @@ def model_changes_view(request: HttpRequest) -> HttpResponse:
     model = request.GET.get("model", "")
     if model:
         entries = entries.filter(content_type__model=model)
-    if (before := inputs.parse_id(request.GET.get("before"))) is not None:
-        entries = entries.filter(pk__lt=before)
-    page = list(entries[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = paging.keyset_page(entries, CHANGES_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
     models = LogEntry.objects.values_list("content_type__model", flat=True).distinct().order_by("content_type__model")
     return render(
         request,
         "accessgov/audit/changes.html",
         {
-            "entries": page,
-            "next_before": page[-1].pk if more and page else None,
+            "entries": page.rows,
+            "next_before": page.next_cursor,
             "model": model,
             "models": models,
         },

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import permissions
+from accessgov import filters, permissions
 from accessgov.exceptions import AccessGovError
 from accessgov.models import ChangeRequest
 from accessgov.services import changes as services
@@ -21,15 +21,21 @@ def _ensure_admin(request: HttpRequest) -> None:
 
 @require_GET
 def change_list_view(request: HttpRequest) -> HttpResponse:
+    """Changes waiting for a second admin (all of them), and the decided ones searchable and paged."""
     _ensure_admin(request)
     changes = ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary")
+    decided_filter = filters.ChangeFilter(request.GET, queryset=changes.exclude(status=ChangeRequest.Status.PENDING))
+    page = filters.page_of(decided_filter, after=request.GET.get("after", ""))
     return render(
         request,
         "accessgov/changes/list.html",
         {
             "pending": changes.filter(status=ChangeRequest.Status.PENDING).order_by("proposed_at"),
-            "recent": changes.exclude(status=ChangeRequest.Status.PENDING).order_by("-decided_at")[:50],
+            "filter": decided_filter,
+            "page": page,
+            "recent": page.rows,
         },
+        status=400 if decided_filter.errors else 200,
     )
 
 

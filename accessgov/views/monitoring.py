@@ -29,7 +29,7 @@ def live_access_view(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     grants = (
         permissions.visible_grants(request.user)
-        .filter(status=Grant.Status.ACTIVE, starts_at__lte=now, expires_at__gt=now)
+        .active(now)
         .select_related("user", "role__system")
         .order_by("role__system__name", "expires_at")
     )

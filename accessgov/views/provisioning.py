@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import permissions, selectors
+from accessgov import catalog, filters, permissions, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.models import OutboxItem
 from accessgov.services import provisioning as services
@@ -17,8 +17,13 @@ from accessgov.views.common import refused
 
 @require_GET
 def provisioning_view(request: HttpRequest) -> HttpResponse:
-    context = selectors.provisioning_dashboard(request.user, timezone.now())
-    return render(request, "accessgov/provisioning/dashboard.html", context)
+    now = timezone.now()
+    task_filter = filters.ProvisioningFilter(request.GET, queryset=selectors.provisioning_tasks(request.user), now=now)
+    catalog.limit_to_catalogue(task_filter.form, request.user, now)
+    page = filters.page_of(task_filter, after=request.GET.get("after", ""))
+    context = selectors.provisioning_dashboard(request.user, now, items=page.rows)
+    context.update({"filter": task_filter, "page": page})
+    return render(request, "accessgov/provisioning/dashboard.html", context, status=400 if task_filter.errors else 200)
 
 
 @require_POST

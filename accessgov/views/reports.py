@@ -17,7 +17,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import catalog, exports, permissions, reports
+from accessgov import catalog, exports, paging, permissions, reports
+from accessgov.reports import access_history, approvals, break_glass
+from accessgov.reports.base import ReportFilterSet
 from accessgov.views.common import invalid_filters
 
 PAGE_SIZE = 50
@@ -63,7 +65,7 @@ DENIED_HEADERS = [
 ]
 
 
-def _filterset(request: HttpRequest, report: reports.Report) -> reports.ReportFilterSet:
+def _filterset(request: HttpRequest, report: reports.Report) -> ReportFilterSet:
     return report.filterset_class(request.GET, queryset=report.base(request.user), now=timezone.now())
 
 
@@ -74,7 +76,7 @@ def _page(request: HttpRequest, report: reports.Report, template: str, headers: 
     page = (
         filterset.page(report.rows(filterset.qs), after=request.GET.get("after", ""), size=PAGE_SIZE)
         if valid
-        else reports.Page(rows=[], next_cursor=None, is_first=True)
+        else paging.Page(rows=[], next_cursor=None, is_first=True)
     )
     context = {
         "report": report,
@@ -146,8 +148,8 @@ def access_report_view(request: HttpRequest) -> HttpResponse:
         "accessgov/reports/access.html",
         ACCESS_HEADERS,
         lambda filterset: {
-            "grants_chart": reports.grants_per_week_chart(filterset),
-            "lag_chart": reports.revocation_lag_chart(filterset),
+            "grants_chart": access_history.grants_per_week_chart(filterset),
+            "lag_chart": access_history.revocation_lag_chart(filterset),
         },
     )
 
@@ -157,9 +159,9 @@ def access_report_export_view(request: HttpRequest) -> HttpResponseBase:
     return _export(request, reports.ACCESS_HISTORY)
 
 
-def _approval_context(filterset: reports.ApprovalFilter) -> dict:
-    metrics = reports.approval_metrics(filterset.filtered)
-    return {"metrics": metrics, "median_chart": reports.median_time_to_approve_chart(filterset, metrics)}
+def _approval_context(filterset: approvals.ApprovalFilter) -> dict:
+    metrics = approvals.approval_metrics(filterset.filtered)
+    return {"metrics": metrics, "median_chart": approvals.median_time_to_approve_chart(filterset, metrics)}
 
 
 @require_GET
@@ -180,8 +182,8 @@ def break_glass_report_view(request: HttpRequest) -> HttpResponse:
         "accessgov/reports/break_glass.html",
         BREAK_GLASS_HEADERS,
         lambda filterset: {
-            "activations_chart": reports.activations_per_week_chart(filterset),
-            "counts": reports.follow_up_counts(filterset),
+            "activations_chart": break_glass.activations_per_week_chart(filterset),
+            "counts": break_glass.follow_up_counts(filterset),
         },
     )
 

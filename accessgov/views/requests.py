@@ -11,13 +11,13 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import inputs, permissions, policies, selectors
+from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
-from accessgov.views.approvals import filtered_queue_count, queue_filters
-from accessgov.views.common import act_with_step_up, refused, status_for
+from accessgov.views.approvals import filtered_queue_count
+from accessgov.views.common import act_with_step_up, invalid_filters, refused, status_for
 
 
 def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
@@ -76,10 +76,65 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
 
 
+def _my_requests_filter(request: HttpRequest) -> filters.MyRequestFilter:
+    access_filter = filters.MyRequestFilter(request.GET, queryset=selectors.my_requests(request.user))
+    catalog.limit_to_catalogue(access_filter.form, request.user, access_filter.now)
+    return access_filter
+
+
 @require_GET
 def my_requests_view(request: HttpRequest) -> HttpResponse:
-    access_requests = selectors.my_requests(request.user)[:200]
-    return render(request, "accessgov/requests/mine.html", {"access_requests": access_requests})
+    """My requests: searchable, filtered, sortable, keyset-paged; the CSV reads the same filterset."""
+    access_filter = _my_requests_filter(request)
+    page = filters.page_of(access_filter, after=request.GET.get("after", ""))
+    context = {"filter": access_filter, "page": page, "access_requests": page.rows}
+    return render(request, "accessgov/requests/mine.html", context, status=400 if access_filter.errors else 200)
+
+
+MY_REQUESTS_COLUMNS = [
+    "request_id",
+    "kind",
+    "system",
+    "role",
+    "status",
+    "requested_duration_minutes",
+    "ticket",
+    "justification",
+    "created_at",
+    "decided_at",
+]
+
+
+@require_GET
+def my_requests_export_view(request: HttpRequest) -> HttpResponse:
+    """My requests as CSV: exactly the page's filters and order, every page."""
+    access_filter = _my_requests_filter(request)
+    if not access_filter.is_valid():
+        return invalid_filters(access_filter.form)
+    rows = access_filter.qs
+    return exports.stream_csv(
+        request,
+        filename=f"accessgov-my-requests-{timezone.now():%Y-%m-%d}.csv",
+        header=MY_REQUESTS_COLUMNS,
+        rows=(
+            (
+                r.pk,
+                r.kind,
+                r.role.system.name,
+                r.role.name,
+                r.status,
+                int(r.requested_duration.total_seconds() // 60),
+                r.ticket,
+                r.justification,
+                r.created_at,
+                r.decided_at,
+            )
+            for r in rows.iterator(chunk_size=2000)
+        ),
+        report="my requests",
+        filters=access_filter.export_filters(),
+        row_count=rows.count,
+    )
 
 
 @require_GET
@@ -109,6 +164,7 @@ def _detail_page(
         "grant": getattr(access_request, "grant", None) if access_request.status == "approved" else None,
         "form": form or DecisionForm(),
         "needs_code": access_request.role.step_up_required,
+        "deciders": permissions.deciders_of_access_request(access_request),
         "decide_back": back,
     }
     if can_decide:
@@ -181,7 +237,7 @@ def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str
 def _filtered_count_for(request: HttpRequest, now) -> int | None:
     """The filtered queue's count for the page an htmx decision came from (its filters are in its URL)."""
     query = urlsplit(request.headers.get("HX-Current-URL", "")).query
-    return filtered_queue_count(request.user, now, queue_filters(QueryDict(query)))
+    return filtered_queue_count(request.user, now, QueryDict(query))
 
 
 def _decision_answer(

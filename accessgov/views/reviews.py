@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import exports, inputs, permissions, selectors
+from accessgov import exports, filters, inputs, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.models import ReviewCampaign, ReviewItem, User
@@ -40,8 +40,10 @@ def _visible_campaigns(user):
 
 @require_GET
 def campaign_list_view(request: HttpRequest) -> HttpResponse:
-    campaigns = list(_visible_campaigns(request.user).order_by("-created_at")[:100])
     now = timezone.now()
+    campaign_filter = filters.CampaignFilter(request.GET, queryset=_visible_campaigns(request.user), now=now)
+    page = filters.page_of(campaign_filter, after=request.GET.get("after", ""))
+    campaigns = page.rows
     for c in campaigns:
         c.percent = round(100 * c.answered / c.total) if c.total else 100
         c.bar = c.percent // 10 * 10
@@ -49,7 +51,13 @@ def campaign_list_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accessgov/reviews/list.html",
-        {"campaigns": campaigns, "is_auditor": permissions.is_auditor(request.user)},
+        {
+            "filter": campaign_filter,
+            "page": page,
+            "campaigns": campaigns,
+            "is_auditor": permissions.is_auditor(request.user),
+        },
+        status=400 if campaign_filter.errors else 200,
     )
 
 

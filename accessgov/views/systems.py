@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import permissions, policies
+from accessgov import filters, permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.models import AccessRequest, Eligibility, Grant
@@ -22,12 +22,19 @@ def system_list_view(request: HttpRequest) -> HttpResponse:
     roles of it in my catalogue."""
     now = timezone.now()
     roles = permissions.visible_roles(request.user, now).order_by("name")
-    systems = (
-        permissions.visible_systems(request.user, now)
-        .prefetch_related(Prefetch("roles", queryset=roles, to_attr="catalogue_roles"))
-        .order_by("name")
+    system_filter = filters.SystemFilter(request.GET, queryset=permissions.visible_systems(request.user, now), now=now)
+    rows = (
+        system_filter.qs.prefetch_related(Prefetch("roles", queryset=roles, to_attr="catalogue_roles"))
+        if system_filter.is_valid()
+        else None
     )
-    return render(request, "accessgov/systems/list.html", {"systems": systems})
+    page = filters.page_of(system_filter, rows, after=request.GET.get("after", ""))
+    return render(
+        request,
+        "accessgov/systems/list.html",
+        {"filter": system_filter, "page": page, "systems": page.rows},
+        status=400 if system_filter.errors else 200,
+    )
 
 
 @require_GET
@@ -54,21 +61,29 @@ def _system_page(
         }
         for role in permissions.visible_roles(request.user, now).filter(system=system).order_by("name")
     ]
-    eligibilities = (
-        Eligibility.objects.active(now)
+    eligibility_filter = filters.EligibilityFilter(
+        request.GET,
+        queryset=Eligibility.objects.active(now)
         .filter(role__system=system)
         .select_related("role", "user", "group", "created_by")
         if can_manage
-        else Eligibility.objects.none()
+        else Eligibility.objects.none(),
+        now=now,
     )
+    page = filters.page_of(eligibility_filter, after=request.GET.get("after", ""))
+    eligibilities = page.rows
     context = {
         "system": system,
         "roles": roles,
         "can_manage": can_manage,
         "eligibilities": eligibilities,
+        "filter": eligibility_filter,
+        "page": page,
         "form": (form or EligibilityForm(system=system)) if can_manage else None,
         "end_form": ReasonForm(),
     }
+    if eligibility_filter.errors and status == 200:
+        status = 400
     return render(request, "accessgov/systems/detail.html", context, status=status)
 
 

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accessgov.activity.verify import verify_activity_seals
-from accessgov.audit import verify_chain
+from accessgov.ledger.verify import verify_chain
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """Activity evidence, the write side (issue 17): capture at targets, ingest, attribution and findings,
 sign-off, sealing into the ledger, retention, right-sizing proposals. The pure helpers and the read side
-are in ``accessgov.activity``; the data model is documented in ``accessgov.models_activity``."""
+are in ``accessgov.activity``; the data model is documented in ``accessgov.models.activity``."""
 
 from accessgov.services.activity.capture import (
     activity_capture_run,

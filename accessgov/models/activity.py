@@ -33,7 +33,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from accessgov.models import AccessEvent, Grant, Role, System
+from accessgov.ledger import hashing
+from accessgov.models.catalog import Role, System
+from accessgov.models.events import AccessEvent
+from accessgov.models.grants import Grant
 
 
 class ActivitySeal(models.Model):
@@ -178,9 +181,7 @@ class ActivityRecord(models.Model):
     def canonical(values: tuple) -> str:
         """One row (values in HASHED_FIELDS order) as the canonical text a seal hashes: JSON of the list,
         times in UTC with microseconds. The same function seals and verifies."""
-        from accessgov.models import _canonical_json
-
-        return _canonical_json([_utc(value) if isinstance(value, datetime) else value for value in values])
+        return hashing.canonical_json([_utc(value) if isinstance(value, datetime) else value for value in values])
 
 
 def _utc(value: datetime) -> str:

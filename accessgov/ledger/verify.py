@@ -1,9 +1,10 @@
-"""Checking the ledger's hash chain (``manage.py verify_audit`` and the audit page)."""
+"""Checking the ledger's hash chain (``services/audit.py``: ``manage.py verify_audit`` and the audit page)."""
 
 from dataclasses import dataclass
+from typing import cast
 
+from accessgov.ledger.hashing import GENESIS
 from accessgov.models import AccessEvent, LedgerCheckpoint
-from accessgov.services.events import GENESIS
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,15 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
     events = AccessEvent.objects.filter(sequence__isnull=False).order_by("sequence")
     for event in events.iterator(chunk_size=chunk_size):
         problem = ""
-        if event.sequence > expected_sequence:
-            problem = f"event #{expected_sequence} is missing (deleted): the chain jumps to #{event.sequence}"
-        elif event.sequence < expected_sequence:
-            problem = f"event #{event.sequence} appears twice (inserted)"
+        sequence = cast(int, event.sequence)  # never NULL here (filtered above)
+        if sequence > expected_sequence:
+            problem = f"event #{expected_sequence} is missing (deleted): the chain jumps to #{sequence}"
+        elif sequence < expected_sequence:
+            problem = f"event #{sequence} appears twice (inserted)"
         elif event.prev_hash != prev_hash:
-            problem = f"event #{event.sequence} does not follow event #{event.sequence - 1} (inserted or reordered)"
+            problem = f"event #{sequence} does not follow event #{sequence - 1} (inserted or reordered)"
         elif event.compute_hash(prev_hash) != event.hash:
-            problem = f"event #{event.sequence} (id {event.pk}) was edited: its content no longer matches its hash"
+            problem = f"event #{sequence} (id {event.pk}) was edited: its content no longer matches its hash"
         if problem:
             return ChainReport(False, checked, expected_sequence - 1, prev_hash, problem, event.sequence, event.pk)
         prev_hash = event.hash

@@ -1,0 +1,76 @@
+"""What an access event's hash covers and how it is computed: the ledger's one hashing function.
+
+``hash = sha256(prev_hash + "|" + canonical JSON of the event's HASHED_FIELDS)``. The canonical JSON is
+the text of ``json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+default=str)``, times as UTC ISO-8601 with microseconds. Every existing ledger was hashed over exactly
+that text, so it never changes; it is produced here through the public ``json.JSONEncoder`` API (one
+encoder built once, reused), not through the json module's private C hooks.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any
+
+# The hash an empty chain starts from.
+GENESIS = "0" * 64
+
+HASHED_FIELDS = (
+    "sequence",
+    "occurred_at",
+    "event_type",
+    "actor_id",
+    "actor_label",
+    "client_address",
+    "reason",
+    "access_request_id",
+    "grant_id",
+    "role_id",
+    "data",
+)
+_hashed_values = itemgetter(*HASHED_FIELDS)
+
+# ``JSONEncoder.encode`` gives exactly the text of ``json.dumps`` with the same options (``json.dumps``
+# is a JSONEncoder(...).encode); building the encoder once saves its construction per event.
+canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+# The compact JSON of event data as COPY writes it to the ``data`` column (raises TypeError on a value JSON
+# cannot hold, as ``json.dumps`` does; PostgreSQL stores jsonb, so key order does not matter there).
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def json_string(value: str) -> str:
+    """A string as a JSON string literal, escaped exactly as ``canonical_json`` escapes strings."""
+    return compact_json(value)
+
+
+@lru_cache(maxsize=16)
+def utc_isoformat(value: datetime) -> str:
+    """An event time in canonical form (cached: the events of one bulk write share theirs; equal instants
+    have the same text whatever their time zone)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_content(values: dict[str, Any]) -> dict[str, Any]:
+    """What the hash covers, from field values (a saved row's ``values()``, or a bulk writer's plain dict
+    keyed by field name): every hashed field, in a canonical form that survives the database."""
+    content = dict(zip(HASHED_FIELDS, _hashed_values(values), strict=True))
+    content["occurred_at"] = utc_isoformat(content["occurred_at"])
+    return content
+
+
+def event_content(event) -> dict[str, Any]:
+    """``canonical_content`` of a model instance."""
+    return canonical_content({name: getattr(event, name) for name in HASHED_FIELDS})
+
+
+def hash_canonical(text: str, prev_hash: str) -> str:
+    """The hash of an event given its canonical text (for a caller that also needs the text: the evidence
+    pack writes it)."""
+    return hashlib.sha256(f"{prev_hash}|{text}".encode()).hexdigest()
+
+
+def hash_content(content: dict[str, Any], prev_hash: str) -> str:
+    """The ledger's one hashing function: sha256 over prev_hash and the canonical JSON of ``content``."""
+    return hash_canonical(canonical_json(content), prev_hash)

@@ -1,0 +1,114 @@
+"""Appending to the chain: each event stores the previous event's hash and its own hash over its content
+and that prev_hash (``hashing``).
+
+Appends are serialized by the ledger lock (PostgreSQL: a transaction-level advisory lock; SQLite
+serializes writers already), so the chain stays linear under concurrency and in bulk paths. The lock is
+held until the caller commits; callers take their row locks before appending their first event. Only
+``services/events.py`` calls this module (it adds the log line and webhook deliveries every event gets).
+"""
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+from django.db import connection
+
+from accessgov.ledger import hashing
+from accessgov.models import AccessEvent
+
+LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
+
+# Columns a bulk row may leave out, with the value the table stores for them.
+ROW_DEFAULTS: dict[str, Any] = {
+    "actor_id": None,
+    "client_address": None,
+    "reason": "",
+    "access_request_id": None,
+    "grant_id": None,
+    "role_id": None,
+}
+COPY_COLUMNS = ("id", *hashing.HASHED_FIELDS, "prev_hash", "hash")
+
+
+def lock_head() -> tuple[int, str]:
+    """Take the ledger lock (until commit) and return the last sequence and hash."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
+    last = (
+        AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", "hash").first()
+    )
+    return (cast(int, last[0]), last[1]) if last else (0, hashing.GENESIS)
+
+
+def chain(events: list[AccessEvent]) -> None:
+    """Give unsaved instances their place in the chain (the caller saves them, in its transaction)."""
+    sequence, prev_hash = lock_head()
+    for event in events:
+        sequence += 1
+        event.sequence = sequence
+        event.prev_hash = prev_hash
+        event.hash = hashing.hash_content(hashing.event_content(event), prev_hash)
+        prev_hash = event.hash
+
+
+def append_rows(rows: list[dict[str, Any]]) -> list[int]:
+    """Chain and write plain dicts keyed by field name (every HASHED_FIELDS key but ``sequence``), in
+    order; each gets ``sequence``, ``prev_hash`` and ``hash``. PostgreSQL writes them with one COPY,
+    SQLite with ``bulk_create`` (``tests/test_expiry_fast_path.py`` compares the two). Returns the ids."""
+    chained = _chained(rows, *lock_head())
+    if connection.vendor == "postgresql":
+        return _copy_rows(chained, len(rows))
+    events = AccessEvent.objects.bulk_create(
+        [AccessEvent(**{name: row[name] for name in COPY_COLUMNS[1:]}) for row in chained], batch_size=1000
+    )
+    return [event.pk for event in events]
+
+
+def _chained(rows: list[dict[str, Any]], sequence: int, prev_hash: str) -> Iterator[dict[str, Any]]:
+    """Give each row its place in the chain as it is written (lazily, so PostgreSQL ingests the COPY
+    while the next hashes are computed)."""
+    for row in rows:
+        sequence += 1
+        row["sequence"] = sequence
+        row["prev_hash"] = prev_hash
+        prev_hash = row["hash"] = hashing.hash_content(hashing.canonical_content(row), prev_hash)
+        yield row
+
+
+def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
+    """PostgreSQL: take ids from the table's sequence in one query (ascending, so id order is chain
+    order), then write every row with one COPY (no per-value preparation by Django)."""
+    table = AccessEvent._meta.db_table
+    with connection.cursor() as cursor:
+        # The sequence is looked up once (a scalar subquery), not once per id: 70 → 8 ms for 25,000 ids.
+        cursor.execute(
+            "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id')::regclass)) FROM generate_series(1, %s)",
+            [table, count],
+        )
+        ids = sorted(pk for (pk,) in cursor.fetchall())
+        columns = ", ".join(connection.ops.quote_name(name) for name in COPY_COLUMNS)
+        dumps = hashing.compact_json
+        # Django's error classes, as for any statement (the references are checked at the end of the COPY).
+        copy_sql = f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
+            write_row = copy.write_row
+            for pk, row in zip(ids, rows, strict=True):
+                write_row(
+                    (
+                        pk,
+                        row["sequence"],
+                        row["occurred_at"],
+                        row["event_type"],
+                        row["actor_id"],
+                        row["actor_label"],
+                        row["client_address"],
+                        row["reason"],
+                        row["access_request_id"],
+                        row["grant_id"],
+                        row["role_id"],
+                        dumps(row["data"]),
+                        row["prev_hash"],
+                        row["hash"],
+                    )
+                )
+    return ids

@@ -1,0 +1,124 @@
+"""Access requests and the decisions on them."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accessgov.models.catalog import Role
+
+
+class AccessRequest(models.Model):
+    """A request for a role for a duration. Written only by services.access_requests."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        CANCELLED = "cancelled", "Cancelled"
+        LAPSED = "lapsed", "Lapsed"
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", "Access"
+        EXTENSION = "extension", "Extension"
+        BREAK_GLASS = "break_glass", "Break-glass"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="access_requests")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.ACCESS)
+    extends_grant = models.ForeignKey(
+        "Grant", null=True, blank=True, on_delete=models.PROTECT, related_name="extension_requests"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_duration = models.DurationField()
+    approved_duration = models.DurationField(null=True, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Scheduled start; empty means now.")
+    justification = models.TextField()
+    ticket = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    lapses_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    auto_approved_by_rule = models.CharField(max_length=100, blank=True)
+    reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    # What the ticket provider said at submission (shown to approvers) and what binds the grant's end.
+    ticket_title = models.CharField(max_length=300, blank=True)
+    ticket_url = models.URLField(max_length=500, blank=True)
+    ticket_provider = models.ForeignKey(
+        "accessgov.TicketProvider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ticket_bound = models.BooleanField(default=False)
+    incident_provider = models.ForeignKey(
+        "accessgov.OnCallProvider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    incident_id = models.CharField(max_length=50, blank=True, help_text="The grant ends when this incident resolves.")
+    # Why automatic approval did or did not happen (a provider's answer, an outage), shown to people.
+    auto_approval_note = models.TextField(blank=True)
+    auto_approval_evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("audit_access", "May see every request, grant and event (auditor)")]
+        indexes = [
+            models.Index(fields=["status", "lapses_at"], name="request_status_lapses"),
+            models.Index(fields=["requester", "-created_at"], name="request_requester_recent"),
+            models.Index(fields=["role", "status"], name="request_role_status"),
+            models.Index(fields=["status", "decided_at"], name="request_status_decided"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(requested_duration__gt=timedelta(0)), name="request_duration_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(approved_duration__isnull=True)
+                | models.Q(approved_duration__lte=models.F("requested_duration")),
+                name="request_approved_not_longer_than_requested",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="extension", extends_grant__isnull=False)
+                | (~models.Q(kind="extension") & models.Q(extends_grant__isnull=True)),
+                name="request_extension_names_its_grant",
+            ),
+            models.UniqueConstraint(
+                fields=["requester", "role"],
+                condition=models.Q(status="pending"),
+                name="request_one_pending_per_requester_role",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.requester} → {self.role} ({self.get_status_display()})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+
+class Decision(models.Model):
+    """One approver's approve/deny on a request. ``requester`` is copied so that the database itself
+    refuses a self-decision; (request, approver) is unique so N approvals mean N distinct people."""
+
+    class Outcome(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        DENY = "deny", "Deny"
+
+    access_request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="decisions")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    comment = models.TextField(blank=True)
+    duration = models.DurationField(null=True, blank=True, help_text="Approved duration, if shortened.")
+    step_up_at = models.DateTimeField(null=True, blank=True, help_text="When the approver last entered a TOTP code.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["access_request", "approver"], name="decision_one_per_approver"),
+            models.CheckConstraint(
+                condition=~models.Q(approver=models.F("requester")), name="decision_not_by_requester"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.approver} {self.outcome} #{self.access_request_id}"

@@ -1,0 +1,116 @@
+"""Keyset paging, the one implementation every paged page uses (reports, the grant list, the audit trail
+and model changes): no COUNT and no OFFSET, constant cost however deep, stable while rows are added.
+
+Rows are ordered by a key (then by id when the key is not unique); a page is fetched with one row more
+than it shows, to know whether there is a next one; the cursor is the last shown row's (key, id). A
+unique integer key (the ledger's sequence, an id) travels as the plain number (``?before=123``); any
+other key as an opaque URL-safe token of ``[value, id]``. An unreadable cursor means "the first page",
+never an error. (The API pages with DRF's ``CursorPagination``, the same technique behind DRF's own
+cursor format: see ``api/pagination.py``.)
+"""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import F, Q, QuerySet
+
+from accessgov import inputs
+
+
+@dataclass
+class Page:
+    rows: list
+    next_cursor: Any  # str for a (value, id) key; the int itself for a unique integer key; None on the last page
+    is_first: bool
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """How a queryset is ordered for paging: ``field`` (a field or annotation, ordered before ``pk``),
+    its cursor ``kind`` ("int", "text", "datetime" or "duration"), the direction, whether it may be NULL
+    (NULLs sort last) and whether it is unique (then it alone is the cursor, a plain integer)."""
+
+    field: str
+    kind: str = "int"
+    descending: bool = True
+    nullable: bool = False
+    unique: bool = False
+
+    def order_by(self) -> tuple:
+        """The ordering the rows must have (the caller applies it; reports annotate the key first)."""
+        nulls_last = True if self.nullable else None
+        key = F(self.field).desc(nulls_last=nulls_last) if self.descending else F(self.field).asc(nulls_last=nulls_last)
+        return (key,) if self.unique else (key, "-pk" if self.descending else "pk")
+
+    def encode(self, row: Any) -> Any:
+        value = getattr(row, self.field)
+        return value if self.unique else encode_cursor(value, row.pk, self.kind)
+
+    def decode(self, cursor: str) -> tuple[Any, int | None] | None:
+        if self.unique:
+            value = inputs.parse_id(cursor)
+            return None if value is None else (value, None)
+        return decode_cursor(cursor, self.kind)
+
+    def after(self, value: Any, pk: int | None) -> Q:
+        """Rows after (value, pk) in this order (NULLs last)."""
+        beyond = f"{self.field}__lt" if self.descending else f"{self.field}__gt"
+        if self.unique:
+            return Q(**{beyond: value})
+        tie = "pk__lt" if self.descending else "pk__gt"
+        if value is None:
+            return Q(**{f"{self.field}__isnull": True, tie: pk})
+        after = Q(**{beyond: value}) | Q(**{self.field: value, tie: pk})
+        return after | Q(**{f"{self.field}__isnull": True}) if self.nullable else after
+
+
+def keyset_page(rows: QuerySet, keyset: Keyset, *, cursor: str | None, size: int) -> Page:
+    """One page of ``rows`` (already ordered as ``keyset.order_by()``) after ``cursor``."""
+    position = keyset.decode(cursor or "")
+    if position is not None and position[0] is None and not keyset.nullable:
+        position = None  # a NULL cursor on a key that has none: start over
+    if position is not None:
+        rows = rows.filter(keyset.after(*position))
+    fetched = list(rows[: size + 1])
+    more = len(fetched) > size
+    fetched = fetched[:size]
+    return Page(rows=fetched, next_cursor=keyset.encode(fetched[-1]) if more else None, is_first=position is None)
+
+
+def encode_cursor(value: Any, pk: int, kind: str) -> str:
+    """The opaque cursor of (value, id)."""
+    if value is None:
+        raw = None
+    elif kind == "datetime":
+        raw = value.isoformat()
+    elif kind == "duration":
+        raw = value // timedelta(microseconds=1)
+    else:
+        raw = value
+    return base64.urlsafe_b64encode(json.dumps([raw, pk]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str) -> tuple[Any, int] | None:
+    """(value, id) of the last row of the previous page, or None for a missing or unreadable cursor."""
+    if not cursor:
+        return None
+    try:
+        raw, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(pk, int) or isinstance(pk, bool):
+            return None
+        if raw is None:
+            return None, pk
+        if kind == "datetime":
+            value = datetime.fromisoformat(raw)
+            return (value, pk) if value.tzinfo else None
+        if kind == "duration":
+            return timedelta(microseconds=int(raw)), pk
+        if kind == "int":
+            return int(raw), pk
+        return (raw, pk) if isinstance(raw, str) else None
+    except (ValueError, TypeError, binascii.Error, OverflowError):
+        return None

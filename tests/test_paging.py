@@ -1,0 +1,79 @@
+"""Issue 16: one keyset paging (``accessgov/paging.py``) for reports, the grant list and the audit pages.
+Walking every page gives every row once, in order, for unique, non-unique and nullable keys; an
+unreadable cursor starts over instead of failing."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from accessgov import paging
+from accessgov.models import User
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def people(make_user):
+    """Seven accounts: last_login ties (two at T0), NULLs (two never signed in), and distinct times."""
+    logins = [T0, T0, None, T0 + timedelta(hours=1), None, T0 - timedelta(days=1), T0 + timedelta(minutes=5)]
+    users = []
+    for n, login in enumerate(logins):
+        user = make_user(f"pager{n}", device=False)
+        User.objects.filter(pk=user.pk).update(last_login=login)
+        users.append(user)
+    return User.objects.filter(username__startswith="pager")
+
+
+def walk(rows, keyset: paging.Keyset, size: int) -> tuple[list[int], list[bool]]:
+    rows = rows.order_by(*keyset.order_by())
+    seen, firsts, cursor = [], [], None
+    while True:
+        page = paging.keyset_page(rows, keyset, cursor=cursor, size=size)
+        seen += [row.pk for row in page.rows]
+        firsts.append(page.is_first)
+        if page.next_cursor is None:
+            return seen, firsts
+        cursor = str(page.next_cursor)
+
+
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize(
+    "keyset",
+    [
+        paging.Keyset("pk", unique=True),
+        paging.Keyset("username", "text"),
+        paging.Keyset("last_login", "datetime", nullable=True),
+    ],
+    ids=["unique-int", "text", "nullable-datetime"],
+)
+def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyset, descending):
+    keyset = paging.Keyset(
+        keyset.field, keyset.kind, descending=descending, nullable=keyset.nullable, unique=keyset.unique
+    )
+    expected = [row.pk for row in people.order_by(*keyset.order_by())]
+    for size in (1, 2, 3, 7, 50):
+        seen, firsts = walk(people, keyset, size)
+        assert seen == expected
+        assert firsts[0] is True and not any(firsts[1:])
+
+
+def test_a_unique_integer_key_travels_as_the_plain_number(people):
+    keyset = paging.Keyset("pk", unique=True)
+    page = paging.keyset_page(people.order_by(*keyset.order_by()), keyset, cursor=None, size=2)
+    assert page.next_cursor == page.rows[-1].pk
+
+
+@pytest.mark.parametrize("cursor", ["", "garbage", "W10", "WzEsIDJd!", "0", "-3", "99999999999999999999"])
+def test_an_unreadable_cursor_gives_the_first_page(people, cursor):
+    for keyset in (paging.Keyset("pk", unique=True), paging.Keyset("last_login", "datetime", nullable=True)):
+        rows = people.order_by(*keyset.order_by())
+        page = paging.keyset_page(rows, keyset, cursor=cursor, size=3)
+        assert page.is_first and [r.pk for r in page.rows] == [r.pk for r in rows[:3]]
+
+
+def test_a_null_cursor_on_a_key_without_nulls_starts_over(people):
+    keyset = paging.Keyset("username", "text")
+    rows = people.order_by(*keyset.order_by())
+    page = paging.keyset_page(rows, keyset, cursor=paging.encode_cursor(None, 1, "text"), size=2)
+    assert page.is_first and [r.pk for r in page.rows] == [r.pk for r in rows[:2]]
