@@ -557,7 +557,13 @@ def test_a_worker_holding_work_when_redis_goes_away_reconnects_by_itself_and_the
     send(private_redis.url, "accessgov.tasks.sweep")  # what beat sends every 30 s
     counts = wait_for_sweep(after=sent_at)
 
-    assert counts["expired"] == 1 and counts["provisioned"] == 1, fleet.logs()
+    assert counts["expired"] == 1, fleet.logs()
+    # The removal is the sweep's own drain or the drain task its expiry queued, whichever claims the item
+    # first (on a loaded machine the task can win, and the sweep then counts nothing provisioned).
+    assert wait_for(
+        lambda: Grant.objects.filter(pk__in=[first.pk, second.pk], removal_confirmed_at__isnull=True).count() == 0,
+        timeout=30,
+    ), fleet.logs()
     assert target.members() == set()
     log = fleet.log("worker")
     assert "Restoring" in log or "Couldn't ack" in log, log[-4000:]  # it really held unacknowledged work
