@@ -29,9 +29,9 @@ from accessgov.models import (
 )
 from accessgov.services import access_requests as ar
 from accessgov.services import tokens as token_services
-from tests.api_helpers import api_client, make_service_account, make_token
 from tests.conftest import verify_session
-from tests.factories import RoleFactory, SystemFactory
+from tests.support.api_helpers import api_client, make_service_account, make_token
+from tests.support.factories import RoleFactory, SystemFactory
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/activity/"

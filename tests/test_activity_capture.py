@@ -1,5 +1,5 @@
 """Activity capture at a real PostgreSQL target (issue 17): a private cluster with pgaudit and
-pg_stat_statements (tests/pg_cluster.py), real sessions opened by the grantee through psycopg, real
+pg_stat_statements (tests/support/pg_cluster.py), real sessions opened by the grantee through psycopg, real
 statements. The grant is applied and removed by the real outbox (drained in on_commit, as in
 tests/test_provisioning.py), the sampler and the log reader are the ones beat runs, the seal is the sweep's.
 The target stamps its log lines and sessions with the real clock, so these tests use the real "now"
@@ -35,7 +35,7 @@ from accessgov.services import access_requests as ar
 from accessgov.services import activity
 from accessgov.services import grants as gs
 from tests.conftest import verify_session
-from tests.pg_target import TABLE, PgTarget
+from tests.support.pg_target import TABLE, PgTarget
 
 H = timedelta(hours=1)
 JUSTIFICATION = "Repair the refunds table after INC-77"

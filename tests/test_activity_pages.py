@@ -32,7 +32,7 @@ from accessgov.services import activity, reviews
 from accessgov.services import changes as change_services
 from accessgov.services import grants as gs
 from tests.conftest import verify_session
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2031, 5, 6, 9, 0, tzinfo=UTC)

@@ -15,9 +15,9 @@ from accessgov.exceptions import NotAuthorized
 from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant, OutboxItem
 from accessgov.services import access_requests as ar
 from accessgov.services import users
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
-from tests.factories import RoleFactory
+from tests.support.admin_forms import post_admin_form
+from tests.support.factories import RoleFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from guardian.shortcuts import assign_perm
 from accessgov.models import AccessEvent, AccessRequest, ApiToken, Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services import tokens as token_services
-from tests.api_helpers import api_client, make_service_account, make_token, post_json
 from tests.conftest import totp_code, verify_session
+from tests.support.api_helpers import api_client, make_service_account, make_token, post_json
 
 pytestmark = pytest.mark.django_db
 V1 = "/api/v1"

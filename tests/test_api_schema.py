@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accessgov.services import access_requests as request_services
-from tests.api_helpers import make_token
+from tests.support.api_helpers import make_token
 
 CHECKS = [
     not_a_server_error,

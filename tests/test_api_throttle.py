@@ -15,7 +15,7 @@ from django.db import connection
 from django.test import override_settings
 
 from accessgov.models import ApiToken
-from tests.api_helpers import api_client, make_token
+from tests.support.api_helpers import api_client, make_token
 
 V1 = "/api/v1"
 Scope = ApiToken.Scope

@@ -12,8 +12,8 @@ from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAl
 from accessgov.models import ApiToken, ChangeRequest
 from accessgov.services import tokens as services
 from accessgov.services.tokens import hash_secret
-from tests.api_helpers import api_client, make_service_account, make_token
 from tests.conftest import verify_session
+from tests.support.api_helpers import api_client, make_service_account, make_token
 
 pytestmark = pytest.mark.django_db
 SECRET = re.compile(r"agv_[ps]_[A-Za-z0-9_-]{43}")

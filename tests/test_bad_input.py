@@ -17,8 +17,8 @@ from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant, Rev
 from accessgov.services import access_requests as ar
 from accessgov.services import reviews
 from accessgov_cli import main as cli
-from tests.api_helpers import make_token
 from tests.conftest import verify_session
+from tests.support.api_helpers import make_token
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -498,7 +498,7 @@ def test_the_service_refuses_a_due_date_beyond_a_year_for_every_caller(scene):
 
 @pytest.fixture
 def ticket_role(scene):
-    from tests.factories import RoleFactory
+    from tests.support.factories import RoleFactory
 
     role = RoleFactory(system=scene.system, name="ops", ticket_required=True, ticket_pattern=r"[A-Z]+-\d+")
     Eligibility.objects.create(role=role, user=scene.requester, starts_at=datetime(2020, 1, 1, tzinfo=UTC))
@@ -525,7 +525,7 @@ def test_a_ticket_rule_matches_ascii_only_on_the_page_and_the_api(scene, ticket_
 def test_a_ticket_rule_that_does_not_compile_is_a_clear_refusal_and_cannot_be_saved_in_the_admin(
     scene, ticket_role, make_user
 ):
-    from tests.admin_forms import post_admin_form
+    from tests.support.admin_forms import post_admin_form
 
     ticket_role.ticket_pattern = "[A-Z"
     ticket_role.save()

@@ -11,9 +11,9 @@ import time_machine
 from django.test import Client
 from django.urls import reverse
 
-from tests.api_helpers import make_token
 from tests.conftest import verify_session
-from tests.factories import RoleFactory, SystemFactory
+from tests.support.api_helpers import make_token
+from tests.support.factories import RoleFactory, SystemFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

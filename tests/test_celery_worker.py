@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.workers import start_worker, stop_worker
+from tests.support.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

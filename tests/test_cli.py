@@ -16,7 +16,7 @@ from django.db import OperationalError
 from accessgov.models import AccessRequest, Grant
 from accessgov.services import access_requests as request_services
 from accessgov_cli import main as cli
-from tests.api_helpers import make_token
+from tests.support.api_helpers import make_token
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "accessgov"
 ROLE = "payments-db/read-write"

@@ -14,8 +14,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from tests.api_helpers import api_client, make_token, post_json
 from tests.conftest import totp_code, verify_session
+from tests.support.api_helpers import api_client, make_token, post_json
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2027, 3, 1, 10, 0, 15, tzinfo=UTC)  # mid TOTP step

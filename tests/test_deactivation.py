@@ -13,8 +13,8 @@ from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, ApiToken, Grant, OutboxItem
 from accessgov.services import access_requests as ar
 from accessgov.services import tokens, users
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
+from tests.support.admin_forms import post_admin_form
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)

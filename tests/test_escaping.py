@@ -13,9 +13,9 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from accessgov import notifications
-from tests import security_world
 from tests.conftest import verify_session
-from tests.security_world import FIELDS, IMG, SCRIPT, payload
+from tests.support import security_world
+from tests.support.security_world import FIELDS, IMG, SCRIPT, payload
 from tests.test_headers import inline_script_problems
 
 pytestmark = pytest.mark.django_db

@@ -41,7 +41,7 @@ from accessgov.services.webhooks import (
     webhook_delivery_redeliver,
 )
 from tests.conftest import sign_in, verify_session
-from tests.factories import RoleFactory, SystemFactory
+from tests.support.factories import RoleFactory, SystemFactory
 from tests.test_concurrency import race
 from tests.test_provisioning import Receiver, make_due
 

@@ -15,7 +15,7 @@ from accessgov.activity.classify import classify, command_of
 from accessgov.activity.logs import Observed
 from accessgov.models import AccessEvent, ActivityFinding, ActivitySeal, Eligibility, EvidencePack, Role
 from accessgov.services import activity
-from tests.evidence_world import DAY, MIN, T0, build_at, make_month
+from tests.support.evidence_world import DAY, MIN, T0, build_at, make_month
 from tests.test_evidence_pack import pack_path, read_csv, request_pack, run_verify
 from tests.test_reports import at, expired, granted, removal_confirmed
 
@@ -143,7 +143,7 @@ def test_a_pack_over_a_month_with_activity_carries_it_per_grant_tied_to_the_ledg
 def test_a_pack_scoped_to_another_system_leaves_this_systems_activity_out(
     month_with_activity, signing_key, django_capture_on_commit_callbacks
 ):
-    from tests.factories import SystemFactory
+    from tests.support.factories import SystemFactory
 
     other = SystemFactory(name="Ledger DB", slug="ledger-db")
     with django_capture_on_commit_callbacks(execute=False):

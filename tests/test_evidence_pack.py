@@ -20,7 +20,7 @@ from accessgov.evidence import verify
 from accessgov.ledger import hashing
 from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
-from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
+from tests.support.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ from django.urls import reverse
 
 from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
-from tests.api_helpers import api_client, make_token, post_json
 from tests.conftest import verify_session
-from tests.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
+from tests.support.api_helpers import api_client, make_token, post_json
+from tests.support.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ("requester", "approver", "approver2", "owner", "outsider", "admin")

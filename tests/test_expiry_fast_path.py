@@ -27,7 +27,7 @@ from accessgov.services import grants as gs
 from accessgov.services import provisioning, webhook_outbox
 from accessgov.services.events import acting_via, event_record, event_record_bulk
 from accessgov.services.scheduler import next_due
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)

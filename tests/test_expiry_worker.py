@@ -22,7 +22,7 @@ from accessgov.models import AccessEvent, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.services.sweep import sweep_run
-from tests.workers import start_scheduler
+from tests.support.workers import start_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 H = timedelta(hours=1)

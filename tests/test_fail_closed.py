@@ -17,7 +17,7 @@ from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, 
 from accessgov.services import access_requests, provisioning
 from accessgov.views import errors
 from tests.conftest import totp_code, verify_session
-from tests.factories import RoleFactory
+from tests.support.factories import RoleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -134,7 +134,7 @@ def test_database_error_in_the_sign_in_gate_lets_nobody_through(world, monkeypat
 
 
 def test_api_client_gets_json_with_the_reference(world, pending, monkeypatch, caplog):
-    from tests.api_helpers import make_token
+    from tests.support.api_helpers import make_token
 
     _, secret = make_token(world.approver)
     before = state()

@@ -12,8 +12,8 @@ from guardian.models import UserObjectPermission
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, AutoApprovalRule, ChangeRequest, Eligibility, Role, System
 from accessgov.services import changes
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
+from tests.support.admin_forms import post_admin_form
 
 pytestmark = pytest.mark.django_db
 

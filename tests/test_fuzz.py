@@ -59,9 +59,9 @@ from accessgov.models import (
 from accessgov.services import access_requests as ar
 from accessgov.services import changes, reviews
 from accessgov.services import grants as gs
-from tests.api_helpers import make_token
 from tests.conftest import PASSWORD, totp_code, verify_session
-from tests.factories import RoleFactory
+from tests.support.api_helpers import make_token
+from tests.support.factories import RoleFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -511,7 +511,7 @@ def test_no_filter_page_or_export_answers_5xx_or_writes_on_a_refusal(scene, grou
 
 
 def test_no_admin_policy_form_answers_5xx_whatever_it_is_sent(scene):
-    from tests.admin_forms import post_admin_form
+    from tests.support.admin_forms import post_admin_form
 
     forms = {
         "role": (

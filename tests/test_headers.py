@@ -11,8 +11,8 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from accessgov.views import errors
-from tests import security_world
 from tests.conftest import verify_session
+from tests.support import security_world
 from tests.test_url_matrix import URLS
 
 pytestmark = pytest.mark.django_db
@@ -179,7 +179,7 @@ def test_csv_downloads_stream_with_the_security_headers(world, hostile):
 
 
 def test_api_answers_carry_the_security_headers_for_every_token_holder(world, hostile):
-    from tests.api_helpers import api_client, make_token
+    from tests.support.api_helpers import api_client, make_token
 
     api_urls = [url for url, name in URLS if (name or "").startswith("api:")]
     api_urls += [

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from accessgov.models import AccessEvent, ExternalIdentity, Grant, IdentityProvider
-from tests.identity_support import OKTA_DEACTIVATE, Scim, make_scim_client
+from tests.support.identity_support import OKTA_DEACTIVATE, Scim, make_scim_client
 from tests.test_provisioning import approve, pg, target, wait_until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

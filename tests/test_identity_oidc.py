@@ -1,5 +1,5 @@
 """Signing in through the company's identity provider: a real OIDC provider process on loopback
-(tests/oidc_provider.py), the portal's code flow with PKCE, state and nonce, the ID token checks, the TOTP
+(tests/support/oidc_provider.py), the portal's code flow with PKCE, state and nonce, the ID token checks, the TOTP
 step after it, accounts found by subject only, the provider's MFA accepted only when proven, linking,
 and who can still sign in when the provider is down."""
 
@@ -16,7 +16,7 @@ from accessgov.identity import oidc
 from accessgov.models import AccessEvent, ChangeRequest, ExternalIdentity, IdentityProvider, User
 from accessgov.services import changes as change_services
 from tests.conftest import PASSWORD, add_totp_device, sign_in, totp_code
-from tests.identity_support import make_identity_provider, oidc_provider, sign_in_through  # noqa: F401
+from tests.support.identity_support import make_identity_provider, oidc_provider, sign_in_through  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

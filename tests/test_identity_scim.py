@@ -29,7 +29,7 @@ from accessgov.models import (
 from accessgov.services import access_requests as ar
 from accessgov.services import tokens as token_services
 from tests.conftest import sign_in
-from tests.identity_support import (
+from tests.support.identity_support import (
     ENTRA_DISABLE,
     OKTA_DEACTIVATE,
     Scim,

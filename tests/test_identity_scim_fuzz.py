@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accessgov.models import AccessEvent, ExternalIdentity, IdentityGroup, IdentityProvider, User
-from tests.identity_support import OKTA_DEACTIVATE, Scim, make_scim_client, okta_user
+from tests.support.identity_support import OKTA_DEACTIVATE, Scim, make_scim_client, okta_user
 
 pytestmark = pytest.mark.django_db
 

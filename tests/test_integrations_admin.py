@@ -8,8 +8,8 @@ from django.urls import reverse
 
 from accessgov.models import AccessEvent, ChangeRequest, SlackWorkspace, TicketProvider
 from accessgov.services import changes
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
+from tests.support.admin_forms import post_admin_form
 
 pytestmark = pytest.mark.django_db
 TOKEN = "jira-api-token-value-1234"

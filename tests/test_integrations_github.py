@@ -19,10 +19,10 @@ from accessgov.models import AccessEvent, AccessRequest, ChangeRequest, Grant, T
 from accessgov.services import access_requests as request_services
 from accessgov.services import changes
 from accessgov.services.integrations import integrations_sweep
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
-from tests.fake_providers import GITHUB_TOKEN
-from tests.integration_world import T0, client_for
+from tests.support.admin_forms import post_admin_form
+from tests.support.fake_providers import GITHUB_TOKEN
+from tests.support.integration_world import T0, client_for
 
 pytestmark = pytest.mark.django_db
 SECRET = "github-webhook-test-secret"

@@ -19,8 +19,8 @@ from django.urls import reverse
 from accessgov.integrations import oidc_trust
 from accessgov.models import AccessEvent, AccessRequest, ApiToken, ChangeRequest, Eligibility, OidcTrustPolicy, User
 from accessgov.services import changes as change_services
-from tests.fake_providers import ACTIONS_REQUEST_TOKEN, Signer
-from tests.integration_world import T0
+from tests.support.fake_providers import ACTIONS_REQUEST_TOKEN, Signer
+from tests.support.integration_world import T0
 
 AUDIENCE = "https://accessgov.example.com"
 REPOSITORY = "acme/payments"

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from accessgov.models import AccessEvent, AccessRequest, AutoApprovalRule, Grant
 from accessgov.services.integrations import integrations_sweep
-from tests.integration_world import T0, client_for
+from tests.support.integration_world import T0, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +107,7 @@ def test_a_provider_outage_fails_closed_to_people_with_the_reason(world, fake, p
 
 
 def PD_KEY_NOT_IN(text: str) -> bool:
-    from tests.fake_providers import PD_KEY
+    from tests.support.fake_providers import PD_KEY
 
     return PD_KEY not in text
 

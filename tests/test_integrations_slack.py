@@ -20,8 +20,8 @@ from accessgov.integrations import slack as slack_module
 from accessgov.models import AccessEvent, AccessRequest, Decision, Grant, SlackMessage, SlackUserLink, SlackWorkspace
 from accessgov.services import access_requests as request_services
 from tests.conftest import totp_code
-from tests.fake_providers import SLACK_BOT_TOKEN
-from tests.integration_world import client_for
+from tests.support.fake_providers import SLACK_BOT_TOKEN
+from tests.support.integration_world import client_for
 
 pytestmark = pytest.mark.django_db
 SIGNING_SECRET = "slack-signing-test-secret"

@@ -15,7 +15,7 @@ from django.urls import reverse
 from accessgov.models import AccessEvent, AccessRequest, Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services.integrations import integrations_sweep
-from tests.integration_world import T0, client_for
+from tests.support.integration_world import T0, client_for
 
 pytestmark = pytest.mark.django_db
 SECRET = "jira-webhook-test-secret"

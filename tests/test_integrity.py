@@ -32,9 +32,9 @@ from accessgov.services import eligibility as eligibility_services
 from accessgov.services import grants as gs
 from accessgov.services import tokens as token_services
 from accessgov.services import users as user_services
-from tests.admin_forms import post_admin_form
-from tests.api_helpers import api_client, make_service_account, make_token, post_json
 from tests.conftest import PASSWORD, add_totp_device, sign_in, verify_session
+from tests.support.admin_forms import post_admin_form
+from tests.support.api_helpers import api_client, make_service_account, make_token, post_json
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)

@@ -11,7 +11,7 @@ from accessgov.models import Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.views import grants as grant_views
 from tests.conftest import verify_session
-from tests.factories import RoleFactory
+from tests.support.factories import RoleFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility
 from accessgov.services import access_requests as ar
 from accessgov.views import approvals as approval_views
 from tests.conftest import sign_in, totp_code, verify_session
-from tests.factories import RoleFactory, SystemFactory
+from tests.support.factories import RoleFactory, SystemFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2027, 3, 1, 10, 0, 15, tzinfo=UTC)  # mid TOTP step

@@ -222,8 +222,8 @@ def test_a_real_worker_retries_only_the_failing_slack_post(world, slack, tmp_pat
 
     from celery import Celery
 
+    from tests.support.workers import start_worker, stop_worker
     from tests.test_api_throttle import _database_url
-    from tests.workers import start_worker, stop_worker
 
     access_request = submit(world)  # (its own notification ran in this process, before Slack was set)
     receiver = slack(500, 500, 200)

@@ -25,8 +25,8 @@ from accessgov.exceptions import PolicyViolation
 from accessgov.models import ChangeRequest, System
 from accessgov.services import access_requests as ar
 from accessgov.services import changes
-from tests.admin_forms import post_admin_form
 from tests.conftest import verify_session
+from tests.support.admin_forms import post_admin_form
 
 pytestmark = pytest.mark.django_db
 INTERNAL_URLS = [

@@ -37,7 +37,7 @@ from accessgov.services.provisioning import manual_task_complete, outbox_drain, 
 from accessgov.services.reconciliation import reconcile_system
 from accessgov.services.sweep import sweep_run
 from tests.conftest import verify_session
-from tests.pg_target import PgTarget
+from tests.support.pg_target import PgTarget
 from tests.test_concurrency import race
 
 H = timedelta(hours=1)

@@ -23,7 +23,7 @@ from accessgov.services import grants as gs
 from accessgov.services.provisioning import manual_task_complete
 from accessgov.views import reports as report_views
 from tests.conftest import verify_session
-from tests.factories import RoleFactory, SystemFactory
+from tests.support.factories import RoleFactory, SystemFactory
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)

@@ -183,7 +183,7 @@ def test_decision_helpers_show_last_use_frequency_and_groups_in_constant_queries
     with django_assert_max_num_queries(40) as few:
         client.get(url)
     from accessgov.models import Eligibility
-    from tests.factories import RoleFactory
+    from tests.support.factories import RoleFactory
 
     for _ in range(20):
         Eligibility.objects.create(role=RoleFactory(system=world.system), user=world.requester)

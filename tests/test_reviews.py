@@ -273,7 +273,7 @@ def test_closing_is_set_based_the_same_queries_for_2_or_28_items(world):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from tests.factories import RoleFactory
+    from tests.support.factories import RoleFactory
 
     def close_cost(campaign):
         with CaptureQueriesContext(connection) as queries:

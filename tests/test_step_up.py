@@ -14,8 +14,8 @@ from accessgov.exceptions import StepUpRequired
 from accessgov.models import AccessRequest
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from tests.api_helpers import api_client, make_token, post_json
 from tests.conftest import sign_in
+from tests.support.api_helpers import api_client, make_token, post_json
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2027, 3, 1, 10, 0, 15, tzinfo=UTC)  # mid TOTP step

@@ -234,7 +234,7 @@ def test_queue_hides_requests_i_already_decided(world):
 def test_dashboard_query_count_does_not_grow_with_the_queue(world, django_assert_max_num_queries, make_user):
     from guardian.shortcuts import assign_perm
 
-    from tests.factories import RoleFactory
+    from tests.support.factories import RoleFactory
 
     submit(world, role=world.role)
     client = as_(world.approver)

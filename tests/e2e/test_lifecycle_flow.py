@@ -15,7 +15,7 @@ from accessgov.otp import base32_secret
 from accessgov.services.sweep import sweep_run
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import ARTIFACTS
-from tests.totp_reference import totp
+from tests.support.totp_reference import totp
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,4 +1,4 @@
-"""Test support for identity providers: the OIDC provider process (tests/oidc_provider.py), an
+"""Test support for identity providers: the OIDC provider process (tests/support/oidc_provider.py), an
 IdentityProvider row pointing at it, a sign-in through it with Django's test client, and SCIM calls."""
 
 import json
@@ -15,7 +15,7 @@ import requests
 from accessgov.models import ApiToken, IdentityProvider, User
 from accessgov.services import tokens as token_services
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "accessgov-portal"
 
 
@@ -50,7 +50,7 @@ def oidc_provider(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "tests.oidc_provider",
+            "tests.support.oidc_provider",
             "--client-id",
             CLIENT_ID,
             "--client-secret",

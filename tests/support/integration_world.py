@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests: the fake providers on loopback (tests/fake_providers.py),
+"""Fixtures shared by the integration tests: the fake providers on loopback (tests/support/fake_providers.py),
 provider settings pointing at it, and a fixed instant (tests never read the real date)."""
 
 from datetime import UTC, datetime
@@ -9,7 +9,7 @@ from django.test import Client
 
 from accessgov.models import OnCallProvider, TicketProvider
 from tests.conftest import verify_session
-from tests.fake_providers import GITHUB_TOKEN, JIRA_TOKEN, JIRA_USER, PD_KEY, FakeProviders
+from tests.support.fake_providers import GITHUB_TOKEN, JIRA_TOKEN, JIRA_USER, PD_KEY, FakeProviders
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

@@ -49,7 +49,7 @@ def make_service_account(username: str = "ci-bot"):
 
 def _admin(username: str):
     from accessgov.models import User
-    from tests.factories import UserFactory
+    from tests.support.factories import UserFactory
 
     return User.objects.filter(username=username).first() or UserFactory(
         username=username, is_staff=True, is_superuser=True

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(args: list[str], env: dict[str, str], output: IO | int) -> subprocess.Popen:

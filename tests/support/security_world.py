@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accessgov.models import AccessRequest, ReviewItem
 from accessgov.services import access_requests, eligibility, grants, reviews
-from tests.factories import RoleFactory
+from tests.support.factories import RoleFactory
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'

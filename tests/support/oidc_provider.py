@@ -1,7 +1,7 @@
 """A small, standards-shaped OpenID Connect provider for the tests, run as its own process on loopback
 with its own SQLite database (people, authorization codes).
 
-    python -m tests.oidc_provider --client-id portal --client-secret S --data DIR
+    python -m tests.support.oidc_provider --client-id portal --client-secret S --data DIR
 
 prints one JSON line ``{"issuer": "http://127.0.0.1:<port>"}`` when it listens, then serves:
 

@@ -1,7 +1,7 @@
 """A private PostgreSQL cluster for the activity capture tests: created with initdb on a free port, with
 ``pg_stat_statements`` and ``pgaudit`` preloaded and the server log written as jsonlog and csvlog, so the tests see
 exactly what a production target with activity capture shows. One cluster per test session (a session
-fixture in conftest); each test makes its own target database and roles in it (``tests.pg_target``).
+fixture in conftest); each test makes its own target database and roles in it (``tests.support.pg_target``).
 
 Needs the PostgreSQL server binaries and Debian's ``postgresql-15-pgaudit`` (``.ci/run`` installs it).
 Run as root, the cluster runs as the ``postgres`` OS user (initdb refuses root). Stopped by its PID.
