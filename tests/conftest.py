@@ -18,6 +18,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accessgov import otp
 from tests.support.factories import UserFactory
 
+# Fixtures shared by several test modules live in tests/support/ and are registered here.
+pytest_plugins = ["tests.support.provisioning"]
+
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct horse battery staple"

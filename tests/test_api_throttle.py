@@ -11,11 +11,11 @@ import time
 import pytest
 import time_machine
 from django.conf import settings as django_settings
-from django.db import connection
 from django.test import override_settings
 
 from accessgov.models import ApiToken
 from tests.support.api_helpers import api_client, make_token
+from tests.support.databases import database_url_of_this_test
 
 V1 = "/api/v1"
 Scope = ApiToken.Scope
@@ -65,12 +65,6 @@ with time_machine.travel(at, tick=False):
 """
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _run_workers(secret: str, *, workers: int, calls: int, env: dict[str, str]) -> list[int]:
     """``workers`` separate Python processes (like gunicorn's), each with its own memory, each making
     ``calls`` API calls with the same token at the same frozen instant; all their answers."""
@@ -78,7 +72,7 @@ def _run_workers(secret: str, *, workers: int, calls: int, env: dict[str, str]) 
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, secret, str(calls), str(at)],
-            env={**os.environ, **env, "DATABASE_URL": _database_url()},
+            env={**os.environ, **env, "DATABASE_URL": database_url_of_this_test()},
             cwd=django_settings.BASE_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -120,7 +120,7 @@ def test_a_password_only_session_never_sees_the_secret_of_an_authenticator_being
 def test_two_sessions_confirming_at_once_leave_exactly_one_authenticator(newcomer):
     """Each session confirms its own secret at the same moment (PostgreSQL, one thread and connection
     each): the user row lock lets one win; the other is told, and nothing is left half-done."""
-    from tests.test_concurrency import race
+    from tests.support.concurrency import race
 
     with time_machine.travel(T0, tick=False):
         first, second = password_only(newcomer), password_only(newcomer)

@@ -15,10 +15,8 @@ from django.utils.html import escape
 from accessgov import notifications
 from tests.conftest import verify_session
 from tests.support import security_world
+from tests.support.crawl import inline_script_problems, pages_by_persona
 from tests.support.security_world import FIELDS, IMG, SCRIPT, payload
-from tests.test_headers import inline_script_problems
-
-pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -28,69 +26,12 @@ def hostile(world, make_user, django_capture_on_commit_callbacks):
         return security_world.build(world, make_user)
 
 
+pytestmark = pytest.mark.django_db
+
+
 def marker(field: str) -> str:
     """The start of a field's payload as typed: enough to find it even where a page shortens text."""
     return f"={field} {SCRIPT}"
-
-
-def pages_by_persona(world, hostile) -> dict[str, list[str]]:
-    grant = hostile.approved.grant.pk
-    return {
-        "requester": [
-            reverse("home"),
-            reverse("my_requests"),
-            reverse("request_detail", args=[hostile.pending.pk]),
-            reverse("request_detail", args=[hostile.approved.pk]),
-            reverse("request_detail", args=[hostile.revoked.pk]),
-            reverse("my_access"),
-            reverse("grants_list"),
-            reverse("grant_detail", args=[grant]),
-            reverse("grant_detail", args=[hostile.break_glass_grant_id]),
-            reverse("request_new"),
-            reverse("break_glass"),
-        ],
-        "approver": [
-            reverse("home"),
-            reverse("approvals"),
-            reverse("request_detail", args=[hostile.pending.pk]),
-            reverse("request_detail", args=[hostile.denied.pk]),
-            reverse("grant_detail", args=[hostile.revoked.grant.pk]),
-            reverse("grants_list"),
-        ],
-        "owner": [
-            reverse("system_list"),
-            reverse("system_detail", args=[world.system.slug]),
-            reverse("reviews"),
-            reverse("review_detail", args=[hostile.campaign_id]),
-        ],
-        "auditor": [
-            reverse("audit_trail"),
-            reverse("model_changes"),
-            reverse("reports"),
-            reverse("report_access"),
-            reverse("report_approvals"),
-            reverse("report_break_glass"),
-            reverse("report_denied"),
-            reverse("break_glass_follow_ups"),
-            reverse("live_access"),
-            reverse("reviews"),
-            reverse("review_detail", args=[hostile.campaign_id]),
-            reverse("provisioning"),
-            reverse("grants_list"),
-        ],
-        "admin": [
-            reverse("admin:accessgov_system_changelist"),
-            reverse("admin:accessgov_system_change", args=[world.system.pk]),
-            reverse("admin:accessgov_role_changelist"),
-            reverse("admin:accessgov_role_change", args=[world.role.pk]),
-            reverse("admin:accessgov_accessrequest_changelist"),
-            reverse("admin:accessgov_accessrequest_change", args=[hostile.pending.pk]),
-            reverse("admin:accessgov_eligibility_changelist"),
-            reverse("admin:accessgov_user_changelist"),
-            reverse("admin:accessgov_user_change", args=[world.requester.pk]),
-            reverse("admin:accessgov_accessevent_changelist"),
-        ],
-    }
 
 
 def raw_markup(text: str) -> list[str]:
@@ -167,7 +108,7 @@ def test_slack_messages_show_user_text_as_typed(world):
     from datetime import timedelta
 
     from accessgov.services import access_requests
-    from tests.test_outbound_guard import SlackReceiver
+    from tests.support.receivers import SlackReceiver
 
     with SlackReceiver() as receiver:
         world.system.slack_webhook_url = receiver.url

@@ -41,9 +41,9 @@ from accessgov.services.webhooks import (
     webhook_delivery_redeliver,
 )
 from tests.conftest import sign_in, verify_session
+from tests.support.concurrency import race
 from tests.support.factories import RoleFactory, SystemFactory
-from tests.test_concurrency import race
-from tests.test_provisioning import Receiver, make_due
+from tests.support.provisioning import Receiver, make_due
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)

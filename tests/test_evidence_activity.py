@@ -15,9 +15,9 @@ from accessgov.activity.classify import classify, command_of
 from accessgov.activity.logs import Observed
 from accessgov.models import AccessEvent, ActivityFinding, ActivitySeal, Eligibility, EvidencePack, Role
 from accessgov.services import activity
+from tests.support.evidence_pack import pack_path, read_csv, request_pack, run_verify
 from tests.support.evidence_world import DAY, MIN, T0, build_at, make_month
-from tests.test_evidence_pack import pack_path, read_csv, request_pack, run_verify
-from tests.test_reports import at, expired, granted, removal_confirmed
+from tests.support.timeline import at, expired, granted, removal_confirmed
 
 pytestmark = pytest.mark.django_db
 ACTIVE_AT = T0 + 20 * DAY  # after the month's other history (events stay in time order)

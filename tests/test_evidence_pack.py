@@ -3,8 +3,6 @@ populations and control tests checked against that history, the sample reproduce
 present, and the offline verifier passing on the pack and naming what broke when any byte of any file,
 the signature, or a ledger row (in the pack or in the database) is changed."""
 
-import csv
-import io
 import json
 import shutil
 import zipfile
@@ -20,14 +18,10 @@ from accessgov.evidence import verify
 from accessgov.ledger import hashing
 from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import evidence as evidence_services
+from tests.support.evidence_pack import pack_path, read_csv, request_pack, run_verify
 from tests.support.evidence_world import BUILT_AT, SINCE, UNTIL, build_at, make_month
 
 pytestmark = pytest.mark.django_db
-
-
-def request_pack(world, since=SINCE, until=UNTIL, systems=None) -> EvidencePack:
-    with time_machine.travel(BUILT_AT, tick=False):
-        return evidence_services.evidence_pack_request(world.auditor, since=since, until=until, systems=systems)
 
 
 @pytest.fixture
@@ -42,23 +36,6 @@ def built(month, signing_key, django_capture_on_commit_callbacks):
     pack = build_at(pack.pk)
     assert pack.status == EvidencePack.Status.READY, pack.error
     return month, pack, signing_key
-
-
-def pack_path(pack):
-    from django.conf import settings
-
-    return settings.EVIDENCE_DIR / pack.file_name
-
-
-def read_csv(archive: zipfile.ZipFile, name: str) -> list[dict]:
-    text = archive.read(name).decode("utf-8")
-    assert text.startswith("\ufeff")
-    return list(csv.DictReader(io.StringIO(text[1:], newline="")))
-
-
-def run_verify(path, key) -> tuple[bool, list[str]]:
-    report, _ = verify.verify_pack(str(path), public_key_pem=key.read_bytes())
-    return report.ok, report.problems
 
 
 def test_the_pack_holds_every_population_mapped_to_the_controls_and_verifies_offline(built):

@@ -10,7 +10,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import time_machine
@@ -22,6 +21,7 @@ from accessgov.models import AccessEvent, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.services.sweep import sweep_run
+from tests.support.databases import database_url_of_this_test
 from tests.support.workers import start_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,17 +38,6 @@ def approved_grant(world) -> Grant:
 
 
 # --- The scheduler as a real process -----------------------------------------------------------
-
-
-def _database_url_of_this_test() -> str:
-    """The database the test runs on (pytest-django's test_… database), as a DATABASE_URL."""
-    s = connection.settings_dict
-    credentials = quote(s["USER"] or "", safe="")
-    if s.get("PASSWORD"):
-        credentials += ":" + quote(s["PASSWORD"], safe="")
-    host = s.get("HOST") or "127.0.0.1"
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{quote(s['NAME'], safe='')}"
 
 
 def _stop(process: subprocess.Popen) -> float:
@@ -73,7 +62,7 @@ def test_a_real_scheduler_woken_by_notify_expires_a_grant_at_its_end_with_no_bro
     scheduler = start_scheduler(
         {
             "VAR_DIR": str(tmp_path),
-            "DATABASE_URL": _database_url_of_this_test(),
+            "DATABASE_URL": database_url_of_this_test(),
             "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",
             "CELERY_TASK_ALWAYS_EAGER": "0",
             "SCHEDULER_INTERVAL_SECONDS": "30",

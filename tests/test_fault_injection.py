@@ -36,10 +36,10 @@ from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services.scheduler import scheduler_wake
 from tests.conftest import REQUIRE_SERVICES, verify_session
+from tests.support.databases import database_url_of_this_test
 from tests.support.pg_target import PgTarget
+from tests.support.provisioning import WEBHOOK_SECRET, Receiver, approve, event_types, in_another_connection, make_due
 from tests.support.workers import start_beat, start_scheduler, start_worker
-from tests.test_expiry_worker import _database_url_of_this_test
-from tests.test_provisioning import WEBHOOK_SECRET, Receiver, approve, event_types, in_another_connection, make_due
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 LEASE_SECONDS = 6  # the workers' PROVISIONING_LEASE_SECONDS (60 by default), so a dead worker's lease ends soon
@@ -139,7 +139,7 @@ class Fleet:
         self.broker_url = broker_url
         self.processes: dict[str, subprocess.Popen] = {}
         assert connection.settings_dict["NAME"].startswith("test_")  # never the development database
-        self.database_url = _database_url_of_this_test()
+        self.database_url = database_url_of_this_test()
 
     def _env(self, name: str, extra: dict[str, str]) -> dict[str, str]:
         var_dir = self.tmp_path / name  # beats keep their schedule file here: one each

@@ -3,7 +3,6 @@ and the REST API are covered as they land) as every persona, over pages, redirec
 500s, CSV downloads and JSON - plus no inline script in any HTML the portal serves."""
 
 import re
-from html.parser import HTMLParser
 
 import pytest
 from django.db import OperationalError
@@ -13,7 +12,7 @@ from django.urls import get_resolver, reverse
 from accessgov.views import errors
 from tests.conftest import verify_session
 from tests.support import security_world
-from tests.test_url_matrix import URLS
+from tests.support.crawl import URLS, inline_script_problems
 
 pytestmark = pytest.mark.django_db
 
@@ -45,52 +44,6 @@ def hardening_problems(response, where: str) -> list[str]:
     if response.get("Content-Type", "").startswith("text/html") and not response.streaming:
         problems += [f"{where}: {p}" for p in inline_script_problems(response.content.decode())]
     return problems
-
-
-class _Markup(HTMLParser):
-    """Collects what a browser would run: script elements, on* attributes, javascript: URLs."""
-
-    URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "xlink:href"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.problems: list[str] = []
-        self._script: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        values = dict(attrs)
-        for name, value in attrs:
-            if name.startswith("on"):
-                self.problems.append(f"inline event handler {name}= on <{tag}>")
-            if name in self.URL_ATTRIBUTES and re.sub(r"[\s\x00-\x1f]", "", value or "").lower().startswith(
-                "javascript:"
-            ):
-                self.problems.append(f"javascript: URL in <{tag} {name}>")
-        if tag == "script":
-            inert = (values.get("type") or "").lower() in ("application/json", "application/ld+json")
-            src = values.get("src") or ""
-            same_origin_file = src.startswith("/") and not src.startswith("//")
-            if not (inert or same_origin_file):
-                self.problems.append(f"inline or foreign script <script {values}>")
-            self._script = "" if not inert else None
-
-    def handle_data(self, data):
-        if self._script is not None:
-            self._script += data
-
-    def handle_endtag(self, tag):
-        if tag == "script" and self._script is not None:
-            if self._script.strip():
-                self.problems.append(f"inline script body {self._script.strip()[:60]!r}")
-            self._script = None
-
-
-def inline_script_problems(html: str) -> list[str]:
-    """Scripts must be files from this origin (or inert JSON data); no handlers, no javascript: URLs."""
-    parser = _Markup()
-    parser.feed(html)
-    parser.close()
-    return parser.problems
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.test import Client
 
 from accessgov.models import AccessEvent, ExternalIdentity, Grant, IdentityProvider
 from tests.support.identity_support import OKTA_DEACTIVATE, Scim, make_scim_client
-from tests.test_provisioning import approve, pg, target, wait_until  # noqa: F401 (fixtures)
+from tests.support.provisioning import approve, pg, target, wait_until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

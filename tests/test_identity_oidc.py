@@ -16,17 +16,17 @@ from accessgov.identity import oidc
 from accessgov.models import AccessEvent, ChangeRequest, ExternalIdentity, IdentityProvider, User
 from accessgov.services import changes as change_services
 from tests.conftest import PASSWORD, add_totp_device, sign_in, totp_code
-from tests.support.identity_support import make_identity_provider, oidc_provider, sign_in_through  # noqa: F401
+from tests.support.identity_support import make_identity_provider, sign_in_through
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def idp(oidc_provider):  # noqa: F811
+def idp(oidc_provider):
     return make_identity_provider(oidc_provider)
 
 
-def _linked_person(oidc_provider, idp, username, *, device=True, **person):  # noqa: F811
+def _linked_person(oidc_provider, idp, username, *, device=True, **person):
     """A person at the provider and their (SCIM-provisioned-like) AccessGov account linked by subject."""
     claims = oidc_provider.add_person(username, "idp-pass-" + username, **person)
     user = User(username=username, email=claims["email"])
@@ -43,7 +43,7 @@ def _session_user(client: Client):
     return response
 
 
-def test_a_person_signs_in_through_the_provider_then_passes_totp_and_reaches_home(oidc_provider, idp):  # noqa: F811
+def test_a_person_signs_in_through_the_provider_then_passes_totp_and_reaches_home(oidc_provider, idp):
     user, _ = _linked_person(oidc_provider, idp, "ada")
     client = Client()
     start = client.get(f"/sso/{idp.slug}/start/?next=/access/")
@@ -66,7 +66,7 @@ def test_a_person_signs_in_through_the_provider_then_passes_totp_and_reaches_hom
     assert client.session["sso"]["idp"] == idp.slug and client.session["sso"]["mfa_from_idp"] is False
 
 
-def test_a_person_without_an_authenticator_is_sent_to_enrolment_after_the_provider(oidc_provider, idp):  # noqa: F811
+def test_a_person_without_an_authenticator_is_sent_to_enrolment_after_the_provider(oidc_provider, idp):
     _linked_person(oidc_provider, idp, "newhire", device=False)
     callback = sign_in_through(Client(), oidc_provider, idp.slug, "newhire", "idp-pass-newhire")
     assert callback["Location"].startswith("/accounts/enrol/")
@@ -86,7 +86,7 @@ def test_a_person_without_an_authenticator_is_sent_to_enrolment_after_the_provid
         "extra_audience",
     ],
 )
-def test_a_spoilt_id_token_signs_nobody_in(oidc_provider, idp, mode):  # noqa: F811
+def test_a_spoilt_id_token_signs_nobody_in(oidc_provider, idp, mode):
     _linked_person(oidc_provider, idp, f"victim-{mode}")
     client = Client()
     oidc_provider.spoil_next(mode)
@@ -98,7 +98,7 @@ def test_a_spoilt_id_token_signs_nobody_in(oidc_provider, idp, mode):  # noqa: F
     assert client.get(reverse("accounts:otp"))["Location"].startswith("/accounts/login/")
 
 
-def test_a_state_works_once_and_only_in_the_browser_that_started_it(oidc_provider, idp):  # noqa: F811
+def test_a_state_works_once_and_only_in_the_browser_that_started_it(oidc_provider, idp):
     _linked_person(oidc_provider, idp, "once")
     client = Client()
     start = client.get(f"/sso/{idp.slug}/start/")
@@ -122,7 +122,7 @@ def test_a_state_works_once_and_only_in_the_browser_that_started_it(oidc_provide
     assert again.status_code == 400  # the state was spent
 
 
-def test_an_unknown_state_or_a_provider_error_is_refused(oidc_provider, idp):  # noqa: F811
+def test_an_unknown_state_or_a_provider_error_is_refused(oidc_provider, idp):
     client = Client()
     assert client.get(f"/sso/{idp.slug}/callback/?code=x&state=forged").status_code == 400
     assert client.get(f"/sso/{idp.slug}/callback/?state=" + "a" * 5000).status_code == 400
@@ -134,7 +134,7 @@ def test_an_unknown_state_or_a_provider_error_is_refused(oidc_provider, idp):  #
     assert client.get("/sso/no-such-idp/start/").status_code == 404
 
 
-def test_accounts_are_found_by_subject_never_by_email(oidc_provider, idp, make_user):  # noqa: F811
+def test_accounts_are_found_by_subject_never_by_email(oidc_provider, idp, make_user):
     local = make_user("grace", email="grace@example.com")
     oidc_provider.add_person("grace-idp", "idp-pass-g", sub="sub-grace", email="grace@example.com")
     refused = sign_in_through(Client(), oidc_provider, idp.slug, "grace-idp", "idp-pass-g")
@@ -151,7 +151,7 @@ def test_accounts_are_found_by_subject_never_by_email(oidc_provider, idp, make_u
     assert event.actor_label == f"system:idp:{idp.slug}" and event.data["via_sso"] is True
 
 
-def test_just_in_time_usernames_never_collide_with_local_accounts(oidc_provider, idp, make_user):  # noqa: F811
+def test_just_in_time_usernames_never_collide_with_local_accounts(oidc_provider, idp, make_user):
     make_user("sam")
     idp.jit_create_users = True
     idp.save()
@@ -160,7 +160,7 @@ def test_just_in_time_usernames_never_collide_with_local_accounts(oidc_provider,
     assert User.objects.get(external_identities__subject="sub-sam-idp").username == "sam-2"
 
 
-def test_a_deactivated_or_service_account_never_signs_in_through_the_provider(oidc_provider, idp):  # noqa: F811
+def test_a_deactivated_or_service_account_never_signs_in_through_the_provider(oidc_provider, idp):
     user, _ = _linked_person(oidc_provider, idp, "leaver")
     User.objects.filter(pk=user.pk).update(is_active=False)
     refused = sign_in_through(Client(), oidc_provider, idp.slug, "leaver", "idp-pass-leaver")
@@ -171,7 +171,7 @@ def test_a_deactivated_or_service_account_never_signs_in_through_the_provider(oi
     assert not AccessEvent.objects.filter(event_type=AccessEvent.Type.IDENTITY_SIGNED_IN).exists()
 
 
-def test_the_providers_mfa_replaces_totp_only_when_accepted_and_proven_by_amr_or_acr(oidc_provider, idp):  # noqa: F811
+def test_the_providers_mfa_replaces_totp_only_when_accepted_and_proven_by_amr_or_acr(oidc_provider, idp):
     idp.accept_idp_mfa = True
     idp.mfa_acr_values = "urn:example:loa:high"
     idp.save()
@@ -199,7 +199,7 @@ def test_the_providers_mfa_replaces_totp_only_when_accepted_and_proven_by_amr_or
     assert off["Location"].startswith("/accounts/otp/")  # proven, but not accepted: TOTP as usual
 
 
-def test_the_idp_mfa_device_is_never_offered_as_an_authenticator(oidc_provider, idp):  # noqa: F811
+def test_the_idp_mfa_device_is_never_offered_as_an_authenticator(oidc_provider, idp):
     from django_otp import devices_for_user, user_has_device
 
     idp.accept_idp_mfa = True
@@ -213,7 +213,7 @@ def test_the_idp_mfa_device_is_never_offered_as_an_authenticator(oidc_provider, 
     assert device.verify_token("123456") is False
 
 
-def test_a_signed_in_person_links_their_own_account_and_then_signs_in_with_the_provider(oidc_provider, idp, make_user):  # noqa: F811
+def test_a_signed_in_person_links_their_own_account_and_then_signs_in_with_the_provider(oidc_provider, idp, make_user):
     local = make_user("linda")
     oidc_provider.add_person("linda.idp", "idp-pass-l", sub="sub-linda")
     client = sign_in(Client(), local)
@@ -233,14 +233,14 @@ def test_a_signed_in_person_links_their_own_account_and_then_signs_in_with_the_p
     assert stolen.status_code == 403 and "already linked" in stolen.content.decode()
 
 
-def test_linking_needs_a_verified_session(oidc_provider, idp, make_user):  # noqa: F811
+def test_linking_needs_a_verified_session(oidc_provider, idp, make_user):
     half = Client()
     half.post(reverse("accounts:login"), {"username": make_user("halfway").username, "password": PASSWORD})
     response = half.post(reverse("sso:link", args=[idp.slug]))
     assert response.status_code == 302 and response["Location"].startswith("/accounts/otp/")
 
 
-def test_the_oidc_backend_never_answers_the_password_form(oidc_provider, idp):  # noqa: F811
+def test_the_oidc_backend_never_answers_the_password_form(oidc_provider, idp):
     from django.test import RequestFactory
 
     user, _ = _linked_person(oidc_provider, idp, "pw")
@@ -251,7 +251,7 @@ def test_the_oidc_backend_never_answers_the_password_form(oidc_provider, idp):  
     assert oidc.OIDCBackend().authenticate(request, nonce="n", code_verifier="v") is None
 
 
-def test_when_the_provider_is_down_only_password_accounts_sign_in(oidc_provider, idp, make_user):  # noqa: F811
+def test_when_the_provider_is_down_only_password_accounts_sign_in(oidc_provider, idp, make_user):
     idp.issuer = "http://127.0.0.1:9"  # nothing listens on the discard port
     idp.save()
     response = Client().get(f"/sso/{idp.slug}/start/")
@@ -266,7 +266,7 @@ def test_when_the_provider_is_down_only_password_accounts_sign_in(oidc_provider,
         assert refused.status_code == 200 and "_auth_user_id" not in refused.client.session
 
 
-def test_the_login_page_offers_the_provider_only_when_one_is_enabled(oidc_provider, idp):  # noqa: F811
+def test_the_login_page_offers_the_provider_only_when_one_is_enabled(oidc_provider, idp):
     page = Client().get(reverse("accounts:login")).content.decode()
     assert "Sign in with Test IdP" in page and f"/sso/{idp.slug}/start/" in page
     IdentityProvider.objects.update(is_enabled=False)
@@ -312,7 +312,7 @@ def test_provider_settings_are_four_eyed_and_the_client_secret_is_write_only(mak
         )
 
 
-def test_in_the_admin_switching_off_applies_at_once_and_switching_on_waits(make_user, oidc_provider, settings):  # noqa: F811
+def test_in_the_admin_switching_off_applies_at_once_and_switching_on_waits(make_user, oidc_provider, settings):
     from tests.conftest import verify_session
 
     settings.OIDC_ALLOW_HTTP_ISSUER = True  # the provider process listens on plain http, on loopback

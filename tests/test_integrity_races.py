@@ -13,7 +13,7 @@ from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import eligibility as eligibility_services
 from accessgov.services import users as user_services
-from tests.test_concurrency import JUSTIFICATION, race
+from tests.support.concurrency import JUSTIFICATION, race
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 H = timedelta(hours=1)

@@ -189,7 +189,7 @@ def test_a_later_notification_about_the_same_object_is_sent_again(world, slack, 
 def test_two_runs_of_one_notification_at_once_send_each_delivery_once(world, slack, mailoutbox):
     """A redelivery while the first run is still sending (PostgreSQL, one connection per run): the
     lease lets one run send each delivery; the other leaves it (and its task would retry later)."""
-    from tests.test_concurrency import race
+    from tests.support.concurrency import race
 
     receiver = slack(200, delay=0.3)
     access_request = submit(world)  # its own notification runs at the commit (eager): not this test's
@@ -222,15 +222,15 @@ def test_a_real_worker_retries_only_the_failing_slack_post(world, slack, tmp_pat
 
     from celery import Celery
 
+    from tests.support.databases import database_url_of_this_test
     from tests.support.workers import start_worker, stop_worker
-    from tests.test_api_throttle import _database_url
 
     access_request = submit(world)  # (its own notification ran in this process, before Slack was set)
     receiver = slack(500, 500, 200)
     url = os.environ["REDIS_URL"]
     env = {
         "VAR_DIR": str(tmp_path),
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url_of_this_test(),
         "CELERY_BROKER_URL": url,
         "CELERY_RESULT_BACKEND": url,
         "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",

@@ -7,12 +7,10 @@ Receivers are real sockets this test opens on 127.0.0.1. Where a test needs a na
 differently from one moment to the next, the system resolver (``socket.getaddrinfo``) is replaced by
 a small table: the network, not AccessGov's code, is what the test plays."""
 
-import json
 import socket
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.test import Client, override_settings
@@ -27,6 +25,7 @@ from accessgov.services import access_requests as ar
 from accessgov.services import changes
 from tests.conftest import verify_session
 from tests.support.admin_forms import post_admin_form
+from tests.support.receivers import SlackReceiver
 
 pytestmark = pytest.mark.django_db
 INTERNAL_URLS = [
@@ -51,38 +50,6 @@ def as_(user) -> Client:
 
 def system_url(system) -> str:
     return reverse("admin:accessgov_system_change", args=[system.pk])
-
-
-class SlackReceiver:
-    """A Slack-compatible incoming webhook on 127.0.0.1: records each POST, answers ``status``."""
-
-    def __init__(self, status: int = 200):
-        receiver = self
-        self.posts: list[dict] = []
-        self.status = status
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append({"host": self.headers["Host"], "json": json.loads(body)})
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/x"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def submit(w):

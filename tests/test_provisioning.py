@@ -10,17 +10,13 @@ outbox explicitly (what the sweep does).
 
 import base64
 import json
-import threading
 import time
-from collections import Counter
 from datetime import timedelta
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import kombu.exceptions
 import psycopg
 import pytest
-from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 from psycopg import sql
@@ -29,7 +25,7 @@ from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.connectors.postgres import PostgresConnector
 from accessgov.connectors.webhook import WebhookConnector, ensure_public_target, sign, verify
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
-from accessgov.models import AccessEvent, DriftFinding, Eligibility, Grant, OutboxItem, Role, System
+from accessgov.models import AccessEvent, DriftFinding, Eligibility, Grant, OutboxItem, System
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services import provisioning
@@ -37,34 +33,19 @@ from accessgov.services.provisioning import manual_task_complete, outbox_drain, 
 from accessgov.services.reconciliation import reconcile_system
 from accessgov.services.sweep import sweep_run
 from tests.conftest import verify_session
-from tests.support.pg_target import PgTarget
-from tests.test_concurrency import race
-
-H = timedelta(hours=1)
-JUSTIFICATION = "Investigating incident INC-42 on payments"
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"accessgov-test-signing-key-0123456789").decode()
-
+from tests.support.concurrency import race
+from tests.support.provisioning import (
+    JUSTIFICATION,
+    WEBHOOK_SECRET,
+    H,
+    approve,
+    event_types,
+    in_another_connection,
+    make_due,
+    wait_until,
+)
 
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def approve(w, user=None) -> Grant:
-    """Submit and approve a one-hour request for w.role (one approval) and return its grant."""
-    access_request = ar.access_request_submit(user or w.requester, role=w.role, duration=H, justification=JUSTIFICATION)
-    ar.access_request_approve(w.approver, access_request.pk, comment="ok")
-    return Grant.objects.get(access_request=access_request)
-
-
-def make_due(grant: Grant) -> None:
-    """Setup only: the shortest policy duration is 5 minutes; make this grant's end a second ago."""
-    now = timezone.now()
-    Grant.objects.filter(pk=grant.pk).update(
-        starts_at=now - timedelta(minutes=10), expires_at=now - timedelta(seconds=1)
-    )
-
-
-def event_types(grant: Grant) -> Counter:
-    return Counter(AccessEvent.objects.filter(grant=grant).values_list("event_type", flat=True))
 
 
 def make_item_due(item: OutboxItem) -> None:
@@ -72,70 +53,7 @@ def make_item_due(item: OutboxItem) -> None:
     OutboxItem.objects.filter(pk=item.pk).update(next_attempt_at=timezone.now())
 
 
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def in_another_connection(call):
-    """Run ``call`` in a thread with its own database connection: what it sees is committed."""
-    result: dict = {}
-
-    def run():
-        try:
-            result["value"] = call()
-        except BaseException as exc:
-            result["error"] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=30)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 # --- A PostgreSQL target ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def target():
-    """A fresh database, managed role, provisioner and table on the test server; dropped afterwards.
-    (The service gate, an autouse fixture, has already skipped this test on SQLite.)"""
-    settings = connection.settings_dict
-    pg_target = PgTarget(
-        host=settings.get("HOST") or "127.0.0.1",
-        port=int(settings.get("PORT") or 5432),
-        superuser=settings.get("USER") or "postgres",
-        password=settings.get("PASSWORD") or "",
-    )
-    try:
-        yield pg_target.create()
-    finally:
-        pg_target.drop()
-
-
-@pytest.fixture
-def pg(world, target):
-    """The lifecycle world with "Payments DB" provisioned by the PostgreSQL connector into ``target``;
-    the requester has a login role there."""
-    config = target.connector_config()
-    assert PostgresConnector.validate_config(config, target.password) == []
-    System.objects.filter(pk=world.system.pk).update(
-        connector=System.Connector.POSTGRES, connector_config=config, connector_secret=target.password
-    )
-    Role.objects.filter(pk=world.role.pk).update(target_name=target.managed)
-    world.system.refresh_from_db()
-    world.role.refresh_from_db()
-    world.target = target
-    world.principal = target.create_login(world.requester.username)
-    return world
 
 
 @pytest.fixture
@@ -702,70 +620,6 @@ def test_grants_that_just_ended_and_are_not_expired_yet_are_in_flight_not_drift_
 
 
 # --- 6. Webhook ---------------------------------------------------------------------------------
-
-
-class Receiver:
-    """A local webhook receiver: verifies each POST with the documented receiver check, records it,
-    and answers ``status`` (with a Location header for redirects)."""
-
-    def __init__(self, secret: str):
-        self.secret = secret
-        self.seen_ids: set[str] = set()
-        self.deliveries: list[dict] = []
-        self.other_hits: list[str] = []
-        self.status = 200
-        self.refuse_unverified = False  # answer 400 to a delivery verify() rejects, as a strict receiver would
-        self.delay = 0.0  # seconds before answering (a slow target)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path != "/hook":
-                    receiver.other_hits.append(f"POST {self.path}")
-                    return self._answer(200)
-                headers = {key.lower(): value for key, value in self.headers.items()}
-                verified = verify(receiver.secret, headers, body, seen=receiver.seen_ids)
-                receiver.deliveries.append(
-                    {"headers": headers, "body": body, "json": json.loads(body), "verified": verified}
-                )
-                time.sleep(receiver.delay)
-                self._answer(400 if receiver.refuse_unverified and not verified else receiver.status)
-
-            def do_GET(self):
-                receiver.other_hits.append(f"GET {self.path}")
-                self._answer(200)
-
-            def _answer(self, status):
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
-        )
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def receiver():
-    with Receiver(WEBHOOK_SECRET) as r:
-        yield r
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
@@ -16,22 +15,19 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from accessgov import charts, reports
-from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant, OutboxItem
+from accessgov.models import AccessEvent, Eligibility, Grant
 from accessgov.reports import base
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from accessgov.services.provisioning import manual_task_complete
 from accessgov.views import reports as report_views
 from tests.conftest import verify_session
 from tests.support.factories import RoleFactory, SystemFactory
+from tests.support.timeline import JUSTIFICATION, MIN, H, acknowledged, at, expired, granted, removal_confirmed, submit
 
 pytestmark = pytest.mark.django_db
-H = timedelta(hours=1)
-MIN = timedelta(minutes=1)
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday, long enough ago that every grant has ended
 DAY = timedelta(days=1)
 WEEK = 7 * DAY
-JUSTIFICATION = "Investigating incident INC-42 on payments"
 REPORTS = {
     "access": ("report_access", "report_access_export", "access_history"),
     "approvals": ("report_approvals", "report_approvals_export", "approval_metrics"),
@@ -48,30 +44,6 @@ def as_(user) -> Client:
     return verify_session(Client(), user)
 
 
-def at(moment: datetime):
-    return time_machine.travel(moment, tick=False)
-
-
-def submit(w, role=None, *, user=None, justification=JUSTIFICATION, ticket="", duration=H) -> AccessRequest:
-    return ar.access_request_submit(
-        user or w.requester, role=role or w.role, duration=duration, justification=justification, ticket=ticket
-    )
-
-
-def granted(w, when, *, role=None, approver=None, decide_after=MIN, user=None, **kwargs) -> Grant:
-    with at(when):
-        access_request = submit(w, role, user=user, **kwargs)
-    if not access_request.is_pending:  # auto-approved
-        return Grant.objects.get(access_request=access_request)
-    first = approver or w.approver
-    with at(when + decide_after):
-        ar.access_request_approve(first, access_request.pk)
-        access_request.refresh_from_db()
-        if access_request.is_pending:  # a role that needs two approvals
-            ar.access_request_approve(w.approver2 if first != w.approver2 else w.approver, access_request.pk)
-    return Grant.objects.get(access_request=access_request)
-
-
 def released(grant: Grant, when: datetime) -> Grant:
     with at(when):
         gs.grant_release(grant.user, grant.pk)
@@ -82,21 +54,6 @@ def released(grant: Grant, when: datetime) -> Grant:
 def revoked(grant: Grant, by, when: datetime, reason="Incident closed") -> Grant:
     with at(when):
         gs.grant_revoke(by, grant.pk, reason=reason)
-    grant.refresh_from_db()
-    return grant
-
-
-def expired(grant: Grant) -> Grant:
-    with at(grant.expires_at + timedelta(seconds=5)):
-        gs.grant_expire_due(timezone.now(), grant_ids=[grant.pk])
-    grant.refresh_from_db()
-    return grant
-
-
-def removal_confirmed(grant: Grant, by, after: timedelta) -> Grant:
-    item = OutboxItem.objects.get(grant=grant, action=OutboxItem.Action.REMOVE)
-    with at(grant.ended_at + after):
-        manual_task_complete(by, item.pk)
     grant.refresh_from_db()
     return grant
 
@@ -116,13 +73,6 @@ def break_glass(w, when, *, justification="Prod is down, INC-9 paging") -> Grant
             w.requester, role=w.role_two, justification=justification, duration=H, step_up_at=timezone.now()
         )
     return released(grant, when + 10 * MIN)
-
-
-def acknowledged(grant: Grant, by, when: datetime, comment="Checked the session log") -> Grant:
-    with at(when):
-        gs.break_glass_acknowledge(by, grant.follow_up.pk, comment=comment)
-    grant.refresh_from_db()
-    return grant
 
 
 def page(viewer, report: str, /, **params):

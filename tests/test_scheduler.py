@@ -23,7 +23,7 @@ from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services import scheduler as db
 from accessgov.services.provisioning import outbox_drain
-from tests.test_provisioning import JUSTIFICATION, WEBHOOK_SECRET, Receiver, approve, event_types
+from tests.support.provisioning import JUSTIFICATION, WEBHOOK_SECRET, Receiver, approve, event_types
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -1,16 +1,12 @@
 """A crawl of every URL pattern (read from the resolver, so new views are covered automatically) as
 anonymous, password-only (with and without a device) and OTP-verified visitors."""
 
-import re
-import uuid
-
 import pytest
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from django.urls.exceptions import NoReverseMatch
 
 from accessgov import middleware
 from tests.conftest import verify_session
+from tests.support.crawl import URLS
 
 # The declared matrix: who may reach what without the full two factors.
 EXPECTED_PUBLIC = {
@@ -48,55 +44,6 @@ def _assert_api_refuses(response, url):
         return
     assert response["Content-Type"] == "application/json", url
     assert response.json()["error"]["code"] == "not_authenticated", url
-
-
-SAMPLE_VALUES = {
-    "int": ["1"],
-    "str": ["x", "accessgov", "auth"],
-    "slug": ["x"],
-    "path": ["x"],
-    "uuid": [str(uuid.UUID(int=1))],
-}
-CONVERTER = re.compile(r"<(?:(?P<conv>\w+):)?(?P<name>\w+)>")
-
-
-def _walk(patterns, prefix="", namespace=""):
-    for entry in patterns:
-        if isinstance(entry, URLResolver):
-            ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
-            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), ns)
-        elif isinstance(entry, URLPattern):
-            yield prefix + str(entry.pattern), f"{namespace}{entry.name}" if entry.name else None, entry
-
-
-def _url_for(route: str, name: str | None, pattern: URLPattern) -> str | None:
-    kwargs_names = list(pattern.pattern.regex.groupindex)
-    if name is None:
-        return "/" + route if "<" not in route and "(" not in route else None
-    candidates = {}
-    for match in CONVERTER.finditer(route):
-        candidates[match["name"]] = SAMPLE_VALUES.get(match["conv"] or "str", ["x"])
-    for kw in kwargs_names:
-        candidates.setdefault(kw, SAMPLE_VALUES["str"])
-    for attempt in range(3):
-        kwargs = {k: v[min(attempt, len(v) - 1)] for k, v in candidates.items()}
-        try:
-            return reverse(name, kwargs=kwargs or None)
-        except NoReverseMatch:
-            continue
-    return None
-
-
-def all_urls() -> list[tuple[str, str | None]]:
-    urls = []
-    for route, name, pattern in _walk(get_resolver().url_patterns):
-        url = _url_for(route, name, pattern)
-        if url is not None:
-            urls.append((url, name))
-    return urls
-
-
-URLS = all_urls()
 
 
 def test_the_crawl_covers_every_portal_view():

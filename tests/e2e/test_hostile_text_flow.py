@@ -7,8 +7,8 @@ from django.test import Client
 
 from tests.conftest import verify_session
 from tests.support import security_world
+from tests.support.crawl import pages_by_persona
 from tests.support.security_world import SCRIPT
-from tests.test_escaping import pages_by_persona
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

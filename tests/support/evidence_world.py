@@ -14,7 +14,7 @@ from accessgov.models import ChangeRequest, DriftFinding, Eligibility, Grant, Re
 from accessgov.services import access_requests as ar
 from accessgov.services import changes, reviews, users
 from accessgov.services import grants as gs
-from tests.test_reports import acknowledged, at, expired, granted, removal_confirmed
+from tests.support.timeline import acknowledged, at, expired, granted, removal_confirmed
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
 BUILT_AT = datetime(2025, 4, 2, 8, 0, tzinfo=UTC)
