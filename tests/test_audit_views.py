@@ -13,6 +13,7 @@ from accessgov.ledger.export import events_copy_select
 from accessgov.models import AccessEvent
 from accessgov.services import access_requests as ar
 from tests.conftest import verify_session
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
@@ -21,10 +22,6 @@ HOSTILE = '=HYPERLINK("http://evil.example","x"), "quoted"\nnew line; Zoë ✓ +
 
 def as_(user) -> Client:
     return verify_session(Client(), user)
-
-
-def submit(w, justification="Investigating incident INC-42 on payments"):
-    return ar.access_request_submit(w.requester, role=w.role, duration=H, justification=justification)
 
 
 def read_csv(response) -> list[dict]:

@@ -15,7 +15,7 @@ PEER = "198.51.100.7"
 PROXY = "10.0.0.2"
 
 
-def submit(client: Client, world, **meta) -> AccessEvent:
+def submit_form(client: Client, world, **meta) -> AccessEvent:
     response = client.post(
         reverse("request_new"),
         {"role": world.role.pk, "duration": "30m", "justification": "Fix the nightly batch", "ticket": ""},
@@ -28,7 +28,7 @@ def submit(client: Client, world, **meta) -> AccessEvent:
 
 def test_a_forged_forwarded_header_does_not_change_the_ledger_address(world):
     client = verify_session(Client(), world.requester)
-    event = submit(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    event = submit_form(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR="203.0.113.9")
     assert event.client_address == PEER
 
 
@@ -36,14 +36,14 @@ def test_a_forged_forwarded_header_does_not_change_the_ledger_address(world):
 def test_behind_a_trusted_proxy_the_address_it_saw_is_recorded(world):
     client = verify_session(Client(), world.requester)
     # The client forged 6.6.6.6; the proxy appended the address it really saw.
-    event = submit(client, world, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.50")
+    event = submit_form(client, world, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.50")
     assert event.client_address == "203.0.113.50"
 
 
 @override_settings(TRUSTED_PROXY_COUNT=1)
 def test_behind_a_trusted_proxy_a_missing_header_falls_back_to_the_peer(world):
     client = verify_session(Client(), world.requester)
-    assert submit(client, world, REMOTE_ADDR=PROXY).client_address == PROXY
+    assert submit_form(client, world, REMOTE_ADDR=PROXY).client_address == PROXY
 
 
 def _wrong_passwords(requester, count: int, **meta) -> None:
@@ -95,7 +95,7 @@ def _change_log_entry(access_request: AccessRequest):
 
 def test_a_forged_forwarded_header_does_not_change_the_change_log_address(world):
     client = verify_session(Client(), world.requester)
-    event = submit(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_X_FORWARDED_PORT="7")
+    event = submit_form(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_X_FORWARDED_PORT="7")
     entry = _change_log_entry(event.access_request)
     assert entry.remote_addr == event.client_address == PEER
     assert entry.remote_port is None  # a header any client writes is not evidence
@@ -105,7 +105,7 @@ def test_a_forged_forwarded_header_does_not_change_the_change_log_address(world)
 @override_settings(TRUSTED_PROXY_COUNT=1)
 def test_behind_a_trusted_proxy_the_change_log_records_the_address_the_proxy_saw(world):
     client = verify_session(Client(), world.requester)
-    event = submit(client, world, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.50")
+    event = submit_form(client, world, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.50")
     assert _change_log_entry(event.access_request).remote_addr == event.client_address == "203.0.113.50"
 
 
@@ -117,7 +117,7 @@ def test_a_forwarded_header_that_is_not_an_address_never_breaks_a_change(world, 
     """PostgreSQL's inet column refused what the stock middleware copied from the header: every
     model-changing request answered 500. The change log now records the ledger's address."""
     client = verify_session(Client(), world.requester)
-    event = submit(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR=forwarded, HTTP_X_FORWARDED_PORT="-5")
+    event = submit_form(client, world, REMOTE_ADDR=PEER, HTTP_X_FORWARDED_FOR=forwarded, HTTP_X_FORWARDED_PORT="-5")
     entry = _change_log_entry(event.access_request)
     assert entry.remote_addr == event.client_address == PEER
     assert entry.remote_port is None

@@ -22,7 +22,8 @@ from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from tests.support.concurrency import JUSTIFICATION, race
+from tests.support.concurrency import race
+from tests.support.requests import submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 H = timedelta(hours=1)
@@ -39,16 +40,12 @@ def fresh_requester(world, make_user, name: str):
     return user
 
 
-def submit(user, role, duration=H):
-    return ar.access_request_submit(user, role=role, duration=duration, justification=JUSTIFICATION)
-
-
 # --- Two approvals at once ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("same_person", [False, True], ids=["two-approvers", "double-click"])
 def test_two_approvals_of_a_one_approval_request_at_once_grant_exactly_once(world, same_person):
-    access_request = submit(world.requester, world.role)
+    access_request = submit(world, role=world.role)
     second = world.approver if same_person else world.approver2
 
     outcomes = race(
@@ -77,7 +74,7 @@ def test_two_approvals_of_a_one_approval_request_at_once_grant_exactly_once(worl
 
 
 def test_two_approvers_of_a_two_approval_request_at_once_both_count_and_grant_once(world):
-    access_request = submit(world.requester, world.role_two)
+    access_request = submit(world, role=world.role_two)
 
     outcomes = race(
         {
@@ -103,7 +100,7 @@ def test_two_approvers_of_a_two_approval_request_at_once_both_count_and_grant_on
 
 
 def test_one_approver_double_clicking_a_two_approval_request_records_one_decision(world):
-    access_request = submit(world.requester, world.role_two)
+    access_request = submit(world, role=world.role_two)
 
     outcomes = race(
         {
@@ -131,7 +128,7 @@ def test_approve_and_cancel_at_once_end_in_exactly_one_outcome(world, make_user)
     seen = Counter()
     for attempt in range(4):
         requester = fresh_requester(world, make_user, f"canceller{attempt}")
-        access_request = submit(requester, world.role)
+        access_request = submit(world, user=requester, role=world.role)
 
         outcomes = race(
             {
@@ -168,7 +165,7 @@ def test_approve_and_lapse_at_once_end_in_exactly_one_outcome(world, make_user):
     seen = Counter()
     for attempt in range(6):
         requester = fresh_requester(world, make_user, f"laggard{attempt}")
-        access_request = submit(requester, world.role)
+        access_request = submit(world, user=requester, role=world.role)
         # Setup only: the deadline is 2 s ahead, so an approval now is still in time, while the sweep
         # is told it runs 1 s after the deadline.
         lapses_at = timezone.now() + timedelta(seconds=2)
@@ -221,7 +218,7 @@ def test_two_sweeps_at_once_expire_every_due_grant_exactly_once(world, make_user
     started = time.monotonic()
     for i in range(n):
         user = fresh_requester(world, make_user, f"bulk{i:03d}")
-        ar.access_request_approve(world.approver, submit(user, world.role).pk)
+        ar.access_request_approve(world.approver, submit(world, user=user, role=world.role).pk)
     ids = list(Grant.objects.values_list("pk", flat=True))
     assert len(ids) == n
     now = timezone.now()
@@ -260,7 +257,7 @@ def test_a_grant_changed_by_another_transaction_just_before_the_sweep_locks_it_s
     version, which that statement cannot see: it is updated by id instead, in the same batch."""
     users = [fresh_requester(world, make_user, f"late{i}") for i in range(3)]
     for user in users:
-        ar.access_request_approve(world.approver, submit(user, world.role).pk)
+        ar.access_request_approve(world.approver, submit(world, user=user, role=world.role).pk)
     now = timezone.now()
     Grant.objects.update(starts_at=now - 2 * H, expires_at=now - timedelta(seconds=1))
     target = Grant.objects.order_by("pk").last()

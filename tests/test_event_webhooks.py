@@ -44,6 +44,7 @@ from tests.conftest import sign_in, verify_session
 from tests.support.concurrency import race
 from tests.support.factories import RoleFactory, SystemFactory
 from tests.support.provisioning import Receiver, make_due
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
@@ -67,10 +68,6 @@ def subscribe(url: str = "https://hooks.example.com/accessgov", *, types=("*",),
         secret=SECRET,
         is_active=active,
     )
-
-
-def submit(w, role=None):
-    return ar.access_request_submit(w.requester, role=role or w.role, duration=H, justification=JUSTIFICATION)
 
 
 def approve(w) -> Grant:

@@ -66,7 +66,7 @@ def _click(slack_user: str, access_request_id: int, action: str = slack_module.A
     }
 
 
-def _submit(slack_user: str, callback: str, values: dict, metadata: dict | None = None) -> dict:
+def _post_view_submission(slack_user: str, callback: str, values: dict, metadata: dict | None = None) -> dict:
     return {
         "type": "view_submission",
         "team": {"id": TEAM},
@@ -86,11 +86,11 @@ def _link(user, slack_user: str, traveller) -> None:
     page = client_for(user).post(reverse("slack_link"), {"otp_token": totp_code(device)})
     assert page.status_code == 200
     code = re.search(r'id="slack-link-code">([0-9A-F-]+)<', page.content.decode()).group(1)
-    response, _, _ = _post(_submit(slack_user, slack_module.LINK_VIEW, {"code": code}))
+    response, _, _ = _post(_post_view_submission(slack_user, slack_module.LINK_VIEW, {"code": code}))
     assert response.status_code == 200 and response.content == b""
 
 
-def _submit_request(world, role, django_capture_on_commit_callbacks) -> AccessRequest:
+def post_request(world, role, django_capture_on_commit_callbacks) -> AccessRequest:
     with django_capture_on_commit_callbacks(execute=True):
         response = client_for(world.requester).post(
             reverse("request_new"),
@@ -107,7 +107,7 @@ def _slack_calls(fake, method: str) -> list:
 def test_a_request_is_posted_with_buttons_and_updated_for_everyone_when_decided_in_the_portal(
     world, workspace, fake, at_t0, django_capture_on_commit_callbacks
 ):
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     posted = _slack_calls(fake, "chat.postMessage")
     assert len(posted) == 1 and posted[0]["channel"] == "C0APPROVALS"
     buttons = next(b for b in posted[0]["blocks"] if b["type"] == "actions")["elements"]
@@ -130,7 +130,7 @@ def test_a_linked_approver_approves_in_slack_and_progress_is_shown(
     link = SlackUserLink.objects.get(user=world.approver)
     assert link.slack_user_id == "U0APPROVER"
     assert AccessEvent.objects.filter(event_type=AccessEvent.Type.SLACK_LINKED, actor=world.approver).exists()
-    access_request = _submit_request(world, world.role_two, django_capture_on_commit_callbacks)  # 2 approvals
+    access_request = post_request(world, world.role_two, django_capture_on_commit_callbacks)  # 2 approvals
     with django_capture_on_commit_callbacks(execute=True):
         response, _, _ = _post(_click("U0APPROVER", access_request.pk))
     assert response.status_code == 200
@@ -150,7 +150,7 @@ def test_forged_or_replayed_slack_requests_are_refused(
     world, workspace, fake, at_t0, django_capture_on_commit_callbacks
 ):
     _link(world.approver, "U0APPROVER", at_t0)
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     payload = _click("U0APPROVER", access_request.pk)
     # Signed with another secret; too old; from the future; no signature at all.
     assert _post(payload, secret="not-the-secret")[0].status_code == 401
@@ -201,16 +201,18 @@ def test_forged_or_replayed_slack_requests_are_refused(
 def test_an_unlinked_slack_user_cannot_decide_and_is_asked_to_link(
     world, workspace, fake, at_t0, django_capture_on_commit_callbacks
 ):
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     response, _, _ = _post(_click("U0STRANGER", access_request.pk))
     assert response.status_code == 200
     opened = _slack_calls(fake, "views.open")
     assert opened and opened[-1]["view"]["callback_id"] == slack_module.LINK_VIEW
     # A decision modal submitted by an unlinked user (or a wrong link code) decides nothing.
     metadata = {"request": access_request.pk, "outcome": "approve"}
-    refused, _, _ = _post(_submit("U0STRANGER", slack_module.DECIDE_VIEW, {"comment": "ok"}, metadata))
+    refused, _, _ = _post(_post_view_submission("U0STRANGER", slack_module.DECIDE_VIEW, {"comment": "ok"}, metadata))
     assert refused.json()["response_action"] == "errors"
-    wrong_code, _, _ = _post(_submit("U0STRANGER", slack_module.LINK_VIEW, {"code": "AAAAAA-BBBBBB-CCCCCC"}))
+    wrong_code, _, _ = _post(
+        _post_view_submission("U0STRANGER", slack_module.LINK_VIEW, {"code": "AAAAAA-BBBBBB-CCCCCC"})
+    )
     assert "not valid" in wrong_code.json()["errors"]["code"]
     access_request.refresh_from_db()
     assert access_request.is_pending and not SlackUserLink.objects.exists()
@@ -224,7 +226,7 @@ def test_a_link_code_works_once_and_expires(world, workspace, at_t0):
     page = client_for(world.approver).post(reverse("slack_link"), {"otp_token": totp_code(device)}).content.decode()
     code = re.search(r'id="slack-link-code">([0-9A-F-]+)<', page).group(1)
     at_t0.shift(timedelta(minutes=11))
-    expired, _, _ = _post(_submit("U0APPROVER", slack_module.LINK_VIEW, {"code": code}))
+    expired, _, _ = _post(_post_view_submission("U0APPROVER", slack_module.LINK_VIEW, {"code": code}))
     assert "not valid" in expired.json()["errors"]["code"]
     _link(world.approver, "U0APPROVER", at_t0)
     link = SlackUserLink.objects.get(user=world.approver)
@@ -244,13 +246,13 @@ def test_approving_your_own_request_from_slack_is_refused(
 
     assign_perm("accessgov.approve_role", world.requester, world.role)  # even an approver of the role
     _link(world.requester, "U0REQUESTER", at_t0)
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     response, _, _ = _post(_click("U0REQUESTER", access_request.pk))
     assert response.status_code == 200
     told = _slack_calls(fake, "chat.postEphemeral")
     assert told and "cannot decide your own request" in told[-1]["text"]
     metadata = {"request": access_request.pk, "outcome": "approve"}
-    via_modal, _, _ = _post(_submit("U0REQUESTER", slack_module.DECIDE_VIEW, {"comment": "me"}, metadata))
+    via_modal, _, _ = _post(_post_view_submission("U0REQUESTER", slack_module.DECIDE_VIEW, {"comment": "me"}, metadata))
     assert "own request" in via_modal.json()["errors"]["comment"]
     access_request.refresh_from_db()
     assert access_request.is_pending and not Decision.objects.filter(access_request=access_request).exists()
@@ -262,7 +264,7 @@ def test_a_step_up_role_approved_in_slack_needs_a_fresh_code(
     world.role.step_up_required = True
     world.role.save()
     _link(world.approver, "U0APPROVER", at_t0)
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     device = TOTPDevice.objects.get(user=world.approver, confirmed=True)
     used_for_linking = totp_code(device)  # the code spent a moment ago to make the link code
     # The button opens a modal that asks for the code; it decides nothing by itself.
@@ -275,13 +277,15 @@ def test_a_step_up_role_approved_in_slack_needs_a_fresh_code(
     assert not Decision.objects.filter(access_request=access_request).exists()
     metadata = {"request": access_request.pk, "outcome": "approve"}
     for values in ({"comment": "ok"}, {"code": ""}, {"code": "000000"}, {"code": "12ab56"}, {"code": used_for_linking}):
-        refused, _, _ = _post(_submit("U0APPROVER", slack_module.DECIDE_VIEW, values, metadata))
+        refused, _, _ = _post(_post_view_submission("U0APPROVER", slack_module.DECIDE_VIEW, values, metadata))
         assert refused.json()["response_action"] == "errors", values
     access_request.refresh_from_db()
     assert access_request.is_pending
     at_t0.shift(timedelta(seconds=31))
     with django_capture_on_commit_callbacks(execute=True):
-        accepted, _, _ = _post(_submit("U0APPROVER", slack_module.DECIDE_VIEW, {"code": totp_code(device)}, metadata))
+        accepted, _, _ = _post(
+            _post_view_submission("U0APPROVER", slack_module.DECIDE_VIEW, {"code": totp_code(device)}, metadata)
+        )
     assert accepted.status_code == 200 and accepted.content == b""
     decision = Decision.objects.get(access_request=access_request)
     assert decision.step_up_at is not None
@@ -291,14 +295,18 @@ def test_a_step_up_role_approved_in_slack_needs_a_fresh_code(
 
 def test_deny_from_slack_needs_a_comment(world, workspace, fake, at_t0, django_capture_on_commit_callbacks):
     _link(world.approver, "U0APPROVER", at_t0)
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     _post(_click("U0APPROVER", access_request.pk, action=slack_module.DENY))
     assert _slack_calls(fake, "views.open")[-1]["view"]["callback_id"] == slack_module.DECIDE_VIEW
     metadata = {"request": access_request.pk, "outcome": "deny"}
-    no_comment, _, _ = _post(_submit("U0APPROVER", slack_module.DECIDE_VIEW, {"comment": ""}, metadata))
+    no_comment, _, _ = _post(_post_view_submission("U0APPROVER", slack_module.DECIDE_VIEW, {"comment": ""}, metadata))
     assert no_comment.json()["response_action"] == "errors"
     with django_capture_on_commit_callbacks(execute=True):
-        _post(_submit("U0APPROVER", slack_module.DECIDE_VIEW, {"comment": "Use the read-only role"}, metadata))
+        _post(
+            _post_view_submission(
+                "U0APPROVER", slack_module.DECIDE_VIEW, {"comment": "Use the read-only role"}, metadata
+            )
+        )
     access_request.refresh_from_db()
     assert access_request.status == AccessRequest.Status.DENIED
     assert "Use the read-only role" in json.dumps(_slack_calls(fake, "chat.update")[-1]["blocks"])
@@ -308,7 +316,7 @@ def test_slack_down_never_blocks_deciding_in_the_portal(
     world, workspace, fake, at_t0, django_capture_on_commit_callbacks
 ):
     fake.state.slack_fail = True
-    access_request = _submit_request(world, world.role, django_capture_on_commit_callbacks)
+    access_request = post_request(world, world.role, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         response = client_for(world.approver).post(
             reverse("request_approve", args=[access_request.pk]), {"comment": "ok"}

@@ -21,15 +21,11 @@ from accessgov.models import (
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services.sweep import sweep_run
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
 T0 = datetime(2026, 11, 24, 10, 0, 15, tzinfo=UTC)
-
-
-def submit(w, role=None, duration=H, **kw):
-    kw.setdefault("justification", "Investigating incident INC-42 on payments")
-    return ar.access_request_submit(w.requester, role=role or w.role, duration=duration, **kw)
 
 
 def events(obj=None, **filters):

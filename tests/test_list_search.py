@@ -18,6 +18,7 @@ from accessgov.services import access_requests as ar
 from accessgov.views import approvals as approval_views
 from tests.conftest import sign_in, totp_code, verify_session
 from tests.support.factories import RoleFactory, SystemFactory
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2027, 3, 1, 10, 0, 15, tzinfo=UTC)  # mid TOTP step
@@ -38,12 +39,6 @@ def _roles(w, count: int) -> list:
     return roles
 
 
-def _submit(w, justification: str, *, role=None, ticket: str = "", user=None) -> AccessRequest:
-    return ar.access_request_submit(
-        user or w.requester, role=role or w.role, duration=H, justification=justification, ticket=ticket
-    )
-
-
 def _csv(response) -> list[list[str]]:
     body = b"".join(response.streaming_content).decode().lstrip("\ufeff")
     return list(csv.reader(io.StringIO(body, newline="")))
@@ -58,10 +53,10 @@ def _ids(response, key="access_requests") -> list[int]:
 
 def test_my_requests_search_matches_ticket_role_and_reason_words_and_never_other_peoples_requests(world):
     w = world
-    database = _submit(w, "Fixing the nightly batch", ticket="OPS-42")
-    admin = _submit(w, "Rotating keys after INC-9", role=w.role_two)
+    database = submit(w, justification="Fixing the nightly batch", ticket="OPS-42")
+    admin = submit(w, justification="Rotating keys after INC-9", role=w.role_two)
     Eligibility.objects.create(role=w.role, user=w.outsider)
-    _submit(w, "Fixing the nightly batch too", ticket="OPS-42", user=w.outsider)
+    submit(w, justification="Fixing the nightly batch too", ticket="OPS-42", user=w.outsider)
     client = verify_session(Client(), w.requester)
     url = reverse("my_requests")
     assert _ids(client.get(url, {"q": "ops-42"})) == [database.pk]
@@ -73,8 +68,8 @@ def test_my_requests_search_matches_ticket_role_and_reason_words_and_never_other
 
 def test_my_requests_sort_by_whitelisted_columns_and_a_forged_sort_key_is_a_form_error(world):
     w = world
-    first = _submit(w, "First piece of work")
-    second = _submit(w, "Second piece of work", role=w.role_two)
+    first = submit(w, justification="First piece of work")
+    second = submit(w, justification="Second piece of work", role=w.role_two)
     client = verify_session(Client(), w.requester)
     url = reverse("my_requests")
     assert _ids(client.get(url)) == [second.pk, first.pk]  # newest first by default
@@ -94,7 +89,7 @@ def test_my_requests_sort_by_whitelisted_columns_and_a_forged_sort_key_is_a_form
 def test_my_requests_page_by_keyset_and_a_malformed_cursor_starts_over(world, monkeypatch):
     monkeypatch.setattr(filters, "PAGE_SIZE", 2)
     w = world
-    made = [_submit(w, f"Piece of work number {n}", role=role) for n, role in enumerate(_roles(w, 5))]
+    made = [submit(w, justification=f"Piece of work number {n}", role=role) for n, role in enumerate(_roles(w, 5))]
     client = verify_session(Client(), w.requester)
     url = reverse("my_requests")
     seen, after = [], ""
@@ -126,8 +121,10 @@ def test_a_huge_search_is_a_form_error_and_a_nul_is_refused_before_any_query(wor
 
 def test_the_my_requests_csv_holds_exactly_the_rows_the_page_shows_in_its_order(world):
     w = world
-    wanted = [_submit(w, f"Batch job {n}", ticket="OPS-7", role=role) for n, role in enumerate(_roles(w, 3))]
-    _submit(w, "Something else entirely")
+    wanted = [
+        submit(w, justification=f"Batch job {n}", ticket="OPS-7", role=role) for n, role in enumerate(_roles(w, 3))
+    ]
+    submit(w, justification="Something else entirely")
     client = verify_session(Client(), w.requester)
     query = {"q": "ops-7", "sort": "asked", "status": "pending"}
     page = client.get(reverse("my_requests"), query)
@@ -144,7 +141,7 @@ def test_the_my_requests_csv_holds_exactly_the_rows_the_page_shows_in_its_order(
 
 
 def _granted(w, justification: str, *, user=None):
-    access_request = _submit(w, justification, user=user)
+    access_request = submit(w, justification=justification, user=user)
     ar.access_request_approve(w.approver, access_request.pk)
     access_request.refresh_from_db()
     return access_request.grant
@@ -175,7 +172,10 @@ def test_grants_search_sort_and_export_share_one_filterset(world, make_user):
 def test_the_approver_queue_searches_requester_and_ticket_and_pages_past_the_old_cap(world, monkeypatch):
     monkeypatch.setattr(approval_views, "QUEUE_PAGE_SIZE", 2)
     w = world
-    made = [_submit(w, f"Incident work {n}", ticket=f"INC-{n}", role=role) for n, role in enumerate(_roles(w, 3))]
+    made = [
+        submit(w, justification=f"Incident work {n}", ticket=f"INC-{n}", role=role)
+        for n, role in enumerate(_roles(w, 3))
+    ]
     client = verify_session(Client(), w.approver)
 
     def queued(response):
@@ -198,7 +198,10 @@ def test_bulk_approve_uses_one_code_for_the_batch_and_each_decision_is_its_own_e
         role.step_up_required = True
         role.save(update_fields=["step_up_required"])
     with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
-        first, second = _submit(w, "Batch work one"), _submit(w, "Batch work two", role=w.role_two)
+        first, second = (
+            submit(w, justification="Batch work one"),
+            submit(w, justification="Batch work two", role=w.role_two),
+        )
     with time_machine.travel(T0, tick=False):
         client = sign_in(Client(), w.approver)
     device = TOTPDevice.objects.get(user=w.approver)
@@ -234,13 +237,13 @@ def test_bulk_approve_uses_one_code_for_the_batch_and_each_decision_is_its_own_e
 
 def test_bulk_decide_reports_other_peoples_and_foreign_ids_per_item_without_deciding_them(world, make_user):
     w = world
-    mine = _submit(w, "Mine to decide")
+    mine = submit(w, justification="Mine to decide")
     elsewhere = SystemFactory(name="HR", slug="hr")
     hr_role = RoleFactory(system=elsewhere, name="viewer", approvals_required=1)
     Eligibility.objects.create(role=hr_role, user=w.requester)
-    foreign = _submit(w, "Not the approver's role", role=hr_role)
+    foreign = submit(w, justification="Not the approver's role", role=hr_role)
     Eligibility.objects.create(role=w.role, user=w.approver)
-    own = _submit(w, "The approver's own request", user=w.approver)
+    own = submit(w, justification="The approver's own request", user=w.approver)
     client = verify_session(Client(), w.approver)
     missing = 987_654_321
     response = client.post(
@@ -262,7 +265,7 @@ def test_bulk_decide_validates_everything_before_spending_the_code(world):
     w.role.step_up_required = True
     w.role.save(update_fields=["step_up_required"])
     with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
-        first = _submit(w, "Please deny me")
+        first = submit(w, justification="Please deny me")
     with time_machine.travel(T0, tick=False):
         client = sign_in(Client(), w.approver)
     device = TOTPDevice.objects.get(user=w.approver)
@@ -320,14 +323,14 @@ def test_list_pages_with_search_and_paging_keep_a_constant_number_of_queries(
         user = make_user(f"engineer{n}")
         Eligibility.objects.create(role=w.role, user=user)
         _granted(w, "Some work done", user=user)
-        _submit(w, f"Pending work {n}", role=roles[n])
+        submit(w, justification=f"Pending work {n}", role=roles[n])
     [count(*case) for case in cases]  # warm the caches (catalogue choices, sessions) first
     small = [count(*case) for case in cases]
     for n in range(2, 8):
         user = make_user(f"engineer{n}")
         Eligibility.objects.create(role=w.role, user=user)
         _granted(w, "Some work done", user=user)
-        _submit(w, f"Pending work {n}", role=roles[n])
+        submit(w, justification=f"Pending work {n}", role=roles[n])
     large = [count(*case) for case in cases]
     assert large == small
     with django_assert_max_num_queries(25):
@@ -377,7 +380,7 @@ def test_the_audit_trail_pages_newest_or_oldest_first_and_refuses_another_order(
     monkeypatch.setattr(audit_views, "PAGE_SIZE", 2)
     w = world
     for role in _roles(w, 3):
-        _submit(w, "Some audited work", role=role)
+        submit(w, justification="Some audited work", role=role)
     sequences = sorted(AccessEvent.objects.values_list("sequence", flat=True))
     assert len(sequences) >= 3
     client = verify_session(Client(), w.auditor)

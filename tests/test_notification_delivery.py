@@ -13,7 +13,6 @@ import smtplib
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -23,6 +22,7 @@ from django.test import override_settings
 from accessgov import notifications, tasks
 from accessgov.models import Grant, NotificationDelivery, System
 from accessgov.services import access_requests as ar
+from tests.support.requests import submit
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_local_receivers", "retries_as_in_a_worker")]
 
@@ -99,12 +99,6 @@ class RefusesOnce(EmailBackend):
                 RefusesOnce.REFUSE -= refused
                 raise smtplib.SMTPRecipientsRefused(dict.fromkeys(refused, (450, b"try again later")))
         return super().send_messages(messages)
-
-
-def submit(w):
-    return ar.access_request_submit(
-        w.requester, role=w.role, duration=timedelta(hours=1), justification="Investigating INC-42 on payments"
-    )
 
 
 def recipients(mailoutbox) -> Counter:

@@ -11,13 +11,10 @@ from django.test import override_settings
 from accessgov import notifications
 from accessgov.models import NotificationDelivery
 from accessgov.services import access_requests as ar
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
-
-
-def submit(w, justification="Investigating incident INC-42 on payments"):
-    return ar.access_request_submit(w.requester, role=w.role, duration=H, justification=justification)
 
 
 def test_new_request_emails_every_approver_but_not_the_requester(world, mailoutbox, django_capture_on_commit_callbacks):

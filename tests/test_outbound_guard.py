@@ -10,7 +10,6 @@ a small table: the network, not AccessGov's code, is what the test plays."""
 import socket
 import threading
 from contextlib import contextmanager
-from datetime import timedelta
 
 import pytest
 from django.test import Client, override_settings
@@ -21,11 +20,11 @@ from accessgov.connectors.base import ConnectorError
 from accessgov.connectors.webhook import post_signed
 from accessgov.exceptions import PolicyViolation
 from accessgov.models import ChangeRequest, System
-from accessgov.services import access_requests as ar
 from accessgov.services import changes
 from tests.conftest import verify_session
 from tests.support.admin_forms import post_admin_form
 from tests.support.receivers import SlackReceiver
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 INTERNAL_URLS = [
@@ -50,12 +49,6 @@ def as_(user) -> Client:
 
 def system_url(system) -> str:
     return reverse("admin:accessgov_system_change", args=[system.pk])
-
-
-def submit(w):
-    return ar.access_request_submit(
-        w.requester, role=w.role, duration=timedelta(hours=1), justification="Investigating INC-42 on payments"
-    )
 
 
 # --- At saving time ---------------------------------------------------------------------------------

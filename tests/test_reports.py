@@ -22,7 +22,8 @@ from accessgov.services import grants as gs
 from accessgov.views import reports as report_views
 from tests.conftest import verify_session
 from tests.support.factories import RoleFactory, SystemFactory
-from tests.support.timeline import JUSTIFICATION, MIN, H, acknowledged, at, expired, granted, removal_confirmed, submit
+from tests.support.requests import submit
+from tests.support.timeline import JUSTIFICATION, MIN, H, acknowledged, at, expired, granted, removal_confirmed
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday, long enough ago that every grant has ended
@@ -171,7 +172,7 @@ def test_access_history_shows_who_what_why_approver_ending_and_revocation_lag(wo
 
 def test_access_history_lists_every_approver_of_a_two_approval_role_and_the_clock_decides_expiry(world):
     with at(T0):
-        access_request = submit(world, world.role_two)
+        access_request = submit(world, role=world.role_two)
         ar.access_request_approve(world.approver2, access_request.pk)
         ar.access_request_approve(world.approver, access_request.pk)
     grant = Grant.objects.get()
@@ -238,7 +239,7 @@ def _approval_history(w):
     eligible(w.requester, auto_role)
     auto = granted(w, T0 + WEEK, role=auto_role)
     with at(T0 + 2 * WEEK):
-        waiting = submit(w, w.role_two)
+        waiting = submit(w, role=w.role_two)
     with at(T0 + 2 * WEEK + timedelta(hours=25)):
         ar.access_request_lapse_due(timezone.now())
     return fast.access_request, slow.access_request, refused, auto.access_request, waiting
@@ -342,7 +343,7 @@ def test_denied_report_shows_requester_role_when_approver_and_reason(billing):
     two = denied(w, T0 + WEEK, approver=w.approver2, comment="No ticket, no access")
     three = denied(w, T0 + 2 * WEEK, role=w.billing_role, approver=w.billing_approver, comment="Not on call")
     with at(T0 + 3 * WEEK):  # approved by one, then denied by the second approver
-        access_request = submit(w, w.role_two)
+        access_request = submit(w, role=w.role_two)
         ar.access_request_approve(w.approver, access_request.pk)
         ar.access_request_deny(w.approver2, access_request.pk, comment="Too broad for this task")
     granted(w, T0 + 4 * WEEK)  # approved: not in this report

@@ -14,6 +14,7 @@ from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from tests.conftest import totp_code, verify_session
+from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
@@ -21,12 +22,6 @@ H = timedelta(hours=1)
 
 def as_(user) -> Client:
     return verify_session(Client(), user)
-
-
-def submit(w, role=None, duration=H):
-    return ar.access_request_submit(
-        w.requester, role=role or w.role, duration=duration, justification="Investigating incident INC-42 on payments"
-    )
 
 
 # --- New request -------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def build(world, make_user) -> HostileWorld:
     eligibility.eligibility_add(world.owner, role=world.role, user=world.outsider, reason=payload("eligibility reason"))
     eligibility.eligibility_add(world.owner, role=emergency, user=world.requester, reason="on-call")
 
-    def submit(role, field="justification"):
+    def submit_hostile(role, field="justification"):
         return access_requests.access_request_submit(
             world.requester,
             role=role,
@@ -96,9 +96,9 @@ def build(world, make_user) -> HostileWorld:
             ticket=payload("ticket"),
         )
 
-    approved = submit(world.role)
+    approved = submit_hostile(world.role)
     access_requests.access_request_approve(world.approver, approved.pk, comment=payload("approval comment"))
-    revoked = submit(world.role_two)
+    revoked = submit_hostile(world.role_two)
     access_requests.access_request_approve(world.approver, revoked.pk, comment="first of two", step_up_at=now)
     access_requests.access_request_approve(world.approver2, revoked.pk, comment="second", step_up_at=now)
     revoked.refresh_from_db()
@@ -107,7 +107,7 @@ def build(world, make_user) -> HostileWorld:
         world.outsider, role=world.role, duration=timedelta(minutes=30), justification=payload("justification")
     )
     access_requests.access_request_deny(world.approver, denied.pk, comment=payload("denial comment"))
-    pending = submit(world.role_two)
+    pending = submit_hostile(world.role_two)
 
     break_glass = grants.break_glass_activate(
         world.requester,
