@@ -24,7 +24,7 @@ from accessgov.services.sweep import sweep_run
 from tests.support.databases import database_url_of_this_test
 from tests.support.workers import start_scheduler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 H = timedelta(hours=1)
 T0 = datetime(2026, 11, 24, 10, 0, 15, tzinfo=UTC)
 

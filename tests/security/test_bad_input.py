@@ -1,7 +1,7 @@
 """Bad input gets a clear error, never a 500 (issue 14, items 13-21): durations in every form, NULs
 anywhere in a request, invalid and far-out filters on pages and exports, API bodies that are too big or
 too deep, review comments and due dates, ticket rules in ASCII, and the admin for people without admin
-rights. Each test also checks that nothing was written. The property-based fuzz is tests/test_fuzz.py."""
+rights. Each test also checks that nothing was written. The property-based fuzz is tests/security/test_fuzz.py."""
 
 from datetime import UTC, datetime, timedelta
 

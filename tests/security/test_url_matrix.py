@@ -24,7 +24,7 @@ EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook", "github_webho
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
 # The REST API: token-authenticated; the session never counts (JSON 401, never a redirect), except that
 # the schema also serves a session that passed the OTP step. Its own persona-by-token matrix is in
-# tests/test_api_matrix.py.
+# tests/api/test_api_matrix.py.
 EXPECTED_TOKEN_NAMESPACE = "api"
 EXPECTED_SESSION_SCHEMA = {"api:schema"}
 # SCIM (an identity provider's provisioning client): its own token, SCIM errors, never a session.

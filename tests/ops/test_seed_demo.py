@@ -109,7 +109,7 @@ def test_seed_demo_json_works_in_the_demo_var_dir_without_debug(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEBUG", "SECRET_KEY")}
     env.update({"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "portal.settings", "PORTAL_URL": ""})
     env.pop("PORTAL_URL")

@@ -1,7 +1,7 @@
 """The expiry scheduler in this process (accessgov/scheduler.py, services/scheduler.py): its lease, what
 it finds due, one round at a time at fixed instants (time-machine), waking on NOTIFY, and publishing
 without waiting for the broker. Real scheduler processes (killed, two at once, a blocked target, Redis
-down) are in tests/test_fault_injection.py; on the embedded SQLite database in tests/test_expiry_worker.py."""
+down) are in tests/ops/test_fault_injection.py; on the embedded SQLite database in tests/ops/test_expiry_worker.py."""
 
 import socket
 import threading

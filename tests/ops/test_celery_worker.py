@@ -9,7 +9,7 @@ from celery import Celery
 
 from tests.support.workers import start_worker, stop_worker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _round_trip(env: dict[str, str], broker: str, backend: str, transport_options: dict) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AWS_KEY = "AKIA" + "Z7Q4RT2XKJ8MPL3W"
 GITHUB_TOKEN = "ghp_" + "a8Kd02LmQz" + "7XwPr4Tn6V" + "b1Yc9Ue3Hs" + "5Jf0Gi"
 PRIVATE_KEY = "-----BEGIN RSA " + "PRIVATE KEY-----\nMIIEpAIB" + "AAKCAQEA\n-----END RSA PRIVATE KEY-----\n"

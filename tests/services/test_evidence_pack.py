@@ -328,7 +328,7 @@ def test_every_population_column_is_documented_in_docs_evidence():
 
     from accessgov.evidence import populations
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "EVIDENCE.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "EVIDENCE.md").read_text()
     missing = [
         f"{cls.name}.{column.name}"
         for cls in populations.POPULATIONS

@@ -123,7 +123,7 @@ def test_a_failing_slack_post_is_retried_alone_and_each_email_goes_out_once(worl
     ]
 
 
-@override_settings(EMAIL_BACKEND="tests.test_notification_delivery.RefusesOnce")
+@override_settings(EMAIL_BACKEND="tests.services.test_notification_delivery.RefusesOnce")
 def test_an_email_the_mail_server_refuses_is_retried_alone_and_nobody_gets_a_second_copy(world, slack, mailoutbox):
     receiver = slack(200)
     RefusesOnce.REFUSE = {world.approver.email}

@@ -696,7 +696,7 @@ def test_two_sweeps_overlapping_remind_each_grantee_of_the_end_once(world, make_
             connection.close()
 
     threads = [threading.Thread(target=in_thread, args=(call,)) for call in (first, second)]
-    with allow_join_result():  # eager tasks in threads (see tests/test_concurrency.race)
+    with allow_join_result():  # eager tasks in threads (see tests/services/test_concurrency.race)
         for thread in threads:
             thread.start()
         for thread in threads:

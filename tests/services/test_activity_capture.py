@@ -1,9 +1,9 @@
 """Activity capture at a real PostgreSQL target (issue 17): a private cluster with pgaudit and
 pg_stat_statements (tests/support/pg_cluster.py), real sessions opened by the grantee through psycopg, real
 statements. The grant is applied and removed by the real outbox (drained in on_commit, as in
-tests/test_provisioning.py), the sampler and the log reader are the ones beat runs, the seal is the sweep's.
+tests/services/test_provisioning.py), the sampler and the log reader are the ones beat runs, the seal is the sweep's.
 The target stamps its log lines and sessions with the real clock, so these tests use the real "now"
-(relative times only, never a date); the time-pinned attribution tests are in tests/test_activity_api.py.
+(relative times only, never a date); the time-pinned attribution tests are in tests/api/test_activity_api.py.
 """
 
 import json
