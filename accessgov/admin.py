@@ -7,12 +7,12 @@ from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import URLField
+from django.db.models import DateTimeField, URLField
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from accessgov import otp, permissions, policies
+from accessgov import inputs, otp, permissions, policies
 from accessgov.activity import config as activity_config
 from accessgov.admin_base import FourEyesAdminMixin, GuardedModelAdmin, ReadOnlyAdmin, RefusalAsMessageMixin, _ensure_pk
 from accessgov.connectors import connector_for
@@ -437,9 +437,19 @@ class RoleAdmin(FourEyesAdminMixin, GuardedModelAdmin):
     inlines = [AutoApprovalRuleInline]
 
 
+class AdminDateTimePicker(inputs.DateTimePicker):
+    """The browser's date-time picker in the admin too (issue 18), to the second so that saving a form
+    does not move a time it did not touch; read in the admin's own zone like every typed time."""
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__({"step": "1", **(attrs or {})})
+        self.format = "%Y-%m-%dT%H:%M:%S"
+
+
 @admin.register(Eligibility)
 class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     four_eyes_kind = ChangeRequest.Kind.ELIGIBILITY
+    formfield_overrides = {DateTimeField: {"form_class": inputs.DateTimeField, "widget": AdminDateTimePicker}}
     list_display = ("__str__", "role", "user", "group", "starts_at", "ends_at")
     list_filter = ("role__system",)
     search_fields = ("user__username", "group__name", "role__name")

@@ -1,7 +1,7 @@
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessgov import permissions, selectors
+from accessgov import inbox, permissions, selectors
 from accessgov.models import ChangeRequest
 
 
@@ -17,15 +17,20 @@ def portal(request: HttpRequest) -> dict:
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
     auditor = permissions.is_auditor(user)
+    now = timezone.now()
+    queue_size = selectors.approver_queue_size(user, now, decidable) if approver else 0
+    pending_changes = _pending_changes(user)
     return {
         "nav": {
             "verified": True,
             "groups": permissions.scope(user).group_names,
             "is_staff": user.is_staff,
-            "pending_changes": _pending_changes(user),
+            "pending_changes": pending_changes,
             "approver": approver,
             "auditor": auditor,
-            "queue_size": selectors.approver_queue_size(user, timezone.now(), decidable) if approver else 0,
+            "queue_size": queue_size,
+            # Issue 18: the inbox badge (what needs me + unread "what happened"), one more query.
+            "inbox": inbox.badge_counts(user, now, queue_size=queue_size, pending_changes=pending_changes),
             "sees_grants": permissions.sees_grant_list(user),
         }
     }

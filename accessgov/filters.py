@@ -260,7 +260,7 @@ class ChangeFilter(ListFilterSet):
 
     sort_keys: ClassVar[dict[str, SortKey]] = {
         "id": SortKey("#", F("pk"), "int"),
-        "decided": SortKey("When (UTC)", F("decided_at"), "datetime", nullable=True),
+        "decided": SortKey("When", F("decided_at"), "datetime", nullable=True),
         "proposer": SortKey("Proposed by", F("proposed_by__username")),
     }
     default_sort = "-decided"
@@ -270,7 +270,7 @@ class ChangeFilter(ListFilterSet):
         ("Outcome", None),
         ("Proposed by", "proposer"),
         ("Decided by", None),
-        ("When (UTC)", "decided"),
+        ("When", "decided"),
     ]
 
     q = SearchFilter(("summary", "comment", "proposed_by__username", "decided_by__username", "beneficiary__username"))

@@ -1,10 +1,12 @@
 import re
+import zoneinfo
+from functools import cache
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 
-from accessgov import inputs, permissions
+from accessgov import inputs, notifications, permissions
 from accessgov.inputs import parse_duration
 from accessgov.models import ApiToken, ReviewCampaign, System, User
 from accessgov.services.tokens import SERVICE_ONLY_SCOPES
@@ -109,10 +111,8 @@ class AccessRequestForm(forms.Form):
     duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
     starts_at = inputs.DateTimeField(
         required=False,
-        label="Start (UTC, optional)",
-        help_text="Leave empty to start as soon as it is approved.",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"],
+        label="Start (optional)",
+        help_text="In your time zone. Leave empty to start as soon as it is approved.",
     )
     justification = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -129,12 +129,6 @@ class AccessRequestForm(forms.Form):
         self.fields["role"].label_from_instance = lambda role: (
             f"{role.system.name} · {role.name} ({role.get_risk_tier_display()} risk)"
         )
-
-    def clean_starts_at(self):
-        from datetime import UTC
-
-        value = self.cleaned_data.get("starts_at")
-        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
 
 class ExtensionForm(forms.Form):
@@ -185,9 +179,8 @@ class EligibilityForm(forms.Form):
     group = forms.ModelChoiceField(queryset=None, required=False)
     ends_at = inputs.DateTimeField(
         required=False,
-        label="Ends (UTC, optional)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        label="Ends (optional)",
+        help_text="In your time zone.",
     )
     reason = forms.CharField(max_length=300)
 
@@ -200,13 +193,9 @@ class EligibilityForm(forms.Form):
         self.fields["group"].queryset = Group.objects.order_by("name")
 
     def clean(self):
-        from datetime import UTC
-
         data = super().clean()
         if bool(data.get("user")) == bool(data.get("group")):
             raise forms.ValidationError("Choose either a user or a group.")
-        if data.get("ends_at") and data["ends_at"].tzinfo is None:
-            data["ends_at"] = data["ends_at"].replace(tzinfo=UTC)
         return data
 
 
@@ -216,9 +205,8 @@ class ReviewCampaignForm(forms.Form):
     name = forms.CharField(max_length=200)
     systems = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple)
     due_at = inputs.DateTimeField(
-        label="Due (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        label="Due",
+        help_text="In your time zone.",
     )
     no_response = forms.ChoiceField(label="Items nobody answers", widget=forms.RadioSelect)
     keep_days = forms.IntegerField(
@@ -239,12 +227,6 @@ class ReviewCampaignForm(forms.Form):
         self.fields["keep_days"].initial = settings.REVIEW_KEEP_DAYS
         self.fields["grace_days"].initial = settings.REVIEW_GRACE_DAYS
         self.fields["long_grant_days"].initial = 7
-
-    def clean_due_at(self):
-        from datetime import UTC
-
-        due_at = self.cleaned_data["due_at"]
-        return due_at.replace(tzinfo=UTC) if due_at.tzinfo is None else due_at
 
 
 class ReviewReassignForm(forms.Form):
@@ -291,6 +273,65 @@ class EvidencePackForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["systems"].queryset = System.objects.order_by("name")
+
+
+class NotificationPreferencesForm(forms.Form):
+    """Per notification category, email and Slack on or off (issue 18). Fields are built from
+    notifications.CATEGORIES; everything is on until the person switches it off."""
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.categories = []
+        for name, (label, kinds) in notifications.CATEGORIES.items():
+            sample = next(iter(sorted(kinds)))
+            row = {"name": name, "label": label, "fields": []}
+            for channel in notifications.CHANNELS:
+                key = f"{name}__{channel}"
+                self.fields[key] = forms.BooleanField(
+                    required=False,
+                    label=f"{label}: {'email' if channel == 'email' else 'Slack'}",
+                    initial=notifications.wants(user, sample, channel),
+                )
+                row["fields"].append(key)
+            self.categories.append(row)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [{"label": row["label"], "fields": [self[key] for key in row["fields"]]} for row in self.categories]
+
+    def preferences(self) -> dict[str, dict[str, bool]]:
+        return {
+            name: {channel: bool(self.cleaned_data.get(f"{name}__{channel}")) for channel in notifications.CHANNELS}
+            for name in notifications.CATEGORIES
+        }
+
+
+@cache
+def time_zone_names() -> frozenset[str]:
+    """Every IANA zone this system's zoneinfo knows (the choices of a person's time zone)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+class TimeZoneForm(forms.Form):
+    """A person's own time zone (issue 18): an IANA name, checked against zoneinfo. Empty: UTC. The
+    portal's script fills an empty field with the browser's zone."""
+
+    time_zone = forms.CharField(
+        label="Time zone",
+        max_length=64,
+        required=False,
+        help_text="An IANA name such as Europe/Berlin or America/New_York. Empty: UTC. Times show in this zone; "
+        "hover one to see it in UTC; exports stay in UTC.",
+        widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off", "data-browser-zone": ""}),
+    )
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        if value and value not in time_zone_names():
+            raise forms.ValidationError(
+                f"“{value}” is not a time zone this system knows. Use an IANA name such as Europe/Berlin."
+            )
+        return value
 
 
 BULK_DECISION_MAX = 50

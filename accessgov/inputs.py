@@ -75,8 +75,68 @@ class DateField(forms.DateField):
             ensure_date_in_range(value)
 
 
+LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends and shows
+
+
+class DateTimePicker(forms.DateTimeInput):
+    """A browser date-time picker; its value is in the viewer's zone (issue 18)."""
+
+    input_type = "datetime-local"
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs, format=LOCAL_INPUT_FORMAT)
+
+
 class DateTimeField(forms.DateTimeField):
-    """An instant on a day between MIN_DATE and MAX_DATE."""
+    """An instant on a day between MIN_DATE and MAX_DATE, typed in the viewer's own time zone (issue 18:
+    the middleware activates it): a date-time picker's ``2026-11-24T10:30`` is read in that zone; ISO
+    8601 with an offset or ``Z`` (``2026-11-24T09:30Z``) is taken as written. A local time that does not
+    exist or happens twice there (a daylight-saving switch) is a form error that says so. A value typed
+    with another offset is shown back converted to the viewer's zone, so the picker can show it."""
+
+    widget = DateTimePicker
+    default_error_messages = {
+        "invalid": "Enter a valid date/time, e.g. 2026-11-24T10:30 (your time zone) or 2026-11-24T09:30Z.",
+        "overflow": "Enter a date and time between the years 2000 and 2999.",
+    }
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("input_formats", [LOCAL_INPUT_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%d"])
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        from django.utils import timezone
+
+        try:
+            return super().to_python(value)
+        except ValidationError as error:
+            if error.code == "ambiguous_timezone":
+                zone = timezone.get_current_timezone_name()
+                raise ValidationError(
+                    f"{value} does not exist or happens twice in {zone} (a daylight-saving switch). "
+                    "Choose another minute, or give the offset, e.g. 2026-10-25T02:30+01:00.",
+                    code="ambiguous_timezone",
+                ) from None
+            raise
+        except OverflowError:
+            raise ValidationError(self.error_messages["overflow"], code="overflow") from None
+
+    def prepare_value(self, value):
+        from django.utils import timezone
+        from django.utils.dateparse import parse_datetime
+
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and timezone.is_aware(parsed):
+                try:
+                    return timezone.localtime(parsed).strftime(LOCAL_INPUT_FORMAT)
+                except (OverflowError, ValueError):  # 9999-12-31T23:59-12:00 is past year 9999 anywhere else
+                    return value
+            return value
+        return super().prepare_value(value)
 
     def validate(self, value) -> None:
         super().validate(value)

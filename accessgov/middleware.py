@@ -4,6 +4,8 @@ timeouts, and the OTP requirement."""
 import logging
 import time
 from collections.abc import Callable
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auditlog.middleware import AuditlogMiddleware as _StockAuditlogMiddleware
 from django.conf import settings
@@ -13,6 +15,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import Resolver404, resolve
+from django.utils import timezone
 from django.utils.http import urlencode
 
 from accessgov import net, permissions
@@ -216,6 +219,42 @@ class OTPRequiredMiddleware:
             body = {"error": {"code": "not_authenticated", "message": "Send an API token: Authorization: Bearer …"}}
             return JsonResponse(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="accessgov"'})
         return response
+
+
+@lru_cache(maxsize=64)
+def zone_named(name: str) -> ZoneInfo | None:
+    """The IANA zone ``name`` (cached), or None when it is empty or not a zone this system knows."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+class TimeZoneMiddleware:
+    """Show times in the person's own zone (issue 18): activate ``User.time_zone`` for this request, read
+    from the user row the authentication middleware loaded already (no query of its own). Nobody signed
+    in, no zone chosen yet, or a zone this system no longer knows: UTC. The API and SCIM answer in UTC
+    whoever calls them (machines parse them), so they are left alone; CSV exports write UTC themselves."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        zone = None
+        if not request.path_info.startswith(("/api/", "/scim/")):
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                zone = zone_named(getattr(user, "time_zone", ""))
+        if zone is None:
+            timezone.deactivate()
+        else:
+            timezone.activate(zone)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()
 
 
 def _reverse(name: str) -> str:

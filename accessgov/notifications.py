@@ -14,10 +14,9 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import F, Q
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 
-from accessgov import net, permissions
+from accessgov import inbox, net, permissions, selectors
 from accessgov.models import (
     AccessRequest,
     BreakGlassFollowUp,
@@ -25,6 +24,7 @@ from accessgov.models import (
     Grant,
     NotificationDelivery,
     ReviewCampaign,
+    SlackUserLink,
     SlackWorkspace,
     System,
     User,
@@ -51,8 +51,10 @@ def absolute(path: str) -> str:
     return settings.PORTAL_URL.rstrip("/") + path
 
 
-def _request_url(access_request: AccessRequest) -> str:
-    return absolute(reverse("request_detail", args=[access_request.pk]))
+def _happened_url(user: User, *, access_request_id: int | None = None, grant_id: int | None = None) -> str:
+    """The person's inbox item about this request or grant (the newest), or their inbox."""
+    event_id = inbox.latest_happened_id(user, access_request_id=access_request_id, grant_id=grant_id)
+    return inbox.item_url(event_id)
 
 
 def _who(user: User) -> str:
@@ -72,7 +74,7 @@ def request_submitted(access_request: AccessRequest) -> Message:
             f"Decide before {access_request.lapses_at:%Y-%m-%d %H:%M} UTC, or it lapses.",
         ],
         recipients=permissions.approvers_for_role(role) - {access_request.requester},
-        action_url=_request_url(access_request),
+        action_url=inbox.inbox_url(f"request-{access_request.pk}"),
         action_label="Review the request",
         slack_system=role.system,
     )
@@ -95,7 +97,7 @@ def request_approval_progress(access_request: AccessRequest) -> Message:
         heading=f"Your request for {access_request.role} has {done} of {access_request.role.approvals_required} approvals",
         lines=["Another approver still has to decide."],
         recipients={access_request.requester},
-        action_url=_request_url(access_request),
+        action_url=_happened_url(access_request.requester, access_request_id=access_request.pk),
     )
 
 
@@ -119,7 +121,7 @@ def request_decided(access_request: AccessRequest) -> Message:
         heading=heading,
         lines=lines,
         recipients={access_request.requester},
-        action_url=_request_url(access_request),
+        action_url=_happened_url(access_request.requester, access_request_id=access_request.pk),
     )
 
 
@@ -129,8 +131,8 @@ def request_lapsed(access_request: AccessRequest) -> Message:
         heading=f"Your request for {access_request.role} lapsed",
         lines=["No approver decided in time. Ask again if you still need access."],
         recipients={access_request.requester},
-        action_url=absolute(reverse("request_new")),
-        action_label="Request access",
+        action_url=_happened_url(access_request.requester, access_request_id=access_request.pk),
+        action_label="See it in your inbox",
     )
 
 
@@ -145,7 +147,7 @@ def request_withdrawn(access_request: AccessRequest) -> Message:
         heading=f"{_who(access_request.requester)}'s request for {access_request.role} was withdrawn",
         lines=[reason, "Nothing was granted; nothing is left to decide."],
         recipients=(permissions.approvers_for_role(access_request.role) | {access_request.requester}),
-        action_url=_request_url(access_request),
+        action_url=inbox.inbox_url(),
     )
 
 
@@ -155,7 +157,7 @@ def grant_expiring(grant: Grant) -> Message:
         heading=f"Your access to {grant.role} ends soon",
         lines=[f"It ends at {grant.expires_at:%Y-%m-%d %H:%M} UTC. Extend it if you still need it."],
         recipients={grant.user},
-        action_url=absolute(reverse("my_access")),
+        action_url=inbox.inbox_url(f"grant-{grant.pk}"),
         action_label="Extend or release",
     )
 
@@ -166,12 +168,17 @@ def grant_ended(grant: Grant) -> Message:
         Grant.EndReason.RELEASED: "was released",
         Grant.EndReason.REVOKED: f"was revoked by {_who(grant.ended_by) if grant.ended_by else 'an approver'}",
     }.get(grant.end_reason, "ended")
+    lines = [f"Ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC."]
+    why = selectors.grant_end_reason(grant)
+    if why:
+        lines.append(f"Why: {why}")
     return Message(
         subject=f"[AccessGov] Your access to {grant.role} {how}",
         heading=f"Your access to {grant.role} {how}",
-        lines=[f"Ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC."],
+        lines=lines,
         recipients={grant.user},
-        action_url=absolute(reverse("my_access")),
+        action_url=_happened_url(grant.user, grant_id=grant.pk),
+        action_label="See what happened",
     )
 
 
@@ -189,7 +196,9 @@ def break_glass_activated(grant: Grant) -> Message:
             permissions.approvers_for_role(role) | permissions.auditors() | permissions.owners_of_system(role.system)
         )
         - {grant.user},
-        action_url=absolute(reverse("break_glass_follow_ups")),
+        action_url=inbox.inbox_url(f"follow-up-{grant.follow_up.pk}")
+        if hasattr(grant, "follow_up")
+        else inbox.inbox_url(),
         action_label="Review the follow-up",
         slack_system=role.system,
     )
@@ -218,14 +227,14 @@ def removal_overdue(grant: Grant) -> Message:
             ),
         ],
         recipients=permissions.owners_of_system(system) | permissions.auditors(),
-        action_url=absolute(reverse("provisioning")),
+        action_url=inbox.inbox_url("removals"),
         action_label="Open the provisioning dashboard",
         slack_system=system,
     )
 
 
 def _review_url(campaign: ReviewCampaign) -> str:
-    return absolute(reverse("review_detail", args=[campaign.pk]))
+    return inbox.inbox_url(f"review-{campaign.pk}")
 
 
 def _reviewers(campaign: ReviewCampaign, *, open_only: bool) -> set[User]:
@@ -295,8 +304,8 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
             "To keep it, add a new eligibility with a later end date on the system page.",
         ],
         recipients=permissions.owners_of_system(role.system),
-        action_url=absolute(reverse("system_detail", args=[role.system.slug])),
-        action_label="Open the system",
+        action_url=inbox.inbox_url(f"eligibility-{eligibility.pk}"),
+        action_label="Open your inbox",
         slack_system=role.system,
     )
 
@@ -318,6 +327,35 @@ BUILDERS = {
     "review_overdue": (ReviewCampaign, review_overdue),
     "eligibility_ending": (Eligibility, eligibility_ending),
 }
+
+
+# What a person can switch off, per channel (issue 18): each notification kind belongs to one category.
+CATEGORIES: dict[str, tuple[str, frozenset[str]]] = {
+    "approvals": (
+        "Requests waiting for my decision (new, reminders, withdrawn)",
+        frozenset({"request_submitted", "request_reminder", "request_withdrawn"}),
+    ),
+    "my_requests": (
+        "My requests (approvals so far, decided, lapsed)",
+        frozenset({"request_approval_progress", "request_decided", "request_lapsed"}),
+    ),
+    "my_access": ("My access (ending soon, ended, revoked)", frozenset({"grant_expiring", "grant_ended"})),
+    "break_glass": ("Break-glass use to acknowledge", frozenset({"break_glass_activated", "break_glass_overdue"})),
+    "reviews": ("Access reviews I must answer", frozenset({"review_started", "review_half_time", "review_overdue"})),
+    "operations": (
+        "My systems (access not removed, eligibility ending)",
+        frozenset({"removal_overdue", "eligibility_ending"}),
+    ),
+}
+CATEGORY_OF = {kind: name for name, (_, kinds) in CATEGORIES.items() for kind in kinds}
+CHANNELS = ("email", "slack")
+
+
+def wants(user: User, kind: str, channel: str) -> bool:
+    """Whether ``user`` wants notification ``kind`` on ``channel`` (everything is on until they say no)."""
+    preferences = user.notification_preferences if isinstance(user.notification_preferences, dict) else {}
+    category = preferences.get(CATEGORY_OF.get(kind, ""), {})
+    return not isinstance(category, dict) or category.get(channel, True) is not False
 
 
 SLACK_APPROVAL_KINDS = {
@@ -357,8 +395,22 @@ def _rendered(message: Message) -> tuple[str, str]:
     return render_to_string("emails/notification.txt", context), render_to_string("emails/notification.html", context)
 
 
-def _email_recipients(message: Message) -> list[User]:
-    return [u for u in sorted(message.recipients, key=lambda u: u.pk) if u.email and u.is_active]
+def _email_recipients(message: Message, kind: str = "") -> list[User]:
+    return [
+        u
+        for u in sorted(message.recipients, key=lambda u: u.pk)
+        if u.email and u.is_active and (not kind or wants(u, kind, "email"))
+    ]
+
+
+def _slack_mentions(message: Message, kind: str) -> list[str]:
+    """Slack ids of the recipients who linked their Slack account and want this kind in Slack: the
+    system's post mentions them (a post to a channel is the system's, so a person's Slack preference
+    decides whether it calls them, not whether it is posted)."""
+    wanted = [u.pk for u in message.recipients if u.is_active and wants(u, kind, "slack")]
+    if not wanted:
+        return []
+    return sorted(set(SlackUserLink.objects.filter(user_id__in=wanted).values_list("slack_user_id", flat=True)))
 
 
 def send_email(message: Message, recipient: User, rendered: tuple[str, str] | None = None) -> None:
@@ -381,10 +433,12 @@ def send_slack(message: Message) -> bool:
     system = message.slack_system
     if system is None or not system.slack_webhook_url:
         return False
+    mentions = " ".join(f"<@{slack_id}>" for slack_id in message.extra.get("slack_mentions", []) if slack_id.isalnum())
     body = {
         "text": f"*{slack_escape(message.heading)}*\n"
         + "\n".join(slack_escape(line) for line in message.lines)
         + (f"\n<{message.action_url}|Open>" if message.action_url else "")
+        + (f"\n{mentions}" if mentions else "")
     }
     headers = {"Content-Type": "application/json", "User-Agent": "AccessGov-Notifications/1"}
     try:
@@ -430,7 +484,7 @@ def _record_deliveries(message: Message, kind: str, object_id: int, notification
             recipient=user,
             created_at=now,
         )
-        for user in _email_recipients(message)
+        for user in _email_recipients(message, kind)
     ]
     system = message.slack_system
     if system is not None and system.slack_webhook_url:
@@ -486,6 +540,8 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
         return Dispatched()
     now = timezone.now()
     NotificationDelivery.objects.filter(created_at__lt=now - KEEP).delete()
+    if message.slack_system is not None and message.slack_system.slack_webhook_url:
+        message.extra["slack_mentions"] = _slack_mentions(message, kind)
     _record_deliveries(message, kind, object_id, notification_id, now)
     rendered = None
     result = Dispatched()

@@ -161,6 +161,29 @@ def grant_timeline(grant: Grant) -> QuerySet[AccessEvent]:
     return AccessEvent.objects.filter(grant=grant).select_related("actor").order_by("occurred_at", "pk")
 
 
+def grant_end_reason(grant: Grant) -> str:
+    """Why ``grant`` ended, in the words of its end event (empty while it runs, or when none was given)."""
+    if grant.ended_at is None:
+        return ""
+    return (
+        AccessEvent.objects.filter(grant=grant, event_type__in=GRANT_END_EVENTS)
+        .exclude(reason="")
+        .order_by("-pk")
+        .values_list("reason", flat=True)
+        .first()
+        or ""
+    )
+
+
+GRANT_END_EVENTS = [
+    AccessEvent.Type.GRANT_REVOKED,
+    AccessEvent.Type.GRANT_EXPIRED,
+    AccessEvent.Type.GRANT_RELEASED,
+    AccessEvent.Type.GRANT_TICKET_CLOSED,
+    AccessEvent.Type.GRANT_INCIDENT_RESOLVED,
+]
+
+
 def campaign_list(user: User) -> QuerySet[ReviewCampaign]:
     """Review campaigns ``user`` may see (``permissions.visible_campaigns``) with their progress counts."""
     return permissions.visible_campaigns(user).annotate(

@@ -83,6 +83,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "accessgov.middleware.SessionTimeoutMiddleware",
     "accessgov.middleware.OTPRequiredMiddleware",
+    # The person's own time zone for this request (issue 18): from the user row already loaded.
+    "accessgov.middleware.TimeZoneMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # django-auditlog's, with the ledger's client address (accessgov.middleware.AuditlogMiddleware).
     "accessgov.middleware.AuditlogMiddleware",
@@ -145,6 +147,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times with their zone's name in the admin (issue 18): portal/formats/en/formats.py.
+FORMAT_MODULE_PATH = ["portal.formats"]
 
 # --- Static files: vendored in static/, served by whitenoise -------------------------------
 STATIC_URL = "/static/"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessgov', '0027_campaign_one_per_period'),
+        ('accessgov', '0028_inbox_and_time_zone'),
     ]
 
     operations = [

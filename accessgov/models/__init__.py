@@ -35,6 +35,7 @@ from accessgov.models.changes import ChangeRequest
 from accessgov.models.events import AccessEvent, LedgerCheckpoint
 from accessgov.models.evidence import EvidencePack
 from accessgov.models.grants import BreakGlassFollowUp, DriftFinding, Grant, GrantQuerySet, OutboxItem
+from accessgov.models.inbox import InboxReadMark
 from accessgov.models.operations import JobRun, SchedulerLease
 from accessgov.models.requests import AccessRequest, Decision
 from accessgov.models.reviews import ReviewCampaign, ReviewItem
@@ -67,6 +68,7 @@ __all__ = [
     "IdentityGroup",
     "IdentityProvider",
     "IdentityProviderMFA",
+    "InboxReadMark",
     "JobRun",
     "LedgerCheckpoint",
     "NotificationDelivery",

@@ -36,6 +36,16 @@ class User(AbstractUser):
         help_text="The admin who created the account (empty: created by the system or before this was kept).",
     )
 
+    # Issue 18 (everyday use): the person's own time zone (an IANA name; empty: UTC until the browser
+    # fills it), read by the time-zone middleware from this row, which the request has loaded already.
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="IANA time zone (e.g. Europe/Berlin) times are shown in; empty: UTC."
+    )
+    # {"<notification category>": {"email": bool, "slack": bool}}; a category not named is on.
+    notification_preferences = models.JSONField(default=dict, blank=True, editable=False)
+    # Inbox read mark: every "what happened" item up to this ledger sequence counts as read.
+    inbox_read_through = models.PositiveBigIntegerField(default=0, editable=False)
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
 

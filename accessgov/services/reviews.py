@@ -233,12 +233,20 @@ def _close_plan(campaign: ReviewCampaign, items: list[ReviewItem]) -> dict[str, 
     """What closing does to each item: its decision, or the campaign's no-response policy."""
     no_answer = ReviewItem.Decision.REVOKE if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else ""
     by_outcome: dict[str, list[ReviewItem]] = {"revoked": [], "kept": [], "kept_flagged": []}
+    # Who decided, named in the reason the holder reads (their inbox, the grant page, the ledger).
+    reviewer_names = dict(
+        User.objects.filter(pk__in={i.decided_by_id for i in items if i.decided_by_id}).values_list("pk", "username")
+    )
     for item in items:
         decision = item.decision or no_answer
         outcome = {ReviewItem.Decision.REVOKE: "revoked", ReviewItem.Decision.KEEP: "kept"}.get(
             decision, "kept_flagged"
         )
-        item.reason = f"Access review '{campaign.name}': " + (item.comment or "no answer before the due date")
+        item.reason = f"Access review '{campaign.name}': " + (
+            f"{reviewer_names[item.decided_by_id]} decided {item.decision}: {item.comment}"
+            if item.decided_by_id and item.decision
+            else item.comment or "no answer before the due date"
+        )
         by_outcome[outcome].append(item)
     return by_outcome
 
@@ -304,6 +312,7 @@ def review_campaign_close(
                 "role_id",
                 "subject_user_id",
                 "subject_group_id",
+                "decided_by_id",
             )
         )
         by_outcome = _close_plan(campaign, items)

@@ -127,6 +127,19 @@ def user_reactivate(
         return user
 
 
+def user_set_notification_preferences(user: User, preferences: dict[str, dict[str, bool]]) -> None:
+    """A person chooses, per notification category, whether they are emailed and mentioned in Slack
+    (issue 18). Their own setting, not access state: no access event (django-auditlog records the change)."""
+    user.notification_preferences = preferences
+    user.save(update_fields=["notification_preferences"])
+
+
+def user_set_time_zone(user: User, time_zone: str) -> None:
+    """A person's own time zone (an IANA name the form has checked against zoneinfo; empty: UTC)."""
+    user.time_zone = time_zone
+    user.save(update_fields=["time_zone"])
+
+
 def user_groups_leave(
     actor: User,
     users: Sequence[User],

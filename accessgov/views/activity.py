@@ -5,7 +5,7 @@ proposals. Thin: permissions, a selector or a service, render."""
 from datetime import UTC, datetime, timedelta
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -14,12 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import exports, permissions
 from accessgov.activity import selectors
 from accessgov.exceptions import AccessGovError
+from accessgov.http import PortalRequest
 from accessgov.services import activity as services
 from accessgov.views.common import refused
 
 
 @require_GET
-def activity_view(request: HttpRequest) -> HttpResponse:
+def activity_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     open_findings = list(selectors.open_findings(request.user)[:200])
     recent = list(
@@ -39,7 +40,7 @@ def activity_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def finding_sign_off_view(request: HttpRequest, pk: int) -> HttpResponse:
+def finding_sign_off_view(request: PortalRequest, pk: int) -> HttpResponse:
     finding = selectors.visible_findings(request.user).filter(pk=pk).first()
     if finding is None:
         raise Http404("No such finding.")
@@ -55,12 +56,12 @@ def finding_sign_off_view(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(back)
 
 
-def _int_param(request: HttpRequest, name: str) -> int | None:
+def _int_param(request: PortalRequest, name: str) -> int | None:
     value = request.GET.get(name, "")
     return int(value) if value.isdigit() and len(value) < 18 else None
 
 
-def _date_param(request: HttpRequest, name: str) -> datetime | None:
+def _date_param(request: PortalRequest, name: str) -> datetime | None:
     value = request.GET.get(name, "")
     try:
         return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC) if value else None
@@ -69,7 +70,7 @@ def _date_param(request: HttpRequest, name: str) -> datetime | None:
 
 
 @require_GET
-def activity_export_view(request: HttpRequest):
+def activity_export_view(request: PortalRequest):
     """Activity rows as CSV (formula-safe, recorded as an export): the rows the pages would show the viewer;
     statement text only for systems whose text they may read. Filters: grant, system, since, until."""
     grant_id, system_id = _int_param(request, "grant"), _int_param(request, "system")
@@ -97,7 +98,7 @@ def activity_export_view(request: HttpRequest):
 
 
 @require_GET
-def right_sizing_view(request: HttpRequest) -> HttpResponse:
+def right_sizing_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     report = selectors.right_sizing(request.user, now)
     return render(
@@ -108,7 +109,7 @@ def right_sizing_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def right_sizing_propose_view(request: HttpRequest) -> HttpResponse:
+def right_sizing_propose_view(request: PortalRequest) -> HttpResponse:
     """One click: propose a role's shorter maximum, or the end of an idle eligibility (four-eyed)."""
     back = reverse("report_right_sizing")
     if not permissions.can_propose_right_sizing(request.user):

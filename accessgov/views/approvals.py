@@ -2,7 +2,7 @@
 several at once (one authenticator code for the batch, each decision its own service call and event)."""
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -13,6 +13,7 @@ from accessgov import catalog, filters, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import BulkDecisionForm, DecisionForm
+from accessgov.http import PortalRequest
 from accessgov.services import access_requests as services
 from accessgov.views.common import CodeRefused, act_with_step_up
 
@@ -31,7 +32,7 @@ def filtered_queue_count(user, now, params: QueryDict) -> int | None:
     return queue_filter.qs.order_by().count()
 
 
-def _dashboard(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
+def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
     now = timezone.now()
     queue_filter = filters.ApprovalQueueFilter(
         request.GET, queryset=selectors.approver_queue(request.user, now), now=now
@@ -49,7 +50,7 @@ def _dashboard(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = Non
         "form": DecisionForm(),
         "bulk_form": bulk_form or BulkDecisionForm(),
         "bulk_step_up": any(r.role.step_up_required for r in queue),
-        "selected_ids": set(bulk_form.data.getlist("ids")) if bulk_form is not None else set(),
+        "selected_ids": set(request.POST.getlist("ids")) if bulk_form is not None else set(),
         "now": now,
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
         "filtered_count": filtered_queue_count(request.user, now, request.GET),
@@ -60,12 +61,12 @@ def _dashboard(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = Non
 
 
 @require_GET
-def approver_dashboard_view(request: HttpRequest) -> HttpResponse:
+def approver_dashboard_view(request: PortalRequest) -> HttpResponse:
     return _dashboard(request)
 
 
 @require_POST
-def bulk_decide_view(request: HttpRequest) -> HttpResponse:
+def bulk_decide_view(request: PortalRequest) -> HttpResponse:
     """Approve or deny several requests from the queue. Everything typed is checked first (ids, outcome,
     the deny comment); the authenticator code is spent last, once for the whole batch; each
     request is then decided by its own service call (its own lock, checks and event). A request that is

@@ -2,20 +2,23 @@
 (django-auditlog), the chain integrity check, and the same rows as a streaming CSV."""
 
 from datetime import UTC, datetime, time
+from typing import Any
 
 import django_filters
 from auditlog.models import LogEntry
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accessgov import catalog, exports, filters, inputs, paging, permissions
+from accessgov.http import PortalRequest
 from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
 from accessgov.models import AccessEvent
 from accessgov.services.audit import audit_verify
@@ -27,7 +30,7 @@ EVENTS_OLDEST_FIRST = paging.Keyset("sequence", unique=True, descending=False)  
 CHANGES_KEYSET = paging.Keyset("pk", unique=True)
 
 
-def _ensure_auditor(request: HttpRequest) -> None:
+def _ensure_auditor(request: PortalRequest) -> None:
     if not permissions.is_auditor(request.user):
         raise PermissionDenied("The audit trail is for auditors.")
 
@@ -91,7 +94,7 @@ def trail_events():
     )
 
 
-def export_row(e: AccessEvent) -> tuple:
+def export_row(e: Any) -> tuple:  # an AccessEvent annotated with its grantee (trail_events)
     """One event as the CSV row (EXPORT_COLUMNS) the ORM path writes; the COPY path writes the same cells."""
     return (
         e.sequence,
@@ -111,7 +114,7 @@ def export_row(e: AccessEvent) -> tuple:
     )
 
 
-def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
+def _filtered(request: PortalRequest) -> tuple[EventFilter, QuerySet[AccessEvent]]:
     """The page's filter and its events; no events when a filter does not parse (the page names it)."""
     events = trail_events()
     event_filter = EventFilter(request.GET, queryset=events)
@@ -119,7 +122,7 @@ def _filtered(request: HttpRequest) -> tuple[EventFilter, object]:
 
 
 @require_GET
-def audit_trail_view(request: HttpRequest) -> HttpResponse:
+def audit_trail_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
     oldest_first = event_filter.is_valid() and event_filter.form.cleaned_data.get("sort") == "sequence"
@@ -144,7 +147,7 @@ def audit_trail_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def audit_export_view(request: HttpRequest) -> HttpResponse:
+def audit_export_view(request: PortalRequest) -> HttpResponseBase:
     """The filtered events as CSV, oldest first (exactly the page's filter, all pages). On PostgreSQL
     the rows come from COPY with the formatting and escaping done in SQL; elsewhere through the ORM."""
     _ensure_auditor(request)
@@ -155,7 +158,7 @@ def audit_export_view(request: HttpRequest) -> HttpResponse:
     last = AccessEvent.objects.aggregate(last=Max("sequence"))["last"] or 0
     events = events.filter(sequence__lte=last)
     given = {k: request.GET.get(k, "") for k in event_filter.form.fields}
-    common = {
+    common: dict[str, Any] = {
         "filename": _export_filename(event_filter),
         "header": EXPORT_COLUMNS,
         "report": "audit trail",
@@ -186,7 +189,7 @@ def _export_filename(event_filter: EventFilter) -> str:
 
 
 @require_POST
-def audit_verify_view(request: HttpRequest) -> HttpResponse:
+def audit_verify_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     verification = audit_verify(
         request.user, client_address=request.client_address, reason="Integrity check from the audit trail page"
@@ -206,7 +209,7 @@ def audit_verify_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def model_changes_view(request: HttpRequest) -> HttpResponse:
+def model_changes_view(request: PortalRequest) -> HttpResponse:
     """Field-level changes of every model (django-auditlog), newest first, keyset-paginated."""
     _ensure_auditor(request)
     entries = LogEntry.objects.select_related("content_type", "actor").order_by("-pk")

@@ -1,7 +1,7 @@
 """Break-glass: self-activation for emergencies, and the follow-ups others must acknowledge."""
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -10,13 +10,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accessgov import permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import BreakGlassForm, ReasonForm
+from accessgov.http import PortalRequest
 from accessgov.models import BreakGlassFollowUp
 from accessgov.services import grants as services
 from accessgov.views.common import act_with_step_up, refused, status_for
 
 
 @require_http_methods(["GET", "POST"])
-def break_glass_view(request: HttpRequest) -> HttpResponse:
+def break_glass_view(request: PortalRequest) -> HttpResponse:
     roles = permissions.eligible_roles(request.user, timezone.now()).filter(break_glass_allowed=True)
     form = BreakGlassForm(request.POST or None, roles=roles)
     status = 200
@@ -63,11 +64,13 @@ def _break_glass_field(error: AccessGovError) -> str | None:
 
 
 @require_GET
-def follow_ups_view(request: HttpRequest) -> HttpResponse:
+def follow_ups_view(request: PortalRequest) -> HttpResponse:
     return _follow_ups(request)
 
 
-def _follow_ups(request: HttpRequest, *, error: tuple[int, str, str] | None = None, status: int = 200) -> HttpResponse:
+def _follow_ups(
+    request: PortalRequest, *, error: tuple[int, str, str] | None = None, status: int = 200
+) -> HttpResponse:
     """The follow-ups page; ``error`` (follow-up id, message, comment typed) puts a refused
     acknowledgement's reason next to its field, with what was typed kept."""
     now = timezone.now()
@@ -92,7 +95,7 @@ def _follow_ups(request: HttpRequest, *, error: tuple[int, str, str] | None = No
 
 
 @require_POST
-def follow_up_acknowledge_view(request: HttpRequest, pk: int) -> HttpResponse:
+def follow_up_acknowledge_view(request: PortalRequest, pk: int) -> HttpResponse:
     follow_up = get_object_or_404(BreakGlassFollowUp, pk=pk)
     if not selectors.follow_ups_for(request.user).filter(pk=follow_up.pk).exists():
         from django.http import Http404

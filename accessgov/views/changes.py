@@ -2,25 +2,26 @@
 Portal admins only (others get 404: the page does not exist for them)."""
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accessgov import filters, permissions
 from accessgov.exceptions import AccessGovError
+from accessgov.http import PortalRequest
 from accessgov.models import ChangeRequest
 from accessgov.services import changes as services
 from accessgov.views.common import refused
 
 
-def _ensure_admin(request: HttpRequest) -> None:
+def _ensure_admin(request: PortalRequest) -> None:
     if not permissions.can_manage_changes(request.user):
         raise Http404("No such page.")
 
 
 @require_GET
-def change_list_view(request: HttpRequest) -> HttpResponse:
+def change_list_view(request: PortalRequest) -> HttpResponse:
     """Changes waiting for a second admin (all of them), and the decided ones searchable and paged."""
     _ensure_admin(request)
     changes = ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary")
@@ -40,7 +41,7 @@ def change_list_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def change_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+def change_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
     change = get_object_or_404(ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary"), pk=pk)
     mine = change.proposed_by_id == request.user.pk
@@ -59,7 +60,7 @@ def change_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def change_approve_view(request: HttpRequest, pk: int) -> HttpResponse:
+def change_approve_view(request: PortalRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
     get_object_or_404(ChangeRequest, pk=pk)
     back = reverse("change_detail", args=[pk])
@@ -72,7 +73,7 @@ def change_approve_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def change_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
+def change_reject_view(request: PortalRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
     get_object_or_404(ChangeRequest, pk=pk)
     back = reverse("change_detail", args=[pk])

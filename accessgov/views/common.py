@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -17,6 +17,7 @@ from accessgov.exceptions import (
     StepUpRequired,
     TransitionNotAllowed,
 )
+from accessgov.http import PortalRequest
 
 
 def status_for(error: AccessGovError) -> int:
@@ -29,7 +30,7 @@ def status_for(error: AccessGovError) -> int:
     return 400
 
 
-def refused(request: HttpRequest, error: AccessGovError | str, back: str, status: int | None = None) -> HttpResponse:
+def refused(request: PortalRequest, error: AccessGovError | str, back: str, status: int | None = None) -> HttpResponse:
     """A refused action: the reason, a way back, and the right status (403 forbidden, 409 already
     decided/ended, 400 against policy)."""
     code = status or (status_for(error) if isinstance(error, AccessGovError) else 400)
@@ -52,7 +53,7 @@ class CodeRefused(StepUpRequired):
     """The typed authenticator code is malformed, wrong, reused or throttled (its field shows why)."""
 
 
-def act_with_step_up(request: HttpRequest, code: str, action: Callable[[datetime | None], T]) -> T:
+def act_with_step_up(request: PortalRequest, code: str, action: Callable[[datetime | None], T]) -> T:
     """Run ``action(step_up_at)`` spending a typed code last. Without a typed code (or with a session
     code still fresh) the session's last code is passed as is. With one, the action is rehearsed first
     (``otp.rehearse``): a refusal for any other reason (a bad duration, "already holds this role", not
@@ -76,13 +77,13 @@ def act_with_step_up(request: HttpRequest, code: str, action: Callable[[datetime
     return otp.act_spending_code_last(action, code_at=session_at, spend_code=spend_code)
 
 
-def confirmed(request: HttpRequest) -> bool:
+def confirmed(request: PortalRequest) -> bool:
     """True on the second POST of a destructive action: the person has read what it will do."""
     return request.POST.get("confirm") == "yes"
 
 
 def confirm_page(
-    request: HttpRequest,
+    request: PortalRequest,
     *,
     title: str,
     consequences: list[str],

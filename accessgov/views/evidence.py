@@ -7,7 +7,8 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -16,6 +17,7 @@ from accessgov import permissions
 from accessgov.evidence import builder, signing, verify
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EvidencePackForm
+from accessgov.http import PortalRequest
 from accessgov.models import EvidencePack
 from accessgov.services import evidence as services
 from accessgov.views.common import refused
@@ -23,12 +25,12 @@ from accessgov.views.common import refused
 LIST_SIZE = 50
 
 
-def _ensure_auditor(request: HttpRequest) -> None:
+def _ensure_auditor(request: PortalRequest) -> None:
     if not permissions.can_build_evidence_pack(request.user):
         raise PermissionDenied("Evidence packs are for auditors.")
 
 
-def _pack(request: HttpRequest, pk: int) -> EvidencePack:
+def _pack(request: PortalRequest, pk: int) -> EvidencePack:
     if not permissions.can_build_evidence_pack(request.user):
         raise Http404("No such evidence pack.")
     pack = EvidencePack.objects.select_related("requested_by").prefetch_related("systems").filter(pk=pk).first()
@@ -38,7 +40,7 @@ def _pack(request: HttpRequest, pk: int) -> EvidencePack:
 
 
 @require_http_methods(["GET", "POST"])
-def evidence_list_view(request: HttpRequest) -> HttpResponse:
+def evidence_list_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     form = EvidencePackForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -66,19 +68,19 @@ def evidence_list_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def evidence_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+def evidence_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     pack = _pack(request, pk)
     return render(request, "accessgov/evidence/detail.html", {"pack": pack, "key": signing.public_key_info()})
 
 
 @require_GET
-def evidence_progress_view(request: HttpRequest, pk: int) -> HttpResponse:
+def evidence_progress_view(request: PortalRequest, pk: int) -> HttpResponse:
     """The progress partial the detail page polls every second while the pack builds."""
     return render(request, "accessgov/evidence/_progress.html", {"pack": _pack(request, pk)})
 
 
 @require_GET
-def evidence_download_view(request: HttpRequest, pk: int) -> HttpResponse:
+def evidence_download_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     pack = _pack(request, pk)
     path = builder.evidence_dir() / pack.file_name if pack.file_name else None
     if pack.status != EvidencePack.Status.READY or path is None or not path.is_file():
@@ -93,7 +95,7 @@ def evidence_download_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def evidence_public_key_view(request: HttpRequest) -> HttpResponse:
+def evidence_public_key_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     key = signing.public_key_info()
     if key is None:
@@ -104,7 +106,7 @@ def evidence_public_key_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def evidence_verifier_view(request: HttpRequest) -> HttpResponse:
+def evidence_verifier_view(request: PortalRequest) -> HttpResponse:
     """The auditor's standalone verifier (standard library + cryptography), as a file to keep."""
     _ensure_auditor(request)
     response = HttpResponse(Path(verify.__file__).read_bytes(), content_type="text/x-python; charset=utf-8")

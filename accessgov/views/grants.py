@@ -1,7 +1,8 @@
 """My access (with countdowns), extending and releasing, and the grants list for approvers/auditors."""
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -11,6 +12,7 @@ from accessgov import catalog, exports, filters, permissions, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
+from accessgov.http import PortalRequest
 from accessgov.models import Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
@@ -18,7 +20,7 @@ from accessgov.views.common import confirm_page, confirmed, invalid_filters, ref
 
 
 @require_GET
-def my_access_view(request: HttpRequest) -> HttpResponse:
+def my_access_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     context = {
         "active_grants": selectors.my_active_grants(request.user, now),
@@ -32,19 +34,19 @@ def my_access_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accessgov/grants/my_access.html", context)
 
 
-def _visible_grant(request: HttpRequest, pk: int) -> Grant:
+def _visible_grant(request: PortalRequest, pk: int) -> Grant:
     return permissions.get_visible_grant_or_404(
         request.user, pk, Grant.objects.select_related("role__system", "user", "access_request")
     )
 
 
 @require_GET
-def grant_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+def grant_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _grant_detail(request, _visible_grant(request, pk))
 
 
 def _grant_detail(
-    request: HttpRequest, grant: Grant, *, revoke_form: ReasonForm | None = None, status: int = 200
+    request: PortalRequest, grant: Grant, *, revoke_form: ReasonForm | None = None, status: int = 200
 ) -> HttpResponse:
     now = timezone.now()
     activity = activity_selectors.grant_activity(grant, request.user)
@@ -53,6 +55,8 @@ def _grant_detail(
         "now": now,
         "active": grant.is_active_at(now),
         "timeline": selectors.grant_timeline(grant),
+        # Issue 18: why it ended (a review names its campaign and the reviewer's reason), from its end event.
+        "end_reason_text": selectors.grant_end_reason(grant),
         "can_revoke": permissions.can_revoke_grant(request.user, grant),
         "revoke_form": revoke_form or ReasonForm(),
         "activity": activity,
@@ -64,7 +68,7 @@ def _grant_detail(
 
 
 @require_POST
-def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     if not confirmed(request):
         return confirm_page(
@@ -89,7 +93,7 @@ def grant_release_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     form = ReasonForm(request.POST)
     if not form.is_valid():
@@ -127,7 +131,7 @@ def grant_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def grant_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
+def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     if not permissions.can_release_grant(request.user, grant):
         raise Http404("No such grant.")  # only its holder extends it; others see the grant, not this page
@@ -173,14 +177,14 @@ GRANTS_EXPORT_COLUMNS = [
 ]
 
 
-def _grant_filter(request: HttpRequest) -> filters.GrantFilter:
+def _grant_filter(request: PortalRequest) -> filters.GrantFilter:
     grant_filter = filters.GrantFilter(request.GET, queryset=selectors.grant_list(request.user))
     catalog.limit_to_catalogue(grant_filter.form, request.user, grant_filter.now)
     return grant_filter
 
 
 @require_GET
-def grants_list_view(request: HttpRequest) -> HttpResponse:
+def grants_list_view(request: PortalRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all):
     searchable, sortable, keyset-paged; the CSV reads the same filterset."""
     grant_filter = _grant_filter(request)
@@ -196,7 +200,7 @@ def grants_list_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def grants_export_view(request: HttpRequest) -> HttpResponse:
+def grants_export_view(request: PortalRequest) -> HttpResponseBase:
     """The grants list as CSV: exactly the page's filters and order, every page."""
     grant_filter = _grant_filter(request)
     if not grant_filter.is_valid():

@@ -1,13 +1,14 @@
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import otp, permissions, selectors
+from accessgov import inbox, otp, permissions, selectors
+from accessgov.http import PortalRequest
 
 
 @require_GET
-def home_view(request: HttpRequest) -> HttpResponse:
+def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = timezone.now()
     context = {
@@ -15,6 +16,8 @@ def home_view(request: HttpRequest) -> HttpResponse:
         "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
         "pending_requests": selectors.my_pending_requests(request.user),
         "backup_codes_left": otp.backup_codes_left(request.user),
+        # Issue 18: what needs me (review work for owners, break-glass uses, changes), as in the inbox.
+        "needs_me": inbox.needs_me(request.user, now),
         "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
         # Someone else's grants only: nothing to count for a person who oversees no role.

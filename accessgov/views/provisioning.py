@@ -2,7 +2,7 @@
 manual tasks to complete, and drift found by reconciliation."""
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -10,13 +10,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accessgov import catalog, filters, permissions, selectors
 from accessgov.exceptions import AccessGovError
+from accessgov.http import PortalRequest
 from accessgov.models import OutboxItem
 from accessgov.services import provisioning as services
 from accessgov.views.common import refused
 
 
 @require_GET
-def provisioning_view(request: HttpRequest) -> HttpResponse:
+def provisioning_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     task_filter = filters.ProvisioningFilter(request.GET, queryset=selectors.provisioning_tasks(request.user), now=now)
     catalog.limit_to_catalogue(task_filter.form, request.user, now)
@@ -27,7 +28,7 @@ def provisioning_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def manual_task_done_view(request: HttpRequest, pk: int) -> HttpResponse:
+def manual_task_done_view(request: PortalRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(OutboxItem.objects.select_related("grant__role__system"), pk=pk)
     if not permissions.can_view_grant(request.user, item.grant):
         raise Http404("No such task.")

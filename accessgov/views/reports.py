@@ -11,13 +11,14 @@ import json
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Max
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accessgov import catalog, exports, paging, permissions, reports
+from accessgov.http import PortalRequest
 from accessgov.reports import access_history, approvals, break_glass
 from accessgov.reports.base import ReportFilterSet
 from accessgov.views.common import invalid_filters
@@ -65,11 +66,11 @@ DENIED_HEADERS = [
 ]
 
 
-def _filterset(request: HttpRequest, report: reports.Report) -> ReportFilterSet:
+def _filterset(request: PortalRequest, report: reports.Report) -> ReportFilterSet:
     return report.filterset_class(request.GET, queryset=report.base(request.user), now=timezone.now())
 
 
-def _page(request: HttpRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:
+def _page(request: PortalRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:
     filterset = _filterset(request, report)
     catalog.limit_to_catalogue(filterset.form, request.user, filterset.now)
     valid = filterset.is_valid()
@@ -90,7 +91,7 @@ def _page(request: HttpRequest, report: reports.Report, template: str, headers: 
     return render(request, template, context, status=200 if valid else 400)
 
 
-def _summaries(request: HttpRequest, report: reports.Report, filterset, extra) -> dict:
+def _summaries(request: PortalRequest, report: reports.Report, filterset, extra) -> dict:
     """Charts and totals aggregate every matching row (a scan of up to every grant or decision), so
     they are kept for REPORT_SUMMARY_CACHE_SECONDS per report, filters and viewer's visibility (all
     for auditors, else per person); the page says when they were computed. Paging and sorting the
@@ -111,7 +112,7 @@ def _summaries(request: HttpRequest, report: reports.Report, filterset, extra) -
     return {**cached, "summary_seconds": seconds, "summary_key": digest}
 
 
-def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
+def _export(request: PortalRequest, report: reports.Report) -> HttpResponseBase:
     """Stream the filtered rows as CSV, recording the export first (``exports.stream_csv``).
 
     The row count and an id ceiling are read together, so rows created while the file streams do
@@ -136,12 +137,12 @@ def _export(request: HttpRequest, report: reports.Report) -> HttpResponseBase:
 
 
 @require_GET
-def reports_index_view(request: HttpRequest) -> HttpResponse:
+def reports_index_view(request: PortalRequest) -> HttpResponse:
     return render(request, "accessgov/reports/index.html")
 
 
 @require_GET
-def access_report_view(request: HttpRequest) -> HttpResponse:
+def access_report_view(request: PortalRequest) -> HttpResponse:
     return _page(
         request,
         reports.ACCESS_HISTORY,
@@ -155,7 +156,7 @@ def access_report_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def access_report_export_view(request: HttpRequest) -> HttpResponseBase:
+def access_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.ACCESS_HISTORY)
 
 
@@ -165,17 +166,17 @@ def _approval_context(filterset: approvals.ApprovalFilter) -> dict:
 
 
 @require_GET
-def approvals_report_view(request: HttpRequest) -> HttpResponse:
+def approvals_report_view(request: PortalRequest) -> HttpResponse:
     return _page(request, reports.APPROVALS, "accessgov/reports/approvals.html", APPROVALS_HEADERS, _approval_context)
 
 
 @require_GET
-def approvals_report_export_view(request: HttpRequest) -> HttpResponseBase:
+def approvals_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.APPROVALS)
 
 
 @require_GET
-def break_glass_report_view(request: HttpRequest) -> HttpResponse:
+def break_glass_report_view(request: PortalRequest) -> HttpResponse:
     return _page(
         request,
         reports.BREAK_GLASS,
@@ -189,15 +190,15 @@ def break_glass_report_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def break_glass_report_export_view(request: HttpRequest) -> HttpResponseBase:
+def break_glass_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.BREAK_GLASS)
 
 
 @require_GET
-def denied_report_view(request: HttpRequest) -> HttpResponse:
+def denied_report_view(request: PortalRequest) -> HttpResponse:
     return _page(request, reports.DENIED, "accessgov/reports/denied.html", DENIED_HEADERS)
 
 
 @require_GET
-def denied_report_export_view(request: HttpRequest) -> HttpResponseBase:
+def denied_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.DENIED)

@@ -4,7 +4,8 @@ from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpResponse, QueryDict
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -14,20 +15,21 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
+from accessgov.http import PortalRequest
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
 from accessgov.views.approvals import filtered_queue_count
 from accessgov.views.common import act_with_step_up, invalid_filters, refused, status_for
 
 
-def _visible_request(request: HttpRequest, pk: int) -> AccessRequest:
+def _visible_request(request: PortalRequest, pk: int) -> AccessRequest:
     return permissions.get_visible_access_request_or_404(
         request.user, pk, AccessRequest.objects.select_related("role__system", "requester", "extends_grant")
     )
 
 
 @require_http_methods(["GET", "POST"])
-def request_new_view(request: HttpRequest) -> HttpResponse:
+def request_new_view(request: PortalRequest) -> HttpResponse:
     """The new-request form: only roles I am eligible for, with each role's policy beside it."""
     now = timezone.now()
     roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
@@ -76,14 +78,14 @@ def request_new_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
 
 
-def _my_requests_filter(request: HttpRequest) -> filters.MyRequestFilter:
+def _my_requests_filter(request: PortalRequest) -> filters.MyRequestFilter:
     access_filter = filters.MyRequestFilter(request.GET, queryset=selectors.my_requests(request.user))
     catalog.limit_to_catalogue(access_filter.form, request.user, access_filter.now)
     return access_filter
 
 
 @require_GET
-def my_requests_view(request: HttpRequest) -> HttpResponse:
+def my_requests_view(request: PortalRequest) -> HttpResponse:
     """My requests: searchable, filtered, sortable, keyset-paged; the CSV reads the same filterset."""
     access_filter = _my_requests_filter(request)
     page = filters.page_of(access_filter, after=request.GET.get("after", ""))
@@ -106,7 +108,7 @@ MY_REQUESTS_COLUMNS = [
 
 
 @require_GET
-def my_requests_export_view(request: HttpRequest) -> HttpResponse:
+def my_requests_export_view(request: PortalRequest) -> HttpResponseBase:
     """My requests as CSV: exactly the page's filters and order, every page."""
     access_filter = _my_requests_filter(request)
     if not access_filter.is_valid():
@@ -138,12 +140,12 @@ def my_requests_export_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def request_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+def request_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _detail_page(request, _visible_request(request, pk))
 
 
 def _detail_page(
-    request: HttpRequest,
+    request: PortalRequest,
     access_request: AccessRequest,
     *,
     form: DecisionForm | None = None,
@@ -172,7 +174,7 @@ def _detail_page(
     return render(request, "accessgov/requests/detail.html", context, status=status)
 
 
-def _decide(request: HttpRequest, pk: int, outcome: str) -> HttpResponse:
+def _decide(request: PortalRequest, pk: int, outcome: str) -> HttpResponse:
     access_request = _visible_request(request, pk)
     back = request.POST.get("back") or ""
     # On-site paths only: "/\\evil.example" passes a startswith("/") test and browsers follow it off-site.
@@ -234,14 +236,14 @@ def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str
     return None
 
 
-def _filtered_count_for(request: HttpRequest, now) -> int | None:
+def _filtered_count_for(request: PortalRequest, now) -> int | None:
     """The filtered queue's count for the page an htmx decision came from (its filters are in its URL)."""
     query = urlsplit(request.headers.get("HX-Current-URL", "")).query
     return filtered_queue_count(request.user, now, QueryDict(query))
 
 
 def _decision_answer(
-    request: HttpRequest,
+    request: PortalRequest,
     access_request: AccessRequest,
     back: str,
     *,
@@ -271,17 +273,17 @@ def _decision_answer(
 
 
 @require_POST
-def request_approve_view(request: HttpRequest, pk: int) -> HttpResponse:
+def request_approve_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _decide(request, pk, "approve")
 
 
 @require_POST
-def request_deny_view(request: HttpRequest, pk: int) -> HttpResponse:
+def request_deny_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _decide(request, pk, "deny")
 
 
 @require_POST
-def request_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def request_cancel_view(request: PortalRequest, pk: int) -> HttpResponse:
     _visible_request(request, pk)
     try:
         services.access_request_cancel(request.user, pk, client_address=request.client_address)

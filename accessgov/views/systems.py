@@ -2,7 +2,7 @@
 
 from django.contrib import messages
 from django.db.models import Prefetch
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -11,13 +11,14 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import filters, permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
+from accessgov.http import PortalRequest
 from accessgov.models import AccessRequest, Eligibility, Grant
 from accessgov.services import eligibility as services
 from accessgov.views.common import confirm_page, confirmed, plural, refused, status_for
 
 
 @require_GET
-def system_list_view(request: HttpRequest) -> HttpResponse:
+def system_list_view(request: PortalRequest) -> HttpResponse:
     """The systems in my catalogue (``permissions.visible_systems``, the API's rule), each with the
     roles of it in my catalogue."""
     now = timezone.now()
@@ -38,7 +39,7 @@ def system_list_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
+def system_detail_view(request: PortalRequest, slug: str) -> HttpResponse:
     """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
     catalogue, and, for its owners, who may request them."""
     system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
@@ -46,7 +47,7 @@ def system_detail_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _system_page(
-    request: HttpRequest, system, *, form: EligibilityForm | None = None, status: int = 200
+    request: PortalRequest, system, *, form: EligibilityForm | None = None, status: int = 200
 ) -> HttpResponse:
     """The system's page; ``form``: a refused eligibility form, kept as it was sent, with ``status``."""
     now = timezone.now()
@@ -88,7 +89,7 @@ def _system_page(
 
 
 @require_POST
-def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
+def eligibility_add_view(request: PortalRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
     back = reverse("system_detail", args=[slug])
     if not permissions.can_manage_eligibility(request.user, system):
@@ -115,7 +116,7 @@ def eligibility_add_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
+def eligibility_end_view(request: PortalRequest, pk: int) -> HttpResponse:
     eligibility = get_object_or_404(Eligibility.objects.select_related("role__system"), pk=pk)
     if not permissions.can_manage_eligibility(request.user, eligibility.role.system):
         raise Http404("No such eligibility.")
@@ -146,7 +147,7 @@ def eligibility_end_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _who(eligibility: Eligibility) -> str:
-    return eligibility.user.username if eligibility.user else f"group {eligibility.group.name}"
+    return eligibility.user.username if eligibility.user else f"group {getattr(eligibility.group, 'name', '')}"
 
 
 def _end_consequences(eligibility: Eligibility) -> list[str]:
@@ -154,7 +155,7 @@ def _end_consequences(eligibility: Eligibility) -> list[str]:
     if eligibility.user_id:
         people = [eligibility.user_id]
     else:
-        people = list(eligibility.group.user_set.values_list("pk", flat=True))
+        people = list(eligibility.group.user_set.values_list("pk", flat=True)) if eligibility.group else []
     pending = AccessRequest.objects.filter(
         role=eligibility.role, requester_id__in=people, status=AccessRequest.Status.PENDING
     ).count()

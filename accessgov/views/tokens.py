@@ -4,7 +4,7 @@ listed with their last use, revoked with one click."""
 from datetime import timedelta
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ApiTokenForm
+from accessgov.http import PortalRequest
 from accessgov.models import ApiToken
 from accessgov.services import tokens as services
 from accessgov.views.common import confirm_page, confirmed, refused
@@ -19,7 +20,7 @@ from accessgov.views.common import confirm_page, confirmed, refused
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-def tokens_view(request: HttpRequest) -> HttpResponse:
+def tokens_view(request: PortalRequest) -> HttpResponse:
     """List my tokens and make a new one; a new secret is shown in this answer only (no redirect)."""
     form = ApiTokenForm(request.POST or None)
     status, created, secret = 200, None, ""
@@ -48,7 +49,7 @@ def tokens_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+def token_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
     token = ApiToken.objects.filter(pk=pk, user=request.user).first()
     if token is None:
         raise Http404("No such token.")

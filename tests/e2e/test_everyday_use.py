@@ -335,12 +335,12 @@ def test_owner_flows_and_pages(live_server, scene, csp_watch, request):
 
     # The eligibility form keeps role, reason and end date on an error (item 2).
     page.get_by_label("Role", exact=True).select_option(value=str(w.role.pk))
-    page.get_by_label("Ends (UTC, optional)").fill("2031-05-01T09:30")
+    page.get_by_label("Ends (optional)").fill("2031-05-01T09:30")
     page.get_by_label("Reason").fill("Joins the payments rota")
     page.get_by_role("button", name="Add").click()
     expect(page.get_by_text("Choose either a user or a group.")).to_be_visible()
     expect(page.get_by_label("Reason")).to_have_value("Joins the payments rota")
-    expect(page.get_by_label("Ends (UTC, optional)")).to_have_value("2031-05-01T09:30")
+    expect(page.get_by_label("Ends (optional)")).to_have_value("2031-05-01T09:30")
 
     # Ending the group's eligibility says how many people lose it (item 1).
     page.goto(live_server.url + f"/systems/{w.system.slug}/")

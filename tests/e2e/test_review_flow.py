@@ -39,7 +39,7 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
     auditor.get_by_role("link", name="Open a review").click()
     auditor.get_by_label("Name").fill("Payments Q4 certification")
     auditor.get_by_label("Payments DB").check()
-    auditor.get_by_label("Due (UTC)").fill((timezone.now() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M"))
+    auditor.get_by_label("Due", exact=True).fill((timezone.now() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M"))
     auditor.get_by_label("Revoke what nobody confirmed").check()
     auditor.get_by_role("button", name="Open the review").click()
     auditor.wait_for_url(re.compile(r"/reviews/\d+/$"))

@@ -19,7 +19,7 @@ LATE_IMPORTS_KEPT = {
     "accessgov/models_activity.py",  # imported by models.py at its end; the other way round is a circle
     "accessgov/evidence/populations.py",  # reads reports' shared SQL (the reports package is being split)
 }
-MYPY_NOT_HELD_AT_MOST = 56  # modules whose type errors do not fail the build yet; lower it, never raise it
+MYPY_NOT_HELD_AT_MOST = 39  # modules whose type errors do not fail the build yet; lower it, never raise it
 
 
 def sources(*folders: str):

@@ -23,7 +23,8 @@ def test_new_request_emails_every_approver_but_not_the_requester(world, mailoutb
     assert sorted(m.to[0] for m in mailoutbox) == sorted([world.approver.email, world.approver2.email])
     message = mailoutbox[0]
     assert message.subject == f"[AccessGov] {world.requester.get_full_name()} requests {world.role}"
-    assert f"http://127.0.0.1:8000/requests/{access_request.pk}/" in message.body
+    # Every notification links to the inbox (issue 18): the approver decides from there.
+    assert f"http://127.0.0.1:8000/inbox/#request-{access_request.pk}" in message.body
     html = message.alternatives[0][0]
     assert "Review the request" in html
 
@@ -91,7 +92,28 @@ def test_slack_compatible_webhook_gets_the_system_notifications(
     content_type, body = received[0]
     assert content_type == "application/json"
     assert str(world.role) in body["text"]
-    assert f"/requests/{access_request.pk}/" in body["text"]
+    assert f"/inbox/#request-{access_request.pk}" in body["text"]
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_the_slack_post_mentions_linked_recipients_who_want_slack_and_not_those_who_opted_out(
+    world, slack_receiver, django_capture_on_commit_callbacks
+):
+    from accessgov.models import SlackUserLink, SlackWorkspace
+
+    url, received = slack_receiver
+    world.system.slack_webhook_url = url
+    world.system.save()
+    # Inactive: no approval message through the Slack app here, only the system's webhook post.
+    workspace = SlackWorkspace.objects.create(name="Acme", team_id="T0TEST", channel="C0APPROVALS", is_active=False)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0APPROVER", user=world.approver)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0SECOND", user=world.approver2)
+    world.approver2.notification_preferences = {"approvals": {"email": True, "slack": False}}
+    world.approver2.save(update_fields=["notification_preferences"])
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world)
+    text = received[0][1]["text"]
+    assert "<@U0APPROVER>" in text and "U0SECOND" not in text
 
 
 @override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)

@@ -1,0 +1,291 @@
+"""The inbox (issue 18, item 7), read side: what needs the person now, and what happened to their access.
+
+"Needs me" is derived live from the state that already says it (pending requests, open follow-ups, review
+items, pending four-eyed changes, grants about to end), never copied. "What happened" is derived from the
+access event ledger: events about requests the person made (every grant event carries its request, so
+this covers grants too), minus what the person did themselves. Only read marks are stored
+(``User.inbox_read_through`` and ``InboxReadMark``). See docs/DECISIONS.md, "The inbox".
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from accessgov import permissions, selectors
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    ActivityFinding,
+    BreakGlassFollowUp,
+    ChangeRequest,
+    Eligibility,
+    Grant,
+    InboxReadMark,
+    ReviewCampaign,
+    ReviewItem,
+    User,
+)
+
+Type = AccessEvent.Type
+
+# The events that say what happened to a person's access, each with the line the inbox shows.
+HAPPENED_TYPES = {
+    Type.REQUEST_APPROVED: "approved",
+    Type.REQUEST_AUTO_APPROVED: "approved automatically",
+    Type.REQUEST_DENIED: "denied",
+    Type.REQUEST_LAPSED: "lapsed: nobody decided in time",
+    Type.REQUEST_WITHDRAWN: "withdrawn",
+    Type.DECISION_APPROVE: "got an approval",
+    Type.DECISION_DENY: "was denied by an approver",
+    Type.GRANT_ACTIVATED: "started",
+    Type.GRANT_EXTENDED: "was extended",
+    Type.GRANT_EXPIRED: "expired",
+    Type.GRANT_REVOKED: "was revoked",
+    Type.GRANT_RELEASED: "was released",
+    Type.GRANT_TICKET_CLOSED: "ended: its ticket closed",
+    Type.GRANT_INCIDENT_RESOLVED: "ended: its incident was resolved",
+    Type.BREAK_GLASS_ACKNOWLEDGED: "break-glass use was acknowledged",
+}
+HAPPENED_PAGE_SIZE = 50
+# A grant ending within this long is in "needs me" (extend or release it): when its holder is reminded.
+ENDING_SOON = timedelta(minutes=15)  # services.grants.EXPIRY_REMINDER_BEFORE
+NEEDS_ME_LIMIT = 50
+
+
+def happened_events(user: User) -> QuerySet[AccessEvent]:
+    """Events about ``user``'s own requests and grants. One join through the requester index to the
+    events' request index. What the person did themselves (releasing a grant) is listed, but as read."""
+    return AccessEvent.objects.filter(
+        access_request__requester=user, event_type__in=list(HAPPENED_TYPES)
+    ).select_related("access_request__role__system", "grant", "actor")
+
+
+def happened(user: User, *, before: int | None = None) -> list[Any]:
+    """The newest "what happened" items, each with ``is_read``, ``summary`` and ``target_url``."""
+    events = happened_events(user).annotate(
+        marked=Exists(InboxReadMark.objects.filter(user=user, event_id=OuterRef("pk")))
+    )
+    if before:
+        events = events.filter(pk__lt=before)
+    items = list(events.order_by("-pk")[:HAPPENED_PAGE_SIZE])
+    for event in items:
+        decorate(event, user)
+    return items
+
+
+def decorate(event: Any, user: User) -> Any:
+    """``event`` (an AccessEvent) with ``is_read``, ``summary``, ``who`` and ``target_url`` set for the inbox."""
+    marked = getattr(event, "marked", None)
+    if marked is None:
+        marked = InboxReadMark.objects.filter(user=user, event_id=event.pk).exists()
+    event.is_read = bool(marked) or event.actor_id == user.pk or (event.sequence or 0) <= user.inbox_read_through
+    access_request = event.access_request
+    what = f"Your {'extension of ' if access_request.kind == AccessRequest.Kind.EXTENSION else ''}"
+    noun = "access" if event.event_type.startswith("grant.") else "request"
+    event.summary = f"{what}{noun} to {access_request.role} {HAPPENED_TYPES.get(event.event_type, 'changed')}"
+    event.who = event.actor.get_username() if event.actor else "AccessGov"
+    event.target_url = (
+        reverse("grant_detail", args=[event.grant_id])
+        if event.grant_id
+        else reverse("request_detail", args=[access_request.pk])
+    )
+    return event
+
+
+def happened_item(user: User, event_id: int) -> AccessEvent | None:
+    """One "what happened" item of ``user`` (None when it is not theirs: another person's is a 404)."""
+    event = happened_events(user).filter(pk=event_id).first()
+    return decorate(event, user) if event is not None else None
+
+
+def latest_happened_id(user: User, *, access_request_id: int | None = None, grant_id: int | None = None) -> int | None:
+    """The newest inbox item about a request or grant (what a notification links to)."""
+    events = happened_events(user)
+    if access_request_id is not None:
+        events = events.filter(access_request_id=access_request_id)
+    if grant_id is not None:
+        events = events.filter(grant_id=grant_id)
+    return events.order_by("-pk").values_list("pk", flat=True).first()
+
+
+# --- Needs me -----------------------------------------------------------------------------------
+
+
+@dataclass
+class NeedsMe:
+    approvals: list[AccessRequest] = field(default_factory=list)
+    follow_ups: list[BreakGlassFollowUp] = field(default_factory=list)
+    reviews: list[Any] = field(default_factory=list)  # campaigns annotated with open_items
+    changes: list[ChangeRequest] = field(default_factory=list)
+    ending: list[Grant] = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    removals: int = 0  # ended grants of others not yet removed at the target (owners, approvers, auditors)
+    eligibility_ending: list = field(default_factory=list)  # on systems the person owns: renew or let go
+
+    @property
+    def count(self) -> int:
+        return (
+            len(self.approvals)
+            + len(self.follow_ups)
+            + sum(c.open_items for c in self.reviews)
+            + len(self.changes)
+            + len(self.ending)
+            + len(self.findings)
+            + self.removals
+            + len(self.eligibility_ending)
+        )
+
+
+def _open_review_items(user: User) -> QuerySet[ReviewItem]:
+    return ReviewItem.objects.filter(reviewer=user, decision="", campaign__status=ReviewCampaign.Status.OPEN)
+
+
+def _open_follow_ups(user: User) -> QuerySet[BreakGlassFollowUp]:
+    return (
+        selectors.follow_ups_for(user).filter(acknowledged_at__isnull=True).exclude(grant__user=user).order_by("due_at")
+    )
+
+
+def _open_findings(user: User) -> QuerySet:
+    """Activity findings (issue 17) waiting for a second person's sign-off, about someone else."""
+    return (
+        permissions.visible_findings(user)
+        .filter(status=ActivityFinding.Status.OPEN)
+        .exclude(user=user)
+        .order_by("raised_at", "pk")
+    )
+
+
+def _overdue_removals(user: User, now: datetime) -> QuerySet[Grant]:
+    """Someone else's ended grants whose removal at the target is overdue (the home page's banner)."""
+    return selectors.overdue_removals(permissions.visible_grants(user), now).exclude(user=user)
+
+
+def _eligibility_ending(user: User, now: datetime) -> QuerySet:
+    """Eligibility on systems ``user`` owns that ends within ELIGIBILITY_REMINDER_DAYS (when owners are
+    reminded): renew it or let it go."""
+    owned = permissions.scope(user).owned_system_ids if user.is_active else []
+    return Eligibility.objects.active(now).filter(
+        role__system_id__in=owned, ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS)
+    )
+
+
+def _oversees(user: User) -> bool:
+    return permissions.is_auditor(user) or bool(permissions.overseen_role_ids(user))
+
+
+def needs_me(user: User, now: datetime) -> NeedsMe:
+    """Everything waiting for ``user``, each list checked with the same predicate the action uses (a
+    follow-up the person may not acknowledge, a change they may not approve, is not theirs to do)."""
+    result = NeedsMe()
+    if permissions.decidable_role_ids(user):
+        result.approvals = list(selectors.approver_queue(user, now)[:NEEDS_ME_LIMIT])
+    if _oversees(user):
+        result.follow_ups = [
+            f for f in _open_follow_ups(user)[:NEEDS_ME_LIMIT] if permissions.can_acknowledge_break_glass(user, f.grant)
+        ]
+        result.removals = _overdue_removals(user, now).count()
+        result.findings = [
+            f
+            for f in _open_findings(user).select_related("system", "role__system", "user", "grant")[:NEEDS_ME_LIMIT]
+            if permissions.can_sign_off_finding(user, f)
+        ]
+    campaign_ids = _open_review_items(user).values("campaign_id")
+    result.reviews = list(
+        ReviewCampaign.objects.filter(pk__in=campaign_ids)
+        .annotate(
+            open_items=Subquery(
+                _open_review_items(user)
+                .filter(campaign=OuterRef("pk"))
+                .order_by()
+                .values("campaign")
+                .annotate(n=Count("pk"))
+                .values("n")[:1],
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("due_at")
+    )
+    if user.is_staff:
+        pending = ChangeRequest.objects.filter(status=ChangeRequest.Status.PENDING).exclude(proposed_by=user)
+        result.changes = [
+            c
+            for c in pending.select_related("proposed_by").order_by("proposed_at")[:NEEDS_ME_LIMIT]
+            if permissions.change_approval_problem(user, c) is None
+        ]
+    result.eligibility_ending = list(
+        _eligibility_ending(user, now)
+        .select_related("role__system", "user", "group")
+        .order_by("ends_at")[:NEEDS_ME_LIMIT]
+    )
+    result.ending = list(
+        selectors.my_active_grants(user, now).filter(expires_at__lte=now + ENDING_SOON)[:NEEDS_ME_LIMIT]
+    )
+    return result
+
+
+def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes: int) -> dict[str, int]:
+    """The navigation badge: what needs ``user`` and how many "what happened" items are unread. The
+    approval queue and pending changes are counted by the navigation already; the rest is ONE query
+    (scalar subqueries on indexed columns): open review items, open break-glass follow-ups and activity
+    findings on what the person oversees (only for auditors and overseers), grants of theirs ending
+    soon, and unread items after their read mark."""
+    unread = (
+        happened_events(user)
+        .filter(sequence__gt=user.inbox_read_through)
+        .exclude(actor=user)
+        .exclude(Exists(InboxReadMark.objects.filter(user=user, event_id=OuterRef("pk"))))
+    )
+    counts = {
+        "reviews": _open_review_items(user),
+        "ending": Grant.objects.active(now).filter(user=user, expires_at__lte=now + ENDING_SOON),
+        "unread": unread,
+    }
+    if _oversees(user):
+        counts["follow_ups"] = _open_follow_ups(user)
+        counts["findings"] = _open_findings(user)
+        counts["removals"] = _overdue_removals(user, now)
+    if permissions.scope(user).owned_system_ids:
+        counts["eligibility_ending"] = _eligibility_ending(user, now)
+
+    def count_of(qs):
+        return Coalesce(
+            Subquery(
+                qs.order_by().annotate(_one=Value(1)).values("_one").annotate(n=Count("pk")).values("n")[:1],
+                output_field=IntegerField(),
+            ),
+            0,
+        )
+
+    row: dict[str, Any] = dict(
+        User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
+    )
+    result: dict[str, int] = {
+        name: row.get(name, 0)
+        for name in ("reviews", "ending", "unread", "follow_ups", "findings", "removals", "eligibility_ending")
+    }
+    result["needs_me"] = (
+        queue_size
+        + pending_changes
+        + sum(
+            result[name] for name in ("reviews", "ending", "follow_ups", "findings", "removals", "eligibility_ending")
+        )
+    )
+    result["total"] = result["needs_me"] + result["unread"]
+    return result
+
+
+def inbox_url(anchor: str = "") -> str:
+    """The inbox (optionally at one item of "needs me"), absolute, for notifications."""
+    return settings.PORTAL_URL.rstrip("/") + reverse("inbox") + (f"#{anchor}" if anchor else "")
+
+
+def item_url(event_id: int | None, fallback_anchor: str = "") -> str:
+    if event_id is None:
+        return inbox_url(fallback_anchor)
+    return settings.PORTAL_URL.rstrip("/") + reverse("inbox_item", args=[event_id])
