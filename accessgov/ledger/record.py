@@ -88,7 +88,9 @@ def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
         ids = sorted(pk for (pk,) in cursor.fetchall())
         columns = ", ".join(connection.ops.quote_name(name) for name in COPY_COLUMNS)
         dumps = hashing.compact_json
-        with cursor.cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+        # Django's error classes, as for any statement (the references are checked at the end of the COPY).
+        copy_sql = f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             write_row = copy.write_row
             for pk, row in zip(ids, rows, strict=True):
                 write_row(

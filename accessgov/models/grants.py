@@ -201,7 +201,8 @@ class OutboxItem(models.Model):
         APPLY = "apply", "Apply access"
         REMOVE = "remove", "Remove access"
 
-    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="outbox_items")
+    # Checked set-based per statement like the ledger's references (migration 0030), not per row at commit.
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="outbox_items", db_constraint=False)
     action = models.CharField(max_length=10, choices=Action.choices)
     idempotency_key = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)

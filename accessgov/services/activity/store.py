@@ -249,30 +249,7 @@ def _existing_keys(system_id: int, keys: list[str]) -> set[str]:
     return found
 
 
-_COPY_COLUMNS = (
-    "id",
-    "system_id",
-    "grant_id",
-    "kind",
-    "source",
-    "principal",
-    "occurred_at",
-    "ended_at",
-    "state",
-    "session_key",
-    "client_address",
-    "application",
-    "database",
-    "command",
-    "statement_class",
-    "statement",
-    "object_name",
-    "calls",
-    "rows",
-    "source_key",
-    "findings",
-    "ingested_at",
-)
+_COPY_COLUMNS = (*ActivityRecord.HASHED_FIELDS, "ingested_at")  # what a seal covers, and when it came
 
 
 def _write(rows: list[tuple]) -> list[int]:
