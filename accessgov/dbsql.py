@@ -5,7 +5,7 @@ SQL is used only where PostgreSQL does something the ORM cannot say or measurabl
 (docs/PERFORMANCE.md): skip-locked set-based transitions, ``INSERT … SELECT`` from id arrays, ``NOTIFY``.
 Each such statement lives here as ``<name>_postgresql`` beside ``<name>_portable`` — the ORM or plain
 SQL the other database runs, giving the same result — and ``<name>`` picks one by the connection.
-``tests/test_dbsql.py`` runs both twins of every pair on PostgreSQL and compares what they return and
+``tests/services/test_dbsql.py`` runs both twins of every pair on PostgreSQL and compares what they return and
 write. Table and column names always come from the models' ``_meta``; values are always bound.
 
 Fast paths kept beside the code they serve (each with its twin and a comparison test there): the

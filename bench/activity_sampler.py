@@ -80,8 +80,8 @@ def main() -> None:
     import psycopg
     from psycopg import sql
 
-    from tests.pg_cluster import PrivateCluster, missing
-    from tests.pg_target import PgTarget
+    from tests.support.pg_cluster import PrivateCluster, missing
+    from tests.support.pg_target import PgTarget
 
     reason = missing()
     if reason:

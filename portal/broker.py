@@ -20,7 +20,7 @@ recoverable: the second close gives up restoring (the messages stay in Redis's u
 kept its data, and come back after ``visibility_timeout``, as for a worker that died), a late
 acknowledgement is logged as "Couldn't ack" (the message is delivered again later; every task is
 idempotent), and the consumer reconnects by itself. Proven with real processes by
-``tests/test_fault_injection.py`` (a prefork worker holding work when Redis goes away); without this
+``tests/ops/test_fault_injection.py`` (a prefork worker holding work when Redis goes away); without this
 class that worker exits with the AttributeError above.
 """
 

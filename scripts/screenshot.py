@@ -14,7 +14,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.totp_reference import time_step, totp, wait_for_next_step  # noqa: E402
+from tests.support.totp_reference import time_step, totp, wait_for_next_step  # noqa: E402
 
 BASE = os.environ.get("ACCESSGOV_URL", "http://127.0.0.1:8000")
 USER = os.environ.get("SCREENSHOT_USER", "bob")

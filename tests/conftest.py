@@ -16,7 +16,10 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accessgov import otp
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
+
+# Fixtures shared by several test modules live in tests/support/ and are registered here.
+pytest_plugins = ["tests.support.provisioning", "tests.support.identity_support"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -174,7 +177,7 @@ def world(make_user):
     from guardian.shortcuts import assign_perm
 
     from accessgov.models import Eligibility
-    from tests.factories import RoleFactory, SystemFactory
+    from tests.support.factories import RoleFactory, SystemFactory
 
     class World:
         pass
@@ -228,7 +231,7 @@ def _reset_celery_join_guard():
 
 
 # Integration fixtures (fake providers on loopback, provider settings pointing at them).
-from tests.integration_world import at_t0, fake, github_provider, jira_provider, pagerduty  # noqa: E402, F401
+from tests.support.integration_world import at_t0, fake, github_provider, jira_provider, pagerduty  # noqa: E402, F401
 
 # --- Evidence packs ----------------------------------------------------------------------------
 
@@ -254,9 +257,9 @@ def signing_key(settings, tmp_path):
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """One private PostgreSQL target cluster for the whole session (tests/pg_cluster.py), started on first
+    """One private PostgreSQL target cluster for the whole session (tests/support/pg_cluster.py), started on first
     use and stopped by its PID at the end. Skips (fails with REQUIRE_SERVICES=1) without initdb or pgaudit."""
-    from tests import pg_cluster as cluster_module
+    from tests.support import pg_cluster as cluster_module
 
     reason = cluster_module.missing()
     if reason and REQUIRE_SERVICES:

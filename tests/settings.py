@@ -40,5 +40,5 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
-# Report summaries are computed on every view in tests (tests/test_reports.py checks the cache itself).
+# Report summaries are computed on every view in tests (tests/views/test_reports.py checks the cache itself).
 REPORT_SUMMARY_CACHE_SECONDS = 0

@@ -119,7 +119,7 @@ def _rows_orm(span: LedgerRange) -> Iterator[tuple[int, str, str, str]]:
         yield row["sequence"], text_of(canonical(row)), row["prev_hash"], row["hash"]
 
 
-# PostgreSQL twin of _rows_orm (tests/test_evidence_pack.py proves both give the same lines): the rows come
+# PostgreSQL twin of _rows_orm (tests/services/test_evidence_pack.py proves both give the same lines): the rows come
 # from one COPY in text format and each line is taken apart here, with only the JSON data parsed; no
 # per-value driver or Django conversion. 950k events: 35 s through the ORM -> 19 s at load average 9. (Windows of
 # 5,000 events as one JSON array each, decoded by Python's C decoder, measured slower: 15-18 s against 10-13 s.)

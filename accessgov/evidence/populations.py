@@ -189,7 +189,7 @@ def _ints(ids: list[str] | None) -> list[int] | None:
 # PostgreSQL inside the build's snapshot: the same SELECT the ORM compiles, run on a plain psycopg cursor
 # whose timestamptz loader is psycopg's C one. Django's loader is a Python subclass (so the C parser is
 # never used) and the ORM adds per-value converters: for 100,000 grants with five times each that was most
-# of the time. The values are the same (aware datetimes in UTC); tests/test_evidence_pack.py compares
+# of the time. The values are the same (aware datetimes in UTC); tests/services/test_evidence_pack.py compares
 # every population's rows through both paths.
 PG_FAST_ROWS = True
 

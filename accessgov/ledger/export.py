@@ -1,6 +1,6 @@
 """The SQL behind the audit trail's CSV export on PostgreSQL (``views/audit.audit_export_view``): the
 filtered events formatted and neutralised in SQL, for ``COPY ... TO STDOUT``. Its ORM twin is the
-view's Python row path; ``tests/test_audit_views.py`` checks both give the same cells."""
+view's Python row path; ``tests/views/test_audit_views.py`` checks both give the same cells."""
 
 from django.db import connection
 from django.db.models import QuerySet

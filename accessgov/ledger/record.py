@@ -54,7 +54,7 @@ def chain(events: list[AccessEvent]) -> None:
 def append_rows(rows: list[dict[str, Any]]) -> list[int]:
     """Chain and write plain dicts keyed by field name (every HASHED_FIELDS key but ``sequence``), in
     order; each gets ``sequence``, ``prev_hash`` and ``hash``. PostgreSQL writes them with one COPY,
-    SQLite with ``bulk_create`` (``tests/test_expiry_fast_path.py`` compares the two). Returns the ids."""
+    SQLite with ``bulk_create`` (``tests/services/test_expiry_fast_path.py`` compares the two). Returns the ids."""
     chained = _chained(rows, *lock_head())
     if connection.vendor == "postgresql":
         return _copy_rows(chained, len(rows))

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from accessgov.models import ApiToken
 from accessgov.services.tokens import hash_secret
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.test_lifecycle_flow import _sign_in
+from tests.support.browser import sign_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -32,7 +32,7 @@ def _api_status(live_server, secret: str) -> int:
 def test_person_makes_uses_reads_docs_and_revokes_a_token(live_server, world, new_context):
     ARTIFACTS.mkdir(exist_ok=True)
     page = new_context().new_page()
-    _sign_in(page, live_server, world.requester)
+    sign_in_browser(page, live_server, world.requester)
     page.get_by_role("link", name=re.compile("requester|" + re.escape(world.requester.get_full_name()))).first.click()
     page.get_by_role("link", name="Manage API tokens").click()
     page.get_by_label("Name").fill("deploy job, payments repo")

@@ -24,7 +24,7 @@ from accessgov.services import grants as gs
 from accessgov.services import reviews
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import ARTIFACTS
-from tests.totp_reference import totp
+from tests.support.totp_reference import totp
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

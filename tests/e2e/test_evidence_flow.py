@@ -14,7 +14,7 @@ from accessgov.models import AccessEvent, EvidencePack
 from accessgov.services import access_requests as ar
 from accessgov.services.evidence import evidence_pack_build
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.test_lifecycle_flow import _sign_in
+from tests.support.browser import sign_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -37,7 +37,7 @@ def test_auditor_builds_a_pack_watches_its_progress_bar_and_downloads_it(
     monkeypatch.setattr("accessgov.tasks.build_evidence_pack.delay", queued.append)
 
     page = new_context().new_page()
-    _sign_in(page, live_server, world.auditor)
+    sign_in_browser(page, live_server, world.auditor)
     page.get_by_role("link", name="Evidence").click()
     expect(page.get_by_role("heading", name="Evidence packs", exact=True)).to_be_visible()
     today = timezone.now().date()

@@ -5,10 +5,10 @@ reported, and the text is visible as text."""
 import pytest
 from django.test import Client
 
-from tests import security_world
 from tests.conftest import verify_session
-from tests.security_world import SCRIPT
-from tests.test_escaping import pages_by_persona
+from tests.support import security_world
+from tests.support.crawl import pages_by_persona
+from tests.support.security_world import SCRIPT
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

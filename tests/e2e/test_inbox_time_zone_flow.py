@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from accessgov.models import Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
-from tests.e2e.test_lifecycle_flow import _sign_in
+from tests.support.browser import sign_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,7 +31,7 @@ def test_berlin_browser_sets_the_zone_and_the_inbox_says_why_access_was_revoked(
         page = context.new_page()
         page.set_default_timeout(15_000)
         with page.expect_response(lambda response: "/accounts/time-zone/" in response.url) as saved:
-            _sign_in(page, live_server, world.requester)
+            sign_in_browser(page, live_server, world.requester)
         assert saved.value.status == 204
         world.requester.refresh_from_db()
         assert world.requester.time_zone == "Europe/Berlin"

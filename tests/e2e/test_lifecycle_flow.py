@@ -7,32 +7,16 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
 from accessgov.models import AccessRequest, Grant
-from accessgov.otp import base32_secret
 from accessgov.services.sweep import sweep_run
-from tests.conftest import PASSWORD
 from tests.e2e.conftest import ARTIFACTS
-from tests.totp_reference import totp
+from tests.support.browser import sign_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 COUNTDOWN = re.compile(r"^(?:(\d+)h )?(\d+)m (\d{2})s$")
-
-
-def _sign_in(page, live_server, user) -> None:
-    """Password, then a code from an independent authenticator, through the real pages."""
-    secret = base32_secret(TOTPDevice.objects.get(user=user, confirmed=True))
-    page.goto(live_server.url + "/accounts/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(re.compile(r"/accounts/otp/"))
-    page.get_by_label("Code").fill(totp(secret))
-    page.get_by_role("button", name="Verify").click()
-    page.wait_for_url(live_server.url + "/")
 
 
 def _seconds_left(text: str) -> int:
@@ -49,7 +33,7 @@ def test_requester_asks_approver_approves_with_comment_and_access_ends_by_itself
 
     # --- Requester asks for 30 minutes of read-write on Payments DB ----------------------------
     requester = new_context().new_page()
-    _sign_in(requester, live_server, world.requester)
+    sign_in_browser(requester, live_server, world.requester)
     requester.goto(live_server.url + "/requests/new/")
     requester.get_by_label("Role", exact=True).select_option(label="Payments DB · read-write (Medium risk)")
     requester.get_by_label("Duration", exact=True).fill("30m")
@@ -63,7 +47,7 @@ def test_requester_asks_approver_approves_with_comment_and_access_ends_by_itself
 
     # --- Approver decides from the queue; htmx swaps the card in place --------------------------
     approver = new_context().new_page()
-    _sign_in(approver, live_server, world.approver)
+    sign_in_browser(approver, live_server, world.approver)
     approver.goto(live_server.url + "/approvals/")
     card = approver.locator(f"#request-{request_pk}")
     expect(card).to_contain_text("Payments DB · read-write")

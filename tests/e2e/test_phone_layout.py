@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests import security_world
 from tests.conftest import verify_session
 from tests.e2e.conftest import ARTIFACTS
+from tests.support import security_world
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

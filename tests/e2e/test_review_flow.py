@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign
 from accessgov.services import access_requests as ar
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.test_lifecycle_flow import _sign_in
+from tests.support.browser import sign_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -34,7 +34,7 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
 
     # --- The auditor opens the review from the form ----------------------------------------------
     auditor = new_context().new_page()
-    _sign_in(auditor, live_server, world.auditor)
+    sign_in_browser(auditor, live_server, world.auditor)
     auditor.get_by_role("link", name="Reviews").click()
     auditor.get_by_role("link", name="Open a review").click()
     auditor.get_by_label("Name").fill("Payments Q4 certification")
@@ -49,7 +49,7 @@ def test_reviewer_keeps_some_revokes_one_and_auditor_closes_and_exports(live_ser
 
     # --- The owner works through the list ----------------------------------------------------------
     owner = new_context().new_page()
-    _sign_in(owner, live_server, world.owner)
+    sign_in_browser(owner, live_server, world.owner)
     owner.get_by_role("link", name="Reviews").click()
     expect(owner.get_by_text("0 of your 3 items left")).to_have_count(0)
     expect(owner.get_by_text("3 of your 3 items left")).to_be_visible()

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import ARTIFACTS
-from tests.totp_reference import time_step, totp, wait_for_next_step
+from tests.support.totp_reference import time_step, totp, wait_for_next_step
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accessgov.models import ExternalIdentity, User
 from tests.conftest import add_totp_device, totp_code
 from tests.e2e.conftest import ARTIFACTS
-from tests.identity_support import make_identity_provider, oidc_provider  # noqa: F401 (fixture)
+from tests.support.identity_support import make_identity_provider, oidc_provider  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

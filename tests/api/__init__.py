@@ -1,0 +1,1 @@
+"""The token API and the identity provider endpoints (SCIM, keyless OIDC)."""

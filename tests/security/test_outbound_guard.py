@@ -1,0 +1,223 @@
+"""The outbound guard (issue 14, item 9): a system's Slack webhook URL is checked like webhook
+connectors and event webhooks — https, no loopback/private/link-local address unless the operator
+sets WEBHOOK_ALLOW_PRIVATE_TARGETS — when it is saved (a four-eyes connector setting) and when the
+notifications worker posts; and every sender connects to the address it checked (DNS rebinding).
+
+Receivers are real sockets this test opens on 127.0.0.1. Where a test needs a name that resolves
+differently from one moment to the next, the system resolver (``socket.getaddrinfo``) is replaced by
+a small table: the network, not AccessGov's code, is what the test plays."""
+
+import socket
+import threading
+from contextlib import contextmanager
+
+import pytest
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from accessgov import notifications
+from accessgov.connectors.base import ConnectorError
+from accessgov.connectors.webhook import post_signed
+from accessgov.exceptions import PolicyViolation
+from accessgov.models import ChangeRequest, System
+from accessgov.services import changes
+from tests.conftest import verify_session
+from tests.support.admin_forms import post_admin_form
+from tests.support.receivers import SlackReceiver
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+INTERNAL_URLS = [
+    "http://127.0.0.1:8080/hook",
+    "https://127.0.0.1/hook",
+    "https://10.1.2.3/services/T0/B0/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[::1]/hook",
+    "https://localhost/hook",
+    "https://100.64.0.1/hook",
+]
+
+
+@pytest.fixture
+def admins(make_user):
+    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
+
+
+def as_(user) -> Client:
+    return verify_session(Client(), user)
+
+
+def system_url(system) -> str:
+    return reverse("admin:accessgov_system_change", args=[system.pk])
+
+
+# --- At saving time ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [*INTERNAL_URLS, "http://1.1.1.1/services/T0/B0/x"])
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
+def test_the_admin_refuses_an_internal_or_plain_http_slack_url(world, admins, url):
+    first, _ = admins
+    response = post_admin_form(as_(first), system_url(world.system), "system_form", slack_webhook_url=url)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "resolves to an internal address" in page or "must start with https://" in page
+    assert System.objects.get(pk=world.system.pk).slack_webhook_url == ""
+    assert not ChangeRequest.objects.exists()
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
+def test_a_new_system_with_an_internal_slack_url_is_refused_too(admins):
+    first, _ = admins
+    response = post_admin_form(
+        as_(first),
+        reverse("admin:accessgov_system_add"),
+        "system_form",
+        name="Billing DB",
+        slug="billing-db",
+        slack_webhook_url="https://169.254.169.254/latest/meta-data/",
+    )
+    assert response.status_code == 200
+    assert "resolves to an internal address (169.254.169.254)" in response.content.decode()
+    assert not System.objects.filter(slug="billing-db").exists()
+
+
+def test_a_slack_url_is_a_four_eyes_connector_setting(world, admins):
+    first, second = admins
+    url = "https://1.1.1.1/services/T0/B0/x"  # a public address: no name to resolve in the test
+    response = post_admin_form(as_(first), system_url(world.system), "system_form", slack_webhook_url=url)
+    change = ChangeRequest.objects.get()
+    assert response["Location"] == reverse("change_detail", args=[change.pk])
+    assert System.objects.get(pk=world.system.pk).slack_webhook_url == ""  # proposed, not applied
+    assert change.kind == ChangeRequest.Kind.SYSTEM
+    assert change.changes["slack_webhook_url"]["new"] == url
+    with pytest.raises(Exception, match="Nobody approves their own"):
+        changes.change_approve(first, change.pk)
+    changes.change_approve(second, change.pk)
+    assert System.objects.get(pk=world.system.pk).slack_webhook_url == url
+
+
+def test_the_guard_is_checked_again_when_the_change_is_approved(world, admins):
+    first, second = admins
+    with override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True):
+        post_admin_form(as_(first), system_url(world.system), "system_form", slack_webhook_url="http://127.0.0.1:9/x")
+    change = ChangeRequest.objects.get()
+    with override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=False), pytest.raises(PolicyViolation, match="internal"):
+        changes.change_approve(second, change.pk)
+    assert System.objects.get(pk=world.system.pk).slack_webhook_url == ""
+
+
+# --- At sending time --------------------------------------------------------------------------------
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
+def test_a_stored_internal_slack_url_is_refused_when_the_worker_posts(world, mailoutbox):
+    with SlackReceiver() as receiver:
+        # e.g. saved while internal targets were allowed, or written to the database by hand
+        System.objects.filter(pk=world.system.pk).update(slack_webhook_url=receiver.url)
+        access_request = submit(world)
+        with pytest.raises(notifications.DeliveryFailed, match="must start with https://"):
+            notifications.send_slack(notifications.request_submitted(access_request))
+        System.objects.filter(pk=world.system.pk).update(slack_webhook_url=receiver.url.replace("http:", "https:"))
+        with pytest.raises(notifications.DeliveryFailed, match=r"resolves to an internal address \(127\.0\.0\.1\)"):
+            notifications.send_slack(notifications.request_submitted(access_request))
+    assert receiver.posts == []
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+def test_an_operator_may_allow_an_internal_slack_receiver(world):
+    with SlackReceiver() as receiver:
+        System.objects.filter(pk=world.system.pk).update(slack_webhook_url=receiver.url)
+        access_request = submit(world)
+        assert notifications.send_slack(notifications.request_submitted(access_request)) is True
+    [post] = receiver.posts
+    assert str(world.role) in post["json"]["text"]
+    assert post["host"] == receiver.url.split("/")[2]
+
+
+@pytest.mark.parametrize("status", [302, 500])
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+def test_a_slack_answer_other_than_2xx_is_a_failure_and_a_redirect_is_not_followed(world, status):
+    with SlackReceiver(status=status) as receiver:
+        System.objects.filter(pk=world.system.pk).update(slack_webhook_url=receiver.url)
+        access_request = submit(world)
+        with pytest.raises(notifications.DeliveryFailed, match=f"answered {status}"):
+            notifications.send_slack(notifications.request_submitted(access_request))
+    assert len(receiver.posts) == 1
+
+
+# --- DNS rebinding --------------------------------------------------------------------------------
+
+PUBLIC = "93.184.216.34"  # what the name answers to the check: a public address
+NAME = "hooks.rebind.test"
+
+
+class Listener:
+    """A TCP socket on 127.0.0.1 that counts the connections it accepts (and closes them)."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                peer, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            peer.close()
+
+    def close(self):
+        self.socket.close()
+
+
+@contextmanager
+def rebinding_network(monkeypatch):
+    """NAME answers PUBLIC the first time it is looked up and 127.0.0.1 (the ``inside`` listener)
+    every time after; PUBLIC itself is routed to the ``outside`` listener."""
+    real_getaddrinfo = socket.getaddrinfo
+    inside, outside = Listener(), Listener()
+    lookups = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == NAME:
+            lookups.append(host)
+            address = (PUBLIC, port) if len(lookups) == 1 else ("127.0.0.1", inside.port)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", address)]
+        if host == PUBLIC:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", outside.port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield inside, outside, lookups
+    finally:
+        inside.close()
+        outside.close()
+
+
+def _send_slack(world):
+    System.objects.filter(pk=world.system.pk).update(slack_webhook_url=f"https://{NAME}/services/T0/B0/x")
+    access_request = submit(world)
+    with pytest.raises(notifications.DeliveryFailed, match="could not be reached"):
+        notifications.send_slack(notifications.request_submitted(access_request))
+
+
+def _send_webhook(world):
+    with pytest.raises(ConnectorError, match="could not be reached"):
+        post_signed(f"https://{NAME}/hook", "whsec_c2VjcmV0", "msg-1", b"{}")
+
+
+@pytest.mark.parametrize("send", [_send_slack, _send_webhook], ids=["slack", "webhook"])
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
+def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_not_followed_inside(world, monkeypatch, send):
+    with rebinding_network(monkeypatch) as (inside, outside, lookups):
+        send(world)
+        outside.thread.join(timeout=0.5)
+    assert inside.connections == 0  # nothing reached the internal address
+    assert outside.connections == 1  # the connection went to the address that was checked
+    assert lookups == [NAME]  # the name was resolved once

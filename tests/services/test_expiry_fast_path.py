@@ -1,0 +1,273 @@
+"""The set-based fast path of the sweeps (grant_expire_due, grant_activate_due, event_record_rows):
+exactly one correctly chained event and one outbox row per grant, in one transaction per batch, and a
+failure anywhere in a batch leaves nothing of that batch written. Runs on SQLite (bulk_create fallback)
+and, with DATABASE_URL, on PostgreSQL (UPDATE … RETURNING under SKIP LOCKED, COPY, INSERT … SELECT)."""
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accessgov import tasks
+from accessgov.ledger import hashing
+from accessgov.ledger.verify import verify_chain
+from accessgov.models import (
+    AccessEvent,
+    AccessRequest,
+    Eligibility,
+    EventWebhookSubscription,
+    Grant,
+    OutboxItem,
+    WebhookDelivery,
+)
+from accessgov.services import events as event_services
+from accessgov.services import grants as gs
+from accessgov.services import provisioning, webhook_outbox
+from accessgov.services.events import acting_via, event_record, event_record_bulk
+from accessgov.services.scheduler import next_due
+from tests.support.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+
+
+def make_grants(world, n: int, *, status: str = Grant.Status.ACTIVE, now=None) -> list[Grant]:
+    """Setup only: n grants of world.role (one user each), due at ``now`` (ended 1..n seconds ago, or
+    for scheduled grants started then). Written with the ORM, not through the services."""
+    now = now or timezone.now()
+    users = [UserFactory(username=f"bulk{i:03d}") for i in range(n)]
+    # Eligible: activation re-checks eligibility (a standing condition).
+    Eligibility.objects.bulk_create([Eligibility(role=world.role, user=user, starts_at=now - 3 * H) for user in users])
+    requests = AccessRequest.objects.bulk_create(
+        [
+            AccessRequest(
+                requester=user,
+                role=world.role,
+                status=AccessRequest.Status.APPROVED,
+                requested_duration=H,
+                approved_duration=H,
+                justification="Bulk fixture for the sweep",
+                created_at=now - 2 * H,
+                lapses_at=now + H,
+                decided_at=now - 2 * H,
+            )
+            for user in users
+        ]
+    )
+    active = status == Grant.Status.ACTIVE
+    return Grant.objects.bulk_create(
+        [
+            Grant(
+                access_request=access_request,
+                user=access_request.requester,
+                role=world.role,
+                status=status,
+                starts_at=now - 2 * H if active else now - timedelta(seconds=i + 1),
+                expires_at=now - timedelta(seconds=i + 1, microseconds=1000 * i) if active else now + H,
+                created_at=now - 2 * H,
+                activated_at=now - 2 * H if active else None,
+            )
+            for i, access_request in enumerate(requests)
+        ]
+    )
+
+
+def assert_chain_and_counts(event_type: str, grants: list[Grant], action: str) -> list[AccessEvent]:
+    report = verify_chain()
+    assert report.ok, report.as_dict()
+    written = list(AccessEvent.objects.filter(event_type=event_type).order_by("sequence"))
+    assert sorted(e.grant_id for e in written) == sorted(g.pk for g in grants)  # exactly one per grant
+    # Chain order is id order, and the events follow each other without a gap.
+    assert [e.pk for e in written] == sorted(e.pk for e in written)
+    assert [e.sequence for e in written] == list(range(written[0].sequence, written[0].sequence + len(written)))
+    for event in written:
+        assert event.hash == event.compute_hash(event.prev_hash)  # the one hashing function
+    items = OutboxItem.objects.filter(action=action)
+    assert sorted(items.values_list("grant_id", flat=True)) == sorted(g.pk for g in grants)
+    assert {item.idempotency_key for item in items} == {f"grant-{g.pk}-{action}-1" for g in grants}
+    assert not items.filter(done_at__isnull=False).exists()
+    return written
+
+
+def test_expiry_fast_path_writes_one_chained_event_and_one_outbox_row_per_grant(
+    world, monkeypatch, django_capture_on_commit_callbacks
+):
+    subscription = EventWebhookSubscription.objects.create(
+        name="siem", url="https://siem.example.com/hook", secret="s" * 32, event_types=["grant.expired"]
+    )
+    EventWebhookSubscription.objects.create(
+        name="requests only", url="https://siem.example.com/r", secret="s" * 32, event_types=["request.*"]
+    )
+    now = timezone.now()
+    with transaction.atomic():  # the chain does not start at the sweep
+        event_record("audit.verified", job="setup", data={"before": True})
+    grants = make_grants(world, 23, now=now)
+    notified, drained = [], []
+    monkeypatch.setattr(tasks.notify_many, "delay", lambda kind, ids: notified.append((kind, list(ids))))
+    monkeypatch.setattr(tasks.drain_outbox, "delay", lambda: drained.append(1))
+    monkeypatch.setattr(tasks.deliver_event_webhooks, "delay", lambda ids: None)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert gs.grant_expire_due(now, batch_size=10) == 23
+
+    written = assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+    by_grant = {g.pk: g for g in Grant.objects.filter(pk__in=[g.pk for g in grants])}
+    for grant in by_grant.values():
+        assert grant.status == Grant.Status.EXPIRED
+        assert grant.end_reason == Grant.EndReason.EXPIRED
+        assert grant.ended_at == grant.expires_at
+        assert grant.provisioning_state == Grant.Provisioning.REMOVAL_PENDING
+        assert grant.removal_requested_at == now
+    for event in written:
+        grant = by_grant[event.grant_id]
+        assert event.actor_label == "system:sweep"
+        assert event.access_request_id == grant.access_request_id
+        assert event.role_id == grant.role_id
+        assert event.occurred_at == now
+        assert event.data == {
+            "expires_at": grant.expires_at.isoformat(),
+            "observed_lag_seconds": round((now - grant.expires_at).total_seconds(), 3),
+        }
+    # Webhook deliveries for the matching subscription, one per event; notifications one task per batch.
+    assert sorted(WebhookDelivery.objects.filter(subscription=subscription).values_list("event_id", flat=True)) == [
+        e.pk for e in written
+    ]
+    assert WebhookDelivery.objects.count() == len(written)
+    assert [len(ids) for kind, ids in notified] == [10, 10, 3]
+    assert {kind for kind, _ in notified} == {"grant_ended"}
+    assert sorted(i for _, ids in notified for i in ids) == sorted(by_grant)
+    assert len(drained) == 3
+    assert gs.grant_expire_due(now) == 0
+
+
+def test_expiry_numbers_a_second_removal_item_after_an_earlier_one(world):
+    now = timezone.now()
+    [grant] = make_grants(world, 1, now=now)
+    OutboxItem.objects.create(grant=grant, action="remove", idempotency_key=f"grant-{grant.pk}-remove-1")
+    assert gs.grant_expire_due(now, grant_ids=[grant.pk]) == 1
+    assert sorted(OutboxItem.objects.filter(grant=grant).values_list("idempotency_key", flat=True)) == [
+        f"grant-{grant.pk}-remove-1",
+        f"grant-{grant.pk}-remove-2",
+    ]
+
+
+def test_expiry_timer_takes_only_its_grants_and_none_that_are_not_due(world):
+    now = timezone.now()
+    grants = make_grants(world, 5, now=now)
+    assert gs.grant_expire_due(now, grant_ids=[grants[1].pk, grants[3].pk]) == 2
+    assert gs.grant_expire_due(now, grant_ids=[]) == 0
+    assert gs.grant_expire_due(now - 2 * H) == 0  # nothing had ended yet then
+    assert set(Grant.objects.filter(status="expired").values_list("pk", flat=True)) == {grants[1].pk, grants[3].pk}
+    assert verify_chain().ok
+
+
+def test_activation_fast_path_writes_one_chained_event_and_one_apply_row_per_grant(
+    world, monkeypatch, django_capture_on_commit_callbacks
+):
+    now = timezone.now()
+    grants = make_grants(world, 12, status=Grant.Status.SCHEDULED, now=now)
+    sent = []
+    monkeypatch.setattr(tasks.drain_outbox, "delay", lambda: sent.append("drain_outbox"))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert gs.grant_activate_due(now, batch_size=5) == 12
+    assert len(callbacks) == 3 and sent == ["drain_outbox"] * 3  # one per batch; no per-grant timer
+    written = assert_chain_and_counts("grant.activated", grants, OutboxItem.Action.APPLY)
+    assert {e.data["scheduled_start"] for e in written} == {True}
+    for grant in Grant.objects.filter(pk__in=[g.pk for g in grants]):
+        assert grant.status == Grant.Status.ACTIVE
+        assert grant.activated_at == now
+        assert grant.provisioning_state == Grant.Provisioning.PENDING
+    # Their ends are scheduled by being in the table: the scheduler's next wake-up is the first of them.
+    assert next_due(now).expiry == min(g.expires_at for g in grants)
+
+
+def failing_on_call(n: int, real=None):
+    """A stand-in that raises on its n-th call (and calls ``real`` before that)."""
+    calls = {"n": 0}
+
+    def fail(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise IntegrityError("injected failure")
+        return real(*args, **kwargs) if real else None
+
+    return fail
+
+
+# Where a batch can fail after its UPDATE: halfway through hashing/streaming its events, after its events
+# (finding webhook subscriptions), after its outbox rows.
+FAILURE_POINTS = {
+    "mid-events": lambda: (hashing, "hash_content", failing_on_call(9, hashing.hash_content)),
+    "after-events": lambda: (
+        webhook_outbox,
+        "webhook_deliveries_enqueue_refs",
+        failing_on_call(1, webhook_outbox.webhook_deliveries_enqueue_refs),
+    ),
+    "after-outbox": lambda: (provisioning, "_drain_after_commit", failing_on_call(1)),
+}
+
+
+@pytest.mark.parametrize("where", FAILURE_POINTS)
+def test_a_failure_mid_batch_leaves_nothing_of_the_batch_written(world, monkeypatch, where):
+    now = timezone.now()
+    grants = make_grants(world, 15, now=now)
+    target, name, stand_in = FAILURE_POINTS[where]()
+    monkeypatch.setattr(target, name, stand_in)
+    with pytest.raises(IntegrityError, match="injected"):
+        gs.grant_expire_due(now, batch_size=20)
+    monkeypatch.undo()
+    assert Grant.objects.filter(status="active").count() == 15
+    assert not Grant.objects.exclude(provisioning_state="").exists()
+    assert not AccessEvent.objects.exists()
+    assert not OutboxItem.objects.exists()
+    assert verify_chain().ok
+    assert gs.grant_expire_due(now) == 15  # the next sweep does the whole batch
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+
+
+def test_a_failure_in_a_later_batch_keeps_the_committed_batches_whole(world, monkeypatch):
+    now = timezone.now()
+    grants = make_grants(world, 12, now=now)
+    # Batches of 5: the second batch fails halfway through its events (call 5 + 3).
+    monkeypatch.setattr(hashing, "hash_content", failing_on_call(8, hashing.hash_content))
+    with pytest.raises(IntegrityError):
+        gs.grant_expire_due(now, batch_size=5)
+    monkeypatch.undo()
+    done = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
+    assert len(done) == 5
+    assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == done
+    assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == done
+    assert verify_chain().ok
+    assert gs.grant_expire_due(now) == 7
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+
+
+def test_bulk_events_recorded_through_a_token_carry_it_and_still_verify(world):
+    via = {"token_id": 7, "token_kind": "service"}
+    events = [
+        AccessEvent(event_type="request.cancelled", actor_label="svc", role_id=world.role.pk, data={"n": i})
+        for i in range(3)
+    ]
+    with acting_via(via), transaction.atomic():
+        event_record_bulk(events)
+    assert [e.data for e in AccessEvent.objects.order_by("sequence")] == [{"n": i, "via": via} for i in range(3)]
+    assert [e.pk for e in events] == list(AccessEvent.objects.order_by("sequence").values_list("pk", flat=True))
+    assert verify_chain().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_rows_are_written_only_inside_a_transaction():
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        event_services.event_record_rows([{"event_type": "audit.verified", "actor_label": "x"}])
+
+
+def test_the_fast_path_is_the_one_this_database_uses(world):
+    """PostgreSQL writes events with COPY (no bulk_create); SQLite falls back to bulk_create."""
+    now = timezone.now()
+    make_grants(world, 3, now=now)
+    with mock.patch.object(AccessEvent.objects, "bulk_create", wraps=AccessEvent.objects.bulk_create) as bulk:
+        assert gs.grant_expire_due(now) == 3
+    assert bulk.called == (connection.vendor != "postgresql")
+    assert verify_chain().ok

@@ -1,0 +1,137 @@
+"""Notifications: who is told what, by email (text + HTML, escaped) and a Slack-compatible webhook."""
+
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.test import override_settings
+
+from accessgov import notifications
+from accessgov.models import NotificationDelivery
+from accessgov.services import access_requests as ar
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+
+
+def test_new_request_emails_every_approver_but_not_the_requester(world, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        access_request = submit(world)
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([world.approver.email, world.approver2.email])
+    message = mailoutbox[0]
+    assert message.subject == f"[AccessGov] {world.requester.get_full_name()} requests {world.role}"
+    # Every notification links to the inbox (issue 18): the approver decides from there.
+    assert f"http://127.0.0.1:8000/inbox/#request-{access_request.pk}" in message.body
+    html = message.alternatives[0][0]
+    assert "Review the request" in html
+
+
+def test_user_text_is_escaped_in_html_email(world, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world, justification='<script>alert("x")</script> please')
+    html = mailoutbox[0].alternatives[0][0]
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_decision_is_emailed_to_the_requester_with_the_reason(world, mailoutbox, django_capture_on_commit_callbacks):
+    access_request = submit(world)
+    with django_capture_on_commit_callbacks(execute=True):
+        ar.access_request_deny(world.approver, access_request.pk, comment="Use the read replica")
+    assert [m.to for m in mailoutbox] == [[world.requester.email]]
+    assert mailoutbox[0].subject == f"[AccessGov] Denied: {world.role}"
+    assert "Use the read replica" in mailoutbox[0].body
+
+
+def test_inactive_users_and_users_without_email_get_nothing(world, mailoutbox, django_capture_on_commit_callbacks):
+    world.approver.is_active = False
+    world.approver.save()
+    world.approver2.email = ""
+    world.approver2.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world)
+    assert mailoutbox == []
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slack_receiver():
+    _Receiver.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
+    server.shutdown()
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_slack_compatible_webhook_gets_the_system_notifications(
+    world, slack_receiver, django_capture_on_commit_callbacks
+):
+    url, received = slack_receiver
+    world.system.slack_webhook_url = url
+    world.system.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        access_request = submit(world)
+    assert len(received) == 1
+    content_type, body = received[0]
+    assert content_type == "application/json"
+    assert str(world.role) in body["text"]
+    assert f"/inbox/#request-{access_request.pk}" in body["text"]
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_the_slack_post_mentions_linked_recipients_who_want_slack_and_not_those_who_opted_out(
+    world, slack_receiver, django_capture_on_commit_callbacks
+):
+    from accessgov.models import SlackUserLink, SlackWorkspace
+
+    url, received = slack_receiver
+    world.system.slack_webhook_url = url
+    world.system.save()
+    # Inactive: no approval message through the Slack app here, only the system's webhook post.
+    workspace = SlackWorkspace.objects.create(name="Acme", team_id="T0TEST", channel="C0APPROVALS", is_active=False)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0APPROVER", user=world.approver)
+    SlackUserLink.objects.create(workspace=workspace, slack_user_id="U0SECOND", user=world.approver2)
+    world.approver2.notification_preferences = {"approvals": {"email": True, "slack": False}}
+    world.approver2.save(update_fields=["notification_preferences"])
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world)
+    text = received[0][1]["text"]
+    assert "<@U0APPROVER>" in text and "U0SECOND" not in text
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+def test_a_failed_webhook_is_recorded_and_left_pending_for_the_task_to_retry(world, mailoutbox):
+    world.system.slack_webhook_url = "http://127.0.0.1:9/hook"  # nothing listens on the discard port
+    world.system.save()
+    access_request = submit(world)
+    result = notifications.dispatch("request_submitted", access_request.pk, notification_id="n-1")
+    assert (result.sent, result.pending) == (2, 1)
+    assert "could not be reached" in result.errors[0]
+    slack = NotificationDelivery.objects.get(channel="slack")
+    assert slack.status == "pending" and slack.attempts == 1 and "could not be reached" in slack.last_error
+    assert len(mailoutbox) == 2
+    from accessgov.tasks import notify
+
+    assert notify.autoretry_for == (Exception,)
+    assert notify.max_retries == 8
+
+
+def test_notification_about_a_deleted_object_is_a_quiet_no_op():
+    assert notifications.dispatch("request_submitted", 999999, notification_id="n-1").sent == 0

@@ -1,0 +1,1 @@
+"""Shared test helpers: factories, worlds, fake providers, process helpers. No tests live here."""

@@ -1,0 +1,155 @@
+"""The audit trail page, its integrity check and its CSV export, as auditors and others see them."""
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test import Client
+from django.urls import reverse
+
+from accessgov.ledger.export import events_copy_select
+from accessgov.models import AccessEvent
+from accessgov.services import access_requests as ar
+from tests.conftest import verify_session
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+HOSTILE = '=HYPERLINK("http://evil.example","x"), "quoted"\nnew line; Zoë ✓ +1 -2 @SUM(A1)'
+
+
+def as_(user) -> Client:
+    return verify_session(Client(), user)
+
+
+def read_csv(response) -> list[dict]:
+    body = b"".join(response.streaming_content).decode("utf-8")
+    assert body.startswith("\ufeff")
+    return list(csv.DictReader(io.StringIO(body.removeprefix("\ufeff"), newline="")))
+
+
+def test_only_auditors_see_the_audit_trail(world):
+    submit(world)
+    assert as_(world.auditor).get(reverse("audit_trail")).status_code == 200
+    for user in (world.requester, world.approver, world.owner, world.outsider):
+        assert as_(user).get(reverse("audit_trail")).status_code == 403
+        assert as_(user).get(reverse("audit_export")).status_code == 403
+        assert as_(user).post(reverse("audit_verify")).status_code == 403
+
+
+def test_trail_lists_filters_and_pages_by_sequence(world):
+    for _ in range(3):
+        ar.access_request_cancel(world.requester, submit(world).pk)
+    client = as_(world.auditor)
+    page = client.get(reverse("audit_trail")).content.decode()
+    assert page.count("Request submitted</td>") == 3 and page.count("Request cancelled</td>") == 3
+    page = client.get(reverse("audit_trail") + "?event_type=request.cancelled").content.decode()
+    assert "Request submitted</td>" not in page and page.count("Request cancelled</td>") == 3
+    from accessgov.views import audit
+
+    original = audit.PAGE_SIZE
+    audit.PAGE_SIZE = 4
+    try:
+        first = client.get(reverse("audit_trail"))
+        assert first.context["next_before"] == 3
+        second = client.get(reverse("audit_trail") + "?before=3")
+        assert [e.sequence for e in second.context["events"]] == [2, 1]
+        assert second.context["next_before"] is None
+    finally:
+        audit.PAGE_SIZE = original
+
+
+def test_export_has_exactly_the_filtered_rows_and_is_itself_audited(world):
+    for _ in range(2):
+        ar.access_request_cancel(world.requester, submit(world).pk)
+    response = as_(world.auditor).get(reverse("audit_export") + "?event_type=request.submitted")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = read_csv(response)
+    expected = list(AccessEvent.objects.filter(event_type="request.submitted").order_by("sequence"))
+    assert [int(r["sequence"]) for r in rows] == [e.sequence for e in expected]
+    assert rows[0]["occurred_at"].endswith("Z")
+    assert rows[0]["hash"] == expected[0].hash
+    export_event = AccessEvent.objects.get(event_type="export.created")
+    assert export_event.actor == world.auditor
+    assert export_event.data == {"report": "audit trail", "filters": {"event_type": "request.submitted"}, "rows": 2}
+
+
+def test_hostile_cell_contents_round_trip_safely(world):
+    submit(world, justification=HOSTILE)
+    rows = read_csv(as_(world.auditor).get(reverse("audit_export") + "?event_type=request.submitted"))
+    assert rows[0]["reason"] == "'" + HOSTILE  # the leading = is neutralised, everything else intact
+    assert rows[0]["actor"] == "requester"
+
+
+def test_integrity_check_from_the_page_is_recorded_and_reports_tampering(world):
+    submit(world)
+    client = as_(world.auditor)
+    response = client.post(reverse("audit_verify"), follow=True)
+    assert "Chain intact: 1 events" in response.content.decode()
+    assert AccessEvent.objects.filter(event_type="audit.verified").count() == 1
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute("UPDATE accessgov_accessevent SET reason = 'x' WHERE sequence = 1")
+    response = client.post(reverse("audit_verify"), follow=True)
+    assert "Chain BROKEN: event #1" in response.content.decode()
+
+
+def test_model_changes_page_lists_field_changes(world):
+    world.role.max_duration = timedelta(hours=3)
+    world.role.save()
+    page = as_(world.auditor).get(reverse("model_changes") + "?model=role").content.decode()
+    assert "max_duration" in page
+    assert as_(world.requester).get(reverse("model_changes")).status_code == 403
+
+
+def test_trail_query_count_is_constant_in_rows(world, django_assert_max_num_queries):
+    client = as_(world.auditor)
+    for _ in range(3):
+        submit(world)
+        ar.access_request_cancel(world.requester, world.requester.access_requests.latest("pk").pk)
+    with django_assert_max_num_queries(20):
+        client.get(reverse("audit_trail"))
+    for _ in range(15):
+        ar.access_request_cancel(world.requester, submit(world).pk)
+    with django_assert_max_num_queries(20):
+        client.get(reverse("audit_trail"))
+
+
+@pytest.mark.postgres
+def test_postgres_copy_export_has_the_same_cells_as_the_orm_export(world):
+    """The COPY fast path formats and neutralises in SQL exactly like the Python path."""
+    import json as jsonlib
+
+    from accessgov import exports
+    from accessgov.ledger.export import EXPORT_COLUMNS
+    from accessgov.views import audit
+
+    submit(world, justification=HOSTILE)
+    ar.access_request_approve(
+        world.approver,
+        AccessEvent.objects.get(event_type="request.submitted").access_request_id,
+        comment="-rm -rf /; +ok",
+    )
+    events = audit.trail_events().order_by("sequence")
+    select_sql, params = events_copy_select(events)
+    copied = b"".join(exports.copy_rows(select_sql, params)).decode()
+    from_sql = list(csv.reader(io.StringIO(copied, newline="")))
+    python = [[exports.safe_cell(v) for v in audit.export_row(e)] for e in events]
+    assert len(from_sql) == len(python) >= 4
+    for sql_row, py_row in zip(from_sql, python, strict=True):
+        data_index = EXPORT_COLUMNS.index("data")
+        assert jsonlib.loads(sql_row[data_index]) == jsonlib.loads(py_row[data_index])
+        assert sql_row[:data_index] + sql_row[data_index + 1 :] == py_row[:data_index] + py_row[data_index + 1 :]
+    reasons = [row[EXPORT_COLUMNS.index("reason")] for row in from_sql]
+    assert "'" + HOSTILE in reasons and "'-rm -rf /; +ok" in reasons
+
+
+def test_export_holds_exactly_the_rows_counted_not_its_own_event(world):
+    submit(world)
+    response = as_(world.auditor).get(reverse("audit_export"))
+    rows = read_csv(response)
+    assert int(response["X-Row-Count"]) == len(rows) == 1
+    assert AccessEvent.objects.count() == 2  # the export.created event exists, but is not in this file

@@ -1,0 +1,301 @@
+"""The inbox (issue 18, item 7): "needs me" per persona, derived live; "what happened to my access, and
+why" from the ledger with read marks; the badge's query budget; notification preferences and links."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.test import Client
+from django.urls import reverse
+
+from accessgov import context_processors, inbox, notifications
+from accessgov.models import AccessEvent, ChangeRequest, Grant, InboxReadMark, ReviewItem, Role
+from accessgov.services import access_requests as ar
+from accessgov.services import changes, reviews
+from accessgov.services import grants as gs
+from accessgov.services.grants import EXPIRY_REMINDER_BEFORE
+from tests.conftest import verify_session
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def _at_t0():
+    with time_machine.travel(T0, tick=False):
+        yield
+
+
+def _granted(world):
+    access_request = submit(world)
+    ar.access_request_approve(world.approver, access_request.pk)
+    return Grant.objects.get(access_request=access_request)
+
+
+def _page(user):
+    return verify_session(Client(), user).get(reverse("inbox"))
+
+
+# --- Needs me, per persona ---------------------------------------------------------------------
+
+
+def test_an_approver_sees_the_request_waiting_for_them_and_the_requester_does_not(world):
+    pending = submit(world)
+    assert [r.pk for r in inbox.needs_me(world.approver, T0).approvals] == [pending.pk]
+    assert inbox.needs_me(world.requester, T0).approvals == []
+    page = _page(world.approver)
+    assert f'id="request-{pending.pk}"' in page.content.decode()
+    assert page.context["nav"]["inbox"]["needs_me"] == 1
+
+
+def test_approvers_owners_and_auditors_see_a_break_glass_use_to_acknowledge_but_not_its_user(world):
+    Role.objects.filter(pk=world.role.pk).update(break_glass_allowed=True)
+    role = Role.objects.get(pk=world.role.pk)
+    grant = gs.break_glass_activate(world.requester, role=role, justification="Outage INC-9", duration=H, step_up_at=T0)
+    for persona in (world.approver, world.owner, world.auditor):
+        assert [f.grant_id for f in inbox.needs_me(persona, T0).follow_ups] == [grant.pk], persona
+        counts = _page(persona).context["nav"]["inbox"]
+        assert counts["follow_ups"] == 1
+    assert inbox.needs_me(world.requester, T0).follow_ups == []
+    assert inbox.needs_me(world.outsider, T0).follow_ups == []
+    gs.break_glass_acknowledge(world.auditor, grant.follow_up.pk, comment="Checked the incident")
+    assert inbox.needs_me(world.approver, T0).follow_ups == []
+
+
+def test_a_reviewer_sees_the_items_they_must_answer_and_the_owner_home_shows_the_review_work(world):
+    campaign = reviews.review_campaign_create(
+        world.auditor, name="Q4 review", systems=[world.system], due_at=T0 + timedelta(days=14)
+    )
+    reviewer_ids = set(campaign.items.values_list("reviewer_id", flat=True))
+    assert world.owner.pk in reviewer_ids
+    mine = campaign.items.filter(reviewer=world.owner).count()
+    needs = inbox.needs_me(world.owner, T0)
+    assert [(c.pk, c.open_items) for c in needs.reviews] == [(campaign.pk, mine)]
+    home = verify_session(Client(), world.owner).get(reverse("home"))
+    assert "Q4 review" in home.content.decode() and home.context["nav"]["inbox"]["reviews"] == mine
+    for item in campaign.items.filter(reviewer=world.owner):
+        reviews.review_item_decide(world.owner, item.pk, decision=ReviewItem.Decision.KEEP)
+    assert inbox.needs_me(world.owner, T0).reviews == []
+
+
+def test_an_activity_finding_waits_for_the_approver_but_not_for_the_grantee(world):
+    from accessgov.models import ActivityFinding
+
+    grant = _granted(world)
+    # Raised the way activity capture raises it (tests/views/test_activity_pages.py drives capture itself).
+    finding = ActivityFinding.objects.create(
+        system=world.system,
+        grant=grant,
+        role=world.role,
+        user=world.requester,
+        principal="requester",
+        kind=ActivityFinding.Kind.DDL,
+        first_seen_at=T0,
+        last_seen_at=T0,
+    )
+    assert [f.pk for f in inbox.needs_me(world.approver, T0).findings] == [finding.pk]
+    assert inbox.needs_me(world.requester, T0).findings == []
+    assert inbox.needs_me(world.outsider, T0).findings == []
+    counts = _page(world.approver).context["nav"]["inbox"]
+    assert counts["findings"] == 1 and f'id="finding-{finding.pk}"' in _page(world.approver).content.decode()
+
+
+def test_an_owner_sees_eligibility_ending_on_their_system_and_the_reminder_links_there(world, settings):
+    from accessgov.models import Eligibility
+
+    settings.PORTAL_URL = "https://accessgov.example"
+    ending = Eligibility.objects.create(
+        role=world.role, user=world.outsider, starts_at=T0 - H, ends_at=T0 + timedelta(days=3), reason="Contract"
+    )
+    Eligibility.objects.create(
+        role=world.role, user=world.approver, starts_at=T0 - H, ends_at=T0 + timedelta(days=60), reason="Later"
+    )
+    assert [e.pk for e in inbox.needs_me(world.owner, T0).eligibility_ending] == [ending.pk]
+    assert inbox.needs_me(world.approver, T0).eligibility_ending == []
+    assert _page(world.owner).context["nav"]["inbox"]["eligibility_ending"] == 1
+    message = notifications.build("eligibility_ending", ending.pk)
+    assert message.action_url == f"https://accessgov.example/inbox/#eligibility-{ending.pk}"
+
+
+def test_overseers_see_ended_access_not_yet_removed_at_the_target(world, settings):
+    grant = _granted(world)
+    gs.grant_revoke(world.approver, grant.pk, reason="Done")
+    later = T0 + timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES + 5)
+    with time_machine.travel(later, tick=False):
+        assert inbox.needs_me(world.owner, later).removals == 1
+        assert inbox.needs_me(world.requester, later).removals == 0  # their own access: not theirs to chase
+        assert 'id="removals"' in _page(world.auditor).content.decode()
+
+
+def test_an_admin_sees_a_four_eyed_change_another_admin_proposed_but_not_their_own(world, make_user):
+    first = make_user("admin1", is_staff=True, is_superuser=True)
+    second = make_user("admin2", is_staff=True, is_superuser=True)
+    role = Role.objects.get(pk=world.role.pk)
+    role.approvals_required = 2
+    change = changes.change_propose(first, kind=ChangeRequest.Kind.ROLE, instance=role, fields=["approvals_required"])
+    assert [c.pk for c in inbox.needs_me(second, T0).changes] == [change.pk]
+    assert inbox.needs_me(first, T0).changes == []
+    assert inbox.needs_me(world.approver, T0).changes == []
+
+
+def test_a_grant_ending_soon_asks_its_holder_to_extend_or_release(world):
+    assert inbox.ENDING_SOON == EXPIRY_REMINDER_BEFORE
+    grant = _granted(world)
+    assert inbox.needs_me(world.requester, T0).ending == []
+    later = T0 + timedelta(minutes=50)
+    with time_machine.travel(later, tick=False):
+        assert [g.pk for g in inbox.needs_me(world.requester, later).ending] == [grant.pk]
+        assert f'id="grant-{grant.pk}"' in _page(world.requester).content.decode()
+
+
+# --- What happened, and why ---------------------------------------------------------------------
+
+
+def test_a_grant_revoked_by_a_review_tells_its_holder_the_campaign_and_the_reviewers_reason(world):
+    grant = _granted(world)
+    campaign = reviews.review_campaign_create(
+        world.auditor, name="Q4 review", systems=[world.system], due_at=T0 + timedelta(days=14)
+    )
+    item = campaign.items.get(subject_user=world.requester, role=world.role, eligibility__isnull=False)
+    reviews.review_item_decide(item.reviewer, item.pk, decision="revoke", comment="Left the payments team")
+    reviews.review_campaign_close(world.auditor, campaign.pk)
+    items = inbox.happened(world.requester)
+    revoked = next(e for e in items if e.event_type == AccessEvent.Type.GRANT_REVOKED)
+    assert "Q4 review" in revoked.reason and "Left the payments team" in revoked.reason
+    assert item.reviewer.get_username() in revoked.reason
+    assert not revoked.is_read and revoked.summary == f"Your access to {world.role} was revoked"
+    client = verify_session(Client(), world.requester)
+    detail = client.get(reverse("grant_detail", args=[grant.pk])).content.decode()
+    assert "Left the payments team" in detail and "Q4 review" in detail
+    # Opening the item marks it read; the badge counts one fewer.
+    before = client.get(reverse("inbox")).context["nav"]["inbox"]["unread"]
+    page = client.get(reverse("inbox_item", args=[revoked.pk]))
+    assert page.status_code == 200 and "Left the payments team" in page.content.decode()
+    assert client.get(reverse("inbox")).context["nav"]["inbox"]["unread"] == before - 1
+
+
+def test_approved_denied_and_released_show_but_what_i_did_myself_is_not_news(world):
+    denied = submit(world)
+    ar.access_request_deny(world.approver, denied.pk, comment="Use the read-only role")
+    grant = _granted(world)
+    gs.grant_release(world.requester, grant.pk)
+    items = {e.event_type: e for e in inbox.happened(world.requester)}
+    assert not items[AccessEvent.Type.REQUEST_DENIED].is_read
+    assert "Use the read-only role" in items[AccessEvent.Type.DECISION_DENY].reason
+    assert not items[AccessEvent.Type.REQUEST_APPROVED].is_read
+    # Released by the requester themselves: listed, never unread.
+    assert items[AccessEvent.Type.GRANT_RELEASED].is_read
+    assert AccessEvent.Type.REQUEST_SUBMITTED not in items
+    everything = inbox.happened(world.requester)
+    unread = inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)["unread"]
+    assert unread == sum(1 for e in everything if not e.is_read)
+    assert inbox.happened(world.approver) == []
+
+
+def test_expiry_extension_and_deactivation_reach_the_holders_inbox_with_why(world, make_user):
+    from accessgov.services import users
+
+    grant = _granted(world)
+    extension = ar.access_request_submit_extension(
+        world.requester, grant_id=grant.pk, duration=timedelta(minutes=30), justification="Still migrating"
+    )
+    ar.access_request_approve(world.approver, extension.pk)
+    later = T0 + timedelta(hours=2)
+    with time_machine.travel(later, tick=False):
+        gs.grant_expire_due(later)
+    second = _granted(world)
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    users.user_deactivate(admin, world.requester.pk, reason="Left the company")
+    items = inbox.happened(world.requester)
+    by_type = {}
+    for event in items:
+        by_type.setdefault(event.event_type, []).append(event)
+    assert by_type[AccessEvent.Type.GRANT_EXTENDED][0].grant_id == grant.pk
+    assert by_type[AccessEvent.Type.GRANT_EXPIRED][0].grant_id == grant.pk
+    revoked = by_type[AccessEvent.Type.GRANT_REVOKED][0]
+    assert revoked.grant_id == second.pk and "Left the company" in revoked.reason
+
+
+def test_mark_all_read_moves_the_read_mark_and_clears_the_badge(world):
+    _granted(world)
+    client = verify_session(Client(), world.requester)
+    assert client.get(reverse("inbox")).context["nav"]["inbox"]["unread"] >= 1
+    assert client.post(reverse("inbox_read_all")).status_code == 302
+    world.requester.refresh_from_db()
+    assert world.requester.inbox_read_through > 0
+    assert client.get(reverse("inbox")).context["nav"]["inbox"]["unread"] == 0
+
+
+def test_another_persons_inbox_item_is_a_404_and_cannot_be_marked_read(world):
+    _granted(world)
+    theirs = inbox.happened(world.requester)[0]
+    snoop = verify_session(Client(), world.outsider)
+    assert snoop.get(reverse("inbox_item", args=[theirs.pk])).status_code == 404
+    assert snoop.post(reverse("inbox_item_read", args=[theirs.pk])).status_code == 404
+    # Even the approver who caused it (it is about the requester's access, not theirs).
+    assert (
+        verify_session(Client(), world.approver).post(reverse("inbox_item_read", args=[theirs.pk])).status_code == 404
+    )
+    assert not InboxReadMark.objects.exists()
+    # A GET cannot mark anything read through the POST endpoint.
+    assert (
+        verify_session(Client(), world.requester).get(reverse("inbox_item_read", args=[theirs.pk])).status_code == 405
+    )
+    own = verify_session(Client(), world.requester).post(reverse("inbox_item_read", args=[theirs.pk]))
+    assert own.status_code == 302 and InboxReadMark.objects.get().user_id == world.requester.pk
+
+
+def test_the_badge_costs_one_query_whatever_the_inbox_holds(world, django_assert_num_queries, rf):
+    for _ in range(3):
+        grant = _granted(world)
+        gs.grant_revoke(world.approver, grant.pk, reason="Done with it")
+    world.auditor._permission_memo = {}
+    world.requester._permission_memo = {}
+    for user in (world.requester, world.auditor):
+        from accessgov import permissions
+
+        permissions.scope(user)  # the navigation's scope query is there already, memoized per request
+        with django_assert_num_queries(1):
+            counts = inbox.badge_counts(user, T0, queue_size=0, pending_changes=0)
+        assert counts["total"] == counts["needs_me"] + counts["unread"]
+    assert inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)["unread"] >= 6
+    assert context_processors  # the badge is computed in the navigation context processor
+
+
+# --- Preferences and links ----------------------------------------------------------------------
+
+
+def test_email_preferences_are_respected_per_category_and_every_email_links_to_the_inbox(world, settings):
+    settings.PORTAL_URL = "https://accessgov.example"
+    client = verify_session(Client(), world.approver)
+    page = client.get(reverse("notification_preferences"))
+    assert page.status_code == 200 and page.context["form"]["approvals__email"].value() is True
+    data = {f"{name}__{channel}": "on" for name in notifications.CATEGORIES for channel in notifications.CHANNELS}
+    del data["approvals__email"]
+    assert client.post(reverse("notification_preferences"), data).status_code == 302
+    world.approver.refresh_from_db()
+    assert notifications.wants(world.approver, "request_submitted", "email") is False
+    assert notifications.wants(world.approver, "request_submitted", "slack") is True
+    pending = submit(world)
+    mail.outbox.clear()
+    notifications.dispatch("request_submitted", pending.pk, notification_id="n1")
+    recipients = {m.to[0] for m in mail.outbox}
+    assert world.approver.email not in recipients and world.approver2.email in recipients
+    assert f"https://accessgov.example/inbox/#request-{pending.pk}" in mail.outbox[0].body
+    ar.access_request_approve(world.approver2, pending.pk)
+    mail.outbox.clear()
+    notifications.dispatch("request_decided", pending.pk, notification_id="n2")
+    item = inbox.latest_happened_id(world.requester, access_request_id=pending.pk)
+    assert f"https://accessgov.example/inbox/items/{item}/" in mail.outbox[0].body
+
+
+def test_the_inbox_page_lists_both_sections_for_a_requester(world):
+    _granted(world)
+    html = _page(world.requester).content.decode()
+    assert "Needs me" in html and "What happened to my access, and why" in html
+    assert f"Your access request to {world.role}" not in html  # grammar: "Your request to … approved"
+    assert f"Your request to {world.role} approved" in html

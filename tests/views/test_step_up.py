@@ -1,0 +1,150 @@
+"""Step-up (issue 14, item 8): one rule — a TOTP code entered in the last OTP_STEP_UP_WINDOW, the code
+of the sign-in included — applied by every path (decide form, approver queue, API, break-glass,
+services), and pages that say what is true about it."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from accessgov.exceptions import StepUpRequired
+from accessgov.models import AccessRequest
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
+from tests.conftest import sign_in
+from tests.support.api_helpers import api_client, make_token, post_json
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2027, 3, 1, 10, 0, 15, tzinfo=UTC)  # mid TOTP step
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def step_up_world(world):
+    world.role.step_up_required = True
+    world.role.save(update_fields=["step_up_required"])
+    world.role_two.break_glass_allowed = True
+    world.role_two.save(update_fields=["break_glass_allowed"])
+    return world
+
+
+def signed_in_at(user, at: datetime) -> Client:
+    """A session whose sign-in (password + a real TOTP code) happened at ``at``."""
+    with time_machine.travel(at, tick=False):
+        return sign_in(Client(), user)
+
+
+def pending(w) -> AccessRequest:
+    return ar.access_request_submit(
+        w.requester, role=w.role, duration=H, justification="Investigating INC-42 on payments"
+    )
+
+
+def code_help(page: str) -> str:
+    """The help sentence under the authenticator code field of the decide form."""
+    return " ".join(re.search(r'<p class="help" id="otp-help-\d+">(.*?)</p>', page, re.S).group(1).split())
+
+
+def test_within_the_window_after_sign_in_the_form_says_no_code_is_needed_and_an_empty_field_passes(step_up_world):
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        access_request = pending(w)
+    approver = signed_in_at(w.approver, T0)
+    with time_machine.travel(T0 + timedelta(minutes=2, seconds=10), tick=False):
+        page = approver.get(reverse("request_detail", args=[access_request.pk])).content.decode()
+        assert code_help(page) == (
+            "Medium-risk role. Not needed: you entered a code 2 minutes ago (a code counts for 5 minutes)."
+        )
+        assert "fresh code is required" not in page
+        assert "Authenticator code (not needed now)" in page
+        response = approver.post(reverse("request_approve", args=[access_request.pk]), {"comment": "ok"})
+    assert response.status_code == 302
+    access_request.refresh_from_db()
+    assert access_request.status == AccessRequest.Status.APPROVED
+    assert access_request.decisions.get().step_up_at == T0  # the sign-in code is the one that counted
+
+
+def test_after_the_window_the_form_says_a_code_is_required_and_an_empty_field_is_refused(step_up_world):
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        access_request = pending(w)
+    approver = signed_in_at(w.approver, T0)
+    with time_machine.travel(T0 + timedelta(minutes=5, seconds=1), tick=False):
+        page = approver.get(reverse("request_detail", args=[access_request.pk])).content.decode()
+        assert code_help(page) == (
+            "Medium-risk role. Required: the 6-digit code from your authenticator (a code counts for 5 minutes)."
+        )
+        response = approver.post(reverse("request_approve", args=[access_request.pk]), {"comment": "ok"})
+    assert response.status_code == 403
+    assert f"Deciding on {w.role} needs a code from your authenticator entered in the last 5 minutes." in (
+        response.content.decode()
+    )
+    assert not access_request.decisions.exists()
+
+
+def test_the_approver_queue_says_the_same_as_the_request_page(step_up_world):
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        pending(w)
+    approver = signed_in_at(w.approver, T0)
+    with time_machine.travel(T0 + timedelta(seconds=40), tick=False):
+        page = approver.get(reverse("approvals")).content.decode()
+    assert code_help(page) == (
+        "Medium-risk role. Not needed: you entered a code less than a minute ago (a code counts for 5 minutes)."
+    )
+
+
+@override_settings(OTP_STEP_UP_WINDOW=timedelta(minutes=10))
+def test_a_configured_window_is_the_one_every_path_applies_and_states(step_up_world):
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        access_request = pending(w)
+    approver = signed_in_at(w.approver, T0)
+    with time_machine.travel(T0, tick=False):
+        _, secret = make_token(w.approver)
+    later = T0 + timedelta(minutes=7)
+    with time_machine.travel(later, tick=False):
+        # Break-glass (service): the window and its wording are the setting's, not a hard-coded 5.
+        with pytest.raises(StepUpRequired, match=r"^Break-glass needs a code .* in the last 10 minutes\.$"):
+            gs.break_glass_activate(
+                w.requester, role=w.role_two, justification="Prod is down, INC-9", duration=H, step_up_at=None
+            )
+        grant = gs.break_glass_activate(
+            w.requester,
+            role=w.role_two,
+            justification="Prod is down, INC-9",
+            duration=H,
+            step_up_at=later - timedelta(minutes=9),
+        )
+        assert grant.is_break_glass
+        # The API (no code sent: a token has no sign-in) states the same window.
+        response = post_json(api_client(secret), f"/api/v1/requests/{access_request.pk}/approve/", {"comment": "ok"})
+        assert response.status_code == 403
+        assert response.json()["error"]["message"].endswith("entered in the last 10 minutes.")
+        # The page: the sign-in code of 7 minutes ago still counts, and the form says so.
+        page = approver.get(reverse("request_detail", args=[access_request.pk])).content.decode()
+        assert code_help(page).endswith("Not needed: you entered a code 7 minutes ago (a code counts for 10 minutes).")
+        assert approver.post(reverse("request_approve", args=[access_request.pk]), {"comment": "ok"}).status_code == 302
+
+
+def test_the_api_applies_the_same_rule_in_the_same_words_and_a_token_brings_no_sign_in(step_up_world):
+    """The approver signed in to the portal a minute ago; their token still needs a code in the body,
+    and the refusal is the pages' sentence, word for word."""
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        first = pending(w)
+    approver = signed_in_at(w.approver, T0 - timedelta(minutes=20))  # its code no longer counts
+    with time_machine.travel(T0, tick=False):
+        _, secret = make_token(w.approver)
+        signed_in_at(w.approver, T0)  # a fresh sign-in elsewhere (another browser)
+        api = post_json(api_client(secret), f"/api/v1/requests/{first.pk}/approve/", {"comment": "ok"})
+        page = approver.post(reverse("request_approve", args=[first.pk]), {"comment": "ok"})
+    assert api.status_code == 403 and page.status_code == 403
+    assert api.json()["error"]["code"] == "step_up_required"
+    message = api.json()["error"]["message"]
+    assert message == f"Deciding on {w.role} needs a code from your authenticator entered in the last 5 minutes."
+    assert message in page.content.decode()
+    assert not first.decisions.exists()

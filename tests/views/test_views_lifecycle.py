@@ -1,0 +1,449 @@
+"""The lifecycle pages as each persona sees them: 404 for what they may not see, 403 for what they
+may not do, clear messages for bad input, htmx and plain POST both working."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accessgov.models import AccessRequest, Eligibility, Grant
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as gs
+from tests.conftest import totp_code, verify_session
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+
+
+def as_(user) -> Client:
+    return verify_session(Client(), user)
+
+
+# --- New request -------------------------------------------------------------------------------
+
+
+def test_new_request_form_offers_only_eligible_roles_with_their_policy(world):
+    page = as_(world.requester).get(reverse("request_new")).content.decode()
+    assert "Payments DB · read-write" in page
+    assert "Payments DB · admin" in page
+    assert "allows" not in page  # no error yet
+    assert "4 h" in page and "2 h" in page  # max durations beside the roles
+    outsider_page = as_(world.outsider).get(reverse("request_new")).content.decode()
+    assert "not eligible for any role" in outsider_page
+
+
+def test_new_request_is_submitted_and_shown(world):
+    client = as_(world.requester)
+    response = client.post(
+        reverse("request_new"),
+        {"role": world.role.pk, "duration": "1h30m", "justification": "Fix the stuck payout batch", "ticket": ""},
+    )
+    access_request = AccessRequest.objects.get()
+    assert response["Location"] == reverse("request_detail", args=[access_request.pk])
+    assert access_request.requested_duration == timedelta(hours=1, minutes=30)
+    page = client.get(response["Location"]).content.decode()
+    assert "Pending" in page and "Fix the stuck payout batch" in page and "Request submitted" in page
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"duration": "9h"}, "allows at most 4 h"),
+        ({"duration": "soon"}, "Write a duration like 30m"),
+        ({"justification": ""}, "This field is required"),
+        ({"role": "999999"}, "Select a valid choice"),
+    ],
+)
+def test_bad_request_input_gets_a_clear_message_and_nothing_is_written(world, data, message):
+    payload = {"role": world.role.pk, "duration": "1h", "justification": "Fix the stuck payout batch", **data}
+    response = as_(world.requester).post(reverse("request_new"), payload)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not AccessRequest.objects.exists()
+
+
+def test_ineligible_role_cannot_be_posted_by_id(world):
+    response = as_(world.outsider).post(
+        reverse("request_new"), {"role": world.role.pk, "duration": "1h", "justification": "Let me in please"}
+    )
+    assert response.status_code == 400
+    assert not AccessRequest.objects.exists()
+
+
+def test_request_body_cannot_set_server_owned_fields(world):
+    as_(world.requester).post(
+        reverse("request_new"),
+        {
+            "role": world.role.pk,
+            "duration": "1h",
+            "justification": "Fix the stuck payout batch",
+            "status": "approved",
+            "requester": world.approver.pk,
+            "lapses_at": "2099-01-01T00:00",
+        },
+    )
+    access_request = AccessRequest.objects.get()
+    assert access_request.status == "pending"
+    assert access_request.requester == world.requester
+    assert access_request.lapses_at < timezone.now() + timedelta(hours=25)
+
+
+# --- Request detail and decisions --------------------------------------------------------------
+
+
+def test_request_detail_is_visible_to_the_right_people_and_404_to_others(world):
+    access_request = submit(world)
+    url = reverse("request_detail", args=[access_request.pk])
+    for user in (world.requester, world.approver, world.approver2, world.owner, world.auditor):
+        assert as_(user).get(url).status_code == 200, user
+    assert as_(world.outsider).get(url).status_code == 404
+    assert as_(world.outsider).get(reverse("request_detail", args=[999999])).status_code == 404
+
+
+def test_decide_panel_only_for_approvers_never_for_the_requester(world):
+    access_request = submit(world)
+    url = reverse("request_detail", args=[access_request.pk])
+    assert "Approve</button>" in as_(world.approver).get(url).content.decode()
+    assert "Approve</button>" not in as_(world.requester).get(url).content.decode()
+    assert "Approve</button>" not in as_(world.auditor).get(url).content.decode()
+
+
+def test_approve_by_plain_post_redirects_back_with_the_grant(world):
+    access_request = submit(world)
+    client = as_(world.approver)
+    response = client.post(reverse("request_approve", args=[access_request.pk]), {"comment": "ok"})
+    assert response.status_code == 302
+    access_request.refresh_from_db()
+    assert access_request.status == "approved"
+    assert Grant.objects.active(timezone.now()).filter(user=world.requester).exists()
+
+
+def test_approve_with_htmx_swaps_the_card(world):
+    access_request = submit(world)
+    response = as_(world.approver).post(
+        reverse("request_approve", args=[access_request.pk]),
+        {"comment": "ok", "back": "/approvals/"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'id="request-{access_request.pk}"' in html
+    assert "Approved" in html
+    assert "<html" not in html  # a partial, not a page
+
+
+def test_requester_approving_own_request_is_403(world):
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("accessgov.approve_role", world.requester, world.role)
+    access_request = submit(world)
+    response = as_(world.requester).post(reverse("request_approve", args=[access_request.pk]), {})
+    assert response.status_code == 403
+    assert "You cannot decide your own request." in response.content.decode()
+    access_request.refresh_from_db()
+    assert access_request.status == "pending"
+
+
+def test_outsider_deciding_is_404_and_auditor_deciding_is_403(world):
+    access_request = submit(world)
+    assert as_(world.outsider).post(reverse("request_approve", args=[access_request.pk]), {}).status_code == 404
+    assert as_(world.auditor).post(reverse("request_approve", args=[access_request.pk]), {}).status_code == 403
+
+
+def test_deny_without_comment_is_400_with_reason(world):
+    access_request = submit(world)
+    response = as_(world.approver).post(reverse("request_deny", args=[access_request.pk]), {"comment": ""})
+    assert response.status_code == 400
+    assert "Say why you deny" in response.content.decode()
+
+
+def test_deciding_an_already_decided_request_is_409(world):
+    access_request = submit(world)
+    ar.access_request_approve(world.approver, access_request.pk)
+    response = as_(world.approver2).post(
+        reverse("request_deny", args=[access_request.pk]), {"comment": "no"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 409
+    assert "already approved" in response.content.decode()
+
+
+def test_step_up_role_needs_a_fresh_code_in_the_decide_form(world):
+    world.role.step_up_required = True
+    world.role.save()
+    access_request = submit(world)
+    client = as_(world.approver)  # verified session without a recent code
+    url = reverse("request_approve", args=[access_request.pk])
+    response = client.post(url, {"comment": "ok"})
+    assert response.status_code == 403
+    assert "needs a code from your authenticator" in response.content.decode()
+    device = TOTPDevice.objects.get(user=world.approver)
+    response = client.post(url, {"comment": "ok", "otp_token": "000000" if totp_code(device) != "000000" else "111111"})
+    assert response.status_code == 403
+    device.refresh_from_db()
+    device.throttle_reset()  # the person waits out the one-second throttle after a wrong code
+    response = client.post(url, {"comment": "ok", "otp_token": totp_code(device)})
+    assert response.status_code == 302
+    access_request.refresh_from_db()
+    assert access_request.status == "approved"
+    assert access_request.decisions.get().step_up_at is not None
+
+
+def test_requester_cancels_and_others_cannot(world):
+    access_request = submit(world)
+    url = reverse("request_cancel", args=[access_request.pk])
+    assert as_(world.approver).post(url).status_code == 403
+    assert as_(world.outsider).post(url).status_code == 404
+    assert as_(world.requester).post(url).status_code == 302
+    access_request.refresh_from_db()
+    assert access_request.status == "cancelled"
+
+
+# --- Approver dashboard ------------------------------------------------------------------------
+
+
+def test_queue_shows_what_i_may_decide_oldest_first_and_never_my_own(world):
+    Eligibility.objects.create(role=world.role, user=world.approver)
+    first = submit(world)
+    own = ar.access_request_submit(world.approver, role=world.role, duration=H, justification="My own need here")
+    second = submit(world, role=world.role_two)
+    page = as_(world.approver).get(reverse("approvals")).content.decode()
+    assert page.index(f"#{first.pk} ") < page.index(f"#{second.pk} ")
+    assert f"#{own.pk} " not in page
+    assert "holds 0 active grants" in page
+    filtered = as_(world.approver).get(reverse("approvals") + "?risk=high").content.decode()
+    assert f"#{first.pk} " not in filtered and f"#{second.pk} " in filtered
+
+
+def test_queue_hides_requests_i_already_decided(world):
+    access_request = submit(world, role=world.role_two)
+    ar.access_request_approve(world.approver, access_request.pk)
+    assert f"#{access_request.pk} " not in as_(world.approver).get(reverse("approvals")).content.decode()
+    assert f"#{access_request.pk} " in as_(world.approver2).get(reverse("approvals")).content.decode()
+
+
+def test_dashboard_query_count_does_not_grow_with_the_queue(world, django_assert_max_num_queries, make_user):
+    from guardian.shortcuts import assign_perm
+
+    from tests.support.factories import RoleFactory
+
+    submit(world, role=world.role)
+    client = as_(world.approver)
+    with django_assert_max_num_queries(80) as one:
+        response = client.get(reverse("approvals"))
+    assert response.content.decode().count('class="queue-item') == 1
+    for i in range(12):
+        role = RoleFactory(system=world.system, name=f"r{i}")
+        Eligibility.objects.create(role=role, user=world.requester)
+        assign_perm("accessgov.approve_role", world.approver, role)
+        submit(world, role=role)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        response = client.get(reverse("approvals"))
+    assert response.content.decode().count('class="queue-item') == 13
+
+
+def test_queue_context_for_a_page_matches_the_context_of_each_request(world):
+    from django.utils import timezone
+
+    from accessgov import selectors
+
+    denied = submit(world, role=world.role_two)
+    ar.access_request_deny(world.approver, denied.pk, comment="Use the replica")
+    ar.access_request_approve(world.approver, submit(world, role=world.role_two).pk)
+    pending = [submit(world)]
+    now = timezone.now()
+    batch = selectors.requester_contexts(pending, now)
+    for access_request in pending:
+        one = selectors.requester_context(access_request, now)
+        assert batch[access_request.pk]["requests_90d"] == one["requests_90d"] == 3
+        assert batch[access_request.pk]["denials_90d"] == one["denials_90d"] == 1
+        assert batch[access_request.pk]["active_grants"] == one["active_grants"]
+
+
+# --- My access, grants, extension, revoke ------------------------------------------------------
+
+
+def test_my_access_shows_a_countdown_and_release_ends_access(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    client = as_(world.requester)
+    page = client.get(reverse("my_access")).content.decode()
+    assert f'data-countdown="{grant.expires_at.isoformat()}"' in page.replace("+00:00", "+00:00")
+    assert client.post(reverse("grant_release", args=[grant.pk]), {"confirm": "yes"}).status_code == 302
+    assert "You have no active access" in client.get(reverse("my_access")).content.decode()
+
+
+def test_my_access_drops_a_grant_at_expiry_without_any_sweep(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    client = as_(world.requester)
+    with time_machine.travel(grant.expires_at + timedelta(seconds=1)):
+        client.session  # noqa: B018 - keep the session alive across travel
+        page = client.get(reverse("my_access")).content.decode()
+    assert grant.role.name not in page.split("Waiting for approval")[0] or "You have no active access" in page
+
+
+def test_extend_form_asks_for_more_time_on_the_same_grant(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    client = as_(world.requester)
+    assert client.get(reverse("grant_extend", args=[grant.pk])).status_code == 200
+    response = client.post(
+        reverse("grant_extend", args=[grant.pk]), {"duration": "1h", "justification": "Migration still running"}
+    )
+    extension = AccessRequest.objects.get(kind="extension")
+    assert response["Location"] == reverse("request_detail", args=[extension.pk])
+    response = client.post(reverse("grant_extend", args=[grant.pk]), {"duration": "9h", "justification": "More please"})
+    assert response.status_code in (400, 409)
+    assert as_(world.approver).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
+
+
+def test_grant_detail_visibility_and_revoke(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    url = reverse("grant_detail", args=[grant.pk])
+    assert as_(world.outsider).get(url).status_code == 404
+    assert as_(world.auditor).get(url).status_code == 200
+    assert "Revoke access now" in as_(world.owner).get(url).content.decode()
+    assert "Revoke access now" not in as_(world.requester).get(url).content.decode()
+    assert as_(world.requester).post(reverse("grant_revoke", args=[grant.pk]), {"reason": "x"}).status_code == 403
+    assert as_(world.outsider).post(reverse("grant_revoke", args=[grant.pk]), {"reason": "x"}).status_code == 404
+    assert (
+        as_(world.owner)
+        .post(reverse("grant_revoke", args=[grant.pk]), {"reason": "Done", "confirm": "yes"})
+        .status_code
+        == 302
+    )
+    grant.refresh_from_db()
+    assert grant.status == "revoked"
+
+
+def test_grants_list_shows_only_visible_grants_and_filters(world, make_user):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    assert "requester" in as_(world.auditor).get(reverse("grants_list")).content.decode()
+    assert "No grants match" in as_(world.outsider).get(reverse("grants_list")).content.decode()
+    page = as_(world.auditor).get(reverse("grants_list") + "?status=expired").content.decode()
+    assert "No grants match" in page
+
+
+# --- Break-glass -------------------------------------------------------------------------------
+
+
+def test_break_glass_page_needs_a_fresh_code_then_activates(world):
+    world.role_two.break_glass_allowed = True
+    world.role_two.save()
+    client = as_(world.requester)
+    data = {"role": world.role_two.pk, "duration": "30m", "justification": "Prod is down, INC-77", "otp_token": ""}
+    response = client.post(reverse("break_glass"), data)
+    assert response.status_code == 400
+    device = TOTPDevice.objects.get(user=world.requester)
+    response = client.post(reverse("break_glass"), {**data, "otp_token": totp_code(device)})
+    assert response["Location"] == reverse("my_access")
+    grant = Grant.objects.get()
+    assert grant.is_break_glass
+    page = as_(world.auditor).get(reverse("break_glass_follow_ups")).content.decode()
+    assert "Prod is down, INC-77" in page and "Acknowledge" in page
+    response = as_(world.auditor).post(
+        reverse("follow_up_acknowledge", args=[grant.follow_up.pk]), {"reason": "Checked the session recording"}
+    )
+    assert response.status_code == 302
+    grant.follow_up.refresh_from_db()
+    assert grant.follow_up.acknowledged_by == world.auditor
+
+
+def test_break_glass_on_a_role_without_it_is_not_offered(world):
+    page = as_(world.requester).get(reverse("break_glass")).content.decode()
+    assert "None of the roles you are eligible for allows break-glass" in page
+
+
+# --- Systems and eligibility -------------------------------------------------------------------
+
+
+def test_owner_adds_and_ends_eligibility_others_cannot(world):
+    url = reverse("system_detail", args=[world.system.slug])
+    assert "Add eligibility" in as_(world.owner).get(url).content.decode()
+    assert "Add eligibility" not in as_(world.requester).get(url).content.decode()
+    add = reverse("eligibility_add", args=[world.system.slug])
+    data = {"role": world.role.pk, "user": world.outsider.pk, "reason": "Joins the payments on-call"}
+    assert as_(world.requester).post(add, data).status_code == 403
+    assert as_(world.owner).post(add, data).status_code == 302
+    eligibility = Eligibility.objects.get(user=world.outsider)
+    assert as_(world.outsider).get(reverse("request_new")).content.decode().count("read-write") >= 1
+    end = reverse("eligibility_end", args=[eligibility.pk])
+    assert as_(world.requester).post(end, {"reason": "x"}).status_code == 404
+    assert as_(world.owner).post(end, {"reason": "Left the team", "confirm": "yes"}).status_code == 302
+    eligibility.refresh_from_db()
+    assert eligibility.ends_at is not None and eligibility.ends_at <= timezone.now()
+
+
+def test_eligibility_form_needs_user_or_group(world):
+    response = as_(world.owner).post(
+        reverse("eligibility_add", args=[world.system.slug]), {"role": world.role.pk, "reason": "x"}, follow=True
+    )
+    assert "Choose either a user or a group." in response.content.decode()
+
+
+def test_home_shows_queue_size_for_approvers(world):
+    submit(world)
+    page = as_(world.approver).get(reverse("home")).content.decode()
+    assert "Waiting for you" in page
+    assert "Waiting for you" not in as_(world.requester).get(reverse("home")).content.decode()
+
+
+def test_htmx_request_from_a_half_signed_in_session_redirects_the_whole_page(world):
+    client = Client()
+    client.force_login(world.approver)
+    response = client.post(reverse("request_approve", args=[1]), {}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 204
+    assert response["HX-Redirect"].startswith("/accounts/otp/")
+
+
+def test_grant_detail_for_expired_grant_says_expired(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    Grant.objects.filter(pk=grant.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1), starts_at=timezone.now() - H
+    )
+    page = as_(world.requester).get(reverse("grant_detail", args=[grant.pk])).content.decode()
+    assert "status-expired" in page
+    assert "Release now" not in page
+    assert gs.grant_expire_due(timezone.now()) == 1
+
+
+def test_home_warns_owners_about_removals_overdue_at_the_target(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    gs.grant_revoke(world.owner, grant.pk, reason="Done")
+    assert "not yet removed at the target" not in as_(world.owner).get(reverse("home")).content.decode()
+    Grant.objects.filter(pk=grant.pk).update(removal_requested_at=timezone.now() - timedelta(minutes=6))
+    assert "1 ended grant not yet removed at the target" in as_(world.owner).get(reverse("home")).content.decode()
+    assert "not yet removed" not in as_(world.outsider).get(reverse("home")).content.decode()
+
+
+def test_queue_badge_counts_exactly_what_the_queue_shows(world):
+    from accessgov import permissions, selectors
+
+    approve_first = submit(world, role=world.role_two)
+    ar.access_request_approve(world.approver, approve_first.pk, step_up_at=timezone.now())
+    submit(world)  # waiting for both approvers
+    Eligibility.objects.create(role=world.role_two, user=world.outsider)
+    lapsed = ar.access_request_submit(
+        world.outsider, role=world.role_two, duration=H, justification="Investigating INC-44 on payments"
+    )
+    AccessRequest.objects.filter(pk=lapsed.pk).update(lapses_at=timezone.now() - timedelta(seconds=1))
+    Eligibility.objects.create(role=world.role, user=world.approver2)
+    ar.access_request_submit(
+        world.approver2, role=world.role, duration=H, justification="Investigating INC-43 on payments"
+    )
+    now = timezone.now()
+    for user in (world.approver, world.approver2, world.requester):
+        queue = selectors.approver_queue(user, now)
+        assert selectors.approver_queue_size(user, now, permissions.decidable_role_ids(user)) == queue.count()
+    # approver: the 1-approval request and approver2's own (not the 2-approval one they approved, not the lapsed one)
+    assert selectors.approver_queue(world.approver, now).count() == 2
+    # approver2: the 2-approval request and the 1-approval request, never their own
+    assert selectors.approver_queue(world.approver2, now).count() == 2
