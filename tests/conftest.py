@@ -19,7 +19,7 @@ from accessgov import otp
 from tests.support.factories import UserFactory
 
 # Fixtures shared by several test modules live in tests/support/ and are registered here.
-pytest_plugins = ["tests.support.provisioning", "tests.support.identity_support"]
+pytest_plugins = ["tests.support.provisioning", "tests.support.identity_support", "tests.support.security_world"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

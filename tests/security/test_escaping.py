@@ -14,29 +14,10 @@ from django.utils.html import escape
 
 from accessgov import notifications
 from tests.conftest import verify_session
-from tests.support import security_world
-from tests.support.crawl import inline_script_problems, pages_by_persona
-from tests.support.security_world import FIELDS, IMG, SCRIPT, payload
-
-
-@pytest.fixture
-def hostile(world, make_user, django_capture_on_commit_callbacks):
-    mail.outbox = []
-    with django_capture_on_commit_callbacks(execute=True):
-        return security_world.build(world, make_user)
-
+from tests.support.crawl import inline_script_problems, pages_by_persona, raw_markup
+from tests.support.security_world import FIELDS, IMG, SCRIPT, marker, payload
 
 pytestmark = pytest.mark.django_db
-
-
-def marker(field: str) -> str:
-    """The start of a field's payload as typed: enough to find it even where a page shortens text."""
-    return f"={field} {SCRIPT}"
-
-
-def raw_markup(text: str) -> list[str]:
-    """Payload fragments that would be markup if this text were HTML."""
-    return [fragment for fragment in (SCRIPT, "<img src=x onerror") if fragment in text]
 
 
 def test_hostile_text_is_escaped_in_every_page_that_shows_it(world, hostile):

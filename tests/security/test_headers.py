@@ -10,77 +10,11 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from accessgov.views import errors
-from tests.conftest import verify_session
-from tests.support import security_world
-from tests.support.crawl import URLS, inline_script_problems
+from tests.support.crawl import URLS, hardening_problems, persona_client, real_object_urls
 
 pytestmark = pytest.mark.django_db
 
-HSTS = "max-age=31536000; includeSubDomains; preload"
 SESSION_PERSONAS = ["anonymous", "password-only", "requester", "approver", "owner", "auditor", "admin"]
-
-
-def hardening_problems(response, where: str) -> list[str]:
-    """Everything wrong with one response's headers (and, for HTML, its scripts); empty when hardened.
-    Requests are made over HTTPS (``secure=True``) so HSTS must be there too."""
-    problems = []
-    csp = response.get("Content-Security-Policy", "")
-    for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"):
-        if directive not in csp:
-            problems.append(f"{where}: CSP lacks {directive!r} ({csp!r})")
-    if "unsafe-inline" in csp or "unsafe-eval" in csp:
-        problems.append(f"{where}: CSP allows unsafe script ({csp!r})")
-    expected = {
-        "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-        "Strict-Transport-Security": HSTS,
-    }
-    for header, value in expected.items():
-        if response.get(header) != value:
-            problems.append(f"{where}: {header} is {response.get(header)!r}, expected {value!r}")
-    if "no-store" not in response.get("Cache-Control", ""):
-        problems.append(f"{where}: Cache-Control is {response.get('Cache-Control')!r}, expected no-store")
-    if response.get("Content-Type", "").startswith("text/html") and not response.streaming:
-        problems += [f"{where}: {p}" for p in inline_script_problems(response.content.decode())]
-    return problems
-
-
-@pytest.fixture
-def hostile(world, make_user, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        return security_world.build(world, make_user)
-
-
-def persona_client(name: str, world, hostile) -> Client:
-    client = Client(raise_request_exception=False)
-    if name == "anonymous":
-        return client
-    if name == "password-only":
-        client.force_login(world.requester)
-        return client
-    user = hostile.admin if name == "admin" else getattr(world, name)
-    return verify_session(client, user)
-
-
-def real_object_urls(world, hostile) -> list[str]:
-    """Pages about objects that exist (the resolver crawl uses sample ids, which are mostly 404)."""
-    urls = [
-        reverse("request_detail", args=[hostile.pending.pk]),
-        reverse("request_detail", args=[hostile.approved.pk]),
-        reverse("request_detail", args=[hostile.denied.pk]),
-        reverse("grant_detail", args=[hostile.approved.grant.pk]),
-        reverse("grant_detail", args=[hostile.break_glass_grant_id]),
-        reverse("system_detail", args=[world.system.slug]),
-        reverse("review_detail", args=[hostile.campaign_id]),
-        reverse("review_export", args=[hostile.campaign_id]),
-        reverse("admin:accessgov_system_change", args=[world.system.pk]),
-        reverse("admin:accessgov_role_change", args=[world.role.pk]),
-        reverse("admin:accessgov_accessrequest_change", args=[hostile.pending.pk]),
-        "/no-such-page/",
-        "/requests/999999/",
-    ]
-    return urls
 
 
 def crawl(client: Client, urls, method: str = "get") -> list[str]:
@@ -135,12 +69,7 @@ def test_api_answers_carry_the_security_headers_for_every_token_holder(world, ho
     from tests.support.api_helpers import api_client, make_token
 
     api_urls = [url for url, name in URLS if (name or "").startswith("api:")]
-    api_urls += [
-        reverse("api:request_detail", args=[hostile.pending.pk]),
-        reverse("api:grant_detail", args=[hostile.approved.grant.pk]),
-        reverse("api:request_detail", args=[999999]),
-        "/api/v1/no-such-thing/",
-    ]
+    api_urls += [url for url in real_object_urls(world, hostile) if url.startswith("/api/")]
     assert len(api_urls) > 10
     problems = crawl(Client(), api_urls)  # no token at all
     for persona in ("requester", "approver", "owner", "auditor", "admin"):

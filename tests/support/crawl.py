@@ -1,11 +1,16 @@
-"""The URL crawl shared by the security tests: every portal URL, hostile pages per persona, inline-script checks."""
+"""The URL crawl shared by the security tests: every portal URL, hostile pages per persona, the pages about
+real objects, and what is checked on every response (security headers, inline scripts, raw markup)."""
 
 import re
 import uuid
 from html.parser import HTMLParser
 
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.exceptions import NoReverseMatch
+
+from tests.conftest import verify_session
+from tests.support.security_world import IMG_TAG, SCRIPT
 
 SAMPLE_VALUES = {
     "int": ["1"],
@@ -102,6 +107,77 @@ def inline_script_problems(html: str) -> list[str]:
     parser.feed(html)
     parser.close()
     return parser.problems
+
+
+HSTS = "max-age=31536000; includeSubDomains; preload"
+
+
+def hardening_problems(response, where: str) -> list[str]:
+    """Everything wrong with one response's headers (and, for HTML, its scripts); empty when hardened.
+    Requests are made over HTTPS (``secure=True``) so HSTS must be there too."""
+    problems = []
+    csp = response.get("Content-Security-Policy", "")
+    for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"):
+        if directive not in csp:
+            problems.append(f"{where}: CSP lacks {directive!r} ({csp!r})")
+    if "unsafe-inline" in csp or "unsafe-eval" in csp:
+        problems.append(f"{where}: CSP allows unsafe script ({csp!r})")
+    expected = {
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Strict-Transport-Security": HSTS,
+    }
+    for header, value in expected.items():
+        if response.get(header) != value:
+            problems.append(f"{where}: {header} is {response.get(header)!r}, expected {value!r}")
+    if "no-store" not in response.get("Cache-Control", ""):
+        problems.append(f"{where}: Cache-Control is {response.get('Cache-Control')!r}, expected no-store")
+    if response.get("Content-Type", "").startswith("text/html") and not response.streaming:
+        problems += [f"{where}: {p}" for p in inline_script_problems(response.content.decode())]
+    return problems
+
+
+def raw_markup(text: str) -> list[str]:
+    """Hostile payload fragments that would be markup if this text were HTML."""
+    return [fragment for fragment in (SCRIPT, IMG_TAG) if fragment in text]
+
+
+def persona_client(name: str, world, hostile) -> Client:
+    """A client for a session persona: anonymous, password-only (world.requester without the OTP step), or
+    a verified session of a world persona ("admin" is the hostile world's superuser)."""
+    client = Client(raise_request_exception=False)
+    if name == "anonymous":
+        return client
+    if name == "password-only":
+        client.force_login(world.requester)
+        return client
+    user = hostile.admin if name == "admin" else getattr(world, name)
+    return verify_session(client, user)
+
+
+def real_object_urls(world, hostile) -> list[str]:
+    """Pages (and API answers) about objects that exist, plus unknown ones: the resolver crawl uses sample
+    ids, which are mostly 404."""
+    return [
+        reverse("request_detail", args=[hostile.pending.pk]),
+        reverse("request_detail", args=[hostile.approved.pk]),
+        reverse("request_detail", args=[hostile.denied.pk]),
+        reverse("grant_detail", args=[hostile.approved.grant.pk]),
+        reverse("grant_detail", args=[hostile.break_glass_grant_id]),
+        reverse("system_detail", args=[world.system.slug]),
+        reverse("review_detail", args=[hostile.campaign_id]),
+        reverse("review_export", args=[hostile.campaign_id]),
+        reverse("admin:accessgov_system_change", args=[world.system.pk]),
+        reverse("admin:accessgov_role_change", args=[world.role.pk]),
+        reverse("admin:accessgov_accessrequest_change", args=[hostile.pending.pk]),
+        reverse("api:request_detail", args=[hostile.pending.pk]),
+        reverse("api:grant_detail", args=[hostile.approved.grant.pk]),
+        reverse("api:request_detail", args=[999999]),
+        "/api/v1/no-such-thing/",
+        "/no-such-page/",
+        "/requests/999999/",
+    ]
 
 
 def pages_by_persona(world, hostile) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """A world in which every free-text field a person can set holds hostile text.
 
-Used by the header crawl, the escaping tests and the browser test. Each field gets its own payload
+Used by the URL crawl, the header and escaping tests (the ``hostile`` fixture, registered in
+tests/conftest.py) and the browser test (``build``). Each field gets its own payload
 (``payload("justification")`` …) so a failure names the field; every payload starts like a spreadsheet
 formula and carries the classic script, attribute-breaking and ``javascript:`` injections.
 """
@@ -8,6 +9,8 @@ formula and carries the classic script, attribute-breaking and ``javascript:`` i
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pytest
+from django.core import mail
 from django.utils import timezone
 
 from accessgov.models import AccessRequest, ReviewItem
@@ -16,6 +19,7 @@ from tests.support.factories import RoleFactory
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
+IMG_TAG = "<img src=x onerror"  # the part of IMG that is an element if it reaches HTML unescaped
 JS_URL = "javascript:alert(1)"
 
 
@@ -23,6 +27,11 @@ def payload(field: str) -> str:
     """Hostile text for ``field``: a formula, a script, an attribute break-out and a javascript: URL
     (at most 100 characters, the shortest text column it goes into)."""
     return f"={field} {SCRIPT} {IMG} {JS_URL}"
+
+
+def marker(field: str) -> str:
+    """The start of a field's payload as typed: enough to find it even where a page shortens text."""
+    return f"={field} {SCRIPT}"
 
 
 def escaped(field: str) -> str:
@@ -140,3 +149,11 @@ def build(world, make_user) -> HostileWorld:
         campaign_id=campaign.pk,
         admin=admin,
     )
+
+
+@pytest.fixture
+def hostile(world, make_user, django_capture_on_commit_callbacks) -> HostileWorld:
+    """The hostile world built on ``world``, its emails sent: ``mail.outbox`` holds only the mails it caused."""
+    mail.outbox = []
+    with django_capture_on_commit_callbacks(execute=True):
+        return build(world, make_user)
