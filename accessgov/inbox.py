@@ -189,7 +189,12 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
         result.approvals = list(selectors.approver_queue(user, now)[:NEEDS_ME_LIMIT])
     if _oversees(user):
         result.follow_ups = [
-            f for f in _open_follow_ups(user)[:NEEDS_ME_LIMIT] if permissions.can_acknowledge_break_glass(user, f.grant)
+            f
+            # Only what the list shows and the predicate reads: each join more cost PostgreSQL ~1 ms of planning.
+            for f in _open_follow_ups(user)
+            .select_related(None)
+            .select_related("grant__user", "grant__role__system")[:NEEDS_ME_LIMIT]
+            if permissions.can_acknowledge_break_glass(user, f.grant)
         ]
         result.removals = _overdue_removals(user, now).count()
         result.findings = [
