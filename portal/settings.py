@@ -113,6 +113,10 @@ TEMPLATES = [
     },
 ]
 
+# Django's built-in form widgets (every filter form, every page's forms) render through Jinja2, the
+# admin's own widget templates through the Django engine (accessgov/renderers.py).
+FORM_RENDERER = "accessgov.renderers.JinjaWidgetsRenderer"
+
 # --- Database: SQLite under var/ by default; DATABASE_URL for PostgreSQL -----------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'accessgov.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
