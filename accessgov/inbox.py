@@ -352,7 +352,7 @@ SELECT
         "campaign_open": ReviewCampaign.Status.OPEN,
         "finding_open": ActivityFinding.Status.OPEN,
     }
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # not prepared: PostgreSQL's generic plan for it took 2.5x as long
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return {name: value or 0 for name, value in zip(BADGE_PARTS, row, strict=True)}

@@ -123,6 +123,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections: a new PostgreSQL connection costs ~3 ms here.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Only server-side-binding cursors are ever prepared, and only dbsql.prepared_cursor makes them (the
+    # fixed per-page statements); Django's own cursors bind client-side and are never prepared.
+    # DB_PREPARE_THRESHOLD=0 turns it off (a PgBouncer in transaction mode older than 1.21 needs that).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        env.int("DB_PREPARE_THRESHOLD", default=2) or None
+    )
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
