@@ -27,11 +27,11 @@ def is_postgresql() -> bool:
 
 
 def prepared_cursor():
-    """A cursor for a fixed statement run on every page (the viewer's scope, the inbox badge): on
+    """A cursor for a fixed statement run on every page (the viewer's scope): on
     PostgreSQL it binds parameters server-side, so psycopg prepares the statement after its fifth run on
     a connection and PostgreSQL stops planning it each time (planning was 0.7-1.2 ms of each, executing
     0.1 ms). Everything else keeps Django's client-side binding, whose custom plans suit the list queries
-    better (docs/PERFORMANCE.md). Wrapped like any Django cursor: counted, logged, execute wrappers run.
+    (and the inbox badge: its generic plan took 2.5x as long) better (docs/PERFORMANCE.md). Wrapped like any Django cursor: counted, logged, execute wrappers run.
     Elsewhere, Django's ordinary cursor."""
     if not is_postgresql():
         return connection.cursor()
