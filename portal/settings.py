@@ -111,6 +111,14 @@ TEMPLATES = [
             "builtins": ["accessgov.templatetags.accessgov_tags"],
         },
     },
+    {
+        # The hot partials only (the approver queue's cards and the decision form), included from Django
+        # templates with {% jinja %}: rendering a card cost ~0.9 ms in the Django engine (issue 22).
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [BASE_DIR / "templates" / "jinja2"],
+        "APP_DIRS": False,
+        "OPTIONS": {"environment": "accessgov.jinja_env.environment", "autoescape": True},
+    },
 ]
 
 # Django's built-in form widgets (every filter form, every page's forms) render through Jinja2, the
