@@ -19,6 +19,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
+from accessgov import dbsql
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import (
     AccessRequest,
@@ -330,7 +331,7 @@ def _scope(user: User) -> Scope:
         "roles": Role._meta.db_table,
     }
     rows: dict[str, list] = {"group": [], "perm": [], "decide": [], "owns": [], "owned_role": []}
-    with connection.cursor() as cursor:
+    with dbsql.prepared_cursor() as cursor:
         cursor.execute(
             _SCOPE_SQL.format(**{k: connection.ops.quote_name(v) for k, v in tables.items()}), {"user": user.pk}
         )

@@ -584,8 +584,8 @@ def seed(args, timer: Timer) -> None:
             cur,
             "accessgov_accessrequest (id, requester_id, role_id, kind, status, requested_duration, approved_duration, "
             "justification, ticket, created_at, lapses_at, decided_at, auto_approved_by_rule, starts_at, extends_grant_id, "
-            "reminder_sent_at)",
-            ((*row, None, None, None) for row in requests),
+            "reminder_sent_at, auto_approval_evidence, auto_approval_note, incident_id, ticket_bound, ticket_title, ticket_url)",
+            ((*row, None, None, None, "{}", "", "", False, "", "") for row in requests),
         )
         _copy(
             cur,

@@ -91,6 +91,13 @@ class Grant(models.Model):
             models.Index(fields=["ended_by"], condition=models.Q(ended_by__isnull=False), name="grant_ended_by"),
             # The break-glass report, newest first: a few hundred rows among 100k grants.
             models.Index(fields=["-id"], condition=models.Q(is_break_glass=True), name="grant_break_glass"),
+            # Removals not confirmed yet (the inbox badge, home banner and monitoring's overdue count on
+            # every page): a handful of rows in steady state, a seq scan of every grant without it.
+            models.Index(
+                fields=["removal_requested_at"],
+                condition=models.Q(removal_confirmed_at__isnull=True, removal_requested_at__isnull=False),
+                name="grant_removal_pending",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

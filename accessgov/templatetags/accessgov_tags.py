@@ -1,7 +1,12 @@
 from datetime import UTC
 from functools import cache
+from typing import cast
 
 from django import template
+from django.apps import apps
+from django.middleware.csrf import get_token
+from django.template import engines
+from django.template.backends.jinja2 import Jinja2
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
@@ -94,14 +99,49 @@ def _event_labels() -> dict[str, str]:
     return dict(AccessEvent.Type.choices)
 
 
+def choice_label(instance, field_name: str):
+    """``instance.get_<field>_display()`` without rebuilding the field's choices on each call (Django's
+    does: ~50 µs; four per approver-queue card)."""
+    value = getattr(instance, field_name)
+    return _choice_labels(instance._meta.label, field_name).get(value, value)
+
+
+@cache
+def _choice_labels(model_label: str, field_name: str) -> dict:
+    return dict(apps.get_model(model_label)._meta.get_field(field_name).flatchoices)
+
+
 @register.simple_tag(name="step_up_note", takes_context=True)
 def step_up_note_tag(context) -> dict:
     """Whether the code field of a step-up form is needed for this session right now, and the sentence
     that says so ("Not needed: you entered a code 2 minutes ago …"): otp.step_up_note, the same rule
     the services apply."""
+    return step_up_state(context.get("request"))
+
+
+def step_up_state(request) -> dict:
+    """``step_up_note`` for ``request`` (also the Jinja2 templates' ``step_up_note(request)``)."""
     from django.utils import timezone
 
-    request = context.get("request")
     code_at = otp.session_code_at(request) if request is not None and hasattr(request, "session") else None
     needed, note = otp.step_up_note(code_at, timezone.now())
     return {"needed": needed, "note": note}
+
+
+@register.simple_tag(name="jinja", takes_context=True)
+def jinja_tag(context, template_name: str, **extra) -> str:
+    """A Jinja2 partial (accessgov/jinja_env.py) rendered with this template's variables and ``extra``."""
+    variables = {**context.flatten(), **extra}
+    request = context.get("request")
+    if request is not None:
+        # What Django's Jinja2 backend adds, with the token masked once per partial instead of once per
+        # form in it (its lazy csrf_input masks a new one on each use: 24 forms on a queue page).
+        token = get_token(request)
+        variables.update(
+            request=request,
+            csrf_token=token,
+            csrf_input=format_html('<input type="hidden" name="csrfmiddlewaretoken" value="{}">', token),
+        )
+    backend = cast(Jinja2, engines["jinja2"])
+    rendered = backend.env.get_template(template_name).render(variables)
+    return mark_safe(rendered)  # noqa: S308 - Jinja2 autoescaped it

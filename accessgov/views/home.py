@@ -11,20 +11,17 @@ from accessgov.http import PortalRequest
 def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = timezone.now()
+    needs_me = inbox.needs_me(request.user, now)
     context = {
         "active_grants": selectors.my_active_grants(request.user, now),
         "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
         "pending_requests": selectors.my_pending_requests(request.user),
         "backup_codes_left": otp.backup_codes_left(request.user),
         # Issue 18: what needs me (review work for owners, break-glass uses, changes), as in the inbox.
-        "needs_me": inbox.needs_me(request.user, now),
+        "needs_me": needs_me,
         "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
         "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
-        # Someone else's grants only: nothing to count for a person who oversees no role.
-        "overdue_removals": selectors.overdue_removals(permissions.visible_grants(request.user), now)
-        .exclude(user=request.user)
-        .count()
-        if permissions.is_auditor(request.user) or permissions.overseen_role_ids(request.user)
-        else 0,
+        # Someone else's grants only (counted by needs_me, and only for those who oversee a role).
+        "overdue_removals": needs_me.removals,
     }
     return render(request, "accessgov/home.html", context)

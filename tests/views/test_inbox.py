@@ -266,6 +266,69 @@ def test_the_badge_costs_one_query_whatever_the_inbox_holds(world, django_assert
     assert context_processors  # the badge is computed in the navigation context processor
 
 
+@pytest.mark.postgres
+def test_the_badge_statement_counts_what_its_orm_twin_counts_for_every_persona(world, settings, make_user):
+    """``badge_counts_postgresql`` (one fixed statement) against ``badge_counts_portable`` (the ORM), with
+    something in every part of the badge: an open review item, a grant ending soon, unread and read
+    events, an open break-glass follow-up, an open finding, an overdue removal, eligibility ending."""
+    from accessgov import permissions
+    from accessgov.models import ActivityFinding, Eligibility
+
+    revoked = _granted(world)
+    gs.grant_revoke(world.approver, revoked.pk, reason="Done")
+    kept = _granted(world)
+    InboxReadMark.objects.create(user=world.requester, event_id=AccessEvent.objects.order_by("-pk").first().pk)
+    first_event = inbox.happened_events(world.requester).exclude(actor=world.requester).order_by("sequence").first()
+    world.requester.inbox_read_through = first_event.sequence  # read through the first, the rest unread
+    world.requester.save(update_fields=["inbox_read_through"])
+    Role.objects.filter(pk=world.role.pk).update(break_glass_allowed=True)
+    responder = world.approver2  # an overseer with a follow-up of their own: not theirs to acknowledge
+    Eligibility.objects.create(role=world.role, user=responder, starts_at=T0 - H, reason="On call")
+    gs.break_glass_activate(
+        responder, role=Role.objects.get(pk=world.role.pk), justification="Outage INC-77", duration=H, step_up_at=T0
+    )
+    ActivityFinding.objects.create(
+        system=world.system,
+        grant=kept,
+        role=world.role,
+        user=world.requester,
+        principal="requester",
+        kind=ActivityFinding.Kind.DDL,
+        first_seen_at=T0,
+        last_seen_at=T0,
+    )
+    ActivityFinding.objects.create(
+        system=world.system, principal="nobody", kind=ActivityFinding.Kind.DDL, first_seen_at=T0, last_seen_at=T0
+    )
+    ActivityFinding.objects.create(  # about an overseer: not theirs to sign off
+        system=world.system,
+        role=world.role,
+        user=world.approver2,
+        principal="approver2",
+        kind=ActivityFinding.Kind.DDL,
+        first_seen_at=T0,
+        last_seen_at=T0,
+    )
+    Eligibility.objects.create(
+        role=world.role, user=world.outsider, starts_at=T0 - H, ends_at=T0 + timedelta(days=3), reason="Contract"
+    )
+    reviews.review_campaign_create(world.auditor, name="Q4", systems=[world.system], due_at=T0 + timedelta(days=9))
+    admin = make_user("badge-admin", is_staff=True, is_superuser=True)
+    personas = [world.requester, world.approver, world.approver2, world.owner, world.auditor, world.outsider, admin]
+    later = T0 + timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES + 50)  # removal overdue, kept ends soon
+    with time_machine.travel(later, tick=False):
+        seen = {}
+        for user in personas:
+            user._permission_memo = {}
+            permissions.scope(user)
+            portable = inbox.badge_counts_portable(user, later)
+            assert inbox.badge_counts_postgresql(user, later) == portable, user.username
+            seen[user.username] = portable
+    for part in inbox.BADGE_PARTS:  # every part was counted for somebody: the comparison covered it
+        assert any(counts[part] for counts in seen.values()), part
+    assert seen[world.outsider.username] == dict.fromkeys(inbox.BADGE_PARTS, 0)
+
+
 # --- Preferences and links ----------------------------------------------------------------------
 
 

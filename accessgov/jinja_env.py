@@ -1,0 +1,46 @@
+"""The Jinja2 environment for the few hot partials rendered by Jinja2 (issue 22): the approver queue's
+cards and the decision form. Autoescaped like every Django template; the filters and helpers are the
+same functions the Django templates use (``accessgov_tags``, Django's ``defaultfilters``), so a rule
+such as how a duration or an instant is shown still has one home. A Django template includes one with
+``{% jinja "name.jinja" %}``; a Jinja2 template includes a Django one with ``include_django(name)``.
+"""
+
+from typing import Any
+
+from django.template import defaultfilters, engines
+from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
+
+from accessgov.templatetags import accessgov_tags as tags
+
+
+def _url(name: str, *args: Any) -> str:
+    return reverse(name, args=args)
+
+
+@pass_context
+def include_django(context: Context, template_name: str, **extra: Any) -> SafeString:
+    """A Django template rendered with this template's variables (no context processors run again)."""
+    rendered = engines["django"].get_template(template_name).render({**context.get_all(), **extra})
+    return mark_safe(rendered)  # noqa: S308 - the Django engine escaped it
+
+
+def environment(**options: Any) -> Environment:
+    env = Environment(**options)  # noqa: S701 - Django's Jinja2 backend sets autoescape=True by default
+    env.globals.update(
+        url=_url,
+        status=tags.status_tag,
+        step_up_note=tags.step_up_state,
+        include_django=include_django,
+        label=tags.choice_label,
+    )
+    env.filters.update(
+        when=tags.when_filter,
+        duration=tags.duration_filter,
+        timesince=defaultfilters.timesince_filter,
+        timeuntil=defaultfilters.timeuntil_filter,
+        pluralize=defaultfilters.pluralize,
+    )
+    return env
