@@ -28,7 +28,8 @@ def include_django(context: Context, template_name: str, **extra: Any) -> SafeSt
 
 
 def environment(**options: Any) -> Environment:
-    env = Environment(**options)  # noqa: S701 - Django's Jinja2 backend sets autoescape=True by default
+    options.pop("autoescape", None)
+    env = Environment(autoescape=True, **options)  # always: whatever the settings say
     env.globals.update(
         url=_url,
         status=tags.status_tag,
