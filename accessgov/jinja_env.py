@@ -10,7 +10,7 @@ from typing import Any
 from django.template import defaultfilters, engines
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
-from jinja2 import Environment, pass_context
+from jinja2 import ChainableUndefined, Environment, pass_context
 from jinja2.runtime import Context
 
 from accessgov.templatetags import accessgov_tags as tags
@@ -29,6 +29,9 @@ def include_django(context: Context, template_name: str, **extra: Any) -> SafeSt
 
 def environment(**options: Any) -> Environment:
     options.pop("autoescape", None)
+    # Missing variables render empty and chain (nav.inbox.total on an error page without nav), as in
+    # Django templates, which these partials are included from.
+    options.setdefault("undefined", ChainableUndefined)
     env = Environment(autoescape=True, **options)  # always: whatever the settings say
     env.globals.update(
         url=_url,

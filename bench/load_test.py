@@ -208,8 +208,16 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
         cpu = {group: (last[group] - first[group]) / (t1 - t0) * 100 for group in first}
     times = [s[2] for s in window]
     by_name: dict[str, list[float]] = {}
+    errors_by_name: dict[str, int] = {}
+    messages: dict[str, int] = {}
     for s in window:
         by_name.setdefault(s[0], []).append(s[2])
+        if s[3]:
+            errors_by_name[s[0]] = errors_by_name.get(s[0], 0) + 1
+            message = f"{s[0]}: {s[4] if len(s) > 4 else 'error'}"
+            messages[message] = messages.get(message, 0) + 1
+    for message, count in sorted(messages.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  {label} error x{count}: {message}", flush=True)
     return {
         "label": label,
         "seconds": window_end - window_start,
@@ -219,7 +227,9 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
         "p99": pct(times, 99),
         "errors": sum(s[3] for s in window),
         "sign_in_errors": sum(s[3] for s in sign_ins),
-        "by_name": {n: (len(t), statistics.median(t), pct(t, 99)) for n, t in sorted(by_name.items())},
+        "by_name": {
+            n: (len(t), statistics.median(t), pct(t, 99), errors_by_name.get(n, 0)) for n, t in sorted(by_name.items())
+        },
         "cpu": cpu,
     }
 
@@ -292,7 +302,7 @@ def main() -> None:
 
 def _line(r: dict) -> str:
     pages = "".join(
-        f"\n    {name:40} {n:6} {p50:7.0f} ms {p99:7.0f} ms" for name, (n, p50, p99) in r["by_name"].items()
+        f"\n    {name:40} {n:6} {p50:7.0f} ms {p99:7.0f} ms" for name, (n, p50, p99, _errors) in r["by_name"].items()
     )
     return (
         pages
@@ -348,10 +358,13 @@ def render(runs: list[dict], args) -> str:
         + _cpu_sentence(target)
         + " Per page in the fixed-rate run:",
         "",
-        "| page | requests | p50 | p99 |",
-        "|---|---|---|---|",
+        "| page | requests | p50 | p99 | errors |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | {n} | {p50:.0f} ms | {p99:.0f} ms |" for name, (n, p50, p99) in target["by_name"].items()]
+    lines += [
+        f"| {name} | {n} | {p50:.0f} ms | {p99:.0f} ms | {errors} |"
+        for name, (n, p50, p99, errors) in target["by_name"].items()
+    ]
     return "\n".join(lines)
 
 

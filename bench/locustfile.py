@@ -19,7 +19,7 @@ from locust import FastHttpUser, between, constant_throughput, events, task
 
 USERS = json.loads(open(os.environ["LOAD_USERS"]).read())  # noqa: SIM115 - read once at import
 RATE = float(os.environ.get("LOAD_RATE_PER_USER", "0"))
-SAMPLES: list[tuple[str, float, float, int]] = []
+SAMPLES: list[tuple[str, float, float, int, str]] = []
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 GRANT = re.compile(r"/grants/(\d+)/")
 _next = {"requester": 0, "approver": 0, "auditor": 0}
@@ -27,7 +27,15 @@ _next = {"requester": 0, "approver": 0, "auditor": 0}
 
 @events.request.add_listener
 def _record(request_type, name, response_time, response_length, exception=None, start_time=None, **kwargs):
-    SAMPLES.append((name, start_time or time.time(), response_time, 1 if exception else 0))
+    SAMPLES.append(
+        (
+            name,
+            start_time or time.time(),
+            response_time,
+            1 if exception else 0,
+            repr(exception)[:160] if exception else "",
+        )
+    )
 
 
 @events.quitting.add_listener
@@ -104,9 +112,13 @@ class Requester(Person):
         )
         match = GRANT.search(response.text) if response.text else None
         if match:
+            # As a person does since issue 18: "Release now…" shows what it will do, then "Yes, release it now".
+            url = f"/grants/{match.group(1)}/release/"
+            page = self.client.post(url, data={"csrfmiddlewaretoken": token}, name="release grant: confirmation page")
+            found = CSRF.search(page.text or "")
             self.client.post(
-                f"/grants/{match.group(1)}/release/",
-                data={"csrfmiddlewaretoken": token},
+                url,
+                data={"csrfmiddlewaretoken": found.group(1) if found else token, "confirm": "yes"},
                 name="release grant",
             )
 
