@@ -39,9 +39,10 @@ production_like_env(DB, CELERY_BROKER_URL=REDIS_URL, CELERY_RESULT_BACKEND=REDIS
 
 SEED_SQL = [
     """INSERT INTO accessgov_user (password, is_superuser, username, first_name, last_name, email, is_staff,
-           is_active, date_joined, session_stamp, is_service_account)
+           is_active, date_joined, session_stamp, is_service_account, inbox_read_through,
+           notification_preferences, time_zone)
        SELECT '!', false, 'user' || g, 'First' || g, 'Last' || g, 'user' || g || '@example.com', false, true,
-              now() - interval '400 days', md5(g::text), false
+              now() - interval '400 days', md5(g::text), false, 0, '{}'::jsonb, ''
        FROM generate_series(0, %(users)s - 1) g""",
     """INSERT INTO accessgov_system (name, slug, environment, description, slack_webhook_url, connector,
            connector_config, connector_secret, reconcile_remove_drift, created_at)
