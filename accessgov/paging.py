@@ -68,14 +68,24 @@ class Keyset:
         return after | Q(**{f"{self.field}__isnull": True}) if self.nullable else after
 
 
-def keyset_page(rows: QuerySet, keyset: Keyset, *, cursor: str | None, size: int) -> Page:
-    """One page of ``rows`` (already ordered as ``keyset.order_by()``) after ``cursor``."""
+def keyset_page(rows: QuerySet, keyset: Keyset, *, cursor: str | None, size: int, ids_first: bool = False) -> Page:
+    """One page of ``rows`` (already ordered as ``keyset.order_by()``) after ``cursor``.
+
+    ``ids_first``: find the page's ids first, then load those rows with their joins. For a page of a
+    very large table joined to several others, PostgreSQL plans the joins for the whole table's
+    estimate and sets up a Memoize cache per join for a million lookups (3-5 ms for 0.3 ms of work, the
+    audit trail over 1M events); over the page's ids the same joins cost what 51 rows cost."""
     position = keyset.decode(cursor or "")
     if position is not None and position[0] is None and not keyset.nullable:
         position = None  # a NULL cursor on a key that has none: start over
     if position is not None:
         rows = rows.filter(keyset.after(*position))
-    fetched = list(rows[: size + 1])
+    if ids_first:
+        ids = list(rows.values_list("pk", flat=True)[: size + 1])
+        loaded = {row.pk: row for row in rows.filter(pk__in=ids)}
+        fetched = [loaded[pk] for pk in ids if pk in loaded]
+    else:
+        fetched = list(rows[: size + 1])
     more = len(fetched) > size
     fetched = fetched[:size]
     return Page(rows=fetched, next_cursor=keyset.encode(fetched[-1]) if more else None, is_first=position is None)

@@ -94,6 +94,20 @@ def trail_events():
     )
 
 
+TRAIL_PAGE_FIELDS = (
+    "sequence",
+    "occurred_at",
+    "event_type",
+    "actor_label",
+    "client_address",
+    "reason",
+    "access_request_id",
+    "grant_id",
+    "role__name",
+    "role__system__name",
+)
+
+
 def export_row(e: Any) -> tuple:  # an AccessEvent annotated with its grantee (trail_events)
     """One event as the CSV row (EXPORT_COLUMNS) the ORM path writes; the COPY path writes the same cells."""
     return (
@@ -129,8 +143,10 @@ def audit_trail_view(request: PortalRequest) -> HttpResponse:
     # Keyset on the chain's sequence: ?before=<n> newest first, ?after=<n> oldest first.
     cursor_param = "after" if oldest_first else "before"
     keyset = EVENTS_OLDEST_FIRST if oldest_first else EVENTS_KEYSET
-    rows = events.order_by(*keyset.order_by())
-    page = paging.keyset_page(rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE)
+    # Only the columns the page shows (the data, hashes and the role's and system's other columns were
+    # most of the rows' fetch and conversion time: 7 -> 2 ms for a page of 50).
+    rows = events.order_by(*keyset.order_by()).only(*TRAIL_PAGE_FIELDS)
+    page = paging.keyset_page(rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE, ids_first=True)
     query = request.GET.copy()
     query.pop("before", None)
     query.pop("after", None)

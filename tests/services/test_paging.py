@@ -25,11 +25,11 @@ def people(make_user):
     return User.objects.filter(username__startswith="pager")
 
 
-def walk(rows, keyset: paging.Keyset, size: int) -> tuple[list[int], list[bool]]:
+def walk(rows, keyset: paging.Keyset, size: int, *, ids_first: bool = False) -> tuple[list[int], list[bool]]:
     rows = rows.order_by(*keyset.order_by())
     seen, firsts, cursor = [], [], None
     while True:
-        page = paging.keyset_page(rows, keyset, cursor=cursor, size=size)
+        page = paging.keyset_page(rows, keyset, cursor=cursor, size=size, ids_first=ids_first)
         seen += [row.pk for row in page.rows]
         firsts.append(page.is_first)
         if page.next_cursor is None:
@@ -37,6 +37,7 @@ def walk(rows, keyset: paging.Keyset, size: int) -> tuple[list[int], list[bool]]
         cursor = str(page.next_cursor)
 
 
+@pytest.mark.parametrize("ids_first", [False, True], ids=["one-query", "ids-first"])
 @pytest.mark.parametrize("descending", [True, False])
 @pytest.mark.parametrize(
     "keyset",
@@ -47,13 +48,13 @@ def walk(rows, keyset: paging.Keyset, size: int) -> tuple[list[int], list[bool]]
     ],
     ids=["unique-int", "text", "nullable-datetime"],
 )
-def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyset, descending):
+def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyset, descending, ids_first):
     keyset = paging.Keyset(
         keyset.field, keyset.kind, descending=descending, nullable=keyset.nullable, unique=keyset.unique
     )
     expected = [row.pk for row in people.order_by(*keyset.order_by())]
     for size in (1, 2, 3, 7, 50):
-        seen, firsts = walk(people, keyset, size)
+        seen, firsts = walk(people, keyset, size, ids_first=ids_first)
         assert seen == expected
         assert firsts[0] is True and not any(firsts[1:])
 
