@@ -75,6 +75,10 @@ def request_outcome(access_request: AccessRequest) -> str:
 class ApprovalFilter(ReportFilterSet):
     """Decided requests; the period is when they were decided."""
 
+    # A month's decisions on an approver's roles are a few hundred rows: joined before the page was
+    # cut, PostgreSQL hashed the whole user table for them (8.5 ms); the page's 51 ids first: ~1 ms.
+    page_ids_first = True
+
     OUTCOMES = [
         ("approved", "Approved by people"),
         ("auto_approved", "Auto-approved"),

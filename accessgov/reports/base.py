@@ -196,9 +196,12 @@ class ReportFilterSet(django_filters.FilterSet):
         sort_key = self.sort_keys[key]
         return paging.Keyset("sort_value", sort_key.kind, descending=descending, nullable=sort_key.nullable)
 
+    # paging.keyset_page's ids_first: set where measured faster (the plan joined the whole user table).
+    page_ids_first = False
+
     def page(self, rows: QuerySet, *, after: str, size: int) -> paging.Page:
         """One page of ``rows`` (this filterset's ``qs`` with display joins) after the cursor."""
-        return paging.keyset_page(rows, self.keyset(), cursor=after, size=size)
+        return paging.keyset_page(rows, self.keyset(), cursor=after, size=size, ids_first=self.page_ids_first)
 
 
 def system_filter(field_name: str) -> catalog.IdFilter:
