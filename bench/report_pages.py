@@ -64,6 +64,8 @@ def main() -> None:
     import django
 
     django.setup()
+    import portal.wsgi  # noqa: F401 - what a gunicorn worker runs at start-up (its views loaded, gc.freeze)
+
     require_scale_data()
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
