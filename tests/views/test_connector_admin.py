@@ -85,3 +85,9 @@ def test_webhook_to_an_internal_address_is_refused_unless_allowed(admin_client):
     with override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True):
         response = _post(admin_client, connector="webhook", connector_config=config, connector_secret="whsec_c2VjcmV0")
     assert response.status_code == 302
+
+
+def test_admin_pages_name_the_icon_so_browsers_do_not_ask_for_a_missing_favicon(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in page
+    assert "<title>" in page  # Django's admin page itself still renders around it
