@@ -92,8 +92,8 @@ def limit_to_catalogue(form: forms.Form, user, now) -> None:
     if permissions.is_auditor(user):
         return
     allowed = {
-        "systems": lambda: set(permissions.visible_systems(user, now).values_list("pk", flat=True)),
-        "roles": lambda: set(permissions.visible_roles(user, now).values_list("pk", flat=True)),
+        "systems": lambda: permissions.visible_system_ids(user, now) or set(),
+        "roles": lambda: permissions.visible_role_ids(user, now) or set(),
     }
     for field in form.fields.values():
         if isinstance(field.widget, QuickSelect):
