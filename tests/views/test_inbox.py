@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accessgov import context_processors, inbox, notifications
-from accessgov.models import AccessEvent, ChangeRequest, Grant, InboxReadMark, ReviewItem, Role
+from accessgov.models import AccessEvent, ActivityFinding, ChangeRequest, Grant, InboxReadMark, ReviewItem, Role
 from accessgov.services import access_requests as ar
 from accessgov.services import changes, reviews
 from accessgov.services import grants as gs
@@ -34,6 +34,14 @@ def _granted(world):
     access_request = submit(world)
     ar.access_request_approve(world.approver, access_request.pk)
     return Grant.objects.get(access_request=access_request)
+
+
+def _finding(world, **fields):
+    """An open DDL finding on world.system, raised the way activity capture raises it
+    (tests/views/test_activity_pages.py drives capture itself)."""
+    return ActivityFinding.objects.create(
+        system=world.system, kind=ActivityFinding.Kind.DDL, first_seen_at=T0, last_seen_at=T0, **fields
+    )
 
 
 def _page(user):
@@ -83,20 +91,8 @@ def test_a_reviewer_sees_the_items_they_must_answer_and_the_owner_home_shows_the
 
 
 def test_an_activity_finding_waits_for_the_approver_but_not_for_the_grantee(world):
-    from accessgov.models import ActivityFinding
-
     grant = _granted(world)
-    # Raised the way activity capture raises it (tests/views/test_activity_pages.py drives capture itself).
-    finding = ActivityFinding.objects.create(
-        system=world.system,
-        grant=grant,
-        role=world.role,
-        user=world.requester,
-        principal="requester",
-        kind=ActivityFinding.Kind.DDL,
-        first_seen_at=T0,
-        last_seen_at=T0,
-    )
+    finding = _finding(world, grant=grant, role=world.role, user=world.requester, principal="requester")
     assert [f.pk for f in inbox.needs_me(world.approver, T0).findings] == [finding.pk]
     assert inbox.needs_me(world.requester, T0).findings == []
     assert inbox.needs_me(world.outsider, T0).findings == []
@@ -272,7 +268,7 @@ def test_the_badge_statement_counts_what_its_orm_twin_counts_for_every_persona(w
     something in every part of the badge: an open review item, a grant ending soon, unread and read
     events, an open break-glass follow-up, an open finding, an overdue removal, eligibility ending."""
     from accessgov import permissions
-    from accessgov.models import ActivityFinding, Eligibility
+    from accessgov.models import Eligibility
 
     revoked = _granted(world)
     gs.grant_revoke(world.approver, revoked.pk, reason="Done")
@@ -287,28 +283,11 @@ def test_the_badge_statement_counts_what_its_orm_twin_counts_for_every_persona(w
     gs.break_glass_activate(
         responder, role=Role.objects.get(pk=world.role.pk), justification="Outage INC-77", duration=H, step_up_at=T0
     )
-    ActivityFinding.objects.create(
-        system=world.system,
-        grant=kept,
-        role=world.role,
-        user=world.requester,
-        principal="requester",
-        kind=ActivityFinding.Kind.DDL,
-        first_seen_at=T0,
-        last_seen_at=T0,
-    )
-    ActivityFinding.objects.create(
-        system=world.system, principal="nobody", kind=ActivityFinding.Kind.DDL, first_seen_at=T0, last_seen_at=T0
-    )
-    ActivityFinding.objects.create(  # about an overseer: not theirs to sign off
-        system=world.system,
-        role=world.role,
-        user=world.approver2,
-        principal="approver2",
-        kind=ActivityFinding.Kind.DDL,
-        first_seen_at=T0,
-        last_seen_at=T0,
-    )
+    _finding(world, grant=kept, role=world.role, user=world.requester, principal="requester")
+    _finding(world, principal="nobody")
+    _finding(
+        world, role=world.role, user=world.approver2, principal="approver2"
+    )  # an overseer's: not theirs to sign off
     Eligibility.objects.create(
         role=world.role, user=world.outsider, starts_at=T0 - H, ends_at=T0 + timedelta(days=3), reason="Contract"
     )
