@@ -316,6 +316,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 SCHEDULER_INTERVAL_SECONDS = env.float("SCHEDULER_INTERVAL_SECONDS", default=1.0)
 SCHEDULER_LEASE_SECONDS = env.float("SCHEDULER_LEASE_SECONDS", default=5.0)
 SCHEDULER_DRAIN_THREADS = env.int("SCHEDULER_DRAIN_THREADS", default=4)
+# How many transactions (each its own connection) write the batches of a large expiry or activation at
+# once: 2 keeps both cores of a small server busy (docs/PERFORMANCE.md, expiry sweep); 1 = one at a time.
+SWEEP_WRITERS = env.int("SWEEP_WRITERS", default=2)
 # Provisioning: retry backoff cap (a target that comes back is retried within this), the age at which
 # a removal that is not confirmed raises an alert, and whether webhooks may target internal addresses.
 PROVISIONING_MAX_BACKOFF_SECONDS = env.int("PROVISIONING_MAX_BACKOFF_SECONDS", default=30)

@@ -31,6 +31,13 @@ HASHED_FIELDS = (
     "data",
 )
 _hashed_values = itemgetter(*HASHED_FIELDS)
+# ``sequence`` sorts last among the hashed fields, so an event's canonical JSON is the JSON of the rest, then
+# its sequence (``canonical_head`` / ``canonical_with_sequence``): everything but the place in the chain can
+# be written before the ledger lock is taken.
+if max(HASHED_FIELDS) != "sequence":  # pragma: no cover - a guard for whoever adds a hashed field
+    raise ImportError("canonical_head needs 'sequence' to sort last among HASHED_FIELDS")
+_unsequenced_fields = tuple(name for name in HASHED_FIELDS if name != "sequence")
+_unsequenced_values = itemgetter(*_unsequenced_fields)
 
 # ``JSONEncoder.encode`` gives exactly the text of ``json.dumps`` with the same options (``json.dumps``
 # is a JSONEncoder(...).encode); building the encoder once saves its construction per event.
@@ -58,6 +65,19 @@ def canonical_content(values: dict[str, Any]) -> dict[str, Any]:
     content = dict(zip(HASHED_FIELDS, _hashed_values(values), strict=True))
     content["occurred_at"] = utc_isoformat(content["occurred_at"])
     return content
+
+
+def canonical_head(values: dict[str, Any]) -> str:
+    """The canonical JSON of an event's content without its sequence, and without the closing brace:
+    ``canonical_with_sequence`` completes it to exactly ``canonical_json(canonical_content(values))``."""
+    content = dict(zip(_unsequenced_fields, _unsequenced_values(values), strict=True))
+    content["occurred_at"] = utc_isoformat(content["occurred_at"])
+    return canonical_json(content)[:-1]
+
+
+def canonical_with_sequence(head: str, sequence: int) -> str:
+    """An event's canonical JSON from its ``canonical_head`` and its sequence (the last key)."""
+    return f'{head},"sequence":{int(sequence)}}}'
 
 
 def event_content(event) -> dict[str, Any]:

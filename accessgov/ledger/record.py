@@ -8,6 +8,7 @@ held until the caller commits; callers take their row locks before appending the
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import connection
@@ -51,31 +52,53 @@ def chain(events: list[AccessEvent]) -> None:
         prev_hash = event.hash
 
 
-def append_rows(rows: list[dict[str, Any]]) -> list[int]:
-    """Chain and write plain dicts keyed by field name (every HASHED_FIELDS key but ``sequence``), in
-    order; each gets ``sequence``, ``prev_hash`` and ``hash``. PostgreSQL writes them with one COPY,
-    SQLite with ``bulk_create`` (``tests/services/test_expiry_fast_path.py`` compares the two). Returns the ids."""
-    chained = _chained(rows, *lock_head())
+@dataclass(frozen=True)
+class PreparedRows:
+    """Bulk rows with everything done that does not depend on their place in the chain: ``heads[i]`` is
+    row i's ``hashing.canonical_head``, ``data_json[i]`` its data as the ``COPY`` writes it. Preparing is
+    pure Python without the database, so a caller may do it while the database is busy with the batch's
+    other writes, before the ledger lock is taken (``events.event_rows_prepare_meanwhile``)."""
+
+    rows: list[dict[str, Any]]
+    heads: list[str]
+    data_json: list[str]
+
+
+def prepare_rows(rows: list[dict[str, Any]]) -> PreparedRows:
+    """Each row's canonical text without its sequence, and its data's JSON (complete rows: every
+    HASHED_FIELDS key but ``sequence``)."""
+    head, dumps = hashing.canonical_head, hashing.compact_json
+    return PreparedRows(rows, [head(row) for row in rows], [dumps(row["data"]) for row in rows])
+
+
+def append_rows(prepared: PreparedRows) -> list[int]:
+    """Chain and write prepared rows, in order; each row gets ``sequence``, ``prev_hash`` and ``hash``.
+    PostgreSQL writes them with one COPY, SQLite with ``bulk_create``
+    (``tests/services/test_expiry_fast_path.py`` compares the two). Returns the ids."""
+    rows = prepared.rows
+    chained = _chained(rows, prepared.heads, *lock_head())
     if connection.vendor == "postgresql":
-        return _copy_rows(chained, len(rows))
+        return _copy_rows(chained, prepared.data_json)
     events = AccessEvent.objects.bulk_create(
         [AccessEvent(**{name: row[name] for name in COPY_COLUMNS[1:]}) for row in chained], batch_size=1000
     )
     return [event.pk for event in events]
 
 
-def _chained(rows: list[dict[str, Any]], sequence: int, prev_hash: str) -> Iterator[dict[str, Any]]:
+def _chained(rows: list[dict[str, Any]], heads: list[str], sequence: int, prev_hash: str) -> Iterator[dict[str, Any]]:
     """Give each row its place in the chain as it is written (lazily, so PostgreSQL ingests the COPY
-    while the next hashes are computed)."""
-    for row in rows:
+    while the next hashes are computed): under the ledger lock only the sequence is added to each row's
+    prepared canonical text before it is hashed."""
+    complete, hash_canonical = hashing.canonical_with_sequence, hashing.hash_canonical
+    for row, head in zip(rows, heads, strict=True):
         sequence += 1
         row["sequence"] = sequence
         row["prev_hash"] = prev_hash
-        prev_hash = row["hash"] = hashing.hash_content(hashing.canonical_content(row), prev_hash)
+        prev_hash = row["hash"] = hash_canonical(complete(head, sequence), prev_hash)
         yield row
 
 
-def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
+def _copy_rows(rows: Iterator[dict[str, Any]], data_json: list[str]) -> list[int]:
     """PostgreSQL: take ids from the table's sequence in one query (ascending, so id order is chain
     order), then write every row with one COPY (no per-value preparation by Django)."""
     table = AccessEvent._meta.db_table
@@ -83,16 +106,15 @@ def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
         # The sequence is looked up once (a scalar subquery), not once per id: 70 → 8 ms for 25,000 ids.
         cursor.execute(
             "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id')::regclass)) FROM generate_series(1, %s)",
-            [table, count],
+            [table, len(data_json)],
         )
         ids = sorted(pk for (pk,) in cursor.fetchall())
         columns = ", ".join(connection.ops.quote_name(name) for name in COPY_COLUMNS)
-        dumps = hashing.compact_json
         # Django's error classes, as for any statement (the references are checked at the end of the COPY).
         copy_sql = f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             write_row = copy.write_row
-            for pk, row in zip(ids, rows, strict=True):
+            for pk, row, data in zip(ids, rows, data_json, strict=True):
                 write_row(
                     (
                         pk,
@@ -106,7 +128,7 @@ def _copy_rows(rows: Iterator[dict[str, Any]], count: int) -> list[int]:
                         row["access_request_id"],
                         row["grant_id"],
                         row["role_id"],
-                        dumps(row["data"]),
+                        data,
                         row["prev_hash"],
                         row["hash"],
                     )

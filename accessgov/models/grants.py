@@ -211,7 +211,9 @@ class OutboxItem(models.Model):
     # Checked set-based per statement like the ledger's references (migration 0030), not per row at commit.
     grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="outbox_items", db_constraint=False)
     action = models.CharField(max_length=10, choices=Action.choices)
-    idempotency_key = models.CharField(max_length=100, unique=True)
+    # Unique by a constraint rather than ``unique=True``: the same index, without the second (LIKE) index
+    # PostgreSQL would get for a unique CharField, which no query uses and every insert paid for.
+    idempotency_key = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -219,13 +221,18 @@ class OutboxItem(models.Model):
     last_error = models.TextField(blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=20, blank=True)
+    # Set only when a person marks a manual item done: indexed where set (a sweep's rows add nothing to it).
     done_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
 
     class Meta:
         ordering = ["pk"]
-        indexes = [models.Index(fields=["done_at", "next_attempt_at"], name="outbox_due")]
+        indexes = [
+            models.Index(fields=["done_at", "next_attempt_at"], name="outbox_due"),
+            models.Index(fields=["done_by"], name="outbox_done_by", condition=models.Q(done_by__isnull=False)),
+        ]
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="outbox_idempotency_key_unique")]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} for grant #{self.grant_id}"

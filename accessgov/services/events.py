@@ -9,9 +9,10 @@ first event.
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from typing import Any
 
 from django.db import connection, transaction
@@ -120,17 +121,10 @@ def event_record_bulk(rows: list[AccessEvent]) -> None:
         row._state.adding, row._state.db = False, connection.alias
 
 
-def event_record_rows(rows: list[dict[str, Any]]) -> list[int]:
-    """The bulk fast path: append many events given as plain dicts keyed by field name
-    (``occurred_at``, ``event_type``, ``actor_label``, ``data`` and any of ROW_DEFAULTS), chained in
-    order under the ledger lock, without a model instance per event (``ledger.record.append_rows``: the
-    ledger's one hashing function; one COPY on PostgreSQL, bulk_create on SQLite).
-    Each dict gets ``id``, ``sequence``, ``prev_hash`` and ``hash`` (nothing is read back). Then the same
-    side effects as every event: the JSON log after commit and webhook deliveries in this transaction.
-    Callers take their row locks before (the ledger lock is taken here and held until commit)."""
-    _ensure_in_transaction()
-    if not rows:
-        return []
+def event_rows_prepare(rows: list[dict[str, Any]]) -> record.PreparedRows:
+    """Everything about bulk rows that does not depend on their place in the chain: the defaults, the API
+    token they came through (``acting_via``), their canonical text and data JSON. Pure Python, no
+    database (``event_rows_prepare_meanwhile`` runs it in a worker thread)."""
     via = _via.get()
     for row in rows:
         for name, default in record.ROW_DEFAULTS.items():
@@ -139,11 +133,40 @@ def event_record_rows(rows: list[dict[str, Any]]) -> list[int]:
             row["data"] = {}
         if via is not None:
             row["data"] = _with_via(row["data"])
-    ids = record.append_rows(rows)
-    for row, pk in zip(rows, ids, strict=True):
+    return record.prepare_rows(rows)
+
+
+def event_rows_prepare_meanwhile(build: Callable[[], list[dict[str, Any]]]) -> "Future[record.PreparedRows]":
+    """Build and prepare bulk rows in a worker thread, for a caller that meanwhile waits on the database
+    (a sweep's ``UPDATE`` and outbox ``INSERT``): that wait releases the interpreter, so the per-event
+    Python runs on the other core instead of after the wait, before the ledger lock is taken. ``build``
+    must not touch the database (the connection belongs to the caller's thread and transaction); it runs
+    in a copy of the caller's context (``acting_via``). The result is for ``event_record_rows``."""
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="accessgov-events")
+    try:
+        return worker.submit(copy_context().run, lambda: event_rows_prepare(build()))
+    finally:
+        worker.shutdown(wait=False)  # the thread ends when the one task is done
+
+
+def event_record_rows(rows: list[dict[str, Any]] | record.PreparedRows) -> list[int]:
+    """The bulk fast path: append many events given as plain dicts keyed by field name
+    (``occurred_at``, ``event_type``, ``actor_label``, ``data`` and any of ROW_DEFAULTS), chained in
+    order under the ledger lock, without a model instance per event (``ledger.record.append_rows``: the
+    ledger's one hashing function; one COPY on PostgreSQL, bulk_create on SQLite), or the same rows
+    already prepared (``event_rows_prepare``).
+    Each dict gets ``id``, ``sequence``, ``prev_hash`` and ``hash`` (nothing is read back). Then the same
+    side effects as every event: the JSON log after commit and webhook deliveries in this transaction.
+    Callers take their row locks before (the ledger lock is taken here and held until commit)."""
+    _ensure_in_transaction()
+    prepared = rows if isinstance(rows, record.PreparedRows) else event_rows_prepare(rows)
+    if not prepared.rows:
+        return []
+    ids = record.append_rows(prepared)
+    for row, pk in zip(prepared.rows, ids, strict=True):
         row["id"] = pk
-    _log_rows_after_commit(rows)
-    _webhooks_enqueue_refs([(row["id"], row["event_type"], row["role_id"]) for row in rows])
+    _log_rows_after_commit(prepared.rows)
+    _webhooks_enqueue_refs([(row["id"], row["event_type"], row["role_id"]) for row in prepared.rows])
     return ids
 
 

@@ -3,6 +3,7 @@ exactly one correctly chained event and one outbox row per grant, in one transac
 failure anywhere in a batch leaves nothing of that batch written. Runs on SQLite (bulk_create fallback)
 and, with DATABASE_URL, on PostgreSQL (UPDATE … RETURNING under SKIP LOCKED, COPY, INSERT … SELECT)."""
 
+import threading
 from datetime import timedelta
 from unittest import mock
 
@@ -196,10 +197,11 @@ def failing_on_call(n: int, real=None):
     return fail
 
 
-# Where a batch can fail after its UPDATE: halfway through hashing/streaming its events, after its events
-# (finding webhook subscriptions), after its outbox rows.
+# Where a batch can fail after its UPDATE: preparing its events (in the worker thread), halfway through
+# hashing/streaming its events, after its events (finding webhook subscriptions), after its outbox rows.
 FAILURE_POINTS = {
-    "mid-events": lambda: (hashing, "hash_content", failing_on_call(9, hashing.hash_content)),
+    "preparing-events": lambda: (hashing, "canonical_head", failing_on_call(5, hashing.canonical_head)),
+    "mid-events": lambda: (hashing, "hash_canonical", failing_on_call(9, hashing.hash_canonical)),
     "after-events": lambda: (
         webhook_outbox,
         "webhook_deliveries_enqueue_refs",
@@ -231,7 +233,7 @@ def test_a_failure_in_a_later_batch_keeps_the_committed_batches_whole(world, mon
     now = timezone.now()
     grants = make_grants(world, 12, now=now)
     # Batches of 5: the second batch fails halfway through its events (call 5 + 3).
-    monkeypatch.setattr(hashing, "hash_content", failing_on_call(8, hashing.hash_content))
+    monkeypatch.setattr(hashing, "hash_canonical", failing_on_call(8, hashing.hash_canonical))
     with pytest.raises(IntegrityError):
         gs.grant_expire_due(now, batch_size=5)
     monkeypatch.undo()
@@ -271,3 +273,94 @@ def test_the_fast_path_is_the_one_this_database_uses(world):
         assert gs.grant_expire_due(now) == 3
     assert bulk.called == (connection.vendor != "postgresql")
     assert verify_chain().ok
+
+
+# --- Two writers (SWEEP_WRITERS) ----------------------------------------------------------------------
+
+
+def interleaved_takes(monkeypatch) -> list[tuple[str, int]]:
+    """Spy on the hand-out of batches: (thread name, batch size) per take. The caller's thread waits
+    before its second batch until the second writer has taken one, so both always write."""
+    takes: list[tuple[str, int]] = []
+    helper_took = threading.Event()
+    real_take = gs._DueBatches.take
+
+    def take(self):
+        main = threading.current_thread() is threading.main_thread()
+        if main and takes:
+            assert helper_took.wait(10), "the second writer never took a batch"
+        due = real_take(self)
+        takes.append((threading.current_thread().name, len(due)))
+        if not main:
+            helper_took.set()
+        return due
+
+    monkeypatch.setattr(gs._DueBatches, "take", take)
+    return takes
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_large_expiry_is_written_by_two_writers_each_batch_in_its_own_transaction(world, monkeypatch, settings):
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 23, now=now)
+    takes = interleaved_takes(monkeypatch)
+
+    assert gs.grant_expire_due(now, batch_size=3) == 23
+
+    writers = {name for name, size in takes if size}
+    assert len(writers) == 2 and "MainThread" in writers, takes
+    assert sum(size for _, size in takes) == 23
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+    # Each batch committed on its own: the grants were changed by 8 transactions (7 batches of 3, one of 2).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(DISTINCT xmin::text) FROM accessgov_grant WHERE status = 'expired'")
+        assert cursor.fetchone()[0] == 8
+    assert gs.grant_expire_due(now, batch_size=3) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_second_writer_stops_the_sweep_and_leaves_only_whole_batches(world, monkeypatch, settings):
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 23, now=now)
+    interleaved_takes(monkeypatch)
+    real_hash = hashing.hash_canonical
+
+    def failing_in_the_second_writer(*args):
+        if threading.current_thread() is not threading.main_thread():
+            raise IntegrityError("injected failure in the second writer")
+        return real_hash(*args)
+
+    monkeypatch.setattr(hashing, "hash_canonical", failing_in_the_second_writer)
+    with pytest.raises(IntegrityError, match="second writer"):
+        gs.grant_expire_due(now, batch_size=3)
+    monkeypatch.undo()
+
+    expired = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
+    assert 0 < len(expired) < 23 and len(expired) % 3 == 0  # whole batches of the first writer only
+    assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == expired
+    assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == expired
+    assert not Grant.objects.filter(status="active").exclude(provisioning_state="").exists()
+    assert verify_chain().ok
+    # The next sweep (one writer or two) takes what is left, the failed batch included.
+    assert gs.grant_expire_due(now, batch_size=3) == 23 - len(expired)
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+
+
+def test_inside_a_transaction_the_sweep_stays_on_the_callers_connection(world, monkeypatch, settings):
+    """A caller's open transaction (a test's, or anyone wrapping the sweep in ``atomic``) keeps every batch
+    in it: a second writer on another connection would not see the caller's uncommitted rows."""
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 7, now=now)
+    takes: list[str] = []
+    real_take = gs._DueBatches.take
+    monkeypatch.setattr(
+        gs._DueBatches, "take", lambda self: takes.append(threading.current_thread().name) or real_take(self)
+    )
+    assert gs.grant_expire_due(now, batch_size=2) == 7
+    assert set(takes) == {"MainThread"}
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)

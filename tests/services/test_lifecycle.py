@@ -593,7 +593,7 @@ def test_bulk_expiry_rolls_back_when_its_events_cannot_be_written(world, monkeyp
         raise IntegrityError("ledger unavailable")
 
     # Both bulk writers (PostgreSQL COPY, SQLite bulk_create) hash every row with the ledger's one function.
-    monkeypatch.setattr(hashing, "hash_content", broken)
+    monkeypatch.setattr(hashing, "hash_canonical", broken)
     with time_machine.travel(T0 + 2 * H, tick=False), pytest.raises(IntegrityError):
         gs.grant_expire_due(timezone.now())
     assert Grant.objects.get().status == Grant.Status.ACTIVE
