@@ -10,6 +10,8 @@ from datetime import timedelta, timezone
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accessgov.ledger import hashing
 from accessgov.ledger.hashing import GENESIS
@@ -252,3 +254,33 @@ def test_the_ledgers_hash_of_a_fixed_event_never_changes():
         "f62662b86582090d537a9fc4eb73da07950cbc26c7020f0752afc5c68edff8e5"
     )
     assert hashing.json_string('a"\n\u2028ü') == json.dumps('a"\n\u2028ü', ensure_ascii=False)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    sequence=st.integers(min_value=0, max_value=2**63 - 1),
+    occurred_at=st.datetimes(timezones=st.timezones()),
+    event_type=st.text(max_size=40),
+    actor_id=st.none() | st.integers(min_value=1),
+    actor_label=st.text(max_size=100),
+    client_address=st.none() | st.ip_addresses().map(str),
+    reason=st.text(max_size=50),
+    access_request_id=st.none() | st.integers(min_value=1),
+    grant_id=st.none() | st.integers(min_value=1),
+    role_id=st.none() | st.integers(min_value=1),
+    data=st.dictionaries(st.text(max_size=10), json_values, max_size=4),
+)
+def test_the_bulk_paths_canonical_text_is_the_ledgers_one(sequence, **values):
+    """The sweep writes each event's canonical text before it knows the event's place in the chain
+    (``canonical_head``) and adds the sequence under the ledger lock: the same text, and so the same hash,
+    as the one hashing function over the whole content."""
+    whole = hashing.canonical_content({**values, "sequence": sequence})
+    text = hashing.canonical_with_sequence(hashing.canonical_head(values), sequence)
+    assert text == hashing.canonical_json(whole)
+    assert hashing.hash_canonical(text, GENESIS) == hashing.hash_content(whole, GENESIS)

@@ -1,7 +1,8 @@
 """The ledger's and the outbox's references, checked by PostgreSQL per statement (migration 0030) instead
 of by per-row deferred foreign keys: an event or outbox row naming a missing actor, request, grant or role
 is refused; a row they name cannot be deleted or get another id, also by SQL that bypasses the ORM; and
-the row locks make a concurrent insert and delete decide once, in either order."""
+the locks (one shared advisory lock per inserting transaction at READ COMMITTED, migration 0032; row locks
+otherwise) make a concurrent insert and delete decide once, in either order."""
 
 import threading
 import time
@@ -157,21 +158,27 @@ def _other_connection() -> psycopg.Connection:
     )
 
 
-def _waiting_on_a_lock(pid: int) -> bool:
+def _waiting_on_a_lock(pid: int) -> str | None:
+    """The kind of lock backend ``pid`` waits for (``advisory``, ``transactionid``, ``tuple`` …), within 10 s."""
     deadline = time.monotonic() + 10
     with _other_connection() as watcher:
         while time.monotonic() < deadline:
-            state = watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+            state = watcher.execute(
+                "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pid]
+            ).fetchone()
             if state and state[0] == "Lock":
-                return True
+                return state[1]
             time.sleep(0.02)
-    return False
+    return None
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("written_here", [False, True], ids=["locked", "written-by-the-inserter"])
-def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fails(world, written_here):
-    """Also when the inserting transaction updated the grant itself first, as the sweep does."""
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ"])
+def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fails(world, written_here, isolation):
+    """Also when the inserting transaction updated the grant itself first, as the sweep does. At READ
+    COMMITTED the insert's check takes a shared advisory lock (migration 0032), at REPEATABLE READ a KEY
+    SHARE lock on the grant; the delete waits for whichever it meets first."""
     grant = make_grant(world)
     outcome = {}
     with _other_connection() as other:
@@ -186,12 +193,18 @@ def test_a_delete_racing_an_insert_that_names_the_row_waits_for_it_and_then_fail
                 outcome["refused"] = str(exc)
 
         with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
             if written_here:
                 Grant.objects.filter(pk=grant.pk).update(removal_requested_at=NOW)
             event_record_rows([row(grant)])  # the grant stays until this commits
             deleter = threading.Thread(target=delete)
             deleter.start()
-            assert _waiting_on_a_lock(pid)
+            # On the inserter's advisory lock, or on its row lock when it holds one (its own update of
+            # the grant, or KEY SHARE at REPEATABLE READ).
+            waits_for = _waiting_on_a_lock(pid)
+            row_locked = written_here or isolation != "READ COMMITTED"
+            assert waits_for == ("transactionid" if row_locked else "advisory"), waits_for
         deleter.join(10)
     assert "refused" in outcome, outcome
     assert Grant.objects.filter(pk=grant.pk).exists()
