@@ -235,4 +235,9 @@ ACCESS_HISTORY = Report(
     access_history_rows,
     ACCESS_HISTORY_COLUMNS,
     access_history_csv_row,
+    page_fields=(
+        *("status", "end_reason", "starts_at", "expires_at", "ended_at", "ended_by", "is_break_glass"),
+        *("extension_count", "removal_confirmed_at", "user__username", "role__name", "role__system__name"),
+        *("access_request__justification", "access_request__ticket", "access_request__auto_approved_by_rule"),
+    ),
 )

@@ -280,4 +280,8 @@ APPROVALS = Report(
     approvals_rows,
     APPROVALS_COLUMNS,
     approvals_csv_row,
+    page_fields=(
+        *("kind", "status", "auto_approved_by_rule", "created_at", "decided_at"),
+        *("requester__username", "role__name", "role__system__name"),
+    ),
 )

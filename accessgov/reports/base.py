@@ -253,3 +253,7 @@ class Report:
     rows: Callable[[QuerySet], QuerySet]
     columns: list[str]
     csv_row: Callable[[Any, datetime], list]
+    # The columns the page's table shows (``QuerySet.only``; related fields by path): building a model
+    # instance costs per loaded column, and a page loaded every column of five joined tables. Empty: all.
+    # The CSV export, which writes more of them, loads every column.
+    page_fields: tuple[str, ...] = ()

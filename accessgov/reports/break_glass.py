@@ -176,4 +176,9 @@ BREAK_GLASS = Report(
     break_glass_rows,
     BREAK_GLASS_COLUMNS,
     break_glass_csv_row,
+    page_fields=(
+        *("status", "end_reason", "starts_at", "expires_at", "ended_at", "ended_by", "is_break_glass"),
+        *("user__username", "role__name", "role__system__name", "access_request__justification"),
+        *("follow_up__due_at", "follow_up__acknowledged_at", "follow_up__acknowledged_by", "follow_up__comment"),
+    ),
 )

@@ -119,5 +119,15 @@ def denied_csv_row(access_request: AccessRequest, now: datetime) -> list:
 
 
 DENIED = Report(
-    "denied_requests", "Denied requests", DeniedFilter, denied_base, denied_rows, DENIED_COLUMNS, denied_csv_row
+    "denied_requests",
+    "Denied requests",
+    DeniedFilter,
+    denied_base,
+    denied_rows,
+    DENIED_COLUMNS,
+    denied_csv_row,
+    page_fields=(
+        *("kind", "justification", "ticket", "created_at", "decided_at"),
+        *("requester__username", "role__name", "role__system__name"),
+    ),
 )

@@ -74,8 +74,11 @@ def _page(request: PortalRequest, report: reports.Report, template: str, headers
     filterset = _filterset(request, report)
     catalog.limit_to_catalogue(filterset.form, request.user, filterset.now)
     valid = filterset.is_valid()
+    rows = report.rows(filterset.qs)
+    if report.page_fields:
+        rows = rows.only(*report.page_fields)
     page = (
-        filterset.page(report.rows(filterset.qs), after=request.GET.get("after", ""), size=PAGE_SIZE)
+        filterset.page(rows, after=request.GET.get("after", ""), size=PAGE_SIZE)
         if valid
         else paging.Page(rows=[], next_cursor=None, is_first=True)
     )
