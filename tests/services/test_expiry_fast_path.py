@@ -7,8 +7,9 @@ import threading
 from datetime import timedelta
 from unittest import mock
 
+import psycopg
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from accessgov import tasks
@@ -322,25 +323,27 @@ def test_a_large_expiry_is_written_by_two_writers_each_batch_in_its_own_transact
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_failing_second_writer_stops_the_sweep_and_leaves_only_whole_batches(world, monkeypatch, settings):
+@pytest.mark.parametrize("failing", ["second writer", "first writer"])
+def test_a_failing_writer_stops_the_sweep_and_leaves_only_whole_batches(world, monkeypatch, settings, failing):
     settings.SWEEP_WRITERS = 2
     now = timezone.now()
     grants = make_grants(world, 23, now=now)
     interleaved_takes(monkeypatch)
     real_hash = hashing.hash_canonical
 
-    def failing_in_the_second_writer(*args):
-        if threading.current_thread() is not threading.main_thread():
-            raise IntegrityError("injected failure in the second writer")
+    def failing_in_one_writer(*args):
+        if (threading.current_thread() is threading.main_thread()) == (failing == "first writer"):
+            raise IntegrityError(f"injected failure in the {failing}")
         return real_hash(*args)
 
-    monkeypatch.setattr(hashing, "hash_canonical", failing_in_the_second_writer)
-    with pytest.raises(IntegrityError, match="second writer"):
+    monkeypatch.setattr(hashing, "hash_canonical", failing_in_one_writer)
+    with pytest.raises(IntegrityError, match=failing):
         gs.grant_expire_due(now, batch_size=3)
     monkeypatch.undo()
 
+    # Whole batches of the other writer only (none, if it had not taken one before the failure).
     expired = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
-    assert 0 < len(expired) < 23 and len(expired) % 3 == 0  # whole batches of the first writer only
+    assert len(expired) < 23 and len(expired) % 3 == 0
     assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == expired
     assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == expired
     assert not Grant.objects.filter(status="active").exclude(provisioning_state="").exists()
@@ -363,4 +366,44 @@ def test_inside_a_transaction_the_sweep_stays_on_the_callers_connection(world, m
     )
     assert gs.grant_expire_due(now, batch_size=2) == 7
     assert set(takes) == {"MainThread"}
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_second_writer_whose_connection_is_killed_leaves_only_whole_batches(world, monkeypatch, settings):
+    """The second writer's PostgreSQL session is terminated (``pg_terminate_backend``, as an operator or
+    a pooler would) right after it took a batch: that batch rolls back with the session, the sweep
+    reports the failure, and the next sweep expires what is left."""
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 23, now=now)
+    interleaved_takes(monkeypatch)
+    taking = gs._DueBatches.take
+    killed = []
+
+    def take_then_lose_the_connection(self):
+        due = taking(self)
+        if due and threading.current_thread() is not threading.main_thread() and not killed:
+            pid = connection.connection.info.backend_pid  # this writer's own session
+            db = connection.settings_dict
+            with psycopg.connect(
+                dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or 5432, autocommit=True
+            ) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+            killed.append(pid)
+        return due
+
+    monkeypatch.setattr(gs._DueBatches, "take", take_then_lose_the_connection)
+    with pytest.raises(OperationalError):
+        gs.grant_expire_due(now, batch_size=3)
+    monkeypatch.undo()
+
+    assert killed
+    expired = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
+    assert len(expired) < 23 and len(expired) % 3 == 0
+    assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == expired
+    assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == expired
+    assert verify_chain().ok
+    assert gs.grant_expire_due(now, batch_size=3) == 23 - len(expired)
     assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
