@@ -341,9 +341,10 @@ def test_a_failing_writer_stops_the_sweep_and_leaves_only_whole_batches(world, m
         gs.grant_expire_due(now, batch_size=3)
     monkeypatch.undo()
 
-    # Whole batches of the other writer only (none, if it had not taken one before the failure).
+    # Whole batches of the other writer only (none, if it had not taken one before the failure): the failed
+    # batch (3 grants) and any batch not yet taken are untouched.
     expired = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
-    assert len(expired) < 23 and len(expired) % 3 == 0
+    assert len(expired) <= 20
     assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == expired
     assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == expired
     assert not Grant.objects.filter(status="active").exclude(provisioning_state="").exists()
@@ -401,7 +402,7 @@ def test_a_second_writer_whose_connection_is_killed_leaves_only_whole_batches(wo
 
     assert killed
     expired = set(Grant.objects.filter(status="expired").values_list("pk", flat=True))
-    assert len(expired) < 23 and len(expired) % 3 == 0
+    assert len(expired) <= 20  # the killed batch (3 grants) rolled back with its session
     assert set(AccessEvent.objects.values_list("grant_id", flat=True)) == expired
     assert set(OutboxItem.objects.values_list("grant_id", flat=True)) == expired
     assert verify_chain().ok

@@ -53,8 +53,9 @@ def oidc_provider(tmp_path_factory):
             "tests.support.oidc_provider",
             "--client-id",
             CLIENT_ID,
-            "--client-secret",
-            secret,
+            # One argument with "=": a secret starting with "-" (1 in 64) read as an option made the
+            # provider exit ("expected one argument") and every OIDC test error (seen in CI).
+            f"--client-secret={secret}",
             "--data",
             str(data),
         ],
