@@ -84,11 +84,18 @@ def _my_requests_filter(request: PortalRequest) -> filters.MyRequestFilter:
     return access_filter
 
 
+# What the my-requests table shows (the page loads nothing else).
+MY_REQUESTS_PAGE_FIELDS = ("kind", "status", "requested_duration", "created_at", "role__name", "role__system__name")
+
+
 @require_GET
 def my_requests_view(request: PortalRequest) -> HttpResponse:
     """My requests: searchable, filtered, sortable, keyset-paged; the CSV reads the same filterset."""
     access_filter = _my_requests_filter(request)
-    page = filters.page_of(access_filter, after=request.GET.get("after", ""))
+    # Only what the table shows (the requests' grants and every other column cost a model instance and
+    # ≈ 10 timestamps per row for nothing on this page).
+    rows = access_filter.qs.select_related(None).select_related("role__system").only(*MY_REQUESTS_PAGE_FIELDS)
+    page = filters.page_of(access_filter, rows, after=request.GET.get("after", ""))
     context = {"filter": access_filter, "page": page, "access_requests": page.rows}
     return render(request, "accessgov/requests/mine.html", context, status=400 if access_filter.errors else 200)
 
