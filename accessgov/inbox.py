@@ -181,9 +181,11 @@ def _oversees(user: User) -> bool:
     return permissions.is_auditor(user) or bool(permissions.overseen_role_ids(user))
 
 
-def needs_me(user: User, now: datetime) -> NeedsMe:
+def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = None) -> NeedsMe:
     """Everything waiting for ``user``, each list checked with the same predicate the action uses (a
-    follow-up the person may not acknowledge, a change they may not approve, is not theirs to do)."""
+    follow-up the person may not acknowledge, a change they may not approve, is not theirs to do).
+    ``active_grants``: the person's ``selectors.my_active_grants`` when the caller has them already (the
+    home page): their grants ending soon are taken from it instead of a second query."""
     result = NeedsMe()
     if permissions.decidable_role_ids(user):
         result.approvals = list(selectors.approver_queue(user, now)[:NEEDS_ME_LIMIT])
@@ -230,9 +232,12 @@ def needs_me(user: User, now: datetime) -> NeedsMe:
         .select_related("role__system", "user", "group")
         .order_by("ends_at")[:NEEDS_ME_LIMIT]
     )
-    result.ending = list(
-        selectors.my_active_grants(user, now).filter(expires_at__lte=now + ENDING_SOON)[:NEEDS_ME_LIMIT]
-    )
+    if active_grants is None:
+        result.ending = list(
+            selectors.my_active_grants(user, now).filter(expires_at__lte=now + ENDING_SOON)[:NEEDS_ME_LIMIT]
+        )
+    else:  # ordered by expires_at, as the query is
+        result.ending = [g for g in active_grants if g.expires_at <= now + ENDING_SOON][:NEEDS_ME_LIMIT]
     return result
 
 

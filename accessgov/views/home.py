@@ -11,9 +11,10 @@ from accessgov.http import PortalRequest
 def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = timezone.now()
-    needs_me = inbox.needs_me(request.user, now)
+    active_grants = list(selectors.my_active_grants(request.user, now))
+    needs_me = inbox.needs_me(request.user, now, active_grants=active_grants)
     context = {
-        "active_grants": selectors.my_active_grants(request.user, now),
+        "active_grants": active_grants,
         "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
         "pending_requests": selectors.my_pending_requests(request.user),
         "backup_codes_left": otp.backup_codes_left(request.user),

@@ -9,7 +9,7 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-from accessgov import context_processors, inbox, notifications
+from accessgov import context_processors, inbox, notifications, selectors
 from accessgov.models import AccessEvent, ActivityFinding, ChangeRequest, Grant, InboxReadMark, ReviewItem, Role
 from accessgov.services import access_requests as ar
 from accessgov.services import changes, reviews
@@ -146,6 +146,13 @@ def test_a_grant_ending_soon_asks_its_holder_to_extend_or_release(world):
     with time_machine.travel(later, tick=False):
         assert [g.pk for g in inbox.needs_me(world.requester, later).ending] == [grant.pk]
         assert f'id="grant-{grant.pk}"' in _page(world.requester).content.decode()
+        # The home page hands its active grants in (one query fewer): the same list, also when none ends.
+        for when in (T0, later):
+            active = list(selectors.my_active_grants(world.requester, when))
+            handed = inbox.needs_me(world.requester, when, active_grants=active).ending
+            assert handed == inbox.needs_me(world.requester, when).ending
+        home = verify_session(Client(), world.requester).get(reverse("home"))
+        assert [g.pk for g in home.context["needs_me"].ending] == [grant.pk]
 
 
 # --- What happened, and why ---------------------------------------------------------------------
