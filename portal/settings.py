@@ -79,7 +79,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django_otp.middleware.OTPMiddleware",
+    # django-otp's OTPMiddleware, reading the user and the OTP device in one statement (accessgov/signed_in.py).
+    "accessgov.middleware.SignedInMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accessgov.middleware.SessionTimeoutMiddleware",
     "accessgov.middleware.OTPRequiredMiddleware",
@@ -185,7 +186,8 @@ STORAGES = {
 }
 
 # --- Sessions and the OTP step ---------------------------------------------------------------
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Django's database sessions, read by a fixed statement (accessgov/signed_in.py).
+SESSION_ENGINE = "accessgov.signed_in"
 SESSION_IDLE_TIMEOUT = timedelta(minutes=env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=30))
 SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=env.int("SESSION_ABSOLUTE_TIMEOUT_HOURS", default=12))
 SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
