@@ -8,10 +8,12 @@ class AccessGovConfig(AppConfig):
 
     def ready(self) -> None:
         from auditlog.registry import auditlog
+        from django.db.backends.signals import connection_created
 
-        from accessgov import catalog, models
+        from accessgov import catalog, dbsql, models
 
         catalog.connect()
+        connection_created.connect(dbsql.use_compiled_timestamp_loader, dispatch_uid="accessgov-timestamp-loader")
 
         auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
         auditlog.register(models.System, exclude_fields=["connector_secret"])

@@ -15,6 +15,7 @@ ledger's COPY (``ledger/record.py``), the evidence pack's ledger extract and pop
 """
 
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
@@ -39,6 +40,52 @@ def prepared_cursor():
 
     connection.ensure_connection()
     return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+
+
+def use_compiled_timestamp_loader(sender, connection, **kwargs) -> None:
+    """``connection_created`` receiver: read ``timestamptz`` columns with psycopg's compiled loader.
+
+    Django registers its own loader (a subclass of psycopg's pure-Python one, which re-stamps each value
+    with the connection's zone); every list page reads a few hundred timestamps, and that parsing was ≈ 1/5 of
+    a report page's row loading (docs/PERFORMANCE.md). When the database session's zone is UTC and Django's
+    is ``datetime.UTC`` — this project's settings — psycopg's compiled loader returns the very same values
+    (aware, ``tzinfo=datetime.UTC``). Any other zone, or psycopg without its compiled part: Django's loader
+    stays. ``tests/services/test_dbsql.py`` compares both loaders."""
+    loader = compiled_timestamp_loader()
+    if (
+        loader is None
+        or connection.vendor != "postgresql"
+        or connection.timezone is not UTC
+        or connection.connection.info.parameter_status("TimeZone") != "UTC"
+    ):
+        return
+    connection.connection.adapters.register_loader("timestamptz", loader)
+
+
+@cache
+def compiled_timestamp_loader():
+    """psycopg's compiled text ``timestamptz`` loader, marked with the zone Django checks loaders for
+    (``DatabaseWrapper.create_cursor`` compares ``loader.timezone``); None without the compiled part."""
+    try:
+        import psycopg
+        from psycopg_binary import _psycopg  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    if psycopg.pq.__impl__ not in ("binary", "c"):
+        return None
+
+    class UtcTimestamptzLoader(psycopg.adapt.Loader):
+        timezone = UTC  # what Django's create_cursor compares; the compiled class takes no attributes
+
+        def __init__(self, oid: int, context=None) -> None:
+            super().__init__(oid, context)
+            # The compiled loader's bound method itself, not a Python method calling it: one call per value.
+            self.load = _psycopg.TimestamptzLoader(oid, context).load  # type: ignore[method-assign]
+
+        def load(self, data):  # replaced per instance in __init__; psycopg's Loader declares it abstract
+            raise NotImplementedError
+
+    return UtcTimestamptzLoader
 
 
 def db_datetime(value: datetime):

@@ -159,3 +159,72 @@ def test_the_holder_may_hold_sql_and_its_orm_twin_select_the_same_grants(world, 
         assert raw == orm
         assert grantees[1].pk in orm and grantees[3].pk not in orm
         assert (grantees[2].pk in orm) is (now < T0 + timedelta(minutes=20))
+
+
+# --- Reading timestamps: psycopg's compiled loader instead of Django's Python one -------------
+
+TIMESTAMP_LITERALS = [
+    "2026-12-06 00:00:00+00",
+    "2026-01-01 12:00:00.123456+05",
+    "2026-03-29 01:59:59.999999-09:30",
+    "1970-01-01 00:00:00+00",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "2024-02-29 23:59:60+14",
+]
+
+
+def test_timestamps_read_by_the_compiled_loader_equal_djangos():
+    from django.db import connection
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+    connection.ensure_connection()
+    loader = dbsql.compiled_timestamp_loader()
+    assert loader is not None, "psycopg's compiled part is a pinned dependency (psycopg[binary])"
+    assert connection.connection.adapters.get_loader(1184, 0) is loader
+    select = "SELECT " + ", ".join(f"'{literal}'::timestamptz" for literal in TIMESTAMP_LITERALS)
+    with connection.cursor() as cursor:
+        cursor.execute(select)
+        ours = cursor.fetchone()
+    raw = connection.connection.cursor()
+    register_tzloader(connection.timezone, raw)  # Django's own loader, on this cursor only
+    assert raw.adapters.get_loader(1184, 0) is not loader
+    raw.execute(select)
+    djangos = raw.fetchone()
+    assert ours == djangos
+    assert all(value.tzinfo is UTC for value in ours + djangos)
+
+
+def test_a_models_timestamps_are_read_back_aware_in_utc(make_user):
+    from accessgov.models import User
+
+    joined = datetime(2026, 7, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    user = make_user("timestamps")
+    User.objects.filter(pk=user.pk).update(date_joined=joined)
+    read = User.objects.get(pk=user.pk).date_joined
+    assert read == joined and read.tzinfo is UTC
+
+
+def test_the_compiled_loader_stays_off_where_it_would_change_values():
+    """Another zone for Django's connection: Django's loader, which stamps that zone, stays."""
+    from zoneinfo import ZoneInfo
+
+    from django.db import connection
+
+    connection.ensure_connection()
+
+    class Elsewhere:
+        vendor = "postgresql"
+        timezone = ZoneInfo("Europe/Berlin")
+
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+    Elsewhere.connection = connection.connection
+    register_tzloader(Elsewhere.timezone, connection.connection)
+    djangos = connection.connection.adapters.get_loader(1184, 0)
+    try:
+        dbsql.use_compiled_timestamp_loader(sender=None, connection=Elsewhere)
+        assert connection.connection.adapters.get_loader(1184, 0) is djangos
+    finally:
+        dbsql.use_compiled_timestamp_loader(sender=None, connection=connection)
+    assert connection.connection.adapters.get_loader(1184, 0) is dbsql.compiled_timestamp_loader()
