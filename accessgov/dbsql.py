@@ -68,7 +68,7 @@ def compiled_timestamp_loader():
     (``DatabaseWrapper.create_cursor`` compares ``loader.timezone``); None without the compiled part."""
     try:
         import psycopg
-        from psycopg_binary import _psycopg  # type: ignore[import-not-found]
+        from psycopg_binary import _psycopg
     except ImportError:
         return None
     if psycopg.pq.__impl__ not in ("binary", "c"):
@@ -80,7 +80,7 @@ def compiled_timestamp_loader():
         def __init__(self, oid: int, context=None) -> None:
             super().__init__(oid, context)
             # The compiled loader's bound method itself, not a Python method calling it: one call per value.
-            self.load = _psycopg.TimestamptzLoader(oid, context).load  # type: ignore[method-assign]
+            self.load = _psycopg.TimestamptzLoader(oid, context).load  # type: ignore[method-assign,attr-defined]
 
         def load(self, data):  # replaced per instance in __init__; psycopg's Loader declares it abstract
             raise NotImplementedError
