@@ -14,6 +14,7 @@ from jinja2 import ChainableUndefined, Environment, pass_context
 from jinja2.runtime import Context
 
 from accessgov.templatetags import accessgov_tags as tags
+from accessgov.templatetags import report_tags
 
 
 def _url(name: str, *args: Any) -> str:
@@ -39,6 +40,7 @@ def environment(**options: Any) -> Environment:
         step_up_note=tags.step_up_state,
         include_django=include_django,
         label=tags.choice_label,
+        grant_state_badge=tags.grant_state_badge,
     )
     env.filters.update(
         when=tags.when_filter,
@@ -46,5 +48,7 @@ def environment(**options: Any) -> Environment:
         timesince=defaultfilters.timesince_filter,
         timeuntil=defaultfilters.timeuntil_filter,
         pluralize=defaultfilters.pluralize,
+        usernames=report_tags.usernames,
+        short_duration=report_tags.short_duration,
     )
     return env
