@@ -50,5 +50,9 @@ def environment(**options: Any) -> Environment:
         pluralize=defaultfilters.pluralize,
         usernames=report_tags.usernames,
         short_duration=report_tags.short_duration,
+        request_outcome=report_tags.request_outcome,
+        follow_up=report_tags.follow_up,
+        follow_up_status=report_tags.follow_up_status,
+        capfirst=defaultfilters.capfirst,
     )
     return env
