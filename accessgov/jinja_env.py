@@ -54,5 +54,7 @@ def environment(**options: Any) -> Environment:
         follow_up=report_tags.follow_up,
         follow_up_status=report_tags.follow_up_status,
         capfirst=defaultfilters.capfirst,
+        truncatechars=defaultfilters.truncatechars,
+        event_label=tags.event_label_filter,
     )
     return env
