@@ -16,7 +16,7 @@ its row read by a fixed statement instead of an ORM query built per request.
 
 Anything this module does not know (another backend, another kind of device, a malformed device id)
 takes the stock path, so the result is the stock result whatever the session holds.
-``tests/test_signed_in.py`` compares the two paths over every such case.
+``tests/security/test_signed_in.py`` compares the two paths over every such case.
 """
 
 from functools import cache, partial
