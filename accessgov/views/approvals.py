@@ -19,6 +19,16 @@ from accessgov.views.common import CodeRefused, act_with_step_up
 
 QUEUE_PAGE_SIZE = filters.PAGE_SIZE
 QUEUE_FILTER_FIELDS = ("q", "system", "risk")  # what narrows the queue (sorting and paging do not)
+# What the queue's cards and decision forms show (templates/jinja2/accessgov/approvals/): loading only these
+# columns of the request, its requester, role and system (not the extended grant) halves the columns the
+# ORM builds and reads for a page of cards (docs/PERFORMANCE.md).
+QUEUE_PAGE_FIELDS = (
+    *("requester", "role", "kind", "status", "requested_duration", "justification", "created_at", "lapses_at"),
+    *("ticket", "ticket_title", "ticket_url", "auto_approval_note"),
+    *("requester__username", "requester__first_name", "requester__last_name"),
+    *("role__name", "role__system", "role__approvals_required", "role__risk_tier", "role__step_up_required"),
+    "role__system__name",
+)
 
 
 def filtered_queue_count(user, now, params: QueryDict) -> int | None:
@@ -34,9 +44,8 @@ def filtered_queue_count(user, now, params: QueryDict) -> int | None:
 
 def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
     now = timezone.now()
-    queue_filter = filters.ApprovalQueueFilter(
-        request.GET, queryset=selectors.approver_queue(request.user, now), now=now
-    )
+    rows = selectors.approver_queue(request.user, now).select_related(None).select_related("role__system", "requester")
+    queue_filter = filters.ApprovalQueueFilter(request.GET, queryset=rows.only(*QUEUE_PAGE_FIELDS), now=now)
     catalog.limit_to_catalogue(queue_filter.form, request.user, now)
     page = filters.page_of(queue_filter, after=request.GET.get("after", ""), size=QUEUE_PAGE_SIZE)
     queue = page.rows
