@@ -7,6 +7,7 @@ from django.apps import apps
 from django.middleware.csrf import get_token
 from django.template import engines
 from django.template.backends.jinja2 import Jinja2
+from django.utils import timezone as dj_timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
@@ -54,19 +55,22 @@ def utc_filter(value) -> str:
 def when_filter(value, seconds: bool = False) -> str:
     """An aware datetime in the viewer's time zone (activated per request by the time-zone middleware),
     as ``<time datetime="…Z" title="… UTC">2026-11-24 10:30 CET</time>``: the UTC instant on hover and
-    for machines. Empty for None."""
+    for machines. Empty for None. Every table row shows two or three: formatted by ``isoformat`` (a third of
+    ``strftime``'s cost), the zone's name escaped once per name."""
     if not value:
         return ""
-    from django.utils import timezone as dj_timezone
-
-    instant = value.astimezone(UTC)
-    local = value.astimezone(dj_timezone.get_current_timezone())
-    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    # Digits and a zone abbreviation only (escaped all the same); format_html per cell cost more than this.
-    return mark_safe(  # noqa: S308
-        f'<time datetime="{instant:%Y-%m-%dT%H:%M:%SZ}" title="{instant.strftime(pattern)} UTC">'
-        f"{local.strftime(pattern)} {escape(local.tzname() or 'UTC')}</time>"
+    instant = value if value.tzinfo is UTC else value.astimezone(UTC)
+    local = instant.astimezone(dj_timezone.get_current_timezone())
+    width = 19 if seconds else 16
+    return mark_safe(  # noqa: S308 - digits, and the zone's name escaped
+        f'<time datetime="{instant.isoformat("T", "seconds")[:19]}Z" title="{instant.isoformat(" ", "seconds")[:width]} UTC">'
+        f"{local.isoformat(' ', 'seconds')[:width]} {_escaped_zone_name(local.tzname())}</time>"
     )
+
+
+@cache
+def _escaped_zone_name(name: str | None) -> str:
+    return escape(name or "UTC")
 
 
 @register.filter(name="utc_seconds")
