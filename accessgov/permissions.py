@@ -521,7 +521,8 @@ def visible_role_ids(user: User, now) -> set[int] | None:
 
     def compute() -> set[int]:
         user_scope = scope(user)
-        eligible = _eligibilities_in_force(user, now).values_list("role_id", flat=True)
+        # Unordered: the models' default orderings joined role and system only to sort a set.
+        eligible = _eligibilities_in_force(user, now).order_by().values_list("role_id", flat=True)
         return set(eligible) | set(decidable_role_ids(user)) | set(user_scope.owned_role_ids)
 
     return _memoized(user, "visible_role_ids", compute)
@@ -533,7 +534,7 @@ def visible_system_ids(user: User, now) -> set[int] | None:
     role_ids = visible_role_ids(user, now)
     if role_ids is None:
         return None
-    role_systems = Role.objects.filter(pk__in=sorted(role_ids)).values_list("system_id", flat=True)
+    role_systems = Role.objects.filter(pk__in=sorted(role_ids)).order_by().values_list("system_id", flat=True)
     return set(role_systems) | set(scope(user).owned_system_ids)
 
 
