@@ -171,10 +171,14 @@ def _overdue_removals(user: User, now: datetime) -> QuerySet[Grant]:
 def _eligibility_ending(user: User, now: datetime) -> QuerySet:
     """Eligibility on systems ``user`` owns that ends within ELIGIBILITY_REMINDER_DAYS (when owners are
     reminded): renew it or let it go."""
-    owned = permissions.scope(user).owned_system_ids if user.is_active else []
     return Eligibility.objects.active(now).filter(
-        role__system_id__in=owned, ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS)
+        role__system_id__in=_owned_system_ids(user),
+        ends_at__lte=now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS),
     )
+
+
+def _owned_system_ids(user: User) -> list[int]:
+    return permissions.scope(user).owned_system_ids if user.is_active else []
 
 
 def _oversees(user: User) -> bool:
@@ -227,11 +231,12 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
             for c in pending.select_related("proposed_by").order_by("proposed_at")[:NEEDS_ME_LIMIT]
             if permissions.change_approval_problem(user, c) is None
         ]
-    result.eligibility_ending = list(
-        _eligibility_ending(user, now)
-        .select_related("role__system", "user", "group")
-        .order_by("ends_at")[:NEEDS_ME_LIMIT]
-    )
+    if _owned_system_ids(user):  # nobody else has any (building the empty query cost a requester ≈ 0.6 ms)
+        result.eligibility_ending = list(
+            _eligibility_ending(user, now)
+            .select_related("role__system", "user", "group")
+            .order_by("ends_at")[:NEEDS_ME_LIMIT]
+        )
     if active_grants is None:
         result.ending = list(
             selectors.my_active_grants(user, now).filter(expires_at__lte=now + ENDING_SOON)[:NEEDS_ME_LIMIT]
@@ -282,7 +287,7 @@ def badge_counts_portable(user: User, now: datetime) -> dict[str, int]:
         counts["follow_ups"] = _open_follow_ups(user)
         counts["findings"] = _open_findings(user)
         counts["removals"] = _overdue_removals(user, now)
-    if permissions.scope(user).owned_system_ids:
+    if _owned_system_ids(user):
         counts["eligibility_ending"] = _eligibility_ending(user, now)
 
     def count_of(qs):
@@ -310,7 +315,7 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
     for every persona."""
     auditor = permissions.is_auditor(user)
     oversees = _oversees(user)
-    owned = permissions.scope(user).owned_system_ids if user.is_active else []
+    owned = _owned_system_ids(user)
     overseen = permissions.overseen_role_ids(user)
     grant, event, request = _table(Grant), _table(AccessEvent), _table(AccessRequest)
     # visible_grants(user) for a grant aliased g: everything for auditors, else theirs or an overseen role.
