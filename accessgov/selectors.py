@@ -125,7 +125,10 @@ def requester_contexts(access_requests: list[AccessRequest], now: datetime) -> d
     requester_ids = {r.requester_id for r in access_requests}
     since = now - timedelta(days=90)
     grants: dict[int, list[Grant]] = {pk: [] for pk in requester_ids}
-    for grant in Grant.objects.active(now).filter(user_id__in=requester_ids).select_related("role__system"):
+    # Only what the cards show of each grant (its role's name): not whole roles and systems (their connector
+    # settings included) for every requester on the page.
+    active = Grant.objects.active(now).filter(user_id__in=requester_ids).select_related("role__system")
+    for grant in active.only("user", "role__name", "role__system__name"):
         grants[grant.user_id].append(grant)
     counts = {
         row["requester_id"]: row
