@@ -27,19 +27,20 @@ def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
-def prepared_cursor():
-    """A cursor for a fixed statement run on every page (the viewer's scope): on
+def prepared_cursor(wrapper=None):
+    """A cursor for a fixed statement run on every page (the viewer's scope, ``precompiled`` reads): on
     PostgreSQL it binds parameters server-side, so psycopg prepares the statement after its fifth run on
     a connection and PostgreSQL stops planning it each time (planning was 0.7-1.2 ms of each, executing
     0.1 ms). Everything else keeps Django's client-side binding, whose custom plans suit the list queries
     (and the inbox badge: its generic plan took 2.5x as long) better (docs/PERFORMANCE.md). Wrapped like any Django cursor: counted, logged, execute wrappers run.
-    Elsewhere, Django's ordinary cursor."""
-    if not is_postgresql():
-        return connection.cursor()
+    Elsewhere, Django's ordinary cursor. ``wrapper``: another connection than the default one."""
+    wrapper = connection if wrapper is None else wrapper
+    if wrapper.vendor != "postgresql":
+        return wrapper.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
-    connection.ensure_connection()
-    return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+    wrapper.ensure_connection()
+    return wrapper._prepare_cursor(ServerBindingCursor(wrapper.connection))
 
 
 def use_compiled_timestamp_loader(sender, connection, **kwargs) -> None:

@@ -22,26 +22,58 @@ from accessgov.models import (
     System,
     User,
 )
+from accessgov.precompiled import Precompiled
+
+# The requester's own reads on every home and "my access" page, precompiled (accessgov/precompiled.py): the
+# querysets below are their one definition; the pages run ``.list``/``.count`` of the same reads.
+MY_ACTIVE_GRANTS = Precompiled(
+    "my_active_grants",
+    lambda user_id, now: (
+        Grant.objects.active(now).filter(user_id=user_id).select_related("role__system").order_by("expires_at")
+    ),
+    user_id=int,
+    now=datetime,
+)
+MY_SCHEDULED_GRANTS = Precompiled(
+    "my_scheduled_grants",
+    lambda user_id, now: (
+        Grant.objects.filter(user_id=user_id, status=Grant.Status.SCHEDULED, expires_at__gt=now)
+        .select_related("role__system")
+        .order_by("starts_at")
+    ),
+    user_id=int,
+    now=datetime,
+)
+MY_PENDING_REQUESTS = Precompiled(
+    "my_pending_requests",
+    lambda user_id: (
+        AccessRequest.objects.filter(requester_id=user_id, status=AccessRequest.Status.PENDING)
+        .select_related("role__system")
+        .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
+    ),
+    user_id=int,
+)
+MY_RECENTLY_ENDED_GRANTS = Precompiled(
+    "my_recently_ended_grants",
+    lambda user_id: (
+        Grant.objects.filter(user_id=user_id, status__in=[Grant.Status.EXPIRED, Grant.Status.REVOKED])
+        .select_related("role__system")
+        .order_by("-ended_at")[:10]
+    ),
+    user_id=int,
+)
 
 
 def my_active_grants(user: User, now: datetime) -> QuerySet[Grant]:
-    return Grant.objects.active(now).filter(user=user).select_related("role__system").order_by("expires_at")
+    return MY_ACTIVE_GRANTS.queryset(user_id=user.pk, now=now)
 
 
 def my_scheduled_grants(user: User, now: datetime) -> QuerySet[Grant]:
-    return (
-        Grant.objects.filter(user=user, status=Grant.Status.SCHEDULED, expires_at__gt=now)
-        .select_related("role__system")
-        .order_by("starts_at")
-    )
+    return MY_SCHEDULED_GRANTS.queryset(user_id=user.pk, now=now)
 
 
 def my_pending_requests(user: User) -> QuerySet[AccessRequest]:
-    return (
-        AccessRequest.objects.filter(requester=user, status=AccessRequest.Status.PENDING)
-        .select_related("role__system")
-        .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
-    )
+    return MY_PENDING_REQUESTS.queryset(user_id=user.pk)
 
 
 def my_requests(user: User) -> QuerySet[AccessRequest]:

@@ -22,13 +22,12 @@ from accessgov.views.common import confirm_page, confirmed, invalid_filters, ref
 @require_GET
 def my_access_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
+    user_id = request.user.pk
     context = {
-        "active_grants": selectors.my_active_grants(request.user, now),
-        "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
-        "pending_requests": selectors.my_pending_requests(request.user),
-        "recent_ended": Grant.objects.filter(user=request.user, status__in=["expired", "revoked"])
-        .select_related("role__system")
-        .order_by("-ended_at")[:10],
+        "active_grants": selectors.MY_ACTIVE_GRANTS.list(user_id=user_id, now=now),
+        "scheduled_grants": selectors.MY_SCHEDULED_GRANTS.list(user_id=user_id, now=now),
+        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id),
+        "recent_ended": selectors.MY_RECENTLY_ENDED_GRANTS.list(user_id=user_id),
         "now": now,
     }
     return render(request, "accessgov/grants/my_access.html", context)

@@ -11,12 +11,13 @@ from accessgov.http import PortalRequest
 def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = timezone.now()
-    active_grants = list(selectors.my_active_grants(request.user, now))
+    user_id = request.user.pk
+    active_grants = selectors.MY_ACTIVE_GRANTS.list(user_id=user_id, now=now)
     needs_me = inbox.needs_me(request.user, now, active_grants=active_grants)
     context = {
         "active_grants": active_grants,
-        "scheduled_grants": selectors.my_scheduled_grants(request.user, now),
-        "pending_requests": selectors.my_pending_requests(request.user),
+        "scheduled_grants": selectors.MY_SCHEDULED_GRANTS.list(user_id=user_id, now=now),
+        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id),
         "backup_codes_left": otp.backup_codes_left(request.user),
         # Issue 18: what needs me (review work for owners, break-glass uses, changes), as in the inbox.
         "needs_me": needs_me,

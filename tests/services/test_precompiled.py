@@ -1,0 +1,162 @@
+"""Issue 22: a precompiled read returns what its queryset returns, for every registered read and on both
+databases, and a read whose SQL depends on its values is refused instead of run wrongly."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+
+from accessgov import precompiled
+from accessgov.models import AccessRequest, Eligibility, Grant
+from accessgov.precompiled import NotPrecompilable, Precompiled
+from accessgov.services import access_requests as ar
+from accessgov.services import grants as grant_services
+from tests.support.factories import RoleFactory
+from tests.support.requests import submit
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def history(world):
+    """The requester's grants in every state and requests pending with and without approvals: an
+    active grant (role), a scheduled one (read-only, from T0 + 3 h), an expired and a revoked one, a
+    request waiting with one of two approvals and one with none."""
+    with time_machine.travel(T0 - 10 * H, tick=False):
+        ar.access_request_approve(world.approver, submit(world).pk)
+    with time_machine.travel(T0 - 8 * H, tick=False):
+        grant_services.grant_expire_due(T0 - 8 * H)
+        ar.access_request_approve(world.approver, submit(world).pk)
+    with time_machine.travel(T0 - 5 * H, tick=False):
+        grant_services.grant_expire_due(T0 - 5 * H)
+        revoked = submit(world)
+        ar.access_request_approve(world.approver, revoked.pk)
+        grant_services.grant_revoke(world.approver, Grant.objects.get(access_request=revoked).pk, reason="Done early")
+    with time_machine.travel(T0, tick=False):
+        grant_services.grant_expire_due(T0)
+        ar.access_request_approve(world.approver, submit(world).pk)
+        waiting = submit(world, role=world.role_two)
+        ar.access_request_approve(world.approver, waiting.pk)  # one of two approvals
+        later = RoleFactory(system=world.system, name="read-only", approvals_required=1)
+        Eligibility.objects.create(role=later, user=world.requester, starts_at=T0 - H)
+        ar.access_request_approve(world.approver2, submit(world, role=later, starts_at=T0 + 3 * H).pk)
+    states = set(Grant.objects.filter(user=world.requester).values_list("status", flat=True))
+    assert states == {"active", "scheduled", "expired", "revoked"}, states
+    assert AccessRequest.objects.filter(requester=world.requester, status="pending").count() == 1
+    return world
+
+
+def _cases(world) -> dict[str, list[dict]]:
+    """Values each registered read is run with: the person with a history, people without, several instants."""
+    people = [world.requester.pk, world.approver.pk, world.outsider.pk]
+    instants = [T0 - 7 * H, T0, T0 + 30 * 60 * timedelta(seconds=1), T0 + 4 * H, T0 + 10 * H]
+    return {
+        "my_active_grants": [{"user_id": u, "now": t} for u in people for t in instants],
+        "my_scheduled_grants": [{"user_id": u, "now": t} for u in people for t in instants],
+        "my_pending_requests": [{"user_id": u} for u in people],
+        "my_recently_ended_grants": [{"user_id": u} for u in people],
+        "backup_codes": [{"user_id": u} for u in people],
+    }
+
+
+def _snapshot(obj) -> dict:
+    """Every attribute a page could read: the row's fields, annotations, and the related objects loaded
+    with it (recursively), as plain values."""
+    values = {k: v for k, v in vars(obj).items() if k != "_state"}
+    related = {name: _snapshot(rel) if rel is not None else None for name, rel in obj._state.fields_cache.items()}
+    return {"class": type(obj).__name__, "values": values, "related": related, "adding": obj._state.adding}
+
+
+def test_every_registered_read_returns_what_its_queryset_returns(history):
+    import accessgov.otp
+    import accessgov.selectors  # noqa: F401
+
+    cases = _cases(history)
+    assert {p.name for p in precompiled.REGISTRY} == set(cases), "each precompiled read needs its cases here"
+    empty = set()
+    for read in precompiled.REGISTRY:
+        rows = 0
+        for values in cases[read.name]:
+            queryset = read.queryset(**values)
+            expected = list(queryset)
+            rows += len(expected)
+            assert [_snapshot(o) for o in read.list(**values)] == [_snapshot(o) for o in expected], (read, values)
+            assert read.count(**values) == queryset.count(), (read, values)
+            assert read.exists(**values) == queryset.exists(), (read, values)
+        if not rows:
+            empty.add(read.name)
+    assert not empty, f"the cases found no rows for {empty}: nothing was compared"
+
+
+def test_a_read_is_compiled_once_and_then_one_statement(history):
+    from accessgov.selectors import MY_PENDING_REQUESTS
+
+    MY_PENDING_REQUESTS.list(user_id=history.requester.pk)
+    with CaptureQueriesContext(connection) as queries:
+        rows = MY_PENDING_REQUESTS.list(user_id=history.requester.pk)
+    assert len(queries) == 1
+    assert [r.approvals for r in rows] == [1]
+    assert rows[0].role.system.name == "Payments DB"  # select_related, no further query
+    assert len(queries) == 1
+
+
+def _read(build, **kinds) -> Precompiled:
+    return Precompiled("test_read", build, register=False, **kinds)
+
+
+@pytest.mark.parametrize(
+    ("build", "kinds", "message"),
+    [
+        # transformed before binding: '%value%'
+        (lambda text: Grant.objects.filter(role__name__icontains=text), {"text": str}, "not found among"),
+        # inlined into the SQL text
+        (lambda n: Grant.objects.extra(where=[f"id > {int(n)}"]), {"n": int}, "not found among"),  # noqa: S610 - an int inlined on purpose
+        # decides the SQL's shape
+        (
+            lambda n: Grant.objects.filter(pk=n).order_by("id" if n < -1_950_000_000 else "-id"),
+            {"n": int},
+            "depend on the values",
+        ),
+        # not a list of model instances
+        (lambda n: Grant.objects.filter(pk=n).values("pk"), {"n": int}, "model instances"),
+        (lambda n: Grant.objects.filter(pk=n).prefetch_related("events"), {"n": int}, "prefetch_related"),
+    ],
+)
+def test_reads_whose_sql_depends_on_their_values_are_refused(build, kinds, message):
+    with pytest.raises(NotPrecompilable, match=message):
+        _read(build, **kinds).list(**dict.fromkeys(kinds, 1))
+
+
+def test_values_are_checked():
+    with pytest.raises(NotPrecompilable, match="int, datetime or str"):
+        _read(lambda flag: Grant.objects.filter(is_break_glass=flag), flag=bool)
+    read = _read(
+        lambda user_id, now: Grant.objects.filter(user_id=user_id, expires_at__gt=now), user_id=int, now=datetime
+    )
+    with pytest.raises(TypeError, match="expected the values"):
+        read.list(user_id=1)
+    with pytest.raises(TypeError, match="must be a datetime"):
+        read.list(user_id=1, now="2026-03-02")
+    with pytest.raises(ValueError):
+        read.list(user_id="not a number", now=T0)
+    with pytest.raises(NotPrecompilable, match="aware"):
+        read.list(user_id=1, now=datetime(2026, 3, 2, 9, 0))  # noqa: DTZ001 - the naive value under test
+
+
+def test_the_same_value_used_twice_and_constants_kept(history):
+    """``active(now)`` binds ``now`` twice; the status constants stay as compiled."""
+    read = _read(
+        lambda user_id, now: Grant.objects.active(now).filter(user_id=user_id).annotate(n=Count("events")),
+        user_id=int,
+        now=datetime,
+    )
+    at = T0 + 30 * timedelta(minutes=1)
+    got = read.list(user_id=history.requester.pk, now=at)
+    expected = list(read.queryset(user_id=history.requester.pk, now=at))
+    assert [(g.pk, g.n) for g in got] == [(g.pk, g.n) for g in expected] != []
+    assert read.list(user_id=history.requester.pk, now=T0 - 20 * H) == []
