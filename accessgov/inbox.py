@@ -208,22 +208,22 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
             for f in _open_findings(user).select_related("system", "role__system", "user", "grant")[:NEEDS_ME_LIMIT]
             if permissions.can_sign_off_finding(user, f)
         ]
-    campaign_ids = _open_review_items(user).values("campaign_id")
-    result.reviews = list(
-        ReviewCampaign.objects.filter(pk__in=campaign_ids)
-        .annotate(
-            open_items=Subquery(
-                _open_review_items(user)
-                .filter(campaign=OuterRef("pk"))
-                .order_by()
-                .values("campaign")
-                .annotate(n=Count("pk"))
-                .values("n")[:1],
-                output_field=IntegerField(),
+    if _counted(user, now)["reviews"]:  # the badge's count, same request: most people have none (no query)
+        result.reviews = list(
+            ReviewCampaign.objects.filter(pk__in=_open_review_items(user).values("campaign_id"))
+            .annotate(
+                open_items=Subquery(
+                    _open_review_items(user)
+                    .filter(campaign=OuterRef("pk"))
+                    .order_by()
+                    .values("campaign")
+                    .annotate(n=Count("pk"))
+                    .values("n")[:1],
+                    output_field=IntegerField(),
+                )
             )
+            .order_by("due_at")
         )
-        .order_by("due_at")
-    )
     if user.is_staff:
         pending = ChangeRequest.objects.filter(status=ChangeRequest.Status.PENDING).exclude(proposed_by=user)
         result.changes = [
@@ -257,8 +257,7 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     soon, and unread items after their read mark. On PostgreSQL that query is one fixed statement
     (``badge_counts_postgresql``): building its ORM twin (``badge_counts_portable``) cost 4-6 ms of
     Python on every page, five times what PostgreSQL takes to answer it (docs/PERFORMANCE.md)."""
-    counter = badge_counts_postgresql if dbsql.is_postgresql() else badge_counts_portable
-    result = counter(user, now)
+    result = dict(_counted(user, now))
     result["needs_me"] = (
         queue_size
         + pending_changes
@@ -268,6 +267,17 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     )
     result["total"] = result["needs_me"] + result["unread"]
     return result
+
+
+def _counted(user: User, now: datetime) -> dict[str, int]:
+    """The badge's one query, once per request (``needs_me`` asks it first: an empty part spares the page that
+    part's list query; the navigation then reuses it)."""
+
+    def count() -> dict[str, int]:
+        counter = badge_counts_postgresql if dbsql.is_postgresql() else badge_counts_portable
+        return counter(user, now)
+
+    return permissions.memoized(user, "badge_counts", count)
 
 
 def badge_counts_portable(user: User, now: datetime) -> dict[str, int]:

@@ -46,7 +46,9 @@ def start_request_memo(user: User) -> None:
     user._permission_memo = {}  # type: ignore[attr-defined]  # a per-request attribute of this instance
 
 
-def _memoized(user: User, key: str, compute):
+def memoized(user: User, key: str, compute):
+    """``compute()`` once per request for ``user`` (the memo the middleware gives each request's user);
+    outside a request, every time."""
     memo = getattr(user, "_permission_memo", None)
     if memo is None:
         return compute()
@@ -353,7 +355,7 @@ def _scope(user: User) -> Scope:
 
 def scope(user: User) -> Scope:
     """The viewer's ``Scope``, once per verified request (permission changes apply on the next request)."""
-    return _memoized(user, "scope", lambda: _scope(user))
+    return memoized(user, "scope", lambda: _scope(user))
 
 
 def decidable_role_ids(user: User) -> list[int]:
@@ -525,7 +527,7 @@ def visible_role_ids(user: User, now) -> set[int] | None:
         eligible = _eligibilities_in_force(user, now).order_by().values_list("role_id", flat=True)
         return set(eligible) | set(decidable_role_ids(user)) | set(user_scope.owned_role_ids)
 
-    return _memoized(user, "visible_role_ids", compute)
+    return memoized(user, "visible_role_ids", compute)
 
 
 def visible_system_ids(user: User, now) -> set[int] | None:
