@@ -106,8 +106,30 @@ def format_duration_input(duration) -> str:
     return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or not hours else "")
 
 
+class _ListedChoices(forms.models.ModelChoiceIterator):
+    """A model choice field's options from the rows its page read already (``field.listed``): no second
+    query, and no server-side cursor (Django's iterator declares one on PostgreSQL, ≈ 2 ms a form)."""
+
+    def __iter__(self):
+        if self.field.empty_label is not None:
+            yield ("", self.field.empty_label)
+        for obj in self.field.listed:
+            yield self.choice(obj)
+
+    def __len__(self) -> int:
+        return len(self.field.listed) + (self.field.empty_label is not None)
+
+
+class ListedModelChoiceField(forms.ModelChoiceField):
+    """A ``ModelChoiceField`` showing ``listed`` (the queryset's rows, read once by the page) and validating
+    against the queryset as usual."""
+
+    iterator = _ListedChoices
+    listed: list = []
+
+
 class AccessRequestForm(forms.Form):
-    role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
+    role = ListedModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
     starts_at = inputs.DateTimeField(
         required=False,
@@ -124,6 +146,7 @@ class AccessRequestForm(forms.Form):
     )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
+        """``roles``: the queryset a chosen role must be in (the page sets ``fields["role"].listed``, its rows)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
         self.fields["role"].label_from_instance = lambda role: (
@@ -168,6 +191,7 @@ class BreakGlassForm(forms.Form):
     )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
+        """``roles``: the queryset a chosen role must be in (the page sets ``fields["role"].listed``, its rows)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
         self.fields["role"].label_from_instance = lambda role: f"{role.system.name} · {role.name}"

@@ -33,12 +33,7 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
     """The new-request form: only roles I am eligible for, with each role's policy beside it."""
     now = timezone.now()
     roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
-    initial = {}
-    if role_id := inputs.parse_id(request.GET.get("role")):
-        role = roles.filter(pk=role_id).first()
-        if role:
-            initial = {"role": role, "duration": format_duration_input(role.default_duration)}
-    form = AccessRequestForm(request.POST or None, roles=roles, initial=initial)
+    form = AccessRequestForm(request.POST or None, roles=roles)
     status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -63,6 +58,13 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
             return redirect("request_detail", pk=access_request.pk)
     elif request.method == "POST":
         status = 400
+    # Read once, when the page is shown: the form's options and the policy table beside them.
+    listed = list(roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk")))))
+    form.fields["role"].listed = listed
+    if not form.is_bound and (role_id := inputs.parse_id(request.GET.get("role"))):
+        role = next((r for r in listed if r.pk == role_id), None)
+        if role:
+            form.initial = {"role": role, "duration": format_duration_input(role.default_duration)}
     policy_rows = [
         {
             "role": role,
@@ -73,7 +75,7 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
             "auto_rules": role.has_auto_rules,
             "ticket_example": policies.ticket_example(role.ticket_pattern) if role.ticket_pattern else None,
         }
-        for role in roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk"))))
+        for role in listed
     ]
     return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
 
