@@ -1,6 +1,7 @@
 import re
 import zoneinfo
 from functools import cache
+from typing import cast
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -146,9 +147,13 @@ class AccessRequestForm(forms.Form):
     )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
-        """``roles``: the queryset a chosen role must be in (the page sets ``fields["role"].listed``, its rows)."""
+        """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
+
+    def list_roles(self, listed: list) -> None:
+        """The role options, as the page read them (``roles``' rows)."""
+        cast(ListedModelChoiceField, self.fields["role"]).listed = listed
         self.fields["role"].label_from_instance = lambda role: (
             f"{role.system.name} · {role.name} ({role.get_risk_tier_display()} risk)"
         )
@@ -191,7 +196,7 @@ class BreakGlassForm(forms.Form):
     )
 
     def __init__(self, *args, roles=None, **kwargs) -> None:
-        """``roles``: the queryset a chosen role must be in (the page sets ``fields["role"].listed``, its rows)."""
+        """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
         self.fields["role"].label_from_instance = lambda role: f"{role.system.name} · {role.name}"

@@ -60,7 +60,7 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
         status = 400
     # Read once, when the page is shown: the form's options and the policy table beside them.
     listed = list(roles.annotate(has_auto_rules=Exists(AutoApprovalRule.objects.filter(role=OuterRef("pk")))))
-    form.fields["role"].listed = listed
+    form.list_roles(listed)
     if not form.is_bound and (role_id := inputs.parse_id(request.GET.get("role"))):
         role = next((r for r in listed if r.pk == role_id), None)
         if role:
