@@ -189,11 +189,14 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
     """Everything waiting for ``user``, each list checked with the same predicate the action uses (a
     follow-up the person may not acknowledge, a change they may not approve, is not theirs to do).
     ``active_grants``: the person's ``selectors.my_active_grants`` when the caller has them already (the
-    home page): their grants ending soon are taken from it instead of a second query."""
+    home page): their grants ending soon are taken from it instead of a second query.
+    A list the navigation badge (one query, same request, the same rules) counts none of is not read."""
     result = NeedsMe()
+    counted = _counted(user, now)
     if permissions.decidable_role_ids(user):
         result.approvals = list(selectors.approver_queue(user, now)[:NEEDS_ME_LIMIT])
-    if _oversees(user):
+    # The badge counts the lists below for those they concern (overseers, owners, reviewers), else 0.
+    if counted["follow_ups"]:
         result.follow_ups = [
             f
             # Only what the list shows and the predicate reads: each join more cost PostgreSQL ~1 ms of planning.
@@ -202,13 +205,14 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
             .select_related("grant__user", "grant__role__system")[:NEEDS_ME_LIMIT]
             if permissions.can_acknowledge_break_glass(user, f.grant)
         ]
-        result.removals = _overdue_removals(user, now).count()
+    result.removals = counted["removals"]
+    if counted["findings"]:
         result.findings = [
             f
             for f in _open_findings(user).select_related("system", "role__system", "user", "grant")[:NEEDS_ME_LIMIT]
             if permissions.can_sign_off_finding(user, f)
         ]
-    if _counted(user, now)["reviews"]:  # the badge's count, same request: most people have none (no query)
+    if counted["reviews"]:
         result.reviews = list(
             ReviewCampaign.objects.filter(pk__in=_open_review_items(user).values("campaign_id"))
             .annotate(
@@ -231,7 +235,7 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
             for c in pending.select_related("proposed_by").order_by("proposed_at")[:NEEDS_ME_LIMIT]
             if permissions.change_approval_problem(user, c) is None
         ]
-    if _owned_system_ids(user):  # nobody else has any (building the empty query cost a requester ≈ 0.6 ms)
+    if counted["eligibility_ending"]:
         result.eligibility_ending = list(
             _eligibility_ending(user, now)
             .select_related("role__system", "user", "group")
