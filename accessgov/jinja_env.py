@@ -69,8 +69,8 @@ def environment(**options: Any) -> Environment:
     env.filters.update(
         when=tags.when_filter,
         duration=tags.duration_filter,
-        timesince=defaultfilters.timesince_filter,
-        timeuntil=defaultfilters.timeuntil_filter,
+        timesince=tags.timesince_filter,
+        timeuntil=tags.timeuntil_filter,
         pluralize=defaultfilters.pluralize,
         usernames=report_tags.usernames,
         short_duration=report_tags.short_duration,

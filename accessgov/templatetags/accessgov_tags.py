@@ -1,5 +1,5 @@
-from datetime import UTC
-from functools import cache
+from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from typing import cast
 
 from django import template
@@ -10,12 +10,61 @@ from django.template.backends.jinja2 import Jinja2
 from django.utils import timezone as dj_timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
+from django.utils.translation import get_language
 
 from accessgov import otp
 from accessgov.models import AccessEvent
 from accessgov.policies import format_duration
 
 register = template.Library()
+
+
+# --- timesince / timeuntil: Django's filters (overridden here, this library being a builtin), with the
+# answer for spans under four weeks remembered: below a month it depends only on the whole minutes
+# (no calendar months or years in it), and computing it was ≈ 40 µs a call, two per approver-queue card.
+_FOUR_WEEKS = timedelta(days=28)
+_SPAN_BASE = datetime(2001, 1, 1, tzinfo=UTC)
+
+
+@lru_cache(maxsize=4096)
+def _span_in_minutes(minutes: int, language: str | None) -> str:
+    return timesince(_SPAN_BASE, _SPAN_BASE + timedelta(minutes=minutes))
+
+
+def _timesince(d, now, reversed: bool) -> str:
+    if isinstance(d, datetime) and (now is None or isinstance(now, datetime)):
+        if now is None:
+            now = datetime.now(d.tzinfo if dj_timezone.is_aware(d) else None)
+        elif dj_timezone.is_aware(now) and dj_timezone.is_aware(d):
+            now = now.astimezone(d.tzinfo)  # as Django does: a wall-clock span in d's zone
+        if dj_timezone.is_aware(d) == dj_timezone.is_aware(now):
+            delta = (d - now) if reversed else (now - d)
+            if delta < _FOUR_WEEKS:
+                return _span_in_minutes(max(delta // timedelta(minutes=1), 0), get_language())
+    return timesince(d, now, reversed=reversed)
+
+
+@register.filter("timesince", is_safe=False)
+def timesince_filter(value, arg=None) -> str:
+    """Django's ``timesince`` filter (same answers: tests/views/test_template_filters.py), faster."""
+    if not value:
+        return ""
+    try:
+        return _timesince(value, arg or None, reversed=False)
+    except (ValueError, TypeError):
+        return ""
+
+
+@register.filter("timeuntil", is_safe=False)
+def timeuntil_filter(value, arg=None) -> str:
+    """Django's ``timeuntil`` filter (same answers: tests/views/test_template_filters.py), faster."""
+    if not value:
+        return ""
+    try:
+        return _timesince(value, arg or None, reversed=True)
+    except (ValueError, TypeError):
+        return ""
 
 
 @register.filter

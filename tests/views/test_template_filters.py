@@ -102,3 +102,61 @@ def test_one_id_urls_are_the_urls_reverse_gives(db):
         set_script_prefix("/")
     assert _url("approvals") == reverse("approvals")
     assert _url("grant_detail", "5") == reverse("grant_detail", args=["5"])
+
+
+_SPAN_ZONES = st.sampled_from([None, UTC, *map(ZoneInfo, WHEN_ZONES)])
+
+
+@st.composite
+def _span_pairs(draw):
+    """A value and a "now" up to ~two months apart either way (the remembered spans are under four weeks),
+    in the same or different zones, both naive or mixed, down to the microsecond."""
+    value = draw(
+        st.datetimes(
+            min_value=datetime(1900, 1, 2),  # noqa: DTZ001 - hypothesis takes naive bounds
+            max_value=datetime(2100, 12, 30),  # noqa: DTZ001 - hypothesis takes naive bounds
+            timezones=_SPAN_ZONES,
+        )
+    )
+    span = draw(
+        st.one_of(
+            st.timedeltas(min_value=timedelta(days=-60), max_value=timedelta(days=60)),
+            st.sampled_from([timedelta(0), timedelta(seconds=59, microseconds=999_999), timedelta(days=28)]),
+            st.integers(-40_000, 40_000).map(lambda m: timedelta(minutes=m)),
+        )
+    )
+    now = (value + span).replace(tzinfo=draw(_SPAN_ZONES)) if draw(st.booleans()) else value + span
+    return value, now
+
+
+@hypothesis_settings(max_examples=600, deadline=None)
+@given(pair=_span_pairs(), reversed_=st.booleans())
+def test_timesince_and_timeuntil_answer_what_djangos_filters_answer(pair, reversed_):
+    """Ours (remembered for spans under four weeks) against Django's own filters, the oracle."""
+    from django.template import defaultfilters
+
+    from accessgov.templatetags.accessgov_tags import timesince_filter, timeuntil_filter
+
+    value, now = pair
+    if reversed_:
+        assert timeuntil_filter(value, now) == defaultfilters.timeuntil_filter(value, now)
+    else:
+        assert timesince_filter(value, now) == defaultfilters.timesince_filter(value, now)
+
+
+def test_timesince_without_now_and_in_templates():
+    from django.template import defaultfilters
+
+    from accessgov.templatetags.accessgov_tags import timesince_filter, timeuntil_filter
+
+    soon = datetime.now(UTC) + timedelta(hours=2, minutes=30, seconds=30)
+    assert timeuntil_filter(soon) == defaultfilters.timeuntil_filter(soon) == "2\xa0hours, 30\xa0minutes"
+    assert timesince_filter(soon) == "0\xa0minutes"
+    assert timesince_filter(None) == timesince_filter("") == ""
+    rendered = (
+        engines["django"].from_string("{{ t|timeuntil:now }}").render({"t": soon, "now": soon - timedelta(days=3)})
+    )
+    assert rendered == "3\xa0days"
+    assert engines["jinja2"].from_string("{{ t|timeuntil(now) }}").render(
+        {"t": soon, "now": soon - timedelta(minutes=5)}
+    ) == ("5\xa0minutes")
