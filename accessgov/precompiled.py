@@ -40,7 +40,8 @@ class NotPrecompilable(Exception):
 
 class Precompiled:
     """A read whose SQL is compiled once per connection: ``.list(**values)`` returns the model instances
-    ``list(.queryset(**values))`` would (``select_related`` objects and annotations included),
+    (``select_related`` objects and annotations included) or ``values_list()`` tuples
+    ``list(.queryset(**values))`` would,
     ``.count(**values)`` and ``.exists(**values)`` what the queryset's ``count()`` and ``exists()`` would."""
 
     def __init__(self, name: str, build: Callable[..., QuerySet], /, *, register: bool = True, **kinds: type) -> None:
@@ -102,8 +103,12 @@ class _Compiled:
             queryset = precompiled.build(**stand_ins)
             if queryset._prefetch_related_lookups or queryset._known_related_objects:  # type: ignore[attr-defined]
                 raise NotPrecompilable(f"{name}: prefetch_related and known related objects are not supported")
-            if mode == "list" and queryset._iterable_class.__name__ != "ModelIterable":
-                raise NotPrecompilable(f"{name}: only querysets of model instances are listed")
+            kind = queryset._iterable_class.__name__
+            plain_values = kind == "ValuesListIterable" and not (
+                queryset.query.extra_select or queryset.query.annotation_select
+            )
+            if mode == "list" and kind != "ModelIterable" and not plain_values:
+                raise NotPrecompilable(f"{name}: only model instances and plain values_list() tuples are listed")
             compiler = queryset.query.get_compiler(connection=wrapper)
             sql, params = compiler.as_sql()
             adapted = {value_name: self._adapt(value) for value_name, value in stand_ins.items()}
@@ -129,6 +134,10 @@ class _Compiled:
         self.compiler = compiler
         fields = [selected[0] for selected in compiler.select[0 : compiler.col_count]]
         self.converters = compiler.get_converters(fields)
+        self.width = compiler.col_count if compiler.has_extra_select else None
+        self.tuples = plain_values
+        if plain_values:
+            return
         klass_info = compiler.klass_info
         self.model = klass_info["model"]
         select_fields = klass_info["select_fields"]
@@ -136,7 +145,6 @@ class _Compiled:
         self.init_list = [selected[0].target.attname for selected in compiler.select[self.model_slice]]
         self.related_populators = get_related_populators(klass_info, compiler.select, wrapper.alias)
         self.annotations = list((compiler.annotation_col_map or {}).items())
-        self.width = compiler.col_count if compiler.has_extra_select else None
 
     def _adapt(self, value):
         if isinstance(value, datetime):
@@ -167,6 +175,8 @@ class _Compiled:
             rows = [row[: self.width] for row in rows]
         if self.converters:
             rows = self.compiler.apply_converters(rows, self.converters)
+        if self.tuples:
+            return [tuple(row) for row in rows]
         alias, model, init_list, model_slice = self.wrapper.alias, self.model, self.init_list, self.model_slice
         objects = []
         for row in rows:

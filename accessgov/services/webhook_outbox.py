@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accessgov import dbsql
 from accessgov.models import AccessEvent, EventWebhookSubscription, WebhookDelivery
+from accessgov.precompiled import Precompiled
 from accessgov.services import after_commit
 
 Status = WebhookDelivery.Status
@@ -50,6 +51,23 @@ def event_type_pattern_problems(patterns: list[str]) -> list[str]:
 # --- Enqueue (in the caller's transaction) ------------------------------------------------------
 
 
+def _subscriptions(scope: Q):
+    return EventWebhookSubscription.objects.filter(scope, is_active=True).values_list(
+        "pk", "event_types", "system__roles"
+    )
+
+
+# Every recorded event asks which subscriptions match (accessgov/precompiled.py: compiled once).
+SUBSCRIPTIONS_EVERYWHERE = Precompiled(
+    "webhook_subscriptions_everywhere", lambda: _subscriptions(Q(system__isnull=True))
+)
+SUBSCRIPTIONS_FOR_ROLE = Precompiled(
+    "webhook_subscriptions_for_role",
+    lambda role_id: _subscriptions(Q(system__isnull=True) | Q(system__roles=role_id)),
+    role_id=int,
+)
+
+
 def webhook_deliveries_enqueue(events: list[AccessEvent]) -> list[int]:
     """Write one delivery per (event, matching active subscription) in the caller's transaction and
     schedule their sending after the commit (task ids only, robust). Called by services.events for
@@ -65,13 +83,13 @@ def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> 
     if not refs:
         return []
     role_ids = {role_id for _, _, role_id in refs if role_id is not None}
-    scope = Q(system__isnull=True)
-    if role_ids:
-        scope |= Q(system__roles__in=role_ids)
     # One row per global subscription (role None), and one per (system subscription, role of the batch).
-    rows = EventWebhookSubscription.objects.filter(scope, is_active=True).values_list(
-        "pk", "event_types", "system__roles"
-    )
+    if not role_ids:
+        rows = SUBSCRIPTIONS_EVERYWHERE.list()
+    elif len(role_ids) == 1:  # a single state change's events: precompiled
+        rows = SUBSCRIPTIONS_FOR_ROLE.list(role_id=next(iter(role_ids)))
+    else:
+        rows = _subscriptions(Q(system__isnull=True) | Q(system__roles__in=role_ids))
     everywhere: list[tuple[int, list[str]]] = []
     per_role: dict[int, list[tuple[int, list[str]]]] = defaultdict(list)
     for subscription_id, patterns, role_id in rows:

@@ -10,11 +10,11 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
 from accessgov import precompiled
-from accessgov.models import AccessRequest, Eligibility, Grant
+from accessgov.models import AccessRequest, Eligibility, EventWebhookSubscription, Grant
 from accessgov.precompiled import NotPrecompilable, Precompiled
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as grant_services
-from tests.support.factories import RoleFactory
+from tests.support.factories import RoleFactory, SystemFactory
 from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +45,11 @@ def history(world):
         later = RoleFactory(system=world.system, name="read-only", approvals_required=1)
         Eligibility.objects.create(role=later, user=world.requester, starts_at=T0 - H)
         ar.access_request_approve(world.approver2, submit(world, role=later, starts_at=T0 + 3 * H).pk)
+    hook = {"url": "https://hooks.example.com/in", "secret": "s3cret"}
+    EventWebhookSubscription.objects.create(name="everything", event_types=["*"], **hook)
+    EventWebhookSubscription.objects.create(name="payments", system=world.system, event_types=["grant.*"], **hook)
+    EventWebhookSubscription.objects.create(name="off", event_types=["*"], is_active=False, **hook)
+    EventWebhookSubscription.objects.create(name="elsewhere", system=SystemFactory(), event_types=["*"], **hook)
     states = set(Grant.objects.filter(user=world.requester).values_list("status", flat=True))
     assert states == {"active", "scheduled", "expired", "revoked"}, states
     assert AccessRequest.objects.filter(requester=world.requester, status="pending").count() == 1
@@ -61,12 +66,16 @@ def _cases(world) -> dict[str, list[dict]]:
         "my_pending_requests": [{"user_id": u} for u in people],
         "my_recently_ended_grants": [{"user_id": u} for u in people],
         "backup_codes": [{"user_id": u} for u in people],
+        "webhook_subscriptions_everywhere": [{}],
+        "webhook_subscriptions_for_role": [{"role_id": r.pk} for r in (world.role, world.role_two, RoleFactory())],
     }
 
 
-def _snapshot(obj) -> dict:
+def _snapshot(obj) -> dict | tuple:
     """Every attribute a page could read: the row's fields, annotations, and the related objects loaded
-    with it (recursively), as plain values."""
+    with it (recursively), as plain values (a values_list() row as it is)."""
+    if isinstance(obj, tuple):
+        return obj
     values = {k: v for k, v in vars(obj).items() if k != "_state"}
     related = {name: _snapshot(rel) if rel is not None else None for name, rel in obj._state.fields_cache.items()}
     return {"class": type(obj).__name__, "values": values, "related": related, "adding": obj._state.adding}
@@ -86,6 +95,7 @@ def test_every_registered_read_returns_what_its_queryset_returns(history):
             expected = list(queryset)
             rows += len(expected)
             assert [_snapshot(o) for o in read.list(**values)] == [_snapshot(o) for o in expected], (read, values)
+            assert [type(o) for o in read.list(**values)] == [type(o) for o in expected]
             assert read.count(**values) == queryset.count(), (read, values)
             assert read.exists(**values) == queryset.exists(), (read, values)
         if not rows:
@@ -122,8 +132,9 @@ def _read(build, **kinds) -> Precompiled:
             {"n": int},
             "depend on the values",
         ),
-        # not a list of model instances
+        # not a list of model instances or plain tuples
         (lambda n: Grant.objects.filter(pk=n).values("pk"), {"n": int}, "model instances"),
+        (lambda n: Grant.objects.filter(pk=n).values_list("pk", flat=True), {"n": int}, "model instances"),
         (lambda n: Grant.objects.filter(pk=n).prefetch_related("events"), {"n": int}, "prefetch_related"),
     ],
 )
