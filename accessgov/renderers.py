@@ -8,7 +8,11 @@ the same templates in about a third of that (docs/PERFORMANCE.md, issue 22).
 """
 
 from django.forms.renderers import BaseRenderer, DjangoTemplates, Jinja2
+from django.template import engines
 from django.template.exceptions import TemplateDoesNotExist
+
+# Built-in widget templates replaced by ours (templates/jinja2/, the project's Jinja2 engine): same HTML, faster.
+OVERRIDES = {"django/forms/widgets/select.html": "accessgov/widgets/select.html"}
 
 
 class JinjaWidgetsRenderer(BaseRenderer):
@@ -18,6 +22,8 @@ class JinjaWidgetsRenderer(BaseRenderer):
         self._engine_for: dict[str, BaseRenderer] = {}  # template name -> the renderer that has it
 
     def get_template(self, template_name: str):
+        if template_name in OVERRIDES:
+            return engines["jinja2"].get_template(OVERRIDES[template_name])
         renderer = self._engine_for.get(template_name)
         if renderer is not None:
             return renderer.get_template(template_name)
