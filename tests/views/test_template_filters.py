@@ -102,6 +102,8 @@ def test_one_id_urls_are_the_urls_reverse_gives(db):
                         continue
                     assert _url(name, pk) == expected, (prefix, name, pk)
             assert _url("grant_detail", 5).startswith(prefix)
+            for name in ("home", "approvals", "inbox", "admin:index", "accounts:security"):  # without arguments
+                assert _url(name) == reverse(name), (prefix, name)
     finally:
         set_script_prefix("/")
     assert _url("approvals") == reverse("approvals")
