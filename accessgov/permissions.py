@@ -7,7 +7,7 @@ take effect on the next check: guardian builds a fresh checker per ``has_perm`` 
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from django.conf import settings
@@ -35,6 +35,7 @@ from accessgov.models import (
     System,
     User,
 )
+from accessgov.precompiled import Precompiled
 
 AUDIT_PERM = "accessgov.audit_access"
 
@@ -74,6 +75,24 @@ def _eligibilities_in_force(user: User, now) -> QuerySet[Eligibility]:
 def eligible_roles(user: User, now) -> QuerySet[Role]:
     """Roles ``user`` may request at ``now`` through an eligibility of their own or of a group."""
     return Role.objects.filter(pk__in=_eligibilities_in_force(user, now).values("role_id")).select_related("system")
+
+
+# ``eligible_roles`` of someone in no group, break-glass roles only (precompiled: every home page asks it).
+OWN_BREAK_GLASS_ROLES = Precompiled(
+    "own_break_glass_roles",
+    lambda user_id, now: Role.objects.filter(
+        pk__in=Eligibility.objects.active(now).filter(user_id=user_id).values("role_id"), break_glass_allowed=True
+    ),
+    user_id=int,
+    now=datetime,
+)
+
+
+def may_break_glass(user: User, now: datetime) -> bool:
+    """Whether a break-glass role is among ``eligible_roles(user, now)`` (its button on the home page)."""
+    if not scope(user).group_ids:
+        return OWN_BREAK_GLASS_ROLES.exists(user_id=user.pk, now=now)
+    return eligible_roles(user, now).filter(break_glass_allowed=True).exists()
 
 
 def can_request_role(user: User, role: Role, now) -> bool:

@@ -294,6 +294,27 @@ def overdue_follow_ups(user: User, now: datetime) -> QuerySet[BreakGlassFollowUp
     return follow_ups_for(user).filter(acknowledged_at__isnull=True, due_at__lte=now)
 
 
+# ``follow_ups_for`` of someone who oversees nothing (not an auditor, no role to decide, no system owned):
+# their own break-glass grants only. Precompiled: most people's home page asks it.
+OWN_OVERDUE_FOLLOW_UPS = Precompiled(
+    "own_overdue_follow_ups",
+    lambda user_id, now: BreakGlassFollowUp.objects.filter(
+        grant__in=Grant.objects.filter(user_id=user_id, is_break_glass=True).values("pk"),
+        acknowledged_at__isnull=True,
+        due_at__lte=now,
+    ),
+    user_id=int,
+    now=datetime,
+)
+
+
+def overdue_follow_up_count(user: User, now: datetime) -> int:
+    """``overdue_follow_ups(user, now).count()``, by the precompiled read for people who oversee nothing."""
+    if not permissions.is_auditor(user) and not permissions.overseen_role_ids(user):
+        return OWN_OVERDUE_FOLLOW_UPS.count(user_id=user.pk, now=now)
+    return overdue_follow_ups(user, now).count()
+
+
 def _grant_count(grants) -> Subquery:
     return Subquery(grants.order_by().values("role").annotate(n=Count("pk")).values("n")[:1])
 

@@ -61,7 +61,7 @@ def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = N
         "bulk_step_up": any(r.role.step_up_required for r in queue),
         "selected_ids": set(request.POST.getlist("ids")) if bulk_form is not None else set(),
         "now": now,
-        "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+        "overdue_follow_ups": selectors.overdue_follow_up_count(request.user, now),
         "filtered_count": filtered_queue_count(request.user, now, request.GET),
     }
     if queue_filter.errors:

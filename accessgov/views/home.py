@@ -21,8 +21,8 @@ def home_view(request: PortalRequest) -> HttpResponse:
         "backup_codes_left": otp.backup_codes_left(request.user),
         # Issue 18: what needs me (review work for owners, break-glass uses, changes), as in the inbox.
         "needs_me": needs_me,
-        "break_glass_roles": permissions.eligible_roles(request.user, now).filter(break_glass_allowed=True).exists(),
-        "overdue_follow_ups": selectors.overdue_follow_ups(request.user, now).count(),
+        "break_glass_roles": permissions.may_break_glass(request.user, now),
+        "overdue_follow_ups": selectors.overdue_follow_up_count(request.user, now),
         # Someone else's grants only (counted by needs_me, and only for those who oversee a role).
         "overdue_removals": needs_me.removals,
     }

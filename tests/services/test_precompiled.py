@@ -10,7 +10,14 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
 from accessgov import precompiled
-from accessgov.models import AccessRequest, Eligibility, EventWebhookSubscription, Grant
+from accessgov.models import (
+    AccessRequest,
+    BreakGlassFollowUp,
+    Eligibility,
+    EventWebhookSubscription,
+    Grant,
+    Role,
+)
 from accessgov.precompiled import NotPrecompilable, Precompiled
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as grant_services
@@ -45,6 +52,11 @@ def history(world):
         later = RoleFactory(system=world.system, name="read-only", approvals_required=1)
         Eligibility.objects.create(role=later, user=world.requester, starts_at=T0 - H)
         ar.access_request_approve(world.approver2, submit(world, role=later, starts_at=T0 + 3 * H).pk)
+    # A break-glass follow-up on the active grant, due at T0 + 2 h; role_two may be used in an emergency.
+    active = Grant.objects.filter(user=world.requester, status="active").get()
+    Grant.objects.filter(pk=active.pk).update(is_break_glass=True)
+    BreakGlassFollowUp.objects.create(grant=active, due_at=T0 + 2 * H)
+    Role.objects.filter(pk=world.role_two.pk).update(break_glass_allowed=True)
     hook = {"url": "https://hooks.example.com/in", "secret": "s3cret"}
     EventWebhookSubscription.objects.create(name="everything", event_types=["*"], **hook)
     EventWebhookSubscription.objects.create(name="payments", system=world.system, event_types=["grant.*"], **hook)
@@ -59,13 +71,15 @@ def history(world):
 def _cases(world) -> dict[str, list[dict]]:
     """Values each registered read is run with: the person with a history, people without, several instants."""
     people = [world.requester.pk, world.approver.pk, world.outsider.pk]
-    instants = [T0 - 7 * H, T0, T0 + 30 * 60 * timedelta(seconds=1), T0 + 4 * H, T0 + 10 * H]
+    instants = [T0 - 7 * H, T0, T0 + 30 * 60 * timedelta(seconds=1), T0 + 150 * 60 * timedelta(seconds=1), T0 + 4 * H]
     return {
         "my_active_grants": [{"user_id": u, "now": t} for u in people for t in instants],
         "my_scheduled_grants": [{"user_id": u, "now": t} for u in people for t in instants],
         "my_pending_requests": [{"user_id": u} for u in people],
         "my_recently_ended_grants": [{"user_id": u} for u in people],
         "backup_codes": [{"user_id": u} for u in people],
+        "own_overdue_follow_ups": [{"user_id": u, "now": t} for u in people for t in instants],
+        "own_break_glass_roles": [{"user_id": u, "now": t} for u in people for t in instants],
         "webhook_subscriptions_everywhere": [{}],
         "webhook_subscriptions_for_role": [{"role_id": r.pk} for r in (world.role, world.role_two, RoleFactory())],
     }
@@ -171,3 +185,29 @@ def test_the_same_value_used_twice_and_constants_kept(history):
     expected = list(read.queryset(user_id=history.requester.pk, now=at))
     assert [(g.pk, g.n) for g in got] == [(g.pk, g.n) for g in expected] != []
     assert read.list(user_id=history.requester.pk, now=T0 - 20 * H) == []
+
+
+def test_break_glass_button_and_overdue_follow_ups_as_their_querysets_say(history):
+    """The home page's two fast paths (people in no group; people who oversee nothing) against the
+    querysets they stand for, for every kind of viewer, before and after a follow-up falls due."""
+    from django.contrib.auth.models import Group
+
+    from accessgov import permissions, selectors
+
+    world = history
+    grouped = Group.objects.create(name="on call")
+    world.outsider.groups.add(grouped)
+    Eligibility.objects.create(role=world.role_two, group=grouped, starts_at=T0 - H)
+    seen = set()
+    for user in (world.requester, world.approver, world.approver2, world.owner, world.auditor, world.outsider):
+        for now in (T0, T0 + 3 * H):
+            user = type(user).objects.get(pk=user.pk)  # a fresh instance: no memo of an earlier case
+            user._permission_memo = {}  # as in a request: the fast paths read the viewer's scope
+            may = permissions.may_break_glass(user, now)
+            assert may == permissions.eligible_roles(user, now).filter(break_glass_allowed=True).exists(), user
+            overdue = selectors.overdue_follow_up_count(user, now)
+            assert overdue == selectors.overdue_follow_ups(user, now).count(), (user, now)
+            seen.add((user.username, may, overdue))
+    assert ("requester", True, 1) in seen and ("requester", True, 0) in seen  # own grant, before/after due
+    assert ("outsider", True, 0) in seen  # through a group: the queryset path
+    assert ("approver", False, 1) in seen  # oversees the role: the queryset path
