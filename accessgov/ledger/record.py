@@ -15,6 +15,7 @@ from django.db import connection
 
 from accessgov.ledger import hashing
 from accessgov.models import AccessEvent
+from accessgov.precompiled import Precompiled
 
 LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
 
@@ -35,10 +36,18 @@ def lock_head() -> tuple[int, str]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
-    last = (
-        AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", "hash").first()
-    )
-    return (cast(int, last[0]), last[1]) if last else (0, hashing.GENESIS)
+    # After the lock, in a statement of its own: its snapshot then sees an append that committed while we waited.
+    last = LEDGER_HEAD.list()
+    return (cast(int, last[0][0]), last[0][1]) if last else (0, hashing.GENESIS)
+
+
+# The chain's head (every state change reads it): a precompiled read (accessgov/precompiled.py).
+LEDGER_HEAD = Precompiled(
+    "ledger_head",
+    lambda: (
+        AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", "hash")[:1]
+    ),
+)
 
 
 def chain(events: list[AccessEvent]) -> None:

@@ -81,6 +81,7 @@ def _cases(world) -> dict[str, list[dict]]:
         "own_overdue_follow_ups": [{"user_id": u, "now": t} for u in people for t in instants],
         "own_break_glass_roles": [{"user_id": u, "now": t} for u in people for t in instants],
         "webhook_subscriptions_everywhere": [{}],
+        "ledger_head": [{}],
         "webhook_subscriptions_for_role": [{"role_id": r.pk} for r in (world.role, world.role_two, RoleFactory())],
     }
 
