@@ -31,8 +31,9 @@ def prepared_cursor(wrapper=None):
     """A cursor for a fixed statement run on every page (the viewer's scope, ``precompiled`` reads): on
     PostgreSQL it binds parameters server-side, so psycopg prepares the statement after its fifth run on
     a connection and PostgreSQL stops planning it each time (planning was 0.7-1.2 ms of each, executing
-    0.1 ms). Everything else keeps Django's client-side binding, whose custom plans suit the list queries
-    (and the inbox badge: its generic plan took 2.5x as long) better (docs/PERFORMANCE.md). Wrapped like any Django cursor: counted, logged, execute wrappers run.
+    0.1 ms). The inbox badge uses it too. Everything else keeps Django's client-side binding, whose custom
+    plans suit the list queries better (docs/PERFORMANCE.md). Wrapped like any Django cursor: counted, logged,
+    execute wrappers run.
     Elsewhere, Django's ordinary cursor. ``wrapper``: another connection than the default one."""
     wrapper = connection if wrapper is None else wrapper
     if wrapper.vendor != "postgresql":
