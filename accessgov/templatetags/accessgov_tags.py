@@ -45,26 +45,26 @@ def _timesince(d, now, reversed: bool) -> str:
     return timesince(d, now, reversed=reversed)
 
 
-@register.filter("timesince", is_safe=False)
-def timesince_filter(value, arg=None) -> str:
-    """Django's ``timesince`` filter (same answers: tests/views/test_template_filters.py), faster."""
+def _span_filter(value, arg, *, reversed: bool) -> str:
+    """Django's ``timesince``/``timeuntil`` filter body: empty for no value or an unusable one."""
     if not value:
         return ""
     try:
-        return _timesince(value, arg or None, reversed=False)
+        return _timesince(value, arg or None, reversed=reversed)
     except (ValueError, TypeError):
         return ""
+
+
+@register.filter("timesince", is_safe=False)
+def timesince_filter(value, arg=None) -> str:
+    """Django's ``timesince`` filter (same answers: tests/views/test_template_filters.py), faster."""
+    return _span_filter(value, arg, reversed=False)
 
 
 @register.filter("timeuntil", is_safe=False)
 def timeuntil_filter(value, arg=None) -> str:
     """Django's ``timeuntil`` filter (same answers: tests/views/test_template_filters.py), faster."""
-    if not value:
-        return ""
-    try:
-        return _timesince(value, arg or None, reversed=True)
-    except (ValueError, TypeError):
-        return ""
+    return _span_filter(value, arg, reversed=True)
 
 
 @register.filter
