@@ -68,8 +68,31 @@ def is_auditor(user: User) -> bool:
 
 
 def _eligibilities_in_force(user: User, now) -> QuerySet[Eligibility]:
+    return _eligibilities_in_force_of(user.pk, scope(user).group_ids, now)
+
+
+def _eligibilities_in_force_of(user_id: int, group_ids: list[int], now) -> QuerySet[Eligibility]:
     # The user's group ids as a list (from ``scope``): an OR with a subquery defeated the two indexes.
-    return Eligibility.objects.active(now).filter(Q(user=user) | Q(group_id__in=scope(user).group_ids))
+    # One array parameter (``anyof``): the same statement with or without groups, hence precompilable.
+    return Eligibility.objects.active(now).filter(Q(user_id=user_id) | Q(group_id__anyof=group_ids))
+
+
+# The catalogue's two reads (``visible_role_ids``, ``visible_system_ids``), asked on every list page's
+# filter form: precompiled (issue 22).
+ELIGIBLE_ROLE_IDS = Precompiled(
+    "eligible_role_ids",
+    lambda user_id, group_ids, now: (
+        _eligibilities_in_force_of(user_id, group_ids, now).order_by().values_list("role_id")
+    ),
+    user_id=int,
+    group_ids=list,
+    now=datetime,
+)
+ROLE_SYSTEM_IDS = Precompiled(
+    "role_system_ids",
+    lambda role_ids: Role.objects.filter(pk__anyof=role_ids).order_by().values_list("system_id"),
+    role_ids=list,
+)
 
 
 def eligible_roles(user: User, now) -> QuerySet[Role]:
@@ -543,8 +566,10 @@ def visible_role_ids(user: User, now) -> set[int] | None:
     def compute() -> set[int]:
         user_scope = scope(user)
         # Unordered: the models' default orderings joined role and system only to sort a set.
-        eligible = _eligibilities_in_force(user, now).order_by().values_list("role_id", flat=True)
-        return set(eligible) | set(decidable_role_ids(user)) | set(user_scope.owned_role_ids)
+        eligible = {
+            role_id for (role_id,) in ELIGIBLE_ROLE_IDS.list(user_id=user.pk, group_ids=user_scope.group_ids, now=now)
+        }
+        return eligible | set(decidable_role_ids(user)) | set(user_scope.owned_role_ids)
 
     return memoized(user, "visible_role_ids", compute)
 
@@ -555,8 +580,8 @@ def visible_system_ids(user: User, now) -> set[int] | None:
     role_ids = visible_role_ids(user, now)
     if role_ids is None:
         return None
-    role_systems = Role.objects.filter(pk__in=sorted(role_ids)).order_by().values_list("system_id", flat=True)
-    return set(role_systems) | set(scope(user).owned_system_ids)
+    role_systems = {system_id for (system_id,) in ROLE_SYSTEM_IDS.list(role_ids=sorted(role_ids))}
+    return role_systems | set(scope(user).owned_system_ids)
 
 
 def visible_roles(user: User, now) -> QuerySet[Role]:

@@ -9,7 +9,8 @@ put the compiled-in stand-ins, through a server-bound cursor (PostgreSQL prepare
 and Django's own row converters and related-object populators.
 
 What may vary is declared: each named value is an ``int``, an aware ``datetime`` or a ``str`` that the
-queryset uses as a plain bound parameter. The shape is checked when first compiled: the queryset is
+queryset uses as a plain bound parameter, or a ``list`` of integers that it uses through the ``anyof``
+lookup (``dbsql.AnyOf``: the whole list is one bound parameter). The shape is checked when first compiled: the queryset is
 compiled with two different sets of stand-ins and must give the same SQL with every stand-in at the same
 parameter positions — a value the ORM inlines, transforms (``icontains``), expands (``__in`` a list) or
 uses to choose the SQL is refused there (``NotPrecompilable``), never substituted wrongly.
@@ -46,8 +47,8 @@ class Precompiled:
 
     def __init__(self, name: str, build: Callable[..., QuerySet], /, *, register: bool = True, **kinds: type) -> None:
         for kind in kinds.values():
-            if kind not in (int, datetime, str):
-                raise NotPrecompilable(f"{name}: values must be int, datetime or str, not {kind!r}")
+            if kind not in (int, datetime, str, list):
+                raise NotPrecompilable(f"{name}: values must be int, datetime, str or list (of ints), not {kind!r}")
         self.name, self.build, self.kinds = name, build, kinds
         if register:  # the registered reads are the ones tests/services/test_precompiled.py compares
             REGISTRY.append(self)
@@ -82,6 +83,8 @@ def _stand_ins(kinds: dict[str, type], which: int) -> dict[str, Any]:
     for index, (name, kind) in enumerate(sorted(kinds.items())):
         if kind is int:
             values[name] = _INT_BASE[which] - 7919 * (index + 1)
+        elif kind is list:
+            values[name] = [_INT_BASE[which] - 7919 * (index + 1) - 1, _INT_BASE[which] - 7919 * (index + 1) - 2]
         elif kind is datetime:
             values[name] = datetime(_DATETIME_YEAR[which], 2, 3, 4, 5, 6, 1000 + index, tzinfo=UTC)
         else:
@@ -104,14 +107,16 @@ class _Compiled:
             if queryset._prefetch_related_lookups or queryset._known_related_objects:  # type: ignore[attr-defined]
                 raise NotPrecompilable(f"{name}: prefetch_related and known related objects are not supported")
             kind = queryset._iterable_class.__name__
-            plain_values = kind == "ValuesListIterable" and not (
-                queryset.query.extra_select or queryset.query.annotation_select
-            )
+            # values_list() tuples are the compiled columns as they come (annotations included); extra()
+            # selects are not (Django trims them).
+            plain_values = kind == "ValuesListIterable" and not queryset.query.extra_select
             if mode == "list" and kind != "ModelIterable" and not plain_values:
                 raise NotPrecompilable(f"{name}: only model instances and plain values_list() tuples are listed")
             compiler = queryset.query.get_compiler(connection=wrapper)
             sql, params = compiler.as_sql()
-            adapted = {value_name: self._adapt(value) for value_name, value in stand_ins.items()}
+            adapted = {
+                value_name: self._adapt(value, self.kinds[value_name]) for value_name, value in stand_ins.items()
+            }
             slots = []
             for position, param in enumerate(params):
                 found = [n for n, a in adapted.items() if type(param) is type(a) and param == a]
@@ -146,7 +151,9 @@ class _Compiled:
         self.related_populators = get_related_populators(klass_info, compiler.select, wrapper.alias)
         self.annotations = list((compiler.annotation_col_map or {}).items())
 
-    def _adapt(self, value):
+    def _adapt(self, value, kind: type):
+        if kind is list:
+            return dbsql.int_array_param(value, self.wrapper)
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 raise NotPrecompilable("datetimes must be aware")
@@ -163,9 +170,9 @@ class _Compiled:
                 value = int(value)
             elif kind is str:
                 value = str(value)
-            elif not isinstance(value, datetime):
+            elif kind is datetime and not isinstance(value, datetime):
                 raise TypeError(f"{name} must be a datetime")
-            params[position] = self._adapt(value)
+            params[position] = self._adapt(value, kind)
         with dbsql.prepared_cursor(self.wrapper) as cursor:
             cursor.execute(self.sql, params)
             rows = cursor.fetchall()

@@ -154,31 +154,52 @@ def requester_contexts(access_requests: list[AccessRequest], now: datetime) -> d
     """``requester_context`` for a whole page of requests (the approver queue) in two queries, keyed by
     request id: the requesters' active grants, and their request and denial counts over 90 days
     (without ``recent_requests``, which the queue does not show)."""
-    requester_ids = {r.requester_id for r in access_requests}
+    requester_ids = sorted({r.requester_id for r in access_requests})
     since = now - timedelta(days=90)
     grants: dict[int, list[Grant]] = {pk: [] for pk in requester_ids}
-    # Only what the cards show of each grant (its role's name): not whole roles and systems (their connector
-    # settings included) for every requester on the page.
-    active = Grant.objects.active(now).filter(user_id__in=requester_ids).select_related("role__system")
-    for grant in active.only("user", "role__name", "role__system__name"):
+    for grant in REQUESTERS_ACTIVE_GRANTS.list(user_ids=requester_ids, now=now):
         grants[grant.user_id].append(grant)
     counts = {
-        row["requester_id"]: row
-        for row in AccessRequest.objects.filter(requester_id__in=requester_ids, created_at__gte=since)
-        .order_by()
-        .values("requester_id")
-        .annotate(total=Count("pk"), denied=Count("pk", filter=Q(status=AccessRequest.Status.DENIED)))
+        requester_id: (total, denied)
+        for requester_id, total, denied in REQUESTERS_REQUEST_COUNTS.list(user_ids=requester_ids, since=since)
     }
     contexts = {}
     for access_request in access_requests:
-        row = counts.get(access_request.requester_id, {"total": 0, "denied": 0})
+        total, denied = counts.get(access_request.requester_id, (0, 0))
         inside = access_request.created_at >= since  # the request itself is not part of its history
         contexts[access_request.pk] = {
             "active_grants": grants[access_request.requester_id],
-            "denials_90d": row["denied"] - int(inside and access_request.status == AccessRequest.Status.DENIED),
-            "requests_90d": row["total"] - int(inside) + 1,
+            "denials_90d": denied - int(inside and access_request.status == AccessRequest.Status.DENIED),
+            "requests_90d": total - int(inside) + 1,
         }
     return contexts
+
+
+# ``requester_contexts``' two reads (every approver queue page), precompiled (issue 22). Of each active grant
+# only what the cards show (its role's name): not whole roles and systems (their connector settings
+# included) for every requester on the page.
+REQUESTERS_ACTIVE_GRANTS = Precompiled(
+    "requesters_active_grants",
+    lambda user_ids, now: (
+        Grant.objects.active(now)
+        .filter(user_id__anyof=user_ids)
+        .select_related("role__system")
+        .only("user", "role__name", "role__system__name")
+    ),
+    user_ids=list,
+    now=datetime,
+)
+REQUESTERS_REQUEST_COUNTS = Precompiled(
+    "requesters_request_counts",
+    lambda user_ids, since: (
+        AccessRequest.objects.filter(requester_id__anyof=user_ids, created_at__gte=since)
+        .order_by()
+        .values_list("requester_id")
+        .annotate(total=Count("pk"), denied=Count("pk", filter=Q(status=AccessRequest.Status.DENIED)))
+    ),
+    user_ids=list,
+    since=datetime,
+)
 
 
 def request_timeline(access_request: AccessRequest) -> QuerySet[AccessEvent]:

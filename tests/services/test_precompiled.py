@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
@@ -62,6 +63,9 @@ def history(world):
     EventWebhookSubscription.objects.create(name="payments", system=world.system, event_types=["grant.*"], **hook)
     EventWebhookSubscription.objects.create(name="off", event_types=["*"], is_active=False, **hook)
     EventWebhookSubscription.objects.create(name="elsewhere", system=SystemFactory(), event_types=["*"], **hook)
+    # A group (nobody in it) eligible for role_two until T0 + 2 h: the catalogue's reads by group.
+    world.admins = Group.objects.create(name="db admins")
+    Eligibility.objects.create(role=world.role_two, group=world.admins, starts_at=T0 - 2 * H, ends_at=T0 + 2 * H)
     states = set(Grant.objects.filter(user=world.requester).values_list("status", flat=True))
     assert states == {"active", "scheduled", "expired", "revoked"}, states
     assert AccessRequest.objects.filter(requester=world.requester, status="pending").count() == 1
@@ -83,6 +87,25 @@ def _cases(world) -> dict[str, list[dict]]:
         "webhook_subscriptions_everywhere": [{}],
         "ledger_head": [{}],
         "webhook_subscriptions_for_role": [{"role_id": r.pk} for r in (world.role, world.role_two, RoleFactory())],
+        "eligible_role_ids": [
+            {"user_id": u, "group_ids": groups, "now": t}
+            for u in people
+            for groups in ([], [world.admins.pk], [world.admins.pk, 10**12])
+            for t in instants
+        ],
+        "requesters_active_grants": [
+            {"user_ids": ids, "now": t} for ids in ([], [world.requester.pk], people) for t in instants
+        ],
+        "requesters_request_counts": [
+            {"user_ids": ids, "since": since}
+            for ids in ([], [world.requester.pk], people)
+            for t in instants
+            for since in (t - 90 * 24 * H, t)
+        ],
+        "role_system_ids": [
+            {"role_ids": ids}
+            for ids in ([], [world.role.pk], [world.role.pk, world.role_two.pk, world.role.pk, 10**12])
+        ],
     }
 
 
@@ -98,6 +121,7 @@ def _snapshot(obj) -> dict | tuple:
 
 def test_every_registered_read_returns_what_its_queryset_returns(history):
     import accessgov.otp
+    import accessgov.permissions
     import accessgov.selectors  # noqa: F401
 
     cases = _cases(history)
@@ -151,15 +175,17 @@ def _read(build, **kinds) -> Precompiled:
         (lambda n: Grant.objects.filter(pk=n).values("pk"), {"n": int}, "model instances"),
         (lambda n: Grant.objects.filter(pk=n).values_list("pk", flat=True), {"n": int}, "model instances"),
         (lambda n: Grant.objects.filter(pk=n).prefetch_related("events"), {"n": int}, "prefetch_related"),
+        # a list expanded by __in (one placeholder per id) instead of bound whole by __anyof
+        (lambda ids: Grant.objects.filter(pk__in=ids), {"ids": list}, "not found among"),
     ],
 )
 def test_reads_whose_sql_depends_on_their_values_are_refused(build, kinds, message):
     with pytest.raises(NotPrecompilable, match=message):
-        _read(build, **kinds).list(**dict.fromkeys(kinds, 1))
+        _read(build, **kinds).list(**{name: [1] if kind is list else 1 for name, kind in kinds.items()})
 
 
 def test_values_are_checked():
-    with pytest.raises(NotPrecompilable, match="int, datetime or str"):
+    with pytest.raises(NotPrecompilable, match="int, datetime, str or list"):
         _read(lambda flag: Grant.objects.filter(is_break_glass=flag), flag=bool)
     read = _read(
         lambda user_id, now: Grant.objects.filter(user_id=user_id, expires_at__gt=now), user_id=int, now=datetime
@@ -172,6 +198,12 @@ def test_values_are_checked():
         read.list(user_id="not a number", now=T0)
     with pytest.raises(NotPrecompilable, match="aware"):
         read.list(user_id=1, now=datetime(2026, 3, 2, 9, 0))  # noqa: DTZ001 - the naive value under test
+    ids = _read(lambda role_ids: Role.objects.filter(pk__anyof=role_ids), role_ids=list)
+    for not_ids in (["1"], [1.5], [None], "12", 7):
+        with pytest.raises(TypeError):
+            ids.list(role_ids=not_ids)
+    with pytest.raises(ValueError, match="bigint"):
+        ids.list(role_ids=[2**63])
 
 
 def test_the_same_value_used_twice_and_constants_kept(history):
@@ -191,8 +223,6 @@ def test_the_same_value_used_twice_and_constants_kept(history):
 def test_break_glass_button_and_overdue_follow_ups_as_their_querysets_say(history):
     """The home page's two fast paths (people in no group; people who oversee nothing) against the
     querysets they stand for, for every kind of viewer, before and after a follow-up falls due."""
-    from django.contrib.auth.models import Group
-
     from accessgov import permissions, selectors
 
     world = history
