@@ -315,25 +315,29 @@ def overdue_follow_ups(user: User, now: datetime) -> QuerySet[BreakGlassFollowUp
     return follow_ups_for(user).filter(acknowledged_at__isnull=True, due_at__lte=now)
 
 
-# ``follow_ups_for`` of someone who oversees nothing (not an auditor, no role to decide, no system owned):
-# their own break-glass grants only. Precompiled: most people's home page asks it.
-OWN_OVERDUE_FOLLOW_UPS = Precompiled(
-    "own_overdue_follow_ups",
-    lambda user_id, now: BreakGlassFollowUp.objects.filter(
-        grant__in=Grant.objects.filter(user_id=user_id, is_break_glass=True).values("pk"),
+# ``overdue_follow_ups`` of anyone but an auditor: those of their own break-glass grants and of the roles
+# they oversee (``permissions.visible_grants``' rule, with the overseen roles as one list). Precompiled:
+# every home page and approver queue asks it.
+OVERDUE_FOLLOW_UPS_SEEN = Precompiled(
+    "overdue_follow_ups_seen",
+    lambda user_id, role_ids, now: BreakGlassFollowUp.objects.filter(
+        grant__in=Grant.objects.filter(Q(user_id=user_id) | Q(role_id__anyof=role_ids), is_break_glass=True).values(
+            "pk"
+        ),
         acknowledged_at__isnull=True,
         due_at__lte=now,
     ),
     user_id=int,
+    role_ids=list,
     now=datetime,
 )
 
 
 def overdue_follow_up_count(user: User, now: datetime) -> int:
-    """``overdue_follow_ups(user, now).count()``, by the precompiled read for people who oversee nothing."""
-    if not permissions.is_auditor(user) and not permissions.overseen_role_ids(user):
-        return OWN_OVERDUE_FOLLOW_UPS.count(user_id=user.pk, now=now)
-    return overdue_follow_ups(user, now).count()
+    """``overdue_follow_ups(user, now).count()``, by the precompiled read for everyone but auditors."""
+    if permissions.is_auditor(user):
+        return overdue_follow_ups(user, now).count()
+    return OVERDUE_FOLLOW_UPS_SEEN.count(user_id=user.pk, role_ids=permissions.overseen_role_ids(user), now=now)
 
 
 def _grant_count(grants) -> Subquery:

@@ -23,6 +23,7 @@ from accessgov.models import (
     System,
     User,
 )
+from accessgov.precompiled import Precompiled
 
 STATEMENTS_SHOWN = 500
 SESSIONS_SHOWN = 200
@@ -153,45 +154,18 @@ def live_sessions(viewer: User, now: datetime) -> list[ActivityRecord]:
 
 def last_use_hints(access_requests: list[AccessRequest]) -> dict[int, dict]:
     """For each request, the requester's previous grant of the same role and what they did under it (from
-    its activity totals and its most frequent commands), in three queries for the whole page."""
+    its activity totals and its most frequent commands), in two queries for the whole page."""
     pairs = {(r.requester_id, r.role_id) for r in access_requests}
     if not pairs:
         return {}
-    users = {user for user, _ in pairs}
-    roles = {role for _, role in pairs}
     latest: dict[tuple[int, int], Grant] = {}
-    for grant in (
-        Grant.objects.filter(user_id__in=users, role_id__in=roles, ended_at__isnull=False)
-        .select_related("activity")
-        .only(
-            "pk",
-            "user_id",
-            "role_id",
-            "starts_at",
-            "ended_at",
-            "activity__statement_count",
-            "activity__session_count",
-            "activity__read_count",
-            "activity__write_count",
-            "activity__ddl_count",
-            "activity__privilege_count",
-            "activity__digest_calls",
-            "activity__finding_count",
-            "activity__last_activity_at",
-        )
-        .order_by("-ended_at")
-    ):
+    users, roles = sorted({user for user, _ in pairs}), sorted({role for _, role in pairs})
+    for grant in ENDED_GRANTS_WITH_ACTIVITY.list(user_ids=users, role_ids=roles):
         latest.setdefault((grant.user_id, grant.role_id), grant)
     top: dict[int, list[str]] = {}
     grant_ids = [g.pk for g in latest.values()]
     if grant_ids:
-        for grant_id, command, n in (
-            ActivityRecord.objects.filter(grant_id__in=grant_ids, kind=ActivityRecord.Kind.STATEMENT)
-            .exclude(command="")
-            .values_list("grant_id", "command")
-            .annotate(n=Count("pk"))
-            .order_by("grant_id", "-n", "command")
-        ):
+        for grant_id, command, n in COMMAND_COUNTS.list(grant_ids=grant_ids):
             commands = top.setdefault(grant_id, [])
             if len(commands) < 3:
                 commands.append(f"{command} x{n}")
@@ -203,6 +177,38 @@ def last_use_hints(access_requests: list[AccessRequest]) -> dict[int, dict]:
         record = getattr(grant, "activity", None)
         hints[access_request.pk] = {"grant": grant, "record": record, "top_commands": top.get(grant.pk, [])}
     return hints
+
+
+# ``last_use_hints``' two reads (every approver queue page), precompiled (issue 22): the ended grants of
+# these people and roles, latest first, with their activity totals; and the statements' commands by grant,
+# most frequent first.
+ENDED_GRANTS_WITH_ACTIVITY = Precompiled(
+    "ended_grants_with_activity",
+    lambda user_ids, role_ids: (
+        Grant.objects.filter(user_id__anyof=user_ids, role_id__anyof=role_ids, ended_at__isnull=False)
+        .select_related("activity")
+        .only(
+            *("pk", "user_id", "role_id", "starts_at", "ended_at"),
+            *("activity__statement_count", "activity__session_count", "activity__read_count"),
+            *("activity__write_count", "activity__ddl_count", "activity__privilege_count"),
+            *("activity__digest_calls", "activity__finding_count", "activity__last_activity_at"),
+        )
+        .order_by("-ended_at")
+    ),
+    user_ids=list,
+    role_ids=list,
+)
+COMMAND_COUNTS = Precompiled(
+    "command_counts",
+    lambda grant_ids: (
+        ActivityRecord.objects.filter(grant_id__anyof=grant_ids, kind=ActivityRecord.Kind.STATEMENT)
+        .exclude(command="")
+        .values_list("grant_id", "command")
+        .annotate(n=Count("pk"))
+        .order_by("grant_id", "-n", "command")
+    ),
+    grant_ids=list,
+)
 
 
 # --- Right-sizing ------------------------------------------------------------------------------------
