@@ -11,6 +11,11 @@ class AccessGovConfig(AppConfig):
         from django.db.backends.signals import connection_created
 
         from accessgov import catalog, dbsql, models
+        from accessgov.models import loading
+
+        # Every model of the app is read from the database by ``models.loading.from_db`` (issue 22).
+        for model in self.get_models():
+            model.from_db = classmethod(loading.from_db)  # type: ignore[method-assign,assignment]
 
         catalog.connect()
         connection_created.connect(dbsql.use_compiled_timestamp_loader, dispatch_uid="accessgov-timestamp-loader")

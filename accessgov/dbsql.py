@@ -57,10 +57,15 @@ class AnyOf(Lookup):
 
     def as_sql(self, compiler, connection):
         lhs, params = self.process_lhs(compiler, connection)
-        param = int_array_param(self.rhs, connection)
-        if connection.vendor == "postgresql":
-            return f"{lhs} = ANY(%s::bigint[])", [*params, param]
-        return f"{lhs} IN (SELECT value FROM json_each(%s))", [*params, param]  # noqa: S608 - a column; the ids bound
+        return any_of_sql(lhs, connection), [*params, int_array_param(self.rhs, connection)]
+
+
+def any_of_sql(column_sql: str, wrapper=None) -> str:
+    """SQL: ``column_sql`` is one of the ids bound as one parameter (``int_array_param``) — the ``anyof``
+    lookup's, for fixed statements."""
+    if (connection if wrapper is None else wrapper).vendor == "postgresql":
+        return f"{column_sql} = ANY(%s::bigint[])"
+    return f"{column_sql} IN (SELECT value FROM json_each(%s))"  # noqa: S608 - a column; the ids bound
 
 
 def prepared_cursor(wrapper=None):

@@ -8,7 +8,7 @@ from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from accessgov import permissions
+from accessgov import dbsql, permissions
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -124,11 +124,12 @@ def approver_queue_size(user: User, now: datetime, role_ids: list[int]) -> int:
     requests, decisions = ops.quote_name(AccessRequest._meta.db_table), ops.quote_name(Decision._meta.db_table)
     sql = (
         f"SELECT COUNT(*) FROM {requests} ar WHERE ar.status = %s AND ar.lapses_at > %s "  # noqa: S608 - fixed SQL; values are bound params
-        f"AND ar.role_id IN ({', '.join(['%s'] * len(role_ids))}) AND ar.requester_id <> %s "
+        f"AND {dbsql.any_of_sql('ar.role_id')} AND ar.requester_id <> %s "
         f"AND NOT EXISTS (SELECT 1 FROM {decisions} d WHERE d.access_request_id = ar.id AND d.approver_id = %s)"
     )
-    params = [AccessRequest.Status.PENDING.value, ops.adapt_datetimefield_value(now), *role_ids, user.pk, user.pk]
-    with connection.cursor() as cursor:
+    status, at = AccessRequest.Status.PENDING.value, ops.adapt_datetimefield_value(now)
+    params = [status, at, dbsql.int_array_param(role_ids), user.pk, user.pk]
+    with dbsql.prepared_cursor() as cursor:  # the same statement for every approver: prepared
         cursor.execute(sql, params)
         return cursor.fetchone()[0]
 

@@ -132,9 +132,7 @@ def _create(
             note.append(f"Ends when incident {outcome.incident_id} is resolved, if that comes first.")
         access_request.auto_approval_evidence = data
         access_request.auto_approval_note = "\n".join(note)
-        access_request.save(
-            update_fields=["auto_approval_note", "auto_approval_evidence", "incident_id", "incident_provider"]
-        )
+        access_request.auto_approved_by_rule = outcome.reason
         _approve(
             access_request,
             now=now,
@@ -143,9 +141,12 @@ def _create(
             reason=outcome.reason,
             duration=duration,
             data=data,
+            # written by the approval's own save (one write of the request, one audit log entry)
+            also_saved=[
+                *("auto_approval_note", "auto_approval_evidence", "auto_approved_by_rule"),
+                *("incident_id", "incident_provider"),
+            ],
         )
-        access_request.auto_approved_by_rule = outcome.reason
-        access_request.save(update_fields=["auto_approved_by_rule"])
     else:
         if access_request.auto_approval_note:
             access_request.save(update_fields=["auto_approval_note"])
@@ -264,14 +265,16 @@ def _approve(
     duration: timedelta,
     client_address: str | None = None,
     data: dict | None = None,
+    also_saved: list[str] | None = None,
 ) -> None:
     """Move a locked pending request to approved and produce (or extend) its grant. ``data``: what an
-    automatic approval relied on (provider evidence), recorded in its event."""
+    automatic approval relied on (provider evidence), recorded in its event; ``also_saved``: fields the
+    caller set on the request, written with the approval."""
     ensure_transition("request", access_request.status, Status.APPROVED)
     access_request.status = Status.APPROVED
     access_request.decided_at = now
     access_request.approved_duration = duration
-    access_request.save(update_fields=["status", "decided_at", "approved_duration"])
+    access_request.save(update_fields=["status", "decided_at", "approved_duration", *(also_saved or [])])
     event_record(
         Type.REQUEST_AUTO_APPROVED if actor is None else Type.REQUEST_APPROVED,
         actor=actor,

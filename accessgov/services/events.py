@@ -71,8 +71,8 @@ def event_record(
 ) -> AccessEvent:
     """Append one event. Must run inside the transaction of the change it records."""
     _ensure_in_transaction()
-    if role is None:
-        role = (access_request.role if access_request else None) or (grant.role if grant else None)
+    if role is None:  # a grant's role is its request's (the grant's is usually loaded with it)
+        role = (grant.role if grant else None) or (access_request.role if access_request else None)
     event = AccessEvent(
         event_type=event_type,
         actor=actor,

@@ -47,7 +47,7 @@ def _lock(grant_id: int) -> Grant:
     try:
         return (
             Grant.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("role__system", "user")
+            .select_related("role__system", "user", "access_request")  # the request: for its events
             .get(pk=grant_id)
         )
     except Grant.DoesNotExist as exc:
@@ -65,7 +65,7 @@ def grant_create_for(
         with transaction.atomic():
             grant = Grant.objects.create(
                 access_request=access_request,
-                user_id=access_request.requester_id,
+                user=access_request.requester,
                 role=access_request.role,
                 status=Status.SCHEDULED if scheduled else Status.ACTIVE,
                 is_break_glass=access_request.kind == AccessRequest.Kind.BREAK_GLASS,
@@ -73,6 +73,8 @@ def grant_create_for(
                 expires_at=starts_at + duration,
                 created_at=now,
                 activated_at=None if scheduled else now,
+                # Active now: its apply is queued below, noted here rather than by a second write.
+                **({} if scheduled else provisioning.pending_fields(OutboxItem.Action.APPLY, now)),
             )
     except IntegrityError as exc:
         raise TransitionNotAllowed(
@@ -92,7 +94,7 @@ def grant_create_for(
     if scheduled:
         scheduler_wake()
     else:
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now, marked=True)
     return grant
 
 
@@ -379,7 +381,8 @@ def _end(
     if grant.status == Status.ACTIVE and grant.expires_at <= now:
         ensure_transition("grant", grant.status, Status.EXPIRED)
         grant.status, grant.ended_at, grant.end_reason = Status.EXPIRED, grant.expires_at, Grant.EndReason.EXPIRED
-        grant.save(update_fields=["status", "ended_at", "end_reason"])
+        removal = provisioning.note_pending(grant, OutboxItem.Action.REMOVE, now)  # its removal is queued below
+        grant.save(update_fields=["status", "ended_at", "end_reason", *removal])
         event_record(
             Type.GRANT_EXPIRED,
             actor=actor,
@@ -394,15 +397,17 @@ def _end(
                 "found_by": event_type,
             },
         )
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
         after_commit.enqueue("notify", "grant_ended", grant.pk)
         return grant
     ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
     grant.status, grant.ended_at, grant.end_reason, grant.ended_by = Status.REVOKED, now, end_reason, actor
-    if not was_active:
-        grant.provisioning_state = Grant.Provisioning.NOT_APPLIED
-    grant.save(update_fields=["status", "ended_at", "end_reason", "ended_by", "provisioning_state"])
+    if was_active:
+        removal = provisioning.note_pending(grant, OutboxItem.Action.REMOVE, now)  # its removal is queued below
+    else:
+        grant.provisioning_state, removal = Grant.Provisioning.NOT_APPLIED, ["provisioning_state"]
+    grant.save(update_fields=["status", "ended_at", "end_reason", "ended_by", *removal])
     event_record(
         event_type,
         actor=actor,
@@ -414,7 +419,7 @@ def _end(
         data=data,
     )
     if was_active:
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now)
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
     after_commit.enqueue("notify", "grant_ended", grant.pk)
     return grant
 

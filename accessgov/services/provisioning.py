@@ -50,8 +50,9 @@ def _drain_after_commit(action: str) -> None:
     after_commit.enqueue("drain_outbox")
 
 
-def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem:
-    """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant."""
+def provisioning_enqueue(grant: Grant, action: str, now: datetime, *, marked: bool = False) -> OutboxItem:
+    """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant (unless
+    ``marked``: the caller wrote ``pending_fields`` in its own save or insert of the grant)."""
     item = OutboxItem.objects.create(
         grant=grant,
         action=action,
@@ -59,15 +60,19 @@ def provisioning_enqueue(grant: Grant, action: str, now: datetime) -> OutboxItem
         created_at=now,
         next_attempt_at=now,
     )
-    if action == Action.APPLY:
-        grant.provisioning_state = State.PENDING
-        grant.save(update_fields=["provisioning_state"])
-    else:
-        grant.provisioning_state = State.REMOVAL_PENDING
-        grant.removal_requested_at = now
-        grant.save(update_fields=["provisioning_state", "removal_requested_at"])
+    if not marked:
+        grant.save(update_fields=note_pending(grant, action, now))
     _drain_after_commit(action)
     return item
+
+
+def note_pending(grant: Grant, action: str, now: datetime) -> list[str]:
+    """Set on ``grant`` what queuing ``action`` notes (``pending_fields``), for a save of it; returns the
+    fields' names."""
+    fields = pending_fields(action, now)
+    for name, value in fields.items():
+        setattr(grant, name, value)
+    return list(fields)
 
 
 def pending_fields(action: str, now: datetime) -> dict[str, object]:

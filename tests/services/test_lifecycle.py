@@ -303,6 +303,37 @@ def test_role_without_approvals_is_auto_approved(world):
     assert AccessEvent.objects.get(event_type="request.auto_approved").actor_label == "system:auto-approval"
 
 
+def test_an_auto_approved_request_and_its_release_write_each_row_once(world, django_assert_max_num_queries):
+    """Issue 22: the auto-approval's request fields are written with the approval, the grant is inserted
+    already noting its apply, a release notes its removal in the same write that ends the grant: one
+    django-auditlog entry per row and write, and a bounded number of statements (the load test posts both)."""
+    from auditlog.models import LogEntry
+
+    world.role.approvals_required = 0
+    world.role.save()
+    with time_machine.travel(T0, tick=False), django_assert_max_num_queries(37):
+        access_request = submit(world)
+    access_request.refresh_from_db()
+    assert (access_request.status, access_request.auto_approved_by_rule) == ("approved", "no approvals required")
+    grant = Grant.objects.get(access_request=access_request)
+    assert grant.provisioning_state == Grant.Provisioning.PENDING
+    assert list(grant.outbox_items.values_list("action", "idempotency_key")) == [("apply", f"grant-{grant.pk}-apply-1")]
+    logged = LogEntry.objects.get_for_object(access_request).order_by("pk")
+    assert [e.action for e in logged] == [LogEntry.Action.CREATE, LogEntry.Action.UPDATE]
+    assert {"status", "auto_approved_by_rule"} <= set(logged.last().changes_dict)
+    assert LogEntry.objects.get_for_object(grant).count() == 1  # inserted as it is: no second write
+    with time_machine.travel(T0 + 5 * 60 * timedelta(seconds=1), tick=False), django_assert_max_num_queries(14):
+        gs.grant_release(world.requester, grant.pk)
+    grant.refresh_from_db()
+    assert (grant.status, grant.provisioning_state) == ("revoked", Grant.Provisioning.REMOVAL_PENDING)
+    assert grant.removal_requested_at == grant.ended_at == T0 + 5 * 60 * timedelta(seconds=1)
+    assert grant.outbox_items.filter(action="remove").count() == 1
+    ended = LogEntry.objects.get_for_object(grant).order_by("pk").last()
+    assert {"status", "provisioning_state", "removal_requested_at"} <= set(ended.changes_dict)
+    assert LogEntry.objects.get_for_object(grant).count() == 2
+    assert events(grant=grant) == ["grant.activated", "grant.released"]
+
+
 def test_on_call_rule_inside_its_window_auto_approves(world):
     on_call = Group.objects.create(name="on-call")
     AutoApprovalRule.objects.create(
