@@ -580,7 +580,9 @@ def visible_system_ids(user: User, now) -> set[int] | None:
     role_ids = visible_role_ids(user, now)
     if role_ids is None:
         return None
-    role_systems = {system_id for (system_id,) in ROLE_SYSTEM_IDS.list(role_ids=sorted(role_ids))}
+    role_systems = (
+        {system_id for (system_id,) in ROLE_SYSTEM_IDS.list(role_ids=sorted(role_ids))} if role_ids else set()
+    )
     return role_systems | set(scope(user).owned_system_ids)
 
 

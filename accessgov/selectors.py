@@ -155,6 +155,8 @@ def requester_contexts(access_requests: list[AccessRequest], now: datetime) -> d
     """``requester_context`` for a whole page of requests (the approver queue) in two queries, keyed by
     request id: the requesters' active grants, and their request and denial counts over 90 days
     (without ``recent_requests``, which the queue does not show)."""
+    if not access_requests:
+        return {}
     requester_ids = sorted({r.requester_id for r in access_requests})
     since = now - timedelta(days=90)
     grants: dict[int, list[Grant]] = {pk: [] for pk in requester_ids}
