@@ -86,16 +86,7 @@ def grant_state_badge(grant, now) -> str:
 
 
 def _state_badge(state: str, labels: dict) -> str:
-    # A handful of states, one badge each: built once (format_html was a tenth of a grants page's rows).
-    badge = _STATE_BADGES.get(state)
-    if badge is None:
-        badge = _STATE_BADGES[state] = format_html(
-            '<span class="status status-{}">{}</span>', state, labels.get(state, state)
-        )
-    return badge
-
-
-_STATE_BADGES: dict[str, str] = {}
+    return status_tag(state, labels.get(state, state))
 
 
 @register.filter(name="duration")
@@ -142,7 +133,15 @@ def utc_seconds_filter(value) -> str:
 
 @register.simple_tag(name="status")
 def status_tag(status: str, label: str) -> str:
-    """A status badge (the per-row ``{% include %}`` it replaces cost a template lookup per row)."""
+    """A status badge (the per-row ``{% include %}`` it replaces cost a template lookup per row). A handful of
+    statuses and labels, each badge built once (``format_html`` was a fifth of a list's row: ≈ 15 µs)."""
+    if type(status) is str and type(label) is str:
+        return _status_badge(status, label)
+    return _status_badge.__wrapped__(status, label)  # a lazy or safe string: built each time
+
+
+@lru_cache(maxsize=512)
+def _status_badge(status: str, label: str) -> str:
     return format_html('<span class="status status-{}">{}</span>', status, label)
 
 

@@ -1,7 +1,9 @@
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from django.template import engines
+from django.utils.safestring import mark_safe
 from hypothesis import assume, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -166,3 +168,18 @@ def test_timesince_without_now_and_in_templates():
     assert engines["jinja2"].from_string("{{ t|timeuntil(now) }}").render(
         {"t": soon, "now": soon - timedelta(minutes=5)}
     ) == ("5\xa0minutes")
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [("active", "Active"), ("x<script>", "a\"b'&<c>"), ("pending", mark_safe("<b>kept</b>")), ("denied", "Denied")],
+)
+def test_status_badges_are_built_once_and_escaped_as_format_html_does(status, label):
+    from django.utils.html import format_html
+
+    from accessgov.templatetags.accessgov_tags import status_tag
+
+    expected = format_html('<span class="status status-{}">{}</span>', status, label)
+    assert status_tag(status, label) == expected
+    assert status_tag(status, label) == expected  # again, from the cache for plain strings
+    assert "<script>" not in status_tag(status, label)
