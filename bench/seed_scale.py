@@ -84,8 +84,16 @@ def main() -> None:
     parser.add_argument("--systems", type=int, default=200)
     parser.add_argument("--requests", type=int, default=106_000, help="about 1 in 21 is not approved: ~100k grants")
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--recent", type=int, default=RECENT, help="the newest request slots (half pending, half active grants)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip verify_audit at the end")
     args = parser.parse_args()
+    # The recent slots' requesters are distinct people (step 7919, a prime): one pending request per person.
+    if not 0 < args.recent < args.requests:
+        parser.error("--recent must be at least 1 and less than --requests")
+    if args.users < args.recent or args.users % 7919 == 0:
+        parser.error("--users must be at least --recent (and not a multiple of 7919)")
 
     if not args.reset and already_seeded():
         print(f"{SCALE_DB} is already seeded (use --reset to rebuild it).")
@@ -216,7 +224,7 @@ def seed(args, timer: Timer) -> None:
 
     # --- Requests, decisions, grants, outbox, follow-ups, and the events they wrote ----------------------
     n_req = args.requests
-    old = n_req - RECENT
+    old = n_req - args.recent
     step_us = (365 * 86400 - 7 * 3600) * 1_000_000 // old
     first_us = now_us - 365 * 86400 * 1_000_000
     requests, decisions, grants, outbox, follow_ups, grant_role = [], [], [], [], [], []
