@@ -37,11 +37,23 @@ def safe_cell(value: Any) -> str:
     return text
 
 
+# The prefixes' character codes, for ``sql_safe``.
+_FORMULA_CODES = ", ".join(str(ord(prefix)) for prefix in FORMULA_PREFIXES)
+
+
 def sql_safe(expression: str) -> str:
-    """The SQL twin of safe_cell for a text column (used inside COPY)."""
+    """The SQL twin of safe_cell for a text column (used inside COPY). The first character is tested by its
+    code (``ascii``: 0 for an empty string, NULL for NULL), not by ``left(x, 1) IN (…)``, which builds a
+    one-character string per cell: a million-row export spent ≈ 0.2 s on each such column."""
+    return f"CASE WHEN ascii({expression}) IN ({_FORMULA_CODES}) THEN '''' || {expression} ELSE {expression} END"
+
+
+def sql_safe_json(expression: str) -> str:
+    """``sql_safe`` of a jsonb column's text. A JSON text can start with a formula prefix only when it is a
+    negative number; anything else (an object, the usual case) is converted to text once, not twice."""
     return (
-        f"CASE WHEN left({expression}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
-        f"THEN '''' || {expression} ELSE {expression} END"
+        f"CASE WHEN jsonb_typeof({expression}) = 'number' THEN {sql_safe(f'{expression}::text')} "
+        f"ELSE {expression}::text END"
     )
 
 
@@ -62,14 +74,16 @@ def csv_rows(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:
         yield writer.writerow([safe_cell(v) for v in row])
 
 
-def copy_rows(select_sql: str, params) -> Iterator[bytes]:
-    """Stream ``COPY (select_sql) TO STDOUT`` as CSV chunks from PostgreSQL (no rows in Python)."""
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY ({select_sql}) TO STDOUT WITH (FORMAT csv)", params) as copy,
-    ):
-        for chunk in copy:
-            yield bytes(chunk)
+def copy_rows(select_sql: str, params) -> Iterator[memoryview]:
+    """Stream ``COPY (select_sql) TO STDOUT`` as CSV chunks from PostgreSQL (no rows in Python), in a
+    read-only transaction of its own whose planner does not memoize lookups: an export reads most of the
+    tables it joins, and a memoized lookup per row (the plan PostgreSQL 15 picks for the audit export's
+    names) took 4.6 to 5.3 s where hash joins take 3.4 to 3.9 s for a million events."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION READ ONLY")
+        cursor.execute("SET LOCAL enable_memoize = off")
+        with cursor.cursor.copy(f"COPY ({select_sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+            yield from copy
 
 
 def _record_export(
@@ -91,8 +105,34 @@ def _record_export(
     return count
 
 
-def _response(body: Iterable, filename: str, count: int) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
+# What one write to the client carries: PostgreSQL's COPY and the csv writer give one row at a time, and each
+# piece passes Django's response iterator and the server's socket write on its own (a million-row export was
+# a million writes).
+BLOCK_BYTES = 64 * 1024
+
+
+def in_blocks(pieces: Iterable[bytes | str]) -> Iterator[bytes]:
+    """``pieces`` (text is UTF-8 encoded) joined into blocks of at least BLOCK_BYTES, the last one shorter;
+    the same bytes, in order. The first piece (the header) goes out alone, at once: the download starts
+    before the database has produced its first rows."""
+    pieces = iter(pieces)
+    for piece in pieces:
+        first = piece.encode() if isinstance(piece, str) else bytes(piece)
+        if first:
+            yield first
+            break
+    block = bytearray()
+    for piece in pieces:
+        block += piece.encode() if isinstance(piece, str) else piece
+        if len(block) >= BLOCK_BYTES:
+            yield bytes(block)
+            block.clear()
+    if block:
+        yield bytes(block)
+
+
+def _response(body: Iterable[bytes | str], filename: str, count: int) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(in_blocks(body), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["X-Row-Count"] = str(count)
     return response
@@ -127,8 +167,8 @@ def stream_copy_csv(
     """Like stream_csv, with PostgreSQL producing the rows (formatting and escaping done in SQL)."""
     count = _record_export(request, report, filters, row_count)
 
-    def body() -> Iterator[bytes]:
-        yield next(csv_rows(header, [])).encode()
+    def body() -> Iterator[bytes | str]:
+        yield next(csv_rows(header, []))
         yield from copy_rows(select_sql, params)
 
     return _response(body(), filename, count)

@@ -91,12 +91,14 @@ def main() -> None:
     rss_before = maxrss_mb()
     t0 = time.perf_counter()
     response = client.get("/audit/export.csv")
-    first_byte_s = None
+    first_byte_s = first_row_s = None
     total = 0
     lines = 0
     for chunk in response.streaming_content:
         if first_byte_s is None:
-            first_byte_s = time.perf_counter() - t0
+            first_byte_s = time.perf_counter() - t0  # the header: sent before the query runs
+        elif first_row_s is None:
+            first_row_s = time.perf_counter() - t0
         total += len(chunk)
         lines += chunk.count(b"\n")
     ours_s = time.perf_counter() - t0
@@ -138,6 +140,7 @@ def main() -> None:
         "raw_mb": raw_bytes / 1e6,
         "ours_s": ours_s,
         "first_byte_s": first_byte_s or 0.0,
+        "first_row_s": first_row_s or 0.0,
         "ours_mb": total / 1e6,
         "rows": lines - 1,
         "rss_growth_mb": rss_growth,
@@ -162,7 +165,7 @@ def render(r: dict) -> str:
             "| what | time | first byte | size | peak memory growth | target |",
             "|---|---|---|---|---|---|",
             f"| AccessGov export (COPY, formatting + formula-neutralising in SQL), {r['rows']:,} rows, HTTP {r['status']} | "
-            f"{r['ours_s']:.2f} s | {r['first_byte_s'] * 1000:.0f} ms | {r['ours_mb']:.0f} MB | {r['rss_growth_mb']:.0f} MB | "
+            f"{r['ours_s']:.2f} s | {r['first_byte_s'] * 1000:.0f} ms (first rows {r['first_row_s']:.2f} s) | {r['ours_mb']:.0f} MB | {r['rss_growth_mb']:.0f} MB | "
             "≤ 5 s, first byte < 1 s, < 100 MB |",
             f"| baseline: raw `COPY … TO STDOUT` of the same rows | {r['raw_s']:.2f} s | | {r['raw_mb']:.0f} MB | | |",
             f"| comparison: ORM `.iterator()` + csv.writer (the SQLite path) | {r['orm_s']:.2f} s | | | | |",

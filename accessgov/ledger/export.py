@@ -2,11 +2,11 @@
 filtered events formatted and neutralised in SQL, for ``COPY ... TO STDOUT``. Its ORM twin is the
 view's Python row path; ``tests/views/test_audit_views.py`` checks both give the same cells."""
 
-from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
+from django.db.models.functions import Coalesce
 
 from accessgov import exports
-from accessgov.models import AccessEvent, AccessRequest, Grant, Role, System, User
+from accessgov.models import AccessEvent
 
 # The export's header: its Python rows (the view) and the SELECT below give these columns, in this order.
 EXPORT_COLUMNS = [
@@ -27,13 +27,37 @@ EXPORT_COLUMNS = [
 ]
 
 
+# The events' columns the export reads, and the names beside them (same values as the ORM path: the grant's
+# holder, else the requester; the role's and its system's names; '' when there is none).
+_CELLS = {
+    "grantee_name": Coalesce("grant__user__username", "access_request__requester__username", Value("")),
+    "system_name": Coalesce("role__system__name", Value("")),
+    "role_name": Coalesce("role__name", Value("")),
+}
+_EVENT_COLUMNS = (
+    "sequence",
+    "occurred_at",
+    "event_type",
+    "actor_label",
+    "client_address",
+    "access_request_id",
+    "grant_id",
+    "reason",
+    "data",
+    "prev_hash",
+    "hash",
+)
+
+
 def events_copy_select(events: QuerySet[AccessEvent]) -> tuple[str, tuple]:
-    """The SELECT of the export's columns (EXPORT_COLUMNS) for ``events``, oldest first."""
-    ids_sql, params = events.order_by().values("pk").query.sql_with_params()
-    qn = connection.ops.quote_name
-    event_table, role_table, system_table, grant_table, request_table, user_table = (
-        qn(m._meta.db_table) for m in (AccessEvent, Role, System, Grant, AccessRequest, User)
-    )
+    """The SELECT of the export's columns (EXPORT_COLUMNS) for ``events``, oldest first: the filtered events
+    with their names in one statement (the filter's own joins serve the names too), formatted around it —
+    not a second pass over the table for the ids the filter matched (a self-join: ≈ 0.8 s of a million-row
+    export). A filter across a to-many relation would repeat events: those rows are made distinct."""
+    rows = events.order_by().values(*_EVENT_COLUMNS, **_CELLS)
+    if any(_to_many(join) for join in rows.query.alias_map.values()):
+        rows = rows.distinct()
+    rows_sql, params = rows.query.sql_with_params()
     safe = exports.sql_safe
     columns = ", ".join(
         [
@@ -44,21 +68,18 @@ def events_copy_select(events: QuerySet[AccessEvent]) -> tuple[str, tuple]:
             "host(e.client_address)",
             "e.access_request_id",
             "e.grant_id",
-            safe("coalesce(gu.username, ru.username, '')"),  # the grant's holder, else the requester
-            safe("coalesce(s.name, '')"),
-            safe("coalesce(r.name, '')"),
+            safe("e.grantee_name"),
+            safe("e.system_name"),
+            safe("e.role_name"),
             safe("e.reason"),
-            safe("e.data::text"),
+            exports.sql_safe_json("e.data"),
             "e.prev_hash",
             "e.hash",
         ]
     )
-    sql = (
-        f"SELECT {columns} FROM {event_table} e "  # noqa: S608 - fixed SQL; filter values are bound params
-        f"LEFT JOIN {role_table} r ON r.id = e.role_id LEFT JOIN {system_table} s ON s.id = r.system_id "
-        f"LEFT JOIN {grant_table} g ON g.id = e.grant_id LEFT JOIN {user_table} gu ON gu.id = g.user_id "
-        f"LEFT JOIN {request_table} ar ON ar.id = e.access_request_id "
-        f"LEFT JOIN {user_table} ru ON ru.id = ar.requester_id "
-        f"WHERE e.id IN ({ids_sql}) ORDER BY e.sequence"
-    )
-    return sql, params
+    return f"SELECT {columns} FROM ({rows_sql}) e ORDER BY e.sequence", params  # noqa: S608 - fixed SQL; bound params
+
+
+def _to_many(join) -> bool:
+    field = getattr(join, "join_field", None)  # None for the base table
+    return field is not None and bool(field.one_to_many or field.many_to_many)
