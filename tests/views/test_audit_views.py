@@ -199,6 +199,31 @@ def _same_data(python: list[list[str]], copied: list[dict]) -> list[list[str]]:
     return rows + python[len(copied) :]
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_export_abandoned_midway_leaves_the_connection_clean(world, monkeypatch):
+    """A download the client drops after its first blocks: the COPY's read-only transaction is rolled back
+    when the response is closed, and the connection serves the next request (no open transaction, no
+    COPY in progress, the planner setting gone)."""
+    monkeypatch.setattr(exports, "BLOCK_BYTES", 64)  # a few events are then many blocks
+    for _ in range(4):
+        ar.access_request_cancel(world.requester, submit(world, justification=HOSTILE).pk)
+    response = as_(world.auditor).get(reverse("audit_export"))
+    stream = iter(response.streaming_content)
+    header, first_rows = next(stream), next(stream)
+    assert header.startswith("\ufeffsequence".encode()) and first_rows
+    assert connection.in_atomic_block  # mid-COPY: its transaction is open
+    response.close()
+    assert not connection.in_atomic_block
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_memoize")
+        assert cursor.fetchone()[0] == "on"
+        cursor.execute("SHOW transaction_read_only")
+        assert cursor.fetchone()[0] == "off"
+    assert as_(world.auditor).get(reverse("audit_trail")).status_code == 200
+    assert len(read_csv(as_(world.auditor).get(reverse("audit_export")))) >= 8
+
+
 def test_export_holds_exactly_the_rows_counted_not_its_own_event(world):
     submit(world)
     response = as_(world.auditor).get(reverse("audit_export"))
