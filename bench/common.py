@@ -1,7 +1,11 @@
 """Shared by the benchmarks: a fresh PostgreSQL database for a Django run, a verified session,
-percentiles, and rewriting a marked section of docs/PERFORMANCE.md."""
+percentiles, gunicorn serving the portal, and rewriting a marked section of docs/PERFORMANCE.md."""
 
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,3 +234,36 @@ def rss_mb(pid: int, *, with_children: bool = True) -> float:
         except OSError:
             continue
     return total_kb / 1024
+
+
+def start_gunicorn(port: int, workers: int = 1, threads: int = 1) -> subprocess.Popen:
+    """gunicorn serving the portal on 127.0.0.1:``port`` (this process's environment), once /healthz answers."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "portal.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread" if threads > 1 else "sync",
+        "--access-logfile",
+        "/dev/null",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.terminate()
+    raise SystemExit("gunicorn did not answer /healthz within 60 s")

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from bench.common import (  # noqa: E402
     pct,
     production_like_env,
     require_scale_data,
+    start_gunicorn,
     write_section,
 )
 
@@ -103,38 +103,6 @@ def load_users(requesters: int, approvers: int, auditors: int) -> list[dict]:
     for person in people:
         person.update(username=names[person["id"]], password=BENCH_PASSWORD, key=keys[person["id"]])
     return people
-
-
-def start_gunicorn(workers: int, threads: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "portal.wsgi",
-        "--bind",
-        f"127.0.0.1:{PORT}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--worker-class",
-        "gthread" if threads > 1 else "sync",
-        "--access-logfile",
-        "/dev/null",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("gunicorn did not answer /healthz within 60 s")
 
 
 def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: int, people_file: Path) -> dict:
@@ -272,7 +240,7 @@ def main() -> None:
     )
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops gunicorn
-    server = start_gunicorn(args.workers, args.threads)
+    server = start_gunicorn(PORT, args.workers, args.threads)
     try:
         runs = [run_locust("baseline", baseline_file, 8, 0, 15, people_file)]
         print(_line(runs[-1]), flush=True)

@@ -59,3 +59,25 @@ def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
     finally:
         with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_export_benchmark_runs_through_the_test_client_and_gunicorn():
+    """bench/export_1m.py on a small ledger in its own database and port: both fetches give every row."""
+    name, port = f"accessgov_bench_export_smoke_{os.getpid()}", str(20000 + os.getpid() % 10000)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(BENCH_EXPORT_DB=name, BENCH_EXPORT_PORT=port)
+    try:
+        run = subprocess.run(
+            [sys.executable, "bench/export_1m.py", "--events", "1500", "--no-write"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "1,500 rows, HTTP 200" in run.stdout
+        assert "over HTTP, HTTP 200" in run.stdout
+    finally:
+        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
