@@ -27,10 +27,13 @@ EXPORT_COLUMNS = [
 ]
 
 
-# The events' columns the export reads, and the names beside them (same values as the ORM path: the grant's
-# holder, else the requester; the role's and its system's names; '' when there is none).
+# Whose access an event is about: the grant's holder, else the requester of a request that has no grant yet
+# (the trail's page and both export paths show it).
+GRANTEE_NAME = Coalesce("grant__user__username", "access_request__requester__username")
+
+# The events' columns the export reads, and the names beside them ('' where there is none).
 _CELLS = {
-    "grantee_name": Coalesce("grant__user__username", "access_request__requester__username", Value("")),
+    "grantee_name": Coalesce(GRANTEE_NAME, Value("")),
     "system_name": Coalesce("role__system__name", Value("")),
     "role_name": Coalesce("role__name", Value("")),
 }

@@ -10,7 +10,6 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import Max, Q, QuerySet
-from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -19,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accessgov import catalog, exports, filters, inputs, paging, permissions
 from accessgov.http import PortalRequest
-from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
+from accessgov.ledger.export import EXPORT_COLUMNS, GRANTEE_NAME, events_copy_select
 from accessgov.models import AccessEvent
 from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
@@ -87,11 +86,7 @@ class EventFilter(django_filters.FilterSet):
 def trail_events():
     """Every access event with what the trail and its CSV show beside it (the role's system, the grantee:
     the grant's holder, or the requester of a request that has no grant yet), newest first."""
-    return (
-        AccessEvent.objects.select_related("role__system")
-        .annotate(grantee=Coalesce("grant__user__username", "access_request__requester__username"))
-        .order_by("-sequence")
-    )
+    return AccessEvent.objects.select_related("role__system").annotate(grantee=GRANTEE_NAME).order_by("-sequence")
 
 
 TRAIL_PAGE_FIELDS = (
