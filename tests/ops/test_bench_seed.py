@@ -5,6 +5,8 @@ and verified (its hash chain included) by the script itself, then dropped."""
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -25,22 +27,33 @@ def test_sizes_the_seed_cannot_build_are_refused_with_a_reason():
     assert run.returncode == 2 and "--recent must be at least 1 and less than --requests" in run.stderr
 
 
-def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
-    name = f"accessgov_bench_smoke_{os.getpid()}"
+@contextmanager
+def bench_run(script: str, *args: str, database: str, timeout: int, **env_vars: str) -> Iterator[str]:
+    """Run ``bench/<script>`` with ``args`` and ``env_vars`` (the benchmark's own settings, not the suite's),
+    assert it succeeded and give its output; the benchmark's ``database`` is dropped afterwards, however it ended."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    env["BENCH_SCALE_DB"] = name
-    sizes = ["--users", "400", "--systems", "4", "--requests", "800", "--recent", "100", "--events", "3000"]
+    env.update(env_vars)
     try:
         run = subprocess.run(
-            [sys.executable, "bench/seed_scale.py", "--reset", *sizes],
+            [sys.executable, f"bench/{script}", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout,
         )
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        assert f"seeded {name}" in run.stdout
+        yield run.stdout
+    finally:
+        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
+    name = f"accessgov_bench_smoke_{os.getpid()}"
+    sizes = ["--users", "400", "--systems", "4", "--requests", "800", "--recent", "100", "--events", "3000"]
+    with bench_run("seed_scale.py", "--reset", *sizes, database=name, timeout=600, BENCH_SCALE_DB=name) as output:
+        assert f"seeded {name}" in output
         with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=name) as conn:
             users, grants, pending, events = conn.execute(
                 """SELECT (SELECT count(*) FROM accessgov_user),
@@ -56,28 +69,14 @@ def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
             }
         assert users >= 400 and grants > 0 and pending > 0 and events >= 3000, (users, grants, pending, events)
         assert personas == {"bench_auditor", "bench_approver"}
-    finally:
-        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_export_benchmark_runs_through_the_test_client_and_gunicorn():
     """bench/export_1m.py on a small ledger in its own database and port: both fetches give every row."""
     name, port = f"accessgov_bench_export_smoke_{os.getpid()}", str(20000 + os.getpid() % 10000)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(BENCH_EXPORT_DB=name, BENCH_EXPORT_PORT=port)
-    try:
-        run = subprocess.run(
-            [sys.executable, "bench/export_1m.py", "--events", "1500", "--no-write"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        assert "1,500 rows, HTTP 200" in run.stdout
-        assert "over HTTP, HTTP 200" in run.stdout
-    finally:
-        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    args = ["--events", "1500", "--no-write"]
+    with bench_run(
+        "export_1m.py", *args, database=name, timeout=300, BENCH_EXPORT_DB=name, BENCH_EXPORT_PORT=port
+    ) as output:
+        assert "1,500 rows, HTTP 200" in output
+        assert "over HTTP, HTTP 200" in output
