@@ -127,6 +127,41 @@ def ensure_can_request_role(user: User, role: Role, now) -> None:
         raise PolicyViolation(f"You are not eligible to request {role}.")
 
 
+# The eligibility rows in force for one (user, role), their end dates: asked by every request, approval,
+# activation and extension, locked when a decision relies on them (precompiled, no ordering joins: issue 22).
+def _ends_of(user_id: int, group_ids: list[int], role_id: int, now) -> QuerySet[Eligibility, tuple[datetime | None]]:
+    return _eligibilities_in_force_of(user_id, group_ids, now).filter(role_id=role_id).order_by().values_list("ends_at")
+
+
+ELIGIBILITY_ENDS = Precompiled("eligibility_ends", _ends_of, user_id=int, group_ids=list, role_id=int, now=datetime)
+ELIGIBILITY_ENDS_LOCKED = Precompiled(
+    "eligibility_ends_locked",
+    lambda **values: _ends_of(**values).select_for_update(no_key=True, of=("self",)),
+    user_id=int,
+    group_ids=list,
+    role_id=int,
+    now=datetime,
+)
+# A user's groups (outside a request, where ``scope`` is not memoized and would read every right).
+USER_GROUP_IDS = Precompiled(
+    "user_group_ids",
+    lambda user_id: User.groups.through.objects.filter(user_id=user_id).order_by().values_list("group_id"),
+    user_id=int,
+)
+
+
+def _group_ids(user: User) -> list[int]:
+    """``user``'s group ids: the request's scope when it is the viewer's, else one read."""
+    if getattr(user, "_permission_memo", None) is not None:
+        return scope(user).group_ids
+    return [group_id for (group_id,) in USER_GROUP_IDS.list(user_id=user.pk)]
+
+
+def _eligibility_ends(user: User, role: Role, now, *, lock: bool = False) -> list[datetime | None]:
+    read = ELIGIBILITY_ENDS_LOCKED if lock else ELIGIBILITY_ENDS
+    return [ends_at for (ends_at,) in read.list(user_id=user.pk, group_ids=_group_ids(user), role_id=role.pk, now=now)]
+
+
 def eligibility_problem(user: User, role: Role, now, *, lock: bool = False) -> str | None:
     """Why ``user`` may not hold ``role`` at ``now`` (their account is inactive, or no eligibility of
     theirs or of a group of theirs is in force), or None when they may. Eligibility is a standing
@@ -135,15 +170,9 @@ def eligibility_problem(user: User, role: Role, now, *, lock: bool = False) -> s
     decision that relied on it and then withdraws what it must."""
     if not user.is_active:
         return f"{user.get_username()}'s account is deactivated."
-    group_ids = list(user.groups.values_list("pk", flat=True))
-    eligibilities = Eligibility.objects.active(now).filter(role=role).filter(Q(user=user) | Q(group_id__in=group_ids))
-    if lock:
-        eligibilities = eligibilities.select_for_update(no_key=True, of=("self",))
-    ends = list(eligibilities.values_list("ends_at", flat=True))
+    ends = _eligibility_ends(user, role, now, lock=lock)
     if lock:
         # The lock may have waited for a transaction that ended one of them: judge at the time it was got.
-        from django.utils import timezone
-
         now = max(now, timezone.now())
     if not any(ends_at is None or ends_at > now for ends_at in ends):
         return f"{user.get_username()} is no longer eligible for {role}."
@@ -152,15 +181,10 @@ def eligibility_problem(user: User, role: Role, now, *, lock: bool = False) -> s
 
 def eligibility_ends_at(user: User, role: Role, now):
     """When ``user``'s eligibility for ``role`` ends at the latest (None: one of them has no end date)."""
-    ends = list(
-        Eligibility.objects.active(now)
-        .filter(role=role)
-        .filter(Q(user=user) | Q(group_id__in=scope(user).group_ids))
-        .values_list("ends_at", flat=True)
-    )
+    ends = _eligibility_ends(user, role, now)
     if not ends or None in ends:
         return None
-    return max(ends)
+    return max(cast(list[datetime], ends))
 
 
 # --- Deciding -----------------------------------------------------------------------------------

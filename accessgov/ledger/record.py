@@ -13,11 +13,13 @@ from typing import Any, cast
 
 from django.db import connection
 
+from accessgov import transaction_memo
 from accessgov.ledger import hashing
 from accessgov.models import AccessEvent
 from accessgov.precompiled import Precompiled
 
 LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
+_HEAD = "ledger_head"  # the transaction_memo key of the head this transaction wrote
 
 # Columns a bulk row may leave out, with the value the table stores for them.
 ROW_DEFAULTS: dict[str, Any] = {
@@ -32,7 +34,12 @@ COPY_COLUMNS = ("id", *hashing.HASHED_FIELDS, "prev_hash", "hash")
 
 
 def lock_head() -> tuple[int, str]:
-    """Take the ledger lock (until commit) and return the last sequence and hash."""
+    """Take the ledger lock (until commit) and return the last sequence and hash. A transaction that
+    appended already holds the lock and knows the head it wrote (``transaction_memo``: forgotten with a
+    savepoint that rolls back), so its next events take neither again."""
+    held = transaction_memo.recall(_HEAD)
+    if held is not None:
+        return held
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
@@ -51,7 +58,8 @@ LEDGER_HEAD = Precompiled(
 
 
 def chain(events: list[AccessEvent]) -> None:
-    """Give unsaved instances their place in the chain (the caller saves them, in its transaction)."""
+    """Give unsaved instances their place in the chain (the caller saves them at once, in its
+    transaction and savepoint: the head they make is remembered for the transaction's next append)."""
     sequence, prev_hash = lock_head()
     for event in events:
         sequence += 1
@@ -59,6 +67,7 @@ def chain(events: list[AccessEvent]) -> None:
         event.prev_hash = prev_hash
         event.hash = hashing.hash_content(hashing.event_content(event), prev_hash)
         prev_hash = event.hash
+    transaction_memo.remember(_HEAD, (sequence, prev_hash))
 
 
 @dataclass(frozen=True)
@@ -87,11 +96,15 @@ def append_rows(prepared: PreparedRows) -> list[int]:
     rows = prepared.rows
     chained = _chained(rows, prepared.heads, *lock_head())
     if connection.vendor == "postgresql":
-        return _copy_rows(chained, prepared.data_json)
-    events = AccessEvent.objects.bulk_create(
-        [AccessEvent(**{name: row[name] for name in COPY_COLUMNS[1:]}) for row in chained], batch_size=1000
-    )
-    return [event.pk for event in events]
+        ids = _copy_rows(chained, prepared.data_json)
+    else:
+        events = AccessEvent.objects.bulk_create(
+            [AccessEvent(**{name: row[name] for name in COPY_COLUMNS[1:]}) for row in chained], batch_size=1000
+        )
+        ids = [event.pk for event in events]
+    if rows:
+        transaction_memo.remember(_HEAD, (rows[-1]["sequence"], rows[-1]["hash"]))
+    return ids
 
 
 def _chained(rows: list[dict[str, Any]], heads: list[str], sequence: int, prev_hash: str) -> Iterator[dict[str, Any]]:

@@ -1,16 +1,19 @@
 """Outbound event webhooks, the enqueue half: which subscriptions an access event matches, and one
 WebhookDelivery per match written in the transaction of the change. ``services.events`` calls this for
-every event it records (single and bulk) — one query to find the subscriptions, one INSERT when any
-match, nothing cached between transactions. A rolled-back change leaves no delivery; a broker outage
+every event it records (single and bulk) — one query to find the subscriptions (a transaction's later
+events of the same role reuse its answer: ``transaction_memo``), one INSERT when any match, nothing
+cached between transactions. A rolled-back change leaves no delivery; a broker outage
 loses none (the sweep drains). Sending is ``services.webhooks``; this module imports no service, so the
 ledger writer and the webhook sender do not import each other."""
 
 from collections import defaultdict
 
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
-from accessgov import dbsql
+from accessgov import dbsql, transaction_memo
 from accessgov.models import AccessEvent, EventWebhookSubscription, WebhookDelivery
 from accessgov.precompiled import Precompiled
 from accessgov.services import after_commit
@@ -85,9 +88,10 @@ def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> 
     role_ids = {role_id for _, _, role_id in refs if role_id is not None}
     # One row per global subscription (role None), and one per (system subscription, role of the batch).
     if not role_ids:
-        rows = SUBSCRIPTIONS_EVERYWHERE.list()
+        rows = _remembered_for(None, SUBSCRIPTIONS_EVERYWHERE.list)
     elif len(role_ids) == 1:  # a single state change's events: precompiled
-        rows = SUBSCRIPTIONS_FOR_ROLE.list(role_id=next(iter(role_ids)))
+        role_id = next(iter(role_ids))
+        rows = _remembered_for(role_id, lambda: SUBSCRIPTIONS_FOR_ROLE.list(role_id=role_id))
     else:
         rows = _subscriptions(Q(system__isnull=True) | Q(system__roles__in=role_ids))
     everywhere: list[tuple[int, list[str]]] = []
@@ -105,6 +109,25 @@ def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> 
     ids = dbsql.webhook_deliveries_insert(pairs, timezone.now())
     _send_after_commit(ids)
     return ids
+
+
+_MEMO_KEY = "webhook_subscriptions"
+
+
+def _remembered_for(role_id: int | None, read) -> list:
+    """The subscriptions for events of ``role_id`` (None: of no role), read once per transaction: a state
+    change's events (submitted, approved, activated) share their role."""
+    by_role = transaction_memo.remembered(_MEMO_KEY, dict)
+    if role_id not in by_role:
+        by_role[role_id] = read()
+    return by_role[role_id]
+
+
+@receiver(post_save, sender=EventWebhookSubscription, dispatch_uid="accessgov-webhook-subscriptions-changed")
+@receiver(post_delete, sender=EventWebhookSubscription, dispatch_uid="accessgov-webhook-subscriptions-deleted")
+def _subscriptions_changed(**kwargs) -> None:
+    """A subscription saved or deleted in this transaction: its later events read them again."""
+    transaction_memo.forget(_MEMO_KEY)
 
 
 def _deliveries_for(refs, everywhere, per_role) -> list[tuple[int, int]]:

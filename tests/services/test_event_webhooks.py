@@ -152,7 +152,7 @@ def test_a_rolled_back_change_leaves_no_delivery(world):
     assert not WebhookDelivery.objects.exists()
 
 
-def test_finding_subscriptions_costs_one_query_per_event_and_one_per_bulk_batch(world, django_assert_num_queries):
+def test_finding_subscriptions_costs_one_query_per_role_and_transaction_and_one_per_bulk_batch(world, django_assert_num_queries):
     subscribe(types=["grant.expired"])
     subscribe(types=["grant.*"], system=world.system)
     events = [AccessEvent(event_type="grant.expired", role_id=world.role.pk, actor_label="t") for _ in range(3)]
@@ -160,9 +160,14 @@ def test_finding_subscriptions_costs_one_query_per_event_and_one_per_bulk_batch(
         AccessEvent.objects.bulk_create(events)  # setup: saved rows (no chain needed here)
         with django_assert_num_queries(2):  # one SELECT for the subscriptions, one INSERT
             assert len(webhook_deliveries_enqueue(events)) == 6
-        with django_assert_num_queries(1):  # nothing matches: the SELECT only
+        with django_assert_num_queries(0):  # the same role later in the transaction: read once already
             assert (
                 webhook_deliveries_enqueue([AccessEvent(event_type="request.submitted", role_id=world.role.pk)]) == []
+            )
+        with django_assert_num_queries(1):  # another role, nothing matches: the SELECT only
+            assert (
+                webhook_deliveries_enqueue([AccessEvent(event_type="request.submitted", role_id=world.role_two.pk)])
+                == []
             )
 
 

@@ -68,6 +68,7 @@ def history(world):
     # A group (nobody in it) eligible for role_two until T0 + 2 h: the catalogue's reads by group.
     world.admins = Group.objects.create(name="db admins")
     Eligibility.objects.create(role=world.role_two, group=world.admins, starts_at=T0 - 2 * H, ends_at=T0 + 2 * H)
+    world.outsider.groups.add(Group.objects.create(name="readers"))  # someone's groups, read outside a request
     # Activity under the expired and the revoked grant: totals for one, statements with commands for both.
     expired, revoked_grant = (
         Grant.objects.filter(user=world.requester, status=s).first() for s in ("expired", "revoked")
@@ -125,6 +126,17 @@ def _cases(world) -> dict[str, list[dict]]:
             for groups in ([], [world.admins.pk], [world.admins.pk, 10**12])
             for t in instants
         ],
+        **{
+            name: [
+                {"user_id": u, "group_ids": groups, "role_id": r, "now": t}
+                for u in people
+                for groups in ([], [world.admins.pk])
+                for r in (world.role.pk, world.role_two.pk)
+                for t in instants
+            ]
+            for name in ("eligibility_ends", "eligibility_ends_locked")
+        },
+        "user_group_ids": [{"user_id": u} for u in people],
         "requesters_active_grants": [
             {"user_ids": ids, "now": t} for ids in ([], [world.requester.pk], people) for t in instants
         ],
