@@ -152,7 +152,9 @@ def test_a_rolled_back_change_leaves_no_delivery(world):
     assert not WebhookDelivery.objects.exists()
 
 
-def test_finding_subscriptions_costs_one_query_per_role_and_transaction_and_one_per_bulk_batch(world, django_assert_num_queries):
+def test_finding_subscriptions_costs_one_query_per_role_and_transaction_and_one_per_bulk_batch(
+    world, django_assert_num_queries
+):
     subscribe(types=["grant.expired"])
     subscribe(types=["grant.*"], system=world.system)
     events = [AccessEvent(event_type="grant.expired", role_id=world.role.pk, actor_label="t") for _ in range(3)]
