@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     production_like_env,
     profile_top,
     require_scale_data,
+    stolen_seconds,
     verified_client,
     write_section,
 )
@@ -100,6 +101,7 @@ def main() -> None:
         "events": AccessEvent.objects.count(),
     }
     results = []
+    stolen_before, started = stolen_seconds(), time.perf_counter()
     viewers = (
         ("auditor (sees everything)", auditor, pages()),
         ("approver of 5 systems", approver, [*pages(), ("home", "/")]),
@@ -128,6 +130,7 @@ def main() -> None:
                 flush=True,
             )
     connection.close()
+    sizes["stolen"] = (stolen_seconds() - stolen_before) / ((time.perf_counter() - started) * (os.cpu_count() or 1))
     report = render(results, args, sizes)
     print(report)
     if not args.no_write:
@@ -141,7 +144,8 @@ def render(results, args, sizes: dict) -> str:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
         f"`bench/report_pages.py` on the `bench/seed_scale.py` dataset, {args.repeat} requests per page after 2 "
-        "warm-ups, server time through the whole middleware stack (Django test client, no network).",
+        "warm-ups, server time through the whole middleware stack (Django test client, no network). "
+        f"CPU time stolen by the host (another machine's) during the run: {sizes['stolen']:.0%} of the cores' time.",
         "",
         "| viewer | page | p50 | p99 | queries | target |",
         "|---|---|---|---|---|---|",
