@@ -164,6 +164,13 @@ def cpu_seconds_by_group() -> dict[str, float]:
     return seconds
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from /proc (clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # CPU time the hypervisor gave to other machines while ours wanted it ("steal" in /proc/stat): on a shared
 # host it can take a large share of a benchmark's window, and the numbers are then not this code's.
 STOLEN = "stolen by the host"
