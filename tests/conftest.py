@@ -22,6 +22,22 @@ from tests.support.factories import UserFactory
 pytest_plugins = ["tests.support.provisioning", "tests.support.identity_support", "tests.support.security_world"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _redis_database_per_worker() -> None:
+    """Under pytest-xdist (CI runs two workers) each worker gets its own Redis database — REDIS_URL's number
+    minus the worker's — so one worker's ``flushdb`` or queue never drops or counts another's messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url, worker = os.environ.get("REDIS_URL"), os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not url or not worker.startswith("gw"):
+        return
+    parts = urlsplit(url)
+    database = int(parts.path.lstrip("/") or 0)
+    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{(database - int(worker[2:])) % 16}"))
+
+
+_redis_database_per_worker()
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct horse battery staple"
 
