@@ -4,7 +4,6 @@ import hashlib
 import io
 import itertools
 import json
-import threading
 from datetime import timedelta, timezone
 
 import pytest
@@ -18,6 +17,7 @@ from accessgov.ledger.hashing import GENESIS
 from accessgov.ledger.verify import verify_chain
 from accessgov.models import AccessEvent, Eligibility
 from accessgov.services import access_requests as ar
+from tests.support.concurrency import race
 
 H = timedelta(hours=1)
 
@@ -162,28 +162,16 @@ def test_concurrent_inserts_keep_one_chain(world, make_user):
     requesters = [make_user(f"concurrent{i}") for i in range(6)]
     for user in requesters:
         Eligibility.objects.create(role=world.role, user=user)
-    barrier = threading.Barrier(len(requesters))
-    errors: list[BaseException] = []
 
     def work(user):
-        try:
-            barrier.wait()
-            for _ in range(4):
-                access_request = ar.access_request_submit(
-                    user, role=world.role, duration=H, justification="Concurrent chain test run"
-                )
-                ar.access_request_cancel(user, access_request.pk)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(4):
+            access_request = ar.access_request_submit(
+                user, role=world.role, duration=H, justification="Concurrent chain test run"
+            )
+            ar.access_request_cancel(user, access_request.pk)
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in requesters]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    outcomes = race({user.username: (lambda u=user: work(u)) for user in requesters})
+    assert [o for o in outcomes.values() if not o.ok] == []
     report = verify_chain()
     assert report.ok, report.problem
     assert report.checked == AccessEvent.objects.count() == 6 * 4 * 2
