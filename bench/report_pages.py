@@ -7,7 +7,7 @@ query counts per page, and rewrites its section of docs/PERFORMANCE.md.
     .venv/bin/python bench/report_pages.py [--repeat 20] [--profile /grants/]
 
 Viewers: bench_auditor (the auditor group: sees everything) and bench_approver (approve_system on 5
-of 200 systems) on the list and report pages (the approver's home too), and a requester (user9998) on the
+of 200 systems) on the list and report pages (the approver's home too), and a requester (user9998 at full scale) on the
 pages most people open: home, my access, my requests, the request form. Baseline in the same run: the health check page (one trivial query), the cheapest
 page through the same stack.
 """
@@ -62,7 +62,14 @@ REQUESTER_PAGES = [
     ("my requests", "/requests/"),
     ("request form", "/requests/new/"),
 ]
-REQUESTER = "user9998"  # a seeded requester: eligible for roles, with requests, no approver rights
+
+
+def everyday_requester():
+    """The seed's second-to-last person (user9998 at full scale): eligible for roles, with requests, no
+    approver rights — the seed gives approver and owner rights to its first people only."""
+    from accessgov.models import User
+
+    return User.objects.get(username=f"user{User.objects.filter(username__startswith='user').count() - 2}")
 
 
 def main() -> None:
@@ -87,7 +94,7 @@ def main() -> None:
 
     auditor = User.objects.get(username="bench_auditor")
     approver = User.objects.get(username="bench_approver")
-    requester = User.objects.get(username=REQUESTER)
+    requester = everyday_requester()
     if args.profile:
         client = verified_client(auditor)
         client.get(args.profile)

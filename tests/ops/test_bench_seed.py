@@ -3,6 +3,7 @@ docs/PERFORMANCE.md stand on, still runs: a small dataset of the same shape, see
 and verified (its hash chain included) by the script itself, then dropped."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,25 +32,17 @@ def test_sizes_the_seed_cannot_build_are_refused_with_a_reason():
 def bench_run(script: str, *args: str, database: str, timeout: int, **env_vars: str) -> Iterator[str]:
     """Run ``bench/<script>`` with ``args`` and ``env_vars`` (the benchmark's own settings, not the suite's),
     assert it succeeded and give its output; the benchmark's ``database`` is dropped afterwards, however it ended."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(env_vars)
     try:
-        run = subprocess.run(
-            [sys.executable, f"bench/{script}", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        yield run.stdout
+        yield _run_bench(script, *args, timeout=timeout, **env_vars)
     finally:
         with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
+@pytest.mark.redis
+def test_the_scale_seed_builds_a_verified_dataset_and_the_page_and_load_benchmarks_run_on_it():
+    """One small seed (seeding is most of the time) for the three: the seed, bench/report_pages.py and
+    bench/load_test.py, each as `make bench` runs it, only shorter."""
     name = f"accessgov_bench_smoke_{os.getpid()}"
     sizes = ["--users", "400", "--systems", "4", "--requests", "800", "--recent", "100", "--events", "3000"]
     with bench_run("seed_scale.py", "--reset", *sizes, database=name, timeout=600, BENCH_SCALE_DB=name) as output:
@@ -69,6 +62,53 @@ def test_the_scale_seed_builds_a_verified_dataset_of_the_benchmarks_shape():
             }
         assert users >= 400 and grants > 0 and pending > 0 and events >= 3000, (users, grants, pending, events)
         assert personas == {"bench_auditor", "bench_approver"}
+
+        pages = _run_bench("report_pages.py", "--repeat", "2", "--no-write", BENCH_SCALE_DB=name)
+        rows = re.findall(
+            r"^\| (auditor|approver|requester)[^|]*\| ([^|]+) \| ([\d.]+) ms \| [\d.]+ ms \| (\d+) \|", pages, re.M
+        )
+        # Ten pages for the auditor, the same but the two audit-trail pages plus home for the approver, five for a requester.
+        assert len(rows) == 10 + 9 + 5, pages[-3000:]
+        assert all(float(p50) > 0 and int(queries) >= 3 for _, _, p50, queries in rows), rows
+        assert "| requester | my requests |" in pages
+
+        # Its own port and Redis database (bench/common.py's default, 14, is a test worker's under xdist).
+        port, redis_url = str(21000 + os.getpid() % 9000), "redis://127.0.0.1:6379/10"
+        load = _run_bench(
+            "load_test.py",
+            *(
+                "--seconds",
+                "10",
+                "--users",
+                "6",
+                "--rate",
+                "2",
+                "--baseline-seconds",
+                "7",
+                "--skip-saturation",
+                "--no-write",
+            ),
+            BENCH_SCALE_DB=name,
+            BENCH_PORT=port,
+            BENCH_REDIS_URL=redis_url,
+        )
+        served = re.search(r"^target +(\d+) req/s over \d+ s .* errors (\d+) \(sign-in errors (\d+)\)$", load, re.M)
+        assert served and int(served[1]) > 0 and served.groups()[1:] == ("0", "0"), load[-3000:]
+        baseline = re.search(r"\| baseline: /healthz only, no think time \| as fast as possible \| (\d+) req/s", load)
+        assert baseline and int(baseline[1]) > 0, load[-3000:]
+        for page in ("home", "my access", "request (auto-approved) → my access", "release grant", "approver queue"):
+            assert f"| {page} |" in load, page
+
+
+def _run_bench(script: str, *args: str, timeout: int = 300, **env_vars: str) -> str:
+    """``bench/<script>`` with the benchmark's own settings (not the suite's); its output, once it succeeded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(env_vars)
+    run = subprocess.run(
+        [sys.executable, f"bench/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return run.stdout
 
 
 def test_the_export_benchmark_runs_through_the_test_client_and_gunicorn():
