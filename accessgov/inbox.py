@@ -57,6 +57,9 @@ HAPPENED_PAGE_SIZE = 50
 # A grant ending within this long is in "needs me" (extend or release it): when its holder is reminded.
 ENDING_SOON = timedelta(minutes=15)  # services.grants.EXPIRY_REMINDER_BEFORE
 NEEDS_ME_LIMIT = 50
+# The badge counts unread items up to this many ("100+" beyond): its statement runs on every page, and a
+# person who never opens the inbox would otherwise pay for their whole history on each one (issue 22).
+UNREAD_COUNTED_UP_TO = 100
 
 
 def happened_events(user: User) -> QuerySet[AccessEvent]:
@@ -253,12 +256,12 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
 BADGE_PARTS = ("reviews", "ending", "unread", "follow_ups", "findings", "removals", "eligibility_ending")
 
 
-def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes: int) -> dict[str, int]:
+def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes: int) -> dict[str, Any]:
     """The navigation badge: what needs ``user`` and how many "what happened" items are unread. The
     approval queue and pending changes are counted by the navigation already; the rest is ONE query
     (scalar subqueries on indexed columns): open review items, open break-glass follow-ups and activity
     findings on what the person oversees (only for auditors and overseers), grants of theirs ending
-    soon, and unread items after their read mark. On PostgreSQL that query is one fixed statement
+    soon, and unread items after their read mark (up to UNREAD_COUNTED_UP_TO). On PostgreSQL that query is one fixed statement
     (``badge_counts_postgresql``): building its ORM twin (``badge_counts_portable``) cost 4-6 ms of
     Python on every page, five times what PostgreSQL takes to answer it (docs/PERFORMANCE.md)."""
     result = dict(_counted(user, now))
@@ -270,7 +273,17 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
         )
     )
     result["total"] = result["needs_me"] + result["unread"]
-    return result
+    return result | _badge_labels(result)
+
+
+def _badge_labels(counts: dict[str, int]) -> dict[str, str]:
+    """What the badge shows: its total ("99+" past 99, as for any count badge) and, to screen readers, the
+    unread count ("100+" once it reached UNREAD_COUNTED_UP_TO, where counting stops)."""
+    unread = counts["unread"]
+    return {
+        "total_label": "99+" if counts["total"] > 99 else str(counts["total"]),
+        "unread_label": f"{unread}+" if unread >= UNREAD_COUNTED_UP_TO else str(unread),
+    }
 
 
 def _counted(user: User, now: datetime) -> dict[str, int]:
@@ -316,7 +329,9 @@ def badge_counts_portable(user: User, now: datetime) -> dict[str, int]:
     row: dict[str, Any] = dict(
         User.objects.filter(pk=user.pk).values(**{name: count_of(qs) for name, qs in counts.items()}).first() or {}
     )
-    return {name: row.get(name, 0) for name in BADGE_PARTS}
+    counted = {name: row.get(name, 0) for name in BADGE_PARTS}
+    counted["unread"] = min(counted["unread"], UNREAD_COUNTED_UP_TO)
+    return counted
 
 
 def _table(model) -> str:
@@ -340,10 +355,11 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
         f"""(SELECT COUNT(*) FROM {grant} g
   WHERE g.user_id = %(user)s AND g.status = %(active)s AND g.starts_at <= %(now)s AND g.expires_at > %(now)s
     AND g.expires_at <= %(ending_by)s)""",  # noqa: S608 - table names from _meta, values bound
-        f"""(SELECT COUNT(*) FROM {event} e JOIN {request} r ON r.id = e.access_request_id
+        f"""(SELECT COUNT(*) FROM (SELECT 1 FROM {event} e JOIN {request} r ON r.id = e.access_request_id
   WHERE r.requester_id = %(user)s AND e.event_type = ANY(%(happened)s) AND e.sequence > %(read_through)s
     AND (e.actor_id IS NULL OR e.actor_id <> %(user)s)
-    AND NOT EXISTS (SELECT 1 FROM {_table(InboxReadMark)} m WHERE m.user_id = %(user)s AND m.event_id = e.id))""",  # noqa: S608 - table names from _meta, values bound
+    AND NOT EXISTS (SELECT 1 FROM {_table(InboxReadMark)} m WHERE m.user_id = %(user)s AND m.event_id = e.id)
+  LIMIT %(unread_up_to)s) AS unread)""",  # noqa: S608 - table names from _meta, values bound
     ]
     # The parts about other people's access only for those who oversee some (the statement a requester's
     # pages run is the first three: PostgreSQL plans less), eligibility ending only for owners.
@@ -380,6 +396,7 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
         "removal_overdue": now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES),
         "eligibility_by": now + timedelta(days=settings.ELIGIBILITY_REMINDER_DAYS),
         "read_through": user.inbox_read_through,
+        "unread_up_to": UNREAD_COUNTED_UP_TO,
         "happened": [str(t) for t in HAPPENED_TYPES],
         "active": Grant.Status.ACTIVE,
         "campaign_open": ReviewCampaign.Status.OPEN,

@@ -260,7 +260,7 @@ def rss_mb(pid: int, *, with_children: bool = True) -> float:
     return total_kb / 1024
 
 
-def start_gunicorn(port: int, workers: int = 1, threads: int = 1) -> subprocess.Popen:
+def start_gunicorn(port: int, workers: int = 1, threads: int = 1, worker_class: str | None = None) -> subprocess.Popen:
     """gunicorn serving the portal on 127.0.0.1:``port`` (this process's environment), once /healthz answers."""
     command = [
         sys.executable,
@@ -274,7 +274,7 @@ def start_gunicorn(port: int, workers: int = 1, threads: int = 1) -> subprocess.
         "--threads",
         str(threads),
         "--worker-class",
-        "gthread" if threads > 1 else "sync",
+        worker_class or ("gthread" if threads > 1 else "sync"),
         "--access-logfile",
         "/dev/null",
         "--log-level",

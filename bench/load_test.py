@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="requests per second per person in the target run")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker-class", default=None, help="gunicorn's (default: sync, gthread with --threads > 1)")
     parser.add_argument("--baseline-seconds", type=int, default=15, help="length of the health-check run")
     parser.add_argument("--skip-saturation", action="store_true")
     parser.add_argument("--no-write", action="store_true")
@@ -241,7 +242,7 @@ def main() -> None:
     )
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops gunicorn
-    server = start_gunicorn(PORT, args.workers, args.threads)
+    server = start_gunicorn(PORT, args.workers, args.threads, args.worker_class)
     try:
         runs = [run_locust("baseline", baseline_file, 8, 0, args.baseline_seconds, people_file)]
         print(_line(runs[-1]), flush=True)

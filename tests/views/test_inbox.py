@@ -269,6 +269,42 @@ def test_the_badge_costs_one_query_whatever_the_inbox_holds(world, django_assert
     assert context_processors  # the badge is computed in the navigation context processor
 
 
+def test_the_badge_counts_unread_items_up_to_a_hundred_and_shows_99_plus(world):
+    """Counting stops at UNREAD_COUNTED_UP_TO: the badge's statement runs on every page, and a person who
+    never opens the inbox must not pay for their whole history on each. The inbox itself lists everything."""
+    from django.db import connection
+    from django.db import transaction as db_transaction
+
+    from accessgov import permissions
+    from accessgov.services.events import event_record
+
+    access_request = submit(world)
+
+    def unread_events(n: int) -> None:
+        with db_transaction.atomic():
+            for _ in range(n):
+                event_record(AccessEvent.Type.REQUEST_LAPSED, job="test", access_request=access_request)
+
+    def counted() -> dict:
+        world.requester._permission_memo = {}
+        permissions.scope(world.requester)
+        counts = inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)
+        if connection.vendor == "postgresql":  # the ORM twin counts the same
+            assert inbox.badge_counts_portable(world.requester, T0)["unread"] == counts["unread"]
+        return counts
+
+    unread_events(99)
+    counts = counted()
+    assert (counts["unread"], counts["unread_label"], counts["total_label"]) == (99, "99", "99")
+    unread_events(31)
+    counts = counted()
+    assert (counts["unread"], counts["unread_label"], counts["total_label"]) == (100, "100+", "99+")
+    assert counts["total"] == counts["needs_me"] + 100
+    html = _page(world.requester).content.decode()
+    assert '0 need you, 100+ unread">99+</span>' in html
+    assert html.count('class="unread"') == inbox.HAPPENED_PAGE_SIZE  # the inbox lists them, a page at a time
+
+
 @pytest.mark.postgres
 def test_the_badge_statement_counts_what_its_orm_twin_counts_for_every_persona(world, settings, make_user):
     """``badge_counts_postgresql`` (one fixed statement) against ``badge_counts_portable`` (the ORM), with
