@@ -303,7 +303,7 @@ def render(runs: list[dict], args) -> str:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores "
         f"(shared by gunicorn, PostgreSQL and locust); `bench/load_test.py`: gunicorn {args.workers} "
-        f"{'gthread' if args.threads > 1 else 'sync'} workers"
+        f"{args.worker_class or ('gthread' if args.threads > 1 else 'sync')} workers"
         f"{f' × {args.threads} threads' if args.threads > 1 else ''}, {args.users} signed-in people "
         "(password + TOTP) on the scale dataset, mix 14 requesters : 4 approvers : 2 auditors; measured after "
         "sign-in and a 5 s warm-up.",
