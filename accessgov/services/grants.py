@@ -94,7 +94,7 @@ def grant_create_for(
     if scheduled:
         scheduler_wake()
     else:
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now, marked=True)
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now, marked=True, new_grant=True)
     return grant
 
 
@@ -540,7 +540,7 @@ def break_glass_activate(
                 "follow_up_due_at": follow_up.due_at.isoformat(),
             },
         )
-        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now)
+        provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now, new_grant=True)
         after_commit.enqueue("notify", "break_glass_activated", grant.pk)
         return grant
 
