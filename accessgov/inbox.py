@@ -261,9 +261,9 @@ def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes:
     approval queue and pending changes are counted by the navigation already; the rest is ONE query
     (scalar subqueries on indexed columns): open review items, open break-glass follow-ups and activity
     findings on what the person oversees (only for auditors and overseers), grants of theirs ending
-    soon, and unread items after their read mark (up to UNREAD_COUNTED_UP_TO). On PostgreSQL that query is one fixed statement
-    (``badge_counts_postgresql``): building its ORM twin (``badge_counts_portable``) cost 4-6 ms of
-    Python on every page, five times what PostgreSQL takes to answer it (docs/PERFORMANCE.md)."""
+    soon, and unread items after their read mark (up to UNREAD_COUNTED_UP_TO). On PostgreSQL that query
+    is one fixed statement (``badge_counts_postgresql``): building its ORM twin (``badge_counts_portable``)
+    cost 4-6 ms of Python on every page, five times what PostgreSQL takes to answer it (docs/PERFORMANCE.md)."""
     result = dict(_counted(user, now))
     result["needs_me"] = (
         queue_size

@@ -7,8 +7,8 @@ query counts per page, and rewrites its section of docs/PERFORMANCE.md.
     .venv/bin/python bench/report_pages.py [--repeat 20] [--profile /grants/]
 
 Viewers: bench_auditor (the auditor group: sees everything) and bench_approver (approve_system on 5
-of 200 systems) on the list and report pages (the approver's home too), and a requester (user9998 at full scale) on the
-pages most people open: home, my access, my requests, the request form. Baseline in the same run: the health check page (one trivial query), the cheapest
+of 200 systems) on the list and report pages (the approver's home too), and a requester (user9998 at full
+scale) on the pages most people open: home, my access, my requests, the request form. Baseline in the same run: the health check page (one trivial query), the cheapest
 page through the same stack.
 """
 

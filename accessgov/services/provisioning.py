@@ -58,10 +58,11 @@ def provisioning_enqueue(
     the caller inserted the grant in this transaction, so it has no item yet (no other transaction can
     reference an uncommitted row) and its key is the first, without counting; the unique key would refuse
     a second one."""
+    key = dbsql.outbox_key(grant.pk, action, 1) if new_grant else dbsql.outbox_next_key(grant.pk, action)
     item = OutboxItem.objects.create(
         grant=grant,
         action=action,
-        idempotency_key=dbsql.outbox_key(grant.pk, action, 1) if new_grant else dbsql.outbox_next_key(grant.pk, action),
+        idempotency_key=key,
         created_at=now,
         next_attempt_at=now,
     )

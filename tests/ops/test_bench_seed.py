@@ -74,20 +74,12 @@ def test_the_scale_seed_builds_a_verified_dataset_and_the_page_and_load_benchmar
 
         # Its own port and Redis database (bench/common.py's default, 14, is a test worker's under xdist).
         port, redis_url = str(21000 + os.getpid() % 9000), "redis://127.0.0.1:6379/10"
+        short = ["--seconds", "10", "--users", "6", "--rate", "2", "--baseline-seconds", "7"]
         load = _run_bench(
             "load_test.py",
-            *(
-                "--seconds",
-                "10",
-                "--users",
-                "6",
-                "--rate",
-                "2",
-                "--baseline-seconds",
-                "7",
-                "--skip-saturation",
-                "--no-write",
-            ),
+            *short,
+            "--skip-saturation",
+            "--no-write",
             BENCH_SCALE_DB=name,
             BENCH_PORT=port,
             BENCH_REDIS_URL=redis_url,
