@@ -282,20 +282,24 @@ def complete_enrolment(request: HttpRequest, device: TOTPDevice) -> list[str]:
     """Confirm ``device`` (its code was just verified), replace any older device (and the pending
     devices of other sessions), issue backup codes, verify this session and end the user's other
     sessions (a new device is a credential change). Locks the user row, so two sessions confirming at
-    once produce one device; the later one raises EnrolmentSuperseded."""
+    once produce one device; the later one raises EnrolmentSuperseded, its own device gone: the session
+    that won deleted it, but verifying this session's code saved it again (django-otp saves the device it
+    checked, and a save that updates no row inserts it) when the win came between reading and verifying."""
     user = request.user
     with transaction.atomic():
         User.objects.select_for_update().filter(pk=user.pk).first()
-        if (
-            confirmed_totp_device(user) is not None
-            or not TOTPDevice.objects.filter(pk=device.pk, user=user, confirmed=False).exists()
-        ):
-            raise EnrolmentSuperseded
-        TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
-        device.confirmed = True
-        device.save(update_fields=["confirmed"])
-        codes = new_backup_codes(user)
-        user.rotate_session_stamp()
+        pending = TOTPDevice.objects.filter(pk=device.pk, user=user, confirmed=False)
+        superseded = confirmed_totp_device(user) is not None or not pending.exists()
+        if superseded:
+            pending.delete()  # void now; committed with the lock released, before telling the session
+        else:
+            TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            codes = new_backup_codes(user)
+            user.rotate_session_stamp()
+    if superseded:
+        raise EnrolmentSuperseded
     update_session_auth_hash(request, user)
     request.session.pop(SESSION_ENROL_DEVICE, None)
     mark_verified(request, device)

@@ -143,3 +143,32 @@ def test_two_sessions_confirming_at_once_leave_exactly_one_authenticator(newcome
     assert outcomes[winner].value["Location"] == reverse("accounts:backup_codes")
     loser = "second" if winner == "first" else "first"
     assert outcomes[loser].value["Location"] != reverse("accounts:backup_codes")
+
+
+def test_a_session_overtaken_between_reading_its_secret_and_confirming_it_leaves_no_device_behind(
+    newcomer, monkeypatch
+):
+    """The interleaving the race above hits now and then, made certain: the second session has read its
+    pending device when the first finishes enrolling (and deletes it); django-otp's verification then saves
+    the device it holds, which writes the deleted row back. The overtaken session is told, and its device goes."""
+    with time_machine.travel(T0, tick=False):
+        first, second = password_only(newcomer), password_only(newcomer)
+        devices = {
+            "first": device_with_secret(newcomer, secret_on_page(first)),
+            "second": device_with_secret(newcomer, secret_on_page(second)),
+        }
+        verify = otp.verify_code_pending
+
+        def first_finishes_meanwhile(device, token):
+            monkeypatch.setattr(otp, "verify_code_pending", verify)
+            done = first.post(ENROL, {"otp_token": totp_code(devices["first"], at=T0)})
+            assert done["Location"] == reverse("accounts:backup_codes")
+            assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+            return verify(device, token)
+
+        monkeypatch.setattr(otp, "verify_code_pending", first_finishes_meanwhile)
+        overtaken = second.post(ENROL, {"otp_token": totp_code(devices["second"], at=T0)})
+    assert overtaken.status_code == 302 and overtaken["Location"] != reverse("accounts:backup_codes")
+    assert list(TOTPDevice.objects.filter(user=newcomer).values_list("pk", "confirmed")) == [
+        (devices["first"].pk, True)
+    ]
