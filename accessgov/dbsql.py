@@ -136,43 +136,33 @@ def db_datetime(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-# --- Outbox keys --------------------------------------------------------------------------------
-# An outbox item's idempotency key numbers the grant's items of one action: grant-<id>-<action>-<n>.
-# Connectors pass it on as the operation id, so a retried item is recognised at the target.
+# --- Outbox items -------------------------------------------------------------------------------
+# An outbox item is its grant's n-th of one action; its idempotency key (``OutboxItem.key_for``) spells
+# that out and connectors pass it on as the operation id, so a retried item is recognised at the target.
 
 
-def outbox_key(grant_id: int, action: str, number: int) -> str:
-    """The key of a grant's ``number``-th item of ``action`` (the one rule; ``outbox_key_sql`` is its SQL)."""
-    return f"grant-{grant_id}-{action}-{number}"
-
-
-def outbox_key_sql(grant_sql: str, action_sql: str, number_sql: str) -> str:
-    """SQL twin of ``outbox_key`` over SQL expressions (PostgreSQL/SQLite ``||`` concatenation)."""
-    return f"'grant-' || {grant_sql} || '-' || {action_sql} || '-' || {number_sql}"
-
-
-def outbox_next_key(grant_id: int, action: str) -> str:
-    """The key of the next item of ``action`` for one grant."""
-    return outbox_key(grant_id, action, OutboxItem.objects.filter(grant_id=grant_id, action=action).count() + 1)
+def outbox_next_number(grant_id: int, action: str) -> int:
+    """The number of the next item of ``action`` for one grant."""
+    return OutboxItem.objects.filter(grant_id=grant_id, action=action).count() + 1
 
 
 def outbox_insert(grant_ids: list[int], action: str, now: datetime) -> None:
-    """One outbox item of ``action`` per grant, due ``now``, keyed as ``outbox_key`` numbers them."""
+    """One outbox item of ``action`` per grant, due ``now``, numbered after the grant's items of the action."""
     (outbox_insert_postgresql if is_postgresql() else outbox_insert_portable)(grant_ids, action, now)
 
 
 def outbox_insert_postgresql(grant_ids: list[int], action: str, now: datetime) -> None:
-    """``INSERT … SELECT`` from the id array. Almost every grant has no item of the action yet, so its key
-    ends in -1; the unique key's index (checked anyway) finds the few that do, and those are numbered by
+    """``INSERT … SELECT`` from the id array. Almost every grant has no item of the action yet, so its item
+    is number 1; the unique key's index (checked anyway) finds the few that do, and those are numbered by
     counting (a count per row costs as much as the insert, and its estimate switches on JIT compilation)."""
     table = connection.ops.quote_name(OutboxItem._meta.db_table)
-    insert = f"""INSERT INTO {table} (grant_id, action, idempotency_key, created_at, next_attempt_at, attempts,
+    insert = f"""INSERT INTO {table} (grant_id, action, number, created_at, next_attempt_at, attempts,
             last_error, outcome)
-        SELECT g, %(action)s, {outbox_key_sql("g", "%(action)s", "{number}")}, %(now)s, %(now)s, 0, '', ''
+        SELECT g, %(action)s, {{number}}, %(now)s, %(now)s, 0, '', ''
         FROM unnest(%(ids)s::bigint[]) AS t(g)"""  # noqa: S608 - fixed SQL; values are bound params
     with connection.cursor() as cursor:
         cursor.execute(
-            insert.format(number="1") + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING grant_id",
+            insert.format(number="1") + " ON CONFLICT (grant_id, action, number) DO NOTHING RETURNING grant_id",
             {"action": action, "now": now, "ids": list(grant_ids)},
         )
         if cursor.rowcount < len(grant_ids):
@@ -195,7 +185,7 @@ def outbox_insert_portable(grant_ids: list[int], action: str, now: datetime) -> 
             OutboxItem(
                 grant_id=gid,
                 action=action,
-                idempotency_key=outbox_key(gid, action, existing.get(gid, 0) + 1),
+                number=existing.get(gid, 0) + 1,
                 created_at=now,
                 next_attempt_at=now,
             )
@@ -285,6 +275,22 @@ def holder_may_hold_sql() -> str:
 DueRow = tuple[int, int, int, datetime]  # id, access_request_id, role_id, expires_at
 
 
+def grants_due_boundary(
+    where: str, where_params: list, *, grant_ids: list[int] | None, batch_size: int, after_id: int
+) -> int | None:
+    """The id that closes the next batch of due grants after ``after_id`` (its ``batch_size``-th, by id), or
+    None when fewer are left: a batch bounded so lets the next one be taken before it is written, and two
+    writers' ``UPDATE``s run at once on disjoint ranges. Reads only; no locks."""
+    table, where, params, _, _ = _due_parts(where, where_params, {}, grant_ids, after_id, array=is_postgresql())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE {where} ORDER BY id LIMIT 1 OFFSET %s",  # noqa: S608 - fixed SQL; values are bound params
+            [*params, batch_size - 1],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
 def grants_update_due(
     where: str,
     where_params: list,
@@ -293,13 +299,16 @@ def grants_update_due(
     grant_ids: list[int] | None,
     batch_size: int,
     after_id: int,
+    up_to_id: int | None = None,
 ) -> list[DueRow]:
     """One statement per batch: lock up to ``batch_size`` due grants, apply ``assignments`` (column →
     value, or a ``F`` of another column) and return (id, access_request_id, role_id, expires_at) of the
     rows changed, by id. Nothing is read back afterwards. ``where``: SQL over the grant table, unaliased.
     ``after_id``: the last id of the caller's previous batch (the pkey scan starts there instead of passing
     over the rows it just changed; a row skipped because another sweep held it is that sweep's, or the
-    next sweep's)."""
+    next sweep's). ``up_to_id``: the last id of this batch (``grants_due_boundary``), when known."""
+    if up_to_id is not None:
+        where, where_params = f"{where} AND id <= %s", [*where_params, up_to_id]
     statement = grants_update_due_postgresql if is_postgresql() else grants_update_due_portable
     return statement(where, where_params, assignments, grant_ids=grant_ids, batch_size=batch_size, after_id=after_id)
 

@@ -186,6 +186,14 @@ def stolen_seconds() -> float:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
+def idle_seconds() -> tuple[float, float]:
+    """Idle time so far, summed over every CPU: (``idle``, ``iowait``) of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[4]) / hz, int(fields[5]) / hz
+
+
 def free_port() -> int:
     import socket
 

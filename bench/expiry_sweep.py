@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     REDIS_URL,
+    cpu_seconds_by_group,
     flush_bench_redis,
     fresh_database,
+    idle_seconds,
     production_like_env,
     profile_top,
     write_section,
@@ -165,7 +167,7 @@ def one_run(args) -> dict:
     sweep_kwargs = {} if args.batch_size is None else {"batch_size": args.batch_size}
     counter = {}
     phases = time_phases() if args.phases else {}
-    cpu0 = time.process_time()
+    cpu0, groups0, idle0 = time.process_time(), cpu_seconds_by_group(), idle_seconds()
     t0 = time.perf_counter()
     if args.profile:
         print(profile_top(lambda: counter.setdefault("n", grant_expire_due(now, **sweep_kwargs)), 35))
@@ -173,7 +175,12 @@ def one_run(args) -> dict:
         counter["n"] = grant_expire_due(now, **sweep_kwargs)
     sweep_s = time.perf_counter() - t0
     if phases:
+        groups, (idle, iowait) = cpu_seconds_by_group(), (b - a for a, b in zip(idle0, idle_seconds(), strict=True))
         print(f"phase {'(CPU of this Python process, all threads)':<40} {time.process_time() - cpu0:6.3f} s")
+        print(
+            f"phase {'(CPU of PostgreSQL, all its processes)':<40} {groups['PostgreSQL'] - groups0['PostgreSQL']:6.3f} s"
+        )
+        print(f"phase {'(cores idle, summed over both)':<40} {idle:6.3f} s, waiting for I/O {iowait:.3f} s")
         for name, seconds in phases.items():
             print(f"phase {name:<40} {seconds:6.3f} s (summed over the writers)")
 

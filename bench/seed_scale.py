@@ -406,9 +406,7 @@ def seed(args, timer: Timer) -> None:
                     iso(removed) if removed else None,
                 )
             )
-            outbox.append(
-                (len(outbox) + 1, grant_pk, "apply", f"grant-{grant_pk}-apply-1", iso(starts), iso(applied), "applied")
-            )
+            outbox.append((len(outbox) + 1, grant_pk, "apply", 1, iso(starts), iso(applied), "applied"))
             if kind == "access":
                 activator = None if auto else apps[(2 if tier == "critical" else 1) - 1]
                 label = "system:auto-approval" if auto else username[activator]
@@ -501,7 +499,7 @@ def seed(args, timer: Timer) -> None:
                         len(outbox) + 1,
                         grant_pk,
                         "remove",
-                        f"grant-{grant_pk}-remove-1",
+                        1,
                         iso(ended),
                         iso(removed),
                         "removed",
@@ -609,7 +607,7 @@ def seed(args, timer: Timer) -> None:
         )
         _copy(
             cur,
-            "accessgov_outboxitem (id, grant_id, action, idempotency_key, created_at, done_at, outcome, next_attempt_at, attempts, "
+            "accessgov_outboxitem (id, grant_id, action, number, created_at, done_at, outcome, next_attempt_at, attempts, "
             "last_error, lease_until, done_by_id)",
             ((*row, row[4], 1, "", None, None) for row in outbox),
         )

@@ -209,11 +209,14 @@ class OutboxItem(models.Model):
         REMOVE = "remove", "Remove access"
 
     # Checked set-based per statement like the ledger's references (migration 0030), not per row at commit.
-    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="outbox_items", db_constraint=False)
+    # Not indexed on its own: the unique key below leads with it and serves every lookup by grant.
+    grant = models.ForeignKey(
+        Grant, on_delete=models.PROTECT, related_name="outbox_items", db_constraint=False, db_index=False
+    )
     action = models.CharField(max_length=10, choices=Action.choices)
-    # Unique by a constraint rather than ``unique=True``: the same index, without the second (LIKE) index
-    # PostgreSQL would get for a unique CharField, which no query uses and every insert paid for.
-    idempotency_key = models.CharField(max_length=100)
+    # The item is the grant's ``number``-th of its action; (grant, action, number) is unique and is what
+    # makes it idempotent (``idempotency_key`` spells it out for targets, events and logs).
+    number = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -232,10 +235,22 @@ class OutboxItem(models.Model):
             models.Index(fields=["done_at", "next_attempt_at"], name="outbox_due"),
             models.Index(fields=["done_by"], name="outbox_done_by", condition=models.Q(done_by__isnull=False)),
         ]
-        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="outbox_idempotency_key_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["grant", "action", "number"], name="outbox_grant_action_number_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} for grant #{self.grant_id}"
+
+    @staticmethod
+    def key_for(grant_id: int, action: str, number: int) -> str:
+        """The idempotency key of a grant's ``number``-th item of ``action`` (the one rule)."""
+        return f"grant-{grant_id}-{action}-{number}"
+
+    @property
+    def idempotency_key(self) -> str:
+        """Sent to targets as the operation id (a redelivered item is recognised), named in events and logs."""
+        return self.key_for(self.grant_id, self.action, self.number)
 
 
 class DriftFinding(models.Model):

@@ -137,15 +137,16 @@ def _transition_due(
     skip-locked due rows (``dbsql.grants_update_due``) and hands them to ``write_batch`` for their events, outbox
     rows and follow-up tasks. Returns how many grants changed.
 
-    When the first batch is full (more is due) and the caller is not inside a transaction, a second
-    writer on its own connection takes the next batches as well (``SWEEP_WRITERS``): taking a batch is one
-    at a time, in id order, and while one writer's batch is in its outbox and ledger writes the other's
-    ``UPDATE`` runs, each in its own transaction — the database's work on two cores instead of one. A
+    When more than one batch is due and the caller is not inside a transaction, a second writer on its own
+    connection takes the next batches as well (``SWEEP_WRITERS``): batches are handed out in id order, each
+    bounded before it is changed, and the writers' ``UPDATE``s, outbox and ledger writes run at the same
+    time, each in its own transaction — the database's work on two cores instead of one. A
     writer that fails stops the hand-out; its batch rolls back and the next sweep takes it."""
     if grant_ids is not None and not grant_ids:
         return 0
-    batches = _DueBatches(where, params, updates, grant_ids, batch_size)
     parallel = settings.SWEEP_WRITERS > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
+    # Shared, the second writer starts as soon as the first batch's bounds show that more is due.
+    batches = _DueBatches(where, params, updates, grant_ids, batch_size, shared=parallel)
     helpers: list[Future[int]] = []
 
     def more_due() -> None:
@@ -169,32 +170,54 @@ def _transition_due(
 
 
 class _DueBatches:
-    """The due rows, handed out batch by batch to the sweep's writers (each in its own transaction):
-    ``take`` runs the skip-locked ``UPDATE … RETURNING`` of the next batch in the caller's transaction, one
-    writer at a time, after the last id handed out."""
+    """The due rows, handed out batch by batch to the sweep's writers (each in its own transaction), in id
+    order: ``take`` runs the skip-locked ``UPDATE … RETURNING`` of the next batch in the caller's transaction.
+    Alone, a writer's batch ends where its ``UPDATE`` stopped. ``shared`` (more than one writer), the batch's
+    last id is looked up first (``grants_due_boundary``, a read) and the next batch handed out from there,
+    so that the writers' ``UPDATE``s run at the same time on disjoint ranges."""
 
-    def __init__(self, where: str, params: list, updates: dict, grant_ids: list[int] | None, batch_size: int):
+    def __init__(
+        self, where: str, params: list, updates: dict, grant_ids: list[int] | None, batch_size: int, *, shared: bool
+    ):
         self.where, self.params, self.updates = where, params, updates
-        self.grant_ids, self.batch_size = grant_ids, batch_size
+        self.grant_ids, self.batch_size, self.shared = grant_ids, batch_size, shared
         self.after_id, self.exhausted = 0, False
         self._lock = threading.Lock()
 
-    def take(self) -> list[dbsql.DueRow]:
+    def _update(self, after_id: int, up_to_id: int | None = None) -> list[dbsql.DueRow]:
+        return dbsql.grants_update_due(
+            self.where,
+            self.params,
+            self.updates,
+            grant_ids=self.grant_ids,
+            batch_size=self.batch_size,
+            after_id=after_id,
+            up_to_id=up_to_id,
+        )
+
+    def take(self, more_due: Callable[[], None] | None = None) -> list[dbsql.DueRow]:
+        """The next batch, changed (empty when none is left). ``more_due`` is called when more is due after
+        it: once the batch is changed, or — shared — as soon as its bounds are known."""
         with self._lock:
             if self.exhausted:
                 return []
-            due = dbsql.grants_update_due(
-                self.where,
-                self.params,
-                self.updates,
-                grant_ids=self.grant_ids,
-                batch_size=self.batch_size,
-                after_id=self.after_id,
-            )
-            if due:
-                self.after_id = due[-1][0]
-            self.exhausted = len(due) < self.batch_size
-            return due
+            after_id = self.after_id
+            if self.shared:
+                up_to_id = dbsql.grants_due_boundary(
+                    self.where, self.params, grant_ids=self.grant_ids, batch_size=self.batch_size, after_id=after_id
+                )
+                if up_to_id is None:
+                    self.exhausted = True  # fewer than a batch left: this is the last
+                else:
+                    self.after_id = up_to_id
+            else:
+                due = self._update(after_id)
+                if due:
+                    self.after_id = due[-1][0]
+                self.exhausted = len(due) < self.batch_size
+        if more_due is not None and not self.exhausted:
+            more_due()
+        return self._update(after_id, up_to_id) if self.shared else due
 
     def stop(self) -> None:
         self.exhausted = True
@@ -205,11 +228,9 @@ def _write_batches(batches: _DueBatches, write_batch, more_due: Callable[[], Non
     total = 0
     while True:
         with transaction.atomic():
-            due = batches.take()
+            due = batches.take(more_due)
             if not due:
                 return total
-            if more_due is not None and not batches.exhausted:
-                more_due()
             write_batch(due)
         total += len(due)
 

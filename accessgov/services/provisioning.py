@@ -56,13 +56,12 @@ def provisioning_enqueue(
     """Write the outbox row for ``grant`` (caller's transaction) and note the request on the grant (unless
     ``marked``: the caller wrote ``pending_fields`` in its own save or insert of the grant). ``new_grant``:
     the caller inserted the grant in this transaction, so it has no item yet (no other transaction can
-    reference an uncommitted row) and its key is the first, without counting; the unique key would refuse
+    reference an uncommitted row) and its item is the first, without counting; the unique key would refuse
     a second one."""
-    key = dbsql.outbox_key(grant.pk, action, 1) if new_grant else dbsql.outbox_next_key(grant.pk, action)
     item = OutboxItem.objects.create(
         grant=grant,
         action=action,
-        idempotency_key=key,
+        number=1 if new_grant else dbsql.outbox_next_number(grant.pk, action),
         created_at=now,
         next_attempt_at=now,
     )

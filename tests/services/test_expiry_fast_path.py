@@ -4,6 +4,7 @@ failure anywhere in a batch leaves nothing of that batch written. Runs on SQLite
 and, with DATABASE_URL, on PostgreSQL (UPDATE … RETURNING under SKIP LOCKED, COPY, INSERT … SELECT)."""
 
 import threading
+import time
 from datetime import timedelta
 from unittest import mock
 
@@ -12,7 +13,7 @@ import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from accessgov import tasks
+from accessgov import dbsql, tasks
 from accessgov.ledger import hashing
 from accessgov.ledger.verify import verify_chain
 from accessgov.models import (
@@ -147,9 +148,9 @@ def test_expiry_fast_path_writes_one_chained_event_and_one_outbox_row_per_grant(
 def test_expiry_numbers_a_second_removal_item_after_an_earlier_one(world):
     now = timezone.now()
     [grant] = make_grants(world, 1, now=now)
-    OutboxItem.objects.create(grant=grant, action="remove", idempotency_key=f"grant-{grant.pk}-remove-1")
+    OutboxItem.objects.create(grant=grant, action="remove", number=1)
     assert gs.grant_expire_due(now, grant_ids=[grant.pk]) == 1
-    assert sorted(OutboxItem.objects.filter(grant=grant).values_list("idempotency_key", flat=True)) == [
+    assert sorted(item.idempotency_key for item in OutboxItem.objects.filter(grant=grant)) == [
         f"grant-{grant.pk}-remove-1",
         f"grant-{grant.pk}-remove-2",
     ]
@@ -286,11 +287,11 @@ def interleaved_takes(monkeypatch) -> list[tuple[str, int]]:
     helper_took = threading.Event()
     real_take = gs._DueBatches.take
 
-    def take(self):
+    def take(self, *args):
         main = threading.current_thread() is threading.main_thread()
         if main and takes:
             assert helper_took.wait(10), "the second writer never took a batch"
-        due = real_take(self)
+        due = real_take(self, *args)
         takes.append((threading.current_thread().name, len(due)))
         if not main:
             helper_took.set()
@@ -319,6 +320,68 @@ def test_a_large_expiry_is_written_by_two_writers_each_batch_in_its_own_transact
         cursor.execute("SELECT count(DISTINCT xmin::text) FROM accessgov_grant WHERE status = 'expired'")
         assert cursor.fetchone()[0] == 8
     assert gs.grant_expire_due(now, batch_size=3) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_two_writers_change_their_batches_at_the_same_time_on_disjoint_ranges(world, monkeypatch, settings):
+    """Each batch is bounded (its last id looked up) before it is changed, so the second writer's ``UPDATE``
+    does not wait for the first one's: here every ``UPDATE`` is held open 0.3 s, and the two writers' overlap."""
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 12, now=now)
+    updates: list[tuple[str, float, float, list[int]]] = []
+    real_update_due = dbsql.grants_update_due
+
+    def slow_update(*args, **kwargs):
+        started = time.monotonic()
+        due = real_update_due(*args, **kwargs)
+        time.sleep(0.3)
+        updates.append((threading.current_thread().name, started, time.monotonic(), [row[0] for row in due]))
+        return due
+
+    monkeypatch.setattr(dbsql, "grants_update_due", slow_update)
+    assert gs.grant_expire_due(now, batch_size=3) == 12
+
+    assert len({name for name, *_ in updates}) == 2, updates
+    overlapping = [
+        (a, b) for a in updates for b in updates if a[0] < b[0] and a[1] < b[2] and b[1] < a[2] and a[3] and b[3]
+    ]
+    assert overlapping, updates
+    # Disjoint ranges in id order: every grant changed once, each batch a run of consecutive ids.
+    changed = sorted(pk for *_, ids in updates for pk in ids)
+    assert changed == sorted(g.pk for g in grants)
+    assert all(ids == sorted(ids) and len(ids) == 3 for *_, ids in updates if ids)
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_exactly_one_batch_due_with_two_writers_expires_each_grant_once(world, settings):
+    # The first batch's bounds show a full batch: the second writer starts and finds nothing after it.
+    settings.SWEEP_WRITERS = 2
+    now = timezone.now()
+    grants = make_grants(world, 3, now=now)
+    assert gs.grant_expire_due(now, batch_size=3) == 3
+    assert_chain_and_counts("grant.expired", grants, OutboxItem.Action.REMOVE)
+    assert gs.grant_expire_due(now, batch_size=3) == 0
+
+
+def test_the_due_boundary_is_the_last_id_of_the_next_full_batch(world):
+    now = timezone.now()
+    ids = sorted(g.pk for g in make_grants(world, 7, now=now))
+    Grant.objects.filter(pk=ids[1]).update(expires_at=now + H)  # not due: not counted
+    due = [pk for pk in ids if pk != ids[1]]
+    where, params = "status = %s AND expires_at <= %s", [Grant.Status.ACTIVE, dbsql.db_datetime(now)]
+
+    def boundary(after_id, grant_ids=None):
+        return dbsql.grants_due_boundary(where, params, grant_ids=grant_ids, batch_size=3, after_id=after_id)
+
+    assert boundary(0) == due[2]
+    assert boundary(due[2]) == due[5]
+    assert boundary(due[5]) is None  # fewer than a batch left
+    assert boundary(0, grant_ids=due[:3]) == due[2]
+    assert boundary(0, grant_ids=due[:2]) is None
 
 
 @pytest.mark.postgres
@@ -363,7 +426,9 @@ def test_inside_a_transaction_the_sweep_stays_on_the_callers_connection(world, m
     takes: list[str] = []
     real_take = gs._DueBatches.take
     monkeypatch.setattr(
-        gs._DueBatches, "take", lambda self: takes.append(threading.current_thread().name) or real_take(self)
+        gs._DueBatches,
+        "take",
+        lambda self, *args: takes.append(threading.current_thread().name) or real_take(self, *args),
     )
     assert gs.grant_expire_due(now, batch_size=2) == 7
     assert set(takes) == {"MainThread"}
@@ -383,8 +448,8 @@ def test_a_second_writer_whose_connection_is_killed_leaves_only_whole_batches(wo
     taking = gs._DueBatches.take
     killed = []
 
-    def take_then_lose_the_connection(self):
-        due = taking(self)
+    def take_then_lose_the_connection(self, *args):
+        due = taking(self, *args)
         if due and threading.current_thread() is not threading.main_thread() and not killed:
             pid = connection.connection.info.backend_pid  # this writer's own session
             db = connection.settings_dict

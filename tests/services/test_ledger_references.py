@@ -102,7 +102,7 @@ def test_outbox_rows_naming_a_missing_grant_are_refused(world):
     with refused("grant_id", "accessgov_grant"), transaction.atomic():
         provisioning.provisioning_enqueue_bulk([grant.pk, MISSING], OutboxItem.Action.REMOVE, NOW, marked=True)
     assert not OutboxItem.objects.exists()
-    item = OutboxItem.objects.create(grant=grant, action="remove", idempotency_key="k-1", created_at=NOW)
+    item = OutboxItem.objects.create(grant=grant, action="remove", number=1, created_at=NOW)
     item.attempts = 2
     item.save()  # the ORM writes grant_id unchanged: allowed
     with refused("grant_id", "accessgov_grant"), transaction.atomic():

@@ -313,13 +313,13 @@ def test_an_auto_approved_request_and_its_release_write_each_row_once(world, dja
     world.role.save()
     with time_machine.travel(T0, tick=False), django_assert_max_num_queries(37) as submitted:
         access_request = submit(world)
-    # The grant was inserted in this transaction: its apply item's key is the first, without counting.
+    # The grant was inserted in this transaction: its apply item is the first, without counting.
     assert not [q for q in submitted.captured_queries if "COUNT(" in (q["sql"] or "") and "outboxitem" in q["sql"]]
     access_request.refresh_from_db()
     assert (access_request.status, access_request.auto_approved_by_rule) == ("approved", "no approvals required")
     grant = Grant.objects.get(access_request=access_request)
     assert grant.provisioning_state == Grant.Provisioning.PENDING
-    assert list(grant.outbox_items.values_list("action", "idempotency_key")) == [("apply", f"grant-{grant.pk}-apply-1")]
+    assert [(i.action, i.idempotency_key) for i in grant.outbox_items.all()] == [("apply", f"grant-{grant.pk}-apply-1")]
     logged = LogEntry.objects.get_for_object(access_request).order_by("pk")
     assert [e.action for e in logged] == [LogEntry.Action.CREATE, LogEntry.Action.UPDATE]
     assert {"status", "auto_approved_by_rule"} <= set(logged.last().changes_dict)
