@@ -67,12 +67,51 @@ def canonical_content(values: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def canonical_head(values: dict[str, Any]) -> str:
+# ``canonical_head`` spells out the canonical JSON of these fields, in this (sorted) order.
+_HEAD_FIELDS = (
+    "access_request_id",
+    "actor_id",
+    "actor_label",
+    "client_address",
+    "data",
+    "event_type",
+    "grant_id",
+    "occurred_at",
+    "reason",
+    "role_id",
+)
+if tuple(sorted(_unsequenced_fields)) != _HEAD_FIELDS:  # pragma: no cover - a guard for whoever adds a hashed field
+    raise ImportError("canonical_head spells out the hashed fields: add the new one there")
+# Event data's canonical JSON alone (nested in an event's, it is the same text). It is also what the bulk
+# path stores (the data column is jsonb: key order does not matter there), so it is encoded once. Unlike
+# ``canonical_json`` it raises TypeError on a value JSON cannot hold, as the ORM's save does.
+canonical_data_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _value_json(value: Any) -> str:
+    """A hashed field's value in canonical JSON (ids and empty references without the encoder)."""
+    if type(value) is int:
+        return str(value)
+    if value is None:
+        return "null"
+    return canonical_json(value)
+
+
+def canonical_head(values: dict[str, Any], data_json: str | None = None) -> str:
     """The canonical JSON of an event's content without its sequence, and without the closing brace:
-    ``canonical_with_sequence`` completes it to exactly ``canonical_json(canonical_content(values))``."""
-    content = dict(zip(_unsequenced_fields, _unsequenced_values(values), strict=True))
-    content["occurred_at"] = utc_isoformat(content["occurred_at"])
-    return canonical_json(content)[:-1]
+    ``canonical_with_sequence`` completes it to exactly ``canonical_json(canonical_content(values))``.
+    Spelled out field by field (2.9 against 7.0 µs an event with its data's JSON, which a caller that
+    stores the data too passes as ``data_json``: ``canonical_data_json`` of it);
+    ``tests/services/test_audit_chain.py`` holds it equal to the one function over any content."""
+    value, text = _value_json, canonical_json
+    data = canonical_data_json(values["data"]) if data_json is None else data_json
+    return (
+        f'{{"access_request_id":{value(values["access_request_id"])},"actor_id":{value(values["actor_id"])},'
+        f'"actor_label":{text(values["actor_label"])},"client_address":{value(values["client_address"])},'
+        f'"data":{data},"event_type":{text(values["event_type"])},"grant_id":{value(values["grant_id"])},'
+        f'"occurred_at":{text(utc_isoformat(values["occurred_at"]))},"reason":{text(values["reason"])},'
+        f'"role_id":{value(values["role_id"])}'
+    )
 
 
 def canonical_with_sequence(head: str, sequence: int) -> str:

@@ -84,9 +84,10 @@ class PreparedRows:
 
 def prepare_rows(rows: list[dict[str, Any]]) -> PreparedRows:
     """Each row's canonical text without its sequence, and its data's JSON (complete rows: every
-    HASHED_FIELDS key but ``sequence``)."""
-    head, dumps = hashing.canonical_head, hashing.compact_json
-    return PreparedRows(rows, [head(row) for row in rows], [dumps(row["data"]) for row in rows])
+    HASHED_FIELDS key but ``sequence``): its canonical JSON, encoded once for both."""
+    head, dumps = hashing.canonical_head, hashing.canonical_data_json
+    data_json = [dumps(row["data"]) for row in rows]
+    return PreparedRows(rows, [head(row, data) for row, data in zip(rows, data_json, strict=True)], data_json)
 
 
 def append_rows(prepared: PreparedRows) -> list[int]:
