@@ -111,11 +111,27 @@ def already_seeded() -> bool:
     return row[0] == 1 and row[1] > 0
 
 
+def unapplied_migrations() -> list[str]:
+    """The project's migrations the scale database has not applied (a seed made by older code)."""
+    import psycopg
+
+    files = sorted(path.stem for path in (ROOT / "accessgov" / "migrations").glob("0*.py"))
+    with psycopg.connect(dbname=SCALE_DB, **PG) as conn:
+        applied = {name for (name,) in conn.execute("SELECT name FROM django_migrations WHERE app = 'accessgov'")}
+    return [name for name in files if name not in applied]
+
+
 def require_scale_data() -> None:
-    """Stop with a clear message unless bench/seed_scale.py has filled the scale database."""
+    """Stop with a clear message unless bench/seed_scale.py has filled the scale database with this code's
+    schema."""
     if not already_seeded():
         raise SystemExit(
             f"{SCALE_DB} is not seeded (or its pending requests have lapsed): run bench/seed_scale.py first."
+        )
+    if missing := unapplied_migrations():
+        raise SystemExit(
+            f"{SCALE_DB} was seeded before migration(s) {', '.join(missing)}: reseed (bench/seed_scale.py --reset) "
+            f"or migrate it (DATABASE_URL=postgres://postgres@127.0.0.1:5432/{SCALE_DB} manage.py migrate)."
         )
 
 
