@@ -37,7 +37,6 @@ _hashed_values = itemgetter(*HASHED_FIELDS)
 if max(HASHED_FIELDS) != "sequence":  # pragma: no cover - a guard for whoever adds a hashed field
     raise ImportError("canonical_head needs 'sequence' to sort last among HASHED_FIELDS")
 _unsequenced_fields = tuple(name for name in HASHED_FIELDS if name != "sequence")
-_unsequenced_values = itemgetter(*_unsequenced_fields)
 
 # ``JSONEncoder.encode`` gives exactly the text of ``json.dumps`` with the same options (``json.dumps``
 # is a JSONEncoder(...).encode); building the encoder once saves its construction per event.
