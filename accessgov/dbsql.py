@@ -137,7 +137,7 @@ def db_datetime(value: datetime):
 
 
 # --- Outbox items -------------------------------------------------------------------------------
-# An outbox item is its grant's n-th of one action; its idempotency key (``OutboxItem.key_for``) spells
+# An outbox item is its grant's n-th of one action; its idempotency key (``OutboxItem.idempotency_key``) spells
 # that out and connectors pass it on as the operation id, so a retried item is recognised at the target.
 
 

@@ -242,15 +242,11 @@ class OutboxItem(models.Model):
     def __str__(self) -> str:
         return f"{self.get_action_display()} for grant #{self.grant_id}"
 
-    @staticmethod
-    def key_for(grant_id: int, action: str, number: int) -> str:
-        """The idempotency key of a grant's ``number``-th item of ``action`` (the one rule)."""
-        return f"grant-{grant_id}-{action}-{number}"
-
     @property
     def idempotency_key(self) -> str:
-        """Sent to targets as the operation id (a redelivered item is recognised), named in events and logs."""
-        return self.key_for(self.grant_id, self.action, self.number)
+        """``grant-<id>-<action>-<n>`` (the one rule): sent to targets as the operation id (a redelivered item
+        is recognised), named in events and logs."""
+        return f"grant-{self.grant_id}-{self.action}-{self.number}"
 
 
 class DriftFinding(models.Model):
