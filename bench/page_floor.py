@@ -1,0 +1,137 @@
+"""What a list page costs with no framework work at all: the floor under the page target (issue 22).
+
+The grants list as the auditor sees it (50 of the scale dataset's 100,000 grants, newest first) served
+twice through the same middleware stack, signed in, on the same connection, alternated round by round:
+
+- the page: ``/grants/`` as the portal serves it (filterset, form, ORM, Django templates, Jinja2 rows);
+- the floor: a bench-only view (``bench/floor_urls.py``, never part of the product) that does only what
+  no implementation of this page can skip — the viewer's scope and the navigation's badge reads, the 51
+  rows by one hand-written SQL statement read as tuples, and the rows rendered by one Jinja2 template with
+  the same helpers (``when``, ``status``) — while the rest of the page's 93 kB (navigation, the filter
+  form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal text.
+
+Two steps between them say where the gap goes: the floor after building the page's filterset, and the
+floor with the page's filterset and ORM read (model instances) instead of the hand-written SQL. The health
+check is the baseline (the signed-in stack with one trivial query). The gap between page and floor is what
+the framework costs; the floor is what would remain if every list page were hand-written.
+
+    .venv/bin/python bench/page_floor.py [--rounds 4] [--repeat 40] [--no-write]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import (  # noqa: E402
+    SCALE_DB,
+    production_like_env,
+    require_scale_data,
+    stolen_seconds,
+    verified_client,
+    write_section,
+)
+
+production_like_env(SCALE_DB)
+
+URLS = (
+    ("health check (baseline)", "/healthz"),
+    ("floor: hand-written SQL, literal HTML around Jinja2 rows", "/floor/grants/"),
+    ("floor + the page's filterset", "/floor/filterset/"),
+    ("floor + the page's filterset and ORM read", "/floor/orm/"),
+    ("the page (+ Django templates for all but the rows)", "/grants/"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.test import override_settings
+
+    import portal.wsgi  # noqa: F401 - what a gunicorn worker runs at start-up
+    from accessgov.models import User
+    from bench import floor_urls
+
+    require_scale_data()
+    client = verified_client(User.objects.get(username="bench_auditor"))
+    with override_settings(ROOT_URLCONF="bench.floor_urls"):
+        page = client.get("/grants/").content.decode()
+        floor_urls.use_page_around_rows(page)
+        floor = client.get("/floor/grants/").content.decode()
+        for url in ("/floor/grants/", "/floor/filterset/", "/floor/orm/"):
+            if (rows := client.get(url).content.decode().count("<tr>")) != page.count("<tr>"):
+                raise SystemExit(f"{url} shows {rows} rows, the page {page.count('<tr>')}")
+        wall: dict[str, list[float]] = {url: [] for _, url in URLS}
+        cpu: dict[str, list[float]] = {url: [] for _, url in URLS}
+        stolen_before, started = stolen_seconds(), time.perf_counter()
+        for round_number in range(args.rounds):
+            for label, url in URLS:
+                for _ in range(3):
+                    client.get(url)
+                for _ in range(args.repeat):
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    response = client.get(url)
+                    wall[url].append(time.perf_counter() - t0)
+                    cpu[url].append(time.process_time() - c0)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{url} answered {response.status_code}")
+                print(
+                    f"round {round_number + 1}  {label:56} p50 {statistics.median(wall[url][-args.repeat :]) * 1e3:6.2f} ms"
+                    f"  CPU {statistics.median(cpu[url][-args.repeat :]) * 1e3:6.2f} ms",
+                    flush=True,
+                )
+        stolen = (stolen_seconds() - stolen_before) / ((time.perf_counter() - started) * (os.cpu_count() or 1))
+    report = render(args, wall, cpu, len(page.encode()), len(floor.encode()), stolen)
+    print(report)
+    if not args.no_write:
+        write_section(report, "page_floor")
+
+
+def render(args, wall, cpu, page_bytes: int, floor_bytes: int, stolen: float) -> str:
+    def ms(values: list[float]) -> str:
+        return f"{statistics.median(values) * 1e3:.1f} ms"
+
+    def spread(values: list[float]) -> str:
+        rounds = [statistics.median(values[i : i + args.repeat]) * 1e3 for i in range(0, len(values), args.repeat)]
+        return f"{min(rounds):.1f}–{max(rounds):.1f} ms"
+
+    lines = [
+        "### The floor under a list page: the auditor's grants list with no framework work",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"`bench/page_floor.py`, {args.rounds} rounds of {args.repeat} GETs each, alternated, through the whole "
+        f"middleware stack (Django test client). The page {page_bytes:,} bytes, the floor {floor_bytes:,}. "
+        f"CPU time stolen by the host during the run: {stolen:.0%}.",
+        "",
+        "| served | p50 (all rounds) | round medians | CPU in the process, p50 | step |",
+        "|---|---|---|---|---|",
+    ]
+    previous = None
+    for label, url in URLS:
+        step = f"+{(statistics.median(wall[url]) - previous) * 1e3:.1f} ms" if previous is not None else ""
+        lines.append(f"| {label} | {ms(wall[url])} | {spread(wall[url])} | {ms(cpu[url])} | {step} |")
+        previous = statistics.median(wall[url]) if url != "/healthz" else None
+    page, floor = statistics.median(wall["/grants/"]), statistics.median(wall["/floor/grants/"])
+    lines += [
+        "",
+        f"The floor is {floor / page:.0%} of the page; {(page - floor) * 1e3:.1f} ms of the page is framework work "
+        "(the filterset, the ORM, the Django templates: the steps above).",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
