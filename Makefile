@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/seed_scale.py --reset
 	$(BIN)/python bench/time_to_access.py
 	$(BIN)/python bench/report_pages.py
+	$(BIN)/python bench/page_floor.py
 	$(BIN)/python bench/evidence_pack.py
 	$(BIN)/python bench/load_test.py
 	$(BIN)/python bench/activity_ingest.py
