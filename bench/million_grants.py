@@ -58,17 +58,20 @@ SEED_SQL = [
        FROM generate_series(0, 199) g""",
     """INSERT INTO accessgov_role (system_id, name, description, risk_tier, default_duration, max_duration,
            approvals_required, ticket_required, ticket_pattern, step_up_required, break_glass_allowed,
-           pending_timeout, target_name)
+           pending_timeout, target_name, ticket_projects, ticket_issue_types, ticket_assigned_to_requester,
+           ticket_bound, access_level)
        SELECT s.id, 'role-' || k, '', 'medium', interval '1 hour', interval '800 hours', 1, false, '', false, false,
-              interval '24 hours', ''
+              interval '24 hours', '', '', '', false, false, ''
        FROM accessgov_system s, generate_series(0, 4) k WHERE s.slug LIKE 'system-%%'""",
     # Grant g: user g %% users, role (g / users + 7 * user) %% roles: distinct (user, role) pairs.
     """INSERT INTO accessgov_accessrequest (requester_id, role_id, kind, status, requested_duration, approved_duration,
            starts_at, justification, ticket, created_at, lapses_at, decided_at, auto_approved_by_rule, extends_grant_id,
-           reminder_sent_at)
+           reminder_sent_at, ticket_title, ticket_url, ticket_bound, incident_id, auto_approval_note,
+           auto_approval_evidence)
        SELECT u.min_id + g %% %(users)s, r.min_id + ((g / %(users)s) + 7 * (g %% %(users)s)) %% r.n, 'access',
               'approved', interval '720 hours', interval '720 hours', NULL, 'Long-running access ' || g, '',
-              now() - interval '1 hour', now() + interval '23 hours', now() - interval '1 hour', '', NULL, NULL
+              now() - interval '1 hour', now() + interval '23 hours', now() - interval '1 hour', '', NULL, NULL,
+              '', '', false, '', '', '{}'::jsonb
        FROM generate_series(0, %(grants)s - 1) g,
             (SELECT min(id) AS min_id FROM accessgov_user WHERE username LIKE 'muser%%') u,
             (SELECT min(id) AS min_id, count(*) AS n FROM accessgov_role WHERE name LIKE 'role-%%') r""",

@@ -112,3 +112,25 @@ def test_the_export_benchmark_runs_through_the_test_client_and_gunicorn():
     ) as output:
         assert "1,500 rows, HTTP 200" in output
         assert "over HTTP, HTTP 200" in output
+
+
+@pytest.mark.parametrize("script", ["million_grants.py", "expiry_sweep.py", "export_1m.py"])
+def test_a_benchmark_that_seeds_by_hand_written_sql_sets_every_column_a_row_needs(script):
+    """These benchmarks seed their rows by hand-written ``INSERT … SELECT`` statements (a million grants in
+    seconds): a migration that added a required column (no null, no database default) broke
+    bench/million_grants.py silently once, found only when `make bench` reached it. Every required column of
+    each of our tables they fill must be in the statement's column list."""
+    from django.apps import apps
+    from django.db.models.fields import NOT_PROVIDED
+
+    statements = re.findall(r"INSERT INTO (accessgov_\w+)\s*\(([^)]*)\)", (ROOT / "bench" / script).read_text())
+    assert statements, f"bench/{script} seeds nothing by hand any more: drop it from this test"
+    models = {model._meta.db_table: model for model in apps.get_models()}
+    for table, columns in statements:
+        listed = {column.strip() for column in columns.split(",")}
+        required = {
+            field.column
+            for field in models[table]._meta.concrete_fields
+            if not field.null and not field.primary_key and field.db_default is NOT_PROVIDED
+        }
+        assert required <= listed, f"bench/{script}, {table}: the seed does not set {sorted(required - listed)}"
