@@ -1,7 +1,7 @@
 """Sustained mixed load on this machine: gunicorn serving the scale dataset (PostgreSQL, tasks to
 Redis), driven by locust in headless mode from loopback, with signed-in people (password + TOTP).
 
-    .venv/bin/python bench/load_test.py [--seconds 60] [--users 20] [--rate 8] [--workers 4]
+    .venv/bin/python bench/load_test.py [--seconds 70] [--users 20] [--rate 8] [--workers 4]
 
 Three runs, each bounded in time, gunicorn restarted for none of them:
 1. baseline: the health check alone, as fast as locust can go (the stack's ceiling here);
@@ -204,7 +204,12 @@ def run_locust(label: str, locustfile: Path, users: int, rate: float, seconds: i
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=70,
+        help="locust run time; the measured window (after sign-in and a 5 s warm-up) is ≈ 8 s shorter: ≥ 60 s by default, as the target asks",
+    )
     parser.add_argument("--users", type=int, default=20, help="simulated people (14:4:2 requesters:approvers:auditors)")
     parser.add_argument("--rate", type=float, default=8.0, help="requests per second per person in the target run")
     parser.add_argument("--workers", type=int, default=4)
