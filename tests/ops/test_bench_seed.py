@@ -41,8 +41,8 @@ def bench_run(script: str, *args: str, database: str, timeout: int, **env_vars: 
 
 @pytest.mark.redis
 def test_the_scale_seed_builds_a_verified_dataset_and_the_page_and_load_benchmarks_run_on_it():
-    """One small seed (seeding is most of the time) for the three: the seed, bench/report_pages.py and
-    bench/load_test.py, each as `make bench` runs it, only shorter."""
+    """One small seed (seeding is most of the time) for the four: the seed, bench/report_pages.py,
+    bench/page_floor.py and bench/load_test.py, each as `make bench` runs it, only shorter."""
     name = f"accessgov_bench_smoke_{os.getpid()}"
     sizes = ["--users", "400", "--systems", "4", "--requests", "800", "--recent", "100", "--events", "3000"]
     with bench_run("seed_scale.py", "--reset", *sizes, database=name, timeout=600, BENCH_SCALE_DB=name) as output:
@@ -71,6 +71,12 @@ def test_the_scale_seed_builds_a_verified_dataset_and_the_page_and_load_benchmar
         assert len(rows) == 10 + 9 + 5, pages[-3000:]
         assert all(float(p50) > 0 and int(queries) >= 3 for _, _, p50, queries in rows), rows
         assert "| requester | my requests |" in pages
+
+        # The floor under the grants list serves as many rows as the page, through the same stack.
+        floor = _run_bench("page_floor.py", "--rounds", "1", "--repeat", "2", "--no-write", BENCH_SCALE_DB=name)
+        served_by = dict(re.findall(r"^\| ([^|]+?) \| ([\d.]+) ms \|", floor, re.M))
+        assert len(served_by) == 5 and all(float(ms) > 0 for ms in served_by.values()), floor[-2000:]
+        assert re.search(r"The floor is \d+% of the page", floor), floor[-2000:]
 
         # Its own port and Redis database (bench/common.py's default, 14, is a test worker's under xdist).
         port, redis_url = str(21000 + os.getpid() % 9000), "redis://127.0.0.1:6379/10"
