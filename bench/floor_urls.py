@@ -70,7 +70,7 @@ def floor_with_orm(request: HttpRequest) -> HttpResponse:
     """The page's filterset and ORM read (model instances), rendered by the floor's template."""
     grant_filter = grants._grant_filter(request)
     rows = grant_filter.qs.only(*filters.GRANT_LIST_COLUMNS) if grant_filter.is_valid() else None
-    page = filters.page_of(grant_filter, rows, after="", size=50)
+    page = filters.page_of(grant_filter, rows, after="", size=filters.PAGE_SIZE)
     portal(request)
     shown = [
         (g.pk, g.is_break_glass, g.user.username, g.role.system.name, g.role.name, g.status, g.starts_at,

@@ -7,7 +7,7 @@ twice through the same middleware stack, signed in, on the same connection, alte
 - the floor: a bench-only view (``bench/floor_urls.py``, never part of the product) that does only what
   no implementation of this page can skip — the viewer's scope and the navigation's badge reads, the 51
   rows by one hand-written SQL statement read as tuples, and the rows rendered by one Jinja2 template with
-  the same helpers (``when``, ``status``) — while the rest of the page's 93 kB (navigation, the filter
+  the same helpers (``when``, ``status``) — while the rest of the page's 94 kB (navigation, the filter
   form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal text.
 
 Two steps between them say where the gap goes: the floor after building the page's filterset, and the
