@@ -23,8 +23,12 @@ FROM accessgov_grant g
 JOIN accessgov_user u ON u.id = g.user_id
 JOIN accessgov_role r ON r.id = g.role_id
 JOIN accessgov_system s ON s.id = r.system_id
+{where}
 ORDER BY g.starts_at DESC, g.id DESC
 LIMIT 51"""
+# Whom a viewer who is not an auditor sees (``permissions.visible_grants``): their own grants and those of the
+# roles they oversee.
+OVERSEEN = "WHERE g.user_id = %s OR g.role_id = ANY(%s)"
 
 ROWS_TEMPLATE = """{%- for g in rows %}
       <tr>
@@ -38,24 +42,32 @@ ROWS_TEMPLATE = """{%- for g in rows %}
       </tr>
 {%- endfor %}"""
 
-_template: list[Template] = []
+_template: dict[int, Template] = {}  # viewer's id -> the page around the rows
 
 
-def use_page_around_rows(page_html: str) -> None:
-    """Compile the floor's template once: ``page_html`` before and after its table rows, as literal text."""
+def use_page_around_rows(viewer_id: int, page_html: str) -> None:
+    """Compile the floor's template for one viewer once: ``page_html`` (the page as that viewer sees it)
+    before and after its table rows, as literal text."""
     start, end = page_html.index("<tbody>") + len("<tbody>"), page_html.index("</tbody>")
     env = engines["jinja2"].env  # type: ignore[attr-defined]
     literal = "{{% raw %}}{}{{% endraw %}}".format
-    _template[:] = [env.from_string(literal(page_html[:start]) + ROWS_TEMPLATE + literal(page_html[end:]))]
+    _template[viewer_id] = env.from_string(literal(page_html[:start]) + ROWS_TEMPLATE + literal(page_html[end:]))
 
 
 def floor(request: HttpRequest) -> HttpResponse:
-    permissions.scope(request.user)  # the viewer's scope: one query
+    user = request.user
+    permissions.scope(user)  # the viewer's scope: one query
     portal(request)  # the navigation's reads (the badges)
+    if permissions.is_auditor(user):
+        sql, params = ROWS_SQL.format(where=""), []
+    else:
+        # The filter form's options are the viewer's catalogue: its read, though the form itself is literal text.
+        permissions.visible_role_ids(user, timezone.now())
+        sql, params = ROWS_SQL.format(where=OVERSEEN), [user.pk, permissions.overseen_role_ids(user)]
     with connection.cursor() as cursor:
-        cursor.execute(ROWS_SQL)
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return HttpResponse(_template[0].render(rows=rows[:50], now=timezone.now()))
+    return HttpResponse(_template[user.pk].render(rows=rows[:50], now=timezone.now()))
 
 
 def floor_with_filterset(request: HttpRequest) -> HttpResponse:
@@ -77,7 +89,7 @@ def floor_with_orm(request: HttpRequest) -> HttpResponse:
          g.expires_at, g.ended_at, g.end_reason)
         for g in page.rows
     ]  # fmt: skip
-    return HttpResponse(_template[0].render(rows=shown, now=timezone.now()))
+    return HttpResponse(_template[request.user.pk].render(rows=shown, now=timezone.now()))
 
 
 urlpatterns = [
