@@ -1,14 +1,16 @@
 """What a list page costs with no framework work at all: the floor under the page target (issue 22).
 
-The grants list as the auditor sees it (50 of the scale dataset's 100,000 grants, newest first) served
-twice through the same middleware stack, signed in, on the same connection, alternated round by round:
+The grants list (50 of the scale dataset's 100,000 grants, newest first) as each of two viewers sees it —
+the auditor (every grant) and the approver of 5 systems (their own grants and their roles') — served
+through the same middleware stack, signed in, on the same connection, alternated round by round:
 
 - the page: ``/grants/`` as the portal serves it (filterset, form, ORM, Django templates, Jinja2 rows);
 - the floor: a bench-only view (``bench/floor_urls.py``, never part of the product) that does only what
-  no implementation of this page can skip — the viewer's scope and the navigation's badge reads, the 51
-  rows by one hand-written SQL statement read as tuples, and the rows rendered by one Jinja2 template with
-  the same helpers (``when``, ``status``) — while the rest of the page's 94 kB (navigation, the filter
-  form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal text.
+  no implementation of this page can skip — the viewer's scope, catalogue and the navigation's badge reads,
+  the 51 rows by one hand-written SQL statement (the viewer's visibility rule in its WHERE) read as tuples, and the rows rendered by one Jinja2 template with
+  the same helpers (``when``, ``status``) — while the rest of the page (the auditor's 94 kB: navigation,
+  the filter form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal
+  text. Floor and page must show the same grants in the same order, or the bench stops.
 
 Two steps between them say where the gap goes: the floor after building the page's filterset, and the
 floor with the page's filterset and ORM read (model instances) instead of the hand-written SQL. The health
