@@ -7,8 +7,8 @@ through the same middleware stack, signed in, on the same connection, alternated
 - the page: ``/grants/`` as the portal serves it (filterset, form, ORM, Django templates, Jinja2 rows);
 - the floor: a bench-only view (``bench/floor_urls.py``, never part of the product) that does only what
   no implementation of this page can skip — the viewer's scope, catalogue and the navigation's badge reads,
-  the 51 rows by one hand-written SQL statement (the viewer's visibility rule in its WHERE) read as tuples, and the rows rendered by one Jinja2 template with
-  the same helpers (``when``, ``status``) — while the rest of the page (the auditor's 94 kB: navigation,
+  the 51 rows by one hand-written SQL statement (the viewer's visibility rule in its WHERE) read as tuples,
+  and the rows rendered by one Jinja2 template with the same helpers (``when``, ``status``) — while the rest of the page (the auditor's 94 kB: navigation,
   the filter form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal
   text. Floor and page must show the same grants in the same order, or the bench stops.
 
@@ -86,7 +86,9 @@ def main() -> None:
             shown = GRANT_IDS.findall(page)
             for url in ("/floor/grants/", "/floor/filterset/", "/floor/orm/"):
                 if (ids := GRANT_IDS.findall(client.get(url).content.decode())) != shown:
-                    raise SystemExit(f"{who}: {url} shows grants {ids[:5]}… ({len(ids)}), the page {shown[:5]}… ({len(shown)})")
+                    raise SystemExit(
+                        f"{who}: {url} shows grants {ids[:5]}… ({len(ids)}), the page {shown[:5]}… ({len(shown)})"
+                    )
             for round_number in range(args.rounds):
                 for label, url in URLS:
                     for _ in range(3):
