@@ -8,9 +8,9 @@ through the same middleware stack, signed in, on the same connection, alternated
 - the floor: a bench-only view (``bench/floor_urls.py``, never part of the product) that does only what
   no implementation of this page can skip — the viewer's scope, catalogue and the navigation's badge reads,
   the 51 rows by one hand-written SQL statement (the viewer's visibility rule in its WHERE) read as tuples,
-  and the rows rendered by one Jinja2 template with the same helpers (``when``, ``status``) — while the rest of the page (the auditor's 94 kB: navigation,
-  the filter form with its 1,200 options, headings, pager) is the page's own HTML pasted in as literal
-  text. Floor and page must show the same grants in the same order, or the bench stops.
+  and the rows rendered by one Jinja2 template with the same helpers (``when``, ``status``) — while the
+  rest of the page (the auditor's 94 kB: navigation, the filter form with its 1,200 options, headings,
+  pager) is the page's own HTML pasted in as literal text. Floor and page must show the same grants in the same order, or the bench stops.
 
 Two steps between them say where the gap goes: the floor after building the page's filterset, and the
 floor with the page's filterset and ORM read (model instances) instead of the hand-written SQL. The health
