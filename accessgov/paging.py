@@ -104,6 +104,17 @@ def encode_cursor(value: Any, pk: int, kind: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([raw, pk]).encode()).decode().rstrip("=")
 
 
+def _storable(text: str) -> bool:
+    """Text a database can compare with: no NUL (PostgreSQL refuses it), no lone surrogate (no UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_cursor(cursor: str, kind: str) -> tuple[Any, int] | None:
     """(value, id) of the last row of the previous page, or None for a missing or unreadable cursor."""
     if not cursor:
@@ -121,6 +132,6 @@ def decode_cursor(cursor: str, kind: str) -> tuple[Any, int] | None:
             return timedelta(microseconds=int(raw)), pk
         if kind == "int":
             return int(raw), pk
-        return (raw, pk) if isinstance(raw, str) else None
+        return (raw, pk) if isinstance(raw, str) and _storable(raw) else None
     except (ValueError, TypeError, binascii.Error, OverflowError):
         return None

@@ -3,6 +3,10 @@
 from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 
+from accessgov import inputs
+
+INVALID = {"cursor": ["Invalid cursor: use the next/previous links as given."]}
+
 
 class KeysetPagination(CursorPagination):
     ordering = "-pk"
@@ -11,9 +15,13 @@ class KeysetPagination(CursorPagination):
     max_page_size = 200
 
     def decode_cursor(self, request):
+        """DRF's cursor, refused with a 400 unless its position is what ``encode_cursor`` writes for the
+        ``-pk`` ordering: an id (ASCII digits within bigint) or none. DRF itself checks only the offset
+        and direction, so a hand-made position (``p=x``, a date, a NUL) reached the database as an id."""
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except exceptions.NotFound as exc:
-            raise exceptions.ValidationError(
-                {"cursor": ["Invalid cursor: use the next/previous links as given."]}
-            ) from exc
+            raise exceptions.ValidationError(INVALID) from exc
+        if cursor is not None and cursor.position is not None and inputs.parse_id(cursor.position) is None:
+            raise exceptions.ValidationError(INVALID)
+        return cursor

@@ -2,6 +2,7 @@
 tokens, sessions (never enough), self-approval, step-up and mass assignment. State is made through
 the services, the API is driven over HTTP with real tokens."""
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -414,6 +415,30 @@ def test_events_are_paged_by_cursor(scene):
         url = page["next"]
     assert seen == sorted(AccessEvent.objects.values_list("pk", flat=True), reverse=True)
     assert _error(client.get(f"{V1}/events/?cursor=garbage"))["code"] == "invalid"
+
+
+@pytest.mark.parametrize("path", ["events", "requests", "grants", "roles", "systems", "eligibility"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "p=x",
+        "p=2026-02-30",
+        "r=1&p=x",
+        "o=1&p=%00",
+        "p=0001-01-01T00:00:00+14:00",
+        "p=-1",
+        "p=99999999999999999999",
+        "p=%C2%B2",
+    ],
+)
+def test_a_hand_made_cursor_position_is_a_400_not_a_database_error(scene, path, query):
+    """DRF checks a cursor's offset and direction but not its position, which the -pk ordering compares with an
+    id: anything but an id written in ASCII digits is refused by name."""
+    cursor = base64.b64encode(query.encode()).decode()
+    response = scene.clients["auditor"].get(f"{V1}/{path}/", {"cursor": cursor})
+    assert response.status_code == 400, (query, response.content[:300])
+    assert _error(response)["code"] == "invalid"
+    assert "cursor" in response.content.decode()
 
 
 def test_each_token_is_throttled(scene, settings):

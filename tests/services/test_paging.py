@@ -73,6 +73,21 @@ def test_an_unreadable_cursor_gives_the_first_page(people, cursor):
         assert page.is_first and [r.pk for r in page.rows] == [r.pk for r in rows[:3]]
 
 
+@pytest.mark.parametrize(
+    "text", ["\x00", "a\x00b", "\ud800", "x\udfff"], ids=["nul", "inner-nul", "surrogate", "low-surrogate"]
+)
+def test_a_text_cursor_the_database_cannot_compare_starts_over(people, text):
+    """A hand-made cursor with a NUL or a lone surrogate (PostgreSQL refuses the one, UTF-8 has no form for the
+    other) is unreadable: the first page, not a database error."""
+    keyset = paging.Keyset("username", "text")
+    rows = people.order_by(*keyset.order_by())
+    page = paging.keyset_page(rows, keyset, cursor=paging.encode_cursor(text, 1, "text"), size=2)
+    assert page.is_first and [r.pk for r in page.rows] == [r.pk for r in rows[:2]]
+    # An ordinary (even empty) text key still pages on.
+    assert paging.decode_cursor(paging.encode_cursor("", 5, "text"), "text") == ("", 5)
+    assert paging.decode_cursor(paging.encode_cursor("zoë", 5, "text"), "text") == ("zoë", 5)
+
+
 def test_a_null_cursor_on_a_key_without_nulls_starts_over(people):
     keyset = paging.Keyset("username", "text")
     rows = people.order_by(*keyset.order_by())

@@ -431,6 +431,9 @@ def test_a_tampered_cursor_starts_from_the_first_page(world):
     grant = granted(world, T0)
     for after in ("garbage", "W251bGwsICJ4Il0", "WyJub3QgYSBkYXRlIiwgMV0", "W251bGwsIDFd"):
         assert ids(page(world.auditor, "access", after=after, sort="starts_at")) == [grant.pk]
+    # On a text key: a NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8) in the cursor's value.
+    for after in ("WyJcdTAwMDAiLCAxXQ", "WyJcdWQ4MDAiLCAxXQ"):
+        assert ids(page(world.auditor, "access", after=after, sort="user")) == [grant.pk]
 
 
 # --- Hostile cells -------------------------------------------------------------------------------
