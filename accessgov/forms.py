@@ -176,6 +176,21 @@ class DecisionForm(forms.Form):
     )
 
 
+class ActivityExportFilters(forms.Form):
+    """The activity export's filters: a grant, a system, and a range of days (``until`` included)."""
+
+    grant = inputs.IdField(required=False, label="Grant")
+    system = inputs.IdField(required=False, label="System")
+    since = inputs.DateField(required=False, label="Since")
+    until = inputs.DateField(required=False, label="Until")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise forms.ValidationError("Since is after until: nothing could match.")
+        return data
+
+
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
 

@@ -56,6 +56,16 @@ def parse_id(text: str | None) -> int | None:
     return value if 1 <= value <= MAX_ID else None
 
 
+def ascii_digits(text: str | None) -> bool:
+    """One or more ASCII digits (``str.isdigit`` also says yes to "²", and ``int`` reads "٦" as 6)."""
+    return text is not None and text.isascii() and text.isdigit()
+
+
+def is_totp_code(text: str | None) -> bool:
+    """Six ASCII digits: what an authenticator app shows."""
+    return ascii_digits(text) and len(text or "") == 6
+
+
 def ensure_date_in_range(value: date) -> None:
     if not MIN_DATE <= value <= MAX_DATE:
         raise ValidationError(

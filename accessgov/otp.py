@@ -22,6 +22,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov import inputs
 from accessgov.exceptions import AccessGovError, StepUpRequired
 from accessgov.models import User
 from accessgov.precompiled import Precompiled
@@ -54,7 +55,7 @@ def verify_code(user: User, token: str, *, allow_backup: bool) -> Verification:
     the last accepted one); an 8-character token is a single-use backup code. Each failure counts
     towards the device's throttle, which makes further attempts wait exponentially longer.
     """
-    if token.isdigit():
+    if inputs.ascii_digits(token):
         devices = list(TOTPDevice.objects.filter(user=user, confirmed=True))
     elif allow_backup:
         devices = list(StaticDevice.objects.filter(user=user, confirmed=True))

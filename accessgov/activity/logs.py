@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
+from accessgov import inputs
 from accessgov.activity.classify import classify, command_of
 
 STATEMENT_MAX_CHARS = 100_000
@@ -90,7 +91,7 @@ def log_time(value: str) -> datetime:
     stamp, _, zone = value.rpartition(" ")
     if zone in ("UTC", "GMT", "Z"):
         return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
-    if zone[:1] in "+-" and zone[1:3].isdigit():
+    if zone[:1] in "+-" and inputs.ascii_digits(zone[1:3]):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
         offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))

@@ -34,7 +34,7 @@ from rest_framework.exceptions import (
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
-from accessgov import permissions
+from accessgov import inputs, permissions
 from accessgov.api.schema import ErrorSerializer
 from accessgov.api.views import TokenAPIView
 from accessgov.connectors.webhook import verify
@@ -151,7 +151,7 @@ class ActivityIngestView(TokenAPIView):
     def _body(self, request) -> bytes:
         limit = settings.ACTIVITY_INGEST_MAX_BYTES
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared.isdigit() or int(declared) > limit:
+        if not inputs.ascii_digits(declared) or int(declared) > limit:
             return self._too_large(limit)
         # Read the stream ourselves: Django's request.body would refuse anything over 2.5 MB.
         body = request._request.read(limit + 1)

@@ -26,7 +26,7 @@ from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Valu
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
-from accessgov import otp
+from accessgov import inputs, otp
 from accessgov.models import (
     AccessEvent,
     AccessRequest,
@@ -172,7 +172,7 @@ def trails_by_request(keys: dict[str, tuple[int | None, int | None]]) -> dict[st
 def trails_by_data_key(key: str, ids: list[str]) -> dict[str, list[dict]]:
     """Trails of items named in events' data (review items, changes, drift findings)."""
     trails: dict[str, list[dict]] = {item: [] for item in ids}
-    numbers = [int(item) for item in ids if item.isdigit()]
+    numbers = [number for item in ids if (number := inputs.parse_id(item)) is not None]
     if not numbers:
         return trails
     for event in _events(Q(**{f"data__{key}__in": numbers})):
@@ -183,7 +183,7 @@ def trails_by_data_key(key: str, ids: list[str]) -> dict[str, list[dict]]:
 
 
 def _ints(ids: list[str] | None) -> list[int] | None:
-    return None if ids is None else [int(i) for i in ids if str(i).isdigit()]
+    return None if ids is None else [number for i in ids if (number := inputs.parse_id(str(i))) is not None]
 
 
 # PostgreSQL inside the build's snapshot: the same SELECT the ORM compiles, run on a plain psycopg cursor
@@ -562,7 +562,11 @@ class ApprovalsMfa(Population):
             activations = ctx.scoped(activations).filter(starts_at__gte=ctx.start, starts_at__lt=ctx.end)
         else:
             activations = activations.filter(
-                pk__in=[int(n) for i in wanted if i.startswith("break_glass:") and (n := i.split(":")[1]).isdigit()]
+                pk__in=[
+                    n
+                    for i in wanted
+                    if i.startswith("break_glass:") and (n := inputs.parse_id(i.split(":")[1])) is not None
+                ]
             )
         activation = AccessEvent.objects.filter(
             access_request_id=OuterRef("access_request_id"), event_type=Type.BREAK_GLASS_ACTIVATED

@@ -14,6 +14,7 @@ import pagerduty
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
+from accessgov import inputs
 from accessgov.integrations.http import ProviderError, ensure_allowed_url, ssl_context
 from accessgov.models import OnCallProvider
 
@@ -63,7 +64,7 @@ def _user_id(client: pagerduty.RestApiV2Client, email: str) -> str | None:
 def _priority_rank(name: str) -> int | None:
     """P1 → 1 … P5 → 5 (lower is more urgent); anything else is unknown."""
     name = (name or "").strip().upper()
-    return int(name[1:]) if len(name) >= 2 and name[0] == "P" and name[1:].isdigit() else None
+    return int(name[1:]) if len(name) in (2, 3) and name[0] == "P" and inputs.ascii_digits(name[1:]) else None
 
 
 def check_on_call(provider: OnCallProvider, *, email: str, escalation_policy: str, max_level: int | None) -> Check:

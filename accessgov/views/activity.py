@@ -2,7 +2,7 @@
 person; signing a finding off; the activity CSV export; the right-sizing report and its four-eyed
 proposals. Thin: permissions, a selector or a service, render."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.contrib import messages
 from django.http import Http404, HttpResponse
@@ -11,12 +11,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import exports, permissions
+from accessgov import exports, inputs, permissions
 from accessgov.activity import selectors
 from accessgov.exceptions import AccessGovError
+from accessgov.forms import ActivityExportFilters
 from accessgov.http import PortalRequest
 from accessgov.services import activity as services
-from accessgov.views.common import refused
+from accessgov.views.common import invalid_filters, refused
 
 
 @require_GET
@@ -56,28 +57,20 @@ def finding_sign_off_view(request: PortalRequest, pk: int) -> HttpResponse:
     return redirect(back)
 
 
-def _int_param(request: PortalRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 18 else None
-
-
-def _date_param(request: PortalRequest, name: str) -> datetime | None:
-    value = request.GET.get(name, "")
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC) if value else None
-    except ValueError:
-        return None
-
-
 @require_GET
 def activity_export_view(request: PortalRequest):
     """Activity rows as CSV (formula-safe, recorded as an export): the rows the pages would show the viewer;
-    statement text only for systems whose text they may read. Filters: grant, system, since, until."""
-    grant_id, system_id = _int_param(request, "grant"), _int_param(request, "system")
-    since, until = _date_param(request, "since"), _date_param(request, "until")
-    if until is not None:
-        until += timedelta(days=1)
-    rows = selectors.activity_for_export(request.user, grant_id=grant_id, system_id=system_id, since=since, until=until)
+    statement text only for systems whose text they may read. Filters: grant, system, since, until (days,
+    ``until`` included); a filter that does not parse is a 400 naming it, and nothing is exported."""
+    form = ActivityExportFilters(request.GET)
+    if not form.is_valid():
+        return invalid_filters(form)
+    wanted = form.cleaned_data
+    since = datetime.combine(wanted["since"], time.min, UTC) if wanted["since"] else None
+    until = datetime.combine(wanted["until"] + timedelta(days=1), time.min, UTC) if wanted["until"] else None
+    rows = selectors.activity_for_export(
+        request.user, grant_id=wanted["grant"], system_id=wanted["system"], since=since, until=until
+    )
     return exports.stream_csv(
         request,
         filename="accessgov-activity.csv",
@@ -85,8 +78,8 @@ def activity_export_view(request: PortalRequest):
         rows=selectors.export_rows(request.user, rows),
         report="activity",
         filters={
-            "grant": grant_id,
-            "system": system_id,
+            "grant": wanted["grant"],
+            "system": wanted["system"],
             "since": request.GET.get("since"),
             "until": request.GET.get("until"),
         },
@@ -115,20 +108,20 @@ def right_sizing_propose_view(request: PortalRequest) -> HttpResponse:
     if not permissions.can_propose_right_sizing(request.user):
         return refused(request, "Only portal admins propose policy changes; another admin approves them.", back, 403)
     action = request.POST.get("action", "")
-    target = request.POST.get("id", "")
-    if not target.isdigit() or len(target) > 18:
+    target = inputs.parse_id(request.POST.get("id", ""))
+    if target is None:
         return refused(request, "Choose a role or an eligibility from the report.", back, 400)
     try:
         if action == "max_duration":
-            minutes = request.POST.get("minutes", "")
-            if not minutes.isdigit() or not 0 < int(minutes) <= 366 * 24 * 60:
+            minutes = inputs.parse_id(request.POST.get("minutes", ""))
+            if minutes is None or timedelta(minutes=min(minutes, 10**9)) > inputs.MAX_DURATION:
                 return refused(request, "Give the new maximum in minutes.", back, 400)
             change = services.right_sizing_propose_max_duration(
-                request.user, int(target), timedelta(minutes=int(minutes)), client_address=request.client_address
+                request.user, target, timedelta(minutes=minutes), client_address=request.client_address
             )
         elif action == "end_eligibility":
             change = services.right_sizing_propose_end_eligibility(
-                request.user, int(target), client_address=request.client_address
+                request.user, target, client_address=request.client_address
             )
         else:
             return refused(request, "Unknown proposal.", back, 400)

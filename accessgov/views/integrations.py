@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accessgov import otp
+from accessgov import inputs, otp
 from accessgov.exceptions import AccessGovError, StepUpRequired
 from accessgov.integrations import github, jira, slack
 from accessgov.integrations.http import ProviderError
@@ -95,7 +95,7 @@ def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client
     actions = payload.get("actions") or []
     action = actions[0] if actions and isinstance(actions[0], dict) else {}
     action_id, value = action.get("action_id"), str(action.get("value") or "")
-    if action_id not in (slack.APPROVE, slack.DENY) or not value.isdigit():
+    if action_id not in (slack.APPROVE, slack.DENY) or inputs.parse_id(value) is None:
         return HttpResponse(status=200)
     trigger_id = str(payload.get("trigger_id") or "")
     user = integration_services.slack_linked_user(workspace, slack_user)
@@ -148,7 +148,7 @@ def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, cl
     if access_request is None or outcome not in ("approve", "deny"):
         return _errors("comment", "This request no longer exists.")
     code = slack.submitted_value(payload, "code").replace(" ", "")
-    if access_request.role.step_up_required and (not code.isdigit() or len(code) != 6):
+    if access_request.role.step_up_required and not inputs.is_totp_code(code):
         return _errors("code", "Enter the 6 digits from your authenticator app.")
     comment = slack.submitted_value(payload, "comment")
 
@@ -289,8 +289,8 @@ def slack_link_view(request: HttpRequest) -> HttpResponse:
         raise Http404
     code, status = None, 200
     if request.method == "POST":
-        if request.POST.get("unlink", "").isdigit():
-            integration_services.slack_unlink(user, int(request.POST["unlink"]))
+        if (unlink := inputs.parse_id(request.POST.get("unlink", ""))) is not None:
+            integration_services.slack_unlink(user, unlink)
             messages.success(request, "Slack account unlinked.")
             return redirect("slack_link")
         try:

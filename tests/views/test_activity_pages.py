@@ -195,6 +195,41 @@ def test_the_export_is_formula_safe_and_gives_statement_text_to_auditors_and_own
     assert AccessEvent.objects.filter(event_type="export.created", data__report="activity").count() == 3
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "until=9999-12-31",  # the day after overflowed
+        "grant=%C2%B2",  # superscript two: isdigit() yes, int() no
+        "system=%C2%B2",
+        "grant=%D9%A1%D9%A2",  # Arabic-Indic "12" was read as grant 12
+        "since=2026-02-30",  # was ignored: the whole export
+        "until=garbage",
+        "since=2026-03-02&until=2026-03-01",
+        "grant=99999999999999999999",
+    ],
+)
+def test_the_activity_export_refuses_filters_that_do_not_parse_and_exports_nothing(scene, query):
+    observe(scene, ("statement", "SELECT 1", 3))
+    response = verify_session(Client(), scene.auditor).get(reverse("activity_export") + "?" + query)
+    assert response.status_code == 400, response.content[:300]
+    assert response.content.decode().startswith("The filters are not valid: ")
+    assert not AccessEvent.objects.filter(event_type="export.created").exists()
+
+
+def test_the_activity_export_reads_its_days_inclusively(scene):
+    observe(scene, ("statement", "SELECT 1", 3))
+    day = T0.date()
+
+    def count(query: str) -> int:
+        response = verify_session(Client(), scene.auditor).get(reverse("activity_export") + "?" + query)
+        assert response.status_code == 200
+        return len(list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig")))))
+
+    assert count(f"since={day}&until={day}") == count("") > 0
+    assert count(f"until={day - timedelta(days=1)}") == 0
+    assert count(f"since={day + timedelta(days=1)}") == 0
+
+
 def test_right_sizing_lists_unused_roles_and_idle_eligibility_and_its_proposals_are_four_eyed(scene, clock, make_user):
     from accessgov.models import GrantActivity
 
@@ -238,10 +273,16 @@ def test_right_sizing_lists_unused_roles_and_idle_eligibility_and_its_proposals_
     for body in (
         {"action": "max_duration", "id": scene.role.pk, "minutes": 10_000},  # lengthening
         {"action": "max_duration", "id": "x", "minutes": 30},
+        {"action": "max_duration", "id": "²", "minutes": 30},  # isdigit() says yes, int() says no
+        {"action": "max_duration", "id": scene.role.pk, "minutes": "²"},
+        {"action": "max_duration", "id": scene.role.pk, "minutes": "9" * 30},
+        {"action": "end_eligibility", "id": "²"},
+        {"action": "end_eligibility", "id": "٦"},  # an Arabic-Indic six is not an id
         {"action": "nonsense", "id": scene.role.pk},
         {"action": "end_eligibility", "id": idle.pk},  # already ended
     ):
         assert client.post(reverse("right_sizing_propose"), body).status_code == 400, body
+    assert ChangeRequest.objects.filter(status="pending").count() == 0
 
 
 def test_finding_events_reach_event_webhooks_without_statement_text(scene):
