@@ -5,12 +5,15 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import DateTimeField, URLField
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accessgov import inputs, otp, permissions, policies
 from accessgov.activity import config as activity_config
@@ -121,7 +124,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_service_account")
     list_filter = (*UserAdmin.list_filter, "is_service_account")
     readonly_fields = ("is_service_account", "created_by")
-    actions = ["deactivate_users", "reactivate_users"]
+    actions = ["deactivate_users", "reactivate_users", "reset_authenticators"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -143,9 +146,32 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         return form_class if obj is None else GuardedUserForm
 
     def user_change_password(self, request, id, form_url=""):
-        if User.objects.filter(pk=_pk_or_404(User, id), is_service_account=True).exists():
+        """Your own password is set at once (as on your security page); anyone else's is proposed as an
+        account recovery that another admin approves (``change_propose_account_recovery``): with a
+        password they chose and an authenticator they enrolled, one admin could otherwise sign in as
+        anyone and approve their own access under that person's name."""
+        target = User.objects.filter(pk=_pk_or_404(User, id)).first()
+        if target is not None and target.is_service_account:
             raise PermissionDenied("A service account has no password: it authenticates with its tokens only.")
-        return super().user_change_password(request, id, form_url)
+        if request.method != "POST" or target is None or target.pk == request.user.pk:
+            return super().user_change_password(request, id, form_url)
+        if not self.has_change_permission(request, target):
+            raise PermissionDenied
+        form = self.change_password_form(target, request.POST)
+        if not form.is_valid() or not (form.cleaned_data["set_usable_password"] or "unset-password" in request.POST):
+            return super().user_change_password(request, id, form_url)  # the form's errors, as Django shows them
+        usable = form.cleaned_data["set_usable_password"]
+        try:
+            request._four_eyes_change = change_services.change_propose_account_recovery(
+                request.user,
+                user=target,
+                password_hash=make_password(form.cleaned_data["password1"] if usable else None),
+                client_address=getattr(request, "client_address", None),
+            )
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+        return FourEyesAdminMixin._proposed_response(self, request)
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -216,6 +242,33 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
                 self.message_user(request, f"{user}: {error}", level="error")
         self.message_user(request, f"Deactivated {done} account(s).")
 
+    @admin.action(description="Reset authenticator: they enrol a new one at next sign-in (another admin approves)")
+    def reset_authenticators(self, request, queryset):
+        """For someone who lost their phone and backup codes: their authenticator and backup codes are
+        removed and their sessions end once a second admin approves; they enrol a new one after their
+        password at the next sign-in."""
+        proposed = []
+        for user in queryset:
+            try:
+                change = change_services.change_propose_account_recovery(
+                    request.user,
+                    user=user,
+                    remove_authenticators=True,
+                    client_address=getattr(request, "client_address", None),
+                )
+            except AccessGovError as error:
+                self.message_user(request, f"{user}: {error}", level="error")
+                continue
+            proposed.append(
+                f"#{change.pk}" if change.status == ChangeRequest.Status.PENDING else f"#{change.pk} (applied)"
+            )
+        if proposed:
+            self.message_user(
+                request,
+                f"Proposed as change {', '.join(proposed)}: each takes effect when another admin approves it.",
+                level="warning",
+            )
+
     @admin.action(description="Reactivate (restores no access)")
     def reactivate_users(self, request, queryset):
         for user in queryset.filter(is_active=False):
@@ -225,6 +278,38 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
                 reason="Reactivated in the admin",
                 client_address=getattr(request, "client_address", None),
             )
+
+
+# People's authenticators and backup codes: shown, never added, edited or removed here. django-otp's own
+# admins let any admin plant a device on another person (and read their backup codes); a person enrols
+# their own, and resetting someone's is the users list's "Reset authenticator" (four-eyes).
+for _device_model in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_device_model):
+        admin.site.unregister(_device_model)
+
+
+@admin.register(TOTPDevice)
+class AuthenticatorAdmin(ReadOnlyAdmin):
+    """Authenticator apps (TOTP): whose, since when, last used — never the secret."""
+
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed",)
+    search_fields = ("user__username",)
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count")
+
+
+@admin.register(StaticDevice)
+class BackupCodesAdmin(ReadOnlyAdmin):
+    """Backup-code sets: whose and how many are left — never the codes."""
+
+    list_display = ("user", "name", "confirmed", "codes_left", "created_at", "last_used_at")
+    search_fields = ("user__username",)
+    fields = ("user", "name", "confirmed", "codes_left", "created_at", "last_used_at")
+    readonly_fields = ("codes_left",)
+
+    @admin.display(description="Codes left")
+    def codes_left(self, device: StaticDevice) -> int:
+        return device.token_set.count()
 
 
 def _pk_or_404(model, value):

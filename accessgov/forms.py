@@ -205,14 +205,20 @@ class BreakGlassForm(forms.Form):
     )
     otp_token = forms.CharField(
         max_length=6,
+        required=False,  # the sign-in code counts while fresh; a code typed anyway is checked
         label="Authenticator code",
-        help_text="A fresh 6-digit code: break-glass always needs one.",
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
     )
 
-    def __init__(self, *args, roles=None, **kwargs) -> None:
-        """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them)."""
+    def __init__(self, *args, roles=None, step_up: dict | None = None, **kwargs) -> None:
+        """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them);
+        ``step_up``: ``step_up_state`` of the request (whether a code is needed now, and the sentence why)."""
         super().__init__(*args, **kwargs)
+        if step_up is not None:
+            field = self.fields["otp_token"]
+            field.help_text = step_up["note"]
+            if not step_up["needed"]:
+                field.label = "Authenticator code (not needed now)"
         self.fields["role"].queryset = roles
         self.fields["role"].label_from_instance = lambda role: f"{role.system.name} · {role.name}"
 

@@ -69,9 +69,31 @@ class Target:
     addresses: tuple[str, ...]
 
 
+# IPv6 prefixes that carry an IPv4 address in their low 32 bits, which a translator or tunnel on the
+# path may deliver to: NAT64 (RFC 6052 well-known and RFC 8215 local-use) and the deprecated
+# IPv4-compatible form. 6to4 (2002::/16) carries it in bits 16-47 and Teredo obfuscated: ``ipaddress``
+# unwraps both.
+_IPV4_CARRIERS = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
+
+
 def _is_public(address: str) -> bool:
+    """A global unicast address. An IPv6 address that wraps an IPv4 one (IPv4-mapped or -compatible,
+    NAT64, 6to4, Teredo) is judged by the IPv4 address inside: a translator or tunnel on the path may
+    deliver to it (``64:ff9b::7f00:1`` is 127.0.0.1 behind NAT64, as an IPv6-only subnet's DNS64 hands out)."""
     ip = ipaddress.ip_address(address)
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := _wrapped_ipv4(ip)) is not None:
+        return _is_public(str(inner))
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def _wrapped_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if any(ip in network for network in _IPV4_CARRIERS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _resolve(host: str, port: int) -> list[str]:

@@ -328,6 +328,8 @@ def change_approval_problem(user: User, change: ChangeRequest) -> str | None:
     if change.proposed_by_id == user.pk:
         return "Nobody approves their own policy change: another admin must."
     if change.beneficiary_id == user.pk:
+        if change.kind == ChangeRequest.Kind.ACCOUNT_RECOVERY:
+            return "This resets your own account: another admin must approve it."
         return "This change widens your own access: another admin must approve it."
     group_id = change.payload.get("group_id") if isinstance(change.payload, dict) else None
     if group_id and user.groups.filter(pk=group_id).exists():

@@ -26,6 +26,7 @@ class ChangeRequest(models.Model):
         TICKET_PROVIDER = "ticket_provider", "Ticket provider"
         SLACK_WORKSPACE = "slack_workspace", "Slack workspace"
         OIDC_TRUST_POLICY = "oidc_trust_policy", "OIDC trust policy"
+        ACCOUNT_RECOVERY = "account_recovery", "Password or authenticator reset of a person"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"

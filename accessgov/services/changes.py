@@ -299,15 +299,17 @@ def _propose(
     beneficiary: User | None,
     target_id: int | None,
     client_address: str | None,
+    secret_payload: str = "",
 ) -> ChangeRequest:
     """Record a pending change of an account kind (rights, group permissions, service accounts and their
-    tokens) with its event; applied at once when FOUR_EYES_POLICY_CHANGES is off."""
+    tokens, account recovery) with its event; applied at once when FOUR_EYES_POLICY_CHANGES is off."""
     change = ChangeRequest.objects.create(
         kind=kind,
         target_id=target_id,
         summary=summary[:300],
         changes=changes,
         payload=payload,
+        secret_payload=secret_payload,
         beneficiary=beneficiary,
         proposed_by=actor,
     )
@@ -513,12 +515,84 @@ def _apply_service_token(change: ChangeRequest):
     return token_services.service_token_create_from(change.payload, created_by=change.proposed_by)
 
 
+def change_propose_account_recovery(
+    actor: User,
+    *,
+    user: User,
+    password_hash: str | None = None,
+    remove_authenticators: bool = False,
+    client_address: str | None = None,
+) -> ChangeRequest:
+    """Set another person's password (``password_hash``, made by ``make_password``; an unusable one
+    disables password sign-in) and/or remove their authenticator and backup codes, so that they enrol
+    a new one at their next sign-in. Either is what a takeover of the account needs (a password the admin
+    knows, and a second factor the admin holds or enrols), so it waits for a second admin who is not the
+    person; when applied, every session of the person ends. Service accounts have neither. Your own
+    account you change on your security page."""
+    permissions.ensure_can_manage_changes(actor)
+    if user.is_service_account:
+        raise PolicyViolation("A service account has no password and no authenticator: it signs in with tokens only.")
+    if user.pk == actor.pk:
+        raise PolicyViolation("Change your own password or authenticator on your security page.")
+    if password_hash is None and not remove_authenticators:
+        raise PolicyViolation("Say what to reset: the password, the authenticator, or both.")
+    changes = {}
+    if password_hash is not None:
+        usable = not password_hash.startswith("!")  # django.contrib.auth.hashers.UNUSABLE_PASSWORD_PREFIX
+        new = "set by an admin (not shown)" if usable else "disabled (no password sign-in)"
+        changes["password"] = {"label": "Password", "old": "", "new": new}
+    if remove_authenticators:
+        changes["authenticators"] = {
+            "label": "Authenticator and backup codes",
+            "old": "",
+            "new": "removed: a new one is enrolled at the next sign-in",
+        }
+    with transaction.atomic():
+        return _propose(
+            actor,
+            kind=Kind.ACCOUNT_RECOVERY,
+            summary=f"Reset of {user.get_username()}'s account: "
+            + ", ".join(c["label"].lower() for c in changes.values()),
+            changes=changes,
+            payload={
+                "user_id": user.pk,
+                "password": password_hash is not None,
+                "authenticators": remove_authenticators,
+            },
+            beneficiary=user,
+            target_id=user.pk,
+            client_address=client_address,
+            secret_payload=password_hash or "",
+        )
+
+
+def _apply_account_recovery(change: ChangeRequest) -> User:
+    from django_otp.plugins.otp_static.models import StaticDevice
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    payload = change.payload
+    user = User.objects.select_for_update(no_key=True, of=("self",)).filter(pk=payload["user_id"]).first()
+    if user is None or user.is_service_account:
+        raise TransitionNotAllowed("The account this change is about no longer exists.")
+    if payload["password"]:
+        if not change.secret_payload:
+            raise TransitionNotAllowed("The proposed password is gone; propose it again.")
+        user.password = change.secret_payload
+        user.save(update_fields=["password"])
+    if payload["authenticators"]:
+        TOTPDevice.objects.filter(user=user).delete()
+        StaticDevice.objects.filter(user=user).delete()
+    user.rotate_session_stamp()  # every session of the person ends at its next request
+    return user
+
+
 _APPLIERS = {
     Kind.OBJECT_PERMISSION: _apply_permissions,
     Kind.USER_RIGHTS: _apply_user_rights,
     Kind.GROUP_PERMISSIONS: _apply_group_permissions,
     Kind.SERVICE_ACCOUNT: _apply_service_account,
     Kind.SERVICE_TOKEN: _apply_service_token,
+    Kind.ACCOUNT_RECOVERY: _apply_account_recovery,
 }
 
 

@@ -13,13 +13,14 @@ from accessgov.forms import BreakGlassForm, ReasonForm
 from accessgov.http import PortalRequest
 from accessgov.models import BreakGlassFollowUp
 from accessgov.services import grants as services
+from accessgov.templatetags.accessgov_tags import step_up_state
 from accessgov.views.common import act_with_step_up, refused, status_for
 
 
 @require_http_methods(["GET", "POST"])
 def break_glass_view(request: PortalRequest) -> HttpResponse:
     roles = permissions.eligible_roles(request.user, timezone.now()).filter(break_glass_allowed=True)
-    form = BreakGlassForm(request.POST or None, roles=roles)
+    form = BreakGlassForm(request.POST or None, roles=roles, step_up=step_up_state(request))
     status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

@@ -54,14 +54,16 @@ class CodeRefused(StepUpRequired):
 
 
 def act_with_step_up(request: PortalRequest, code: str, action: Callable[[datetime | None], T]) -> T:
-    """Run ``action(step_up_at)`` spending a typed code last. Without a typed code (or with a session
-    code still fresh) the session's last code is passed as is. With one, the action is rehearsed first
-    (``otp.rehearse``): a refusal for any other reason (a bad duration, "already holds this role", not
-    allowed) is raised with the code unspent; only then is the code verified, and the action run for
-    real with it. Raises the action's AccessGovError, or CodeRefused for the code itself."""
+    """Run ``action(step_up_at)`` spending a typed code last. Without a typed code the session's last
+    code is passed as is (the service judges whether it is fresh enough). A typed code is always checked,
+    even while the session's code is still fresh: a wrong or replayed code is refused, never silently
+    ignored. The action is rehearsed first (``otp.rehearse``): a refusal for any other reason (a bad
+    duration, "already holds this role", not allowed) is raised with the code unspent; only then is the
+    code verified, and the action run for real with it. Raises the action's AccessGovError, or
+    CodeRefused for the code itself."""
     code = (code or "").strip().replace(" ", "")
     session_at = otp.session_code_at(request)
-    if not code or otp.step_up_fresh(session_at, timezone.now()):
+    if not code:
         return action(session_at)
     if not re.fullmatch(r"[0-9]{6}", code, re.ASCII):
         raise CodeRefused("Enter the 6 digits from your authenticator app.")

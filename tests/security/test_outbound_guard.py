@@ -35,7 +35,23 @@ INTERNAL_URLS = [
     "https://[::1]/hook",
     "https://localhost/hook",
     "https://100.64.0.1/hook",
+    # IPv6 that wraps an internal IPv4 address: NAT64 (well-known and local-use), 6to4, IPv4-compatible.
+    "https://[64:ff9b::7f00:1]/hook",
+    "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+    "https://[64:ff9b:1::a00:1]/hook",
+    "https://[2002:7f00:1::]/hook",
+    "https://[::127.0.0.1]/hook",
 ]
+
+
+@pytest.fixture
+def test_an_ipv6_address_is_judged_by_the_ipv4_address_it_wraps():
+    from accessgov.net import _is_public
+
+    assert not any(_is_public(a) for a in ("64:ff9b::7f00:1", "2002:a00:1::1", "::ffff:10.0.0.1", "::", "::1"))
+    assert not _is_public("2001:0:4136:e378:8000:63bf:3fff:fdd2")  # Teredo to 192.0.2.45 (documentation)
+    # A public IPv4 address behind NAT64 or 6to4 stays reachable: DNS64 on an IPv6-only subnet hands these out.
+    assert all(_is_public(a) for a in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2001:4860:4860::8888"))
 
 
 @pytest.fixture

@@ -148,3 +148,30 @@ def test_the_api_applies_the_same_rule_in_the_same_words_and_a_token_brings_no_s
     assert message == f"Deciding on {w.role} needs a code from your authenticator entered in the last 5 minutes."
     assert message in page.content.decode()
     assert not first.decisions.exists()
+
+
+def test_a_code_typed_while_the_sign_in_code_is_fresh_is_checked_not_ignored(step_up_world):
+    """The sign-in code counts for the window; a code typed anyway is verified: a wrong one, or the sign-in
+    code itself again, is refused with nothing activated (it used to be dropped, and the form said success)."""
+    w = step_up_world
+    requester = signed_in_at(w.requester, T0)
+    device = w.requester.totpdevice_set.get()
+    from tests.conftest import totp_code
+
+    sign_in_code = totp_code(device, at=T0.timestamp())
+    body = {"role": w.role_two.pk, "duration": "15m", "justification": "Prod is down, INC-9"}
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        page = requester.get(reverse("break_glass")).content.decode()
+        assert "Authenticator code (not needed now)" in page and "break-glass always needs one" not in page
+        for typed in ("000000", sign_in_code, "²²²²²²"):
+            response = requester.post(reverse("break_glass"), {**body, "otp_token": typed})
+            assert response.status_code in (400, 403), typed
+            assert not w.requester.grants.filter(is_break_glass=True).exists()
+        # Nothing typed: the fresh sign-in code counts, and is the one recorded.
+        assert requester.post(reverse("break_glass"), {**body, "otp_token": ""}).status_code == 302
+    grant = w.requester.grants.get(is_break_glass=True)
+    assert (
+        grant.access_request.events.get(event_type="break_glass.activated")
+        .data["step_up_at"]
+        .startswith("2027-03-01T10:00")
+    )

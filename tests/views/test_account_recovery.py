@@ -1,0 +1,164 @@
+"""No single admin takes over another person's account (QUALITY.md promise 3). A takeover needs a password the
+admin knows and a second factor the admin holds: django-otp's own admins let any admin plant an authenticator on
+anyone (and read their backup codes), and the user admin set anyone's password at once — together, one admin
+signed in as an approver and as the second admin, and approved their own access under their names. Now the
+device admins only show, and setting someone else's password or resetting their authenticator is an account
+recovery that another admin, not the person, approves; when applied, the person's sessions end."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accessgov.exceptions import NotAuthorized, PolicyViolation
+from accessgov.models import AccessEvent, ChangeRequest, User
+from accessgov.services import changes
+from tests.conftest import PASSWORD, sign_in, verify_session
+
+pytestmark = pytest.mark.django_db
+NEW_PASSWORD = "a brand new passphrase 42"
+PLANTED_KEY = "3132333435363738393031323334353637383930"
+
+
+@pytest.fixture
+def admins(make_user):
+    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
+
+
+def as_(user) -> Client:
+    return verify_session(Client(), user)
+
+
+def set_password_in_admin(admin, person, password=NEW_PASSWORD):
+    url = reverse("admin:auth_user_password_change", args=[person.pk])
+    return as_(admin).post(url, {"password1": password, "password2": password, "usable_password": "true"})
+
+
+def test_no_admin_plants_an_authenticator_on_someone_or_reads_their_backup_codes(world, admins):
+    admin, _ = admins
+    client = as_(admin)
+    device = TOTPDevice.objects.get(user=world.approver)
+    planted = {"user": world.approver.pk, "name": "mine", "confirmed": "on", "key": PLANTED_KEY, "step": 30}
+    planted |= {"digits": 6, "tolerance": 1, "drift": 0, "t0": 0, "throttling_failure_count": 0}
+    assert client.post(reverse("admin:otp_totp_totpdevice_add"), planted).status_code == 403
+    changed = client.post(reverse("admin:otp_totp_totpdevice_change", args=[device.pk]), planted)
+    assert changed.status_code == 403
+    assert (
+        client.post(reverse("admin:otp_totp_totpdevice_delete", args=[device.pk]), {"post": "yes"}).status_code == 403
+    )
+    assert client.post(reverse("admin:otp_static_staticdevice_add"), {"user": world.approver.pk}).status_code == 403
+    assert list(TOTPDevice.objects.filter(user=world.approver)) == [device]
+    assert TOTPDevice.objects.get(pk=device.pk).key == device.key
+    # Shown, never the secret or the codes.
+    view = client.get(reverse("admin:otp_totp_totpdevice_change", args=[device.pk]))
+    assert view.status_code == 200 and device.key not in view.content.decode()
+    codes = changes_user_backup_codes(world.approver)
+    static = StaticDevice.objects.get(user=world.approver)
+    page = client.get(reverse("admin:otp_static_staticdevice_change", args=[static.pk])).content.decode()
+    assert "Codes left" in page and not any(code in page for code in codes)
+
+
+def changes_user_backup_codes(user) -> list[str]:
+    from accessgov import otp
+
+    return otp.new_backup_codes(user)
+
+
+def test_another_persons_password_set_in_the_admin_waits_for_a_second_admin_who_is_not_them(world, admins):
+    first, second = admins
+    approver = world.approver
+    open_session = sign_in(Client(), approver)
+    response = set_password_in_admin(first, approver)
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    assert response.status_code == 302 and response["Location"] == reverse("change_detail", args=[change.pk])
+    assert User.objects.get(pk=approver.pk).check_password(PASSWORD)  # nothing applied yet
+    assert change.status == "pending" and change.beneficiary == approver and change.payload["password"]
+    page = as_(second).get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "set by an admin (not shown)" in page and change.secret_payload not in page
+    # Not the proposer, not the person; another admin applies it.
+    with pytest.raises(NotAuthorized, match="own policy change"):
+        changes.change_approve(first, change.pk)
+    approver.is_staff = approver.is_superuser = True
+    approver.save()
+    with pytest.raises(NotAuthorized, match="resets your own account"):
+        changes.change_approve(approver, change.pk)
+    assert open_session.get(reverse("home")).status_code == 200
+    assert as_(second).post(reverse("change_approve", args=[change.pk])).status_code == 302
+    person = User.objects.get(pk=approver.pk)
+    assert person.check_password(NEW_PASSWORD) and not person.check_password(PASSWORD)
+    change.refresh_from_db()
+    assert change.status == "applied" and change.secret_payload == ""
+    # Their sessions ended; the password alone does not sign anyone in: the OTP step is still theirs.
+    assert open_session.get(reverse("home"))["Location"].startswith(reverse("accounts:login"))
+    attempt = Client()
+    response = attempt.post(reverse("accounts:login"), {"username": approver.username, "password": NEW_PASSWORD})
+    assert response.status_code == 302 and response["Location"].startswith(reverse("accounts:otp"))
+    assert attempt.get(reverse("home"))["Location"].startswith(reverse("accounts:otp"))
+    kinds = list(AccessEvent.objects.filter(data__change_id=change.pk).values_list("event_type", "actor__username"))
+    assert kinds == [("change.proposed", "admin1"), ("change.applied", "admin2")]
+
+
+def test_the_authenticator_reset_is_a_four_eyes_action_and_the_person_enrols_anew(world, admins):
+    first, second = admins
+    requester = world.requester
+    open_session = sign_in(Client(), requester)
+    response = as_(first).post(
+        reverse("admin:accessgov_user_changelist"),
+        {"action": "reset_authenticators", "_selected_action": [requester.pk, first.pk]},
+    )
+    assert response.status_code == 302
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    assert change.target_id == requester.pk and change.payload == {
+        "user_id": requester.pk,
+        "password": False,
+        "authenticators": True,
+    }
+    assert TOTPDevice.objects.filter(user=requester).exists()
+    changes.change_approve(second, change.pk)
+    assert not TOTPDevice.objects.filter(user=requester).exists()
+    assert not StaticDevice.objects.filter(user=requester).exists()
+    assert open_session.get(reverse("home")).status_code == 302
+    # Their own password, then enrolment of their own new authenticator.
+    fresh = Client()
+    response = fresh.post(reverse("accounts:login"), {"username": requester.username, "password": PASSWORD})
+    assert response.status_code == 302
+    assert fresh.get(reverse("home"))["Location"].startswith(reverse("accounts:enrol"))
+
+
+def test_what_an_account_recovery_refuses(world, admins, make_user):
+    first, _ = admins
+    with pytest.raises(PolicyViolation, match="security page"):
+        changes.change_propose_account_recovery(first, user=first, remove_authenticators=True)
+    with pytest.raises(PolicyViolation, match="Say what to reset"):
+        changes.change_propose_account_recovery(first, user=world.requester)
+    with pytest.raises(NotAuthorized):
+        changes.change_propose_account_recovery(world.approver, user=world.requester, remove_authenticators=True)
+    robot = make_user("robot", device=False, is_service_account=True)
+    with pytest.raises(PolicyViolation, match="service account"):
+        changes.change_propose_account_recovery(first, user=robot, remove_authenticators=True)
+    assert not ChangeRequest.objects.exists()
+
+
+def test_your_own_password_in_the_admin_is_set_at_once_and_a_rejected_reset_forgets_the_hash(world, admins):
+    first, second = admins
+    assert set_password_in_admin(first, first).status_code == 302
+    assert User.objects.get(pk=first.pk).check_password(NEW_PASSWORD)
+    assert not ChangeRequest.objects.exists()
+    first.refresh_from_db()  # its new password: a session signed with the old one has ended
+    set_password_in_admin(first, world.requester)
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    assert change.secret_payload.count("$") >= 2 and NEW_PASSWORD not in change.secret_payload  # a hash
+    changes.change_reject(second, change.pk, comment="Not requested by them")
+    change.refresh_from_db()
+    assert change.status == "rejected" and change.secret_payload == ""
+    assert User.objects.get(pk=world.requester.pk).check_password(PASSWORD)
+
+
+def test_with_four_eyes_off_a_reset_applies_at_once_and_is_still_recorded(world, admins, settings):
+    settings.FOUR_EYES_POLICY_CHANGES = False
+    first, _ = admins
+    set_password_in_admin(first, world.requester)
+    assert User.objects.get(pk=world.requester.pk).check_password(NEW_PASSWORD)
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    assert change.status == "applied" and change.decided_by is None
