@@ -17,7 +17,14 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accessgov import inputs, otp, permissions, policies
 from accessgov.activity import config as activity_config
-from accessgov.admin_base import FourEyesAdminMixin, GuardedModelAdmin, ReadOnlyAdmin, RefusalAsMessageMixin, _ensure_pk
+from accessgov.admin_base import (
+    TYPED_INPUT_OVERRIDES,
+    FourEyesAdminMixin,
+    GuardedModelAdmin,
+    ReadOnlyAdmin,
+    RefusalAsMessageMixin,
+    _ensure_pk,
+)
 from accessgov.connectors import connector_for
 from accessgov.exceptions import AccessGovError
 from accessgov.integrations.http import url_problems
@@ -534,7 +541,10 @@ class AdminDateTimePicker(inputs.DateTimePicker):
 @admin.register(Eligibility)
 class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     four_eyes_kind = ChangeRequest.Kind.ELIGIBILITY
-    formfield_overrides = {DateTimeField: {"form_class": inputs.DateTimeField, "widget": AdminDateTimePicker}}
+    formfield_overrides = {
+        **TYPED_INPUT_OVERRIDES,
+        DateTimeField: {"form_class": inputs.DateTimeField, "widget": AdminDateTimePicker},
+    }
     list_display = ("__str__", "role", "user", "group", "starts_at", "ends_at")
     list_filter = ("role__system",)
     search_fields = ("user__username", "group__name", "role__name")
@@ -665,6 +675,7 @@ class EventWebhookSubscriptionForm(forms.ModelForm):
 @admin.register(EventWebhookSubscription)
 class EventWebhookSubscriptionAdmin(admin.ModelAdmin):
     form = EventWebhookSubscriptionForm
+    formfield_overrides = TYPED_INPUT_OVERRIDES
     list_display = ("name", "scope", "types", "url", "is_active")
     list_filter = ("is_active", "system")
     search_fields = ("name", "url")
@@ -882,7 +893,7 @@ def _integration_form(model_class, secret_fields: tuple[str, ...], url_fields: t
 class IntegrationAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     """Provider settings: four-eyed; URLs typed without a scheme are https://."""
 
-    formfield_overrides = {URLField: {"widget": AdminURLFieldWidget, "assume_scheme": "https"}}
+    formfield_overrides = {**TYPED_INPUT_OVERRIDES, URLField: {"widget": AdminURLFieldWidget, "assume_scheme": "https"}}
 
 
 @admin.register(OnCallProvider)

@@ -7,10 +7,12 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from guardian.admin import GuardedModelAdmin as _GuardedModelAdmin
 
+from accessgov import inputs
 from accessgov.exceptions import AccessGovError
 from accessgov.models import (
     ChangeRequest,
@@ -90,9 +92,22 @@ class RefusalAsMessageMixin:
             return redirect(request.get_full_path())
 
 
+# Form fields for what admins type into policy and settings forms: whole numbers in ASCII digits, and JSON
+# a jsonb column can hold (inputs.py): each of the stock fields let some input through to a 500.
+TYPED_INPUT_OVERRIDES: dict = {
+    models.JSONField: {"form_class": inputs.StorableJSONField},
+    models.IntegerField: {"form_class": inputs.WholeNumberField},
+    models.PositiveIntegerField: {"form_class": inputs.WholeNumberField},
+    models.PositiveSmallIntegerField: {"form_class": inputs.WholeNumberField},
+    models.SmallIntegerField: {"form_class": inputs.WholeNumberField},
+}
+
+
 class FourEyesAdminMixin(RefusalAsMessageMixin):
     """Saving a guarded model in the admin proposes the change instead (services.changes): a second
     admin approves it on /changes/. Fields outside ``four_eyes_fields`` are saved directly."""
+
+    formfield_overrides = TYPED_INPUT_OVERRIDES
 
     four_eyes_kind: str = ""
     four_eyes_fields: set[str] | None = None  # None: every field of the form

@@ -121,7 +121,7 @@ class _ListedChoices(forms.models.ModelChoiceIterator):
         return len(self.field.listed) + (self.field.empty_label is not None)
 
 
-class ListedModelChoiceField(forms.ModelChoiceField):
+class ListedModelChoiceField(inputs.ModelChoiceField):
     """A ``ModelChoiceField`` showing ``listed`` (the queryset's rows, read once by the page) and validating
     against the queryset as usual."""
 
@@ -196,7 +196,7 @@ class ReasonForm(forms.Form):
 
 
 class BreakGlassForm(forms.Form):
-    role = forms.ModelChoiceField(queryset=None, empty_label="Choose a role…")
+    role = inputs.ModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(initial="1h", help_text="At most 1 hour.")
     justification = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -224,9 +224,9 @@ class BreakGlassForm(forms.Form):
 
 
 class EligibilityForm(forms.Form):
-    role = forms.ModelChoiceField(queryset=None)
-    user = forms.ModelChoiceField(queryset=None, required=False)
-    group = forms.ModelChoiceField(queryset=None, required=False)
+    role = inputs.ModelChoiceField(queryset=None)
+    user = inputs.ModelChoiceField(queryset=None, required=False)
+    group = inputs.ModelChoiceField(queryset=None, required=False)
     ends_at = inputs.DateTimeField(
         required=False,
         label="Ends (optional)",
@@ -259,11 +259,13 @@ class ReviewCampaignForm(forms.Form):
         help_text="In your time zone.",
     )
     no_response = forms.ChoiceField(label="Items nobody answers", widget=forms.RadioSelect)
-    keep_days = forms.IntegerField(
+    keep_days = inputs.WholeNumberField(
         label="Kept eligibility runs for (days)", min_value=1, max_value=3650, help_text="New end date, from closing."
     )
-    grace_days = forms.IntegerField(label="Overdue period before it closes itself (days)", min_value=0, max_value=90)
-    long_grant_days = forms.IntegerField(
+    grace_days = inputs.WholeNumberField(
+        label="Overdue period before it closes itself (days)", min_value=0, max_value=90
+    )
+    long_grant_days = inputs.WholeNumberField(
         label="Also review grants active longer than (days)", min_value=1, max_value=3650
     )
 
@@ -280,7 +282,7 @@ class ReviewCampaignForm(forms.Form):
 
 
 class ReviewReassignForm(forms.Form):
-    reviewer = forms.ModelChoiceField(queryset=None, empty_label=None)
+    reviewer = inputs.ModelChoiceField(queryset=None, empty_label=None)
 
     def __init__(self, *args, candidates=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

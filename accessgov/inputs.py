@@ -7,12 +7,14 @@ API field that reads a number, a duration or a date goes through the helpers her
 and bounded, so bad input is a form error (400), never an exception (500).
 """
 
+import math
 import re
 from datetime import UTC, date, timedelta
 
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 
 # The longest duration anything in the portal is asked for (requests, approvals, extensions, API).
 MAX_DURATION = timedelta(days=366)
@@ -175,6 +177,93 @@ class IdField(forms.IntegerField):
         if not _NUMBER.fullmatch(value):
             raise ValidationError(self.error_messages["invalid"], code="invalid")
         return int(value)
+
+
+class WholeNumberField(forms.IntegerField):
+    """A whole number typed in ASCII digits (Django's IntegerField also takes Arabic-Indic and other Unicode
+    digits, and "1.0"); its bounds as IntegerField's."""
+
+    default_error_messages = {"invalid": "Enter a whole number written with the digits 0-9."}
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        digits = text[1:] if text[:1] == "-" else text
+        if not _NUMBER.fullmatch(digits):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return int(text)
+
+
+class ModelChoiceField(forms.ModelChoiceField):
+    """A choice of a row by its id, the id in ASCII digits: Django's would look up "٦" as row 6."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and self.to_field_name is None and parse_id(str(value)) is None:
+            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
+class StorableJSONField(forms.JSONField):
+    """Django's JSON form field, for what a jsonb column can hold: nesting deeper than MAX_JSON_DEPTH, a
+    number too long for Python, NaN or Infinity, a NUL or an unpaired surrogate in a text is a form error
+    (each was a 500: RecursionError, ValueError, or PostgreSQL refusing the row)."""
+
+    default_error_messages = {"unstorable": "This JSON cannot be stored: {problem}."}
+
+    def to_python(self, value):
+        try:
+            converted = super().to_python(value)
+        except (RecursionError, ValueError) as exc:
+            raise ValidationError(
+                self.error_messages["unstorable"].format(problem="it is nested too deeply or has a number too long"),
+                code="unstorable",
+            ) from exc
+        if (problem := json_problem(converted)) is not None:
+            raise ValidationError(self.error_messages["unstorable"].format(problem=problem), code="unstorable")
+        return converted
+
+    def bound_data(self, data, initial):
+        """The typed text, shown back with the error (Django parses it again here, and only a JSONDecodeError
+        was caught)."""
+        try:
+            value = super().bound_data(data, initial)
+        except (RecursionError, ValueError):
+            return InvalidJSONInput(data)
+        # Parsed, it may hold what no page can show either (a lone surrogate has no UTF-8): the text as typed.
+        return InvalidJSONInput(data) if data is not None and json_problem(value) else value
+
+
+MAX_JSON_DEPTH = 32
+
+
+def json_problem(value, depth: int = 0) -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored in a jsonb column, or None."""
+    if depth > MAX_JSON_DEPTH:
+        return f"it is nested more than {MAX_JSON_DEPTH} levels deep"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "it has a number that is not finite (NaN or Infinity)"
+    if isinstance(value, str):
+        return _text_problem(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (problem := _text_problem(key) or json_problem(item, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            if (problem := json_problem(item, depth + 1)) is not None:
+                return problem
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a text has a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a text has an unpaired surrogate"
+    return None
 
 
 class DateFilter(django_filters.DateFilter):

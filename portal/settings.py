@@ -75,6 +75,7 @@ MIDDLEWARE = [
     "accessgov.middleware.ClientAddressMiddleware",
     # Before the session, sign-in and any view read a parameter, a cookie or a header.
     "accessgov.middleware.RefuseNulMiddleware",
+    "accessgov.middleware.AdminDateDrillDownMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

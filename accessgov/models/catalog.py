@@ -8,7 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from accessgov import net
+from accessgov import inputs, net
 
 
 class System(models.Model):
@@ -64,6 +64,14 @@ class System(models.Model):
             raise ValidationError({"slack_webhook_url": " ".join(problems)})
 
 
+# A role's durations: at least a minute, at most what anything in the portal is asked for
+# (inputs.MAX_DURATION, 366 days); beyond it date arithmetic such as "now + the maximum" overflows.
+DURATION_BOUNDS = [
+    MinValueValidator(timedelta(minutes=1), message="At least 1 minute."),
+    MaxValueValidator(inputs.MAX_DURATION, message="At most 366 days."),
+]
+
+
 class Role(models.Model):
     """A level of access on a system, with its risk tier and the policy that governs requests for it."""
 
@@ -77,8 +85,8 @@ class Role(models.Model):
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     risk_tier = models.CharField(max_length=10, choices=RiskTier.choices, default=RiskTier.MEDIUM)
-    default_duration = models.DurationField(default=timedelta(hours=1))
-    max_duration = models.DurationField(default=timedelta(hours=4))
+    default_duration = models.DurationField(default=timedelta(hours=1), validators=DURATION_BOUNDS)
+    max_duration = models.DurationField(default=timedelta(hours=4), validators=DURATION_BOUNDS)
     approvals_required = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(0), MaxValueValidator(5)]
     )
@@ -90,7 +98,11 @@ class Role(models.Model):
         default=False, help_text="Approvers must enter a TOTP code within the last minutes to decide."
     )
     break_glass_allowed = models.BooleanField(default=False)
-    pending_timeout = models.DurationField(default=timedelta(hours=24))
+    pending_timeout = models.DurationField(
+        default=timedelta(hours=24),
+        validators=DURATION_BOUNDS,
+        help_text="A request nobody decides within this long lapses.",
+    )
     target_name = models.CharField(
         max_length=200,
         blank=True,

@@ -16,7 +16,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from accessgov import permissions
+from accessgov import permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -611,6 +611,7 @@ def change_approve(actor: User, change_id: int, *, client_address: str | None = 
 def change_reject(actor: User, change_id: int, *, comment: str, client_address: str | None = None) -> ChangeRequest:
     """Another admin rejects a pending change (a reason is required), or its proposer withdraws it."""
     permissions.ensure_can_manage_changes(actor)
+    policies.ensure_reason_length(comment.strip(), "The comment")
     with transaction.atomic():
         change = _lock(change_id)
         withdrawing = change.proposed_by_id == actor.pk

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
 from accessgov.services import after_commit
@@ -64,6 +64,7 @@ def eligibility_add(
 def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_address: str | None = None) -> Eligibility:
     """End an eligibility now: no new requests from it, and pending requests that relied on it are
     withdrawn with the reason (active grants run to their own end)."""
+    policies.ensure_reason_length(reason)
     now = timezone.now()
     with transaction.atomic():
         eligibility = (

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accessgov import dbsql, otp, permissions, policies
+from accessgov import dbsql, inputs, otp, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -105,7 +105,7 @@ def grant_extend_for(
     grant = _lock(access_request.extends_grant_id)
     if not grant.is_active_at(now):
         raise TransitionNotAllowed("The grant ended before the extension was approved; request access again.")
-    ceiling = now + grant.role.max_duration
+    ceiling = now + min(grant.role.max_duration, inputs.MAX_DURATION)  # a role saved before it was bounded
     new_expires_at = min(grant.expires_at + duration, ceiling)
     previous = grant.expires_at
     grant.expires_at = new_expires_at

@@ -538,6 +538,148 @@ def test_a_ticket_rule_that_does_not_compile_is_a_clear_refusal_and_cannot_be_sa
     assert response.status_code == 200 and "This is not a regular expression" in response.content.decode()
 
 
+def test_a_ticket_rule_cannot_make_a_request_backtrack_and_one_re2_cannot_read_is_refused(
+    scene, ticket_role, make_user
+):
+    """Rules are matched by RE2 in linear time: the classic catastrophic rule answers at once; a rule with
+    a back-reference or a look-around (which only a backtracking engine runs) cannot be saved."""
+    import time
+
+    from tests.support.admin_forms import post_admin_form
+
+    ticket_role.ticket_pattern = "(a+)+$"
+    ticket_role.save()
+    started = time.perf_counter()
+    with pytest.raises(PolicyViolation, match="The ticket must look like"):
+        policies.validate_ticket(ticket_role, "a" * 100 + "!")  # Python's re: ~2**100 steps
+    assert time.perf_counter() - started < 0.5
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    url = reverse("admin:accessgov_role_change", args=[ticket_role.pk])
+    for pattern in (r"(OPS)-\1", r"(?=OPS)[A-Z]+-\d+"):
+        response = post_admin_form(as_(admin), url, "role_form", ticket_pattern=pattern)
+        assert response.status_code == 200 and "back-references and look-arounds" in response.content.decode()
+    assert policies.ticket_example(r"[A-Z]+-\d+") == "OPS-123"
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_duration", "999999999 00:00:00"),  # "now + the maximum" overflowed at every extension
+        ("max_duration", "367 00:00:00"),
+        ("default_duration", "00:00:00"),
+        ("pending_timeout", "-1 00:00:00"),
+        ("pending_timeout", "00:00:00"),
+        ("approvals_required", ARABIC_INDIC_12[0]),
+        ("approvals_required", "1.0"),
+    ],
+)
+def test_a_role_policy_out_of_bounds_is_a_form_error_not_a_proposal(scene, make_user, field, value):
+    from accessgov.models import ChangeRequest
+    from tests.support.admin_forms import post_admin_form
+
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    url = reverse("admin:accessgov_role_change", args=[scene.role.pk])
+    response = post_admin_form(as_(admin), url, "role_form", **{field: value})
+    assert response.status_code == 200, response.status_code
+    assert "errorlist" in response.content.decode()
+    assert not ChangeRequest.objects.exists()
+
+
+def test_an_extension_of_a_role_saved_with_a_huge_maximum_is_still_no_500(scene):
+    from accessgov.models import Role
+
+    Role.objects.filter(pk=scene.role_two.pk).update(max_duration=timedelta(days=999_999_999))  # before the bound
+    response = as_(scene.requester).post(
+        reverse("grant_extend", args=[scene.grant.pk]), {"duration": "1h", "justification": JUSTIFICATION}
+    )
+    assert response.status_code in (200, 302, 400, 403, 409), response.status_code
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "[" * 5000 + "]" * 5000,
+        "1" * 5000,
+        '{"a": 1e999}',
+        '{"a": NaN}',
+        '{"a": "\\u0000"}',
+        '{"a": "\\ud800"}',
+        '{"\\u0000": 1}',
+    ],
+    ids=["deep", "long-number", "infinity", "nan", "nul", "surrogate", "nul-key"],
+)
+def test_connector_settings_that_jsonb_cannot_hold_are_a_form_error(scene, make_user, config):
+    from accessgov.models import ChangeRequest
+    from tests.support.admin_forms import post_admin_form
+
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    url = reverse("admin:accessgov_system_change", args=[scene.system.pk])
+    response = post_admin_form(as_(admin), url, "system_form", connector_config=config)
+    assert response.status_code == 200, response.status_code
+    assert "This JSON cannot be stored" in response.content.decode()
+    assert not ChangeRequest.objects.exists()
+
+
+def test_an_oversized_reason_is_refused_where_it_would_enter_the_ledger(scene, make_user):
+    from accessgov.models import ChangeRequest
+    from accessgov.services import changes
+
+    before = AccessEvent.objects.count()
+    owner = make_user("owner1")
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("accessgov.own_system", owner, scene.system)
+    eligibility = Eligibility.objects.filter(user=scene.requester).first()
+    response = as_(owner).post(
+        reverse("eligibility_end", args=[eligibility.pk]), {"confirm": "yes", "reason": "x" * 100_000}
+    )
+    assert response.status_code == 400 and "at most 2,000 characters" in response.content.decode()
+    eligibility.refresh_from_db()
+    assert eligibility.ends_at is None
+    first, second = (
+        make_user("admin1", is_staff=True, is_superuser=True),
+        make_user("admin2", is_staff=True, is_superuser=True),
+    )
+    change = changes.change_propose_account_recovery(first, user=scene.requester, remove_authenticators=True)
+    response = as_(second).post(reverse("change_reject", args=[change.pk]), {"comment": "y" * 100_000})
+    assert response.status_code == 400
+    assert ChangeRequest.objects.get(pk=change.pk).status == "pending"
+    assert AccessEvent.objects.count() == before + 1  # the proposal only
+    assert not any(len(reason) > 2000 for reason in AccessEvent.objects.values_list("reason", flat=True))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "occurred_at__year=9999999999999999999999",
+        "occurred_at__year=9999",  # the year after is 10000
+        "occurred_at__year=2026&occurred_at__month=13",
+        "occurred_at__year=2026&occurred_at__month=2&occurred_at__day=%C2%B2",
+        "occurred_at__year=%D9%A2%D9%A0%D9%A2%D9%A6",
+    ],
+)
+def test_the_admin_date_drill_down_answers_400_for_a_day_no_list_holds(scene, make_user, query):
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    client = as_(admin)
+    for path in ("/admin/accessgov/accessevent/", "/admin/accessgov/accessrequest/", "/admin/auditlog/logentry/"):
+        response = client.get(f"{path}?{query}".replace("occurred_at", _hierarchy(path)))
+        assert response.status_code == 400, (path, response.status_code)
+    assert client.get("/admin/accessgov/accessevent/?occurred_at__year=2026&occurred_at__month=3").status_code == 200
+
+
+def _hierarchy(path: str) -> str:
+    return {"accessevent": "occurred_at", "accessrequest": "created_at", "logentry": "timestamp"}[path.split("/")[3]]
+
+
+def test_unicode_digits_do_not_name_a_role_or_a_number_of_days(scene, make_user):
+    role_id = str(scene.role_two.pk)
+    arabic = "".join(chr(0x0660 + int(d)) for d in role_id)
+    data = {"role": arabic, "duration": "1h", "justification": JUSTIFICATION}
+    response = as_(scene.requester).post(reverse("request_new"), data)
+    assert response.status_code == 400
+    assert not AccessRequest.objects.filter(role=scene.role_two, status="pending").exists()
+
+
 # --- 21. The admin for signed-in people without admin rights ---------------------------------------
 
 
