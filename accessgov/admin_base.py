@@ -3,6 +3,9 @@ four-eyes changes, the four-eyes form flow, and read-only pages for state that o
 Kept apart from ``accessgov.admin`` so the admin modules of other parts (identity) import it without
 importing the registrations."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.models import Group
@@ -94,7 +97,7 @@ class RefusalAsMessageMixin:
 
 # Form fields for what admins type into policy and settings forms: whole numbers in ASCII digits, and JSON
 # a jsonb column can hold (inputs.py): each of the stock fields let some input through to a 500.
-TYPED_INPUT_OVERRIDES: dict = {
+TYPED_INPUT_OVERRIDES: Mapping[type[models.Field], Mapping[str, Any]] = {
     models.JSONField: {"form_class": inputs.StorableJSONField},
     models.IntegerField: {"form_class": inputs.WholeNumberField},
     models.PositiveIntegerField: {"form_class": inputs.WholeNumberField},
@@ -107,7 +110,7 @@ class FourEyesAdminMixin(RefusalAsMessageMixin):
     """Saving a guarded model in the admin proposes the change instead (services.changes): a second
     admin approves it on /changes/. Fields outside ``four_eyes_fields`` are saved directly."""
 
-    formfield_overrides = TYPED_INPUT_OVERRIDES
+    formfield_overrides: Mapping[type[models.Field], Mapping[str, Any]] = TYPED_INPUT_OVERRIDES
 
     four_eyes_kind: str = ""
     four_eyes_fields: set[str] | None = None  # None: every field of the form
