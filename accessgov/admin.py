@@ -270,9 +270,11 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
                 f"#{change.pk}" if change.status == ChangeRequest.Status.PENDING else f"#{change.pk} (applied)"
             )
         if proposed:
+            one = len(proposed) == 1
             self.message_user(
                 request,
-                f"Proposed as change {', '.join(proposed)}: each takes effect when another admin approves it.",
+                f"Proposed as change{'' if one else 's'} {', '.join(proposed)}: "
+                f"{'it takes' if one else 'each takes'} effect when another admin approves it.",
                 level="warning",
             )
 
