@@ -237,26 +237,29 @@ class StorableJSONField(forms.JSONField):
 MAX_JSON_DEPTH = 32
 
 
-def json_problem(value, depth: int = 0) -> str | None:
-    """Why ``value`` (parsed JSON) cannot be stored in a jsonb column, or None."""
+def json_problem(value, depth: int = 0, *, texts: bool = True) -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored in a jsonb column, or None (``texts=False``: its nesting and
+    numbers only, for callers that make texts storable themselves)."""
     if depth > MAX_JSON_DEPTH:
         return f"it is nested more than {MAX_JSON_DEPTH} levels deep"
     if isinstance(value, float) and not math.isfinite(value):
         return "it has a number that is not finite (NaN or Infinity)"
     if isinstance(value, str):
-        return _text_problem(value)
+        return text_problem(value) if texts else None
     if isinstance(value, dict):
         for key, item in value.items():
-            if (problem := _text_problem(key) or json_problem(item, depth + 1)) is not None:
+            if problem := (text_problem(key) if texts else None) or json_problem(item, depth + 1, texts=texts):
                 return problem
     elif isinstance(value, list):
         for item in value:
-            if (problem := json_problem(item, depth + 1)) is not None:
+            if (problem := json_problem(item, depth + 1, texts=texts)) is not None:
                 return problem
     return None
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or compared in the database, or None: a NUL (PostgreSQL refuses it) or an
+    unpaired surrogate (``"\\ud800"`` in JSON: it has no UTF-8)."""
     if "\x00" in text:
         return "a text has a NUL character"
     try:

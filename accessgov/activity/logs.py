@@ -10,6 +10,7 @@ import csv
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
@@ -57,16 +58,26 @@ class Observed:
     grant_id: int | None = None  # attributed to this grant outright (a digest taken at its removal)
 
 
-def clean(value: str, limit: int) -> str:
-    """Storable text: no NUL, at most ``limit`` characters."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    """What was observed, kept as evidence: a NUL (PostgreSQL refuses it) or an unpaired surrogate (no UTF-8)
+    becomes U+FFFD instead of costing the whole batch."""
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
-    return value[:limit]
+    if not value.isascii():
+        value = _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def clean(value: str, limit: int) -> str:
+    """Storable text (``_storable``), at most ``limit`` characters."""
+    return _storable(value)[:limit]
 
 
 def clean_statement(value: str) -> str:
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
+    value = _storable(value)
     if len(value) > STATEMENT_MAX_CHARS:
         cut = len(value) - STATEMENT_MAX_CHARS
         value = value[:STATEMENT_MAX_CHARS] + f" …[{cut} more characters not stored]"

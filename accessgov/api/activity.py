@@ -172,13 +172,13 @@ class ActivityIngestView(TokenAPIView):
                     continue
                 try:
                     records.append(json.loads(line))
-                except (ValueError, UnicodeDecodeError) as exc:
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     raise ParseError(f"Line {number} is not JSON.") from exc
             batch_id = request.query_params.get("batch_id", "")
         elif content_type == "application/json":
             try:
                 document = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise ParseError("The body is not JSON.") from exc
             if not isinstance(document, dict) or set(document) - {"system", "records", "batch_id"}:
                 raise ParseError('Send {"system": "<slug>", "records": [...], "batch_id": "…"}.')
@@ -195,6 +195,10 @@ class ActivityIngestView(TokenAPIView):
             raise _TooLarge(f"At most {MAX_RECORDS} records per batch.")
         if len(batch_id) > 200 or "\x00" in batch_id:
             raise ParseError("batch_id is at most 200 characters.")
+        # Nesting past the documented 32 levels, or a batch id no database can compare, is the sender's error (a
+        # 400, nothing stored); observed text with a NUL or an unpaired surrogate is kept, as U+FFFD (logs.clean).
+        if (problem := inputs.json_problem(records, texts=False) or inputs.text_problem(batch_id)) is not None:
+            raise ParseError(f"The batch cannot be stored: {problem}.")
         return slug, records, batch_id
 
 

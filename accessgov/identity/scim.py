@@ -21,6 +21,8 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from accessgov import inputs
+
 SCHEMA_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 SCHEMA_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 SCHEMA_ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -86,8 +88,8 @@ def _no_constants(name: str) -> None:
 
 def _walk_strings(value: Any) -> None:
     if isinstance(value, str):
-        if "\x00" in value:
-            raise bad("Text may not contain NUL characters.", "invalidSyntax")
+        if (problem := inputs.text_problem(value)) is not None:
+            raise bad(f"Text may not contain what a database cannot store: {problem}.", "invalidSyntax")
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk_strings(key)
@@ -99,7 +101,8 @@ def _walk_strings(value: Any) -> None:
 
 def load_body(raw: bytes) -> dict[str, Any]:
     """A request body as a JSON object. Refuses (400 invalidSyntax) anything else: not UTF-8, not JSON,
-    NaN or Infinity, nested past Python's limit, not an object, or with a NUL character anywhere."""
+    NaN or Infinity, nested past Python's limit, not an object, or with a NUL character or an unpaired
+    surrogate anywhere."""
     try:
         text = raw.decode("utf-8")
         body = json.loads(text, parse_constant=_no_constants)
@@ -460,8 +463,8 @@ def parse_filter(text: str | None, allowed: dict[str, str]) -> tuple[str, str] |
         value = json.loads(f'"{match.group(2)}"')
     except ValueError as error:
         raise ScimError(400, "The filter value is not a valid string.", "invalidFilter") from error
-    if "\x00" in value:
-        raise ScimError(400, "The filter value may not contain NUL characters.", "invalidFilter")
+    if (problem := inputs.text_problem(value)) is not None:
+        raise ScimError(400, f"The filter value cannot be searched for: {problem}.", "invalidFilter")
     return allowed[attribute], value
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jwt
 from django.conf import settings
 
+from accessgov import inputs
 from accessgov.integrations.http import ProviderError, ensure_allowed_url, request_json
 from accessgov.models import OidcTrustPolicy
 
@@ -111,8 +112,12 @@ def verify(token: str) -> tuple[OidcTrustPolicy, dict]:
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError):
         raise TokenRefused("That is not an identity token.") from None
+    # Claims are read before the signature is checked (the issuer names the keys): text no database can
+    # compare (an unpaired surrogate, a NUL) or nesting past 32 levels is refused here, not at a query.
+    if inputs.json_problem(header) is not None or inputs.json_problem(unverified) is not None:
+        raise TokenRefused("That is not an identity token.")
     if header.get("alg") not in ALGORITHMS:
         raise TokenRefused("Only RS256-signed identity tokens are accepted.")
     issuer = unverified.get("iss")

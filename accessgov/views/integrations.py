@@ -216,7 +216,7 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
         return HttpResponse("Invalid signature.", status=401, content_type="text/plain")
     try:
         key = jira.webhook_issue_key(json.loads(body))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return HttpResponse("Malformed body.", status=400, content_type="text/plain")
     if key is None:
         return HttpResponse(status=204)

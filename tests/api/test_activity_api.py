@@ -328,6 +328,17 @@ def test_an_expired_or_revoked_token_is_refused(scene, clock):
         ),
         ('{"system": "pay\\u0000ments", "records": []}', "application/json", 400, "slug"),
         ("{\n", "application/x-ndjson", 400, "Line 1"),
+        # Nested past Python's limit (RecursionError), past the documented 32 levels, or text with an unpaired
+        # surrogate (no UTF-8: PostgreSQL refused it): each was a 500.
+        (
+            '{"system": "payments-db", "records": [' + "[" * 50_000 + "]" * 50_000 + "]}",
+            "application/json",
+            400,
+            "not JSON",
+        ),
+        ("[" * 50_000 + "]" * 50_000, "application/x-ndjson", 400, "Line 1"),
+        ('{"system": "payments-db", "records": [' + "[" * 40 + "]" * 40 + "]}", "application/json", 400, "nested"),
+        ('{"system": "payments-db", "records": [], "batch_id": "\\ud800"}', "application/json", 400, "surrogate"),
         ("a=b", "application/x-www-form-urlencoded", 415, ""),
     ],
 )
@@ -349,11 +360,12 @@ def test_huge_bodies_and_too_many_records_are_413(scene, settings):
 
 
 def test_nul_bytes_and_very_long_statements_are_stored_safely_and_shown_as_text(scene):
-    hostile = "SELECT '\x00<script>alert(1)</script>' -- " + "y" * 150_000
+    hostile = "SELECT '\x00<script>alert(1)</script>' \ud800-- " + "y" * 150_000  # a NUL, an unpaired surrogate
     response = push(scene.client, [statement(hostile, 1, application="evil\x00app", id="n1")])
     assert response.status_code == 200, response.content
     row = ActivityRecord.objects.get()
-    assert "\x00" not in row.statement and "\ufffd" in row.statement and row.application == "evil\ufffdapp"
+    assert "\x00" not in row.statement and "\ud800" not in row.statement and row.statement.count("\ufffd") == 2
+    assert row.application == "evil\ufffdapp"
     assert len(row.statement) < 101_000 and row.statement.endswith("characters not stored]")
     page = verify_session(Client(), scene.auditor).get(reverse("grant_detail", args=[scene.grant.pk]))
     assert b"<script>alert(1)" not in page.content and b"&lt;script&gt;alert(1)" in page.content

@@ -437,6 +437,9 @@ def test_provisioning_never_takes_over_a_local_or_service_account(okta, make_use
             400,
         ),
         (b"[" * 100_000 + b"]" * 100_000, "application/scim+json", 400),
+        # An unpaired surrogate (valid JSON, no UTF-8): was a 500 when it reached PostgreSQL.
+        (b'{"userName": "sur1@example.com", "externalId": "\\ud800"}', "application/scim+json", 400),
+        (b'{"userName": "sur2@example.com", "name": {"givenName": "\\udfffx"}}', "application/scim+json", 400),
         (b'{"userName": "' + b"a" * 2_000_000 + b'"}', "application/scim+json", 413),
         (json.dumps(okta_user("form@example.com", "f")).encode(), "text/plain", 415),
         (
@@ -466,6 +469,8 @@ def test_malformed_huge_and_nul_bodies_are_refused_with_a_scim_error(okta, body,
         'filter=userName eq "x" or userName pr',
         'filter=password eq "x"',
         'filter=userName eq "\\u0000"',
+        'filter=userName eq "\\ud800"',
+        'filter=externalId eq "\\udfff"',
         "startIndex=abc",
         "count=1e9",
     ],

@@ -120,6 +120,10 @@ def test_a_trusted_pipeline_gets_a_short_lived_token_limited_to_its_roles(fake, 
         ("unsigned", "Only RS256"),
         ("garbage", "not an identity token"),
         ("an AccessGov token", "not an AccessGov token"),
+        # Read before the signature is checked: text no database can compare was a 500 at the issuer lookup.
+        ("issuer with a lone surrogate", "not an identity token"),
+        ("jti with a lone surrogate", "not an identity token"),
+        ("claims nested 40 deep", "not an identity token"),
     ],
 )
 def test_untrusted_identity_tokens_are_refused(fake, world, pipeline, signer, at_t0, case, why):
@@ -138,12 +142,22 @@ def test_untrusted_identity_tokens_are_refused(fake, world, pipeline, signer, at
         "unsigned": lambda: jwt.encode(claims(fake), None, algorithm="none"),
         "garbage": lambda: "x" * 50,
         "an AccessGov token": lambda: "agv_s_" + "a" * 43,
+        "issuer with a lone surrogate": lambda: stranger.token_of_any_claims(claims(fake, iss="\ud800")),
+        "jti with a lone surrogate": lambda: signer.token_of_any_claims(claims(fake, jti="\ud800")),
+        "claims nested 40 deep": lambda: signer.token_of_any_claims({**claims(fake), "x": _nested(40)}),
     }
     response = exchange(tokens[case]())
     assert response.status_code == 401, (case, response.content)
     assert why in response.json()["error"]["message"], response.json()
     assert not ApiToken.objects.exists()
     assert not AccessEvent.objects.filter(event_type=AccessEvent.Type.TOKEN_OIDC_EXCHANGED).exists()
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 @pytest.mark.django_db
