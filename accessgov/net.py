@@ -144,6 +144,27 @@ def target_problems(
     return _check(url, resolve_always=False, allow_private=allow_private, setting=setting)[1]
 
 
+def checked_address(url: str, *, allow_private: bool, setting: str) -> str | None:
+    """The address a connection to ``url`` must go to, resolved and checked once (None when internal
+    targets are allowed: nothing to pin). Raises TargetRefused with the guard's reasons. Connecting to this
+    address, not to whatever the name resolves to a moment later, is what stops DNS rebinding."""
+    target, problems = _check(url, resolve_always=not allow_private, allow_private=allow_private, setting=setting)
+    if problems or target is None:
+        raise TargetRefused(" ".join(problems))
+    if allow_private:
+        return None
+    if not target.addresses:
+        raise TargetRefused(f"Cannot resolve {target.host}.")
+    return target.addresses[0]
+
+
+def pin(connection: http.client.HTTPConnection, address: str) -> http.client.HTTPConnection:
+    """``connection`` (HTTP or HTTPS: the Host header, TLS server name and certificate check stay the URL's
+    host) made to connect to ``address`` instead of resolving the host again."""
+    connection._create_connection = _connect_to(address)  # type: ignore[attr-defined]
+    return connection
+
+
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIMEOUT_SECONDS) -> int:
     """POST ``body`` to ``url`` through the guard and return the answer's HTTP status (a redirect is
     returned as its 3xx status, never followed). Raises TargetRefused (the guard said no) or

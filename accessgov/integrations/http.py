@@ -2,6 +2,7 @@
 answers. Provider URLs come from four-eyed settings, and still may not point inside the network unless
 the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked again at every call."""
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -21,15 +22,17 @@ class ProviderError(Exception):
     (no secret, no body): callers fail closed with it."""
 
 
-def ensure_allowed_url(url: str) -> None:
-    """https to a public address; plain http and internal addresses only with INTEGRATIONS_ALLOW_PRIVATE_URLS."""
+def ensure_allowed_url(url: str) -> str | None:
+    """https to a public address; plain http and internal addresses only with INTEGRATIONS_ALLOW_PRIVATE_URLS.
+    Returns the checked address to connect to (None when internal addresses are allowed)."""
     allow = settings.INTEGRATIONS_ALLOW_PRIVATE_URLS
     parts = urlsplit(url)
     if parts.scheme != "https" and not (parts.scheme == "http" and allow):
         raise ProviderError(f"{parts.hostname or url} must be reached over https://.")
-    problems = net.target_problems(url, allow_private=allow, setting="INTEGRATIONS_ALLOW_PRIVATE_URLS")
-    if problems:
-        raise ProviderError(" ".join(problems))
+    try:
+        return net.checked_address(url, allow_private=allow, setting="INTEGRATIONS_ALLOW_PRIVATE_URLS")
+    except net.TargetRefused as error:
+        raise ProviderError(str(error)) from None
 
 
 def url_problems(url: str) -> list[str]:
@@ -54,13 +57,33 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    """Connects to the address the guard checked (``net.pin``), not to what the name resolves to when urllib
+    asks again: a provider name that is re-pointed at an internal address between the check and the connection
+    (DNS rebinding) still reaches the checked one."""
+
+    def __init__(self, address: str | None, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._address = address
+
+    def https_open(self, req):
+        address = self._address
+        if address is None:
+            return super().https_open(req)
+
+        def connection(host, **kwargs):
+            return net.pin(http.client.HTTPSConnection(host, **kwargs), address)
+
+        return self.do_open(connection, req, context=self._context)
+
+
 def request_json(
     method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
 ) -> tuple[int, Any]:
     """One call; returns (status, parsed JSON or None). Raises ProviderError when the address is refused,
     the provider cannot be reached in INTEGRATIONS_TIMEOUT_SECONDS, redirects, or answers more than
     MAX_ANSWER_BYTES or something that is not JSON (4xx answers are returned, not raised)."""
-    ensure_allowed_url(url)
+    address = ensure_allowed_url(url)
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
     request.add_header("Accept", "application/json")
@@ -69,7 +92,7 @@ def request_json(
         request.add_header("Content-Type", "application/json")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
-    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=ssl_context()))
+    opener = urllib.request.build_opener(_NoRedirect, _PinnedHTTPSHandler(address, ssl_context()))
     try:
         with opener.open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
             status, raw = response.status, response.read(MAX_ANSWER_BYTES + 1)

@@ -237,3 +237,57 @@ def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_not_follo
     assert inside.connections == 0  # nothing reached the internal address
     assert outside.connections == 1  # the connection went to the address that was checked
     assert lookups == [NAME]  # the name was resolved once
+
+
+# --- DNS rebinding: the connection goes to the address that was checked ------------------------------
+
+
+def test_a_provider_name_re_pointed_inside_after_the_check_is_not_reached(settings, monkeypatch):
+    """The guard resolves a provider's host and checks the address; if the name then resolves to an internal
+    address (DNS rebinding: a short TTL, a second answer), the connection must still go to the checked one.
+    The resolver is the only thing simulated: its first answer is public, every later one is 127.0.0.1, where
+    a listener counts who connects."""
+    import socket
+    import threading
+
+    from accessgov.integrations.http import ProviderError, request_json
+
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = False
+    settings.INTEGRATIONS_TIMEOUT_SECONDS = 1
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    real = socket.getaddrinfo
+    answers: list[str] = []
+
+    def resolver(host, *args, **kwargs):
+        if host != "provider.rebind.example":
+            return real(host, *args, **kwargs)
+        address = "93.184.216.34" if not answers else "127.0.0.1"  # public first, then inside
+        answers.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    try:
+        with pytest.raises(ProviderError):
+            request_json("GET", f"https://provider.rebind.example:{port}/keys", provider="Test provider")
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+    assert answers == ["93.184.216.34"]  # resolved once, by the guard
+    assert accepted == []  # nothing reached the internal listener
