@@ -44,7 +44,6 @@ INTERNAL_URLS = [
 ]
 
 
-@pytest.fixture
 def test_an_ipv6_address_is_judged_by_the_ipv4_address_it_wraps():
     from accessgov.net import _is_public
 
