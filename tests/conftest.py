@@ -148,6 +148,12 @@ def requester(make_user):
 
 
 @pytest.fixture
+def admins(make_user):
+    """Two portal admins (staff, superuser, with authenticators): the proposer and the second pair of eyes."""
+    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
 def newcomer(make_user):
     """A user who has never enrolled an authenticator."""
     return make_user("newcomer", device=False)

@@ -41,13 +41,6 @@ H = timedelta(hours=1)
 WHY = "Investigating incident INC-42 on payments"
 
 
-@pytest.fixture
-def admins(make_user):
-    first = make_user("admin1", is_staff=True, is_superuser=True)
-    second = make_user("admin2", is_staff=True, is_superuser=True)
-    return first, second
-
-
 def as_(user) -> Client:
     return verify_session(Client(), user)
 

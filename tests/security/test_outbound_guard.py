@@ -53,11 +53,6 @@ def test_an_ipv6_address_is_judged_by_the_ipv4_address_it_wraps():
     assert all(_is_public(a) for a in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2001:4860:4860::8888"))
 
 
-@pytest.fixture
-def admins(make_user):
-    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
-
-
 def as_(user) -> Client:
     return verify_session(Client(), user)
 

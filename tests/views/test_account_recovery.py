@@ -21,11 +21,6 @@ NEW_PASSWORD = "a brand new passphrase 42"
 PLANTED_KEY = "3132333435363738393031323334353637383930"
 
 
-@pytest.fixture
-def admins(make_user):
-    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
-
-
 def as_(user) -> Client:
     return verify_session(Client(), user)
 

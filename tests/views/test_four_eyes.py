@@ -18,13 +18,6 @@ from tests.support.admin_forms import post_admin_form
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admins(make_user):
-    first = make_user("admin1", is_staff=True, is_superuser=True)
-    second = make_user("admin2", is_staff=True, is_superuser=True)
-    return first, second
-
-
 def as_(user) -> Client:
     return verify_session(Client(), user)
 

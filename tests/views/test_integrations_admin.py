@@ -16,11 +16,6 @@ TOKEN = "jira-api-token-value-1234"
 HOOK = "jira-webhook-secret-value-5678"
 
 
-@pytest.fixture
-def admins(make_user):
-    return make_user("admin1", is_staff=True, is_superuser=True), make_user("admin2", is_staff=True, is_superuser=True)
-
-
 def as_(user) -> Client:
     return verify_session(Client(), user)
 
