@@ -163,6 +163,15 @@ class ExtensionForm(forms.Form):
     duration = DurationInput(label="Extend by")
     justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
     ticket = forms.CharField(required=False, max_length=100)
+    # The end the form showed: a second click, or another tab, after the grant was extended asks for nothing
+    # more (access_request_submit_extension's ``seen_expires_at``).
+    ends_at = inputs.InstantField(required=False, widget=forms.HiddenInput)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "ends_at" in self.errors:  # a hidden field: its error is the form's
+            raise forms.ValidationError(self.errors.pop("ends_at"))
+        return cleaned
 
 
 class DecisionForm(forms.Form):

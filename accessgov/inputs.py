@@ -9,7 +9,7 @@ and bounded, so bad input is a form error (400), never an exception (500).
 
 import math
 import re
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import django_filters
 from django import forms
@@ -193,6 +193,28 @@ class WholeNumberField(forms.IntegerField):
         if not _NUMBER.fullmatch(digits):
             raise ValidationError(self.error_messages["invalid"], code="invalid")
         return int(text)
+
+
+class InstantField(forms.Field):
+    """An exact instant a page showed and sends back (a hidden field): microseconds since 1970 in UTC, ASCII
+    digits, so that no time zone or rounding stands between what was shown and what is compared."""
+
+    default_error_messages = {"invalid": "This form is out of date: reload the page."}
+    _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    _LAST = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+
+    def prepare_value(self, value):
+        if isinstance(value, datetime):
+            return (value - self._EPOCH) // timedelta(microseconds=1)
+        return value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not _NUMBER.fullmatch(text) or int(text) > self._LAST:
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return self._EPOCH + timedelta(microseconds=int(text))
 
 
 class ModelChoiceField(forms.ModelChoiceField):

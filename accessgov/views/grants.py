@@ -134,7 +134,7 @@ def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     if not permissions.can_release_grant(request.user, grant):
         raise Http404("No such grant.")  # only its holder extends it; others see the grant, not this page
-    form = ExtensionForm(request.POST or None, initial={"duration": "1h"})
+    form = ExtensionForm(request.POST or None, initial={"duration": "1h", "ends_at": grant.expires_at})
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
@@ -144,6 +144,7 @@ def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
                 duration=form.cleaned_data["duration"],
                 justification=form.cleaned_data["justification"],
                 ticket=form.cleaned_data["ticket"],
+                seen_expires_at=form.cleaned_data["ends_at"],
                 client_address=request.client_address,
             )
         except AccessGovError as error:

@@ -1,7 +1,8 @@
 """The lifecycle pages as each persona sees them: 404 for what they may not see, 403 for what they
 may not do, clear messages for bad input, htmx and plain POST both working."""
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -18,6 +19,7 @@ from tests.support.requests import submit
 
 pytestmark = pytest.mark.django_db
 H = timedelta(hours=1)
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
 def as_(user) -> Client:
@@ -300,6 +302,42 @@ def test_extend_form_asks_for_more_time_on_the_same_grant(world):
     response = client.post(reverse("grant_extend", args=[grant.pk]), {"duration": "9h", "justification": "More please"})
     assert response.status_code in (400, 409)
     assert as_(world.approver).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
+
+
+def test_a_second_click_on_extend_asks_for_nothing_more(world):
+    """The extend form carries the end it showed: a double click (or a second tab) on an auto-approved role's
+    extension once extended the grant twice; now the second POST is refused with the new end, and the grant is
+    extended once."""
+    world.role.approvals_required = 0
+    world.role.save()
+    with time_machine.travel(T0, tick=False):
+        assert submit(world).status == "approved"  # auto-approved, as its extensions are
+        grant = Grant.objects.get()
+        client = as_(world.requester)
+        page = client.get(reverse("grant_extend", args=[grant.pk])).content.decode()
+        shown = re.search(r'name="ends_at" value="([0-9]+)"', page).group(1)
+        data = {"duration": "1h", "justification": "Migration still running", "ends_at": shown}
+        first = client.post(reverse("grant_extend", args=[grant.pk]), data)
+        second = client.post(reverse("grant_extend", args=[grant.pk]), data)
+    assert first.status_code == 302
+    assert second.status_code == 409
+    assert "extended a moment ago: it now ends at 2026-11-24 11:00 UTC" in second.content.decode()
+    grant.refresh_from_db()
+    assert (grant.expires_at, grant.extension_count) == (T0 + 2 * H, 1)
+    assert AccessRequest.objects.filter(kind="extension").count() == 1
+
+
+@pytest.mark.parametrize("ends_at", ["yesterday", "١٢٣", "-1", "9" * 30, "253402300800000001"])
+def test_an_extend_form_with_a_mangled_end_says_reload(world, ends_at):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    response = as_(world.requester).post(
+        reverse("grant_extend", args=[grant.pk]),
+        {"duration": "1h", "justification": "Migration still running", "ends_at": ends_at},
+    )
+    assert response.status_code == 400
+    assert "This form is out of date: reload the page." in response.content.decode()
+    assert not AccessRequest.objects.filter(kind="extension").exists()
 
 
 def test_grant_detail_visibility_and_revoke(world):
