@@ -16,7 +16,7 @@ from django.utils import timezone
 from accessgov import otp, permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
-from accessgov.services import after_commit
+from accessgov.services import after_commit, withdrawals
 from accessgov.services import grants as grant_services
 from accessgov.services.events import event_record, event_record_bulk
 from accessgov.services.integrations import external_checks
@@ -214,11 +214,13 @@ def access_request_submit_extension(
     duration: timedelta,
     justification: str,
     ticket: str = "",
+    seen_expires_at: datetime | None = None,
     client_address: str | None = None,
 ) -> AccessRequest:
     """Ask to move an active grant's end by ``duration``. When approved the same grant is extended;
     no second, overlapping grant is ever created. The extended grant may not last longer in total
-    than the role's maximum duration from now."""
+    than the role's maximum duration from now. ``seen_expires_at`` is the end the asker was shown: when
+    the grant has been extended since (a second click on the form, another tab), nothing is asked again."""
     now = timezone.now()
     with transaction.atomic():
         grant = (
@@ -228,6 +230,11 @@ def access_request_submit_extension(
             raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
         if not grant.is_active_at(now):
             raise TransitionNotAllowed("Only active access can be extended.")
+        if seen_expires_at is not None and seen_expires_at != grant.expires_at:
+            raise TransitionNotAllowed(
+                f"This access was extended a moment ago: it now ends at {grant.expires_at:%Y-%m-%d %H:%M} UTC. "
+                "Nothing more was asked; ask again if you still need more time."
+            )
         if grant.is_break_glass:
             raise PolicyViolation("Break-glass access cannot be extended; request access normally.")
         if permissions.eligibility_problem(actor, grant.role, now, lock=True):
@@ -322,7 +329,7 @@ def access_request_approve(
             access_request.requester, access_request.role, now, lock=True
         )
         if withdrawn_because:
-            _withdraw([access_request], now=now, reason=withdrawn_because)
+            withdrawals.requests_withdraw([access_request], now=now, reason=withdrawn_because, job="eligibility")
         else:
             _record_approval(
                 access_request,
@@ -456,29 +463,6 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
 WITHDRAWN_BECAUSE_INELIGIBLE = "The requester is no longer eligible for this role."
 
 
-def _withdraw(due: list[AccessRequest], *, now: datetime, reason: str, job: str = "eligibility") -> None:
-    """Pending requests (locked by the caller) whose requester may no longer hold the role become
-    cancelled, one request.withdrawn event each with the reason their approvers and requester read."""
-    AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
-        status=Status.CANCELLED, decided_at=now
-    )
-    event_record_bulk(
-        [
-            AccessEvent(
-                event_type=Type.REQUEST_WITHDRAWN,
-                actor_label=f"system:{job}",
-                access_request_id=r.pk,
-                role_id=r.role_id,
-                occurred_at=now,
-                reason=reason,
-            )
-            for r in due
-        ]
-    )
-    for r in due:
-        _notify("request_withdrawn", r.pk)
-
-
 def access_request_withdraw_ineligible(
     now: datetime, *, role_ids: list[int] | None = None, job: str = "eligibility", batch_size: int = 1000
 ) -> int:
@@ -505,7 +489,7 @@ def access_request_withdraw_ineligible(
                 .only("pk", "role_id")[:batch_size]
             )
             if due:
-                _withdraw(due, now=now, reason=WITHDRAWN_BECAUSE_INELIGIBLE, job=job)
+                withdrawals.requests_withdraw(due, now=now, reason=WITHDRAWN_BECAUSE_INELIGIBLE, job=job)
         total += len(due)
         if len(due) < batch_size:
             return total

@@ -31,7 +31,7 @@ from accessgov.models import (
     Role,
     User,
 )
-from accessgov.services import after_commit, provisioning
+from accessgov.services import after_commit, provisioning, withdrawals
 from accessgov.services.events import event_record, event_record_rows, event_rows_prepare_meanwhile
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.workflow import ensure_transition
@@ -397,7 +397,8 @@ def _end(
     Whenever the stored state was active, removal at the target is queued — also when the grant is
     already past ``expires_at`` but not yet swept: access there ended at ``expires_at``, so that case is
     recorded as the expiry it is (status expired, ``grant.expired`` event naming who found it). A
-    scheduled grant never reached the target: it is revoked with nothing to remove.
+    scheduled grant never reached the target: it is revoked with nothing to remove. A pending extension of
+    the grant is withdrawn with it.
     Raises TransitionNotAllowed when the grant has already ended."""
     if grant.status == Status.ACTIVE and grant.expires_at <= now:
         ensure_transition("grant", grant.status, Status.EXPIRED)
@@ -420,6 +421,7 @@ def _end(
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
         after_commit.enqueue("notify", "grant_ended", grant.pk)
+        withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
         return grant
     ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
@@ -442,6 +444,7 @@ def _end(
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
     after_commit.enqueue("notify", "grant_ended", grant.pk)
+    withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
     return grant
 
 

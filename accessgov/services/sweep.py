@@ -4,7 +4,16 @@
 from datetime import datetime
 
 from accessgov.models import JobRun
-from accessgov.services import access_requests, activity, eligibility, grants, provisioning, reviews, webhooks
+from accessgov.services import (
+    access_requests,
+    activity,
+    eligibility,
+    grants,
+    provisioning,
+    reviews,
+    webhooks,
+    withdrawals,
+)
 
 
 def sweep_run(now: datetime) -> dict[str, int]:
@@ -15,6 +24,8 @@ def sweep_run(now: datetime) -> dict[str, int]:
         "withdrawn": access_requests.access_request_withdraw_ineligible(now),
         "activated": grants.grant_activate_due(now),
         "expired": grants.grant_expire_due(now),
+        # A pending extension of a grant that expired (here, or ended while its request was locked) leaves too.
+        "extensions_withdrawn": withdrawals.extensions_withdraw_for_ended_grants(now),
         "approver_reminders": access_requests.access_request_remind_due(now),
         "expiry_reminders": grants.grant_remind_expiring(now),
         "break_glass_reminders": grants.break_glass_remind_overdue(now),

@@ -211,6 +211,7 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "withdrawn=0",
             "activated=0",
             "expired=1",
+            "extensions_withdrawn=0",
             "approver_reminders=0",
             "expiry_reminders=0",
             "break_glass_reminders=0",

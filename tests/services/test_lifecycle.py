@@ -493,6 +493,68 @@ def test_only_the_grantee_can_ask_to_extend(world):
         )
 
 
+def _pending_extension(world):
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    extension = ar.access_request_submit_extension(
+        world.requester, grant_id=grant.pk, duration=H, justification="Migration is taking longer"
+    )
+    return grant, extension
+
+
+def _withdrawal(extension):
+    extension.refresh_from_db()
+    event = extension.events.get(event_type="request.withdrawn")
+    return extension.status, event.actor_label, event.reason
+
+
+@pytest.mark.parametrize("end", ["release", "revoke"])
+def test_a_pending_extension_is_withdrawn_when_its_grant_ends_early(world, end, django_capture_on_commit_callbacks):
+    with time_machine.travel(T0, tick=False):
+        grant, extension = _pending_extension(world)
+    with time_machine.travel(T0 + 10 * timedelta(minutes=1), tick=False):
+        with django_capture_on_commit_callbacks() as callbacks:
+            if end == "release":
+                gs.grant_release(world.requester, grant.pk)
+            else:
+                gs.grant_revoke(world.approver, grant.pk, reason="Incident over")
+        assert len(callbacks) >= 2  # the grant's end and the withdrawal are both notified
+        assert _withdrawal(extension) == (
+            "cancelled",
+            "system:grant-ended",
+            "The access this extension was for has ended; request access again if it is still needed.",
+        )
+        with pytest.raises(TransitionNotAllowed):
+            ar.access_request_approve(world.approver, extension.pk)
+    grant.refresh_from_db()
+    assert (grant.expires_at, grant.extension_count) == (T0 + H, 0)
+
+
+def test_a_pending_extension_leaves_the_queue_with_the_sweep_that_expires_its_grant(world):
+    with time_machine.travel(T0, tick=False):
+        _, extension = _pending_extension(world)
+    with time_machine.travel(T0 + H - timedelta(seconds=1), tick=False):
+        assert sweep_run(timezone.now())["extensions_withdrawn"] == 0  # still active: still pending
+    extension.refresh_from_db()
+    assert extension.status == "pending"
+    with time_machine.travel(T0 + H, tick=False):
+        counts = sweep_run(timezone.now())
+    assert (counts["expired"], counts["extensions_withdrawn"]) == (1, 1)
+    assert _withdrawal(extension)[:2] == ("cancelled", "system:sweep")
+    with time_machine.travel(T0 + H + timedelta(seconds=5), tick=False):
+        assert sweep_run(timezone.now())["extensions_withdrawn"] == 0  # once
+
+
+def test_other_pending_requests_stay_when_a_grant_ends(world):
+    with time_machine.travel(T0, tick=False):
+        grant, extension = _pending_extension(world)
+        other = submit(world, role=world.role_two)
+        gs.grant_release(world.requester, grant.pk)
+    other.refresh_from_db()
+    assert other.status == "pending"
+    assert _withdrawal(extension)[0] == "cancelled"
+
+
 # --- Break-glass -------------------------------------------------------------------------------
 
 
