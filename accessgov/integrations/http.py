@@ -10,6 +10,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore2
+import httpx2
 from django.conf import settings
 
 from accessgov import net
@@ -77,6 +79,32 @@ class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(connection, req, context=self._context)
 
 
+def opener(address: str | None, context: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    """urllib as every provider call uses it: to ``address`` (checked by ``ensure_allowed_url``; None when
+    internal addresses are allowed), with ``context``, and a redirect answered, never followed (a redirect
+    is a second address the guard never saw)."""
+    return urllib.request.build_opener(_NoRedirect, _PinnedHTTPSHandler(address, context))
+
+
+class _PinnedNetwork(httpcore2.SyncBackend):
+    def __init__(self, address: str) -> None:
+        self._address = address
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return super().connect_tcp(self._address, port, timeout, local_address, socket_options)
+
+
+class PinnedTransport(httpx2.HTTPTransport):
+    """httpx's transport (the PagerDuty client's) connecting to ``address`` (checked; None when internal
+    addresses are allowed); TLS server name and certificate check stay the URL's host. No proxy from the
+    environment: that would be another address the guard never saw."""
+
+    def __init__(self, address: str | None, context: ssl.SSLContext) -> None:
+        super().__init__(verify=context, trust_env=False)
+        if address is not None:
+            self._pool = httpcore2.ConnectionPool(ssl_context=context, network_backend=_PinnedNetwork(address))
+
+
 def request_json(
     method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
 ) -> tuple[int, Any]:
@@ -92,9 +120,8 @@ def request_json(
         request.add_header("Content-Type", "application/json")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
-    opener = urllib.request.build_opener(_NoRedirect, _PinnedHTTPSHandler(address, ssl_context()))
     try:
-        with opener.open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
+        with opener(address, ssl_context()).open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
             status, raw = response.status, response.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read(MAX_ANSWER_BYTES + 1)

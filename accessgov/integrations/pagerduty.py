@@ -15,7 +15,7 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from accessgov import inputs
-from accessgov.integrations.http import ProviderError, ensure_allowed_url, ssl_context
+from accessgov.integrations.http import PinnedTransport, ProviderError, ensure_allowed_url, ssl_context
 from accessgov.models import OnCallProvider
 
 OPEN_STATUSES = ["triggered", "acknowledged"]
@@ -32,9 +32,13 @@ class Check:
 
 
 def client_for(provider: OnCallProvider) -> pagerduty.RestApiV2Client:
-    """A client for ``provider`` that fails fast: one network attempt, one retry of a 429, short sleeps."""
-    ensure_allowed_url(provider.base_url)
-    client = pagerduty.RestApiV2Client(provider.api_key, base_url=provider.base_url.rstrip("/"), verify=ssl_context())
+    """A client for ``provider`` that fails fast: one network attempt, one retry of a 429, short sleeps. It
+    connects to the address the guard checked (DNS rebinding), and follows no redirect (the library's
+    default)."""
+    address = ensure_allowed_url(provider.base_url)
+    client = pagerduty.RestApiV2Client(
+        provider.api_key, base_url=provider.base_url.rstrip("/"), transport=PinnedTransport(address, ssl_context())
+    )
     client.timeout = settings.INTEGRATIONS_TIMEOUT_SECONDS
     client.max_network_attempts = 0
     client.max_http_attempts = 1

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
 from accessgov import policies
-from accessgov.integrations.http import ensure_allowed_url, ssl_context
+from accessgov.integrations.http import MAX_ANSWER_BYTES, ensure_allowed_url, opener, ssl_context
 from accessgov.models import AccessRequest, Decision, SlackMessage, SlackWorkspace
 from accessgov.notifications import absolute, slack_escape
 
@@ -22,10 +22,26 @@ DECIDE_VIEW = "accessgov_decide"
 MAX_BODY_BYTES = 64 * 1024
 
 
+class _GuardedWebClient(WebClient):
+    """slack_sdk's WebClient (its methods, arguments, retries and errors), each HTTP exchange sent through the
+    integrations' opener: to the address the guard checked (DNS rebinding), no redirect followed (urllib's
+    default opener would follow one to anywhere), the answer read up to MAX_ANSWER_BYTES."""
+
+    def __init__(self, *, address: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._opener = opener(address, self.ssl)
+
+    def _perform_urllib_http_request_internal(self, url, req):
+        with self._opener.open(req, timeout=self.timeout) as response:
+            charset = response.headers.get_content_charset() or "utf-8"
+            body = response.read(MAX_ANSWER_BYTES).decode(charset, "replace")
+            return {"status": response.code, "headers": response.headers, "body": body}
+
+
 def client_for(workspace: SlackWorkspace) -> WebClient:
-    ensure_allowed_url(workspace.api_base_url)
+    address = ensure_allowed_url(workspace.api_base_url)
     base = workspace.api_base_url if workspace.api_base_url.endswith("/") else workspace.api_base_url + "/"
-    return WebClient(token=workspace.bot_token, base_url=base, timeout=5, ssl=ssl_context())
+    return _GuardedWebClient(address=address, token=workspace.bot_token, base_url=base, timeout=5, ssl=ssl_context())
 
 
 def verify(workspace: SlackWorkspace, body: bytes, headers) -> bool:

@@ -285,3 +285,73 @@ def test_a_provider_name_re_pointed_inside_after_the_check_is_not_reached(settin
         listener.close()
     assert answers == ["93.184.216.34"]  # resolved once, by the guard
     assert accepted == []  # nothing reached the internal listener
+
+
+def _slack_call():
+    from accessgov.integrations import slack
+    from accessgov.models import SlackWorkspace
+
+    workspace = SlackWorkspace(name="Acme", team_id="T0", api_base_url=f"https://{NAME}/api/", bot_token="xoxb-test")
+    slack.client_for(workspace).chat_postMessage(channel="C0", text="hello")
+
+
+def _pagerduty_call():
+    from accessgov.integrations import pagerduty
+    from accessgov.models import OnCallProvider
+
+    provider = OnCallProvider(name="PagerDuty", base_url=f"https://{NAME}/pd", api_key="pd-test")
+    pagerduty.incident_status(provider, "P123")
+
+
+@pytest.mark.parametrize("call", [_slack_call, _pagerduty_call], ids=["slack-sdk", "pagerduty"])
+def test_the_provider_sdks_connect_to_the_checked_address_too(settings, monkeypatch, call):
+    """Slack's WebClient and PagerDuty's client open their own connections; they used to resolve the provider's
+    name again after the guard's check, so a name re-pointed inside was followed there."""
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = False
+    settings.INTEGRATIONS_TIMEOUT_SECONDS = 1
+    with rebinding_network(monkeypatch) as (inside, outside, lookups):
+        with pytest.raises(Exception):  # noqa: B017 - the listener hangs up: any failure; where it went is the test
+            call()
+        outside.thread.join(timeout=0.5)
+    assert inside.connections == 0  # nothing reached the internal address
+    assert outside.connections >= 1  # the connection went to the address that was checked
+    assert lookups == [NAME]  # the name was resolved once, by the guard
+
+
+def test_slack_redirects_are_not_followed(settings):
+    """urllib's default opener, which slack_sdk used, follows a redirect to any address the guard never saw."""
+    import http.server
+
+    from accessgov.integrations import slack
+    from accessgov.models import SlackWorkspace
+
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = True
+    elsewhere = Listener()
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{elsewhere.port}/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    workspace = SlackWorkspace(
+        name="Acme", team_id="T0", api_base_url=f"http://127.0.0.1:{server.server_port}/api/", bot_token="xoxb-test"
+    )
+    try:
+        from slack_sdk.errors import SlackApiError
+
+        with pytest.raises(SlackApiError) as raised:
+            slack.client_for(workspace).chat_postMessage(channel="C0", text="hello")
+        assert raised.value.response.status_code == 302
+    finally:
+        thread.join(2)
+        server.server_close()
+        elsewhere.close()
+    assert elsewhere.connections == 0
