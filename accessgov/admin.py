@@ -63,6 +63,14 @@ admin.site.site_title = "AccessGov admin"
 
 
 SELF_WIDENING_FIELDS = ("groups", "user_permissions", "is_staff", "is_superuser")
+# What providers know a person by: PagerDuty's on-call and incident checks and Jira's assignee match the e-mail
+# address, GitHub's the username. An admin who could re-point their own at the person on call would pass those
+# checks, and be auto-approved, with nobody else involved.
+SELF_IDENTITY_FIELDS = ("username", "email")
+SELF_IDENTITY_PROBLEM = (
+    "Nobody changes their own username or e-mail address here: providers (PagerDuty, Jira, GitHub) know people "
+    "by them. Ask another admin."
+)
 
 
 class AccountRightsMixin(RefusalAsMessageMixin):
@@ -130,7 +138,9 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
 
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_service_account")
     list_filter = (*UserAdmin.list_filter, "is_service_account")
-    readonly_fields = ("is_service_account", "created_by")
+    # When an account was made is history (the four-eyes independence check counts accounts an admin made
+    # recently), not something to edit.
+    readonly_fields = ("is_service_account", "created_by", "date_joined", "last_login")
     actions = ["deactivate_users", "reactivate_users", "reset_authenticators"]
 
     def get_fieldsets(self, request, obj=None):
@@ -142,12 +152,15 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
         problem = permissions.rights_change_problem(request.user, user=obj) if obj is not None else None
+        own = obj is not None and obj.pk == request.user.pk
 
         class GuardedUserForm(form_class):
             def clean(self):
                 data = super().clean()
                 if problem and any(n in self.changed_data for n in SELF_WIDENING_FIELDS):
                     raise ValidationError(problem)
+                if own and any(n in self.changed_data for n in SELF_IDENTITY_FIELDS):
+                    raise ValidationError(SELF_IDENTITY_PROBLEM)
                 return data
 
         return form_class if obj is None else GuardedUserForm

@@ -248,7 +248,7 @@ def ensure_can_cancel_access_request(user: User, access_request: AccessRequest) 
 
 # Changes that give an account rights: made by the principal (proposed, or approved), they make the
 # account the principal's creature for a while.
-_EMPOWERING_KINDS = ("user_rights", "object_permission", "group_permissions", "service_account")
+_EMPOWERING_KINDS = ("user_rights", "object_permission", "group_permissions", "service_account", "account_recovery")
 
 
 def independence_problem(candidate: User, principal: User, now=None) -> str | None:
@@ -256,14 +256,21 @@ def independence_problem(candidate: User, principal: User, now=None) -> str | No
     access request or policy change, acknowledging their break-glass), or None. Within the last
     FOUR_EYES_INDEPENDENCE_DAYS, the candidate must not be an account that ``principal`` created, nor
     one that a change proposed or approved by ``principal`` made staff or superuser, added to a group,
-    or gave object or model permissions (directly or through a group the candidate is in). A single
-    admin cannot make the second admin they need (docs/DECISIONS.md, "Sybil admin")."""
+    or gave object or model permissions (directly or through a group the candidate is in), or whose
+    password or authenticator it reset. Nor, for as long as it lives, an account holding an API token that
+    ``principal`` proposed (its secret was shown to them: they can act as that account). A single admin
+    cannot make the second admin they need (docs/DECISIONS.md, "Sybil admin")."""
     if candidate.pk == principal.pk:
         return "Nobody is their own second pair of eyes."
-    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    now = now or timezone.now()
+    since = now - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     days = settings.FOUR_EYES_INDEPENDENCE_DAYS
     if candidate.created_by_id == principal.pk and candidate.date_joined > since:
         return f"{principal.get_username()} created your account less than {days} days ago."
+    if ApiToken.objects.filter(
+        user=candidate, created_by=principal, revoked_at__isnull=True, expires_at__gt=now
+    ).exists():
+        return f"{principal.get_username()} holds an API token of your account: they can act as you."
     by_principal = Q(proposed_by=principal) | Q(decided_by=principal)
     about_candidate = Q(beneficiary=candidate) | Q(
         kind__in=["object_permission", "group_permissions"],
@@ -276,7 +283,7 @@ def independence_problem(candidate: User, principal: User, now=None) -> str | No
         .exclude(kind="object_permission", payload__add=[])
         .exists()
     ):
-        return f"{principal.get_username()} gave your account rights less than {days} days ago."
+        return f"{principal.get_username()} gave your account rights or reset its sign-in less than {days} days ago."
     return None
 
 
