@@ -222,6 +222,13 @@ def access_request_submit_extension(
     than the role's maximum duration from now. ``seen_expires_at`` is the end the asker was shown: when
     the grant has been extended since (a second click on the form, another tab), nothing is asked again."""
     now = timezone.now()
+    role = Role.objects.filter(grants__pk=grant_id).first()
+    external = None
+    if role is not None and ticket:
+        # As for a new request, the ticket provider is asked (outside the transaction) whether the ticket exists,
+        # is open, is in an allowed project and is the requester's.
+        policies.validate_ticket(role, ticket)
+        external = external_checks(role, actor, ticket=ticket, starts_at=None, now=now, on_call=False)
     with transaction.atomic():
         grant = (
             Grant.objects.select_for_update(no_key=True, of=("self",)).select_related("role__system").get(pk=grant_id)
@@ -254,6 +261,7 @@ def access_request_submit_extension(
             extends_grant=grant,
             client_address=client_address,
             now=now,
+            external=external,
         )
 
 

@@ -155,15 +155,16 @@ def _provider_checks(role: Role, requester: User, starts_at: datetime | None, no
 
 
 def external_checks(
-    role: Role, requester: User, *, ticket: str, starts_at: datetime | None, now: datetime
+    role: Role, requester: User, *, ticket: str, starts_at: datetime | None, now: datetime, on_call: bool = True
 ) -> ExternalChecks:
-    """Ask the role's ticket provider and on-call provider (no transaction open). Raises
+    """Ask the role's ticket provider and (``on_call``) on-call provider (no transaction open). Raises
     PolicyViolation for a ticket that is missing, closed, elsewhere, not the requester's, or cannot be
-    confirmed; never raises for the on-call provider (its failures become not-matching checks)."""
+    confirmed; never raises for the on-call provider (its failures become not-matching checks). An
+    extension asks the ticket provider only: on-call rules, whose grants end with the shift, do not
+    approve extensions."""
     provider, issue = _ticket_check(role, requester, ticket)
-    return ExternalChecks(
-        provider_checks=_provider_checks(role, requester, starts_at, now), issue=issue, ticket_provider=provider
-    )
+    checks = _provider_checks(role, requester, starts_at, now) if on_call else {}
+    return ExternalChecks(provider_checks=checks, issue=issue, ticket_provider=provider)
 
 
 # --- Ending bound grants ---------------------------------------------------------------------------

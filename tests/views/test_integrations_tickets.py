@@ -208,3 +208,45 @@ def test_huge_or_malformed_webhook_bodies_are_refused_cleanly(world, ticket_role
     for body in (b"not json", b"\xff\xfe", b"[]", b'{"issue": {"key": "../../etc"}}', b'{"issue": 5}', deep):
         response = _webhook(provider_id, body, _sign(body))
         assert response.status_code in (400, 204), (body, response.status_code)
+
+
+@pytest.mark.parametrize(
+    ("ticket", "refusal"),
+    [("OPS-7", "is closed"), ("OPS-404", "does not exist"), ("HR-1", "OPS, INC"), ("OPS-9", "must be assigned to you")],
+)
+def test_an_extension_s_ticket_is_checked_with_the_provider_like_a_request_s(
+    world, ticket_role, fake, at_t0, ticket, refusal
+):
+    """An extension's ticket was only pattern-matched: a closed or missing one was accepted, and a static
+    auto-approval rule then extended the grant at once."""
+    from accessgov.models import AutoApprovalRule
+
+    ticket_role.ticket_assigned_to_requester = True
+    ticket_role.save()
+    access_request = request_services.access_request_submit(
+        world.requester,
+        role=world.role,
+        duration=timedelta(hours=1),
+        justification="Rotate the credentials",
+        ticket="OPS-42",
+    )
+    request_services.access_request_approve(world.approver, access_request.pk)
+    grant = Grant.objects.get()
+    AutoApprovalRule.objects.create(role=world.role, name="business hours")
+    response = client_for(world.requester).post(
+        reverse("grant_extend", args=[grant.pk]),
+        {"duration": "30m", "justification": "Still rotating the credentials", "ticket": ticket},
+    )
+    assert response.status_code == 400
+    assert refusal.lower() in response.content.decode().lower()
+    assert not AccessRequest.objects.filter(kind="extension").exists()
+    grant.refresh_from_db()
+    assert grant.extension_count == 0
+    # The ticket that is open, allowed and the requester's extends, and is recorded with its title.
+    response = client_for(world.requester).post(
+        reverse("grant_extend", args=[grant.pk]),
+        {"duration": "30m", "justification": "Still rotating the credentials", "ticket": "OPS-42"},
+    )
+    assert response.status_code == 302
+    extension = AccessRequest.objects.get(kind="extension")
+    assert (extension.status, extension.ticket_title) == ("approved", "Rotate the payments DB credentials")
