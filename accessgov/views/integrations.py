@@ -138,8 +138,10 @@ def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, cl
         return HttpResponse(status=200)
     try:
         metadata = json.loads(view.get("private_metadata") or "{}")
-        access_request_id, outcome = int(metadata["request"]), metadata["outcome"]
+        access_request_id, outcome = inputs.parse_id(str(metadata["request"])), metadata["outcome"]
     except (ValueError, KeyError, TypeError):
+        access_request_id = None
+    if access_request_id is None:  # also a float such as 1e999 (infinity), which int() refused with a 500
         return HttpResponse("Malformed view.", status=400, content_type="text/plain")
     user = integration_services.slack_linked_user(workspace, slack_user)
     if user is None:

@@ -339,3 +339,14 @@ def test_huge_or_malformed_slack_bodies_are_refused_cleanly(workspace, at_t0):
         response = Client().post(url, data=body, content_type="application/x-www-form-urlencoded", **_signed(body))
         assert response.status_code in (200, 400, 401), (body, response.status_code)
     assert Client().get(url).status_code == 405
+
+
+@pytest.mark.parametrize("request_id", [1e999, -1e999, 10**30, -1, 0, 1.5, "\u0661", True, None, [1], {"a": 1}])
+def test_a_signed_decide_modal_with_a_hostile_request_id_is_a_400(workspace, request_id):
+    """The modal's metadata is ours, but comes back in a signed body we did not write: ``1e999`` (JSON for
+    infinity) made ``int()`` raise OverflowError, a 500."""
+    payload = _post_view_submission("U0APPROVER", slack_module.DECIDE_VIEW, {"comment": "ok"}, {"outcome": "approve"})
+    payload["view"]["private_metadata"] = json.dumps({"request": request_id, "outcome": "approve"})
+    response, _, _ = _post(payload)
+    assert response.status_code == 400
+    assert response.content == b"Malformed view."
