@@ -69,6 +69,11 @@ def _grant_detail(
 @require_POST
 def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
+    if not permissions.can_release_grant(request.user, grant):
+        # Refused before the confirmation page, which would ask someone else to release "your" access.
+        return refused(
+            request, "Only the person who holds a grant can release it.", reverse("grant_detail", args=[pk]), status=403
+        )
     if not confirmed(request):
         return confirm_page(
             request,

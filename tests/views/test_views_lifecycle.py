@@ -279,6 +279,20 @@ def test_my_access_shows_a_countdown_and_release_ends_access(world):
     assert "You have no active access" in client.get(reverse("my_access")).content.decode()
 
 
+def test_someone_who_sees_a_grant_but_does_not_hold_it_is_refused_before_the_confirmation(world):
+    """The approver sees the requester's grant; releasing it showed them "Release your access …?" first."""
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    for data in ({}, {"confirm": "yes"}):
+        response = as_(world.approver).post(reverse("grant_release", args=[grant.pk]), data)
+        assert response.status_code == 403
+        assert "Only the person who holds a grant can release it." in response.content.decode()
+        assert "Release your access" not in response.content.decode()
+    assert as_(world.outsider).post(reverse("grant_release", args=[grant.pk])).status_code == 404
+    grant.refresh_from_db()
+    assert grant.status == "active"
+
+
 def test_my_access_drops_a_grant_at_expiry_without_any_sweep(world):
     ar.access_request_approve(world.approver, submit(world).pk)
     grant = Grant.objects.get()
