@@ -161,6 +161,11 @@ def review_item_decide(
             raise NotAuthorized("Nobody reviews their own access; an auditor will reassign this item.")
         if item.reviewer_id != actor.pk:
             raise NotAuthorized("This item is assigned to another reviewer.")
+        # As for approvals: an account the subject recently made, empowered or reset, or one whose token they hold,
+        # is not an independent reviewer of the subject's access.
+        problem = permissions.independence_problem(actor, item.subject_user) if item.subject_user else None
+        if problem:
+            raise NotAuthorized(f"{problem} An auditor will reassign this item.")
         item.decision, item.comment = decision, comment.strip()
         item.decided_at, item.decided_by = timezone.now(), actor
         item.save(update_fields=["decision", "comment", "decided_at", "decided_by"])

@@ -71,6 +71,23 @@ def test_group_members_do_not_review_their_group(world):
     assert campaign.items.get(subject_group=team).reviewer == world.auditor
 
 
+def test_an_account_the_subject_made_is_not_their_independent_reviewer(world, make_user):
+    """As for approvals (promise 3: no self-review through a second account): an owner account the subject
+    created recently may be assigned the item, but may not decide it."""
+    Eligibility.objects.create(role=world.role, user=world.owner)
+    sidekick = make_user("owner-sidekick")
+    sidekick.created_by = world.owner
+    sidekick.save()
+    assign_perm("accessgov.own_system", sidekick, world.system)
+    campaign = open_campaign(world)
+    own = item_for(campaign, world.owner, world.role)
+    assert own.reviewer == sidekick
+    with pytest.raises(NotAuthorized, match=r"owner created your account .* An auditor will reassign this item\."):
+        reviews.review_item_decide(sidekick, own.pk, decision="keep")
+    own.refresh_from_db()
+    assert own.decision == ""
+
+
 def test_only_auditors_open_and_close_campaigns(world):
     with pytest.raises(NotAuthorized):
         reviews.review_campaign_create(world.owner, name="x", systems=[world.system], due_at=timezone.now() + H)
