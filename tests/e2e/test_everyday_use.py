@@ -328,6 +328,35 @@ def test_approver_flows_and_pages(live_server, scene, csp_watch, short_step_up, 
     survey.check(request)
 
 
+def test_an_approver_decides_on_the_request_s_own_page(live_server, world, csp_watch):
+    """E-mail and Slack links land on the request's page: its Approve and Deny must work there too. They were
+    wired to swap "the nearest queue card", which that page has none of, so a click sent nothing at all."""
+    from guardian.shortcuts import assign_perm
+
+    from tests.support.factories import RoleFactory
+
+    role = RoleFactory(system=world.system, name="read-only", approvals_required=1)
+    assign_perm("accessgov.approve_role", world.approver, role)
+    for person in (world.requester, world.approver2):
+        Eligibility.objects.create(role=role, user=person)
+    to_approve = ar.access_request_submit(
+        world.requester, role=role, duration=H, justification="Check the settlement rows"
+    )
+    to_deny = ar.access_request_submit(world.approver2, role=role, duration=H, justification="Look at the payout table")
+    page = _sign_in(csp_watch(), live_server, world.approver)
+
+    page.goto(live_server.url + f"/requests/{to_approve.pk}/")
+    page.get_by_label("Comment").fill("OK for the settlement check")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_text(f"Approved: request #{to_approve.pk}")).to_be_visible()
+    page.goto(live_server.url + f"/requests/{to_deny.pk}/")
+    page.get_by_label("Comment").fill("Not during the freeze")
+    page.get_by_role("button", name="Deny").click()
+    expect(page.get_by_text(f"Denied: request #{to_deny.pk}")).to_be_visible()
+    assert AccessRequest.objects.get(pk=to_approve.pk).status == AccessRequest.Status.APPROVED
+    assert AccessRequest.objects.get(pk=to_deny.pk).status == AccessRequest.Status.DENIED
+
+
 # --- Owner ----------------------------------------------------------------------------------------
 
 
