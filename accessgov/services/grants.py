@@ -422,6 +422,7 @@ def _end(
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
         after_commit.enqueue("notify", "grant_ended", grant.pk)
         withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
+        provisioning.manual_applies_withdraw(now, grant_ids=[grant.pk])
         return grant
     ensure_transition("grant", grant.status, Status.REVOKED)
     was_active = grant.status == Status.ACTIVE
@@ -445,6 +446,7 @@ def _end(
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
     after_commit.enqueue("notify", "grant_ended", grant.pk)
     withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
+    provisioning.manual_applies_withdraw(now, grant_ids=[grant.pk])
     return grant
 
 

@@ -115,6 +115,45 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), settings.PROVISIONING_MAX_BACKOFF_SECONDS))
 
 
+def _skip(items: list[OutboxItem], now: datetime, job: str = "provisioning") -> None:
+    """APPLY items (locked by the caller) of grants no longer active: nothing is sent, each is done as
+    "skipped" with one provisioning.skipped event, and a grant still waiting to be applied is not applied."""
+    for item in items:
+        grant = item.grant
+        item.done_at, item.outcome = now, "skipped"
+        item.save(update_fields=["done_at", "outcome"])
+        if grant.provisioning_state == State.PENDING:
+            grant.provisioning_state = State.NOT_APPLIED
+            grant.save(update_fields=["provisioning_state"])
+        event_record(
+            Type.PROVISIONING_SKIPPED,
+            job=job,
+            grant=grant,
+            access_request=grant.access_request,
+            data={"outbox_item": item.idempotency_key},
+        )
+
+
+def manual_applies_withdraw(now: datetime, *, grant_ids: list[int] | None = None) -> int:
+    """Open APPLY tasks of manual systems whose grant is no longer active (released, revoked, expired)
+    are skipped, so that nobody is asked to give access that has ended (the drain does this for automatic
+    systems when it reaches the item). Called where a grant ends early (``grant_ids``: in that transaction, without
+    a savepoint of its own) and by every sweep."""
+    with transaction.atomic(savepoint=False):
+        qs = OutboxItem.objects.filter(
+            done_at__isnull=True, action=Action.APPLY, grant__role__system__connector=System.Connector.MANUAL
+        ).filter(~Q(grant__status=Grant.Status.ACTIVE) | Q(grant__expires_at__lte=now))
+        if grant_ids is not None:
+            qs = qs.filter(grant_id__in=grant_ids)
+        items = list(
+            qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .select_related("grant__access_request", "grant__role")
+            .order_by("pk")[:1000]
+        )
+        _skip(items, now, job="grant-ended" if grant_ids is not None else "sweep")
+    return len(items)
+
+
 def _claim(
     now: datetime, *, item_id: int | None = None, limit: int = 1, system_id: int | None = None
 ) -> list[OutboxItem]:
@@ -153,20 +192,7 @@ def _claim(
                 skipped.append(item)
                 continue
             claimed.append(item)
-        for item in skipped:
-            grant = item.grant
-            item.done_at, item.outcome = now, "skipped"
-            item.save(update_fields=["done_at", "outcome"])
-            if grant.provisioning_state == State.PENDING:
-                grant.provisioning_state = State.NOT_APPLIED
-                grant.save(update_fields=["provisioning_state"])
-            event_record(
-                Type.PROVISIONING_SKIPPED,
-                job="provisioning",
-                grant=grant,
-                access_request=grant.access_request,
-                data={"outbox_item": item.idempotency_key},
-            )
+        _skip(skipped, now)
         if claimed:
             OutboxItem.objects.filter(pk__in=[i.pk for i in claimed]).update(
                 lease_until=now + timedelta(seconds=settings.PROVISIONING_LEASE_SECONDS),
@@ -440,6 +466,11 @@ def manual_task_complete(actor: User, item_id: int) -> str:
     permissions.ensure_can_complete_manual_task(actor, item.grant)
     if item.done_at is not None:
         raise TransitionNotAllowed("This task is already done.")
+    if item.action == Action.APPLY and manual_applies_withdraw(timezone.now(), grant_ids=[item.grant_id]):
+        raise TransitionNotAllowed(
+            f"Grant #{item.grant_id} has already ended: there is nothing to apply, and this task is withdrawn. "
+            "If you did apply it, its removal task is open."
+        )
     with transaction.atomic():
         OutboxItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1)
     return _record(item.pk, "", actor=actor)

@@ -32,6 +32,7 @@ def sweep_run(now: datetime) -> dict[str, int]:
         # The outbox is drained by its own task after each commit, and here too: after a broker or
         # target outage, access is applied/removed within one sweep of recovery.
         "provisioned": provisioning.outbox_drain(now),
+        "manual_applies_withdrawn": provisioning.manual_applies_withdraw(now),
         "removal_alerts": provisioning.removal_alert_due(now),
         "review_reminders": reviews.review_reminders_due(now),
         "reviews_closed": reviews.review_campaigns_close_due(now),

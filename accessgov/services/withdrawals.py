@@ -53,7 +53,9 @@ def extensions_withdraw_for_ended_grants(
     ended = ~Q(extends_grant__status=Grant.Status.ACTIVE) | Q(extends_grant__expires_at__lte=now)
     total = 0
     while True:
-        with transaction.atomic():
+        # Inside the transaction that ends a grant this adds no savepoint (savepoint=False); alone (the sweep) each
+        # batch commits by itself.
+        with transaction.atomic(savepoint=False):
             due = list(
                 pending.filter(ended)
                 .select_for_update(skip_locked=True, no_key=True, of=("self",))

@@ -216,6 +216,7 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "expiry_reminders=0",
             "break_glass_reminders=0",
             "provisioned=0",
+            "manual_applies_withdrawn=1",  # the manual system's Apply task was never done: withdrawn
             "removal_alerts=0",
             "review_reminders=0",
             "reviews_closed=0",

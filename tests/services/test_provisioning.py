@@ -856,6 +856,46 @@ def test_the_provisioning_page_lists_pending_manual_tasks_and_the_owner_marks_on
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("end", ["release", "expiry"])
+def test_nobody_is_asked_to_apply_access_that_has_ended(world, end):
+    """A manual system's Apply task outlived its grant: "Mark applied" on a released grant recorded the access as
+    applied at the target 14 minutes after it had ended. Now the task is withdrawn when the grant ends (early: in
+    its transaction; by expiry: by the sweep), and one marked late is refused."""
+
+    grant = approve(world)
+    apply_task = OutboxItem.objects.get(grant=grant, action=OutboxItem.Action.APPLY)
+    owner = verify_session(Client(), world.owner)
+    if end == "release":
+        gs.grant_release(world.requester, grant.pk)
+    else:
+        make_due(grant)
+        assert sweep_run(timezone.now())["manual_applies_withdrawn"] == 1
+    apply_task.refresh_from_db()
+    assert (apply_task.done_at is not None, apply_task.outcome, apply_task.done_by) == (True, "skipped", None)
+    html = owner.get("/provisioning/").content.decode()
+    assert "Mark applied" not in html and "Mark removed" in html
+    response = owner.post(f"/provisioning/tasks/{apply_task.pk}/done/")
+    assert response.status_code == 409
+    grant.refresh_from_db()
+    assert grant.provisioned_at is None
+    assert not AccessEvent.objects.filter(grant=grant, event_type="provisioning.applied").exists()
+    assert AccessEvent.objects.filter(grant=grant, event_type="provisioning.skipped").count() == 1
+
+
+@pytest.mark.django_db
+def test_an_apply_task_whose_grant_expired_before_any_sweep_is_refused_and_withdrawn(world):
+    grant = approve(world)
+    apply_task = OutboxItem.objects.get(grant=grant, action=OutboxItem.Action.APPLY)
+    make_due(grant)  # past its end, not swept yet
+    with pytest.raises(TransitionNotAllowed, match="has already ended: there is nothing to apply"):
+        manual_task_complete(world.owner, apply_task.pk)
+    apply_task.refresh_from_db()
+    assert apply_task.outcome == "skipped"
+    grant.refresh_from_db()
+    assert grant.provisioned_at is None
+
+
+@pytest.mark.django_db
 @override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
 def test_a_drain_sends_nothing_once_half_its_lease_has_passed(hooked, receiver, outbox_held, settings, monkeypatch):
     """An item sent after its lease ran out could be sent by two drains (an APPLY after another drain
