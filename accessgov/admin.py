@@ -53,6 +53,7 @@ from accessgov.models import (
     WebhookDelivery,
 )
 from accessgov.services import changes as change_services
+from accessgov.services import eligibility as eligibility_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
 from accessgov.services import users as user_services
@@ -565,11 +566,33 @@ class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     search_fields = ("user__username", "group__name", "role__name")
     raw_id_fields = ("user",)
     readonly_fields = ("created_by", "created_at")
+    actions = ["end_eligibilities"]
 
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting the row wrote no access event and left its pending requests waiting: an eligibility is
+        # ended (services.eligibility), and the row stays as the record of who could ask, and until when.
+        return False
+
+    @admin.action(description="End now: no new requests; pending requests that relied on it are withdrawn")
+    def end_eligibilities(self, request, queryset):
+        ended = 0
+        for eligibility in queryset:
+            try:
+                eligibility_services.eligibility_end(
+                    request.user,
+                    eligibility.pk,
+                    reason=f"Ended in the admin by {request.user.get_username()}.",
+                    client_address=getattr(request, "client_address", None),
+                )
+                ended += 1
+            except AccessGovError as error:
+                self.message_user(request, f"{eligibility}: {error}", level="error")
+        self.message_user(request, f"Ended {ended} eligibilit{'y' if ended == 1 else 'ies'}.")
 
 
 @admin.register(AccessRequest)
