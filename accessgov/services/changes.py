@@ -148,9 +148,41 @@ def change_propose(
             reason=summary,
             data={"change_id": change.pk, "kind": kind, "target_id": instance.pk, "changes": changes},
         )
+        if instance.pk is not None:
+            _withdraw_overtaken(change, actor=actor, client_address=client_address)
         if not settings.FOUR_EYES_POLICY_CHANGES:
             return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
         return change
+
+
+def _withdraw_overtaken(change: ChangeRequest, *, actor: User, client_address: str | None) -> None:
+    """Older pending changes of the same object whose every field the new ``change`` sets again are overtaken:
+    withdrawn, each with an event naming the change that overtook it. Approving one would apply a value its
+    proposer (or another admin) has since replaced, and leave the newer one refused as stale. An older change
+    that also sets other fields stays: withdrawing it would drop those."""
+    fields = set(change.payload) - {"__old__"}
+    older = ChangeRequest.objects.select_for_update(no_key=True, of=("self",)).filter(
+        kind=change.kind, target_id=change.target_id, status=Status.PENDING, pk__lt=change.pk
+    )
+    for previous in older.order_by("pk"):
+        if not set(previous.payload) - {"__old__"} <= fields:
+            continue
+        reason = f"Overtaken by change #{change.pk}, which sets the same fields again."
+        previous.status, previous.decided_by, previous.decided_at = Status.WITHDRAWN, actor, timezone.now()
+        previous.comment, previous.secret_payload = reason, ""
+        previous.save(update_fields=["status", "decided_by", "decided_at", "comment", "secret_payload"])
+        event_record(
+            Type.CHANGE_REJECTED,
+            actor=actor,
+            client_address=client_address,
+            reason=reason,
+            data={
+                "change_id": previous.pk,
+                "kind": previous.kind,
+                "status": previous.status,
+                "overtaken_by": change.pk,
+            },
+        )
 
 
 def change_propose_permissions(
@@ -241,7 +273,10 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
             raise TransitionNotAllowed("What this change edits no longer exists.")
         by_attname = {f.attname: f for f in model._meta.concrete_fields}
         if old is not None and any(_serialize(instance, by_attname[a]) != v for a, v in old.items()):
-            raise TransitionNotAllowed("It was changed by someone else since this was proposed; propose it again.")
+            raise TransitionNotAllowed(
+                "What this change edits was changed since it was proposed, so it would undo that: reject it, and "
+                "propose it again if it is still wanted."
+            )
     else:
         instance = model()
         if change.kind == Kind.ELIGIBILITY:

@@ -125,15 +125,43 @@ def test_auto_approval_rules_are_four_eyed_too(world, admins):
 
 
 def test_a_change_overtaken_by_another_is_refused_not_applied_blindly(world, admins):
+    """Two proposals for the same field: the older is withdrawn when the newer is proposed (approving it first
+    applied the value its proposer had replaced, and left the newer one refused as stale and waiting forever)."""
     first, second = admins
     for value in (3, 4):
         role = Role.objects.get(pk=world.role.pk)
         role.approvals_required = value
         changes.change_propose(first, kind=ChangeRequest.Kind.ROLE, instance=role, fields=["approvals_required"])
     older, newer = ChangeRequest.objects.order_by("pk")
-    changes.change_approve(second, newer.pk)
-    with pytest.raises(TransitionNotAllowed, match="changed by someone else"):
+    assert (older.status, older.comment) == (
+        "withdrawn",
+        f"Overtaken by change #{newer.pk}, which sets the same fields again.",
+    )
+    assert AccessEvent.objects.filter(event_type="change.rejected", data__change_id=older.pk).count() == 1
+    with pytest.raises(TransitionNotAllowed):
         changes.change_approve(second, older.pk)
+    changes.change_approve(second, newer.pk)
+    assert Role.objects.get(pk=world.role.pk).approvals_required == 4
+    assert list(ChangeRequest.objects.filter(status="pending")) == []
+
+
+def test_an_older_change_that_also_sets_other_fields_waits_and_is_refused_once_stale(world, admins):
+    first, second = admins
+    role = Role.objects.get(pk=world.role.pk)
+    role.approvals_required, role.max_duration = 3, timedelta(hours=3)
+    wider = changes.change_propose(
+        first, kind=ChangeRequest.Kind.ROLE, instance=role, fields=["approvals_required", "max_duration"]
+    )
+    role = Role.objects.get(pk=world.role.pk)
+    role.approvals_required = 4
+    narrower = changes.change_propose(first, kind=ChangeRequest.Kind.ROLE, instance=role, fields=["approvals_required"])
+    wider.refresh_from_db()
+    assert wider.status == "pending"  # withdrawing it would drop its max_duration
+    changes.change_approve(second, narrower.pk)
+    with pytest.raises(
+        TransitionNotAllowed, match="was changed since it was proposed, so it would undo that: reject it"
+    ):
+        changes.change_approve(second, wider.pk)
     assert Role.objects.get(pk=world.role.pk).approvals_required == 4
 
 
