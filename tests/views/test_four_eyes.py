@@ -265,3 +265,15 @@ def test_a_mixed_role_edit_says_what_was_saved_at_once_and_what_was_proposed(wor
     assert "Saved at once (no approval needed): Description." in page
     assert "Proposed as change #" in page
     assert Role.objects.get(pk=world.role.pk).description == "Writes to the payouts tables"
+
+
+def test_a_change_s_page_says_before_and_after_once_applied_not_now(world, admins):
+    first, second = admins
+    role = Role.objects.get(pk=world.role.pk)
+    role.approvals_required = 3
+    change = changes.change_propose(first, kind=ChangeRequest.Kind.ROLE, instance=role, fields=["approvals_required"])
+    url = reverse("change_detail", args=[change.pk])
+    assert '<th scope="col">When proposed</th><th scope="col">Proposed</th>' in as_(second).get(url).content.decode()
+    changes.change_approve(second, change.pk)
+    page = as_(second).get(url).content.decode()
+    assert '<th scope="col">Before</th><th scope="col">After</th>' in page and ">Now<" not in page
