@@ -191,6 +191,12 @@ def eligibility_ends_at(user: User, role: Role, now):
 
 
 def _approves_role(user: User, role: Role) -> bool:
+    """Named an approver of ``role`` (approve_role on it, or approve_system on its system, directly or through a
+    group). A superuser holds every permission in Django's sense, but approves only where named, like everyone:
+    the queue, the request page's "who can decide" and the notifications all read the named approvers, and a
+    superuser deciding where none of them showed it was a Decide panel on a request "nobody" could decide."""
+    if user.is_superuser:
+        return role.pk in _scope(user).decidable_role_ids
     return user.has_perm("accessgov.approve_role", role) or user.has_perm("accessgov.approve_system", role.system)
 
 

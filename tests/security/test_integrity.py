@@ -219,6 +219,10 @@ def test_sybil_admin_cannot_approve_the_proposers_change_or_access(world, admins
 
     Eligibility.objects.create(role=world.role, user=first, starts_at=timezone.now() - H)
     own = ar.access_request_submit(first, role=world.role, duration=H, justification=WHY)
+    # A superuser approves only roles they are named an approver of; named, sybil is still not independent.
+    with pytest.raises(NotAuthorized, match="not an approver"):
+        ar.access_request_approve(sybil, own.pk)
+    assign_perm("accessgov.approve_role", sybil, world.role)
     with pytest.raises(NotAuthorized, match="created your account"):
         ar.access_request_approve(sybil, own.pk)
     assert AccessRequest.objects.get(pk=own.pk).status == "pending"

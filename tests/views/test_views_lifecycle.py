@@ -501,3 +501,32 @@ def test_queue_badge_counts_exactly_what_the_queue_shows(world):
     assert selectors.approver_queue(world.approver, now).count() == 2
     # approver2: the 2-approval request and the 1-approval request, never their own
     assert selectors.approver_queue(world.approver2, now).count() == 2
+
+
+def test_a_superuser_decides_only_where_named_an_approver(world, admins):
+    """The queue, "who can decide" and the notifications read the named approvers; the request page offered a
+    superuser a Decide panel on a request they were never named for (and "nobody" could decide)."""
+    first, _ = admins
+    pending = submit(world)
+    client = as_(first)
+    page = client.get(reverse("request_detail", args=[pending.pk])).content.decode()
+    assert "<h2>Decide</h2>" not in page
+    assert client.post(reverse("request_approve", args=[pending.pk]), {"comment": "ok"}).status_code == 403
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+
+
+def test_a_request_for_a_role_nobody_can_approve_says_so_when_sent(world):
+    from guardian.shortcuts import remove_perm
+
+    remove_perm("accessgov.approve_role", world.approver, world.role)
+    world.approver2.groups.clear()
+    client = as_(world.requester)
+    response = client.post(
+        reverse("request_new"),
+        {"role": world.role.pk, "duration": "1h", "justification": "Fix the stuck payout batch", "ticket": ""},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "nobody can approve Payments DB · read-write yet: an owner of Payments DB must name an approver" in page
+    assert "Approvers have been notified" not in page

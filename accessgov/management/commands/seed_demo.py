@@ -148,6 +148,8 @@ class Command(BaseCommand):
             assign_perm("accessgov.approve_system", users["carol"], system)
             if slug != "support-admin":
                 assign_perm("accessgov.approve_system", users["bob"], system)
+            else:  # a second approver, so that carol's own requests there have someone to decide them
+                assign_perm("accessgov.approve_system", users["adam"], system)
             for role_name, risk, approvals, step_up, break_glass in roles:
                 role, _ = Role.objects.get_or_create(
                     system=system,
