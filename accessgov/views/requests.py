@@ -54,7 +54,14 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
             if access_request.status == AccessRequest.Status.APPROVED:
                 messages.success(request, f"Approved automatically ({access_request.auto_approved_by_rule}).")
                 return redirect("my_access")
-            messages.success(request, "Request sent. Approvers have been notified.")
+            if permissions.approvers_for_role(access_request.role) - {request.user}:
+                messages.success(request, "Request sent. Approvers have been notified.")
+            else:
+                messages.warning(
+                    request,
+                    f"Request sent, but nobody can approve {access_request.role} yet: an owner of "
+                    f"{access_request.role.system.name} must name an approver before it lapses.",
+                )
             return redirect("request_detail", pk=access_request.pk)
     elif request.method == "POST":
         status = 400
