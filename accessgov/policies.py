@@ -24,13 +24,21 @@ def format_duration(duration: timedelta) -> str:
     return " ".join(p for p in parts if p) or "0 min"
 
 
-def validate_duration(role: Role, duration: timedelta, *, ceiling: timedelta | None = None) -> None:
+def validate_duration(
+    role: Role, duration: timedelta, *, ceiling: timedelta | None = None, ceiling_is: str = ""
+) -> None:
+    """``duration`` within the role's maximum and, when given, a ``ceiling`` below it; ``ceiling_is`` says what
+    the ceiling is when it is the tighter limit (the refusal then names both, not the ceiling as the role's)."""
     limit = min(role.max_duration, ceiling) if ceiling else role.max_duration
     if duration <= timedelta(0):
         raise PolicyViolation("The duration must be longer than zero.")
     if duration < timedelta(minutes=5):
         raise PolicyViolation("The shortest duration is 5 minutes.")
     if duration > limit:
+        if limit < role.max_duration and ceiling_is:
+            raise PolicyViolation(
+                f"{ceiling_is} at most {format_duration(limit)} ({role} allows {format_duration(role.max_duration)})."
+            )
         raise PolicyViolation(f"{role} allows at most {format_duration(limit)}.")
 
 

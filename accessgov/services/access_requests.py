@@ -249,7 +249,12 @@ def access_request_submit_extension(
         ceiling = grant.role.max_duration - (grant.expires_at - now)
         if ceiling < timedelta(minutes=5):
             raise PolicyViolation(f"This grant already runs for the longest {grant.role} allows.")
-        policies.validate_duration(grant.role, duration, ceiling=ceiling)
+        policies.validate_duration(
+            grant.role,
+            duration,
+            ceiling=ceiling,
+            ceiling_is="With the time it already has, this access can be extended by",
+        )
         return _create(
             actor,
             grant.role,

@@ -524,7 +524,9 @@ def break_glass_activate(
         if not role.break_glass_allowed:
             raise PolicyViolation(f"{role} does not allow break-glass access.")
         permissions.ensure_can_request_role(actor, role, now)
-        policies.validate_duration(role, duration, ceiling=policies.BREAK_GLASS_MAX_DURATION)
+        policies.validate_duration(
+            role, duration, ceiling=policies.BREAK_GLASS_MAX_DURATION, ceiling_is="Break-glass access lasts"
+        )
         if len(justification.strip()) < 10:
             raise PolicyViolation("Explain the emergency (at least 10 characters).")
         if Grant.objects.current().filter(user=actor, role=role).exists():

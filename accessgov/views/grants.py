@@ -79,7 +79,7 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
             request,
             title=f"Release your access to {grant.role}?",
             consequences=[
-                f"1 grant ends now: your access to {grant.role} (it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"1 grant ends now: your access to {grant.role} (it had until {_local(grant.expires_at)}).",
                 f"AccessGov removes it at {grant.role.system.name}; to work there again you need a new request.",
             ],
             confirm_label="Yes, release it now",
@@ -113,7 +113,7 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
             title=f"Revoke {grant.user}'s access to {grant.role}?",
             consequences=[
                 f"1 grant ends now: {grant.user} loses access to {grant.role} "
-                f"(it had until {grant.expires_at:%Y-%m-%d %H:%M} UTC).",
+                f"(it had until {_local(grant.expires_at)}).",
                 f"AccessGov removes it at {grant.role.system.name}; {grant.user} is told, with your reason: "
                 f"“{form.cleaned_data['reason']}”.",
             ],
@@ -132,6 +132,12 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
     return redirect("grant_detail", pk=pk)
+
+
+def _local(instant) -> str:
+    """An instant as the page's other times show it: in the viewer's time zone, with the zone's name."""
+    local = timezone.localtime(instant)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 @require_http_methods(["GET", "POST"])

@@ -234,9 +234,20 @@ def _decide(request: PortalRequest, pk: int, outcome: str) -> HttpResponse:
             messages.error(request, str(error))
         return _decision_answer(request, access_request, back, status=status_for(error), form=form)
     access_request.refresh_from_db()
-    verb = "Approved" if outcome == "approve" else "Denied"
-    messages.success(request, f"{verb}: request #{pk} ({access_request.get_status_display().lower()}).")
+    messages.success(request, _decided_message(access_request, outcome))
     return _decision_answer(request, access_request, back, status=200)
+
+
+def _decided_message(access_request: AccessRequest, outcome: str) -> str:
+    """What the approver just did, in one line: a shortened approval says for how long; a request that still
+    waits for more approvals says so."""
+    verb = "Approved" if outcome == "approve" else "Denied"
+    approved = access_request.approved_duration
+    if outcome == "approve" and approved and approved < access_request.requested_duration:
+        verb = f"Approved for {policies.format_duration(approved)} (asked: {policies.format_duration(access_request.requested_duration)})"
+    if access_request.status == AccessRequest.Status.PENDING:
+        return f"{verb}: request #{access_request.pk}, which still waits for another approver."
+    return f"{verb}: request #{access_request.pk}."
 
 
 def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str | None:

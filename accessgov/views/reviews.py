@@ -246,7 +246,7 @@ def _close_consequences(campaign: ReviewCampaign, now) -> list[str]:
     lines = []
     if campaign.due_at > now:
         lines.append(
-            f"The review is due {campaign.due_at:%Y-%m-%d %H:%M} UTC; reviewers can no longer answer after this."
+            f"The review is due {timezone.localtime(campaign.due_at):%Y-%m-%d %H:%M %Z}; reviewers can no longer answer after this."
         )
     revoked = f"{plural(preview['revoked'], 'item')} revoked"
     if preview["unanswered_revoked"]:

@@ -60,7 +60,7 @@ def test_requester_asks_approver_approves_with_comment_and_access_ends_by_itself
     assert answer.value.request.headers.get("hx-request") == "true"  # htmx made the call, not a plain POST
     swapped = approver.locator(f"#request-{request_pk}")
     expect(swapped.locator(".status")).to_have_text("Approved")
-    expect(swapped).to_contain_text(f"Approved: request #{request_pk} (approved).")
+    expect(swapped).to_contain_text(f"Approved: request #{request_pk}.")
     expect(swapped.locator("form.decide-form")).to_have_count(0)
     assert approver.url == live_server.url + "/approvals/"  # swapped in place, no navigation
     approver.screenshot(path=str(ARTIFACTS / "approvals.png"), full_page=True)

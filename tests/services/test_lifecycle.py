@@ -482,7 +482,9 @@ def test_extension_is_bounded_by_the_role_maximum_from_now(world):
     with time_machine.travel(T0, tick=False):
         ar.access_request_approve(world.approver, submit(world, duration=3 * H).pk)
         grant = Grant.objects.get()
-        with pytest.raises(PolicyViolation, match="at most 1 h"):
+        with pytest.raises(
+            PolicyViolation, match=r"this access can be extended by at most 1 h \(Payments DB · read-write allows 4 h\)"
+        ):
             ar.access_request_submit_extension(
                 world.requester, grant_id=grant.pk, duration=2 * H, justification="Need more time please"
             )

@@ -50,7 +50,10 @@ def test_break_glass_duration_error_keeps_the_code_and_the_same_code_then_works(
         response = client.post(reverse("break_glass"), data)
         page = response.content.decode()
         assert response.status_code == 400
-        assert "allows at most" in page and 'aria-invalid="true"' in page
+        assert (
+            "Break-glass access lasts at most 1 h (Payments DB · admin allows 2 h)." in page
+            and 'aria-invalid="true"' in page
+        )
         assert "INC-77: payments down" in page  # what was typed is kept
         assert not Grant.objects.exists()
         response = client.post(reverse("break_glass"), {**data, "duration": "30m"})

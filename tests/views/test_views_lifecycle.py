@@ -530,3 +530,25 @@ def test_a_request_for_a_role_nobody_can_approve_says_so_when_sent(world):
     page = response.content.decode()
     assert "nobody can approve Payments DB · read-write yet: an owner of Payments DB must name an approver" in page
     assert "Approvers have been notified" not in page
+
+
+def test_the_release_confirmation_shows_the_end_in_the_person_s_time_zone(world):
+    world.requester.time_zone = "America/New_York"
+    world.requester.save()
+    with time_machine.travel(T0, tick=False):
+        ar.access_request_approve(world.approver, submit(world).pk)
+        grant = Grant.objects.get()
+        page = as_(world.requester).post(reverse("grant_release", args=[grant.pk])).content.decode()
+    assert "it had until 2026-11-24 05:00 EST" in page and "UTC)" not in page
+
+
+def test_the_decision_message_says_a_shortened_approval_and_a_request_still_waiting(world):
+    client = as_(world.approver)
+    shortened = submit(world)
+    response = client.post(reverse("request_approve", args=[shortened.pk]), {"duration": "30m"}, follow=True)
+    assert f"Approved for 30 min (asked: 1 h): request #{shortened.pk}." in response.content.decode()
+    world.role_two.step_up_required = False
+    world.role_two.save()
+    two = submit(world, role=world.role_two)
+    response = client.post(reverse("request_approve", args=[two.pk]), {}, follow=True)
+    assert f"Approved: request #{two.pk}, which still waits for another approver." in response.content.decode()
