@@ -103,6 +103,7 @@ TYPED_INPUT_OVERRIDES: Mapping[type[models.Field], Mapping[str, Any]] = {
     models.PositiveIntegerField: {"form_class": inputs.WholeNumberField},
     models.PositiveSmallIntegerField: {"form_class": inputs.WholeNumberField},
     models.SmallIntegerField: {"form_class": inputs.WholeNumberField},
+    models.DurationField: {"form_class": inputs.PeoplesDurationField},
 }
 
 

@@ -195,6 +195,35 @@ class WholeNumberField(forms.IntegerField):
         return int(text)
 
 
+class PeoplesDurationField(forms.DurationField):
+    """A duration in the admin as the portal writes it ("4h", "1h30m", "2d", or minutes), and Django's
+    "4:00:00" too; shown as the portal shows it."""
+
+    default_error_messages = {"invalid": "Write a duration like 30m, 4h, 1h30m or 2d."}
+
+    def prepare_value(self, value):
+        if isinstance(value, timedelta):
+            minutes = int(value.total_seconds() // 60)
+            days, minutes = divmod(minutes, 24 * 60)
+            hours, minutes = divmod(minutes, 60)
+            text = (f"{days}d" if days else "") + (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+            return text or "0m"
+        return value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, timedelta):
+            return value
+        duration = parse_duration(str(value))
+        if duration is not None:
+            return duration
+        try:
+            return super().to_python(value)
+        except (ValidationError, OverflowError):
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
 class InstantField(forms.Field):
     """An exact instant a page showed and sends back (a hidden field): microseconds since 1970 in UTC, ASCII
     digits, so that no time zone or rounding stands between what was shown and what is compared."""

@@ -161,6 +161,7 @@ class Role(models.Model):
             models.CheckConstraint(
                 condition=models.Q(default_duration__lte=models.F("max_duration")),
                 name="role_default_within_max",
+                violation_error_message="The default duration cannot be longer than the maximum duration.",
             ),
             models.CheckConstraint(condition=models.Q(approvals_required__lte=5), name="role_approvals_at_most_5"),
         ]

@@ -8,6 +8,7 @@ and nobody approves a change that widens their own access.
 """
 
 import json
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
@@ -73,6 +74,8 @@ def _display(instance: models.Model, field: models.Field) -> str:
     if field.choices:
         return str(getattr(instance, f"get_{field.name}_display")())
     value = getattr(instance, field.attname)
+    if isinstance(value, timedelta):
+        return policies.format_duration(value)  # "4 h", as the portal writes durations (str() gave "4:00:00")
     return "" if value is None else str(value)
 
 

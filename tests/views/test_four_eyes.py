@@ -277,3 +277,22 @@ def test_a_change_s_page_says_before_and_after_once_applied_not_now(world, admin
     changes.change_approve(second, change.pk)
     page = as_(second).get(url).content.decode()
     assert '<th scope="col">Before</th><th scope="col">After</th>' in page and ">Now<" not in page
+
+
+def test_the_role_form_takes_durations_as_the_portal_writes_them_and_says_what_is_wrong(world, admins):
+    first, second = admins
+    page = as_(first).get(role_url(world.role)).content.decode()
+    assert 'name="max_duration" value="4h"' in page and 'name="default_duration" value="1h"' in page
+    response = post_admin_form(as_(first), role_url(world.role), "role_form", default_duration="10h")
+    assert response.status_code == 200
+    assert "The default duration cannot be longer than the maximum duration." in response.content.decode()
+    assert "role_default_within_max" not in response.content.decode()
+    response = post_admin_form(
+        as_(first), role_url(world.role), "role_form", max_duration="3h", default_duration="1:30:00"
+    )
+    assert response.status_code == 302
+    change = ChangeRequest.objects.get()
+    assert change.changes["max_duration"] == {"label": "max duration", "old": "4 h", "new": "3 h"}
+    changes.change_approve(second, change.pk)
+    role = Role.objects.get(pk=world.role.pk)
+    assert (role.max_duration, role.default_duration) == (timedelta(hours=3), timedelta(hours=1, minutes=30))
