@@ -74,6 +74,18 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
         return refused(
             request, "Only the person who holds a grant can release it.", reverse("grant_detail", args=[pk]), status=403
         )
+    if not confirmed(request) and grant.status == grant.Status.SCHEDULED:
+        return confirm_page(
+            request,
+            title=f"Cancel your scheduled access to {grant.role}?",
+            consequences=[
+                f"It would have started at {_local(grant.starts_at)}; it will not start, and nothing was given at "
+                f"{grant.role.system.name}.",
+                "To work there later you need a new request.",
+            ],
+            confirm_label="Yes, cancel it",
+            back=reverse("my_access"),
+        )
     if not confirmed(request):
         return confirm_page(
             request,
@@ -83,7 +95,7 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
                 f"AccessGov removes it at {grant.role.system.name}; to work there again you need a new request.",
             ],
             confirm_label="Yes, release it now",
-            back=reverse("grant_detail", args=[pk]),
+            back=reverse("my_access"),
         )
     try:
         grant = services.grant_release(request.user, pk, client_address=request.client_address)
@@ -91,6 +103,8 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
         return refused(request, error, reverse("my_access"))
     if grant.status == grant.Status.EXPIRED:
         messages.info(request, f"Your access to {grant.role} had already ended; its removal at the target is queued.")
+    elif grant.provisioning_state == grant.Provisioning.NOT_APPLIED and grant.activated_at is None:
+        messages.success(request, f"You cancelled your scheduled access to {grant.role}.")
     else:
         messages.success(request, f"You released your access to {grant.role}.")
     return redirect("my_access")

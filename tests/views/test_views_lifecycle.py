@@ -552,3 +552,21 @@ def test_the_decision_message_says_a_shortened_approval_and_a_request_still_wait
     two = submit(world, role=world.role_two)
     response = client.post(reverse("request_approve", args=[two.pk]), {}, follow=True)
     assert f"Approved: request #{two.pk}, which still waits for another approver." in response.content.decode()
+
+
+def test_a_scheduled_grant_can_be_cancelled_and_the_confirmation_says_what_that_means(world):
+    with time_machine.travel(T0, tick=False):
+        scheduled = submit(world, starts_at=T0 + 2 * H)
+        ar.access_request_approve(world.approver, scheduled.pk)
+        grant = Grant.objects.get()
+        assert grant.status == "scheduled"
+        client = as_(world.requester)
+        assert "Cancel it…" in client.get(reverse("my_access")).content.decode()
+        assert "Cancel this scheduled access…" in client.get(reverse("grant_detail", args=[grant.pk])).content.decode()
+        page = client.post(reverse("grant_release", args=[grant.pk])).content.decode()
+        assert "Cancel your scheduled access to Payments DB · read-write?" in page
+        assert "it will not start, and nothing was given at Payments DB" in page and "removes it" not in page
+        response = client.post(reverse("grant_release", args=[grant.pk]), {"confirm": "yes"}, follow=True)
+    assert "You cancelled your scheduled access to Payments DB · read-write." in response.content.decode()
+    grant.refresh_from_db()
+    assert (grant.status, grant.provisioning_state) == ("revoked", "not_applied")
