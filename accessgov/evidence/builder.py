@@ -159,12 +159,13 @@ class PackWriter:
 
 
 class Tally:
-    """passed / total of a population's test columns, and the ids in file order (for the sample)."""
+    """passed / total of a population's test columns, the rows still open (an empty cell: not decided yet, not
+    due yet), and the ids in file order (for the sample)."""
 
     def __init__(self, population: populations.Population):
         header = population.header()
         self.tests = {c.name: header.index(c.name) for c in population.test_columns()}
-        self.counts = {name: [0, 0] for name in self.tests}
+        self.counts = {name: [0, 0, 0] for name in self.tests}
         self.ids: list[str] = []
 
     def __call__(self, cells: list[str]) -> None:
@@ -176,6 +177,8 @@ class Tally:
                 self.counts[name][1] += 1
             elif value == "false":
                 self.counts[name][1] += 1
+            else:
+                self.counts[name][2] += 1
 
 
 def _scope(pack: EvidencePack) -> tuple[list[int] | None, list[dict], str]:
@@ -265,13 +268,14 @@ def _write(writer: PackWriter, pack, ctx, seed, size, systems, scope_label, prog
         tally = Tally(population)
         member = writer.write_csv(population.file, population.header(), population.rows(ctx), tally)
         for column in population.test_columns():
-            passed, total = tally.counts[column.name]
+            passed, total, still_open = tally.counts[column.name]
             tests[population.test_id(column.name)] = {
                 "description": column.test,
                 "file": population.file,
                 "column": column.name,
                 "passed": passed,
                 "total": total,
+                "open": still_open,
             }
         all_exceptions += population.exceptions
         sample_sources[population.name] = (cls(), tally.ids, population.file)

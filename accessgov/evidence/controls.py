@@ -133,18 +133,23 @@ CONTROLS: list[Control] = [
 ]
 
 
-def result_text(passed: int, total: int) -> str:
-    """ "1,204 / 1,204 (100 %)", or "no items in the period"."""
+def result_text(passed: int, total: int, not_counted: int = 0) -> str:
+    """ "1,204 / 1,204 (100 %)"; with "; 3 rows not counted (empty cells)" when some rows of the period have no
+    verdict yet (a follow-up still open, a review item unanswered, a removal whose target time has not passed) or
+    none to have (access never applied); "no verdict yet: 2 rows not counted (empty cells)"; or "no items in the
+    period"."""
+    rows = f"{not_counted:,} row{'s' if not_counted != 1 else ''} not counted (empty cells: the column says why)"
     if total == 0:
-        return "no items in the period"
+        return f"no verdict yet: {rows}" if not_counted else "no items in the period"
     share = 100 * passed / total
     shown = f"{share:.1f}" if 99.95 > share > 0.05 and share != int(share) else f"{share:.0f}"
-    return f"{passed:,} / {total:,} ({shown} %)"
+    return f"{passed:,} / {total:,} ({shown} %)" + (f"; {rows}" if not_counted else "")
 
 
-def status(passed: int, total: int) -> str:
+def status(passed: int, total: int, not_counted: int = 0) -> str:
+    """pass, exceptions, no_verdict_yet (rows in the period, none with a verdict yet) or not_applicable (none)."""
     if total == 0:
-        return "not_applicable"
+        return "no_verdict_yet" if not_counted else "not_applicable"
     return "pass" if passed == total else "exceptions"
 
 
@@ -161,8 +166,8 @@ def control_map(tests: dict[str, dict]) -> dict:
                 {
                     "id": test_id,
                     **test,
-                    "result": result_text(test["passed"], test["total"]),
-                    "status": status(test["passed"], test["total"]),
+                    "result": result_text(test["passed"], test["total"], test.get("open", 0)),
+                    "status": status(test["passed"], test["total"], test.get("open", 0)),
                     "exceptions": test["total"] - test["passed"],
                 }
             )
@@ -180,9 +185,9 @@ def control_map(tests: dict[str, dict]) -> dict:
                 "asks": control.asks,
                 "files": files,
                 "tests": entries,
-                "status": "exceptions"
-                if "exceptions" in statuses
-                else ("pass" if "pass" in statuses else "not_applicable"),
+                "status": next(
+                    (name for name in ("exceptions", "pass", "no_verdict_yet") if name in statuses), "not_applicable"
+                ),
             }
         )
     return {"controls": controls}

@@ -243,16 +243,18 @@ def check_controls(report: Report, archive: zipfile.ZipFile, control_map: dict, 
         if name not in archive.namelist():
             report.fail(f"{name}: needed by control tests but missing")
             continue
-        counts = {t["id"]: [0, 0] for t in file_tests}
+        counts = {t["id"]: [0, 0, 0] for t in file_tests}
         for row in _csv_rows(archive, name):
             for test in file_tests:
                 value = row.get(test["column"], "")
                 if value in ("true", "false"):
                     counts[test["id"]][1] += 1
                     counts[test["id"]][0] += value == "true"
+                else:
+                    counts[test["id"]][2] += 1
         for test in file_tests:
-            passed, total = counts[test["id"]]
-            if (passed, total) != (test.get("passed"), test.get("total")):
+            passed, total, still_open = counts[test["id"]]
+            if (passed, total) != (test.get("passed"), test.get("total")) or still_open != test.get("open", still_open):
                 wrong += 1
                 report.fail(
                     f"control test {test['id']}: {name} gives {passed} / {total}, "

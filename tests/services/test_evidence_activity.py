@@ -124,7 +124,10 @@ def test_a_pack_over_a_month_with_activity_carries_it_per_grant_tied_to_the_ledg
             assert "populations/activity_findings.csv" in controls[name]["files"]
         for name in ("ISO 27001 A.8.15", "PCI DSS 10.2"):
             sealed = {t["id"]: t for t in controls[name]["tests"]}["activity.sealed"]
-            assert sealed["result"] == "1 / 1 (100 %)" and sealed["file"] == "populations/activity.csv"
+            assert (
+                sealed["result"] == "1 / 1 (100 %); 6 rows not counted (empty cells: the column says why)"
+                and sealed["file"] == "populations/activity.csv"
+            )
 
         sample = json.loads(archive.read("sample/sample.json"))["populations"]
         sampled = {item["id"]: item for item in sample["activity"]["items"]}
