@@ -37,11 +37,11 @@ Type = AccessEvent.Type
 
 # The events that say what happened to a person's access, each with the line the inbox shows.
 HAPPENED_TYPES = {
-    Type.REQUEST_APPROVED: "approved",
-    Type.REQUEST_AUTO_APPROVED: "approved automatically",
-    Type.REQUEST_DENIED: "denied",
+    Type.REQUEST_APPROVED: "was approved",
+    Type.REQUEST_AUTO_APPROVED: "was approved automatically",
+    Type.REQUEST_DENIED: "was denied",
     Type.REQUEST_LAPSED: "lapsed: nobody decided in time",
-    Type.REQUEST_WITHDRAWN: "withdrawn",
+    Type.REQUEST_WITHDRAWN: "was withdrawn",
     Type.DECISION_APPROVE: "got an approval",
     Type.DECISION_DENY: "was denied by an approver",
     Type.GRANT_ACTIVATED: "started",
@@ -51,7 +51,7 @@ HAPPENED_TYPES = {
     Type.GRANT_RELEASED: "was released",
     Type.GRANT_TICKET_CLOSED: "ended: its ticket closed",
     Type.GRANT_INCIDENT_RESOLVED: "ended: its incident was resolved",
-    Type.BREAK_GLASS_ACKNOWLEDGED: "break-glass use was acknowledged",
+    Type.BREAK_GLASS_ACKNOWLEDGED: "was acknowledged",
 }
 HAPPENED_PAGE_SIZE = 50
 # A grant ending within this long is in "needs me" (extend or release it): when its holder is reminded.
@@ -90,9 +90,16 @@ def decorate(event: Any, user: User) -> Any:
         marked = InboxReadMark.objects.filter(user=user, event_id=event.pk).exists()
     event.is_read = bool(marked) or event.actor_id == user.pk or (event.sequence or 0) <= user.inbox_read_through
     access_request = event.access_request
-    what = f"Your {'extension of ' if access_request.kind == AccessRequest.Kind.EXTENSION else ''}"
-    noun = "access" if event.event_type.startswith("grant.") else "request"
-    event.summary = f"{what}{noun} to {access_request.role} {HAPPENED_TYPES.get(event.event_type, 'changed')}"
+    role = access_request.role
+    if event.event_type == Type.BREAK_GLASS_ACKNOWLEDGED:
+        subject = f"Your break-glass use of {role}"
+    elif event.event_type.startswith("grant."):
+        subject = f"Your access to {role}"
+    elif access_request.kind == AccessRequest.Kind.EXTENSION:
+        subject = f"Your request for more time on {role}"
+    else:
+        subject = f"Your request for {role}"
+    event.summary = f"{subject} {HAPPENED_TYPES.get(event.event_type, 'changed')}"
     event.who = event.actor.get_username() if event.actor else "AccessGov"
     event.target_url = (
         reverse("grant_detail", args=[event.grant_id])

@@ -382,5 +382,26 @@ def test_the_inbox_page_lists_both_sections_for_a_requester(world):
     _granted(world)
     html = _page(world.requester).content.decode()
     assert "Needs me" in html and "What happened to my access, and why" in html
-    assert f"Your access request to {world.role}" not in html  # grammar: "Your request to … approved"
-    assert f"Your request to {world.role} approved" in html
+    assert f"Your access request to {world.role}" not in html
+    assert f"Your request for {world.role} was approved" in html
+
+
+def test_an_extension_reads_as_english_in_the_inbox(world):
+    """It read "Your extension of access to … was extended" and "Your extension of request to … approved
+    automatically"."""
+    from accessgov import inbox
+    from accessgov.services import access_requests as ar
+
+    world.role.approvals_required = 0
+    world.role.save()
+    grant = ar.access_request_submit(
+        world.requester, role=world.role, duration=timedelta(hours=1), justification="Fix the stuck payout batch"
+    ).grant
+    ar.access_request_submit_extension(
+        world.requester, grant_id=grant.pk, duration=timedelta(minutes=30), justification="Still fixing the batch"
+    )
+    summaries = {item.summary for item in inbox.happened(world.requester)}
+    assert f"Your request for more time on {world.role} was approved automatically" in summaries
+    assert f"Your access to {world.role} was extended" in summaries
+    assert f"Your request for {world.role} was approved automatically" in summaries
+    assert not any("extension of" in s for s in summaries)
