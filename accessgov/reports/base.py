@@ -138,6 +138,15 @@ class ReportFilterSet(django_filters.FilterSet):
         self.now = now or timezone.now()
         super().__init__(data, queryset, **kwargs)
 
+    def get_form_class(self):
+        """Every report's and list's form checks its period (``ReportForm``), whatever form its Meta names."""
+        form_class = super().get_form_class()
+        return (
+            form_class
+            if issubclass(form_class, ReportForm)
+            else type(form_class.__name__, (ReportForm, form_class), {})
+        )
+
     def filter_since(self, queryset, name, value):
         return queryset.filter(**{f"{self.period_field}__gte": day_start(value)})
 

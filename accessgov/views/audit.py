@@ -20,6 +20,7 @@ from accessgov import catalog, exports, filters, inputs, paging, permissions
 from accessgov.http import PortalRequest
 from accessgov.ledger.export import EXPORT_COLUMNS, GRANTEE_NAME, events_copy_select
 from accessgov.models import AccessEvent
+from accessgov.reports.base import ReportForm
 from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
 
@@ -64,6 +65,7 @@ class EventFilter(django_filters.FilterSet):
 
     class Meta:
         model = AccessEvent
+        form = ReportForm  # a period that starts after it ends is the form's error, not an empty page
         fields = ["q", "event_type", "actor", "system", "access_request", "grant", "grantee", "since", "until", "sort"]
 
     def filter_order(self, queryset, name, value):

@@ -703,3 +703,16 @@ def test_approval_metrics_tables_are_rendered_once_per_summary_and_never_shared_
     assert response.status_code == 400 and "The period starts after it ends" in response.content.decode()
     cache.clear()
     assert "No decided requests." not in auditor.get(url).content.decode()
+
+
+@pytest.mark.parametrize("url", ["/audit/", "/grants/", "/requests/"])
+def test_a_period_that_starts_after_it_ends_is_a_clear_400_on_lists_and_the_audit_trail(world, url):
+    """The reports said so already; the audit trail and the lists showed "No events match"."""
+    from django.test import Client
+
+    from tests.conftest import verify_session
+
+    user = world.auditor if url != "/requests/" else world.requester
+    response = verify_session(Client(), user).get(url, {"since": "2026-12-31", "until": "2026-01-01"})
+    assert response.status_code == 400
+    assert "The period starts after it ends: swap From and Until." in response.content.decode()
