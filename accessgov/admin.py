@@ -24,6 +24,7 @@ from accessgov.admin_base import (
     ReadOnlyAdmin,
     RefusalAsMessageMixin,
     _ensure_pk,
+    act_on_each,
 )
 from accessgov.connectors import connector_for
 from accessgov.exceptions import AccessGovError
@@ -249,18 +250,15 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
 
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):
-        done = 0
-        for user in queryset.filter(is_active=True):
-            try:
-                user_services.user_deactivate(
-                    request.user,
-                    user.pk,
-                    reason="Deactivated in the admin",
-                    client_address=getattr(request, "client_address", None),
-                )
-                done += 1
-            except AccessGovError as error:
-                self.message_user(request, f"{user}: {error}", level="error")
+        address = getattr(request, "client_address", None)
+        done = act_on_each(
+            self,
+            request,
+            queryset.filter(is_active=True),
+            lambda user: user_services.user_deactivate(
+                request.user, user.pk, reason="Deactivated in the admin", client_address=address
+            ),
+        )
         self.message_user(request, f"Deactivated {done} account(s).")
 
     @admin.action(description="Reset authenticator: they enrol a new one at next sign-in (another admin approves)")
@@ -580,18 +578,18 @@ class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="End now: no new requests; pending requests that relied on it are withdrawn")
     def end_eligibilities(self, request, queryset):
-        ended = 0
-        for eligibility in queryset:
-            try:
-                eligibility_services.eligibility_end(
-                    request.user,
-                    eligibility.pk,
-                    reason=f"Ended in the admin by {request.user.get_username()}.",
-                    client_address=getattr(request, "client_address", None),
-                )
-                ended += 1
-            except AccessGovError as error:
-                self.message_user(request, f"{eligibility}: {error}", level="error")
+        reason, address = (
+            f"Ended in the admin by {request.user.get_username()}.",
+            getattr(request, "client_address", None),
+        )
+        ended = act_on_each(
+            self,
+            request,
+            queryset,
+            lambda eligibility: eligibility_services.eligibility_end(
+                request.user, eligibility.pk, reason=reason, client_address=address
+            ),
+        )
         self.message_user(request, f"Ended {ended} eligibilit{'y' if ended == 1 else 'ies'}.")
 
 
@@ -622,18 +620,16 @@ class GrantAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke selected grants now (through the lifecycle service)")
     def revoke_selected(self, request, queryset):
-        done = 0
-        for grant in queryset:
-            try:
-                grant_services.grant_revoke(
-                    request.user,
-                    grant.pk,
-                    reason="Revoked from the admin",
-                    client_address=getattr(request, "client_address", None),
-                )
-                done += 1
-            except AccessGovError as error:
-                self.message_user(request, f"Grant #{grant.pk}: {error}", level="error")
+        address = getattr(request, "client_address", None)
+        done = act_on_each(
+            self,
+            request,
+            queryset,
+            lambda grant: grant_services.grant_revoke(
+                request.user, grant.pk, reason="Revoked from the admin", client_address=address
+            ),
+            name=lambda grant: f"Grant #{grant.pk}",
+        )
         if done:
             self.message_user(request, f"Revoked {done} grant(s).")
 

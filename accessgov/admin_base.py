@@ -95,6 +95,19 @@ class RefusalAsMessageMixin:
             return redirect(request.get_full_path())
 
 
+def act_on_each(model_admin, request, rows, act, *, name=str) -> int:
+    """An admin action that calls a service for each selected row: ``act(row)``; a refusal (AccessGovError)
+    becomes an error message naming the row (``name(row)``) and the others go on. Returns how many were done."""
+    done = 0
+    for row in rows:
+        try:
+            act(row)
+            done += 1
+        except AccessGovError as error:
+            model_admin.message_user(request, f"{name(row)}: {error}", level="error")
+    return done
+
+
 # Form fields for what admins type into policy and settings forms: whole numbers in ASCII digits, and JSON
 # a jsonb column can hold (inputs.py): each of the stock fields let some input through to a 500.
 TYPED_INPUT_OVERRIDES: Mapping[type[models.Field], Mapping[str, Any]] = {

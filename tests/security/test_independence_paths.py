@@ -11,12 +11,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accessgov import permissions
-from accessgov.models import AccessRequest, AutoApprovalRule, ChangeRequest, Eligibility, Grant, User
+from accessgov.models import AccessRequest, AutoApprovalRule, ChangeRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import changes
 from accessgov.services.tokens import api_token_revoke
 from tests.conftest import verify_session
-from tests.support.admin_forms import post_admin_form
+from tests.support.admin_forms import add_user_in_admin, post_admin_form
 from tests.support.api_helpers import api_client, make_service_account, post_json
 from tests.support.factories import UserFactory
 from tests.support.integration_world import T0
@@ -125,12 +125,7 @@ def test_the_on_call_rule_does_not_approve_an_admin_who_tried_to_borrow_an_e_mai
 
 def test_an_account_s_creation_date_cannot_be_backdated(admins):
     first, _ = admins
-    response = as_(first).post(
-        reverse("admin:accessgov_user_add"),
-        {"username": "sybil", "password1": "long enough pass 42", "password2": "long enough pass 42"},
-    )
-    assert response.status_code == 302
-    sybil = User.objects.get(username="sybil")
+    sybil = add_user_in_admin(as_(first), "sybil")
     joined = sybil.date_joined
     response = post_admin_form(
         as_(first),

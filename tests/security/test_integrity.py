@@ -33,7 +33,7 @@ from accessgov.services import grants as gs
 from accessgov.services import tokens as token_services
 from accessgov.services import users as user_services
 from tests.conftest import PASSWORD, add_totp_device, sign_in, verify_session
-from tests.support.admin_forms import post_admin_form
+from tests.support.admin_forms import add_user_in_admin, post_admin_form
 from tests.support.api_helpers import api_client, make_service_account, make_token, post_json
 
 pytestmark = pytest.mark.django_db
@@ -197,12 +197,7 @@ def test_sybil_admin_cannot_approve_the_proposers_change_or_access(world, admins
     """One admin proposes a policy change, creates a second account, gets it made staff and superuser
     (by an honest second admin) and tries to approve their own change and access with it."""
     first, second = admins
-    response = as_(first).post(
-        reverse("admin:accessgov_user_add"),
-        {"username": "sybil", "password1": "long enough pass 42", "password2": "long enough pass 42"},
-    )
-    assert response.status_code == 302
-    sybil = User.objects.get(username="sybil")
+    sybil = add_user_in_admin(as_(first), "sybil")
     assert sybil.created_by == first
     add_totp_device(sybil)
     rights = changes.change_propose_user_rights(first, user=sybil, make_staff=True, make_superuser=True)

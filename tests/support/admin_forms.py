@@ -66,3 +66,17 @@ def post_admin_form(client, url: str, form_id: str, **changes):
             data[name] = value if isinstance(value, list) else [str(value)]
     data.pop("csrfmiddlewaretoken", None)
     return client.post(url, data)
+
+
+def add_user_in_admin(client, username: str):
+    """``client`` (a signed-in admin) adds the account ``username`` through the admin's add form; returns it."""
+    from django.urls import reverse
+
+    from accessgov.models import User
+
+    password = "long enough pass 42"
+    response = client.post(
+        reverse("admin:accessgov_user_add"), {"username": username, "password1": password, "password2": password}
+    )
+    assert response.status_code == 302
+    return User.objects.get(username=username)
