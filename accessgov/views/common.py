@@ -79,6 +79,12 @@ def act_with_step_up(request: PortalRequest, code: str, action: Callable[[dateti
     return otp.act_spending_code_last(action, code_at=session_at, spend_code=spend_code)
 
 
+def local_time(instant) -> str:
+    """An instant as the page's other times show it: in the viewer's time zone, with the zone's name."""
+    local = timezone.localtime(instant)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
 def confirmed(request: PortalRequest) -> bool:
     """True on the second POST of a destructive action: the person has read what it will do."""
     return request.POST.get("confirm") == "yes"

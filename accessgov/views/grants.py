@@ -16,7 +16,7 @@ from accessgov.http import PortalRequest
 from accessgov.models import Grant
 from accessgov.services import access_requests as request_services
 from accessgov.services import grants as services
-from accessgov.views.common import confirm_page, confirmed, invalid_filters, refused, status_for
+from accessgov.views.common import confirm_page, confirmed, invalid_filters, local_time, refused, status_for
 
 
 @require_GET
@@ -79,7 +79,7 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
             request,
             title=f"Cancel your scheduled access to {grant.role}?",
             consequences=[
-                f"It would have started at {_local(grant.starts_at)}; it will not start, and nothing was given at "
+                f"It would have started at {local_time(grant.starts_at)}; it will not start, and nothing was given at "
                 f"{grant.role.system.name}.",
                 "To work there later you need a new request.",
             ],
@@ -91,7 +91,7 @@ def grant_release_view(request: PortalRequest, pk: int) -> HttpResponse:
             request,
             title=f"Release your access to {grant.role}?",
             consequences=[
-                f"1 grant ends now: your access to {grant.role} (it had until {_local(grant.expires_at)}).",
+                f"1 grant ends now: your access to {grant.role} (it had until {local_time(grant.expires_at)}).",
                 f"AccessGov removes it at {grant.role.system.name}; to work there again you need a new request.",
             ],
             confirm_label="Yes, release it now",
@@ -127,7 +127,7 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
             title=f"Revoke {grant.user}'s access to {grant.role}?",
             consequences=[
                 f"1 grant ends now: {grant.user} loses access to {grant.role} "
-                f"(it had until {_local(grant.expires_at)}).",
+                f"(it had until {local_time(grant.expires_at)}).",
                 f"AccessGov removes it at {grant.role.system.name}; {grant.user} is told, with your reason: "
                 f"“{form.cleaned_data['reason']}”.",
             ],
@@ -146,12 +146,6 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Revoked {grant.user}'s access to {grant.role}.")
     return redirect("grant_detail", pk=pk)
-
-
-def _local(instant) -> str:
-    """An instant as the page's other times show it: in the viewer's time zone, with the zone's name."""
-    local = timezone.localtime(instant)
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 @require_http_methods(["GET", "POST"])

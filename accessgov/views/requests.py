@@ -12,14 +12,22 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors
+from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors, workflow
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.http import PortalRequest
 from accessgov.models import AccessRequest, AutoApprovalRule
 from accessgov.services import access_requests as services
 from accessgov.views.approvals import filtered_queue_count
-from accessgov.views.common import act_with_step_up, invalid_filters, refused, status_for
+from accessgov.views.common import (
+    act_with_step_up,
+    confirm_page,
+    confirmed,
+    invalid_filters,
+    plural,
+    refused,
+    status_for,
+)
 
 
 def _visible_request(request: PortalRequest, pk: int) -> AccessRequest:
@@ -311,10 +319,42 @@ def request_deny_view(request: PortalRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def request_cancel_view(request: PortalRequest, pk: int) -> HttpResponse:
-    _visible_request(request, pk)
+    """Withdraw my pending request: the first POST says what that does, the second (confirm=yes) does it."""
+    access_request = _visible_request(request, pk)
+    back = reverse("request_detail", args=[pk])
+    if not confirmed(request):
+        # The service's own checks, before the confirmation page: it must not ask someone else to cancel
+        # "your" request, nor confirm what cannot happen.
+        try:
+            permissions.ensure_can_cancel_access_request(request.user, access_request)
+            workflow.ensure_transition("request", access_request.status, AccessRequest.Status.CANCELLED)
+        except AccessGovError as error:
+            return refused(request, error, back)
+        return confirm_page(
+            request,
+            title=f"Cancel your request #{pk} for {access_request.role}?",
+            consequences=_cancel_consequences(access_request),
+            confirm_label="Yes, cancel the request",
+            back=back,
+        )
     try:
         services.access_request_cancel(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
-        return refused(request, error, reverse("request_detail", args=[pk]))
+        return refused(request, error, back)
     messages.success(request, "Request cancelled.")
     return redirect("request_detail", pk=pk)
+
+
+def _cancel_consequences(access_request: AccessRequest) -> list[str]:
+    system = access_request.role.system.name
+    if access_request.extends_grant_id is not None:
+        return [
+            f"Grant #{access_request.extends_grant_id} is not extended: it still ends when it would have.",
+            "Approvers no longer see this extension; to ask for more time again you need a new request.",
+        ]
+    decided = access_request.decisions.count()
+    lines = ["It stops waiting: approvers no longer see it in their queue."]
+    if decided:
+        lines.append(f"{plural(decided, 'decision')} already given on it will count for nothing.")
+    lines.append(f"Nothing is given at {system}; to work there later you need a new request.")
+    return lines

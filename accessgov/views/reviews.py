@@ -21,7 +21,7 @@ from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.http import PortalRequest
 from accessgov.models import ReviewCampaign, ReviewItem, User
 from accessgov.services import reviews as services
-from accessgov.views.common import confirm_page, confirmed, plural, refused
+from accessgov.views.common import confirm_page, confirmed, local_time, plural, refused
 
 EVIDENCE_COLUMNS = [
     "item",
@@ -245,9 +245,7 @@ def _close_consequences(campaign: ReviewCampaign, now) -> list[str]:
     preview = services.review_campaign_close_preview(campaign.pk)
     lines = []
     if campaign.due_at > now:
-        lines.append(
-            f"The review is due {timezone.localtime(campaign.due_at):%Y-%m-%d %H:%M %Z}; reviewers can no longer answer after this."
-        )
+        lines.append(f"The review is due {local_time(campaign.due_at)}; reviewers can no longer answer after this.")
     revoked = f"{plural(preview['revoked'], 'item')} revoked"
     if preview["unanswered_revoked"]:
         revoked += f" ({preview['unanswered_revoked']} of them unanswered, by the no-response rule)"

@@ -140,3 +140,44 @@ def test_token_revoke_asks_first(world):
     assert client.post(url, {"confirm": "yes"}).status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_cancelling_a_request_asks_first_and_says_what_is_lost(world):
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role_two, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    client = as_(world.requester)
+    url = reverse("request_cancel", args=[access_request.pk])
+    before = _events()
+    response = client.post(url)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"Cancel your request #{access_request.pk} for" in page
+    assert "approvers no longer see it" in page and 'name="confirm" value="yes"' in page
+    access_request.refresh_from_db()
+    assert access_request.status == "pending" and _events() == before
+    assert client.post(url, {"confirm": "yes"}).status_code == 302
+    access_request.refresh_from_db()
+    assert access_request.status == "cancelled" and _events() == before + 1
+
+
+def test_cancelling_counts_decisions_already_given(world):
+    access_request = ar.access_request_submit(  # role_two needs two approvals: one given, still pending
+        world.requester, role=world.role_two, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    ar.access_request_approve(world.approver, access_request.pk)
+    page = as_(world.requester).post(reverse("request_cancel", args=[access_request.pk])).content.decode()
+    assert "1 decision already given on it will count for nothing" in page
+
+
+def test_cancel_is_refused_before_any_confirmation_for_others_and_for_a_decided_request(world):
+    access_request = ar.access_request_submit(
+        world.requester, role=world.role, duration=H, justification="Investigating incident INC-42 on payments"
+    )
+    url = reverse("request_cancel", args=[access_request.pk])
+    response = as_(world.approver).post(url)
+    assert response.status_code == 403 and 'name="confirm"' not in response.content.decode()
+    ar.access_request_approve(world.approver, access_request.pk)
+    response = as_(world.requester).post(url)
+    assert response.status_code == 409
+    assert "already approved" in response.content.decode() and 'name="confirm"' not in response.content.decode()

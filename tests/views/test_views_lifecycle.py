@@ -199,8 +199,9 @@ def test_requester_cancels_and_others_cannot(world):
     access_request = submit(world)
     url = reverse("request_cancel", args=[access_request.pk])
     assert as_(world.approver).post(url).status_code == 403
+    assert as_(world.approver).post(url, {"confirm": "yes"}).status_code == 403
     assert as_(world.outsider).post(url).status_code == 404
-    assert as_(world.requester).post(url).status_code == 302
+    assert as_(world.requester).post(url, {"confirm": "yes"}).status_code == 302
     access_request.refresh_from_db()
     assert access_request.status == "cancelled"
 
