@@ -21,7 +21,7 @@ from django.utils.http import urlencode
 from django_otp.middleware import OTPMiddleware
 
 from accessgov import net, permissions, signed_in
-from accessgov.views.errors import bad_request
+from accessgov.views.errors import bad_request, method_not_allowed
 
 logger = logging.getLogger("accessgov.security")
 
@@ -333,3 +333,18 @@ class DemoNotFoundMiddleware:
         from django.shortcuts import render
 
         return render(request, "404.html", status=404)
+
+
+class MethodNotAllowedMiddleware:
+    """Gives a view's bare 405 (Django's ``require_POST`` and ``require_http_methods`` answer with an
+    empty body) a page or JSON body that says why (``views.errors.method_not_allowed``). Innermost, so
+    the page has the signed-in navigation; responses that already carry a body (the API's) are left."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code == 405 and not getattr(response, "streaming", False) and not response.content:
+            return method_not_allowed(request, response)
+        return response

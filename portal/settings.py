@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "accessgov.middleware.AuditlogMiddleware",
     "axes.middleware.AxesMiddleware",
     "accessgov.middleware.DemoNotFoundMiddleware",
+    "accessgov.middleware.MethodNotAllowedMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

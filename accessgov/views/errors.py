@@ -96,3 +96,22 @@ def too_large_message() -> str:
 
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / (1024 * 1024)
     return f"The request body is too large: at most {limit:g} MB is accepted."
+
+
+def method_not_allowed(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A view's bare 405 (``require_POST`` and friends answer with no body) given its reason: which
+    methods the address takes, and — for a person who followed or reloaded a link to an action — that
+    actions are the buttons on their pages. The ``Allow`` header is kept; the API's JSON error format
+    for API calls."""
+    allowed = [method for method in response.get("Allow", "").replace(" ", "").split(",") if method]
+    takes = " or ".join(allowed) or "no method"
+    message = f"This address takes {takes}, not {request.method}."
+    if allowed == ["POST"]:
+        message += " It carries out an action: use the button on the page that offers it."
+    if wants_json(request):
+        answer: HttpResponse = JsonResponse({"error": {"code": "method_not_allowed", "message": message}}, status=405)
+    else:
+        answer = render(request, "405.html", {"message": message}, status=405)
+    if response.has_header("Allow"):
+        answer["Allow"] = response["Allow"]
+    return answer

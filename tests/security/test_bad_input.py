@@ -735,3 +735,42 @@ def test_a_user_name_longer_than_any_account_is_a_form_error_at_sign_in_not_a_50
     )
     assert response.status_code == 200 and "at most 150 characters" in response.content.decode()
     assert not AccessAttempt.objects.exists()
+
+
+# --- The wrong method --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("grant_release", "grant"),
+        ("grant_revoke", "grant"),
+        ("request_cancel", "pending"),
+        ("approvals_bulk_decide", None),
+    ],
+)
+def test_a_link_to_an_action_is_a_405_that_says_why_and_changes_nothing(scene, name, args):
+    url = reverse(name, args=[getattr(scene, args).pk] if args else [])
+    events = AccessEvent.objects.count()
+    response = as_(scene.requester).get(url)
+    page = response.content.decode()
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert "This address takes POST, not GET." in page and "use the button on the page" in page
+    assert "Sign out" in page  # the product's page, signed in, not an empty body
+    assert AccessEvent.objects.count() == events
+
+
+def test_the_wrong_method_in_json_is_the_api_error_format(scene):
+    response = as_(scene.requester).get(reverse("grant_release", args=[scene.grant.pk]), HTTP_ACCEPT="application/json")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json()["error"] == {
+        "code": "method_not_allowed",
+        "message": "This address takes POST, not GET. It carries out an action: use the button on the page that offers it.",
+    }
+
+
+def test_the_api_keeps_its_own_405_body(scene):
+    _, secret = make_token(scene.requester)
+    response = Client().delete("/api/v1/requests/", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert response.status_code == 405
+    assert response.json()["error"] == {"code": "method_not_allowed", "message": 'Method "DELETE" not allowed.'}
