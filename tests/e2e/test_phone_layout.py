@@ -4,11 +4,13 @@ reflow into labelled cards, and tap targets are at least 44 px high. A screensho
 in test-results/phone/ for a person to look at."""
 
 import re
+from datetime import date
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accessgov.models import EvidencePack
 from tests.conftest import verify_session
 from tests.e2e.conftest import ARTIFACTS
 from tests.support import security_world
@@ -17,6 +19,24 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PHONE = {"width": 390, "height": 844}
 SHOTS = ARTIFACTS / "phone"
+
+
+def _ready_pack() -> EvidencePack:
+    """A built pack's page (its control table): the summary as the builder writes it, with long text."""
+    long = security_world.payload("control test") * 2
+    controls = [
+        {
+            "id": "SOC2 CC6.1",
+            "tests": [[f"Every grant had an approval {long}", "pass: 12 of 12"], ["Break-glass", "pass"]],
+        },
+        {"id": "ISO A.5.18", "tests": [[f"Reviews closed {long}", "no_verdict_yet: 1 row not counted"]]},
+    ]
+    return EvidencePack.objects.create(
+        since=date(2026, 1, 1),
+        until=date(2026, 3, 31),
+        status=EvidencePack.Status.READY,
+        summary={"controls": controls},
+    )
 
 
 def _pages(world, hostile) -> dict[str, list[str]]:
@@ -55,6 +75,7 @@ def _pages(world, hostile) -> dict[str, list[str]]:
             reverse("live_access"),
             reverse("activity"),
             reverse("evidence"),
+            reverse("evidence_detail", args=[_ready_pack().pk]),
         ],
         "admin": [reverse("changes")],
     }
