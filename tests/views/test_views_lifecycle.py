@@ -222,6 +222,15 @@ def test_queue_shows_what_i_may_decide_oldest_first_and_never_my_own(world):
     assert f"#{first.pk} " not in filtered and f"#{second.pk} " in filtered
 
 
+def test_someone_who_approves_nothing_is_told_so_not_shown_an_empty_queue(world):
+    submit(world)
+    page = as_(world.requester).get(reverse("approvals")).content.decode()
+    assert "You approve no role, so no request comes to you here." in page
+    assert "Search the queue" not in page and "Nothing to decide right now" not in page
+    approver_page = as_(world.approver).get(reverse("approvals")).content.decode()
+    assert "You approve no role" not in approver_page and "Search the queue" in approver_page
+
+
 def test_queue_hides_requests_i_already_decided(world):
     access_request = submit(world, role=world.role_two)
     ar.access_request_approve(world.approver, access_request.pk)
