@@ -10,7 +10,7 @@ from django.core.validators import MaxLengthValidator
 from accessgov import inputs, notifications, permissions
 from accessgov.inputs import parse_duration
 from accessgov.models import ApiToken, ReviewCampaign, System, User
-from accessgov.services.tokens import SERVICE_ONLY_SCOPES
+from accessgov.services.tokens import PERSONAL_DEFAULT_SCOPES, offered_token_scopes
 
 
 class SignInForm(AuthenticationForm):
@@ -309,11 +309,10 @@ class ApiTokenForm(forms.Form):
         widget=forms.CheckboxSelectMultiple, help_text="Only what the token needs: a pipeline rarely decides requests."
     )
 
-    def __init__(self, *args, **kwargs) -> None:
-
+    def __init__(self, *args, user: User | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-
-        self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] not in SERVICE_ONLY_SCOPES]
+        offered = PERSONAL_DEFAULT_SCOPES if user is None else offered_token_scopes(user)
+        self.fields["scopes"].choices = [choice for choice in ApiToken.Scope.choices if choice[0] in offered]
         # Nothing ticked in advance: a token gets only what the person ticks (issue 18: an auditor who
         # ticked one scope got seven, six of them pre-ticked).
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import ApiToken, Role, User
 
@@ -28,6 +29,21 @@ MACHINE_ONLY_SCOPES = {Scope.SCIM_PROVISION.value}
 SERVICE_ONLY_SCOPES = {Scope.ACTIVITY_WRITE.value, *MACHINE_ONLY_SCOPES}
 # Scopes a personal token gets when its owner does not pick: everything a person does.
 PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in SERVICE_ONLY_SCOPES]
+
+
+def offered_token_scopes(user: User) -> list[str]:
+    """The scopes a person is offered for a personal token: what a person's token can carry, less what
+    this person cannot do now (the approval queue without a role to decide, the ledger and evidence
+    packs without being an auditor). A token never does more than its owner may at the time of each
+    call, whatever it carries; this keeps the form to what would work."""
+    cannot: set[str] = set()
+    if not permissions.decidable_role_ids(user):
+        cannot |= {Scope.DECISIONS_READ.value, Scope.DECISIONS_DECIDE.value}
+    if not permissions.is_auditor(user):
+        cannot.add(Scope.EVENTS_READ.value)
+    if not permissions.can_build_evidence_pack(user):
+        cannot |= {Scope.EVIDENCE_READ.value, Scope.EVIDENCE_BUILD.value}
+    return [scope for scope in PERSONAL_DEFAULT_SCOPES if scope not in cannot]
 
 
 def hash_secret(secret: str) -> str:

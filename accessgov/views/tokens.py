@@ -22,7 +22,7 @@ from accessgov.views.common import confirm_page, confirmed, refused
 @require_http_methods(["GET", "POST"])
 def tokens_view(request: PortalRequest) -> HttpResponse:
     """List my tokens and make a new one; a new secret is shown in this answer only (no redirect)."""
-    form = ApiTokenForm(request.POST or None)
+    form = ApiTokenForm(request.POST or None, user=request.user)
     status, created, secret = 200, None, ""
     if request.method == "POST":
         if form.is_valid():
@@ -40,7 +40,7 @@ def tokens_view(request: PortalRequest) -> HttpResponse:
                 form.add_error(None, str(error))
                 status = 400
             else:
-                form = ApiTokenForm()
+                form = ApiTokenForm(user=request.user)
         else:
             status = 400
     tokens = ApiToken.objects.filter(user=request.user).prefetch_related("roles")

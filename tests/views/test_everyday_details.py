@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accessgov.forms import ApiTokenForm
-from accessgov.models import Grant
+from accessgov.models import ApiToken, Grant
 from accessgov.policies import ticket_example
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
@@ -32,6 +32,26 @@ def test_ticket_rules_are_shown_as_an_example_the_rule_accepts(pattern, example)
 
 def test_the_token_form_ticks_nothing_in_advance():
     assert not ApiTokenForm().fields["scopes"].initial
+
+
+@pytest.mark.django_db
+def test_the_token_form_offers_only_scopes_the_person_can_use(world):
+    def offered(user) -> set[str]:
+        page = verify_session(Client(), user).get(reverse("accounts:tokens")).content.decode()
+        return {scope for scope in ApiToken.Scope.values if f'value="{scope}"' in page}
+
+    everyone = {"requests:read", "requests:create", "requests:cancel", "grants:read", "grants:release", "catalog:read"}
+    assert offered(world.requester) == everyone
+    assert offered(world.approver) == everyone | {"decisions:read", "decisions:decide"}
+    assert offered(world.auditor) >= everyone | {"events:read", "evidence:read", "evidence:build"}
+    assert "decisions:decide" not in offered(world.auditor)
+    response = verify_session(Client(), world.requester).post(
+        reverse("accounts:tokens"), {"name": "ci", "lifetime_days": "30", "scopes": ["events:read"]}
+    )
+    assert (
+        response.status_code == 400 and "events:read is not one of the available choices" in response.content.decode()
+    )
+    assert not ApiToken.objects.filter(user=world.requester).exists()
 
 
 @pytest.mark.django_db
