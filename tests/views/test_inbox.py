@@ -48,6 +48,10 @@ def _page(user):
     return verify_session(Client(), user).get(reverse("inbox"))
 
 
+def _home(user) -> str:
+    return verify_session(Client(), user).get(reverse("home")).content.decode()
+
+
 # --- Needs me, per persona ---------------------------------------------------------------------
 
 
@@ -98,6 +102,8 @@ def test_an_activity_finding_waits_for_the_approver_but_not_for_the_grantee(worl
     assert inbox.needs_me(world.outsider, T0).findings == []
     counts = _page(world.approver).context["nav"]["inbox"]
     assert counts["findings"] == 1 and f'id="finding-{finding.pk}"' in _page(world.approver).content.decode()
+    assert "1 activity finding</a> to sign off" in _home(world.approver)
+    assert "activity finding" not in _home(world.requester)
 
 
 def test_an_owner_sees_eligibility_ending_on_their_system_and_the_reminder_links_there(world, settings):
@@ -113,6 +119,8 @@ def test_an_owner_sees_eligibility_ending_on_their_system_and_the_reminder_links
     assert [e.pk for e in inbox.needs_me(world.owner, T0).eligibility_ending] == [ending.pk]
     assert inbox.needs_me(world.approver, T0).eligibility_ending == []
     assert _page(world.owner).context["nav"]["inbox"]["eligibility_ending"] == 1
+    assert "1 eligibility</a> on your systems ending soon" in _home(world.owner)
+    assert "ending soon" not in _home(world.approver)
     message = notifications.build("eligibility_ending", ending.pk)
     assert message.action_url == f"https://accessgov.example/inbox/#eligibility-{ending.pk}"
 
