@@ -143,7 +143,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
     # When an account was made is history (the four-eyes independence check counts accounts an admin made
     # recently), not something to edit.
     readonly_fields = ("is_service_account", "created_by", "date_joined", "last_login")
-    actions = ["deactivate_users", "reactivate_users", "reset_authenticators"]
+    actions = ["deactivate_users", "reactivate_users", "send_password_links", "reset_authenticators"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -261,19 +261,26 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         )
         self.message_user(request, f"Deactivated {done} account(s).")
 
+    @admin.action(description="Email a one-time link to choose a new password (another admin approves)")
+    def send_password_links(self, request, queryset):
+        """For someone who forgot their password: once a second admin approves, their password stops
+        working, their sessions end, and they get a one-time link to choose a new one — which nobody
+        else ever knows (``accessgov.recovery``)."""
+        self._propose_recoveries(request, queryset, send_link=True)
+
     @admin.action(description="Reset authenticator: they enrol a new one at next sign-in (another admin approves)")
     def reset_authenticators(self, request, queryset):
         """For someone who lost their phone and backup codes: their authenticator and backup codes are
         removed and their sessions end once a second admin approves; they enrol a new one after their
         password at the next sign-in."""
+        self._propose_recoveries(request, queryset, remove_authenticators=True)
+
+    def _propose_recoveries(self, request, queryset, **what) -> None:
         proposed = []
         for user in queryset:
             try:
                 change = change_services.change_propose_account_recovery(
-                    request.user,
-                    user=user,
-                    remove_authenticators=True,
-                    client_address=getattr(request, "client_address", None),
+                    request.user, user=user, client_address=getattr(request, "client_address", None), **what
                 )
             except AccessGovError as error:
                 self.message_user(request, f"{user}: {error}", level="error")

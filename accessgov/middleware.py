@@ -30,6 +30,7 @@ logger = logging.getLogger("accessgov.security")
 PUBLIC_VIEWS = frozenset(
     {
         "accounts:login",
+        "accounts:recover",  # an account recovery's one-time link: the link is the proof
         "healthz",
         "metrics",
         "sso:start",

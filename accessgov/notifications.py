@@ -16,10 +16,11 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from accessgov import inbox, net, permissions, selectors
+from accessgov import inbox, net, permissions, recovery, selectors
 from accessgov.models import (
     AccessRequest,
     BreakGlassFollowUp,
+    ChangeRequest,
     Eligibility,
     Grant,
     NotificationDelivery,
@@ -310,6 +311,43 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
     )
 
 
+def account_recovery_link(change: ChangeRequest) -> Message | None:
+    """The one-time link an approved account recovery sends (``accessgov.recovery``), built when sent and
+    stored nowhere. None once the password was chosen or the account changed since (no new link then)."""
+    payload = change.payload if isinstance(change.payload, dict) else {}
+    if (
+        change.kind != ChangeRequest.Kind.ACCOUNT_RECOVERY
+        or change.status != ChangeRequest.Status.APPLIED
+        or not payload.get("link_to")
+    ):
+        return None
+    user = User.objects.filter(pk=payload.get("user_id")).first()
+    if user is None or not recovery.awaits_password(user) or user.email != payload["link_to"]:
+        return None
+
+    def named(admin: User) -> str:
+        return f"{admin.get_full_name()} ({admin.get_username()})" if admin.get_full_name() else admin.get_username()
+
+    approved_by = change.decided_by or change.proposed_by
+    lines = [
+        f"Your AccessGov password was reset: {named(change.proposed_by)} asked for it and {named(approved_by)} "
+        "approved it. Every session of yours was ended and the old password no longer works.",
+        f"Choose a new password with the link below. It works once, for {settings.PASSWORD_RESET_TIMEOUT // 3600} "
+        "hours.",
+    ]
+    if payload.get("authenticators"):
+        lines.append("Your authenticator app was removed too: after the password, you set up a new one.")
+    lines.append("If you did not ask for this, tell your security team at once.")
+    return Message(
+        subject="[AccessGov] Choose a new password",
+        heading="Choose a new password",
+        lines=lines,
+        recipients={user},
+        action_url=absolute(recovery.link_path(user)),
+        action_label="Choose a new password",
+    )
+
+
 BUILDERS = {
     "request_submitted": (AccessRequest, request_submitted),
     "request_reminder": (AccessRequest, request_reminder),
@@ -326,6 +364,8 @@ BUILDERS = {
     "review_half_time": (ReviewCampaign, review_half_time),
     "review_overdue": (ReviewCampaign, review_overdue),
     "eligibility_ending": (Eligibility, eligibility_ending),
+    # Not in any category below: a person cannot switch it off.
+    "account_recovery_link": (ChangeRequest, account_recovery_link),
 }
 
 

@@ -154,6 +154,8 @@ AUTHENTICATION_BACKENDS = [
     # the callback of a flow this portal started, never a username and password.
     "accessgov.identity.oidc.OIDCBackend",
 ]
+# An account recovery's one-time link to choose a new password (accessgov/recovery.py) works this long.
+PASSWORD_RESET_TIMEOUT = env.int("ACCOUNT_RECOVERY_LINK_HOURS", default=24) * 3600
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},

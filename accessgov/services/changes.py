@@ -33,6 +33,7 @@ from accessgov.models import (
     TicketProvider,
     User,
 )
+from accessgov.services import after_commit
 from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
 
@@ -558,23 +559,39 @@ def change_propose_account_recovery(
     *,
     user: User,
     password_hash: str | None = None,
+    send_link: bool = False,
     remove_authenticators: bool = False,
     client_address: str | None = None,
 ) -> ChangeRequest:
     """Set another person's password (``password_hash``, made by ``make_password``; an unusable one
-    disables password sign-in) and/or remove their authenticator and backup codes, so that they enrol
-    a new one at their next sign-in. Either is what a takeover of the account needs (a password the admin
-    knows, and a second factor the admin holds or enrols), so it waits for a second admin who is not the
-    person; when applied, every session of the person ends. Service accounts have neither. Your own
-    account you change on your security page."""
+    disables password sign-in) or, better, email them a one-time link to choose one themselves
+    (``send_link``: their current password stops working and nobody else ever knows the new one), and/or
+    remove their authenticator and backup codes, so that they enrol a new one at their next sign-in.
+    Either is what a takeover of the account needs (a password the admin knows, and a second factor the
+    admin holds or enrols), so it waits for a second admin who is not the person; when applied, every
+    session of the person ends. The link goes to the address shown to the approver: if the person's
+    address changes meanwhile, approving is refused. Service accounts have neither. Your own account
+    you change on your security page."""
     permissions.ensure_can_manage_changes(actor)
     if user.is_service_account:
         raise PolicyViolation("A service account has no password and no authenticator: it signs in with tokens only.")
     if user.pk == actor.pk:
         raise PolicyViolation("Change your own password or authenticator on your security page.")
-    if password_hash is None and not remove_authenticators:
+    if password_hash is None and not send_link and not remove_authenticators:
         raise PolicyViolation("Say what to reset: the password, the authenticator, or both.")
+    if send_link and password_hash is not None:
+        raise PolicyViolation("Either set a password or send a link to choose one, not both.")
+    if send_link and not user.email:
+        raise PolicyViolation(
+            f"{user.get_username()} has no email address for the link: add their address first, or set a password."
+        )
     changes = {}
+    if send_link:
+        changes["password"] = {
+            "label": "Password",
+            "old": "",
+            "new": f"a one-time link to choose a new one, sent to {user.email}; the current one stops working",
+        }
     if password_hash is not None:
         usable = not password_hash.startswith("!")  # django.contrib.auth.hashers.UNUSABLE_PASSWORD_PREFIX
         new = "set by an admin (not shown)" if usable else "disabled (no password sign-in)"
@@ -595,6 +612,7 @@ def change_propose_account_recovery(
             payload={
                 "user_id": user.pk,
                 "password": password_hash is not None,
+                "link_to": user.email if send_link else "",
                 "authenticators": remove_authenticators,
             },
             beneficiary=user,
@@ -617,6 +635,15 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
             raise TransitionNotAllowed("The proposed password is gone; propose it again.")
         user.password = change.secret_payload
         user.save(update_fields=["password"])
+    if payload.get("link_to"):
+        if user.email != payload["link_to"] or not user.is_active:
+            raise TransitionNotAllowed(
+                f"{user.get_username()}'s email address changed (or the account was deactivated) since this was "
+                "proposed: the link would not reach the address shown. Propose it again."
+            )
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        after_commit.enqueue("notify", "account_recovery_link", change.pk)
     if payload["authenticators"]:
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()

@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import permissions, recovery
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -51,6 +51,27 @@ def user_password_change(user: User, new_password: str) -> User:
         user = _lock_user(user.pk)
         user.set_password(new_password)
         user.save(update_fields=["password"])
+    return user
+
+
+def user_password_set_from_link(user_id: int, new_password: str, *, client_address: str | None = None) -> User:
+    """The person chooses a password through the one-time link of an approved account recovery
+    (``accessgov.recovery``; the view checked the link and the password rules). Checked again on the locked
+    row: a second use of the link, or an account changed since, is refused."""
+    with transaction.atomic():
+        user = _lock_user(user_id)
+        if not recovery.awaits_password(user):
+            raise TransitionNotAllowed(
+                "This link was used already, or the account changed since it was sent: ask an administrator for a new one."
+            )
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        event_record(
+            Type.USER_PASSWORD_SET,
+            actor=user,
+            client_address=client_address,
+            reason="Chosen through an account recovery link",
+        )
     return user
 
 

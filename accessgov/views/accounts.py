@@ -9,7 +9,7 @@ import qrcode.image.svg
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
-from django.contrib.auth.forms import PasswordChangeForm
+from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
@@ -19,7 +19,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import user_has_device
 
-from accessgov import otp
+from accessgov import otp, recovery
+from accessgov.exceptions import TransitionNotAllowed
 from accessgov.forms import OTPCodeForm, SignInForm
 from accessgov.middleware import SESSION_LAST_SEEN_AT, SESSION_STARTED_AT
 from accessgov.services import users as user_services
@@ -193,6 +194,37 @@ def password_change_view(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Your password was changed. Your other sessions have been signed out.")
         return redirect("accounts:security")
     return render(request, "accounts/password_change.html", {"form": form})
+
+
+LINK_REFUSED = (
+    "It was used already, it has expired, or the account changed since it was sent. Ask an administrator for a new one."
+)
+
+
+@sensitive_post_parameters("new_password1", "new_password2")
+@never_cache
+@require_http_methods(["GET", "POST"])
+def recover_view(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    """The one-time link of an approved account recovery (``accessgov.recovery``): choose a new password,
+    then sign in as always (password, then the authenticator — or enrol a new one if the recovery removed
+    it). Open without signing in: the link is the proof. A link that does not work is a 400 that says so,
+    never which part was wrong."""
+    user = recovery.user_for(uidb64, token)
+    if user is None:
+        return render(request, "accounts/recover.html", {"message": LINK_REFUSED}, status=400)
+    form = SetPasswordForm(user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user_services.user_password_set_from_link(
+                user.pk, form.cleaned_data["new_password1"], client_address=getattr(request, "client_address", None)
+            )
+        except TransitionNotAllowed as error:
+            return render(request, "accounts/recover.html", {"message": str(error)}, status=409)
+        logger.info("password chosen through a recovery link user=%s", user.pk)
+        messages.success(request, "Your new password is set. Sign in with it.")
+        return redirect("accounts:login")
+    context = {"form": form, "account": user, "needs_authenticator": not user_has_device(user)}
+    return render(request, "accounts/recover.html", context, status=400 if form.errors else 200)
 
 
 @sensitive_post_parameters("otp_token")

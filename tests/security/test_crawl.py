@@ -41,7 +41,10 @@ EXPECTED_PUBLIC = {
     "slack_interactivity",
     "jira_webhook",
     "github_webhook",
+    "accounts:recover",
 }
+# Public, but the link is the proof (an account recovery's one-time link): a made-up one is a 400.
+EXPECTED_LINK_PROVEN = {"accounts:recover"}
 # Public, but authenticated by the provider's signature: without one, refused (401), never served.
 EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook", "github_webhook"}
 EXPECTED_HALF_AUTHENTICATED = {"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"}
@@ -162,6 +165,8 @@ def status_problems(persona: str, method: str, url: str, name: str | None, respo
         if name in EXPECTED_PROVIDER_SIGNED:
             expected = 405 if method == "get" else 401
             return [] if status == expected else [f"a provider-signed view answers {status}, expected {expected}"]
+        if name in EXPECTED_LINK_PROVEN:
+            return [] if status == 400 else [f"a made-up one-time link answers {status}, expected 400"]
         if name in EXPECTED_PUBLIC:
             return [] if status in (200, 404, 405, 503) else [f"a public view answers {status}"]
         if _is_api(name):

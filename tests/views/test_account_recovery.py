@@ -5,13 +5,20 @@ signed in as an approver and as the second admin, and approved their own access 
 device admins only show, and setting someone else's password or resetting their authenticator is an account
 recovery that another admin, not the person, approves; when applied, the person's sessions end."""
 
+import re
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov.exceptions import NotAuthorized, PolicyViolation
+from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, ChangeRequest, User
 from accessgov.services import changes
 from tests.conftest import PASSWORD, sign_in, verify_session
@@ -107,6 +114,7 @@ def test_the_authenticator_reset_is_a_four_eyes_action_and_the_person_enrols_ane
     assert change.target_id == requester.pk and change.payload == {
         "user_id": requester.pk,
         "password": False,
+        "link_to": "",
         "authenticators": True,
     }
     assert TOTPDevice.objects.filter(user=requester).exists()
@@ -157,3 +165,128 @@ def test_with_four_eyes_off_a_reset_applies_at_once_and_is_still_recorded(world,
     assert User.objects.get(pk=world.requester.pk).check_password(NEW_PASSWORD)
     change = ChangeRequest.objects.get(kind="account_recovery")
     assert change.status == "applied" and change.decided_by is None
+
+
+# --- The one-time link: the person chooses the password, nobody else knows it -------------------------
+
+
+def _link_from(mail_outbox) -> str:
+    [email] = [m for m in mail_outbox if m.subject == "[AccessGov] Choose a new password"]
+    match = re.search(r"https?://[^/\s]+(/accounts/recover/[^\s\"<]+/)", email.body)
+    assert match, email.body
+    return match.group(1)
+
+
+def _recover_by_link(admins, person, django_capture_on_commit_callbacks, mailoutbox, **extra):
+    first, second = admins
+    response = as_(first).post(
+        reverse("admin:accessgov_user_changelist"), {"action": "send_password_links", "_selected_action": [person.pk]}
+    )
+    assert response.status_code == 302
+    change = ChangeRequest.objects.filter(kind="account_recovery").latest("pk")
+    with django_capture_on_commit_callbacks(execute=True):
+        changes.change_approve(second, change.pk)
+    return change, _link_from(mailoutbox)
+
+
+def test_a_password_link_is_emailed_once_approved_and_works_once(
+    world, admins, django_capture_on_commit_callbacks, mailoutbox
+):
+    person = world.requester
+    open_session = sign_in(Client(), person)
+    first, second = admins
+    as_(first).post(
+        reverse("admin:accessgov_user_changelist"), {"action": "send_password_links", "_selected_action": [person.pk]}
+    )
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    assert change.payload["link_to"] == person.email and change.secret_payload == ""
+    page = as_(second).get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert f"a one-time link to choose a new one, sent to {person.email}" in page
+    assert not mailoutbox and User.objects.get(pk=person.pk).check_password(PASSWORD)  # nothing before approval
+    with django_capture_on_commit_callbacks(execute=True):
+        changes.change_approve(second, change.pk)
+    link = _link_from(mailoutbox)
+    [email] = mailoutbox
+    assert email.to == [person.email] and "(admin1) asked for it and" in " ".join(email.body.split())
+    # The old password is gone and every session ended, before the link is used.
+    assert not User.objects.get(pk=person.pk).has_usable_password()
+    assert open_session.get(reverse("home"))["Location"].startswith(reverse("accounts:login"))
+    form = Client().get(link)
+    assert form.status_code == 200 and "Choose a new password" in form.content.decode()
+    weak = Client().post(link, {"new_password1": "short", "new_password2": "short"})
+    assert weak.status_code == 400 and "too short" in weak.content.decode()
+    done = Client().post(link, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == reverse("accounts:login")
+    assert User.objects.get(pk=person.pk).check_password(NEW_PASSWORD)
+    event = AccessEvent.objects.get(event_type="user.password_set")
+    assert event.actor_id == person.pk
+    # Spent: a second use (even with the same form) is refused and changes nothing.
+    again = Client().post(link, {"new_password1": "another passphrase 99", "new_password2": "another passphrase 99"})
+    assert again.status_code == 400 and "does not work" in again.content.decode()
+    assert User.objects.get(pk=person.pk).check_password(NEW_PASSWORD)
+    # Then the usual sign-in: the password, then their authenticator.
+    attempt = Client()
+    response = attempt.post(reverse("accounts:login"), {"username": person.username, "password": NEW_PASSWORD})
+    assert response.status_code == 302 and response["Location"].startswith(reverse("accounts:otp"))
+
+
+def test_a_password_link_expires_and_refuses_tampering(
+    world, admins, django_capture_on_commit_callbacks, mailoutbox, settings
+):
+    person = world.requester
+    _, link = _recover_by_link(admins, person, django_capture_on_commit_callbacks, mailoutbox)
+    _, _, _, uid, token, _ = link.split("/")
+    other_uid = link.replace(uid, urlsafe_base64_encode(force_bytes(world.approver.pk)))
+    for bad in (
+        other_uid,
+        link.replace(token, token[:-1] + ("a" if token[-1] != "a" else "b")),
+        f"/accounts/recover/!!/{token}/",
+    ):
+        response = Client().post(bad, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+        assert response.status_code == 400 and "does not work" in response.content.decode(), bad
+    assert not User.objects.get(pk=person.pk).has_usable_password()
+    assert not User.objects.get(pk=world.approver.pk).check_password(NEW_PASSWORD)
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 60)):
+        assert Client().get(link).status_code == 400
+    assert Client().get(link).status_code == 200
+
+
+def test_a_link_is_refused_when_the_address_changed_before_approval_and_is_spent_by_deactivation(
+    world, admins, make_user, django_capture_on_commit_callbacks, mailoutbox
+):
+    first, second = admins
+    person = world.requester
+    as_(first).post(
+        reverse("admin:accessgov_user_changelist"), {"action": "send_password_links", "_selected_action": [person.pk]}
+    )
+    change = ChangeRequest.objects.get(kind="account_recovery")
+    User.objects.filter(pk=person.pk).update(email="attacker@example.net")
+    with pytest.raises(TransitionNotAllowed, match="email address changed"):
+        changes.change_approve(second, change.pk)
+    assert User.objects.get(pk=person.pk).check_password(PASSWORD) and not mailoutbox
+    # No address: nothing to send a link to.
+    nobody = make_user("no-mail", email="")
+    with pytest.raises(PolicyViolation, match="no email address"):
+        changes.change_propose_account_recovery(first, user=nobody, send_link=True)
+    with pytest.raises(PolicyViolation, match="not both"):
+        changes.change_propose_account_recovery(first, user=world.approver, send_link=True, password_hash="x")
+
+
+def test_a_deactivated_account_cannot_use_its_link_and_a_redelivered_email_sends_none_after_use(
+    world, admins, django_capture_on_commit_callbacks, mailoutbox
+):
+    from accessgov import notifications
+    from accessgov.services import users as user_services
+
+    person = world.requester
+    change, link = _recover_by_link(admins, person, django_capture_on_commit_callbacks, mailoutbox)
+    assert notifications.build("account_recovery_link", change.pk) is not None
+    Client().post(link, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert notifications.build("account_recovery_link", change.pk) is None  # no fresh link once chosen
+    with pytest.raises(TransitionNotAllowed, match="used already"):
+        user_services.user_password_set_from_link(person.pk, "yet another passphrase")
+    second_person = world.approver
+    mailoutbox.clear()
+    _, second_link = _recover_by_link(admins, second_person, django_capture_on_commit_callbacks, mailoutbox)
+    User.objects.filter(pk=second_person.pk).update(is_active=False)
+    assert Client().get(second_link).status_code == 400
