@@ -42,8 +42,8 @@ HAPPENED_TYPES = {
     Type.REQUEST_DENIED: "was denied",
     Type.REQUEST_LAPSED: "lapsed: nobody decided in time",
     Type.REQUEST_WITHDRAWN: "was withdrawn",
+    # One approval of several (a deny, or the approval that decides, says it as the request's own event).
     Type.DECISION_APPROVE: "got an approval",
-    Type.DECISION_DENY: "was denied by an approver",
     Type.GRANT_ACTIVATED: "started",
     Type.GRANT_EXTENDED: "was extended",
     Type.GRANT_EXPIRED: "expired",
@@ -65,9 +65,11 @@ UNREAD_COUNTED_UP_TO = 100
 def happened_events(user: User) -> QuerySet[AccessEvent]:
     """Events about ``user``'s own requests and grants. One join through the requester index to the
     events' request index. What the person did themselves (releasing a grant) is listed, but as read."""
-    return AccessEvent.objects.filter(
-        access_request__requester=user, event_type__in=list(HAPPENED_TYPES)
-    ).select_related("access_request__role__system", "grant", "actor")
+    return (
+        AccessEvent.objects.filter(access_request__requester=user, event_type__in=list(HAPPENED_TYPES))
+        .exclude(event_type=Type.DECISION_APPROVE, access_request__role__approvals_required__lte=1)
+        .select_related("access_request__role__system", "grant", "actor")
+    )
 
 
 def happened(user: User, *, before: int | None = None) -> list[Any]:
@@ -365,6 +367,8 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
         f"""(SELECT COUNT(*) FROM (SELECT 1 FROM {event} e JOIN {request} r ON r.id = e.access_request_id
   WHERE r.requester_id = %(user)s AND e.event_type = ANY(%(happened)s) AND e.sequence > %(read_through)s
     AND (e.actor_id IS NULL OR e.actor_id <> %(user)s)
+    AND (e.event_type <> %(one_approval)s
+         OR EXISTS (SELECT 1 FROM {_table(Role)} ro WHERE ro.id = r.role_id AND ro.approvals_required > 1))
     AND NOT EXISTS (SELECT 1 FROM {_table(InboxReadMark)} m WHERE m.user_id = %(user)s AND m.event_id = e.id)
   LIMIT %(unread_up_to)s) AS unread)""",  # noqa: S608 - table names from _meta, values bound
     ]
@@ -405,6 +409,7 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
         "read_through": user.inbox_read_through,
         "unread_up_to": UNREAD_COUNTED_UP_TO,
         "happened": [str(t) for t in HAPPENED_TYPES],
+        "one_approval": str(Type.DECISION_APPROVE),
         "active": Grant.Status.ACTIVE,
         "campaign_open": ReviewCampaign.Status.OPEN,
         "finding_open": ActivityFinding.Status.OPEN,

@@ -196,8 +196,10 @@ def test_approved_denied_and_released_show_but_what_i_did_myself_is_not_news(wor
     gs.grant_release(world.requester, grant.pk)
     items = {e.event_type: e for e in inbox.happened(world.requester)}
     assert not items[AccessEvent.Type.REQUEST_DENIED].is_read
-    assert "Use the read-only role" in items[AccessEvent.Type.DECISION_DENY].reason
+    assert "Use the read-only role" in items[AccessEvent.Type.REQUEST_DENIED].reason
     assert not items[AccessEvent.Type.REQUEST_APPROVED].is_read
+    # Each decision once: the deny and the one approval that decided are the request's own events, not twice.
+    assert AccessEvent.Type.DECISION_DENY not in items and AccessEvent.Type.DECISION_APPROVE not in items
     # Released by the requester themselves: listed, never unread.
     assert items[AccessEvent.Type.GRANT_RELEASED].is_read
     assert AccessEvent.Type.REQUEST_SUBMITTED not in items
@@ -205,6 +207,17 @@ def test_approved_denied_and_released_show_but_what_i_did_myself_is_not_news(wor
     unread = inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)["unread"]
     assert unread == sum(1 for e in everything if not e.is_read)
     assert inbox.happened(world.approver) == []
+
+
+def test_one_approval_of_two_is_news_and_the_deciding_one_shows_once(world):
+    access_request = submit(world, role=world.role_two)  # two approvals needed
+    ar.access_request_approve(world.approver, access_request.pk)
+    assert [e.event_type for e in inbox.happened(world.requester)] == [AccessEvent.Type.DECISION_APPROVE]
+    ar.access_request_approve(world.approver2, access_request.pk)
+    kinds = [e.event_type for e in inbox.happened(world.requester)]
+    assert kinds.count(AccessEvent.Type.REQUEST_APPROVED) == 1 and kinds.count(AccessEvent.Type.DECISION_APPROVE) == 2
+    unread = inbox.badge_counts(world.requester, T0, queue_size=0, pending_changes=0)["unread"]
+    assert unread == sum(1 for e in inbox.happened(world.requester) if not e.is_read)
 
 
 def test_expiry_extension_and_deactivation_reach_the_holders_inbox_with_why(world, make_user):
