@@ -20,10 +20,14 @@ class AccessGovConfig(AppConfig):
         catalog.connect()
         connection_created.connect(dbsql.use_compiled_timestamp_loader, dispatch_uid="accessgov-timestamp-loader")
 
-        auditlog.register(models.User, exclude_fields=["password", "session_stamp", "last_login"])
-        auditlog.register(models.System, exclude_fields=["connector_secret"])
-        auditlog.register(models.EventWebhookSubscription, exclude_fields=["secret"])
-        auditlog.register(models.ApiToken, exclude_fields=["key_hash", "last_used_at", "last_used_address"])
+        # Secrets and per-sign-in bookkeeping are never recorded: a hash or a key does not belong in a log.
+        for model, secret_or_noise in (
+            (models.User, ["password", "session_stamp", "last_login", "inbox_read_through"]),
+            (models.System, ["connector_secret"]),
+            (models.EventWebhookSubscription, ["secret"]),
+            (models.ApiToken, ["key_hash", "last_used_at", "last_used_address"]),
+        ):
+            auditlog.register(model, exclude_fields=secret_or_noise + _reverse_relations(model))
         for model in (
             models.Role,
             models.AutoApprovalRule,
@@ -35,10 +39,11 @@ class AccessGovConfig(AppConfig):
             models.OutboxItem,
             models.DriftFinding,
         ):
-            auditlog.register(model, exclude_fields=_reverse_one_to_one(model))
+            auditlog.register(model, exclude_fields=_reverse_relations(model))
 
 
-def _reverse_one_to_one(model) -> list[str]:
-    """Reverse one-to-one accessors (a request's grant, a grant's follow-up) are not the model's own
-    fields, but auditlog's diff reads them: one query per save of the model, for nothing."""
-    return [f.name for f in model._meta.get_fields() if f.one_to_one and f.auto_created and not f.concrete]
+def _reverse_relations(model) -> list[str]:
+    """Reverse accessors (a request's grant, a grant's events and activity seals) are not the model's own
+    fields, but auditlog's diff reads them: a query per save for the one-to-ones, and for the others a line
+    such as "events: None → accessgov.AccessEvent.None" on every created row, for nothing."""
+    return [f.name for f in model._meta.get_fields() if f.auto_created and not f.concrete]

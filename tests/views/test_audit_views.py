@@ -103,8 +103,31 @@ def test_model_changes_page_lists_field_changes(world):
     world.role.max_duration = timedelta(hours=3)
     world.role.save()
     page = as_(world.auditor).get(reverse("model_changes") + "?model=role").content.decode()
-    assert "max_duration" in page
+    assert "<dt>Max duration</dt><dd>4:00:00 → 3:00:00</dd>" in page
     assert as_(world.requester).get(reverse("model_changes")).status_code == 403
+
+
+def test_model_changes_read_for_people_constant_queries_and_bookkeeping_on_request(
+    world, django_assert_max_num_queries
+):
+    from accessgov.models import OutboxItem
+
+    grant_request = submit(world)
+    ar.access_request_approve(world.approver, grant_request.pk)
+    assert OutboxItem.objects.exists()
+    client = as_(world.auditor)
+    client.get(reverse("model_changes"))
+    with django_assert_max_num_queries(12):
+        page = client.get(reverse("model_changes")).content.decode()
+    # Choices as labels, related records as ids, no reverse relations, no id line, no bookkeeping rows.
+    assert "<dt>Status</dt><dd>Pending → Approved</dd>" in page
+    assert "<dt>Requester</dt><dd>#" in page
+    assert ".None" not in page and "<dt>Id</dt>" not in page
+    assert "Outbox item #" not in page and 'value="outboxitem"' in page
+    with_queue = client.get(reverse("model_changes") + "?bookkeeping=1").content.decode()
+    assert "Outbox item #" in with_queue
+    unknown = client.get(reverse("model_changes") + "?model=nosuchmodel")
+    assert unknown.status_code == 400 and "No record of that kind has changes" in unknown.content.decode()
 
 
 def test_trail_query_count_is_constant_in_rows(world, django_assert_max_num_queries):
