@@ -101,8 +101,8 @@ def too_large_message() -> str:
 def method_not_allowed(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """A view's bare 405 (``require_POST`` and friends answer with no body) given its reason: which
     methods the address takes, and — for a person who followed or reloaded a link to an action — that
-    actions are the buttons on their pages. The ``Allow`` header is kept; the API's JSON error format
-    for API calls."""
+    actions are the buttons on their pages, with a link to the nearest page above it. The ``Allow`` header
+    is kept; the API's JSON error format for API calls."""
     allowed = [method for method in response.get("Allow", "").replace(" ", "").split(",") if method]
     takes = " or ".join(allowed) or "no method"
     message = f"This address takes {takes}, not {request.method}."
@@ -111,7 +111,24 @@ def method_not_allowed(request: HttpRequest, response: HttpResponse) -> HttpResp
     if wants_json(request):
         answer: HttpResponse = JsonResponse({"error": {"code": "method_not_allowed", "message": message}}, status=405)
     else:
-        answer = render(request, "405.html", {"message": message}, status=405)
+        action = allowed == ["POST"]
+        context = {"message": message, "action": action, "page": _page_above(request.path_info) if action else None}
+        answer = render(request, "405.html", context, status=405)
     if response.has_header("Allow"):
         answer["Allow"] = response["Allow"]
     return answer
+
+
+def _page_above(path: str) -> str | None:
+    """The nearest address above ``path`` that is a page (``/grants/7/release/`` → ``/grants/7/``)."""
+    from django.urls import Resolver404, resolve
+
+    parts = [part for part in path.split("/") if part]
+    for cut in range(len(parts) - 1, 0, -1):
+        candidate = "/" + "/".join(parts[:cut]) + "/"
+        try:
+            resolve(candidate)
+        except Resolver404:
+            continue
+        return candidate
+    return None

@@ -755,8 +755,16 @@ def test_a_link_to_an_action_is_a_405_that_says_why_and_changes_nothing(scene, n
     response = as_(scene.requester).get(url)
     page = response.content.decode()
     assert response.status_code == 405 and response["Allow"] == "POST"
-    assert "This address takes POST, not GET." in page and "use the button on the page" in page
+    assert "This link only works as a button" in page and "nothing was done" in page
+    assert "This address takes POST, not GET." in page
     assert "Sign out" in page  # the product's page, signed in, not an empty body
+    above = {"grant_release": "grant", "grant_revoke": "grant", "request_cancel": "pending"}
+    page_above = (
+        reverse("grant_detail" if args == "grant" else "request_detail", args=[getattr(scene, args).pk])
+        if name in above
+        else reverse("approvals")
+    )
+    assert f'href="{page_above}">Go to the page</a>' in page
     assert AccessEvent.objects.count() == events
 
 
