@@ -306,7 +306,8 @@ class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Where the token is used, e.g. “deploy job, payments repo”.")
     lifetime_days = forms.TypedChoiceField(label="Expires after", choices=LIFETIMES, coerce=int, initial="30")
     scopes = forms.MultipleChoiceField(
-        widget=forms.CheckboxSelectMultiple, help_text="Only what the token needs: a pipeline rarely decides requests."
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Only what the token needs. Offered: what you can do now; a token never does more than you may.",
     )
 
     def __init__(self, *args, user: User | None = None, **kwargs) -> None:

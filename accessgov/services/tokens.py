@@ -33,10 +33,12 @@ PERSONAL_DEFAULT_SCOPES = [s.value for s in Scope if s.value not in SERVICE_ONLY
 
 def offered_token_scopes(user: User) -> list[str]:
     """The scopes a person is offered for a personal token: what a person's token can carry, less what
-    this person cannot do now (the approval queue without a role to decide, the ledger and evidence
-    packs without being an auditor). A token never does more than its owner may at the time of each
+    this person cannot do now (requesting without a role to request, the approval queue without a role to
+    decide, the ledger and evidence packs without being an auditor). A token never does more than its owner may at the time of each
     call, whatever it carries; this keeps the form to what would work."""
     cannot: set[str] = set()
+    if not permissions.eligible_roles(user, timezone.now()).exists():
+        cannot.add(Scope.REQUESTS_CREATE.value)
     if not permissions.decidable_role_ids(user):
         cannot |= {Scope.DECISIONS_READ.value, Scope.DECISIONS_DECIDE.value}
     if not permissions.is_auditor(user):
