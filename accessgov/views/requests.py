@@ -356,5 +356,5 @@ def _cancel_consequences(access_request: AccessRequest) -> list[str]:
     lines = ["It stops waiting: approvers no longer see it in their queue."]
     if decided:
         lines.append(f"{plural(decided, 'decision')} already given on it will count for nothing.")
-    lines.append(f"Nothing is given at {system}; to work there later you need a new request.")
+    lines.append(f"No access is given on {system}. To work there later, make a new request.")
     return lines
