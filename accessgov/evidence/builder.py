@@ -456,8 +456,10 @@ def _write(writer: PackWriter, pack, ctx, seed, size, systems, scope_label, prog
             "controls": [
                 {
                     "id": f"{c['framework']} {c['id']}",
+                    "title": c["title"],
                     "status": c["status"],
-                    "tests": [[t["id"], t["result"]] for t in c["tests"]],
+                    # [test id, result, what it checks] (packs built before 2026-12-07 have the first two).
+                    "tests": [[t["id"], t["result"], t.get("description", "")] for t in c["tests"]],
                 }
                 for c in control_map["controls"]
             ],

@@ -54,6 +54,9 @@ def test_the_auditor_builds_a_pack_from_the_form_watches_it_and_downloads_it(peo
     build_at(pack.pk)
     detail = client.get(reverse("evidence_detail", args=[pack.pk])).content.decode()
     assert "Download the pack" in detail and "every 1s" not in detail and "PCI DSS 7.2.4" in detail
+    # Each test says what it checks in words, its id beside it; each control its title.
+    assert '<span class="muted mono">grants.approved_by_other</span>' in detail
+    assert '<td data-label="Test"><span class="muted mono">' not in detail
     download = client.get(reverse("evidence_download", args=[pack.pk]))
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
     body = b"".join(download.streaming_content)
