@@ -30,7 +30,6 @@ logger = logging.getLogger("accessgov.security")
 PUBLIC_VIEWS = frozenset(
     {
         "accounts:login",
-        "accounts:recover",  # an account recovery's one-time link: the link is the proof
         "healthz",
         "metrics",
         "sso:start",
@@ -40,6 +39,9 @@ PUBLIC_VIEWS = frozenset(
         "github_webhook",
     }
 )
+# Views whose link is the proof (an account recovery's one-time link): open to someone not signed in, and
+# to a verified session; a password-only session goes to the OTP step first, as everywhere.
+LINK_PROVEN_VIEWS = frozenset({"accounts:recover"})
 # Views a password-only session may reach: the OTP step, enrolment, sign-out.
 HALF_AUTHENTICATED_VIEWS = frozenset({"accounts:otp", "accounts:enrol", "accounts:enrol_qr", "accounts:logout"})
 # The REST API authenticates every call itself (an API token; the schema also a verified session) and
@@ -238,6 +240,8 @@ class OTPRequiredMiddleware:
             return self.get_response(request)
         user = request.user
         if not user.is_authenticated:
+            if name in LINK_PROVEN_VIEWS:
+                return self.get_response(request)
             return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
         if user.is_verified():  # type: ignore[attr-defined]  # SignedInMiddleware sets it
             permissions.start_request_memo(user)

@@ -41,9 +41,9 @@ EXPECTED_PUBLIC = {
     "slack_interactivity",
     "jira_webhook",
     "github_webhook",
-    "accounts:recover",
 }
-# Public, but the link is the proof (an account recovery's one-time link): a made-up one is a 400.
+# Open to someone not signed in because the link is the proof (an account recovery's one-time link): a made-up
+# one is a 400. A password-only session goes to the OTP step first, as everywhere.
 EXPECTED_LINK_PROVEN = {"accounts:recover"}
 # Public, but authenticated by the provider's signature: without one, refused (401), never served.
 EXPECTED_PROVIDER_SIGNED = {"slack_interactivity", "jira_webhook", "github_webhook"}
@@ -299,6 +299,7 @@ def test_the_crawl_covers_every_portal_view():
 
 def test_middleware_exemptions_match_the_declared_matrix():
     assert middleware.PUBLIC_VIEWS == EXPECTED_PUBLIC
+    assert middleware.LINK_PROVEN_VIEWS == EXPECTED_LINK_PROVEN
     assert middleware.HALF_AUTHENTICATED_VIEWS == EXPECTED_HALF_AUTHENTICATED
     assert middleware.API_NAMESPACE == EXPECTED_TOKEN_NAMESPACE
     assert middleware.SCIM_NAMESPACE == EXPECTED_SCIM_NAMESPACE

@@ -249,6 +249,11 @@ def test_a_password_link_expires_and_refuses_tampering(
     with time_machine.travel(timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 60)):
         assert Client().get(link).status_code == 400
     assert Client().get(link).status_code == 200
+    # A verified session may open it too; a password-only one goes to the OTP step first, as on every page.
+    assert as_(world.approver).get(link).status_code == 200
+    half = Client()
+    half.post(reverse("accounts:login"), {"username": world.approver.username, "password": PASSWORD})
+    assert half.get(link)["Location"].startswith(reverse("accounts:otp"))
 
 
 def test_a_link_is_refused_when_the_address_changed_before_approval_and_is_spent_by_deactivation(
