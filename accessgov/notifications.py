@@ -311,40 +311,49 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
     )
 
 
-def account_recovery_link(change: ChangeRequest) -> Message | None:
-    """The one-time link an approved account recovery sends (``accessgov.recovery``), built when sent and
-    stored nowhere. None once the password was chosen or the account changed since (no new link then)."""
+def account_recovered(change: ChangeRequest) -> Message | None:
+    """Tells the person an approved account recovery happened, who asked and who approved — and, for a recovery
+    by link, carries the one-time link to choose a new password (``accessgov.recovery``), built when sent and
+    stored nowhere. No link once the password was chosen or the account changed since (a redelivery then
+    sends nothing)."""
     payload = change.payload if isinstance(change.payload, dict) else {}
-    if (
-        change.kind != ChangeRequest.Kind.ACCOUNT_RECOVERY
-        or change.status != ChangeRequest.Status.APPLIED
-        or not payload.get("link_to")
-    ):
+    if change.kind != ChangeRequest.Kind.ACCOUNT_RECOVERY or change.status != ChangeRequest.Status.APPLIED:
         return None
     user = User.objects.filter(pk=payload.get("user_id")).first()
-    if user is None or not recovery.awaits_password(user) or user.email != payload["link_to"]:
+    if user is None or not user.is_active or not user.email:
+        return None
+    link_to = payload.get("link_to")
+    if link_to and (not recovery.awaits_password(user) or user.email != link_to):
         return None
 
     def named(admin: User) -> str:
         return f"{admin.get_full_name()} ({admin.get_username()})" if admin.get_full_name() else admin.get_username()
 
     approved_by = change.decided_by or change.proposed_by
-    lines = [
-        f"Your AccessGov password was reset: {named(change.proposed_by)} asked for it and {named(approved_by)} "
-        "approved it. Every session of yours was ended and the old password no longer works.",
-        f"Choose a new password with the link below. It works once, for {settings.PASSWORD_RESET_TIMEOUT // 3600} "
-        "hours.",
-    ]
+    what = []
+    if link_to or payload.get("password"):
+        what.append("your password was reset")
     if payload.get("authenticators"):
-        lines.append("Your authenticator app was removed too: after the password, you set up a new one.")
+        what.append("your authenticator app and backup codes were removed")
+    lines = [
+        f"Your AccessGov account was recovered: {' and '.join(what) or 'it was reset'}. {named(change.proposed_by)} "
+        f"asked for it and {named(approved_by)} approved it. Every session and API token of yours was ended.",
+    ]
+    if link_to:
+        lines.append(
+            f"Choose a new password with the link below. It works once, for {settings.PASSWORD_RESET_TIMEOUT // 3600} "
+            "hours. The old password no longer works."
+        )
+    if payload.get("authenticators"):
+        lines.append("After your password, you set up a new authenticator app.")
     lines.append("If you did not ask for this, tell your security team at once.")
     return Message(
-        subject="[AccessGov] Choose a new password",
-        heading="Choose a new password",
+        subject="[AccessGov] Choose a new password" if link_to else "[AccessGov] Your account was recovered",
+        heading="Choose a new password" if link_to else "Your account was recovered",
         lines=lines,
         recipients={user},
-        action_url=absolute(recovery.link_path(user)),
-        action_label="Choose a new password",
+        action_url=absolute(recovery.link_path(user)) if link_to else "",
+        action_label="Choose a new password" if link_to else "Open in AccessGov",
     )
 
 
@@ -365,7 +374,7 @@ BUILDERS = {
     "review_overdue": (ReviewCampaign, review_overdue),
     "eligibility_ending": (Eligibility, eligibility_ending),
     # Not in any category below: a person cannot switch it off.
-    "account_recovery_link": (ChangeRequest, account_recovery_link),
+    "account_recovered": (ChangeRequest, account_recovered),
 }
 
 

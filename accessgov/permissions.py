@@ -344,10 +344,38 @@ def change_approval_problem(user: User, change: ChangeRequest) -> str | None:
         if change.kind == ChangeRequest.Kind.ACCOUNT_RECOVERY:
             return "This resets your own account: another admin must approve it."
         return "This change widens your own access: another admin must approve it."
+    payload = change.payload if isinstance(change.payload, dict) else {}
+    if change.kind == ChangeRequest.Kind.ACCOUNT_RECOVERY and payload.get("link_to") and change.beneficiary:
+        when = email_set_by(change.beneficiary, user)
+        if when is not None:
+            return (
+                f"You set this person's email address on {when:%Y-%m-%d}: the link would go where you chose. "
+                "Another admin must approve it."
+            )
     group_id = change.payload.get("group_id") if isinstance(change.payload, dict) else None
     if group_id and user.groups.filter(pk=group_id).exists():
         return "This change widens the access of a group you are in: another admin must approve it."
     return independence_problem(user, change.proposed_by)
+
+
+def recent_email_change(user: User, now: datetime | None = None) -> tuple[datetime, User | None] | None:
+    """When ``user``'s email address was last changed within FOUR_EYES_INDEPENDENCE_DAYS, and by whom (the
+    field-level change log: an admin's edit, the identity provider's update), or None. An account recovery by
+    link goes to that address, so whoever set it lately is not independent of the recovery."""
+    from auditlog.models import LogEntry
+
+    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    entries = LogEntry.objects.get_for_object(user).filter(timestamp__gte=since).select_related("actor")
+    for entry in entries.order_by("-timestamp", "-pk"):
+        if "email" in (entry.changes_dict or {}):
+            return entry.timestamp, entry.actor
+    return None
+
+
+def email_set_by(user: User, candidate: User, now: datetime | None = None) -> datetime | None:
+    """When ``candidate`` set ``user``'s email address within FOUR_EYES_INDEPENDENCE_DAYS, or None."""
+    changed = recent_email_change(user, now)
+    return changed[0] if changed and changed[1] is not None and changed[1].pk == candidate.pk else None
 
 
 def ensure_can_approve_change(user: User, change: ChangeRequest) -> None:

@@ -587,11 +587,18 @@ def change_propose_account_recovery(
         )
     changes = {}
     if send_link:
-        changes["password"] = {
-            "label": "Password",
-            "old": "",
-            "new": f"a one-time link to choose a new one, sent to {user.email}; the current one stops working",
-        }
+        set_by_me = permissions.email_set_by(user, actor)
+        if set_by_me is not None:
+            raise PolicyViolation(
+                f"You set {user.get_username()}'s email address on {set_by_me:%Y-%m-%d}: a link there would go where you "
+                f"chose. Another admin must send it (or wait until {settings.FOUR_EYES_INDEPENDENCE_DAYS} days have passed)."
+            )
+        destination = f"a one-time link to choose a new one, sent to {user.email}; the current one stops working"
+        recent = permissions.recent_email_change(user)
+        if recent is not None:  # the approver must see it: the address is where the account goes
+            by = recent[1].get_username() if recent[1] is not None else "the system"
+            destination += f". This address was set on {recent[0]:%Y-%m-%d %H:%M} UTC by {by}"
+        changes["password"] = {"label": "Password", "old": "", "new": destination}
     if password_hash is not None:
         usable = not password_hash.startswith("!")  # django.contrib.auth.hashers.UNUSABLE_PASSWORD_PREFIX
         new = "set by an admin (not shown)" if usable else "disabled (no password sign-in)"
@@ -643,11 +650,13 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
             )
         user.set_unusable_password()
         user.save(update_fields=["password"])
-        after_commit.enqueue("notify", "account_recovery_link", change.pk)
     if payload["authenticators"]:
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()
     user.rotate_session_stamp()  # every session of the person ends at its next request
+    # And every API token of theirs: one minted by whoever held the account before must not outlive the recovery.
+    token_services.api_token_revoke_all(change.proposed_by, user)
+    after_commit.enqueue("notify", "account_recovered", change.pk)
     return user
 
 

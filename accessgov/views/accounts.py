@@ -201,6 +201,13 @@ LINK_REFUSED = (
 )
 
 
+# The form's own address: the link's token moves into the session first (Django's password-reset pattern), so
+# it never sits in the address of a page that could be logged (a refused form, a CSRF failure) or sent as a
+# Referer.
+RECOVER_FORM_TOKEN = "set-password"  # noqa: S105 - the form's address, not a secret
+RECOVER_SESSION_KEY = "_recovery_link_token"
+
+
 @sensitive_post_parameters("new_password1", "new_password2")
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -209,7 +216,12 @@ def recover_view(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
     then sign in as always (password, then the authenticator — or enrol a new one if the recovery removed
     it). Open without signing in: the link is the proof. A link that does not work is a 400 that says so,
     never which part was wrong."""
-    user = recovery.user_for(uidb64, token)
+    if token != RECOVER_FORM_TOKEN:
+        if recovery.user_for(uidb64, token) is None:
+            return render(request, "accounts/recover.html", {"message": LINK_REFUSED}, status=400)
+        request.session[RECOVER_SESSION_KEY] = token
+        return redirect("accounts:recover", uidb64=uidb64, token=RECOVER_FORM_TOKEN)
+    user = recovery.user_for(uidb64, request.session.get(RECOVER_SESSION_KEY, ""))
     if user is None:
         return render(request, "accounts/recover.html", {"message": LINK_REFUSED}, status=400)
     form = SetPasswordForm(user, request.POST or None)
@@ -220,6 +232,7 @@ def recover_view(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
             )
         except TransitionNotAllowed as error:
             return render(request, "accounts/recover.html", {"message": str(error)}, status=409)
+        request.session.pop(RECOVER_SESSION_KEY, None)
         logger.info("password chosen through a recovery link user=%s", user.pk)
         messages.success(request, "Your new password is set. Sign in with it.")
         return redirect("accounts:login")

@@ -3,7 +3,7 @@
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from portal.celery import app as celery_app
 
@@ -27,7 +27,7 @@ def _broker_ok() -> bool:
 
 
 @never_cache
-@require_GET
+@require_safe  # GET and HEAD: load balancers probe with either
 def healthz_view(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     body = {

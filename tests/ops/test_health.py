@@ -16,6 +16,9 @@ def test_healthz_reports_database_and_broker_without_signing_in(client):
     assert body["broker"] == "ok"
     assert body["broker_transport"] in {"filesystem", "redis"}
     assert response["Cache-Control"].startswith("max-age=0")
+    # A load balancer that probes with HEAD gets the same answer, without the body.
+    head = client.head(reverse("healthz"))
+    assert head.status_code == 200 and head.content == b""
 
 
 @pytest.mark.django_db

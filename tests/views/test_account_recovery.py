@@ -211,18 +211,28 @@ def test_a_password_link_is_emailed_once_approved_and_works_once(
     # The old password is gone and every session ended, before the link is used.
     assert not User.objects.get(pk=person.pk).has_usable_password()
     assert open_session.get(reverse("home"))["Location"].startswith(reverse("accounts:login"))
-    form = Client().get(link)
+    browser = Client()
+    opened = browser.get(link)
+    # The token moves into the session: the form's address carries none (nothing to leak in logs or a Referer).
+    form_url = opened["Location"]
+    assert opened.status_code == 302 and form_url.endswith("/set-password/") and link.split("/")[4] not in form_url
+    form = browser.get(form_url)
     assert form.status_code == 200 and "Choose a new password" in form.content.decode()
-    weak = Client().post(link, {"new_password1": "short", "new_password2": "short"})
+    weak = browser.post(form_url, {"new_password1": "short", "new_password2": "short"})
     assert weak.status_code == 400 and "too short" in weak.content.decode()
-    done = Client().post(link, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert Client().get(form_url).status_code == 400  # without the session that opened the link: nothing
+    done = browser.post(form_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == reverse("accounts:login")
     assert User.objects.get(pk=person.pk).check_password(NEW_PASSWORD)
     event = AccessEvent.objects.get(event_type="user.password_set")
     assert event.actor_id == person.pk
-    # Spent: a second use (even with the same form) is refused and changes nothing.
-    again = Client().post(link, {"new_password1": "another passphrase 99", "new_password2": "another passphrase 99"})
+    # Spent: a second use (the link again, or the same form) is refused and changes nothing.
+    again = Client().get(link)
     assert again.status_code == 400 and "does not work" in again.content.decode()
+    replay = browser.post(
+        form_url, {"new_password1": "another passphrase 99", "new_password2": "another passphrase 99"}
+    )
+    assert replay.status_code == 400
     assert User.objects.get(pk=person.pk).check_password(NEW_PASSWORD)
     # Then the usual sign-in: the password, then their authenticator.
     attempt = Client()
@@ -242,15 +252,15 @@ def test_a_password_link_expires_and_refuses_tampering(
         link.replace(token, token[:-1] + ("a" if token[-1] != "a" else "b")),
         f"/accounts/recover/!!/{token}/",
     ):
-        response = Client().post(bad, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+        response = Client().get(bad)
         assert response.status_code == 400 and "does not work" in response.content.decode(), bad
     assert not User.objects.get(pk=person.pk).has_usable_password()
     assert not User.objects.get(pk=world.approver.pk).check_password(NEW_PASSWORD)
     with time_machine.travel(timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 60)):
         assert Client().get(link).status_code == 400
-    assert Client().get(link).status_code == 200
+    assert Client().get(link).status_code == 302
     # A verified session may open it too; a password-only one goes to the OTP step first, as on every page.
-    assert as_(world.approver).get(link).status_code == 200
+    assert as_(world.approver).get(link).status_code == 302
     half = Client()
     half.post(reverse("accounts:login"), {"username": world.approver.username, "password": PASSWORD})
     assert half.get(link)["Location"].startswith(reverse("accounts:otp"))
@@ -285,9 +295,11 @@ def test_a_deactivated_account_cannot_use_its_link_and_a_redelivered_email_sends
 
     person = world.requester
     change, link = _recover_by_link(admins, person, django_capture_on_commit_callbacks, mailoutbox)
-    assert notifications.build("account_recovery_link", change.pk) is not None
-    Client().post(link, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
-    assert notifications.build("account_recovery_link", change.pk) is None  # no fresh link once chosen
+    assert notifications.build("account_recovered", change.pk) is not None
+    browser = Client()
+    form_url = browser.get(link)["Location"]
+    browser.post(form_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert notifications.build("account_recovered", change.pk) is None  # no fresh link once chosen
     with pytest.raises(TransitionNotAllowed, match="used already"):
         user_services.user_password_set_from_link(person.pk, "yet another passphrase")
     second_person = world.approver
@@ -295,3 +307,52 @@ def test_a_deactivated_account_cannot_use_its_link_and_a_redelivered_email_sends
     _, second_link = _recover_by_link(admins, second_person, django_capture_on_commit_callbacks, mailoutbox)
     User.objects.filter(pk=second_person.pk).update(is_active=False)
     assert Client().get(second_link).status_code == 400
+
+
+def test_an_admin_who_set_the_address_cannot_send_or_approve_a_link_there_and_others_see_it(
+    world, admins, make_user, django_capture_on_commit_callbacks, mailoutbox
+):
+    """The probe's takeover: admin A changes a person's address to theirs, then has a link sent there."""
+    from auditlog.context import set_actor
+
+    first, second = admins
+    third = make_user("admin3", is_staff=True, is_superuser=True)
+    person = world.approver
+    with set_actor(first):  # what the admin's user form does (django-auditlog records the actor)
+        person.email = "attacker@evil.test"
+        person.save()
+    with pytest.raises(PolicyViolation, match="You set approver's email address"):
+        changes.change_propose_account_recovery(first, user=person, send_link=True)
+    # Proposed by someone else, A may not approve it; and whoever approves sees who set the address, and when.
+    change = changes.change_propose_account_recovery(second, user=person, send_link=True)
+    assert (
+        "This address was set on" in change.changes["password"]["new"]
+        and "by admin1" in change.changes["password"]["new"]
+    )
+    with pytest.raises(NotAuthorized, match="the link would go where you chose"):
+        changes.change_approve(first, change.pk)
+    page = as_(third).get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "This address was set on" in page and "by admin1" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        changes.change_approve(third, change.pk)
+    assert [m.to for m in mailoutbox] == [["attacker@evil.test"]]  # two other admins saw where it goes, and agreed
+
+
+def test_every_recovery_ends_the_persons_api_tokens_and_tells_them(
+    world, admins, django_capture_on_commit_callbacks, mailoutbox
+):
+    from tests.support.api_helpers import make_token
+
+    first, second = admins
+    person = world.requester
+    token, _secret = make_token(person)
+    change = changes.change_propose_account_recovery(first, user=person, remove_authenticators=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        changes.change_approve(second, change.pk)
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    [email] = mailoutbox
+    body = " ".join(email.body.split())
+    assert email.subject == "[AccessGov] Your account was recovered" and email.to == [person.email]
+    assert "your authenticator app and backup codes were removed" in body and "(admin2) approved it" in body
+    assert "/accounts/recover/" not in body  # no link: nothing to choose
