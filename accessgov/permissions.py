@@ -366,7 +366,7 @@ def recent_email_change(user: User, now: datetime | None = None) -> tuple[dateti
 
     since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     entries = LogEntry.objects.get_for_object(user).filter(timestamp__gte=since).select_related("actor")
-    for entry in entries.order_by("-timestamp", "-pk"):
+    for entry in entries.order_by("-pk"):  # the latest written (timestamps can tie)
         if "email" in (entry.changes_dict or {}):
             return entry.timestamp, entry.actor
     return None

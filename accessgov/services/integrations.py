@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accessgov import otp, policies
+from accessgov import otp, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.integrations import jira, oidc_trust, pagerduty, slack, tickets
 from accessgov.integrations.http import ProviderError
@@ -116,12 +116,17 @@ def _provider_checks(role: Role, requester: User, starts_at: datetime | None, no
     if role.approvals_required == 0 or (starts_at is not None and starts_at > now + timedelta(minutes=1)):
         return {}
     answers: dict[int, list] = {}
+    reassigned: str | None = None  # computed once, for the first rule that asks the provider
     for rule in role.auto_approval_rules.select_related("oncall_provider"):
         if not policies.rule_needs_provider(rule) or not policies.rule_static_match(rule, role, requester, now):
             continue
         provider = rule.oncall_provider
         if provider is None or not provider.is_active:
             answers[rule.pk] = [pagerduty.Check(False, "No active on-call provider is configured for it.")]
+            continue
+        reassigned = reassigned if reassigned is not None else _email_set_by_someone_else(requester, now)
+        if reassigned:
+            answers[rule.pk] = [pagerduty.Check(False, reassigned)]
             continue
         checks = []
         try:
@@ -152,6 +157,19 @@ def _provider_checks(role: Role, requester: User, starts_at: datetime | None, no
                 break
         answers[rule.pk] = checks
     return answers
+
+
+def _email_set_by_someone_else(requester: User, now: datetime) -> str:
+    """The provider knows people by email: an address an admin set lately (not the person, not the identity
+    provider's SCIM account) could be someone else's who is on call. Then on-call rules do not approve
+    (the request goes to approvers, with the reason); "" otherwise."""
+    changed = permissions.recent_email_change(requester, now)
+    if changed is None or changed[1] is None or changed[1].pk == requester.pk or changed[1].is_service_account:
+        return ""
+    return (
+        f"Your email address was set on {changed[0]:%Y-%m-%d} by {changed[1].get_username()}: on-call rules trust it "
+        f"after {settings.FOUR_EYES_INDEPENDENCE_DAYS} days. Sent to approvers instead."
+    )
 
 
 def external_checks(

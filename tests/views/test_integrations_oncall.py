@@ -89,6 +89,34 @@ def test_an_off_call_requester_falls_back_to_people_with_the_reason_shown(world,
     assert "Not automatic" in detail
 
 
+def test_an_address_an_admin_set_lately_does_not_auto_approve_but_the_identity_providers_does(
+    world, fake, pagerduty, at_t0, make_user
+):
+    """An admin could give an account the on-call engineer's address; PagerDuty would then vouch for it."""
+    from auditlog.context import set_actor
+
+    admin = make_user("admin1", is_staff=True, is_superuser=True)
+    with set_actor(admin):
+        world.requester.email = "oncall.engineer@example.com"
+        world.requester.save()
+    _pd_world(fake, world, level=1)  # the provider knows that address as on call
+    _on_call_rule(world, pagerduty)
+    assert _request(world).status_code == 302
+    access_request = AccessRequest.objects.get(requester=world.requester)
+    assert access_request.status == AccessRequest.Status.PENDING
+    assert "set on" in access_request.auto_approval_note and "by admin1" in access_request.auto_approval_note
+    assert not fake.calls_to("/pd/oncalls")  # not even asked
+    # An address the identity provider set (its SCIM service account) is trusted.
+    AccessRequest.objects.all().update(status=AccessRequest.Status.CANCELLED)
+    scim = make_user("scim-okta", is_service_account=True)
+    with set_actor(scim):
+        world.requester.email = "oncall.engineer2@example.com"
+        world.requester.save()
+    fake.state.pd_users[0]["email"] = "oncall.engineer2@example.com"
+    assert _request(world).status_code == 302
+    assert AccessRequest.objects.filter(requester=world.requester).latest("pk").status == AccessRequest.Status.APPROVED
+
+
 @pytest.mark.parametrize("failure", [503, 401, "unreachable"])
 def test_a_provider_outage_fails_closed_to_people_with_the_reason(world, fake, pagerduty, at_t0, failure):
     _pd_world(fake, world)
