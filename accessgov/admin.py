@@ -199,6 +199,11 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         if not change:
             obj.created_by = request.user
             return super().save_model(request, obj, form, change)
+        # Another person's username or address: proposed below (change_propose_user_identity), applied when a
+        # second admin approves; what is saved now keeps the current ones.
+        request._identity = {n: getattr(obj, n) for n in SELF_IDENTITY_FIELDS if n in form.changed_data}
+        for name in request._identity:
+            setattr(obj, name, form.initial.get(name, ""))
         request._widen_flags = {}
         for name in ("is_staff", "is_superuser"):
             if name in form.changed_data and getattr(obj, name):
@@ -238,7 +243,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             )
         user.user_permissions.remove(*perms_removed)
         flags = getattr(request, "_widen_flags", {})
-        request._four_eyes_change = change_services.change_propose_user_rights(
+        rights = change_services.change_propose_user_rights(
             request.user,
             user=user,
             make_staff=flags.get("is_staff", False),
@@ -247,6 +252,15 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             add_permissions=perms_added,
             client_address=getattr(request, "client_address", None),
         )
+        identity = getattr(request, "_identity", {})
+        names = None
+        if identity:
+            names = change_services.change_propose_user_identity(
+                request.user, user=user, **identity, client_address=getattr(request, "client_address", None)
+            )
+        request._four_eyes_change = rights or names
+        if rights and names:  # the response tells of the rights change and shows it; this one is told here
+            self.message_user(request, f"Also proposed as change #{names.pk}: {names.summary}.", level="warning")
 
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):

@@ -311,6 +311,11 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
     )
 
 
+def _named(admin: User) -> str:
+    """An admin named so that the person can tell which account acted: full name and username."""
+    return f"{admin.get_full_name()} ({admin.get_username()})" if admin.get_full_name() else admin.get_username()
+
+
 def account_recovered(change: ChangeRequest) -> Message | None:
     """Tells the person an approved account recovery happened, who asked and who approved — and, for a recovery
     by link, carries the one-time link to choose a new password (``accessgov.recovery``), built when sent and
@@ -326,9 +331,6 @@ def account_recovered(change: ChangeRequest) -> Message | None:
     if link_to and (not recovery.awaits_password(user) or user.email != link_to):
         return None
 
-    def named(admin: User) -> str:
-        return f"{admin.get_full_name()} ({admin.get_username()})" if admin.get_full_name() else admin.get_username()
-
     approved_by = change.decided_by or change.proposed_by
     what = []
     if link_to or payload.get("password"):
@@ -336,8 +338,8 @@ def account_recovered(change: ChangeRequest) -> Message | None:
     if payload.get("authenticators"):
         what.append("your authenticator app and backup codes were removed")
     lines = [
-        f"Your AccessGov account was recovered: {' and '.join(what) or 'it was reset'}. {named(change.proposed_by)} "
-        f"asked for it and {named(approved_by)} approved it. Every session and API token of yours was ended.",
+        f"Your AccessGov account was recovered: {' and '.join(what) or 'it was reset'}. {_named(change.proposed_by)} "
+        f"asked for it and {_named(approved_by)} approved it. Every session and API token of yours was ended.",
     ]
     if link_to:
         lines.append(
@@ -354,6 +356,32 @@ def account_recovered(change: ChangeRequest) -> Message | None:
         recipients={user},
         action_url=absolute(recovery.link_path(user)) if link_to else "",
         action_label="Choose a new password" if link_to else "Open in AccessGov",
+    )
+
+
+def identity_changed(change: ChangeRequest) -> Message | None:
+    """Tells the person that an admin changed their username or email address, who proposed and who approved
+    it — at the new address and at the former one (which is the one they still read, if this was not their
+    wish)."""
+    payload = change.payload if isinstance(change.payload, dict) else {}
+    if change.kind != ChangeRequest.Kind.USER_IDENTITY or change.status != ChangeRequest.Status.APPLIED:
+        return None
+    user = User.objects.filter(pk=payload.get("user_id")).first()
+    if user is None or not user.is_active:
+        return None
+    approved_by = change.decided_by or change.proposed_by
+    lines = [
+        f"{c['label']}: {c['old'] or '(none)'} → {c['new']}." for c in change.changes.values() if isinstance(c, dict)
+    ]
+    lines.append(f"{_named(change.proposed_by)} asked for it and {_named(approved_by)} approved it.")
+    lines.append("If you did not ask for this, tell your security team at once.")
+    former = (payload.get("old") or {}).get("email")
+    return Message(
+        subject="[AccessGov] Your account's details were changed",
+        heading="Your account's details were changed",
+        lines=lines,
+        recipients={user},
+        extra={"also_to": [former] if former and former != user.email else []},
     )
 
 
@@ -375,6 +403,7 @@ BUILDERS = {
     "eligibility_ending": (Eligibility, eligibility_ending),
     # Not in any category below: a person cannot switch it off.
     "account_recovered": (ChangeRequest, account_recovered),
+    "identity_changed": (ChangeRequest, identity_changed),
 }
 
 
@@ -462,10 +491,14 @@ def _slack_mentions(message: Message, kind: str) -> list[str]:
     return sorted(set(SlackUserLink.objects.filter(user_id__in=wanted).values_list("slack_user_id", flat=True)))
 
 
-def send_email(message: Message, recipient: User, rendered: tuple[str, str] | None = None) -> None:
-    """Email ``message`` (text + HTML) to one person; raises whatever the mail backend raises."""
+def send_email(
+    message: Message, recipient: User, rendered: tuple[str, str] | None = None, *, address: str = ""
+) -> None:
+    """Email ``message`` (text + HTML) to one person (at ``address`` if given, else their own); raises whatever
+    the mail backend raises."""
     text, html = rendered or _rendered(message)
-    email = EmailMultiAlternatives(one_line(message.subject), text, settings.DEFAULT_FROM_EMAIL, [recipient.email])
+    to = [address or recipient.email]
+    email = EmailMultiAlternatives(one_line(message.subject), text, settings.DEFAULT_FROM_EMAIL, to)
     email.attach_alternative(html, "text/html")
     email.send()
 
@@ -534,6 +567,20 @@ def _record_deliveries(message: Message, kind: str, object_id: int, notification
             created_at=now,
         )
         for user in _email_recipients(message, kind)
+    ]
+    rows += [  # a former address, told of the change (the recipient is the person; the address is not theirs now)
+        NotificationDelivery(
+            key=f"{notification_id}:email:{user.pk}:former",
+            notification_id=notification_id,
+            kind=kind,
+            object_id=object_id,
+            channel=NotificationDelivery.Channel.EMAIL,
+            recipient=user,
+            address=address,
+            created_at=now,
+        )
+        for user in sorted(message.recipients, key=lambda u: u.pk)
+        for address in message.extra.get("also_to", [])[:1]
     ]
     system = message.slack_system
     if system is not None and system.slack_webhook_url:
@@ -604,7 +651,7 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
         try:
             if delivery.channel == NotificationDelivery.Channel.EMAIL:
                 rendered = rendered or _rendered(message)
-                send_email(message, delivery.recipient, rendered)
+                send_email(message, delivery.recipient, rendered, address=delivery.address)
             else:
                 send_slack(message)
         except Exception as exc:  # one channel's failure (SMTP, Slack, a bug) is recorded and retried alone

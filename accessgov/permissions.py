@@ -343,6 +343,8 @@ def change_approval_problem(user: User, change: ChangeRequest) -> str | None:
     if change.beneficiary_id == user.pk:
         if change.kind == ChangeRequest.Kind.ACCOUNT_RECOVERY:
             return "This resets your own account: another admin must approve it."
+        if change.kind == ChangeRequest.Kind.USER_IDENTITY:
+            return "This changes your own username or email address: another admin must approve it."
         return "This change widens your own access: another admin must approve it."
     payload = change.payload if isinstance(change.payload, dict) else {}
     if change.kind == ChangeRequest.Kind.ACCOUNT_RECOVERY and payload.get("link_to") and change.beneficiary:
@@ -373,9 +375,22 @@ def recent_email_change(user: User, now: datetime | None = None) -> tuple[dateti
 
 
 def email_set_by(user: User, candidate: User, now: datetime | None = None) -> datetime | None:
-    """When ``candidate`` set ``user``'s email address within FOUR_EYES_INDEPENDENCE_DAYS, or None."""
+    """When ``candidate`` set ``user``'s email address within FOUR_EYES_INDEPENDENCE_DAYS, or None: by their own
+    edit, or as the proposer or approver of the change that set it."""
     changed = recent_email_change(user, now)
-    return changed[0] if changed and changed[1] is not None and changed[1].pk == candidate.pk else None
+    if changed is None:
+        return None
+    if changed[1] is not None and changed[1].pk == candidate.pk:
+        return changed[0]
+    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    decided = ChangeRequest.objects.filter(
+        Q(proposed_by=candidate) | Q(decided_by=candidate),
+        kind=ChangeRequest.Kind.USER_IDENTITY,
+        status=ChangeRequest.Status.APPLIED,
+        target_id=user.pk,
+        decided_at__gte=since,
+    ).order_by("-decided_at")
+    return next((c.decided_at for c in decided if "email" in (c.changes or {})), None)
 
 
 def ensure_can_approve_change(user: User, change: ChangeRequest) -> None:

@@ -27,6 +27,7 @@ class ChangeRequest(models.Model):
         SLACK_WORKSPACE = "slack_workspace", "Slack workspace"
         OIDC_TRUST_POLICY = "oidc_trust_policy", "OIDC trust policy"
         ACCOUNT_RECOVERY = "account_recovery", "Password or authenticator reset of a person"
+        USER_IDENTITY = "user_identity", "Username or email address of a person"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"

@@ -108,6 +108,9 @@ class NotificationDelivery(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
     system = models.ForeignKey(System, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    address = models.EmailField(
+        blank=True, help_text="Sent here instead of the recipient's current address (their former one, say)."
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)

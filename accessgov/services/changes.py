@@ -660,6 +660,73 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
     return user
 
 
+def change_propose_user_identity(
+    actor: User,
+    *,
+    user: User,
+    username: str | None = None,
+    email: str | None = None,
+    client_address: str | None = None,
+) -> ChangeRequest | None:
+    """Change another person's username or email address (``None``: unchanged). Providers know people by them
+    (PagerDuty and Jira by address, GitHub by username) and a recovery link goes to the address, so one admin
+    re-pointing someone's address at a mailbox they read is a step towards their account: it waits for a second
+    admin who is not the person, and when applied both addresses are told. Nobody changes their own here (the
+    identity provider, through SCIM, keeps them in step without this). Returns None when nothing changes.
+    Raises PolicyViolation (own account, a username taken) or NotAuthorized."""
+    permissions.ensure_can_manage_changes(actor)
+    if user.pk == actor.pk:
+        raise PolicyViolation(
+            "Nobody changes their own username or email address here: providers (PagerDuty, Jira, GitHub) know "
+            "people by them. Ask another admin."
+        )
+    changes, payload = {}, {"user_id": user.pk, "old": {}, "new": {}}
+    for name, label, value in (("username", "Username", username), ("email", "Email address", email)):
+        if value is None or value == getattr(user, name):
+            continue
+        try:
+            value = User._meta.get_field(name).clean(value, user)
+        except ValidationError as error:
+            raise PolicyViolation(f"{label}: {' '.join(error.messages)}") from error
+        if name == "username" and User.objects.filter(username=value).exclude(pk=user.pk).exists():
+            raise PolicyViolation(f"The username {value!r} is taken.")
+        changes[name] = {"label": label, "old": getattr(user, name), "new": value or "(none)"}
+        payload["old"][name], payload["new"][name] = getattr(user, name), value
+    if not changes:
+        return None
+    with transaction.atomic():
+        return _propose(
+            actor,
+            kind=Kind.USER_IDENTITY,
+            summary=f"{' and '.join(c['label'] for c in changes.values())} of {user.get_username()}",
+            changes=changes,
+            payload=payload,
+            beneficiary=user,
+            target_id=user.pk,
+            client_address=client_address,
+        )
+
+
+def _apply_user_identity(change: ChangeRequest) -> User:
+    payload = change.payload
+    user = User.objects.select_for_update(no_key=True, of=("self",)).filter(pk=payload["user_id"]).first()
+    if user is None:
+        raise TransitionNotAllowed("The account this change is about no longer exists.")
+    if any(getattr(user, name) != old for name, old in payload["old"].items()):
+        raise TransitionNotAllowed(
+            f"{user.get_username()}'s username or email address changed since this was proposed, so it would undo "
+            "that: reject it, and propose it again if it is still wanted."
+        )
+    username = payload["new"].get("username")
+    if username and User.objects.filter(username=username).exclude(pk=user.pk).exists():
+        raise PolicyViolation(f"The username {username!r} is taken.")
+    for name, value in payload["new"].items():
+        setattr(user, name, value)
+    user.save(update_fields=list(payload["new"]))
+    after_commit.enqueue("notify", "identity_changed", change.pk)
+    return user
+
+
 _APPLIERS = {
     Kind.OBJECT_PERMISSION: _apply_permissions,
     Kind.USER_RIGHTS: _apply_user_rights,
@@ -667,6 +734,7 @@ _APPLIERS = {
     Kind.SERVICE_ACCOUNT: _apply_service_account,
     Kind.SERVICE_TOKEN: _apply_service_token,
     Kind.ACCOUNT_RECOVERY: _apply_account_recovery,
+    Kind.USER_IDENTITY: _apply_user_identity,
 }
 
 

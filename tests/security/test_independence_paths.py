@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accessgov import permissions
+from accessgov.exceptions import NotAuthorized
 from accessgov.models import AccessRequest, AutoApprovalRule, ChangeRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import changes
@@ -73,7 +74,7 @@ def test_a_revoked_token_no_longer_ties_the_bot_to_its_proposer(world, admins):
     assert permissions.independence_problem(bot, first) is None
 
 
-def test_an_admin_cannot_re_point_their_own_e_mail_or_username(world, admins):
+def test_an_admin_cannot_re_point_their_own_e_mail_or_username(world, admins, make_user):
     """PagerDuty's on-call check matches the requester's e-mail: an admin who set theirs to the on-call
     engineer's was auto-approved by the on-call rule with nobody else involved."""
     first, second = admins
@@ -85,13 +86,20 @@ def test_an_admin_cannot_re_point_their_own_e_mail_or_username(world, admins):
     first.refresh_from_db()
     assert (first.username, first.email) != ("approver-twin", "oncall@example.com")
     assert first.email != "oncall@example.com"
-    # Another admin may (two people are involved), and the admin's other fields stay theirs to edit.
+    # Another admin may propose it, and a third (neither of them) approve it; the admin's other fields stay theirs.
     response = post_admin_form(as_(second), url, "user_form", email="first@example.com")
     assert response.status_code == 302
+    change = ChangeRequest.objects.get(kind="user_identity", target_id=first.pk)
     response = post_admin_form(as_(first), url, "user_form", first_name="Firstly")
     assert response.status_code == 302
     first.refresh_from_db()
-    assert (first.email, first.first_name) == ("first@example.com", "Firstly")
+    assert (first.email, first.first_name) == ("admin1@example.com", "Firstly")
+    for nobody in (first, second):
+        with pytest.raises(NotAuthorized):
+            changes.change_approve(nobody, change.pk)
+    changes.change_approve(make_user("admin3", is_staff=True, is_superuser=True), change.pk)
+    first.refresh_from_db()
+    assert first.email == "first@example.com"
 
 
 def test_the_on_call_rule_does_not_approve_an_admin_who_tried_to_borrow_an_e_mail(

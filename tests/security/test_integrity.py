@@ -170,6 +170,73 @@ def test_making_someone_staff_or_superuser_in_the_admin_is_only_proposed(world, 
     assert not outsider.is_staff and not outsider.is_superuser
 
 
+def test_another_persons_address_or_username_changed_in_the_admin_waits_for_a_second_admin_and_both_addresses_hear(
+    world, admins, make_user, django_capture_on_commit_callbacks, mailoutbox
+):
+    """One admin re-pointing a person's address at a mailbox they read is a step towards the account (a recovery
+    link, PagerDuty's and Jira's matching by address): it is proposed, another admin who is not the person
+    approves, and the person hears of it at the old address and the new."""
+    first, second = admins
+    third = make_user("admin3", is_staff=True, is_superuser=True)
+    person = world.approver
+    old_address = person.email
+    url = reverse("admin:accessgov_user_change", args=[person.pk])
+    response = post_admin_form(as_(first), url, "user_form", email="attacker@evil.test", first_name="Renamed")
+    change = ChangeRequest.objects.get(kind="user_identity")
+    assert response.status_code == 302 and response["Location"] == reverse("change_detail", args=[change.pk])
+    person.refresh_from_db()
+    assert person.email == old_address and person.first_name == "Renamed"  # the rest is saved at once
+    assert change.beneficiary == person and change.changes == {
+        "email": {"label": "Email address", "old": old_address, "new": "attacker@evil.test"}
+    }
+    with pytest.raises(NotAuthorized):
+        changes.change_approve(first, change.pk)
+    about_third = changes.change_propose_user_identity(first, user=third, email="third@elsewhere.test")
+    with pytest.raises(NotAuthorized, match="your own username or email address"):
+        changes.change_approve(third, about_third.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        changes.change_approve(second, change.pk)
+    person.refresh_from_db()
+    assert person.email == "attacker@evil.test"
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([old_address, "attacker@evil.test"])
+    body = " ".join(mailoutbox[0].body.split())
+    assert f"Email address: {old_address} → attacker@evil.test" in body and "admin1" in body and "admin2" in body
+    assert AccessEvent.objects.filter(event_type="change.applied", data__change_id=change.pk).count() == 1
+    # Neither the proposer nor the approver may then have a recovery link sent there (or approve one).
+    for admin in (first, second):
+        with pytest.raises(PolicyViolation, match="You set approver's email address"):
+            changes.change_propose_account_recovery(admin, user=person, send_link=True)
+    link = changes.change_propose_account_recovery(third, user=person, send_link=True)
+    for admin in (first, second):
+        with pytest.raises(NotAuthorized, match="the link would go where you chose"):
+            changes.change_approve(admin, link.pk)
+
+
+def test_an_identity_change_that_was_overtaken_or_takes_a_name_in_use_is_refused(world, admins):
+    first, second = admins
+    person = world.requester
+    change = changes.change_propose_user_identity(first, user=person, username="renamed", email="new@example.com")
+    assert set(change.changes) == {"username", "email"}
+    User.objects.filter(pk=person.pk).update(email="meanwhile@example.com")
+    with pytest.raises(TransitionNotAllowed, match="changed since this was proposed"):
+        changes.change_approve(second, change.pk)
+    person.refresh_from_db()
+    assert person.username == "requester" and person.email == "meanwhile@example.com"
+    with pytest.raises(PolicyViolation, match="taken"):
+        changes.change_propose_user_identity(first, user=person, username=world.approver.username)
+    with pytest.raises(PolicyViolation, match="Email address"):
+        changes.change_propose_user_identity(first, user=person, email="not an address")
+    with pytest.raises(PolicyViolation, match="their own"):
+        changes.change_propose_user_identity(first, user=first, email="elsewhere@example.com")
+    assert changes.change_propose_user_identity(first, user=person, email=person.email) is None
+    # Proposed while free, the name taken before approval: refused then, nothing written.
+    pending = changes.change_propose_user_identity(first, user=person, username="free-name")
+    make_user_named = User.objects.create(username="free-name")
+    with pytest.raises(PolicyViolation, match="taken"):
+        changes.change_approve(second, pending.pk)
+    assert User.objects.get(pk=person.pk).username == "requester" and make_user_named.pk
+
+
 def test_adding_someone_to_a_group_or_a_group_to_a_permission_is_four_eyed(world, admins):
     first, second = admins
     auditors = Group.objects.get(name="auditor")
