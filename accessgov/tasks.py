@@ -7,6 +7,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from accessgov import notifications
+from accessgov.services import notification_outbox
 from accessgov.services.activity import activity_capture_run
 from accessgov.services.evidence import evidence_pack_build, evidence_pack_schedule_due
 from accessgov.services.grants import grant_activate_due, grant_expire_due
@@ -69,21 +70,23 @@ def notify(self, kind: str, object_id: int, notification_id: str | None = None) 
     with backoff — or a redelivered message sends only what was not sent yet. Returns emails and posts
     sent by this run. After the last retry, what is still failing is marked given up."""
     last_attempt = self.request.retries >= self.max_retries
-    result = notifications.dispatch(
-        kind, object_id, notification_id=notification_id or self.request.id or uuid4().hex, last_attempt=last_attempt
-    )
+    notification_id = notification_id or self.request.id or uuid4().hex
+    notification_outbox.notification_running(notification_id)
+    result = notifications.dispatch(kind, object_id, notification_id=notification_id, last_attempt=last_attempt)
     if result.pending and not last_attempt:
         raise notifications.DeliveryPending("; ".join(result.errors) or "being sent by another run")
+    notification_outbox.notification_done(notification_id)
     return result.sent
 
 
 @shared_task(bind=True, **RETRY)
-def notify_many(self, kind: str, object_ids: list[int]) -> None:
-    """One notify per object, each with an id derived from this task's: publishing them again (a
-    retry after a broker error) duplicates no delivery."""
-    base = self.request.id or uuid4().hex
+def notify_many(self, kind: str, object_ids: list[int], notification_id: str | None = None) -> None:
+    """One notify per object, each with an id derived from the queued notification's (or this task's):
+    publishing them again (a retry after a broker error, a sweep's catch-up) duplicates no delivery."""
+    base = notification_id or self.request.id or uuid4().hex
     for object_id in object_ids:
         notify.delay(kind, object_id, notification_id=f"{base}:{object_id}")
+    notification_outbox.notification_done(base)
 
 
 @shared_task(acks_late=True)

@@ -40,7 +40,12 @@ from accessgov.models.operations import JobRun, SchedulerLease
 from accessgov.models.requests import AccessRequest, Decision
 from accessgov.models.reviews import ReviewCampaign, ReviewItem
 from accessgov.models.tokens import ApiToken
-from accessgov.models.webhooks import EventWebhookSubscription, NotificationDelivery, WebhookDelivery
+from accessgov.models.webhooks import (
+    EventWebhookSubscription,
+    NotificationDelivery,
+    QueuedNotification,
+    WebhookDelivery,
+)
 
 __all__ = [
     "MAX_OIDC_TOKEN_LIFETIME",
@@ -76,6 +81,7 @@ __all__ = [
     "OidcTrustPolicy",
     "OnCallProvider",
     "OutboxItem",
+    "QueuedNotification",
     "ReviewCampaign",
     "ReviewItem",
     "Role",

@@ -120,3 +120,30 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class QueuedNotification(models.Model):
+    """A notification to send, written in the transaction of the change it tells of
+    (``services.notification_outbox``): the task that sends it is published after the commit, and a broker
+    that was down then, or lost the message, does not lose the notification — the sweep publishes it again,
+    under the same ``notification_id``, so a person gets each email once (``NotificationDelivery``'s keys).
+    ``done_at`` is set when the sending finished (sent, nothing to send, or given up)."""
+
+    notification_id = models.CharField(max_length=150, unique=True)
+    kind = models.CharField(max_length=50)
+    object_ids = models.JSONField(default=list, help_text="One id for a notification; several for a fan-out.")
+    many = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="queued_notification_open", condition=models.Q(done_at__isnull=True)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_ids[:3]}"

@@ -16,8 +16,8 @@ from django.utils import timezone
 from accessgov import otp, permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
-from accessgov.services import after_commit, withdrawals
 from accessgov.services import grants as grant_services
+from accessgov.services import notification_outbox, withdrawals
 from accessgov.services.events import event_record, event_record_bulk
 from accessgov.services.integrations import external_checks
 from accessgov.workflow import ensure_transition
@@ -27,7 +27,7 @@ Type = AccessEvent.Type
 
 
 def _notify(kind: str, object_id: int) -> None:
-    after_commit.enqueue("notify", kind, object_id)
+    notification_outbox.notify(kind, object_id)
 
 
 def _lock_for_decision(access_request_id: int) -> AccessRequest:

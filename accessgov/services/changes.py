@@ -33,7 +33,7 @@ from accessgov.models import (
     TicketProvider,
     User,
 )
-from accessgov.services import after_commit
+from accessgov.services import notification_outbox
 from accessgov.services import tokens as token_services
 from accessgov.services.events import event_record
 
@@ -656,7 +656,7 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
     user.rotate_session_stamp()  # every session of the person ends at its next request
     # And every API token of theirs: one minted by whoever held the account before must not outlive the recovery.
     token_services.api_token_revoke_all(change.proposed_by, user)
-    after_commit.enqueue("notify", "account_recovered", change.pk)
+    notification_outbox.notify("account_recovered", change.pk)
     return user
 
 
@@ -723,7 +723,7 @@ def _apply_user_identity(change: ChangeRequest) -> User:
     for name, value in payload["new"].items():
         setattr(user, name, value)
     user.save(update_fields=list(payload["new"]))
-    after_commit.enqueue("notify", "identity_changed", change.pk)
+    notification_outbox.notify("identity_changed", change.pk)
     return user
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from accessgov import permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
-from accessgov.services import after_commit
+from accessgov.services import notification_outbox
 from accessgov.services.access_requests import access_request_withdraw_ineligible
 from accessgov.services.events import event_record
 
@@ -107,5 +107,5 @@ def eligibility_remind_ending(now: datetime) -> int:
         )
         if ids:
             Eligibility.objects.filter(pk__in=ids).update(end_reminded_at=now)
-            after_commit.enqueue("notify_many", "eligibility_ending", ids)
+            notification_outbox.notify_many("eligibility_ending", ids)
     return len(ids)

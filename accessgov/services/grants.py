@@ -31,7 +31,7 @@ from accessgov.models import (
     Role,
     User,
 )
-from accessgov.services import after_commit, provisioning, withdrawals
+from accessgov.services import notification_outbox, provisioning, withdrawals
 from accessgov.services.events import event_record, event_record_rows, event_rows_prepare_meanwhile
 from accessgov.services.scheduler import scheduler_wake
 from accessgov.workflow import ensure_transition
@@ -361,7 +361,7 @@ def grant_expire_due(
                 "data": expired_event_data(expires_at, now),
             },
         )
-        after_commit.enqueue("notify_many", "grant_ended", [row[0] for row in due])
+        notification_outbox.notify_many("grant_ended", [row[0] for row in due])
 
     return _transition_due(
         "status = %s AND expires_at <= %s",
@@ -420,7 +420,7 @@ def _end(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
-        after_commit.enqueue("notify", "grant_ended", grant.pk)
+        notification_outbox.notify("grant_ended", grant.pk)
         withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
         provisioning.manual_applies_withdraw(now, grant_ids=[grant.pk])
         return grant
@@ -444,7 +444,7 @@ def _end(
     )
     if was_active:
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.REMOVE, now, marked=True)
-    after_commit.enqueue("notify", "grant_ended", grant.pk)
+    notification_outbox.notify("grant_ended", grant.pk)
     withdrawals.extensions_withdraw_for_ended_grants(now, grant_ids=[grant.pk], job="grant-ended")
     provisioning.manual_applies_withdraw(now, grant_ids=[grant.pk])
     return grant
@@ -498,7 +498,7 @@ def grant_remind_expiring(now: datetime) -> int:
         )
         if ids:
             Grant.objects.filter(pk__in=ids).update(expiry_reminder_sent_at=now)
-            after_commit.enqueue("notify_many", "grant_expiring", ids)
+            notification_outbox.notify_many("grant_expiring", ids)
     return len(ids)
 
 
@@ -569,7 +569,7 @@ def break_glass_activate(
             },
         )
         provisioning.provisioning_enqueue(grant, OutboxItem.Action.APPLY, now, new_grant=True)
-        after_commit.enqueue("notify", "break_glass_activated", grant.pk)
+        notification_outbox.notify("break_glass_activated", grant.pk)
         return grant
 
 
@@ -615,7 +615,7 @@ def break_glass_remind_overdue(now: datetime) -> int:
         )
         if ids:
             BreakGlassFollowUp.objects.filter(pk__in=ids).update(last_reminded_at=now)
-            after_commit.enqueue("notify_many", "break_glass_overdue", ids)
+            notification_outbox.notify_many("break_glass_overdue", ids)
     return len(ids)
 
 

@@ -21,7 +21,7 @@ from accessgov import dbsql, permissions
 from accessgov.connectors import ConnectorError, Target, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
-from accessgov.services import after_commit
+from accessgov.services import after_commit, notification_outbox
 from accessgov.services.activity import capture
 from accessgov.services.events import actor_label, event_record, event_record_rows
 from accessgov.services.scheduler import scheduler_wake
@@ -490,5 +490,5 @@ def removal_alert_due(now: datetime) -> int:
         )
         if ids:
             Grant.objects.filter(pk__in=ids).update(removal_alerted_at=now)
-            after_commit.enqueue("notify_many", "removal_overdue", ids)
+            notification_outbox.notify_many("removal_overdue", ids)
     return len(ids)

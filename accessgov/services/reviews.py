@@ -18,8 +18,8 @@ from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
 from accessgov.services import access_requests as request_services
-from accessgov.services import after_commit
 from accessgov.services import grants as grant_services
+from accessgov.services import notification_outbox
 from accessgov.services.events import actor_label, event_record, event_record_bulk
 
 Type = AccessEvent.Type
@@ -131,7 +131,7 @@ def review_campaign_create(
 
 
 def _notify_after_commit(kind: str, object_id: int) -> None:
-    after_commit.enqueue("notify", kind, object_id)
+    notification_outbox.notify(kind, object_id)
 
 
 def _lock_item(item_id: int) -> ReviewItem:

@@ -9,6 +9,7 @@ from accessgov.services import (
     activity,
     eligibility,
     grants,
+    notification_outbox,
     provisioning,
     reviews,
     webhooks,
@@ -43,6 +44,8 @@ def sweep_run(now: datetime) -> dict[str, int]:
         # Event webhooks are sent after each commit, and retried (backoff) or caught up here, last, so
         # that the events of this very sweep go out too.
         "webhooks_delivered": webhooks.webhook_deliveries_drain(now),
+        # Notifications whose task the broker never ran (down at the commit, or lost the message).
+        "notifications_requeued": notification_outbox.notification_outbox_drain(now),
     }
 
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accessgov.models import AccessEvent, AccessRequest, Grant
-from accessgov.services import after_commit
+from accessgov.services import notification_outbox
 from accessgov.services.events import event_record_bulk
 
 Status = AccessRequest.Status
@@ -37,7 +37,7 @@ def requests_withdraw(due: list[AccessRequest], *, now: datetime, reason: str, j
         ]
     )
     for r in due:
-        after_commit.enqueue("notify", "request_withdrawn", r.pk)
+        notification_outbox.notify("request_withdrawn", r.pk)
 
 
 def extensions_withdraw_for_ended_grants(

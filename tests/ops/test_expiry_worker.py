@@ -223,6 +223,7 @@ def test_expire_grants_command_prints_counts_and_expires_a_due_grant(world):
             "eligibility_reminders=0",
             "activity_sealed=0",
             "webhooks_delivered=0",
+            "notifications_requeued=0",
         ]
         again = StringIO()
         call_command("expire_grants", stdout=again)

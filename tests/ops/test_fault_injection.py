@@ -31,7 +31,17 @@ from django.utils import timezone
 from psycopg import sql
 
 from accessgov.ledger.verify import verify_chain
-from accessgov.models import AccessEvent, Eligibility, Grant, JobRun, OutboxItem, Role, System
+from accessgov.models import (
+    AccessEvent,
+    Eligibility,
+    Grant,
+    JobRun,
+    NotificationDelivery,
+    OutboxItem,
+    QueuedNotification,
+    Role,
+    System,
+)
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services.scheduler import scheduler_wake
@@ -440,6 +450,47 @@ def test_approving_while_redis_is_down_commits_everything_and_one_sweep_after_it
     assert event_types(grant)["provisioning.applied"] == 1
     assert OutboxItem.objects.get(grant=grant).attempts == 1
     assert verify_chain().ok
+
+
+def test_a_notification_whose_task_was_lost_with_redis_is_sent_once_by_the_first_sweep_after_it_returns(
+    pg, private_redis, fleet
+):
+    """Reliability promise 10, for the people told: a request submitted while the broker is away still reaches
+    its approvers — the notification commits with the request, and a sweep publishes it again."""
+    fleet.worker("worker", EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend")
+    wait_for_a_worker(private_redis.url)
+    private_redis.stop()
+    with portal_publishing_to(private_redis.url):
+        access_request = ar.access_request_submit(
+            pg.requester, role=pg.role, duration=timedelta(hours=1), justification="Investigating incident INC-43"
+        )
+    queued = QueuedNotification.objects.get(kind="request_submitted")
+    assert queued.object_ids == [access_request.pk] and queued.done_at is None  # committed with the request
+
+    private_redis.start()  # empty: the task published at the commit is gone
+    wait_for_a_worker(private_redis.url)
+    sent_at = time.time()
+    send(private_redis.url, "accessgov.tasks.sweep")
+    assert wait_for_sweep(after=sent_at)["notifications_requeued"] == 0  # within the grace: its task may yet run
+    QueuedNotification.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    sent_at = time.time()
+    send(private_redis.url, "accessgov.tasks.sweep")
+    assert wait_for_sweep(after=sent_at)["notifications_requeued"] == 1, fleet.logs()
+
+    def done():
+        return QueuedNotification.objects.filter(pk=queued.pk, done_at__isnull=False).exists()
+
+    assert wait_for(done, timeout=30, interval=0.2), fleet.logs()
+    approvers = {pg.approver.email, pg.approver2.email}
+    deliveries = NotificationDelivery.objects.filter(notification_id=queued.notification_id)
+    assert {d.recipient.email for d in deliveries} >= {pg.approver.email}
+    assert set(deliveries.values_list("status", flat=True)) == {NotificationDelivery.Status.SENT}
+    # Once: a later sweep publishes nothing, and each approver got one email.
+    sent_at = time.time()
+    send(private_redis.url, "accessgov.tasks.sweep")
+    assert wait_for_sweep(after=sent_at)["notifications_requeued"] == 0
+    subjects = re.findall(r"^To: (\S+)$", fleet.log("worker"), flags=re.MULTILINE)
+    assert sorted(subjects) == sorted(d.recipient.email for d in deliveries) and set(subjects) <= approvers | {""}
 
 
 def test_a_grant_expiring_while_redis_is_down_is_never_active_past_its_end_and_one_sweep_after_it_returns_removes_it(

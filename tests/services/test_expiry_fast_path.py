@@ -108,7 +108,9 @@ def test_expiry_fast_path_writes_one_chained_event_and_one_outbox_row_per_grant(
         event_record("audit.verified", job="setup", data={"before": True})
     grants = make_grants(world, 23, now=now)
     notified, drained = [], []
-    monkeypatch.setattr(tasks.notify_many, "delay", lambda kind, ids: notified.append((kind, list(ids))))
+    monkeypatch.setattr(
+        tasks.notify_many, "delay", lambda kind, ids, notification_id: notified.append((kind, list(ids)))
+    )
     monkeypatch.setattr(tasks.drain_outbox, "delay", lambda: drained.append(1))
     monkeypatch.setattr(tasks.deliver_event_webhooks, "delay", lambda ids: None)
 

@@ -450,8 +450,9 @@ def test_grantee_is_reminded_15_minutes_before_the_end(world, mailoutbox, django
     with time_machine.travel(T0 + timedelta(minutes=46), tick=False), django_capture_on_commit_callbacks(execute=True):
         assert sweep_run(timezone.now())["expiry_reminders"] == 1
         assert sweep_run(timezone.now())["expiry_reminders"] == 0
-    assert [m.to for m in mailoutbox] == [[world.requester.email]]
-    assert "ends at" in mailoutbox[0].subject
+    # (The sweeps also send the request's notifications, whose tasks this test never ran: the catch-up.)
+    reminders = [m for m in mailoutbox if "ends at" in m.subject]
+    assert [m.to for m in reminders] == [[world.requester.email]]
 
 
 # --- Extension ---------------------------------------------------------------------------------
