@@ -69,6 +69,9 @@ def request_submitted(access_request: AccessRequest) -> Message:
         heading=f"{_who(access_request.requester)} requests {role}",
         lines=[
             f"Duration: {format_duration(access_request.requested_duration)}",
+            f"Starts: {access_request.starts_at:%Y-%m-%d %H:%M} UTC (scheduled)"
+            if access_request.starts_at
+            else "Starts: when approved",
             f"Why: {access_request.justification}",
             f"Ticket: {access_request.ticket or '—'}",
             f"Risk: {role.get_risk_tier_display()} · approvals needed: {max(1, role.approvals_required)}",
@@ -113,6 +116,14 @@ def request_decided(access_request: AccessRequest) -> Message:
         lines = [f"Access until {grant.expires_at:%Y-%m-%d %H:%M} UTC."]
         if access_request.auto_approved_by_rule:
             lines.append(f"Approved automatically ({access_request.auto_approved_by_rule}).")
+        for decision in access_request.decisions.filter(outcome="approve").select_related("approver"):
+            if decision.duration and decision.duration < access_request.requested_duration:
+                lines.append(
+                    f"{_who(decision.approver)} approved {format_duration(decision.duration)} of the "
+                    f"{format_duration(access_request.requested_duration)} you asked for."
+                )
+            if decision.comment:
+                lines.append(f"{_who(decision.approver)}: {decision.comment}")
         heading = f"Approved: {role}"
     else:
         lines = [f"{_who(d.approver)}: {d.comment}" for d in access_request.decisions.filter(outcome="deny")]

@@ -226,7 +226,9 @@ def user_filter(field_name: str, label: str = "User") -> django_filters.CharFilt
 
 
 def sort_filter(keys: dict[str, SortKey]) -> django_filters.ChoiceFilter:
-    return django_filters.ChoiceFilter(choices=sort_choices(keys), method="keep", widget=forms.HiddenInput)
+    return django_filters.ChoiceFilter(
+        choices=sort_choices(keys), method="keep", widget=forms.HiddenInput, label="Sort by column"
+    )
 
 
 def weekly_counts(filtered: QuerySet, field: str, *, series_field: str | None = None) -> dict:

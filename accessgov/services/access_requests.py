@@ -399,13 +399,23 @@ def _record_approval(
     needed = max(1, policies.approvals_required(access_request.role))
     if len(approvals) >= needed:
         durations = [d.duration for d in approvals if d.duration] + [access_request.requested_duration]
+        # What the requester reads in their inbox: how many approved, for how long if less than asked, and what
+        # the deciding approver said.
+        said = [f"{len(approvals)} of {needed} approvals"]
+        if min(durations) < access_request.requested_duration:
+            said.append(
+                f"for {policies.format_duration(min(durations))} of the "
+                f"{policies.format_duration(access_request.requested_duration)} asked"
+            )
+        if decision.comment:
+            said.append(f"{actor.get_username()}: {decision.comment}")
         _approve(
             access_request,
             now=now,
             actor=actor,
             job=None,
             client_address=client_address,
-            reason=f"{len(approvals)} of {needed} approvals",
+            reason=" · ".join(said),
             duration=min(durations),
         )
     else:

@@ -46,6 +46,40 @@ def test_decision_is_emailed_to_the_requester_with_the_reason(world, mailoutbox,
     assert "Use the read replica" in mailoutbox[0].body
 
 
+def test_an_approval_for_less_time_tells_the_requester_how_much_and_what_the_approver_said(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    """A probe's finding: the requester learnt only the new end, not that it was shortened or why."""
+    from accessgov.models import AccessEvent
+
+    world.role.approvals_required = 1
+    world.role.save()
+    access_request = submit(world, duration=2 * H)
+    with django_capture_on_commit_callbacks(execute=True):
+        ar.access_request_approve(
+            world.approver, access_request.pk, comment="Fix PAY-991 only, no schema changes", duration=H
+        )
+    [email] = mailoutbox
+    body = " ".join(email.body.split())
+    assert "approved 1 h of the 2 h you asked for" in body
+    assert "Fix PAY-991 only, no schema changes" in body
+    approved = AccessEvent.objects.get(access_request=access_request, event_type="request.approved")
+    assert "of the" in approved.reason and "approver: Fix PAY-991 only" in approved.reason  # the inbox shows it
+
+
+def test_a_scheduled_start_is_in_the_approvers_email(world, mailoutbox, django_capture_on_commit_callbacks):
+    from django.utils import timezone
+
+    starts = (timezone.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world, starts_at=starts)
+    assert f"Starts: {starts:%Y-%m-%d %H:%M} UTC (scheduled)" in mailoutbox[0].body
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(world, role=world.role_two)
+    assert "Starts: when approved" in mailoutbox[0].body
+
+
 def test_inactive_users_and_users_without_email_get_nothing(world, mailoutbox, django_capture_on_commit_callbacks):
     world.approver.is_active = False
     world.approver.save()

@@ -528,8 +528,15 @@ def test_invalid_filters_are_a_400_with_a_message_and_export_nothing(world, repo
     response = client.get(reverse(REPORTS[report][0]), {"since": "2025-03-10", "until": "2025-03-01"})
     assert response.status_code == 400
     assert "The period starts after it ends" in response.content.decode()
-    assert client.get(reverse(REPORTS[report][1]), {"sort": "password"}).status_code == 400
+    exported = client.get(reverse(REPORTS[report][1]), {"sort": "password"})
+    assert exported.status_code == 400 and "Sort by column: Select a valid choice" in exported.content.decode()
     assert not AccessEvent.objects.filter(event_type=AccessEvent.Type.EXPORT_CREATED).exists()
+    # A bad sort key on the page says so (a probe read "No grants match." as "there is no data").
+    page = client.get(reverse(REPORTS[report][0]), {"sort": "bogus"})
+    assert page.status_code == 400
+    assert "nothing was searched" in page.content.decode() and "Sort by column: Select a valid choice" in (
+        page.content.decode()
+    )
 
 
 # --- Query budgets -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ may not do, clear messages for bad input, htmx and plain POST both working."""
 
 import re
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -580,3 +581,14 @@ def test_a_scheduled_grant_can_be_cancelled_and_the_confirmation_says_what_that_
     assert "You cancelled your scheduled access to Payments DB · read-write." in response.content.decode()
     grant.refresh_from_db()
     assert (grant.status, grant.provisioning_state) == ("revoked", "not_applied")
+
+
+def test_the_approvers_card_shows_a_scheduled_start_in_their_time_zone(world):
+    """A probe's finding: the card said only "Access · 3 h", whether it starts now or tomorrow morning."""
+    world.approver.time_zone = "America/New_York"
+    world.approver.save()
+    with time_machine.travel(T0, tick=False):
+        submit(world, starts_at=T0 + 20 * H)
+        page = as_(world.approver).get(reverse("approvals")).content.decode()
+    starts = (T0 + 20 * H).astimezone(ZoneInfo("America/New_York"))
+    assert "starts " in page and f"{starts:%H:%M}" in page
