@@ -20,7 +20,7 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.http import urlencode
 from django_otp.middleware import OTPMiddleware
 
-from accessgov import net, permissions, signed_in
+from accessgov import drafts, net, permissions, signed_in
 from accessgov.views.errors import bad_request, method_not_allowed
 
 logger = logging.getLogger("accessgov.security")
@@ -242,7 +242,13 @@ class OTPRequiredMiddleware:
         if not user.is_authenticated:
             if name in LINK_PROVEN_VIEWS:
                 return self.get_response(request)
-            return self._deny(request, redirect_to_login(request.get_full_path(), settings.LOGIN_URL))
+            # A form sent after the session ended: keep what was typed, and come back to its page after sign-in.
+            back = drafts.keep(request)
+            if back:
+                messages.info(
+                    request, "Nothing was sent. What you typed is kept: sign in again and it is filled in for you."
+                )
+            return self._deny(request, redirect_to_login(back or request.get_full_path(), settings.LOGIN_URL))
         if user.is_verified():  # type: ignore[attr-defined]  # SignedInMiddleware sets it
             permissions.start_request_memo(user)
             return self.get_response(request)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, filters, selectors
+from accessgov import catalog, drafts, filters, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import BulkDecisionForm, DecisionForm
@@ -23,7 +23,8 @@ QUEUE_FILTER_FIELDS = ("q", "system", "risk")  # what narrows the queue (sorting
 # columns of the request, its requester, role and system (not the extended grant) halves the columns the
 # ORM builds and reads for a page of cards (docs/PERFORMANCE.md).
 QUEUE_PAGE_FIELDS = (
-    *("requester", "role", "kind", "status", "requested_duration", "justification", "created_at", "lapses_at"),
+    *("requester", "role", "kind", "status", "requested_duration", "starts_at", "justification", "created_at"),
+    "lapses_at",
     *("ticket", "ticket_title", "ticket_url", "auto_approval_note"),
     *("requester__username", "requester__first_name", "requester__last_name"),
     *("role__name", "role__system", "role__approvals_required", "role__risk_tier", "role__step_up_required"),
@@ -52,6 +53,7 @@ def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = N
     contexts = selectors.requester_contexts(queue, now)
     hints = activity_selectors.last_use_hints(queue)
     items = [{"item": r, **contexts[r.pk], "last_use": hints.get(r.pk)} for r in queue]
+    _refill_kept_decision(request, items)
     context = {
         "filter": queue_filter,
         "page": page,
@@ -67,6 +69,19 @@ def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = N
     if queue_filter.errors:
         status = 400
     return render(request, "accessgov/approvals/dashboard.html", context, status=status)
+
+
+def _refill_kept_decision(request: PortalRequest, items: list[dict]) -> None:
+    """A decision typed before the session ended (accessgov.drafts) fills its card's form again, not sent."""
+    action = drafts.kept_action(request)
+    if not action:
+        return
+    for entry in items:
+        pk = entry["item"].pk
+        for name in ("request_approve", "request_deny"):
+            if action == reverse(name, args=[pk]):
+                entry["form"] = DecisionForm(drafts.take(request, action))
+                return
 
 
 @require_GET

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, exports, filters, inputs, permissions, policies, selectors, workflow
+from accessgov import catalog, drafts, exports, filters, inputs, permissions, policies, selectors, workflow
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.http import PortalRequest
@@ -41,7 +41,9 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
     """The new-request form: only roles I am eligible for, with each role's policy beside it."""
     now = timezone.now()
     roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
-    form = AccessRequestForm(request.POST or None, roles=roles)
+    # What the person typed before their session ended (accessgov.drafts), filled in again — not sent.
+    kept = drafts.take(request, request.path) if request.method == "GET" else None
+    form = AccessRequestForm(request.POST or kept, roles=roles)
     status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

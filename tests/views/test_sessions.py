@@ -121,3 +121,78 @@ def test_regenerating_backup_codes_replaces_the_old_ones(verified_client, reques
     assert len(new) == 10
     assert new.isdisjoint(old)
     assert all(code in page for code in new)
+
+
+# --- Nothing typed is lost when the session ends under a form (accessgov.drafts) ---------------------------
+
+
+def _timed_out_post(client, url: str, data: dict, came_from: str):
+    return client.post(url, data, HTTP_REFERER=f"http://testserver{came_from}")
+
+
+@pytest.mark.django_db
+def test_a_request_sent_after_the_session_ended_is_not_sent_and_its_text_is_filled_in_after_sign_in(world):
+    from accessgov.models import AccessRequest
+
+    client = Client()
+    new = reverse("request_new")
+    with time_machine.travel(T0, tick=False):
+        sign_in(client, world.requester)
+        assert client.get(new).status_code == 200
+    typed = {
+        "role": str(world.role.pk),
+        "duration": "2h",
+        "justification": "Rotating the payments DB credentials after INC-77",
+        "ticket": "",
+    }
+    with time_machine.travel(T0 + 31 * 60, tick=False):
+        response = _timed_out_post(client, new, typed, came_from=new)
+        assert response.status_code == 302 and response["Location"] == f"{reverse('accounts:login')}?next={new}"
+        assert not AccessRequest.objects.exists()  # nothing was sent
+        assert "What you typed is kept" in client.get(response["Location"]).content.decode()
+        sign_in(client, world.requester)
+        page = client.get(new).content.decode()
+        assert "Rotating the payments DB credentials after INC-77" in page and 'value="2h"' in page
+        assert "Rotating the payments DB" not in client.get(new).content.decode()  # filled in once
+    assert not AccessRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_decision_typed_before_the_session_ended_is_back_in_its_card_and_nothing_was_decided(world):
+    from accessgov.models import AccessRequest
+    from tests.support.requests import submit
+
+    client = Client()
+    with time_machine.travel(T0, tick=False):
+        access_request = submit(world)
+        sign_in(client, world.approver)
+        assert client.get(reverse("approvals")).status_code == 200
+    with time_machine.travel(T0 + 31 * 60, tick=False):
+        deny = reverse("request_deny", args=[access_request.pk])
+        typed = {"comment": "Use the read replica instead", "back": "/approvals/", "otp_token": "123456"}
+        queue = f"/approvals/?risk={world.role.risk_tier}"
+        response = _timed_out_post(client, deny, typed, came_from=queue)
+        assert response["Location"] == f"{reverse('accounts:login')}?next=/approvals/%3Frisk%3D{world.role.risk_tier}"
+        assert "123456" not in str(dict(client.session))  # a code is never kept
+        sign_in(client, world.approver)
+        page = client.get(queue).content.decode()
+        assert "Use the read replica instead</textarea>" in page
+    assert AccessRequest.objects.get(pk=access_request.pk).status == AccessRequest.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_a_form_without_a_valid_csrf_token_plants_nothing_in_the_next_sign_in(world):
+    """Another site cannot post text into someone's forms by sending them signed out."""
+    from tests.conftest import verify_session
+
+    client = Client(enforce_csrf_checks=True)
+    new = reverse("request_new")
+    with time_machine.travel(T0, tick=False):
+        verify_session(client, world.requester)
+        assert client.get(new).status_code == 200
+    with time_machine.travel(T0 + 31 * 60, tick=False):
+        forged = {"role": str(world.role.pk), "duration": "8h", "justification": "Planted by another site"}
+        response = _timed_out_post(client, new, forged, came_from=new)
+        assert response.status_code == 302 and "accessgov_form_draft" not in client.session
+        verify_session(client, world.requester)
+        assert "Planted by another site" not in client.get(new).content.decode()

@@ -1,0 +1,76 @@
+"""Nothing typed is lost when a session ends under a form (PRODUCT.md, everyday use).
+
+A form sent after the session timed out (or was ended elsewhere) reaches the portal signed out: nothing may be
+done with it, but what the person typed is kept — ``keep`` stores the form's fields in the new, signed-out
+session (never a password, a code, a token or the CSRF token) together with the page the form was on, and the
+sign-in returns there. The page that shows that form again takes the draft once (``take``) and fills the form
+with it; nothing is submitted on the person's behalf. A draft is kept only for a form that carried a valid
+CSRF token (another site cannot plant text in someone's forms), only one at a time, and for ``KEEP_SECONDS``.
+"""
+
+import time
+from urllib.parse import urlsplit
+
+from django.http import HttpRequest, QueryDict
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.http import url_has_allowed_host_and_scheme
+
+SESSION_KEY = "accessgov_form_draft"
+KEEP_SECONDS = 3600
+NEVER_KEPT = ("csrf", "password", "otp", "token", "code", "secret")
+MAX_CHARS = 20_000  # what a form of this portal can hold (a justification is at most 2,000)
+
+
+def _came_from(request: HttpRequest) -> str | None:
+    """The same-site page the form was on (htmx says so in HX-Current-URL; browsers in Referer), or None."""
+    address = request.headers.get("HX-Current-URL") or request.headers.get("Referer") or ""
+    if not address or not url_has_allowed_host_and_scheme(
+        address, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    parts = urlsplit(address)
+    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.path.startswith("/") else None
+
+
+def _csrf_valid(request: HttpRequest) -> bool:
+    def view(request):  # a stand-in: the check only asks whether the view is exempt
+        return None
+
+    return CsrfViewMiddleware(lambda r: None).process_view(request, view, (), {}) is None  # type: ignore[arg-type,return-value]
+
+
+def keep(request: HttpRequest) -> str | None:
+    """Keep a signed-out POST's fields for after the sign-in; returns the page to come back to (None when
+    nothing was kept: not a form, no valid CSRF token, nothing typed, or too much)."""
+    if request.method != "POST" or not _csrf_valid(request):
+        return None
+    fields = {
+        name: values
+        for name, values in request.POST.lists()
+        if not any(word in name.lower() for word in NEVER_KEPT) and any(v.strip() for v in values)
+    }
+    if not fields or sum(len(v) for values in fields.values() for v in values) > MAX_CHARS:
+        return None
+    page = _came_from(request) or request.path
+    request.session[SESSION_KEY] = {"action": request.path, "page": page, "fields": fields, "at": time.time()}
+    return page
+
+
+def take(request: HttpRequest, action: str) -> QueryDict | None:
+    """The kept fields of the form that posts to ``action`` (a path), once; None when there is none."""
+    draft = request.session.get(SESSION_KEY)
+    if not isinstance(draft, dict) or draft.get("action") != action:
+        return None
+    del request.session[SESSION_KEY]
+    if time.time() - float(draft.get("at", 0)) > KEEP_SECONDS:
+        return None
+    data = QueryDict(mutable=True)
+    for name, values in (draft.get("fields") or {}).items():
+        data.setlist(name, [str(v) for v in values])
+    return data
+
+
+def kept_action(request: HttpRequest) -> str | None:
+    """The path the kept draft's form posts to, if there is a draft (to find which form on a page it fills)."""
+    draft = request.session.get(SESSION_KEY)
+    return draft.get("action") if isinstance(draft, dict) else None
