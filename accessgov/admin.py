@@ -262,18 +262,57 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         if rights and names:  # the response tells of the rights change and shows it; this one is told here
             self.message_user(request, f"Also proposed as change #{names.pk}: {names.summary}.", level="warning")
 
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # people are deactivated, never deleted: their history stays theirs
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     @admin.action(description="Deactivate: end sessions, revoke grants, withdraw requests and tokens")
     def deactivate_users(self, request, queryset):
+        """Asks first (what each account loses, and why — the reason goes into the ledger), then deactivates
+        each through ``user_deactivate``."""
+        people = list(queryset.filter(is_active=True).order_by("username"))
+        reason = " ".join(request.POST.get("reason", "").split())
+        problem = ""
+        if "confirm" in request.POST:
+            try:
+                policies.ensure_reason_length(reason)
+            except AccessGovError as error:
+                problem = str(error)
+            problem = problem or ("" if reason else "Say why: the reason goes into each account's record.")
+        if "confirm" not in request.POST or problem:
+            now = timezone.now()
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Deactivate accounts?",
+                "people": [
+                    {
+                        "user": user,
+                        "grants": Grant.objects.active(now).filter(user=user).count(),
+                        "pending": user.access_requests.filter(status=AccessRequest.Status.PENDING).count(),
+                        "tokens": user.api_tokens.filter(revoked_at__isnull=True).count(),
+                    }
+                    for user in people
+                ],
+                "queryset": people,
+                "reason": reason,
+                "problem": problem,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/accessgov/user/deactivate_confirmation.html", context)
         address = getattr(request, "client_address", None)
         done = act_on_each(
             self,
             request,
-            queryset.filter(is_active=True),
-            lambda user: user_services.user_deactivate(
-                request.user, user.pk, reason="Deactivated in the admin", client_address=address
-            ),
+            people,
+            lambda user: user_services.user_deactivate(request.user, user.pk, reason=reason, client_address=address),
         )
         self.message_user(request, f"Deactivated {done} account(s).")
+        return None
 
     @admin.action(description="Email a one-time link to choose a new password (another admin approves)")
     def send_password_links(self, request, queryset):

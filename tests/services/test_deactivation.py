@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
-from accessgov.models import AccessEvent, AccessRequest, ApiToken, Grant, OutboxItem
+from accessgov.models import AccessEvent, AccessRequest, ApiToken, Grant, OutboxItem, User
 from accessgov.services import access_requests as ar
 from accessgov.services import tokens, users
 from tests.conftest import verify_session
@@ -89,6 +89,29 @@ def test_unchecking_active_in_the_admin_goes_through_the_service(world, admin, b
     assert response.status_code == 302
     assert Grant.objects.get(pk=busy_requester["grant"].pk).status == Grant.Status.REVOKED
     assert AccessEvent.objects.filter(event_type="user.deactivated").count() == 1
+
+
+def test_the_admins_deactivate_action_says_what_each_account_loses_and_needs_a_reason(world, admin, busy_requester):
+    """A probe's finding: the action ran at once, with a fixed reason, revoking live access."""
+    client = verify_session(Client(), admin)
+    changelist = reverse("admin:accessgov_user_changelist")
+    chosen = {"action": "deactivate_users", "_selected_action": [world.requester.pk]}
+    page = client.post(changelist, chosen)
+    assert page.status_code == 200 and "Deactivate 1 account?" in page.content.decode()
+    assert "<td>1</td><td>1</td>" in " ".join(page.content.decode().split()).replace("> <", "><")
+    assert Grant.objects.get(pk=busy_requester["grant"].pk).status == Grant.Status.ACTIVE  # nothing yet
+    no_reason = client.post(changelist, {**chosen, "confirm": "yes", "reason": "  "})
+    assert no_reason.status_code == 200 and "Say why" in no_reason.content.decode()
+    assert User.objects.get(pk=world.requester.pk).is_active
+    done = client.post(changelist, {**chosen, "confirm": "yes", "reason": "Left the company on Friday"})
+    assert done.status_code == 302
+    assert Grant.objects.get(pk=busy_requester["grant"].pk).status == Grant.Status.REVOKED
+    assert AccessEvent.objects.get(event_type="user.deactivated").reason == "Left the company on Friday"
+    # People are deactivated, never deleted: the action and the button are gone.
+    listing = client.get(changelist).content.decode()
+    assert "delete_selected" not in listing
+    deleting = client.post(reverse("admin:accessgov_user_delete", args=[world.requester.pk]), {"post": "yes"})
+    assert deleting.status_code == 403 and User.objects.filter(pk=world.requester.pk).exists()
 
 
 def test_reactivation_restores_nothing_and_is_audited(world, admin, busy_requester):
