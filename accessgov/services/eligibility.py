@@ -24,7 +24,10 @@ def eligibility_add(
     reason: str,
     client_address: str | None = None,
 ) -> Eligibility:
-    """An owner of the role's system lets a user or a group request the role (until ``ends_at``)."""
+    """An owner of the role's system lets a user or a group request the role (until ``ends_at``). For someone
+    already eligible, a later end (or none) **renews** it: a new eligibility from now, and the current one
+    ended with "Renewed until …" (both recorded; a review certifies the new one). An end that is not later is
+    refused (TransitionNotAllowed)."""
     now = timezone.now()
     if ends_at is not None and ends_at <= now:
         raise PolicyViolation("The end date must be in the future.")
@@ -32,9 +35,18 @@ def eligibility_add(
         raise NotAuthorized("Nobody makes themselves eligible: ask another owner or an admin.")
     with transaction.atomic():
         permissions.ensure_can_manage_eligibility(actor, role.system)
-        duplicate = Eligibility.objects.active(now).filter(role=role, user=user, group=group).exists()
-        if duplicate:
-            raise TransitionNotAllowed(f"{user or group} is already eligible for {role}.")
+        current = (
+            Eligibility.objects.select_for_update(no_key=True, of=("self",))
+            .active(now)
+            .filter(role=role, user=user, group=group)
+            .order_by("-ends_at")
+            .first()
+        )
+        if current is not None and not _later(ends_at, current.ends_at):
+            until = f" until {current.ends_at:%Y-%m-%d}" if current.ends_at else " with no end"
+            raise TransitionNotAllowed(
+                f"{user or group} is already eligible for {role}{until}: to renew it, choose a later end date."
+            )
         eligibility = Eligibility.objects.create(
             role=role,
             user=user,
@@ -56,9 +68,28 @@ def eligibility_add(
                 "user": user.username if user else None,
                 "group": group.name if group else None,
                 "ends_at": ends_at.isoformat() if ends_at else None,
+                **({"renews": current.pk} if current is not None else {}),
             },
         )
+        if current is not None:
+            current.ends_at = max(now, current.starts_at + timedelta(microseconds=1))
+            current.save(update_fields=["ends_at"])
+            event_record(
+                AccessEvent.Type.ELIGIBILITY_ENDED,
+                actor=actor,
+                client_address=client_address,
+                role=role,
+                reason=f"Renewed until {ends_at:%Y-%m-%d}" if ends_at else "Renewed with no end",
+                data={"eligibility_id": current.pk, "renewed_by": eligibility.pk},
+            )
         return eligibility
+
+
+def _later(new_end: datetime | None, current_end: datetime | None) -> bool:
+    """Whether an eligibility ending at ``new_end`` (None: never) outlasts one ending at ``current_end``."""
+    if current_end is None:
+        return False
+    return new_end is None or new_end > current_end
 
 
 def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_address: str | None = None) -> Eligibility:

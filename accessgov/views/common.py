@@ -98,11 +98,16 @@ def confirm_page(
     confirm_label: str,
     back: str,
     keep: tuple[str, ...] = (),
+    ask_reason: str = "",
+    problem: str = "",
 ) -> HttpResponse:
     """The confirmation step of a destructive action, as a plain page: what will happen (with counts),
     a button that posts the same form again with ``confirm=yes`` and the fields named in ``keep``,
-    and a way back. Works without JavaScript."""
-    fields = [(name, value) for name in keep for value in request.POST.getlist(name)]
+    and a way back. Works without JavaScript. ``ask_reason``: the label of a ``reason`` field to fill in
+    (``problem``: why the last one was refused; the page then answers 400)."""
+    fields = [
+        (name, value) for name in keep for value in request.POST.getlist(name) if name != "reason" or not ask_reason
+    ]
     context = {
         "title": title,
         "consequences": consequences,
@@ -110,8 +115,11 @@ def confirm_page(
         "back": back,
         "action": request.path,
         "fields": fields,
+        "ask_reason": ask_reason,
+        "reason": request.POST.get("reason", ""),
+        "problem": problem,
     }
-    return render(request, "accessgov/confirm.html", context)
+    return render(request, "accessgov/confirm.html", context, status=400 if problem else 200)
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:

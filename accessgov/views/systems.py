@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import filters, permissions, policies
+from accessgov import filters, inputs, permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.http import PortalRequest
@@ -80,12 +80,27 @@ def _system_page(
         "eligibilities": eligibilities,
         "filter": eligibility_filter,
         "page": page,
-        "form": (form or EligibilityForm(system=system)) if can_manage else None,
+        "form": (form or EligibilityForm(system=system, initial=_renewal(request, system, now)))
+        if can_manage
+        else None,
         "end_form": ReasonForm(),
     }
     if eligibility_filter.errors and status == 200:
         status = 400
     return render(request, "accessgov/systems/detail.html", context, status=status)
+
+
+def _renewal(request: PortalRequest, system, now) -> dict:
+    """The add form filled in to renew the eligibility named by ``?renew=<id>`` (one of this system's, current)."""
+    eligibility = (
+        Eligibility.objects.active(now)
+        .filter(role__system=system, pk=inputs.parse_id(request.GET.get("renew")) or 0)
+        .select_related("role")
+        .first()
+    )
+    if eligibility is None:
+        return {}
+    return {"role": eligibility.role, "user": eligibility.user_id, "group": eligibility.group_id, "reason": "Renewed"}
 
 
 @require_POST
@@ -111,7 +126,8 @@ def eligibility_add_view(request: PortalRequest, slug: str) -> HttpResponse:
     except AccessGovError as error:
         form.add_error(None, str(error))
         return _system_page(request, system, form=form, status=status_for(error))
-    messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}.")
+    until = f" until {timezone.localtime(data['ends_at']):%Y-%m-%d %H:%M}" if data["ends_at"] else ""
+    messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}{until}.")
     return redirect(back)
 
 
@@ -124,22 +140,19 @@ def eligibility_end_view(request: PortalRequest, pk: int) -> HttpResponse:
     form = ReasonForm(request.POST)
     if eligibility.ends_at is not None and eligibility.ends_at <= timezone.now():
         return refused(request, "This eligibility has already ended.", back, status=409)
-    if not confirmed(request):
+    reason = " ".join(form.data.get("reason", "").split())
+    if not confirmed(request) or not reason:
         return confirm_page(
             request,
             title=f"End {_who(eligibility)}'s eligibility for {eligibility.role}?",
             consequences=_end_consequences(eligibility),
             confirm_label="Yes, end eligibility",
             back=back,
-            keep=("reason",),
+            ask_reason="Why (recorded, and told to anyone whose pending request is withdrawn)",
+            problem="Say why it ends." if confirmed(request) else "",
         )
     try:
-        services.eligibility_end(
-            request.user,
-            pk,
-            reason=form.data.get("reason", "").strip() or "Ended by an owner",
-            client_address=request.client_address,
-        )
+        services.eligibility_end(request.user, pk, reason=reason, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, back)
     messages.success(request, "Eligibility ended.")

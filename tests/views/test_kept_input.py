@@ -72,3 +72,36 @@ def test_queue_count_follows_the_filters_and_clear_resets_them(world):
     assert "0 of 1 waiting match these filters" in page
     assert "Nothing matches these filters; 1 other request waits" in page
     assert f'href="{reverse("approvals")}">Clear' in page
+
+
+def test_an_owner_renews_an_eligibility_from_its_row_and_ending_one_asks_why(world):
+    """A probe's finding: "renew it or let it go" led to a page that could only end it."""
+    from accessgov.models import AccessEvent
+
+    now = timezone.now()
+    current = Eligibility.objects.create(
+        role=world.role, user=world.outsider, starts_at=now - timedelta(days=80), ends_at=now + timedelta(days=5)
+    )
+    owner = as_(world.owner)
+    page = owner.get(reverse("system_detail", args=[world.system.slug]) + f"?renew={current.pk}").content.decode()
+    assert f'href="?renew={current.pk}#add-eligibility"' in page
+    assert f'<option value="{world.outsider.pk}" selected>' in page and 'value="Renewed"' in page
+    later = (now + timedelta(days=95)).strftime("%Y-%m-%dT%H:%M")
+    data = {"role": world.role.pk, "user": world.outsider.pk, "ends_at": later, "reason": "Renewed for Q1"}
+    response = owner.post(reverse("eligibility_add", args=[world.system.slug]), data, follow=True)
+    assert response.status_code == 200 and "may now request" in response.content.decode()
+    renewed = Eligibility.objects.active(timezone.now()).get(role=world.role, user=world.outsider)
+    assert renewed.pk != current.pk and renewed.ends_at > current.ends_at
+    current.refresh_from_db()
+    assert current.ends_at <= timezone.now()
+    ended = AccessEvent.objects.get(event_type="eligibility.ended", data__eligibility_id=current.pk)
+    assert ended.reason.startswith("Renewed until") and ended.data["renewed_by"] == renewed.pk
+    # Ending one asks why; an empty reason ends nothing.
+    end = reverse("eligibility_end", args=[renewed.pk])
+    assert "Why (recorded" in owner.post(end).content.decode()
+    refused = owner.post(end, {"confirm": "yes", "reason": "  "})
+    assert refused.status_code == 400 and Eligibility.objects.active(timezone.now()).filter(pk=renewed.pk).exists()
+    owner.post(end, {"confirm": "yes", "reason": "Moved to the platform team"})
+    assert AccessEvent.objects.get(event_type="eligibility.ended", data__eligibility_id=renewed.pk).reason == (
+        "Moved to the platform team"
+    )

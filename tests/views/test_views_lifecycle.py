@@ -430,8 +430,8 @@ def test_break_glass_on_a_role_without_it_is_not_offered(world):
 
 def test_owner_adds_and_ends_eligibility_others_cannot(world):
     url = reverse("system_detail", args=[world.system.slug])
-    assert "Add eligibility" in as_(world.owner).get(url).content.decode()
-    assert "Add eligibility" not in as_(world.requester).get(url).content.decode()
+    assert "Add or renew eligibility" in as_(world.owner).get(url).content.decode()
+    assert "Add or renew eligibility" not in as_(world.requester).get(url).content.decode()
     add = reverse("eligibility_add", args=[world.system.slug])
     data = {"role": world.role.pk, "user": world.outsider.pk, "reason": "Joins the payments on-call"}
     assert as_(world.requester).post(add, data).status_code == 403
