@@ -13,6 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accessgov import catalog, drafts, exports, filters, inputs, permissions, policies, selectors, workflow
+from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
 from accessgov.http import PortalRequest
@@ -293,9 +294,16 @@ def _decision_answer(
     if request.headers.get("HX-Request"):
         access_request.refresh_from_db()
         now = timezone.now()
+        decided = status == 200
+        # A refused decision keeps its card whole (the requester's context, the selection box), as in the queue.
+        context_of = {} if decided else selectors.requester_contexts([access_request], now).get(access_request.pk, {})
         context = {
             "item": access_request,
-            "decided": status == 200,
+            "decided": decided,
+            **context_of,
+            "last_use": None if decided else activity_selectors.last_use_hints([access_request]).get(access_request.pk),
+            "selectable": not decided,
+            "selected_ids": set(),
             "form": form or DecisionForm(),
             "now": now,
             "inline_messages": True,

@@ -140,6 +140,18 @@ def test_approve_with_htmx_swaps_the_card(world):
     assert "<html" not in html  # a partial, not a page
 
 
+def test_a_refused_htmx_decision_keeps_its_card_whole(world):
+    """A probe's finding: after a deny without a comment the card lost the requester's context and its Select box."""
+    access_request = submit(world)
+    response = as_(world.approver).post(
+        reverse("request_deny", args=[access_request.pk]), {"comment": "", "back": "/approvals/"}, HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    assert response.status_code == 400 and "<html" not in html
+    assert "Approvals so far:" in html and "requests" in html and "in 90 days" in html
+    assert f'name="ids" value="{access_request.pk}"' in html
+
+
 def test_requester_approving_own_request_is_403(world):
     from guardian.shortcuts import assign_perm
 
