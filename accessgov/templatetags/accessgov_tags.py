@@ -120,6 +120,18 @@ def when_filter(value, seconds: bool = False) -> str:
     )
 
 
+@register.filter(name="when_text")
+def when_text_filter(value, seconds: bool = False) -> str:
+    """``when`` for an instant stored as ISO 8601 text (an event's data); the text itself if it is not one."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return when_filter(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), seconds)
+    return when_filter(value, seconds)
+
+
 @cache
 def _escaped_zone_name(name: str | None) -> str:
     return escape(name or "UTC")

@@ -10,16 +10,17 @@ from auditlog.models import LogEntry
 from django.contrib import messages
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Max, Q, QuerySet
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime, parse_duration
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, exports, filters, inputs, paging, permissions
+from accessgov import catalog, exports, filters, inputs, paging, permissions, policies
 from accessgov.http import PortalRequest
 from accessgov.ledger.export import EXPORT_COLUMNS, GRANTEE_NAME, events_copy_select
 from accessgov.models import AccessEvent
@@ -291,16 +292,21 @@ def _fields(entry: LogEntry) -> list[tuple[str, str, str]]:
         if field is None or field.primary_key or not isinstance(values, list | tuple) or len(values) != 2:
             continue
         choices = dict(field.flatchoices) if field.choices else {}
-        before, after = (_shown(value, choices, field.is_relation) for value in values)
+        before, after = (_shown(value, choices, field.is_relation, field) for value in values)
         if entry.action == LogEntry.Action.CREATE and after == "—":
             continue  # a new record: only what it was created with
         shown.append((str(field.verbose_name).capitalize(), before, after))
     return shown
 
 
-def _shown(value: Any, choices: dict, related: bool) -> str:
+def _shown(value: Any, choices: dict, related: bool, field: Any = None) -> str:
     if value is None or value in ("None", ""):
         return "—"
+    if isinstance(field, models.DateTimeField) and (instant := parse_datetime(str(value))) is not None:
+        local = timezone.localtime(instant if instant.tzinfo else instant.replace(tzinfo=UTC))
+        return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"  # the viewer's zone, as every time on the page
+    if isinstance(field, models.DurationField) and (length := parse_duration(str(value))) is not None:
+        return policies.format_duration(length)
     text = str(choices.get(value, value))
     if related and text.isdigit():
         return f"#{text}"

@@ -2,7 +2,7 @@
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from accessgov import exports
 from accessgov.ledger.export import EXPORT_COLUMNS, events_copy_select
-from accessgov.models import AccessEvent, Grant
+from accessgov.models import AccessEvent, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants
 from tests.conftest import verify_session
@@ -103,7 +103,15 @@ def test_model_changes_page_lists_field_changes(world):
     world.role.max_duration = timedelta(hours=3)
     world.role.save()
     page = as_(world.auditor).get(reverse("model_changes") + "?model=role").content.decode()
-    assert "<dt>Max duration</dt><dd>4:00:00 → 3:00:00</dd>" in page
+    assert "<dt>Max duration</dt><dd>4 h → 3 h</dd>" in page
+    # Times in the viewer's zone, as everywhere on the page (a probe found them as bare UTC).
+    world.auditor.time_zone = "Australia/Sydney"
+    world.auditor.save()
+    eligibility = Eligibility.objects.get(role=world.role, user=world.requester)
+    eligibility.ends_at = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
+    eligibility.save()
+    page = as_(world.auditor).get(reverse("model_changes") + "?model=eligibility").content.decode()
+    assert "→ 2027-01-01 11:00:00 AEDT</dd>" in page
     assert as_(world.requester).get(reverse("model_changes")).status_code == 403
 
 

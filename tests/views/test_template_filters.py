@@ -183,3 +183,16 @@ def test_status_badges_are_built_once_and_escaped_as_format_html_does(status, la
     assert status_tag(status, label) == expected
     assert status_tag(status, label) == expected  # again, from the cache for plain strings
     assert "<script>" not in status_tag(status, label)
+
+
+def test_an_instant_kept_as_text_in_an_events_data_is_shown_like_any_other_time():
+    """A probe's finding: the timeline showed "Authenticator code entered at 2026-12-07T04:32:59.378334+00:00"."""
+    from django.utils import timezone as dj_timezone
+
+    from accessgov.templatetags.accessgov_tags import when_filter, when_text_filter
+
+    with dj_timezone.override("Europe/Berlin"):
+        shown = when_text_filter("2026-12-07T04:32:59.378334+00:00", True)
+        assert shown == when_filter(datetime(2026, 12, 7, 4, 32, 59, 378334, tzinfo=UTC), True)
+        assert ">2026-12-07 05:32:59 CET</time>" in shown
+    assert when_text_filter("not a time") == "not a time" and when_text_filter(None) == ""

@@ -144,7 +144,9 @@ def test_a_refused_htmx_decision_keeps_its_card_whole(world):
     """A probe's finding: after a deny without a comment the card lost the requester's context and its Select box."""
     access_request = submit(world)
     response = as_(world.approver).post(
-        reverse("request_deny", args=[access_request.pk]), {"comment": "", "back": "/approvals/"}, HTTP_HX_REQUEST="true"
+        reverse("request_deny", args=[access_request.pk]),
+        {"comment": "", "back": "/approvals/"},
+        HTTP_HX_REQUEST="true",
     )
     html = response.content.decode()
     assert response.status_code == 400 and "<html" not in html
