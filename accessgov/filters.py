@@ -235,7 +235,7 @@ class GrantFilter(ListFilterSet):
     user = django_filters.CharFilter(
         field_name="user__username", lookup_expr="iexact", label="User", max_length=SEARCH_MAX_LENGTH
     )
-    break_glass = django_filters.BooleanFilter(field_name="is_break_glass", label="Break-glass")
+    break_glass = inputs.yes_no_filter("is_break_glass", "Break-glass")
     sort = sort_filter(sort_keys)
 
     class Meta:

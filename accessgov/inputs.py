@@ -330,3 +330,15 @@ class IdFilter(django_filters.Filter):
     """An exact match on an id column (``grant``, ``access_request``)."""
 
     field_class = IdField
+
+
+class AnyYesNo(forms.NullBooleanSelect):
+    """A yes/no filter whose empty choice reads "Any" (Django's says "Unknown", which reads as a value)."""
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs)
+        self.choices = [("unknown", "Any"), ("true", "Yes"), ("false", "No")]
+
+
+def yes_no_filter(field_name: str, label: str) -> django_filters.BooleanFilter:
+    return django_filters.BooleanFilter(field_name=field_name, label=label, widget=AnyYesNo)

@@ -14,7 +14,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from accessgov import charts, permissions
+from accessgov import charts, inputs, permissions
 from accessgov.models import Grant, User
 from accessgov.reports.base import (
     APPROVE,
@@ -97,7 +97,7 @@ class AccessHistoryFilter(ReportFilterSet):
     role = role_filter()
     user = user_filter("user__username")
     outcome = django_filters.ChoiceFilter(choices=ENDINGS, method="filter_outcome", label="How it ended")
-    break_glass = django_filters.BooleanFilter(field_name="is_break_glass", label="Break-glass")
+    break_glass = inputs.yes_no_filter("is_break_glass", "Break-glass")
     sort = sort_filter(sort_keys)
 
     class Meta:
