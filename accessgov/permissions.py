@@ -762,6 +762,11 @@ def ensure_can_complete_manual_task(user: User, grant: Grant) -> None:
         )
     if not can_complete_manual_task(user, grant):
         raise NotAuthorized("Only owners and approvers of the system complete its provisioning tasks.")
+    # The confirmation is evidence that access was given or taken away: an account the grantee made or
+    # empowered lately would be the grantee attesting their own access (QUALITY.md promise 3).
+    problem = independence_problem(user, grant.user)
+    if problem:
+        raise NotAuthorized(f"You cannot confirm a task about {grant.user.get_username()}'s access: {problem}")
 
 
 def can_manage_eligibility(user: User, system: System) -> bool:

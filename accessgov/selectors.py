@@ -284,11 +284,20 @@ def provisioning_dashboard(user: User, now: datetime, items: list[OutboxItem] | 
     if items is None:
         items = list(provisioning_tasks(user)[:200])
     overdue_before = now - timedelta(minutes=settings.PROVISIONING_REMOVAL_ALERT_MINUTES)
+    independent: dict[int, bool] = {}  # per grantee on the page: may ``user`` attest their access?
+
+    def can_complete(grant: Grant) -> bool:
+        if not permissions.can_complete_manual_task(user, grant):
+            return False
+        if grant.user_id not in independent:
+            independent[grant.user_id] = permissions.independence_problem(user, grant.user, now) is None
+        return independent[grant.user_id]
+
     rows = [
         {
             "item": item,
             "manual": item.grant.role.system.connector == System.Connector.MANUAL,
-            "can_complete": permissions.can_complete_manual_task(user, item.grant),
+            "can_complete": can_complete(item.grant),
             "overdue": item.action == OutboxItem.Action.REMOVE
             and item.grant.removal_requested_at is not None
             and item.grant.removal_requested_at < overdue_before,

@@ -367,6 +367,28 @@ def test_an_approver_cannot_confirm_the_manual_tasks_of_their_own_grant(world):
     assert grant.removal_confirmed_at is not None
 
 
+def test_an_account_the_grantee_made_cannot_confirm_their_manual_tasks(world, make_user):
+    """The probe's sock account: an admin creates an account, gets it made an approver of a manual system, and
+    has it attest that their own access was applied — and removed."""
+    assert world.system.connector == System.Connector.MANUAL
+    sock = make_user("sock")
+    User.objects.filter(pk=sock.pk).update(created_by=world.approver2, date_joined=timezone.now() - timedelta(days=1))
+    sock.refresh_from_db()
+    assign_perm("accessgov.approve_role", sock, world.role)
+    Eligibility.objects.create(role=world.role, user=world.approver2, starts_at=timezone.now() - H)
+    request = ar.access_request_submit(world.approver2, role=world.role, duration=H, justification=WHY)
+    ar.access_request_approve(world.approver, request.pk)
+    apply_item = OutboxItem.objects.get(grant__access_request=request, action="apply")
+    page = as_(sock).get(reverse("provisioning")).content.decode()
+    assert reverse("manual_task_done", args=[apply_item.pk]) not in page
+    response = as_(sock).post(reverse("manual_task_done", args=[apply_item.pk]), {"confirm": "yes"})
+    assert response.status_code == 403 and "created your account" in response.content.decode()
+    with pytest.raises(NotAuthorized, match="created your account"):
+        provisioning.manual_task_complete(sock, apply_item.pk)
+    assert OutboxItem.objects.get(pk=apply_item.pk).done_at is None
+    provisioning.manual_task_complete(world.approver, apply_item.pk)  # an independent approver may
+
+
 # --- 4. Eligibility is standing ----------------------------------------------------------------------------
 
 
