@@ -43,7 +43,9 @@ def change_list_view(request: PortalRequest) -> HttpResponse:
 @require_GET
 def change_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
-    change = get_object_or_404(ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary"), pk=pk)
+    change = get_object_or_404(
+        ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary__created_by"), pk=pk
+    )
     mine = change.proposed_by_id == request.user.pk
     problem = permissions.change_approval_problem(request.user, change)
     return render(

@@ -265,6 +265,13 @@ def test_sybil_admin_cannot_approve_the_proposers_change_or_access(world, admins
     (by an honest second admin) and tries to approve their own change and access with it."""
     first, second = admins
     sybil = add_user_in_admin(as_(first), "sybil")
+    # The honest second admin is told, on the change giving it rights, that the proposer made the account.
+    url = reverse("admin:accessgov_user_change", args=[sybil.pk])
+    post_admin_form(as_(first), url, "user_form", is_staff="on")
+    rights = ChangeRequest.objects.filter(kind="user_rights", beneficiary=sybil).latest("pk")
+    page = " ".join(as_(second).get(reverse("change_detail", args=[rights.pk])).content.decode().split())
+    assert "account was created by <strong>admin1</strong>" in page and "by the proposer" in page
+    changes.change_reject(second, rights.pk, comment="Checked: the proposer made this account")
     assert sybil.created_by == first
     add_totp_device(sybil)
     rights = changes.change_propose_user_rights(first, user=sybil, make_staff=True, make_superuser=True)
