@@ -54,9 +54,17 @@ def _words(statement: str, limit: int = 6) -> list[str]:
     return [w.upper() for w in _WORD.findall(text, start)[:limit]]
 
 
+COMMAND_MAX = 60  # the width of ActivityRecord.command: no command of SQL's is near it; a longer word is not one
+
+
 def command_of(statement: str) -> str:
     """The statement's command as pgaudit names it: "SELECT", "UPDATE", "CREATE TABLE", "ALTER ROLE",
-    "SET ROLE", … ("" for an empty statement)."""
+    "SET ROLE", … ("" for an empty statement); at most COMMAND_MAX characters, whatever the statement starts
+    with."""
+    return _command_of(statement)[:COMMAND_MAX]
+
+
+def _command_of(statement: str) -> str:
     words = _words(statement)
     if not words:
         return ""

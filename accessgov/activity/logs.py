@@ -96,17 +96,29 @@ def address(value: str | None) -> str | None:
         return None
 
 
+# What a record's time may be: the windows around it are computed in dates, and nothing this portal governs
+# happened before 2000 or will after 2999 (a year-1 time overflowed computing its window: a 500).
+EARLIEST = datetime.combine(inputs.MIN_DATE, datetime.min.time(), tzinfo=UTC)
+LATEST = datetime.combine(inputs.MAX_DATE, datetime.max.time(), tzinfo=UTC)
+
+
+def _within_range(at: datetime) -> datetime:
+    if not EARLIEST <= at <= LATEST:
+        raise ValueError(f"time {at.isoformat()} is out of range ({inputs.MIN_DATE} to {inputs.MAX_DATE})")
+    return at
+
+
 def log_time(value: str) -> datetime:
     """A server log time: "2026-12-04 20:55:10.890 UTC" (or a numeric offset such as "+02"). Zone
     abbreviations other than UTC/GMT are ambiguous: the server should log in UTC (docs/ACTIVITY.md)."""
     stamp, _, zone = value.rpartition(" ")
     if zone in ("UTC", "GMT", "Z"):
-        return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+        return _within_range(datetime.fromisoformat(stamp).replace(tzinfo=UTC))
     if zone[:1] in "+-" and inputs.ascii_digits(zone[1:3]):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
         offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        return datetime.fromisoformat(stamp).replace(tzinfo=timezone(sign * offset))
+        return _within_range(datetime.fromisoformat(stamp).replace(tzinfo=timezone(sign * offset)))
     raise ValueError(f"log time zone {zone!r} is ambiguous: set log_timezone = 'UTC' on the server")
 
 
@@ -252,7 +264,10 @@ def _instant(value, name: str) -> datetime:
         raise ValueError(f"{name} must be an ISO 8601 time with its offset") from exc
     if at.tzinfo is None:
         raise ValueError(f"{name} needs an offset (e.g. Z or +00:00)")
-    return at
+    try:
+        return _within_range(at)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
 
 
 def parse_record(entry) -> Observed | None:

@@ -340,6 +340,19 @@ def test_an_expired_or_revoked_token_is_refused(scene, clock):
         ('{"system": "payments-db", "records": [' + "[" * 40 + "]" * 40 + "]}", "application/json", 400, "nested"),
         ('{"system": "payments-db", "records": [], "batch_id": "\\ud800"}', "application/json", 400, "surrogate"),
         ("a=b", "application/x-www-form-urlencoded", 415, ""),
+        # Times far out of range overflowed computing the grant windows around them (a probe's 500s).
+        (
+            '{"system": "payments-db", "records": [{"type": "statement", "at": "0001-01-01T00:00:00Z", "principal": "requester", "statement": "SELECT 1"}]}',
+            "application/json",
+            400,
+            "out of range",
+        ),
+        (
+            '{"system": "payments-db", "records": [{"type": "session", "at": "9999-12-31T23:00:00Z", "principal": "requester"}]}',
+            "application/json",
+            400,
+            "out of range",
+        ),
     ],
 )
 def test_malformed_bodies_are_clear_4xx_and_store_nothing(scene, body, content_type, status, needle):
@@ -347,6 +360,26 @@ def test_malformed_bodies_are_clear_4xx_and_store_nothing(scene, body, content_t
     assert response.status_code == status, response.content
     assert needle in response.json()["error"]["message"]
     assert ActivityRecord.objects.count() == 0
+
+
+def test_a_log_line_from_year_one_is_a_clear_400(scene):
+    line = {
+        "timestamp": "0001-01-01 00:00:00.000 UTC",
+        "user": "requester",
+        "session_id": "65f0.1",
+        "line_num": 1,
+        "message": "AUDIT: SESSION,1,1,READ,SELECT,,,SELECT 1,<not logged>",
+    }
+    response = scene.client.post(f"{URL}?system=payments-db", json.dumps(line), content_type="application/x-ndjson")
+    assert response.status_code == 400 and "out of range" in response.json()["error"]["message"]
+    assert ActivityRecord.objects.count() == 0
+
+
+def test_a_statement_whose_first_word_is_longer_than_a_command_is_stored_not_a_500(scene):
+    """A probe's 500: a 61-character first word did not fit the command column."""
+    response = push(scene.client, [statement("WITH" + "x" * 70 + " AS (SELECT 1) SELECT 1", 1)])
+    assert response.status_code == 200, response.content
+    assert len(ActivityRecord.objects.get().command) == 60
 
 
 def test_huge_bodies_and_too_many_records_are_413(scene, settings):
