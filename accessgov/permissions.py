@@ -259,38 +259,48 @@ _EMPOWERING_KINDS = ("user_rights", "object_permission", "group_permissions", "s
 
 def independence_problem(candidate: User, principal: User, now=None) -> str | None:
     """Why ``candidate`` cannot be the second person for something of ``principal``'s (approving their
-    access request or policy change, acknowledging their break-glass), or None. Within the last
-    FOUR_EYES_INDEPENDENCE_DAYS, the candidate must not be an account that ``principal`` created, nor
-    one that a change proposed or approved by ``principal`` made staff or superuser, added to a group,
-    or gave object or model permissions (directly or through a group the candidate is in), or whose
-    password or authenticator it reset. Nor, for as long as it lives, an account holding an API token that
-    ``principal`` proposed (its secret was shown to them: they can act as that account). A single admin
-    cannot make the second admin they need (docs/DECISIONS.md, "Sybil admin")."""
+    access request or policy change, acknowledging their break-glass, confirming their provisioning), or
+    None (``dependencies``: the rules)."""
     if candidate.pk == principal.pk:
         return "Nobody is their own second pair of eyes."
+    return dependencies(candidate, now).get(principal.pk)
+
+
+def dependencies(candidate: User, now=None) -> dict[int, str]:
+    """The accounts ``candidate`` is not independent of, each with why: within the last
+    FOUR_EYES_INDEPENDENCE_DAYS, the one that created the candidate's account, and those who proposed or approved
+    a change that made it staff or superuser, added it to a group, gave it object or model permissions
+    (directly or through a group it is in), or reset its password or authenticator; and, for as long as it
+    lives, whoever proposed an API token of the candidate's account (its secret was shown to them: they can
+    act as that account). A single admin cannot make the second admin they need (docs/DECISIONS.md, "Sybil
+    admin"). Three small reads; the queue uses it to leave out requests the candidate may not decide."""
     now = now or timezone.now()
     since = now - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     days = settings.FOUR_EYES_INDEPENDENCE_DAYS
-    if candidate.created_by_id == principal.pk and candidate.date_joined > since:
-        return f"{principal.get_username()} created your account less than {days} days ago."
-    if ApiToken.objects.filter(
-        user=candidate, created_by=principal, revoked_at__isnull=True, expires_at__gt=now
-    ).exists():
-        return f"{principal.get_username()} holds an API token of your account: they can act as you."
-    by_principal = Q(proposed_by=principal) | Q(decided_by=principal)
+    found: dict[int, str] = {}
+    if candidate.created_by_id and candidate.date_joined > since:
+        maker = User.objects.filter(pk=candidate.created_by_id).values_list("username", flat=True).first()
+        found[candidate.created_by_id] = f"{maker} created your account less than {days} days ago."
+    tokens = ApiToken.objects.filter(user=candidate, revoked_at__isnull=True, expires_at__gt=now)
+    for holder_id, holder in tokens.exclude(created_by=None).values_list("created_by_id", "created_by__username"):
+        found.setdefault(holder_id, f"{holder} holds an API token of your account: they can act as you.")
     about_candidate = Q(beneficiary=candidate) | Q(
         kind__in=["object_permission", "group_permissions"],
-        payload__group_id__in=list(candidate.groups.values_list("pk", flat=True)),
+        payload__group_id__in=scope(candidate).group_ids,  # read once per request (the scope's memo)
     )
-    if (
+    empowering = (
         ChangeRequest.objects.filter(
-            by_principal, about_candidate, status="applied", kind__in=_EMPOWERING_KINDS, decided_at__gt=since
+            about_candidate, status="applied", kind__in=_EMPOWERING_KINDS, decided_at__gt=since
         )
         .exclude(kind="object_permission", payload__add=[])
-        .exists()
-    ):
-        return f"{principal.get_username()} gave your account rights or reset its sign-in less than {days} days ago."
-    return None
+        .values_list("proposed_by_id", "proposed_by__username", "decided_by_id", "decided_by__username")
+    )
+    for proposer_id, proposer, decider_id, decider in empowering:
+        for pk, name in ((proposer_id, proposer), (decider_id, decider)):
+            if pk is not None:
+                found.setdefault(pk, f"{name} gave your account rights or reset its sign-in less than {days} days ago.")
+    found.pop(candidate.pk, None)
+    return found
 
 
 def can_manage_changes(user: User) -> bool:

@@ -83,8 +83,9 @@ def my_requests(user: User) -> QuerySet[AccessRequest]:
 def approver_queue(
     user: User, now: datetime, *, system_id: int | None = None, risk_tier: str | None = None
 ) -> QuerySet[AccessRequest]:
-    """Pending requests ``user`` may decide now: never their own, never ones they already decided,
-    oldest first."""
+    """Pending requests ``user`` may decide now: never their own, never ones they already decided, never
+    those of someone they are not independent of (``permissions.dependencies``: an admin who made their
+    account lately, say), oldest first."""
     already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
     # Approvals so far as a correlated count, not a join + GROUP BY over every selected column: the
     # grouped form took PostgreSQL ~10 ms to plan for a 1 ms query.
@@ -107,6 +108,9 @@ def approver_queue(
         .annotate(approvals=Coalesce(Subquery(approvals), 0))
         .order_by("created_at", "pk")
     )
+    not_independent = permissions.dependencies(user, now)
+    if not_independent:
+        qs = qs.exclude(requester_id__in=sorted(not_independent))
     if system_id:
         qs = qs.filter(role__system_id=system_id)
     if risk_tier:

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from accessgov import permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -372,6 +373,26 @@ def test_an_approver_cannot_confirm_the_manual_tasks_of_their_own_grant(world):
     provisioning.manual_task_complete(world.owner, remove_item.pk)
     grant.refresh_from_db()
     assert grant.removal_confirmed_at is not None
+
+
+def test_the_queue_leaves_out_requests_of_someone_the_approver_is_not_independent_of(world, make_user):
+    """A probe's finding: a sock account's queue (page and API) listed its maker's request, which it may not decide."""
+    sock = make_user("sock")
+    User.objects.filter(pk=sock.pk).update(created_by=world.requester, date_joined=timezone.now() - timedelta(days=1))
+    sock.refresh_from_db()
+    assign_perm("accessgov.approve_role", sock, world.role)
+    request = ar.access_request_submit(world.requester, role=world.role, duration=H, justification=WHY)
+    assert f"#{request.pk} " not in as_(sock).get(reverse("approvals")).content.decode()
+    assert f"#{request.pk} " in as_(world.approver).get(reverse("approvals")).content.decode()
+    _token, secret = make_token(sock, scopes=["decisions:read"])
+    listed = api_client(secret).get("/api/v1/decisions/")
+    assert listed.status_code == 200 and request.pk not in [row["id"] for row in listed.json()]
+    _token, secret = make_token(world.approver, scopes=["decisions:read"])
+    assert request.pk in [row["id"] for row in api_client(secret).get("/api/v1/decisions/").json()]
+    assert (
+        permissions.independence_problem(sock, world.requester)
+        == "requester created your account less than 30 days ago."
+    )
 
 
 def test_an_account_the_grantee_made_cannot_confirm_their_manual_tasks(world, make_user):
