@@ -140,17 +140,25 @@ def enrol_qr_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(buffer.getvalue(), content_type="image/svg+xml")
 
 
+@sensitive_post_parameters("otp_token")
 @never_cache
 @require_http_methods(["GET", "POST"])
 def backup_codes_view(request: HttpRequest) -> HttpResponse:
-    """Backup codes are shown once, right after they are made; POST replaces them with new ones."""
-    if request.method == "POST":
-        request.session["new_backup_codes"] = otp.new_backup_codes(request.user)
-        logger.info("backup codes regenerated user=%s", request.user.pk)
-        return redirect("accounts:backup_codes")
-    codes = request.session.pop("new_backup_codes", None)
-    context = {"codes": codes, "left": otp.backup_codes_left(request.user), "next": _next_url(request)}
-    return render(request, "accounts/backup_codes.html", context)
+    """Backup codes are shown once, right after they are made; POST replaces them with new ones, with a
+    current code from the authenticator app: new codes are a second factor, and a stolen session alone must
+    not mint one (as resetting the authenticator asks for a code, and changing the password for the old one)."""
+    form = OTPCodeForm(request.POST if request.method == "POST" else None, allow_backup=False)
+    if request.method == "POST" and form.is_valid():
+        result = otp.verify_code(request.user, form.cleaned_data["otp_token"], allow_backup=False)
+        if result.ok:
+            request.session["new_backup_codes"] = otp.new_backup_codes(request.user)
+            logger.info("backup codes regenerated user=%s", request.user.pk)
+            return redirect("accounts:backup_codes")
+        otp.record_failure(request, request.user, "backup-codes")
+        form.add_error("otp_token", result.message)
+    codes = None if request.method == "POST" else request.session.pop("new_backup_codes", None)
+    context = {"codes": codes, "left": otp.backup_codes_left(request.user), "next": _next_url(request), "form": form}
+    return render(request, "accounts/backup_codes.html", context, status=400 if form.errors else 200)
 
 
 @sensitive_post_parameters("otp_token")

@@ -1,5 +1,7 @@
 """Session lifetime: idle and absolute timeouts, sign-out, and credential changes ending other sessions."""
 
+import time
+
 import pytest
 import time_machine
 from django.test import Client
@@ -109,14 +111,21 @@ def test_replacing_the_authenticator_needs_a_valid_current_code(verified_client,
 
 
 @pytest.mark.django_db
-def test_regenerating_backup_codes_replaces_the_old_ones(verified_client, requester):
+def test_regenerating_backup_codes_needs_a_current_code_and_replaces_the_old_ones(verified_client, requester):
     old = requester.backup_codes
-    response = verified_client.post(reverse("accounts:backup_codes"))
+    # A session alone (stolen, say) does not mint a second factor: no code, a wrong one, or a backup code.
+    for refused in ({}, {"otp_token": "000000"}, {"otp_token": old[0]}):
+        response = verified_client.post(reverse("accounts:backup_codes"), refused)
+        assert response.status_code == 400, refused
+    from django_otp.plugins.otp_static.models import StaticToken
+
+    assert set(StaticToken.objects.filter(device__user=requester).values_list("token", flat=True)) >= set(old[1:])
+    device = TOTPDevice.objects.get(user=requester, confirmed=True)
+    with time_machine.travel(time.time() + 60, tick=False):  # past the throttle the two failures set
+        response = verified_client.post(reverse("accounts:backup_codes"), {"otp_token": totp_code(device)})
     assert response["Location"] == reverse("accounts:backup_codes")
     page = verified_client.get(reverse("accounts:backup_codes")).content.decode()
     assert not any(code in page for code in old)
-    from django_otp.plugins.otp_static.models import StaticToken
-
     new = set(StaticToken.objects.filter(device__user=requester).values_list("token", flat=True))
     assert len(new) == 10
     assert new.isdisjoint(old)
