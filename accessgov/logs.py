@@ -36,3 +36,19 @@ class SingleLineFormatter(logging.Formatter):
 
     def formatStack(self, stack_info: str) -> str:
         return "\n".join("    " + line for line in stack_info.splitlines())
+
+
+class ExpectedRefusalFilter(logging.Filter):
+    """Drops the traceback Django attaches to its "Forbidden (Permission denied)" warning: a 403 is the
+    portal answering as designed (someone asked for what they may not do), and a traceback per refusal buried
+    real errors. The one-line warning, with the path and the reason, stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from django.core.exceptions import PermissionDenied
+
+        if record.exc_info and isinstance(record.exc_info[1], PermissionDenied):
+            record.msg = f"{record.msg}: %s"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), record.exc_info[1])
+            record.exc_info = None
+            record.exc_text = None
+        return True

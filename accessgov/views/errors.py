@@ -132,3 +132,15 @@ def _page_above(path: str) -> str | None:
             continue
         return candidate
     return None
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Django's CSRF_FAILURE_VIEW: the product's 403 page (Django's own has an inline style the CSP blocks),
+    saying what to do; the API's JSON error format for JSON clients. The reason goes to the log only."""
+    message = (
+        "This form was sent without a valid security token: it may have been open for a long time, or sent "
+        "from another site. Nothing was done. Go back, reload the page, and send it again."
+    )
+    if wants_json(request):
+        return JsonResponse({"error": {"code": "csrf_failed", "message": message}}, status=403)
+    return render(request, "403.html", {"exception": message}, status=403)

@@ -75,3 +75,38 @@ def test_every_record_of_a_hostile_sign_in_and_page_visit_is_one_line(caplog, re
             assert "\n" not in line and "\r" not in line, line
         forged_seen |= "otp device enrolled user=1" in line
     assert forged_seen, "the hostile username reached a log record (so this test saw it)"
+
+
+def test_an_expected_refusal_is_one_line_without_a_traceback_and_real_errors_keep_theirs():
+    """A probe counted 68 tracebacks at WARNING in one crawl, one per 403: each was the portal working."""
+    from django.core.exceptions import PermissionDenied
+
+    from accessgov.logs import ExpectedRefusalFilter
+
+    assert "expected_refusals" in settings.LOGGING["handlers"]["console"]["filters"]
+    try:
+        raise PermissionDenied("Only the system's owners manage who may request its roles.")
+    except PermissionDenied:
+        refusal = logging.LogRecord(
+            "django.request",
+            logging.WARNING,
+            __file__,
+            1,
+            "Forbidden (Permission denied): %s",
+            ("/x/",),
+            sys.exc_info(),
+        )
+    assert ExpectedRefusalFilter().filter(refusal)
+    line = portal_formatter().format(refusal)
+    assert "\n" not in line and "Traceback" not in line
+    assert line.endswith(
+        "Forbidden (Permission denied): /x/: Only the system's owners manage who may request its roles."
+    )
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        error = logging.LogRecord(
+            "django.request", logging.ERROR, __file__, 1, "Internal Server Error", (), sys.exc_info()
+        )
+    assert ExpectedRefusalFilter().filter(error)
+    assert "Traceback" in portal_formatter().format(error)

@@ -205,3 +205,16 @@ def test_a_form_without_a_valid_csrf_token_plants_nothing_in_the_next_sign_in(wo
         assert response.status_code == 302 and "accessgov_form_draft" not in client.session
         verify_session(client, world.requester)
         assert "Planted by another site" not in client.get(new).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_form_without_its_csrf_token_gets_the_products_403_page_and_nothing_is_done(world):
+    """A probe's finding: Django's stock page answered (its inline style blocked by our CSP)."""
+    from accessgov.models import AccessRequest
+    from tests.conftest import verify_session
+
+    client = verify_session(Client(enforce_csrf_checks=True), world.requester)
+    response = client.post(reverse("request_new"), {"role": world.role.pk, "duration": "1h", "justification": "x" * 20})
+    page = response.content.decode()
+    assert response.status_code == 403 and "without a valid security token" in page and "<style" not in page
+    assert not AccessRequest.objects.exists()
