@@ -131,7 +131,11 @@ class ListedModelChoiceField(inputs.ModelChoiceField):
 
 class AccessRequestForm(forms.Form):
     role = ListedModelChoiceField(queryset=None, empty_label="Choose a role…")
-    duration = DurationInput(help_text="e.g. 30m, 1h, 1h30m. The role's maximum is shown beside it.")
+    duration = DurationInput(
+        required=False,
+        help_text="e.g. 30m, 1h, 1h30m. Empty: the role's default. Each role's default and maximum are in the "
+        "table beside this form.",
+    )
     starts_at = inputs.DateTimeField(
         required=False,
         label="Start (optional)",
@@ -150,6 +154,12 @@ class AccessRequestForm(forms.Form):
         """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("duration") and data.get("role") is not None and "duration" not in self.errors:
+            data["duration"] = data["role"].default_duration  # what the table beside the form says
+        return data
 
     def list_roles(self, listed: list) -> None:
         """The role options, as the page read them (``roles``' rows)."""

@@ -59,8 +59,14 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
                 client_address=request.client_address,
             )
         except AccessGovError as error:
-            form.add_error(None, str(error))
+            form.add_error(_request_field(error), str(error))
             status = status_for(error)
+            if "already have a pending request" in str(error):
+                pending = AccessRequest.objects.filter(
+                    requester=request.user, role=data["role"], status=AccessRequest.Status.PENDING
+                ).first()
+                if pending is not None:
+                    form.pending_url = reverse("request_detail", args=[pending.pk])
         else:
             if access_request.status == AccessRequest.Status.APPROVED:
                 messages.success(request, f"Approved automatically ({access_request.auto_approved_by_rule}).")
@@ -259,6 +265,22 @@ def _decided_message(access_request: AccessRequest, outcome: str) -> str:
     if access_request.status == AccessRequest.Status.PENDING:
         return f"{verb}: request #{access_request.pk}, which still waits for another approver."
     return f"{verb}: request #{access_request.pk}."
+
+
+def _request_field(error: AccessGovError) -> str | None:
+    """The field of the request form a refusal is about, so it is shown next to it (None: the form)."""
+    if not isinstance(error, PolicyViolation):
+        return None
+    text = str(error).lower()
+    if "ticket" in text and "cannot be read" not in text:  # an unreadable rule is the admin's to fix
+        return "ticket"
+    if "scheduled start" in text:
+        return "starts_at"
+    if any(word in text for word in ("duration", "at most", "shortest")):
+        return "duration"
+    if "explain why" in text:
+        return "justification"
+    return None
 
 
 def _decision_field(error: AccessGovError, access_request: AccessRequest) -> str | None:

@@ -378,6 +378,7 @@ def test_owner_flows_and_pages(live_server, scene, csp_watch, request):
     page.goto(live_server.url + f"/systems/{w.system.slug}/")
     page.get_by_role("button", name="End group payments on-call's eligibility for read-write").click()
     expect(page.get_by_text("1 person loses eligibility for Payments DB · read-write")).to_be_visible()
+    page.get_by_label("Why (recorded").fill("The on-call rota moved to the platform team")
     page.get_by_role("button", name="Yes, end eligibility").click()
     expect(page.get_by_text("Eligibility ended.")).to_be_visible()
 

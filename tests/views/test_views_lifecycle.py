@@ -70,6 +70,23 @@ def test_bad_request_input_gets_a_clear_message_and_nothing_is_written(world, da
     assert not AccessRequest.objects.exists()
 
 
+def test_a_refusal_sits_next_to_its_field_an_empty_duration_is_the_roles_default_and_a_duplicate_links_the_first(
+    world,
+):
+    """A probe's findings on the request form: policy errors only in a banner, no default, a dead-end duplicate."""
+    client = as_(world.requester)
+    payload = {"role": world.role.pk, "duration": "9h", "justification": "Fix the stuck payout batch"}
+    page = client.post(reverse("request_new"), payload).content.decode()
+    error = page.split('id="id_duration_error"')[1][:200]
+    assert "allows at most 4 h" in error and 'class="form-errors"' not in page
+    response = client.post(reverse("request_new"), {**payload, "duration": ""})
+    first = AccessRequest.objects.get()
+    assert response.status_code == 302 and first.requested_duration == world.role.default_duration
+    again = client.post(reverse("request_new"), {**payload, "duration": ""}).content.decode()
+    assert "already have a pending request" in again
+    assert f'href="{reverse("request_detail", args=[first.pk])}"' in again
+
+
 def test_ineligible_role_cannot_be_posted_by_id(world):
     response = as_(world.outsider).post(
         reverse("request_new"), {"role": world.role.pk, "duration": "1h", "justification": "Let me in please"}
