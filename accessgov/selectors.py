@@ -84,8 +84,8 @@ def approver_queue(
     user: User, now: datetime, *, system_id: int | None = None, risk_tier: str | None = None
 ) -> QuerySet[AccessRequest]:
     """Pending requests ``user`` may decide now: never their own, never ones they already decided, never
-    those of someone they are not independent of (``permissions.dependencies``: an admin who made their
-    account lately, say), oldest first."""
+    those of someone they are not independent of (``permissions.undecidable_requester_ids``: an admin who
+    made their account lately, say — kept up to 30 s per process; each decision checks again), oldest first."""
     already = Decision.objects.filter(access_request=OuterRef("pk"), approver=user)
     # Approvals so far as a correlated count, not a join + GROUP BY over every selected column: the
     # grouped form took PostgreSQL ~10 ms to plan for a 1 ms query.
@@ -108,7 +108,7 @@ def approver_queue(
         .annotate(approvals=Coalesce(Subquery(approvals), 0))
         .order_by("created_at", "pk")
     )
-    not_independent = permissions.dependencies(user, now)
+    not_independent = permissions.undecidable_requester_ids(user, now)
     if not_independent:
         qs = qs.exclude(requester_id__in=sorted(not_independent))
     if system_id:

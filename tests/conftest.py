@@ -96,7 +96,10 @@ def _fresh_cache():
     """Cached filter choices and report summaries never leak from one test into the next."""
     from django.core.cache import cache
 
+    from accessgov import permissions
+
     cache.clear()
+    permissions._dependency_ids.clear()  # the queue's per-process memo of who may not decide whose requests
 
 
 @pytest.fixture(autouse=True)
