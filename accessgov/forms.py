@@ -130,6 +130,7 @@ class ListedModelChoiceField(inputs.ModelChoiceField):
 
 
 class AccessRequestForm(forms.Form):
+    pending_url = ""  # set when refused as a duplicate: the page links the pending request
     role = ListedModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(
         required=False,
