@@ -1,7 +1,7 @@
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessgov import inbox, permissions, selectors
+from accessgov import drafts, inbox, permissions, selectors
 from accessgov.models import ChangeRequest
 
 
@@ -14,6 +14,7 @@ def portal(request: HttpRequest) -> dict:
     verified = bool(user and user.is_authenticated and is_verified is not None and is_verified())
     if not verified:
         return {"nav": {"verified": False}}
+    kept_draft = drafts.for_page(request)
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
     auditor = permissions.is_auditor(user)
@@ -32,7 +33,8 @@ def portal(request: HttpRequest) -> dict:
             # Issue 18: the inbox badge (what needs me + unread "what happened"), one more query.
             "inbox": inbox.badge_counts(user, now, queue_size=queue_size, pending_changes=pending_changes),
             "sees_grants": permissions.sees_grant_list(user),
-        }
+        },
+        "kept_draft": kept_draft,
     }
 
 

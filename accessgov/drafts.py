@@ -8,6 +8,7 @@ with it; nothing is submitted on the person's behalf. A draft is kept only for a
 CSRF token (another site cannot plant text in someone's forms), only one at a time, and for ``KEEP_SECONDS``.
 """
 
+import json
 import time
 from urllib.parse import urlsplit
 
@@ -74,3 +75,16 @@ def kept_action(request: HttpRequest) -> str | None:
     """The path the kept draft's form posts to, if there is a draft (to find which form on a page it fills)."""
     draft = request.session.get(SESSION_KEY)
     return draft.get("action") if isinstance(draft, dict) else None
+
+
+def for_page(request: HttpRequest) -> str | None:
+    """The kept draft as JSON, once, when this is the page its form was on and no view took it (the page's
+    script, ``static/js/accessgov.js``, fills the form that posts to its action): every other form of the
+    portal gets its text back too, not only those whose views fill it themselves."""
+    draft = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
+    if not isinstance(draft, dict) or urlsplit(str(draft.get("page", ""))).path != request.path:
+        return None
+    del request.session[SESSION_KEY]
+    if time.time() - float(draft.get("at", 0)) > KEEP_SECONDS:
+        return None
+    return json.dumps({"action": draft.get("action", ""), "fields": draft.get("fields") or {}})

@@ -57,9 +57,45 @@
     });
   };
 
+  // What was typed into a form sent after the session ended (accessgov/drafts.py): the server kept it,
+  // and the form that posts to the same address gets it back — filled in, not sent.
+  const refillKeptDraft = function () {
+    const kept = document.body.dataset.keptDraft;
+    if (!kept) return;
+    let draft;
+    try { draft = JSON.parse(kept); } catch (error) { return; }
+    const form = Array.prototype.find.call(document.forms, function (f) {
+      return f.method.toLowerCase() === "post" && new URL(f.action, location.href).pathname === draft.action;
+    });
+    if (!form) return;
+    let first = null;
+    Object.keys(draft.fields || {}).forEach(function (name) {
+      const values = draft.fields[name];
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (el.name !== name || el.type === "hidden" || el.type === "password") return;
+        if (el.type === "checkbox" || el.type === "radio") {
+          el.checked = values.indexOf(el.value) !== -1;
+        } else if (el.tagName === "SELECT") {
+          Array.prototype.forEach.call(el.options, function (o) { o.selected = values.indexOf(o.value) !== -1; });
+        } else {
+          el.value = values[0];
+        }
+        first = first || el;
+      });
+    });
+    if (!first) return;
+    const note = document.createElement("p");
+    note.className = "message message-info";
+    note.setAttribute("role", "status");
+    note.textContent = "What you typed before your session ended is filled in again. Check it, then send it.";
+    form.insertBefore(note, form.firstChild);
+    first.focus();
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
     focusFirstError(document);
     setUpCopying();
+    refillKeptDraft();
 
     // Live countdowns: <time data-countdown="ISO-8601">…</time>. At zero the line says the access
     // ended and the card's Release/Extend actions go away (the server no longer offers them either).

@@ -446,3 +446,43 @@ def test_admin_and_newcomer_pages(live_server, scene, csp_watch, make_user, requ
     enrol.set_viewport_size(PHONE)
     assert _overflow(enrol) == 0
     enrol.screenshot(path=str(SHOTS / "newcomer-enrol-390.png"), full_page=True)
+
+
+def test_text_typed_when_the_session_ended_comes_back_after_signing_in_again(scene, live_server, csp_watch):
+    """Nothing typed is lost (PRODUCT.md): the extension form is sent after the idle timeout; the person signs
+    in again, lands on the same form, and finds their text in it — filled in by the page, not sent."""
+    from django.conf import settings
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accessgov.middleware import SESSION_LAST_SEEN_AT
+
+    w = scene
+    context = csp_watch()
+    page = _sign_in(context, live_server, w.requester)
+    extend = f"/grants/{w.grant.pk}/extend/"
+    page.goto(live_server.url + extend)
+    page.get_by_label("Justification").fill("The reconciliation job is still running on the last ledger")
+    cookie = next(c for c in context.cookies() if c["name"] == settings.SESSION_COOKIE_NAME)
+    store = SessionStore(session_key=cookie["value"])
+    store[SESSION_LAST_SEEN_AT] = time.time() - 31 * 60  # idle for 31 minutes
+    store.save()
+    page.get_by_role("button", name=re.compile("Extend|Ask", re.I)).first.click()
+    page.wait_for_url(re.compile(r"/accounts/login/"))
+    expect(page.get_by_text("What you typed is kept")).to_be_visible()
+    assert not AccessRequest.objects.filter(kind=AccessRequest.Kind.EXTENSION).exists()
+
+    secret = base32_secret(TOTPDevice.objects.get(user=w.requester, confirmed=True))
+    page.get_by_label("Username").fill(w.requester.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(re.compile(r"/accounts/otp/"))
+    if 30 - time.time() % 30 < 8:
+        wait_for_next_step(time_step())
+    page.get_by_label("Code").fill(totp(secret, at=time.time()))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(live_server.url + extend)
+    expect(page.get_by_label("Justification")).to_have_value(
+        "The reconciliation job is still running on the last ledger"
+    )
+    expect(page.get_by_text("filled in again")).to_be_visible()
+    assert not AccessRequest.objects.filter(kind=AccessRequest.Kind.EXTENSION).exists()  # nothing was sent
