@@ -7,8 +7,9 @@ failing channel never makes another one send twice.
 
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import timedelta
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -34,6 +35,45 @@ from accessgov.policies import format_duration
 from accessgov.services import after_commit
 
 logger = logging.getLogger("accessgov.notifications")
+
+# An instant in a notification is written by ``at`` between two invisible separators and shown in each
+# recipient's own time zone when their email is rendered (``in_zone``); Slack posts and people without a zone
+# get UTC. The text around it is the same for everyone.
+_MARK = "\u2063"
+_INSTANT = re.compile(_MARK + r"([0-9T:+.\-]{19,40})(\|time)?" + _MARK)
+
+
+def at(instant: datetime, *, time_only: bool = False) -> str:
+    """``instant`` as "2026-12-08 09:00 CET" (or "09:00 CET") in whoever reads it."""
+    return f"{_MARK}{instant.astimezone(UTC).isoformat()}{'|time' if time_only else ''}{_MARK}"
+
+
+def _localized(text: str, zone: tzinfo) -> str:
+    def shown(match: re.Match) -> str:
+        try:
+            local = datetime.fromisoformat(match.group(1)).astimezone(zone)
+        except ValueError:  # not one ``at`` wrote (someone typed the separators): shown as typed, without them
+            return match.group(1)
+        return f"{local:%H:%M} {local.tzname()}" if match.group(2) else f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+    return _INSTANT.sub(shown, text)
+
+
+def in_zone(message: "Message", zone: tzinfo) -> "Message":
+    """``message`` with its instants written in ``zone``."""
+    return replace(
+        message,
+        subject=_localized(message.subject, zone),
+        heading=_localized(message.heading, zone),
+        lines=[_localized(line, zone) for line in message.lines],
+    )
+
+
+def zone_of(user: User | None) -> tzinfo:
+    """The person's time zone (their profile's), or UTC."""
+    from accessgov.middleware import zone_named
+
+    return (zone_named(user.time_zone) if user is not None else None) or UTC
 
 
 @dataclass
@@ -69,13 +109,13 @@ def request_submitted(access_request: AccessRequest) -> Message:
         heading=f"{_who(access_request.requester)} requests {role}",
         lines=[
             f"Duration: {format_duration(access_request.requested_duration)}",
-            f"Starts: {access_request.starts_at:%Y-%m-%d %H:%M} UTC (scheduled)"
+            f"Starts: {at(access_request.starts_at)} (scheduled)"
             if access_request.starts_at
             else "Starts: when approved",
             f"Why: {access_request.justification}",
             f"Ticket: {access_request.ticket or '—'}",
             f"Risk: {role.get_risk_tier_display()} · approvals needed: {max(1, role.approvals_required)}",
-            f"Decide before {access_request.lapses_at:%Y-%m-%d %H:%M} UTC, or it lapses.",
+            f"Decide before {at(access_request.lapses_at)}, or it lapses.",
         ],
         recipients=permissions.approvers_for_role(role) - {access_request.requester},
         action_url=inbox.inbox_url(f"request-{access_request.pk}"),
@@ -113,7 +153,7 @@ def request_decided(access_request: AccessRequest) -> Message:
             if access_request.kind != AccessRequest.Kind.EXTENSION
             else access_request.extends_grant
         )
-        lines = [f"Access until {grant.expires_at:%Y-%m-%d %H:%M} UTC."]
+        lines = [f"Access until {at(grant.expires_at)}."]
         if access_request.auto_approved_by_rule:
             lines.append(f"Approved automatically ({access_request.auto_approved_by_rule}).")
         for decision in access_request.decisions.filter(outcome="approve").select_related("approver"):
@@ -165,9 +205,9 @@ def request_withdrawn(access_request: AccessRequest) -> Message:
 
 def grant_expiring(grant: Grant) -> Message:
     return Message(
-        subject=f"[AccessGov] Your access to {grant.role} ends at {grant.expires_at:%H:%M} UTC",
+        subject=f"[AccessGov] Your access to {grant.role} ends at {at(grant.expires_at, time_only=True)}",
         heading=f"Your access to {grant.role} ends soon",
-        lines=[f"It ends at {grant.expires_at:%Y-%m-%d %H:%M} UTC. Extend it if you still need it."],
+        lines=[f"It ends at {at(grant.expires_at)}. Extend it if you still need it."],
         recipients={grant.user},
         action_url=inbox.inbox_url(f"grant-{grant.pk}"),
         action_label="Extend or release",
@@ -180,7 +220,7 @@ def grant_ended(grant: Grant) -> Message:
         Grant.EndReason.RELEASED: "was released",
         Grant.EndReason.REVOKED: f"was revoked by {_who(grant.ended_by) if grant.ended_by else 'an approver'}",
     }.get(grant.end_reason, "ended")
-    lines = [f"Ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC."]
+    lines = [f"Ended at {at(grant.ended_at)}."]
     why = selectors.grant_end_reason(grant)
     if why:
         lines.append(f"Why: {why}")
@@ -200,7 +240,7 @@ def break_glass_activated(grant: Grant) -> Message:
         subject=f"[AccessGov] BREAK-GLASS: {_who(grant.user)} activated {role}",
         heading=f"Break-glass: {_who(grant.user)} activated {role}",
         lines=[
-            f"Until {grant.expires_at:%Y-%m-%d %H:%M} UTC.",
+            f"Until {at(grant.expires_at)}.",
             f"Reason: {grant.access_request.justification}",
             "Another person must review and acknowledge it within 24 hours.",
         ],
@@ -229,8 +269,8 @@ def removal_overdue(grant: Grant) -> Message:
         subject=f"[AccessGov] ALERT: access to {grant.role} not removed for {grant.user.get_username()}",
         heading=f"Access to {grant.role} has not been removed at the target",
         lines=[
-            f"{_who(grant.user)}'s access ended at {grant.ended_at:%Y-%m-%d %H:%M} UTC; removal was requested at "
-            f"{grant.removal_requested_at:%H:%M} UTC and is not confirmed.",
+            f"{_who(grant.user)}'s access ended at {at(grant.ended_at)}; removal was requested at "
+            f"{at(grant.removal_requested_at, time_only=True)} and is not confirmed.",
             f"Last error: {grant.provisioning_error or '—'}",
             (
                 f"{system.name} is managed by hand: a person must remove the access there and mark it removed."
@@ -267,7 +307,7 @@ def review_started(campaign: ReviewCampaign) -> Message:
         subject=f"[AccessGov] Access review started: {campaign.name}",
         heading=f"Please review access: {campaign.name}",
         lines=[
-            f"You have items to keep or revoke, due {campaign.due_at:%Y-%m-%d %H:%M} UTC.",
+            f"You have items to keep or revoke, due {at(campaign.due_at)}.",
             _no_response_line(campaign),
         ],
         recipients=_reviewers(campaign, open_only=False),
@@ -281,7 +321,7 @@ def review_half_time(campaign: ReviewCampaign) -> Message:
         subject=f"[AccessGov] Access review at half time: {campaign.name}",
         heading=f"Half the time is gone: {campaign.name}",
         lines=[
-            f"You still have unanswered items, due {campaign.due_at:%Y-%m-%d %H:%M} UTC.",
+            f"You still have unanswered items, due {at(campaign.due_at)}.",
             _no_response_line(campaign),
         ],
         recipients=_reviewers(campaign, open_only=True),
@@ -295,8 +335,8 @@ def review_overdue(campaign: ReviewCampaign) -> Message:
         subject=f"[AccessGov] OVERDUE access review: {campaign.name}",
         heading=f"Overdue: {campaign.name}",
         lines=[
-            f"The due date ({campaign.due_at:%Y-%m-%d %H:%M} UTC) has passed with items unanswered.",
-            f"The review closes itself at {campaign.closes_at:%Y-%m-%d %H:%M} UTC. {_no_response_line(campaign)}",
+            f"The due date ({at(campaign.due_at)}) has passed with items unanswered.",
+            f"The review closes itself at {at(campaign.closes_at)}. {_no_response_line(campaign)}",
         ],
         recipients=_reviewers(campaign, open_only=True) | permissions.auditors(),
         action_url=_review_url(campaign),
@@ -311,8 +351,7 @@ def eligibility_ending(eligibility: Eligibility) -> Message:
         subject=f"[AccessGov] Eligibility of {subject} for {role} ends {eligibility.ends_at:%Y-%m-%d}",
         heading=f"Eligibility for {role} is about to end",
         lines=[
-            f"{subject} may request {role} until {eligibility.ends_at:%Y-%m-%d %H:%M} UTC; after that, new "
-            "requests are refused.",
+            f"{subject} may request {role} until {at(eligibility.ends_at)}; after that, new requests are refused.",
             "To keep it, add a new eligibility with a later end date on the system page.",
         ],
         recipients=permissions.owners_of_system(role.system),
@@ -526,6 +565,7 @@ def send_slack(message: Message) -> bool:
     system = message.slack_system
     if system is None or not system.slack_webhook_url:
         return False
+    message = in_zone(message, UTC)  # a channel has no one time zone
     mentions = " ".join(f"<@{slack_id}>" for slack_id in message.extra.get("slack_mentions", []) if slack_id.isalnum())
     body = {
         "text": f"*{slack_escape(message.heading)}*\n"
@@ -650,19 +690,23 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
     if message.slack_system is not None and message.slack_system.slack_webhook_url:
         message.extra["slack_mentions"] = _slack_mentions(message, kind)
     _record_deliveries(message, kind, object_id, notification_id, now)
-    rendered = None
     result = Dispatched()
     pending = NotificationDelivery.objects.filter(
         notification_id=notification_id, status=NotificationDelivery.Status.PENDING
     ).select_related("recipient", "system")
+    by_zone: dict[str, tuple[Message, tuple[str, str]]] = {}  # each recipient's time zone rendered once
     for delivery in pending.order_by("pk"):
         if not _claim(delivery, timezone.now()):
             result.pending += 1
             continue
         try:
             if delivery.channel == NotificationDelivery.Channel.EMAIL:
-                rendered = rendered or _rendered(message)
-                send_email(message, delivery.recipient, rendered, address=delivery.address)
+                zone = zone_of(delivery.recipient)
+                if str(zone) not in by_zone:
+                    local = in_zone(message, zone)
+                    by_zone[str(zone)] = (local, _rendered(local))
+                local, rendered = by_zone[str(zone)]
+                send_email(local, delivery.recipient, rendered, address=delivery.address)
             else:
                 send_slack(message)
         except Exception as exc:  # one channel's failure (SMTP, Slack, a bug) is recorded and retried alone

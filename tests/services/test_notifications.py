@@ -169,3 +169,26 @@ def test_a_failed_webhook_is_recorded_and_left_pending_for_the_task_to_retry(wor
 
 def test_notification_about_a_deleted_object_is_a_quiet_no_op():
     assert notifications.dispatch("request_submitted", 999999, notification_id="n-1").sent == 0
+
+
+def test_each_person_reads_the_times_of_an_email_in_their_own_time_zone(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    """A probe's finding: every email was in UTC, for a New York approver and a Berlin requester alike."""
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    world.approver.time_zone = "America/New_York"
+    world.approver.save()
+    world.approver2.time_zone = "not/a zone"  # unknown: UTC
+    world.approver2.save()
+    at_0430 = time_machine.travel(datetime(2026, 12, 7, 4, 30, tzinfo=UTC), tick=False)
+    with at_0430, django_capture_on_commit_callbacks(execute=True):
+        submit(world)
+    by_person = {m.to[0]: " ".join(m.body.split()) for m in mailoutbox}
+    lapses = "2026-12-08 04:30"  # the role's pending timeout (24 h) from 04:30 UTC
+    assert f"Decide before {lapses} UTC" in by_person[world.approver2.email]
+    assert "Decide before 2026-12-07 23:30 EST" in by_person[world.approver.email]
+    assert "\u2063" not in "".join(by_person.values())  # no separator left anywhere
+    assert "\u2063" not in mailoutbox[0].alternatives[0][0]
