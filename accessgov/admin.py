@@ -287,7 +287,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             now = timezone.now()
             context = {
                 **self.admin_site.each_context(request),
-                "title": "Deactivate accounts?",
+                "title": f"Deactivate {len(people)} account{'' if len(people) == 1 else 's'}?",
                 "people": [
                     {
                         "user": user,
