@@ -77,6 +77,10 @@ def test_my_requests_sort_by_whitelisted_columns_and_a_forged_sort_key_is_a_form
     assert _ids(client.get(url, {"sort": "role"})) == [second.pk, first.pk]  # "admin" < "read-write"
     page = client.get(url)
     assert 'aria-sort="descending"' in page.content.decode()
+    # On phones the headings are hidden: the same sort as a select, the current one chosen, in the filter form.
+    sorted_by_role = client.get(url, {"sort": "role"}).content.decode()
+    assert '<label class="phone-sort">' in sorted_by_role and '<option value="role" selected>' in sorted_by_role
+    assert sorted_by_role.count('name="sort"') == 1  # the select replaces the hidden field, no second value
     for forged in ("justification", "-requester__password", "role__name", "asked;drop", "x" * 5000):
         response = client.get(url, {"sort": forged})
         assert response.status_code == 400, forged
