@@ -84,6 +84,7 @@ def notify_many(self, kind: str, object_ids: list[int], notification_id: str | N
     """One notify per object, each with an id derived from the queued notification's (or this task's):
     publishing them again (a retry after a broker error, a sweep's catch-up) duplicates no delivery."""
     base = notification_id or self.request.id or uuid4().hex
+    notification_outbox.notify_each(kind, object_ids, base)  # each one queued: a lost one is published again
     for object_id in object_ids:
         notify.delay(kind, object_id, notification_id=f"{base}:{object_id}")
     notification_outbox.notification_done(base)

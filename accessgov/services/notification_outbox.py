@@ -7,7 +7,8 @@ moment (the publish is logged and dropped) or loses the message (a restart that 
 open, and every sweep publishes the open rows again that are older than ``GRACE``. Sending is keyed by the
 ``notification_id`` (``notifications.dispatch`` records one ``NotificationDelivery`` per channel and recipient),
 so publishing twice sends nothing twice. The ``notify`` task closes the row when it has finished
-(``notification_done``); ``notify_many`` closes its row once it has published one ``notify`` per object.
+(``notification_done``); ``notify_many`` first writes one row per object (``notify_each``), then publishes one
+``notify`` per object and closes its own row — each object's notification is then tracked like any other.
 """
 
 import logging
@@ -44,6 +45,20 @@ def notify_many(kind: str, object_ids: list[int]) -> None:
         notification_id=uuid4().hex, kind=kind, object_ids=list(object_ids), many=True
     )
     after_commit.enqueue("notify_many", kind, item.object_ids, item.notification_id)
+
+
+def notify_each(kind: str, object_ids: list[int], base: str) -> None:
+    """The fan-out's own rows: one queued notification per object, ``<base>:<id>`` (the ids its ``notify``
+    tasks carry), written before they are published, so that a broker losing any of them loses nothing.
+    Idempotent: a retried fan-out finds its rows."""
+    QueuedNotification.objects.bulk_create(
+        [
+            QueuedNotification(notification_id=f"{base}:{object_id}", kind=kind, object_ids=[object_id])
+            for object_id in object_ids
+        ],
+        batch_size=5000,
+        ignore_conflicts=True,
+    )
 
 
 def notification_running(notification_id: str) -> None:

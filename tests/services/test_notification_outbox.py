@@ -56,3 +56,25 @@ def test_a_task_that_is_retrying_holds_its_notification_and_one_that_never_comes
     with time_machine.travel(T0 + timedelta(days=1) + 2 * GIVE_UP + timedelta(minutes=2), tick=False):
         notification_outbox_drain()
         assert not QueuedNotification.objects.exists()
+
+
+def test_a_fan_out_queues_each_of_its_notifications_so_a_lost_one_is_sent_by_a_sweep(world, mailoutbox):
+    from accessgov import tasks
+    from accessgov.services.notification_outbox import notify_each
+
+    with time_machine.travel(T0, tick=False):
+        first, second = submit(world), submit(world, role=world.role_two)
+        QueuedNotification.objects.all().delete()  # the submissions' own (never run here): not this test's
+        tasks.notify_many.apply(args=("request_submitted", [first.pk], "fan-1"))  # runs its notify at once (eager)
+        rows = {q.notification_id: q.done_at is not None for q in QueuedNotification.objects.all()}
+        assert rows == {"fan-1:" + str(first.pk): True}  # the per-object row, closed by its notify
+        sent = len(mailoutbox)
+        assert sent == 2  # the role's two approvers
+        # A fan-out whose per-object task the broker lost: its row stays open, and a sweep sends it.
+        notify_each("request_submitted", [second.pk], "fan-2")
+        notify_each("request_submitted", [second.pk], "fan-2")  # a retried fan-out writes nothing twice
+        assert QueuedNotification.objects.filter(notification_id=f"fan-2:{second.pk}").count() == 1
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        assert notification_outbox_drain() == 1
+    assert len(mailoutbox) > sent
+    assert QueuedNotification.objects.get(notification_id=f"fan-2:{second.pk}").done_at is not None
