@@ -109,7 +109,7 @@ def denied_csv_row(access_request: AccessRequest, now: datetime) -> list:
         access_request.role.name,
         access_request.created_at,
         access_request.decided_at,
-        seconds(access_request.requested_duration),
+        int(access_request.requested_duration.total_seconds()),  # whole seconds, as the API gives it
         access_request.justification,
         access_request.ticket,
         access_request.denied_by or "",  # type: ignore[attr-defined]  # annotated by denied_rows

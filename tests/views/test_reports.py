@@ -357,6 +357,7 @@ def test_denied_report_shows_requester_role_when_approver_and_reason(billing):
         "2025-03-03T09:10:00Z",
     )
     assert (rows[two.pk]["denied_by"], rows[two.pk]["denial_comment"]) == ("approver2", "No ticket, no access")
+    assert rows[two.pk]["requested_duration_seconds"].isdigit()  # whole seconds ("3600", not "3600.0")
     assert (rows[access_request.pk]["denied_by"], rows[access_request.pk]["approved_by"]) == ("approver2", "approver")
 
     def shown(**params):
