@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from accessgov import dbsql, permissions
@@ -373,7 +373,7 @@ def _latest_activity(**grant_filter):
 def review_items_with_helpers(items: QuerySet, now: datetime) -> QuerySet:
     """Review items with what a reviewer needs beside each one, in a constant number of queries: the
     subject's last grant of the role (when the access was last used), how many grants in the last 90
-    days, and the subject's groups (or the group's size)."""
+    days, and the subject's groups (or the group's size and its active members)."""
     since = now - timedelta(days=90)
     by_user = Grant.objects.filter(user=OuterRef("subject_user"), role=OuterRef("role"))
     by_group = Grant.objects.filter(user__groups=OuterRef("subject_group"), role=OuterRef("role"))
@@ -381,7 +381,15 @@ def review_items_with_helpers(items: QuerySet, now: datetime) -> QuerySet:
     latest_in_group = by_group.order_by("-starts_at")
     return (
         items.select_related("role__system", "subject_user", "subject_group", "reviewer", "decided_by", "grant")
-        .prefetch_related("subject_user__groups")
+        .prefetch_related(
+            "subject_user__groups",
+            # A group's members, so that the reviewer sees who keeps or loses the access (one query per page).
+            Prefetch(
+                "subject_group__user_set",
+                queryset=User.objects.filter(is_active=True).only("username").order_by("username"),
+                to_attr="active_members",
+            ),
+        )
         .annotate(
             last_grant_id=Coalesce(Subquery(latest.values("pk")[:1]), Subquery(latest_in_group.values("pk")[:1])),
             last_used_at=Coalesce(

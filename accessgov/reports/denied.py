@@ -23,7 +23,6 @@ from accessgov.reports.base import (
     decider_names,
     names,
     role_filter,
-    seconds,
     sort_filter,
     system_filter,
     user_filter,

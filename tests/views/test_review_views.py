@@ -192,3 +192,24 @@ def test_decision_helpers_show_last_use_frequency_and_groups_in_constant_queries
     )
     with django_assert_max_num_queries(len(few.captured_queries)):
         client.get(reverse("review_detail", args=[more.pk]))
+
+
+def test_a_group_item_names_the_groups_active_members(world, make_user):
+    """A probe's finding: "group: requester · 4 members", without who they are (Entra lists them)."""
+    from django.contrib.auth.models import Group
+
+    from accessgov.models import Eligibility
+
+    team = Group.objects.create(name="payments on-call")
+    for name in ("zoe", "mia", "leo"):
+        make_user(name).groups.add(team)
+    gone = make_user("gone")
+    gone.groups.add(team)
+    gone.is_active = False
+    gone.save()
+    Eligibility.objects.create(role=world.role, group=team, starts_at=timezone.now() - timedelta(days=1))
+    campaign = reviews.review_campaign_create(
+        world.auditor, name="With a group", systems=[world.system], due_at=timezone.now() + timedelta(days=14)
+    )
+    page = " ".join(as_(world.auditor).get(reverse("review_detail", args=[campaign.pk])).content.decode().split())
+    assert 'group: payments on-call</strong><br><span class="muted">4 members · active: leo, mia, zoe</span>' in page
