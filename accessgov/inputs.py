@@ -10,6 +10,8 @@ and bounded, so bad input is a form error (400), never an exception (500).
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import django_filters
 from django import forms
@@ -342,3 +344,15 @@ class AnyYesNo(forms.NullBooleanSelect):
 
 def yes_no_filter(field_name: str, label: str) -> django_filters.BooleanFilter:
     return django_filters.BooleanFilter(field_name=field_name, label=label, widget=AnyYesNo)
+
+
+@lru_cache(maxsize=64)
+def zone_named(name: str) -> ZoneInfo | None:
+    """The IANA zone ``name`` (a person's time zone; cached), or None when it is empty or not a zone this
+    system knows."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

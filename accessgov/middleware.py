@@ -5,7 +5,6 @@ import logging
 import time
 from collections.abc import Callable
 from functools import lru_cache, partial
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auditlog.middleware import AuditlogMiddleware as _StockAuditlogMiddleware
 from django.conf import settings
@@ -20,7 +19,7 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.http import urlencode
 from django_otp.middleware import OTPMiddleware
 
-from accessgov import drafts, net, permissions, signed_in
+from accessgov import drafts, inputs, net, permissions, signed_in
 from accessgov.views.errors import bad_request, method_not_allowed
 
 logger = logging.getLogger("accessgov.security")
@@ -274,17 +273,6 @@ class OTPRequiredMiddleware:
         return response
 
 
-@lru_cache(maxsize=64)
-def zone_named(name: str) -> ZoneInfo | None:
-    """The IANA zone ``name`` (cached), or None when it is empty or not a zone this system knows."""
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 class TimeZoneMiddleware:
     """Show times in the person's own zone (issue 18): activate ``User.time_zone`` for this request, read
     from the user row the authentication middleware loaded already (no query of its own). Nobody signed
@@ -299,7 +287,7 @@ class TimeZoneMiddleware:
         if not request.path_info.startswith(("/api/", "/scim/")):
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
-                zone = zone_named(getattr(user, "time_zone", ""))
+                zone = inputs.zone_named(getattr(user, "time_zone", ""))
         if zone is None:
             timezone.deactivate()
         else:

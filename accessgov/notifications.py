@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from accessgov import inbox, net, permissions, recovery, selectors
+from accessgov import inbox, inputs, net, permissions, recovery, selectors
 from accessgov.models import (
     AccessRequest,
     BreakGlassFollowUp,
@@ -71,9 +71,7 @@ def in_zone(message: "Message", zone: tzinfo) -> "Message":
 
 def zone_of(user: User | None) -> tzinfo:
     """The person's time zone (their profile's), or UTC."""
-    from accessgov.middleware import zone_named
-
-    return (zone_named(user.time_zone) if user is not None else None) or UTC
+    return (inputs.zone_named(user.time_zone) if user is not None else None) or UTC
 
 
 @dataclass
