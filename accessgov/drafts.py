@@ -5,7 +5,8 @@ done with it, but what the person typed is kept — ``keep`` stores the form's f
 session (never a password, a code, a token or the CSRF token) together with the page the form was on, and the
 sign-in returns there. The page that shows that form again takes the draft once (``take``) and fills the form
 with it; nothing is submitted on the person's behalf. A draft is kept only for a form that carried a valid
-CSRF token (another site cannot plant text in someone's forms), only one at a time, and for ``KEEP_SECONDS``.
+CSRF token (another site cannot plant text in someone's forms), only for the person whose session timed out
+(someone else signing in on the same browser next never sees it), one at a time, and for ``KEEP_SECONDS``.
 """
 
 import json
@@ -17,6 +18,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.http import url_has_allowed_host_and_scheme
 
 SESSION_KEY = "accessgov_form_draft"
+TIMED_OUT_USER = "accessgov_timed_out_user"  # set by the timeout (middleware): who was signed in
 KEEP_SECONDS = 3600
 NEVER_KEPT = ("csrf", "password", "otp", "token", "code", "secret")
 MAX_CHARS = 20_000  # what a form of this portal can hold (a justification is at most 2,000)
@@ -43,8 +45,9 @@ def _csrf_valid(request: HttpRequest) -> bool:
 def keep(request: HttpRequest) -> str | None:
     """Keep a signed-out POST's fields for after the sign-in; returns the page to come back to (None when
     nothing was kept: not a form, no valid CSRF token, nothing typed, or too much)."""
-    if request.method != "POST" or not _csrf_valid(request):
-        return None
+    owner = request.session.get(TIMED_OUT_USER)
+    if request.method != "POST" or owner is None or not _csrf_valid(request):
+        return None  # only for the person whose session just timed out: never for whoever signs in next
     fields = {
         name: values
         for name, values in request.POST.lists()
@@ -53,8 +56,26 @@ def keep(request: HttpRequest) -> str | None:
     if not fields or sum(len(v) for values in fields.values() for v in values) > MAX_CHARS:
         return None
     page = _came_from(request) or request.path
-    request.session[SESSION_KEY] = {"action": request.path, "page": page, "fields": fields, "at": time.time()}
+    request.session[SESSION_KEY] = {
+        "action": request.path,
+        "page": page,
+        "fields": fields,
+        "at": time.time(),
+        "user": owner,
+    }
     return page
+
+
+def _mine(request: HttpRequest, draft) -> bool:
+    """Whether ``draft`` is the signed-in person's and still fresh (another person signing in on the same browser
+    never sees it)."""
+    user = getattr(request, "user", None)
+    return (
+        isinstance(draft, dict)
+        and user is not None
+        and draft.get("user") == user.pk
+        and time.time() - float(draft.get("at", 0)) <= KEEP_SECONDS
+    )
 
 
 def take(request: HttpRequest, action: str) -> QueryDict | None:
@@ -63,7 +84,7 @@ def take(request: HttpRequest, action: str) -> QueryDict | None:
     if not isinstance(draft, dict) or draft.get("action") != action:
         return None
     del request.session[SESSION_KEY]
-    if time.time() - float(draft.get("at", 0)) > KEEP_SECONDS:
+    if not _mine(request, draft):
         return None
     data = QueryDict(mutable=True)
     for name, values in (draft.get("fields") or {}).items():
@@ -85,6 +106,6 @@ def for_page(request: HttpRequest) -> str | None:
     if not isinstance(draft, dict) or urlsplit(str(draft.get("page", ""))).path != request.path:
         return None
     del request.session[SESSION_KEY]
-    if time.time() - float(draft.get("at", 0)) > KEEP_SECONDS:
+    if not _mine(request, draft):
         return None
     return json.dumps({"action": draft.get("action", ""), "fields": draft.get("fields") or {}})

@@ -218,7 +218,10 @@ class SessionTimeoutMiddleware:
             if now - last_seen > idle or now - started > absolute:
                 reason = "idle" if now - last_seen > idle else "absolute"
                 logger.info("session ended by %s timeout user=%s", reason, request.user.pk)
+                ended_for = request.user.pk
                 logout(request)
+                # Whose form a POST arriving now carries (accessgov.drafts keeps it only for them).
+                request.session[drafts.TIMED_OUT_USER] = ended_for
                 messages.info(request, "Your session has ended. Please sign in again.")
             elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS:
                 session[SESSION_LAST_SEEN_AT] = now

@@ -190,6 +190,34 @@ def test_a_decision_typed_before_the_session_ended_is_back_in_its_card_and_nothi
 
 
 @pytest.mark.django_db
+def test_a_kept_draft_is_never_shown_to_someone_else_signing_in_on_the_same_browser(world):
+    """A shared machine: the requester's session times out under a typed request; the approver signs in next."""
+    from datetime import UTC, datetime
+
+    from accessgov.models import Eligibility
+
+    Eligibility.objects.create(role=world.role, user=world.approver, starts_at=datetime(2020, 1, 1, tzinfo=UTC))
+    client = Client()
+    new = reverse("request_new")
+    with time_machine.travel(T0, tick=False):
+        sign_in(client, world.requester)
+        client.get(new)
+    with time_machine.travel(T0 + 31 * 60, tick=False):
+        typed = {"role": str(world.role.pk), "duration": "1h", "justification": "Private: the payroll incident INC-9"}
+        assert _timed_out_post(client, new, typed, came_from=new).status_code == 302
+        assert "accessgov_form_draft" in client.session
+        sign_in(client, world.approver)
+        form = client.get(new).content.decode()
+        assert 'name="justification"' in form and "payroll incident" not in form
+        assert "payroll incident" not in client.get(reverse("home")).content.decode()
+    # And a POST from a browser that was never signed in keeps nothing at all.
+    stranger = Client()
+    stranger.get(reverse("accounts:login"))
+    _timed_out_post(stranger, new, typed, came_from=new)
+    assert "accessgov_form_draft" not in stranger.session
+
+
+@pytest.mark.django_db
 def test_a_form_without_a_valid_csrf_token_plants_nothing_in_the_next_sign_in(world):
     """Another site cannot post text into someone's forms by sending them signed out."""
     from tests.conftest import verify_session
