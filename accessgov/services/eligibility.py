@@ -72,17 +72,31 @@ def eligibility_add(
             },
         )
         if current is not None:
-            current.ends_at = max(now, current.starts_at + timedelta(microseconds=1))
-            current.save(update_fields=["ends_at"])
-            event_record(
-                AccessEvent.Type.ELIGIBILITY_ENDED,
-                actor=actor,
-                client_address=client_address,
-                role=role,
-                reason=f"Renewed until {ends_at:%Y-%m-%d}" if ends_at else "Renewed with no end",
-                data={"eligibility_id": current.pk, "renewed_by": eligibility.pk},
-            )
+            renewed = f"Renewed until {ends_at:%Y-%m-%d}" if ends_at else "Renewed with no end"
+            _end(current, now, actor=actor, reason=renewed, client_address=client_address, renewed_by=eligibility.pk)
         return eligibility
+
+
+def _end(
+    eligibility: Eligibility,
+    now: datetime,
+    *,
+    actor: User,
+    reason: str,
+    client_address: str | None,
+    renewed_by: int | None = None,
+) -> None:
+    """End a locked eligibility now (after its start) and record it: the one way an eligibility ends early."""
+    eligibility.ends_at = max(now, eligibility.starts_at + timedelta(microseconds=1))
+    eligibility.save(update_fields=["ends_at"])
+    event_record(
+        AccessEvent.Type.ELIGIBILITY_ENDED,
+        actor=actor,
+        client_address=client_address,
+        role=eligibility.role,
+        reason=reason,
+        data={"eligibility_id": eligibility.pk, **({"renewed_by": renewed_by} if renewed_by else {})},
+    )
 
 
 def _later(new_end: datetime | None, current_end: datetime | None) -> bool:
@@ -106,16 +120,7 @@ def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_add
         permissions.ensure_can_manage_eligibility(actor, eligibility.role.system)
         if eligibility.ends_at is not None and eligibility.ends_at <= now:
             raise TransitionNotAllowed("This eligibility has already ended.")
-        eligibility.ends_at = max(now, eligibility.starts_at + timedelta(microseconds=1))
-        eligibility.save(update_fields=["ends_at"])
-        event_record(
-            AccessEvent.Type.ELIGIBILITY_ENDED,
-            actor=actor,
-            client_address=client_address,
-            role=eligibility.role,
-            reason=reason,
-            data={"eligibility_id": eligibility.pk},
-        )
+        _end(eligibility, now, actor=actor, reason=reason, client_address=client_address)
         access_request_withdraw_ineligible(now, role_ids=[eligibility.role_id], job="eligibility-ended")
         return eligibility
 
