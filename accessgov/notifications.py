@@ -605,21 +605,10 @@ class Dispatched:
 
 def _record_deliveries(message: Message, kind: str, object_id: int, notification_id: str, now) -> None:
     """One delivery row per channel of this notification; rows of an earlier run are kept as they are."""
-    rows = [
-        NotificationDelivery(
-            key=f"{notification_id}:email:{user.pk}",
-            notification_id=notification_id,
-            kind=kind,
-            object_id=object_id,
-            channel=NotificationDelivery.Channel.EMAIL,
-            recipient=user,
-            created_at=now,
-        )
-        for user in _email_recipients(message, kind)
-    ]
-    rows += [  # a former address, told of the change (the recipient is the person; the address is not theirs now)
-        NotificationDelivery(
-            key=f"{notification_id}:email:{user.pk}:former",
+
+    def email(user: User, address: str = "") -> NotificationDelivery:
+        return NotificationDelivery(
+            key=f"{notification_id}:email:{user.pk}" + (":former" if address else ""),
             notification_id=notification_id,
             kind=kind,
             object_id=object_id,
@@ -628,6 +617,11 @@ def _record_deliveries(message: Message, kind: str, object_id: int, notification
             address=address,
             created_at=now,
         )
+
+    rows = [email(user) for user in _email_recipients(message, kind)]
+    # A former address, told of the change (the recipient is the person; the address is not theirs now).
+    rows += [
+        email(user, address)
         for user in sorted(message.recipients, key=lambda u: u.pk)
         for address in message.extra.get("also_to", [])[:1]
     ]
