@@ -51,8 +51,16 @@ SCIM_NAMESPACE = "scim"
 
 SESSION_STARTED_AT = "auth_started_at"
 SESSION_LAST_SEEN_AT = "auth_last_seen_at"
-# Writing the session on every request costs a database write; one a minute is precise enough.
+# Writing the session on every request costs a database write, so the last activity is written when it is
+# older than a sixtieth of the idle timeout (30 s of the default 30 min; 1 s of a 1-minute timeout), at most
+# once a minute: the idle timeout then fires at most that much early.
 LAST_SEEN_RESOLUTION_SECONDS = 60
+LAST_SEEN_RESOLUTION_FRACTION = 60
+
+
+def last_seen_resolution(idle_seconds: float) -> float:
+    """How stale the recorded last activity may be before a request writes it again."""
+    return min(LAST_SEEN_RESOLUTION_SECONDS, idle_seconds / LAST_SEEN_RESOLUTION_FRACTION)
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
@@ -223,7 +231,7 @@ class SessionTimeoutMiddleware:
                 # Whose form a POST arriving now carries (accessgov.drafts keeps it only for them).
                 request.session[drafts.TIMED_OUT_USER] = ended_for
                 messages.info(request, "Your session has ended. Please sign in again.")
-            elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS:
+            elif now - last_seen >= last_seen_resolution(idle):
                 session[SESSION_LAST_SEEN_AT] = now
         return self.get_response(request)
 

@@ -1,6 +1,7 @@
 """Session lifetime: idle and absolute timeouts, sign-out, and credential changes ending other sessions."""
 
 import time
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -28,6 +29,29 @@ def test_idle_session_ends_after_30_minutes(client, requester):
         assert response["Location"].startswith(reverse("accounts:login"))
         page = client.get(response["Location"]).content.decode()
         assert "Your session has ended" in page
+
+
+@pytest.mark.django_db
+def test_the_idle_timeout_counts_from_the_last_request_not_from_the_last_minute(client, requester):
+    with time_machine.travel(T0, tick=False):
+        sign_in(client, requester)
+    with time_machine.travel(T0 + 40, tick=False):
+        assert client.get(HOME).status_code == 200
+    # 29 min 50 s after the last request (30 min 30 s after sign-in): still signed in.
+    with time_machine.travel(T0 + 40 + 29 * 60 + 50, tick=False):
+        assert client.get(HOME).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_one_minute_idle_timeout_holds_for_a_person_active_every_50_seconds(client, requester, settings):
+    settings.SESSION_IDLE_TIMEOUT = timedelta(minutes=1)
+    with time_machine.travel(T0, tick=False):
+        sign_in(client, requester)
+    for step in range(1, 7):
+        with time_machine.travel(T0 + 50 * step, tick=False):
+            assert client.get(HOME).status_code == 200, step
+    with time_machine.travel(T0 + 50 * 6 + 61, tick=False):
+        assert client.get(HOME)["Location"].startswith(reverse("accounts:login"))
 
 
 @pytest.mark.django_db
