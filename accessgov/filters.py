@@ -243,12 +243,15 @@ class GrantFilter(ListFilterSet):
         fields = ["q", "system", "role", "status", "user", "break_glass", "since", "until", "sort"]
 
 
-def page_of(filterset: ListFilterSet, rows: QuerySet | None = None, *, after: str = "", size: int | None = None):
-    """One keyset page of ``rows`` (default: the filterset's ``qs``) after the cursor; an empty first
-    page when the filters do not validate (the page shows the form errors instead)."""
+def page_of(
+    filterset: ListFilterSet, rows: QuerySet | None = None, *, after: str = "", back: str = "", size: int | None = None
+):
+    """One keyset page of ``rows`` (default: the filterset's ``qs``) after the cursor (or before ``back``:
+    ``paging.cursors`` reads both from the query string); an empty first page when the filters do not
+    validate (the page shows the form errors instead)."""
     if not filterset.is_valid():
         return Page(rows=[], next_cursor=None, is_first=True)
-    return filterset.page(filterset.qs if rows is None else rows, after=after, size=size or PAGE_SIZE)
+    return filterset.page(filterset.qs if rows is None else rows, after=after, back=back, size=size or PAGE_SIZE)
 
 
 # --- Policy changes, provisioning tasks, review campaigns, systems, eligibility ----------------------

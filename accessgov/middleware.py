@@ -62,6 +62,7 @@ def last_seen_resolution(idle_seconds: float) -> float:
     """How stale the recorded last activity may be before a request writes it again."""
     return min(LAST_SEEN_RESOLUTION_SECONDS, idle_seconds / LAST_SEEN_RESOLUTION_FRACTION)
 
+
 Handler = Callable[[HttpRequest], HttpResponse]
 
 

@@ -208,9 +208,11 @@ class ReportFilterSet(django_filters.FilterSet):
     # paging.keyset_page's ids_first: set where measured faster (the plan joined the whole user table).
     page_ids_first = False
 
-    def page(self, rows: QuerySet, *, after: str, size: int) -> paging.Page:
-        """One page of ``rows`` (this filterset's ``qs`` with display joins) after the cursor."""
-        return paging.keyset_page(rows, self.keyset(), cursor=after, size=size, ids_first=self.page_ids_first)
+    def page(self, rows: QuerySet, *, after: str, size: int, back: str = "") -> paging.Page:
+        """One page of ``rows`` (this filterset's ``qs`` with display joins) after the cursor (or before ``back``)."""
+        return paging.keyset_page(
+            rows, self.keyset(), cursor=after, size=size, ids_first=self.page_ids_first, back=back
+        )
 
 
 def system_filter(field_name: str) -> catalog.IdFilter:

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, drafts, filters, selectors
+from accessgov import catalog, drafts, filters, paging, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import BulkDecisionForm, DecisionForm
@@ -48,7 +48,7 @@ def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = N
     rows = selectors.approver_queue(request.user, now).select_related(None).select_related("role__system", "requester")
     queue_filter = filters.ApprovalQueueFilter(request.GET, queryset=rows.only(*QUEUE_PAGE_FIELDS), now=now)
     catalog.limit_to_catalogue(queue_filter.form, request.user, now)
-    page = filters.page_of(queue_filter, after=request.GET.get("after", ""), size=QUEUE_PAGE_SIZE)
+    page = filters.page_of(queue_filter, **paging.cursors(request.GET), size=QUEUE_PAGE_SIZE)
     queue = page.rows
     contexts = selectors.requester_contexts(queue, now)
     hints = activity_selectors.last_use_hints(queue)

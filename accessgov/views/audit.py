@@ -147,15 +147,18 @@ def audit_trail_view(request: PortalRequest) -> HttpResponse:
     # Only the columns the page shows (the data, hashes and the role's and system's other columns were
     # most of the rows' fetch and conversion time: 7 -> 2 ms for a page of 50).
     rows = events.order_by(*keyset.order_by()).only(*TRAIL_PAGE_FIELDS)
-    page = paging.keyset_page(rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE, ids_first=True)
+    page = paging.keyset_page(
+        rows, keyset, cursor=request.GET.get(cursor_param), size=PAGE_SIZE, ids_first=True, back=request.GET.get("back")
+    )
     query = request.GET.copy()
-    query.pop("before", None)
-    query.pop("after", None)
+    for cursor in ("before", "after", "back"):
+        query.pop(cursor, None)
     head = AccessEvent.objects.order_by("-sequence").values("sequence", "hash").first()
     context = {
         "filter": event_filter,
         "events": page.rows,
         "next_before": page.next_cursor,
+        "prev_back": page.prev_cursor,
         "cursor_param": cursor_param,
         "query": query.urlencode(),
         "head": head,
@@ -253,7 +256,9 @@ def model_changes_view(request: PortalRequest) -> HttpResponse:
         entries = entries.filter(content_type__model=model)
     elif not bookkeeping:
         entries = entries.exclude(content_type__model__in=BOOKKEEPING_MODELS)
-    page = paging.keyset_page(entries, CHANGES_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE)
+    page = paging.keyset_page(
+        entries, CHANGES_KEYSET, cursor=request.GET.get("before"), size=PAGE_SIZE, back=request.GET.get("back")
+    )
     rows = [
         {
             "entry": entry,
@@ -270,6 +275,7 @@ def model_changes_view(request: PortalRequest) -> HttpResponse:
             "rows": rows,
             "next_before": page.next_cursor,
             "next_query": urlencode({**query, "before": page.next_cursor or ""}),
+            "prev_query": urlencode({**query, "back": page.prev_cursor}) if page.prev_cursor else "",
             "model": model,
             "unknown_model": status == 400,
             "bookkeeping": bookkeeping,

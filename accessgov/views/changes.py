@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import filters, permissions
+from accessgov import filters, paging, permissions
 from accessgov.exceptions import AccessGovError
 from accessgov.http import PortalRequest
 from accessgov.models import ChangeRequest
@@ -26,7 +26,7 @@ def change_list_view(request: PortalRequest) -> HttpResponse:
     _ensure_admin(request)
     changes = ChangeRequest.objects.select_related("proposed_by", "decided_by", "beneficiary")
     decided_filter = filters.ChangeFilter(request.GET, queryset=changes.exclude(status=ChangeRequest.Status.PENDING))
-    page = filters.page_of(decided_filter, after=request.GET.get("after", ""))
+    page = filters.page_of(decided_filter, **paging.cursors(request.GET))
     return render(
         request,
         "accessgov/changes/list.html",

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, exports, filters, permissions, selectors
+from accessgov import catalog, exports, filters, paging, permissions, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
@@ -209,7 +209,7 @@ def grants_list_view(request: PortalRequest) -> HttpResponse:
     grant_filter = _grant_filter(request)
     # The columns the table shows: loading whole users, roles and systems cost a third of the page.
     rows = grant_filter.qs.only(*filters.GRANT_LIST_COLUMNS) if grant_filter.is_valid() else None
-    page = filters.page_of(grant_filter, rows, after=request.GET.get("after", ""), size=GRANTS_PAGE_SIZE)
+    page = filters.page_of(grant_filter, rows, **paging.cursors(request.GET), size=GRANTS_PAGE_SIZE)
     return render(
         request,
         "accessgov/grants/list.html",

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, filters, permissions, selectors
+from accessgov import catalog, filters, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.http import PortalRequest
 from accessgov.models import OutboxItem
@@ -21,7 +21,7 @@ def provisioning_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     task_filter = filters.ProvisioningFilter(request.GET, queryset=selectors.provisioning_tasks(request.user), now=now)
     catalog.limit_to_catalogue(task_filter.form, request.user, now)
-    page = filters.page_of(task_filter, after=request.GET.get("after", ""))
+    page = filters.page_of(task_filter, **paging.cursors(request.GET))
     context = selectors.provisioning_dashboard(request.user, now, items=page.rows)
     context.update({"filter": task_filter, "page": page})
     return render(request, "accessgov/provisioning/dashboard.html", context, status=400 if task_filter.errors else 200)

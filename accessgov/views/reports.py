@@ -78,7 +78,7 @@ def _page(request: PortalRequest, report: reports.Report, template: str, headers
     if report.page_fields:
         rows = rows.only(*report.page_fields)
     page = (
-        filterset.page(rows, after=request.GET.get("after", ""), size=PAGE_SIZE)
+        filterset.page(rows, **paging.cursors(request.GET), size=PAGE_SIZE)
         if valid
         else paging.Page(rows=[], next_cursor=None, is_first=True)
     )
@@ -105,7 +105,7 @@ def _summaries(request: PortalRequest, report: reports.Report, filterset, extra)
     if seconds <= 0:
         return {**extra(filterset), "summaries_at": filterset.now, "summary_seconds": 0, "summary_key": ""}
     scope = "all" if permissions.is_auditor(request.user) else f"user-{request.user.pk}"
-    params = sorted((k, v) for k, v in request.GET.items() if k not in ("after", "sort"))
+    params = sorted((k, v) for k, v in request.GET.items() if k not in ("after", "back", "sort"))
     digest = hashlib.sha256(json.dumps([report.name, scope, params]).encode()).hexdigest()
     key = f"report-summary:{digest}"
     cached = cache.get(key)

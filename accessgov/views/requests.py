@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, drafts, exports, filters, inputs, permissions, policies, selectors, workflow
+from accessgov import catalog, drafts, exports, filters, inputs, paging, permissions, policies, selectors, workflow
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
@@ -121,7 +121,7 @@ def my_requests_view(request: PortalRequest) -> HttpResponse:
     # Only what the table shows (the requests' grants and every other column cost a model instance and
     # ≈ 10 timestamps per row for nothing on this page).
     rows = access_filter.qs.select_related(None).select_related("role__system").only(*MY_REQUESTS_PAGE_FIELDS)
-    page = filters.page_of(access_filter, rows, after=request.GET.get("after", ""))
+    page = filters.page_of(access_filter, rows, **paging.cursors(request.GET))
     context = {"filter": access_filter, "page": page, "access_requests": page.rows}
     return render(request, "accessgov/requests/mine.html", context, status=400 if access_filter.errors else 200)
 

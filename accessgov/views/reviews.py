@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import exports, filters, inputs, permissions, selectors
+from accessgov import exports, filters, inputs, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.http import PortalRequest
@@ -45,7 +45,7 @@ def _visible_campaigns(user):
 def campaign_list_view(request: PortalRequest) -> HttpResponse:
     now = timezone.now()
     campaign_filter = filters.CampaignFilter(request.GET, queryset=_visible_campaigns(request.user), now=now)
-    page = filters.page_of(campaign_filter, after=request.GET.get("after", ""))
+    page = filters.page_of(campaign_filter, **paging.cursors(request.GET))
     campaigns = page.rows
     for c in campaigns:
         c.percent = round(100 * c.answered / c.total) if c.total else 100

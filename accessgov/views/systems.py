@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import filters, inputs, permissions, policies
+from accessgov import filters, inputs, paging, permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.http import PortalRequest
@@ -29,7 +29,7 @@ def system_list_view(request: PortalRequest) -> HttpResponse:
         if system_filter.is_valid()
         else None
     )
-    page = filters.page_of(system_filter, rows, after=request.GET.get("after", ""))
+    page = filters.page_of(system_filter, rows, **paging.cursors(request.GET))
     return render(
         request,
         "accessgov/systems/list.html",
@@ -71,7 +71,7 @@ def _system_page(
         else Eligibility.objects.none(),
         now=now,
     )
-    page = filters.page_of(eligibility_filter, after=request.GET.get("after", ""))
+    page = filters.page_of(eligibility_filter, **paging.cursors(request.GET))
     eligibilities = page.rows
     context = {
         "system": system,

@@ -59,6 +59,62 @@ def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyse
         assert firsts[0] is True and not any(firsts[1:])
 
 
+@pytest.mark.parametrize("ids_first", [False, True], ids=["one-query", "ids-first"])
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize(
+    "keyset",
+    [
+        paging.Keyset("pk", unique=True),
+        paging.Keyset("username", "text"),
+        paging.Keyset("last_login", "datetime", nullable=True),
+    ],
+    ids=["unique-int", "text", "nullable-datetime"],
+)
+def test_going_back_from_any_page_shows_the_page_that_ends_just_before_it(people, keyset, descending, ids_first):
+    keyset = paging.Keyset(
+        keyset.field, keyset.kind, descending=descending, nullable=keyset.nullable, unique=keyset.unique
+    )
+    rows = people.order_by(*keyset.order_by())
+    expected = [row.pk for row in rows]
+    for size in (1, 2, 3):
+        forward, cursor = [], None
+        while True:  # every page going forward, with its rows and its "back" cursor
+            page = paging.keyset_page(rows, keyset, cursor=cursor, size=size, ids_first=ids_first)
+            assert (page.prev_cursor is None) == page.is_first
+            forward.append(page)
+            if page.next_cursor is None:
+                break
+            cursor = str(page.next_cursor)
+        for number, page in enumerate(forward[1:], start=1):
+            back = paging.keyset_page(
+                rows, keyset, cursor=None, size=size, ids_first=ids_first, back=str(page.prev_cursor)
+            )
+            start = size * number  # the page's first row: every page before it is full
+            assert [r.pk for r in back.rows] == expected[start - size : start], (size, number)
+            assert back.is_first == (number == 1)
+            assert back.next_cursor is not None
+            # "Next" from the page gone back to is the page we came from.
+            again = paging.keyset_page(rows, keyset, cursor=str(back.next_cursor), size=size, ids_first=ids_first)
+            assert [r.pk for r in again.rows] == [r.pk for r in page.rows]
+
+
+def test_going_back_with_fewer_than_a_page_before_gives_the_full_first_page(people):
+    keyset = paging.Keyset("pk", unique=True)
+    rows = people.order_by(*keyset.order_by())
+    second = rows[1]  # one row before it: the first page (3 rows) rather than a page of one
+    page = paging.keyset_page(rows, keyset, cursor=None, size=3, back=str(second.pk))
+    assert page.is_first and page.prev_cursor is None
+    assert [r.pk for r in page.rows] == [r.pk for r in rows[:3]]
+
+
+@pytest.mark.parametrize("back", ["garbage", "W10", "-3", "99999999999999999999", "\x00"])
+def test_an_unreadable_back_cursor_gives_the_first_page(people, back):
+    for keyset in (paging.Keyset("pk", unique=True), paging.Keyset("last_login", "datetime", nullable=True)):
+        rows = people.order_by(*keyset.order_by())
+        page = paging.keyset_page(rows, keyset, cursor=None, size=3, back=back)
+        assert page.is_first and [r.pk for r in page.rows] == [r.pk for r in rows[:3]]
+
+
 def test_a_unique_integer_key_travels_as_the_plain_number(people):
     keyset = paging.Keyset("pk", unique=True)
     page = paging.keyset_page(people.order_by(*keyset.order_by()), keyset, cursor=None, size=2)

@@ -115,6 +115,24 @@ def test_model_changes_page_lists_field_changes(world):
     assert as_(world.requester).get(reverse("model_changes")).status_code == 403
 
 
+def test_model_changes_page_older_and_back_to_newer(world, monkeypatch):
+    from accessgov.views import audit
+
+    monkeypatch.setattr(audit, "PAGE_SIZE", 2)
+    for hours in (5, 6, 7, 8):
+        world.role.max_duration = timedelta(hours=hours)
+        world.role.save()
+    client = as_(world.auditor)
+    newest = client.get(reverse("model_changes"), {"model": "role"})
+    older = client.get(reverse("model_changes"), {"model": "role", "before": newest.context["next_before"]})
+    assert "← Newer changes" in older.content.decode()
+    back = older.context["prev_query"]
+    assert "model=role" in back
+    again = client.get(reverse("model_changes") + "?" + back)
+    assert [row["entry"].pk for row in again.context["rows"]] == [row["entry"].pk for row in newest.context["rows"]]
+    assert client.get(reverse("model_changes"), {"back": "junk"}).status_code == 200
+
+
 def test_model_changes_read_for_people_constant_queries_and_bookkeeping_on_request(
     world, django_assert_max_num_queries
 ):

@@ -36,6 +36,12 @@ def test_grants_list_pages_by_keyset_newest_first(world, make_user, monkeypatch)
     assert cursor and "Next 2" in first.content.decode()
     second = client.get(reverse("grants_list"), {"after": cursor})
     assert [g.pk for g in second.context["grants"]] == [grants[0].pk] and second.context["page"].next_cursor is None
+    # The last page links back to the one before it (not only to the first page), and that link keeps the filters.
+    page = second.content.decode()
+    back = second.context["page"].prev_cursor
+    assert "← Previous" in page and f"back={back}" in page
+    again = client.get(reverse("grants_list"), {"back": back, "sort": "-from"})
+    assert [g.pk for g in again.context["grants"]] == [grants[2].pk, grants[1].pk]
     # A damaged cursor starts from the newest again instead of failing.
     assert client.get(reverse("grants_list") + "?after=%%%").status_code == 200
 

@@ -371,6 +371,7 @@ def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_
         assert client.get(url, {"q": "x" * 201}).status_code == 400, url
         assert client.get(url, {"sort": "password"}).status_code == 400, url
         assert client.get(url, {"after": "not-a-cursor"}).status_code == 200, url
+        assert client.get(url, {"back": "not-a-cursor"}).status_code == 200, url
     # A reviewer's list is limited to their campaigns whatever they search for.
     assert (
         "Q1 payments review"
@@ -402,6 +403,18 @@ def test_the_audit_trail_pages_newest_or_oldest_first_and_refuses_another_order(
 
     assert walk({}, "before") == list(reversed(sequences))
     assert walk({"sort": "sequence"}, "after") == sequences
+    # Back from the last page, oldest first: the page before it, and a link to the start.
+    last, cursor = None, None
+    while True:
+        last = client.get(url, {"sort": "sequence", **({"after": cursor} if cursor else {})})
+        cursor = last.context["next_before"]
+        if cursor is None:
+            break
+    back = last.context["prev_back"]
+    assert "← Older events" in last.content.decode() and f"back={back}" in last.content.decode()
+    shown = [e.sequence for e in last.context["events"]]
+    before = client.get(url, {"sort": "sequence", "back": back})
+    assert [e.sequence for e in before.context["events"]] == [s for s in sequences if s < shown[0]][-2:]
     assert "Newer events" in client.get(url, {"sort": "sequence"}).content.decode()
     assert client.get(url, {"sort": "hash"}).status_code == 400
     assert client.get(url, {"sort": "sequence", "after": "x\u00b2"}).status_code == 200
