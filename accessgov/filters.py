@@ -243,6 +243,24 @@ class GrantFilter(ListFilterSet):
         fields = ["q", "system", "role", "status", "user", "break_glass", "since", "until", "sort"]
 
 
+class InboxFilter(django_filters.FilterSet):
+    """The inbox's "what happened" list: words in the role, its system, the reason or who acted (a number:
+    the request's id), and "unread only", which ``inbox.happened`` applies (it is the viewer's own marks)."""
+
+    q = SearchFilter(
+        ("access_request__role__name", "access_request__role__system__name", "reason", "actor__username"),
+        id_field="access_request_id",
+    )
+    unread = django_filters.BooleanFilter(method="keep", widget=forms.CheckboxInput, label="Unread only")
+
+    def keep(self, queryset, name, value):
+        return queryset
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.data.get("q") or self.data.get("unread"))
+
+
 def page_of(
     filterset: ListFilterSet, rows: QuerySet | None = None, *, after: str = "", back: str = "", size: int | None = None
 ):

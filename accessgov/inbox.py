@@ -72,11 +72,16 @@ def happened_events(user: User) -> QuerySet[AccessEvent]:
     )
 
 
-def happened(user: User, *, before: int | None = None) -> list[Any]:
-    """The newest "what happened" items, each with ``is_read``, ``summary`` and ``target_url``."""
-    events = happened_events(user).annotate(
+def happened(
+    user: User, *, before: int | None = None, events: QuerySet[AccessEvent] | None = None, unread_only: bool = False
+) -> list[Any]:
+    """The newest "what happened" items (of ``events``, default ``happened_events(user)``, narrowed by the
+    inbox's search), each with ``is_read``, ``summary`` and ``target_url``; ``unread_only``: those not read."""
+    events = (happened_events(user) if events is None else events).annotate(
         marked=Exists(InboxReadMark.objects.filter(user=user, event_id=OuterRef("pk")))
     )
+    if unread_only:  # what ``decorate`` calls read, the other way round
+        events = events.filter(marked=False, sequence__gt=user.inbox_read_through).exclude(actor=user)
     if before:
         events = events.filter(pk__lt=before)
     items = list(events.order_by("-pk")[:HAPPENED_PAGE_SIZE])

@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import inbox, inputs
+from accessgov import filters, inbox, inputs
 from accessgov.forms import NotificationPreferencesForm
 from accessgov.http import PortalRequest
 from accessgov.services import inbox as services
@@ -17,13 +17,28 @@ from accessgov.services import users as user_services
 @require_GET
 def inbox_view(request: PortalRequest) -> HttpResponse:
     before = inputs.parse_id(request.GET.get("before"))
-    items = inbox.happened(request.user, before=before)
+    inbox_filter = filters.InboxFilter(request.GET, queryset=inbox.happened_events(request.user))
+    valid = inbox_filter.is_valid()
+    items = (
+        inbox.happened(
+            request.user,
+            before=before,
+            events=inbox_filter.qs,
+            unread_only=bool(inbox_filter.form.cleaned_data.get("unread")),
+        )
+        if valid
+        else []
+    )
+    query = request.GET.copy()
+    query.pop("before", None)
     context = {
         "needs_me": inbox.needs_me(request.user, timezone.now()),
         "happened": items,
+        "filter": inbox_filter,
+        "query": query.urlencode(),
         "older": items[-1].pk if len(items) == inbox.HAPPENED_PAGE_SIZE else None,
     }
-    return render(request, "accessgov/inbox/inbox.html", context)
+    return render(request, "accessgov/inbox/inbox.html", context, status=200 if valid else 400)
 
 
 @require_GET

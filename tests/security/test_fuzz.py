@@ -466,11 +466,12 @@ def test_no_page_form_answers_5xx_or_half_writes_whatever_it_is_sent(scene, grou
 FILTER_PAGES = {
     "audit_trail": (
         "auditor",
-        ["event_type", "actor", "system", "access_request", "grant", "since", "until", "before"],
+        ["event_type", "actor", "system", "access_request", "grant", "since", "until", "before", "back"],
     ),
     "audit_export": ("auditor", ["event_type", "actor", "system", "access_request", "grant", "since", "until"]),
-    "model_changes": ("auditor", ["model", "before"]),
-    "grants_list": ("auditor", ["system", "role", "status", "user", "break_glass", "before"]),
+    "model_changes": ("auditor", ["model", "before", "back"]),
+    "grants_list": ("auditor", ["system", "role", "status", "user", "break_glass", "before", "after", "back", "q"]),
+    "inbox": ("requester", ["q", "unread", "before"]),
     "approvals": ("approver", ["system", "risk"]),
     "request_new": ("requester", ["role"]),
     "system_list": ("outsider", []),
@@ -480,7 +481,19 @@ FILTER_PAGES = {
     "reviews": ("owner", []),
     "changes": ("admin", []),
 }
-REPORT_FILTERS = ["since", "until", "system", "role", "user", "outcome", "sort", "after", "requester", "approver"]
+REPORT_FILTERS = [
+    "since",
+    "until",
+    "system",
+    "role",
+    "user",
+    "outcome",
+    "sort",
+    "after",
+    "back",
+    "requester",
+    "approver",
+]
 for _report in ("report_access", "report_approvals", "report_break_glass", "report_denied"):
     FILTER_PAGES[_report] = ("auditor", REPORT_FILTERS)
     FILTER_PAGES[f"{_report}_export"] = ("auditor", REPORT_FILTERS)

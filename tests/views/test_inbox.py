@@ -244,6 +244,37 @@ def test_expiry_extension_and_deactivation_reach_the_holders_inbox_with_why(worl
     assert revoked.grant_id == second.pk and "Left the company" in revoked.reason
 
 
+def test_what_happened_is_searchable_by_words_and_request_number_and_narrows_to_unread(world):
+    denied = submit(world)
+    ar.access_request_deny(world.approver, denied.pk, comment="Use the read-only role")
+    grant = _granted(world)
+    gs.grant_release(world.requester, grant.pk)  # done by the requester: listed as read
+    client = verify_session(Client(), world.requester)
+
+    def shown(**query):
+        response = client.get(reverse("inbox"), query)
+        assert response.status_code == 200, response.content.decode()[:500]
+        return [e.event_type for e in response.context["happened"]]
+
+    assert shown(q="read-only") == [AccessEvent.Type.REQUEST_DENIED]
+    assert shown(q=f"#{denied.pk}") == [AccessEvent.Type.REQUEST_DENIED]
+    assert shown(q="READ-ONLY role") == [AccessEvent.Type.REQUEST_DENIED]  # every word, any case
+    assert set(shown(q=world.role.name)) >= {AccessEvent.Type.REQUEST_DENIED, AccessEvent.Type.GRANT_RELEASED}
+    assert AccessEvent.Type.GRANT_RELEASED not in shown(unread="on")
+    assert AccessEvent.Type.REQUEST_DENIED in shown(unread="on")
+    assert shown(q="zz-nothing-like-it") == []
+    assert "Nothing matches" in client.get(reverse("inbox"), {"q": "zz-nothing-like-it"}).content.decode()
+    # Bad input: a clear 400 on the page, nothing searched; another person's words find nothing of theirs.
+    too_long = client.get(reverse("inbox"), {"q": "x" * 201})
+    assert too_long.status_code == 400 and too_long.context["happened"] == []
+    assert client.get(reverse("inbox"), {"unread": "maybe", "before": "junk"}).status_code in (200, 400)
+    outsider = verify_session(Client(), world.outsider)
+    assert outsider.get(reverse("inbox"), {"q": "read-only"}).context["happened"] == []
+    # Everything read: "unread only" is empty.
+    client.post(reverse("inbox_read_all"))
+    assert shown(unread="on") == []
+
+
 def test_mark_all_read_moves_the_read_mark_and_clears_the_badge(world):
     _granted(world)
     client = verify_session(Client(), world.requester)
