@@ -23,6 +23,11 @@ MAX_TOKEN_BYTES = 8192
 MIN_REFETCH_SECONDS = 60
 LEEWAY_SECONDS = 30
 REQUIRED = ["exp", "iat", "iss", "aud", "jti"]
+# A CI job's identity token lives minutes (GitHub Actions) to a job's timeout (GitLab). One that is valid for
+# longer is refused: each is exchanged once, and its use is remembered at least a day
+# (services.integrations.integrations_sweep), which must outlast it.
+MAX_IDENTITY_TOKEN_SECONDS = 6 * 3600
+MAX_JTI_LENGTH = 200  # the length OidcTokenUse keeps: a longer one is refused, never cut
 
 
 class TokenRefused(Exception):
@@ -145,6 +150,11 @@ def verify(token: str) -> tuple[OidcTrustPolicy, dict]:
         raise TokenRefused("The identity token's signature is not valid.") from None
     except jwt.PyJWTError as error:
         raise TokenRefused(f"The identity token is not acceptable ({error.__class__.__name__}).") from None
+    if claims["exp"] - time.time() > MAX_IDENTITY_TOKEN_SECONDS:
+        raise TokenRefused("The identity token is valid for more than 6 hours: ask the CI for a short-lived one.")
+    jti = claims["jti"]
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
+        raise TokenRefused(f"The identity token's jti must be text of 1 to {MAX_JTI_LENGTH} characters.")
     audiences = _audiences(claims)
     by_audience = [p for p in policies if p.audience in audiences]
     if not by_audience:

@@ -300,6 +300,8 @@ def integrations_sweep(now: datetime | None = None) -> dict[str, int]:
     for access_request_id in stale:
         after_commit.send("slack_sync", access_request_id)
     pruned = SlackRequestSeen.objects.filter(seen_at__lt=now - SLACK_SEEN_KEEP).delete()[0]
+    # An identity token's use is kept a day after the token it bought expired: longer than any identity token
+    # accepted lives (oidc_trust.MAX_IDENTITY_TOKEN_SECONDS), so none is exchanged twice.
     OidcTokenUse.objects.filter(token_expires_at__lt=now - timedelta(days=1)).delete()
     return {
         "ticket_closed": _sweep_tickets(),
@@ -510,7 +512,7 @@ def oidc_token_issue(policy, claims: dict, *, client_address: str | None = None)
             OidcTokenUse.objects.create(
                 policy=policy,
                 issuer=str(claims["iss"])[:200],
-                jti=str(claims["jti"])[:200],
+                jti=claims["jti"],  # text of at most 200 characters (oidc_trust.verify)
                 used_at=now,
                 token_expires_at=expires_at,
             )

@@ -124,6 +124,11 @@ def test_a_trusted_pipeline_gets_a_short_lived_token_limited_to_its_roles(fake, 
         ("issuer with a lone surrogate", "not an identity token"),
         ("jti with a lone surrogate", "not an identity token"),
         ("claims nested 40 deep", "not an identity token"),
+        # Each token is exchanged once while its use is remembered (a day): one valid for longer is refused.
+        ("valid for 3 days", "more than 6 hours"),
+        ("valid for 31 years", "more than 6 hours"),
+        ("jti of 201 characters", "jti must be text"),
+        ("jti a number", "InvalidJTIError"),
     ],
 )
 def test_untrusted_identity_tokens_are_refused(fake, world, pipeline, signer, at_t0, case, why):
@@ -145,6 +150,10 @@ def test_untrusted_identity_tokens_are_refused(fake, world, pipeline, signer, at
         "issuer with a lone surrogate": lambda: stranger.token_of_any_claims(claims(fake, iss="\ud800")),
         "jti with a lone surrogate": lambda: signer.token_of_any_claims(claims(fake, jti="\ud800")),
         "claims nested 40 deep": lambda: signer.token_of_any_claims({**claims(fake), "x": _nested(40)}),
+        "valid for 3 days": lambda: signer.token(claims(fake, exp=int(T0.timestamp()) + 3 * 86400)),
+        "valid for 31 years": lambda: signer.token(claims(fake, exp=int(T0.timestamp()) + 10**9)),
+        "jti of 201 characters": lambda: signer.token(claims(fake, jti="y" * 201)),
+        "jti a number": lambda: signer.token_of_any_claims(claims(fake, jti=12345)),
     }
     response = exchange(tokens[case]())
     assert response.status_code == 401, (case, response.content)
@@ -167,6 +176,20 @@ def test_an_identity_token_is_exchanged_once(fake, pipeline, signer, at_t0):
     again = exchange(token)
     assert again.status_code == 400 and "already exchanged" in again.json()["error"]["message"]
     assert ApiToken.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_token_valid_for_the_longest_allowed_is_still_refused_after_the_sweep_forgot_nothing(
+    fake, pipeline, signer, at_t0
+):
+    from accessgov.services.integrations import integrations_sweep
+
+    token = signer.token(claims(fake, exp=int(T0.timestamp()) + oidc_trust.MAX_IDENTITY_TOKEN_SECONDS))
+    assert exchange(token).status_code == 201
+    at_t0.shift(timedelta(seconds=oidc_trust.MAX_IDENTITY_TOKEN_SECONDS - 60))
+    integrations_sweep(T0 + timedelta(seconds=oidc_trust.MAX_IDENTITY_TOKEN_SECONDS - 60))
+    again = exchange(token)
+    assert again.status_code == 400 and "already exchanged" in again.json()["error"]["message"]
 
 
 @pytest.mark.django_db
