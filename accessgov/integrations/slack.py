@@ -5,12 +5,13 @@ replay within that window is refused by services.integrations.slack_request_seen
 link a Slack user and ask for a TOTP code. Reading and building only; decisions are the services'."""
 
 import json
+from typing import Any
 from urllib.parse import parse_qs
 
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from accessgov import policies
+from accessgov import inputs, policies
 from accessgov.integrations.http import MAX_ANSWER_BYTES, ensure_allowed_url, opener, ssl_context
 from accessgov.models import AccessRequest, Decision, SlackMessage, SlackWorkspace
 from accessgov.notifications import absolute, slack_escape
@@ -55,13 +56,24 @@ def verify(workspace: SlackWorkspace, body: bytes, headers) -> bool:
 
 
 def parse_payload(body: bytes) -> dict | None:
-    """An interactivity request's ``payload`` (form-encoded JSON), or None when malformed."""
+    """An interactivity request's ``payload`` (form-encoded JSON), or None when malformed (also: text no
+    database can compare — a NUL, a lone surrogate — or nesting past 32 levels). Read its parts with ``dig``:
+    any of them may have another shape than Slack's."""
     try:
         values = parse_qs(body.decode("utf-8"), max_num_fields=5, strict_parsing=True)
         payload = json.loads(values["payload"][0])
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError):
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, RecursionError):
         return None
-    return payload if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or inputs.json_problem(payload) is not None:
+        return None
+    return payload
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """``value[keys[0]][keys[1]]…``, or None where a part is missing or not an object."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def state_of(access_request: AccessRequest) -> str:
@@ -245,6 +257,5 @@ def open_decide_modal(workspace: SlackWorkspace, trigger_id: str, access_request
 
 
 def submitted_value(payload: dict, block_id: str) -> str:
-    values = ((payload.get("view") or {}).get("state") or {}).get("values") or {}
-    value = ((values.get(block_id) or {}).get("value") or {}).get("value")
+    value = dig(payload, "view", "state", "values", block_id, "value", "value")
     return value.strip() if isinstance(value, str) else ""

@@ -63,8 +63,8 @@ def slack_interactivity_view(request: HttpRequest) -> HttpResponse:
     payload = slack.parse_payload(body)
     if payload is None:
         return HttpResponse("Malformed payload.", status=400, content_type="text/plain")
-    team = str((payload.get("team") or {}).get("id") or (payload.get("user") or {}).get("team_id") or "")
-    slack_user = str((payload.get("user") or {}).get("id") or "")
+    team = str(slack.dig(payload, "team", "id") or slack.dig(payload, "user", "team_id") or "")
+    slack_user = str(slack.dig(payload, "user", "id") or "")
     if team != workspace.team_id or not slack_user:
         return HttpResponse("Wrong workspace.", status=401, content_type="text/plain")
     try:
@@ -80,7 +80,7 @@ def slack_interactivity_view(request: HttpRequest) -> HttpResponse:
 
 
 def _tell(workspace: SlackWorkspace, payload: dict, slack_user: str, text: str) -> None:
-    channel = str((payload.get("channel") or {}).get("id") or workspace.channel)
+    channel = str(slack.dig(payload, "channel", "id") or workspace.channel)
     try:
         slack.tell(workspace, channel=channel, user=slack_user, text=text)
     except Exception as error:
@@ -92,8 +92,8 @@ def _sync_soon(access_request_id: int) -> None:
 
 
 def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:
-    actions = payload.get("actions") or []
-    action = actions[0] if actions and isinstance(actions[0], dict) else {}
+    actions = payload.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
     action_id, value = action.get("action_id"), str(action.get("value") or "")
     if action_id not in (slack.APPROVE, slack.DENY) or inputs.parse_id(value) is None:
         return HttpResponse(status=200)
@@ -126,8 +126,7 @@ def _errors(block: str, message: str) -> JsonResponse:
 
 
 def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, client_address) -> HttpResponse:
-    view = payload.get("view") or {}
-    callback = view.get("callback_id")
+    callback = slack.dig(payload, "view", "callback_id")
     if callback == slack.LINK_VIEW:
         try:
             integration_services.slack_link_consume(workspace, slack_user, slack.submitted_value(payload, "code"))
@@ -137,7 +136,7 @@ def _on_submission(workspace: SlackWorkspace, payload: dict, slack_user: str, cl
     if callback != slack.DECIDE_VIEW:
         return HttpResponse(status=200)
     try:
-        metadata = json.loads(view.get("private_metadata") or "{}")
+        metadata = json.loads(slack.dig(payload, "view", "private_metadata") or "{}")
         access_request_id, outcome = inputs.parse_id(str(metadata["request"])), metadata["outcome"]
     except (ValueError, KeyError, TypeError):
         access_request_id = None
