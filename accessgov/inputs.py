@@ -9,6 +9,7 @@ and bounded, so bad input is a form error (400), never an exception (500).
 
 import math
 import re
+import unicodedata
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -340,6 +341,23 @@ class AnyYesNo(forms.NullBooleanSelect):
     def __init__(self, attrs=None) -> None:
         super().__init__(attrs)
         self.choices = [("unknown", "Any"), ("true", "Yes"), ("false", "No")]
+
+
+# Alphabets whose letters look alike: a name mixing them (a Cyrillic a among Latin letters) passes for another person's.
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+
+
+def normal_username(name: str) -> str:
+    """``name`` as Django stores a username (NFKC: full-width full-width letters are the plain ones)."""
+    return unicodedata.normalize("NFKC", name)
+
+
+def username_lookalike_problem(name: str) -> str | None:
+    """Why ``name`` could pass for another person's name, or None: its letters mix Latin, Cyrillic or Greek."""
+    scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()} & _LOOKALIKE_SCRIPTS
+    if len(scripts) > 1:
+        return f"it mixes {' and '.join(sorted(s.title() for s in scripts))} letters, which look alike"
+    return None
 
 
 def yes_no_filter(field_name: str, label: str) -> django_filters.BooleanFilter:

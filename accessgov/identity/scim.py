@@ -148,11 +148,15 @@ _username = UnicodeUsernameValidator()
 
 
 def _user_name(value: Any) -> str:
-    name = _text(value, "userName", max_length=150, required=True)
+    """The userName as stored (NFKC, as Django stores usernames): full-width letters are the plain ones, so it meets "alice"'s
+    account (409) instead of sitting beside it; a name mixing look-alike alphabets is refused."""
+    name = inputs.normal_username(_text(value, "userName", max_length=150, required=True))
     try:
         _username(name)
     except ValidationError as error:
         raise bad("userName may contain only letters, digits and @ . + - _ (at most 150).") from error
+    if problem := inputs.username_lookalike_problem(name):
+        raise bad(f"userName is refused: {problem}.")
     return name
 
 

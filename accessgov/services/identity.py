@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import inputs, permissions
 from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation
 from accessgov.identity.scim import GroupChange, GroupValues, UserValues
 from accessgov.models import (
@@ -83,7 +83,11 @@ _NOT_USERNAME = re.compile(r"[^\w.@+-]")
 
 
 def _free_username(claims: dict, provider: IdentityProvider) -> str:
-    base = _NOT_USERNAME.sub("", _claim_text(claims, provider.username_claim))[:140] or f"{provider.slug}-user"
+    """A username from the provider's claim (NFKC, as Django stores them), numbered when taken; a claim mixing
+    look-alike alphabets (a Cyrillic a among Latin letters) is not used: the provider's name for its users is."""
+    base = _NOT_USERNAME.sub("", inputs.normal_username(_claim_text(claims, provider.username_claim)))[:140]
+    if not base or inputs.username_lookalike_problem(base):
+        base = f"{provider.slug}-user"
     candidate, n = base, 1
     while User.objects.filter(username__iexact=candidate).exists():
         n += 1

@@ -424,6 +424,22 @@ def test_provisioning_never_takes_over_a_local_or_service_account(okta, make_use
     assert User.objects.get(username="deploy-bot").is_active and User.objects.get(username="admin@example.com").is_staff
 
 
+def test_a_look_alike_username_neither_sits_beside_an_account_nor_passes_for_one(okta, make_user):
+    make_user("alice", device=False)
+    fullwidth = "\uff41\uff4c\uff49\uff43\uff45"  # "alice" in full-width letters
+    answer = okta.scim.post("Users", okta_user(fullwidth, "ext-fw", email="fw@example.com"))
+    assert answer.status_code == 409 and answer.json()["scimType"] == "uniqueness"
+    mixed = "\u0430dam"  # a Cyrillic a, then Latin letters
+    answer = okta.scim.post("Users", okta_user(mixed, "ext-mixed", email="mixed@example.com"))
+    assert answer.status_code == 400 and "Cyrillic and Latin" in answer.json()["detail"]
+    # A full-width name nobody has is stored as Django stores usernames; a name in one alphabet is kept as it is.
+    created = okta.scim.post("Users", okta_user("\uff42\uff4f\uff42", "ext-bob", email="bob@example.com"))
+    assert created.status_code == 201 and created.json()["userName"] == "bob"
+    russian = okta.scim.post("Users", okta_user("\u0438\u0432\u0430\u043d", "ext-ivan", email="ivan@example.com"))
+    assert russian.status_code == 201
+    assert not User.objects.filter(username__in=[fullwidth, mixed]).exists()
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
     [

@@ -158,6 +158,13 @@ def test_just_in_time_usernames_never_collide_with_local_accounts(oidc_provider,
     oidc_provider.add_person("sam", "idp-pass-sam", sub="sub-sam-idp")
     sign_in_through(Client(), oidc_provider, idp.slug, "sam", "idp-pass-sam")
     assert User.objects.get(external_identities__subject="sub-sam-idp").username == "sam-2"
+    # A full-width "sam" is "sam" too (numbered); a name mixing look-alike alphabets is not used at all.
+    oidc_provider.add_person("\uff53\uff41\uff4d", "idp-pass-fw", sub="sub-sam-fw")
+    sign_in_through(Client(), oidc_provider, idp.slug, "\uff53\uff41\uff4d", "idp-pass-fw")
+    assert User.objects.get(external_identities__subject="sub-sam-fw").username == "sam-3"
+    oidc_provider.add_person("s\u0430m", "idp-pass-mixed", sub="sub-sam-mixed")  # a Cyrillic a
+    sign_in_through(Client(), oidc_provider, idp.slug, "s\u0430m", "idp-pass-mixed")
+    assert User.objects.get(external_identities__subject="sub-sam-mixed").username == f"{idp.slug}-user"
 
 
 def test_a_deactivated_or_service_account_never_signs_in_through_the_provider(oidc_provider, idp):
