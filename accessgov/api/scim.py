@@ -405,12 +405,41 @@ def schemas_view(request: HttpRequest, provider: IdentityProvider, actor: User) 
     return _list(resources, len(resources), 1)
 
 
+@scim_endpoint({"GET"})
+def resource_type_view(request: HttpRequest, provider: IdentityProvider, actor: User, type_id: str) -> HttpResponse:
+    """One resource type (RFC 7644 4: ``/ResourceTypes/User``)."""
+    for resource in RESOURCE_TYPES:
+        if resource["id"] == type_id:
+            return _answer({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"], **resource})
+    raise ScimError(404, "No such resource type: User and Group are served.")
+
+
+@scim_endpoint({"GET"})
+def schema_view(request: HttpRequest, provider: IdentityProvider, actor: User, schema_id: str) -> HttpResponse:
+    """One schema by its URN (RFC 7644 4: ``/Schemas/urn:ietf:params:scim:schemas:core:2.0:User``)."""
+    for schema in SCHEMAS:
+        if schema["id"] == schema_id:
+            return _answer({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"], **schema})
+    raise ScimError(404, "No such schema.")
+
+
+@scim_endpoint({"GET", "POST", "PUT", "PATCH", "DELETE"})
+def unknown_view(request: HttpRequest, provider: IdentityProvider, actor: User, rest: str) -> HttpResponse:
+    """Any other path under /scim/v2/ (a trailing slash included): a SCIM 404, never the portal's sign-in page."""
+    raise ScimError(
+        404, "No such SCIM endpoint: /Users, /Groups, /Schemas, /ResourceTypes and /ServiceProviderConfig are."
+    )
+
+
 urlpatterns = [
     path("ServiceProviderConfig", service_provider_config_view, name="service_provider_config"),
     path("ResourceTypes", resource_types_view, name="resource_types"),
+    path("ResourceTypes/<str:type_id>", resource_type_view, name="resource_type"),
     path("Schemas", schemas_view, name="schemas"),
+    path("Schemas/<str:schema_id>", schema_view, name="schema"),
     path("Users", users_view, name="users"),
     path("Users/<str:scim_id>", user_view, name="user"),
     path("Groups", groups_view, name="groups"),
     path("Groups/<str:scim_id>", group_view, name="group"),
+    path("<path:rest>", unknown_view, name="unknown"),
 ]

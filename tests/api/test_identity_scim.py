@@ -165,6 +165,17 @@ def test_discovery_endpoints_answer_scim(okta):
     assert config["patch"]["supported"] is True and config["bulk"]["supported"] is False
     assert {r["id"] for r in okta.scim.get("ResourceTypes").json()["Resources"]} == {"User", "Group"}
     assert okta.scim.get("Schemas").json()["totalResults"] == 2
+    # Each by its id (RFC 7644 4), and any other path is a SCIM 404 — never the portal's sign-in page.
+    user_schema = okta.scim.get("Schemas/urn:ietf:params:scim:schemas:core:2.0:User")
+    assert user_schema.status_code == 200 and user_schema.json()["name"] == "User"
+    assert okta.scim.get("ResourceTypes/Group").json()["endpoint"] == "/Groups"
+    for path in ("Schemas/urn:nope", "ResourceTypes/Device", "Users/", "Nope", "Users/x/y", "Bulk"):
+        answer = okta.scim.get(path)
+        assert answer.status_code == 404, path
+        assert answer.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"], path
+    assert okta.scim.post("Bulk", {}).status_code == 404
+    # Without the token, an unknown path is refused like a known one (no sign-in redirect, no oracle).
+    assert Client().get("/scim/v2/Nope").status_code == Client().get("/scim/v2/Users").status_code == 401
 
 
 # --- Leavers ---------------------------------------------------------------------------------------
