@@ -124,6 +124,10 @@ class EligibilitySerializer(serializers.ModelSerializer):
 
 class GrantRefSerializer(serializers.ModelSerializer):
     active = serializers.SerializerMethodField(help_text="Gives access right now (state active and before expires_at).")
+    # Declared so the schema says what is sent: "" until the grant ends (a read-only model field loses allow_blank).
+    end_reason = serializers.ChoiceField(
+        choices=Grant.EndReason.choices, allow_blank=True, read_only=True, help_text='Why it ended; "" until it ends.'
+    )
 
     class Meta:
         model = Grant

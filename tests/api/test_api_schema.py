@@ -53,6 +53,12 @@ def auth_headers(world):
     request_services.access_request_submit(
         world.requester, role=world.role, duration=timedelta(hours=1), justification="Schema run request"
     )
+    # And an active grant: its answers carry the fields a pending request has not yet ("end_reason": "").
+    granted = request_services.access_request_submit(
+        world.requester, role=world.role_two, duration=timedelta(hours=1), justification="Schema run grant"
+    )
+    for approver in (world.approver, world.approver2):
+        request_services.access_request_approve(approver, granted.pk)
     _, secret = make_token(world.requester, name="schemathesis")
     return {"Authorization": f"Bearer {secret}"}
 
