@@ -109,7 +109,17 @@ def _assigned_to(provider: TicketProvider, issue: jira.Issue, requester: User) -
     """Jira names assignees by email; GitHub by login, matched against the AccessGov username."""
     if provider.kind == TicketProvider.Kind.GITHUB:
         return requester.get_username().lower() in {login.lower() for login in issue.assignee_logins}
-    return bool(requester.email) and issue.assignee_email.lower() == requester.email.lower()
+    return (
+        bool(requester.email)
+        and issue.assignee_email.lower() == requester.email.lower()
+        and not _email_shared(requester)
+    )
+
+
+def _email_shared(requester: User) -> bool:
+    """Another active account has the same address: a provider that knows people by address cannot tell
+    which of them it means (an identity provider may assert any address it likes)."""
+    return User.objects.filter(email__iexact=requester.email, is_active=True).exclude(pk=requester.pk).exists()
 
 
 def _provider_checks(role: Role, requester: User, starts_at: datetime | None, now: datetime) -> dict[int, list]:
@@ -161,8 +171,13 @@ def _provider_checks(role: Role, requester: User, starts_at: datetime | None, no
 
 def _email_set_by_someone_else(requester: User, now: datetime) -> str:
     """The provider knows people by email: an address an admin set lately (not the person, not the identity
-    provider's SCIM account) could be someone else's who is on call. Then on-call rules do not approve
-    (the request goes to approvers, with the reason); "" otherwise."""
+    provider's SCIM account), or one another active account has too, could be someone else's who is on call.
+    Then on-call rules do not approve (the request goes to approvers, with the reason); "" otherwise."""
+    if requester.email and _email_shared(requester):
+        return (
+            f"Another AccessGov account has your email address ({requester.email}): the on-call provider cannot "
+            "tell which of you it means. Sent to approvers instead."
+        )
     changed = permissions.recent_email_change(requester, now)
     if changed is None or changed[1] is None or changed[1].pk == requester.pk or changed[1].is_service_account:
         return ""

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-from accessgov.models import AccessEvent, AccessRequest, AutoApprovalRule, Grant
+from accessgov.models import AccessEvent, AccessRequest, AutoApprovalRule, Grant, User
 from accessgov.services.integrations import integrations_sweep
 from tests.support.integration_world import T0, client_for
 
@@ -113,6 +113,25 @@ def test_an_address_an_admin_set_lately_does_not_auto_approve_but_the_identity_p
         world.requester.email = "oncall.engineer2@example.com"
         world.requester.save()
     fake.state.pd_users[0]["email"] = "oncall.engineer2@example.com"
+    assert _request(world).status_code == 302
+    assert AccessRequest.objects.filter(requester=world.requester).latest("pk").status == AccessRequest.Status.APPROVED
+
+
+def test_an_address_another_active_account_has_too_does_not_auto_approve(world, fake, pagerduty, at_t0, make_user):
+    """An identity provider may assert any address (a just-in-time account took the on-call engineer's): the
+    provider, which knows people by address, cannot tell which of the two it vouches for."""
+    twin = make_user("twin", device=False)
+    User.objects.filter(pk=twin.pk).update(email=world.requester.email.upper())
+    _pd_world(fake, world, level=1)
+    _on_call_rule(world, pagerduty)
+    assert _request(world).status_code == 302
+    access_request = AccessRequest.objects.get(requester=world.requester)
+    assert access_request.status == AccessRequest.Status.PENDING
+    assert "Another AccessGov account has your email address" in access_request.auto_approval_note
+    assert not fake.calls_to("/pd/oncalls")
+    # Once the other account is deactivated, the address is the requester's alone again.
+    User.objects.filter(pk=twin.pk).update(is_active=False)
+    AccessRequest.objects.all().update(status=AccessRequest.Status.CANCELLED)
     assert _request(world).status_code == 302
     assert AccessRequest.objects.filter(requester=world.requester).latest("pk").status == AccessRequest.Status.APPROVED
 

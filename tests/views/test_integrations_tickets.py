@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accessgov.models import AccessEvent, AccessRequest, Grant
+from accessgov.models import AccessEvent, AccessRequest, Grant, User
 from accessgov.services import access_requests as request_services
 from accessgov.services.integrations import integrations_sweep
 from tests.support.integration_world import T0, client_for
@@ -96,6 +96,10 @@ def test_type_and_assignee_rules(world, ticket_role, at_t0):
     ticket_role.save()
     refused = _request(world, "OPS-9")
     assert refused.status_code == 400 and "must be assigned to you" in refused.content.decode()
+    # Jira names the assignee by address: while another active account has the requester's, it is nobody's.
+    twin = User.objects.create(username="twin", email=world.requester.email)
+    assert "must be assigned to you" in _request(world, "OPS-42").content.decode()
+    User.objects.filter(pk=twin.pk).update(is_active=False)
     assert _request(world, "OPS-42").status_code == 302
 
 
