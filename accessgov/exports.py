@@ -10,11 +10,12 @@ which filters, how many rows), written before the first byte is sent.
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection, transaction
 from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
 from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
@@ -129,6 +130,18 @@ def in_blocks(pieces: Iterable[bytes | str]) -> Iterator[bytes]:
             block.clear()
     if block:
         yield bytes(block)
+
+
+def file_name(what: str, *, since: date | None = None, until: date | None = None) -> str:
+    """Every export's file name: ``accessgov-<what>-<period>.csv``, the period in UTC days — ``2026-01-01_to_2026-03-31``
+    from the From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
+    ``to_<today>``): a file says which days it holds, and two files of the same list sort by them."""
+    today = timezone.now().date()
+    if since:
+        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}" if until else f"from_{since:%Y-%m-%d}_to_{today:%Y-%m-%d}"
+    else:
+        period = f"to_{(until or today):%Y-%m-%d}"
+    return f"accessgov-{what}-{period}.csv"
 
 
 def _response(body: Iterable[bytes | str], filename: str, count: int) -> StreamingHttpResponse:

@@ -73,7 +73,7 @@ def activity_export_view(request: PortalRequest):
     )
     return exports.stream_csv(
         request,
-        filename="accessgov-activity.csv",
+        filename=exports.file_name("activity", since=wanted["since"], until=wanted["until"]),
         header=selectors.EXPORT_HEADER,
         rows=selectors.export_rows(request.user, rows),
         report="activity",

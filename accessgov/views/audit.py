@@ -179,7 +179,11 @@ def audit_export_view(request: PortalRequest) -> HttpResponseBase:
     events = events.filter(sequence__lte=last)
     given = {k: request.GET.get(k, "") for k in event_filter.form.fields}
     common: dict[str, Any] = {
-        "filename": _export_filename(event_filter),
+        "filename": exports.file_name(
+            "audit-trail",
+            since=event_filter.form.cleaned_data.get("since"),
+            until=event_filter.form.cleaned_data.get("until"),
+        ),
         "header": EXPORT_COLUMNS,
         "report": "audit trail",
         "filters": given,
@@ -190,22 +194,6 @@ def audit_export_view(request: PortalRequest) -> HttpResponseBase:
         return exports.stream_copy_csv(request, select_sql=select_sql, params=params, **common)
     rows = (export_row(e) for e in events.order_by("sequence").iterator(chunk_size=2000))
     return exports.stream_csv(request, rows=rows, **common)
-
-
-def _export_filename(event_filter: EventFilter) -> str:
-    """accessgov-audit-trail-<period>.csv, the period in UTC days: ``2026-01-01_to_2026-03-31`` from the
-    From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
-    ``to_<today>``): a file says which days it holds."""
-    since, until = event_filter.form.cleaned_data.get("since"), event_filter.form.cleaned_data.get("until")
-    if since and until:
-        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}"
-    elif since:
-        period = f"from_{since:%Y-%m-%d}_to_{timezone.now():%Y-%m-%d}"
-    elif until:
-        period = f"to_{until:%Y-%m-%d}"
-    else:
-        period = f"to_{timezone.now():%Y-%m-%d}"
-    return f"accessgov-audit-trail-{period}.csv"
 
 
 @require_POST

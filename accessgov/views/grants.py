@@ -227,7 +227,7 @@ def grants_export_view(request: PortalRequest) -> HttpResponseBase:
     rows = grant_filter.qs.only(*filters.GRANT_LIST_COLUMNS, "access_request_id")
     return exports.stream_csv(
         request,
-        filename=f"accessgov-grants-{timezone.now():%Y-%m-%d}.csv",
+        filename=exports.file_name("grants"),
         header=GRANTS_EXPORT_COLUMNS,
         rows=(
             (

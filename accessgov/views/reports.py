@@ -128,7 +128,11 @@ def _export(request: PortalRequest, report: reports.Report) -> HttpResponseBase:
     now = filterset.now
     response = exports.stream_csv(
         request,
-        filename=f"accessgov-{report.name.replace('_', '-')}-{now:%Y%m%dT%H%M%SZ}.csv",
+        filename=exports.file_name(
+            report.name.replace("_", "-"),
+            since=filterset.form.cleaned_data.get("since"),
+            until=filterset.form.cleaned_data.get("until"),
+        ),
         header=report.columns,
         rows=(report.csv_row(row, now) for row in rows.iterator(chunk_size=2000)),
         report=report.name,

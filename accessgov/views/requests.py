@@ -149,7 +149,7 @@ def my_requests_export_view(request: PortalRequest) -> HttpResponseBase:
     rows = access_filter.qs
     return exports.stream_csv(
         request,
-        filename=f"accessgov-my-requests-{timezone.now():%Y-%m-%d}.csv",
+        filename=exports.file_name("my-requests"),
         header=MY_REQUESTS_COLUMNS,
         rows=(
             (

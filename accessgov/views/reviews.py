@@ -291,7 +291,7 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     )
     return exports.stream_csv(
         request,
-        filename=f"access-review-{campaign.pk}.csv",
+        filename=exports.file_name(f"access-review-{campaign.pk}"),
         header=EVIDENCE_COLUMNS,
         rows=rows,
         report="access review",

@@ -3,8 +3,10 @@ exactly what the Python path (``exports.safe_cell``) neutralises, for any text a
 is sent in blocks (``exports.in_blocks``) holding the same bytes."""
 
 import json
+from datetime import UTC, date, datetime
 
 import pytest
+import time_machine
 from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,15 @@ def test_in_blocks_joins_many_rows_into_few_writes():
     assert sum(map(len, blocks)) == 100_000 * len(row)
     assert len(blocks) <= 100_000 * len(row) // exports.BLOCK_BYTES + 2  # 73 writes, not 100,000
     assert blocks[0] == row  # the first row went out at once
+
+
+def test_every_export_file_is_named_by_what_it_holds_and_its_days():
+    with time_machine.travel(datetime(2027, 3, 1, 12, 0, tzinfo=UTC), tick=False):
+        assert exports.file_name("grants") == "accessgov-grants-to_2027-03-01.csv"
+        assert exports.file_name("audit-trail", since=date(2027, 1, 1), until=date(2027, 1, 31)) == (
+            "accessgov-audit-trail-2027-01-01_to_2027-01-31.csv"
+        )
+        assert exports.file_name("access-history", since=date(2027, 2, 1)) == (
+            "accessgov-access-history-from_2027-02-01_to_2027-03-01.csv"
+        )
+        assert exports.file_name("activity", until=date(2027, 2, 14)) == "accessgov-activity-to_2027-02-14.csv"
