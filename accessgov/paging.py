@@ -16,7 +16,7 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import F, Q, QuerySet
 
@@ -31,7 +31,12 @@ class Page:
     prev_cursor: Any = None  # the first shown row's cursor (``?back=``); None on the first page
 
 
-def cursors(query) -> dict[str, str]:
+class Cursors(TypedDict):
+    after: str
+    back: str
+
+
+def cursors(query) -> Cursors:
     """The paging cursors of a page's query string: ``after`` (forward) and ``back``."""
     return {"after": query.get("after", ""), "back": query.get("back", "")}
 
