@@ -231,7 +231,7 @@ class GrantFilter(ListFilterSet):
     q = SearchFilter(("user__username", "role__name", "role__system__name", "access_request__ticket", "end_reason"))
     system = catalog.system_filter("role__system")
     role = catalog.role_filter("role")
-    status = django_filters.ChoiceFilter(choices=Grant.Status.choices)
+    status = django_filters.ChoiceFilter(choices=Grant.Status.choices, method="filter_status")
     user = django_filters.CharFilter(
         field_name="user__username", lookup_expr="iexact", label="User", max_length=SEARCH_MAX_LENGTH
     )
@@ -241,6 +241,9 @@ class GrantFilter(ListFilterSet):
     class Meta:
         model = Grant
         fields = ["q", "system", "role", "status", "user", "break_glass", "since", "until", "sort"]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.with_status_at(value, self.now)
 
 
 class InboxFilter(django_filters.FilterSet):

@@ -137,6 +137,18 @@ class GrantRefSerializer(serializers.ModelSerializer):
     def get_active(self, grant: Grant) -> bool:
         return grant.is_active_at(timezone.now())
 
+    def to_representation(self, grant: Grant) -> dict:
+        """What the grant is now, as every reader sees it: an expiry the sweeper has not reached yet is
+        ``expired`` with its ``expires_at`` as ``ended_at`` (the stored row catches up when it runs)."""
+        data = super().to_representation(grant)
+        now = timezone.now()
+        data["status"] = grant.status_at(now)
+        data["active"] = data["status"] == Grant.Status.ACTIVE and grant.is_active_at(now)
+        ended_at = grant.ended_at_as_of(now)
+        data["ended_at"] = serializers.DateTimeField().to_representation(ended_at) if ended_at else None
+        data["end_reason"] = grant.end_reason_at(now)
+        return data
+
 
 class GrantSerializer(GrantRefSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)

@@ -6,12 +6,18 @@ allowed a token three times its limit. Counting is per fixed window aligned to t
 for "/min"): one atomic increment per call, and the window's end is the ``Retry-After``. Every call
 of an authenticated token counts — the base view asks before it checks the token's scopes — so a
 token hammering an endpoint it may not use is slowed down too.
+
+When the shared store cannot be reached (Redis down), calls are counted in the process instead — each
+web process then allows a token its limit — and the API keeps answering: a broker outage must not stop
+pipelines from asking for, deciding or reading access (docs/OPERATIONS.md).
 """
 
+import logging
 import time
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from rest_framework.throttling import BaseThrottle
@@ -20,6 +26,9 @@ from accessgov.models import ApiToken
 
 STORE = "shared"
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+logger = logging.getLogger("accessgov.api")
+# Where calls are counted while the shared store is unreachable (per process).
+_IN_PROCESS = LocMemCache("accessgov-throttle-fallback", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -39,7 +48,11 @@ def count_call(token: ApiToken, window: int, window_seconds: int) -> int:
     key = f"throttle:api-token:{token.pk}:{token.key_hash[:12]}:{window}"
     timeout = window_seconds + 60  # outlives its window a little: an expiring key never resets a count
     if isinstance(cache, RedisCache):
-        return _increment(cache, key, timeout)
+        try:
+            return _increment(cache, key, timeout)
+        except Exception as error:
+            logger.warning("api throttle: the shared store is unreachable (%s); counting in this process", error)
+            return _increment(_IN_PROCESS, key, timeout)
     with transaction.atomic():
         list(ApiToken.objects.select_for_update().filter(pk=token.pk).values_list("pk", flat=True))
         return _increment(cache, key, timeout)

@@ -103,12 +103,15 @@ def _attribute_model_changes(user) -> None:
         context["actor"] = user
 
 
-def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
-    if value is None:
-        return queryset
-    if value not in choices:
+def _status_value(value: str | None, choices) -> str | None:
+    if value is not None and value not in choices:
         raise PolicyViolation(f"Unknown status {value!r}; one of: {', '.join(choices)}.")
-    return queryset.filter(status=value)
+    return value
+
+
+def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
+    value = _status_value(value, choices)
+    return queryset if value is None else queryset.filter(status=value)
 
 
 def _requests_queryset() -> QuerySet[AccessRequest]:
@@ -323,16 +326,17 @@ class GrantListView(TokenAPIView):
         responses=GrantSerializer(many=True),
     )
     def get(self, request):
+        now = timezone.now()
         qs = _grants_queryset().filter(user=request.user)
-        qs = _status_filter(qs, request.query_params.get("status"), Grant.Status.values)
+        # What each grant is now (an expiry not yet swept is expired), as GrantSerializer shows it.
+        if status := _status_value(request.query_params.get("status"), Grant.Status.values):
+            qs = qs.with_status_at(status, now)
         active = request.query_params.get("active")
         if active is not None:
             if active not in ("true", "false"):
                 raise PolicyViolation("active is true or false.")
-            now = timezone.now()
-            qs = qs.filter(pk__in=Grant.objects.active(now).values("pk"))
-            if active == "false":
-                qs = _grants_queryset().filter(user=request.user).exclude(pk__in=Grant.objects.active(now).values("pk"))
+            giving_access = Grant.objects.active(now).values("pk")
+            qs = qs.filter(pk__in=giving_access) if active == "true" else qs.exclude(pk__in=giving_access)
         return self.page(limit_to_token_roles(qs, self.token), GrantSerializer)
 
 

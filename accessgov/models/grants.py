@@ -21,6 +21,19 @@ class GrantQuerySet(models.QuerySet):
         """Grants not yet ended in stored state (scheduled or active), whatever the clock says."""
         return self.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE])
 
+    def with_status_at(self, status: str, now):
+        """Grants whose status at ``now`` (``Grant.status_at``) is ``status`` — the rule the lists, their CSV
+        and the API filter by: the stored status ages (the sweeper may be late), the clock does not."""
+        unswept = models.Q(ended_at__isnull=True, expires_at__lte=now)
+        if status == Grant.Status.EXPIRED:
+            return self.filter(models.Q(status=Grant.Status.EXPIRED) | unswept)
+        if status == Grant.Status.ACTIVE:
+            return self.active(now)
+        if status == Grant.Status.SCHEDULED:
+            waiting = models.Q(status=Grant.Status.SCHEDULED) | models.Q(status=Grant.Status.ACTIVE, starts_at__gt=now)
+            return self.filter(waiting).exclude(unswept)
+        return self.filter(status=status)
+
 
 class Grant(models.Model):
     """The access an approved request produced. Written only by services.grants."""
@@ -164,6 +177,18 @@ class Grant(models.Model):
     def ended_at_as_of(self, now) -> datetime | None:
         """When the grant ended, as seen at ``now`` (its ``expires_at`` once past, even if not swept)."""
         return self._state_and_end(now)[1]
+
+    def status_at(self, now) -> str:
+        """The ``Status`` at ``now``: expired once ``expires_at`` passed, swept or not; scheduled until it starts."""
+        state = self.state_at(now)
+        if state in (self.Status.SCHEDULED, self.Status.ACTIVE):
+            return state
+        return self.status if self.ended_at is not None else self.Status.EXPIRED
+
+    def end_reason_at(self, now) -> str:
+        """Why it ended, as seen at ``now`` ("expired" for an expiry not yet swept; "" while it has not ended)."""
+        state = self.state_at(now)
+        return "" if state in (self.Status.SCHEDULED, self.Status.ACTIVE) else state
 
     def is_active_at(self, now) -> bool:
         """Gives access at ``now`` (state active and ``starts_at <= now < expires_at``)."""

@@ -190,7 +190,7 @@ def access_request_submit(
                     f"Your eligibility for {role} ends at {eligible_until:%Y-%m-%d %H:%M} UTC: "
                     "choose a start before then."
                 )
-        if Grant.objects.current().filter(user=actor, role=role).exists():
+        if grant_services.holds_current(actor, role, now):
             raise TransitionNotAllowed(f"You already have access to {role}; extend it instead of asking again.")
         return _create(
             actor,

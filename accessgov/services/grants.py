@@ -61,9 +61,10 @@ def grant_create_for(
     Active now, or scheduled when the request asked for a later start."""
     starts_at = max(access_request.starts_at or now, now)
     scheduled = starts_at > now
-    try:
+
+    def insert() -> Grant:
         with transaction.atomic():
-            grant = Grant.objects.create(
+            return Grant.objects.create(
                 access_request=access_request,
                 user=access_request.requester,
                 role=access_request.role,
@@ -76,10 +77,19 @@ def grant_create_for(
                 # Active now: its apply is queued below, noted here rather than by a second write.
                 **({} if scheduled else provisioning.pending_fields(OutboxItem.Action.APPLY, now)),
             )
+
+    refused = "The requester already holds this role; the request cannot be granted twice."
+    try:
+        grant = insert()
     except IntegrityError as exc:
-        raise TransitionNotAllowed(
-            "The requester already holds this role; the request cannot be granted twice."
-        ) from exc
+        # Their earlier grant of the role may have ended with nobody having swept it yet: then it is expired
+        # now and the new one made (checked here, not before: it costs nothing when there is none).
+        if holds_current(access_request.requester, access_request.role, now):
+            raise TransitionNotAllowed(refused) from exc
+        try:
+            grant = insert()
+        except IntegrityError as again:
+            raise TransitionNotAllowed(refused) from again
     event_record(
         Type.GRANT_SCHEDULED if scheduled else Type.GRANT_ACTIVATED,
         actor=actor,
@@ -378,6 +388,17 @@ def grant_expire_due(
     )
 
 
+def holds_current(user: User, role: Role, now: datetime) -> bool:
+    """``user`` holds a grant of ``role`` that has not ended (caller in a transaction). One whose time is up but
+    which the sweeper has not reached yet is expired first, here (its event, removal and notice as the
+    sweep writes them): a grant never stands in the way of asking again, or of a new grant, once it has ended."""
+    current = list(Grant.objects.current().filter(user=user, role=role).values_list("pk", "expires_at"))
+    stale = [pk for pk, expires_at in current if expires_at <= now]
+    if stale:
+        grant_expire_due(now, grant_ids=stale, job="expiry-found-on-request")
+    return len(stale) < len(current)
+
+
 def _end(
     grant: Grant,
     *,
@@ -529,7 +550,7 @@ def break_glass_activate(
         )
         if len(justification.strip()) < 10:
             raise PolicyViolation("Explain the emergency (at least 10 characters).")
-        if Grant.objects.current().filter(user=actor, role=role).exists():
+        if holds_current(actor, role, now):
             raise TransitionNotAllowed(f"You already have access to {role}.")
         access_request = AccessRequest.objects.create(
             requester=actor,

@@ -225,6 +225,7 @@ def grants_export_view(request: PortalRequest) -> HttpResponseBase:
     if not grant_filter.is_valid():
         return invalid_filters(grant_filter.form)
     rows = grant_filter.qs.only(*filters.GRANT_LIST_COLUMNS, "access_request_id")
+    now = grant_filter.now  # what each grant is at the export's instant: an expiry not yet swept is expired
     return exports.stream_csv(
         request,
         filename=exports.file_name("grants"),
@@ -236,12 +237,12 @@ def grants_export_view(request: PortalRequest) -> HttpResponseBase:
                 g.user.username,
                 g.role.system.name,
                 g.role.name,
-                g.status,
+                g.status_at(now),
                 "true" if g.is_break_glass else "false",
                 g.starts_at,
                 g.expires_at,
-                g.ended_at,
-                g.end_reason,
+                g.ended_at_as_of(now),
+                g.end_reason_at(now),
             )
             for g in rows.iterator(chunk_size=2000)
         ),

@@ -130,6 +130,22 @@ def test_the_shared_store_is_redis_when_configured(make_user, settings):
         caches["shared"].clear()
 
 
+@pytest.mark.django_db
+def test_with_redis_unreachable_the_api_answers_and_still_counts_in_the_process(make_user, settings):
+    """Redis down (the production shared store): a 500 on every API call was the probe's finding. Now the
+    calls are counted in this process, so a token is still limited, and nothing fails."""
+    settings.API_THROTTLE_RATE = "2/min"
+    dead = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    with (
+        override_settings(CACHES={**django_settings.CACHES, "shared": dead}),
+        time_machine.travel(1_900_000_000, tick=False),
+    ):
+        _, secret = make_token(make_user("ci"), scopes=[Scope.REQUESTS_READ])
+        client = api_client(secret)
+        statuses = [client.get(f"{V1}/requests/").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
 def test_the_embedded_default_counts_in_the_database_not_in_process_memory():
     shared = django_settings.CACHES["shared"]
     assert shared["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"

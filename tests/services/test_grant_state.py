@@ -109,3 +109,88 @@ def test_state_of_reads_value_rows_the_same_way_as_the_instance(world):
     values = {f: getattr(grant, f) for f in ("status", "end_reason", "ended_at", "starts_at", "expires_at")}
     for now in (START, grant.expires_at - US, grant.expires_at):
         assert Grant.state_of(**values, now=now) == (grant.state_at(now), grant.ended_at_as_of(now))
+
+
+# --- Every reader, and asking again, once the end has passed but the sweeper has not run (a probe's finding:
+# the API, the grants CSV and the status filter read the stored status; asking again was refused).
+
+
+def test_the_api_the_grants_csv_and_the_status_filter_see_an_unswept_expiry_as_expired(world):
+    import csv
+    import io
+
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.conftest import verify_session
+    from tests.support.api_helpers import api_client, make_token
+
+    grant = grant_from(world)
+    after = grant.expires_at + timedelta(seconds=5)
+    with time_machine.travel(after, tick=False):
+        _, secret = make_token(world.requester, days=1)
+        api = api_client(secret)
+        shown = api.get(f"/api/v1/grants/{grant.pk}/").json()
+        assert shown["status"] == "expired" and shown["active"] is False
+        assert shown["end_reason"] == "expired" and shown["ended_at"] == grant.expires_at.isoformat().replace(
+            "+00:00", "Z"
+        )
+
+        def ids(query):
+            answer = api.get("/api/v1/grants/", query)
+            assert answer.status_code == 200, answer.content
+            return [g["id"] for g in answer.json()["results"]]
+
+        assert ids({"status": "active"}) == [] and ids({"status": "expired"}) == [grant.pk]
+        assert ids({"active": "true"}) == [] and ids({"active": "false", "status": "expired"}) == [grant.pk]
+        assert ids({"active": "false", "status": "active"}) == []  # both filters hold together
+        auditor = verify_session(Client(), world.auditor)
+        listed = auditor.get(reverse("grants_list"), {"status": "active"})
+        assert grant.pk not in [g.pk for g in listed.context["grants"]]
+        assert grant.pk in [g.pk for g in auditor.get(reverse("grants_list"), {"status": "expired"}).context["grants"]]
+        exported = auditor.get(reverse("grants_export"))
+        rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode("utf-8-sig"))))
+        row = next(r for r in rows if r["grant_id"] == str(grant.pk))
+        assert row["status"] == "expired" and row["end_reason"] == "expired" and row["ended_at"]
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.ACTIVE  # reading changed nothing: the sweeper writes it
+
+
+def test_asking_again_after_an_unswept_expiry_expires_the_old_grant_and_goes_ahead(world):
+    from accessgov.models import AccessEvent
+
+    grant = grant_from(world)
+    after = grant.expires_at + timedelta(seconds=5)
+    with time_machine.travel(after, tick=False):
+        again = ar.access_request_submit(
+            world.requester, role=world.role, duration=H, justification="Investigating incident INC-43"
+        )
+        ar.access_request_approve(world.approver, again.pk)
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.EXPIRED and grant.ended_at == grant.expires_at
+    expired = AccessEvent.objects.filter(grant=grant, event_type=AccessEvent.Type.GRANT_EXPIRED)
+    assert expired.count() == 1 and expired.get().actor_label == "system:expiry-found-on-request"
+    assert Grant.objects.get(access_request=again).is_active_at(after)
+
+
+def test_approving_after_an_earlier_grant_ended_unswept_grants_the_new_one(world):
+    """The request was asked while the earlier grant was still in force (a later start); by the approval,
+    the earlier one has ended but is not swept."""
+    grant = grant_from(world)
+    with time_machine.travel(START + timedelta(minutes=10), tick=False):
+        later = ar.access_request_submit(
+            world.requester,
+            role=world.role_two,
+            duration=H,
+            justification="Investigating incident INC-44",
+        )
+    # Same role: made as the sweeper would find it, the earlier grant's end passed and the request pending.
+    from accessgov.models import AccessRequest
+
+    AccessRequest.objects.filter(pk=later.pk).update(role=world.role)
+    after = grant.expires_at + timedelta(seconds=5)
+    with time_machine.travel(after, tick=False):
+        ar.access_request_approve(world.approver, later.pk)
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.EXPIRED
+    assert Grant.objects.get(access_request=later).is_active_at(after)
