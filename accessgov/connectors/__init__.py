@@ -6,7 +6,7 @@ so an outbox item processed twice has one effect. Errors raise ConnectorError wi
 never contains the secret.
 """
 
-from accessgov.connectors.base import Connector, ConnectorError, Target
+from accessgov.connectors.base import Connector, ConnectorError, Target, TargetBusy
 from accessgov.connectors.manual import ManualConnector
 from accessgov.connectors.postgres import PostgresConnector
 from accessgov.connectors.webhook import WebhookConnector
@@ -22,4 +22,4 @@ def connector_for(system: System) -> Connector:
     return classes[system.connector](system.connector_config or {}, system.connector_secret)
 
 
-__all__ = ["Connector", "ConnectorError", "Target", "connector_for"]
+__all__ = ["Connector", "ConnectorError", "Target", "TargetBusy", "connector_for"]

@@ -8,6 +8,10 @@ class ConnectorError(Exception):
     """The target refused or could not be reached. ``str()`` is safe to store and show."""
 
 
+class TargetBusy(ConnectorError):
+    """The target held a lock (or ran a statement) past the time allowed: it is fine, only busy."""
+
+
 @dataclass(frozen=True)
 class Target:
     """What one grant means at the target: a principal (who) gets a target role (what)."""
@@ -58,8 +62,10 @@ class Connector:
         """Read back from the target; connectors that cannot read back trust the acknowledgement."""
         return True
 
-    def remove_many(self, targets: list[Target]) -> None:
-        """Remove all of ``targets`` (idempotent, like ``remove``); raises if any removal failed."""
+    def remove_many(self, targets: list[Target], *, patient: bool = True) -> None:
+        """Remove all of ``targets`` (idempotent, like ``remove``); raises if any removal failed.
+        ``patient=False``: a connector that can bounds its waits for locks at the target much shorter
+        (TargetBusy sooner), so that one blocked member does not hold back the others."""
         for target in targets:
             self.remove(target)
 

@@ -17,9 +17,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from accessgov.connectors.base import Connector, ConnectorError, Target
+from accessgov.connectors.base import Connector, ConnectorError, Target, TargetBusy
 
 CONNECT_TIMEOUT_SECONDS = 3
+# How long a removal tried first (``remove_many(patient=False)``) waits for a lock at the target: a member
+# another session holds is put off and removed last, with the full lock timeout, behind the others.
+IMPATIENT_LOCK_MS = 300
 REQUIRED = ("host", "dbname", "user")
 
 
@@ -107,15 +110,24 @@ class PostgresConnector(Connector):
                 # lock_timeout / statement_timeout: the target is busy, the connection is fine. Not
                 # retried here (that would wait as long again); the item is retried with backoff.
                 message = (exc.diag.message_primary if exc.diag else None) or exc.__class__.__name__
-                raise ConnectorError(f"The target is busy: {message}") from None
+                self._end_failed_transaction(conn)
+                raise TargetBusy(f"The target is busy: {message}") from None
             except psycopg.OperationalError as exc:
                 self.close()
                 if attempt == 2:
                     raise ConnectorError(f"Lost the connection to the target: {exc.__class__.__name__}") from None
             except psycopg.Error as exc:
                 message = (exc.diag.message_primary if exc.diag else None) or exc.__class__.__name__
+                self._end_failed_transaction(conn)
                 raise ConnectorError(f"The target refused: {message}") from None
         return []
+
+    @staticmethod
+    def _end_failed_transaction(conn: psycopg.Connection) -> None:
+        """After a failed statement of an explicit ``BEGIN`` (``remove_many(patient=False)``): roll it back,
+        so the kept connection is usable again."""
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("ROLLBACK")
 
     def apply(self, target: Target) -> None:
         grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(target.target_role), sql.Identifier(target.principal))
@@ -124,7 +136,7 @@ class PostgresConnector(Connector):
     def remove(self, target: Target) -> None:
         self.remove_many([target])
 
-    def remove_many(self, targets: list[Target]) -> None:
+    def remove_many(self, targets: list[Target], *, patient: bool = True) -> None:
         """One ``REVOKE managed FROM login, login, …`` per managed role, then one terminate for all the
         login roles' sessions: a burst of removals pays three round trips, not three per grant. A
         REVOKE of a membership that is already gone only warns, so this is idempotent; a missing login
@@ -147,7 +159,14 @@ class PostgresConnector(Connector):
         terminate = (
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s) AND pid <> pg_backend_pid()"
         )
-        self._run(*revokes, (terminate, (sorted({target.principal for target in targets}),)))
+        statements = [*revokes, (terminate, (sorted({target.principal for target in targets}),))]
+        if patient:
+            self._run(*statements)
+        else:  # in one transaction whose lock wait is short (SET LOCAL ends with it)
+            from django.conf import settings
+
+            lock_ms = min(IMPATIENT_LOCK_MS, int(settings.PROVISIONING_TARGET_LOCK_TIMEOUT_SECONDS * 1000))
+            self._run(("BEGIN", ()), (f"SET LOCAL lock_timeout = {lock_ms}", ()), *statements, ("COMMIT", ()))
 
     def is_applied(self, target: Target) -> bool:
         return bool(self.applied_among([target]))

@@ -18,7 +18,7 @@ from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from accessgov import dbsql, permissions
-from accessgov.connectors import ConnectorError, Target, connector_for
+from accessgov.connectors import ConnectorError, Target, TargetBusy, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
 from accessgov.services import after_commit, notification_outbox
@@ -332,8 +332,10 @@ READ_BACK_APPLY_MISSING = "Applied, but reading the target back does not show th
 READ_BACK_REMOVE_STILL_THERE = "Removed, but reading the target back still shows the access."
 
 
-def _perform(item: OutboxItem, connector) -> str:
-    """Talk to the target for one leased item (no transaction open) and return the error, if any."""
+def _perform(item: OutboxItem, connector, *, patient: bool = True) -> str:
+    """Talk to the target for one leased item (no transaction open) and return the error, if any.
+    ``patient=False`` (a removal tried before the others' turn is over): a lock held at the target raises
+    TargetBusy after a short wait instead of returning it, so the caller can put the item off."""
     target = _target(item, connector)
     try:
         if item.action == Action.APPLY:
@@ -343,11 +345,16 @@ def _perform(item: OutboxItem, connector) -> str:
             if connector.reads_back and not connector.is_applied(target):
                 return READ_BACK_APPLY_MISSING
         else:
-            connector.remove(target)
+            if patient:
+                connector.remove(target)
+            else:
+                connector.remove_many([target], patient=False)
             if connector.reads_back and connector.is_applied(target):
                 return READ_BACK_REMOVE_STILL_THERE
             capture.capture_after_remove([item.grant], connector)
     except ConnectorError as exc:
+        if isinstance(exc, TargetBusy) and not patient:
+            raise
         return str(exc)
     except Exception as exc:  # a bug or an unexpected library error must not lose the item
         logger.exception("outbox item %s crashed", item.idempotency_key)
@@ -357,12 +364,14 @@ def _perform(item: OutboxItem, connector) -> str:
 
 def _perform_many(
     items: list[OutboxItem], connector, *, send_until: float, stop: threading.Event | None = None
-) -> list[tuple[int, str]]:
+) -> tuple[list[tuple[int, str]], list[OutboxItem]]:
     """Talk to the target for leased items of one system; returns (item id, error or "") in order, for
-    the items it sent. A connector that removes in bulk gets the batch's removals at once — one removal
-    and one read back for all of them, each still confirmed by name. If the target refuses that as a
-    whole (one missing login role fails the statement), each removal is done alone, so one bad item
-    holds back no other. Nothing is sent after ``send_until`` (``time.monotonic()``): past it the lease
+    the items it sent, and the removals put off because the target held a lock on them (``_perform_later``,
+    once the others are recorded). A connector that removes in bulk gets the batch's removals at once — one
+    removal and one read back for all of them, each still confirmed by name — waiting only briefly for locks
+    at the target. If the target refuses that as a whole (one missing login role fails the statement, or a
+    member is locked), each removal is done alone, so one bad item holds back no other. Nothing is sent
+    after ``send_until`` (``time.monotonic()``): past it the lease
     may run out while an item is in flight, and another drain could take the item again — an APPLY sent
     after that drain skipped it and removed the grant would give access back. Unsent items are
     released for the next drain. Nor after ``stop`` is set (the scheduler is shutting down): the
@@ -373,10 +382,13 @@ def _perform_many(
 
     removals = [item for item in items if item.action == Action.REMOVE]
     errors: dict[int, str] = {}
-    if len(removals) > 1 and getattr(connector, "removes_in_bulk", False) and may_send():
+    # A connector that removes in bulk first tries with a short wait for locks at the target: a member another
+    # session holds then delays the others by a fraction of a second, not by the lock timeout twice over.
+    in_bulk = getattr(connector, "removes_in_bulk", False)
+    if len(removals) > 1 and in_bulk and may_send():
         targets = {item.pk: _target(item, connector) for item in removals}
         try:
-            connector.remove_many(list(targets.values()))
+            connector.remove_many(list(targets.values()), patient=False)
             still_there = connector.applied_among(list(targets.values())) if connector.reads_back else set()
         except ConnectorError:
             pass  # each one alone, below
@@ -385,19 +397,43 @@ def _perform_many(
         else:
             errors = {pk: READ_BACK_REMOVE_STILL_THERE if t in still_there else "" for pk, t in targets.items()}
             capture.capture_after_remove([item.grant for item in removals if not errors[item.pk]], connector)
-    results, unsent = [], []
+    results, unsent, busy = [], [], []
     for item in items:
         if item.pk in errors:
             results.append((item.pk, errors[item.pk]))
-        elif may_send():
+        elif not may_send():
+            unsent.append(item.pk)
+        elif in_bulk and item.action == Action.REMOVE and len(removals) > 1:
+            try:
+                results.append((item.pk, _perform(item, connector, patient=False)))
+            except TargetBusy:
+                busy.append(item)  # removed after the others are recorded, waiting the full lock timeout
+        else:
+            results.append((item.pk, _perform(item, connector)))
+    _release(unsent)
+    return results, busy
+
+
+def _perform_later(
+    busy: list[OutboxItem], connector, *, send_until: float, stop: threading.Event | None = None
+) -> list[tuple[int, str]]:
+    """The removals ``_perform_many`` put off, each alone with the full lock timeout (the same limits)."""
+    results, unsent = [], []
+    for item in busy:
+        if time.monotonic() < send_until and not (stop is not None and stop.is_set()):
             results.append((item.pk, _perform(item, connector)))
         else:
             unsent.append(item.pk)
-    if unsent:
-        OutboxItem.objects.filter(pk__in=unsent, done_at__isnull=True).update(
+    _release(unsent)
+    return results
+
+
+def _release(item_ids: list[int]) -> None:
+    """Leased items not sent: free for the next drain, the attempt not counted."""
+    if item_ids:
+        OutboxItem.objects.filter(pk__in=item_ids, done_at__isnull=True).update(
             lease_until=None, attempts=F("attempts") - 1
         )
-    return results
 
 
 def outbox_process(item_id: int) -> str:
@@ -446,11 +482,23 @@ def outbox_drain(
             for item in batch:
                 by_system.setdefault(item.grant.role.system_id, []).append(item)
             results: list[tuple[int, str]] = []
+            put_off: list[tuple[object, list[OutboxItem]]] = []
             for items in by_system.values():
                 system = items[0].grant.role.system
                 connector = connectors.get(system.pk) or connectors.setdefault(system.pk, connector_for(system))
-                results += _perform_many(items, connector, send_until=send_until, stop=stop)
+                sent, busy = _perform_many(items, connector, send_until=send_until, stop=stop)
+                results += sent
+                if busy:
+                    put_off.append((connector, busy))
             done += sum(outcome == "done" for outcome in _record_many(results).values())
+            # Removals a lock at the target held up: after the others are recorded, so they do not wait too.
+            later = [
+                r
+                for connector, busy in put_off
+                for r in _perform_later(busy, connector, send_until=send_until, stop=stop)
+            ]
+            if later:
+                done += sum(outcome == "done" for outcome in _record_many(later).values())
     finally:
         for connector in connectors.values():
             connector.close()
