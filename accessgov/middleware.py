@@ -30,6 +30,7 @@ PUBLIC_VIEWS = frozenset(
     {
         "accounts:login",
         "healthz",
+        "healthz_ready",
         "metrics",
         "sso:start",
         "sso:callback",

@@ -10,6 +10,7 @@ import re2
 
 from accessgov.exceptions import PolicyViolation
 from accessgov.models import AutoApprovalRule, Role, User
+from accessgov.models.catalog import MIN_REQUEST_DURATION
 
 BREAK_GLASS_MAX_DURATION = timedelta(hours=1)
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
@@ -32,8 +33,8 @@ def validate_duration(
     limit = min(role.max_duration, ceiling) if ceiling else role.max_duration
     if duration <= timedelta(0):
         raise PolicyViolation("The duration must be longer than zero.")
-    if duration < timedelta(minutes=5):
-        raise PolicyViolation("The shortest duration is 5 minutes.")
+    if duration < MIN_REQUEST_DURATION:
+        raise PolicyViolation(f"The shortest duration is {int(MIN_REQUEST_DURATION.total_seconds() // 60)} minutes.")
     if duration > limit:
         if limit < role.max_duration and ceiling_is:
             raise PolicyViolation(

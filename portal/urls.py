@@ -66,6 +66,7 @@ handler400 = "accessgov.views.errors.bad_request"
 urlpatterns = [
     path("", home.home_view, name="home"),
     path("healthz", health.healthz_view, name="healthz"),
+    path("healthz/ready", health.ready_view, name="healthz_ready"),
     path("inbox/", inbox.inbox_view, name="inbox"),
     path("inbox/items/<int:pk>/", inbox.inbox_item_view, name="inbox_item"),
     path("inbox/items/<int:pk>/read/", inbox.inbox_item_read_view, name="inbox_item_read"),

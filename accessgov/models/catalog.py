@@ -64,6 +64,9 @@ class System(models.Model):
             raise ValidationError({"slack_webhook_url": " ".join(problems)})
 
 
+# The shortest access anyone may ask for (policies.validate_duration); a role's durations are at least this.
+MIN_REQUEST_DURATION = timedelta(minutes=5)
+
 # A role's durations: at least a minute, at most what anything in the portal is asked for
 # (inputs.MAX_DURATION, 366 days); beyond it date arithmetic such as "now + the maximum" overflows.
 DURATION_BOUNDS = [
@@ -168,6 +171,18 @@ class Role(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system.name} · {self.name}"
+
+    def clean(self) -> None:
+        """A role people can request: its default and maximum durations are at least the shortest duration a
+        request may have (MIN_REQUEST_DURATION) — below it, the request form refused even the role's default."""
+        short = MIN_REQUEST_DURATION
+        problems = {
+            name: f"At least {int(short.total_seconds() // 60)} minutes: no request may be shorter."
+            for name in ("default_duration", "max_duration")
+            if getattr(self, name) is not None and getattr(self, name) < short
+        }
+        if problems:
+            raise ValidationError(problems)
 
     @property
     def target(self) -> str:

@@ -86,6 +86,26 @@ def test_docker_compose_has_the_production_shape():
         assert env["DATABASE_URL"].startswith("postgres://")
         assert env["CELERY_BROKER_URL"].startswith("redis://")
     assert "postgres-data" in compose["volumes"]
+    # What an operator's install probe found: every setting can come from .env; the web port only on the
+    # loopback (a direct client could choose its X-Forwarded-For); a health check that can pass.
+    for name in ("web", "worker", "notifier", "beat", "scheduler", "migrate"):
+        assert services[name]["env_file"] == ".env", name
+    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
+    probe = " ".join(services["web"]["healthcheck"]["test"])
+    assert "/healthz/ready" in probe and "'Host'" in probe
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "var/", ".venv/", ".git/"} <= set(ignored)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.index("COPY accessgov_cli") < dockerfile.index("pip install")
+    assert "/var/lib/accessgov-evidence" in dockerfile
+
+
+def test_gunicorn_trusts_no_forwarded_headers_itself():
+    """gunicorn trusts X-Forwarded-Proto from 127.0.0.1 by default and then tells Django the request was
+    HTTPS; AccessGov reads proxy headers itself, only with TRUSTED_PROXY_COUNT set."""
+    config: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), config)  # noqa: S102 - our own config file
+    assert config["forwarded_allow_ips"] == ""
 
 
 def test_the_expiry_scheduler_runs_in_docker_compose_with_a_standby_and_in_make_run():

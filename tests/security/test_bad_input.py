@@ -567,6 +567,9 @@ def test_a_ticket_rule_cannot_make_a_request_backtrack_and_one_re2_cannot_read_i
         ("max_duration", "999999999 00:00:00"),  # "now + the maximum" overflowed at every extension
         ("max_duration", "367 00:00:00"),
         ("default_duration", "00:00:00"),
+        # Below the shortest request (5 min): the request form then refused even the role's default.
+        ("default_duration", "00:02:00"),
+        ("max_duration", "00:04:59"),
         ("pending_timeout", "-1 00:00:00"),
         ("pending_timeout", "00:00:00"),
         ("approvals_required", ARABIC_INDIC_12[0]),

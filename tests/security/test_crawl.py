@@ -35,6 +35,7 @@ from tests.support.security_world import FIELDS, marker
 EXPECTED_PUBLIC = {
     "accounts:login",
     "healthz",
+    "healthz_ready",
     "metrics",
     "sso:start",
     "sso:callback",
