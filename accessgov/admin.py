@@ -11,11 +11,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import DateTimeField, URLField
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov import inputs, otp, permissions, policies
+from accessgov import clock, inputs, otp, permissions, policies
 from accessgov.activity import config as activity_config
 from accessgov.admin_base import (
     TYPED_INPUT_OVERRIDES,
@@ -284,7 +283,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
                 problem = str(error)
             problem = problem or ("" if reason else "Say why: the reason goes into each account's record.")
         if "confirm" not in request.POST or problem:
-            now = timezone.now()
+            now = clock.now()
             context = {
                 **self.admin_site.each_context(request),
                 "title": f"Deactivate {len(people)} account{'' if len(people) == 1 else 's'}?",
@@ -845,7 +844,7 @@ class ApiTokenAddForm(forms.ModelForm):
         self.fields["scopes"].choices = ApiToken.Scope.choices
         self.fields["user"].queryset = User.objects.filter(is_service_account=True, is_active=True)
         self.fields["user"].label = "Service account"
-        self.fields["expires_at"].initial = timezone.now() + timedelta(days=90)
+        self.fields["expires_at"].initial = clock.now() + timedelta(days=90)
 
 
 @admin.register(ApiToken)

@@ -1,7 +1,6 @@
 from django.http import HttpRequest
-from django.utils import timezone
 
-from accessgov import drafts, inbox, permissions, selectors
+from accessgov import clock, drafts, inbox, permissions, selectors
 from accessgov.models import ChangeRequest
 
 
@@ -18,7 +17,7 @@ def portal(request: HttpRequest) -> dict:
     decidable = permissions.decidable_role_ids(user)
     approver = bool(decidable)
     auditor = permissions.is_auditor(user)
-    now = timezone.now()
+    now = clock.now()
     queue_size = selectors.approver_queue_size(user, now, decidable) if approver else 0
     pending_changes = _pending_changes(user)
     return {

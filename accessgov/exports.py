@@ -15,8 +15,8 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.http import HttpRequest, StreamingHttpResponse
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
 
@@ -136,7 +136,7 @@ def file_name(what: str, *, since: date | None = None, until: date | None = None
     """Every export's file name: ``accessgov-<what>-<period>.csv``, the period in UTC days — ``2026-01-01_to_2026-03-31``
     from the From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
     ``to_<today>``): a file says which days it holds, and two files of the same list sort by them."""
-    today = timezone.now().date()
+    today = clock.now().date()
     if since:
         period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}" if until else f"from_{since:%Y-%m-%d}_to_{today:%Y-%m-%d}"
     else:

@@ -15,9 +15,8 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import F, Q
 from django.template.loader import render_to_string
-from django.utils import timezone
 
-from accessgov import inbox, inputs, net, permissions, recovery, selectors
+from accessgov import clock, inbox, inputs, net, permissions, recovery, selectors
 from accessgov.models import (
     AccessRequest,
     BreakGlassFollowUp,
@@ -658,7 +657,7 @@ def _finish(delivery: NotificationDelivery, error: str, *, last_attempt: bool) -
     """Record one attempt's outcome, only while this run still holds the lease."""
     mine = NotificationDelivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until)
     if not error:
-        mine.update(status=NotificationDelivery.Status.SENT, sent_at=timezone.now(), lease_until=None, last_error="")
+        mine.update(status=NotificationDelivery.Status.SENT, sent_at=clock.now(), lease_until=None, last_error="")
         return
     status = NotificationDelivery.Status.FAILED if last_attempt else NotificationDelivery.Status.PENDING
     mine.update(status=status, lease_until=None, last_error=error[:2000])
@@ -677,7 +676,7 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
     message = build(kind, object_id)
     if message is None:
         return Dispatched()
-    now = timezone.now()
+    now = clock.now()
     NotificationDelivery.objects.filter(created_at__lt=now - KEEP).delete()
     if message.slack_system is not None and message.slack_system.slack_webhook_url:
         message.extra["slack_mentions"] = _slack_mentions(message, kind)
@@ -688,7 +687,7 @@ def dispatch(kind: str, object_id: int, *, notification_id: str, last_attempt: b
     ).select_related("recipient", "system")
     by_zone: dict[str, tuple[Message, tuple[str, str]]] = {}  # each recipient's time zone rendered once
     for delivery in pending.order_by("pk"):
-        if not _claim(delivery, timezone.now()):
+        if not _claim(delivery, clock.now()):
             result.pending += 1
             continue
         try:

@@ -18,11 +18,10 @@ from django.conf import settings
 from django.contrib.auth import update_session_auth_hash
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov import inputs
+from accessgov import clock, inputs
 from accessgov.exceptions import AccessGovError, StepUpRequired
 from accessgov.models import User
 from accessgov.precompiled import Precompiled
@@ -81,7 +80,7 @@ def _verify_on(device: TOTPDevice | StaticDevice, token: str) -> Verification:
     if not allowed:
         wait = 0
         if data and data.get("locked_until"):
-            wait = max(1, int((data["locked_until"] - timezone.now()).total_seconds()))
+            wait = max(1, int((data["locked_until"] - clock.now()).total_seconds()))
         return Verification(
             False, message=f"Too many wrong codes. Wait {wait} second{'s' if wait != 1 else ''} before trying again."
         )
@@ -197,7 +196,7 @@ def act_spending_code_last(
     taken as good; a refusal for any other reason is raised with the code unspent. If the action needs
     no code it runs with ``code_at`` (the caller's last code, or None); otherwise ``spend_code()``
     verifies the code (raising if it is not good) and the action runs for real with its moment."""
-    rehearsal = rehearse(lambda: action(timezone.now()))
+    rehearsal = rehearse(lambda: action(clock.now()))
     if rehearsal.error is not None and rehearsal.needs_code:
         raise rehearsal.error
     if not rehearsal.needs_code:
@@ -243,7 +242,7 @@ def pending_enrolment_device(request: HttpRequest) -> TOTPDevice | None:
         device = TOTPDevice.objects.filter(pk=device_id, user=user, confirmed=False).first()
     if device is None:
         # Pending devices of sessions that can no longer be alive are of no use to anyone.
-        stale_before = timezone.now() - settings.SESSION_ABSOLUTE_TIMEOUT
+        stale_before = clock.now() - settings.SESSION_ABSOLUTE_TIMEOUT
         TOTPDevice.objects.filter(user=user, confirmed=False, created_at__lt=stale_before).delete()
         device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
         request.session[SESSION_ENROL_DEVICE] = device.pk

@@ -15,11 +15,10 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import Http404
-from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
-from accessgov import dbsql
+from accessgov import clock, dbsql
 from accessgov.exceptions import NotAuthorized, PolicyViolation
 from accessgov.models import (
     AccessRequest,
@@ -173,7 +172,7 @@ def eligibility_problem(user: User, role: Role, now, *, lock: bool = False) -> s
     ends = _eligibility_ends(user, role, now, lock=lock)
     if lock:
         # The lock may have waited for a transaction that ended one of them: judge at the time it was got.
-        now = max(now, timezone.now())
+        now = max(now, clock.now())
     if not any(ends_at is None or ends_at > now for ends_at in ends):
         return f"{user.get_username()} is no longer eligible for {role}."
     return None
@@ -221,7 +220,7 @@ def can_decide_access_request(user: User, access_request: AccessRequest, now=Non
         user.is_active
         and user.pk != access_request.requester_id
         and access_request.is_pending
-        and (now or timezone.now()) < access_request.lapses_at
+        and (now or clock.now()) < access_request.lapses_at
         and _approves_role(user, access_request.role)
         and not access_request.decisions.filter(approver=user).exists()
         and independence_problem(user, access_request.requester) is None
@@ -274,7 +273,7 @@ def dependencies(candidate: User, now=None) -> dict[int, str]:
     lives, whoever proposed an API token of the candidate's account (its secret was shown to them: they can
     act as that account). A single admin cannot make the second admin they need (docs/DECISIONS.md, "Sybil
     admin"). Three small reads; the queue uses it to leave out requests the candidate may not decide."""
-    now = now or timezone.now()
+    now = now or clock.now()
     since = now - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     days = settings.FOUR_EYES_INDEPENDENCE_DAYS
     found: dict[int, str] = {}
@@ -400,7 +399,7 @@ def recent_email_change(user: User, now: datetime | None = None) -> tuple[dateti
     link goes to that address, so whoever set it lately is not independent of the recovery."""
     from auditlog.models import LogEntry
 
-    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    since = (now or clock.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     entries = LogEntry.objects.get_for_object(user).filter(timestamp__gte=since).select_related("actor")
     for entry in entries.order_by("-pk"):  # the latest written (timestamps can tie)
         if "email" in (entry.changes_dict or {}):
@@ -416,7 +415,7 @@ def email_set_by(user: User, candidate: User, now: datetime | None = None) -> da
         return None
     if changed[1] is not None and changed[1].pk == candidate.pk:
         return changed[0]
-    since = (now or timezone.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
+    since = (now or clock.now()) - timedelta(days=settings.FOUR_EYES_INDEPENDENCE_DAYS)
     decided = ChangeRequest.objects.filter(
         Q(proposed_by=candidate) | Q(decided_by=candidate),
         kind=ChangeRequest.Kind.USER_IDENTITY,
@@ -563,7 +562,7 @@ def deciders_of_access_request(access_request: AccessRequest) -> Deciders:
         (u for u in approvers_for_role(role) if u.pk != access_request.requester_id and u.pk not in decided),
         key=lambda u: u.get_username().casefold(),
     )
-    now = timezone.now()
+    now = clock.now()
     shown = [u for u in candidates[:DECIDERS_SHOWN] if can_decide_access_request(u, access_request, now)]
     # Without attach_perms guardian returns a queryset of groups (its annotation says "Group | dict").
     groups = set(cast("QuerySet[Group]", get_groups_with_perms(role, only_with_perms_in=["approve_role"])))

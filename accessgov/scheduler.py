@@ -41,8 +41,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.services import grants, provisioning
 from accessgov.services import scheduler as db
 
@@ -136,7 +136,7 @@ class Scheduler:
     def round(self) -> float:
         """Renew (or try to take) the lease; if held, activate and expire what is due and start a drain
         for every system with due outbox items. Returns the seconds until the next round."""
-        now = timezone.now()
+        now = clock.now()
         if self.leading and now < self._renewed_at + timedelta(seconds=self.lease_seconds / RENEW_EVERY):
             leading = True  # renewed moments ago: rounds come as often as grants end, renewals need not
         else:
@@ -164,11 +164,11 @@ class Scheduler:
         # ended just before the items that are due now.
         stuck = self._start_drains(now) or stuck
         if worked:
-            due = db.next_due(timezone.now())
+            due = db.next_due(clock.now())
         return self._wait_after(due, stuck)
 
     def _wait_after(self, due: db.Due, stuck: bool) -> float:
-        now = timezone.now()
+        now = clock.now()
         wait = self.interval
         earliest = due.earliest()
         if earliest is not None:
@@ -353,7 +353,7 @@ class Scheduler:
             logger.warning("stopping with drains in flight for systems %s (their items' leases will lapse)", unfinished)
         try:
             if self.leading:
-                db.scheduler_lease_release(self.holder, timezone.now(), name=self.lease_name)
+                db.scheduler_lease_release(self.holder, clock.now(), name=self.lease_name)
         except Exception:
             logger.exception("could not release the lease (it lapses by itself)")
         if publisher:

@@ -30,14 +30,13 @@ from django.contrib.sessions.models import Session
 from django.db import connection, connections
 from django.db.models import Model
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.middleware import OTPMiddleware, is_verified
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov import dbsql
+from accessgov import clock, dbsql
 from accessgov.models import User
 
 # The backends whose ``get_user`` this module repeats: does it refuse inactive users?
@@ -170,7 +169,7 @@ class SessionStore(DatabaseSessionStore):
         with dbsql.prepared_cursor() as cursor:
             cursor.execute(
                 _SESSION_STATEMENT,
-                [self.session_key, connection.ops.adapt_datetimefield_value(timezone.now())],
+                [self.session_key, connection.ops.adapt_datetimefield_value(clock.now())],
             )
             row = cursor.fetchone()
         if row is None:

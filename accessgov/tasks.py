@@ -4,9 +4,8 @@ import time
 from uuid import uuid4
 
 from celery import shared_task
-from django.utils import timezone
 
-from accessgov import notifications
+from accessgov import clock, notifications
 from accessgov.services import notification_outbox
 from accessgov.services.activity import activity_capture_run
 from accessgov.services.evidence import evidence_pack_build, evidence_pack_schedule_due
@@ -44,7 +43,7 @@ def expire_grant(grant_id: int) -> int:
     """An eta timer queued by an earlier version, at a grant's expires_at: expires that grant if it is
     still due (a no-op if it was extended or has ended) and removes the access (the drain is idempotent
     and leased). Every other due grant is the scheduler's."""
-    expired = grant_expire_due(timezone.now(), grant_ids=[grant_id], job="expiry-timer")
+    expired = grant_expire_due(clock.now(), grant_ids=[grant_id], job="expiry-timer")
     if expired:
         outbox_drain()
     return expired
@@ -54,7 +53,7 @@ def expire_grant(grant_id: int) -> int:
 def activate_grant(grant_id: int) -> int:
     """An eta timer queued by an earlier version, at a scheduled grant's start: activates it if still
     scheduled."""
-    return grant_activate_due(timezone.now(), grant_ids=[grant_id], job="start-timer")
+    return grant_activate_due(clock.now(), grant_ids=[grant_id], job="start-timer")
 
 
 @shared_task
@@ -107,19 +106,19 @@ def deliver_event_webhooks(delivery_ids: list[int]) -> int:
 def capture_activity() -> dict[str, int]:
     """Beat, every ACTIVITY_SAMPLE_SECONDS: sample sessions at PostgreSQL targets and read their server logs
     (each system leased by one run at a time; sealing is the sweep's)."""
-    return activity_capture_run(timezone.now()).as_dict()
+    return activity_capture_run(clock.now()).as_dict()
 
 
 @shared_task
 def reconcile() -> dict[str, int]:
     """Compare every target that can list its members with the active grants; flag drift."""
-    return reconcile_all(timezone.now())
+    return reconcile_all(clock.now())
 
 
 @shared_task
 def quarterly_review() -> int | None:
     """Beat, first day of each quarter: open the quarter's access review over every system."""
-    campaign = review_campaign_quarterly(timezone.now())
+    campaign = review_campaign_quarterly(clock.now())
     return campaign.pk if campaign else None
 
 
@@ -132,7 +131,7 @@ def slack_sync(access_request_id: int) -> str:
 @shared_task
 def integrations_sweep() -> dict[str, int]:
     """Beat (INTEGRATIONS_SWEEP_SECONDS): end grants whose ticket closed or incident resolved."""
-    return sweep_integrations(timezone.now())
+    return sweep_integrations(clock.now())
 
 
 @shared_task(acks_late=True)
@@ -146,4 +145,4 @@ def build_evidence_pack(pack_id: int) -> str | None:
 @shared_task
 def evidence_packs_scheduled() -> list[int]:
     """Beat, daily: queue the scheduled packs that are due (EVIDENCE_SCHEDULE) and retry failed deliveries."""
-    return evidence_pack_schedule_due(timezone.now())
+    return evidence_pack_schedule_due(clock.now())

@@ -239,6 +239,8 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_SENSITIVE_PARAMETERS = ["password", "otp_token"]
 # Forwarded headers are trusted only behind a configured proxy: the number of proxies in front.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Time decisions by the database's clock (accessgov.clock): a host whose clock drifts still ends grants on time.
+DATABASE_CLOCK = env.bool("DATABASE_CLOCK", default=True)
 
 # --- Security headers --------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)

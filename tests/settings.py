@@ -30,6 +30,9 @@ os.environ.setdefault("STATIC_MANIFEST", "0")
 from portal.settings import *  # noqa: E402, F403
 
 SECURE_SSL_REDIRECT = False
+# The suite travels in time (time-machine moves this process's clock, not PostgreSQL's): accessgov.clock then
+# reads this process's clock; tests/services/test_clock.py turns it on to check the database's is used.
+DATABASE_CLOCK = False
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 SESSION_COOKIE_NAME = "accessgov_session"

@@ -20,7 +20,6 @@ import re
 
 from django.conf import settings
 from django.http import Http404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -34,7 +33,7 @@ from rest_framework.exceptions import (
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
-from accessgov import inputs, permissions
+from accessgov import clock, inputs, permissions
 from accessgov.api.schema import ErrorSerializer
 from accessgov.api.views import TokenAPIView
 from accessgov.connectors.webhook import verify
@@ -144,7 +143,7 @@ class ActivityIngestView(TokenAPIView):
             via, message_id = "signature", headers["webhook-id"][:200]
             self._attribution.enter_context(acting_via({"signed_by": f"system:{system.slug}"}))
         result, duplicate = services.activity_ingest_push(
-            system, records, message_id=message_id or None, via=via, now=timezone.now()
+            system, records, message_id=message_id or None, via=via, now=clock.now()
         )
         return Response({**result.as_dict(), "duplicate": duplicate}, status=status.HTTP_200_OK)
 

@@ -4,11 +4,10 @@ as status, requester, expiry or approver can never be set through a body)."""
 
 from datetime import timedelta
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accessgov import inputs
+from accessgov import clock, inputs
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, EvidencePack, Grant, Role, System
 
 MAX_DURATION_SECONDS = int(inputs.MAX_DURATION.total_seconds())
@@ -135,13 +134,13 @@ class GrantRefSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_active(self, grant: Grant) -> bool:
-        return grant.is_active_at(timezone.now())
+        return grant.is_active_at(clock.now())
 
     def to_representation(self, grant: Grant) -> dict:
         """What the grant is now, as every reader sees it: an expiry the sweeper has not reached yet is
         ``expired`` with its ``expires_at`` as ``ended_at`` (the stored row catches up when it runs)."""
         data = super().to_representation(grant)
-        now = timezone.now()
+        now = clock.now()
         data["status"] = grant.status_at(now)
         data["active"] = data["status"] == Grant.Status.ACTIVE and grant.is_active_at(now)
         ended_at = grant.ended_at_as_of(now)

@@ -7,14 +7,13 @@ from datetime import timedelta
 
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from accessgov import inputs, otp, permissions, selectors
+from accessgov import clock, inputs, otp, permissions, selectors
 from accessgov.api.authentication import BearerTokenAuthentication
 from accessgov.api.pagination import KeysetPagination
 from accessgov.api.permissions import TokenScope, limit_to_token_roles, token_allows_role
@@ -163,7 +162,7 @@ class AccessRequestListView(TokenAPIView):
     def _role(self, data) -> Role:
         """The role named by id or path, among the roles in the caller's catalogue (else 400: the
         body named something the caller cannot use, which is input, not a URL)."""
-        roles = permissions.visible_roles(self.request.user, timezone.now()).select_related("system")
+        roles = permissions.visible_roles(self.request.user, clock.now()).select_related("system")
         if "role_id" in data:
             role = roles.filter(pk=data["role_id"]).first()
         else:
@@ -230,7 +229,7 @@ def _act_with_code(view: TokenAPIView, code: str | None, action):
                 view.token.pk,
             )
             raise NotAuthorized(result.message)
-        return timezone.now()
+        return clock.now()
 
     return otp.act_spending_code_last(action, code_at=None, spend_code=spend_code)
 
@@ -299,7 +298,7 @@ class DecisionQueueView(TokenAPIView):
         responses=AccessRequestSerializer(many=True),
     )
     def get(self, request):
-        queue = selectors.approver_queue(request.user, timezone.now()).prefetch_related(
+        queue = selectors.approver_queue(request.user, clock.now()).prefetch_related(
             Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
         )
         queue = limit_to_token_roles(queue, self.token)[:200]
@@ -326,7 +325,7 @@ class GrantListView(TokenAPIView):
         responses=GrantSerializer(many=True),
     )
     def get(self, request):
-        now = timezone.now()
+        now = clock.now()
         qs = _grants_queryset().filter(user=request.user)
         # What each grant is now (an expiry not yet swept is expired), as GrantSerializer shows it.
         if status := _status_value(request.query_params.get("status"), Grant.Status.values):
@@ -381,7 +380,7 @@ class SystemListView(TokenAPIView):
         operation_id="systems_list", summary="Systems in my catalogue", responses=SystemSerializer(many=True)
     )
     def get(self, request):
-        systems = permissions.visible_systems(request.user, timezone.now())
+        systems = permissions.visible_systems(request.user, clock.now())
         role_ids = list(self.token.roles.values_list("pk", flat=True))
         if role_ids:
             systems = systems.filter(roles__in=role_ids).distinct()
@@ -401,7 +400,7 @@ class RoleListView(TokenAPIView):
         responses=RoleSerializer(many=True),
     )
     def get(self, request):
-        now = timezone.now()
+        now = clock.now()
         roles = limit_to_token_roles(
             permissions.visible_roles(request.user, now).select_related("system"), self.token, field="pk"
         )
@@ -421,7 +420,7 @@ class RoleDetailView(TokenAPIView):
 
     @extend_schema(operation_id="roles_retrieve", summary="A role in my catalogue", responses=RoleSerializer)
     def get(self, request, pk: int):
-        now = timezone.now()
+        now = clock.now()
         role = permissions.visible_roles(request.user, now).select_related("system").filter(pk=pk).first()
         if role is None or not token_allows_role(self.token, role.pk):
             raise Http404
@@ -438,7 +437,7 @@ class EligibilityListView(TokenAPIView):
         responses=EligibilitySerializer(many=True),
     )
     def get(self, request):
-        qs = permissions.visible_eligibilities(request.user, timezone.now()).select_related(
+        qs = permissions.visible_eligibilities(request.user, clock.now()).select_related(
             "role__system", "user", "group"
         )
         return self.page(limit_to_token_roles(qs, self.token), EligibilitySerializer)

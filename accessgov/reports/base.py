@@ -21,9 +21,8 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.functions import TruncWeek
-from django.utils import timezone
 
-from accessgov import catalog, charts, inputs, paging
+from accessgov import catalog, charts, clock, inputs, paging
 from accessgov.models import Decision, User
 
 APPROVE, DENY = Decision.Outcome.APPROVE, Decision.Outcome.DENY
@@ -135,7 +134,7 @@ class ReportFilterSet(django_filters.FilterSet):
     _filtered: QuerySet
 
     def __init__(self, data=None, queryset=None, *, now: datetime | None = None, **kwargs):
-        self.now = now or timezone.now()
+        self.now = now or clock.now()
         super().__init__(data, queryset, **kwargs)
 
     def get_form_class(self):

@@ -11,9 +11,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
-from django.utils import timezone
 
-from accessgov import otp, permissions, policies
+from accessgov import clock, otp, permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
 from accessgov.services import grants as grant_services
@@ -170,7 +169,7 @@ def access_request_submit(
     the role (extend the grant instead). Auto-approved when the role needs no approval or a rule
     matches; otherwise the role's approvers are notified.
     """
-    now = timezone.now()
+    now = clock.now()
     if permissions.eligibility_problem(actor, role, now):
         raise PolicyViolation(f"You are not eligible to request {role}.")
     policies.validate_ticket(role, ticket)
@@ -221,7 +220,7 @@ def access_request_submit_extension(
     no second, overlapping grant is ever created. The extended grant may not last longer in total
     than the role's maximum duration from now. ``seen_expires_at`` is the end the asker was shown: when
     the grant has been extended since (a second click on the form, another tab), nothing is asked again."""
-    now = timezone.now()
+    now = clock.now()
     role = Role.objects.filter(grants__pk=grant_id).first()
     external = None
     if role is not None and ticket:
@@ -333,7 +332,7 @@ def access_request_approve(
             Grant.objects.select_for_update(no_key=True, of=("self",)).filter(
                 pk=access_request.extends_grant_id
             ).first()
-        now = timezone.now()  # after the lock: a wait behind another transaction must not approve late
+        now = clock.now()  # after the lock: a wait behind another transaction must not approve late
         ensure_transition("request", access_request.status, Status.APPROVED)
         if now >= access_request.lapses_at:
             raise TransitionNotAllowed("This request has lapsed: it waited longer than its role allows.")
@@ -435,7 +434,7 @@ def access_request_deny(
         raise PolicyViolation("Say why you deny the request: the requester will read it.")
     with transaction.atomic():
         access_request = _lock(access_request_id)
-        now = timezone.now()
+        now = clock.now()
         ensure_transition("request", access_request.status, Status.DENIED)
         permissions.ensure_can_decide_access_request(actor, access_request)
         _check_step_up(access_request.role, step_up_at, now)
@@ -477,7 +476,7 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
         permissions.ensure_can_cancel_access_request(actor, access_request)
         ensure_transition("request", access_request.status, Status.CANCELLED)
         access_request.status = Status.CANCELLED
-        access_request.decided_at = timezone.now()
+        access_request.decided_at = clock.now()
         access_request.save(update_fields=["status", "decided_at"])
         event_record(Type.REQUEST_CANCELLED, actor=actor, client_address=client_address, access_request=access_request)
         return access_request
@@ -529,7 +528,7 @@ def access_request_withdraw_all(requester: User, *, actor: User, reason: str) ->
     )
     if not due:
         return 0
-    now = timezone.now()
+    now = clock.now()
     AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
         status=Status.CANCELLED, decided_at=now
     )

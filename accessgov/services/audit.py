@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.activity.verify import SealReport, verify_activity_seals
 from accessgov.exceptions import PolicyViolation
 from accessgov.ledger import purge
@@ -45,7 +45,7 @@ def audit_purge(before: datetime, *, dry_run: bool = False, job: str = "purge_au
     verifies from, and record it (``audit.purged``) in the same transaction. Returns what was (with
     ``dry_run``: would be) purged, None when nothing is that old. Raises PolicyViolation when ``before``
     is inside the retention period (AUDIT_RETENTION_DAYS)."""
-    earliest_allowed = timezone.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS)
+    earliest_allowed = clock.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS)
     if before > earliest_allowed:
         raise PolicyViolation(
             f"Refused: {before:%Y-%m-%d} is inside the retention period of {settings.AUDIT_RETENTION_DAYS} days "

@@ -14,10 +14,9 @@ from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
-from django.utils import timezone
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from accessgov import permissions, policies
+from accessgov import clock, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -172,7 +171,7 @@ def _withdraw_overtaken(change: ChangeRequest, *, actor: User, client_address: s
         if not set(previous.payload) - {"__old__"} <= fields:
             continue
         reason = f"Overtaken by change #{change.pk}, which sets the same fields again."
-        previous.status, previous.decided_by, previous.decided_at = Status.WITHDRAWN, actor, timezone.now()
+        previous.status, previous.decided_by, previous.decided_at = Status.WITHDRAWN, actor, clock.now()
         previous.comment, previous.secret_payload = reason, ""
         previous.save(update_fields=["status", "decided_by", "decided_at", "comment", "secret_payload"])
         event_record(
@@ -307,7 +306,7 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
 def _applied(
     change: ChangeRequest, instance: models.Model, *, actor: User, client_address: str | None, four_eyes: bool
 ) -> ChangeRequest:
-    change.status, change.decided_by, change.decided_at = Status.APPLIED, (actor if four_eyes else None), timezone.now()
+    change.status, change.decided_by, change.decided_at = Status.APPLIED, (actor if four_eyes else None), clock.now()
     change.secret_payload, change.applied_target_id = "", instance.pk
     change.save(update_fields=["status", "decided_by", "decided_at", "secret_payload", "applied_target_id"])
     event_record(
@@ -760,7 +759,7 @@ def change_reject(actor: User, change_id: int, *, comment: str, client_address: 
         if not withdrawing and not comment.strip():
             raise PolicyViolation("Say why the change is rejected.")
         change.status = Status.WITHDRAWN if withdrawing else Status.REJECTED
-        change.decided_by, change.decided_at = actor, timezone.now()
+        change.decided_by, change.decided_at = actor, clock.now()
         change.comment, change.secret_payload = comment.strip(), ""
         change.save(update_fields=["status", "decided_by", "decided_at", "comment", "secret_payload"])
         event_record(

@@ -4,9 +4,8 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.utils import timezone
 
-from accessgov import permissions, policies
+from accessgov import clock, permissions, policies
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Role, User
 from accessgov.services import notification_outbox
@@ -28,7 +27,7 @@ def eligibility_add(
     already eligible, a later end (or none) **renews** it: a new eligibility from now, and the current one
     ended with "Renewed until …" (both recorded; a review certifies the new one). An end that is not later is
     refused (TransitionNotAllowed)."""
-    now = timezone.now()
+    now = clock.now()
     if ends_at is not None and ends_at <= now:
         raise PolicyViolation("The end date must be in the future.")
     if user == actor or (group is not None and actor.groups.filter(pk=group.pk).exists()):
@@ -110,7 +109,7 @@ def eligibility_end(actor: User, eligibility_id: int, *, reason: str, client_add
     """End an eligibility now: no new requests from it, and pending requests that relied on it are
     withdrawn with the reason (active grants run to their own end)."""
     policies.ensure_reason_length(reason)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         eligibility = (
             Eligibility.objects.select_for_update(no_key=True, of=("self",))

@@ -12,9 +12,8 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import clock, permissions
 from accessgov.evidence import builder, delivery
 from accessgov.evidence.signing import SigningKeyMissing
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
@@ -64,7 +63,7 @@ def evidence_pack_request(
     as ``manage.py evidence_pack`` does). Raises NotAuthorized (not an
     auditor) or PolicyViolation (a period it refuses)."""
     permissions.ensure_can_build_evidence_pack(actor)
-    problem = evidence_period_problem(since, until, timezone.now().date())
+    problem = evidence_period_problem(since, until, clock.now().date())
     if problem:
         raise PolicyViolation(problem)
     systems = sorted(set(systems or []), key=lambda s: s.pk)
@@ -192,7 +191,7 @@ def evidence_pack_build(pack_id: int, *, seed: str | None = None) -> EvidencePac
     left alone). On success the pack is ready with its file's hashes and an ``evidence.built`` event; on
     any error it is failed with the reason and an ``evidence.failed`` event. A scheduled pack is then
     delivered. Returns the pack, or None when there was nothing to do."""
-    now = timezone.now()
+    now = clock.now()
     pack = _claim(pack_id, now)
     if pack is None:
         return None
@@ -203,7 +202,7 @@ def evidence_pack_build(pack_id: int, *, seed: str | None = None) -> EvidencePac
             nonlocal progress
             progress = _Progress(pack.pk)
             try:
-                return builder.build_pack(pack, as_of=timezone.now(), progress=progress, seed=seed)
+                return builder.build_pack(pack, as_of=clock.now(), progress=progress, seed=seed)
             finally:
                 progress.close()
 
@@ -216,14 +215,14 @@ def evidence_pack_build(pack_id: int, *, seed: str | None = None) -> EvidencePac
             reason = f"The build failed ({exc.__class__.__name__}); the error is in the worker's log."
         with transaction.atomic():
             EvidencePack.objects.filter(pk=pack.pk).update(
-                status=Status.FAILED, error=reason, finished_at=timezone.now(), step="Failed"
+                status=Status.FAILED, error=reason, finished_at=clock.now(), step="Failed"
             )
             event_record(Type.EVIDENCE_FAILED, job="evidence", reason=reason, data={"pack_id": pack.pk})
         pack.refresh_from_db()
         return pack
     with transaction.atomic():
         pack = EvidencePack.objects.select_for_update(of=("self",)).get(pk=pack.pk)
-        pack.status, pack.progress, pack.step, pack.finished_at = Status.READY, 100, "Ready", timezone.now()
+        pack.status, pack.progress, pack.step, pack.finished_at = Status.READY, 100, "Ready", clock.now()
         pack.file_name, pack.file_size, pack.file_sha256 = result.file_name, result.size, result.sha256
         pack.manifest_sha256, pack.key_fingerprint = result.manifest_sha256, result.fingerprint
         pack.ledger_head_sequence, pack.ledger_head_hash = result.head_sequence, result.head_hash
@@ -271,7 +270,7 @@ def evidence_pack_deliver(pack_id: int) -> bool:
     claims the delivery, so two runs never deliver twice at once."""
     if not delivery.configured():
         return False
-    now = timezone.now()
+    now = clock.now()
     claimed = (
         EvidencePack.objects.filter(pk=pack_id, status=Status.READY, delivered_at__isnull=True)
         .filter(Q(delivery_claimed_at__isnull=True) | Q(delivery_claimed_at__lt=now - BUILD_LEASE))
@@ -299,7 +298,7 @@ def evidence_pack_deliver(pack_id: int) -> bool:
         return False
     with transaction.atomic():
         EvidencePack.objects.filter(pk=pack_id).update(
-            delivered_at=timezone.now(), delivered_to=location, delivery_error="", delivery_claimed_at=None
+            delivered_at=clock.now(), delivered_to=location, delivery_error="", delivery_claimed_at=None
         )
         event_record(
             Type.EVIDENCE_DELIVERED,

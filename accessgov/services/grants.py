@@ -18,9 +18,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
-from accessgov import dbsql, inputs, otp, permissions, policies
+from accessgov import clock, dbsql, inputs, otp, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -475,7 +474,7 @@ def grant_revoke(actor: User, grant_id: int, *, reason: str, client_address: str
     """An approver of the role, or an owner of the system, ends someone's access now (reason required)."""
     if not reason.strip():
         raise PolicyViolation("Say why you revoke this access: the grantee and auditors will read it.")
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         grant = _lock(grant_id)
         permissions.ensure_can_revoke_grant(actor, grant)
@@ -492,7 +491,7 @@ def grant_revoke(actor: User, grant_id: int, *, reason: str, client_address: str
 
 def grant_release(actor: User, grant_id: int, *, client_address: str | None = None) -> Grant:
     """The grantee gives access back early."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         grant = _lock(grant_id)
         permissions.ensure_can_release_grant(actor, grant)
@@ -538,7 +537,7 @@ def break_glass_activate(
     """Self-activation without a peer, on roles that allow it: a fresh TOTP, a reason, at most 1 h.
     Approvers and auditors are told at once, and a follow-up another person must acknowledge
     within 24 h is opened."""
-    now = timezone.now()
+    now = clock.now()
     otp.ensure_step_up(step_up_at, now, action="Break-glass")
     with transaction.atomic():
         role = Role.objects.select_for_update(no_key=True, of=("self",)).select_related("system").get(pk=role.pk)
@@ -610,7 +609,7 @@ def break_glass_acknowledge(
             raise TransitionNotAllowed("This follow-up was already acknowledged.")
         permissions.ensure_can_acknowledge_break_glass(actor, follow_up.grant)
         follow_up.acknowledged_by = actor
-        follow_up.acknowledged_at = timezone.now()
+        follow_up.acknowledged_at = clock.now()
         follow_up.comment = comment.strip()
         follow_up.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])
         event_record(
@@ -656,7 +655,7 @@ def grant_revoke_by_system(
     the grant, the event names ``actor`` when a person or a provider's service account caused it (else
     the job) and says why (``end_reason``/``event_type``, ``data``: the evidence). Callers are services
     that already authorized their own action."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         grant = _lock(grant_id)
         return _end(

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from accessgov import inputs, permissions
+from accessgov import clock, inputs, permissions
 from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation
 from accessgov.identity.scim import GroupChange, GroupValues, UserValues
 from accessgov.models import (
@@ -162,7 +161,7 @@ def sso_sign_in(
         else []
     )
     acr = _claim_text(claims, "acr", 200)
-    now = timezone.now()
+    now = clock.now()
     created = False
     with transaction.atomic():
         identity = (
@@ -248,7 +247,7 @@ def scim_user_create(
     taken over by name (409): its owner links it from their security page. Raises NotAuthorized,
     Conflict."""
     permissions.ensure_can_provision(actor, provider)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         _ensure_free(provider, values, None)
         if User.objects.filter(username__iexact=values.user_name).exists():
@@ -324,7 +323,7 @@ def scim_user_update(
     deactivated (an admin's deactivation stands). Raises NotAuthorized, NotFound, Conflict,
     PolicyViolation (from ``patch``)."""
     permissions.ensure_can_provision(actor, provider)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         identity = _lock_identity(provider, scim_id)
         before = identity_values(identity)
@@ -492,7 +491,7 @@ def _join(actor, provider, identity_group: IdentityGroup, users: list[User], *, 
         identity_group,
         joining,
         client_address=client_address,
-        now=timezone.now(),
+        now=clock.now(),
     )
 
 
@@ -504,7 +503,7 @@ def _leave(actor, provider, identity_group: IdentityGroup, users: list[User], *,
     leaving = [u for u in users if u.pk in current]
     if not leaving:
         return
-    now = timezone.now()
+    now = clock.now()
     user_services.user_groups_leave(
         actor,
         leaving,
@@ -583,7 +582,7 @@ def scim_group_update(
             identity_group.display_name = change.display_name
             identity_group.group.name = _group_name(provider, change.display_name)
             identity_group.group.save(update_fields=["name"])
-            identity_group.updated_at = timezone.now()
+            identity_group.updated_at = clock.now()
             identity_group.save(update_fields=["display_name", "updated_at"])
             _group_event(
                 actor, provider, identity_group, "renamed", client_address, old=old, new=identity_group.group.name

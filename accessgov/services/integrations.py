@@ -21,9 +21,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from accessgov import otp, permissions, policies
+from accessgov import clock, otp, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.integrations import jira, oidc_trust, pagerduty, slack, tickets
 from accessgov.integrations.http import ProviderError
@@ -306,7 +305,7 @@ def integrations_sweep(now: datetime | None = None) -> dict[str, int]:
     """One pass (beat): end grants whose ticket closed or incident resolved, bring Slack messages of
     requests decided without a notification (cancelled) up to date, and prune replay guards. Provider
     failures are logged and retried next pass; they never end or extend anything."""
-    now = now or timezone.now()
+    now = now or clock.now()
     stale = list(
         SlackMessage.objects.filter(shown_state__startswith="pending")
         .exclude(access_request__status=AccessRequest.Status.PENDING)
@@ -336,7 +335,7 @@ def _hash(text: str) -> str:
 def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
     """A one-time code (shown once, only its hash kept) that links the Slack user who types it to
     ``user``. Needs a TOTP code entered just now (``step_up_at``): a link lets Slack act as the person."""
-    now = timezone.now()
+    now = clock.now()
     otp.ensure_step_up(step_up_at, now, action="Linking Slack")
     code = "-".join(secrets.token_hex(3).upper() for _ in range(3))
     with transaction.atomic():
@@ -353,7 +352,7 @@ def slack_link_code_create(user: User, *, step_up_at: datetime | None) -> str:
 def slack_link_consume(workspace: SlackWorkspace, slack_user_id: str, code: str) -> SlackUserLink:
     """The Slack user typed a link code: spend it (once, before it expires) and link them to the code's
     owner (replacing either side's previous link), with a ``slack.linked`` event. Raises PolicyViolation."""
-    now = timezone.now()
+    now = clock.now()
     normalized = code.strip().upper().replace(" ", "")
     with transaction.atomic():
         link_code = (
@@ -493,7 +492,7 @@ def oidc_token_issue(policy, claims: dict, *, client_address: str | None = None)
     problem = token_services.service_account_problem(policy.service_account)
     if problem:
         raise PolicyViolation(problem)
-    now = timezone.now()
+    now = clock.now()
     expires_at = now + policy.token_lifetime
     roles = list(Role.objects.filter(pk__in=policy.role_ids))
     if not roles:

@@ -17,8 +17,8 @@ from uuid import uuid4
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.models import QueuedNotification
 from accessgov.services import after_commit
 
@@ -65,14 +65,14 @@ def notification_running(notification_id: str) -> None:
     """The ``notify`` task runs (or retries) the queued notification: no sweep publishes it again for
     ``RUNNING`` — longer than the task's whole retry backoff — unless the task never comes back."""
     QueuedNotification.objects.filter(notification_id=notification_id, done_at__isnull=True).update(
-        lease_until=timezone.now() + RUNNING
+        lease_until=clock.now() + RUNNING
     )
 
 
 def notification_done(notification_id: str) -> None:
     """Close the queued notification ``notification_id`` (the tasks call this when they have finished)."""
     QueuedNotification.objects.filter(notification_id=notification_id, done_at__isnull=True).update(
-        done_at=timezone.now(), lease_until=None
+        done_at=clock.now(), lease_until=None
     )
 
 
@@ -81,7 +81,7 @@ def notification_outbox_drain(now: datetime | None = None) -> int:
     that two sweeps do not both publish one). Rows older than ``GIVE_UP`` are closed with a warning, and closed
     rows that old are deleted. Returns how many were published again; stops at the first publish that fails
     (the broker is still down: the leases run out and a later sweep tries again)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     stale = QueuedNotification.objects.filter(done_at__isnull=True, created_at__lt=now - GIVE_UP)
     given_up = stale.update(done_at=now, lease_until=None)
     if given_up:

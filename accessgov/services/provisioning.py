@@ -15,9 +15,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Min, Q
-from django.utils import timezone
 
-from accessgov import dbsql, permissions
+from accessgov import clock, dbsql, permissions
 from accessgov.connectors import ConnectorError, Target, TargetBusy, connector_for
 from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, Grant, OutboxItem, System, User
@@ -234,7 +233,7 @@ def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -
     items and their grants (by id), then a few set-based UPDATEs and the events in one chained write
     (one ledger lock for the whole batch). Per item: "done", "failed", or "already done" (another
     delivery recorded it first: nothing is written twice)."""
-    finished = timezone.now()
+    finished = clock.now()
     errors = dict(results)
     outcomes: dict[int, str] = {}
     with transaction.atomic():
@@ -438,7 +437,7 @@ def _release(item_ids: list[int]) -> None:
 
 def outbox_process(item_id: int) -> str:
     """Process one outbox item now (idempotent). Returns what happened, for logs and tests."""
-    claimed = _claim(timezone.now(), item_id=item_id)
+    claimed = _claim(clock.now(), item_id=item_id)
     if not claimed:
         return "skipped"
     item = claimed[0]
@@ -472,7 +471,7 @@ def outbox_drain(
     connectors: dict[int, object] = {}
     try:
         while time.monotonic() - started < budget_seconds and not (stop is not None and stop.is_set()):
-            batch = _claim(now or timezone.now(), limit=batch_size, system_id=system_id)
+            batch = _claim(now or clock.now(), limit=batch_size, system_id=system_id)
             if not batch:
                 break
             # Sending stops at half the lease: one item in flight (connector timeouts are seconds) then
@@ -514,7 +513,7 @@ def manual_task_complete(actor: User, item_id: int) -> str:
     permissions.ensure_can_complete_manual_task(actor, item.grant)
     if item.done_at is not None:
         raise TransitionNotAllowed("This task is already done.")
-    if item.action == Action.APPLY and manual_applies_withdraw(timezone.now(), grant_ids=[item.grant_id]):
+    if item.action == Action.APPLY and manual_applies_withdraw(clock.now(), grant_ids=[item.grant_id]):
         raise TransitionNotAllowed(
             f"Grant #{item.grant_id} has already ended: there is nothing to apply, and this task is withdrawn. "
             "If you did apply it, its removal task is open."

@@ -12,9 +12,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
-from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import clock, permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, Eligibility, Grant, ReviewCampaign, ReviewItem, System, User
 from accessgov.services import access_requests as request_services
@@ -66,7 +65,7 @@ def review_campaign_create(
     told after commit (the start reminder). Raises NotAuthorized (not an auditor) or PolicyViolation.
     ``period`` (scheduled campaigns): the database holds one campaign per period — a second one raises
     IntegrityError and writes nothing (the caller's transaction is left usable)."""
-    now = timezone.now()
+    now = clock.now()
     keep_for = timedelta(days=settings.REVIEW_KEEP_DAYS) if keep_for is None else keep_for
     grace = timedelta(days=settings.REVIEW_GRACE_DAYS) if grace is None else grace
     if actor is not None and not permissions.is_auditor(actor):
@@ -167,7 +166,7 @@ def review_item_decide(
         if problem:
             raise NotAuthorized(f"{problem} An auditor will reassign this item.")
         item.decision, item.comment = decision, comment.strip()
-        item.decided_at, item.decided_by = timezone.now(), actor
+        item.decided_at, item.decided_by = clock.now(), actor
         item.save(update_fields=["decision", "comment", "decided_at", "decided_by"])
         event_record(
             Type.REVIEW_DECIDED,
@@ -299,7 +298,7 @@ def review_campaign_close(
     TransitionNotAllowed (already closed)."""
     if actor is not None and not permissions.is_auditor(actor):
         raise NotAuthorized("Only auditors close access reviews.")
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         campaign = ReviewCampaign.objects.select_for_update(no_key=True, of=("self",)).get(pk=campaign_id)
         if campaign.status != Status.OPEN:

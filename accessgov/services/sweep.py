@@ -3,6 +3,7 @@
 
 from datetime import datetime
 
+from accessgov import clock
 from accessgov.models import JobRun
 from accessgov.services import (
     access_requests,
@@ -53,12 +54,10 @@ def sweep_run_recorded() -> dict[str, int]:
     """One sweep at the current time, with its duration kept for /metrics (accessgov_sweep_duration)."""
     import time
 
-    from django.utils import timezone
-
     started = time.monotonic()
-    counts = sweep_run(timezone.now())
+    counts = sweep_run(clock.now())
     JobRun.objects.update_or_create(
         name="sweep",
-        defaults={"finished_at": timezone.now(), "duration_seconds": time.monotonic() - started, "result": counts},
+        defaults={"finished_at": clock.now(), "duration_seconds": time.monotonic() - started, "result": counts},
     )
     return counts

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import clock, permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import ApiToken, Role, User
 
@@ -37,7 +36,7 @@ def offered_token_scopes(user: User) -> list[str]:
     decide, the ledger and evidence packs without being an auditor). A token never does more than its owner may at the time of each
     call, whatever it carries; this keeps the form to what would work."""
     cannot: set[str] = set()
-    if not permissions.eligible_roles(user, timezone.now()).exists():
+    if not permissions.eligible_roles(user, clock.now()).exists():
         cannot.add(Scope.REQUESTS_CREATE.value)
     if not permissions.decidable_role_ids(user):
         cannot |= {Scope.DECISIONS_READ.value, Scope.DECISIONS_DECIDE.value}
@@ -84,7 +83,7 @@ def api_token_create(
     """Make a token for ``user`` and return it with its secret (the only time the secret exists in
     clear). People make their own personal tokens; service tokens are made by staff (the admin).
     Raises PolicyViolation for a bad name, scope or expiry, NotAuthorized for anyone else's token."""
-    now = timezone.now()
+    now = clock.now()
     name = name.strip()
     if not name:
         raise PolicyViolation("Give the token a name that says where it is used.")
@@ -155,7 +154,7 @@ def service_token_draft(
 ) -> ServiceTokenDraft:
     """Validate a service token for a four-eyes proposal (services.changes) and make its secret.
     Raises PolicyViolation."""
-    now = timezone.now()
+    now = clock.now()
     name = name.strip()
     if not name:
         raise PolicyViolation("Give the token a name that says where it is used.")
@@ -187,7 +186,7 @@ def service_token_create_from(payload: dict, *, created_by: User) -> ApiToken:
     if problem:
         raise PolicyViolation(problem)
     expires_at = datetime.fromisoformat(payload["expires_at"])
-    if expires_at <= timezone.now():
+    if expires_at <= clock.now():
         raise PolicyViolation("The token's expiry has passed since it was proposed; propose it again.")
     token = ApiToken.objects.create(
         user=user,
@@ -215,7 +214,7 @@ def api_token_revoke(actor: User, token_id: int, *, authorized: bool = False) ->
             raise NotAuthorized("You may only revoke your own tokens.")
         if token.revoked_at is not None:
             raise TransitionNotAllowed("This token was already revoked.")
-        token.revoked_at = timezone.now()
+        token.revoked_at = clock.now()
         token.revoked_by = actor
         token.save(update_fields=["revoked_at", "revoked_by"])
         return token
@@ -247,7 +246,7 @@ class Authentication:
 def api_token_authenticate(secret: str, *, client_address: str | None, now: datetime | None = None) -> Authentication:
     """Find the token a presented secret belongs to and check it may be used now (not revoked, not
     expired, its user active). Notes the last use (at most once a minute, a bookkeeping update)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     if not secret.startswith(ApiToken.SECRET_PREFIX) or len(secret) > 200:
         return Authentication(None, "token_invalid", "That is not an AccessGov token.")
     token = ApiToken.objects.select_related("user").filter(key_hash=hash_secret(secret)).first()

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.utils import timezone
 
-from accessgov import permissions, recovery
+from accessgov import clock, permissions, recovery
 from accessgov.exceptions import NotAuthorized, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -191,7 +190,7 @@ def user_groups_leave(
         permissions.ensure_can_manage_users(actor)
     membership = User.groups.through
     with transaction.atomic():
-        now = timezone.now()
+        now = clock.now()
         leaving = sorted(
             membership.objects.filter(
                 user_id__in=[u.pk for u in users], group_id__in=[g.pk for g in groups]

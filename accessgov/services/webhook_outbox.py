@@ -11,9 +11,8 @@ from collections import defaultdict
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from django.utils import timezone
 
-from accessgov import dbsql, transaction_memo
+from accessgov import clock, dbsql, transaction_memo
 from accessgov.models import AccessEvent, EventWebhookSubscription, WebhookDelivery
 from accessgov.precompiled import Precompiled
 from accessgov.services import after_commit
@@ -106,7 +105,7 @@ def webhook_deliveries_enqueue_refs(refs: list[tuple[int, str, int | None]]) -> 
     pairs = _deliveries_for(refs, everywhere, per_role)
     if not pairs:
         return []
-    ids = dbsql.webhook_deliveries_insert(pairs, timezone.now())
+    ids = dbsql.webhook_deliveries_insert(pairs, clock.now())
     _send_after_commit(ids)
     return ids
 

@@ -21,9 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
-from accessgov import net, permissions
+from accessgov import clock, net, permissions
 from accessgov.connectors.base import ConnectorError
 from accessgov.connectors.webhook import post_signed
 from accessgov.exceptions import TransitionNotAllowed
@@ -143,7 +142,7 @@ def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:
 
 def _record(delivery: WebhookDelivery, status_code: int | None, error: str) -> str:
     """Write the outcome of one attempt, only if this worker still holds the lease."""
-    finished = timezone.now()
+    finished = clock.now()
     mine = WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PENDING, lease_until=delivery.lease_until)
     if not error:
         updated = mine.update(
@@ -211,7 +210,7 @@ def webhook_deliveries_send(delivery_ids: list[int]) -> int:
     """Send these deliveries now if they are due, not leased and still pending (the task after the
     commit that wrote them). Idempotent: a second run finds them delivered or leased and does nothing.
     Returns how many were delivered."""
-    batch = _claim(timezone.now(), ids=delivery_ids, limit=len(delivery_ids))
+    batch = _claim(clock.now(), ids=delivery_ids, limit=len(delivery_ids))
     return _deliver(batch, set()) if batch else 0
 
 
@@ -224,7 +223,7 @@ def webhook_deliveries_drain(
     delivered = 0
     unreachable: set[int] = set()
     while time.monotonic() - started < budget_seconds:
-        batch = _claim(now or timezone.now(), skip_subscriptions=unreachable, limit=batch_size)
+        batch = _claim(now or clock.now(), skip_subscriptions=unreachable, limit=batch_size)
         if not batch:
             break
         delivered += _deliver(batch, unreachable)
@@ -248,7 +247,7 @@ def webhook_delivery_redeliver(actor: User, delivery_id: int, *, client_address:
             .get(pk=delivery_id)
         )
         permissions.ensure_can_redeliver_webhook(actor)
-        now = timezone.now()
+        now = clock.now()
         if delivery.lease_until is not None and delivery.lease_until > now:
             raise TransitionNotAllowed("This delivery is being sent right now.")
         if not delivery.subscription.is_active:

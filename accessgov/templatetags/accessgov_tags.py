@@ -13,7 +13,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
 
-from accessgov import otp
+from accessgov import clock, otp
 from accessgov.models import AccessEvent
 from accessgov.policies import format_duration
 
@@ -197,10 +197,9 @@ def step_up_note_tag(context) -> dict:
 
 def step_up_state(request) -> dict:
     """``step_up_note`` for ``request`` (also the Jinja2 templates' ``step_up_note(request)``)."""
-    from django.utils import timezone
 
     code_at = otp.session_code_at(request) if request is not None and hasattr(request, "session") else None
-    needed, note = otp.step_up_note(code_at, timezone.now())
+    needed, note = otp.step_up_note(code_at, clock.now())
     return {"needed": needed, "note": note}
 
 

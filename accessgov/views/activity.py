@@ -8,10 +8,9 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import exports, inputs, permissions
+from accessgov import clock, exports, inputs, permissions
 from accessgov.activity import selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ActivityExportFilters
@@ -22,7 +21,7 @@ from accessgov.views.common import invalid_filters, refused
 
 @require_GET
 def activity_view(request: PortalRequest) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     open_findings = list(selectors.open_findings(request.user)[:200])
     recent = list(
         selectors.visible_findings(request.user).filter(status="signed_off").order_by("-signed_off_at", "-pk")[:20]
@@ -92,7 +91,7 @@ def activity_export_view(request: PortalRequest):
 
 @require_GET
 def right_sizing_view(request: PortalRequest) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     report = selectors.right_sizing(request.user, now)
     return render(
         request,

@@ -5,11 +5,10 @@ from django.contrib import messages
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, drafts, filters, paging, selectors
+from accessgov import catalog, clock, drafts, filters, paging, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import BulkDecisionForm, DecisionForm
@@ -44,7 +43,7 @@ def filtered_queue_count(user, now, params: QueryDict) -> int | None:
 
 
 def _dashboard(request: PortalRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     rows = selectors.approver_queue(request.user, now).select_related(None).select_related("role__system", "requester")
     queue_filter = filters.ApprovalQueueFilter(request.GET, queryset=rows.only(*QUEUE_PAGE_FIELDS), now=now)
     catalog.limit_to_catalogue(queue_filter.form, request.user, now)
@@ -100,7 +99,7 @@ def bulk_decide_view(request: PortalRequest) -> HttpResponse:
     if not form.is_valid():
         return _dashboard(request, bulk_form=form, status=400)
     data = form.cleaned_data
-    now = timezone.now()
+    now = clock.now()
     in_queue = {
         r.pk: r
         for r in selectors.approver_queue(request.user, now)

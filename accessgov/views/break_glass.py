@@ -4,10 +4,9 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import permissions, selectors
+from accessgov import clock, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import BreakGlassForm, ReasonForm
 from accessgov.http import PortalRequest
@@ -19,7 +18,7 @@ from accessgov.views.common import act_with_step_up, refused, status_for
 
 @require_http_methods(["GET", "POST"])
 def break_glass_view(request: PortalRequest) -> HttpResponse:
-    roles = permissions.eligible_roles(request.user, timezone.now()).filter(break_glass_allowed=True)
+    roles = permissions.eligible_roles(request.user, clock.now()).filter(break_glass_allowed=True)
     form = BreakGlassForm(request.POST or None, roles=roles, step_up=step_up_state(request))
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -74,7 +73,7 @@ def _follow_ups(
 ) -> HttpResponse:
     """The follow-ups page; ``error`` (follow-up id, message, comment typed) puts a refused
     acknowledgement's reason next to its field, with what was typed kept."""
-    now = timezone.now()
+    now = clock.now()
     follow_ups = selectors.follow_ups_for(request.user).order_by("acknowledged_at", "due_at")[:200]
     rows = [
         {

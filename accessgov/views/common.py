@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from accessgov import otp
+from accessgov import clock, otp
 from accessgov.exceptions import (
     AccessGovError,
     NotAuthorized,
@@ -74,7 +74,7 @@ def act_with_step_up(request: PortalRequest, code: str, action: Callable[[dateti
             otp.record_failure(request, request.user, "step-up")
             raise CodeRefused(result.message)
         otp.mark_verified(request, result.device)
-        return otp.session_code_at(request) or timezone.now()
+        return otp.session_code_at(request) or clock.now()
 
     return otp.act_spending_code_last(action, code_at=session_at, spend_code=spend_code)
 

@@ -5,10 +5,9 @@ from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, exports, filters, paging, permissions, selectors
+from accessgov import catalog, clock, exports, filters, paging, permissions, selectors
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ExtensionForm, ReasonForm
@@ -21,7 +20,7 @@ from accessgov.views.common import confirm_page, confirmed, invalid_filters, loc
 
 @require_GET
 def my_access_view(request: PortalRequest) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     user_id = request.user.pk
     context = {
         "active_grants": selectors.MY_ACTIVE_GRANTS.list(user_id=user_id, now=now),
@@ -47,7 +46,7 @@ def grant_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
 def _grant_detail(
     request: PortalRequest, grant: Grant, *, revoke_form: ReasonForm | None = None, status: int = 200
 ) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     activity = activity_selectors.grant_activity(grant, request.user)
     context = {
         "grant": grant,
@@ -213,7 +212,7 @@ def grants_list_view(request: PortalRequest) -> HttpResponse:
     return render(
         request,
         "accessgov/grants/list.html",
-        {"filter": grant_filter, "page": page, "grants": page.rows, "now": timezone.now()},
+        {"filter": grant_filter, "page": page, "grants": page.rows, "now": clock.now()},
         status=400 if grant_filter.errors else 200,
     )
 

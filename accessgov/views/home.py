@@ -1,16 +1,15 @@
 from django.http import HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import inbox, otp, permissions, selectors
+from accessgov import clock, inbox, otp, permissions, selectors
 from accessgov.http import PortalRequest
 
 
 @require_GET
 def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
-    now = timezone.now()
+    now = clock.now()
     user_id = request.user.pk
     active_grants = selectors.MY_ACTIVE_GRANTS.list(user_id=user_id, now=now)
     needs_me = inbox.needs_me(request.user, now, active_grants=active_grants)

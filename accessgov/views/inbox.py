@@ -4,10 +4,9 @@ per-person notification preferences."""
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import filters, inbox, inputs
+from accessgov import clock, filters, inbox, inputs
 from accessgov.forms import NotificationPreferencesForm
 from accessgov.http import PortalRequest
 from accessgov.services import inbox as services
@@ -32,7 +31,7 @@ def inbox_view(request: PortalRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("before", None)
     context = {
-        "needs_me": inbox.needs_me(request.user, timezone.now()),
+        "needs_me": inbox.needs_me(request.user, clock.now()),
         "happened": items,
         "filter": inbox_filter,
         "query": query.urlencode(),

@@ -10,11 +10,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accessgov import inputs, otp
+from accessgov import clock, inputs, otp
 from accessgov.exceptions import AccessGovError, StepUpRequired
 from accessgov.integrations import github, jira, slack
 from accessgov.integrations.http import ProviderError
@@ -192,7 +191,7 @@ def _spend_code_last(user: User, code: str, decide, client_address) -> None:
         if not result.ok:
             logger.warning("otp failure step=slack-step-up user=%s client=%s", user.pk, client_address)
             raise _CodeRefused(result.message)
-        return timezone.now()
+        return clock.now()
 
     otp.act_spending_code_last(decide, code_at=None, spend_code=spend_code)
 

@@ -8,11 +8,10 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from accessgov import permissions, selectors
+from accessgov import clock, permissions, selectors
 from accessgov.models import AccessRequest, Grant, JobRun, SchedulerLease
 from accessgov.services.scheduler import LEASE_NAME
 
@@ -26,7 +25,7 @@ PENDING_AGE_BUCKETS = [
 @require_GET
 def live_access_view(request: HttpRequest) -> HttpResponse:
     """Active grants I may see, grouped by system, with time left; htmx refreshes the table."""
-    now = timezone.now()
+    now = clock.now()
     grants = (
         permissions.visible_grants(request.user)
         .active(now)
@@ -53,7 +52,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. Disabled (404) unless METRICS_TOKEN is set; 404 for a wrong token too."""
     if not _authorized(request):
         raise Http404("No metrics here.")
-    now = timezone.now()
+    now = clock.now()
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:

@@ -5,10 +5,9 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import catalog, filters, paging, permissions, selectors
+from accessgov import catalog, clock, filters, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError
 from accessgov.http import PortalRequest
 from accessgov.models import OutboxItem
@@ -18,7 +17,7 @@ from accessgov.views.common import refused
 
 @require_GET
 def provisioning_view(request: PortalRequest) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     task_filter = filters.ProvisioningFilter(request.GET, queryset=selectors.provisioning_tasks(request.user), now=now)
     catalog.limit_to_catalogue(task_filter.form, request.user, now)
     page = filters.page_of(task_filter, **paging.cursors(request.GET))

@@ -14,10 +14,9 @@ from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from accessgov import catalog, exports, paging, permissions, reports
+from accessgov import catalog, clock, exports, paging, permissions, reports
 from accessgov.http import PortalRequest
 from accessgov.reports import access_history, approvals, break_glass
 from accessgov.reports.base import ReportFilterSet
@@ -67,7 +66,7 @@ DENIED_HEADERS = [
 
 
 def _filterset(request: PortalRequest, report: reports.Report) -> ReportFilterSet:
-    return report.filterset_class(request.GET, queryset=report.base(request.user), now=timezone.now())
+    return report.filterset_class(request.GET, queryset=report.base(request.user), now=clock.now())
 
 
 def _page(request: PortalRequest, report: reports.Report, template: str, headers: list, extra=None) -> HttpResponse:

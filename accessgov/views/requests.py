@@ -8,11 +8,22 @@ from django.http import HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import catalog, drafts, exports, filters, inputs, paging, permissions, policies, selectors, workflow
+from accessgov import (
+    catalog,
+    clock,
+    drafts,
+    exports,
+    filters,
+    inputs,
+    paging,
+    permissions,
+    policies,
+    selectors,
+    workflow,
+)
 from accessgov.activity import selectors as activity_selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
 from accessgov.forms import AccessRequestForm, DecisionForm, format_duration_input
@@ -40,7 +51,7 @@ def _visible_request(request: PortalRequest, pk: int) -> AccessRequest:
 @require_http_methods(["GET", "POST"])
 def request_new_view(request: PortalRequest) -> HttpResponse:
     """The new-request form: only roles I am eligible for, with each role's policy beside it."""
-    now = timezone.now()
+    now = clock.now()
     roles = permissions.eligible_roles(request.user, now).order_by("system__name", "name")
     # What the person typed before their session ended (accessgov.drafts), filled in again — not sent.
     kept = drafts.take(request, request.path) if request.method == "GET" else None
@@ -188,7 +199,7 @@ def _detail_page(
     """A request's page: timeline, decisions, and the decision form for who may decide (``form``: a
     refused decision's form, kept as it was sent, with ``status``; ``back``: where the form returns to
     after a decision, already checked to be on this site)."""
-    now = timezone.now()
+    now = clock.now()
     can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
         "access_request": access_request,
@@ -315,7 +326,7 @@ def _decision_answer(
     where the form was on success; a refusal shows the request's page with the form as it was sent."""
     if request.headers.get("HX-Request"):
         access_request.refresh_from_db()
-        now = timezone.now()
+        now = clock.now()
         decided = status == 200
         # A refused decision keeps its card whole (the requester's context, the selection box), as in the queue.
         context_of = {} if decided else selectors.requester_contexts([access_request], now).get(access_request.pk, {})

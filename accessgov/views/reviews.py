@@ -12,10 +12,9 @@ from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accessgov import exports, filters, inputs, paging, permissions, selectors
+from accessgov import clock, exports, filters, inputs, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.http import PortalRequest
@@ -43,7 +42,7 @@ def _visible_campaigns(user):
 
 @require_GET
 def campaign_list_view(request: PortalRequest) -> HttpResponse:
-    now = timezone.now()
+    now = clock.now()
     campaign_filter = filters.CampaignFilter(request.GET, queryset=_visible_campaigns(request.user), now=now)
     page = filters.page_of(campaign_filter, **paging.cursors(request.GET))
     campaigns = page.rows
@@ -115,7 +114,7 @@ def _detail(
     """The campaign page; ``item_error`` (item id, message, comment typed) puts a refused decision's
     reason next to that item's field, with what was typed kept."""
     auditor = permissions.is_auditor(request.user)
-    now = timezone.now()
+    now = clock.now()
     items = selectors.review_items_with_helpers(campaign.items.all(), now)
     mine = items.filter(reviewer=request.user)
     per_reviewer = (
@@ -229,7 +228,7 @@ def campaign_close_view(request: PortalRequest, pk: int) -> HttpResponse:
         return confirm_page(
             request,
             title=f"Close “{campaign.name}” and apply it?",
-            consequences=_close_consequences(campaign, timezone.now()),
+            consequences=_close_consequences(campaign, clock.now()),
             confirm_label="Yes, close and apply",
             back=back,
         )

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accessgov import filters, inputs, paging, permissions, policies
+from accessgov import clock, filters, inputs, paging, permissions, policies
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import EligibilityForm, ReasonForm
 from accessgov.http import PortalRequest
@@ -21,7 +21,7 @@ from accessgov.views.common import confirm_page, confirmed, plural, refused, sta
 def system_list_view(request: PortalRequest) -> HttpResponse:
     """The systems in my catalogue (``permissions.visible_systems``, the API's rule), each with the
     roles of it in my catalogue."""
-    now = timezone.now()
+    now = clock.now()
     roles = permissions.visible_roles(request.user, now).order_by("name")
     system_filter = filters.SystemFilter(request.GET, queryset=permissions.visible_systems(request.user, now), now=now)
     rows = (
@@ -42,7 +42,7 @@ def system_list_view(request: PortalRequest) -> HttpResponse:
 def system_detail_view(request: PortalRequest, slug: str) -> HttpResponse:
     """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
     catalogue, and, for its owners, who may request them."""
-    system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
+    system = get_object_or_404(permissions.visible_systems(request.user, clock.now()), slug=slug)
     return _system_page(request, system)
 
 
@@ -50,7 +50,7 @@ def _system_page(
     request: PortalRequest, system, *, form: EligibilityForm | None = None, status: int = 200
 ) -> HttpResponse:
     """The system's page; ``form``: a refused eligibility form, kept as it was sent, with ``status``."""
-    now = timezone.now()
+    now = clock.now()
     can_manage = permissions.can_manage_eligibility(request.user, system)
     eligible = set(permissions.eligible_roles(request.user, now).filter(system=system).values_list("pk", flat=True))
     roles = [
@@ -105,7 +105,7 @@ def _renewal(request: PortalRequest, system, now) -> dict:
 
 @require_POST
 def eligibility_add_view(request: PortalRequest, slug: str) -> HttpResponse:
-    system = get_object_or_404(permissions.visible_systems(request.user, timezone.now()), slug=slug)
+    system = get_object_or_404(permissions.visible_systems(request.user, clock.now()), slug=slug)
     back = reverse("system_detail", args=[slug])
     if not permissions.can_manage_eligibility(request.user, system):
         return refused(request, "Only the system's owners manage who may request its roles.", back, status=403)
@@ -138,7 +138,7 @@ def eligibility_end_view(request: PortalRequest, pk: int) -> HttpResponse:
         raise Http404("No such eligibility.")
     back = reverse("system_detail", args=[eligibility.role.system.slug])
     form = ReasonForm(request.POST)
-    if eligibility.ends_at is not None and eligibility.ends_at <= timezone.now():
+    if eligibility.ends_at is not None and eligibility.ends_at <= clock.now():
         return refused(request, "This eligibility has already ended.", back, status=409)
     reason = " ".join(form.data.get("reason", "").split())
     if not confirmed(request) or not reason:

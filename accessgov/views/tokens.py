@@ -6,10 +6,10 @@ from datetime import timedelta
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accessgov import clock
 from accessgov.exceptions import AccessGovError
 from accessgov.forms import ApiTokenForm
 from accessgov.http import PortalRequest
@@ -33,7 +33,7 @@ def tokens_view(request: PortalRequest) -> HttpResponse:
                     user=request.user,
                     name=data["name"],
                     kind=ApiToken.Kind.PERSONAL,
-                    expires_at=timezone.now() + timedelta(days=data["lifetime_days"]),
+                    expires_at=clock.now() + timedelta(days=data["lifetime_days"]),
                     scopes=data["scopes"],
                 )
             except AccessGovError as error:
@@ -44,7 +44,7 @@ def tokens_view(request: PortalRequest) -> HttpResponse:
         else:
             status = 400
     tokens = ApiToken.objects.filter(user=request.user).prefetch_related("roles")
-    context = {"form": form, "tokens": tokens, "created": created, "secret": secret, "now": timezone.now()}
+    context = {"form": form, "tokens": tokens, "created": created, "secret": secret, "now": clock.now()}
     return render(request, "accounts/tokens.html", context, status=status)
 
 

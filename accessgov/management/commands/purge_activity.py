@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.services.activity import activity_purge
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
             before = datetime.strptime(options["before"], "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError as exc:
             raise CommandError("--before must be a date like 2025-01-31.") from exc
-        earliest_allowed = timezone.now() - timedelta(days=settings.ACTIVITY_RETENTION_DAYS)
+        earliest_allowed = clock.now() - timedelta(days=settings.ACTIVITY_RETENTION_DAYS)
         if before > earliest_allowed:
             raise CommandError(
                 f"Refused: {before:%Y-%m-%d} is inside the activity retention period of "

@@ -12,11 +12,10 @@ from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.shortcuts import assign_perm
 
-from accessgov import otp, personas
+from accessgov import clock, otp, personas
 from accessgov.models import AccessRequest, Eligibility, Grant, Role, System, User
 from accessgov.services import access_requests as ar
 from accessgov.services import grants, reviews
@@ -173,7 +172,7 @@ class Command(BaseCommand):
         """A little history through the real services, once: requests in every state."""
         if AccessRequest.objects.exists():
             return
-        now = timezone.now()
+        now = clock.now()
         role = {(r.system.slug, r.name): r for r in Role.objects.select_related("system")}
         why = "Investigating slow checkout queries, INC-2041"
         ar.access_request_submit(

@@ -7,8 +7,8 @@ the first broken link or seal.
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.activity.verify import verify_activity_seals
 from accessgov.ledger.verify import verify_chain
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         report = verify_chain()
         if options["head"]:
-            self.stdout.write(json.dumps({**report.as_dict(), "at": timezone.now().isoformat()}, indent=2))
+            self.stdout.write(json.dumps({**report.as_dict(), "at": clock.now().isoformat()}, indent=2))
         if not report.ok:
             raise CommandError(f"Audit chain BROKEN after {report.checked} good events: {report.problem}")
         if not options["head"]:

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.activity import postgres as pg
 from accessgov.activity.classify import classify, command_of
 from accessgov.activity.config import CaptureSettings, system_settings
@@ -115,7 +115,7 @@ class RunResult:
 def activity_capture_run(now: datetime | None = None) -> RunResult:
     """One capture run over every system with capture settings: sample the systems whose interval has
     passed, and read their server logs. Called by the periodic task (ACTIVITY_SAMPLE_SECONDS)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     result = RunResult()
     for system in System.objects.filter(connector=System.Connector.POSTGRES).order_by("pk"):
         capture = system_settings(system)
@@ -308,7 +308,7 @@ def activity_ingest_file(system: System, path: str, *, log_format: str = "jsonlo
     with open(path, "rb") as handle:
         data = handle.read()
     observed, unreadable, _ = _parse_log(data, log_format)
-    result = activity_store(system, observed, now=now or timezone.now(), durable=False)
+    result = activity_store(system, observed, now=now or clock.now(), durable=False)
     return result, unreadable
 
 
@@ -337,7 +337,7 @@ def _before_apply(grant: Grant, connector) -> None:
     if not _is_postgres(system) or not capture.captures_at_target:
         return
     login = connector.principal_for(grant.user.get_username())
-    now = timezone.now()
+    now = clock.now()
     fields: dict = {"levels": capture.levels, "capture_error": ""}
     problems = []
     if capture.statement_log:
@@ -349,7 +349,7 @@ def _before_apply(grant: Grant, connector) -> None:
     if capture.digest:
         try:
             fields["digest_start"] = pg.digest_snapshot(connector._run, [login, grant.role.target])
-            fields["digest_started_at"] = timezone.now()
+            fields["digest_started_at"] = clock.now()
         except ConnectorError as exc:
             problems.append(f"pg_stat_statements could not be read: {exc}")
     if problems:
@@ -375,7 +375,7 @@ def _after_remove(grant: Grant, connector) -> None:
     if not _is_postgres(system) or not capture.captures_at_target:
         return
     login = connector.principal_for(grant.user.get_username())
-    now = timezone.now()
+    now = clock.now()
     fields: dict = {}
     problems = []
     record = GrantActivity.objects.filter(pk=grant.pk).first()

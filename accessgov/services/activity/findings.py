@@ -3,9 +3,8 @@ of them (``permissions.independence_problem``) — says what they checked. One `
 event, in the transaction that closes the finding."""
 
 from django.db import transaction
-from django.utils import timezone
 
-from accessgov import permissions
+from accessgov import clock, permissions
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, ActivityFinding, User
 from accessgov.services.events import event_record
@@ -35,7 +34,7 @@ def activity_finding_sign_off(
             raise TransitionNotAllowed("This finding was already signed off.")
         permissions.ensure_can_sign_off_finding(actor, finding)
         finding.status = ActivityFinding.Status.SIGNED_OFF
-        finding.signed_off_by, finding.signed_off_at, finding.comment = actor, timezone.now(), comment
+        finding.signed_off_by, finding.signed_off_at, finding.comment = actor, clock.now(), comment
         finding.save(update_fields=["status", "signed_off_by", "signed_off_at", "comment"])
         event_record(
             AccessEvent.Type.ACTIVITY_SIGNED_OFF,

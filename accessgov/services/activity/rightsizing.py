@@ -4,9 +4,7 @@ second admin approves them on /changes/."""
 
 from datetime import timedelta
 
-from django.utils import timezone
-
-from accessgov import permissions
+from accessgov import clock, permissions
 from accessgov.exceptions import PolicyViolation
 from accessgov.models import ChangeRequest, Eligibility, Role, User
 from accessgov.services import changes as change_services
@@ -43,7 +41,7 @@ def right_sizing_propose_end_eligibility(
     """Propose ending an eligibility now (it applies when a second admin approves it; the sweep then
     withdraws the person's pending requests for the role). Raises NotAuthorized or PolicyViolation."""
     permissions.ensure_can_propose_right_sizing(actor)
-    now = timezone.now()
+    now = clock.now()
     eligibility = Eligibility.objects.select_related("role__system", "user", "group").filter(pk=eligibility_id).first()
     if eligibility is None or (eligibility.ends_at is not None and eligibility.ends_at <= now):
         raise PolicyViolation("This eligibility does not exist or has already ended.")

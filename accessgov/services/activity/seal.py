@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Q
-from django.utils import timezone
 
+from accessgov import clock
 from accessgov.activity.verify import seal_digest
 from accessgov.models import AccessEvent, ActivityRecord, ActivitySeal, Grant, GrantActivity, System
 from accessgov.services.activity.store import ADVISORY_CLASS
@@ -193,7 +193,7 @@ def activity_purge(before: datetime, *, dry_run: bool = False) -> dict:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT set_config('accessgov.activity_purge', 'on', true)")
         doomed._raw_delete(doomed.db)
-        ActivitySeal.objects.filter(pk__lte=through, purged_at__isnull=True).update(purged_at=timezone.now())
+        ActivitySeal.objects.filter(pk__lte=through, purged_at__isnull=True).update(purged_at=clock.now())
         event_record(
             AccessEvent.Type.ACTIVITY_PURGED,
             job="purge_activity",
