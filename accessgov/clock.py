@@ -26,8 +26,9 @@ _lock = threading.Lock()
 
 def now() -> datetime:
     """The current instant by the database's clock (aware, UTC)."""
-    if settings.DATABASE_CLOCK and connection.vendor == "postgresql":
-        _measure_if_due()
+    if not (settings.DATABASE_CLOCK and connection.vendor == "postgresql"):
+        return timezone.now()
+    _measure_if_due()
     return timezone.now() + _offset
 
 
@@ -57,7 +58,7 @@ def _measure_if_due() -> None:
 
 
 def forget() -> None:
-    """Measure again at the next ``now()`` (tests; after the database moved)."""
-    global _measured_at
+    """No offset until measured again at the next ``now()`` (tests; after the database moved)."""
+    global _measured_at, _offset
     with _lock:
-        _measured_at = None
+        _measured_at, _offset = None, timedelta(0)

@@ -93,13 +93,15 @@ SERVICE_GATES = {
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Cached filter choices and report summaries never leak from one test into the next."""
+    """Cached filter choices, report summaries and the database clock's offset never leak from one test into
+    the next."""
     from django.core.cache import cache
 
-    from accessgov import permissions
+    from accessgov import clock, permissions
 
     cache.clear()
     permissions._dependency_ids.clear()  # the queue's per-process memo of who may not decide whose requests
+    clock.forget()
 
 
 @pytest.fixture(autouse=True)

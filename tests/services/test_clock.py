@@ -21,9 +21,7 @@ def database_clock(settings):
     settings.DATABASE_CLOCK = True
     clock.forget()
     yield
-    clock.forget()
-    settings.DATABASE_CLOCK = False
-    clock.now()  # back to no offset for the tests after this one (the setting is off: nothing measured)
+    clock.forget()  # no offset left for the tests after this one
 
 
 def database_now():
