@@ -198,6 +198,8 @@ SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# No script reads it (htmx sends the token from the page's hx-headers): HttpOnly like the session cookie.
+CSRF_COOKIE_HTTPONLY = True
 CSRF_FAILURE_VIEW = "accessgov.views.errors.csrf_failure"
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -39,6 +39,10 @@ def test_password_then_totp_signs_in(client, requester):
     response = client.post(OTP, {"otp_token": totp_code(device)})
     assert response["Location"] == HOME
     assert client.get(HOME).status_code == 200
+    # Both cookies are out of scripts' reach (no script reads the CSRF token from its cookie) and same-site.
+    for name in (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME):
+        assert client.cookies[name]["httponly"] is True, name
+        assert client.cookies[name]["samesite"] == "Lax", name
 
 
 @pytest.mark.django_db
