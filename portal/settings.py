@@ -25,12 +25,20 @@ DEMO = (VAR_DIR / "demo").exists() and not env.str("DATABASE_URL", default="")
 DEBUG = env.bool("DEBUG", default=DEMO)
 
 
+# .env.example's placeholders start so: a deployment that copied one unchanged would sign sessions with a public key.
+_PLACEHOLDER_PREFIX = "change-me"
+_MAKE_A_KEY = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
+
+
 def _secret_key() -> str:
     key = env.str("SECRET_KEY", default="")
+    # One line on stderr and exit status 1 (SystemExit), not a traceback: this is the operator's first error.
+    if key.startswith(_PLACEHOLDER_PREFIX) and not DEBUG:
+        raise SystemExit(f"AccessGov will not start: SECRET_KEY is still the example's; {_MAKE_A_KEY}.")
     if key:
         return key
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise SystemExit(f"AccessGov will not start: SECRET_KEY must be set when DEBUG is off; {_MAKE_A_KEY}.")
     # Development only: a random key kept under var/ so sessions survive a restart.
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():

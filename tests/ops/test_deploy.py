@@ -45,7 +45,10 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
     result = _manage("check", env=env, tmp_path=tmp_path)
     assert result.returncode != 0
-    assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+    assert "Traceback" not in result.stderr  # one clear line, the operator's first error
+    example = _manage("check", env={**env, "SECRET_KEY": "change-me-to-a-long-random-string"}, tmp_path=tmp_path)
+    assert example.returncode != 0 and "SECRET_KEY is still the example's" in example.stderr
 
 
 def _queues_consumed(commands: list[str]) -> set[str]:
@@ -89,7 +92,7 @@ def test_docker_compose_has_the_production_shape():
     # What an operator's install probe found: every setting can come from .env; the web port only on the
     # loopback (a direct client could choose its X-Forwarded-For); a health check that can pass.
     for name in ("web", "worker", "notifier", "beat", "scheduler", "migrate"):
-        assert services[name]["env_file"] == ".env", name
+        assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
     assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
     probe = " ".join(services["web"]["healthcheck"]["test"])
     assert "/healthz/ready" in probe and "'Host'" in probe
