@@ -362,6 +362,8 @@ def service_provider_config_view(request: HttpRequest, provider: IdentityProvide
     )
 
 
+RESOURCE_TYPE_URN = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+SCHEMA_URN = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 RESOURCE_TYPES = [
     {"id": "User", "name": "User", "endpoint": "/Users", "schema": scim.SCHEMA_USER},
     {"id": "Group", "name": "Group", "endpoint": "/Groups", "schema": scim.SCHEMA_GROUP},
@@ -370,7 +372,7 @@ RESOURCE_TYPES = [
 
 @scim_endpoint({"GET"})
 def resource_types_view(request: HttpRequest, provider: IdentityProvider, actor: User) -> HttpResponse:
-    resources = [{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"], **r} for r in RESOURCE_TYPES]
+    resources = [{"schemas": [RESOURCE_TYPE_URN], **r} for r in RESOURCE_TYPES]
     return _list(resources, len(resources), 1)
 
 
@@ -401,26 +403,28 @@ SCHEMAS = [
 
 @scim_endpoint({"GET"})
 def schemas_view(request: HttpRequest, provider: IdentityProvider, actor: User) -> HttpResponse:
-    resources = [{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"], **s} for s in SCHEMAS]
+    resources = [{"schemas": [SCHEMA_URN], **s} for s in SCHEMAS]
     return _list(resources, len(resources), 1)
+
+
+def _one_by_id(items: list[dict], wanted: str, urn: str, missing: str) -> HttpResponse:
+    """One discovery resource by its id (RFC 7644 4), or a SCIM 404 saying ``missing``."""
+    for item in items:
+        if item["id"] == wanted:
+            return _answer({"schemas": [urn], **item})
+    raise ScimError(404, missing)
 
 
 @scim_endpoint({"GET"})
 def resource_type_view(request: HttpRequest, provider: IdentityProvider, actor: User, type_id: str) -> HttpResponse:
-    """One resource type (RFC 7644 4: ``/ResourceTypes/User``)."""
-    for resource in RESOURCE_TYPES:
-        if resource["id"] == type_id:
-            return _answer({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"], **resource})
-    raise ScimError(404, "No such resource type: User and Group are served.")
+    """``/ResourceTypes/User``."""
+    return _one_by_id(RESOURCE_TYPES, type_id, RESOURCE_TYPE_URN, "No such resource type: User and Group are served.")
 
 
 @scim_endpoint({"GET"})
 def schema_view(request: HttpRequest, provider: IdentityProvider, actor: User, schema_id: str) -> HttpResponse:
-    """One schema by its URN (RFC 7644 4: ``/Schemas/urn:ietf:params:scim:schemas:core:2.0:User``)."""
-    for schema in SCHEMAS:
-        if schema["id"] == schema_id:
-            return _answer({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"], **schema})
-    raise ScimError(404, "No such schema.")
+    """``/Schemas/urn:ietf:params:scim:schemas:core:2.0:User``."""
+    return _one_by_id(SCHEMAS, schema_id, SCHEMA_URN, "No such schema.")
 
 
 @scim_endpoint({"GET", "POST", "PUT", "PATCH", "DELETE"})

@@ -142,7 +142,7 @@ class GrantRefSerializer(serializers.ModelSerializer):
         data = super().to_representation(grant)
         now = clock.now()
         data["status"] = grant.status_at(now)
-        data["active"] = data["status"] == Grant.Status.ACTIVE and grant.is_active_at(now)
+        data["active"] = data["status"] == Grant.Status.ACTIVE  # the same instant as the status (is_active_at)
         ended_at = grant.ended_at_as_of(now)
         data["ended_at"] = serializers.DateTimeField().to_representation(ended_at) if ended_at else None
         data["end_reason"] = grant.end_reason_at(now)

@@ -377,7 +377,7 @@ def _perform_many(
     item in flight finishes, the rest are released."""
 
     def may_send() -> bool:
-        return time.monotonic() < send_until and not (stop is not None and stop.is_set())
+        return _may_send(send_until, stop)
 
     removals = [item for item in items if item.action == Action.REMOVE]
     errors: dict[int, str] = {}
@@ -419,12 +419,17 @@ def _perform_later(
     """The removals ``_perform_many`` put off, each alone with the full lock timeout (the same limits)."""
     results, unsent = [], []
     for item in busy:
-        if time.monotonic() < send_until and not (stop is not None and stop.is_set()):
+        if _may_send(send_until, stop):
             results.append((item.pk, _perform(item, connector)))
         else:
             unsent.append(item.pk)
     _release(unsent)
     return results
+
+
+def _may_send(send_until: float, stop: threading.Event | None) -> bool:
+    """Still inside the drain's send window (``time.monotonic()``), and not shutting down."""
+    return time.monotonic() < send_until and not (stop is not None and stop.is_set())
 
 
 def _release(item_ids: list[int]) -> None:

@@ -37,21 +37,25 @@ def walk(rows, keyset: paging.Keyset, size: int, *, ids_first: bool = False) -> 
         cursor = str(page.next_cursor)
 
 
-@pytest.mark.parametrize("ids_first", [False, True], ids=["one-query", "ids-first"])
-@pytest.mark.parametrize("descending", [True, False])
-@pytest.mark.parametrize(
-    "keyset",
-    [
-        paging.Keyset("pk", unique=True),
-        paging.Keyset("username", "text"),
-        paging.Keyset("last_login", "datetime", nullable=True),
-    ],
-    ids=["unique-int", "text", "nullable-datetime"],
-)
-def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyset, descending, ids_first):
-    keyset = paging.Keyset(
-        keyset.field, keyset.kind, descending=descending, nullable=keyset.nullable, unique=keyset.unique
+# Every key shape (unique integer, text, nullable datetime), in both directions, fetched both ways.
+EVERY_KEYSET = [
+    pytest.param(
+        paging.Keyset(field, kind, descending=descending, nullable=nullable, unique=unique),
+        ids_first,
+        id=f"{name}-{'desc' if descending else 'asc'}-{'ids-first' if ids_first else 'one-query'}",
     )
+    for name, field, kind, nullable, unique in (
+        ("unique-int", "pk", "int", False, True),
+        ("text", "username", "text", False, False),
+        ("nullable-datetime", "last_login", "datetime", True, False),
+    )
+    for descending in (True, False)
+    for ids_first in (False, True)
+]
+
+
+@pytest.mark.parametrize(("keyset", "ids_first"), EVERY_KEYSET)
+def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyset, ids_first):
     expected = [row.pk for row in people.order_by(*keyset.order_by())]
     for size in (1, 2, 3, 7, 50):
         seen, firsts = walk(people, keyset, size, ids_first=ids_first)
@@ -59,21 +63,8 @@ def test_walking_every_page_gives_every_row_once_in_the_keys_order(people, keyse
         assert firsts[0] is True and not any(firsts[1:])
 
 
-@pytest.mark.parametrize("ids_first", [False, True], ids=["one-query", "ids-first"])
-@pytest.mark.parametrize("descending", [True, False])
-@pytest.mark.parametrize(
-    "keyset",
-    [
-        paging.Keyset("pk", unique=True),
-        paging.Keyset("username", "text"),
-        paging.Keyset("last_login", "datetime", nullable=True),
-    ],
-    ids=["unique-int", "text", "nullable-datetime"],
-)
-def test_going_back_from_any_page_shows_the_page_that_ends_just_before_it(people, keyset, descending, ids_first):
-    keyset = paging.Keyset(
-        keyset.field, keyset.kind, descending=descending, nullable=keyset.nullable, unique=keyset.unique
-    )
+@pytest.mark.parametrize(("keyset", "ids_first"), EVERY_KEYSET)
+def test_going_back_from_any_page_shows_the_page_that_ends_just_before_it(people, keyset, ids_first):
     rows = people.order_by(*keyset.order_by())
     expected = [row.pk for row in rows]
     for size in (1, 2, 3):

@@ -518,7 +518,9 @@ def test_a_target_holding_the_members_row_fails_the_removal_after_the_lock_timeo
         blocker.rollback()
         blocker.close()
     print(f"removal refused after {took:.2f} s (lock timeout 1 s)")
-    assert 1.0 <= took < 4  # the bulk REVOKE, then the one-by-one REVOKE: each bounded by the lock timeout
+    # One removal alone (no bulk for a batch of one): it waited the lock timeout (1 s) and no more — a real
+    # measured bound, with room for a loaded CI machine.
+    assert 1.0 <= took < 4
     grant.refresh_from_db()
     assert grant.provisioning_state == Grant.Provisioning.FAILED
 
