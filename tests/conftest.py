@@ -97,9 +97,10 @@ def _fresh_cache():
     the next."""
     from django.core.cache import cache
 
-    from accessgov import clock, permissions
+    from accessgov import catalog, clock, permissions
 
     cache.clear()
+    catalog.forget()  # the filter forms' system and role lists, kept in the process
     permissions._dependency_ids.clear()  # the queue's per-process memo of who may not decide whose requests
     clock.forget()
 

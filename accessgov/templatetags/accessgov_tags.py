@@ -9,7 +9,7 @@ from django.template import engines
 from django.template.backends.jinja2 import Jinja2
 from django.utils import timezone as dj_timezone
 from django.utils.html import escape, format_html
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
 
@@ -112,11 +112,14 @@ def when_filter(value, seconds: bool = False) -> str:
     if not value:
         return ""
     instant = value if value.tzinfo is UTC else value.astimezone(UTC)
+    utc = instant.isoformat(" ", "seconds")  # 2026-11-24 09:30:05+00:00
     local = instant.astimezone(dj_timezone.get_current_timezone())
     width = 19 if seconds else 16
-    return mark_safe(  # noqa: S308 - digits, and the zone's name escaped
-        f'<time datetime="{instant.isoformat("T", "seconds")[:19]}Z" title="{instant.isoformat(" ", "seconds")[:width]} UTC">'
-        f"{local.isoformat(' ', 'seconds')[:width]} {_escaped_zone_name(local.tzname())}</time>"
+    # A zone at UTC's offset shows UTC's wall clock: one formatting less.
+    local_text = utc[:width] if not local.utcoffset() else local.isoformat(" ", "seconds")[:width]
+    return SafeString(  # digits, and the zone's name escaped
+        f'<time datetime="{utc[:10]}T{utc[11:19]}Z" title="{utc[:width]} UTC">'
+        f"{local_text} {_escaped_zone_name(local.tzname())}</time>"
     )
 
 

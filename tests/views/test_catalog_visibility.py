@@ -100,3 +100,25 @@ def test_filter_lists_offer_only_systems_and_roles_in_the_viewers_catalogue(cata
     assert "Payments DB" not in outsider and "Billing ledger" not in outsider
     auditor = verify_session(Client(), catalogue.auditor).get(reverse(page)).content.decode()
     assert "Billing ledger · superuser" in auditor and "Payments DB · break-everything" in auditor
+
+
+def test_kept_filter_lists_follow_a_renamed_role_and_stay_bounded(catalogue, monkeypatch):
+    """The lists are kept in the process (catalog._keep); saving a role drops them, and past the bound on
+    distinct viewers' catalogues the kept lists start again rather than grow."""
+    from accessgov import catalog
+    from accessgov.models import Role
+
+    requester, auditor = verify_session(Client(), catalogue.requester), verify_session(Client(), catalogue.auditor)
+    assert "Payments DB · read-write" in requester.get(reverse("grants_list")).content.decode()
+    assert "Payments DB · read-write" in auditor.get(reverse("grants_list")).content.decode()
+    role = Role.objects.get(system__slug="payments-db", name="read-write")
+    role.name = "read-write-renamed"
+    role.save()
+    for client in (requester, auditor):
+        page = client.get(reverse("grants_list")).content.decode()
+        assert "Payments DB · read-write-renamed" in page and "Payments DB · read-write<" not in page
+
+    monkeypatch.setattr(catalog, "_KEPT_OPTION_LISTS", 2)
+    for n in range(10):
+        catalog._options_html("roles", frozenset({role.pk, 10_000 + n}))
+        assert len(catalog._kept) <= 4 + 2 * 2 + 1
