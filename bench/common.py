@@ -2,10 +2,12 @@
 percentiles, gunicorn serving the portal, and rewriting a marked section of docs/PERFORMANCE.md."""
 
 import os
+import platform
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -315,3 +317,18 @@ def start_gunicorn(port: int, workers: int = 1, threads: int = 1, worker_class: 
             time.sleep(0.2)
     process.terminate()
     raise SystemExit("gunicorn did not answer /healthz within 60 s")
+
+
+def interpreter() -> str:
+    """The Python the benchmark runs on: its version and the interpreter binary, which says how it was built
+    (a distribution's or the image's, built with PGO and LTO, or pyenv's default build, with neither)."""
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    return f"{platform.python_implementation()} {platform.python_version()} ({base})"
+
+
+def measured_on() -> str:
+    """The line every benchmark's section starts with: when, on what, by which interpreter."""
+    return (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores, "
+        f"{interpreter()}"
+    )

@@ -12,17 +12,16 @@ Each build runs in a fresh child process, so its peak resident memory is its own
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import SCALE_DB, production_like_env, require_scale_data, write_section  # noqa: E402
+from bench.common import SCALE_DB, measured_on, production_like_env, require_scale_data, write_section  # noqa: E402
 
 TARGET_S, TARGET_MB = 60, 300
 
@@ -140,7 +139,7 @@ def render(results: list[dict]) -> str:
         f"### Evidence pack on the scale dataset ({results[0]['total_events']:,} events, "
         f"{results[-1]['rows']['grants']:,} grants in the year)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"{measured_on()}; "
         "`bench/evidence_pack.py` (the service an auditor's request runs, in a fresh process: snapshot read, ZIP, "
         "summary and PDF, signature), then the offline verifier on the file. Load average "
         f"{results[0]['load'][0]:.1f} at the start, {results[0]['load'][1]:.1f} at the end (2 cores shared with "

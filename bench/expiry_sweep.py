@@ -17,11 +17,9 @@ freshly seeded database), reported run by run with the median: single runs on th
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +30,7 @@ from bench.common import (  # noqa: E402
     flush_bench_redis,
     fresh_database,
     idle_seconds,
+    measured_on,
     production_like_env,
     profile_top,
     write_section,
@@ -250,7 +249,7 @@ def render(r: dict) -> str:
     lines = [
         f"### Expiry sweep: {r['grants']:,} grants due at the same instant on PostgreSQL",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"{measured_on()}; "
         "`bench/expiry_sweep.py`: one call of `grant_expire_due(now)` (what the scheduler and the beat sweep run), "
         f"set-based in batches of {r['batch_size']:,} with `SKIP LOCKED` (`UPDATE … RETURNING`, events by `COPY`, "
         f"outbox by `INSERT … SELECT`), written by {r['writers']} writer(s) (`SWEEP_WRITERS`). {len(runs)} runs, each on "

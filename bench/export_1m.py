@@ -14,19 +14,18 @@ measures the export, not the chain (the chain is checked by verify_audit and its
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     fresh_database,
+    measured_on,
     production_like_env,
     setup_django,
     start_gunicorn,
@@ -208,7 +207,7 @@ def render(r: dict) -> str:
         [
             f"### CSV export of {r['events']:,} access events on PostgreSQL",
             "",
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+            f"{measured_on()}; "
             "`bench/export_1m.py` (the real `/audit/export.csv` view through the middleware stack, as an auditor: "
             "through the Django test client, then from gunicorn over HTTP).",
             "",

@@ -21,19 +21,18 @@ the same run: a `/healthz` round trip to the same gunicorn, and a trivial Celery
 import argparse
 import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import pct, production_like_env, write_section  # noqa: E402
+from bench.common import measured_on, pct, production_like_env, write_section  # noqa: E402
 
 APP_DB = "accessgov_bench_leaver"
 TARGET_DB = "accessgov_bench_leaver_target"
@@ -354,8 +353,7 @@ def render(r: dict) -> str:
             f"### Leaver: SCIM deactivation → access removed and confirmed at PostgreSQL ({r['leavers']} leavers over "
             f"{r['spread']:.0f} s, gunicorn 2 workers, worker concurrency {r['concurrency']})",
             "",
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}; `bench/leaver_lag.py`.",
+            f"{measured_on()}; `bench/leaver_lag.py`.",
             "",
             "| what | p50 | p99 | max | target |",
             "|---|---|---|---|---|",

@@ -16,14 +16,12 @@ sign-in and a 5 s warm-up. gunicorn listens on 127.0.0.1:8021; both processes ar
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +32,7 @@ from bench.common import (  # noqa: E402
     SCALE_DB,
     cpu_seconds_by_group,
     flush_bench_redis,
+    measured_on,
     pct,
     production_like_env,
     require_scale_data,
@@ -306,8 +305,8 @@ def render(runs: list[dict], args) -> str:
     lines = [
         "### Sustained mixed load (gunicorn + PostgreSQL + Redis, locust from loopback)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores "
-        f"(shared by gunicorn, PostgreSQL and locust); `bench/load_test.py`: gunicorn {args.workers} "
+        f"{measured_on()}; "
+        f"the cores shared by gunicorn, PostgreSQL and locust; `bench/load_test.py`: gunicorn {args.workers} "
         f"{args.worker_class or ('gthread' if args.threads > 1 else 'sync')} workers"
         f"{f' × {args.threads} threads' if args.threads > 1 else ''}, {args.users} signed-in people "
         "(password + TOTP) on the scale dataset, mix 14 requesters : 4 approvers : 2 auditors; measured after "

@@ -24,7 +24,6 @@ per timer and its SIGTERM time.
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import PG, REDIS_URL, fresh_database, pct, production_like_env, rss_mb, write_section  # noqa: E402
+from bench.common import PG, REDIS_URL, fresh_database, measured_on, pct, production_like_env, rss_mb, write_section  # noqa: E402
 
 DB = "accessgov_bench_million"
 TARGET_DB = "accessgov_bench_million_target"
@@ -385,7 +384,7 @@ def render(r: dict) -> str:
     lines = [
         f"### {r['grants']:,} active grants: memory, lag of the grants that end, restarts",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"{measured_on()}; "
         f"`bench/million_grants.py` (the grants created set-based in {r['seed_s']:.0f} s while the processes ran).",
         "",
         f"| process | RSS before any grant (baseline) | with the {r['grants']:,} | after the due ones ended | peak | change |",

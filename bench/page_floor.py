@@ -22,18 +22,17 @@ the framework costs; the floor is what would remain if every list page were hand
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     SCALE_DB,
+    measured_on,
     production_like_env,
     require_scale_data,
     stolen_seconds,
@@ -124,7 +123,7 @@ def render(args, wall, cpu, sizes: dict[str, tuple[int, int]], stolen: float) ->
     lines = [
         "### The floor under a list page: the grants list with no framework work, for both viewers",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"{measured_on()}; "
         f"`bench/page_floor.py`, {args.rounds} rounds of {args.repeat} GETs each, alternated, through the whole "
         "middleware stack (Django test client); floor and page show the same grants in the same order. "
         + "; ".join(f"{who}: the page {page:,} bytes, the floor {floor:,}" for who, (page, floor) in sizes.items())

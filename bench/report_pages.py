@@ -14,7 +14,6 @@ page through the same stack.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     SCALE_DB,
+    measured_on,
     pct,
     production_like_env,
     profile_top,
@@ -149,7 +149,7 @@ def render(results, args, sizes: dict) -> str:
         f"### List and report pages at scale ({sizes['users']:,} users, {sizes['requests']:,} requests of which "
         f"{sizes['pending']:,} pending, {sizes['grants']:,} grants, {sizes['events']:,} events)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+        f"{measured_on()}; "
         f"`bench/report_pages.py` on the `bench/seed_scale.py` dataset, {args.repeat} requests per page after 2 "
         "warm-ups, server time through the whole middleware stack (Django test client, no network). "
         f"CPU time stolen by the host (another machine's) during the run: {sizes['stolen']:.0%} of the cores' time.",

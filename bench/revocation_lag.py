@@ -34,17 +34,16 @@ round with nothing due (lease renewal + the next-due query, on a probe lease).
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import PrivateRedis, pct, write_section  # noqa: E402
+from bench.common import PrivateRedis, measured_on, pct, write_section  # noqa: E402
 
 APP_DB = "accessgov_bench_lag"  # accessgov_bench holds the scale dataset (seed_scale.py)
 TARGET_DB = "accessgov_bench_target"
@@ -452,10 +451,8 @@ def render(r: dict) -> str:
     lines = [
         title,
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; `bench/revocation_lag.py`"
-        + (f" --redis-outage {r['outage_s']:.0f}" if r["outage_s"] else "")
-        + ".",
+        f"{measured_on()}; "
+        f"`bench/revocation_lag.py`" + (f" --redis-outage {r['outage_s']:.0f}" if r["outage_s"] else "") + ".",
         "",
         "| what | p50 | p99 | max | target |",
         "|---|---|---|---|---|",

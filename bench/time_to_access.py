@@ -15,12 +15,9 @@ afterwards). Each response must be the redirect to "My access", and every grant 
 """
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +26,7 @@ from bench.common import (  # noqa: E402
     REDIS_URL,
     SCALE_DB,
     flush_bench_redis,
+    measured_on,
     pct,
     process_cpu_seconds,
     production_like_env,
@@ -167,7 +165,7 @@ def render(r: dict) -> str:
         [
             "### Time to access, auto-approved request (form POST → grant active)",
             "",
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores; "
+            f"{measured_on()}; "
             f"`bench/time_to_access.py`, {r['n']} requests by {r['n']} signed-in users on the scale dataset "
             "(PostgreSQL, persistent connection, tasks published to Redis), Django test client through the whole "
             "middleware stack.",
