@@ -8,7 +8,8 @@ network, no database. Get the public key (or its fingerprint) from the portal's 
 channel you trust, not from the pack. Checks, and names what broke:
 
 1. the Ed25519 signature over ``manifest.json``;
-2. the SHA-256 and size of every file the manifest lists, and that the ZIP holds no other file;
+2. the SHA-256 and size of every file the manifest lists, that the ZIP holds no other file, and no name
+   twice (a second copy under a signed name is what another tool may read);
 3. the ledger extract: every event's hash recomputed over its content and the previous hash, the
    sequence without gaps or repeats, from the anchor hash to the period-end hash the manifest states
    (``--previous`` also checks that this pack's anchor is the previous pack's period-end hash);
@@ -147,6 +148,17 @@ def _sha256_of(archive: zipfile.ZipFile, name: str) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _check_names_once(report: Report, archive: zipfile.ZipFile) -> None:
+    """A ZIP may hold two entries of one name: this verifier reads the last, an unzip tool may show the
+    first. Either copy could be the forged one, so any repeated name fails the pack."""
+    seen: dict[str, int] = {}
+    for name in archive.namelist():
+        seen[name] = seen.get(name, 0) + 1
+    for name, times in sorted(seen.items()):
+        if times > 1:
+            report.fail(f"{name}: {times} entries of this name in the ZIP (one of them was added after signing)")
 
 
 def _check_files(report: Report, archive: zipfile.ZipFile, manifest: dict) -> set[str]:
@@ -294,6 +306,7 @@ def verify_pack(
     except (OSError, zipfile.BadZipFile) as exc:
         raise Unreadable(f"{path} is not a readable ZIP file ({exc})") from exc
     with archive:
+        _check_names_once(report, archive)
         manifest_bytes = _read_member(archive, MANIFEST)
         signature_text = _read_member(archive, SIGNATURE)
         if public_key_pem is None and fingerprint and "public_key.pem" in archive.namelist():

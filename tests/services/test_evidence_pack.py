@@ -186,6 +186,30 @@ def test_editing_any_byte_of_any_file_is_named_by_the_verifier(built, tmp_path):
             assert any(p.startswith(f"{name}: its SHA-256") for p in problems), (name, problems)
 
 
+def test_a_second_entry_under_a_signed_name_fails_the_pack_whichever_copy_comes_first(built, tmp_path):
+    """An unzip tool may show the first of two same-named entries, this verifier reads the last: a forged
+    copy in front of the signed one must not pass (found by the auditor probe)."""
+    import warnings
+
+    _month, pack, key = built
+    source = pack_path(pack)
+    name = "populations/grants.csv"
+    for forged_first in (True, False):
+        tampered = tmp_path / f"twice-{forged_first}.zip"
+        with zipfile.ZipFile(source) as old, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it is asked to write
+            with zipfile.ZipFile(tampered, "w", zipfile.ZIP_DEFLATED) as new:
+                forged = old.read(name).replace(b"requester", b"requestor")
+                if forged_first:
+                    new.writestr(name, forged)
+                for info in old.infolist():
+                    new.writestr(info, old.read(info.filename))
+                if not forged_first:
+                    new.writestr(name, forged)
+        ok, problems = run_verify(tampered, key)
+        assert not ok and f"{name}: 2 entries of this name in the ZIP (one of them was added after signing)" in problems
+
+
 def test_an_edited_ledger_line_is_named_even_when_its_file_hash_is_also_broken(built, tmp_path):
     _month, pack, key = built
     tampered = tmp_path / "ledger.zip"
