@@ -66,3 +66,29 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
             unsealed,
         )
     return ChainReport(True, checked, expected_sequence - 1, prev_hash)
+
+
+def kept_head_problem(sequence: int, head_hash: str) -> str:
+    """What is wrong with the ledger against a head kept outside the database (``verify_audit --head``);
+    "" when the chain still holds that event with that hash. Run after ``verify_chain``: a chain that
+    verifies and still holds the kept event unchanged extends the kept head. A chain rewritten from an
+    earlier event on, or cut back past the kept head, verifies on its own, so this is the check that finds it."""
+    if sequence == 0:  # kept before the first event
+        return "" if head_hash == GENESIS else "head #0 is the empty chain's, whose hash is the genesis hash"
+    checkpoint = LedgerCheckpoint.objects.order_by("-sequence").first()
+    if checkpoint is not None and sequence <= checkpoint.sequence:
+        if sequence == checkpoint.sequence:
+            return "" if checkpoint.hash == head_hash else f"the retention checkpoint at #{sequence} has another hash"
+        return (
+            f"event #{sequence} was purged under the retention policy (the chain now starts after #{checkpoint.sequence}):"
+            " compare a head kept after the purge"
+        )
+    stored = AccessEvent.objects.filter(sequence=sequence).values_list("hash", flat=True).first()
+    if stored is None:
+        last = (
+            AccessEvent.objects.filter(sequence__isnull=False).order_by("-sequence").values_list("sequence", flat=True)
+        )
+        return f"event #{sequence} of the kept head is gone: the chain ends at #{last.first() or 0} (events deleted)"
+    if stored != head_hash:
+        return f"event #{sequence} no longer has the kept head's hash: the chain was rewritten at or before it"
+    return ""

@@ -106,6 +106,56 @@ def test_verify_audit_command_reports_and_fails_on_a_broken_chain(world):
         call_command("verify_audit", stdout=io.StringIO())
 
 
+@pytest.mark.django_db
+def test_a_kept_head_finds_a_cut_back_or_re_hashed_chain_that_verifies_on_its_own(world, tmp_path):
+    """The chain has no key: whoever can write the table can delete its newest events, or edit an old one and
+    re-hash everything after it, and the chain verifies. A head kept outside the database finds both (the
+    auditor probe's finding)."""
+    from accessgov.ledger.hashing import GENESIS
+
+    call_command("verify_audit", "--expect-head", f"0:{GENESIS}", stdout=io.StringIO())  # kept before any event
+    activity(world, n=2)
+    out = io.StringIO()
+    call_command("verify_audit", "--head", stdout=out)
+    kept = tmp_path / "head.json"
+    kept.write_text(out.getvalue())
+    head = json.loads(out.getvalue())
+    activity(world, n=1)  # the ledger grows past the kept head: fine
+    out = io.StringIO()
+    call_command("verify_audit", "--expect-head", str(kept), stdout=out)
+    assert f"Kept head #{head['head_sequence']} is in the chain unchanged" in out.getvalue()
+
+    # Cut back past the kept head: the shorter chain verifies alone, not against the head.
+    tamper("DELETE FROM accessgov_accessevent WHERE sequence >= %s", [head["head_sequence"]])
+    call_command("verify_audit", stdout=io.StringIO())
+    with pytest.raises(CommandError, match=f"does NOT extend the kept head #{head['head_sequence']}: .* is gone"):
+        call_command(
+            "verify_audit", "--expect-head", f"{head['head_sequence']}:{head['head_hash']}", stdout=io.StringIO()
+        )
+
+    # Edit the first event and re-hash every later one with the application's own function.
+    tamper("UPDATE accessgov_accessevent SET reason = %s WHERE sequence = 1", ["nothing to see"])
+    prev = GENESIS
+    for event in AccessEvent.objects.order_by("sequence"):
+        tamper(
+            "UPDATE accessgov_accessevent SET prev_hash = %s, hash = %s WHERE id = %s",
+            [prev, event.compute_hash(prev), event.pk],
+        )
+        prev = event.compute_hash(prev)
+    call_command("verify_audit", stdout=io.StringIO())
+    early = AccessEvent.objects.get(sequence=2)
+    with pytest.raises(CommandError, match="#2: event #2 no longer has the kept head's hash: the chain was rewritten"):
+        call_command("verify_audit", "--expect-head", f"2:{'0' * 64}", stdout=io.StringIO())
+    call_command("verify_audit", "--expect-head", f"2:{early.hash}", stdout=io.StringIO())  # the forged head itself
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["", "12", "12:abc", "x:" + "0" * 64, "/no/such/file.json", "-1:" + "0" * 64])
+def test_a_kept_head_that_is_not_one_is_a_clear_error(value):
+    with pytest.raises(CommandError, match="--expect-head"):
+        call_command("verify_audit", "--expect-head", value, stdout=io.StringIO())
+
+
 @pytest.fixture
 def app_role():
     """A non-superuser role with full table rights, as the application's database user should be. Roles
