@@ -685,9 +685,14 @@ class Removals(Population):
             else:
                 within = False if ctx.as_of - ended_at > target else None
             if within is False:
+                detail = f"Removal not confirmed within {seconds(target):.0f} s (lag: " + (
+                    f"{seconds(lag)} s)." if lag is not None else "not confirmed)."
+                )
+                if applied is None:  # e.g. a manual system's apply task still open when the grant ended
+                    detail += (" Nobody confirmed applying this access either: its removal task checks that it "
+                               "was never given, and is still open.")  # fmt: skip
                 self.broke("confirmed_within_target", pk, system=system, role=role, user=user, at=ended_at,
-                           detail=f"Removal not confirmed within {seconds(target):.0f} s (lag: "
-                           f"{seconds(lag) if lag is not None else 'not confirmed'}).")  # fmt: skip
+                           detail=detail)  # fmt: skip
             yield [pk, user, system, role, ended_at, reason, state, applied, requested, removed, confirmed,
                    seconds(lag), yes_no(within)]  # fmt: skip
 

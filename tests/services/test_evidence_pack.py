@@ -78,6 +78,11 @@ def test_the_pack_holds_every_population_mapped_to_the_controls_and_verifies_off
         assert removals[month.grants["removed"].pk]["lag_seconds"] == "30.0"
         assert removals[month.grants["removed"].pk]["confirmed_within_target"] == "true"
         assert removals[month.grants["unconfirmed"].pk]["confirmed_within_target"] == "false"
+        # Its apply task was never confirmed either (a manual system): the exception says so (the auditor probe).
+        exceptions = {r["exception_id"]: r for r in read_csv(archive, "populations/exceptions.csv")}
+        unconfirmed = exceptions[f"removals.confirmed_within_target:{month.grants['unconfirmed'].pk}"]["detail"]
+        assert unconfirmed.startswith("Removal not confirmed within 300 s (lag: not confirmed).")
+        assert "Nobody confirmed applying this access either" in unconfirmed
         requests = {int(r["request_id"]): r for r in read_csv(archive, "populations/requests.csv")}
         denied = requests[month.requests["denied"].pk]
         assert denied["status"] == "denied" and denied["denied_by"] == "approver"
