@@ -200,24 +200,24 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
         return item
 
 
-def _grants_from(revoked: list[ReviewItem]) -> dict[int, str]:
-    """The current grants that revoked items end, with the reason for each: the item's own grant, or
+def _grants_from(revoked: list[ReviewItem]) -> dict[int, ReviewItem]:
+    """The current grants that revoked items end, with the item that ends each: the item's own grant, or
     the grants of the role held by the eligibility's user (or group members). Two queries whatever the
     number of items. Shared by closing a campaign and its confirmation page."""
-    reasons: dict[int, str] = {i.grant_id: i.reason for i in revoked if i.grant_id}
+    ending: dict[int, ReviewItem] = {i.grant_id: i for i in revoked if i.grant_id}
     by_eligibility = [i for i in revoked if i.eligibility_id]
     if by_eligibility:
-        holders: dict[tuple[int, int], str] = {}
+        holders: dict[tuple[int, int], ReviewItem] = {}
         for item, users in _subjects(by_eligibility):
-            holders.update({(user_id, item.role_id): item.reason for user_id in users})
+            holders.update({(user_id, item.role_id): item for user_id in users})
         for pk, user_id, role_id in (
             Grant.objects.current()
             .filter(role_id__in={i.role_id for i in by_eligibility})
             .values_list("pk", "user_id", "role_id")
         ):
             if (user_id, role_id) in holders:
-                reasons.setdefault(pk, holders[(user_id, role_id)])
-    return reasons
+                ending.setdefault(pk, holders[(user_id, role_id)])
+    return ending
 
 
 def _subjects(items: list[ReviewItem]) -> list[tuple[ReviewItem, set[int]]]:
@@ -276,15 +276,24 @@ def review_campaign_close_preview(campaign_id: int) -> dict[str, int]:
     }
 
 
-def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime) -> int:
-    """Revoke, through the lifecycle service, the current grants that revoked items end (``_grants_from``)."""
-    reasons = _grants_from(revoked)
-    for pk, reason in reasons.items():
+def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime, closer: User | None) -> int:
+    """Revoke, through the lifecycle service, the current grants that revoked items end (``_grants_from``).
+    Each is ended by whoever decided: the item's reviewer, or for an unanswered item the person who closed the
+    campaign under its no-response policy (nobody when the campaign closed itself at its due date)."""
+    ending = _grants_from(revoked)
+    deciders = User.objects.in_bulk({i.decided_by_id for i in ending.values() if i.decided_by_id and i.decision})
+    for pk, item in ending.items():
         try:
-            grant_services.grant_revoke_by_system(pk, reason=reason, job=job)
+            grant_services.grant_revoke_by_system(
+                pk,
+                reason=item.reason,
+                job=job,
+                actor=deciders.get(item.decided_by_id) if item.decision else closer,
+                data={"review_item": item.pk, "campaign": item.campaign_id},
+            )
         except TransitionNotAllowed:
             continue  # ended meanwhile
-    return len(reasons)
+    return len(ending)
 
 
 def review_campaign_close(
@@ -352,7 +361,7 @@ def review_campaign_close(
                 for item in group
             ]
         )
-        _revoke_grants_from(by_outcome["revoked"], job=job, now=now)
+        _revoke_grants_from(by_outcome["revoked"], job=job, now=now, closer=actor)
         if revoked_eligibility:
             request_services.access_request_withdraw_ineligible(
                 now, role_ids=sorted({i.role_id for i in by_outcome["revoked"] if i.eligibility_id}), job=job

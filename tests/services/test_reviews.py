@@ -140,7 +140,9 @@ def test_closing_applies_revocations_to_eligibility_and_active_grants(world):
     grant = Grant.objects.get(access_request=access_request)
     assert grant.status == "revoked" and grant.end_reason == "revoked"
     revoked_event = AccessEvent.objects.get(event_type="grant.revoked")
-    assert revoked_event.actor_label == "system:review-close" and "No longer on call" in revoked_event.reason
+    # Ended by the reviewer who decided (the auditor probe: the grant's ended_by was empty, the actor a job).
+    assert revoked_event.actor == world.owner and revoked_event.actor_label == "owner" and grant.ended_by == world.owner
+    assert "No longer on call" in revoked_event.reason and revoked_event.data["review_item"] == revoke.pk
     assert not Grant.objects.active(now).exists()
     applied = AccessEvent.objects.filter(event_type="review.applied").count()
     assert applied == campaign.items.count()
