@@ -207,7 +207,10 @@ def write_extract(out: BinaryIO, span: LedgerRange, progress: Callable[[int], No
     for sequence, text, stored_prev, stored in extract_rows(span):
         if not problem:
             if sequence != expected:
-                problem = f"event #{expected} is missing (deleted): the chain jumps to #{sequence}"
+                problem = (
+                    f"event #{expected} is missing (deleted), or #{sequence} was inserted: the chain jumps from "
+                    f"#{expected - 1} to #{sequence}"
+                )
             elif stored_prev != prev_hash:
                 problem = f"event #{sequence} does not follow event #{sequence - 1}"
             elif hash_of(text, prev_hash) != stored:

@@ -208,10 +208,15 @@ def check_ledger(report: Report, archive: zipfile.ZipFile, ledger: dict) -> None
             broken = True
             break
         if not isinstance(sequence, int) or sequence > expected:
-            report.fail(f"{where}: event #{expected} is missing (deleted): the chain jumps to #{sequence}")
+            report.fail(
+                f"{where}: event #{expected} is missing (deleted), or #{sequence} was inserted: the chain jumps "
+                f"from #{expected - 1} to #{sequence}"
+            )
             broken = True
         elif sequence < expected:
-            report.fail(f"{where}: event #{sequence} appears twice (inserted)")
+            report.fail(
+                f"{where}: event #{sequence} appears twice or out of order (inserted): the chain was already at #{expected - 1}"
+            )
             broken = True
         elif stored_prev != prev_hash:
             report.fail(f"{where}: event #{sequence} does not follow event #{sequence - 1} (inserted or reordered)")

@@ -43,9 +43,12 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
         problem = ""
         sequence = cast(int, event.sequence)  # never NULL here (filtered above)
         if sequence > expected_sequence:
-            problem = f"event #{expected_sequence} is missing (deleted): the chain jumps to #{sequence}"
+            problem = (
+                f"event #{expected_sequence} is missing (deleted), or #{sequence} was inserted: the chain jumps from "
+                f"#{expected_sequence - 1} to #{sequence}"
+            )
         elif sequence < expected_sequence:
-            problem = f"event #{sequence} appears twice (inserted)"
+            problem = f"event #{sequence} appears twice or out of order (inserted): the chain was already at #{expected_sequence - 1}"
         elif event.prev_hash != prev_hash:
             problem = f"event #{sequence} does not follow event #{sequence - 1} (inserted or reordered)"
         elif event.compute_hash(prev_hash) != event.hash:
