@@ -126,3 +126,15 @@ def test_seed_demo_json_works_in_the_demo_var_dir_without_debug(tmp_path):
     seeded = manage("seed_demo", "--json")
     assert seeded.returncode == 0, seeded.stderr
     assert json.loads(seeded.stdout)["url"] == "http://127.0.0.1:8000/"
+
+
+@pytest.mark.django_db
+def test_the_demo_ledgers_times_run_forward():
+    """Each event happens no earlier than the one before it (the auditor probe found the demo's activity finding
+    dated before the events it followed, its evidence after it)."""
+    from accessgov.models import AccessEvent
+
+    call_command("seed_demo", "--force", stdout=io.StringIO())
+    times = list(AccessEvent.objects.order_by("sequence").values_list("occurred_at", flat=True))
+    assert len(times) > 10
+    assert times == sorted(times)

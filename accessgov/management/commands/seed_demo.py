@@ -219,19 +219,22 @@ class Command(BaseCommand):
             justification="Payments API down, INC-2050: kill runaway migration",
             step_up_at=now,
         )
-        self._activity_evidence(break_glass, role["payments-db", "read-only"], users, now)
+        self._activity_evidence(break_glass, role["payments-db", "read-only"], users)
         self._review(users, role, now)
 
-    def _activity_evidence(self, break_glass, read_only_role: Role, users: dict[str, User], now) -> None:
+    def _activity_evidence(self, break_glass, read_only_role: Role, users: dict[str, User]) -> None:
         """What was done under two demo grants, reported through the real ingest service (as a target's
         tooling or a log shipper would; the demo's Payments DB has no PostgreSQL target to sample: point its
         connector at one and enable capture to see the sampler and pgaudit work, docs/ACTIVITY.md)."""
 
         alice_grant = Grant.objects.filter(user=users["alice"], role=read_only_role).first()
         system = break_glass.role.system
+        # The activity happened between the break-glass grant's start and now, in that order; the ledger's
+        # times then run forward (the finding is raised after everything it is about).
+        start, now = break_glass.starts_at, clock.now()
 
-        def at(seconds: int) -> str:
-            return (now + timedelta(seconds=seconds)).isoformat()
+        def at(tenths: int) -> str:
+            return (start + (now - start) * tenths / 10).isoformat()
 
         def statement(grant, seconds: int, text: str, session: str) -> dict:
             return {
