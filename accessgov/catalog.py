@@ -118,8 +118,8 @@ class IdFilter(django_filters.Filter):
     field_class = inputs.IdField
 
 
-def system_filter(field_name: str, label: str = "System") -> IdFilter:
-    return IdFilter(field_name=field_name, label=label, min_value=1, widget=QuickSelect(source="systems"))
+def system_filter(field_name: str, label: str = "System", **kwargs) -> IdFilter:
+    return IdFilter(field_name=field_name, label=label, min_value=1, widget=QuickSelect(source="systems"), **kwargs)
 
 
 def role_filter(field_name: str = "role", label: str = "Role") -> IdFilter:

@@ -27,7 +27,7 @@ from accessgov.models import (
     System,
 )
 from accessgov.paging import Page
-from accessgov.reports.base import ReportFilterSet, SortKey
+from accessgov.reports.base import ReportFilterSet, SortKey, user_filter
 
 SEARCH_MAX_LENGTH = 200
 SEARCH_MAX_WORDS = 8
@@ -232,9 +232,7 @@ class GrantFilter(ListFilterSet):
     system = catalog.system_filter("role__system")
     role = catalog.role_filter("role")
     status = django_filters.ChoiceFilter(choices=Grant.Status.choices, method="filter_status")
-    user = django_filters.CharFilter(
-        field_name="user__username", lookup_expr="iexact", label="User", max_length=SEARCH_MAX_LENGTH
-    )
+    user = user_filter("user__username", max_length=SEARCH_MAX_LENGTH)
     break_glass = inputs.yes_no_filter("is_break_glass", "Break-glass")
     sort = sort_filter(sort_keys)
 

@@ -222,8 +222,20 @@ def role_filter(field_name: str = "role") -> catalog.IdFilter:
     return catalog.role_filter(field_name)
 
 
-def user_filter(field_name: str, label: str = "User") -> django_filters.CharFilter:
-    return django_filters.CharFilter(field_name=field_name, lookup_expr="iexact", label=label)
+class UserNameFilter(django_filters.CharFilter):
+    """A person by username, any case, on the row's key to them (``field_name`` ``<key>__username``): their ids
+    first (one read of the users' table), then the rows by the key's index. ``iexact`` through the join walked
+    every row to find a few (50-75 ms over 100k grants, issue 22's probe)."""
+
+    def filter(self, qs: QuerySet, value: str) -> QuerySet:
+        if not value:
+            return qs
+        people = list(User.objects.filter(username__iexact=value).values_list("pk", flat=True))
+        return qs.filter(**{f"{self.field_name.removesuffix('__username')}_id__anyof": people})
+
+
+def user_filter(field_name: str, label: str = "User", max_length: int = 200) -> UserNameFilter:
+    return UserNameFilter(field_name=field_name, label=label, max_length=max_length)
 
 
 def sort_filter(keys: dict[str, SortKey]) -> django_filters.ChoiceFilter:

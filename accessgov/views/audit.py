@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accessgov import catalog, exports, filters, inputs, paging, permissions, policies
 from accessgov.http import PortalRequest
 from accessgov.ledger.export import EXPORT_COLUMNS, GRANTEE_NAME, events_copy_select
-from accessgov.models import AccessEvent
+from accessgov.models import AccessEvent, AccessRequest, Grant, Role, User
 from accessgov.reports.base import ReportForm
 from accessgov.services.audit import audit_verify
 from accessgov.views.common import invalid_filters
@@ -39,22 +39,27 @@ def _ensure_auditor(request: PortalRequest) -> None:
         raise PermissionDenied("The audit trail is for auditors.")
 
 
-class EventFilter(django_filters.FilterSet):
-    q = filters.SearchFilter(
-        (
-            "actor_label",
-            "reason",
-            "role__name",
-            "role__system__name",
-            "grant__user__username",
-            "access_request__requester__username",
-            "access_request__ticket",
-        ),
-        id_field=None,
+def _names_matching(word: str) -> Q:
+    """A search word in the names an event points at (its role and system, its grant's holder, its request's
+    requester and ticket), as id subqueries on the event's own columns: the joins made PostgreSQL walk the
+    ledger with four lookups per event (1.2-3.5 s for a rare word over 1M events, issue 22's probe)."""
+    people = User.objects.filter(username__icontains=word).values("pk")
+    return (
+        Q(role_id__in=Role.objects.filter(Q(name__icontains=word) | Q(system__name__icontains=word)).values("pk"))
+        | Q(grant_id__in=Grant.objects.filter(user_id__in=people).values("pk"))
+        | Q(
+            access_request_id__in=AccessRequest.objects.filter(
+                Q(ticket__icontains=word) | Q(requester_id__in=people)
+            ).values("pk")
+        )
     )
+
+
+class EventFilter(django_filters.FilterSet):
+    q = filters.SearchFilter(("actor_label", "reason"), id_field=None, also=_names_matching)
     event_type = django_filters.ChoiceFilter(choices=AccessEvent.Type.choices, label="Event")
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor")  # exact: uses the index
-    system = catalog.system_filter("role__system")
+    system = catalog.system_filter("role__system", method="filter_system")
     access_request = inputs.IdFilter(field_name="access_request_id", label="Request #")
     grant = inputs.IdFilter(field_name="grant_id", label="Grant #")
     grantee = django_filters.CharFilter(method="filter_grantee", label="Grantee", max_length=filters.SEARCH_MAX_LENGTH)
@@ -77,10 +82,18 @@ class EventFilter(django_filters.FilterSet):
         return queryset.order_by("sequence") if value == "sequence" else queryset
 
     def filter_grantee(self, queryset, name, value):
-        """Events about ``value``'s access: their grants, and their requests (before any grant exists)."""
-        return queryset.filter(
-            Q(grant__user__username__iexact=value) | Q(grant=None, access_request__requester__username__iexact=value)
-        )
+        """Events about ``value``'s access: their grants, and their requests (before any grant exists). The
+        ids first (three small reads), then the events by the indexes on them: a join walked the whole
+        ledger (1.2-1.5 s over 1M events, issue 22's probe)."""
+        people = list(User.objects.filter(username__iexact=value).values_list("pk", flat=True))
+        grants = list(Grant.objects.filter(user_id__anyof=people).values_list("pk", flat=True)) if people else []
+        asked = list(AccessRequest.objects.filter(requester_id__anyof=people).values_list("pk", flat=True)) if people else []
+        return queryset.filter(Q(grant_id__anyof=grants) | Q(grant=None, access_request_id__anyof=asked))
+
+    def filter_system(self, queryset, name, value):
+        """Events of the system's roles, by the index on the event's role (a join walked the whole ledger for a
+        quiet system)."""
+        return queryset.filter(role_id__anyof=list(Role.objects.filter(system_id=value).values_list("pk", flat=True)))
 
     def filter_since(self, queryset, name, value):
         return queryset.filter(occurred_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
