@@ -87,7 +87,11 @@ class EventFilter(django_filters.FilterSet):
         ledger (1.2-1.5 s over 1M events, issue 22's probe)."""
         people = list(User.objects.filter(username__iexact=value).values_list("pk", flat=True))
         grants = list(Grant.objects.filter(user_id__anyof=people).values_list("pk", flat=True)) if people else []
-        asked = list(AccessRequest.objects.filter(requester_id__anyof=people).values_list("pk", flat=True)) if people else []
+        asked = (
+            list(AccessRequest.objects.filter(requester_id__anyof=people).values_list("pk", flat=True))
+            if people
+            else []
+        )
         return queryset.filter(Q(grant_id__anyof=grants) | Q(grant=None, access_request_id__anyof=asked))
 
     def filter_system(self, queryset, name, value):
