@@ -25,6 +25,7 @@ from accessgov.models import (
     ReviewCampaign,
     Role,
     System,
+    User,
 )
 from accessgov.paging import Page
 from accessgov.reports.base import ReportFilterSet, SortKey, user_filter
@@ -66,6 +67,32 @@ class SearchFilter(django_filters.CharFilter):
                 match |= self.also_matches(word)
             qs = qs.filter(match)
         return qs
+
+
+def names_matching(
+    word: str, *, role: str = "role", person: str = "", grant: str = "", request: str = "", requester: bool = False
+) -> Q:
+    """A search word in the names a row points at, as id subqueries on the row's own keys: its role's and
+    system's names (the key ``role``), a person's username (``person``), its grant's holder's (``grant``), its
+    request's ticket (``request``; and its requester's username with ``requester``). Joins made PostgreSQL walk
+    100k grants or 1M events with a lookup per join per row for a rare word (0.1-3.5 s, issue 22's probe); the
+    subqueries read the small tables once."""
+    people = User.objects.filter(username__icontains=word).values("pk")
+    match = Q(
+        **{
+            f"{role}_id__in": Role.objects.filter(Q(name__icontains=word) | Q(system__name__icontains=word)).values(
+                "pk"
+            )
+        }
+    )
+    if person:
+        match |= Q(**{f"{person}_id__in": people})
+    if grant:
+        match |= Q(**{f"{grant}_id__in": Grant.objects.filter(user_id__in=people).values("pk")})
+    if request:
+        asked = Q(ticket__icontains=word) | Q(requester_id__in=people) if requester else Q(ticket__icontains=word)
+        match |= Q(**{f"{request}_id__in": AccessRequest.objects.filter(asked).values("pk")})
+    return match
 
 
 def sort_filter(keys: dict[str, SortKey]) -> django_filters.ChoiceFilter:
@@ -228,7 +255,7 @@ class GrantFilter(ListFilterSet):
         ("Ended", None),
     ]
 
-    q = SearchFilter(("user__username", "role__name", "role__system__name", "access_request__ticket", "end_reason"))
+    q = SearchFilter(("end_reason",), also=lambda word: names_matching(word, person="user", request="access_request"))
     system = catalog.system_filter("role__system")
     role = catalog.role_filter("role")
     status = django_filters.ChoiceFilter(choices=Grant.Status.choices, method="filter_status")
