@@ -170,6 +170,32 @@ def test_grants_search_sort_and_export_share_one_filterset(world, make_user):
     assert client.get(reverse("grants_list"), {"sort": "user__password"}).status_code == 400
 
 
+def test_the_grants_search_matches_each_named_column_and_nothing_else(world):
+    """The search reads names by id subqueries (issue 22's probe); what it matches is what it matched through
+    joins: the holder, the role and system names, the request's ticket, the end reason, the grant's number."""
+    from accessgov.models import AccessRequest, Grant
+    from accessgov.services import grants as grant_services
+
+    w = world
+    grant = _granted(w, "Deploy the fix")
+    AccessRequest.objects.filter(pk=grant.access_request_id).update(ticket="OPS-4242")
+    grant_services.grant_release(w.requester, grant.pk)
+    other = _granted(w, "Another fix")
+    client = verify_session(Client(), w.auditor)
+    everyone = {grant.pk, other.pk}
+    for word, expected in (
+        ("REQUESTER", everyone),
+        (w.role.name.upper(), everyone),
+        (w.system.name.split()[0].lower(), everyone),
+        ("ops-4242", {grant.pk}),
+        ("released", {grant.pk}),
+        (f"#{other.pk}", {other.pk}),
+        ("approver", set()),  # the approver is no column of the grants list
+    ):
+        assert set(_ids(client.get(reverse("grants_list"), {"q": word}), "grants")) == expected, word
+    assert Grant.objects.count() == 2
+
+
 # --- The approver queue and bulk decisions --------------------------------------------------------------
 
 
