@@ -41,6 +41,7 @@ class Verification:
     ok: bool
     device: TOTPDevice | StaticDevice | None = None
     message: str = ""
+    gone: bool = False  # the device was removed or replaced (another session) before its code was checked
 
 
 def confirmed_totp_device(user: User) -> TOTPDevice | None:
@@ -71,21 +72,37 @@ def verify_code(user: User, token: str, *, allow_backup: bool) -> Verification:
 
 
 def verify_code_pending(device: TOTPDevice, token: str) -> Verification:
-    """Check a code against the device being enrolled (throttled and replay-safe like sign-in)."""
-    return _verify_on(device, token)
+    """Check a code against the device being enrolled (throttled and replay-safe like sign-in). Raises
+    EnrolmentSuperseded when another session finished enrolling (and removed this pending device) first."""
+    result = _verify_on(device, token)
+    if result.gone:
+        raise EnrolmentSuperseded
+    return result
 
 
 def _verify_on(device: TOTPDevice | StaticDevice, token: str) -> Verification:
-    allowed, data = device.verify_is_allowed()
-    if not allowed:
-        wait = 0
-        if data and data.get("locked_until"):
-            wait = max(1, int((data["locked_until"] - clock.now()).total_seconds()))
-        return Verification(
-            False, message=f"Too many wrong codes. Wait {wait} second{'s' if wait != 1 else ''} before trying again."
-        )
-    if device.verify_token(token):
-        return Verification(True, device=device)
+    """One check of ``token`` on ``device``, on its locked row: django-otp reads the last accepted time step
+    (or the backup codes) and the throttle, then saves them, so two requests at the same moment could both
+    accept one code, and parallel guesses each count once (the HTTP probe: a code used twice in 2 runs of 4).
+    The lock makes them one after the other: the second sees the code spent and the throttle raised."""
+    with transaction.atomic():
+        locked = type(device).objects.select_for_update().filter(pk=device.pk).first()
+        if locked is None:
+            return Verification(
+                False, message="That authenticator was replaced in another session: start again.", gone=True
+            )
+        device = locked
+        allowed, data = device.verify_is_allowed()
+        if not allowed:
+            wait = 0
+            if data and data.get("locked_until"):
+                wait = max(1, int((data["locked_until"] - clock.now()).total_seconds()))
+            return Verification(
+                False,
+                message=f"Too many wrong codes. Wait {wait} second{'s' if wait != 1 else ''} before trying again.",
+            )
+        if device.verify_token(token):
+            return Verification(True, device=device)
     return Verification(False, message="That code is not valid (or has been used already).")
 
 

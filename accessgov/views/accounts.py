@@ -105,13 +105,13 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
         return redirect(_next_url(request))
     form = OTPCodeForm(request.POST or None, allow_backup=False)
     if request.method == "POST" and form.is_valid():
-        result = otp.verify_code_pending(device, form.cleaned_data["otp_token"])
+        try:
+            result = otp.verify_code_pending(device, form.cleaned_data["otp_token"])
+            codes = otp.complete_enrolment(request, device) if result.ok else []
+        except otp.EnrolmentSuperseded:
+            messages.info(request, "Your authenticator was set up in another session. Sign in with it.")
+            return redirect(_next_url(request))
         if result.ok:
-            try:
-                codes = otp.complete_enrolment(request, device)
-            except otp.EnrolmentSuperseded:
-                messages.info(request, "Your authenticator was set up in another session. Sign in with it.")
-                return redirect(_next_url(request))
             request.session["new_backup_codes"] = codes
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_with_next("accounts:backup_codes", request.GET.get("next", "")))
