@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import django_otp
 from django.conf import settings
-from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth import logout, update_session_auth_hash
 from django.db import transaction
 from django.http import HttpRequest
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
@@ -118,17 +118,23 @@ def mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> No
         request.session[SESSION_OTP_VERIFIED_AT] = time.time()
 
 
-def record_failure(request: HttpRequest, user: User, step: str) -> int:
+LOCKED_MESSAGE = "Too many wrong codes: you were signed out. Sign in again."
+
+
+def record_failure(request: HttpRequest, user: User, step: str) -> bool:
+    """Count a wrong code in this session, at any step (sign-in, enrolment, step-up, a form's code, backup
+    codes, authenticator reset). True when it locked the OTP step: OTP_MAX_FAILURES_PER_SESSION wrong codes in
+    a row end the session (logged at ERROR); the caller then says so (``LOCKED_MESSAGE``). Only the sign-in
+    step locked before: a stolen signed-in session could keep guessing step-up codes (the HTTP probe)."""
     failures = int(request.session.get(SESSION_OTP_FAILURES, 0)) + 1
     request.session[SESSION_OTP_FAILURES] = failures
-    logger.warning(
-        "otp failure step=%s user=%s client=%s failures=%d",
-        step,
-        user.pk,
-        getattr(request, "client_address", None),
-        failures,
-    )
-    return failures
+    client = getattr(request, "client_address", None)
+    logger.warning("otp failure step=%s user=%s client=%s failures=%d", step, user.pk, client, failures)
+    if failures < settings.OTP_MAX_FAILURES_PER_SESSION:
+        return False
+    logger.error("otp step locked step=%s user=%s client=%s", step, user.pk, client)
+    logout(request)
+    return True
 
 
 # --- Step-up: the one rule, used by every path (pages, API, services) ---------------------------

@@ -83,10 +83,7 @@ def otp_view(request: HttpRequest) -> HttpResponse:
                 left = otp.backup_codes_left(user)
                 messages.warning(request, f"You signed in with a backup code. {left} backup codes left.")
             return redirect(_next_url(request))
-        failures = otp.record_failure(request, user, "sign-in")
-        if failures >= settings.OTP_MAX_FAILURES_PER_SESSION:
-            logger.error("otp step locked user=%s client=%s", user.pk, getattr(request, "client_address", None))
-            logout(request)
+        if otp.record_failure(request, user, "sign-in"):
             messages.error(request, "Too many wrong codes. The sign-in was stopped; start again.")
             return redirect("accounts:login")
         form.add_error("otp_token", result.message)
@@ -115,7 +112,9 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
             request.session["new_backup_codes"] = codes
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_with_next("accounts:backup_codes", request.GET.get("next", "")))
-        otp.record_failure(request, user, "enrolment")
+        if otp.record_failure(request, user, "enrolment"):
+            messages.error(request, otp.LOCKED_MESSAGE)
+            return redirect("accounts:login")
         form.add_error("otp_token", result.message)
     context = {
         "form": form,
@@ -154,7 +153,9 @@ def backup_codes_view(request: HttpRequest) -> HttpResponse:
             request.session["new_backup_codes"] = otp.new_backup_codes(request.user)
             logger.info("backup codes regenerated user=%s", request.user.pk)
             return redirect("accounts:backup_codes")
-        otp.record_failure(request, request.user, "backup-codes")
+        if otp.record_failure(request, request.user, "backup-codes"):
+            messages.error(request, otp.LOCKED_MESSAGE)
+            return redirect("accounts:login")
         form.add_error("otp_token", result.message)
     codes = None if request.method == "POST" else request.session.pop("new_backup_codes", None)
     context = {"codes": codes, "left": otp.backup_codes_left(request.user), "next": _next_url(request), "form": form}
@@ -172,7 +173,9 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
         if result.ok:
             otp.mark_verified(request, result.device)
             return redirect(_next_url(request))
-        otp.record_failure(request, request.user, "step-up")
+        if otp.record_failure(request, request.user, "step-up"):
+            messages.error(request, otp.LOCKED_MESSAGE)
+            return redirect("accounts:login")
         form.add_error("otp_token", result.message)
     return render(request, "accounts/step_up.html", {"form": form, "next": request.GET.get("next", "")})
 
@@ -261,7 +264,9 @@ def authenticator_reset_view(request: HttpRequest) -> HttpResponse:
             otp.reset_devices(request)
             messages.info(request, "Your old authenticator was removed. Set up the new one now.")
             return redirect("accounts:enrol")
-        otp.record_failure(request, request.user, "authenticator-reset")
+        if otp.record_failure(request, request.user, "authenticator-reset"):
+            messages.error(request, otp.LOCKED_MESSAGE)
+            return redirect("accounts:login")
         form.add_error("otp_token", result.message)
     context = {
         "device": otp.confirmed_totp_device(request.user),

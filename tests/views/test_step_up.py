@@ -175,3 +175,29 @@ def test_a_code_typed_while_the_sign_in_code_is_fresh_is_checked_not_ignored(ste
         .data["step_up_at"]
         .startswith("2027-03-01T10:00")
     )
+
+
+@pytest.mark.parametrize("where", ["step-up page", "break-glass form", "backup codes"])
+def test_five_wrong_codes_in_a_row_at_any_step_end_the_session(step_up_world, settings, caplog, where):
+    """Promise 1: repeated failure locks the OTP step — every step, not only sign-in (a stolen signed-in session
+    could keep guessing step-up codes, held back only by the device's throttle; the HTTP probe)."""
+    w = step_up_world
+    client = signed_in_at(w.requester, T0)
+    post = {
+        "step-up page": (reverse("accounts:step_up"), {}),
+        "break-glass form": (
+            reverse("break_glass"),
+            {"role": w.role_two.pk, "duration": "15m", "justification": "Prod is down, INC-9"},
+        ),
+        "backup codes": (reverse("accounts:backup_codes"), {}),
+    }[where]
+    for attempt in range(settings.OTP_MAX_FAILURES_PER_SESSION):
+        # Each guess after the device's throttle has passed (2^n seconds), so each one is checked.
+        with time_machine.travel(T0 + timedelta(minutes=2 + 20 * attempt), tick=False):
+            assert client.get(reverse("home")).status_code == 200, attempt  # still signed in before it
+            response = client.post(post[0], {**post[1], "otp_token": f"{attempt:06d}"})
+    assert response.status_code in (302, 400, 403)
+    assert any("otp step locked step=" in r.getMessage() for r in caplog.records)
+    with time_machine.travel(T0 + timedelta(minutes=2 + 20 * attempt, seconds=30), tick=False):
+        assert client.get(reverse("home"))["Location"].startswith(reverse("accounts:login"))
+    assert not w.requester.grants.filter(is_break_glass=True).exists()
