@@ -195,6 +195,19 @@ STORAGES = {
     },
 }
 
+
+def _static_file_headers(headers, path: str, url: str) -> None:
+    """whitenoise answers before the CSP and framing middleware: a static file gets the same rules, for a file
+    opened on its own (an SVG can hold script) — it runs nothing, loads nothing, is framed nowhere. A page's
+    styles and scripts are subresources, which a policy on their own response does not restrict."""
+    headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"
+    )
+    headers["X-Frame-Options"] = "DENY"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _static_file_headers
+
 # --- Sessions and the OTP step ---------------------------------------------------------------
 # Django's database sessions, read by a fixed statement (accessgov/signed_in.py).
 SESSION_ENGINE = "accessgov.signed_in"

@@ -46,7 +46,7 @@ def _with_next(name: str, next_url: str) -> str:
 
 @sensitive_post_parameters("password")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     """Step 1: username and password. Success leaves a password-only session with a new id."""
     next_url = _next_url(request)
@@ -66,7 +66,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("otp_token")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def otp_view(request: HttpRequest) -> HttpResponse:
     """Step 2: a TOTP code (or a backup code). Success verifies the session and rotates its id."""
     user = request.user
@@ -92,7 +92,7 @@ def otp_view(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("otp_token")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def enrol_view(request: HttpRequest) -> HttpResponse:
     """First sign-in: add an authenticator app (QR code + the secret as text), confirm with a code.
     The secret belongs to this session (otp.pending_enrolment_device)."""
@@ -141,7 +141,7 @@ def enrol_qr_view(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("otp_token")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def backup_codes_view(request: HttpRequest) -> HttpResponse:
     """Backup codes are shown once, right after they are made; POST replaces them with new ones, with a
     current code from the authenticator app: new codes are a second factor, and a stolen session alone must
@@ -164,7 +164,7 @@ def backup_codes_view(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("otp_token")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def step_up_view(request: HttpRequest) -> HttpResponse:
     """Confirm a fresh TOTP code (step-up) before a sensitive action; the code must be new."""
     form = OTPCodeForm(request.POST or None, allow_backup=False)
@@ -194,7 +194,7 @@ def security_view(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("old_password", "new_password1", "new_password2")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def password_change_view(request: HttpRequest) -> HttpResponse:
     """Change the password; every other session of the user ends (the session hash changes)."""
     form = PasswordChangeForm(request.user, request.POST or None)
@@ -221,7 +221,7 @@ RECOVER_SESSION_KEY = "_recovery_link_token"
 
 @sensitive_post_parameters("new_password1", "new_password2")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def recover_view(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
     """The one-time link of an approved account recovery (``accessgov.recovery``): choose a new password,
     then sign in as always (password, then the authenticator — or enrol a new one if the recovery removed
@@ -277,7 +277,7 @@ def authenticator_reset_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def logout_view(request: HttpRequest) -> HttpResponse:
     """GET asks for confirmation (a link cannot sign anyone out); POST signs out."""
     if request.method == "POST":

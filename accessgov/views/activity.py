@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from accessgov import clock, exports, inputs, permissions
 from accessgov.activity import selectors
@@ -19,7 +19,7 @@ from accessgov.services import activity as services
 from accessgov.views.common import invalid_filters, refused
 
 
-@require_GET
+@require_safe
 def activity_view(request: PortalRequest) -> HttpResponse:
     now = clock.now()
     open_findings = list(selectors.open_findings(request.user)[:200])
@@ -89,7 +89,7 @@ def activity_export_view(request: PortalRequest):
 # --- Right-sizing --------------------------------------------------------------------------------------
 
 
-@require_GET
+@require_safe
 def right_sizing_view(request: PortalRequest) -> HttpResponse:
     now = clock.now()
     report = selectors.right_sizing(request.user, now)

@@ -6,7 +6,7 @@ from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from accessgov import catalog, clock, drafts, filters, paging, selectors
 from accessgov.activity import selectors as activity_selectors
@@ -83,7 +83,7 @@ def _refill_kept_decision(request: PortalRequest, items: list[dict]) -> None:
                 return
 
 
-@require_GET
+@require_safe
 def approver_dashboard_view(request: PortalRequest) -> HttpResponse:
     return _dashboard(request)
 

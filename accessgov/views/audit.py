@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_duration
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from accessgov import catalog, exports, filters, inputs, paging, permissions, policies
 from accessgov.http import PortalRequest
@@ -141,7 +141,7 @@ def _filtered(request: PortalRequest) -> tuple[EventFilter, QuerySet[AccessEvent
     return event_filter, event_filter.qs if event_filter.is_valid() else events.none()
 
 
-@require_GET
+@require_safe
 def audit_trail_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     event_filter, events = _filtered(request)
@@ -227,7 +227,7 @@ BOOKKEEPING_MODELS = ("outboxitem",)
 _MICROSECONDS = re.compile(r"(\d{2}:\d{2}:\d{2})\.\d+")
 
 
-@require_GET
+@require_safe
 def model_changes_view(request: PortalRequest) -> HttpResponse:
     """Field-level changes of every model (django-auditlog), newest first, keyset-paginated: each change as
     field, before and after (choices as their labels, a related record as its id, times to the second);

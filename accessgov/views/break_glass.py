@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accessgov import clock, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
@@ -16,7 +16,7 @@ from accessgov.templatetags.accessgov_tags import step_up_state
 from accessgov.views.common import act_with_step_up, refused, status_for
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def break_glass_view(request: PortalRequest) -> HttpResponse:
     roles = permissions.eligible_roles(request.user, clock.now()).filter(break_glass_allowed=True)
     form = BreakGlassForm(request.POST or None, roles=roles, step_up=step_up_state(request))
@@ -63,7 +63,7 @@ def _break_glass_field(error: AccessGovError) -> str | None:
     return None
 
 
-@require_GET
+@require_safe
 def follow_ups_view(request: PortalRequest) -> HttpResponse:
     return _follow_ups(request)
 

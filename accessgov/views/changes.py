@@ -5,7 +5,7 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from accessgov import filters, paging, permissions
 from accessgov.exceptions import AccessGovError
@@ -20,7 +20,7 @@ def _ensure_admin(request: PortalRequest) -> None:
         raise Http404("No such page.")
 
 
-@require_GET
+@require_safe
 def change_list_view(request: PortalRequest) -> HttpResponse:
     """Changes waiting for a second admin (all of them), and the decided ones searchable and paged."""
     _ensure_admin(request)
@@ -40,7 +40,7 @@ def change_list_view(request: PortalRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def change_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     _ensure_admin(request)
     change = get_object_or_404(

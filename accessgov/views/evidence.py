@@ -11,7 +11,7 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from accessgov import permissions
 from accessgov.evidence import builder, signing, verify
@@ -39,7 +39,7 @@ def _pack(request: PortalRequest, pk: int) -> EvidencePack:
     return pack
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def evidence_list_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     form = EvidencePackForm(request.POST or None)
@@ -67,13 +67,13 @@ def evidence_list_view(request: PortalRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def evidence_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     pack = _pack(request, pk)
     return render(request, "accessgov/evidence/detail.html", {"pack": pack, "key": signing.public_key_info()})
 
 
-@require_GET
+@require_safe
 def evidence_progress_view(request: PortalRequest, pk: int) -> HttpResponse:
     """The progress partial the detail page polls every second while the pack builds."""
     return render(request, "accessgov/evidence/_progress.html", {"pack": _pack(request, pk)})
@@ -94,7 +94,7 @@ def evidence_download_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     return FileResponse(path.open("rb"), as_attachment=True, filename=pack.file_name, content_type="application/zip")
 
 
-@require_GET
+@require_safe
 def evidence_public_key_view(request: PortalRequest) -> HttpResponse:
     _ensure_auditor(request)
     key = signing.public_key_info()
@@ -105,7 +105,7 @@ def evidence_public_key_view(request: PortalRequest) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 def evidence_verifier_view(request: PortalRequest) -> HttpResponse:
     """The auditor's standalone verifier (standard library + cryptography), as a file to keep."""
     _ensure_auditor(request)

@@ -5,7 +5,7 @@ from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from accessgov import catalog, clock, exports, filters, paging, permissions, selectors
 from accessgov.activity import selectors as activity_selectors
@@ -18,7 +18,7 @@ from accessgov.services import grants as services
 from accessgov.views.common import confirm_page, confirmed, invalid_filters, local_time, refused, status_for
 
 
-@require_GET
+@require_safe
 def my_access_view(request: PortalRequest) -> HttpResponse:
     now = clock.now()
     user_id = request.user.pk
@@ -38,7 +38,7 @@ def _visible_grant(request: PortalRequest, pk: int) -> Grant:
     )
 
 
-@require_GET
+@require_safe
 def grant_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _grant_detail(request, _visible_grant(request, pk))
 
@@ -147,7 +147,7 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
     return redirect("grant_detail", pk=pk)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     if not permissions.can_release_grant(request.user, grant):
@@ -201,7 +201,7 @@ def _grant_filter(request: PortalRequest) -> filters.GrantFilter:
     return grant_filter
 
 
-@require_GET
+@require_safe
 def grants_list_view(request: PortalRequest) -> HttpResponse:
     """Active and past grants I may see (approvers: their roles; owners: their systems; auditors: all):
     searchable, sortable, keyset-paged; the CSV reads the same filterset."""

@@ -1,12 +1,12 @@
 from django.http import HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from accessgov import clock, inbox, otp, permissions, selectors
 from accessgov.http import PortalRequest
 
 
-@require_GET
+@require_safe
 def home_view(request: PortalRequest) -> HttpResponse:
     """My active access with countdowns, my pending requests, and (approvers) the queue size."""
     now = clock.now()

@@ -4,7 +4,7 @@ per-person notification preferences."""
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from accessgov import clock, filters, inbox, inputs
 from accessgov.forms import NotificationPreferencesForm
@@ -13,7 +13,7 @@ from accessgov.services import inbox as services
 from accessgov.services import users as user_services
 
 
-@require_GET
+@require_safe
 def inbox_view(request: PortalRequest) -> HttpResponse:
     before = inputs.parse_id(request.GET.get("before"))
     inbox_filter = filters.InboxFilter(request.GET, queryset=inbox.happened_events(request.user))
@@ -65,7 +65,7 @@ def inbox_read_all_view(request: PortalRequest) -> HttpResponse:
     return redirect("inbox")
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def notification_preferences_view(request: PortalRequest) -> HttpResponse:
     form = NotificationPreferencesForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():

@@ -280,7 +280,7 @@ def github_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
 # --- Linking one's Slack account ------------------------------------------------------------------
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def slack_link_view(request: HttpRequest) -> HttpResponse:
     """Account → Slack: make a one-time link code (after typing a current authenticator code) to type
     into Slack, or remove a link."""

@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from accessgov import clock, permissions, selectors
 from accessgov.models import AccessRequest, Grant, JobRun, SchedulerLease
@@ -28,7 +28,7 @@ PENDING_AGE_BUCKETS = [
 LIVE_ROWS = 300
 
 
-@require_GET
+@require_safe
 def live_access_view(request: HttpRequest) -> HttpResponse:
     """Active grants I may see, grouped by system, with time left (break-glass first within a system, then the
     soonest to end; at most LIVE_ROWS rows, every system's count); htmx refreshes the table."""
@@ -67,7 +67,7 @@ def _authorized(request: HttpRequest) -> bool:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. Disabled (404) unless METRICS_TOKEN is set; 404 for a wrong token too."""
     if not _authorized(request):

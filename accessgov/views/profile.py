@@ -10,7 +10,7 @@ from accessgov.http import PortalRequest
 from accessgov.services import users as user_services
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def time_zone_view(request: PortalRequest) -> HttpResponse:
     """GET: the form. POST: save it. The portal's script POSTs ``auto=1`` with the browser's zone on the
     first page a person opens without a zone: that only fills an empty setting (never overrides a

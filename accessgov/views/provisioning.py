@@ -5,7 +5,7 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from accessgov import catalog, clock, filters, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError
@@ -15,7 +15,7 @@ from accessgov.services import provisioning as services
 from accessgov.views.common import refused
 
 
-@require_GET
+@require_safe
 def provisioning_view(request: PortalRequest) -> HttpResponse:
     now = clock.now()
     task_filter = filters.ProvisioningFilter(request.GET, queryset=selectors.provisioning_tasks(request.user), now=now)

@@ -14,7 +14,7 @@ from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from accessgov import catalog, clock, exports, paging, permissions, reports
 from accessgov.http import PortalRequest
@@ -142,12 +142,12 @@ def _export(request: PortalRequest, report: reports.Report) -> HttpResponseBase:
     return response
 
 
-@require_GET
+@require_safe
 def reports_index_view(request: PortalRequest) -> HttpResponse:
     return render(request, "accessgov/reports/index.html")
 
 
-@require_GET
+@require_safe
 def access_report_view(request: PortalRequest) -> HttpResponse:
     return _page(
         request,
@@ -171,7 +171,7 @@ def _approval_context(filterset: approvals.ApprovalFilter) -> dict:
     return {"metrics": metrics, "median_chart": approvals.median_time_to_approve_chart(filterset, metrics)}
 
 
-@require_GET
+@require_safe
 def approvals_report_view(request: PortalRequest) -> HttpResponse:
     return _page(request, reports.APPROVALS, "accessgov/reports/approvals.html", APPROVALS_HEADERS, _approval_context)
 
@@ -181,7 +181,7 @@ def approvals_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.APPROVALS)
 
 
-@require_GET
+@require_safe
 def break_glass_report_view(request: PortalRequest) -> HttpResponse:
     return _page(
         request,
@@ -200,7 +200,7 @@ def break_glass_report_export_view(request: PortalRequest) -> HttpResponseBase:
     return _export(request, reports.BREAK_GLASS)
 
 
-@require_GET
+@require_safe
 def denied_report_view(request: PortalRequest) -> HttpResponse:
     return _page(request, reports.DENIED, "accessgov/reports/denied.html", DENIED_HEADERS)
 

@@ -9,7 +9,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from accessgov import (
     catalog,
@@ -48,7 +48,7 @@ def _visible_request(request: PortalRequest, pk: int) -> AccessRequest:
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def request_new_view(request: PortalRequest) -> HttpResponse:
     """The new-request form: only roles I am eligible for, with each role's policy beside it."""
     now = clock.now()
@@ -125,7 +125,7 @@ def _my_requests_filter(request: PortalRequest) -> filters.MyRequestFilter:
 MY_REQUESTS_PAGE_FIELDS = ("kind", "status", "requested_duration", "created_at", "role__name", "role__system__name")
 
 
-@require_GET
+@require_safe
 def my_requests_view(request: PortalRequest) -> HttpResponse:
     """My requests: searchable, filtered, sortable, keyset-paged; the CSV reads the same filterset."""
     access_filter = _my_requests_filter(request)
@@ -183,7 +183,7 @@ def my_requests_export_view(request: PortalRequest) -> HttpResponseBase:
     )
 
 
-@require_GET
+@require_safe
 def request_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _detail_page(request, _visible_request(request, pk))
 

@@ -12,7 +12,7 @@ from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from accessgov import clock, exports, filters, inputs, paging, permissions, selectors
 from accessgov.exceptions import AccessGovError, PolicyViolation
@@ -40,7 +40,7 @@ def _visible_campaigns(user):
     return selectors.campaign_list(user)
 
 
-@require_GET
+@require_safe
 def campaign_list_view(request: PortalRequest) -> HttpResponse:
     now = clock.now()
     campaign_filter = filters.CampaignFilter(request.GET, queryset=_visible_campaigns(request.user), now=now)
@@ -63,7 +63,7 @@ def campaign_list_view(request: PortalRequest) -> HttpResponse:
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def campaign_create_view(request: PortalRequest) -> HttpResponse:
     if not permissions.is_auditor(request.user):
         raise PermissionDenied("Only auditors open access reviews.")
@@ -99,7 +99,7 @@ def _campaign(
     return campaign
 
 
-@require_GET
+@require_safe
 def campaign_detail_view(request: PortalRequest, pk: int) -> HttpResponse:
     return _detail(request, _campaign(request, pk))
 

@@ -6,7 +6,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from accessgov import clock, filters, inputs, paging, permissions, policies
 from accessgov.exceptions import AccessGovError
@@ -17,7 +17,7 @@ from accessgov.services import eligibility as services
 from accessgov.views.common import confirm_page, confirmed, plural, refused, status_for
 
 
-@require_GET
+@require_safe
 def system_list_view(request: PortalRequest) -> HttpResponse:
     """The systems in my catalogue (``permissions.visible_systems``, the API's rule), each with the
     roles of it in my catalogue."""
@@ -38,7 +38,7 @@ def system_list_view(request: PortalRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def system_detail_view(request: PortalRequest, slug: str) -> HttpResponse:
     """A system in my catalogue (404 otherwise: no existence oracle) with the policy of its roles in my
     catalogue, and, for its owners, who may request them."""

@@ -19,7 +19,7 @@ from accessgov.views.common import confirm_page, confirmed, refused
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def tokens_view(request: PortalRequest) -> HttpResponse:
     """List my tokens and make a new one; a new secret is shown in this answer only (no redirect)."""
     form = ApiTokenForm(request.POST or None, user=request.user)

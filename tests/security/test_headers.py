@@ -73,6 +73,11 @@ def test_static_files_keep_their_cache_lifetime():
         response = Client().get("/static/css/accessgov.css", secure=True)
     assert response.status_code == 200
     assert "no-store" not in response.get("Cache-Control", "")
+    # The pages' framing and content rules too: whitenoise answers before their middleware (the HTTP probe).
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"
+    assert (
+        "default-src 'none'" in response["Content-Security-Policy"] and "sandbox" in response["Content-Security-Policy"]
+    )
 
 
 def test_enrolment_page_has_no_inline_script(client, newcomer):
@@ -82,3 +87,22 @@ def test_enrolment_page_has_no_inline_script(client, newcomer):
     response = client.get(reverse("accounts:enrol"), secure=True)
     assert response.status_code == 200
     assert hardening_problems(response, "enrol") == []
+
+
+def test_head_answers_like_get_on_pages_and_never_runs_an_export(world):
+    """RFC 9110: a page that answers GET answers HEAD (the HTTP probe: 405 on every page). An export, a
+    download or a sign-in hand-off does work and writes evidence, so it stays GET only."""
+    from accessgov.models import AccessEvent
+    from tests.conftest import sign_in
+
+    client = sign_in(Client(), world.auditor)
+    for name in ("home", "my_requests", "grants_list", "live_access", "audit_trail", "report_access"):
+        url = reverse(name)
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == got.status_code == 200, name
+        assert head.content == b"" and head["Content-Type"] == got["Content-Type"], name
+    assert Client().head(reverse("accounts:login")).status_code == 200
+    exported = AccessEvent.objects.filter(event_type="export.created").count()
+    for name in ("grants_export", "audit_export"):
+        assert client.head(reverse(name)).status_code == 405, name
+    assert AccessEvent.objects.filter(event_type="export.created").count() == exported
