@@ -6,6 +6,7 @@ importing the registrations."""
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.models import Group
@@ -185,9 +186,12 @@ class FourEyesAdminMixin(RefusalAsMessageMixin):
     def _proposed_response(self, request):
         change = request._four_eyes_change
         if change.status == ChangeRequest.Status.APPLIED:
-            self.message_user(
-                request, f"Applied: {change.summary} (four-eyes is off; recorded as change #{change.pk})."
+            why = (
+                "four-eyes is off"
+                if not settings.FOUR_EYES_POLICY_CHANGES
+                else "it only takes rights away, which needs no second admin"
             )
+            self.message_user(request, f"Applied: {change.summary} ({why}; recorded as change #{change.pk}).")
         else:
             direct = getattr(request, "_four_eyes_direct", [])
             saved = f"Saved at once (no approval needed): {', '.join(direct)}. " if direct else ""

@@ -190,3 +190,24 @@ def test_changing_rights_predicate_services_and_admin_agree(world, clock, make_u
         )
         status = page_status(user, reverse("changes"))
         assert predicate == allowed == (status == 200), user.username
+
+
+@pytest.mark.django_db
+def test_taking_rights_away_in_the_admin_says_why_it_needed_no_second_admin(world, admins, settings):
+    """With four-eyes on, a change that only removes permissions applies at once; the admin said "four-eyes is
+    off" (the HTTP probe)."""
+    from django.contrib.messages import get_messages
+    from django.test import Client
+    from guardian.shortcuts import get_perms
+
+    from tests.conftest import verify_session
+
+    settings.FOUR_EYES_POLICY_CHANGES = True
+    client = verify_session(Client(), admins[0])
+    url = f"/admin/accessgov/role/{world.role.pk}/permissions/user-manage/{world.approver.pk}/"
+    response = client.post(url, {"permissions": []})
+    assert response.status_code == 302, response.content[:500]
+    said = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any("it only takes rights away, which needs no second admin" in m for m in said), said
+    assert not any("four-eyes is off" in m for m in said), said
+    assert "approve_role" not in get_perms(world.approver, world.role)
