@@ -419,7 +419,11 @@ def _end(
     recorded as the expiry it is (status expired, ``grant.expired`` event naming who found it). A
     scheduled grant never reached the target: it is revoked with nothing to remove. A pending extension of
     the grant is withdrawn with it.
-    Raises TransitionNotAllowed when the grant has already ended."""
+    Raises TransitionNotAllowed when the grant has already ended, saying how (released, revoked, expired)."""
+    if grant.ended_at is not None and grant.end_reason:
+        raise TransitionNotAllowed(
+            f"This grant already ended ({grant.get_end_reason_display().lower()}); there is nothing left to end."
+        )
     if grant.status == Status.ACTIVE and grant.expires_at <= now:
         ensure_transition("grant", grant.status, Status.EXPIRED)
         grant.status, grant.ended_at, grant.end_reason = Status.EXPIRED, grant.expires_at, Grant.EndReason.EXPIRED
