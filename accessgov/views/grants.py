@@ -1,7 +1,8 @@
 """My access (with countdowns), extending and releasing, and the grants list for approvers/auditors."""
 
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -151,7 +152,8 @@ def grant_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
 def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
     grant = _visible_grant(request, pk)
     if not permissions.can_release_grant(request.user, grant):
-        raise Http404("No such grant.")  # only its holder extends it; others see the grant, not this page
+        # They may see the grant (an approver, an owner, an auditor): an action they may not take is a 403.
+        raise PermissionDenied("Only the person who holds this access can ask to extend it.")
     form = ExtensionForm(request.POST or None, initial={"duration": "1h", "ends_at": grant.expires_at})
     status = 200
     if request.method == "POST" and form.is_valid():

@@ -357,7 +357,9 @@ def test_extend_form_asks_for_more_time_on_the_same_grant(world):
     assert response["Location"] == reverse("request_detail", args=[extension.pk])
     response = client.post(reverse("grant_extend", args=[grant.pk]), {"duration": "9h", "justification": "More please"})
     assert response.status_code in (400, 409)
-    assert as_(world.approver).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
+    # The approver sees the grant but may not extend it: a 403 (promise 5), and an outsider a 404.
+    assert as_(world.approver).get(reverse("grant_extend", args=[grant.pk])).status_code == 403
+    assert as_(world.outsider).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
 
 
 def test_a_second_click_on_extend_asks_for_nothing_more(world):
