@@ -19,7 +19,7 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.http import urlencode
 from django_otp.middleware import OTPMiddleware
 
-from accessgov import drafts, inputs, net, permissions, signed_in
+from accessgov import drafts, inputs, net, otp, permissions, signed_in
 from accessgov.views.errors import bad_request, method_not_allowed
 
 logger = logging.getLogger("accessgov.security")
@@ -272,6 +272,14 @@ class OTPRequiredMiddleware:
         query = urlencode({"next": request.get_full_path()}) if request.method == "GET" else ""
         response = redirect(f"{_reverse(target)}?{query}" if query else _reverse(target))
         return self._deny(request, response)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A step deep in a view (a form's code field, a bulk decision) ended the session for wrong codes in a
+        row: to the sign-in page, saying why (the view cannot go on: its person is signed out)."""
+        if not isinstance(exception, otp.SignedOutForWrongCodes):
+            return None
+        messages.error(request, otp.LOCKED_MESSAGE)
+        return self._deny(request, redirect(settings.LOGIN_URL))
 
     @staticmethod
     def _deny(request: HttpRequest, response: HttpResponse) -> HttpResponse:

@@ -121,6 +121,17 @@ def mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> No
 LOCKED_MESSAGE = "Too many wrong codes: you were signed out. Sign in again."
 
 
+class SignedOutForWrongCodes(Exception):
+    """Raised where a step's wrong code ended the session (``record_failure``) deep in a view that cannot
+    answer itself; ``middleware.OTPRequiredMiddleware`` sends the browser to the sign-in page."""
+
+
+def code_accepted(request: HttpRequest) -> None:
+    """A right code at a step that does not sign in again (new backup codes, authenticator reset): the wrong
+    codes before it no longer count towards the lock, which is for wrong codes in a row."""
+    request.session.pop(SESSION_OTP_FAILURES, None)
+
+
 def record_failure(request: HttpRequest, user: User, step: str) -> bool:
     """Count a wrong code in this session, at any step (sign-in, enrolment, step-up, a form's code, backup
     codes, authenticator reset). True when it locked the OTP step: OTP_MAX_FAILURES_PER_SESSION wrong codes in

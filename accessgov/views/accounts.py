@@ -150,6 +150,7 @@ def backup_codes_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         result = otp.verify_code(request.user, form.cleaned_data["otp_token"], allow_backup=False)
         if result.ok:
+            otp.code_accepted(request)
             request.session["new_backup_codes"] = otp.new_backup_codes(request.user)
             logger.info("backup codes regenerated user=%s", request.user.pk)
             return redirect("accounts:backup_codes")
@@ -157,7 +158,7 @@ def backup_codes_view(request: HttpRequest) -> HttpResponse:
             messages.error(request, otp.LOCKED_MESSAGE)
             return redirect("accounts:login")
         form.add_error("otp_token", result.message)
-    codes = None if request.method == "POST" else request.session.pop("new_backup_codes", None)
+    codes = request.session.pop("new_backup_codes", None) if request.method == "GET" else None  # not on HEAD
     context = {"codes": codes, "left": otp.backup_codes_left(request.user), "next": _next_url(request), "form": form}
     return render(request, "accounts/backup_codes.html", context, status=400 if form.errors else 200)
 
@@ -261,6 +262,7 @@ def authenticator_reset_view(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         result = otp.verify_code(request.user, form.cleaned_data["otp_token"], allow_backup=False)
         if result.ok:
+            otp.code_accepted(request)
             otp.reset_devices(request)
             messages.info(request, "Your old authenticator was removed. Set up the new one now.")
             return redirect("accounts:enrol")

@@ -46,12 +46,19 @@ def live_access_view(request: HttpRequest) -> HttpResponse:
         .annotate(total=Count("pk"), break_glass=Count("pk", filter=Q(is_break_glass=True)))
         .order_by("role__system__name")
     }
-    for grant in active.select_related("user", "role").order_by(
+    for grant in active.select_related("user", "role__system").order_by(
         "role__system__name", "role__system_id", "-is_break_glass", "expires_at", "pk"
     )[:LIVE_ROWS]:
-        systems[grant.role.system_id]["grants"].append(grant)
+        # A grant that began (or a role that moved) between the two reads: its system is listed all the same.
+        system = systems.setdefault(
+            grant.role.system_id,
+            {"name": grant.role.system.name, "id": grant.role.system_id, "total": 0, "break_glass": 0, "grants": []},
+        )
+        system["grants"].append(grant)
+        system["total"] = max(system["total"], len(system["grants"]))
+        system["break_glass"] = max(system["break_glass"], sum(g.is_break_glass for g in system["grants"]))
     context = {
-        "systems": list(systems.values()),
+        "systems": sorted(systems.values(), key=lambda system: (system["name"], system["id"])),
         "total": sum(system["total"] for system in systems.values()),
         "shown": LIVE_ROWS,
         "now": now,

@@ -118,3 +118,28 @@ def test_the_live_page_is_bounded_and_links_each_systems_full_list(world, monkey
     assert f'href="/grants/?status=active&amp;system={world.system.pk}"' in page
     full = as_(world.auditor).get(f"/grants/?status=active&system={world.system.pk}").content.decode()
     assert full.count('href="/grants/') >= 2
+
+
+def test_a_grant_that_appears_between_the_live_pages_two_reads_is_listed_not_a_500(world):
+    """The counts and the rows are two statements: a grant whose system had no count yet (a role moved, or a
+    grant begun in between) raised KeyError (the review of this change). Made certain with a statement hook."""
+    from django.db import connection
+
+    from accessgov.models import System
+    from tests.support.factories import SystemFactory
+
+    grant = grant_for(world)
+    elsewhere = SystemFactory(name="Zeta cluster", slug="zeta-cluster")
+    moved = []
+
+    def move_after_the_counts(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not moved and "GROUP BY" in sql and "accessgov_grant" in sql:
+            moved.append(True)
+            type(world.role).objects.filter(pk=world.role.pk).update(system=elsewhere)
+        return result
+
+    with connection.execute_wrapper(move_after_the_counts):
+        page = as_(world.auditor).get(reverse("live_access")).content.decode()
+    assert moved and "Zeta cluster" in page and f'href="/grants/{grant.pk}/"' in page
+    assert System.objects.filter(pk=elsewhere.pk).exists()

@@ -201,3 +201,42 @@ def test_five_wrong_codes_in_a_row_at_any_step_end_the_session(step_up_world, se
     with time_machine.travel(T0 + timedelta(minutes=2 + 20 * attempt, seconds=30), tick=False):
         assert client.get(reverse("home"))["Location"].startswith(reverse("accounts:login"))
     assert not w.requester.grants.filter(is_break_glass=True).exists()
+
+
+def test_the_fifth_wrong_code_in_a_bulk_decision_signs_out_to_the_sign_in_page(step_up_world, settings):
+    """The lock ended the session inside the bulk decision, which then built the queue for nobody: a 500 (the
+    review of this change). It now goes to the sign-in page, saying why; nothing is decided."""
+    w = step_up_world
+    with time_machine.travel(T0 - timedelta(minutes=1), tick=False):
+        access_request = pending(w)
+    approver = signed_in_at(w.approver, T0)
+    body = {"ids": [access_request.pk], "outcome": "approve", "comment": "ok"}
+    for attempt in range(settings.OTP_MAX_FAILURES_PER_SESSION):
+        with time_machine.travel(T0 + timedelta(minutes=2 + 20 * attempt), tick=False):
+            response = approver.post(reverse("approvals_bulk_decide"), {**body, "otp_token": f"{attempt:06d}"})
+    assert response.status_code == 302 and response["Location"] == reverse("accounts:login")
+    assert AccessRequest.objects.get(pk=access_request.pk).status == AccessRequest.Status.PENDING
+    with time_machine.travel(T0 + timedelta(minutes=2 + 20 * attempt, seconds=30), tick=False):
+        page = approver.get(reverse("accounts:login")).content.decode()
+        assert "Too many wrong codes: you were signed out." in page
+
+
+def test_a_right_code_between_wrong_ones_starts_the_count_again(step_up_world, settings):
+    """The lock is for wrong codes in a row: a right code at a step that does not sign in again (new backup
+    codes) clears the count too."""
+    from tests.conftest import totp_code
+
+    w = step_up_world
+    client = signed_in_at(w.requester, T0)
+    device = w.requester.totpdevice_set.get()
+    minute = 2
+    for _ in range(settings.OTP_MAX_FAILURES_PER_SESSION - 1):
+        with time_machine.travel(T0 + timedelta(minutes=minute), tick=False):
+            client.post(reverse("accounts:step_up"), {"otp_token": "000000"})
+        minute += 20
+    with time_machine.travel(T0 + timedelta(minutes=minute), tick=False):
+        right = client.post(reverse("accounts:backup_codes"), {"otp_token": totp_code(device)})
+        assert right["Location"] == reverse("accounts:backup_codes")
+    with time_machine.travel(T0 + timedelta(minutes=minute + 20), tick=False):
+        client.post(reverse("accounts:step_up"), {"otp_token": "000000"})
+        assert client.get(reverse("home")).status_code == 200  # one wrong code since the right one
