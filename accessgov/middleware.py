@@ -278,7 +278,7 @@ class OTPRequiredMiddleware:
         row: to the sign-in page, saying why (the view cannot go on: its person is signed out)."""
         if not isinstance(exception, otp.SignedOutForWrongCodes):
             return None
-        messages.error(request, otp.LOCKED_MESSAGE)
+        messages.error(request, str(exception))
         return self._deny(request, redirect(settings.LOGIN_URL))
 
     @staticmethod

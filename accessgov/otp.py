@@ -118,12 +118,9 @@ def mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> No
         request.session[SESSION_OTP_VERIFIED_AT] = time.time()
 
 
-LOCKED_MESSAGE = "Too many wrong codes: you were signed out. Sign in again."
-
-
 class SignedOutForWrongCodes(Exception):
-    """Raised where a step's wrong code ended the session (``record_failure``) deep in a view that cannot
-    answer itself; ``middleware.OTPRequiredMiddleware`` sends the browser to the sign-in page."""
+    """``record_failure`` ended the session for wrong codes in a row; ``middleware.OTPRequiredMiddleware``
+    turns it into the sign-in page with this message, wherever in a view it was raised."""
 
 
 def code_accepted(request: HttpRequest) -> None:
@@ -132,20 +129,24 @@ def code_accepted(request: HttpRequest) -> None:
     request.session.pop(SESSION_OTP_FAILURES, None)
 
 
-def record_failure(request: HttpRequest, user: User, step: str) -> bool:
+def record_failure(request: HttpRequest, user: User, step: str) -> None:
     """Count a wrong code in this session, at any step (sign-in, enrolment, step-up, a form's code, backup
-    codes, authenticator reset). True when it locked the OTP step: OTP_MAX_FAILURES_PER_SESSION wrong codes in
-    a row end the session (logged at ERROR); the caller then says so (``LOCKED_MESSAGE``). Only the sign-in
-    step locked before: a stolen signed-in session could keep guessing step-up codes (the HTTP probe)."""
+    codes, authenticator reset). OTP_MAX_FAILURES_PER_SESSION wrong codes in a row end the session (logged at
+    ERROR) and raise SignedOutForWrongCodes. Only the sign-in step locked before: a stolen signed-in session
+    could keep guessing step-up codes (the HTTP probe)."""
     failures = int(request.session.get(SESSION_OTP_FAILURES, 0)) + 1
     request.session[SESSION_OTP_FAILURES] = failures
     client = getattr(request, "client_address", None)
     logger.warning("otp failure step=%s user=%s client=%s failures=%d", step, user.pk, client, failures)
     if failures < settings.OTP_MAX_FAILURES_PER_SESSION:
-        return False
+        return
     logger.error("otp step locked step=%s user=%s client=%s", step, user.pk, client)
     logout(request)
-    return True
+    raise SignedOutForWrongCodes(
+        "Too many wrong codes. The sign-in was stopped; start again."
+        if step == "sign-in"
+        else "Too many wrong codes: you were signed out. Sign in again."
+    )
 
 
 # --- Step-up: the one rule, used by every path (pages, API, services) ---------------------------

@@ -83,9 +83,7 @@ def otp_view(request: HttpRequest) -> HttpResponse:
                 left = otp.backup_codes_left(user)
                 messages.warning(request, f"You signed in with a backup code. {left} backup codes left.")
             return redirect(_next_url(request))
-        if otp.record_failure(request, user, "sign-in"):
-            messages.error(request, "Too many wrong codes. The sign-in was stopped; start again.")
-            return redirect("accounts:login")
+        otp.record_failure(request, user, "sign-in")
         form.add_error("otp_token", result.message)
     return render(request, "accounts/otp.html", {"form": form, "next": request.GET.get("next", "")})
 
@@ -112,9 +110,7 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
             request.session["new_backup_codes"] = codes
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_with_next("accounts:backup_codes", request.GET.get("next", "")))
-        if otp.record_failure(request, user, "enrolment"):
-            messages.error(request, otp.LOCKED_MESSAGE)
-            return redirect("accounts:login")
+        otp.record_failure(request, user, "enrolment")
         form.add_error("otp_token", result.message)
     context = {
         "form": form,
@@ -154,9 +150,7 @@ def backup_codes_view(request: HttpRequest) -> HttpResponse:
             request.session["new_backup_codes"] = otp.new_backup_codes(request.user)
             logger.info("backup codes regenerated user=%s", request.user.pk)
             return redirect("accounts:backup_codes")
-        if otp.record_failure(request, request.user, "backup-codes"):
-            messages.error(request, otp.LOCKED_MESSAGE)
-            return redirect("accounts:login")
+        otp.record_failure(request, request.user, "backup-codes")
         form.add_error("otp_token", result.message)
     codes = request.session.pop("new_backup_codes", None) if request.method == "GET" else None  # not on HEAD
     context = {"codes": codes, "left": otp.backup_codes_left(request.user), "next": _next_url(request), "form": form}
@@ -174,9 +168,7 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
         if result.ok:
             otp.mark_verified(request, result.device)
             return redirect(_next_url(request))
-        if otp.record_failure(request, request.user, "step-up"):
-            messages.error(request, otp.LOCKED_MESSAGE)
-            return redirect("accounts:login")
+        otp.record_failure(request, request.user, "step-up")
         form.add_error("otp_token", result.message)
     return render(request, "accounts/step_up.html", {"form": form, "next": request.GET.get("next", "")})
 
@@ -266,9 +258,7 @@ def authenticator_reset_view(request: HttpRequest) -> HttpResponse:
             otp.reset_devices(request)
             messages.info(request, "Your old authenticator was removed. Set up the new one now.")
             return redirect("accounts:enrol")
-        if otp.record_failure(request, request.user, "authenticator-reset"):
-            messages.error(request, otp.LOCKED_MESSAGE)
-            return redirect("accounts:login")
+        otp.record_failure(request, request.user, "authenticator-reset")
         form.add_error("otp_token", result.message)
     context = {
         "device": otp.confirmed_totp_device(request.user),

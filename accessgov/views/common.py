@@ -71,8 +71,7 @@ def act_with_step_up(request: PortalRequest, code: str, action: Callable[[dateti
     def spend_code() -> datetime:
         result = otp.verify_code(request.user, code, allow_backup=False)
         if not result.ok:
-            if otp.record_failure(request, request.user, "step-up"):
-                raise otp.SignedOutForWrongCodes
+            otp.record_failure(request, request.user, "step-up")  # raises SignedOutForWrongCodes at the lock
             raise CodeRefused(result.message)
         otp.mark_verified(request, result.device)
         return otp.session_code_at(request) or clock.now()

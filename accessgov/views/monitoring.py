@@ -50,11 +50,11 @@ def live_access_view(request: HttpRequest) -> HttpResponse:
         "role__system__name", "role__system_id", "-is_break_glass", "expires_at", "pk"
     )[:LIVE_ROWS]:
         # A grant that began (or a role that moved) between the two reads: its system is listed all the same.
-        system = systems.setdefault(
+        systems.setdefault(
             grant.role.system_id,
             {"name": grant.role.system.name, "id": grant.role.system_id, "total": 0, "break_glass": 0, "grants": []},
-        )
-        system["grants"].append(grant)
+        )["grants"].append(grant)
+    for system in systems.values():  # counts never below the rows shown, for the same reason
         system["total"] = max(system["total"], len(system["grants"]))
         system["break_glass"] = max(system["break_glass"], sum(g.is_break_glass for g in system["grants"]))
     context = {
