@@ -79,17 +79,24 @@ def _mine(request: HttpRequest, draft) -> bool:
 
 
 def take(request: HttpRequest, action: str) -> QueryDict | None:
-    """The kept fields of the form that posts to ``action`` (a path), once; None when there is none."""
+    """The kept fields of the form that posts to ``action`` (a path), once; None when there is none. A HEAD
+    request (a link checker, a prefetching proxy) sees the same page but leaves the draft for the GET."""
     draft = request.session.get(SESSION_KEY)
     if not isinstance(draft, dict) or draft.get("action") != action:
         return None
-    del request.session[SESSION_KEY]
+    _forget(request)
     if not _mine(request, draft):
         return None
     data = QueryDict(mutable=True)
     for name, values in (draft.get("fields") or {}).items():
         data.setlist(name, [str(v) for v in values])
     return data
+
+
+def _forget(request: HttpRequest) -> None:
+    """The draft is used up by the page that shows it — unless that page was asked for with HEAD."""
+    if request.method != "HEAD":
+        del request.session[SESSION_KEY]
 
 
 def kept_action(request: HttpRequest) -> str | None:
@@ -105,7 +112,7 @@ def for_page(request: HttpRequest) -> str | None:
     draft = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
     if not isinstance(draft, dict) or urlsplit(str(draft.get("page", ""))).path != request.path:
         return None
-    del request.session[SESSION_KEY]
+    _forget(request)
     if not _mine(request, draft):
         return None
     return json.dumps({"action": draft.get("action", ""), "fields": draft.get("fields") or {}})
