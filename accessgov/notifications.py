@@ -36,8 +36,10 @@ from accessgov.services import after_commit
 logger = logging.getLogger("accessgov.notifications")
 
 # An instant in a notification is written by ``at`` between two invisible separators and shown in each
-# recipient's own time zone when their email is rendered (``in_zone``); Slack posts and people without a zone
-# get UTC. The text around it is the same for everyone.
+# recipient's own time zone when their email is rendered (``in_zone``; UTC for people without a zone). A Slack
+# post is read by a whole channel: its instants become Slack's date tokens, which every reader's Slack shows in
+# their own zone, with the UTC text for a client that cannot (``_slack_dates``). The text around it is the same
+# for everyone.
 _MARK = "\u2063"
 _INSTANT = re.compile(_MARK + r"([0-9T:+.\-]{19,40})(\|time)?" + _MARK)
 
@@ -56,6 +58,21 @@ def _localized(text: str, zone: tzinfo) -> str:
         return f"{local:%H:%M} {local.tzname()}" if match.group(2) else f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
     return _INSTANT.sub(shown, text)
+
+
+def _slack_dates(text: str) -> str:
+    """``text`` (already escaped for Slack) with each instant as Slack's ``<!date^…>``: the reader's own date
+    and time, or the UTC text as the fallback."""
+
+    def token(match: re.Match) -> str:
+        try:
+            instant = datetime.fromisoformat(match.group(1))
+        except ValueError:
+            return match.group(1)
+        shown = "{time}" if match.group(2) else "{date_num} {time}"
+        return f"<!date^{int(instant.timestamp())}^{shown}|{_localized(match.group(0), UTC)}>"
+
+    return _INSTANT.sub(token, text)
 
 
 def in_zone(message: "Message", zone: tzinfo) -> "Message":
@@ -562,11 +579,10 @@ def send_slack(message: Message) -> bool:
     system = message.slack_system
     if system is None or not system.slack_webhook_url:
         return False
-    message = in_zone(message, UTC)  # a channel has no one time zone
     mentions = " ".join(f"<@{slack_id}>" for slack_id in message.extra.get("slack_mentions", []) if slack_id.isalnum())
     body = {
-        "text": f"*{slack_escape(message.heading)}*\n"
-        + "\n".join(slack_escape(line) for line in message.lines)
+        "text": f"*{_slack_dates(slack_escape(message.heading))}*\n"
+        + "\n".join(_slack_dates(slack_escape(line)) for line in message.lines)
         + (f"\n<{message.action_url}|Open>" if message.action_url else "")
         + (f"\n{mentions}" if mentions else "")
     }

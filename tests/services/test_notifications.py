@@ -192,3 +192,26 @@ def test_each_person_reads_the_times_of_an_email_in_their_own_time_zone(
     assert "Decide before 2026-12-07 23:30 EST" in by_person[world.approver.email]
     assert "\u2063" not in "".join(by_person.values())  # no separator left anywhere
     assert "\u2063" not in mailoutbox[0].alternatives[0][0]
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)  # the receiver is this test's, on 127.0.0.1
+def test_a_slack_post_shows_each_reader_its_times_in_their_own_zone(
+    world, slack_receiver, django_capture_on_commit_callbacks
+):
+    """A channel has many readers: its instants are Slack's date tokens (each reader's Slack shows them in their
+    own zone), with the UTC text for a client that cannot; a typed separator stays text."""
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    url, received = slack_receiver
+    world.system.slack_webhook_url = url
+    world.system.save()
+    at_0430 = datetime(2026, 12, 7, 4, 30, tzinfo=UTC)
+    with time_machine.travel(at_0430, tick=False), django_capture_on_commit_callbacks(execute=True):
+        submit(world, justification="see \u2063not a time\u2063 <!channel>")
+    text = received[0][1]["text"]
+    lapses = int((at_0430 + 24 * H).timestamp())  # the role's pending timeout
+    assert f"Decide before <!date^{lapses}^{{date_num}} {{time}}|2026-12-08 04:30 UTC>, or it lapses." in text
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in text
+    assert text.count("\u2063") == 2  # only the two typed: every instant became a token
