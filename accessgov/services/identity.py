@@ -237,6 +237,16 @@ def _ensure_free(provider: IdentityProvider, values: UserValues, identity: Exter
         raise Conflict(f"{values.user_name} is already provisioned.")
     if values.external_id and others.filter(subject=values.external_id).exists():
         raise Conflict("That externalId belongs to another user.")
+    accounts = User.objects.filter(username__iexact=values.user_name)
+    if identity is not None:
+        accounts = accounts.exclude(pk=identity.user_id)
+    if accounts.exists():  # a rename as much as a joiner: the provider never shows another account's name
+        raise Conflict(
+            f"An AccessGov account named {values.user_name} exists and is not provisioned by {provider.name}; "
+            "its owner can link it to their account there."
+            if identity is None
+            else f"{values.user_name} is another AccessGov account's name; this person cannot take it."
+        )
 
 
 def scim_user_create(
@@ -250,11 +260,6 @@ def scim_user_create(
     now = clock.now()
     with transaction.atomic():
         _ensure_free(provider, values, None)
-        if User.objects.filter(username__iexact=values.user_name).exists():
-            raise Conflict(
-                f"An AccessGov account named {values.user_name} exists and is not provisioned by {provider.name}; "
-                "its owner can link it to their account there."
-            )
         user = User(
             username=values.user_name,
             email=values.email,

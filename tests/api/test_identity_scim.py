@@ -435,6 +435,28 @@ def test_provisioning_never_takes_over_a_local_or_service_account(okta, make_use
     assert User.objects.get(username="deploy-bot").is_active and User.objects.get(username="admin@example.com").is_staff
 
 
+def test_a_rename_never_takes_another_accounts_name(okta, make_user):
+    """A probe's finding: POST refused another account's name, but PATCH and PUT took it — SCIM, its filter
+    and the ledger then showed a second person under that name. A rename to its own name in another case,
+    or to a free name, still works."""
+    make_user("carol", device=False)
+    joe = _create(okta, okta_user("joe@example.com", "00u1joe"))
+    rename = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"]}
+    for name in ("carol", "CAROL", okta.account.username):
+        patched = okta.scim.patch(
+            f"Users/{joe['id']}", {**rename, "Operations": [{"op": "replace", "path": "userName", "value": name}]}
+        )
+        assert patched.status_code == 409 and patched.json()["scimType"] == "uniqueness", name
+        put = okta.scim.put(f"Users/{joe['id']}", okta_user(name, "00u1joe", email="joe@example.com"))
+        assert put.status_code == 409 and "another AccessGov account" in put.json()["detail"], name
+    assert ExternalIdentity.objects.get().user_name == "joe@example.com"
+    assert okta.scim.get('Users?filter=userName eq "carol"').json()["totalResults"] == 0
+    assert not AccessEvent.objects.filter(event_type=AccessEvent.Type.IDENTITY_USER_UPDATED).exists()
+    assert okta.scim.put(f"Users/{joe['id']}", okta_user("Joe@example.com", "00u1joe")).status_code == 200
+    assert okta.scim.put(f"Users/{joe['id']}", okta_user("joseph@example.com", "00u1joe")).status_code == 200
+    assert ExternalIdentity.objects.get().user_name == "joseph@example.com"
+
+
 def test_a_look_alike_username_neither_sits_beside_an_account_nor_passes_for_one(okta, make_user):
     make_user("alice", device=False)
     fullwidth = "\uff41\uff4c\uff49\uff43\uff45"  # "alice" in full-width letters
