@@ -441,6 +441,19 @@ def test_a_hand_made_cursor_position_is_a_400_not_a_database_error(scene, path, 
     assert "cursor" in response.content.decode()
 
 
+@pytest.mark.parametrize("path", ["events", "requests", "grants", "roles", "systems", "eligibility"])
+def test_a_page_size_is_one_number_from_1_to_200_or_a_400_that_says_so(scene, path):
+    """A probe's finding: ``abc``, ``0``, ``-1``, ``null`` or two values served the default page, 100000 quietly
+    200 rows."""
+    client = scene.clients["auditor"]
+    for query in ("abc", "0", "-1", "null", "", "1.5", "201", "100000", "\u00b2", "1&page_size=2"):
+        response = client.get(f"{V1}/{path}/?page_size={query}")
+        assert response.status_code == 400, (path, query)
+        assert _error(response)["code"] == "invalid" and "1 to 200" in response.content.decode()
+    for size in ("1", "200"):
+        assert client.get(f"{V1}/{path}/?page_size={size}").status_code == 200
+
+
 def test_each_token_is_throttled(scene, settings):
     settings.API_THROTTLE_RATE = "3/min"
     client = scene.clients["outsider"]
