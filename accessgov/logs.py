@@ -39,16 +39,22 @@ class SingleLineFormatter(logging.Formatter):
 
 
 class ExpectedRefusalFilter(logging.Filter):
-    """Drops the traceback Django attaches to its "Forbidden (Permission denied)" warning: a 403 is the
-    portal answering as designed (someone asked for what they may not do), and a traceback per refusal buried
-    real errors. The one-line warning, with the path and the reason, stays."""
+    """Drops the traceback Django attaches to its refusals: "Forbidden (Permission denied)" (a 403: someone
+    asked for what they may not do), "Bad request (Unable to parse request body)" and the other 400s a client
+    causes (a malformed multipart body, too many fields, a disallowed host). Each is the portal answering as
+    designed; a traceback per refusal buried real errors, and let any anonymous client write 40 lines to the
+    log for one request. The one-line record, with the path and the reason, stays at its level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from django.core.exceptions import PermissionDenied
+        from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+        from django.http.multipartparser import MultiPartParserError
 
-        if record.exc_info and isinstance(record.exc_info[1], PermissionDenied):
-            record.msg = f"{record.msg}: %s"
-            record.args = (*(record.args if isinstance(record.args, tuple) else ()), record.exc_info[1])
+        refusals = (PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
+        if record.exc_info and isinstance(record.exc_info[1], refusals):
+            reason = str(record.exc_info[1])
+            if reason and reason not in record.getMessage():  # django.security's message is the reason itself
+                record.msg = f"{record.msg}: %s"
+                record.args = (*(record.args if isinstance(record.args, tuple) else ()), reason)
             record.exc_info = None
             record.exc_text = None
         return True

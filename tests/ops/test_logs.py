@@ -110,3 +110,34 @@ def test_an_expected_refusal_is_one_line_without_a_traceback_and_real_errors_kee
         )
     assert ExpectedRefusalFilter().filter(error)
     assert "Traceback" in portal_formatter().format(error)
+
+
+@pytest.mark.django_db
+def test_a_body_or_host_a_client_got_wrong_is_one_log_line_not_a_traceback():
+    """A probe's finding: a multipart body with an empty boundary, sent by anyone to the sign-in page, wrote a
+    40-line traceback per request. Its 400 is the portal answering as designed: one line with the reason."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    from accessgov.logs import ExpectedRefusalFilter
+
+    handler = Collect()
+    handler.setFormatter(portal_formatter())
+    handler.addFilter(ExpectedRefusalFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        client = Client()
+        login = reverse("accounts:login")
+        body = client.generic("POST", login, b"x", content_type="multipart/form-data; boundary=")
+        host = client.get(login, headers={"host": "evil.example"})
+    finally:
+        root.removeHandler(handler)
+    assert body.status_code == 400 and host.status_code == 400
+    refusals = [line for line in lines if "Unable to parse" in line or "HTTP_HOST" in line]
+    assert len(refusals) == 2, lines
+    assert all("\n" not in line and "Traceback" not in line for line in refusals), refusals
+    assert "Invalid boundary" in refusals[0] or "boundary" in refusals[0].lower(), refusals
