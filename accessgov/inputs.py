@@ -311,6 +311,22 @@ def json_problem(value, depth: int = 0, *, texts: bool = True) -> str | None:
     return None
 
 
+class KeyTwice(ValueError):
+    """A JSON object with the same key twice."""
+
+
+def json_object_once_per_key(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: an object whose key appears twice is refused (KeyTwice). Parsers
+    disagree on which of the two counts (Python's takes the last, others the first), so a body that a proxy,
+    a signature check or a log reads one way must not be acted on the other way."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise KeyTwice(f"the key {twice!r} appears twice in one object")
+    return data
+
+
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be stored or compared in the database, or None: a NUL (PostgreSQL refuses it) or an
     unpaired surrogate (``"\\ud800"`` in JSON: it has no UTF-8)."""

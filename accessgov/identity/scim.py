@@ -105,7 +105,9 @@ def load_body(raw: bytes) -> dict[str, Any]:
     surrogate anywhere."""
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text, parse_constant=_no_constants)
+        body = json.loads(text, parse_constant=_no_constants, object_pairs_hook=inputs.json_object_once_per_key)
+    except inputs.KeyTwice as error:
+        raise bad(f"The body is not a JSON object SCIM can read: {error}.", "invalidSyntax") from error
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise bad(f"The body is not a JSON object: {error.__class__.__name__}.", "invalidSyntax") from error
     if not isinstance(body, dict):

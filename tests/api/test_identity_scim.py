@@ -497,6 +497,8 @@ def test_a_look_alike_username_neither_sits_beside_an_account_nor_passes_for_one
             400,
         ),
         (json.dumps({**okta_user("x@example.com", "x"), "active": "maybe"}).encode(), "application/scim+json", 400),
+        # A key twice: which one counts depends on the parser (a probe's finding on the API).
+        (b'{"userName": "twice@example.com", "userName": "adam"}', "application/scim+json", 400),
         (
             json.dumps({**okta_user("x@example.com", "x"), "emails": [{"value": "not-an-email"}]}).encode(),
             "application/scim+json",
