@@ -140,7 +140,9 @@ class ActivityIngestView(TokenAPIView):
             ):
                 # One answer for every failure: no oracle for which systems exist or sign.
                 raise AuthenticationFailed("The signature does not verify (or is stale).", code="signature_invalid")
-            via, message_id = "signature", headers["webhook-id"][:200]
+            # The batch's own id when it has one (a sender that re-signs a batch gives it a new webhook-id);
+            # else the webhook-id, which a replay of the same signed request repeats.
+            via, message_id = "signature", batch_id or headers["webhook-id"][:200]
             self._attribution.enter_context(acting_via({"signed_by": f"system:{system.slug}"}))
         result, duplicate = services.activity_ingest_push(
             system, records, message_id=message_id or None, via=via, now=clock.now()

@@ -243,6 +243,32 @@ def test_a_webhook_system_signs_its_reports_and_forged_stale_or_replayed_signatu
     assert role.pk  # the system has a role (signatures are per system, not per role)
 
 
+def test_a_signed_batch_sent_again_under_a_new_webhook_id_is_a_duplicate_by_its_batch_id(world, clock):
+    """A probe's finding: the signed path de-duplicated only by webhook-id and ignored the body's batch_id, so a
+    sender that re-signed a batch (a new webhook-id) stored its records twice. The docs promise once."""
+    system = SystemFactory(
+        name="Support tool", slug="support-tool", connector=System.Connector.WEBHOOK, connector_secret=SECRET
+    )
+    now = int(time.time())
+
+    def send(message_id: str, batch_id: str | None):
+        document = {"system": "support-tool", "records": [{"type": "session", "at": at(1), "principal": "requester"}]}
+        body = json.dumps({**document, **({"batch_id": batch_id} if batch_id else {})}).encode()
+        headers = {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign(SECRET, message_id, now, body),
+        }
+        return Client(headers=headers).post(URL, body, content_type="application/json").json()
+
+    assert send("msg-1", "batch-7")["stored"] == 1
+    again = send("msg-2", "batch-7")
+    assert again["duplicate"] is True and again["stored"] == 0
+    assert send("msg-3", None)["stored"] == 1  # no batch id: the webhook-id is the batch's
+    assert send("msg-3", None)["duplicate"] is True
+    assert ActivityRecord.objects.filter(system=system).count() == 2
+
+
 def test_people_and_tokens_without_the_scope_cannot_report_activity(scene):
     personal_token, personal = make_token(scene.requester, scopes=["requests:read"])
     assert push(api_client(personal), [statement("SELECT 1", 1)]).status_code == 403
