@@ -380,6 +380,7 @@ def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_
         w.auditor, name="Q1 payments review", systems=[w.system], due_at=timezone.now() + timedelta(days=14)
     )
     pages = [
+        (w.approver, reverse("approvals"), "requester", None),
         (admin, reverse("changes"), "nothing-decided", None),
         (w.owner, reverse("provisioning"), "requester", "requester"),
         (w.auditor, reverse("reviews"), "payments", "Q1 payments review"),
@@ -393,6 +394,8 @@ def test_every_other_list_searches_sorts_only_by_its_keys_pages_and_refuses_bad_
         assert found.status_code == 200, url
         if shown:
             assert shown in found.content.decode(), url
+        # One sort control: a phone's "Sort by" beside a visible Sort sent a second value that won (a probe's finding).
+        assert found.content.decode().count('name="sort"') <= 1, url
         assert "No" in client.get(url, {"q": "zz-no-such-thing"}).content.decode(), url
         assert client.get(url, {"q": "x" * 201}).status_code == 400, url
         assert client.get(url, {"sort": "password"}).status_code == 400, url
