@@ -158,7 +158,9 @@ class AccessRequestForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if not data.get("duration") and data.get("role") is not None and "duration" not in self.errors:
+        # Only a duration left empty takes the default: "0m" is a duration of zero (timedelta(0) is false), which
+        # the policy refuses, not an empty field (a probe's "0m" was granted the role's hour).
+        if data.get("duration") is None and data.get("role") is not None and "duration" not in self.errors:
             data["duration"] = data["role"].default_duration  # what the table beside the form says
         return data
 

@@ -79,6 +79,10 @@ def test_a_refusal_sits_next_to_its_field_an_empty_duration_is_the_roles_default
     page = client.post(reverse("request_new"), payload).content.decode()
     error = page.split('id="id_duration_error"')[1][:200]
     assert "allows at most 4 h" in error and 'class="form-errors"' not in page
+    for zero in ("0m", "0", "0h0m", "0d"):  # zero is a duration, refused, not an empty field (was the default hour)
+        page = client.post(reverse("request_new"), {**payload, "duration": zero}).content.decode()
+        assert "longer than zero" in page.split('id="id_duration_error"')[1][:200], zero
+    assert not AccessRequest.objects.exists()
     response = client.post(reverse("request_new"), {**payload, "duration": ""})
     first = AccessRequest.objects.get()
     assert response.status_code == 302 and first.requested_duration == world.role.default_duration
