@@ -162,13 +162,13 @@ def _withdraw_overtaken(change: ChangeRequest, *, actor: User, client_address: s
     """Older pending changes of the same object whose every field the new ``change`` sets again are overtaken:
     withdrawn, each with an event naming the change that overtook it. Approving one would apply a value its
     proposer (or another admin) has since replaced, and leave the newer one refused as stale. An older change
-    that also sets other fields stays: withdrawing it would drop those."""
-    fields = set(change.payload) - {"__old__"}
+    that also sets other fields stays: withdrawing it would drop those. An account's reset is overtaken the same
+    way by a newer reset of the same person that resets at least the same things (password, authenticator)."""
     older = ChangeRequest.objects.select_for_update(no_key=True, of=("self",)).filter(
         kind=change.kind, target_id=change.target_id, status=Status.PENDING, pk__lt=change.pk
     )
     for previous in older.order_by("pk"):
-        if not set(previous.payload) - {"__old__"} <= fields:
+        if not _fields_set(previous) <= _fields_set(change):
             continue
         reason = f"Overtaken by change #{change.pk}, which sets the same fields again."
         previous.status, previous.decided_by, previous.decided_at = Status.WITHDRAWN, actor, clock.now()
@@ -358,6 +358,8 @@ def _propose(
         reason=change.summary,
         data={"change_id": change.pk, "kind": kind, "target_id": target_id, "changes": changes},
     )
+    if kind == Kind.ACCOUNT_RECOVERY:
+        _withdraw_overtaken(change, actor=actor, client_address=client_address)
     if not settings.FOUR_EYES_POLICY_CHANGES:
         return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
     return change
@@ -553,6 +555,13 @@ def _apply_service_token(change: ChangeRequest):
     return token_services.service_token_create_from(change.payload, created_by=change.proposed_by)
 
 
+def _fields_set(change: ChangeRequest) -> set[str]:
+    """What a change sets: an object's fields, or what an account's reset resets."""
+    if change.kind == Kind.ACCOUNT_RECOVERY:
+        return set(change.changes)
+    return set(change.payload) - {"__old__"}
+
+
 def change_propose_account_recovery(
     actor: User,
     *,
@@ -650,6 +659,11 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
         user.set_unusable_password()
         user.save(update_fields=["password"])
     if payload["authenticators"]:
+        if TOTPDevice.objects.filter(user=user, created_at__gt=change.proposed_at).exists():
+            raise TransitionNotAllowed(
+                f"{user.get_username()} enrolled a new authenticator after this reset was proposed: approving it "
+                "would remove the one they have just set up. Propose it again if it is still needed."
+            )
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()
     user.rotate_session_stamp()  # every session of the person ends at its next request

@@ -129,6 +129,41 @@ def test_the_authenticator_reset_is_a_four_eyes_action_and_the_person_enrols_ane
     assert fresh.get(reverse("home"))["Location"].startswith(reverse("accounts:enrol"))
 
 
+def test_a_second_reset_of_the_same_person_overtakes_the_first_and_a_reset_after_re_enrolment_is_refused(
+    world, admins
+):
+    """A probe's finding: the admin action run twice made two pending resets, and approving both removed an
+    authenticator the person had enrolled after the first was applied."""
+    first, second = admins
+    requester = world.requester
+    reset = {"action": "reset_authenticators", "_selected_action": [requester.pk]}
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        as_(first).post(reverse("admin:accessgov_user_changelist"), reset)
+        clock.shift(60)
+        as_(first).post(reverse("admin:accessgov_user_changelist"), reset)
+        older, newer = ChangeRequest.objects.filter(kind="account_recovery").order_by("pk")
+        page = as_(second).get(reverse("change_detail", args=[newer.pk])).content.decode()
+        assert f"It resets the account of <strong>{requester.username}</strong>" in page and "widens" not in page
+        older.refresh_from_db()
+        assert older.status == "withdrawn" and f"Overtaken by change #{newer.pk}" in older.comment
+        with pytest.raises(TransitionNotAllowed):
+            changes.change_approve(second, older.pk)
+        # A password reset is not overtaken by an authenticator reset: it resets something else.
+        password = changes.change_propose_account_recovery(first, user=requester, send_link=True)
+        clock.shift(60)
+        changes.change_propose_account_recovery(first, user=requester, remove_authenticators=True)
+        password.refresh_from_db()
+        assert password.status == "pending"
+        # The person enrols a new authenticator before a pending reset is approved: approving it is refused.
+        clock.shift(60)
+        TOTPDevice.objects.filter(user=requester).delete()
+        TOTPDevice.objects.create(user=requester, name="new phone", confirmed=True)
+        latest = ChangeRequest.objects.filter(kind="account_recovery", status="pending").latest("pk")
+        with pytest.raises(TransitionNotAllowed, match="enrolled a new authenticator after this reset"):
+            changes.change_approve(second, latest.pk)
+    assert TOTPDevice.objects.filter(user=requester, name="new phone").exists()
+
+
 def test_what_an_account_recovery_refuses(world, admins, make_user):
     first, _ = admins
     with pytest.raises(PolicyViolation, match="security page"):
