@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 
 from accessgov import clock, otp, permissions, policies
-from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
+from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Decision, Eligibility, Grant, Role, User
 from accessgov.services import grants as grant_services
 from accessgov.services import notification_outbox, withdrawals
@@ -206,6 +206,20 @@ def access_request_submit(
         )
 
 
+def extension_refusal(actor: User, grant: Grant, now: datetime, *, lock: bool = False) -> AccessGovError | None:
+    """Why ``actor`` cannot ask to extend ``grant`` at all (whatever the duration), or None. The extension form
+    says it before anything is typed; ``access_request_submit_extension`` checks it again on the locked rows."""
+    if not grant.is_active_at(now):
+        return TransitionNotAllowed("Only active access can be extended.")
+    if grant.is_break_glass:
+        return PolicyViolation("Break-glass access cannot be extended; request access normally.")
+    if permissions.eligibility_problem(actor, grant.role, now, lock=lock):
+        return PolicyViolation(f"You are no longer eligible for {grant.role}: it cannot be extended.")
+    if grant.role.max_duration - (grant.expires_at - now) < timedelta(minutes=5):
+        return PolicyViolation(f"This grant already runs for the longest {grant.role} allows.")
+    return None
+
+
 def access_request_submit_extension(
     actor: User,
     *,
@@ -234,20 +248,14 @@ def access_request_submit_extension(
         )
         if grant.user_id != actor.pk:
             raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
-        if not grant.is_active_at(now):
-            raise TransitionNotAllowed("Only active access can be extended.")
-        if seen_expires_at is not None and seen_expires_at != grant.expires_at:
+        if seen_expires_at is not None and seen_expires_at != grant.expires_at and grant.is_active_at(now):
             raise TransitionNotAllowed(
                 f"This access was extended a moment ago: it now ends at {grant.expires_at:%Y-%m-%d %H:%M} UTC. "
                 "Nothing more was asked; ask again if you still need more time."
             )
-        if grant.is_break_glass:
-            raise PolicyViolation("Break-glass access cannot be extended; request access normally.")
-        if permissions.eligibility_problem(actor, grant.role, now, lock=True):
-            raise PolicyViolation(f"You are no longer eligible for {grant.role}: it cannot be extended.")
+        if (refusal := extension_refusal(actor, grant, now, lock=True)) is not None:
+            raise refusal
         ceiling = grant.role.max_duration - (grant.expires_at - now)
-        if ceiling < timedelta(minutes=5):
-            raise PolicyViolation(f"This grant already runs for the longest {grant.role} allows.")
         policies.validate_duration(
             grant.role,
             duration,

@@ -156,6 +156,9 @@ def grant_extend_view(request: PortalRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("Only the person who holds this access can ask to extend it.")
     form = ExtensionForm(request.POST or None, initial={"duration": "1h", "ends_at": grant.expires_at})
     status = 200
+    if request.method != "POST" and (refusal := request_services.extension_refusal(request.user, grant, clock.now())):
+        # Said before anything is typed (break-glass, ended, no longer eligible, already at the role's maximum).
+        return render(request, "accessgov/grants/extend.html", {"grant": grant, "refusal": str(refusal)})
     if request.method == "POST" and form.is_valid():
         try:
             extension = request_services.access_request_submit_extension(

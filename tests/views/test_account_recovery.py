@@ -129,9 +129,7 @@ def test_the_authenticator_reset_is_a_four_eyes_action_and_the_person_enrols_ane
     assert fresh.get(reverse("home"))["Location"].startswith(reverse("accounts:enrol"))
 
 
-def test_a_second_reset_of_the_same_person_overtakes_the_first_and_a_reset_after_re_enrolment_is_refused(
-    world, admins
-):
+def test_a_second_reset_of_the_same_person_overtakes_the_first_and_a_reset_after_re_enrolment_is_refused(world, admins):
     """A probe's finding: the admin action run twice made two pending resets, and approving both removed an
     authenticator the person had enrolled after the first was applied."""
     first, second = admins

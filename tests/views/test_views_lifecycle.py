@@ -366,6 +366,24 @@ def test_extend_form_asks_for_more_time_on_the_same_grant(world):
     assert as_(world.outsider).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
 
 
+def test_the_extend_page_says_at_once_why_a_grant_cannot_be_extended(world):
+    """A probe's finding: a break-glass grant's inbox item said "extend or release it", and the extend page showed
+    a full form that refused only after the reason and ticket were typed."""
+    ar.access_request_approve(world.approver, submit(world).pk)
+    grant = Grant.objects.get()
+    grant.is_break_glass = True
+    grant.save(update_fields=["is_break_glass"])
+    client = as_(world.requester)
+    page = client.get(reverse("grant_extend", args=[grant.pk])).content.decode()
+    assert "Break-glass access cannot be extended" in page and 'name="justification"' not in page
+    assert "extend or release it" not in client.get(reverse("inbox")).content.decode()
+    grant.is_break_glass = False
+    grant.save(update_fields=["is_break_glass"])
+    with time_machine.travel(grant.expires_at + timedelta(seconds=1)):
+        ended = as_(world.requester).get(reverse("grant_extend", args=[grant.pk])).content.decode()
+    assert "Only active access can be extended" in ended and 'name="justification"' not in ended
+
+
 def test_a_second_click_on_extend_asks_for_nothing_more(world):
     """The extend form carries the end it showed: a double click (or a second tab) on an auto-approved role's
     extension once extended the grant twice; now the second POST is refused with the new end, and the grant is
