@@ -23,8 +23,11 @@ def time_zone_view(request: PortalRequest) -> HttpResponse:
             if not user.time_zone and form.cleaned_data["time_zone"]:
                 user_services.user_set_time_zone(user, form.cleaned_data["time_zone"])
             return HttpResponse(status=204)
-        user_services.user_set_time_zone(user, form.cleaned_data["time_zone"])
-        messages.success(request, f"Times now show in {form.cleaned_data['time_zone'] or 'UTC'}.")
+        # An emptied field is a choice of UTC, saved as such: an empty setting means "not chosen yet", which the
+        # portal's script fills with the browser's zone on the next page (a probe cleared it and got New York).
+        zone = form.cleaned_data["time_zone"] or "UTC"
+        user_services.user_set_time_zone(user, zone)
+        messages.success(request, f"Times now show in {zone}.")
         return redirect("accounts:time_zone")
     if request.method == "POST" and auto:
         return HttpResponse(

@@ -131,6 +131,14 @@ def test_the_time_zone_form_refuses_an_unknown_zone_and_saves_a_known_one(world)
     assert client.post(reverse("accounts:time_zone"), {"time_zone": "America/New_York"}).status_code == 302
     world.requester.refresh_from_db()
     assert world.requester.time_zone == "America/New_York"
+    # Emptied, as the help says: UTC, chosen — the browser's zone does not fill it back on the next page.
+    assert client.post(reverse("accounts:time_zone"), {"time_zone": ""}).status_code == 302
+    world.requester.refresh_from_db()
+    assert world.requester.time_zone == "UTC"
+    assert "data-time-zone-url" not in client.get(reverse("home")).content.decode()
+    assert client.post(reverse("accounts:time_zone"), {"time_zone": "Europe/Paris", "auto": "1"}).status_code == 204
+    world.requester.refresh_from_db()
+    assert world.requester.time_zone == "UTC"
 
 
 def test_the_browser_fills_an_empty_zone_once_and_never_overrides_a_choice(world):
