@@ -39,8 +39,27 @@ def _ready_pack() -> EvidencePack:
     )
 
 
+def _finding(world, hostile) -> None:
+    """An open finding with long text (its table made the activity page 514 px wide on a phone)."""
+    from django.utils import timezone
+
+    from accessgov.models import ActivityFinding
+
+    ActivityFinding.objects.create(
+        system=world.system,
+        grant=hostile.approved.grant,
+        kind=ActivityFinding.Kind.DDL,
+        principal="requester",
+        first_seen_at=timezone.now(),
+        last_seen_at=timezone.now(),
+        detail=security_world.payload("finding detail"),
+        example_command="ALTER TABLE",
+    )
+
+
 def _pages(world, hostile) -> dict[str, list[str]]:
     grant = hostile.approved.grant.pk
+    _finding(world, hostile)
     return {
         "requester": [
             reverse("home"),
@@ -74,6 +93,7 @@ def _pages(world, hostile) -> dict[str, list[str]]:
             reverse("break_glass_follow_ups"),
             reverse("live_access"),
             reverse("activity"),
+            reverse("grant_detail", args=[hostile.approved.grant.pk]),
             reverse("evidence"),
             reverse("evidence_detail", args=[_ready_pack().pk]),
         ],
