@@ -579,6 +579,12 @@ def owners_of_system(system: System) -> set[User]:
     return {u for u in users if isinstance(u, User) and u.is_active}
 
 
+def admins_to_ask() -> list[User]:
+    """Who a person eligible for nothing asks (the empty request form and systems list name them): the active
+    portal admins who are people, by name."""
+    return list(User.objects.filter(is_active=True, is_staff=True, is_service_account=False).order_by("username")[:10])
+
+
 def auditors() -> set[User]:
     groups = Group.objects.filter(permissions__codename="audit_access")
     users = User.objects.filter(

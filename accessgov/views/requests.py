@@ -112,7 +112,8 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
         }
         for role in listed
     ]
-    return render(request, "accessgov/requests/new.html", {"form": form, "policies": policy_rows}, status=status)
+    context = {"form": form, "policies": policy_rows, "admins": [] if listed else permissions.admins_to_ask()}
+    return render(request, "accessgov/requests/new.html", context, status=status)
 
 
 def _my_requests_filter(request: PortalRequest) -> filters.MyRequestFilter:

@@ -30,10 +30,13 @@ def system_list_view(request: PortalRequest) -> HttpResponse:
         else None
     )
     page = filters.page_of(system_filter, rows, **paging.cursors(request.GET))
+    context = {"filter": system_filter, "page": page, "systems": page.rows}
+    if not page.rows and not system_filter.narrowed:
+        context["admins"] = permissions.admins_to_ask()
     return render(
         request,
         "accessgov/systems/list.html",
-        {"filter": system_filter, "page": page, "systems": page.rows},
+        context,
         status=400 if system_filter.errors else 200,
     )
 
@@ -75,6 +78,7 @@ def _system_page(
     eligibilities = page.rows
     context = {
         "system": system,
+        "owners": sorted(permissions.owners_of_system(system), key=lambda u: u.get_username()),
         "roles": roles,
         "can_manage": can_manage,
         "eligibilities": eligibilities,

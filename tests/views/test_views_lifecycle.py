@@ -40,6 +40,23 @@ def test_new_request_form_offers_only_eligible_roles_with_their_policy(world):
     assert "not eligible for any role" in outsider_page
 
 
+def test_someone_eligible_for_nothing_is_told_whom_to_ask_and_a_system_names_its_owners(world, make_user):
+    """A probe's finding: the empty request form and systems list said "ask the owner", and no page named one."""
+    admin = make_user("admin", is_staff=True, first_name="Ada", last_name="Admin")
+    service = make_user("robot", is_staff=True)
+    service.is_service_account = True
+    service.save()
+    for url in (reverse("request_new"), reverse("system_list")):
+        page = as_(world.outsider).get(url).content.decode()
+        assert "Ada Admin" in page and "robot" not in page, url
+    assert "Ada Admin" not in as_(world.requester).get(reverse("request_new")).content.decode()
+    world.owner.email = "owner@example.com"
+    world.owner.save()
+    page = as_(world.requester).get(reverse("system_detail", args=[world.system.slug])).content.decode()
+    assert f"Owners: {world.owner.get_full_name()} (" in page and 'href="mailto:owner@example.com"' in page
+    assert admin.pk
+
+
 def test_new_request_is_submitted_and_shown(world):
     client = as_(world.requester)
     response = client.post(
