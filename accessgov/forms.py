@@ -256,12 +256,17 @@ class EligibilityForm(forms.Form):
     )
     reason = forms.CharField(max_length=300)
 
-    def __init__(self, *args, system=None, **kwargs) -> None:
+    def __init__(self, *args, system=None, actor: User | None = None, **kwargs) -> None:
+        """``actor``: the owner filling it in, left out of the people offered (nobody makes themselves eligible)."""
         from django.contrib.auth.models import Group
 
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = system.roles.all()
-        self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
+        people = User.objects.filter(is_active=True).order_by("username")
+        self.fields["user"].queryset = people.exclude(pk=actor.pk) if actor is not None else people
+        self.fields["user"].error_messages["invalid_choice"] = (
+            "Choose one of the people listed (nobody makes themselves eligible)."
+        )
         self.fields["group"].queryset = Group.objects.order_by("name")
 
     def clean(self):

@@ -220,6 +220,12 @@ def _grants_from(revoked: list[ReviewItem]) -> dict[int, ReviewItem]:
     return ending
 
 
+def subjects_by_item(items: list[ReviewItem]) -> dict[int, set[int]]:
+    """Each item's id with the ids of the people it covers: none of them may review it (the page leaves them
+    out of its reviewer choices; ``review_item_reassign`` refuses them)."""
+    return {item.pk: people for item, people in _subjects(items)}
+
+
 def _subjects(items: list[ReviewItem]) -> list[tuple[ReviewItem, set[int]]]:
     """Each item with the ids of the people it covers (its user, or its group's members)."""
     members: dict[int, set[int]] = {}

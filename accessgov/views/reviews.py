@@ -117,6 +117,7 @@ def _detail(
     now = clock.now()
     items = selectors.review_items_with_helpers(campaign.items.all(), now)
     mine = items.filter(reviewer=request.user)
+    all_items = list(items) if auditor else None
     per_reviewer = (
         campaign.items.values("reviewer__username")
         .annotate(total=Count("pk"), answered=Count("pk", filter=~Q(decision="")))
@@ -127,7 +128,7 @@ def _detail(
         "percent": (percent := round(100 * campaign.answered / campaign.total) if campaign.total else 100),
         "bar": percent // 10 * 10,
         "my_items": mine,
-        "all_items": items if auditor else None,
+        "all_items": all_items,
         "per_reviewer": [
             {**row, "bar": (round(100 * row["answered"] / row["total"]) if row["total"] else 100) // 10 * 10}
             for row in per_reviewer
@@ -135,7 +136,7 @@ def _detail(
         "is_auditor": auditor,
         "open": campaign.status == ReviewCampaign.Status.OPEN,
         "overdue": campaign.is_overdue_at(now),
-        "reassign_form": ReviewReassignForm(candidates=_reassign_candidates(campaign)) if auditor else None,
+        "reassign_form": _reviewer_choices(campaign, all_items) if all_items is not None else None,
         "error_item": item_error[0] if item_error else None,
         "error_message": item_error[1] if item_error else "",
         "error_comment": item_error[2] if item_error else "",
@@ -188,6 +189,16 @@ def bulk_keep_view(request: PortalRequest, pk: int) -> HttpResponse:
         return refused(request, error, back)
     messages.success(request, f"Kept {len(items)} item{'s' if len(items) != 1 else ''}.")
     return redirect(back)
+
+
+def _reviewer_choices(campaign: ReviewCampaign, items: list) -> ReviewReassignForm:
+    """The reassign form, and on each item the candidates who are not its subject (offering one led to a refusal)."""
+    form = ReviewReassignForm(candidates=_reassign_candidates(campaign))
+    candidates = list(form.fields["reviewer"].queryset)
+    subjects = services.subjects_by_item(items)
+    for item in items:
+        item.reviewer_choices = [u for u in candidates if u.pk not in subjects.get(item.pk, set())]
+    return form
 
 
 def _reassign_candidates(campaign: ReviewCampaign):

@@ -84,7 +84,7 @@ def _system_page(
         "eligibilities": eligibilities,
         "filter": eligibility_filter,
         "page": page,
-        "form": (form or EligibilityForm(system=system, initial=_renewal(request, system, now)))
+        "form": (form or EligibilityForm(system=system, actor=request.user, initial=_renewal(request, system, now)))
         if can_manage
         else None,
         "end_form": ReasonForm(),
@@ -113,7 +113,7 @@ def eligibility_add_view(request: PortalRequest, slug: str) -> HttpResponse:
     back = reverse("system_detail", args=[slug])
     if not permissions.can_manage_eligibility(request.user, system):
         return refused(request, "Only the system's owners manage who may request its roles.", back, status=403)
-    form = EligibilityForm(request.POST, system=system)
+    form = EligibilityForm(request.POST, system=system, actor=request.user)
     if not form.is_valid():
         return _system_page(request, system, form=form, status=400)
     data = form.cleaned_data

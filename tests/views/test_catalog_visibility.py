@@ -52,7 +52,7 @@ def _page_catalogue(client: Client, slugs: list[str]) -> tuple[set[str], set[str
         detail = client.get(reverse("system_detail", args=[slug]))
         if slug in systems:
             assert detail.status_code == 200
-            names = re.findall(r'<td class="role-name">([^<]+)</td>', detail.content.decode())
+            names = re.findall(r'<td class="role-name"[^>]*>([^<]+)</td>', detail.content.decode())
             roles |= {f"{slug}/{name}" for name in names}
         else:
             assert detail.status_code == 404

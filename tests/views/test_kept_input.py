@@ -39,6 +39,17 @@ def test_eligibility_form_field_error_sits_next_to_the_field(world):
     assert "Choose either a user or a group." in page and 'value="On-call Q2"' in page
 
 
+def test_an_owner_is_not_offered_to_themselves_and_choosing_themselves_says_why(world):
+    """A probe's finding: the owner's own name was in the list, and choosing it led to a refusal."""
+    page = as_(world.owner).get(reverse("system_detail", args=[world.system.slug])).content.decode()
+    people = page.split('name="user"')[1].split("</select>")[0]
+    assert f'value="{world.owner.pk}"' not in people and f'value="{world.outsider.pk}"' in people
+    data = {"role": world.role.pk, "user": world.owner.pk, "reason": "Me, please"}
+    response = as_(world.owner).post(reverse("eligibility_add", args=[world.system.slug]), data)
+    assert response.status_code == 400 and "nobody makes themselves eligible" in response.content.decode()
+    assert not Eligibility.objects.filter(user=world.owner).exists()
+
+
 def test_break_glass_acknowledge_without_a_comment_stays_on_the_form(world):
     world.role.break_glass_allowed = True
     world.role.save(update_fields=["break_glass_allowed"])

@@ -152,8 +152,12 @@ def test_auditor_reassigns_an_item_but_never_to_its_subject(world, campaign, mak
     item.refresh_from_db()
     assert item.reviewer == world.auditor
     assert AccessEvent.objects.get(event_type="review.reassigned").data["to"] == world.auditor.pk
-    # The requester becomes an owner too: offered in the list, but refused as reviewer of their own item.
+    # The requester becomes an owner too: not offered for their own item (a probe chose the offered subject and
+    # hit a refusal), and refused as reviewer of it all the same.
     assign_perm("accessgov.own_system", world.requester, world.system)
+    page = as_(world.auditor).get(reverse("review_detail", args=[campaign.pk])).content.decode()
+    own = page.split(f'id="reviewer-{item.pk}"')[1].split("</select>")[0]
+    assert f'value="{world.requester.pk}"' not in own and f'value="{world.auditor.pk}"' in own
     response = as_(world.auditor).post(url, {"reviewer": world.requester.pk})
     assert response.status_code == 400 and "subject of this item" in response.content.decode()
 
