@@ -190,6 +190,12 @@ class Grant(models.Model):
         state = self.state_at(now)
         return "" if state in (self.Status.SCHEDULED, self.Status.ACTIVE) else state
 
+    def end_description(self) -> str:
+        """How it ended, in words: a scheduled grant given back before its start was cancelled, not released early."""
+        if self.end_reason == self.EndReason.RELEASED and self.ended_at is not None and self.ended_at <= self.starts_at:
+            return "Cancelled by the grantee before it started"
+        return self.get_end_reason_display()
+
     def is_active_at(self, now) -> bool:
         """Gives access at ``now`` (state active and ``starts_at <= now < expires_at``)."""
         return self.state_at(now) == self.Status.ACTIVE

@@ -502,7 +502,9 @@ def grant_release(actor: User, grant_id: int, *, client_address: str | None = No
         return _end(
             grant,
             actor=actor,
-            reason="Released early by the grantee.",
+            reason="Cancelled by the grantee before it started."
+            if now < grant.starts_at
+            else "Released early by the grantee.",
             end_reason=Grant.EndReason.RELEASED,
             event_type=Type.GRANT_RELEASED,
             now=now,

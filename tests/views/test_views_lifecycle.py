@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accessgov.models import AccessRequest, Eligibility, Grant
+from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from tests.conftest import totp_code, verify_session
@@ -650,7 +650,13 @@ def test_a_scheduled_grant_can_be_cancelled_and_the_confirmation_says_what_that_
         assert "Cancel your scheduled access to Payments DB · read-write?" in page
         assert "it will not start, and nothing was given at Payments DB" in page and "removes it" not in page
         response = client.post(reverse("grant_release", args=[grant.pk]), {"confirm": "yes"}, follow=True)
+        # Access that never started was cancelled, not "released early" (a probe's finding), in every place.
+        ended = client.get(reverse("my_access")).content.decode()
+        assert "Cancelled by the grantee before it started" in ended and "Released early" not in ended
+        detail = client.get(reverse("grant_detail", args=[grant.pk])).content.decode()
+        assert "Cancelled by the grantee before it started" in detail and "Released early" not in detail
     assert "You cancelled your scheduled access to Payments DB · read-write." in response.content.decode()
+    assert AccessEvent.objects.get(event_type="grant.released").reason == "Cancelled by the grantee before it started."
     grant.refresh_from_db()
     assert (grant.status, grant.provisioning_state) == ("revoked", "not_applied")
 
