@@ -338,6 +338,11 @@ def test_my_access_shows_a_countdown_and_release_ends_access(world):
     client = as_(world.requester)
     page = client.get(reverse("my_access")).content.decode()
     assert f'data-countdown="{grant.expires_at.isoformat()}"' in page.replace("+00:00", "+00:00")
+    # Until the target confirms it, the card says the access may not work yet (a probe's finding: "Active" only).
+    assert grant.provisioning_state == "pending" and world.system.connector == "manual"
+    assert "Not applied yet" in page and "a person applies it at Payments DB" in page
+    Grant.objects.filter(pk=grant.pk).update(provisioning_state="applied")
+    assert "Not applied yet" not in client.get(reverse("my_access")).content.decode()
     assert client.post(reverse("grant_release", args=[grant.pk]), {"confirm": "yes"}).status_code == 302
     assert "You have no active access" in client.get(reverse("my_access")).content.decode()
 
