@@ -108,6 +108,19 @@ def test_a_refusal_sits_next_to_its_field_an_empty_duration_is_the_roles_default
     assert f'href="{reverse("request_detail", args=[first.pk])}"' in again
 
 
+def test_the_menu_marks_approvals_on_someone_elses_request_and_requests_on_ones_own(world):
+    """A probe's finding: an approver on a colleague's request saw "Requests" (their own) marked as the page."""
+    access_request = submit(world)
+    url = reverse("request_detail", args=[access_request.pk])
+
+    def current(user) -> str:
+        page = as_(user).get(url).content.decode()
+        return page.split('aria-current="page"')[0].rsplit("href=", 1)[1]
+
+    assert reverse("approvals") in current(world.approver)
+    assert reverse("my_requests") in current(world.requester)
+
+
 def test_ineligible_role_cannot_be_posted_by_id(world):
     response = as_(world.outsider).post(
         reverse("request_new"), {"role": world.role.pk, "duration": "1h", "justification": "Let me in please"}
