@@ -16,7 +16,7 @@ from accessgov.exceptions import AccessGovError
 from accessgov.forms import ActivityExportFilters
 from accessgov.http import PortalRequest
 from accessgov.services import activity as services
-from accessgov.views.common import invalid_filters, refused
+from accessgov.views.common import invalid_filters, posted_back, refused
 
 
 @require_safe
@@ -44,7 +44,11 @@ def finding_sign_off_view(request: PortalRequest, pk: int) -> HttpResponse:
     finding = selectors.visible_findings(request.user).filter(pk=pk).first()
     if finding is None:
         raise Http404("No such finding.")
-    back = reverse("grant_detail", args=[finding.grant_id]) + "#activity" if finding.grant_id else reverse("activity")
+    # Back to the page it was signed off on (the activity page or the grant's), else the grant's activity.
+    back = posted_back(
+        request,
+        reverse("grant_detail", args=[finding.grant_id]) + "#activity" if finding.grant_id else reverse("activity"),
+    )
     comment = request.POST.get("comment", "")
     if "\x00" in comment:
         return refused(request, "The comment holds characters that cannot be stored.", back, status=400)
@@ -52,7 +56,7 @@ def finding_sign_off_view(request: PortalRequest, pk: int) -> HttpResponse:
         services.activity_finding_sign_off(request.user, pk, comment=comment, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, back)
-    messages.success(request, f"Signed off: {finding.get_kind_display().lower()} ({finding.principal}).")
+    messages.success(request, f"Signed off: {finding.get_kind_display()} ({finding.principal}).")
     return redirect(back)
 
 

@@ -8,6 +8,7 @@ from typing import TypeVar
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from accessgov import clock, otp
 from accessgov.exceptions import (
@@ -124,3 +125,12 @@ def confirm_page(
 
 def plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+def posted_back(request: PortalRequest, default: str) -> str:
+    """Where a form returns to after it is done: the page it was on (its ``back`` field), on this site only —
+    "/\\evil.example" passes a startswith("/") test and browsers follow it off-site — else ``default``."""
+    back = request.POST.get("back") or ""
+    if back.startswith("/") and url_has_allowed_host_and_scheme(back, allowed_hosts=None):
+        return back
+    return default

@@ -56,7 +56,10 @@ def evidence_list_view(request: PortalRequest) -> HttpResponse:
         except AccessGovError as error:
             form.add_error(None, str(error))
         else:
-            messages.success(request, f"Evidence pack #{pack.pk} is being built.")
+            messages.success(
+                request,
+                f"Evidence pack #{pack.pk} requested: it is built in the background, and its state below says when it is ready.",
+            )
             return redirect("evidence_detail", pk=pack.pk)
     packs = list(EvidencePack.objects.select_related("requested_by").prefetch_related("systems")[:LIST_SIZE])
     return render(

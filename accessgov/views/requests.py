@@ -8,7 +8,6 @@ from django.http import HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from accessgov import (
@@ -37,6 +36,7 @@ from accessgov.views.common import (
     confirmed,
     invalid_filters,
     plural,
+    posted_back,
     refused,
     status_for,
 )
@@ -221,10 +221,7 @@ def _detail_page(
 
 def _decide(request: PortalRequest, pk: int, outcome: str) -> HttpResponse:
     access_request = _visible_request(request, pk)
-    back = request.POST.get("back") or ""
-    # On-site paths only: "/\\evil.example" passes a startswith("/") test and browsers follow it off-site.
-    if not back.startswith("/") or not url_has_allowed_host_and_scheme(back, allowed_hosts=None):
-        back = reverse("request_detail", args=[pk])
+    back = posted_back(request, reverse("request_detail", args=[pk]))
     form = DecisionForm(request.POST)
     if not form.is_valid():
         return _decision_answer(request, access_request, back, status=400, form=form)

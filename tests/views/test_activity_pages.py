@@ -156,8 +156,13 @@ def test_signing_off_refuses_the_subject_outsiders_empty_nul_and_second_sign_off
     assert approver.post(url, {"comment": "   "}).status_code == 400
     assert approver.post(url, {"comment": "ok\x00"}).status_code == 400
     assert approver.post(reverse("finding_sign_off", args=[finding.pk + 999]), {"comment": "x"}).status_code == 404
-    assert approver.post(url, {"comment": "Confirmed with the team lead (PAY-12)"}).status_code == 302
-    assert verify_session(Client(), scene.owner).post(url, {"comment": "again"}).status_code == 409
+    # Back to the page it was signed off on (a probe landed on the grant's page after signing off on /activity/).
+    done = approver.post(
+        url, {"comment": "Confirmed with the team lead (PAY-12)", "back": f"/activity/#finding-{finding.pk}"}
+    )
+    assert done.status_code == 302 and done["Location"] == f"/activity/#finding-{finding.pk}"
+    again = verify_session(Client(), scene.owner).post(url, {"comment": "again", "back": "/\\evil.example/"})
+    assert again.status_code == 409 and "evil.example" not in again.content.decode()
     finding.refresh_from_db()
     assert finding.signed_off_by == scene.approver
     event = AccessEvent.objects.get(event_type="activity.signed_off")
