@@ -257,7 +257,7 @@ def median_time_to_approve_chart(filterset: ApprovalFilter, metrics: ApprovalMet
     slowest = max(weekly, key=weekly.__getitem__, default=None)
     summary = (
         f"Median time from request to approval by people, per week, over {charts.plural(len(weeks), 'week')}; "
-        f"overall median {charts.format_seconds(metrics.approval_median)}"
+        f"median time to approve over the period {charts.format_seconds(metrics.approval_median)} (approvals only; the tile above counts denials too)"
         + (f"; slowest week began {slowest:%d %b %Y} ({charts.format_seconds(weekly[slowest])})." if slowest else ".")
     )
     return charts.column_chart(
