@@ -134,8 +134,7 @@ class AccessRequestForm(forms.Form):
     role = ListedModelChoiceField(queryset=None, empty_label="Choose a role…")
     duration = DurationInput(
         required=False,
-        help_text="e.g. 30m, 1h, 1h30m. Empty: the role's default. Each role's default and maximum are in the "
-        "table beside this form.",
+        help_text="e.g. 30m, 1h, 1h30m. Empty: the role's default (shown under the role you choose).",
     )
     starts_at = inputs.DateTimeField(
         required=False,
@@ -155,6 +154,7 @@ class AccessRequestForm(forms.Form):
         """``roles``: the queryset a chosen role must be in (``list_roles``: its rows, as the page shows them)."""
         super().__init__(*args, **kwargs)
         self.fields["role"].queryset = roles
+        self.fields["role"].widget.attrs["data-role-policies"] = ""  # the page shows the chosen role's policy
 
     def clean(self):
         data = super().clean()

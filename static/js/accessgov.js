@@ -92,18 +92,34 @@
     first.focus();
   };
 
+  // The request form: the chosen role's policy right under its field (the table beside the form is far
+  // below on a phone). Each role's line is in the page, hidden; the server shows the one already chosen.
+  const showRolePolicy = function () {
+    const select = document.querySelector("select[name=role][data-role-policies]");
+    if (!select) return;
+    const show = function () {
+      document.querySelectorAll("[data-role-policy]").forEach(function (line) {
+        line.hidden = line.dataset.rolePolicy !== select.value;
+      });
+    };
+    select.addEventListener("change", show);
+    show();
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
     focusFirstError(document);
     setUpCopying();
     refillKeptDraft();
 
+    showRolePolicy();
+
     // Live countdowns: <time data-countdown="ISO-8601">…</time>. At zero the line says the access
     // ended and the card's Release/Extend actions go away (the server no longer offers them either).
-    const timers = document.querySelectorAll("[data-countdown]");
-    if (!timers.length) return;
+    // Looked up on every tick: a part of the page htmx swaps in (the live page every 10 s) counts down too.
+    if (!document.querySelector("[data-countdown]")) return;
     const tick = function () {
       const now = Date.now();
-      timers.forEach(function (el) {
+      document.querySelectorAll("[data-countdown]").forEach(function (el) {
         const left = Math.max(0, Math.floor((Date.parse(el.dataset.countdown) - now) / 1000));
         if (left === 0) {
           if (!el.isConnected) return;

@@ -40,6 +40,21 @@ def test_new_request_form_offers_only_eligible_roles_with_their_policy(world):
     assert "not eligible for any role" in outsider_page
 
 
+def test_the_chosen_roles_policy_is_right_under_the_role_field(world):
+    """A probe's finding: nothing near the field said a ticket was required or the maximum until the form was
+    refused (the policy table is far below on a phone). Each role's line is in the page, the chosen one shown
+    (the script shows the one chosen later)."""
+    page = as_(world.requester).get(reverse("request_new"), {"role": world.role.pk}).content.decode()
+    field = page.split('name="role"')[1].split('name="duration"')[0]
+    assert (
+        "data-role-policies" in page.split('name="role"')[0].rsplit("<select", 1)[1] + page.split('name="role"')[1][:80]
+    )
+    shown = field.split(f'data-role-policy="{world.role.pk}"')[1].split("</p>")[0]
+    assert "hidden" not in shown.split(">")[0] and "at most 4 h" in shown
+    other = field.split(f'data-role-policy="{world.role_two.pk}"')[1].split("</p>")[0]
+    assert other.split(">")[0].strip().endswith("hidden")
+
+
 def test_someone_eligible_for_nothing_is_told_whom_to_ask_and_a_system_names_its_owners(world, make_user):
     """A probe's finding: the empty request form and systems list said "ask the owner", and no page named one."""
     admin = make_user("admin", is_staff=True, first_name="Ada", last_name="Admin")
