@@ -1,7 +1,7 @@
 """Grants (the access an approved request produced), their break-glass follow-ups, the provisioning
 outbox and drift found at targets."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -129,7 +129,7 @@ class Grant(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} → {self.role} until {self.expires_at:%Y-%m-%d %H:%M}"
+        return f"{self.user} → {self.role} until {self.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
     # What a grant is at an instant, as every reader must see it (page, report, CSV, API, monitoring):
     # the stored status ages (the sweeper may be late), the clock does not. A grant in force or waiting
