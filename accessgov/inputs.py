@@ -322,8 +322,10 @@ def json_object_once_per_key(pairs: list[tuple[str, object]]) -> dict:
     data = dict(pairs)
     if len(data) != len(pairs):
         seen: set[str] = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise KeyTwice(f"the key {twice!r} appears twice in one object")
+        for key, _ in pairs:
+            if key in seen:
+                raise KeyTwice(f"the key {key!r} appears twice in one object")
+            seen.add(key)
     return data
 
 
