@@ -237,10 +237,14 @@ def _ensure_free(provider: IdentityProvider, values: UserValues, identity: Exter
         raise Conflict(f"{values.user_name} is already provisioned.")
     if values.external_id and others.filter(subject=values.external_id).exists():
         raise Conflict("That externalId belongs to another user.")
-    accounts = User.objects.filter(username__iexact=values.user_name)
+    renamed = identity is None or values.user_name.casefold() != (identity.user_name or "").casefold()
+    # A joiner or a rename: the provider never takes another account's name. An identity whose provider name
+    # already differs from its account's (a numbered JIT account, an earlier rename) keeps syncing — a leaver's
+    # deactivation above all — as long as the name does not change.
+    accounts = User.objects.filter(username__iexact=values.user_name) if renamed else User.objects.none()
     if identity is not None:
         accounts = accounts.exclude(pk=identity.user_id)
-    if accounts.exists():  # a rename as much as a joiner: the provider never shows another account's name
+    if accounts.exists():
         raise Conflict(
             f"An AccessGov account named {values.user_name} exists and is not provisioned by {provider.name}; "
             "its owner can link it to their account there."

@@ -457,6 +457,19 @@ def test_a_rename_never_takes_another_accounts_name(okta, make_user):
     assert ExternalIdentity.objects.get().user_name == "joseph@example.com"
 
 
+def test_an_identity_whose_provider_name_is_another_accounts_still_syncs_and_leaves(okta, make_user):
+    """The review's finding on the check above: a JIT account numbered beside a taken name (``john-2`` for the
+    provider's ``john``) has kept that provider name; its every update — its leaver's deactivation above all — was
+    refused with 409. Only a change of the name is checked."""
+    make_user("john", device=False)
+    numbered = make_user("john-2", device=False)
+    identity = ExternalIdentity.objects.create(provider=okta, user=numbered, subject="00u1john", user_name="john")
+    patched = okta.scim.patch(f"Users/{identity.scim_id}", OKTA_DEACTIVATE)
+    assert patched.status_code == 200 and patched.json()["active"] is False
+    numbered.refresh_from_db()
+    assert not numbered.is_active and User.objects.get(username="john").is_active
+
+
 def test_a_look_alike_username_neither_sits_beside_an_account_nor_passes_for_one(okta, make_user):
     make_user("alice", device=False)
     fullwidth = "\uff41\uff4c\uff49\uff43\uff45"  # "alice" in full-width letters
