@@ -659,10 +659,20 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
         user.set_unusable_password()
         user.save(update_fields=["password"])
     if payload["authenticators"]:
-        if TOTPDevice.objects.filter(user=user, created_at__gt=change.proposed_at).exists():
+        # Another reset of this person's authenticator was applied after this one was proposed: this one's purpose
+        # is served, and applying it now would remove the authenticator they enrolled since. (A new authenticator
+        # alone does not refuse it: whoever holds the session could re-enrol to keep out every reset.)
+        later = ChangeRequest.objects.filter(
+            kind=Kind.ACCOUNT_RECOVERY,
+            target_id=user.pk,
+            status=Status.APPLIED,
+            decided_at__gt=change.proposed_at,
+            payload__authenticators=True,
+        ).exclude(pk=change.pk)
+        if later.exists():
             raise TransitionNotAllowed(
-                f"{user.get_username()} enrolled a new authenticator after this reset was proposed: approving it "
-                "would remove the one they have just set up. Propose it again if it is still needed."
+                f"{user.get_username()}'s authenticator was already reset by change #{later.first().pk} after this "
+                "one was proposed; they may have enrolled a new one since. Propose it again if it is still needed."
             )
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()

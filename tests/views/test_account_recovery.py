@@ -152,14 +152,34 @@ def test_a_second_reset_of_the_same_person_overtakes_the_first_and_a_reset_after
         changes.change_propose_account_recovery(first, user=requester, remove_authenticators=True)
         password.refresh_from_db()
         assert password.status == "pending"
-        # The person enrols a new authenticator before a pending reset is approved: approving it is refused.
+        # An older reset that resets more (password and authenticator) is not overtaken by a newer authenticator
+        # reset; once the newer is applied and the person has enrolled anew, approving the older is refused.
         clock.shift(60)
-        TOTPDevice.objects.filter(user=requester).delete()
+        both = changes.change_propose_account_recovery(
+            first, user=requester, send_link=True, remove_authenticators=True
+        )
+        clock.shift(60)
+        only_totp = changes.change_propose_account_recovery(first, user=requester, remove_authenticators=True)
+        both.refresh_from_db()
+        assert both.status == "pending"
+        changes.change_approve(second, only_totp.pk)
+        clock.shift(60)
         TOTPDevice.objects.create(user=requester, name="new phone", confirmed=True)
-        latest = ChangeRequest.objects.filter(kind="account_recovery", status="pending").latest("pk")
-        with pytest.raises(TransitionNotAllowed, match="enrolled a new authenticator after this reset"):
-            changes.change_approve(second, latest.pk)
+        with pytest.raises(TransitionNotAllowed, match=f"already reset by change #{only_totp.pk}"):
+            changes.change_approve(second, both.pk)
     assert TOTPDevice.objects.filter(user=requester, name="new phone").exists()
+
+
+def test_re_enrolling_does_not_keep_a_pending_reset_out(world, admins):
+    """The review's finding on the first version of the check above: a new authenticator alone refused the reset,
+    so whoever held the session could re-enrol before each approval and keep every reset out."""
+    first, second = admins
+    requester = world.requester
+    change = changes.change_propose_account_recovery(first, user=requester, remove_authenticators=True)
+    TOTPDevice.objects.filter(user=requester).delete()
+    TOTPDevice.objects.create(user=requester, name="the intruder's phone", confirmed=True)
+    changes.change_approve(second, change.pk)
+    assert not TOTPDevice.objects.filter(user=requester).exists()
 
 
 def test_what_an_account_recovery_refuses(world, admins, make_user):
