@@ -264,13 +264,14 @@ class EligibilityForm(forms.Form):
         self.fields["role"].queryset = system.roles.all()
         people = User.objects.filter(is_active=True).order_by("username")
         self.fields["user"].queryset = people.exclude(pk=actor.pk) if actor is not None else people
-        self.fields["user"].error_messages["invalid_choice"] = (
-            "Choose one of the people listed (nobody makes themselves eligible)."
-        )
+        self.actor = actor
         self.fields["group"].queryset = Group.objects.order_by("name")
 
     def clean(self):
         data = super().clean()
+        if self.actor is not None and "user" in self.errors and self.data.get("user") == str(self.actor.pk):
+            self.errors["user"] = self.error_class(["Nobody makes themselves eligible: ask another owner or an admin."])
+            return data
         if bool(data.get("user")) == bool(data.get("group")):
             raise forms.ValidationError("Choose either a user or a group.")
         return data

@@ -324,7 +324,7 @@ def json_object_once_per_key(pairs: list[tuple[str, object]]) -> dict:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise KeyTwice(f"the key {key!r} appears twice in one object")
+                raise KeyTwice(f"the key {key[:60]!r} appears twice in one object")
             seen.add(key)
     return data
 

@@ -46,15 +46,33 @@ class ExpectedRefusalFilter(logging.Filter):
     log for one request. The one-line record, with the path and the reason, stays at its level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+        from django.core.exceptions import (
+            BadRequest,
+            DisallowedHost,
+            PermissionDenied,
+            RequestDataTooBig,
+            TooManyFieldsSent,
+            TooManyFilesSent,
+        )
         from django.http.multipartparser import MultiPartParserError
 
-        refusals = (PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
-        if record.exc_info and isinstance(record.exc_info[1], refusals):
+        # Only what a client's request causes, and only as Django's request handling logs it: the same classes
+        # raised by our own code (a redirect the portal builds, a file it opens) keep their tracebacks.
+        refusals = (
+            PermissionDenied,
+            BadRequest,
+            DisallowedHost,
+            RequestDataTooBig,
+            TooManyFieldsSent,
+            TooManyFilesSent,
+            MultiPartParserError,
+        )
+        from_request = record.name == "django.request" or record.name.startswith("django.security.")
+        if from_request and record.exc_info and isinstance(record.exc_info[1], refusals):
             reason = str(record.exc_info[1])
             if reason and reason not in record.getMessage():  # django.security's message is the reason itself
-                record.msg = f"{record.msg}: %s"
-                record.args = (*(record.args if isinstance(record.args, tuple) else ()), reason)
+                record.msg = f"{record.getMessage()}: %s"  # args already applied (a dict of them, too)
+                record.args = (reason,)
             record.exc_info = None
             record.exc_text = None
         return True

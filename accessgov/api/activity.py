@@ -172,13 +172,17 @@ class ActivityIngestView(TokenAPIView):
                 if not line.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
+                    records.append(json.loads(line, object_pairs_hook=inputs.json_object_once_per_key))
+                except inputs.KeyTwice as exc:
+                    raise ParseError(f"Line {number}: {exc}.") from exc
                 except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     raise ParseError(f"Line {number} is not JSON.") from exc
             batch_id = request.query_params.get("batch_id", "")
         elif content_type == "application/json":
             try:
-                document = json.loads(body)
+                document = json.loads(body, object_pairs_hook=inputs.json_object_once_per_key)
+            except inputs.KeyTwice as exc:
+                raise ParseError(f"The body is not JSON to act on: {exc}.") from exc
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise ParseError("The body is not JSON.") from exc
             if not isinstance(document, dict) or set(document) - {"system", "records", "batch_id"}:

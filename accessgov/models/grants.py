@@ -191,8 +191,9 @@ class Grant(models.Model):
         return "" if state in (self.Status.SCHEDULED, self.Status.ACTIVE) else state
 
     def end_description(self) -> str:
-        """How it ended, in words: a scheduled grant given back before its start was cancelled, not released early."""
-        if self.end_reason == self.EndReason.RELEASED and self.ended_at is not None and self.ended_at <= self.starts_at:
+        """How it ended, in words: a scheduled grant given back before its start was cancelled, not released early
+        (the same boundary as ``grant_release``'s event reason: before ``starts_at``)."""
+        if self.end_reason == self.EndReason.RELEASED and self.ended_at is not None and self.ended_at < self.starts_at:
             return "Cancelled by the grantee before it started"
         return self.get_end_reason_display()
 

@@ -78,7 +78,10 @@ def _system_page(
     eligibilities = page.rows
     context = {
         "system": system,
-        "owners": sorted(permissions.owners_of_system(system), key=lambda u: u.get_username()),
+        "owners": sorted(
+            (u for u in permissions.owners_of_system(system) if not u.is_service_account),
+            key=lambda u: u.get_username(),
+        ),
         "roles": roles,
         "can_manage": can_manage,
         "eligibilities": eligibilities,

@@ -115,8 +115,8 @@
 
     // Live countdowns: <time data-countdown="ISO-8601">…</time>. At zero the line says the access
     // ended and the card's Release/Extend actions go away (the server no longer offers them either).
-    // Looked up on every tick: a part of the page htmx swaps in (the live page every 10 s) counts down too.
-    if (!document.querySelector("[data-countdown]")) return;
+    // Looked up on every tick: a part of the page htmx swaps in (the live page every 10 s) counts down too,
+    // also on a page that had none when it loaded.
     const tick = function () {
       const now = Date.now();
       document.querySelectorAll("[data-countdown]").forEach(function (el) {

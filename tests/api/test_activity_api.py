@@ -267,6 +267,15 @@ def test_a_signed_batch_sent_again_under_a_new_webhook_id_is_a_duplicate_by_its_
     assert send("msg-3", None)["stored"] == 1  # no batch id: the webhook-id is the batch's
     assert send("msg-3", None)["duplicate"] is True
     assert ActivityRecord.objects.filter(system=system).count() == 2
+    # The envelope read two ways (the review's finding): a key twice is refused, as on the rest of the API.
+    twice = b'{"system": "support-tool", "records": [], "system": "payments-db"}'
+    headers = {
+        "webhook-id": "msg-4",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(SECRET, "msg-4", now, twice),
+    }
+    refused = Client(headers=headers).post(URL, twice, content_type="application/json")
+    assert refused.status_code == 400 and "appears twice" in refused.content.decode()
 
 
 def test_people_and_tokens_without_the_scope_cannot_report_activity(scene):

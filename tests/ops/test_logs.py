@@ -110,6 +110,16 @@ def test_an_expected_refusal_is_one_line_without_a_traceback_and_real_errors_kee
         )
     assert ExpectedRefusalFilter().filter(error)
     assert "Traceback" in portal_formatter().format(error)
+    # A suspicious operation of the portal's own making keeps its traceback, from Django or from our code.
+    from django.core.exceptions import DisallowedRedirect, SuspiciousOperation
+
+    for name, exception in (("django.request", DisallowedRedirect), ("accessgov.evidence", SuspiciousOperation)):
+        try:
+            raise exception("the portal built this")
+        except exception:
+            ours = logging.LogRecord(name, logging.ERROR, __file__, 1, "%(what)s", ({"what": "x"},), sys.exc_info())
+        assert ExpectedRefusalFilter().filter(ours)
+        assert "Traceback" in portal_formatter().format(ours), name
 
 
 @pytest.mark.django_db

@@ -281,17 +281,17 @@ def test_deeply_nested_json_is_a_400_in_the_api_error_format(scene, body):
     [
         b'{"role_id": 1, "role_id": 2, "duration_seconds": 3600, "justification": "twice"}',
         b'{"role_id": 1, "duration_seconds": 3600, "justification": "x", "ticket": {"a": 1, "a": 2}}',
-        b'{"role_id": 1, "duration_seconds": 3600, "justification": "x", "Justification": "y", "NaN": NaN}',
+        b'{"role_id": 1, "duration_seconds": 3600, "justification": "x", "justification": "y"}',
     ],
 )
-def test_a_key_twice_or_nan_in_an_api_body_is_a_400_that_names_it(scene, body):
+def test_a_key_twice_in_an_api_body_is_a_400_that_names_it(scene, body):
     """A probe's finding: ``{"role": a, "role": b}`` was acted on as b (Python's parser keeps the last key,
     others the first). Refused, saying which key; nothing written."""
     before = counts()
     response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
     error = _api_error(response, 400)
     assert error["code"] == "parse_error"
-    assert "twice" in error["message"] or "NaN" in error["message"], error
+    assert "appears twice" in error["message"], error
     assert counts() == before
 
 

@@ -46,7 +46,7 @@ def test_an_owner_is_not_offered_to_themselves_and_choosing_themselves_says_why(
     assert f'value="{world.owner.pk}"' not in people and f'value="{world.outsider.pk}"' in people
     data = {"role": world.role.pk, "user": world.owner.pk, "reason": "Me, please"}
     response = as_(world.owner).post(reverse("eligibility_add", args=[world.system.slug]), data)
-    assert response.status_code == 400 and "nobody makes themselves eligible" in response.content.decode()
+    assert response.status_code == 400 and "Nobody makes themselves eligible" in response.content.decode()
     assert not Eligibility.objects.filter(user=world.owner).exists()
 
 
