@@ -122,36 +122,33 @@ def test_a_berlin_time_that_does_not_exist_or_happens_twice_is_a_form_error_that
     assert "daylight-saving" in form.errors["ends_at"][0] and "Europe/Berlin" in form.errors["ends_at"][0]
 
 
+def _zone_after(client, user, data: dict, status: int) -> str:
+    """POST ``data`` to the time zone form, check the answer's status, and return the zone then saved."""
+    assert client.post(reverse("accounts:time_zone"), data).status_code == status
+    user.refresh_from_db()
+    return user.time_zone
+
+
 def test_the_time_zone_form_refuses_an_unknown_zone_and_saves_a_known_one(world):
     client = verify_session(Client(), world.requester)
     page = client.get(reverse("accounts:time_zone"))
     assert page.status_code == 200 and "data-browser-zone" in page.content.decode()
     refused = client.post(reverse("accounts:time_zone"), {"time_zone": "Mars/Olympus_Mons"})
     assert refused.status_code == 400 and "not a time zone this system knows" in refused.content.decode()
-    assert client.post(reverse("accounts:time_zone"), {"time_zone": "America/New_York"}).status_code == 302
-    world.requester.refresh_from_db()
-    assert world.requester.time_zone == "America/New_York"
+    assert _zone_after(client, world.requester, {"time_zone": "America/New_York"}, 302) == "America/New_York"
     # Emptied, as the help says: UTC, chosen — the browser's zone does not fill it back on the next page.
-    assert client.post(reverse("accounts:time_zone"), {"time_zone": ""}).status_code == 302
-    world.requester.refresh_from_db()
-    assert world.requester.time_zone == "UTC"
+    assert _zone_after(client, world.requester, {"time_zone": ""}, 302) == "UTC"
     assert "data-time-zone-url" not in client.get(reverse("home")).content.decode()
-    assert client.post(reverse("accounts:time_zone"), {"time_zone": "Europe/Paris", "auto": "1"}).status_code == 204
-    world.requester.refresh_from_db()
-    assert world.requester.time_zone == "UTC"
+    assert _zone_after(client, world.requester, {"time_zone": "Europe/Paris", "auto": "1"}, 204) == "UTC"
 
 
 def test_the_browser_fills_an_empty_zone_once_and_never_overrides_a_choice(world):
     client = verify_session(Client(), world.approver)
     home = client.get(reverse("home")).content.decode()
     assert f'data-time-zone-url="{reverse("accounts:time_zone")}"' in home and "js/time-zone.js" in home
-    assert client.post(reverse("accounts:time_zone"), {"time_zone": "Asia/Tokyo", "auto": "1"}).status_code == 204
-    world.approver.refresh_from_db()
-    assert world.approver.time_zone == "Asia/Tokyo"
+    assert _zone_after(client, world.approver, {"time_zone": "Asia/Tokyo", "auto": "1"}, 204) == "Asia/Tokyo"
     assert "data-time-zone-url" not in client.get(reverse("home")).content.decode()
-    assert client.post(reverse("accounts:time_zone"), {"time_zone": "Europe/Paris", "auto": "1"}).status_code == 204
-    world.approver.refresh_from_db()
-    assert world.approver.time_zone == "Asia/Tokyo"
+    assert _zone_after(client, world.approver, {"time_zone": "Europe/Paris", "auto": "1"}, 204) == "Asia/Tokyo"
     bad = client.post(reverse("accounts:time_zone"), {"time_zone": "Nowhere/Else", "auto": "1"})
     assert bad.status_code == 400
 
