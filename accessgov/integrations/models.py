@@ -107,6 +107,7 @@ class SlackUserLink(models.Model):
     linked_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "Slack user link"
         constraints = [
             models.UniqueConstraint(fields=["workspace", "slack_user_id"], name="slack_link_one_per_slack_user"),
             models.UniqueConstraint(fields=["workspace", "user"], name="slack_link_one_per_user"),

@@ -223,6 +223,7 @@ class AutoApprovalRule(models.Model):
     )
 
     class Meta:
+        verbose_name = "auto-approval rule"
         ordering = ["role", "name"]
         constraints = [
             models.CheckConstraint(

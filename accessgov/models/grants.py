@@ -222,6 +222,7 @@ class BreakGlassFollowUp(models.Model):
     last_reminded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "break-glass follow-up"
         ordering = ["due_at"]
 
     def __str__(self) -> str:
@@ -262,6 +263,7 @@ class OutboxItem(models.Model):
     )
 
     class Meta:
+        verbose_name = "provisioning outbox item"
         ordering = ["pk"]
         indexes = [
             models.Index(fields=["done_at", "next_attempt_at"], name="outbox_due"),

@@ -57,6 +57,7 @@ class ApiToken(models.Model):
     )
 
     class Meta:
+        verbose_name = "API token"
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.CheckConstraint(

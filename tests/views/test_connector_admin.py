@@ -91,3 +91,11 @@ def test_admin_pages_name_the_icon_so_browsers_do_not_ask_for_a_missing_favicon(
     page = admin_client.get("/admin/").content.decode()
     assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in page
     assert "<title>" in page  # Django's admin page itself still renders around it
+
+
+def test_the_admin_index_names_models_as_the_portal_does(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    for name in ("API tokens", "Break-glass follow-ups", "Auto-approval rules", "Provisioning outbox items"):
+        assert f">{name}</a>" in page, name
+    for django_default in ("Api tokens", "Break glass follow ups", "Auto approval rules", ">Outbox items<"):
+        assert django_default not in page
