@@ -24,6 +24,16 @@ class SignInForm(AuthenticationForm):
         self.fields["username"].widget.attrs.update({"autocomplete": "username", "autofocus": True})
         self.fields["password"].widget.attrs.update({"autocomplete": "current-password"})
 
+    def clean(self):
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            # "Please enter a correct username and password" is about both fields: a screen reader on the
+            # focused username field hears it with the field (includes/form_errors.html's id).
+            for name in ("username", "password"):
+                self.fields[name].widget.attrs.update({"aria-invalid": "true", "aria-describedby": "form-errors"})
+            raise
+
     def confirm_login_allowed(self, user) -> None:
         super().confirm_login_allowed(user)
 

@@ -12,8 +12,63 @@
     field.focus();
   };
 
+  // A swap that replaced the focused element (a queue card after Approve or Deny) would leave focus on
+  // the page itself, and the next Tab at the skip link: focus goes to what replaced it — its message
+  // (read out), else the new element — so the person carries on from where they were. htmx itself keeps
+  // focus on an element with an id that the swap brings back (the live page's links).
+  let swapHadFocus = false;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const target = event.detail && event.detail.target;
+    const active = document.activeElement;
+    swapHadFocus = Boolean(target && active && active !== document.body && target.contains(active));
+  });
+  const focusWhatReplaced = function (target) {
+    const active = document.activeElement;
+    if (!swapHadFocus || (active && active !== document.body && active.isConnected)) return;
+    const replacement = target && target.id ? document.getElementById(target.id) : null;
+    if (!replacement) return;
+    const message = replacement.querySelector(".message, [role=status], [role=alert]");
+    const focusable = message || replacement;
+    if (!focusable.hasAttribute("tabindex")) focusable.setAttribute("tabindex", "-1");
+    focusable.focus();
+  };
+
+  // A status that a refresh replaces (data-announce="ID": an evidence pack's) is read out through the
+  // live region ID when its text changes, not every time the part around it is replaced.
+  const announceChanges = function () {
+    document.querySelectorAll("[data-announce]").forEach(function (status) {
+      const region = document.getElementById(status.dataset.announce);
+      const text = status.textContent.trim();
+      if (!region || region.dataset.last === text) return;
+      if (region.dataset.last !== undefined) region.textContent = text;
+      region.dataset.last = text;
+    });
+  };
+
   document.addEventListener("htmx:afterSwap", function (event) {
-    focusFirstError(event.detail && event.detail.elt ? event.detail.elt : document);
+    const detail = event.detail || {};
+    focusFirstError(detail.elt || document);
+    focusWhatReplaced(detail.target);
+    announceChanges();
+  });
+
+  // A refresh that can be held (the live page, WCAG 2.2.2): a button data-pause="ID" pauses the polling
+  // of the element with that id until pressed again (its text says which it will do).
+  const setUpPausing = function () {
+    document.querySelectorAll("[data-pause]").forEach(function (button) {
+      const target = document.getElementById(button.dataset.pause);
+      if (!target) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        const paused = target.dataset.paused !== "true";
+        target.dataset.paused = paused ? "true" : "";
+        button.textContent = paused ? "Resume updates" : "Pause updates";
+      });
+    });
+  };
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    const elt = event.detail && event.detail.elt;
+    if (elt && elt.dataset && elt.dataset.paused === "true") event.preventDefault();
   });
 
   // Copy and download buttons for secrets shown once (a new API token, backup codes): hidden without
@@ -106,7 +161,22 @@
     show();
   };
 
+  // The main navigation is a <details>, closed in the page: wide screens show its content through CSS
+  // (::details-content), which browsers before 2025 (Firefox ESR 140 among them) do not know — there it is
+  // opened on wide screens, and closed again when the window narrows to the phone's "Menu".
+  const keepMenuOpenOnWideScreens = function () {
+    const menu = document.querySelector("details.navmenu");
+    if (!menu || !window.matchMedia) return;
+    const phone = window.matchMedia("(max-width: 640px)");
+    const sync = function () { menu.open = !phone.matches; };
+    sync();
+    if (phone.addEventListener) phone.addEventListener("change", sync);
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
+    keepMenuOpenOnWideScreens();
+    setUpPausing();
+    announceChanges();
     focusFirstError(document);
     setUpCopying();
     refillKeptDraft();

@@ -149,9 +149,9 @@ def test_model_changes_read_for_people_constant_queries_and_bookkeeping_on_reque
     assert "<dt>Status</dt><dd>Pending → Approved</dd>" in page
     assert "<dt>Requester</dt><dd>#" in page
     assert ".None" not in page and "<dt>Id</dt>" not in page
-    assert "Outbox item #" not in page and 'value="outboxitem"' in page
+    assert "Provisioning outbox item #" not in page and 'value="outboxitem"' in page
     with_queue = client.get(reverse("model_changes") + "?bookkeeping=1").content.decode()
-    assert "Outbox item #" in with_queue
+    assert "Provisioning outbox item #" in with_queue
     unknown = client.get(reverse("model_changes") + "?model=nosuchmodel")
     assert unknown.status_code == 400 and "No record of that kind has changes" in unknown.content.decode()
 

@@ -353,7 +353,7 @@ def test_the_badge_counts_unread_items_up_to_a_hundred_and_shows_99_plus(world):
     assert (counts["unread"], counts["unread_label"], counts["total_label"]) == (100, "100+", "99+")
     assert counts["total"] == counts["needs_me"] + 100
     html = _page(world.requester).content.decode()
-    assert '0 need you, 100+ unread">99+</span>' in html
+    assert '<span aria-hidden="true">99+</span><span class="visually-hidden">0 need you, 100+ unread</span>' in html
     assert html.count('class="unread"') == inbox.HAPPENED_PAGE_SIZE  # the inbox lists them, a page at a time
 
 
