@@ -200,16 +200,16 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
         return item
 
 
-def _grants_from(revoked: list[ReviewItem]) -> dict[int, ReviewItem]:
+def _grants_from(revoked: list[ReviewItem], now: datetime) -> dict[int, ReviewItem]:
     """The current grants that revoked items end, with the item that ends each: the item's own grant, or
-    the grants of the role held by the eligibility's user (or group members). Two queries whatever the
-    number of items. Shared by closing a campaign and its confirmation page."""
+    the grants of the role held by the eligibility's user (or group members) who are not eligible for the
+    role in another way (their own eligibility, another group's, one kept in this campaign): a grant the
+    holder could ask for again at once is not ended by the review. Three queries whatever the number of
+    items. Shared by closing a campaign and its confirmation page."""
     ending: dict[int, ReviewItem] = {i.grant_id: i for i in revoked if i.grant_id}
     by_eligibility = [i for i in revoked if i.eligibility_id]
     if by_eligibility:
-        holders: dict[tuple[int, int], ReviewItem] = {}
-        for item, users in _subjects(by_eligibility):
-            holders.update({(user_id, item.role_id): item for user_id in users})
+        holders = _losing_eligibility(by_eligibility, now)
         for pk, user_id, role_id in (
             Grant.objects.current()
             .filter(role_id__in={i.role_id for i in by_eligibility})
@@ -218,6 +218,26 @@ def _grants_from(revoked: list[ReviewItem]) -> dict[int, ReviewItem]:
             if (user_id, role_id) in holders:
                 ending.setdefault(pk, holders[(user_id, role_id)])
     return ending
+
+
+def _losing_eligibility(by_eligibility: list[ReviewItem], now: datetime) -> dict[tuple[int, int], ReviewItem]:
+    """(person, role) pairs whose last eligibility in force the revoked eligibility items end, with the item
+    that ends it; someone still eligible another way (not through these items) is not among them."""
+    holders: dict[tuple[int, int], ReviewItem] = {}
+    for item, users in _subjects(by_eligibility):
+        holders.update({(user_id, item.role_id): item for user_id in users})
+    other = (
+        Eligibility.objects.active(now)
+        .filter(role_id__in={i.role_id for i in by_eligibility})
+        .exclude(pk__in=[i.eligibility_id for i in by_eligibility])
+    )
+    users = {user_id for user_id, _ in holders}
+    for role_id, user_id, member_id in other.filter(Q(user_id__in=users) | Q(group__user__in=users)).values_list(
+        "role_id", "user_id", "group__user"
+    ):
+        holders.pop((user_id, role_id), None)
+        holders.pop((member_id, role_id), None)
+    return holders
 
 
 def subjects_by_item(items: list[ReviewItem]) -> dict[int, set[int]]:
@@ -269,14 +289,14 @@ def review_campaign_close_preview(campaign_id: int) -> dict[str, int]:
     items = list(campaign.items.all())
     plan = _close_plan(campaign, items)
     revoked = plan["revoked"]
-    people = set().union(*(users for _, users in _subjects([i for i in revoked if i.eligibility_id])))
+    people = {user_id for user_id, _ in _losing_eligibility([i for i in revoked if i.eligibility_id], clock.now())}
     return {
         "revoked": len(revoked),
         "unanswered_revoked": sum(1 for i in revoked if not i.decision),
         "unanswered_kept": sum(1 for i in plan["kept_flagged"] if not i.decision),
         "kept": len(plan["kept"]),
         "kept_flagged": len(plan["kept_flagged"]),
-        "grants_end": len(_grants_from(revoked)),
+        "grants_end": len(_grants_from(revoked, clock.now())),
         "eligibilities_end": sum(1 for i in revoked if i.eligibility_id),
         "people_lose_eligibility": len(people),
     }
@@ -286,7 +306,7 @@ def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime, c
     """Revoke, through the lifecycle service, the current grants that revoked items end (``_grants_from``).
     Each is ended by whoever decided: the item's reviewer, or for an unanswered item the person who closed the
     campaign under its no-response policy (nobody when the campaign closed itself at its due date)."""
-    ending = _grants_from(revoked)
+    ending = _grants_from(revoked, now)
     deciders = User.objects.in_bulk({i.decided_by_id for i in ending.values() if i.decided_by_id and i.decision})
     for pk, item in ending.items():
         try:

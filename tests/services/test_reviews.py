@@ -170,6 +170,39 @@ def test_revoking_a_group_eligibility_revokes_its_members_grants_of_that_role_on
     assert "Rotation disbanded" in AccessEvent.objects.get(event_type="grant.revoked").reason
 
 
+@pytest.mark.parametrize("other_way", ["own eligibility kept in the review", "own eligibility outside it", "none"])
+def test_a_revoked_group_eligibility_ends_no_grant_its_holder_may_still_ask_for(world, make_user, other_way):
+    """The probe's case: alice keeps access through her own eligibility (kept in the same review, or not
+    reviewed at all) while her group's is revoked — her grant stays, and the confirmation page counts it
+    neither as a grant that ends nor as a person who loses eligibility."""
+    team = Group.objects.create(name="requesters")
+    alice = make_user("alice")
+    team.user_set.add(alice)
+    Eligibility.objects.create(role=world.role, group=team)
+    if other_way != "none":
+        Eligibility.objects.create(role=world.role, user=alice, starts_at=timezone.now() - H)
+    access_request = ar.access_request_submit(alice, role=world.role, duration=H, justification="On call this week")
+    ar.access_request_approve(world.approver, access_request.pk)
+    grant = Grant.objects.get(access_request=access_request)
+    campaign = open_campaign(world, no_response=ReviewCampaign.NoResponse.KEEP_AND_FLAG)
+    if other_way == "own eligibility outside it":
+        # Her own eligibility was added after the campaign opened: no item of this campaign covers it.
+        ReviewItem.objects.filter(campaign=campaign, subject_user=alice).delete()
+    elif other_way == "own eligibility kept in the review":
+        own = item_for(campaign, alice, world.role)
+        reviews.review_item_decide(own.reviewer, own.pk, decision="keep")
+    group_item = campaign.items.get(subject_group=team)
+    reviews.review_item_decide(group_item.reviewer, group_item.pk, decision="revoke", comment="Group too broad")
+    preview = reviews.review_campaign_close_preview(campaign.pk)
+    reviews.review_campaign_close(world.auditor, campaign.pk)
+    grant.refresh_from_db()
+    if other_way == "none":
+        assert grant.status == "revoked" and (preview["grants_end"], preview["people_lose_eligibility"]) == (1, 1)
+    else:
+        assert grant.status == "active" and (preview["grants_end"], preview["people_lose_eligibility"]) == (0, 0)
+        assert not AccessEvent.objects.filter(event_type="grant.revoked").exists()
+
+
 @pytest.mark.parametrize(
     ("policy", "outcome", "still_eligible"), [("revoke", "revoked", False), ("keep_and_flag", "kept_flagged", True)]
 )
