@@ -8,7 +8,7 @@ The campaign is opened by the job ``manage.py open_review`` (no person: whoever 
 server's rights, not an auditor's account), which the ledger's ``review.opened`` event names.
 """
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -82,9 +82,11 @@ class Command(BaseCommand):
             raise CommandError(f"No system with the slug {', '.join(unknown)[:200]}.")
         if options["due"]:
             try:
-                day = datetime.strptime(options["due"], "%Y-%m-%d").date()
+                day = date.fromisoformat(options["due"]) if len(options["due"]) == 10 else None
             except ValueError:
-                raise CommandError("--due must be a date like 2027-01-31.") from None
+                day = None
+            if day is None:
+                raise CommandError("--due must be a date like 2027-01-31.")
             due_at = datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
         else:
             due_at = now + timedelta(days=_days(options["due_days"] or str(settings.REVIEW_DUE_DAYS)))
