@@ -190,6 +190,8 @@ def access_request_submit(
                     "choose a start before then."
                 )
         if grant_services.holds_current(actor, role, now):
+            if Grant.objects.current().filter(user=actor, role=role, is_break_glass=True).exists():
+                raise TransitionNotAllowed(BREAK_GLASS_HELD.format(role=role))
             raise TransitionNotAllowed(f"You already have access to {role}; extend it instead of asking again.")
         return _create(
             actor,
@@ -206,13 +208,21 @@ def access_request_submit(
         )
 
 
+# One grant of a role at a time (the database holds it): break-glass access is neither extended nor overlapped
+# by a normal request — released (or ended), the role can be asked for the normal way.
+BREAK_GLASS_HELD = (
+    "Break-glass access to {role} cannot be extended, and you cannot ask for the role while you hold it: "
+    "release it (or let it end), then request access normally."
+)
+
+
 def extension_refusal(actor: User, grant: Grant, now: datetime, *, lock: bool = False) -> AccessGovError | None:
     """Why ``actor`` cannot ask to extend ``grant`` at all (whatever the duration), or None. The extension form
     says it before anything is typed; ``access_request_submit_extension`` checks it again on the locked rows."""
     if not grant.is_active_at(now):
         return TransitionNotAllowed("Only active access can be extended.")
     if grant.is_break_glass:
-        return PolicyViolation("Break-glass access cannot be extended; request access normally.")
+        return PolicyViolation(BREAK_GLASS_HELD.format(role=grant.role))
     if permissions.eligibility_problem(actor, grant.role, now, lock=lock):
         return PolicyViolation(f"You are no longer eligible for {grant.role}: it cannot be extended.")
     if grant.role.max_duration - (grant.expires_at - now) < timedelta(minutes=5):

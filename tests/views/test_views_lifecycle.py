@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov.exceptions import TransitionNotAllowed
 from accessgov.models import AccessEvent, AccessRequest, Eligibility, Grant
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
@@ -425,8 +426,14 @@ def test_the_extend_page_says_at_once_why_a_grant_cannot_be_extended(world):
     grant.save(update_fields=["is_break_glass"])
     client = as_(world.requester)
     page = client.get(reverse("grant_extend", args=[grant.pk])).content.decode()
-    assert "Break-glass access cannot be extended" in page and 'name="justification"' not in page
+    assert "Break-glass access to Payments DB · read-write cannot be extended" in page
+    assert 'name="justification"' not in page
     assert "extend or release it" not in client.get(reverse("inbox")).content.decode()
+    # The page and the request path agree (a probe: the page sent people to a request that refused them,
+    # saying "extend it instead"): both say to release it, then ask the normal way.
+    assert "release it (or let it end), then request access normally" in page
+    with pytest.raises(TransitionNotAllowed, match="release it \\(or let it end\\), then request access normally"):
+        submit(world)
     grant.is_break_glass = False
     grant.save(update_fields=["is_break_glass"])
     with time_machine.travel(grant.expires_at + timedelta(seconds=1)):
