@@ -33,6 +33,12 @@ EVIDENCE_COLUMNS = [
     "decided_at",
     "applied_at",
     "outcome",
+    # What the item certifies and why it came out so (an auditor reading the file alone, a probe's finding).
+    "kind",
+    "eligibility",
+    "grant",
+    "decided_by",
+    "outcome_by",
 ]
 
 
@@ -283,7 +289,12 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     campaign = _campaign(request, pk)
     if not permissions.is_auditor(request.user):
         raise PermissionDenied("The review evidence is for auditors.")
-    items = campaign.items.select_related("role__system", "subject_user", "subject_group", "reviewer").order_by("pk")
+    items = campaign.items.select_related(
+        "role__system", "subject_user", "subject_group", "reviewer", "decided_by"
+    ).order_by("pk")
+    no_response = "no-response rule: " + (
+        "revoke" if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else "keep and flag"
+    )
     rows = (
         (
             i.pk,
@@ -296,6 +307,11 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
             i.decided_at,
             i.applied_at,
             i.outcome,
+            "standing access" if i.grant_id else "eligibility",
+            i.eligibility_id or "",
+            i.grant_id or "",
+            i.decided_by.username if i.decided_by and i.decision else "",
+            ("reviewer's decision" if i.decision else no_response) if i.applied_at else "",
         )
         for i in items.iterator(chunk_size=2000)
     )
