@@ -34,11 +34,12 @@ EVIDENCE_COLUMNS = [
     "applied_at",
     "outcome",
     # What the item certifies and why it came out so (an auditor reading the file alone, a probe's finding).
-    "kind",
-    "eligibility",
-    "grant",
+    # Named as in the evidence pack's review_items.csv.
+    "item_kind",
+    "eligibility_id",
+    "grant_id",
     "decided_by",
-    "outcome_by",
+    "answered",
 ]
 
 
@@ -307,11 +308,11 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
             i.decided_at,
             i.applied_at,
             i.outcome,
-            "standing access" if i.grant_id else "eligibility",
+            "grant" if i.grant_id else "eligibility",
             i.eligibility_id or "",
             i.grant_id or "",
             i.decided_by.username if i.decided_by and i.decision else "",
-            ("reviewer's decision" if i.decision else no_response) if i.applied_at else "",
+            ("true" if i.decision else f"false ({no_response})") if i.applied_at else "",
         )
         for i in items.iterator(chunk_size=2000)
     )

@@ -75,9 +75,14 @@ def test_auditor_closes_and_exports_the_evidence(world, campaign):
     assert first["outcome"] == "revoked" and first["applied_at"].endswith("Z")
     assert rows[1]["outcome"] == "revoked" and rows[1]["decision"] == ""  # unanswered: no-response policy
     # What each item certifies, and why it came out so, in the file itself (a probe's finding).
-    assert (first["kind"], first["eligibility"], first["grant"]) == ("eligibility", str(item.eligibility_id), "")
-    assert (first["decided_by"], first["outcome_by"]) == ("owner", "reviewer's decision")
-    assert (rows[1]["decided_by"], rows[1]["outcome_by"]) == ("", "no-response rule: revoke")
+    # Named as the evidence pack's review_items.csv names them.
+    assert (first["item_kind"], first["eligibility_id"], first["grant_id"]) == (
+        "eligibility",
+        str(item.eligibility_id),
+        "",
+    )
+    assert (first["decided_by"], first["answered"]) == ("owner", "true")
+    assert (rows[1]["decided_by"], rows[1]["answered"]) == ("", "false (no-response rule: revoke)")
     assert AccessEvent.objects.filter(event_type="export.created", data__report="access review").count() == 1
     assert as_(world.owner).get(reverse("review_export", args=[campaign.pk])).status_code == 403
     page = as_(world.owner).get(reverse("review_detail", args=[campaign.pk])).content.decode()
