@@ -415,6 +415,13 @@ def test_extend_form_asks_for_more_time_on_the_same_grant(world):
     # The approver sees the grant but may not extend it: a 403 (promise 5), and an outsider a 404.
     assert as_(world.approver).get(reverse("grant_extend", args=[grant.pk])).status_code == 403
     assert as_(world.outsider).get(reverse("grant_extend", args=[grant.pk])).status_code == 404
+    # Approved, the grant's timeline says to when it now runs, and from when (a probe: "extended by" only).
+    previous = grant.expires_at
+    ar.access_request_approve(world.approver, extension.pk)
+    grant.refresh_from_db()
+    page = client.get(reverse("grant_detail", args=[grant.pk])).content.decode()
+    assert grant.expires_at == previous + timedelta(hours=1)
+    assert re.search(r"Now ends <time[^>]*>[^<]+</time> \(was <time", page), page[page.find("extended") :][:400]
 
 
 def test_the_extend_page_says_at_once_why_a_grant_cannot_be_extended(world):
