@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 
 from accessgov import clock, otp, permissions, policies
 from accessgov.exceptions import AccessGovError, NotAuthorized, PolicyViolation, TransitionNotAllowed
@@ -583,7 +583,11 @@ def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: i
             if not due:
                 return total
             ids = [r.pk for r in due]
-            AccessRequest.objects.filter(pk__in=ids, status=Status.PENDING).update(status=Status.LAPSED, decided_at=now)
+            # Lapsed at its deadline, whenever the sweep came by (reports time and filter lapses by decided_at);
+            # the event is the record of when it was seen.
+            AccessRequest.objects.filter(pk__in=ids, status=Status.PENDING).update(
+                status=Status.LAPSED, decided_at=F("lapses_at")
+            )
             event_record_bulk(
                 [
                     AccessEvent(

@@ -266,9 +266,14 @@ def test_pending_request_lapses_after_the_role_timeout(world):
     with time_machine.travel(T0 + timedelta(hours=24, seconds=1), tick=False):
         with pytest.raises(TransitionNotAllowed, match="lapsed"):
             ar.access_request_approve(world.approver, access_request.pk)
+    # The sweep came by an hour late (it was down): the request lapsed at its deadline all the same, which
+    # the approval report's times and period filter read (decided_at); the event says when it was seen.
+    with time_machine.travel(T0 + timedelta(hours=25), tick=False):
         assert sweep_run(timezone.now())["lapsed"] == 1
     access_request.refresh_from_db()
     assert access_request.status == AccessRequest.Status.LAPSED
+    assert access_request.decided_at == access_request.lapses_at == T0 + timedelta(hours=24)
+    assert AccessEvent.objects.get(event_type="request.lapsed").occurred_at == T0 + timedelta(hours=25)
     assert events(access_request=access_request) == ["request.submitted", "request.lapsed"]
     assert AccessEvent.objects.get(event_type="request.lapsed").actor_label == "system:sweep"
 
