@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.http import HttpRequest
 
 from accessgov import clock, drafts, inbox, permissions, selectors
@@ -32,6 +33,8 @@ def portal(request: HttpRequest) -> dict:
             # Issue 18: the inbox badge (what needs me + unread "what happened"), one more query.
             "inbox": inbox.badge_counts(user, now, queue_size=queue_size, pending_changes=pending_changes),
             "sees_grants": permissions.sees_grant_list(user),
+            # The idle timeout, for the warning before it (accessgov.js, WCAG 2.2.1).
+            "idle_seconds": int(settings.SESSION_IDLE_TIMEOUT.total_seconds()),
         },
         "kept_draft": kept_draft,
     }

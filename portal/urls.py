@@ -43,6 +43,7 @@ accounts_patterns = (
         path("time-zone/", profile.time_zone_view, name="time_zone"),
         path("tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token_revoke"),
         path("logout/", accounts.logout_view, name="logout"),
+        path("keep-alive/", accounts.keep_alive_view, name="keep_alive"),
         path("recover/<str:uidb64>/<str:token>/", accounts.recover_view, name="recover"),
     ],
     "accounts",

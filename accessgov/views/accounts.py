@@ -269,6 +269,15 @@ def authenticator_reset_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
+@require_POST
+def keep_alive_view(request: HttpRequest) -> HttpResponse:
+    """The idle-timeout warning's "Stay signed in" (accessgov.js): a signed-in request, which restarts the
+    idle clock (SessionTimeoutMiddleware; the absolute timeout still counts). Changes nothing else."""
+    request.session[SESSION_LAST_SEEN_AT] = time.time()
+    return HttpResponse(status=204)
+
+
+@never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def logout_view(request: HttpRequest) -> HttpResponse:
     """GET asks for confirmation (a link cannot sign anyone out); POST signs out."""

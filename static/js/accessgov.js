@@ -173,8 +173,57 @@
     if (phone.addEventListener) phone.addEventListener("change", sync);
   };
 
+  // Before the idle timeout signs the person out (WCAG 2.2.1): a warning two minutes ahead (half the timeout
+  // when it is shorter than four), with "Stay signed in" — a POST that restarts the server's idle clock. Any
+  // request does that too (a page, an htmx refresh), so the countdown starts again after each.
+  const setUpIdleWarning = function () {
+    const idle = Number(document.body.dataset.idleSeconds || 0);
+    const dialog = document.getElementById("idle-warning");
+    if (!idle || !dialog) return;
+    const stay = dialog.querySelector("[data-idle-stay]");
+    const text = dialog.querySelector("[data-idle-text]");
+    const ahead = Math.min(120, idle / 2);
+    let warnTimer = null, endTimer = null, ended = false;
+    const restart = function () {
+      if (ended) return;
+      clearTimeout(warnTimer); clearTimeout(endTimer);
+      dialog.hidden = true;
+      warnTimer = setTimeout(function () {
+        text.textContent = "You will be signed out in " + Math.round(ahead / 60 * 10) / 10 +
+          " minutes because nothing happened for a while.";
+        stay.textContent = "Stay signed in";
+        dialog.hidden = false;
+        stay.focus();
+      }, (idle - ahead) * 1000);
+      endTimer = setTimeout(function () {
+        ended = true;
+        text.textContent = "You were signed out because nothing happened for a while. What you send now is kept " +
+          "and filled in again after you sign in.";
+        stay.textContent = "Sign in again";
+        dialog.hidden = false;
+      }, idle * 1000);
+    };
+    stay.addEventListener("click", function () {
+      if (ended) { location.reload(); return; }
+      const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+      fetch(document.body.dataset.keepAliveUrl, {
+        method: "POST", credentials: "same-origin", redirect: "manual", headers: { "X-CSRFToken": csrf },
+      }).then(function (response) {
+        if (response.status === 204) { restart(); return; }
+        ended = true;
+        text.textContent = "Your session has ended. Sign in again to go on.";
+        stay.textContent = "Sign in again";
+      }, function () {
+        text.textContent = "The portal could not be reached. Check your connection and try again.";
+      });
+    });
+    document.addEventListener("htmx:afterRequest", restart);
+    restart();
+  };
+
   document.addEventListener("DOMContentLoaded", function () {
     keepMenuOpenOnWideScreens();
+    setUpIdleWarning();
     setUpPausing();
     announceChanges();
     focusFirstError(document);

@@ -263,9 +263,11 @@ def test_pending_request_lapses_after_the_role_timeout(world):
         access_request = submit(world)
     with time_machine.travel(T0 + timedelta(hours=23), tick=False):
         assert sweep_run(timezone.now())["lapsed"] == 0
-    with time_machine.travel(T0 + timedelta(hours=24, seconds=1), tick=False):
-        with pytest.raises(TransitionNotAllowed, match="lapsed"):
-            ar.access_request_approve(world.approver, access_request.pk)
+    with (
+        time_machine.travel(T0 + timedelta(hours=24, seconds=1), tick=False),
+        pytest.raises(TransitionNotAllowed, match="lapsed"),
+    ):
+        ar.access_request_approve(world.approver, access_request.pk)
     # The sweep came by an hour late (it was down): the request lapsed at its deadline all the same, which
     # the approval report's times and period filter read (decided_at); the event says when it was seen.
     with time_machine.travel(T0 + timedelta(hours=25), tick=False):

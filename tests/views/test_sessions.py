@@ -32,6 +32,28 @@ def test_idle_session_ends_after_30_minutes(client, requester):
 
 
 @pytest.mark.django_db
+def test_stay_signed_in_restarts_the_idle_clock_and_nothing_else(requester):
+    """The idle warning's button (accessgov.js): a POST with the CSRF token; it restarts the idle clock but
+    not the absolute one, and a forged cross-site POST is refused."""
+    signed_in, client = Client(), Client(enforce_csrf_checks=True)
+    keep_alive = reverse("accounts:keep_alive")
+    with time_machine.travel(T0, tick=False):
+        sign_in(signed_in, requester)
+        client.cookies = signed_in.cookies
+        token = str(client.get(HOME).context["csrf_token"])
+    with time_machine.travel(T0 + 29 * 60, tick=False):
+        assert client.post(keep_alive).status_code == 403  # no token: refused, and not counted as activity
+        assert client.get(keep_alive).status_code == 405
+    with time_machine.travel(T0 + 29 * 60 + 50, tick=False):
+        assert client.post(keep_alive, HTTP_X_CSRFTOKEN=token).status_code == 204
+    with time_machine.travel(T0 + 58 * 60, tick=False):
+        assert client.post(keep_alive, HTTP_X_CSRFTOKEN=token).status_code == 204
+    with time_machine.travel(T0 + 12 * 3600 + 1, tick=False):  # the absolute timeout still ends it
+        response = client.post(keep_alive, HTTP_X_CSRFTOKEN=token)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("accounts:login"))
+
+
+@pytest.mark.django_db
 def test_the_idle_timeout_counts_from_the_last_request_not_from_the_last_minute(client, requester):
     with time_machine.travel(T0, tick=False):
         sign_in(client, requester)

@@ -62,7 +62,9 @@ class Command(BaseCommand):
         now = clock.now()
         if options["quarterly"]:
             if options["name"] or options["system"] or options["due"]:
-                raise CommandError("--quarterly takes its name, systems and due date from the quarter: drop the others.")
+                raise CommandError(
+                    "--quarterly takes its name, systems and due date from the quarter: drop the others."
+                )
             campaign = reviews.review_campaign_quarterly(now)
             if campaign is None:
                 self.stdout.write("This quarter's review is open already (or there is no system to review).")
