@@ -5,7 +5,7 @@ verified against a four-eyed trust policy (accessgov.integrations.oidc_trust) be
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import IsAuthenticated
@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from accessgov.api.schema import ErrorSerializer
 from accessgov.api.serializers import EmptyInputSerializer
 from accessgov.integrations import oidc_trust
 from accessgov.integrations.http import ProviderError
@@ -105,7 +106,17 @@ class OidcTokenExchangeView(APIView):
                     "scopes": serializers.ListField(child=serializers.CharField()),
                     "roles": serializers.ListField(child=serializers.CharField()),
                 },
-            )
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="Refused: the identity token was already exchanged, or the policy is unusable",
+            ),
+            401: OpenApiResponse(
+                ErrorSerializer, description="token_refused (with the reason) or token_invalid: not a trusted identity"
+            ),
+            503: OpenApiResponse(
+                ErrorSerializer, description="issuer_unavailable: the issuer's keys cannot be fetched; try again"
+            ),
         },
     )
     def post(self, request):

@@ -1,5 +1,6 @@
 """Keyset (cursor) pagination: constant cost per page however deep, stable under inserts."""
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 
@@ -7,20 +8,25 @@ from accessgov import inputs
 
 INVALID = {"cursor": ["Invalid cursor: use the next/previous links as given."]}
 PAGE_SIZE_INVALID = {"page_size": ["page_size is one whole number from 1 to 200."]}
+MAX_PAGE_SIZE = 200
+PAGE_SIZE_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+PAGE_SIZE_PARAMETER = OpenApiParameter(
+    "page_size", PAGE_SIZE_SCHEMA, description="How many, from 1 to 200 (anything else is a 400)."
+)
 
 
 class KeysetPagination(CursorPagination):
     ordering = "-pk"
     page_size = 50
     page_size_query_param = "page_size"
-    max_page_size = 200
+    max_page_size = MAX_PAGE_SIZE
 
-    def get_page_size(self, request):
+    def get_page_size(self, request, default: int | None = None):
         """``?page_size=`` once, 1 to 200; anything else is a 400 (DRF quietly served the default page for
-        ``abc``, ``0`` or ``-1`` and 200 rows for ``100000``)."""
+        ``abc``, ``0`` or ``-1`` and 200 rows for ``100000``). Without it: ``default`` (else 50)."""
         given = request.query_params.getlist(self.page_size_query_param)
         if not given:
-            return self.page_size
+            return default or self.page_size
         size = inputs.parse_id(given[0]) if len(given) == 1 else None
         if size is None or not 1 <= size <= self.max_page_size:
             raise exceptions.ValidationError(PAGE_SIZE_INVALID)
@@ -37,3 +43,12 @@ class KeysetPagination(CursorPagination):
         if cursor is not None and cursor.position is not None and inputs.parse_id(cursor.position) is None:
             raise exceptions.ValidationError(INVALID)
         return cursor
+
+    def get_schema_operation_parameters(self, view):
+        """DRF's cursor and page_size parameters, with page_size's bounds (the schema said any integer)."""
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = dict(PAGE_SIZE_SCHEMA)
+                parameter["description"] = PAGE_SIZE_PARAMETER.description
+        return parameters

@@ -22,12 +22,20 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+# Answers of every operation that takes a body (the parser's and Django's refusals, before the view runs).
+BODY_ERROR_CODES = {
+    "409": "The object is not in a state that allows this (already decided, ended, …)",
+    "413": "The body is larger than the server accepts (too_large)",
+    "415": "The body is not application/json (unsupported_media_type)",
+}
+
+
 class AutoSchema(SpectacularAutoSchema):
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         codes = dict(ERROR_CODES)
         if self.method == "POST":
-            codes["409"] = "The object is not in a state that allows this (already decided, ended, …)"
+            codes.update(BODY_ERROR_CODES)
         for code, description in codes.items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(ErrorSerializer, code, direction=direction)

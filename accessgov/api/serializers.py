@@ -187,13 +187,19 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     approved_duration_seconds = serializers.SerializerMethodField()
     approvals_required = serializers.IntegerField(source="role.approvals_required", read_only=True)
     decisions = DecisionSerializer(many=True, read_only=True)
-    grant = serializers.SerializerMethodField()
+    grant = serializers.SerializerMethodField(
+        help_text="Once approved: the grant it produced, or for an extension the grant it extended (with its new end)."
+    )
+    extends_grant = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="For an extension: the id of the grant it asks to extend."
+    )
 
     class Meta:
         model = AccessRequest
         fields = [
             "id",
             "kind",
+            "extends_grant",
             "status",
             "requester",
             "role",
@@ -220,11 +226,18 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(GrantRefSerializer(allow_null=True))
     def get_grant(self, access_request: AccessRequest):
-        grant = getattr(access_request, "grant", None) if access_request.status == "approved" else None
+        if access_request.status != AccessRequest.Status.APPROVED:
+            return None
+        if access_request.kind == AccessRequest.Kind.EXTENSION:
+            grant = access_request.extends_grant
+        else:
+            grant = getattr(access_request, "grant", None)
         return GrantRefSerializer(grant).data if grant else None
 
 
 class AccessRequestCreateSerializer(StrictSerializer):
+    """Name the role with exactly one of role_id and role (both, or neither, is a 400)."""
+
     role_id = WholeNumberField(required=False, min_value=1, max_value=inputs.MAX_ID, help_text="The role's id …")
     role = serializers.CharField(
         required=False, max_length=250, help_text='… or its path "system-slug/role-name" (exactly one of the two).'
@@ -240,19 +253,42 @@ class AccessRequestCreateSerializer(StrictSerializer):
         return attrs
 
 
+class ExtensionCreateSerializer(StrictSerializer):
+    """What the portal's extend form takes: how much longer, why, and a ticket when the role needs one."""
+
+    duration_seconds = WholeNumberField(
+        min_value=60,
+        max_value=MAX_DURATION_SECONDS,
+        help_text="How much longer; the grant may not run longer in total than the role's maximum from now.",
+    )
+    justification = serializers.CharField(max_length=2000, help_text="Why (at least 10 characters).")
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+
+
+OTP_CODE_HELP = "A current code from the approver's authenticator; required for roles that need step-up."
+
+
 class DecisionInputSerializer(StrictSerializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
-    otp_code = serializers.RegexField(
-        r"^[0-9]{6}$",
-        required=False,
-        help_text="A current code from the approver's authenticator; required for roles that need step-up.",
-    )
+    otp_code = serializers.RegexField(r"^[0-9]{6}$", required=False, help_text=OTP_CODE_HELP)
 
 
 class ApproveInputSerializer(DecisionInputSerializer):
     duration_seconds = WholeNumberField(
         required=False, min_value=60, max_value=MAX_DURATION_SECONDS, help_text="Approve for less time."
     )
+
+
+DENY_COMMENT_NEEDED = "Say why you deny the request: the requester will read it."
+
+
+class DenyInputSerializer(StrictSerializer):
+    comment = serializers.CharField(
+        max_length=5000,
+        help_text="Why (required: the requester reads it).",
+        error_messages={"required": DENY_COMMENT_NEEDED, "blank": DENY_COMMENT_NEEDED},
+    )
+    otp_code = serializers.RegexField(r"^[0-9]{6}$", required=False, help_text=OTP_CODE_HELP)
 
 
 class EmptyInputSerializer(StrictSerializer):

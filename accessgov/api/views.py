@@ -7,26 +7,27 @@ from datetime import timedelta
 
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
-from rest_framework.exceptions import NotAuthenticated
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from accessgov import clock, inputs, otp, permissions, selectors
 from accessgov.api.authentication import BearerTokenAuthentication
-from accessgov.api.pagination import KeysetPagination
+from accessgov.api.pagination import PAGE_SIZE_PARAMETER, KeysetPagination
 from accessgov.api.permissions import TokenScope, limit_to_token_roles, token_allows_role
 from accessgov.api.serializers import (
     AccessEventSerializer,
     AccessRequestCreateSerializer,
     AccessRequestSerializer,
     ApproveInputSerializer,
-    DecisionInputSerializer,
+    DenyInputSerializer,
     EligibilitySerializer,
     EmptyInputSerializer,
     EvidencePackCreateSerializer,
     EvidencePackSerializer,
+    ExtensionCreateSerializer,
     GrantSerializer,
     RoleSerializer,
     SystemSerializer,
@@ -102,10 +103,25 @@ def _attribute_model_changes(user) -> None:
         context["actor"] = user
 
 
+def _invalid_parameter(name: str, message: str) -> ValidationError:
+    """A bad query parameter: 400 ``invalid`` with ``fields`` naming it, as a bad page_size or cursor is
+    (``policy_violation`` is for a role's policy)."""
+    return ValidationError({name: [message]})
+
+
 def _status_value(value: str | None, choices) -> str | None:
     if value is not None and value not in choices:
-        raise PolicyViolation(f"Unknown status {value!r}; one of: {', '.join(choices)}.")
+        raise _invalid_parameter("status", f"Unknown status {value[:50]!r}; one of: {', '.join(choices)}.")
     return value
+
+
+def _boolean_parameter(request, name: str) -> bool | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise _invalid_parameter(name, f"{name} is true or false.")
+    return value == "true"
 
 
 def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
@@ -114,7 +130,7 @@ def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
 
 
 def _requests_queryset() -> QuerySet[AccessRequest]:
-    return AccessRequest.objects.select_related("role__system", "requester", "grant").prefetch_related(
+    return AccessRequest.objects.select_related("role__system", "requester", "grant", "extends_grant").prefetch_related(
         Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
     )
 
@@ -269,15 +285,13 @@ class AccessRequestDenyView(TokenAPIView):
     @extend_schema(
         operation_id="requests_deny",
         summary="Deny a request I may decide (comment required)",
-        request=DecisionInputSerializer,
+        request=DenyInputSerializer,
         responses=AccessRequestSerializer,
     )
     def post(self, request, pk: int):
         access_request = _visible_request(self, pk)
-        data = _valid(DecisionInputSerializer, request)
+        data = _valid(DenyInputSerializer, request)
         permissions.ensure_can_decide_access_request(request.user, access_request)
-        if not data["comment"].strip():
-            raise PolicyViolation("Say why you deny the request: the requester will read it.")
         _act_with_code(
             self,
             data.get("otp_code"),
@@ -294,14 +308,18 @@ class DecisionQueueView(TokenAPIView):
 
     @extend_schema(
         operation_id="decisions_list",
-        summary="Pending requests I may decide, oldest first (at most 200)",
+        summary="Pending requests I may decide, oldest first: one list of at most page_size (default 200)",
+        parameters=[PAGE_SIZE_PARAMETER],
         responses=AccessRequestSerializer(many=True),
     )
     def get(self, request):
+        # One list, not pages (what deciders and bots read), but ?page_size= means and is checked what it is
+        # on every other list: one number from 1 to 200, else a 400.
+        size = KeysetPagination().get_page_size(request, default=KeysetPagination.max_page_size)
         queue = selectors.approver_queue(request.user, clock.now()).prefetch_related(
             Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
         )
-        queue = limit_to_token_roles(queue, self.token)[:200]
+        queue = limit_to_token_roles(queue, self.token)[:size]
         return Response(AccessRequestSerializer(queue, many=True).data)
 
 
@@ -330,12 +348,10 @@ class GrantListView(TokenAPIView):
         # What each grant is now (an expiry not yet swept is expired), as GrantSerializer shows it.
         if status := _status_value(request.query_params.get("status"), Grant.Status.values):
             qs = qs.with_status_at(status, now)
-        active = request.query_params.get("active")
+        active = _boolean_parameter(request, "active")
         if active is not None:
-            if active not in ("true", "false"):
-                raise PolicyViolation("active is true or false.")
             giving_access = Grant.objects.active(now).values("pk")
-            qs = qs.filter(pk__in=giving_access) if active == "true" else qs.exclude(pk__in=giving_access)
+            qs = qs.filter(pk__in=giving_access) if active else qs.exclude(pk__in=giving_access)
         return self.page(limit_to_token_roles(qs, self.token), GrantSerializer)
 
 
@@ -368,6 +384,81 @@ class GrantReleaseView(TokenAPIView):
         _valid(EmptyInputSerializer, request)
         grant_services.grant_release(request.user, pk, client_address=self.client_address)
         return Response(GrantSerializer(_visible_grant(self, pk)).data)
+
+
+class GrantExtendView(TokenAPIView):
+    """Ask to extend my grant, as the portal's extend form does (the same service and rules): only the
+    holder, only active access, never break-glass, bounded by the role's maximum, approved as the
+    role's policy says. Needs the scope that creates requests: an extension is a request."""
+
+    required_scopes = {"POST": Scope.REQUESTS_CREATE}
+
+    @extend_schema(
+        operation_id="grants_extend",
+        summary="Ask to extend my grant (auto-approved extensions answer with the grant's new end)",
+        request=ExtensionCreateSerializer,
+        responses={201: AccessRequestSerializer},
+    )
+    def post(self, request, pk: int):
+        grant = _visible_grant(self, pk)
+        if not permissions.can_release_grant(request.user, grant):
+            raise NotAuthorized("Only the person who holds a grant can ask to extend it.")
+        data = _valid(ExtensionCreateSerializer, request)
+        extension = request_services.access_request_submit_extension(
+            request.user,
+            grant_id=grant.pk,
+            duration=timedelta(seconds=data["duration_seconds"]),
+            justification=data["justification"],
+            ticket=data["ticket"],
+            client_address=self.client_address,
+        )
+        return Response(
+            AccessRequestSerializer(_requests_queryset().get(pk=extension.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+# --- The token itself ------------------------------------------------------------------------------
+
+
+class CurrentTokenView(TokenAPIView):
+    """What the calling token is and until when (no scope needed: any token may read itself), so a
+    client can stop waiting before its token expires."""
+
+    required_scopes = {}
+
+    @extend_schema(
+        operation_id="token_retrieve",
+        summary="The token making this call: its kind, scopes, roles and expiry",
+        responses=inline_serializer(
+            "CurrentToken",
+            {
+                "id": serializers.IntegerField(),
+                "name": serializers.CharField(),
+                "kind": serializers.ChoiceField(choices=ApiToken.Kind.choices),
+                "user": serializers.CharField(),
+                "scopes": serializers.ListField(child=serializers.CharField()),
+                "roles": serializers.ListField(child=serializers.CharField(), help_text="Empty: not limited."),
+                "expires_at": serializers.DateTimeField(),
+                "expires_in_seconds": serializers.IntegerField(
+                    min_value=0, help_text="Seconds from the server's clock: immune to the client's clock."
+                ),
+            },
+        ),
+    )
+    def get(self, request):
+        token = self.token
+        return Response(
+            {
+                "id": token.pk,
+                "name": token.name,
+                "kind": token.kind,
+                "user": request.user.get_username(),
+                "scopes": list(token.scopes),
+                "roles": [f"{r.system.slug}/{r.name}" for r in token.roles.select_related("system").order_by("pk")],
+                "expires_at": serializers.DateTimeField().to_representation(token.expires_at),
+                "expires_in_seconds": max(0, int((token.expires_at - clock.now()).total_seconds())),
+            }
+        )
 
 
 # --- Catalogue -----------------------------------------------------------------------------------
@@ -407,11 +498,9 @@ class RoleListView(TokenAPIView):
         eligible_ids = set(permissions.eligible_roles(request.user, now).values_list("pk", flat=True))
         if system := request.query_params.get("system"):
             roles = roles.filter(system__slug=system)
-        eligible = request.query_params.get("eligible")
+        eligible = _boolean_parameter(request, "eligible")
         if eligible is not None:
-            if eligible not in ("true", "false"):
-                raise PolicyViolation("eligible is true or false.")
-            roles = roles.filter(pk__in=eligible_ids) if eligible == "true" else roles.exclude(pk__in=eligible_ids)
+            roles = roles.filter(pk__in=eligible_ids) if eligible else roles.exclude(pk__in=eligible_ids)
         return self.page(roles, RoleSerializer, eligible_role_ids=eligible_ids)
 
 
@@ -469,7 +558,7 @@ class AccessEventListView(TokenAPIView):
         for name in ("access_request", "grant"):
             if (value := params.get(name)) is not None:
                 if (object_id := inputs.parse_id(value)) is None:
-                    raise PolicyViolation(f"{name} is an id: a whole number written with the digits 0-9.")
+                    raise _invalid_parameter(name, f"{name} is an id: a whole number written with the digits 0-9.")
                 qs = qs.filter(**{f"{name}_id": object_id})
         return self.page(limit_to_token_roles(qs, self.token), AccessEventSerializer)
 

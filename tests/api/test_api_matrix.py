@@ -142,7 +142,13 @@ def test_a_token_never_approves_its_own_users_request_even_for_an_approver(scene
 
 def test_denying_needs_a_comment_and_records_it(scene):
     url = f"{V1}/requests/{scene.pending.pk}/deny/"
-    assert _error(post_json(scene.clients["approver"], url, {}))["code"] == "policy_violation"
+    for body in ({}, {"comment": ""}, {"comment": "   "}):
+        refused = post_json(scene.clients["approver"], url, body)
+        assert refused.status_code == 400, body
+        assert _error(refused)["code"] == "invalid"
+        assert _error(refused)["fields"] == {"comment": ["Say why you deny the request: the requester will read it."]}
+    scene.pending.refresh_from_db()
+    assert scene.pending.status == "pending"
     response = post_json(scene.clients["approver"], url, {"comment": "Use the read-only role"})
     assert response.status_code == 200
     assert response.json()["status"] == "denied"
@@ -461,3 +467,43 @@ def test_each_token_is_throttled(scene, settings):
         statuses = [client.get(f"{V1}/requests/").status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         assert scene.clients["auditor"].get(f"{V1}/requests/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "value"),
+    [
+        ("requests", "status", "bogus"),
+        ("grants", "status", "bogus"),
+        ("grants", "active", "maybe"),
+        ("roles", "eligible", "maybe"),
+        ("events", "access_request", "x"),
+        ("events", "grant", "1.5"),
+    ],
+)
+def test_a_bad_filter_value_is_invalid_input_naming_the_parameter(scene, path, parameter, value):
+    """A probe's finding: bad filter values answered ``policy_violation`` (reserved for a role's policy) while a
+    bad page_size or cursor answered ``invalid`` with ``fields``; now they all say which parameter is wrong."""
+    response = scene.clients["auditor"].get(f"{V1}/{path}/", {parameter: value})
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["code"] == "invalid"
+    assert list(error["fields"]) == [parameter]
+
+
+def test_the_decision_queue_checks_page_size_as_every_list_does(scene, make_user):
+    """A probe's finding: ``/decisions/`` ignored ``?page_size=abc`` and ``?page_size=1``."""
+    from accessgov.models import Eligibility
+
+    colleague = make_user("colleague")
+    Eligibility.objects.create(role=scene.role, user=colleague)
+    request_services.access_request_submit(
+        colleague, role=scene.role, duration=timedelta(hours=1), justification="Same fix, other shard"
+    )
+    client = scene.clients["approver"]
+    for query in ("abc", "0", "-1", "", "201", "1&page_size=2"):
+        response = client.get(f"{V1}/decisions/?page_size={query}")
+        assert response.status_code == 400, query
+        assert _error(response)["code"] == "invalid" and list(_error(response)["fields"]) == ["page_size"]
+    assert len(client.get(f"{V1}/decisions/").json()) == 2
+    assert [r["id"] for r in client.get(f"{V1}/decisions/?page_size=1").json()] == [scene.pending.pk]
+    assert len(client.get(f"{V1}/decisions/?page_size=200").json()) == 2

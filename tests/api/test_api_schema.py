@@ -74,3 +74,43 @@ def auth_headers(world):
 )
 def test_the_api_honours_its_schema(case, auth_headers):
     case.call_and_validate(headers=auth_headers, checks=CHECKS)
+
+
+# --- The schema says what the API enforces ------------------------------------------------------------
+
+OPENAPI = SchemaGenerator().get_schema(request=None, public=True)
+
+
+def _operations():
+    for path, item in OPENAPI["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_every_page_size_declares_its_bounds_and_every_list_has_one():
+    """A probe's finding: page_size was any integer in the schema while the API refuses anything but 1 to 200."""
+    lists = {p for p, m, _ in _operations() if m == "get" and not p.endswith("}/") and not p.endswith("/download/")}
+    with_page_size = set()
+    for path, _method, operation in _operations():
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "page_size":
+                with_page_size.add(path)
+                assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 200}, path
+    assert lists - {"/api/v1/token/"} <= with_page_size
+    assert "/api/v1/decisions/" in with_page_size
+
+
+def test_the_schema_says_what_bodies_must_hold():
+    schemas = OPENAPI["components"]["schemas"]
+    assert "exactly one of role_id and role" in schemas["AccessRequestCreateRequest"]["description"]
+    assert schemas["DenyInputRequest"]["required"] == ["comment"]
+    assert schemas["DenyInputRequest"]["properties"]["comment"]["minLength"] == 1
+    assert set(schemas["ExtensionCreateRequest"]["required"]) == {"duration_seconds", "justification"}
+
+
+def test_bodies_document_413_and_415_and_the_oidc_exchange_its_503():
+    for path, method, operation in _operations():
+        if method == "post":
+            assert {"413", "415"} <= set(operation["responses"]), path
+    exchange = OPENAPI["paths"]["/api/v1/oidc/token/"]["post"]["responses"]
+    assert "issuer_unavailable" in exchange["503"]["description"]

@@ -305,3 +305,26 @@ def test_accessgov_login_oidc_then_request_wait_in_a_github_actions_job(
             [str(CONSOLE_SCRIPT), "login", "--oidc"], env=environment, capture_output=True, text=True, timeout=60
         )
         assert refused.returncode != 0 and "identity token" in refused.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accessgov_login_with_a_replayed_identity_token_exits_8(fake, world, pipeline, signer, live_server, tmp_path):
+    """A probe's finding: the second exchange of one identity token ("already exchanged", a 400) exited 7; docs
+    say 8 whenever AccessGov refuses the identity token."""
+    with time_machine.travel(T0, tick=True):
+        pipeline.audience = live_server.url
+        pipeline.save()
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ACCESSGOV_", "ACTIONS_"))},
+            "HOME": str(tmp_path),
+            "ACCESSGOV_URL": live_server.url,
+            "ACCESSGOV_OIDC_TOKEN": signer.token(claims(fake, aud=live_server.url)),
+        }
+        login = [str(CONSOLE_SCRIPT), "login", "--oidc", "--print"]
+        first = subprocess.run(login, env=environment, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        again = subprocess.run(login, env=environment, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 8, again.stderr
+        assert "AccessGov refused the identity token" in again.stderr and "already exchanged" in again.stderr
+        assert "Traceback" not in again.stderr
+    assert ApiToken.objects.count() == 1
