@@ -72,6 +72,8 @@ def review_campaign_create(
         raise NotAuthorized("Only auditors open access reviews.")
     if not name.strip():
         raise PolicyViolation("Give the review a name.")
+    if len(name.strip()) > ReviewCampaign._meta.get_field("name").max_length or "\x00" in name:
+        raise PolicyViolation("A review's name is at most 200 characters, without NUL characters.")
     if due_at <= now:
         raise PolicyViolation("The due date must be in the future.")
     if due_at > now + MAX_DUE_AHEAD:
@@ -200,7 +202,9 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
         return item
 
 
-def _grants_from(revoked: list[ReviewItem], now: datetime) -> dict[int, ReviewItem]:
+def _grants_from(
+    revoked: list[ReviewItem], now: datetime, *, losing: dict[tuple[int, int], ReviewItem] | None = None
+) -> dict[int, ReviewItem]:
     """The current grants that revoked items end, with the item that ends each: the item's own grant, or
     the grants of the role held by the eligibility's user (or group members) who are not eligible for the
     role in another way (their own eligibility, another group's, one kept in this campaign): a grant the
@@ -209,7 +213,7 @@ def _grants_from(revoked: list[ReviewItem], now: datetime) -> dict[int, ReviewIt
     ending: dict[int, ReviewItem] = {i.grant_id: i for i in revoked if i.grant_id}
     by_eligibility = [i for i in revoked if i.eligibility_id]
     if by_eligibility:
-        holders = _losing_eligibility(by_eligibility, now)
+        holders = _losing_eligibility(by_eligibility, now) if losing is None else losing
         for pk, user_id, role_id in (
             Grant.objects.current()
             .filter(role_id__in={i.role_id for i in by_eligibility})
@@ -224,12 +228,14 @@ def _losing_eligibility(by_eligibility: list[ReviewItem], now: datetime) -> dict
     """(person, role) pairs whose last eligibility in force the revoked eligibility items end, with the item
     that ends it; someone still eligible another way (not through these items) is not among them."""
     holders: dict[tuple[int, int], ReviewItem] = {}
-    for item, users in _subjects(by_eligibility):
+    # An answered item names who decided (the grant's ender) over an unanswered one covering the same pair.
+    for item, users in sorted(_subjects(by_eligibility), key=lambda pair: bool(pair[0].decision)):
         holders.update({(user_id, item.role_id): item for user_id in users})
     other = (
         Eligibility.objects.active(now)
         .filter(role_id__in={i.role_id for i in by_eligibility})
         .exclude(pk__in=[i.eligibility_id for i in by_eligibility])
+        .order_by()
     )
     users = {user_id for user_id, _ in holders}
     for role_id, user_id, member_id in other.filter(Q(user_id__in=users) | Q(group__user__in=users)).values_list(
@@ -289,14 +295,16 @@ def review_campaign_close_preview(campaign_id: int) -> dict[str, int]:
     items = list(campaign.items.all())
     plan = _close_plan(campaign, items)
     revoked = plan["revoked"]
-    people = {user_id for user_id, _ in _losing_eligibility([i for i in revoked if i.eligibility_id], clock.now())}
+    now = clock.now()
+    losing = _losing_eligibility([i for i in revoked if i.eligibility_id], now)
+    people = {user_id for user_id, _ in losing}
     return {
         "revoked": len(revoked),
         "unanswered_revoked": sum(1 for i in revoked if not i.decision),
         "unanswered_kept": sum(1 for i in plan["kept_flagged"] if not i.decision),
         "kept": len(plan["kept"]),
         "kept_flagged": len(plan["kept_flagged"]),
-        "grants_end": len(_grants_from(revoked, clock.now())),
+        "grants_end": len(_grants_from(revoked, now, losing=losing)),
         "eligibilities_end": sum(1 for i in revoked if i.eligibility_id),
         "people_lose_eligibility": len(people),
     }
@@ -361,9 +369,11 @@ def review_campaign_close(
         Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__gte=now).update(
             ends_at=F("starts_at") + timedelta(microseconds=1)
         )
-        Eligibility.objects.filter(pk__in=[i.eligibility_id for i in by_outcome["kept"] if i.eligibility_id]).update(
-            ends_at=now + campaign.keep_for, end_reminded_at=None
-        )
+        # Kept runs on — if it is still in force: an eligibility that ran out or that an owner ended during the
+        # campaign is not brought back by a "keep" (and the confirmation page, reading them as they are, agrees).
+        Eligibility.objects.active(now).filter(
+            pk__in=[i.eligibility_id for i in by_outcome["kept"] if i.eligibility_id]
+        ).update(ends_at=now + campaign.keep_for, end_reminded_at=None)
         for outcome, group in by_outcome.items():
             ReviewItem.objects.filter(pk__in=[i.pk for i in group]).update(outcome=outcome, applied_at=now)
         label = actor_label(actor, None if actor else job)

@@ -40,6 +40,8 @@ EVIDENCE_COLUMNS = [
     "grant_id",
     "decided_by",
     "answered",
+    # The campaign's rule for unanswered items (revoke, keep_and_flag), on the items whose outcome it set.
+    "no_response_rule",
 ]
 
 
@@ -293,9 +295,8 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     items = campaign.items.select_related(
         "role__system", "subject_user", "subject_group", "reviewer", "decided_by"
     ).order_by("pk")
-    no_response = "no-response rule: " + (
-        "revoke" if campaign.no_response == ReviewCampaign.NoResponse.REVOKE else "keep and flag"
-    )
+    # As the evidence pack's review_items.csv says it: answered, or not by the due date (empty before it).
+    past_due = campaign.closed_at is not None or clock.now() >= campaign.due_at
     rows = (
         (
             i.pk,
@@ -312,7 +313,8 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
             i.eligibility_id or "",
             i.grant_id or "",
             i.decided_by.username if i.decided_by and i.decision else "",
-            ("true" if i.decision else f"false ({no_response})") if i.applied_at else "",
+            "true" if i.decision else "false" if past_due else "",
+            campaign.no_response if i.applied_at and not i.decision else "",
         )
         for i in items.iterator(chunk_size=2000)
     )

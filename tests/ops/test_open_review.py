@@ -33,7 +33,7 @@ def test_opens_a_campaign_over_the_named_systems_due_at_the_end_of_the_day(world
 
 def test_quarterly_opens_this_quarters_campaign_once(world):
     assert "Opened review" in _run("--quarterly")
-    assert "open already" in _run("--quarterly")
+    assert "exists already" in _run("--quarterly")
     assert ReviewCampaign.objects.get().period == "2026-Q4"
 
 
@@ -46,7 +46,11 @@ def test_quarterly_opens_this_quarters_campaign_once(world):
         (("--due-days", "0"), "from 1 to 3660"),
         (("--due-days", "x" * 500), "Expected a whole number of days"),
         (("--keep-days", "-3"), "from 1 to 3660"),
-        (("--quarterly", "--name", "Q"), "--quarterly takes its name"),
+        (("--quarterly", "--name", "Q"), "--quarterly opens the quarter's campaign as beat does"),
+        (("--quarterly", "--due-days", "30"), "drop the other options"),
+        (("--quarterly", "--no-response", "keep_and_flag"), "drop the other options"),
+        (("--name", "x" * 201), "at most 200 characters"),
+        (("--name", "Q\x00"), "without NUL"),
     ],
 )
 def test_bad_input_is_one_line_and_opens_nothing(world, args, message):

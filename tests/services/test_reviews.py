@@ -170,7 +170,10 @@ def test_revoking_a_group_eligibility_revokes_its_members_grants_of_that_role_on
     assert "Rotation disbanded" in AccessEvent.objects.get(event_type="grant.revoked").reason
 
 
-@pytest.mark.parametrize("other_way", ["own eligibility kept in the review", "own eligibility outside it", "none"])
+@pytest.mark.parametrize(
+    "other_way",
+    ["own eligibility kept in the review", "own eligibility outside it", "none", "own kept, but ended meanwhile"],
+)
 def test_a_revoked_group_eligibility_ends_no_grant_its_holder_may_still_ask_for(world, make_user, other_way):
     """The probe's case: alice keeps access through her own eligibility (kept in the same review, or not
     reviewed at all) while her group's is revoked — her grant stays, and the confirmation page counts it
@@ -188,16 +191,20 @@ def test_a_revoked_group_eligibility_ends_no_grant_its_holder_may_still_ask_for(
     if other_way == "own eligibility outside it":
         # Her own eligibility was added after the campaign opened: no item of this campaign covers it.
         ReviewItem.objects.filter(campaign=campaign, subject_user=alice).delete()
-    elif other_way == "own eligibility kept in the review":
+    elif other_way in ("own eligibility kept in the review", "own kept, but ended meanwhile"):
         own = item_for(campaign, alice, world.role)
         reviews.review_item_decide(own.reviewer, own.pk, decision="keep")
+        if other_way == "own kept, but ended meanwhile":  # an owner ended it during the campaign
+            Eligibility.objects.filter(pk=own.eligibility_id).update(ends_at=timezone.now())
     group_item = campaign.items.get(subject_group=team)
     reviews.review_item_decide(group_item.reviewer, group_item.pk, decision="revoke", comment="Group too broad")
     preview = reviews.review_campaign_close_preview(campaign.pk)
     reviews.review_campaign_close(world.auditor, campaign.pk)
     grant.refresh_from_db()
-    if other_way == "none":
+    if other_way in ("none", "own kept, but ended meanwhile"):
         assert grant.status == "revoked" and (preview["grants_end"], preview["people_lose_eligibility"]) == (1, 1)
+        # A "keep" does not bring back an eligibility that ended during the campaign.
+        assert not Eligibility.objects.active(timezone.now()).filter(user=alice).exists()
     else:
         assert grant.status == "active" and (preview["grants_end"], preview["people_lose_eligibility"]) == (0, 0)
         assert not AccessEvent.objects.filter(event_type="grant.revoked").exists()

@@ -81,8 +81,8 @@ def test_auditor_closes_and_exports_the_evidence(world, campaign):
         str(item.eligibility_id),
         "",
     )
-    assert (first["decided_by"], first["answered"]) == ("owner", "true")
-    assert (rows[1]["decided_by"], rows[1]["answered"]) == ("", "false (no-response rule: revoke)")
+    assert (first["decided_by"], first["answered"], first["no_response_rule"]) == ("owner", "true", "")
+    assert (rows[1]["decided_by"], rows[1]["answered"], rows[1]["no_response_rule"]) == ("", "false", "revoke")
     assert AccessEvent.objects.filter(event_type="export.created", data__report="access review").count() == 1
     assert as_(world.owner).get(reverse("review_export", args=[campaign.pk])).status_code == 403
     page = as_(world.owner).get(reverse("review_detail", args=[campaign.pk])).content.decode()

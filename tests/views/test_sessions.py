@@ -42,7 +42,7 @@ def test_stay_signed_in_restarts_the_idle_clock_and_nothing_else(requester):
         client.cookies = signed_in.cookies
         token = str(client.get(HOME).context["csrf_token"])
     with time_machine.travel(T0 + 29 * 60, tick=False):
-        assert client.post(keep_alive).status_code == 403  # no token: refused, and not counted as activity
+        assert client.post(keep_alive).status_code == 403  # no token: refused (as any request, it is activity)
         assert client.get(keep_alive).status_code == 405
     with time_machine.travel(T0 + 29 * 60 + 50, tick=False):
         assert client.post(keep_alive, HTTP_X_CSRFTOKEN=token).status_code == 204

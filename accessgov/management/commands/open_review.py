@@ -49,9 +49,7 @@ class Command(BaseCommand):
             help="What happens to items nobody answers by the due date (default: revoke).",
         )
         parser.add_argument("--keep-days", help="How long kept eligibility runs on (default: REVIEW_KEEP_DAYS).")
-        parser.add_argument(
-            "--long-grant-days", default="7", help="Also review grants active longer than this (default 7)."
-        )
+        parser.add_argument("--long-grant-days", help="Also review grants active longer than this (default 7).")
         parser.add_argument(
             "--quarterly",
             action="store_true",
@@ -61,13 +59,15 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         now = clock.now()
         if options["quarterly"]:
-            if options["name"] or options["system"] or options["due"]:
+            chosen = ("name", "system", "due", "due_days", "keep_days", "long_grant_days")
+            if any(options[name] for name in chosen) or options["no_response"] != ReviewCampaign.NoResponse.REVOKE:
                 raise CommandError(
-                    "--quarterly takes its name, systems and due date from the quarter: drop the others."
+                    "--quarterly opens the quarter's campaign as beat does (its name, systems, due date and rules): "
+                    "drop the other options."
                 )
             campaign = reviews.review_campaign_quarterly(now)
             if campaign is None:
-                self.stdout.write("This quarter's review is open already (or there is no system to review).")
+                self.stdout.write("This quarter's review exists already (or there is no system to review).")
                 return
         else:
             campaign = self._open(now, options)
@@ -101,7 +101,7 @@ class Command(BaseCommand):
                 due_at=due_at,
                 no_response=options["no_response"],
                 keep_for=keep_for,
-                long_grant_threshold=timedelta(days=_days(options["long_grant_days"])),
+                long_grant_threshold=timedelta(days=_days(options["long_grant_days"] or "7")),
                 job=JOB,
             )
         except AccessGovError as error:
