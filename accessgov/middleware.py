@@ -211,6 +211,10 @@ class SignedInMiddleware(OTPMiddleware):
         request.user = SimpleLazyObject(partial(signed_in.user_of, request))  # type: ignore[assignment]  # lazy, as Django sets it
 
 
+# Sent by the parts of a page that refresh themselves (hx-trigger "every"): not activity for the idle timeout.
+POLL_HEADER = "X-AccessGov-Poll"
+
+
 class SessionTimeoutMiddleware:
     """End sessions idle for SESSION_IDLE_TIMEOUT or older than SESSION_ABSOLUTE_TIMEOUT."""
 
@@ -233,7 +237,8 @@ class SessionTimeoutMiddleware:
                 # Whose form a POST arriving now carries (accessgov.drafts keeps it only for them).
                 request.session[drafts.TIMED_OUT_USER] = ended_for
                 messages.info(request, "Your session has ended. Please sign in again.")
-            elif now - last_seen >= last_seen_resolution(idle):
+            elif now - last_seen >= last_seen_resolution(idle) and request.headers.get(POLL_HEADER) != "1":
+                # A page refreshing itself (the live page, an evidence pack's progress) is not the person.
                 session[SESSION_LAST_SEEN_AT] = now
         return self.get_response(request)
 

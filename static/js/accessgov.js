@@ -174,51 +174,86 @@
   };
 
   // Before the idle timeout signs the person out (WCAG 2.2.1): a warning two minutes ahead (half the timeout
-  // when it is shorter than four), with "Stay signed in" — a POST that restarts the server's idle clock. Any
-  // request does that too (a page, an htmx refresh), so the countdown starts again after each.
+  // when it is shorter than four), with "Stay signed in" — a POST that restarts the server's idle clock. What
+  // the person does counts (a page, a form, an htmx action), in any of their tabs (the last activity is shared
+  // through localStorage); a refresh that polls by itself (hx-trigger "every", sent with X-AccessGov-Poll,
+  // which the server does not count either) does not. The server notes activity to within a sixtieth of the
+  // timeout (at most 30 s), so the countdown here is that much shorter.
+  const POLL = function (elt) { return Boolean(elt && elt.closest && elt.closest("[data-poll]")); };
   const setUpIdleWarning = function () {
     const idle = Number(document.body.dataset.idleSeconds || 0);
     const dialog = document.getElementById("idle-warning");
     if (!idle || !dialog) return;
     const stay = dialog.querySelector("[data-idle-stay]");
     const text = dialog.querySelector("[data-idle-text]");
-    const ahead = Math.min(120, idle / 2);
-    let warnTimer = null, endTimer = null, ended = false;
-    const restart = function () {
+    const effective = idle - Math.min(30, idle / 60);
+    const ahead = Math.min(120, effective / 2);
+    const KEY = "accessgov:last-activity";
+    let warnTimer = null, endTimer = null, ended = false, before = null;
+    const share = function (at) { try { localStorage.setItem(KEY, String(at)); } catch (error) { /* private mode */ } };
+    const schedule = function (at) {
       if (ended) return;
       clearTimeout(warnTimer); clearTimeout(endTimer);
-      dialog.hidden = true;
+      if (!dialog.hidden) {
+        dialog.hidden = true;
+        if (before && before.isConnected && document.activeElement === stay) before.focus();
+      }
+      const left = at + effective * 1000 - Date.now();
+      // Ended: once the server's whole timeout has passed since this activity (the server noted it no later).
+      const gone = at + idle * 1000 + 500 - Date.now();
       warnTimer = setTimeout(function () {
-        text.textContent = "You will be signed out in " + Math.round(ahead / 60 * 10) / 10 +
-          " minutes because nothing happened for a while.";
+        text.textContent = "You will be signed out in about " + Math.max(1, Math.round(ahead / 60)) +
+          " minute" + (ahead >= 90 ? "s" : "") + " because nothing happened for a while.";
         stay.textContent = "Stay signed in";
+        before = document.activeElement;
         dialog.hidden = false;
         stay.focus();
-      }, (idle - ahead) * 1000);
+      }, Math.max(0, left - ahead * 1000));
       endTimer = setTimeout(function () {
         ended = true;
-        text.textContent = "You were signed out because nothing happened for a while. What you send now is kept " +
-          "and filled in again after you sign in.";
+        // Refreshes stop: they would bring the sign-in page into the page.
+        document.querySelectorAll("[data-poll]").forEach(function (elt) { elt.dataset.paused = "true"; });
+        text.textContent = "Your session has most likely ended because nothing happened for a while. " +
+          (typedForm() ? "Send your form as usual: what you typed is kept and filled in again after you sign in. " : "") +
+          "Or sign in again now.";
         stay.textContent = "Sign in again";
         dialog.hidden = false;
-      }, idle * 1000);
+      }, Math.max(0, gone));
+    };
+    const active = function () { const now = Date.now(); share(now); schedule(now); };
+    // The form the person was typing in, if any of its fields holds text: sent after the session ended, the
+    // server keeps it for them (accessgov/drafts.py).
+    const typedForm = function () {
+      const form = before && before.form;
+      if (!form || form.method.toLowerCase() !== "post") return null;
+      return Array.prototype.some.call(form.elements, function (el) {
+        return (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && /^(text|search|number|)$/.test(el.type))) &&
+          el.value.trim() !== "";
+      }) ? form : null;
     };
     stay.addEventListener("click", function () {
-      if (ended) { location.reload(); return; }
+      if (ended) { location.assign(location.href); return; }  // a GET: never a form sent again
       const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
       fetch(document.body.dataset.keepAliveUrl, {
         method: "POST", credentials: "same-origin", redirect: "manual", headers: { "X-CSRFToken": csrf },
       }).then(function (response) {
-        if (response.status === 204) { restart(); return; }
+        if (response.status === 204) { active(); return; }
         ended = true;
-        text.textContent = "Your session has ended. Sign in again to go on.";
+        text.textContent = "Your session has ended. " +
+          (typedForm() ? "Send your form as usual: what you typed is kept and filled in again after you sign in. " : "") +
+          "Or sign in again now.";
         stay.textContent = "Sign in again";
       }, function () {
         text.textContent = "The portal could not be reached. Check your connection and try again.";
       });
     });
-    document.addEventListener("htmx:afterRequest", restart);
-    restart();
+    document.addEventListener("htmx:afterRequest", function (event) {
+      if (!POLL(event.detail && event.detail.elt)) active();
+    });
+    window.addEventListener("storage", function (event) {
+      if (event.key === KEY && event.newValue) schedule(Number(event.newValue));
+    });
+    active();
   };
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -152,21 +152,27 @@ def test_the_menu_is_open_on_wide_screens_and_closed_on_phones(live_server, worl
 def test_a_warning_before_the_idle_timeout_lets_the_person_stay_signed_in(live_server, world, browser, settings):
     from datetime import timedelta as td
 
-    settings.SESSION_IDLE_TIMEOUT = td(seconds=8)  # the warning comes at half of it (4 s) when under 4 minutes
+    settings.SESSION_IDLE_TIMEOUT = td(seconds=8)  # the warning comes at about half of it when under 4 minutes
     context = _signed_in(browser, live_server, world.requester)
     page = context.new_page()
-    page.goto(live_server.url + reverse("home"))
+    page.goto(live_server.url + reverse("request_new"))
+    page.locator("#id_justification").focus()
+    page.keyboard.type("Investigating INC-7")
     dialog = page.get_by_role("alertdialog", name="Still there?")
     dialog.wait_for(state="visible", timeout=7_000)
     assert page.evaluate("() => document.activeElement.textContent") == "Stay signed in"
     page.keyboard.press("Enter")
     dialog.wait_for(state="hidden", timeout=3_000)
+    # Back where they were typing (a review: focus fell to the page once the box hid).
+    assert page.evaluate("() => document.activeElement.id") == "id_justification"
     page.wait_for_timeout(5_000)  # past the first timeout: the POST restarted the server's idle clock
     page.reload()
-    assert page.url == live_server.url + reverse("home")  # still signed in
-    # Left alone, the warning then says the session ended, and its button signs in again.
+    assert page.url == live_server.url + reverse("request_new")  # still signed in
+    page.locator("#id_justification").fill("Investigating INC-8")
+    page.locator("#id_justification").focus()
+    # Left alone, the box then says the session ended, and how to keep what was typed.
     page.get_by_role("button", name="Sign in again").wait_for(timeout=12_000)
-    assert "signed out" in dialog.text_content()
+    assert "Send your form as usual: what you typed is kept" in dialog.text_content()
     page.get_by_role("button", name="Sign in again").click()
     page.wait_for_url("**/accounts/login/**")
     context.close()

@@ -54,6 +54,19 @@ def test_stay_signed_in_restarts_the_idle_clock_and_nothing_else(requester):
 
 
 @pytest.mark.django_db
+def test_a_page_refreshing_itself_is_not_activity(client, requester):
+    """The live page polls every 10 s: it would keep an abandoned session alive forever. Its polls carry
+    X-AccessGov-Poll and do not restart the idle clock; the person's own requests do."""
+    live = reverse("live_access")
+    with time_machine.travel(T0, tick=False):
+        sign_in(client, requester)
+    with time_machine.travel(T0 + 29 * 60, tick=False):
+        assert client.get(live, HTTP_X_ACCESSGOV_POLL="1").status_code in (200, 403)
+    with time_machine.travel(T0 + 31 * 60, tick=False):
+        assert client.get(HOME)["Location"].startswith(reverse("accounts:login"))
+
+
+@pytest.mark.django_db
 def test_the_idle_timeout_counts_from_the_last_request_not_from_the_last_minute(client, requester):
     with time_machine.travel(T0, tick=False):
         sign_in(client, requester)
