@@ -198,7 +198,7 @@ def test_approve_and_lapse_at_once_end_in_exactly_one_outcome(world, make_user):
             assert "already lapsed" in str(approve.error)
             assert lapse.value == 1, outcomes
             assert access_request.status == AccessRequest.Status.LAPSED
-            assert access_request.decided_at == sweep_now
+            assert access_request.decided_at == lapses_at  # its deadline, not when the sweep came by
             assert not grants.exists()
             assert not Decision.objects.filter(access_request=access_request).exists()
             assert types == Counter({"request.submitted": 1, "request.lapsed": 1})
