@@ -156,12 +156,17 @@ def test_timeout_with_keep_pending_leaves_the_request_for_the_approvers(run, wor
     assert AccessRequest.objects.get(requester=world.requester).status == "pending"
 
 
-def test_status_grants_and_release_work_end_to_end(run, world):
+def _approved(world) -> tuple[AccessRequest, Grant]:
+    """The requester's request for an hour of ROLE, approved by the approver through the services, and its grant."""
     access_request = request_services.access_request_submit(
         world.requester, role=world.role, duration=timedelta(hours=1), justification=REASON
     )
     request_services.access_request_approve(world.approver, access_request.pk)
-    grant = Grant.objects.get(access_request=access_request)
+    return access_request, Grant.objects.get(access_request=access_request)
+
+
+def test_status_grants_and_release_work_end_to_end(run, world):
+    access_request, grant = _approved(world)
     code, stdout, _ = run("status", str(access_request.pk))
     assert code == 0
     assert f"request {access_request.pk} {ROLE} approved; grant {grant.pk} active" in stdout
@@ -178,11 +183,7 @@ def test_status_grants_and_release_work_end_to_end(run, world):
 
 def test_an_ended_grant_reads_why_and_when_it_ended(run, world):
     """A probe's finding: a released grant showed as "revoked", and an ended one "revoked until 16:00:57"."""
-    access_request = request_services.access_request_submit(
-        world.requester, role=world.role, duration=timedelta(hours=1), justification=REASON
-    )
-    request_services.access_request_approve(world.approver, access_request.pk)
-    grant = Grant.objects.get(access_request=access_request)
+    access_request, grant = _approved(world)
     code, stdout, stderr = run("release", str(grant.pk))
     assert code == 0, stderr
     grant.refresh_from_db()
@@ -227,11 +228,7 @@ def test_quiet_prints_the_grant_id_when_the_request_is_auto_approved(run, world)
 
 
 def test_extend_with_wait_exits_zero_once_the_extension_is_approved(run, world):
-    access_request = request_services.access_request_submit(
-        world.requester, role=world.role, duration=timedelta(hours=1), justification=REASON
-    )
-    request_services.access_request_approve(world.approver, access_request.pk)
-    grant = Grant.objects.get(access_request=access_request)
+    _, grant = _approved(world)
     before = grant.expires_at
     process = run("--quiet", "extend", str(grant.pk), "--for", "30m", "--reason", "The migration runs longer",
                   "--wait", "--timeout", "60s", "--poll-interval", "0.2", wait=False)  # fmt: skip
@@ -247,11 +244,7 @@ def test_extend_with_wait_exits_zero_once_the_extension_is_approved(run, world):
 
 
 def test_extend_refusals_have_the_refused_exit_code(run, world):
-    access_request = request_services.access_request_submit(
-        world.requester, role=world.role, duration=timedelta(hours=1), justification=REASON
-    )
-    request_services.access_request_approve(world.approver, access_request.pk)
-    grant = Grant.objects.get(access_request=access_request)
+    _, grant = _approved(world)
     code, _, stderr = run("extend", str(grant.pk), "--for", "4h", "--reason", "The migration runs longer")
     assert code == cli.EXIT_REFUSED and "Refused (policy_violation)" in stderr
     code, _, stderr = run("extend", "999999", "--for", "30m", "--reason", "The migration runs longer")
