@@ -1,8 +1,12 @@
 """Checking the ledger's hash chain (``services/audit.py``: ``manage.py verify_audit`` and the audit page)."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import cast
 
+from django.conf import settings
+
+from accessgov import clock
 from accessgov.ledger.hashing import GENESIS
 from accessgov.models import AccessEvent, LedgerCheckpoint
 
@@ -37,6 +41,9 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
     expected_sequence, prev_hash, checked = 1, GENESIS, 0
     checkpoint = LedgerCheckpoint.objects.order_by("-sequence").first()
     if checkpoint is not None:  # older events were purged under the retention policy
+        problem = checkpoint_problem(checkpoint)
+        if problem:
+            return ChainReport(False, 0, checkpoint.sequence, checkpoint.hash, problem, checkpoint.sequence + 1, None)
         expected_sequence, prev_hash = checkpoint.sequence + 1, checkpoint.hash
     events = AccessEvent.objects.filter(sequence__isnull=False).order_by("sequence")
     for event in events.iterator(chunk_size=chunk_size):
@@ -69,6 +76,47 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
             unsealed,
         )
     return ChainReport(True, checked, expected_sequence - 1, prev_hash)
+
+
+def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
+    """What is wrong with the checkpoint the chain starts from; "" when a retention purge made it. A
+    checkpoint row is not itself chained, so one written by hand (and the events before it deleted) would
+    otherwise pass as a purge: the purge that made it records an ``audit.purged`` event in the chain after it,
+    naming its sequence and hash, and purges only events older than the retention period (the one recorded
+    and, not shorter, the one configured now)."""
+    purge = (
+        AccessEvent.objects.filter(
+            event_type=AccessEvent.Type.AUDIT_PURGED,
+            sequence__gt=checkpoint.sequence,
+            data__up_to_sequence=checkpoint.sequence,
+        )
+        .order_by("sequence")
+        .first()
+    )
+    where = f"the retention checkpoint at #{checkpoint.sequence}"
+    if purge is None:
+        return (
+            f"{where} has no audit.purged event recording it: events up to #{checkpoint.sequence} were deleted "
+            "outside a retention purge"
+        )
+    recorded = purge.data.get("retention_days")
+    if (
+        purge.data.get("up_to_hash") != checkpoint.hash
+        or purge.data.get("purged") != checkpoint.purged_count
+        or not isinstance(recorded, int)
+    ):
+        return f"{where} does not match the audit.purged event #{purge.sequence} that should record it"
+    if recorded < settings.AUDIT_RETENTION_DAYS:
+        return (
+            f"event #{purge.sequence} purged events under a retention of {recorded} days, shorter than the "
+            f"{settings.AUDIT_RETENTION_DAYS} days configured (AUDIT_RETENTION_DAYS)"
+        )
+    if checkpoint.purged_before > purge.occurred_at - timedelta(days=recorded) or purge.occurred_at > clock.now():
+        return (
+            f"{where} purged events from before {checkpoint.purged_before:%Y-%m-%d %H:%M}, inside the retention "
+            f"period of event #{purge.sequence} ({purge.occurred_at:%Y-%m-%d %H:%M})"
+        )
+    return ""
 
 
 def kept_head_problem(sequence: int, head_hash: str) -> str:

@@ -51,3 +51,44 @@ def test_purge_removes_old_events_records_it_and_the_chain_still_verifies(world)
     report = verify_chain()
     assert report.ok, report.problem
     assert report.checked == 3  # two recent events and the purge record
+
+
+def _recent_prefix_deleted(world):
+    """Deletes the first two events the way the purge does (trigger lifted, checkpoint written), as someone
+    with the database owner's rights could by hand: no retention purge made it."""
+    from accessgov.ledger import purge
+
+    activity(world)
+    activity(world)
+    second = AccessEvent.objects.get(sequence=2)
+    plan = purge.PurgePlan(
+        before=second.occurred_at + timedelta(seconds=1), up_to_sequence=2, up_to_hash=second.hash, count=2
+    )
+    purge.purge_prefix(plan)
+    return plan
+
+
+def test_a_checkpoint_written_by_hand_does_not_hide_deleted_events(world):
+    _recent_prefix_deleted(world)
+    report = verify_chain()
+    assert not report.ok
+    assert "no audit.purged event recording it" in report.problem and "#2" in report.problem
+    with pytest.raises(CommandError, match="BROKEN.*deleted outside a retention purge"):
+        call_command("verify_audit", stdout=io.StringIO())
+
+
+def test_a_purge_record_with_a_shorter_retention_than_configured_is_named(world, settings):
+    from accessgov.services.events import event_record
+
+    plan = _recent_prefix_deleted(world)
+    event_record(
+        AccessEvent.Type.AUDIT_PURGED,
+        job="purge_audit",
+        reason="forged",
+        data={"purged": 2, "up_to_sequence": 2, "up_to_hash": plan.up_to_hash, "retention_days": 0},
+    )
+    report = verify_chain()
+    assert not report.ok and "retention of 0 days, shorter than the" in report.problem
+    settings.AUDIT_RETENTION_DAYS = 0  # configured as short: the record still purged events newer than it allows
+    report = verify_chain()
+    assert not report.ok and "inside the retention period of event #5" in report.problem
