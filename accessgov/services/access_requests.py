@@ -322,9 +322,13 @@ def _approve(
         data={**(data or {}), "approved_duration_seconds": int(duration.total_seconds())},
     )
     if access_request.kind == AccessRequest.Kind.EXTENSION:
-        grant_services.grant_extend_for(access_request, duration=duration, now=now, actor=actor, job=job)
+        grant_services.grant_extend_for(
+            access_request, duration=duration, now=now, actor=actor, job=job, client_address=client_address
+        )
     else:
-        grant_services.grant_create_for(access_request, duration=duration, now=now, actor=actor, job=job)
+        grant_services.grant_create_for(
+            access_request, duration=duration, now=now, actor=actor, job=job, client_address=client_address
+        )
     _notify("request_decided", access_request.pk)
 
 

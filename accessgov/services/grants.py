@@ -54,7 +54,13 @@ def _lock(grant_id: int) -> Grant:
 
 
 def grant_create_for(
-    access_request: AccessRequest, *, duration: timedelta, now: datetime, actor: User | None, job: str | None
+    access_request: AccessRequest,
+    *,
+    duration: timedelta,
+    now: datetime,
+    actor: User | None,
+    job: str | None,
+    client_address: str | None = None,
 ) -> Grant:
     """Create the grant of a just-approved request (caller holds the request lock, in its transaction).
     Active now, or scheduled when the request asked for a later start."""
@@ -93,6 +99,7 @@ def grant_create_for(
         Type.GRANT_SCHEDULED if scheduled else Type.GRANT_ACTIVATED,
         actor=actor,
         job=job,
+        client_address=client_address,
         access_request=access_request,
         grant=grant,
         data={"starts_at": grant.starts_at.isoformat(), "expires_at": grant.expires_at.isoformat()},
@@ -108,7 +115,13 @@ def grant_create_for(
 
 
 def grant_extend_for(
-    access_request: AccessRequest, *, duration: timedelta, now: datetime, actor: User | None, job: str | None
+    access_request: AccessRequest,
+    *,
+    duration: timedelta,
+    now: datetime,
+    actor: User | None,
+    job: str | None,
+    client_address: str | None = None,
 ) -> Grant:
     """Move the end of the grant an approved extension request names (never a second grant)."""
     grant = _lock(access_request.extends_grant_id)
@@ -125,6 +138,7 @@ def grant_extend_for(
         Type.GRANT_EXTENDED,
         actor=actor,
         job=job,
+        client_address=client_address,
         access_request=access_request,
         grant=grant,
         data={"previous_expires_at": previous.isoformat(), "expires_at": new_expires_at.isoformat()},

@@ -202,10 +202,13 @@ def _claim(
         return claimed
 
 
-def _event(event_type: str, grant: Grant, actor: User | None, finished: datetime, **fields) -> dict:
+def _event(
+    event_type: str, grant: Grant, actor: User | None, finished: datetime, client_address: str | None, **fields
+) -> dict:
     """One provisioning event as a row for ``event_record_rows`` (the role is the grant's, as
-    ``event_record`` would take it)."""
+    ``event_record`` would take it; the address is the person's who marked a manual task done)."""
     return {
+        "client_address": client_address,
         "occurred_at": finished,
         "event_type": event_type,
         "actor_id": actor.pk if actor else None,
@@ -228,7 +231,9 @@ def _update_grouped(model, changes: list[tuple[int, dict[str, object]]]) -> None
         model.objects.filter(pk__in=pks).update(**dict(values))
 
 
-def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -> dict[int, str]:
+def _record_many(
+    results: list[tuple[int, str]], *, actor: User | None = None, client_address: str | None = None
+) -> dict[int, str]:
     """Write the outcomes of processed items — (item id, error or "") — in one transaction: lock the
     items and their grants (by id), then a few set-based UPDATEs and the events in one chained write
     (one ledger lock for the whole batch). Per item: "done", "failed", or "already done" (another
@@ -271,7 +276,11 @@ def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -
                 )
                 if grant.provisioning_state != State.FAILED:
                     data = {"action": item.action, "outbox_item": item.idempotency_key}
-                    events.append(_event(Type.PROVISIONING_FAILED, grant, actor, finished, reason=error, data=data))
+                    events.append(
+                        _event(
+                            Type.PROVISIONING_FAILED, grant, actor, finished, client_address, reason=error, data=data
+                        )
+                    )
                 grant_changes.append(
                     (grant.pk, {"provisioning_state": State.FAILED, "provisioning_error": error[:2000]})
                 )
@@ -292,7 +301,7 @@ def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -
                     "outbox_item": item.idempotency_key,
                     "seconds_after_activation": round((finished - started).total_seconds(), 3),
                 }
-                events.append(_event(Type.PROVISIONING_APPLIED, grant, actor, finished, data=data))
+                events.append(_event(Type.PROVISIONING_APPLIED, grant, actor, finished, client_address, data=data))
             else:
                 system = grant.role.system
                 if system.pk not in reads_back:
@@ -315,16 +324,16 @@ def _record_many(results: list[tuple[int, str]], *, actor: User | None = None) -
                     "read_back": confirmed,
                     "revocation_lag_seconds": round(lag, 3) if lag is not None else None,
                 }
-                events.append(_event(Type.PROVISIONING_REMOVED, grant, actor, finished, data=data))
+                events.append(_event(Type.PROVISIONING_REMOVED, grant, actor, finished, client_address, data=data))
         _update_grouped(OutboxItem, item_changes)
         _update_grouped(Grant, grant_changes)
         event_record_rows(events)
     return outcomes
 
 
-def _record(item_id: int, error: str, *, actor: User | None = None) -> str:
+def _record(item_id: int, error: str, *, actor: User | None = None, client_address: str | None = None) -> str:
     """Record one processed item's outcome (see ``_record_many``)."""
-    return _record_many([(item_id, error)], actor=actor)[item_id]
+    return _record_many([(item_id, error)], actor=actor, client_address=client_address)[item_id]
 
 
 READ_BACK_APPLY_MISSING = "Applied, but reading the target back does not show the access."
@@ -509,7 +518,7 @@ def outbox_drain(
     return done
 
 
-def manual_task_complete(actor: User, item_id: int) -> str:
+def manual_task_complete(actor: User, item_id: int, *, client_address: str | None = None) -> str:
     """A person confirms they applied/removed access on a manual system (owners and approvers)."""
     item = OutboxItem.objects.select_related("grant__role__system").get(pk=item_id)
     system = item.grant.role.system
@@ -525,7 +534,7 @@ def manual_task_complete(actor: User, item_id: int) -> str:
         )
     with transaction.atomic():
         OutboxItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1)
-    return _record(item.pk, "", actor=actor)
+    return _record(item.pk, "", actor=actor, client_address=client_address)
 
 
 def removal_alert_due(now: datetime) -> int:

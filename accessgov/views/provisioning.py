@@ -32,7 +32,7 @@ def manual_task_done_view(request: PortalRequest, pk: int) -> HttpResponse:
     if not permissions.can_view_grant(request.user, item.grant):
         raise Http404("No such task.")
     try:
-        services.manual_task_complete(request.user, pk)
+        services.manual_task_complete(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, reverse("provisioning"))
     messages.success(request, f"Marked done: {item.get_action_display().lower()} for grant #{item.grant_id}.")

@@ -895,6 +895,8 @@ def test_the_provisioning_page_lists_pending_manual_tasks_and_the_owner_marks_on
     assert item.done_by == world.owner
     grant.refresh_from_db()
     assert grant.provisioning_state == Grant.Provisioning.APPLIED
+    applied = AccessEvent.objects.get(grant=grant, event_type="provisioning.applied")
+    assert (applied.actor, applied.client_address) == (world.owner, "127.0.0.1")  # a person's event: their address
     html = owner.get("/provisioning/").content.decode()
     assert "Nothing waiting." in html and done_url not in html
     assert owner.post(done_url).status_code == 409  # already done

@@ -191,6 +191,13 @@ def test_approve_by_plain_post_redirects_back_with_the_grant(world):
     access_request.refresh_from_db()
     assert access_request.status == "approved"
     assert Grant.objects.active(timezone.now()).filter(user=world.requester).exists()
+    # A probe's finding: the grant's event written with the approval had no client address.
+    events = AccessEvent.objects.filter(access_request=access_request, actor=world.approver)
+    assert sorted(events.values_list("event_type", "client_address")) == [
+        ("decision.approve", "127.0.0.1"),
+        ("grant.activated", "127.0.0.1"),
+        ("request.approved", "127.0.0.1"),
+    ]
 
 
 def test_approve_with_htmx_swaps_the_card(world):
