@@ -107,6 +107,21 @@ def test_other_server_lines_are_skipped_and_garbage_is_refused():
             parse_jsonlog_line(garbage)
 
 
+def test_a_log_service_export_with_spaces_in_its_json_is_read_like_the_servers_own():
+    """A probe's finding: lines re-written with json.dumps's default separators ("message": "AUDIT: …") were
+    dropped by the pre-filter, silently (0 received, 0 unreadable)."""
+    from accessgov.services.activity.capture import _parse_log
+
+    statement = "AUDIT: SESSION,4,1,READ,SELECT,,,select 1,<none>"
+    spaced = _jsonlog(statement)
+    compact = json.dumps(json.loads(spaced), separators=(",", ":"))
+    other = _jsonlog("connection authorized: user=alice database=app")
+    data = "\n".join([spaced, compact, other, "not json AUDIT: at all"]).encode()
+    observed, unreadable, consumed = _parse_log(data, "jsonlog")
+    assert [row.command for row in observed] == ["SELECT", "SELECT"]
+    assert (unreadable, consumed) == (1, len(data))  # the broken line is counted, the other server line skipped
+
+
 def test_log_times_need_an_unambiguous_zone():
     assert log_time("2026-12-04 20:55:10.890 UTC") == datetime(2026, 12, 4, 20, 55, 10, 890000, tzinfo=UTC)
     assert log_time("2026-12-04 22:55:10 +02") == datetime(2026, 12, 4, 22, 55, 10, tzinfo=timezone(timedelta(hours=2)))

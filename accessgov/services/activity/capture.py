@@ -33,7 +33,9 @@ from accessgov.services.activity.store import activity_store, people_principals
 logger = logging.getLogger("accessgov.activity")
 LEASE = timedelta(seconds=30)
 LOG_READ_BYTES = 32 * 1024 * 1024  # per file and run: a backlog is caught up over a few runs
-AUDIT_MARK = b'"message":"AUDIT: '
+# What every pgaudit line holds, however its JSON is spaced (PostgreSQL writes "message":"AUDIT: …"; a log
+# service's re-export may write "message": "AUDIT: …"). parse_jsonlog decides on the decoded message.
+AUDIT_MARK = b"AUDIT: "
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SAMPLER_CONNECTORS: dict[int, tuple[str, object]] = {}
 
@@ -275,7 +277,7 @@ def _parse_log(data: bytes, log_format: str) -> tuple[list[Observed], int, int]:
                 observed.append(row)
         return observed, unreadable, consumed
     # Only pgaudit lines are activity: the rest of the server's log (checkpoints, connections, errors) is not
-    # even decoded. jsonlog writes the message as "message":"AUDIT: …" (no space after the colon).
+    # even decoded (AUDIT_MARK: a line without it cannot be one).
     lines = [line for line in data.splitlines() if AUDIT_MARK in line]
     append = observed.append
     for start in range(0, len(lines), 5000):
