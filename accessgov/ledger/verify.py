@@ -78,12 +78,18 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
     return ChainReport(True, checked, expected_sequence - 1, prev_hash)
 
 
+# A purge recorded under a retention shorter than this (or than AUDIT_RETENTION_DAYS, if that is shorter) is not
+# one the purge command ran: lengthening the retention after a purge is allowed, so the configured value alone
+# cannot be the test.
+RETENTION_FLOOR_DAYS = 365
+
+
 def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
     """What is wrong with the checkpoint the chain starts from; "" when a retention purge made it. A
     checkpoint row is not itself chained, so one written by hand (and the events before it deleted) would
     otherwise pass as a purge: the purge that made it records an ``audit.purged`` event in the chain after it,
-    naming its sequence and hash, and purges only events older than the retention period (the one recorded
-    and, not shorter, the one configured now)."""
+    naming its sequence and hash, and purges only events older than the retention period it records, which is
+    never under RETENTION_FLOOR_DAYS (or the configured one, if shorter)."""
     purge = (
         AccessEvent.objects.filter(
             event_type=AccessEvent.Type.AUDIT_PURGED,
@@ -106,10 +112,11 @@ def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
         or not isinstance(recorded, int)
     ):
         return f"{where} does not match the audit.purged event #{purge.sequence} that should record it"
-    if recorded < settings.AUDIT_RETENTION_DAYS:
+    floor = min(settings.AUDIT_RETENTION_DAYS, RETENTION_FLOOR_DAYS)
+    if recorded < floor:
         return (
-            f"event #{purge.sequence} purged events under a retention of {recorded} days, shorter than the "
-            f"{settings.AUDIT_RETENTION_DAYS} days configured (AUDIT_RETENTION_DAYS)"
+            f"event #{purge.sequence} purged events under a retention of {recorded} days, shorter than {floor} days "
+            "(AUDIT_RETENTION_DAYS, at most a year): no purge runs under that"
         )
     if checkpoint.purged_before > purge.occurred_at - timedelta(days=recorded) or purge.occurred_at > clock.now():
         return (
