@@ -10,6 +10,7 @@ and bounded, so bad input is a form error (400), never an exception (500).
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -364,17 +365,122 @@ class AnyYesNo(forms.NullBooleanSelect):
 # Alphabets whose letters look alike: a name mixing them (a Cyrillic a among Latin letters) passes for another person's.
 _LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
 
+# Cyrillic and Greek letters that pass for Latin ones, and the Latin letters (lower case: names are compared
+# case-insensitively) a reader may take each for. From Unicode's confusables.txt (the Cyrillic and Greek letters
+# whose prototype is a Latin letter), lower and upper case; a bare vertical stroke passes for both an l and a
+# capital I. A name written wholly in these letters reads as a Latin name (Cyrillic "alice" is "alice").
+_LATIN_LOOKALIKES: dict[str, str] = {
+    # Cyrillic, small
+    "\N{CYRILLIC SMALL LETTER A}": "a",
+    "\N{CYRILLIC SMALL LETTER ES}": "c",
+    "\N{CYRILLIC SMALL LETTER KOMI DE}": "d",
+    "\N{CYRILLIC SMALL LETTER IE}": "e",
+    "\N{CYRILLIC SMALL LETTER ABKHASIAN CHE}": "e",
+    "\N{CYRILLIC SMALL LETTER SHHA}": "h",
+    "\N{CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I}": "i",
+    "\N{CYRILLIC SMALL LETTER IOTA}": "i",
+    "\N{CYRILLIC SMALL LETTER PALOCHKA}": "il",
+    "\N{CYRILLIC SMALL LETTER JE}": "j",
+    "\N{CYRILLIC SMALL LETTER O}": "o",
+    "\N{CYRILLIC SMALL LETTER ER}": "p",
+    "\N{CYRILLIC SMALL LETTER QA}": "q",
+    "\N{CYRILLIC SMALL LETTER GHE}": "r",
+    "\N{CYRILLIC SMALL LETTER DZE}": "s",
+    "\N{CYRILLIC SMALL LETTER IZHITSA}": "v",
+    "\N{CYRILLIC SMALL LETTER OMEGA}": "w",
+    "\N{CYRILLIC SMALL LETTER WE}": "w",
+    "\N{CYRILLIC SMALL LETTER HA}": "x",
+    "\N{CYRILLIC SMALL LETTER U}": "y",
+    "\N{CYRILLIC SMALL LETTER STRAIGHT U}": "y",
+    # Cyrillic, capital
+    "\N{CYRILLIC CAPITAL LETTER A}": "a",
+    "\N{CYRILLIC CAPITAL LETTER VE}": "b",
+    "\N{CYRILLIC CAPITAL LETTER SOFT SIGN}": "b",
+    "\N{CYRILLIC CAPITAL LETTER ES}": "c",
+    "\N{CYRILLIC CAPITAL LETTER IE}": "e",
+    "\N{CYRILLIC CAPITAL LETTER KOMI SJE}": "g",
+    "\N{CYRILLIC CAPITAL LETTER EN}": "h",
+    "\N{CYRILLIC CAPITAL LETTER BYELORUSSIAN-UKRAINIAN I}": "il",
+    "\N{CYRILLIC LETTER PALOCHKA}": "il",
+    "\N{CYRILLIC CAPITAL LETTER JE}": "j",
+    "\N{CYRILLIC CAPITAL LETTER KA}": "k",
+    "\N{CYRILLIC CAPITAL LETTER EM}": "m",
+    "\N{CYRILLIC CAPITAL LETTER O}": "o",
+    "\N{CYRILLIC CAPITAL LETTER ER}": "p",
+    "\N{CYRILLIC CAPITAL LETTER DZE}": "s",
+    "\N{CYRILLIC CAPITAL LETTER TE}": "t",
+    "\N{CYRILLIC CAPITAL LETTER IZHITSA}": "v",
+    "\N{CYRILLIC CAPITAL LETTER WE}": "w",
+    "\N{CYRILLIC CAPITAL LETTER HA}": "x",
+    "\N{CYRILLIC CAPITAL LETTER U}": "y",
+    "\N{CYRILLIC CAPITAL LETTER STRAIGHT U}": "y",
+    # Greek, small
+    "\N{GREEK SMALL LETTER ALPHA}": "a",
+    "\N{GREEK LUNATE SIGMA SYMBOL}": "c",
+    "\N{GREEK SMALL LETTER IOTA}": "i",
+    "\N{GREEK LETTER YOT}": "j",
+    "\N{GREEK SMALL LETTER KAPPA}": "k",
+    "\N{GREEK SMALL LETTER OMICRON}": "o",
+    "\N{GREEK SMALL LETTER SIGMA}": "o",
+    "\N{GREEK SMALL LETTER RHO}": "p",
+    "\N{GREEK SMALL LETTER UPSILON}": "u",
+    "\N{GREEK SMALL LETTER NU}": "v",
+    "\N{GREEK SMALL LETTER GAMMA}": "y",
+    # Greek, capital
+    "\N{GREEK CAPITAL LETTER ALPHA}": "a",
+    "\N{GREEK CAPITAL LETTER BETA}": "b",
+    "\N{GREEK CAPITAL LUNATE SIGMA SYMBOL}": "c",
+    "\N{GREEK CAPITAL LETTER EPSILON}": "e",
+    "\N{GREEK LETTER DIGAMMA}": "f",
+    "\N{GREEK CAPITAL LETTER ETA}": "h",
+    "\N{GREEK CAPITAL LETTER IOTA}": "il",
+    "\N{GREEK CAPITAL LETTER YOT}": "j",
+    "\N{GREEK CAPITAL LETTER KAPPA}": "k",
+    "\N{GREEK CAPITAL LETTER MU}": "m",
+    "\N{GREEK CAPITAL LETTER SAN}": "m",
+    "\N{GREEK CAPITAL LETTER NU}": "n",
+    "\N{GREEK CAPITAL LETTER OMICRON}": "o",
+    "\N{GREEK CAPITAL LETTER RHO}": "p",
+    "\N{GREEK CAPITAL LETTER TAU}": "t",
+    "\N{GREEK CAPITAL LETTER CHI}": "x",
+    "\N{GREEK CAPITAL LETTER UPSILON}": "y",
+    "\N{GREEK UPSILON WITH HOOK SYMBOL}": "y",
+    "\N{GREEK CAPITAL LETTER ZETA}": "z",
+}
+
 
 def normal_username(name: str) -> str:
-    """``name`` as Django stores a username (NFKC: full-width full-width letters are the plain ones)."""
+    """``name`` as Django stores a username (NFKC: full-width letters are the plain ones)."""
     return unicodedata.normalize("NFKC", name)
 
 
-def username_lookalike_problem(name: str) -> str | None:
-    """Why ``name`` could pass for another person's name, or None: its letters mix Latin, Cyrillic or Greek."""
+def username_latin_lookalike(name: str) -> str | None:
+    """A case-insensitive regular expression for the Latin names ``name`` reads as, or None: it is not written wholly
+    in Cyrillic or Greek letters that pass for Latin ones (``иван`` has letters that pass for none). Its other
+    characters (digits, ``.`` ``_`` ``@`` ``+`` ``-``) stand for themselves."""
+    pattern, lookalike = [], False
+    for ch in normal_username(name):
+        if ch in _LATIN_LOOKALIKES:
+            latin = _LATIN_LOOKALIKES[ch]
+            pattern.append(latin if len(latin) == 1 else f"[{latin}]")
+            lookalike = True
+        elif ch.isalpha():
+            return None  # a Latin letter (mixed: refused on its own) or one that passes for none
+        else:
+            pattern.append(re.escape(ch))
+    return f"^{''.join(pattern)}$" if lookalike else None
+
+
+def username_lookalike_problem(name: str, taken: Callable[[str], str | None] | None = None) -> str | None:
+    """Why ``name`` could pass for another person's name, or None: its letters mix Latin, Cyrillic or Greek; or
+    (when ``taken`` is given: it answers an existing name matching a case-insensitive regular expression, or None)
+    it is written wholly in Cyrillic or Greek letters that read as a name that is taken (a Cyrillic "alice")."""
     scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()} & _LOOKALIKE_SCRIPTS
     if len(scripts) > 1:
         return f"it mixes {' and '.join(sorted(s.title() for s in scripts))} letters, which look alike"
+    pattern = username_latin_lookalike(name) if taken is not None else None
+    if pattern is not None and taken is not None and (other := taken(pattern)) is not None:
+        return f"its {scripts.pop().title()} letters read as {other}, another person's name"
     return None
 
 

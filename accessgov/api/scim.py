@@ -84,6 +84,8 @@ def scim_endpoint(methods: set[str]):
                 return _error(ScimError(404, str(error)))
             except identity_services.Conflict as error:
                 return _error(ScimError(409, str(error), "uniqueness"))
+            except identity_services.Immutable as error:
+                return _error(ScimError(400, str(error), "mutability"))
             except TransitionNotAllowed as error:
                 return _error(ScimError(409, str(error)))
             except NotAuthorized as error:

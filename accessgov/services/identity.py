@@ -12,7 +12,8 @@ admin's actions take, so the target-side removal is queued in the same transacti
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
@@ -45,6 +46,11 @@ class NotFound(AccessGovError):
 
 class Conflict(AccessGovError):
     """The value is taken (SCIM 409 uniqueness)."""
+
+
+class Immutable(AccessGovError):
+    """The provider may not change this value (SCIM 400 ``mutability``): the subject and the e-mail address of an
+    account its owner linked (or that was created at sign-in) are not the provider's to set."""
 
 
 # --- Signing in ---------------------------------------------------------------------------------
@@ -81,11 +87,22 @@ def mfa_proven(provider: IdentityProvider, amr: list[str], acr: str) -> bool:
 _NOT_USERNAME = re.compile(r"[^\w.@+-]")
 
 
+def _name_taken(pattern: str, *, identity: ExternalIdentity | None = None) -> str | None:
+    """An account's username or a provider's userName matching ``pattern`` (a case-insensitive regular expression,
+    from ``inputs.username_latin_lookalike``), or None; ``identity`` and its account are not counted."""
+    accounts = User.objects.filter(username__iregex=pattern)
+    names = ExternalIdentity.objects.filter(user_name__iregex=pattern)
+    if identity is not None:
+        accounts, names = accounts.exclude(pk=identity.user_id), names.exclude(pk=identity.pk)
+    return accounts.values_list("username", flat=True).first() or names.values_list("user_name", flat=True).first()
+
+
 def _free_username(claims: dict, provider: IdentityProvider) -> str:
     """A username from the provider's claim (NFKC, as Django stores them), numbered when taken; a claim mixing
-    look-alike alphabets (a Cyrillic a among Latin letters) is not used: the provider's name for its users is."""
+    look-alike alphabets (a Cyrillic a among Latin letters), or written wholly in Cyrillic or Greek letters that read
+    as a name that is taken (a Cyrillic "alice"), is not used: the provider's name for its users is."""
     base = _NOT_USERNAME.sub("", inputs.normal_username(_claim_text(claims, provider.username_claim)))[:140]
-    if not base or inputs.username_lookalike_problem(base):
+    if not base or inputs.username_lookalike_problem(base, _name_taken):
         base = f"{provider.slug}-user"
     candidate, n = base, 1
     while User.objects.filter(username__iexact=candidate).exists():
@@ -134,8 +151,10 @@ def _link(provider: IdentityProvider, identity: ExternalIdentity | None, link_us
             provider=provider, user=link_user, subject=subject, created_at=now, updated_at=now
         )
     elif mine.subject is None:
-        mine.subject, mine.updated_at = subject, now
-        mine.save(update_fields=["subject", "updated_at"])
+        # From now on the link is its owner's: the provider's SCIM client can no longer re-point it (nor set the
+        # e-mail address), even though it created the account (scim_user_update).
+        mine.subject, mine.updated_at, mine.provisioned_by_scim = subject, now, False
+        mine.save(update_fields=["subject", "updated_at", "provisioned_by_scim"])
     event_record(
         Type.IDENTITY_LINKED,
         actor=link_user,
@@ -229,28 +248,42 @@ def _lock_identity(provider: IdentityProvider, scim_id: str) -> ExternalIdentity
     return identity
 
 
-def _ensure_free(provider: IdentityProvider, values: UserValues, identity: ExternalIdentity | None) -> None:
+def _ensure_name_free(
+    provider: IdentityProvider, user_name: str, identity: ExternalIdentity | None, *, renamed: bool = True
+) -> None:
+    """A joiner's or a rename's userName is nobody else's: not another of this provider's people (409), not another
+    AccessGov account's username (409; ``renamed``: only when it changes other than in case), and not written in
+    Cyrillic or Greek letters that read as a name that is taken (400). Raises Conflict, PolicyViolation."""
     others = ExternalIdentity.objects.filter(provider=provider)
     if identity is not None:
         others = others.exclude(pk=identity.pk)
-    if others.filter(user_name__iexact=values.user_name).exists():
-        raise Conflict(f"{values.user_name} is already provisioned.")
-    if values.external_id and others.filter(subject=values.external_id).exists():
-        raise Conflict("That externalId belongs to another user.")
-    renamed = identity is None or values.user_name.casefold() != (identity.user_name or "").casefold()
-    # A joiner or a rename: the provider never takes another account's name. An identity whose provider name
-    # already differs from its account's (a numbered JIT account, an earlier rename) keeps syncing — a leaver's
-    # deactivation above all — as long as the name does not change.
-    accounts = User.objects.filter(username__iexact=values.user_name) if renamed else User.objects.none()
+    if others.filter(user_name__iexact=user_name).exists():
+        raise Conflict(f"{user_name} is already provisioned.")
+    if not renamed:
+        return
+    accounts = User.objects.filter(username__iexact=user_name)
     if identity is not None:
         accounts = accounts.exclude(pk=identity.user_id)
     if accounts.exists():
         raise Conflict(
-            f"An AccessGov account named {values.user_name} exists and is not provisioned by {provider.name}; "
+            f"An AccessGov account named {user_name} exists and is not provisioned by {provider.name}; "
             "its owner can link it to their account there."
             if identity is None
-            else f"{values.user_name} is another AccessGov account's name; this person cannot take it."
+            else f"{user_name} is another AccessGov account's name; this person cannot take it."
         )
+    problem = inputs.username_lookalike_problem(user_name, lambda pattern: _name_taken(pattern, identity=identity))
+    if problem:
+        raise PolicyViolation(f"userName is refused: {problem}.")
+
+
+def _ensure_subject_free(
+    provider: IdentityProvider, external_id: str | None, identity: ExternalIdentity | None
+) -> None:
+    others = ExternalIdentity.objects.filter(provider=provider)
+    if identity is not None:
+        others = others.exclude(pk=identity.pk)
+    if external_id and others.filter(subject=external_id).exists():
+        raise Conflict("That externalId belongs to another user.")
 
 
 def scim_user_create(
@@ -263,7 +296,8 @@ def scim_user_create(
     permissions.ensure_can_provision(actor, provider)
     now = clock.now()
     with transaction.atomic():
-        _ensure_free(provider, values, None)
+        _ensure_name_free(provider, values.user_name, None)
+        _ensure_subject_free(provider, values.external_id, None)
         user = User(
             username=values.user_name,
             email=values.email,
@@ -304,7 +338,8 @@ def scim_user_create(
 
 
 def identity_values(identity: ExternalIdentity) -> UserValues:
-    """What the provider sees of a linked account (the starting point of a PATCH)."""
+    """What the provider sees of a linked account (the starting point of a PATCH). A link its owner made has no
+    provider userName until the provider sends one: it sees the account's username."""
     user = identity.user
     return UserValues(
         user_name=identity.user_name or user.username,
@@ -316,6 +351,64 @@ def identity_values(identity: ExternalIdentity) -> UserValues:
     )
 
 
+def _checked_update(
+    provider: IdentityProvider, identity: ExternalIdentity, before: UserValues, values: UserValues
+) -> UserValues:
+    """``values`` with only what this provider may change. Compared with what it saw (``before``), so what a request
+    does not change is never refused. Refused: a userName that is taken (Conflict) or reads as a taken name
+    (PolicyViolation); an externalId another of its people has (Conflict); and, on a link made at sign-in — its owner
+    linked their account, or it was created just in time (``provisioned_by_scim`` false) — any change of the
+    externalId (the subject that signs in as the account) or of the e-mail address (on-call providers and account
+    recovery go by it; for another person's it is a four-eyes change in the admin) (Immutable). A leaver
+    (``active`` going false) is never refused: the refused changes are left out and the deactivation goes through."""
+    leaving = before.active and not values.active
+    linked_at_sign_in = not identity.provisioned_by_scim
+    kept: dict[str, Any] = {}
+    refusals: list[AccessGovError] = []
+    if values.user_name != before.user_name:
+        try:
+            renamed = values.user_name.casefold() != before.user_name.casefold()
+            _ensure_name_free(provider, values.user_name, identity, renamed=renamed)
+        except (Conflict, PolicyViolation) as error:
+            refusals.append(error)
+            kept["user_name"] = before.user_name
+    if values.external_id != before.external_id:
+        if linked_at_sign_in:
+            refusals.append(
+                Immutable(
+                    f"{identity.user.username}'s link to {provider.name} was made at sign-in: its externalId is the "
+                    "subject proven there and cannot be changed by provisioning. Delete the user here to unlink it; "
+                    "its owner links it again."
+                )
+            )
+            kept["external_id"] = before.external_id
+        else:
+            try:
+                _ensure_subject_free(provider, values.external_id, identity)
+            except Conflict as error:
+                refusals.append(error)
+                kept["external_id"] = before.external_id
+    if linked_at_sign_in and values.email != before.email:
+        if values.email.casefold() != before.email.casefold():
+            refusals.append(
+                Immutable(
+                    f"{identity.user.username}'s link to {provider.name} was made at sign-in: its e-mail address is "
+                    "changed in AccessGov (a four-eyes change), not by provisioning."
+                )
+            )
+        kept["email"] = before.email  # a change of case only is no change
+    if refusals and not leaving:
+        raise refusals[0]
+    if refusals:
+        logger.warning(
+            "scim changes left out of a leaver idp=%s user=%s: %s",
+            provider.slug,
+            identity.user_id,
+            " | ".join(str(r) for r in refusals),
+        )
+    return replace(values, **kept) if kept else values
+
+
 def scim_user_update(
     actor: User,
     provider: IdentityProvider,
@@ -325,12 +418,13 @@ def scim_user_update(
     patch=None,
     client_address: str | None = None,
 ) -> ExternalIdentity:
-    """A PUT (``values``) or a PATCH (``patch(current) -> values``) of a provisioned user. Names and
-    e-mail change the account; the AccessGov username never changes (targets know people by it).
-    ``active: false`` is a leaver: ``user_deactivate`` in this transaction (sessions, grants with their
-    removal at the target, requests, tokens). ``active: true`` reactivates only an account this provider
-    deactivated (an admin's deactivation stands). Raises NotAuthorized, NotFound, Conflict,
-    PolicyViolation (from ``patch``)."""
+    """A PUT (``values``) or a PATCH (``patch(current) -> values``) of a provider's user. Names and e-mail change the
+    account; the AccessGov username never changes (targets know people by it). What the provider may not change is
+    refused (``_checked_update``): on a link made at sign-in, the externalId and the e-mail address. ``active:
+    false`` is a leaver — never refused: ``user_deactivate`` in this transaction (sessions, grants with their
+    removal at the target, requests, tokens). ``active: true`` reactivates only an account this provider deactivated
+    (an admin's deactivation stands). Records ``identity.user_updated`` with exactly what changed. Locks the link.
+    Raises NotAuthorized, NotFound, Conflict, Immutable, PolicyViolation (also from ``patch``)."""
     permissions.ensure_can_provision(actor, provider)
     now = clock.now()
     with transaction.atomic():
@@ -340,7 +434,7 @@ def scim_user_update(
             values = patch(before)
         if values is None:
             raise PolicyViolation("Nothing to update.")
-        _ensure_free(provider, values, identity)
+        values = _checked_update(provider, identity, before, values)
         user = identity.user
         changed = {}
         for name, attr in (("email", "email"), ("given_name", "first_name"), ("family_name", "last_name")):
@@ -350,18 +444,17 @@ def scim_user_update(
         if changed:
             user.save(update_fields=list(changed))
         identity_fields = []
-        if values.user_name != identity.user_name:
-            changed["user_name"] = {"old": identity.user_name, "new": values.user_name}
+        if values.user_name != before.user_name:
+            changed["user_name"] = {"old": before.user_name, "new": values.user_name}
             identity.user_name = values.user_name
             identity_fields.append("user_name")
-        if values.external_id != identity.subject:
-            changed["external_id"] = {"old": identity.subject, "new": values.external_id}
+        if values.external_id != before.external_id:
+            changed["external_id"] = {"old": before.external_id, "new": values.external_id}
             identity.subject = values.external_id
             identity_fields.append("subject")
         if changed:
             identity.updated_at = now
             identity.save(update_fields=[*identity_fields, "updated_at"])
-        if changed:
             event_record(
                 Type.IDENTITY_USER_UPDATED,
                 actor=actor,

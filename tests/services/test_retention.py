@@ -75,7 +75,7 @@ def test_a_checkpoint_written_by_hand_does_not_hide_deleted_events(world):
     report = verify_chain()
     assert not report.ok
     assert "no audit.purged event recording it" in report.problem and "#2" in report.problem
-    with pytest.raises(CommandError, match="BROKEN.*deleted outside a retention purge"):
+    with pytest.raises(CommandError, match=r"BROKEN.*deleted outside a retention purge"):
         call_command("verify_audit", stdout=io.StringIO())
 
 
