@@ -76,8 +76,9 @@ SELF_IDENTITY_PROBLEM = (
 
 class AccountRightsMixin(RefusalAsMessageMixin):
     """Rights that widen what an account may do — staff, superuser, groups, model permissions — are
-    proposed as a four-eyes change (services.changes) when saved; what narrows them is applied at once.
-    Nobody widens their own account (the form refuses it)."""
+    proposed as a four-eyes change (services.changes) when saved; what narrows them is applied at once and
+    recorded as a change all the same (change.proposed + change.applied, narrowing). Nobody widens their
+    own account (the form refuses it)."""
 
     def _widening_response(self, request, response_default):
         if getattr(request, "_four_eyes_change", None) is not None:
@@ -104,8 +105,9 @@ admin.site.unregister(Group)
 
 @admin.register(Group)
 class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
-    """Groups: permissions added to a group wait for a second admin; nobody changes the permissions of a
-    group they belong to."""
+    """Groups: permissions added to a group wait for a second admin, permissions taken away are applied at
+    once and recorded (``change_narrow_group_permissions``); deleting a group is every member leaving it,
+    recorded (``users.group_delete``); nobody changes the permissions of a group they belong to."""
 
     def get_form(self, request, obj=None, **kwargs):
         form_class = super().get_form(request, obj, **kwargs)
@@ -122,10 +124,35 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
 
     def save_related(self, request, form, formsets, change):
         group = form.instance
+        address = getattr(request, "client_address", None)
         added, removed = _split_m2m(form, "permissions", group.permissions.all() if change else [])
-        group.permissions.remove(*removed)
-        request._four_eyes_change = change_services.change_propose_group_permissions(
-            request.user, group=group, add_permissions=added, client_address=getattr(request, "client_address", None)
+        narrowed = change_services.change_narrow_group_permissions(
+            request.user, group=group, remove_permissions=removed, client_address=address
+        )
+        request._four_eyes_change = (
+            change_services.change_propose_group_permissions(
+                request.user, group=group, add_permissions=added, client_address=address
+            )
+            or narrowed
+        )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+
+    def delete_model(self, request, obj):
+        user_services.group_delete(request.user, obj.pk, client_address=getattr(request, "client_address", None))
+
+    def delete_queryset(self, request, queryset):
+        address = getattr(request, "client_address", None)
+        act_on_each(
+            self,
+            request,
+            list(queryset),
+            lambda group: user_services.group_delete(request.user, group.pk, client_address=address),
         )
 
 
@@ -196,18 +223,21 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            obj.created_by = request.user
-            return super().save_model(request, obj, form, change)
+            user_services.user_create(request.user, obj, client_address=getattr(request, "client_address", None))
+            return None
         # Another person's username or address: proposed below (change_propose_user_identity), applied when a
         # second admin approves; what is saved now keeps the current ones.
         request._identity = {n: getattr(obj, n) for n in SELF_IDENTITY_FIELDS if n in form.changed_data}
         for name in request._identity:
             setattr(obj, name, form.initial.get(name, ""))
-        request._widen_flags = {}
+        request._widen_flags, request._narrow_flags = {}, {}
         for name in ("is_staff", "is_superuser"):
             if name in form.changed_data and getattr(obj, name):
                 request._widen_flags[name] = True
                 setattr(obj, name, False)  # proposed below, applied when a second admin approves
+            elif name in form.changed_data:
+                request._narrow_flags[name] = True
+                setattr(obj, name, True)  # taken away below (user_rights_narrow), with its record
         if "is_active" not in form.changed_data:
             return super().save_model(request, obj, form, change)
         wanted = obj.is_active
@@ -230,17 +260,20 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         user = form.instance
         groups_added, groups_removed = _split_m2m(form, "groups", user.groups.all())
         perms_added, perms_removed = _split_m2m(form, "user_permissions", user.user_permissions.all())
-        if groups_removed:
-            # A mover, exactly as when the identity provider removes them: what depended on the group ends.
-            user_services.user_groups_leave(
-                request.user,
-                [user],
-                groups_removed,
-                by=f"in the admin by {request.user.get_username()}",
-                job="admin",
-                client_address=getattr(request, "client_address", None),
-            )
-        user.user_permissions.remove(*perms_removed)
+        narrow = getattr(request, "_narrow_flags", {})
+        # Taken away at once and recorded as one change; leaving a group is a mover, exactly as when the
+        # identity provider removes them: what depended on the group ends.
+        narrowed = user_services.user_rights_narrow(
+            request.user,
+            user,
+            remove_staff=narrow.get("is_staff", False),
+            remove_superuser=narrow.get("is_superuser", False),
+            remove_groups=groups_removed,
+            remove_permissions=perms_removed,
+            by=f"in the admin by {request.user.get_username()}",
+            job="admin",
+            client_address=getattr(request, "client_address", None),
+        )
         flags = getattr(request, "_widen_flags", {})
         rights = change_services.change_propose_user_rights(
             request.user,
@@ -257,9 +290,11 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
             names = change_services.change_propose_user_identity(
                 request.user, user=user, **identity, client_address=getattr(request, "client_address", None)
             )
-        request._four_eyes_change = rights or names
+        request._four_eyes_change = rights or names or narrowed
         if rights and names:  # the response tells of the rights change and shows it; this one is told here
             self.message_user(request, f"Also proposed as change #{names.pk}: {names.summary}.", level="warning")
+        if narrowed and (rights or names):
+            self.message_user(request, f"Applied at once as change #{narrowed.pk}: {narrowed.summary}.")
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -766,12 +801,42 @@ class EventWebhookSubscriptionForm(forms.ModelForm):
 
 
 @admin.register(EventWebhookSubscription)
-class EventWebhookSubscriptionAdmin(admin.ModelAdmin):
+class EventWebhookSubscriptionAdmin(FourEyesAdminMixin, admin.ModelAdmin):
+    """Where events are streamed to: a new subscription, and an edit that sends more or elsewhere (a new URL
+    or secret, more event types, another or every system, enabling it), wait for a second admin; an edit that
+    only sends less (disabling, fewer types, one system) and deleting are applied at once — each recorded as
+    a change (services.changes). The URL is checked against internal addresses again when applied."""
+
+    four_eyes_kind = ChangeRequest.Kind.EVENT_WEBHOOK
+    four_eyes_fields = {"url", "event_types", "system", "secret", "is_active"}  # the name is saved directly
     form = EventWebhookSubscriptionForm
     formfield_overrides = TYPED_INPUT_OVERRIDES
     list_display = ("name", "scope", "types", "url", "is_active")
     list_filter = ("is_active", "system")
     search_fields = ("name", "url")
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+
+    def delete_model(self, request, obj):
+        change_services.change_delete_event_webhook(
+            request.user, obj.pk, client_address=getattr(request, "client_address", None)
+        )
+
+    def delete_queryset(self, request, queryset):
+        address = getattr(request, "client_address", None)
+        act_on_each(
+            self,
+            request,
+            list(queryset),
+            lambda subscription: change_services.change_delete_event_webhook(
+                request.user, subscription.pk, client_address=address
+            ),
+        )
 
     @admin.display(description="System")
     def scope(self, obj):
@@ -931,8 +996,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens now")
     def revoke_selected(self, request, queryset):
         done = 0
+        address = getattr(request, "client_address", None)
         for token in queryset.filter(revoked_at__isnull=True):
-            token_services.api_token_revoke(request.user, token.pk)
+            token_services.api_token_revoke(request.user, token.pk, client_address=address)
             done += 1
         self.message_user(request, f"{done} token(s) revoked.")
 

@@ -292,6 +292,7 @@ def dependencies(candidate: User, now=None) -> dict[int, str]:
             about_candidate, status="applied", kind__in=_EMPOWERING_KINDS, decided_at__gt=since
         )
         .exclude(kind="object_permission", payload__add=[])
+        .exclude(payload__has_key="narrowing", payload__narrowing=True)  # took rights away (services.changes)
         .values_list("proposed_by_id", "proposed_by__username", "decided_by_id", "decided_by__username")
     )
     for proposer_id, proposer, decider_id, decider in empowering:

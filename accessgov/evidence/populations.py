@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import BooleanField, CharField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
@@ -900,8 +900,10 @@ class PolicyChanges(Population):
     description = (
         "Every policy change proposed or decided in the period (role policy, auto-approval rules, eligibility "
         "made in the admin, connector settings, who approves or owns, account rights, service accounts and "
-        "their tokens), with the proposer and the second approver. Changes are not per system: every pack "
-        "lists all of them."
+        "their tokens, event webhooks, groups), with the proposer and the second approver. A change that only "
+        "takes rights away (narrowing: removed permissions or groups, an admin flag unticked, a group deleted, a "
+        "webhook disabled or deleted) is applied at once by design: its second_approver is empty, not an "
+        "exception. Changes are not per system: every pack lists all of them."
     )
     columns = [
         Column("change_id", "The change (stable id)."),
@@ -910,14 +912,19 @@ class PolicyChanges(Population):
         Column("proposed_by", "Who proposed it."),
         Column("proposed_at", "When (UTC)."),
         Column("status", "pending, applied, rejected or withdrawn."),
-        Column("decided_by", "The second admin who approved or rejected it (empty: applied without four-eyes)."),
+        Column(
+            "decided_by",
+            "The second admin who approved or rejected it (empty: applied without four-eyes — narrowing, or "
+            "four-eyes off).",
+        ),
         Column("decided_at", "When."),
         Column("comment", "The rejection reason."),
         Column("beneficiary", "The account whose access the change widens, if any."),
         Column(
             "second_approver",
-            "Applied only after a second admin, not the proposer, approved it (empty: not applied).",
-            test="Every applied policy change was approved by a second person",
+            "Applied only after a second admin, not the proposer, approved it (empty: not applied, or a change "
+            "that only takes rights away, applied at once by design).",
+            test="Every applied policy change that widens access was approved by a second person",
         ),
     ]
 
@@ -940,9 +947,18 @@ class PolicyChanges(Population):
             "decided_at",
             "comment",
             "beneficiary__username",
+            "narrowing",
+        )
+        # Narrowing: services.changes marks it (payload "narrowing"); who-approves-or-owns removals recorded
+        # before the mark say it by adding nothing.
+        qs = qs.annotate(
+            narrowing=ExpressionWrapper(
+                Q(payload__narrowing=True) | Q(kind=ChangeRequest.Kind.OBJECT_PERMISSION, payload__add=[]),
+                output_field=BooleanField(),
+            )
         )
         for row in _chunked(qs.order_by("pk"), *fields):
-            applied = row[5] == ChangeRequest.Status.APPLIED
+            applied = row[5] == ChangeRequest.Status.APPLIED and not row[10]
             second = (bool(row[6]) and row[6] != row[3]) if applied else None
             if second is False:
                 self.broke("second_approver", row[0], user=row[3], at=row[7],

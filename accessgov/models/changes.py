@@ -8,8 +8,10 @@ from django.utils import timezone
 class ChangeRequest(models.Model):
     """A proposed change to policy — a role's policy, an auto-approval rule, an eligibility granted in the
     admin, a system's connector settings — applied only when a second admin approves it (four-eyes).
-    Written only by services.changes. ``changes`` is what people see (secrets masked); ``payload`` is
-    what gets applied; ``secret_payload`` holds a new connector secret until the decision, then is wiped."""
+    A change that only takes rights away is applied at once and recorded the same way, with
+    ``payload["narrowing"]`` true (services.changes.change_record_narrowing). Written only by
+    services.changes. ``changes`` is what people see (secrets masked); ``payload`` is what gets applied;
+    ``secret_payload`` holds a new connector secret until the decision, then is wiped."""
 
     class Kind(models.TextChoices):
         ROLE = "role", "Role policy"
@@ -28,6 +30,8 @@ class ChangeRequest(models.Model):
         OIDC_TRUST_POLICY = "oidc_trust_policy", "OIDC trust policy"
         ACCOUNT_RECOVERY = "account_recovery", "Password or authenticator reset of a person"
         USER_IDENTITY = "user_identity", "Username or email address of a person"
+        EVENT_WEBHOOK = "event_webhook", "Event webhook subscription"
+        GROUP_DELETION = "group_deletion", "Group deleted (its members lose what it gave)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for a second admin"

@@ -4,10 +4,14 @@ and connector settings are proposed by one admin and applied only when another a
 Callers: the admin (save on the guarded models proposes instead of saving) and the change pages
 (approve, reject, withdraw). With FOUR_EYES_POLICY_CHANGES off, a proposal is applied at once (still
 recorded). Every step records an access event in its transaction. Nobody approves their own change,
-and nobody approves a change that widens their own access.
+and nobody approves a change that widens their own access. A change that only takes rights away
+(narrowing) never waits: it is proposed and applied at once, recorded the same way, and marked
+``payload["narrowing"] = True`` (and ``narrowing`` in its change.applied event) so that the evidence
+pack can tell it from a widening change applied without a second admin.
 """
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,6 +27,7 @@ from accessgov.models import (
     AutoApprovalRule,
     ChangeRequest,
     Eligibility,
+    EventWebhookSubscription,
     IdentityProvider,
     OidcTrustPolicy,
     OnCallProvider,
@@ -34,6 +39,7 @@ from accessgov.models import (
 )
 from accessgov.services import notification_outbox
 from accessgov.services import tokens as token_services
+from accessgov.services import webhooks as webhook_services
 from accessgov.services.events import event_record
 
 Type = AccessEvent.Type
@@ -50,6 +56,8 @@ MODELS: dict[str, type[models.Model]] = {
     Kind.TICKET_PROVIDER: TicketProvider,
     Kind.SLACK_WORKSPACE: SlackWorkspace,
     Kind.OIDC_TRUST_POLICY: OidcTrustPolicy,
+    # Where every event may be streamed to (docs/WEBHOOKS.md): adding one, or sending more, waits too.
+    Kind.EVENT_WEBHOOK: EventWebhookSubscription,
 }
 # Write-only fields: masked in the diff, never in payload or events, held in ``secret_payload`` until
 # the decision (a connector's secret as it is; any other model's secrets as a JSON object by field).
@@ -61,8 +69,10 @@ SECRET_FIELDS = {
     "webhook_secret",
     "bot_token",
     "signing_secret",
+    "secret",  # an event webhook subscription's signing secret
 }
 MASK = "•••••• (secret)"
+NARROWING = "narrowing"  # the payload key (and change.applied data key) of a change that only takes away
 
 
 def _display(instance: models.Model, field: models.Field) -> str:
@@ -130,6 +140,9 @@ def change_propose(
     else:
         secrets = {name: getattr(instance, name) for name in SECRET_FIELDS if name in fields}
         secret = json.dumps(secrets) if secrets else ""
+    narrowing = current is not None and kind in _NARROWS and _NARROWS[kind](current, instance, fields)
+    if narrowing:
+        payload[NARROWING] = True
     verb = "Change" if current is not None else "Create"
     summary = f"{verb} {model._meta.verbose_name} {instance}"[:300]
     with transaction.atomic():
@@ -153,9 +166,178 @@ def change_propose(
         )
         if instance.pk is not None:
             _withdraw_overtaken(change, actor=actor, client_address=client_address)
-        if not settings.FOUR_EYES_POLICY_CHANGES:
+        if narrowing or not settings.FOUR_EYES_POLICY_CHANGES:
             return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
         return change
+
+
+def _patterns_covered(old: list[str], new: list[str]) -> bool:
+    """Every pattern of ``new`` is one of ``old``, or inside one of ``old`` (``*``, or the family of an exact type)."""
+    old_set = set(old)
+    return "*" in old_set or all(p in old_set or f"{p.split('.', 1)[0]}.*" in old_set for p in new)
+
+
+def _webhook_edit_narrows(current: EventWebhookSubscription, proposed: EventWebhookSubscription, fields) -> bool:
+    """An edit of an event webhook subscription that only sends less, to the same place with the same secret:
+    disabling it, fewer event types, one system instead of every system (and its name). A new URL or secret,
+    more event types, another or every system, enabling it: wider, four-eyed."""
+    for name in fields:
+        if name == "is_active" and proposed.is_active:
+            return False
+        if name == "event_types" and not _patterns_covered(current.event_types or [], proposed.event_types or []):
+            return False
+        if name == "system" and (proposed.system_id is None or current.system_id not in (None, proposed.system_id)):
+            return False
+        if name not in ("is_active", "event_types", "system", "name"):
+            return False
+    return True
+
+
+# Kinds whose edits may only take away: (current, proposed, fields) -> True when the edit is narrowing.
+_NARROWS: dict[str, Callable[[models.Model, models.Model, list[str]], bool]] = {
+    Kind.EVENT_WEBHOOK: _webhook_edit_narrows,  # type: ignore[dict-item]
+}
+
+
+def _webhook_problems(subscription: EventWebhookSubscription) -> list[str]:
+    """Checked again when a subscription change is applied: the URL may have become internal (DNS) since."""
+    return webhook_services.url_problems(subscription.url) + webhook_services.event_type_pattern_problems(
+        list(subscription.event_types or [])
+    )
+
+
+# Checks a change of these kinds passes when it is applied, besides the model's own validation.
+_APPLY_CHECKS: dict[str, Callable[[models.Model], list[str]]] = {
+    Kind.EVENT_WEBHOOK: _webhook_problems,  # type: ignore[dict-item]
+}
+
+
+def change_record_narrowing(
+    actor: User,
+    *,
+    kind: str,
+    target_id: int | None,
+    summary: str,
+    changes: dict,
+    payload: dict,
+    take_away: Callable[[], models.Model],
+    client_address: str | None = None,
+) -> ChangeRequest:
+    """Record a change that only takes rights away — applied at once (narrowing access never waits for a
+    second admin), recorded exactly as a four-eyes change is: a ChangeRequest proposed and applied in one go,
+    ``change.proposed`` then ``change.applied`` (``four_eyes`` false, ``narrowing`` true), with
+    ``payload["narrowing"] = True`` so the evidence pack does not count it as an exception. ``take_away``
+    does the removal, between the two events and inside this transaction (it runs in the caller's when there
+    is one); it returns what it changed (its pk is the change's applied target; a deleted object keeps
+    ``target_id``). The caller authorizes and locks; whatever ``take_away`` raises undoes the whole change.
+    Callers: the admin's user and group forms (through services.users for groups and admin rights), group
+    deletion, object permissions removed (``change_propose_permissions``), event webhooks disabled, narrowed
+    or deleted."""
+    with transaction.atomic():
+        change = ChangeRequest.objects.create(
+            kind=kind,
+            target_id=target_id,
+            summary=summary[:300],
+            changes=changes,
+            payload={**payload, NARROWING: True},
+            beneficiary=None,  # nobody's access widens
+            proposed_by=actor,
+        )
+        event_record(
+            Type.CHANGE_PROPOSED,
+            actor=actor,
+            client_address=client_address,
+            reason=change.summary,
+            data={"change_id": change.pk, "kind": kind, "target_id": target_id, "changes": changes, NARROWING: True},
+        )
+        instance = take_away()
+        return _applied(
+            change, instance, actor=actor, client_address=client_address, four_eyes=False, target_id=target_id
+        )
+
+
+def change_is_narrowing(change: ChangeRequest) -> bool:
+    """Whether ``change`` only took rights away (applied at once by design). Changes of who approves or owns
+    recorded before the flag existed say it by adding nothing."""
+    payload = change.payload if isinstance(change.payload, dict) else {}
+    return payload.get(NARROWING) is True or (change.kind == Kind.OBJECT_PERMISSION and payload.get("add") == [])
+
+
+def change_narrow_group_permissions(
+    actor: User, *, group: Group, remove_permissions: list[Permission], client_address: str | None = None
+) -> ChangeRequest | None:
+    """Model permissions taken from a group in the admin (every member loses them): applied at once and recorded
+    (``change_record_narrowing``). Nobody changes the permissions of a group they are in. Returns None when
+    nothing is removed. Raises NotAuthorized."""
+    permissions.ensure_can_manage_changes(actor)
+    if not remove_permissions:
+        return None
+    permissions.ensure_can_change_rights(actor, group=group)
+    names = _names(remove_permissions)
+
+    def take_away() -> Group:
+        locked = Group.objects.select_for_update(of=("self",)).get(pk=group.pk)
+        locked.permissions.remove(*remove_permissions)
+        return locked
+
+    return change_record_narrowing(
+        actor,
+        kind=Kind.GROUP_PERMISSIONS,
+        target_id=group.pk,
+        summary=f"Permissions of group {group.name} taken away: {names}",
+        changes={"permissions": {"label": "Permissions removed", "old": names, "new": ""}},
+        payload={
+            "group_id": group.pk,
+            "add_permissions": [],
+            "remove_permissions": sorted(p.pk for p in remove_permissions),
+        },
+        take_away=take_away,
+        client_address=client_address,
+    )
+
+
+def change_delete_event_webhook(
+    actor: User, subscription_id: int, *, client_address: str | None = None
+) -> ChangeRequest:
+    """Delete an event webhook subscription: it sends nothing from now on, so it needs no second admin; recorded
+    (``change_record_narrowing``) with what it was — name, URL, system, event types, never its secret. Its
+    delivery log goes with it (the events themselves stay in the ledger). Locks the subscription. Raises
+    NotAuthorized, or TransitionNotAllowed when it is already gone."""
+    permissions.ensure_can_manage_changes(actor)
+    with transaction.atomic():
+        subscription = (
+            EventWebhookSubscription.objects.select_for_update(of=("self",)).filter(pk=subscription_id).first()
+        )
+        if subscription is None:
+            raise TransitionNotAllowed("This event webhook subscription no longer exists.")
+        what = {
+            "name": subscription.name,
+            "url": subscription.url,
+            "system_id": subscription.system_id,
+            "event_types": list(subscription.event_types or []),
+            "is_active": subscription.is_active,
+            "deliveries": subscription.deliveries.count(),
+        }
+        changes = {
+            "url": {"label": "URL", "old": subscription.url, "new": "(deleted)"},
+            "event_types": {"label": "Event types", "old": ", ".join(what["event_types"]), "new": "(deleted)"},
+            "system": {"label": "System", "old": str(subscription.system or "All systems"), "new": "(deleted)"},
+        }
+
+        def take_away() -> EventWebhookSubscription:
+            subscription.delete()
+            return subscription
+
+        return change_record_narrowing(
+            actor,
+            kind=Kind.EVENT_WEBHOOK,
+            target_id=subscription_id,
+            summary=f"Delete event webhook subscription {subscription.name}",
+            changes=changes,
+            payload={"deleted": True, "subscription": what},
+            take_away=take_away,
+            client_address=client_address,
+        )
 
 
 def _withdraw_overtaken(change: ChangeRequest, *, actor: User, client_address: str | None) -> None:
@@ -223,6 +405,7 @@ def change_propose_permissions(
                 "group_id": group.pk if group else None,
                 "add": add,
                 "remove": remove,
+                **({NARROWING: True} if not add else {}),
             },
             beneficiary=user if add else None,
             proposed_by=actor,
@@ -233,7 +416,13 @@ def change_propose_permissions(
             client_address=client_address,
             role=obj if isinstance(obj, Role) else None,
             reason=summary,
-            data={"change_id": change.pk, "kind": change.kind, "target_id": obj.pk, "changes": changes},
+            data={
+                "change_id": change.pk,
+                "kind": change.kind,
+                "target_id": obj.pk,
+                "changes": changes,
+                **({NARROWING: True} if not add else {}),
+            },
         )
         if not add or not settings.FOUR_EYES_POLICY_CHANGES:
             return _apply(change, actor=actor, client_address=client_address, four_eyes=False)
@@ -270,6 +459,7 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
     model = MODELS[change.kind]
     payload = dict(change.payload)
     old = payload.pop("__old__", None)
+    payload.pop(NARROWING, None)
     if change.target_id is not None:
         instance = model.objects.select_for_update(no_key=True, of=("self",)).filter(pk=change.target_id).first()
         if instance is None:
@@ -293,6 +483,11 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
         for name, value in json.loads(change.secret_payload).items():
             if name in SECRET_FIELDS:
                 setattr(instance, name, value)
+    # Taking away is never refused (disabling a subscription whose URL now resolves inside must work).
+    check = _APPLY_CHECKS.get(change.kind) if not change_is_narrowing(change) else None
+    problems = check(instance) if check is not None else []
+    if problems:
+        raise PolicyViolation("The change cannot be applied: " + "; ".join(problems))
     try:
         instance.full_clean()
         with transaction.atomic():
@@ -304,25 +499,35 @@ def _apply(change: ChangeRequest, *, actor: User, client_address: str | None, fo
 
 
 def _applied(
-    change: ChangeRequest, instance: models.Model, *, actor: User, client_address: str | None, four_eyes: bool
+    change: ChangeRequest,
+    instance: models.Model,
+    *,
+    actor: User,
+    client_address: str | None,
+    four_eyes: bool,
+    target_id: int | None = None,
 ) -> ChangeRequest:
+    target_id = instance.pk if instance.pk is not None else target_id  # a deleted object keeps its old id
     change.status, change.decided_by, change.decided_at = Status.APPLIED, (actor if four_eyes else None), clock.now()
-    change.secret_payload, change.applied_target_id = "", instance.pk
+    change.secret_payload, change.applied_target_id = "", target_id
     change.save(update_fields=["status", "decided_by", "decided_at", "secret_payload", "applied_target_id"])
+    data = {
+        "change_id": change.pk,
+        "kind": change.kind,
+        "target_id": target_id,
+        "proposed_by": change.proposed_by.get_username(),
+        "four_eyes": four_eyes,
+        "changes": change.changes,
+    }
+    if change_is_narrowing(change):
+        data[NARROWING] = True
     event_record(
         Type.CHANGE_APPLIED,
         actor=actor,
         client_address=client_address,
-        role=instance if isinstance(instance, Role) else None,
+        role=instance if isinstance(instance, Role) and instance.pk is not None else None,
         reason=change.summary,
-        data={
-            "change_id": change.pk,
-            "kind": change.kind,
-            "target_id": instance.pk,
-            "proposed_by": change.proposed_by.get_username(),
-            "four_eyes": four_eyes,
-            "changes": change.changes,
-        },
+        data=data,
     )
     return change
 
@@ -380,7 +585,7 @@ def change_propose_user_rights(
     client_address: str | None = None,
 ) -> ChangeRequest | None:
     """Widening an account's rights — staff, superuser, a group, a model permission — waits for a second
-    admin (narrowing never waits: callers apply it directly). Nobody widens their own account; service
+    admin (narrowing never waits: services.users.user_rights_narrow applies and records it at once). Nobody widens their own account; service
     accounts are never admins. Returns None when nothing widens."""
     permissions.ensure_can_manage_changes(actor)
     add_groups, add_permissions = list(add_groups or []), list(add_permissions or [])
@@ -438,7 +643,7 @@ def change_propose_group_permissions(
     actor: User, *, group: Group, add_permissions: list[Permission], client_address: str | None = None
 ) -> ChangeRequest | None:
     """Model permissions added to a group (every member gains them) wait for a second admin; removals
-    never wait (callers apply them). Nobody changes the permissions of a group they are in."""
+    never wait (``change_narrow_group_permissions``). Nobody changes the permissions of a group they are in."""
     permissions.ensure_can_manage_changes(actor)
     if not add_permissions:
         return None
@@ -559,7 +764,7 @@ def _fields_set(change: ChangeRequest) -> set[str]:
     """What a change sets: an object's fields, or what an account's reset resets."""
     if change.kind == Kind.ACCOUNT_RECOVERY:
         return set(change.changes)
-    return set(change.payload) - {"__old__"}
+    return set(change.payload) - {"__old__", NARROWING}
 
 
 def change_propose_account_recovery(
@@ -678,7 +883,9 @@ def _apply_account_recovery(change: ChangeRequest) -> User:
         StaticDevice.objects.filter(user=user).delete()
     user.rotate_session_stamp()  # every session of the person ends at its next request
     # And every API token of theirs: one minted by whoever held the account before must not outlive the recovery.
-    token_services.api_token_revoke_all(change.proposed_by, user)
+    token_services.api_token_revoke_all(
+        change.proposed_by, user, reason=f"Account recovery (change #{change.pk}): every token of the account ends"
+    )
     notification_outbox.notify("account_recovered", change.pk)
     return user
 

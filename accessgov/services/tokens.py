@@ -1,9 +1,11 @@
 """API tokens: make (the secret is returned once), revoke, and authenticate a presented secret.
 
 Only the sha256 of a secret is stored. A secret looks like ``agv_p_<43 url-safe chars>`` (``agv_s_``
-for service accounts) so secret scanners and people recognise it. Creation and revocation are
-recorded by django-auditlog (model changes); what a token *does* is recorded in each AccessEvent it
-causes (``data["via"]``, see services.events.acting_via).
+for service accounts) so secret scanners and people recognise it. Making a personal token and revoking
+any token each record an access event in their transaction (token.created, token.revoked: the token's id,
+name, kind, scopes, expiry — never the secret); a service token is made by an approved four-eyes change
+(its change.applied event) or by an OIDC exchange (token.oidc_exchanged). What a token *does* is recorded
+in each AccessEvent it causes (``data["via"]``, see services.events.acting_via).
 """
 
 import hashlib
@@ -15,7 +17,8 @@ from django.db import transaction
 
 from accessgov import clock, permissions
 from accessgov.exceptions import NotAuthorized, PolicyViolation, TransitionNotAllowed
-from accessgov.models import ApiToken, Role, User
+from accessgov.models import AccessEvent, ApiToken, Role, User
+from accessgov.services.events import event_record
 
 Scope = ApiToken.Scope
 PERSONAL_MAX_LIFETIME = timedelta(days=366)
@@ -79,9 +82,11 @@ def api_token_create(
     expires_at: datetime,
     scopes: list[str] | None = None,
     roles: list[Role] | None = None,
+    client_address: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Make a token for ``user`` and return it with its secret (the only time the secret exists in
-    clear). People make their own personal tokens; service tokens are made by staff (the admin).
+    clear). People make their own personal tokens; service tokens are made by staff (the admin). One
+    token.created event (``token_record``: never the secret) in the same transaction.
     Raises PolicyViolation for a bad name, scope or expiry, NotAuthorized for anyone else's token."""
     now = clock.now()
     name = name.strip()
@@ -116,7 +121,28 @@ def api_token_create(
         )
         if roles:
             token.roles.set(roles)
+        event_record(
+            AccessEvent.Type.TOKEN_CREATED,
+            actor=actor,
+            client_address=client_address,
+            reason=f"API token {token.name} created",
+            data=token_record(token, role_ids=sorted(r.pk for r in roles or [])),
+        )
     return token, secret
+
+
+def token_record(token: ApiToken, **extra) -> dict:
+    """What the ledger says about a token it made or ended: never its secret or the secret's hash."""
+    return {
+        "token_id": token.pk,
+        "name": token.name,
+        "kind": token.kind,
+        "user_id": token.user_id,
+        "display_prefix": token.display_prefix,
+        "scopes": list(token.scopes),
+        "expires_at": token.expires_at.isoformat(),
+        **extra,
+    }
 
 
 def _validate_expiry(expires_at: datetime, now: datetime, lifetime: timedelta) -> None:
@@ -203,11 +229,19 @@ def service_token_create_from(payload: dict, *, created_by: User) -> ApiToken:
     return token
 
 
-def api_token_revoke(actor: User, token_id: int, *, authorized: bool = False) -> ApiToken:
+def api_token_revoke(
+    actor: User,
+    token_id: int,
+    *,
+    authorized: bool = False,
+    client_address: str | None = None,
+    reason: str = "",
+) -> ApiToken:
     """The one way a token ends early. Its user may revoke it, and so may staff; ``authorized``: the
     caller is a service that already authorized ending it (``user_deactivate``, for the account's
-    tokens). Locks the token. Raises TransitionNotAllowed when it is already revoked, NotAuthorized
-    for anyone else."""
+    tokens; an applied account recovery). Locks the token; one token.revoked event in the same transaction
+    (``reason``: why, when a service ends it). Raises TransitionNotAllowed when it is already revoked,
+    NotAuthorized for anyone else."""
     with transaction.atomic():
         token = ApiToken.objects.select_for_update(of=("self",)).get(pk=token_id)
         if not authorized and token.user_id != actor.pk and not actor.is_staff:
@@ -217,19 +251,26 @@ def api_token_revoke(actor: User, token_id: int, *, authorized: bool = False) ->
         token.revoked_at = clock.now()
         token.revoked_by = actor
         token.save(update_fields=["revoked_at", "revoked_by"])
+        event_record(
+            AccessEvent.Type.TOKEN_REVOKED,
+            actor=actor,
+            client_address=client_address,
+            reason=reason or f"API token {token.name} revoked",
+            data=token_record(token),
+        )
         return token
 
 
-def api_token_revoke_all(actor: User, user: User) -> list[int]:
-    """End every usable token of ``user`` now, each through ``api_token_revoke`` (their account is being
-    deactivated; the caller holds the account's lock and has authorized the deactivation). Returns the
-    ids of the tokens revoked, in id order."""
+def api_token_revoke_all(actor: User, user: User, *, reason: str = "", client_address: str | None = None) -> list[int]:
+    """End every usable token of ``user`` now, each through ``api_token_revoke`` (with its token.revoked
+    event; their account is being deactivated or recovered; the caller holds the account's lock and has
+    authorized it). Returns the ids of the tokens revoked, in id order."""
     revoked = []
     for token_id in (
         ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk").values_list("pk", flat=True)
     ):
         try:
-            api_token_revoke(actor, token_id, authorized=True)
+            api_token_revoke(actor, token_id, authorized=True, reason=reason, client_address=client_address)
         except TransitionNotAllowed:
             continue  # revoked meanwhile by its user
         revoked.append(token_id)

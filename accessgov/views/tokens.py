@@ -35,6 +35,7 @@ def tokens_view(request: PortalRequest) -> HttpResponse:
                     kind=ApiToken.Kind.PERSONAL,
                     expires_at=clock.now() + timedelta(days=data["lifetime_days"]),
                     scopes=data["scopes"],
+                    client_address=request.client_address,
                 )
             except AccessGovError as error:
                 form.add_error(None, str(error))
@@ -65,7 +66,7 @@ def token_revoke_view(request: PortalRequest, pk: int) -> HttpResponse:
             back="/accounts/tokens/",
         )
     try:
-        token = services.api_token_revoke(request.user, pk)
+        token = services.api_token_revoke(request.user, pk, client_address=request.client_address)
     except AccessGovError as error:
         return refused(request, error, "/accounts/tokens/")
     messages.success(request, f"Token “{token.name}” revoked: it stops working now.")

@@ -165,8 +165,9 @@ def test_the_cli_refuses_durations_that_are_not_ascii_or_too_long(text):
     "value", ["\u0661\u0662\u0660\u0660", SUPERSCRIPT_TWO, "3600", 3600.5, True, 10**30, "1e4", None]
 )
 def test_the_api_takes_a_duration_as_a_json_integer_of_seconds_within_bounds(scene, value):
+    client = api(scene.requester)  # made first: the token records its own token.created
     before = counts()
-    response = api(scene.requester).post(
+    response = client.post(
         "/api/v1/requests/",
         {"role_id": scene.role_two.pk, "duration_seconds": value, "justification": JUSTIFICATION},
         content_type="application/json",
@@ -259,9 +260,10 @@ def _api_error(response, status: int) -> dict:
 
 
 def test_an_api_body_over_the_limit_is_413_in_the_api_error_format(scene):
+    client = api(scene.requester)  # made first: the token records its own token.created
     before = counts()
     body = b'{"role_id": 1, "duration_seconds": 3600, "justification": "' + b"a" * 3_000_000 + b'"}'
-    response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
+    response = client.post("/api/v1/requests/", body, content_type="application/json")
     error = _api_error(response, 413)
     assert error["code"] == "too_large" and "2.5 MB" in error["message"]
     assert counts() == before
@@ -269,8 +271,9 @@ def test_an_api_body_over_the_limit_is_413_in_the_api_error_format(scene):
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 5000 + b"]" * 5000])
 def test_deeply_nested_json_is_a_400_in_the_api_error_format(scene, body):
+    client = api(scene.requester)  # made first: the token records its own token.created
     before = counts()
-    response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
+    response = client.post("/api/v1/requests/", body, content_type="application/json")
     error = _api_error(response, 400)
     assert error["code"] == "parse_error"
     assert counts() == before
@@ -287,8 +290,9 @@ def test_deeply_nested_json_is_a_400_in_the_api_error_format(scene, body):
 def test_a_key_twice_in_an_api_body_is_a_400_that_names_it(scene, body):
     """A probe's finding: ``{"role": a, "role": b}`` was acted on as b (Python's parser keeps the last key,
     others the first). Refused, saying which key; nothing written."""
+    client = api(scene.requester)  # made first: the token records its own token.created
     before = counts()
-    response = api(scene.requester).post("/api/v1/requests/", body, content_type="application/json")
+    response = client.post("/api/v1/requests/", body, content_type="application/json")
     error = _api_error(response, 400)
     assert error["code"] == "parse_error"
     assert "appears twice" in error["message"], error
@@ -311,8 +315,9 @@ def test_a_nul_or_a_unicode_digit_in_an_api_query_parameter_is_a_400_in_the_api_
 
 
 def test_a_nul_in_an_api_body_is_a_400_and_nothing_is_written(scene):
+    client = api(scene.approver)  # made first: the token records its own token.created
     before = counts()
-    response = api(scene.approver).post(
+    response = client.post(
         f"/api/v1/requests/{scene.pending.pk}/deny/", {"comment": "no\x00"}, content_type="application/json"
     )
     assert _api_error(response, 400)["code"] == "invalid"

@@ -481,7 +481,11 @@ def _subscription_form(**fields):
     }
 
 
-def test_the_signing_secret_is_never_shown_in_admin_pages_or_the_audit_log(world, admin_user):
+def test_the_signing_secret_is_never_shown_in_admin_pages_or_the_audit_log(world, admin_user, make_user):
+    from accessgov.models import ChangeRequest
+    from accessgov.services import changes
+
+    second = make_user("root2", is_staff=True, is_superuser=True)  # a subscription is four-eyed (issue 22)
     admin = verify_session(Client(), admin_user)
     secret = "whsec_" + base64.b64encode(b"very-secret-signing-key-0000").decode()
     with allow_private:
@@ -489,7 +493,8 @@ def test_the_signing_secret_is_never_shown_in_admin_pages_or_the_audit_log(world
             "/admin/accessgov/eventwebhooksubscription/add/",
             _subscription_form(url="http://127.0.0.1:9/hook", event_types="grant.*, request.approved", secret=secret),
         )
-    assert response.status_code == 302, response.content.decode()[:3000]
+        assert response.status_code == 302, response.content.decode()[:3000]
+        changes.change_approve(second, ChangeRequest.objects.get(status="pending").pk)
     subscription = EventWebhookSubscription.objects.get()
     assert (subscription.secret, subscription.event_types) == (secret, ["grant.*", "request.approved"])
 
@@ -499,7 +504,8 @@ def test_the_signing_secret_is_never_shown_in_admin_pages_or_the_audit_log(world
             f"/admin/accessgov/eventwebhooksubscription/{subscription.pk}/change/",
             _subscription_form(url="http://127.0.0.1:9/other", event_types="grant.*"),
         )
-    assert response.status_code == 302
+        assert response.status_code == 302
+        changes.change_approve(second, ChangeRequest.objects.get(status="pending").pk)
     subscription.refresh_from_db()
     assert subscription.secret == secret and subscription.url == "http://127.0.0.1:9/other"
 
@@ -521,6 +527,10 @@ def test_the_signing_secret_is_never_shown_in_admin_pages_or_the_audit_log(world
     assert entries.count() == 2
     assert all("secret" not in (entry.changes_dict or {}) for entry in entries)
     assert secret not in json.dumps([entry.changes for entry in entries], default=str)
+    recorded = list(ChangeRequest.objects.values("payload", "changes", "secret_payload")) + list(
+        AccessEvent.objects.values("data")
+    )
+    assert secret not in json.dumps(recorded, default=str)  # secret_payload is wiped once applied
 
 
 @pytest.mark.parametrize(
