@@ -41,7 +41,7 @@ from accessgov.models import (
     ReviewItem,
 )
 from accessgov.reports.access_history import LAG_BUCKETS, LAG_EXPRESSION
-from accessgov.reports.base import decider_names, names, seconds, weekly_counts
+from accessgov.reports.base import decider_names, names, seconds, weekly_counts, whole_seconds
 
 CHUNK = 5000
 TRAIL_LIMIT = 200  # events per sampled item (a grant retried at a target for hours has many)
@@ -433,8 +433,8 @@ class Requests(Population):
                 created_at,
                 status,
                 row[7],
-                seconds(row[8]),
-                seconds(row[9]),
+                whole_seconds(row[8]),
+                whole_seconds(row[9]),
                 row[10],
                 row[11],
                 row[12],
@@ -494,7 +494,7 @@ class Decisions(Population):
             if not not_self:
                 self.broke("not_self", row[0], system=row[4], role=row[5], user=row[3], at=row[7],
                            detail="The requester decided their own request.")  # fmt: skip
-            yield [*row[:9], seconds(row[9]), row[10], yes_no(not_self)]
+            yield [*row[:9], whole_seconds(row[9]), row[10], yes_no(not_self)]
 
     def trails(self, ctx: Context, ids: list[str]) -> dict[str, list[dict]]:
         pairs = Decision.objects.filter(pk__in=_ints(ids)).values_list("pk", "access_request_id")

@@ -71,6 +71,11 @@ def seconds(value: timedelta | None) -> float | None:
     return round(value.total_seconds(), 3) if value is not None else None
 
 
+def whole_seconds(value: timedelta | None) -> int | None:
+    """A duration someone chose (asked for, granted, allowed): whole seconds, as the API and the reports give it."""
+    return int(value.total_seconds()) if value is not None else None
+
+
 def week_of(moment: datetime) -> date:
     day = moment.astimezone(UTC).date()
     return day - timedelta(days=day.weekday())

@@ -87,6 +87,8 @@ def test_the_pack_holds_every_population_mapped_to_the_controls_and_verifies_off
         denied = requests[month.requests["denied"].pk]
         assert denied["status"] == "denied" and denied["denied_by"] == "approver"
         assert denied["justification"].startswith("'=")  # formula-safe
+        # A probe's finding: durations someone chose were written as floats ("7200.0"); whole seconds as elsewhere.
+        assert denied["requested_duration_seconds"].isdigit()
         mfa = {r["id"]: r for r in read_csv(archive, "populations/approvals_mfa.csv")}
         assert {r["kind"] for r in mfa.values()} == {"approval", "break_glass_activation"}
         assert all(r["fresh_mfa"] == "true" for r in mfa.values()) and len(mfa) == 4
