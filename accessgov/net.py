@@ -1,10 +1,16 @@
-"""The network edges: the real client address of an HTTP request, and the guard for every outbound
-POST (webhook connectors, event webhooks, Slack)."""
+"""The network edges: the real client address of an HTTP request, the guard for every outbound
+POST (webhook connectors, event webhooks, Slack), and the whole-call deadline every outbound call
+(those POSTs and the integrations' provider calls) runs under."""
 
+import contextvars
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -158,9 +164,10 @@ def checked_address(url: str, *, allow_private: bool, setting: str) -> str | Non
     return target.addresses[0]
 
 
-def pin(connection: http.client.HTTPConnection, address: str) -> http.client.HTTPConnection:
+def pin(connection: http.client.HTTPConnection, address: str | None) -> http.client.HTTPConnection:
     """``connection`` (HTTP or HTTPS: the Host header, TLS server name and certificate check stay the URL's
-    host) made to connect to ``address`` instead of resolving the host again."""
+    host) made to connect to ``address`` instead of resolving the host again (None: to its host), its
+    socket watched by the current ``deadline``."""
     connection._create_connection = _connect_to(address)  # type: ignore[attr-defined]
     return connection
 
@@ -169,35 +176,43 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIM
     """POST ``body`` to ``url`` through the guard and return the answer's HTTP status (a redirect is
     returned as its 3xx status, never followed). Raises TargetRefused (the guard said no) or
     TargetUnreachable. The host is resolved once: the connection goes to an address that was checked,
-    tried in the resolver's order until one accepts the connection (nothing is sent twice)."""
+    tried in the resolver's order until one accepts the connection (nothing is sent twice). The whole
+    exchange — connecting, TLS, sending, the status line, the headers and up to RESPONSE_READ_LIMIT bytes
+    of the answer — ends within ``timeout`` (``deadline``): a receiver trickling its answer is cut off
+    then, like one that does not answer at all (TargetUnreachable("TimeoutError"))."""
     target, problems = _check(url, resolve_always=True)
     if problems or target is None:
         raise TargetRefused(" ".join(problems))
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
     last_error: OSError | None = None
-    for address in target.addresses:
-        connection = connection_class(target.host, target.port, address=address, timeout=timeout)
-        try:
-            connection.connect()
-        except OSError as exc:
-            last_error = exc
-            connection.close()
-            continue
-        try:
-            connection.request("POST", target.path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read(RESPONSE_READ_LIMIT)
-            return response.status
-        except (OSError, http.client.HTTPException) as exc:
-            raise TargetUnreachable(f"{exc.__class__.__name__}") from None
-        finally:
-            connection.close()
+    try:
+        with deadline(timeout):
+            for address in target.addresses:
+                connection = connection_class(target.host, target.port, address=address, timeout=timeout)
+                try:
+                    connection.connect()
+                except OSError as exc:
+                    last_error = exc
+                    connection.close()
+                    continue
+                try:
+                    connection.request("POST", target.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    response.read(RESPONSE_READ_LIMIT)
+                    return response.status
+                finally:
+                    connection.close()
+    except (OSError, http.client.HTTPException) as exc:
+        raise TargetUnreachable(f"{exc.__class__.__name__}") from None
     raise TargetUnreachable(f"{last_error.__class__.__name__ if last_error else 'no address'}")
 
 
-def _connect_to(address: str):
+def _connect_to(address: str | None):
+    """http.client's ``_create_connection``, connecting to ``address`` (None: the connection's own host)
+    through ``connect``: within the current deadline, and watched by it."""
+
     def create_connection(host_port, timeout, source_address=None):
-        return socket.create_connection((address, host_port[1]), timeout, source_address)
+        return connect((address or host_port[0], host_port[1]), timeout, source_address)
 
     return create_connection
 
@@ -216,3 +231,120 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
         self._create_connection = _connect_to(address)
+
+
+# --- Whole-call deadlines: one time limit for every outbound call ---------------------------------------
+#
+# A socket timeout bounds one read: a peer that sends its headers and then a byte every few seconds never
+# trips it, and held a portal request (or a worker) for minutes. So every outbound call runs inside
+# ``deadline(seconds)``, and every socket it opens goes through ``connect`` (http.client through
+# ``pin``/_connect_to, httpx through integrations.http's network backend), which waits at most the time
+# left for the connection and registers a duplicate of the socket with the deadline. When the time is up,
+# a timer shuts that duplicate down: shutdown acts on the connection, not on one descriptor, so it ends
+# whatever the call is blocked in — TLS handshake, send, status line, headers, body; plain or TLS — even
+# after TLS wrapped the socket in a new object. The call then fails as a timeout does (TimeoutError),
+# whatever error the hang-up caused inside the client, and also when the client took the hang-up for the
+# end of the answer: a cut answer is never used. The duplicate stays ours until the call ends, so the
+# timer never touches a descriptor that was closed and reused meanwhile.
+
+
+class Deadline:
+    """The time limit of one outbound call (see ``deadline``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expires_at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._finished = False
+        self._watched: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(self.expires_at - time.monotonic(), 0.0)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            watched = sock.dup()
+            self._watched.append(watched)
+            if self.expired:
+                _hang_up(watched)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            for watched in self._watched:
+                _hang_up(watched)
+
+    def _start(self) -> None:
+        self._timer.start()
+
+    def _finish(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._finished = True
+            for watched in self._watched:
+                watched.close()
+            self._watched.clear()
+
+
+_deadlines: contextvars.ContextVar[tuple[Deadline, ...]] = contextvars.ContextVar("outbound_deadlines", default=())
+
+
+def _hang_up(sock: socket.socket) -> None:
+    with suppress(OSError):  # the peer or the client closed it already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Run one outbound call within ``seconds`` in all. Sockets opened inside (through ``connect``) are
+    shut down when the time is up, and the block then raises TimeoutError: in place of whatever the
+    hang-up made the client raise, and also when the client returned (its answer may be cut short).
+    Deadlines nest; each applies. Used by ``post`` (event webhooks, webhook connectors, Slack incoming
+    webhooks) and by every provider call of the integrations (accessgov.integrations.http: Jira, GitHub,
+    OIDC issuers; the PagerDuty client's transport; the Slack Web API client)."""
+    current = Deadline(seconds)
+    token = _deadlines.set((*_deadlines.get(), current))
+    current._start()
+    try:
+        yield current
+    except Exception as error:
+        if current.expired:
+            raise TimeoutError(f"no complete answer within {seconds:g} s") from error
+        raise
+    finally:
+        current._finish()
+        _deadlines.reset(token)
+    if current.expired:
+        raise TimeoutError(f"no complete answer within {seconds:g} s")
+
+
+def time_left(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what the current deadlines leave (a connect's wait)."""
+    for current in _deadlines.get():
+        timeout = current.remaining() if timeout is None else min(timeout, current.remaining())
+    return timeout
+
+
+def watch(sock: socket.socket) -> None:
+    """Register ``sock`` (just connected) with the current deadlines: it is shut down when one passes."""
+    for current in _deadlines.get():
+        current.watch(sock)
+
+
+def connect(
+    address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
+) -> socket.socket:
+    """``socket.create_connection`` within the current deadlines, the socket watched by them."""
+    timeout = time_left(timeout)
+    if timeout is not None and timeout <= 0:
+        raise TimeoutError("no time left to connect")
+    sock = socket.create_connection(address, timeout, source_address)
+    watch(sock)
+    return sock

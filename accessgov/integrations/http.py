@@ -1,6 +1,6 @@
-"""Reaching a provider over HTTP: the internal-address guard, short timeouts, no redirects, bounded
-answers. Provider URLs come from four-eyed settings, and still may not point inside the network unless
-the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked again at every call."""
+"""Reaching a provider over HTTP: the internal-address guard, a whole-call deadline (``net.deadline``), no
+redirects, bounded answers. Provider URLs come from four-eyed settings, and still may not point inside the
+network unless the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked again at every call."""
 
 import http.client
 import json
@@ -62,55 +62,80 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
     """Connects to the address the guard checked (``net.pin``), not to what the name resolves to when urllib
     asks again: a provider name that is re-pointed at an internal address between the check and the connection
-    (DNS rebinding) still reaches the checked one."""
+    (DNS rebinding) still reaches the checked one. Its socket is watched by the call's ``net.deadline``."""
 
     def __init__(self, address: str | None, context: ssl.SSLContext) -> None:
         super().__init__(context=context)
         self._address = address
 
     def https_open(self, req):
-        address = self._address
-        if address is None:
-            return super().https_open(req)
-
         def connection(host, **kwargs):
-            return net.pin(http.client.HTTPSConnection(host, **kwargs), address)
+            return net.pin(http.client.HTTPSConnection(host, **kwargs), self._address)
 
         return self.do_open(connection, req, context=self._context)
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    """Plain http (only when internal addresses are allowed: nothing to pin), its socket watched by the
+    call's ``net.deadline`` like every other."""
+
+    def http_open(self, req):
+        return self.do_open(lambda host, **kwargs: net.pin(http.client.HTTPConnection(host, **kwargs), None), req)
 
 
 def opener(address: str | None, context: ssl.SSLContext) -> urllib.request.OpenerDirector:
     """urllib as every provider call uses it: to ``address`` (checked by ``ensure_allowed_url``; None when
     internal addresses are allowed), with ``context``, and a redirect answered, never followed (a redirect
-    is a second address the guard never saw)."""
-    return urllib.request.build_opener(_NoRedirect, _PinnedHTTPSHandler(address, context))
+    is a second address the guard never saw). Run its calls inside ``net.deadline``."""
+    return urllib.request.build_opener(_NoRedirect, _WatchedHTTPHandler, _PinnedHTTPSHandler(address, context))
 
 
 class _PinnedNetwork(httpcore2.SyncBackend):
-    def __init__(self, address: str) -> None:
+    """httpcore's sockets, connected to ``address`` (None: the host asked for) within the current
+    ``net.deadline`` and watched by it."""
+
+    def __init__(self, address: str | None) -> None:
         self._address = address
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        return super().connect_tcp(self._address, port, timeout, local_address, socket_options)
+        timeout = net.time_left(timeout)
+        if timeout is not None and timeout <= 0:
+            raise httpcore2.ConnectTimeout("no time left to connect")
+        stream = super().connect_tcp(self._address or host, port, timeout, local_address, socket_options)
+        net.watch(stream.get_extra_info("socket"))
+        return stream
 
 
 class PinnedTransport(httpx2.HTTPTransport):
     """httpx's transport (the PagerDuty client's) connecting to ``address`` (checked; None when internal
-    addresses are allowed); TLS server name and certificate check stay the URL's host. No proxy from the
-    environment: that would be another address the guard never saw."""
+    addresses are allowed); TLS server name and certificate check stay the URL's host; its sockets are
+    watched by the call's ``net.deadline``. No proxy from the environment: that would be another address
+    the guard never saw."""
 
     def __init__(self, address: str | None, context: ssl.SSLContext) -> None:
         super().__init__(verify=context, trust_env=False)
-        if address is not None:
-            self._pool = httpcore2.ConnectionPool(ssl_context=context, network_backend=_PinnedNetwork(address))
+        self._pool = httpcore2.ConnectionPool(ssl_context=context, network_backend=_PinnedNetwork(address))
+
+
+def _exchange(
+    opener_: urllib.request.OpenerDirector, request: urllib.request.Request, timeout: float
+) -> tuple[int, bytes]:
+    """The answer's status and up to MAX_ANSWER_BYTES + 1 bytes of its body (an error status's too)."""
+    try:
+        with opener_.open(request, timeout=timeout) as response:
+            return response.status, response.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read(MAX_ANSWER_BYTES + 1)
 
 
 def request_json(
     method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
 ) -> tuple[int, Any]:
     """One call; returns (status, parsed JSON or None). Raises ProviderError when the address is refused,
-    the provider cannot be reached in INTEGRATIONS_TIMEOUT_SECONDS, redirects, or answers more than
-    MAX_ANSWER_BYTES or something that is not JSON (4xx answers are returned, not raised)."""
+    the provider has not answered completely within INTEGRATIONS_TIMEOUT_SECONDS (the whole call: connecting,
+    TLS, headers and body — ``net.deadline``), redirects, or answers more than MAX_ANSWER_BYTES or something
+    that is not JSON (4xx answers are returned, not raised)."""
     address = ensure_allowed_url(url)
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
@@ -120,18 +145,17 @@ def request_json(
         request.add_header("Content-Type", "application/json")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
+    timeout = settings.INTEGRATIONS_TIMEOUT_SECONDS
     try:
-        with opener(address, ssl_context()).open(request, timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS) as response:
-            status, raw = response.status, response.read(MAX_ANSWER_BYTES + 1)
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read(MAX_ANSWER_BYTES + 1)
-        if 300 <= status < 400:
-            raise ProviderError(f"{provider} answered with a redirect ({status}); check its URL.") from None
-        if status >= 500 or status == 429:
-            raise ProviderError(f"{provider} is unavailable (HTTP {status}).") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        with net.deadline(timeout):
+            status, raw = _exchange(opener(address, ssl_context()), request, timeout)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise ProviderError(f"{provider} cannot be reached ({reason.__class__.__name__}).") from None
+    if 300 <= status < 400:
+        raise ProviderError(f"{provider} answered with a redirect ({status}); check its URL.")
+    if status >= 500 or status == 429:
+        raise ProviderError(f"{provider} is unavailable (HTTP {status}).")
     if len(raw) > MAX_ANSWER_BYTES:
         raise ProviderError(f"{provider} answered more than {MAX_ANSWER_BYTES} bytes.")
     if not raw:

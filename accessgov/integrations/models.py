@@ -5,6 +5,7 @@ edited in the admin through four-eyes change requests (services.changes); their 
 """
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -32,6 +33,21 @@ class OnCallProvider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if problem := self.base_url_problem():
+            raise ValidationError({"base_url": problem})
+
+    def base_url_problem(self) -> str | None:
+        """PagerDuty's official client speaks https only: it refuses any other base URL, so a plain
+        ``http://`` one is refused when saved (the admin form, and again when the change is applied) and
+        before every call — even where INTEGRATIONS_ALLOW_PRIVATE_URLS lets the other providers use http."""
+        if self.base_url and urlsplit(self.base_url).scheme != "https":
+            return (
+                "PagerDuty is reached over https:// only (its client refuses any other URL), "
+                "even when internal addresses are allowed."
+            )
+        return None
 
 
 class TicketProvider(models.Model):

@@ -10,11 +10,12 @@ caller falls back to people."""
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx2
 import pagerduty
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from accessgov import inputs
+from accessgov import inputs, net
 from accessgov.integrations.http import PinnedTransport, ProviderError, ensure_allowed_url, ssl_context
 from accessgov.models import OnCallProvider
 
@@ -34,7 +35,9 @@ class Check:
 def client_for(provider: OnCallProvider) -> pagerduty.RestApiV2Client:
     """A client for ``provider`` that fails fast: one network attempt, one retry of a 429, short sleeps. It
     connects to the address the guard checked (DNS rebinding), and follows no redirect (the library's
-    default)."""
+    default). Use it inside a ``net.deadline`` (``_call``): its own timeout bounds each socket read only."""
+    if problem := provider.base_url_problem():  # a provider saved before http:// was refused
+        raise ProviderError(problem)
     address = ensure_allowed_url(provider.base_url)
     client = pagerduty.RestApiV2Client(
         provider.api_key, base_url=provider.base_url.rstrip("/"), transport=PinnedTransport(address, ssl_context())
@@ -48,11 +51,23 @@ def client_for(provider: OnCallProvider) -> pagerduty.RestApiV2Client:
 
 
 def _call(provider: OnCallProvider, action):
+    """Run ``action`` (every request of one question: the user lookup, then its on-calls or incidents, all
+    pages) within INTEGRATIONS_TIMEOUT_SECONDS in all; a provider that has not answered by then — silent, or
+    trickling its answer — is a timeout: ProviderError "(TimeoutError)"."""
     try:
-        return action(client_for(provider))
+        with net.deadline(settings.INTEGRATIONS_TIMEOUT_SECONDS):
+            return action(client_for(provider))
     except ProviderError:
         raise
-    except (pagerduty.Error, pagerduty.UrlError, ValueError, KeyError, TypeError) as error:
+    except TimeoutError:
+        raise ProviderError(f"{provider.name} could not answer (TimeoutError).") from None
+    except pagerduty.Error as error:
+        if isinstance(error.__cause__, httpx2.TimeoutException):  # a socket read or connect timed out first
+            raise ProviderError(f"{provider.name} could not answer (TimeoutError).") from None
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        detail = f"HTTP {status}" if status else error.__class__.__name__
+        raise ProviderError(f"{provider.name} could not answer ({detail}).") from None
+    except (pagerduty.UrlError, ValueError, KeyError, TypeError) as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         detail = f"HTTP {status}" if status else error.__class__.__name__
         raise ProviderError(f"{provider.name} could not answer ({detail}).") from None

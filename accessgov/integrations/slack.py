@@ -4,14 +4,17 @@ at the workspace's configured API address), interactivity requests verified with
 replay within that window is refused by services.integrations.slack_request_seen), and the modals that
 link a Slack user and ask for a TOTP code. Reading and building only; decisions are the services'."""
 
+import io
 import json
+import urllib.error
 from typing import Any
 from urllib.parse import parse_qs
 
+from django.conf import settings
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from accessgov import inputs, policies
+from accessgov import inputs, net, policies
 from accessgov.integrations.http import MAX_ANSWER_BYTES, ensure_allowed_url, opener, ssl_context
 from accessgov.models import AccessRequest, Decision, SlackMessage, SlackWorkspace
 from accessgov.notifications import absolute, slack_escape
@@ -26,23 +29,39 @@ MAX_BODY_BYTES = 64 * 1024
 class _GuardedWebClient(WebClient):
     """slack_sdk's WebClient (its methods, arguments, retries and errors), each HTTP exchange sent through the
     integrations' opener: to the address the guard checked (DNS rebinding), no redirect followed (urllib's
-    default opener would follow one to anywhere), the answer read up to MAX_ANSWER_BYTES."""
+    default opener would follow one to anywhere), within ``net.deadline`` of the client's timeout (the whole
+    exchange, not each read), the answer — an error status's too — read up to MAX_ANSWER_BYTES."""
 
     def __init__(self, *, address: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._opener = opener(address, self.ssl)
 
     def _perform_urllib_http_request_internal(self, url, req):
-        with self._opener.open(req, timeout=self.timeout) as response:
-            charset = response.headers.get_content_charset() or "utf-8"
-            body = response.read(MAX_ANSWER_BYTES).decode(charset, "replace")
-            return {"status": response.code, "headers": response.headers, "body": body}
+        with net.deadline(self.timeout):
+            try:
+                with self._opener.open(req, timeout=self.timeout) as response:
+                    charset = response.headers.get_content_charset() or "utf-8"
+                    body = response.read(MAX_ANSWER_BYTES).decode(charset, "replace")
+                    return {"status": response.code, "headers": response.headers, "body": body}
+            except urllib.error.HTTPError as error:
+                # slack_sdk would read this body itself, unbounded and after the deadline: read it here.
+                with error:
+                    raw = error.read(MAX_ANSWER_BYTES)
+                raise urllib.error.HTTPError(error.url, error.code, error.msg, error.headers, io.BytesIO(raw)) from None
 
 
 def client_for(workspace: SlackWorkspace) -> WebClient:
+    """slack_sdk's WebClient for ``workspace``: through the address guard, each call within
+    INTEGRATIONS_TIMEOUT_SECONDS in all."""
     address = ensure_allowed_url(workspace.api_base_url)
     base = workspace.api_base_url if workspace.api_base_url.endswith("/") else workspace.api_base_url + "/"
-    return _GuardedWebClient(address=address, token=workspace.bot_token, base_url=base, timeout=5, ssl=ssl_context())
+    return _GuardedWebClient(
+        address=address,
+        token=workspace.bot_token,
+        base_url=base,
+        timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS,
+        ssl=ssl_context(),
+    )
 
 
 def verify(workspace: SlackWorkspace, body: bytes, headers) -> bool:

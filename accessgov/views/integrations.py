@@ -203,8 +203,9 @@ def _spend_code_last(user: User, code: str, decide, client_address) -> None:
 @require_POST
 def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     """Jira's webhook for one ticket provider: refused (401) unless ``X-Hub-Signature`` is the HMAC of the
-    raw body with the provider's webhook secret. The issue is then read back from Jira (the body's own
-    status is never trusted) and the grants bound to it end if it closed."""
+    raw body with the provider's webhook secret; 400 unless the body is a JSON object whose ``issue.key`` is
+    an issue key (the check ``jira.issue_get`` applies to a request's ticket). The issue is then read back
+    from Jira (the body's own status is never trusted) and the grants bound to it end if it closed."""
     if _too_big(request, MAX_WEBHOOK_BYTES):
         return HttpResponse("Too large.", status=413, content_type="text/plain")
     provider = TicketProvider.objects.filter(pk=provider_id, is_active=True, kind=TicketProvider.Kind.JIRA).first()
@@ -218,8 +219,12 @@ def jira_webhook_view(request: HttpRequest, provider_id: int) -> HttpResponse:
         key = jira.webhook_issue_key(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return HttpResponse("Malformed body.", status=400, content_type="text/plain")
-    if key is None:
-        return HttpResponse(status=204)
+    if key is None:  # signed, but not Jira's shape: nothing to read back, and the sender should know
+        return HttpResponse(
+            "Not a Jira issue event: the body must be a JSON object whose issue.key is an issue key like OPS-123.",
+            status=400,
+            content_type="text/plain",
+        )
     try:
         ended = integration_services.ticket_webhook_received(provider, key)
     except ProviderError:

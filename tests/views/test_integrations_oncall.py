@@ -141,7 +141,7 @@ def test_a_provider_outage_fails_closed_to_people_with_the_reason(world, fake, p
     _pd_world(fake, world)
     _on_call_rule(world, pagerduty)
     if failure == "unreachable":
-        pagerduty.base_url = "http://127.0.0.1:9/pd"  # nothing listens on the discard port
+        pagerduty.base_url = "https://127.0.0.1:9/pd"  # nothing listens on the discard port
         pagerduty.save()
     else:
         fake.state.pd_fail = failure
