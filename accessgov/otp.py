@@ -5,7 +5,6 @@ via ThrottlingMixin). See docs/DECISIONS.md for why not django-two-factor-auth's
 """
 
 import logging
-import time
 from base64 import b32encode
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -115,7 +114,9 @@ def mark_verified(request: HttpRequest, device: TOTPDevice | StaticDevice) -> No
     request.session.cycle_key()
     request.session.pop(SESSION_OTP_FAILURES, None)
     if isinstance(device, TOTPDevice):
-        request.session[SESSION_OTP_VERIFIED_AT] = time.time()
+        # On the clock step-up is judged by (the database's, accessgov.clock): the web host's own clock could
+        # put a code typed a moment ago "in the future" of that judgement (the probe: break-glass refused).
+        request.session[SESSION_OTP_VERIFIED_AT] = clock.now().timestamp()
 
 
 class SignedOutForWrongCodes(Exception):
@@ -162,11 +163,19 @@ def step_up_window_minutes() -> int:
     return max(1, int(settings.OTP_STEP_UP_WINDOW.total_seconds() // 60))
 
 
-def step_up_fresh(code_at: datetime | None, now: datetime, *, window: timedelta | None = None) -> bool:
+# How far a code's time may lie after the moment it is judged at, live: both are read from the database's
+# clock, but each process measures its distance to it once a minute, a few milliseconds off either way.
+CLOCK_TOLERANCE = timedelta(seconds=2)
+
+
+def step_up_fresh(
+    code_at: datetime | None, now: datetime, *, window: timedelta | None = None, tolerance: timedelta = timedelta(0)
+) -> bool:
     """True when a TOTP code entered at ``code_at`` still counts for step-up at ``now``: within
-    OTP_STEP_UP_WINDOW (or the ``window`` an evidence pack recorded it was built with)."""
+    OTP_STEP_UP_WINDOW (or the ``window`` an evidence pack recorded it was built with), and not after
+    ``now`` by more than ``tolerance`` (CLOCK_TOLERANCE for a live decision; none for recorded times)."""
     window = settings.OTP_STEP_UP_WINDOW if window is None else window
-    return code_at is not None and code_at <= now and now - code_at <= window
+    return code_at is not None and code_at <= now + tolerance and now - code_at <= window
 
 
 def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> None:
@@ -177,7 +186,7 @@ def ensure_step_up(code_at: datetime | None, now: datetime, *, action: str) -> N
     if asked is not None:
         asked.append(action)
         return
-    if not step_up_fresh(code_at, now):
+    if not step_up_fresh(code_at, now, tolerance=CLOCK_TOLERANCE):
         raise StepUpRequired(
             f"{action} needs a code from your authenticator entered in the last {_minutes(step_up_window_minutes())}."
         )
@@ -252,7 +261,7 @@ def session_code_at(request: HttpRequest) -> datetime | None:
 def step_up_note(code_at: datetime | None, now: datetime) -> tuple[bool, str]:
     """(needed, what to tell the person) for the code field of a step-up form, true at ``now``."""
     window = _minutes(step_up_window_minutes())
-    if step_up_fresh(code_at, now):
+    if step_up_fresh(code_at, now, tolerance=CLOCK_TOLERANCE):
         seconds = int((now - code_at).total_seconds())
         ago = "less than a minute ago" if seconds < 60 else f"{_minutes(seconds // 60)} ago"
         return False, f"Not needed: you entered a code {ago} (a code counts for {window})."

@@ -67,3 +67,26 @@ def test_a_grant_past_its_end_by_the_database_is_not_active_on_a_host_whose_cloc
 
         listed = verify_session(Client(), world.auditor).get("/grants/", {"status": "active"})
         assert grant.pk not in [g.pk for g in listed.context["grants"]]
+
+
+def test_a_host_ahead_of_the_database_takes_a_code_typed_a_moment_ago_for_break_glass(world, database_clock):
+    """A probe's finding: break-glass refused a code typed a moment ago ("needs a code entered in the last 5
+    minutes") on a worker whose clock ran ahead of the database's measured offset: the session noted the code by
+    the host's clock, the check judged it by the database's, so the code was "from the future"."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.conftest import sign_in
+
+    world.role_two.break_glass_allowed = True
+    world.role_two.save(update_fields=["break_glass_allowed"])
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=3), tick=True):
+        client = sign_in(Client(), world.requester)
+        form = client.get(reverse("break_glass")).content.decode()
+        assert "not needed now" in form  # the page already said the sign-in code counts
+        response = client.post(
+            reverse("break_glass"),
+            {"role": world.role_two.pk, "duration": "15m", "justification": "Prod is down, INC-9"},
+        )
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert world.requester.grants.filter(is_break_glass=True).exists()
