@@ -143,6 +143,13 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
             self.message_user(request, str(error), level="error")
             return redirect(request.get_full_path())
 
+    def get_deleted_objects(self, objs, request):
+        # A group the service would refuse to delete is shown as protected on Django's confirmation page, with the
+        # reason: nothing is deleted then (the bulk action deleted the others and counted the refused one).
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        problems = [user_services.group_delete_problem(request.user, group) for group in objs]
+        return deleted, model_count, perms_needed, [*protected, *(p for p in problems if p)]
+
     def delete_model(self, request, obj):
         user_services.group_delete(request.user, obj.pk, client_address=getattr(request, "client_address", None))
 

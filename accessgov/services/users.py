@@ -323,6 +323,24 @@ def user_rights_narrow(
         )
 
 
+def group_delete_problem(actor: User, group: Group) -> str | None:
+    """Why ``actor`` may not delete ``group`` (``group_delete``'s refusals, which the admin also shows on its
+    confirmation page before anything is deleted), or None."""
+    problem = permissions.rights_change_problem(actor, group=group)
+    if problem:
+        return problem
+    if IdentityGroup.objects.filter(group=group).exists():
+        return f"{group.name} is managed by an identity provider: it deletes it through SCIM."
+    if Eligibility.objects.filter(group=group).exists():
+        return (
+            f"Eligibility names {group.name}: deleting the group would erase that record. End the eligibility "
+            "(its record stays) and remove the members instead."
+        )
+    if AutoApprovalRule.objects.filter(requester_group=group).exists():
+        return f"An auto-approval rule names {group.name}: change or remove the rule first (four-eyes)."
+    return None
+
+
 def group_delete(actor: User, group_id: int, *, client_address: str | None = None) -> ChangeRequest:
     """Delete a group (the admin): every member leaves it first, as a mover (``user_groups_leave``'s semantics),
     so they lose what it gave — its model and object permissions go with it — and the deletion is recorded as
@@ -337,17 +355,9 @@ def group_delete(actor: User, group_id: int, *, client_address: str | None = Non
         if group is None:
             raise TransitionNotAllowed("This group no longer exists.")
         permissions.ensure_can_change_rights(actor, group=group)
-        if IdentityGroup.objects.filter(group=group).exists():
-            raise PolicyViolation(f"{group.name} is managed by an identity provider: it deletes it through SCIM.")
-        if Eligibility.objects.filter(group=group).exists():
-            raise PolicyViolation(
-                f"Eligibility names {group.name}: deleting the group would erase that record. End the eligibility "
-                "(its record stays) and remove the members instead."
-            )
-        if AutoApprovalRule.objects.filter(requester_group=group).exists():
-            raise PolicyViolation(
-                f"An auto-approval rule names {group.name}: change or remove the rule first (four-eyes)."
-            )
+        problem = group_delete_problem(actor, group)
+        if problem:
+            raise PolicyViolation(problem)
         members = list(group.user_set.order_by("pk"))
         perms = list(group.permissions.order_by("pk"))
         object_perms = sorted(

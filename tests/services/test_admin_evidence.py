@@ -150,6 +150,22 @@ def test_a_group_that_eligibility_names_is_not_deleted_with_its_record(world, ad
     assert not ChangeRequest.objects.exists()
 
 
+def test_a_bulk_delete_with_a_group_that_may_not_go_deletes_nothing_and_says_why(world, admins):
+    """The review's finding: Django's bulk delete logged both deletions and said "Successfully deleted 2 groups"
+    when the service refused one (the admin's own group) and deleted the other."""
+    from django.contrib.admin.models import DELETION, LogEntry
+
+    first, _ = admins
+    mine, empty = Group.objects.create(name="mine"), Group.objects.create(name="empty")
+    first.groups.add(mine)
+    data = {"action": "delete_selected", "_selected_action": [mine.pk, empty.pk], "post": "yes"}
+    response = as_(first).post(reverse("admin:auth_group_changelist"), data)
+    page = response.content.decode()
+    assert response.status_code == 200 and "Nobody changes the permissions of a group they belong to" in page
+    assert Group.objects.filter(pk__in=[mine.pk, empty.pk]).count() == 2
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists() and not ChangeRequest.objects.exists()
+
+
 # --- 2. The evidence pack tells narrowing from widening -------------------------------------------
 
 
