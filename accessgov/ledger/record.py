@@ -15,7 +15,7 @@ from django.db import connection
 
 from accessgov import transaction_memo
 from accessgov.ledger import hashing
-from accessgov.models import AccessEvent
+from accessgov.models import AccessEvent, LedgerCheckpoint
 from accessgov.precompiled import Precompiled
 
 LEDGER_LOCK_KEY = 0x4143434553534556  # "ACCESSEV"
@@ -45,7 +45,12 @@ def lock_head() -> tuple[int, str]:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK_KEY])
     # After the lock, in a statement of its own: its snapshot then sees an append that committed while we waited.
     last = LEDGER_HEAD.list()
-    return (cast(int, last[0][0]), last[0][1]) if last else (0, hashing.GENESIS)
+    if last:
+        return cast(int, last[0][0]), last[0][1]
+    # No event left: the chain is empty, or a retention purge removed every event and it goes on from the
+    # checkpoint (the purge's own audit.purged event is the first after it).
+    checkpoint = LedgerCheckpoint.objects.order_by("-sequence").values_list("sequence", "hash").first()
+    return checkpoint if checkpoint is not None else (0, hashing.GENESIS)
 
 
 # The chain's head (every state change reads it): a precompiled read (accessgov/precompiled.py).

@@ -4,8 +4,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from django.conf import settings
-
 from accessgov import clock
 from accessgov.ledger.hashing import GENESIS
 from accessgov.models import AccessEvent, LedgerCheckpoint
@@ -78,18 +76,19 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
     return ChainReport(True, checked, expected_sequence - 1, prev_hash)
 
 
-# A purge recorded under a retention shorter than this (or than AUDIT_RETENTION_DAYS, if that is shorter) is not
-# one the purge command ran: lengthening the retention after a purge is allowed, so the configured value alone
-# cannot be the test.
-RETENTION_FLOOR_DAYS = 365
+# A purge records the retention it ran under (AUDIT_RETENTION_DAYS then); none runs under a day. Lengthening the
+# retention after a purge is allowed, so the value configured now is not the test. The purge decides by the
+# database's clock and its event is stamped by the host's: an hour's slack between them.
+RETENTION_FLOOR_DAYS = 1
+CLOCK_SLACK = timedelta(hours=1)
 
 
 def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
     """What is wrong with the checkpoint the chain starts from; "" when a retention purge made it. A
     checkpoint row is not itself chained, so one written by hand (and the events before it deleted) would
     otherwise pass as a purge: the purge that made it records an ``audit.purged`` event in the chain after it,
-    naming its sequence and hash, and purges only events older than the retention period it records, which is
-    never under RETENTION_FLOOR_DAYS (or the configured one, if shorter)."""
+    naming its sequence and hash, and purges only events older than the retention period it records (at least
+    RETENTION_FLOOR_DAYS)."""
     purge = (
         AccessEvent.objects.filter(
             event_type=AccessEvent.Type.AUDIT_PURGED,
@@ -112,13 +111,13 @@ def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
         or not isinstance(recorded, int)
     ):
         return f"{where} does not match the audit.purged event #{purge.sequence} that should record it"
-    floor = min(settings.AUDIT_RETENTION_DAYS, RETENTION_FLOOR_DAYS)
-    if recorded < floor:
+    if recorded < RETENTION_FLOOR_DAYS:
         return (
-            f"event #{purge.sequence} purged events under a retention of {recorded} days, shorter than {floor} days "
-            "(AUDIT_RETENTION_DAYS, at most a year): no purge runs under that"
+            f"event #{purge.sequence} purged events under a retention of {recorded} days: no purge runs under "
+            f"{RETENTION_FLOOR_DAYS} day"
         )
-    if checkpoint.purged_before > purge.occurred_at - timedelta(days=recorded) or purge.occurred_at > clock.now():
+    limit = purge.occurred_at - timedelta(days=recorded) + CLOCK_SLACK
+    if checkpoint.purged_before > limit or purge.occurred_at > clock.now() + CLOCK_SLACK:
         return (
             f"{where} purged events from before {checkpoint.purged_before:%Y-%m-%d %H:%M}, inside the retention "
             f"period of event #{purge.sequence} ({purge.occurred_at:%Y-%m-%d %H:%M})"

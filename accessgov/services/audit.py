@@ -12,7 +12,7 @@ from accessgov import clock
 from accessgov.activity.verify import SealReport, verify_activity_seals
 from accessgov.exceptions import PolicyViolation
 from accessgov.ledger import purge
-from accessgov.ledger.verify import ChainReport, verify_chain
+from accessgov.ledger.verify import RETENTION_FLOOR_DAYS, ChainReport, verify_chain
 from accessgov.models import AccessEvent, User
 from accessgov.services.events import event_record
 
@@ -45,6 +45,11 @@ def audit_purge(before: datetime, *, dry_run: bool = False, job: str = "purge_au
     verifies from, and record it (``audit.purged``) in the same transaction. Returns what was (with
     ``dry_run``: would be) purged, None when nothing is that old. Raises PolicyViolation when ``before``
     is inside the retention period (AUDIT_RETENTION_DAYS)."""
+    if settings.AUDIT_RETENTION_DAYS < RETENTION_FLOOR_DAYS:
+        raise PolicyViolation(
+            f"Refused: AUDIT_RETENTION_DAYS is {settings.AUDIT_RETENTION_DAYS}; a purge keeps at least "
+            f"{RETENTION_FLOOR_DAYS} day of events (verify_audit would not accept it)."
+        )
     earliest_allowed = clock.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS)
     if before > earliest_allowed:
         raise PolicyViolation(

@@ -79,18 +79,41 @@ def test_a_checkpoint_written_by_hand_does_not_hide_deleted_events(world):
         call_command("verify_audit", stdout=io.StringIO())
 
 
-def test_a_purge_record_with_a_shorter_retention_than_configured_is_named(world, settings):
+def test_a_purge_record_that_claims_no_retention_or_removed_newer_events_is_named(world):
     from accessgov.services.events import event_record
 
     plan = _recent_prefix_deleted(world)
+    forged = {"purged": 2, "up_to_sequence": 2, "up_to_hash": plan.up_to_hash}
     event_record(
-        AccessEvent.Type.AUDIT_PURGED,
-        job="purge_audit",
-        reason="forged",
-        data={"purged": 2, "up_to_sequence": 2, "up_to_hash": plan.up_to_hash, "retention_days": 0},
+        AccessEvent.Type.AUDIT_PURGED, job="purge_audit", reason="forged", data={**forged, "retention_days": 0}
     )
     report = verify_chain()
-    assert not report.ok and "retention of 0 days, shorter than 365 days" in report.problem
-    settings.AUDIT_RETENTION_DAYS = 0  # configured as short: the record still purged events newer than it allows
+    assert not report.ok and "retention of 0 days: no purge runs under 1 day" in report.problem
+
+
+def test_a_purge_record_whose_events_were_newer_than_its_retention_is_named(world):
+    from accessgov.services.events import event_record
+
+    plan = _recent_prefix_deleted(world)  # events of a moment ago, "purged" under a retention of a year
+    forged = {"purged": 2, "up_to_sequence": 2, "up_to_hash": plan.up_to_hash, "retention_days": 365}
+    event_record(AccessEvent.Type.AUDIT_PURGED, job="purge_audit", reason="forged", data=forged)
     report = verify_chain()
     assert not report.ok and "inside the retention period of event #5" in report.problem
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_of_every_event_goes_on_from_its_checkpoint(world, settings):
+    """The review's finding: with no event left inside the retention window, the purge's own record started a
+    new chain at #1 from the genesis hash, and the chain no longer verified."""
+    from accessgov.models import Eligibility
+
+    Eligibility.objects.update(starts_at=datetime(2010, 1, 1, tzinfo=UTC))
+    with time_machine.travel(OLD, tick=False):
+        activity(world)
+    call_command("purge_audit", "--before", "2017-01-01", stdout=io.StringIO())
+    purged = AccessEvent.objects.get()
+    assert (purged.event_type, purged.sequence) == ("audit.purged", 3)
+    assert verify_chain().ok
+    settings.AUDIT_RETENTION_DAYS = 0
+    with pytest.raises(CommandError, match="a purge keeps at least 1 day"):
+        call_command("purge_audit", "--before", "2017-01-01", stdout=io.StringIO())
