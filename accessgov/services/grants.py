@@ -616,20 +616,32 @@ def break_glass_activate(
 def break_glass_acknowledge(
     actor: User, follow_up_id: int, *, comment: str, client_address: str | None = None
 ) -> BreakGlassFollowUp:
-    """Someone other than the grantee reviews a break-glass use and signs it off with a comment."""
+    """Someone other than the grantee reviews a break-glass use and signs it off with a comment — once the
+    access has ended: a use still going on cannot be reviewed whole (what is done after the sign-off would
+    go unreviewed). Locks the follow-up; the grant's end is read by the clock (``Grant.is_active_at``), so
+    an expired grant the sweeper has not reached yet counts as ended, and a grant never becomes active
+    again, so it needs no lock. Raises PolicyViolation (no comment), NotAuthorized, TransitionNotAllowed
+    (already acknowledged; the grant still active — the follow-up stays open)."""
     if not comment.strip():
         raise PolicyViolation("Write what you checked: the comment is the evidence of this review.")
     with transaction.atomic():
         follow_up = (
             BreakGlassFollowUp.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("grant__role__system", "grant__access_request")
+            .select_related("grant__role__system", "grant__access_request", "grant__user")
             .get(pk=follow_up_id)
         )
         if not follow_up.is_open:
             raise TransitionNotAllowed("This follow-up was already acknowledged.")
         permissions.ensure_can_acknowledge_break_glass(actor, follow_up.grant)
+        now = clock.now()
+        if follow_up.grant.is_active_at(now):
+            raise TransitionNotAllowed(
+                f"{follow_up.grant.user.get_username()}'s break-glass access to {follow_up.grant.role} is still "
+                f"active (until {follow_up.grant.expires_at:%Y-%m-%d %H:%M} UTC): it can be acknowledged once it "
+                "has ended. Ask them to release it, or wait for it to end; the follow-up stays open."
+            )
         follow_up.acknowledged_by = actor
-        follow_up.acknowledged_at = clock.now()
+        follow_up.acknowledged_at = now
         follow_up.comment = comment.strip()
         follow_up.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])
         event_record(

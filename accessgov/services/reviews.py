@@ -8,6 +8,7 @@ transaction; a closed campaign is immutable. Reminders are bookkeeping (a timest
 
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -138,12 +139,28 @@ def _notify_after_commit(kind: str, object_id: int) -> None:
 def _lock_item(item_id: int) -> ReviewItem:
     item = (
         ReviewItem.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("campaign", "role__system")
+        .select_related("campaign", "role__system", "subject_user", "subject_group", "grant")
         .get(pk=item_id)
     )
     if item.campaign.status != Status.OPEN:
         raise TransitionNotAllowed("This campaign is closed; its decisions can no longer change.")
     return item
+
+
+def _about(item: ReviewItem) -> dict[str, Any]:
+    """Whose access an item decides, for its events' data: the item row can be edited, the ledger cannot
+    (and ``review.decided`` is the only record of who was reviewed by whom before the close). Needs the
+    item's subject_user/subject_group loaded (their username/name)."""
+    about: dict[str, Any] = {
+        "item_kind": "grant" if item.grant_id else "eligibility",
+        "eligibility_id": item.eligibility_id,
+        "grant_id": item.grant_id,
+    }
+    if item.subject_user_id:
+        about |= {"subject_user_id": item.subject_user_id, "subject_username": item.subject_user.get_username()}
+    else:
+        about |= {"subject_group_id": item.subject_group_id, "subject_group_name": item.subject_group.name}
+    return about
 
 
 def review_item_decide(
@@ -175,8 +192,9 @@ def review_item_decide(
             actor=actor,
             client_address=client_address,
             role=item.role,
+            grant=item.grant,  # an item about a grant names it, so the trail shows the grantee
             reason=item.comment,
-            data={"campaign_id": item.campaign_id, "item_id": item.pk, "decision": decision},
+            data={"campaign_id": item.campaign_id, "item_id": item.pk, "decision": decision, **_about(item)},
         )
         return item
 
@@ -330,15 +348,64 @@ def _revoke_grants_from(revoked: list[ReviewItem], *, job: str, now: datetime, c
     return len(ending)
 
 
+def _eligibility_ends_apply(
+    revoked: list[int], kept: list[int], *, now: datetime, keep_for: timedelta
+) -> dict[int, tuple[datetime | None, datetime]]:
+    """Move the end of the campaign's eligibility, set-based, and return the old and new end of each one
+    it changed (django-auditlog does not see ``update()``: the review.applied events carry them).
+    A revoke ends an eligibility now (one that has not started yet: just after its start, as the database
+    requires an end after the start). A keep runs it on until ``now + keep_for`` at the latest: a standing
+    eligibility gets that end, one that ends sooner keeps its owner's end (one person's "keep" never
+    lengthens access), and one that ran out or that an owner ended during the campaign is not brought back.
+    Neither ever moves an end later. Locks the rows (the caller holds the campaign and its items)."""
+    revoked_ids = set(revoked)
+    changed: dict[int, tuple[datetime | None, datetime]] = {}
+    for pk, starts_at, ends_at in (
+        Eligibility.objects.select_for_update(no_key=True, of=("self",))
+        .filter(pk__in=[*revoked, *kept])
+        .order_by("pk")
+        .values_list("pk", "starts_at", "ends_at")
+    ):
+        if pk in revoked_ids:
+            new_end = max(now, starts_at + timedelta(microseconds=1))
+        elif starts_at <= now and (ends_at is None or ends_at > now):
+            new_end = now + keep_for
+        else:
+            continue
+        if ends_at is None or ends_at > new_end:
+            changed[pk] = (ends_at, new_end)
+    ended_now = [pk for pk, (_, new_end) in changed.items() if pk in revoked_ids and new_end == now]
+    ended_at_start = [pk for pk, (_, new_end) in changed.items() if pk in revoked_ids and new_end != now]
+    capped = [pk for pk in changed if pk not in revoked_ids]
+    Eligibility.objects.filter(pk__in=ended_now).update(ends_at=now)
+    Eligibility.objects.filter(pk__in=ended_at_start).update(ends_at=F("starts_at") + timedelta(microseconds=1))
+    # Its end reminder is re-armed for the new end date.
+    Eligibility.objects.filter(pk__in=capped).update(ends_at=now + keep_for, end_reminded_at=None)
+    return changed
+
+
+def _ends_data(change: tuple[datetime | None, datetime] | None) -> dict[str, str | None]:
+    """A review.applied event's record of the eligibility end the close moved (nothing when it moved none;
+    ``eligibility_ends_before`` is null for a standing eligibility)."""
+    if change is None:
+        return {}
+    before, after = change
+    return {
+        "eligibility_ends_before": before.isoformat() if before else None,
+        "eligibility_ends_after": after.isoformat(),
+    }
+
+
 def review_campaign_close(
     actor: User | None, campaign_id: int, *, job: str = "review-close", client_address: str | None = None
 ) -> ReviewCampaign:
     """Close a campaign and apply it, set-based: revoke decisions end the eligibility and revoke the
     active grants that came from it (through the lifecycle service, one event each); unanswered items
-    follow the campaign's no-response policy; kept eligibility gets a new end date. One review.applied
-    event per item (bulk-written) and one review.closed event. Locks the campaign, then its items (so a
-    decision in flight is either in or refused). Immutable afterwards. Raises NotAuthorized or
-    TransitionNotAllowed (already closed)."""
+    follow the campaign's no-response policy; kept eligibility ends at close + keep_for at the latest
+    (``_eligibility_ends_apply``). One review.applied event per item (bulk-written: whose access, and the
+    eligibility's old and new end when the close moved it) and one review.closed event. Locks the
+    campaign, then its items (so a decision in flight is either in or refused), then their eligibility.
+    Immutable afterwards. Raises NotAuthorized or TransitionNotAllowed (already closed)."""
     if actor is not None and not permissions.is_auditor(actor):
         raise NotAuthorized("Only auditors close access reviews.")
     now = clock.now()
@@ -349,7 +416,8 @@ def review_campaign_close(
         campaign.status, campaign.closed_at, campaign.closed_by = Status.CLOSED, now, actor
         campaign.save(update_fields=["status", "closed_at", "closed_by"])
         items = list(
-            campaign.items.select_for_update(no_key=True, of=("self",)).only(
+            campaign.items.select_for_update(no_key=True, of=("self",))
+            .only(
                 "pk",
                 "campaign_id",
                 "decision",
@@ -360,20 +428,19 @@ def review_campaign_close(
                 "subject_user_id",
                 "subject_group_id",
                 "decided_by_id",
+                "subject_user__username",
+                "subject_group__name",
             )
+            .select_related("subject_user", "subject_group")
         )
         by_outcome = _close_plan(campaign, items)
         revoked_eligibility = [i.eligibility_id for i in by_outcome["revoked"] if i.eligibility_id]
-        # End now; an eligibility that has not started yet ends just after its start (the DB requires it).
-        Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__lt=now).update(ends_at=now)
-        Eligibility.objects.filter(pk__in=revoked_eligibility, starts_at__gte=now).update(
-            ends_at=F("starts_at") + timedelta(microseconds=1)
+        ends = _eligibility_ends_apply(
+            revoked_eligibility,
+            [i.eligibility_id for i in by_outcome["kept"] if i.eligibility_id],
+            now=now,
+            keep_for=campaign.keep_for,
         )
-        # Kept runs on — if it is still in force: an eligibility that ran out or that an owner ended during the
-        # campaign is not brought back by a "keep" (and the confirmation page, reading them as they are, agrees).
-        Eligibility.objects.active(now).filter(
-            pk__in=[i.eligibility_id for i in by_outcome["kept"] if i.eligibility_id]
-        ).update(ends_at=now + campaign.keep_for, end_reminded_at=None)
         for outcome, group in by_outcome.items():
             ReviewItem.objects.filter(pk__in=[i.pk for i in group]).update(outcome=outcome, applied_at=now)
         label = actor_label(actor, None if actor else job)
@@ -384,6 +451,7 @@ def review_campaign_close(
                     actor=actor,
                     actor_label=label,
                     role_id=item.role_id,
+                    grant_id=item.grant_id,
                     occurred_at=now,
                     reason=item.reason,
                     data={
@@ -391,6 +459,8 @@ def review_campaign_close(
                         "item_id": item.pk,
                         "outcome": outcome,
                         "answered": bool(item.decision),
+                        **_about(item),
+                        **_ends_data(ends.get(item.eligibility_id or 0)),
                     },
                 )
                 for outcome, group in by_outcome.items()

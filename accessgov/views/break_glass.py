@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accessgov import clock, permissions, selectors
-from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired
+from accessgov.exceptions import AccessGovError, PolicyViolation, StepUpRequired, TransitionNotAllowed
 from accessgov.forms import BreakGlassForm, ReasonForm
 from accessgov.http import PortalRequest
 from accessgov.models import BreakGlassFollowUp
@@ -78,7 +78,10 @@ def _follow_ups(
     rows = [
         {
             "follow_up": f,
-            "overdue": f.is_open and f.due_at <= now,
+            # A use still going on is reviewed once it has ended (``break_glass_acknowledge``): it is "in use",
+            # not late, and its form waits for the end instead of offering a sign-off that would be refused.
+            "in_use": f.is_open and f.grant.is_active_at(now),
+            "overdue": f.is_open and f.due_at <= now and not f.grant.is_active_at(now),
             "can_ack": f.is_open and permissions.can_acknowledge_break_glass(request.user, f.grant),
         }
         for f in follow_ups
@@ -108,6 +111,11 @@ def follow_up_acknowledge_view(request: PortalRequest, pk: int) -> HttpResponse:
     except PolicyViolation as error:
         typed = str(request.POST.get("reason", ""))[:2000]
         return _follow_ups(request, error=(pk, str(error), typed), status=400)
+    except TransitionNotAllowed as error:
+        if follow_up.grant.is_active_at(clock.now()):  # still in use: say so next to the form, keep what was typed
+            typed = str(request.POST.get("reason", ""))[:2000]
+            return _follow_ups(request, error=(pk, str(error), typed), status=409)
+        return refused(request, error, reverse("break_glass_follow_ups"))
     except AccessGovError as error:
         return refused(request, error, reverse("break_glass_follow_ups"))
     messages.success(request, "Follow-up acknowledged.")

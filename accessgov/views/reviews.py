@@ -2,7 +2,7 @@
 with decision helpers, bulk keep with a confirmation step), reassignment and closing by an auditor, and
 the evidence CSV."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -18,7 +18,7 @@ from accessgov import clock, exports, filters, inputs, paging, permissions, sele
 from accessgov.exceptions import AccessGovError, PolicyViolation
 from accessgov.forms import ReviewCampaignForm, ReviewReassignForm
 from accessgov.http import PortalRequest
-from accessgov.models import ReviewCampaign, ReviewItem, User
+from accessgov.models import AccessEvent, ReviewCampaign, ReviewItem, User
 from accessgov.services import reviews as services
 from accessgov.views.common import confirm_page, confirmed, local_time, plural, refused
 
@@ -42,6 +42,10 @@ EVIDENCE_COLUMNS = [
     "answered",
     # The campaign's rule for unanswered items (revoke, keep_and_flag), on the items whose outcome it set.
     "no_response_rule",
+    # The eligibility's end before and after the close moved it (empty: the close did not move it; "before"
+    # empty and "after" set: it had no end). From the review.applied events, the record of the change.
+    "eligibility_ends_before",
+    "eligibility_ends_after",
 ]
 
 
@@ -279,7 +283,7 @@ def _close_consequences(campaign: ReviewCampaign, now) -> list[str]:
         f"{plural(eligibilities, 'eligibility', 'eligibilities')} {'ends' if eligibilities == 1 else 'end'}: "
         f"{plural(people, 'person', 'people')} {'loses' if people == 1 else 'lose'} eligibility."
     )
-    kept = f"{plural(preview['kept'], 'item')} kept for {campaign.keep_for.days} more days"
+    kept = f"{plural(preview['kept'], 'item')} kept, for at most {campaign.keep_for.days} more days"
     if preview["kept_flagged"]:
         kept += f"; {plural(preview['kept_flagged'], 'unanswered item')} kept and flagged"
     lines.append(kept + ".")
@@ -297,6 +301,7 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
     ).order_by("pk")
     # As the evidence pack's review_items.csv says it: answered, or not by the due date (empty before it).
     past_due = campaign.closed_at is not None or clock.now() >= campaign.due_at
+    ends = _eligibility_ends_moved(campaign)
     rows = (
         (
             i.pk,
@@ -315,6 +320,7 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
             i.decided_by.username if i.decided_by and i.decision else "",
             "true" if i.decision else "false" if past_due else "",
             campaign.no_response if i.applied_at and not i.decision else "",
+            *ends.get(i.pk, ("", "")),
         )
         for i in items.iterator(chunk_size=2000)
     )
@@ -327,3 +333,23 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
         filters={"campaign": campaign.pk},
         row_count=items.count,
     )
+
+
+def _eligibility_ends_moved(campaign: ReviewCampaign) -> dict[int, tuple[datetime | str, datetime | str]]:
+    """Item id → the eligibility's end before and after the campaign's close moved it, as its review.applied
+    event recorded them (all written at the close's instant: the index on type and time finds them)."""
+    if campaign.closed_at is None:
+        return {}
+    moved = AccessEvent.objects.filter(
+        event_type=AccessEvent.Type.REVIEW_APPLIED,
+        occurred_at=campaign.closed_at,
+        data__campaign_id=campaign.pk,
+        data__has_key="eligibility_ends_after",
+    ).values_list("data", flat=True)
+    return {
+        data["item_id"]: (
+            datetime.fromisoformat(data["eligibility_ends_before"]) if data["eligibility_ends_before"] else "",
+            datetime.fromisoformat(data["eligibility_ends_after"]),
+        )
+        for data in moved
+    }

@@ -625,6 +625,9 @@ def test_break_glass_follow_up_is_acknowledged_by_someone_else(world):
         gs.break_glass_acknowledge(world.requester, follow_up.pk, comment="fine")
     with pytest.raises(NotAuthorized):
         gs.break_glass_acknowledge(world.outsider, follow_up.pk, comment="fine")
+    with pytest.raises(TransitionNotAllowed, match="still active"):  # reviewed once it has ended
+        gs.break_glass_acknowledge(world.auditor, follow_up.pk, comment="Checked the session log; justified.")
+    gs.grant_release(world.requester, grant.pk)
     gs.break_glass_acknowledge(world.auditor, follow_up.pk, comment="Checked the session log; justified.")
     follow_up.refresh_from_db()
     assert follow_up.acknowledged_by == world.auditor

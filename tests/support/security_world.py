@@ -126,6 +126,7 @@ def build(world, make_user) -> HostileWorld:
         step_up_at=now,
     )
     follow_up = break_glass.follow_up
+    grants.grant_release(world.requester, break_glass.pk)  # a use is acknowledged once it has ended
     grants.break_glass_acknowledge(world.auditor, follow_up.pk, comment=payload("follow-up comment"))
 
     campaign = reviews.review_campaign_create(

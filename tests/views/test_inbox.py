@@ -74,6 +74,7 @@ def test_approvers_owners_and_auditors_see_a_break_glass_use_to_acknowledge_but_
         assert counts["follow_ups"] == 1
     assert inbox.needs_me(world.requester, T0).follow_ups == []
     assert inbox.needs_me(world.outsider, T0).follow_ups == []
+    gs.grant_release(world.requester, grant.pk)  # a use is acknowledged once it has ended
     gs.break_glass_acknowledge(world.auditor, grant.follow_up.pk, comment="Checked the incident")
     assert inbox.needs_me(world.approver, T0).follow_ups == []
 
