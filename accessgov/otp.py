@@ -255,7 +255,9 @@ def session_code_at(request: HttpRequest) -> datetime | None:
     verified_at = request.session.get(SESSION_OTP_VERIFIED_AT)
     if not verified_at:
         return None
-    return datetime.fromtimestamp(float(verified_at), tz=UTC)
+    # Never after now: noted by another process, whose measured distance to the database's clock differs by a few
+    # milliseconds, it could be; recorded so (a decision's step_up_at), the evidence pack would judge it not fresh.
+    return min(datetime.fromtimestamp(float(verified_at), tz=UTC), clock.now())
 
 
 def step_up_note(code_at: datetime | None, now: datetime) -> tuple[bool, str]:

@@ -76,10 +76,11 @@ def verify_chain(chunk_size: int = 5000) -> ChainReport:
     return ChainReport(True, checked, expected_sequence - 1, prev_hash)
 
 
-# A purge records the retention it ran under (AUDIT_RETENTION_DAYS then); none runs under a day. Lengthening the
-# retention after a purge is allowed, so the value configured now is not the test. The purge decides by the
-# database's clock and its event is stamped by the host's: an hour's slack between them.
-RETENTION_FLOOR_DAYS = 1
+# A purge records the retention it ran under (AUDIT_RETENTION_DAYS then); none runs under a year (audit evidence
+# is kept at least that long: services.audit.audit_purge refuses a shorter retention), so a record claiming less
+# is not one a purge wrote. Lengthening the retention after a purge is allowed, so the value configured now is
+# not the test. The purge decides by the database's clock and its event is stamped by the host's: an hour's slack.
+RETENTION_FLOOR_DAYS = 365
 CLOCK_SLACK = timedelta(hours=1)
 
 
@@ -114,7 +115,7 @@ def checkpoint_problem(checkpoint: LedgerCheckpoint) -> str:
     if recorded < RETENTION_FLOOR_DAYS:
         return (
             f"event #{purge.sequence} purged events under a retention of {recorded} days: no purge runs under "
-            f"{RETENTION_FLOOR_DAYS} day"
+            f"{RETENTION_FLOOR_DAYS} days"
         )
     limit = purge.occurred_at - timedelta(days=recorded) + CLOCK_SLACK
     if checkpoint.purged_before > limit or purge.occurred_at > clock.now() + CLOCK_SLACK:

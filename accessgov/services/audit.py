@@ -48,7 +48,7 @@ def audit_purge(before: datetime, *, dry_run: bool = False, job: str = "purge_au
     if settings.AUDIT_RETENTION_DAYS < RETENTION_FLOOR_DAYS:
         raise PolicyViolation(
             f"Refused: AUDIT_RETENTION_DAYS is {settings.AUDIT_RETENTION_DAYS}; a purge keeps at least "
-            f"{RETENTION_FLOOR_DAYS} day of events (verify_audit would not accept it)."
+            f"{RETENTION_FLOOR_DAYS} days of events (audit evidence is kept at least a year)."
         )
     earliest_allowed = clock.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS)
     if before > earliest_allowed:

@@ -377,8 +377,8 @@ def test_after_a_retention_purge_the_extract_is_anchored_on_the_checkpoint_and_v
     world, make_user, signing_key, settings
 ):
     month = make_month(world, make_user)
-    settings.AUDIT_RETENTION_DAYS = 1
-    with time_machine.travel(BUILT_AT, tick=False):
+    settings.AUDIT_RETENTION_DAYS = 365  # the shortest a purge runs under: purged a year and a day later
+    with time_machine.travel(datetime(2026, 3, 6, 8, 0, tzinfo=UTC), tick=False):
         call_command("purge_audit", "--before", "2025-03-05")
         pack = evidence_services.evidence_pack_request(month.world.auditor, since=SINCE, until=UNTIL, queue=False)
     checkpoint = AccessEvent.objects.order_by("sequence").first().sequence - 1
