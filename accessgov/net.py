@@ -186,7 +186,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIM
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
     last_error: OSError | None = None
     try:
-        with deadline(timeout):
+        with deadline(timeout) as call:
             for address in target.addresses:
                 connection = connection_class(target.host, target.port, address=address, timeout=timeout)
                 try:
@@ -199,6 +199,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIM
                     connection.request("POST", target.path, body=body, headers=headers)
                     response = connection.getresponse()
                     response.read(RESPONSE_READ_LIMIT)
+                    call.done()
                     return response.status
                 finally:
                     connection.close()
@@ -283,6 +284,14 @@ class Deadline:
 
     def _start(self) -> None:
         self._timer.start()
+
+    def done(self) -> None:
+        """The whole answer is in: a timer firing from now on (while the call closes its connection, say)
+        changes nothing, and the call is not reported as timed out — a POST that was answered is not sent
+        again by its retry. An answer cut short never gets here: the hang-up comes first."""
+        self._timer.cancel()
+        with self._lock:
+            self._finished = True
 
     def _finish(self) -> None:
         self._timer.cancel()

@@ -7,6 +7,7 @@ Every question answers a ``Check``: ``ok`` with the evidence it relied on, or no
 person reads. Any failure to ask (network, 4xx/5xx, an answer we do not understand) is not ok: the
 caller falls back to people."""
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,8 +56,8 @@ def _call(provider: OnCallProvider, action):
     pages) within INTEGRATIONS_TIMEOUT_SECONDS in all; a provider that has not answered by then — silent, or
     trickling its answer — is a timeout: ProviderError "(TimeoutError)"."""
     try:
-        with net.deadline(settings.INTEGRATIONS_TIMEOUT_SECONDS):
-            return action(client_for(provider))
+        with net.deadline(settings.INTEGRATIONS_TIMEOUT_SECONDS), closing(client_for(provider)) as client:
+            return action(client)  # closed after: its pooled connection would stay open until collected
     except ProviderError:
         raise
     except TimeoutError:

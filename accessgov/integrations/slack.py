@@ -37,11 +37,12 @@ class _GuardedWebClient(WebClient):
         self._opener = opener(address, self.ssl)
 
     def _perform_urllib_http_request_internal(self, url, req):
-        with net.deadline(self.timeout):
+        with net.deadline(self.timeout) as call:
             try:
                 with self._opener.open(req, timeout=self.timeout) as response:
                     charset = response.headers.get_content_charset() or "utf-8"
                     body = response.read(MAX_ANSWER_BYTES).decode(charset, "replace")
+                    call.done()  # answered: a message posted is not posted again for a timer firing now
                     return {"status": response.code, "headers": response.headers, "body": body}
             except urllib.error.HTTPError as error:
                 # slack_sdk would read this body itself, unbounded and after the deadline: read it here.

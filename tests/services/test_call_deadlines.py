@@ -5,6 +5,7 @@ worker, and one event-webhook receiver held the notifications queue for minutes 
 and the same delivery went out twice. ``accessgov.net.deadline`` now cuts every call at its timeout
 (1 s here): the call fails as a timeout does, to people or to a retry."""
 
+import http.server
 import threading
 import time
 
@@ -185,3 +186,46 @@ def test_a_delivery_in_flight_to_a_trickling_receiver_is_not_sent_again_by_anoth
     delivery.refresh_from_db()
     assert delivery.attempts == 1 and "TimeoutError" in delivery.last_error and delivery.lease_until is None
     assert connection.vendor == "postgresql"
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """A receiver that answers every POST at once (200, a complete body) and counts them."""
+
+    protocol_version = "HTTP/1.1"
+    posts = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).posts += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_post_answered_in_time_is_not_a_timeout_when_the_limit_passes_while_it_closes(monkeypatch, settings):
+    """The review's finding: a receiver had answered 200, the limit passed while the connection closed (a busy
+    worker), and the call was reported as a timeout — so the delivery was retried and sent twice."""
+    import http.client
+    import socketserver
+
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Answering)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    close = http.client.HTTPConnection.close
+
+    def slow_close(self):
+        close(self)
+        time.sleep(0.3)  # past the 0.2 s limit, after the whole answer was read
+
+    monkeypatch.setattr(http.client.HTTPConnection, "close", slow_close)
+    try:
+        assert net.post(f"http://127.0.0.1:{server.server_address[1]}/hook", b"{}", {}, timeout=0.2) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Answering.posts == 1
