@@ -103,6 +103,12 @@ class DateTimePicker(forms.DateTimeInput):
         super().__init__(attrs, format=LOCAL_INPUT_FORMAT)
 
 
+def _offset_text(instant: datetime) -> str:
+    """``instant``'s UTC offset as ISO 8601 writes it: "+01:00", "-04:00"."""
+    minutes = int((instant.utcoffset() or timedelta(0)).total_seconds()) // 60
+    return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
 class DateTimeField(forms.DateTimeField):
     """An instant on a day between MIN_DATE and MAX_DATE, typed in the viewer's own time zone (issue 18:
     the middleware activates it): a date-time picker's ``2026-11-24T10:30`` is read in that zone; ISO
@@ -127,15 +133,46 @@ class DateTimeField(forms.DateTimeField):
             return super().to_python(value)
         except ValidationError as error:
             if error.code == "ambiguous_timezone":
-                zone = timezone.get_current_timezone_name()
                 raise ValidationError(
-                    f"{value} does not exist or happens twice in {zone} (a daylight-saving switch). "
-                    "Choose another minute, or give the offset, e.g. 2026-10-25T02:30+01:00.",
-                    code="ambiguous_timezone",
+                    self._switch_problem(value, timezone.get_current_timezone()), code="ambiguous_timezone"
                 ) from None
             raise
         except OverflowError:
             raise ValidationError(self.error_messages["overflow"], code="overflow") from None
+
+    def _switch_problem(self, value, zone) -> str:
+        """Why a local time a daylight-saving switch skips or repeats in ``zone`` cannot be read, with what to
+        type instead written in that same zone: the next valid minute for a skipped time, the time with each of
+        its two offsets for a repeated one (an example from another zone reads as a different instant)."""
+        from django.utils import timezone
+
+        name = timezone.get_current_timezone_name()
+        naive = value if isinstance(value, datetime) else None
+        for input_format in self.input_formats if naive is None else ():
+            try:
+                naive = datetime.strptime(str(value).strip(), input_format)  # noqa: DTZ007 - a wall time in ``zone``
+                break
+            except ValueError:
+                continue
+        if naive is None:  # not read by the formats above: a zone-neutral example
+            return (
+                f"{value} does not exist or happens twice in {name} (a daylight-saving switch). "
+                "Choose another minute, or give the time in UTC, e.g. 2026-11-24T09:30Z."
+            )
+        naive = naive.replace(tzinfo=None)
+        typed = f"{naive:{LOCAL_INPUT_FORMAT}}"
+        first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+        if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:  # skipped: the clocks jump over it
+            after = first.astimezone(UTC).astimezone(zone)
+            return (
+                f"{typed} does not exist in {name}: a daylight-saving switch skips it. Choose another minute, "
+                f"e.g. {after:{LOCAL_INPUT_FORMAT}} ({after.tzname()})."
+            )
+        return (
+            f"{typed} happens twice in {name} (a daylight-saving switch). Choose another minute, or give the "
+            f"offset: {typed}{_offset_text(first)} for the first ({first.tzname()}), "
+            f"{typed}{_offset_text(second)} for the second ({second.tzname()})."
+        )
 
     def prepare_value(self, value):
         from django.utils import timezone

@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 
 from accessgov import clock, inbox, inputs, net, permissions, recovery, selectors
 from accessgov.models import (
+    AccessEvent,
     AccessRequest,
     BreakGlassFollowUp,
     ChangeRequest,
@@ -116,16 +117,52 @@ def _who(user: User) -> str:
     return user.get_full_name() or user.get_username()
 
 
+def _extended(access_request: AccessRequest) -> Grant | None:
+    """The grant an extension request asks to extend; None for any other request."""
+    if access_request.kind != AccessRequest.Kind.EXTENSION:
+        return None
+    return access_request.extends_grant
+
+
+def _extension_of(grant: Grant) -> str:
+    """How an extension's messages name what it extends: "Payments DB · read-write (grant #12)"."""
+    return f"{grant.role} (grant #{grant.pk})"
+
+
+def _end_now(grant: Grant, *, runs: str = "now ends") -> str:
+    """The grant's end as it stands, in the recipient's zone: "now ends at …" (``runs``) while it has not ended,
+    else "ended at … (revoked)"."""
+    ended_at = grant.ended_at_as_of(clock.now())
+    if ended_at is None:
+        return f"{runs} at {at(grant.expires_at)}"
+    return f"ended at {at(ended_at)} ({grant.end_description().lower() if grant.end_reason else 'expired'})"
+
+
 def request_submitted(access_request: AccessRequest) -> Message:
     role = access_request.role
-    return Message(
-        subject=f"[AccessGov] {_who(access_request.requester)} requests {role}",
-        heading=f"{_who(access_request.requester)} requests {role}",
-        lines=[
-            f"Duration: {format_duration(access_request.requested_duration)}",
+    grant = _extended(access_request)
+    duration = format_duration(access_request.requested_duration)
+    if grant is not None:
+        # An extension reads as one: which grant, its end now and its end if approved (never as a new request).
+        what = f"asks to extend {_extension_of(grant)} by {duration}"
+        timing = [
+            f"Extension of grant #{grant.pk}, which {_end_now(grant)}.",
+            f"If approved, it ends at {at(grant.expires_at + access_request.requested_duration)} "
+            f"({duration} more; an approver may allow less).",
+        ]
+    else:
+        what = f"requests {role}"
+        timing = [
+            f"Duration: {duration}",
             f"Starts: {at(access_request.starts_at)} (scheduled)"
             if access_request.starts_at
             else "Starts: when approved",
+        ]
+    return Message(
+        subject=f"[AccessGov] {_who(access_request.requester)} {what}",
+        heading=f"{_who(access_request.requester)} {what}",
+        lines=[
+            *timing,
             f"Why: {access_request.justification}",
             f"Ticket: {access_request.ticket or '—'}",
             f"Risk: {role.get_risk_tier_display()} · approvals needed: {max(1, role.approvals_required)}",
@@ -133,7 +170,7 @@ def request_submitted(access_request: AccessRequest) -> Message:
         ],
         recipients=permissions.approvers_for_role(role) - {access_request.requester},
         action_url=inbox.inbox_url(f"request-{access_request.pk}"),
-        action_label="Review the request",
+        action_label="Review the extension" if grant is not None else "Review the request",
         slack_system=role.system,
     )
 
@@ -150,24 +187,45 @@ def request_reminder(access_request: AccessRequest) -> Message:
 
 def request_approval_progress(access_request: AccessRequest) -> Message:
     done = access_request.decisions.filter(outcome="approve").count()
+    grant = _extended(access_request)
+    what = f"the extension of {_extension_of(grant)}" if grant is not None else str(access_request.role)
+    yours = f"Your extension of {_extension_of(grant)}" if grant is not None else f"Your request for {what}"
     return Message(
-        subject=f"[AccessGov] {done} of {access_request.role.approvals_required} approvals for {access_request.role}",
-        heading=f"Your request for {access_request.role} has {done} of {access_request.role.approvals_required} approvals",
+        subject=f"[AccessGov] {done} of {access_request.role.approvals_required} approvals for {what}",
+        heading=f"{yours} has {done} of {access_request.role.approvals_required} approvals",
         lines=["Another approver still has to decide."],
         recipients={access_request.requester},
         action_url=_happened_url(access_request.requester, access_request_id=access_request.pk),
     )
 
 
+def _extension_moved(access_request: AccessRequest, grant: Grant) -> list[str]:
+    """What an approved extension did to its grant's end, from its grant.extended event (the grant may have
+    changed since: extended again, or ended)."""
+    data = (
+        access_request.events.filter(event_type=AccessEvent.Type.GRANT_EXTENDED).values_list("data", flat=True).last()
+    )
+    try:
+        previous = datetime.fromisoformat(data["previous_expires_at"])
+        moved_to = datetime.fromisoformat(data["expires_at"])
+    except (TypeError, KeyError, ValueError):
+        return [f"Grant #{grant.pk} {_end_now(grant)}."]
+    lines = [f"Grant #{grant.pk} now ends at {at(moved_to)} instead of {at(previous)}."]
+    if grant.ended_at_as_of(clock.now()) is not None or grant.expires_at != moved_to:
+        lines.append(f"Since then it {_end_now(grant)}.")
+    return lines
+
+
 def request_decided(access_request: AccessRequest) -> Message:
     role = access_request.role
+    extended = _extended(access_request)
     if access_request.status == AccessRequest.Status.APPROVED:
-        grant = (
-            access_request.grant
-            if access_request.kind != AccessRequest.Kind.EXTENSION
-            else access_request.extends_grant
+        grant = access_request.grant if extended is None else extended
+        lines = (
+            [f"Access until {at(grant.expires_at)}."]
+            if extended is None
+            else _extension_moved(access_request, extended)
         )
-        lines = [f"Access until {at(grant.expires_at)}."]
         if access_request.auto_approved_by_rule:
             lines.append(f"Approved automatically ({access_request.auto_approved_by_rule}).")
         for decision in access_request.decisions.filter(outcome="approve").select_related("approver"):
@@ -178,10 +236,14 @@ def request_decided(access_request: AccessRequest) -> Message:
                 )
             if decision.comment:
                 lines.append(f"{_who(decision.approver)}: {decision.comment}")
-        heading = f"Approved: {role}"
+        heading = f"Approved: {role}" if extended is None else f"Extension approved: {_extension_of(extended)}"
     else:
         lines = [f"{_who(d.approver)}: {d.comment}" for d in access_request.decisions.filter(outcome="deny")]
         heading = f"Denied: {role}"
+        if extended is not None:
+            # Denying more time takes nothing away: say the access stands as it was.
+            heading = f"Extension denied: {_extension_of(extended)}"
+            lines += _extension_not_given(access_request, extended)
     return Message(
         subject=f"[AccessGov] {heading}",
         heading=heading,
@@ -191,7 +253,29 @@ def request_decided(access_request: AccessRequest) -> Message:
     )
 
 
+def _extension_not_given(access_request: AccessRequest, grant: Grant) -> list[str]:
+    """For an extension denied or lapsed: the grant was not extended, its end as it stands, and what was asked."""
+    return [
+        f"Grant #{grant.pk} was not extended: it {_end_now(grant, runs='still ends')}.",
+        f"Asked for: {format_duration(access_request.requested_duration)} more.",
+    ]
+
+
 def request_lapsed(access_request: AccessRequest) -> Message:
+    grant = _extended(access_request)
+    if grant is not None:
+        return Message(
+            subject=f"[AccessGov] Extension lapsed: {_extension_of(grant)}",
+            heading=f"Your request to extend {_extension_of(grant)} lapsed",
+            lines=[
+                "No approver decided in time.",
+                *_extension_not_given(access_request, grant),
+                "Ask again for more time if you still need it.",
+            ],
+            recipients={access_request.requester},
+            action_url=_happened_url(access_request.requester, access_request_id=access_request.pk),
+            action_label="See it in your inbox",
+        )
     return Message(
         subject=f"[AccessGov] Lapsed: {access_request.role}",
         heading=f"Your request for {access_request.role} lapsed",
@@ -208,9 +292,11 @@ def request_withdrawn(access_request: AccessRequest) -> Message:
         access_request.events.filter(event_type="request.withdrawn").values_list("reason", flat=True).last()
         or "The requester is no longer eligible for this role."
     )
+    grant = _extended(access_request)
+    what = f"extension of {_extension_of(grant)}" if grant is not None else f"request for {access_request.role}"
     return Message(
-        subject=f"[AccessGov] Withdrawn: {_who(access_request.requester)}'s request for {access_request.role}",
-        heading=f"{_who(access_request.requester)}'s request for {access_request.role} was withdrawn",
+        subject=f"[AccessGov] Withdrawn: {_who(access_request.requester)}'s {what}",
+        heading=f"{_who(access_request.requester)}'s {what} was withdrawn",
         lines=[reason, "Nothing was granted; nothing is left to decide."],
         recipients=(permissions.approvers_for_role(access_request.role) | {access_request.requester}),
         action_url=inbox.inbox_url(),
@@ -228,15 +314,47 @@ def grant_expiring(grant: Grant) -> Message:
     )
 
 
+def _revoked_how(grant: Grant) -> tuple[str, bool]:
+    """How a revoked grant ended, by who or what ended it (its end event): a person, an access review, the
+    account's deactivation, or another automatic job (with its reason). Also whether that already says why."""
+    event = (
+        AccessEvent.objects.filter(grant=grant, event_type__in=selectors.GRANT_END_EVENTS)
+        .order_by("-pk")
+        .values("actor_label", "reason", "data")
+        .first()
+    ) or {"actor_label": "", "reason": "", "data": {}}
+    data = event["data"] if isinstance(event["data"], dict) else {}
+    by = f" by {_who(grant.ended_by)}" if grant.ended_by else ""
+    if data.get("review_item"):
+        name = ReviewCampaign.objects.filter(pk=data.get("campaign")).values_list("name", flat=True).first()
+        return f"was revoked in {f'the access review “{name}”' if name else 'an access review'}{by}", False
+    if grant.ended_by:
+        return f"was revoked{by}", False
+    if event["actor_label"] == "system:deactivation":
+        return "was revoked: your account was deactivated", False
+    if event["reason"]:
+        return f"was revoked automatically: {event['reason']}", True
+    return "was revoked automatically", False
+
+
 def grant_ended(grant: Grant) -> Message:
-    how = {
-        Grant.EndReason.EXPIRED: "expired",
-        Grant.EndReason.RELEASED: "was released",
-        Grant.EndReason.REVOKED: f"was revoked by {_who(grant.ended_by) if grant.ended_by else 'an approver'}",
-    }.get(grant.end_reason, "ended")
+    """The holder learns their access ended, worded by who or what ended it (never a guess such as "an
+    approver" for a job's revocation)."""
+    told_why = False
+    if grant.end_reason == Grant.EndReason.REVOKED:
+        how, told_why = _revoked_how(grant)
+    else:
+        how = {
+            Grant.EndReason.EXPIRED: "expired",
+            Grant.EndReason.RELEASED: "was cancelled before it started"
+            if grant.ended_at is not None and grant.ended_at < grant.starts_at
+            else "was released",
+            Grant.EndReason.TICKET_CLOSED: "ended: its ticket closed",
+            Grant.EndReason.INCIDENT_RESOLVED: "ended: its incident was resolved",
+        }.get(grant.end_reason, "ended")
     lines = [f"Ended at {at(grant.ended_at)}."]
     why = selectors.grant_end_reason(grant)
-    if why:
+    if why and not told_why:
         lines.append(f"Why: {why}")
     return Message(
         subject=f"[AccessGov] Your access to {grant.role} {how}",

@@ -240,8 +240,11 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
 
 
 def can_cancel_access_request(user: User, access_request: AccessRequest) -> bool:
-    """Only the requester withdraws their own request, while it is pending."""
-    return access_request.requester_id == user.pk and access_request.is_pending
+    """Only the requester withdraws their own request, while it is pending and before it lapses (a cancel after
+    its deadline records the lapse instead: ``access_request_cancel``)."""
+    return (
+        access_request.requester_id == user.pk and access_request.is_pending and clock.now() < access_request.lapses_at
+    )
 
 
 def ensure_can_cancel_access_request(user: User, access_request: AccessRequest) -> None:

@@ -218,6 +218,15 @@ class AccessRequestSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, access_request: AccessRequest) -> dict:
+        """What the request is now, as every reader sees it: a pending request at or past its ``lapses_at`` is
+        ``lapsed`` (decided at its deadline, as the sweep records it) before the sweep has come by."""
+        data = super().to_representation(access_request)
+        if access_request.status == AccessRequest.Status.PENDING and clock.now() >= access_request.lapses_at:
+            data["status"] = AccessRequest.Status.LAPSED.value
+            data["decided_at"] = serializers.DateTimeField().to_representation(access_request.lapses_at)
+        return data
+
     def get_requested_duration_seconds(self, access_request: AccessRequest) -> int:
         return _seconds(access_request.requested_duration)
 

@@ -29,6 +29,17 @@ def _notify(kind: str, object_id: int) -> None:
     notification_outbox.notify(kind, object_id)
 
 
+LAPSED = "This request has lapsed: it waited longer than its role allows."
+
+
+def _extended(access_request: AccessRequest) -> Grant | None:
+    """The grant an extension request asks to extend (None for any other request). Every event of an extension
+    names that grant too, so the grant's own timeline shows the extension asked for and what became of it."""
+    if access_request.extends_grant_id is None:
+        return None
+    return Grant.objects.select_related("role").get(pk=access_request.extends_grant_id)
+
+
 def _lock_for_decision(access_request_id: int) -> AccessRequest:
     """Lock the requester's account row, then the request (the order deactivation takes them in), so a
     deactivation and a decision on the same person's request never interleave."""
@@ -94,6 +105,7 @@ def _create(
         actor=actor,
         client_address=client_address,
         access_request=access_request,
+        grant=extends_grant,
         reason=justification,
         data={
             "duration_seconds": int(duration.total_seconds()),
@@ -318,6 +330,7 @@ def _approve(
         job=job,
         client_address=client_address,
         access_request=access_request,
+        grant=_extended(access_request),
         reason=reason,
         data={**(data or {}), "approved_duration_seconds": int(duration.total_seconds())},
     )
@@ -357,7 +370,7 @@ def access_request_approve(
         now = clock.now()  # after the lock: a wait behind another transaction must not approve late
         ensure_transition("request", access_request.status, Status.APPROVED)
         if now >= access_request.lapses_at:
-            raise TransitionNotAllowed("This request has lapsed: it waited longer than its role allows.")
+            raise TransitionNotAllowed(LAPSED)
         permissions.ensure_can_decide_access_request(actor, access_request)
         withdrawn_because = permissions.eligibility_problem(
             access_request.requester, access_request.role, now, lock=True
@@ -409,6 +422,7 @@ def _record_approval(
         actor=actor,
         client_address=client_address,
         access_request=access_request,
+        grant=_extended(access_request),
         reason=decision.comment,
         data={
             "decision_id": decision.pk,
@@ -458,6 +472,9 @@ def access_request_deny(
         access_request = _lock(access_request_id)
         now = clock.now()
         ensure_transition("request", access_request.status, Status.DENIED)
+        if now >= access_request.lapses_at:
+            # As for an approval: past its deadline the request is the sweep's to lapse, never denied.
+            raise TransitionNotAllowed(LAPSED)
         permissions.ensure_can_decide_access_request(actor, access_request)
         _check_step_up(access_request.role, step_up_at, now)
         decision = Decision.objects.create(
@@ -469,11 +486,13 @@ def access_request_deny(
             step_up_at=step_up_at if access_request.role.step_up_required else None,
             created_at=now,
         )
+        extended = _extended(access_request)
         event_record(
             Type.DECISION_DENY,
             actor=actor,
             client_address=client_address,
             access_request=access_request,
+            grant=extended,
             reason=decision.comment,
             data={"decision_id": decision.pk},
         )
@@ -485,23 +504,45 @@ def access_request_deny(
             actor=actor,
             client_address=client_address,
             access_request=access_request,
+            grant=extended,
             reason=decision.comment,
         )
         _notify("request_decided", access_request.pk)
         return access_request
 
 
+LAPSED_NOT_CANCELLED = (
+    "This request has lapsed: nobody decided it before its deadline, so it is recorded as lapsed, not cancelled. "
+    "Nothing was granted."
+)
+
+
 def access_request_cancel(actor: User, access_request_id: int, *, client_address: str | None = None) -> AccessRequest:
-    """The requester withdraws a pending request."""
+    """The requester withdraws a pending request. At or after its ``lapses_at`` it is too late to cancel: the
+    request lapses there and then, as the sweep would lapse it (``decided_at`` its deadline, one request.lapsed
+    event, the requester told), that is committed, and TransitionNotAllowed says so. Locks the request."""
     with transaction.atomic():
         access_request = _lock(access_request_id)
         permissions.ensure_can_cancel_access_request(actor, access_request)
         ensure_transition("request", access_request.status, Status.CANCELLED)
-        access_request.status = Status.CANCELLED
-        access_request.decided_at = clock.now()
-        access_request.save(update_fields=["status", "decided_at"])
-        event_record(Type.REQUEST_CANCELLED, actor=actor, client_address=client_address, access_request=access_request)
-        return access_request
+        now = clock.now()  # after the lock, as for a decision: a cancel that waited must not cancel late
+        lapsed = now >= access_request.lapses_at
+        if lapsed:
+            _lapse([access_request], now=now, job="deadline", data={"found_by": "cancel"})
+        else:
+            access_request.status = Status.CANCELLED
+            access_request.decided_at = now
+            access_request.save(update_fields=["status", "decided_at"])
+            event_record(
+                Type.REQUEST_CANCELLED,
+                actor=actor,
+                client_address=client_address,
+                access_request=access_request,
+                grant=_extended(access_request),
+            )
+    if lapsed:
+        raise TransitionNotAllowed(LAPSED_NOT_CANCELLED)
+    return access_request
 
 
 WITHDRAWN_BECAUSE_INELIGIBLE = "The requester is no longer eligible for this role."
@@ -546,7 +587,7 @@ def access_request_withdraw_all(requester: User, *, actor: User, reason: str) ->
     due = list(
         AccessRequest.objects.select_for_update(no_key=True, of=("self",))
         .filter(requester=requester, status=Status.PENDING)
-        .only("pk", "role_id")
+        .only("pk", "role_id", "extends_grant_id")
     )
     if not due:
         return 0
@@ -561,6 +602,7 @@ def access_request_withdraw_all(requester: User, *, actor: User, reason: str) ->
                 actor=actor,
                 actor_label=actor.get_username(),
                 access_request_id=r.pk,
+                grant_id=r.extends_grant_id,
                 role_id=r.role_id,
                 occurred_at=now,
                 reason=f"Requester's account deactivated: {reason}",
@@ -570,6 +612,35 @@ def access_request_withdraw_all(requester: User, *, actor: User, reason: str) ->
         ]
     )
     return len(due)
+
+
+def _lapse(due: list[AccessRequest], *, now: datetime, job: str, data: dict[str, Any] | None = None) -> None:
+    """Pending requests (locked by the caller, all past their ``lapses_at``) become lapsed, one request.lapsed
+    event each (an extension's names its grant), and their requesters are told. The sweep and a too-late cancel
+    share it, so a lapse is recorded the same way whoever finds it."""
+    # Lapsed at its deadline, whenever it was found (reports time and filter lapses by decided_at); the event is
+    # the record of when it was seen, and by what.
+    AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
+        status=Status.LAPSED, decided_at=F("lapses_at")
+    )
+    event_record_bulk(
+        [
+            AccessEvent(
+                event_type=Type.REQUEST_LAPSED,
+                actor_label=f"system:{job}",
+                access_request_id=r.pk,
+                grant_id=r.extends_grant_id,
+                role_id=r.role_id,
+                occurred_at=now,
+                reason="No decision before the deadline.",
+                data=data or {},
+            )
+            for r in due
+        ]
+    )
+    for r in due:
+        r.status, r.decided_at = Status.LAPSED, r.lapses_at
+        _notify("request_lapsed", r.pk)
 
 
 def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: int = 2000) -> int:
@@ -582,31 +653,11 @@ def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: i
                 AccessRequest.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .filter(status=Status.PENDING, lapses_at__lte=now)
                 .order_by("pk")
-                .only("pk", "role_id")[:batch_size]
+                .only("pk", "role_id", "extends_grant_id", "lapses_at")[:batch_size]
             )
             if not due:
                 return total
-            ids = [r.pk for r in due]
-            # Lapsed at its deadline, whenever the sweep came by (reports time and filter lapses by decided_at);
-            # the event is the record of when it was seen.
-            AccessRequest.objects.filter(pk__in=ids, status=Status.PENDING).update(
-                status=Status.LAPSED, decided_at=F("lapses_at")
-            )
-            event_record_bulk(
-                [
-                    AccessEvent(
-                        event_type=Type.REQUEST_LAPSED,
-                        actor_label=f"system:{job}",
-                        access_request_id=r.pk,
-                        role_id=r.role_id,
-                        occurred_at=now,
-                        reason="No decision before the deadline.",
-                    )
-                    for r in due
-                ]
-            )
-            for pk in ids:
-                _notify("request_lapsed", pk)
+            _lapse(due, now=now, job=job)
         total += len(due)
         if len(due) < batch_size:
             return total

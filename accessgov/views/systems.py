@@ -133,7 +133,9 @@ def eligibility_add_view(request: PortalRequest, slug: str) -> HttpResponse:
     except AccessGovError as error:
         form.add_error(None, str(error))
         return _system_page(request, system, form=form, status=status_for(error))
-    until = f" until {timezone.localtime(data['ends_at']):%Y-%m-%d %H:%M}" if data["ends_at"] else ""
+    # In the owner's zone and named, as pages write instants ("2026-12-07 23:30 EST").
+    local_end = timezone.localtime(data["ends_at"]) if data["ends_at"] else None
+    until = f" until {local_end:%Y-%m-%d %H:%M} {local_end.tzname()}" if local_end else ""
     messages.success(request, f"{data['user'] or data['group']} may now request {data['role']}{until}.")
     return redirect(back)
 
