@@ -307,8 +307,12 @@ def test_approver_flows_and_pages(live_server, scene, csp_watch, short_step_up, 
     page.wait_for_url(live_server.url + "/approvals/")
     expect(page.locator("#queue-waiting")).to_contain_text("0 waiting, oldest first.")
 
-    # Acknowledging a break-glass use without a comment stays on the form (item 2).
+    # Acknowledging a break-glass use without a comment stays on the form (item 2) — once the use has ended: while
+    # it is in use the button is disabled (a sign-off would leave what comes after it unreviewed).
     follow_up = BreakGlassFollowUp.objects.get(grant=w.break_glass)
+    page.goto(live_server.url + "/break-glass/follow-ups/")
+    expect(page.get_by_role("button", name="Acknowledge after it ends")).to_be_disabled()
+    gs.grant_release(w.approver2, w.break_glass.pk)
     page.goto(live_server.url + "/break-glass/follow-ups/")
     page.get_by_role("button", name="Acknowledge").click()
     field = page.locator(f"#ack-{follow_up.pk}")
