@@ -136,13 +136,6 @@ class AccessGovGroupAdmin(AccountRightsMixin, GroupAdmin):
             or narrowed
         )
 
-    def delete_view(self, request, object_id, extra_context=None):
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except AccessGovError as error:
-            self.message_user(request, str(error), level="error")
-            return redirect(request.get_full_path())
-
     def get_deleted_objects(self, objs, request):
         # A group the service would refuse to delete is shown as protected on Django's confirmation page, with the
         # reason: nothing is deleted then (the bulk action deleted the others and counted the refused one).
@@ -821,13 +814,6 @@ class EventWebhookSubscriptionAdmin(FourEyesAdminMixin, admin.ModelAdmin):
     list_display = ("name", "scope", "types", "url", "is_active")
     list_filter = ("is_active", "system")
     search_fields = ("name", "url")
-
-    def delete_view(self, request, object_id, extra_context=None):
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except AccessGovError as error:
-            self.message_user(request, str(error), level="error")
-            return redirect(request.get_full_path())
 
     def delete_model(self, request, obj):
         change_services.change_delete_event_webhook(

@@ -86,11 +86,19 @@ class GuardedModelAdmin(_GuardedModelAdmin):
 
 
 class RefusalAsMessageMixin:
-    """A service's refusal (AccessGovError) on an admin form becomes an error message on the same page."""
+    """A service's refusal (AccessGovError) on an admin form, or on a deletion the admin hands to a service,
+    becomes an error message on the same page."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
+        except AccessGovError as error:
+            self.message_user(request, str(error), level="error")
+            return redirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
         except AccessGovError as error:
             self.message_user(request, str(error), level="error")
             return redirect(request.get_full_path())
