@@ -491,34 +491,86 @@ def normal_username(name: str) -> str:
     return unicodedata.normalize("NFKC", name)
 
 
-def username_latin_lookalike(name: str) -> str | None:
-    """A case-insensitive regular expression for the Latin names ``name`` reads as, or None: it is not written wholly
-    in Cyrillic or Greek letters that pass for Latin ones (``иван`` has letters that pass for none). Its other
-    characters (digits, ``.`` ``_`` ``@`` ``+`` ``-``) stand for themselves."""
+# Each Latin letter, and the Cyrillic and Greek letters that may be read as it (the table above, turned around).
+_READ_AS: dict[str, frozenset[str]] = {
+    latin: frozenset(ch for ch, readings in _LATIN_LOOKALIKES.items() if latin in readings)
+    for latin in sorted(set("".join(_LATIN_LOOKALIKES.values())))
+}
+# A transaction-level PostgreSQL advisory lock ("USERNAME"): one look-alike check at a time, until its transaction ends.
+USERNAME_LOCK_KEY = 0x555345524E414D45
+
+
+def _read_the_same(ch: str) -> str | None:
+    """The characters that may be read as ``ch`` reads (``ch`` among them), or None: ``ch`` reads only as itself."""
+    if ch in _LATIN_LOOKALIKES:
+        readings = set(_LATIN_LOOKALIKES[ch])
+    elif ch.isascii() and ch.isalpha():
+        readings = {ch.lower()}
+    else:
+        return None
+    alike = {ch, *readings}
+    for latin in readings:
+        alike |= _READ_AS.get(latin, frozenset())
+    return "".join(sorted(alike)) if len(alike) > 1 else None
+
+
+def username_lookalike_pattern(name: str) -> str | None:
+    """A case-insensitive regular expression for the other names that read as ``name`` reads, or None (``name``
+    has no letter another alphabet passes for). Both ways: a Latin "alice" matches a Cyrillic one, a Cyrillic "alice"
+    the Latin one, and either a name mixing both. Letters compare through the confusable mapping above (Unicode's
+    confusables.txt for Cyrillic and Greek, a bare vertical stroke read as an l or a capital I); other characters
+    (digits, ``.`` ``_`` ``@`` ``+`` ``-``) stand for themselves. ``name`` itself, in any case, is not matched."""
+    name = normal_username(name)
     pattern, lookalike = [], False
-    for ch in normal_username(name):
-        if ch in _LATIN_LOOKALIKES:
-            latin = _LATIN_LOOKALIKES[ch]
-            pattern.append(latin if len(latin) == 1 else f"[{latin}]")
-            lookalike = True
-        elif ch.isalpha():
-            return None  # a Latin letter (mixed: refused on its own) or one that passes for none
-        else:
-            pattern.append(re.escape(ch))
-    return f"^{''.join(pattern)}$" if lookalike else None
+    for ch in name:
+        alike = _read_the_same(ch)
+        pattern.append(f"[{alike}]" if alike else re.escape(ch))
+        lookalike = lookalike or alike is not None
+    return f"^(?!{re.escape(name)}$){''.join(pattern)}$" if lookalike else None
+
+
+def _scripts(name: str) -> set[str]:
+    return {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()} & _LOOKALIKE_SCRIPTS
+
+
+def _lock_usernames() -> None:
+    """Wait for any other look-alike check until its transaction ends, and hold this one's the same way: two names
+    that read alike, created at once, are checked one after the other, so the second sees the first. PostgreSQL
+    (an advisory lock, released at commit or rollback); SQLite writes one transaction at a time."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("A look-alike check runs in the transaction that writes the name.")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [USERNAME_LOCK_KEY])
 
 
 def username_lookalike_problem(name: str, taken: Callable[[str], str | None] | None = None) -> str | None:
     """Why ``name`` could pass for another person's name, or None: its letters mix Latin, Cyrillic or Greek; or
     (when ``taken`` is given: it answers an existing name matching a case-insensitive regular expression, or None)
-    it is written wholly in Cyrillic or Greek letters that read as a name that is taken (a Cyrillic "alice")."""
-    scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()} & _LOOKALIKE_SCRIPTS
+    it reads as a name that is taken, either way round — Cyrillic or Greek letters reading as a taken Latin name (a
+    Cyrillic "alice"), or Latin letters reading as a taken name written in Cyrillic or Greek letters. With ``taken``,
+    call it in the transaction that then writes the name: the check holds a lock until that transaction ends, so two
+    look-alikes created at once cannot both pass."""
+    scripts = _scripts(name)
     if len(scripts) > 1:
         return f"it mixes {' and '.join(sorted(s.title() for s in scripts))} letters, which look alike"
-    pattern = username_latin_lookalike(name) if taken is not None else None
-    if pattern is not None and taken is not None and (other := taken(pattern)) is not None:
+    pattern = username_lookalike_pattern(name) if taken is not None else None
+    if pattern is None or taken is None:
+        return None
+    _lock_usernames()
+    other = taken(pattern)
+    if other is None:
+        return None
+    if scripts and scripts != {"LATIN"}:
         return f"its {scripts.pop().title()} letters read as {other}, another person's name"
-    return None
+    written_in = _scripts(other) - {"LATIN"}
+    if written_in:
+        alphabets = " and ".join(sorted(s.title() for s in written_in | _scripts(other)))
+        return f"it reads as {other}, another person's name written in {alphabets} letters"
+    return f"it reads as {other}, another person's name"
 
 
 def yes_no_filter(field_name: str, label: str) -> django_filters.BooleanFilter:

@@ -1,6 +1,7 @@
 """The network edges: the real client address of an HTTP request, the guard for every outbound
-POST (webhook connectors, event webhooks, Slack), and the whole-call deadline every outbound call
-(those POSTs and the integrations' provider calls) runs under."""
+POST (webhook connectors, event webhooks, Slack), the whole-call deadline every outbound call
+(those POSTs, the integrations' provider calls, sign-in's calls to an OIDC issuer, the evidence pack's
+upload to S3) runs under, and name lookups that end in bounded time."""
 
 import contextvars
 import http.client
@@ -103,8 +104,7 @@ def _wrapped_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def _resolve(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+    return resolve(host, port)
 
 
 def _check(
@@ -126,6 +126,8 @@ def _check(
     if resolve_always or not allow_private:
         try:
             addresses = _resolve(parts.hostname, port)
+        except TimeoutError as error:
+            problems.append(f"{error}.")
         except (OSError, UnicodeError):
             problems.append(f"Cannot resolve {parts.hostname}.")
     if not allow_private:
@@ -177,16 +179,18 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIM
     returned as its 3xx status, never followed). Raises TargetRefused (the guard said no) or
     TargetUnreachable. The host is resolved once: the connection goes to an address that was checked,
     tried in the resolver's order until one accepts the connection (nothing is sent twice). The whole
-    exchange — connecting, TLS, sending, the status line, the headers and up to RESPONSE_READ_LIMIT bytes
-    of the answer — ends within ``timeout`` (``deadline``): a receiver trickling its answer is cut off
-    then, like one that does not answer at all (TargetUnreachable("TimeoutError"))."""
-    target, problems = _check(url, resolve_always=True)
-    if problems or target is None:
-        raise TargetRefused(" ".join(problems))
-    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    exchange — the name lookup, connecting, TLS, sending, the status line, the headers and up to
+    RESPONSE_READ_LIMIT bytes of the answer — ends within ``timeout`` (``deadline``): a receiver trickling
+    its answer is cut off then, like one that does not answer at all (TargetUnreachable("TimeoutError")),
+    and so is a lookup that does not end."""
     last_error: OSError | None = None
     try:
         with deadline(timeout) as call:
+            target, problems = _check(url, resolve_always=True)
+            if problems or target is None:
+                call.done()
+                raise TargetRefused(" ".join(problems))
+            connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
             for address in target.addresses:
                 connection = connection_class(target.host, target.port, address=address, timeout=timeout)
                 try:
@@ -239,7 +243,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 # A socket timeout bounds one read: a peer that sends its headers and then a byte every few seconds never
 # trips it, and held a portal request (or a worker) for minutes. So every outbound call runs inside
 # ``deadline(seconds)``, and every socket it opens goes through ``connect`` (http.client through
-# ``pin``/_connect_to, httpx through integrations.http's network backend), which waits at most the time
+# ``pin``/_connect_to, httpx through integrations.http's network backend, urllib3 — requests, botocore — through
+# ``_watch_urllib3``), which looks the name up in bounded time (``resolve``), waits at most the time
 # left for the connection and registers a duplicate of the socket with the deadline. When the time is up,
 # a timer shuts that duplicate down: shutdown acts on the connection, not on one descriptor, so it ends
 # whatever the call is blocked in — TLS handshake, send, status line, headers, body; plain or TLS — even
@@ -316,8 +321,10 @@ def deadline(seconds: float) -> Iterator[Deadline]:
     shut down when the time is up, and the block then raises TimeoutError: in place of whatever the
     hang-up made the client raise, and also when the client returned (its answer may be cut short).
     Deadlines nest; each applies. Used by ``post`` (event webhooks, webhook connectors, Slack incoming
-    webhooks) and by every provider call of the integrations (accessgov.integrations.http: Jira, GitHub,
-    OIDC issuers; the PagerDuty client's transport; the Slack Web API client)."""
+    webhooks), by every provider call of the integrations (accessgov.integrations.http: Jira, GitHub,
+    OIDC issuers; the PagerDuty client's transport; the Slack Web API client), by sign-in's calls to an
+    identity provider (accessgov.identity.oidc, through requests) and by the evidence pack's upload to S3
+    (accessgov.evidence.delivery, through botocore): urllib3's connections are watched too (below)."""
     current = Deadline(seconds)
     token = _deadlines.set((*_deadlines.get(), current))
     current._start()
@@ -350,10 +357,107 @@ def watch(sock: socket.socket) -> None:
 def connect(
     address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
 ) -> socket.socket:
-    """``socket.create_connection`` within the current deadlines, the socket watched by them."""
-    timeout = time_left(timeout)
-    if timeout is not None and timeout <= 0:
-        raise TimeoutError("no time left to connect")
-    sock = socket.create_connection(address, timeout, source_address)
-    watch(sock)
+    """``socket.create_connection`` within the current deadlines, the socket watched by them. A host name
+    is looked up with ``resolve`` (in bounded time), and its addresses are tried in the resolver's order."""
+    host, port = address
+    addresses = [host] if _is_address(host) else resolve(host, port, timeout=time_left(timeout))
+    last_error: OSError = OSError(f"{host} has no address")
+    for candidate in addresses:
+        wait = time_left(timeout)
+        if wait is not None and wait <= 0:
+            raise TimeoutError("no time left to connect")
+        try:
+            sock = socket.create_connection((candidate, port), wait, source_address)
+        except OSError as error:
+            last_error = error
+            continue
+        watch(sock)
+        return sock
+    raise last_error
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# --- Name lookups in bounded time -------------------------------------------------------------------------
+#
+# A lookup (``getaddrinfo``) opens no socket a deadline could shut, and the system resolver may take its own
+# time — tens of seconds for a name server that does not answer — whatever a caller's timeout says. So the
+# lookup runs in a thread of its own and the caller waits for it at most DNS_TIMEOUT_SECONDS, or what the
+# current deadline leaves: it then fails with TimeoutError ("<host> did not resolve within N s"). A lookup left
+# behind ends when the system resolver gives up; its thread is a daemon and holds nothing of the caller's.
+
+DNS_TIMEOUT_SECONDS = 5.0
+
+
+def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
+    """The addresses of ``host`` (TCP), in the resolver's order, without repeats. Waits at most ``timeout``
+    (default DNS_TIMEOUT_SECONDS), shortened to what the current deadlines leave. Raises TimeoutError when the
+    lookup has not ended by then, OSError (socket.gaierror) when it fails, UnicodeError for a name that cannot
+    be a host name. Used by the outbound guard (``target_problems``, ``checked_address``, ``post``) and by every
+    connection a deadline watches (``connect``)."""
+    wait = time_left(DNS_TIMEOUT_SECONDS if timeout is None else min(timeout, DNS_TIMEOUT_SECONDS))
+    outcome: list = []
+    finished = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as error:  # handed to the caller, who raises it
+            outcome.append(error)
+        finally:
+            finished.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host[:60]}", daemon=True).start()
+    if not finished.wait(wait) or not outcome:
+        raise TimeoutError(f"{host} did not resolve within {wait or 0:.2g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return list(dict.fromkeys(str(info[4][0]) for info in outcome[0]))
+
+
+# --- urllib3 (requests, botocore): its connections are watched by the current deadline -------------------------
+#
+# mozilla-django-oidc asks the OIDC issuer through ``requests``, and boto3 talks to S3 through botocore; both
+# connect with urllib3's ``util.connection.create_connection``, called by name at every new connection. Inside a
+# deadline it is ``connect`` (a bounded lookup, the time left to connect, the socket watched); outside, urllib3's
+# own, untouched. Only connections opened inside the deadline are watched: a call reusing a pooled connection
+# opened before it is not cut — the callers here (sign-in, the evidence upload) make a new client per call.
+
+
+def _urllib3_connect(address, timeout=None, source_address=None, socket_options=None) -> socket.socket:
+    host, port = address
+    sock = connect((host.strip("[]"), port), timeout if isinstance(timeout, int | float) else None, source_address)
+    try:
+        for level, option, value in socket_options or ():
+            sock.setsockopt(level, option, value)
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def _watch_urllib3() -> None:
+    try:
+        from urllib3.util import connection as urllib3_connection
+    except ImportError:  # pragma: no cover - installed with requests and botocore
+        return
+    original = urllib3_connection.create_connection
+    if getattr(original, "watched_by_deadlines", False):
+        return
+
+    def create_connection(address, *args, **kwargs):
+        if not _deadlines.get():
+            return original(address, *args, **kwargs)
+        return _urllib3_connect(address, *args, **kwargs)
+
+    create_connection.watched_by_deadlines = True  # type: ignore[attr-defined]
+    urllib3_connection.create_connection = create_connection
+
+
+_watch_urllib3()

@@ -412,6 +412,8 @@ EVIDENCE_DELIVERY_S3_BUCKET = env.str("EVIDENCE_DELIVERY_S3_BUCKET", default="")
 EVIDENCE_DELIVERY_S3_PREFIX = env.str("EVIDENCE_DELIVERY_S3_PREFIX", default="accessgov-evidence/")
 EVIDENCE_DELIVERY_S3_ENDPOINT_URL = env.str("EVIDENCE_DELIVERY_S3_ENDPOINT_URL", default="")
 EVIDENCE_DELIVERY_S3_REGION = env.str("EVIDENCE_DELIVERY_S3_REGION", default="")
+# The whole upload and its read-back end within this many seconds (a slow link is not a hung one: generous).
+EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS = env.int("EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS", default=600)
 # Activity evidence (docs/ACTIVITY.md): how often the capture task samples sessions and reads server logs;
 # how long after a grant's removal its activity is sealed (log lines still on their way); how long sealed
 # activity is kept (statement text may hold personal data; purge_activity refuses anything younger); the

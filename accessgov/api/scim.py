@@ -134,7 +134,7 @@ def _user_resource(request: HttpRequest, identity: ExternalIdentity, groups: lis
     resource = {
         "schemas": [scim.SCHEMA_USER],
         "id": str(identity.scim_id),
-        "userName": identity.user_name or user.username,
+        "userName": identity.scim_user_name,
         "name": {"givenName": user.first_name, "familyName": user.last_name},
         "displayName": user.get_full_name() or user.username,
         "active": user.is_active,
@@ -222,7 +222,7 @@ def users_view(request: HttpRequest, provider: IdentityProvider, actor: User) ->
             except ValueError:
                 identities = identities.none()
         elif what == "user_name":
-            identities = identities.filter(user_name__iexact=value)
+            identities = identities.with_scim_user_name(value)
         elif what == "external_id":
             identities = identities.filter(subject=value)
         else:
@@ -365,6 +365,16 @@ def service_provider_config_view(request: HttpRequest, provider: IdentityProvide
 
 
 RESOURCE_TYPE_URN = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+EXTERNAL_ID_DESCRIPTION = (
+    "The provider's stable id for the person; the subject that signs in as the account. Set and changed by the "
+    "provider for the people it created here. For an account linked at sign-in (its owner linked it on Account "
+    "security, or it was created at first sign-in) it is the subject proven there, and a change is refused (400, "
+    'scimType "mutability"): delete the user here to unlink it.'
+)
+EMAILS_DESCRIPTION = (
+    "The person's addresses; the primary one is kept. For an account linked at sign-in its address is changed in "
+    'AccessGov (a four-eyes change), and another address is refused (400, scimType "mutability").'
+)
 SCHEMA_URN = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 RESOURCE_TYPES = [
     {"id": "User", "name": "User", "endpoint": "/Users", "schema": scim.SCHEMA_USER},
@@ -384,9 +394,25 @@ SCHEMAS = [
         "name": "User",
         "attributes": [
             {"name": "userName", "type": "string", "required": True, "uniqueness": "server", "mutability": "readWrite"},
-            {"name": "externalId", "type": "string", "required": False, "caseExact": True, "mutability": "readWrite"},
+            {
+                "name": "externalId",
+                "type": "string",
+                "required": False,
+                "caseExact": True,
+                "mutability": "readWrite",
+                # RFC 7643 has no per-resource mutability: readWrite is true of the people the provider created,
+                # and the description says which ones it is not (the 400 a client gets names them too).
+                "description": EXTERNAL_ID_DESCRIPTION,
+            },
             {"name": "name", "type": "complex", "required": False, "mutability": "readWrite"},
-            {"name": "emails", "type": "complex", "multiValued": True, "required": False, "mutability": "readWrite"},
+            {
+                "name": "emails",
+                "type": "complex",
+                "multiValued": True,
+                "required": False,
+                "mutability": "readWrite",
+                "description": EMAILS_DESCRIPTION,
+            },
             {"name": "active", "type": "boolean", "required": False, "mutability": "readWrite"},
             {"name": "groups", "type": "complex", "multiValued": True, "mutability": "readOnly"},
         ],

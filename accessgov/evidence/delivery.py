@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from accessgov import net
+
 
 class DeliveryError(Exception):
     """The pack could not be delivered (the message says where and why, without secrets)."""
@@ -66,13 +68,19 @@ def _to_directory(path: Path, name: str, sha256: str) -> str:
 
 
 def _to_s3(path: Path, name: str, sha256: str) -> str:
+    """Upload and read back within EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS in all (``net.deadline``; botocore's own
+    timeouts bound one socket read, so storage trickling its answers held the worker as long as it trickled), plus
+    at most botocore's backoff between its attempts (1 s, then 2 s): an attempt after the limit fails at once. In
+    this thread: no transfer threads, so the deadline watches every connection the upload opens."""
     import boto3
     from boto3.exceptions import Boto3Error
+    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket = settings.EVIDENCE_DELIVERY_S3_BUCKET
     key = f"{settings.EVIDENCE_DELIVERY_S3_PREFIX}{name}"
+    limit = settings.EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS
     client = boto3.client(
         "s3",
         endpoint_url=settings.EVIDENCE_DELIVERY_S3_ENDPOINT_URL or None,
@@ -80,15 +88,23 @@ def _to_s3(path: Path, name: str, sha256: str) -> str:
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60),
     )
     try:
-        client.upload_file(
-            str(path),
-            bucket,
-            key,
-            ExtraArgs={"ContentType": "application/zip", "Metadata": {"sha256": sha256}},
-        )
-        stored = client.head_object(Bucket=bucket, Key=key)
+        with net.deadline(limit):
+            client.upload_file(
+                str(path),
+                bucket,
+                key,
+                ExtraArgs={"ContentType": "application/zip", "Metadata": {"sha256": sha256}},
+                Config=TransferConfig(use_threads=False),
+            )
+            stored = client.head_object(Bucket=bucket, Key=key)
+    except TimeoutError as exc:
+        raise DeliveryError(
+            f"Could not upload to s3://{bucket}/{key} within {limit:g} s (the storage is too slow)."
+        ) from exc
     except (Boto3Error, BotoCoreError, ClientError) as exc:
         raise DeliveryError(f"Could not upload to s3://{bucket}/{key}: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        client.close()
     if stored.get("ContentLength") != path.stat().st_size or stored.get("Metadata", {}).get("sha256") != sha256:
         raise DeliveryError(f"s3://{bucket}/{key} does not hold the pack as sent (size or SHA-256 differ).")
     return f"s3://{bucket}/{key}"

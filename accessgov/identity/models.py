@@ -117,6 +117,16 @@ class IdentityProvider(models.Model):
         return set(self.mfa_acr_values.split())
 
 
+class ExternalIdentityQuerySet(models.QuerySet):
+    def with_scim_user_name(self, user_name: str) -> "ExternalIdentityQuerySet":
+        """The links whose SCIM userName (``ExternalIdentity.scim_user_name``) is ``user_name``, case-insensitively:
+        the provider's own name for the person, or — on a link made at sign-in that has none yet — the account's
+        username. A provider looks a person up by the userName it was shown (Okta does, before a create)."""
+        return self.filter(
+            models.Q(user_name__iexact=user_name) | models.Q(user_name="", user__username__iexact=user_name)
+        )
+
+
 class ExternalIdentity(models.Model):
     """The link between an AccessGov account and a person at an identity provider. Sign-in finds the
     account by ``(provider, subject)`` only — never by e-mail. SCIM finds it by ``scim_id`` (ours, random:
@@ -139,6 +149,8 @@ class ExternalIdentity(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     last_sign_in_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ExternalIdentityQuerySet.as_manager()
+
     class Meta:
         verbose_name_plural = "external identities"
         constraints = [
@@ -153,6 +165,12 @@ class ExternalIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.slug}:{self.subject or self.user_name}"
+
+    @property
+    def scim_user_name(self) -> str:
+        """The userName SCIM shows the provider: its own name for the person, or — a link its owner made at sign-in
+        has none until the provider sends one — the account's username. ``with_scim_user_name`` finds it by this."""
+        return self.user_name or self.user.username
 
 
 class IdentityGroup(models.Model):

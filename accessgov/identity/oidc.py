@@ -6,11 +6,15 @@ the nonce check, and (its utils) the per-state session store of nonce and PKCE v
 challenge. What this module adds, because the library leaves it out: discovery (the provider's
 endpoints and keys come from ``<issuer>/.well-known/openid-configuration``, whose ``issuer`` must be
 the configured one), several providers from the database instead of one from settings, and the claim
-checks the library skips (``iss``, ``aud``/``azp``, ``exp`` and ``iat`` required). Accounts are found
-by the provider's stable subject through ``services.identity``, never by e-mail.
+checks the library skips (``iss``, ``aud``/``azp``, ``exp`` and ``iat`` required), and a whole-call time
+limit on every call to the provider (discovery, token endpoint, keys: ``net.deadline`` of OIDC_TIMEOUT): a
+provider trickling its answer cannot hold the sign-in page. Accounts are found by the provider's stable
+subject through ``services.identity``, never by e-mail.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import jwt
 import requests
@@ -21,6 +25,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.urls import reverse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from accessgov import net
 from accessgov.identity.models import IdentityProvider
 from accessgov.services import identity as identity_services
 
@@ -32,7 +37,19 @@ SESSION_REQUEST = "_sso_request"  # set on the request by the callback view: (pr
 
 
 class ProviderUnavailable(Exception):
-    """The provider's discovery document, keys or token endpoint could not be read (or made no sense)."""
+    """The provider's discovery document, keys or token endpoint could not be read in time (or made no sense)."""
+
+
+@contextmanager
+def _provider_call(what: str) -> Iterator[None]:
+    """One call to the provider (``what``: discovery, token endpoint, keys) within OIDC_TIMEOUT seconds in all —
+    the name lookup, connecting, TLS and the whole answer (``net.deadline``; requests' own timeout bounds one
+    socket read only). Raises ProviderUnavailable when the time is up."""
+    try:
+        with net.deadline(settings.OIDC_TIMEOUT):
+            yield
+    except TimeoutError as error:
+        raise ProviderUnavailable(f"{what}: no complete answer within {settings.OIDC_TIMEOUT} s") from error
 
 
 def discovery(provider: IdentityProvider) -> dict:
@@ -44,9 +61,10 @@ def discovery(provider: IdentityProvider) -> dict:
         return document
     url = provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
     try:
-        response = requests.get(url, timeout=settings.OIDC_TIMEOUT, allow_redirects=False)
-        response.raise_for_status()
-        document = response.json()
+        with _provider_call("discovery"):
+            response = requests.get(url, timeout=settings.OIDC_TIMEOUT, allow_redirects=False)
+            response.raise_for_status()
+            document = response.json()
     except (requests.RequestException, ValueError) as error:
         raise ProviderUnavailable(f"discovery at {url} failed: {error.__class__.__name__}") from error
     if not isinstance(document, dict) or document.get("issuer") != provider.issuer:
@@ -128,7 +146,8 @@ class OIDCBackend(OIDCAuthenticationBackend):
 
     def get_token(self, payload):
         payload["redirect_uri"] = callback_url(self.request, self.provider)
-        answer = super().get_token(payload)
+        with _provider_call("token endpoint"):
+            answer = super().get_token(payload)
         if not isinstance(answer, dict):
             raise SuspiciousOperation("The token endpoint's answer is not a JSON object.")
         return answer
@@ -141,7 +160,8 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(header.get("kid"), str):
             raise SuspiciousOperation("The ID token names no signing key.")
         try:
-            return super().retrieve_matching_jwk(token)
+            with _provider_call("keys"):
+                return super().retrieve_matching_jwk(token)
         except (KeyError, TypeError, ValueError, jwt.PyJWTError) as error:
             raise SuspiciousOperation("The provider's keys could not be read.") from error
 

@@ -89,7 +89,7 @@ _NOT_USERNAME = re.compile(r"[^\w.@+-]")
 
 def _name_taken(pattern: str, *, identity: ExternalIdentity | None = None) -> str | None:
     """An account's username or a provider's userName matching ``pattern`` (a case-insensitive regular expression,
-    from ``inputs.username_latin_lookalike``), or None; ``identity`` and its account are not counted."""
+    from ``inputs.username_lookalike_pattern``), or None; ``identity`` and its account are not counted."""
     accounts = User.objects.filter(username__iregex=pattern)
     names = ExternalIdentity.objects.filter(user_name__iregex=pattern)
     if identity is not None:
@@ -342,7 +342,7 @@ def identity_values(identity: ExternalIdentity) -> UserValues:
     provider userName until the provider sends one: it sees the account's username."""
     user = identity.user
     return UserValues(
-        user_name=identity.user_name or user.username,
+        user_name=identity.scim_user_name,
         external_id=identity.subject,
         given_name=user.first_name,
         family_name=user.last_name,

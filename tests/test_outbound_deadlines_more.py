@@ -1,0 +1,313 @@
+"""The outbound calls that were still bounded per socket read only now end within a whole-call limit, against a
+local server on loopback that answers one byte a second (a per-read timeout never trips on it):
+
+- sign-in through an identity provider: its discovery document, token endpoint and keys (requests, through
+  mozilla-django-oidc). The sign-in page answers 503 with a clear message at OIDC_TIMEOUT instead of waiting for
+  the issuer (or for gunicorn to kill the worker);
+- the evidence pack's upload to S3-compatible storage (botocore): the delivery fails at
+  EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS with a clear DeliveryError;
+- name lookups: a lookup that does not end (a name server that never answers) cannot hold a webhook URL check,
+  a webhook POST, an integration call or the sign-in page. No local server can make the system resolver slow
+  for one name without touching the machine's configuration, so these tests slow ``socket.getaddrinfo`` itself
+  (the library boundary every lookup goes through: the guard's, urllib3's), never the portal's own code.
+"""
+
+import json
+import socket
+import socketserver
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from django.test import Client
+
+from accessgov import net
+from accessgov.evidence import delivery
+from accessgov.integrations import http as integrations_http
+from accessgov.models import IdentityProvider
+
+pytestmark = pytest.mark.django_db
+
+PORTS = range(18300, 18400)
+LIMIT = 2.0  # seconds: every whole-call limit in these tests
+# Over the limit a call may spend: the timer thread waking, closing the connection, the portal's own work.
+# Without a whole-call limit the same calls took the trickling server's GIVE_UP_AFTER (or the slow lookup's).
+MARGIN = 1.5
+GIVE_UP_AFTER = 12.0
+# botocore's standard retry mode sleeps up to 1 s, then up to 2 s, between its three attempts; an attempt after the
+# limit fails at once (no time left to connect), but the sleeps before it are botocore's.
+BOTOCORE_BACKOFF = 3.0
+SLOW_HOST = "idp.slow-dns.test"
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: "_Trickler"
+
+    def handle(self) -> None:
+        connection: socket.socket = self.request
+        connection.settimeout(GIVE_UP_AFTER)
+        try:
+            method, path = self._read_request(connection)
+        except (OSError, ValueError):
+            return
+        self.server.requests.append(f"{method} {path}")
+        fast = self.server.fast.get(path.split("?", 1)[0])
+        try:
+            if fast is not None:
+                body = json.dumps(fast).encode()
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                return
+            if self.server.mode == "body":
+                start, drip = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+                    b" ",
+                )
+            else:
+                start, drip = b"HTTP/1.1 200 OK\r\n", b"a"
+            connection.sendall(start)
+            started = time.monotonic()
+            while time.monotonic() - started < GIVE_UP_AFTER and not self.server.stopping.wait(1.0):
+                connection.sendall(drip)  # one byte a second
+        except OSError:  # the client hung up: what a whole-call limit does
+            pass
+
+    @staticmethod
+    def _read_request(connection: socket.socket) -> tuple[str, str]:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise ValueError("no request")
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        while len(rest) < length:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        method, path, _ = lines[0].split(" ", 2)
+        return method, path
+
+
+class _Trickler(socketserver.ThreadingTCPServer):
+    """A loopback HTTP server on a port of 18300-18399: the paths in ``fast`` answer their JSON at once, every
+    other path answers one byte a second (``mode="body"``: the status line and headers at once, then the body;
+    ``mode="headers"``: the status line, then headers that never end)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.fast, self.requests, self.stopping = mode, {}, [], threading.Event()
+        for port in PORTS:
+            try:
+                super().__init__(("127.0.0.1", port), _Handler)
+                break
+            except OSError:
+                continue
+        else:
+            raise RuntimeError("no free port in 18300-18399")
+        self.port = self.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(params=["body", "headers"])
+def trickler(request):
+    server = _Trickler(request.param)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def slow_dns(monkeypatch):
+    """``socket.getaddrinfo`` never answering for SLOW_HOST (until the test ends); other names as usual."""
+    original = socket.getaddrinfo
+    released = threading.Event()
+    asked = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == SLOW_HOST:
+            asked.append(host)
+            released.wait(GIVE_UP_AFTER)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    released.set()
+
+
+def _timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+# --- Sign-in through an identity provider -------------------------------------------------------------------
+
+
+def _provider(issuer: str) -> IdentityProvider:
+    slug = f"idp{uuid.uuid4().hex[:8]}"
+    return IdentityProvider.objects.create(
+        slug=slug, name="Slow IdP", is_enabled=True, issuer=issuer, client_id="portal", client_secret="s3cret"
+    )
+
+
+def _discovery_document(issuer: str, server: _Trickler, *, token: str, jwks: str) -> dict:
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{server.url}/authorize",
+        "token_endpoint": f"{server.url}{token}",
+        "jwks_uri": f"{server.url}{jwks}",
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _warm_sign_in_page(db):
+    """The first request of a test process imports and compiles what every later one reuses (about a second on a
+    busy machine): made here, with a provider nobody listens for, so the timed requests measure the calls."""
+    Client().get(f"/sso/{_provider('http://127.0.0.1:9/').slug}/start/")
+
+
+def _assert_unavailable_page(response, elapsed: float) -> None:
+    assert response.status_code == 503, response.content[:300]
+    assert b"Slow IdP cannot be reached right now" in response.content
+    assert elapsed < LIMIT + MARGIN, f"the sign-in page took {elapsed:.1f} s"
+
+
+def test_the_sign_in_page_answers_at_the_limit_when_the_issuers_discovery_trickles(settings, trickler):
+    settings.OIDC_TIMEOUT = LIMIT
+    provider = _provider(f"{trickler.url}/{uuid.uuid4().hex}")  # nothing fast: discovery trickles
+
+    response, elapsed = _timed(lambda: Client().get(f"/sso/{provider.slug}/start/"))
+
+    _assert_unavailable_page(response, elapsed)
+    assert any("/.well-known/openid-configuration" in line for line in trickler.requests)
+
+
+def _start_flow(client: Client, provider: IdentityProvider) -> str:
+    start = client.get(f"/sso/{provider.slug}/start/")
+    assert start.status_code == 302, start.content[:300]
+    return parse_qs(urlsplit(start["Location"]).query)["state"][0]
+
+
+def test_the_callback_answers_at_the_limit_when_the_token_endpoint_trickles(settings, trickler):
+    settings.OIDC_TIMEOUT = LIMIT
+    issuer = f"{trickler.url}/{uuid.uuid4().hex}"
+    trickler.fast[f"{urlsplit(issuer).path}/.well-known/openid-configuration"] = _discovery_document(
+        issuer, trickler, token="/token-slow", jwks="/jwks-unused"
+    )
+    provider = _provider(issuer)
+    client = Client()
+    state = _start_flow(client, provider)
+
+    response, elapsed = _timed(lambda: client.get(f"/sso/{provider.slug}/callback/", {"state": state, "code": "c0de"}))
+
+    _assert_unavailable_page(response, elapsed)
+    assert "POST /token-slow" in trickler.requests
+
+
+def test_the_callback_answers_at_the_limit_when_the_providers_keys_trickle(settings, trickler):
+    settings.OIDC_TIMEOUT = LIMIT
+    issuer = f"{trickler.url}/{uuid.uuid4().hex}"
+    trickler.fast[f"{urlsplit(issuer).path}/.well-known/openid-configuration"] = _discovery_document(
+        issuer, trickler, token="/token", jwks="/jwks-slow"
+    )
+    # An ID token naming a key: the keys are asked for before its signature is checked.
+    id_token = jwt.encode({"sub": "x"}, "not-the-key-" * 4, algorithm="HS256", headers={"kid": "k1"})
+    trickler.fast["/token"] = {"access_token": "a", "token_type": "Bearer", "id_token": id_token}
+    provider = _provider(issuer)
+    client = Client()
+    state = _start_flow(client, provider)
+
+    response, elapsed = _timed(lambda: client.get(f"/sso/{provider.slug}/callback/", {"state": state, "code": "c0de"}))
+
+    _assert_unavailable_page(response, elapsed)
+    assert "GET /jwks-slow" in trickler.requests
+
+
+def test_the_sign_in_page_answers_at_the_limit_when_the_issuers_name_does_not_resolve_in_time(settings, slow_dns):
+    settings.OIDC_TIMEOUT = LIMIT
+    provider = _provider(f"http://{SLOW_HOST}:18399/{uuid.uuid4().hex}")
+
+    response, elapsed = _timed(lambda: Client().get(f"/sso/{provider.slug}/start/"))
+
+    _assert_unavailable_page(response, elapsed)
+    assert slow_dns == [SLOW_HOST]
+
+
+# --- The evidence pack's upload to S3 -----------------------------------------------------------------------
+
+
+def test_an_upload_to_storage_that_trickles_its_answers_fails_at_the_limit(settings, trickler, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings.EVIDENCE_DELIVERY_DIR = ""
+    settings.EVIDENCE_DELIVERY_S3_BUCKET = "audit-evidence"
+    settings.EVIDENCE_DELIVERY_S3_PREFIX = "accessgov/"
+    settings.EVIDENCE_DELIVERY_S3_ENDPOINT_URL = trickler.url
+    settings.EVIDENCE_DELIVERY_S3_REGION = "us-east-1"
+    settings.EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS = LIMIT
+    pack = tmp_path / "pack.zip"
+    pack.write_bytes(b"PK" + b"\0" * 4096)
+
+    started = time.monotonic()
+    with pytest.raises(delivery.DeliveryError, match=r"within 2 s"):
+        delivery.deliver(pack, "pack.zip", "0" * 64)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < LIMIT + BOTOCORE_BACKOFF + MARGIN, f"the upload took {elapsed:.1f} s"
+    assert any(line.startswith("PUT /audit-evidence/accessgov/pack.zip") for line in trickler.requests)
+
+
+# --- Name lookups -------------------------------------------------------------------------------------------
+
+
+def test_a_webhook_url_whose_name_does_not_resolve_in_time_is_refused_with_a_clear_reason(
+    monkeypatch, settings, slow_dns
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False  # the guard looks names up only when it is on
+    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", LIMIT, raising=False)
+
+    problems, elapsed = _timed(lambda: net.target_problems(f"https://{SLOW_HOST}/hooks/accessgov"))
+
+    assert problems == [f"{SLOW_HOST} did not resolve within 2 s."]
+    assert elapsed < LIMIT + MARGIN
+
+
+def test_a_webhook_post_to_a_name_that_does_not_resolve_in_time_ends_at_its_timeout(slow_dns):
+    started = time.monotonic()
+    with pytest.raises((net.TargetRefused, net.TargetUnreachable)):
+        net.post(f"https://{SLOW_HOST}/hooks/accessgov", b"{}", {"Content-Type": "application/json"}, timeout=LIMIT)
+    assert time.monotonic() - started < LIMIT + MARGIN
+
+
+def test_an_integration_call_to_a_name_that_does_not_resolve_in_time_fails_with_a_clear_error(
+    settings, monkeypatch, slow_dns
+):
+    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", LIMIT, raising=False)
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = False
+    settings.INTEGRATIONS_TIMEOUT_SECONDS = LIMIT
+
+    started = time.monotonic()
+    with pytest.raises(integrations_http.ProviderError, match="did not resolve within"):
+        integrations_http.request_json("GET", f"https://{SLOW_HOST}/rest/api/2/myself", provider="Jira")
+    assert time.monotonic() - started < LIMIT + MARGIN
