@@ -142,12 +142,13 @@ def _date_input() -> dict:
 
 
 class MyRequestFilter(ListFilterSet):
-    """The requester's own requests (``/requests/``) and their CSV."""
+    """The requester's own requests (``/requests/``) and their CSV. Status (filter and sort) is the status at
+    ``now`` (``AccessRequest.status_at``): a pending request past its deadline is lapsed before the sweep comes by."""
 
     sort_keys: ClassVar[dict[str, SortKey]] = {
         "id": SortKey("#", F("pk"), "int"),
         "role": SortKey("Role", F("role__name")),
-        "status": SortKey("Status", F("status")),
+        "status": SortKey("Status", F("status_now")),  # annotated by filter_queryset
         "asked": SortKey("Asked", F("created_at"), "datetime"),
     }
     default_sort = "-asked"
@@ -163,12 +164,20 @@ class MyRequestFilter(ListFilterSet):
 
     q = SearchFilter(("role__name", "role__system__name", "ticket", "justification"))
     system = catalog.system_filter("role__system")
-    status = django_filters.ChoiceFilter(choices=AccessRequest.Status.choices)
+    status = django_filters.ChoiceFilter(choices=AccessRequest.Status.choices, method="filter_status")
     sort = sort_filter(sort_keys)
 
     class Meta:
         model = AccessRequest
         fields = ["q", "system", "status", "since", "until", "sort"]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.with_status_at(value, self.now)
+
+    def filter_queryset(self, queryset):
+        if self.sort[0] == "status":
+            queryset = queryset.annotate_status_at(self.now, "status_now")
+        return super().filter_queryset(queryset)
 
 
 # --- The approver queue -----------------------------------------------------------------------------

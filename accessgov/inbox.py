@@ -164,9 +164,15 @@ def _open_review_items(user: User) -> QuerySet[ReviewItem]:
     return ReviewItem.objects.filter(reviewer=user, decision="", campaign__status=ReviewCampaign.Status.OPEN)
 
 
-def _open_follow_ups(user: User) -> QuerySet[BreakGlassFollowUp]:
+def _open_follow_ups(user: User, now: datetime) -> QuerySet[BreakGlassFollowUp]:
+    """Break-glass uses by others ``user`` sees that wait for acknowledgement and can have it now: one still in
+    use is acknowledged once it has ended (``selectors.follow_up_in_use``), so it is not listed or counted before."""
     return (
-        selectors.follow_ups_for(user).filter(acknowledged_at__isnull=True).exclude(grant__user=user).order_by("due_at")
+        selectors.follow_ups_for(user)
+        .filter(acknowledged_at__isnull=True)
+        .filter(~selectors.follow_up_in_use(now))
+        .exclude(grant__user=user)
+        .order_by("due_at")
     )
 
 
@@ -217,7 +223,7 @@ def needs_me(user: User, now: datetime, *, active_grants: list[Grant] | None = N
         result.follow_ups = [
             f
             # Only what the list shows and the predicate reads: each join more cost PostgreSQL ~1 ms of planning.
-            for f in _open_follow_ups(user)
+            for f in _open_follow_ups(user, now)
             .select_related(None)
             .select_related("grant__user", "grant__role__system")[:NEEDS_ME_LIMIT]
             if permissions.can_acknowledge_break_glass(user, f.grant)
@@ -273,9 +279,9 @@ BADGE_PARTS = ("reviews", "ending", "unread", "follow_ups", "findings", "removal
 def badge_counts(user: User, now: datetime, *, queue_size: int, pending_changes: int) -> dict[str, Any]:
     """The navigation badge: what needs ``user`` and how many "what happened" items are unread. The
     approval queue and pending changes are counted by the navigation already; the rest is ONE query
-    (scalar subqueries on indexed columns): open review items, open break-glass follow-ups and activity
-    findings on what the person oversees (only for auditors and overseers), grants of theirs ending
-    soon, and unread items after their read mark (up to UNREAD_COUNTED_UP_TO). On PostgreSQL that query
+    (scalar subqueries on indexed columns): open review items, open break-glass follow-ups whose use has
+    ended and activity findings on what the person oversees (only for auditors and overseers), grants of
+    theirs ending soon, and unread items after their read mark (up to UNREAD_COUNTED_UP_TO). On PostgreSQL that query
     is one fixed statement (``badge_counts_postgresql``): building its ORM twin (``badge_counts_portable``)
     cost 4-6 ms of Python on every page, five times what PostgreSQL takes to answer it (docs/PERFORMANCE.md)."""
     result = dict(_counted(user, now))
@@ -325,7 +331,7 @@ def badge_counts_portable(user: User, now: datetime) -> dict[str, int]:
         "unread": unread,
     }
     if _oversees(user):
-        counts["follow_ups"] = _open_follow_ups(user)
+        counts["follow_ups"] = _open_follow_ups(user, now)
         counts["findings"] = _open_findings(user)
         counts["removals"] = _overdue_removals(user, now)
     if _owned_system_ids(user):
@@ -382,7 +388,8 @@ def badge_counts_postgresql(user: User, now: datetime) -> dict[str, int]:
     if oversees:
         parts += [
             f"""(SELECT COUNT(*) FROM {_table(BreakGlassFollowUp)} f JOIN {grant} g ON g.id = f.grant_id
-   WHERE f.acknowledged_at IS NULL AND g.is_break_glass AND g.user_id <> %(user)s AND {visible})""",  # noqa: S608 - table names from _meta, values bound
+   WHERE f.acknowledged_at IS NULL AND g.is_break_glass AND g.user_id <> %(user)s AND {visible}
+     AND NOT (g.status = %(active)s AND g.starts_at <= %(now)s AND g.expires_at > %(now)s))""",  # noqa: S608 - table names from _meta, values bound
             f"""(SELECT COUNT(*) FROM {_table(ActivityFinding)} a LEFT JOIN {grant} g ON g.id = a.grant_id
    WHERE a.status = %(finding_open)s AND (a.user_id IS NULL OR a.user_id <> %(user)s)
      AND (%(auditor)s OR g.user_id = %(user)s OR a.role_id = ANY(%(overseen)s)

@@ -219,8 +219,7 @@ def can_decide_access_request(user: User, access_request: AccessRequest, now=Non
     return (
         user.is_active
         and user.pk != access_request.requester_id
-        and access_request.is_pending
-        and (now or clock.now()) < access_request.lapses_at
+        and access_request.is_pending_at(now or clock.now())
         and _approves_role(user, access_request.role)
         and not access_request.decisions.filter(approver=user).exists()
         and independence_problem(user, access_request.requester) is None
@@ -242,9 +241,7 @@ def ensure_can_decide_access_request(user: User, access_request: AccessRequest) 
 def can_cancel_access_request(user: User, access_request: AccessRequest) -> bool:
     """Only the requester withdraws their own request, while it is pending and before it lapses (a cancel after
     its deadline records the lapse instead: ``access_request_cancel``)."""
-    return (
-        access_request.requester_id == user.pk and access_request.is_pending and clock.now() < access_request.lapses_at
-    )
+    return access_request.requester_id == user.pk and access_request.is_pending_at(clock.now())
 
 
 def ensure_can_cancel_access_request(user: User, access_request: AccessRequest) -> None:

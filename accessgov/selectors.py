@@ -46,12 +46,14 @@ MY_SCHEDULED_GRANTS = Precompiled(
 )
 MY_PENDING_REQUESTS = Precompiled(
     "my_pending_requests",
-    lambda user_id: (
-        AccessRequest.objects.filter(requester_id=user_id, status=AccessRequest.Status.PENDING)
+    lambda user_id, now: (
+        AccessRequest.objects.pending_at(now)  # one past its deadline has lapsed, swept or not
+        .filter(requester_id=user_id)
         .select_related("role__system")
         .annotate(approvals=Count("decisions", filter=Q(decisions__outcome=Decision.Outcome.APPROVE)))
     ),
     user_id=int,
+    now=datetime,
 )
 MY_RECENTLY_ENDED_GRANTS = Precompiled(
     "my_recently_ended_grants",
@@ -72,8 +74,8 @@ def my_scheduled_grants(user: User, now: datetime) -> QuerySet[Grant]:
     return MY_SCHEDULED_GRANTS.queryset(user_id=user.pk, now=now)
 
 
-def my_pending_requests(user: User) -> QuerySet[AccessRequest]:
-    return MY_PENDING_REQUESTS.queryset(user_id=user.pk)
+def my_pending_requests(user: User, now: datetime) -> QuerySet[AccessRequest]:
+    return MY_PENDING_REQUESTS.queryset(user_id=user.pk, now=now)
 
 
 def my_requests(user: User) -> QuerySet[AccessRequest]:
@@ -97,11 +99,8 @@ def approver_queue(
         .values("n")
     )
     qs = (
-        AccessRequest.objects.filter(
-            status=AccessRequest.Status.PENDING,
-            lapses_at__gt=now,
-            role_id__in=permissions.decidable_role_ids(user),
-        )
+        AccessRequest.objects.pending_at(now)
+        .filter(role_id__in=permissions.decidable_role_ids(user))
         .exclude(requester=user)
         .exclude(Exists(already))
         .select_related("role__system", "requester", "extends_grant")
@@ -327,8 +326,16 @@ def follow_ups_for(user: User) -> QuerySet[BreakGlassFollowUp]:
     )
 
 
+def follow_up_in_use(now: datetime) -> Exists:
+    """A follow-up whose break-glass grant still gives access at ``now`` (``Grant.objects.active``): the use is
+    acknowledged once it has ended (``services.grants.break_glass_acknowledge`` refuses before), so until then it
+    is nobody's to do — not in the inbox, its badge, nor the overdue counts (the follow-ups page says "In use")."""
+    return Exists(Grant.objects.active(now).filter(pk=OuterRef("grant_id")))
+
+
 def overdue_follow_ups(user: User, now: datetime) -> QuerySet[BreakGlassFollowUp]:
-    return follow_ups_for(user).filter(acknowledged_at__isnull=True, due_at__lte=now)
+    """Open follow-ups past their due time that can be acknowledged now (not while the grant is in use)."""
+    return follow_ups_for(user).filter(acknowledged_at__isnull=True, due_at__lte=now).filter(~follow_up_in_use(now))
 
 
 # ``overdue_follow_ups`` of anyone but an auditor: those of their own break-glass grants and of the roles
@@ -342,7 +349,7 @@ OVERDUE_FOLLOW_UPS_SEEN = Precompiled(
         ),
         acknowledged_at__isnull=True,
         due_at__lte=now,
-    ),
+    ).filter(~follow_up_in_use(now)),
     user_id=int,
     role_ids=list,
     now=datetime,

@@ -1,6 +1,6 @@
 """Access requests and the decisions on them."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -9,8 +9,51 @@ from django.utils import timezone
 from accessgov.models.catalog import Role
 
 
+class AccessRequestQuerySet(models.QuerySet):
+    def pending_at(self, now):
+        """Requests still waiting for a decision at ``now``: stored pending AND before their ``lapses_at``."""
+        return self.filter(status=AccessRequest.Status.PENDING, lapses_at__gt=now)
+
+    def lapsed_unswept(self, now):
+        """Requests stored pending whose ``lapses_at`` has come: lapsed to every reader, for the sweep to record."""
+        return self.filter(_unswept_lapse(now))
+
+    def with_status_at(self, status: str, now):
+        """Requests whose status at ``now`` (``AccessRequest.status_at``) is ``status`` — the rule the lists, their
+        CSV and the API filter by: a pending request past its deadline is lapsed, swept or not."""
+        if status == AccessRequest.Status.PENDING:
+            return self.pending_at(now)
+        if status == AccessRequest.Status.LAPSED:
+            return self.filter(_unswept_lapse(now) | models.Q(status=AccessRequest.Status.LAPSED))
+        return self.filter(status=status)
+
+    def annotate_status_at(self, now, name: str = "status_now"):
+        """Each row's status at ``now`` as the annotation ``name`` (for sorting by it): ``with_status_at``'s rule
+        as an expression."""
+        return self.annotate(
+            **{
+                name: models.Case(
+                    models.When(_unswept_lapse(now), then=models.Value(AccessRequest.Status.LAPSED.value)),
+                    default=models.F("status"),
+                    output_field=models.CharField(),
+                )
+            }
+        )
+
+
+def _unswept_lapse(now) -> models.Q:
+    """Stored pending, but its ``lapses_at`` has come: lapsed to every reader before the sweep records it."""
+    return models.Q(status=AccessRequest.Status.PENDING, lapses_at__lte=now)
+
+
 class AccessRequest(models.Model):
-    """A request for a role for a duration. Written only by services.access_requests."""
+    """A request for a role for a duration. Written only by services.access_requests.
+
+    What it is at an instant, as every reader must see it (pages, lists, their CSV, filters, the API): the stored
+    status ages (the sweep may be late), the clock does not. A pending request is lapsed from its ``lapses_at``
+    on, decided at that deadline (as the sweep records it). ``status_at``/``decided_at_as_of`` say it of one
+    request, ``AccessRequestQuerySet.with_status_at``/``annotate_status_at`` of rows; the sweep only writes it down.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -56,6 +99,8 @@ class AccessRequest(models.Model):
     auto_approval_note = models.TextField(blank=True)
     auto_approval_evidence = models.JSONField(default=dict, blank=True)
 
+    objects = AccessRequestQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-pk"]
         permissions = [("audit_access", "May see every request, grant and event (auditor)")]
@@ -92,6 +137,26 @@ class AccessRequest(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status == self.Status.PENDING
+
+    def status_at(self, now: datetime) -> str:
+        """The ``Status`` at ``now``: lapsed once ``lapses_at`` has come, swept or not; else the stored status."""
+        if self.status == self.Status.PENDING and now >= self.lapses_at:
+            return self.Status.LAPSED.value
+        return self.status
+
+    def is_pending_at(self, now: datetime) -> bool:
+        """Still waiting for a decision at ``now`` (stored pending and ``now`` before ``lapses_at``)."""
+        return self.status_at(now) == self.Status.PENDING
+
+    def status_label_at(self, now: datetime) -> str:
+        """``status_at`` in words ("Lapsed")."""
+        return str(self.Status(self.status_at(now)).label)
+
+    def decided_at_as_of(self, now: datetime) -> datetime | None:
+        """When it was decided, as seen at ``now``: its ``lapses_at`` for a lapse not yet swept."""
+        if self.status == self.Status.PENDING:  # not decided in the stored row: lapsed at its deadline, or not yet
+            return self.lapses_at if self.status_at(now) == self.Status.LAPSED else None
+        return self.decided_at
 
 
 class Decision(models.Model):

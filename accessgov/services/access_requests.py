@@ -80,6 +80,17 @@ def _create(
         raise PolicyViolation("Explain why you need this access (at least 10 characters).")
     policies.validate_ticket(role, ticket)
     issue = external.issue if external is not None else None
+    # A request of the same role past its deadline reads as lapsed everywhere, so it does not block asking again:
+    # its lapse is recorded here, as the sweep would. Skip-locked as the sweep: a decision in flight on it (which
+    # refuses a lapsed request) is never waited for, and asking again is refused as a duplicate only then.
+    unswept = list(
+        AccessRequest.objects.lapsed_unswept(now)
+        .filter(requester=actor, role=role)
+        .select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .only("pk", "role_id", "extends_grant_id", "lapses_at")
+    )
+    if unswept:
+        _lapse(unswept, now=now, job="deadline", data={"found_by": "submit"})
     try:
         with transaction.atomic():
             access_request = AccessRequest.objects.create(
@@ -369,7 +380,7 @@ def access_request_approve(
             ).first()
         now = clock.now()  # after the lock: a wait behind another transaction must not approve late
         ensure_transition("request", access_request.status, Status.APPROVED)
-        if now >= access_request.lapses_at:
+        if access_request.status_at(now) == Status.LAPSED:
             raise TransitionNotAllowed(LAPSED)
         permissions.ensure_can_decide_access_request(actor, access_request)
         withdrawn_because = permissions.eligibility_problem(
@@ -472,7 +483,7 @@ def access_request_deny(
         access_request = _lock(access_request_id)
         now = clock.now()
         ensure_transition("request", access_request.status, Status.DENIED)
-        if now >= access_request.lapses_at:
+        if access_request.status_at(now) == Status.LAPSED:
             # As for an approval: past its deadline the request is the sweep's to lapse, never denied.
             raise TransitionNotAllowed(LAPSED)
         permissions.ensure_can_decide_access_request(actor, access_request)
@@ -526,7 +537,7 @@ def access_request_cancel(actor: User, access_request_id: int, *, client_address
         permissions.ensure_can_cancel_access_request(actor, access_request)
         ensure_transition("request", access_request.status, Status.CANCELLED)
         now = clock.now()  # after the lock, as for a decision: a cancel that waited must not cancel late
-        lapsed = now >= access_request.lapses_at
+        lapsed = access_request.status_at(now) == Status.LAPSED
         if lapsed:
             _lapse([access_request], now=now, job="deadline", data={"found_by": "cancel"})
         else:
@@ -571,7 +582,7 @@ def access_request_withdraw_ineligible(
                 pending.filter(~Exists(eligible) | Q(requester__is_active=False))
                 .select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .order_by("pk")
-                .only("pk", "role_id")[:batch_size]
+                .only("pk", "role_id", "extends_grant_id")[:batch_size]
             )
             if due:
                 withdrawals.requests_withdraw(due, now=now, reason=WITHDRAWN_BECAUSE_INELIGIBLE, job=job)
@@ -650,8 +661,8 @@ def access_request_lapse_due(now: datetime, *, job: str = "sweep", batch_size: i
     while True:
         with transaction.atomic():
             due = list(
-                AccessRequest.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
-                .filter(status=Status.PENDING, lapses_at__lte=now)
+                AccessRequest.objects.lapsed_unswept(now)
+                .select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .order_by("pk")
                 .only("pk", "role_id", "extends_grant_id", "lapses_at")[:batch_size]
             )
@@ -668,7 +679,8 @@ def access_request_remind_due(now: datetime) -> int:
     The requests are claimed under skip-locked row locks, so parallel sweeps remind each once."""
     with transaction.atomic():
         pending = (
-            AccessRequest.objects.filter(status=Status.PENDING, reminder_sent_at__isnull=True, lapses_at__gt=now)
+            AccessRequest.objects.pending_at(now)
+            .filter(reminder_sent_at__isnull=True)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
             .only("pk", "created_at", "lapses_at")
         )

@@ -19,7 +19,8 @@ WITHDRAWN_BECAUSE_GRANT_ENDED = (
 
 
 def requests_withdraw(due: list[AccessRequest], *, now: datetime, reason: str, job: str) -> None:
-    """Pending requests (locked by the caller) become cancelled, one request.withdrawn event each."""
+    """Pending requests (locked by the caller, loaded with ``extends_grant_id``) become cancelled, one
+    request.withdrawn event each (an extension's names its grant, as its other events do)."""
     AccessRequest.objects.filter(pk__in=[r.pk for r in due], status=Status.PENDING).update(
         status=Status.CANCELLED, decided_at=now
     )
@@ -29,6 +30,7 @@ def requests_withdraw(due: list[AccessRequest], *, now: datetime, reason: str, j
                 event_type=AccessEvent.Type.REQUEST_WITHDRAWN,
                 actor_label=f"system:{job}",
                 access_request_id=r.pk,
+                grant_id=r.extends_grant_id,
                 role_id=r.role_id,
                 occurred_at=now,
                 reason=reason,
@@ -60,7 +62,7 @@ def extensions_withdraw_for_ended_grants(
                 pending.filter(ended)
                 .select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .order_by("pk")
-                .only("pk", "role_id")[:batch_size]
+                .only("pk", "role_id", "extends_grant_id")[:batch_size]
             )
             if due:
                 requests_withdraw(due, now=now, reason=WITHDRAWN_BECAUSE_GRANT_ENDED, job=job)

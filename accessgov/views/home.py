@@ -16,7 +16,7 @@ def home_view(request: PortalRequest) -> HttpResponse:
     context = {
         "active_grants": active_grants,
         "scheduled_grants": selectors.MY_SCHEDULED_GRANTS.list(user_id=user_id, now=now),
-        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id),
+        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id, now=now),
         "backup_codes_left": otp.backup_codes_left(request.user),
         # Issue 18: what needs me (review work for owners, break-glass uses, changes), as in the inbox.
         "needs_me": needs_me,

@@ -107,7 +107,7 @@ def _cases(world) -> dict[str, list[dict]]:
     return {
         "my_active_grants": [{"user_id": u, "now": t} for u in people for t in instants],
         "my_scheduled_grants": [{"user_id": u, "now": t} for u in people for t in instants],
-        "my_pending_requests": [{"user_id": u} for u in people],
+        "my_pending_requests": [{"user_id": u, "now": t} for u in people for t in instants],
         "my_recently_ended_grants": [{"user_id": u} for u in people],
         "backup_codes": [{"user_id": u} for u in people],
         "overdue_follow_ups_seen": [
@@ -204,9 +204,9 @@ def test_every_registered_read_returns_what_its_queryset_returns(history):
 def test_a_read_is_compiled_once_and_then_one_statement(history):
     from accessgov.selectors import MY_PENDING_REQUESTS
 
-    MY_PENDING_REQUESTS.list(user_id=history.requester.pk)
+    MY_PENDING_REQUESTS.list(user_id=history.requester.pk, now=T0)
     with CaptureQueriesContext(connection) as queries:
-        rows = MY_PENDING_REQUESTS.list(user_id=history.requester.pk)
+        rows = MY_PENDING_REQUESTS.list(user_id=history.requester.pk, now=T0)
     assert len(queries) == 1
     assert [r.approvals for r in rows] == [1]
     assert rows[0].role.system.name == "Payments DB"  # select_related, no further query

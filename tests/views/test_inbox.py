@@ -68,13 +68,15 @@ def test_approvers_owners_and_auditors_see_a_break_glass_use_to_acknowledge_but_
     Role.objects.filter(pk=world.role.pk).update(break_glass_allowed=True)
     role = Role.objects.get(pk=world.role.pk)
     grant = gs.break_glass_activate(world.requester, role=role, justification="Outage INC-9", duration=H, step_up_at=T0)
+    # A use is acknowledged once it has ended: while in use it is nobody's to do yet (tests/test_inbox_in_use.py).
+    assert inbox.needs_me(world.approver, T0).follow_ups == []
+    gs.grant_release(world.requester, grant.pk)
     for persona in (world.approver, world.owner, world.auditor):
         assert [f.grant_id for f in inbox.needs_me(persona, T0).follow_ups] == [grant.pk], persona
         counts = _page(persona).context["nav"]["inbox"]
         assert counts["follow_ups"] == 1
     assert inbox.needs_me(world.requester, T0).follow_ups == []
     assert inbox.needs_me(world.outsider, T0).follow_ups == []
-    gs.grant_release(world.requester, grant.pk)  # a use is acknowledged once it has ended
     gs.break_glass_acknowledge(world.auditor, grant.follow_up.pk, comment="Checked the incident")
     assert inbox.needs_me(world.approver, T0).follow_ups == []
 
@@ -376,8 +378,8 @@ def test_the_badge_statement_counts_what_its_orm_twin_counts_for_every_persona(w
     Role.objects.filter(pk=world.role.pk).update(break_glass_allowed=True)
     responder = world.approver2  # an overseer with a follow-up of their own: not theirs to acknowledge
     Eligibility.objects.create(role=world.role, user=responder, starts_at=T0 - H, reason="On call")
-    gs.break_glass_activate(
-        responder, role=Role.objects.get(pk=world.role.pk), justification="Outage INC-77", duration=H, step_up_at=T0
+    gs.break_glass_activate(  # ended by ``later`` below: an open follow-up to count (not while in use)
+        responder, role=Role.objects.get(pk=world.role.pk), justification="Outage INC-77", duration=H / 2, step_up_at=T0
     )
     _finding(world, grant=kept, role=world.role, user=world.requester, principal="requester")
     _finding(world, principal="nobody")
