@@ -66,6 +66,7 @@ CONTROLS: list[Control] = [
             "drift_findings.closed",
             "break_glass.acknowledged_by_other",
             "break_glass.acknowledged_in_time",
+            "break_glass.acknowledged_after_use",
             "activity_findings.signed_off",
             "activity_findings.signed_off_by_other",
             LEDGER_TEST,
@@ -98,7 +99,12 @@ CONTROLS: list[Control] = [
         "A.8.2",
         "Privileged access rights",
         "The allocation and use of privileged access rights is restricted and managed.",
-        ("approvals_mfa.fresh_mfa", "break_glass.acknowledged_by_other", "break_glass.acknowledged_in_time"),
+        (
+            "approvals_mfa.fresh_mfa",
+            "break_glass.acknowledged_by_other",
+            "break_glass.acknowledged_in_time",
+            "break_glass.acknowledged_after_use",
+        ),
     ),
     Control(
         "ISO 27001",

@@ -706,7 +706,10 @@ class Removals(Population):
 class BreakGlass(Population):
     name = "break_glass"
     title = "Break-glass uses and follow-up sign-offs"
-    description = "Every break-glass activation in the period, with its follow-up and who signed it off."
+    description = (
+        "Every break-glass activation in the period, with its follow-up, who signed it off, and whether that "
+        "was after the use had ended."
+    )
     columns = [
         Column("grant_id", "The break-glass grant (stable id)."),
         Column("request_id", "Its request."),
@@ -731,6 +734,12 @@ class BreakGlass(Population):
             "Signed off before the follow-up was due (false: late, or still open past due).",
             test="Every break-glass follow-up was signed off by its due time",
         ),
+        Column(
+            "acknowledged_after_use",
+            "Signed off once the access had ended (false: acknowledged while in use, which is refused now but "
+            "older data holds; empty while open).",
+            test="Every break-glass use was signed off only after it had ended",
+        ),
     ]
 
     def rows(self, ctx: Context, ids: list[str] | None = None) -> Iterator[list[Any]]:
@@ -754,20 +763,27 @@ class BreakGlass(Population):
             "follow_up__comment",
         )
         for row in _chunked(qs.order_by("pk"), *fields):
-            pk, _, user, system, role, _starts_at = row[:6]
+            pk, _, user, system, role, _starts_at, expires_at, ended_at = row[:8]
             due_at, by, at = row[9], row[10], row[11]
             other = (by != user) if by else None
             if at is not None and due_at is not None:
                 in_time = at <= due_at
             else:
                 in_time = False if due_at is not None and ctx.as_of >= due_at else None
+            # Access ends at its expiry, swept or not, or earlier when released or revoked (``Grant.is_active_at``).
+            end = min(ended_at, expires_at) if ended_at else expires_at
+            after_use = None if at is None else at >= end
             if other is False:
                 self.broke("acknowledged_by_other", pk, system=system, role=role, user=user, at=at,
                            detail="Signed off by the break-glass user themselves.")  # fmt: skip
             if in_time is False:
                 self.broke("acknowledged_in_time", pk, system=system, role=role, user=user, at=due_at,
                            detail="Follow-up signed off late." if at else "Follow-up not signed off, past due.")  # fmt: skip
-            yield [*row[:10], by or "", at, row[12] or "", yes_no(other), yes_no(in_time)]
+            if after_use is False:
+                ended = f"the access ended {end:%Y-%m-%d %H:%M:%S} UTC" if end <= ctx.as_of else "still in use"
+                self.broke("acknowledged_after_use", pk, system=system, role=role, user=user, at=at,
+                           detail=f"Acknowledged while in use: signed off {at:%Y-%m-%d %H:%M:%S} UTC, {ended}.")  # fmt: skip
+            yield [*row[:10], by or "", at, row[12] or "", yes_no(other), yes_no(in_time), yes_no(after_use)]
 
     def trails(self, ctx: Context, ids: list[str]) -> dict[str, list[dict]]:
         return Grants().trails(ctx, ids)
@@ -781,7 +797,7 @@ class ReviewItems(Population):
     title = "Access review campaigns and items"
     description = (
         "Every item of every access review campaign open at some time in the period: the subject, the reviewer, "
-        "the decision and its reason, and what was applied."
+        "the decision and its reason, what was applied, and the eligibility end the close moved."
     )
     columns = [
         Column("item_id", "The review item (stable id)."),
@@ -805,6 +821,16 @@ class ReviewItems(Population):
         Column("outcome", "kept, revoked or kept_flagged, once applied."),
         Column("applied_at", "When the outcome was applied."),
         Column(
+            "eligibility_ends_before",
+            "The eligibility's end before the close moved it (empty: the close did not move it, or it had no end "
+            "when eligibility_ends_after is set).",
+        ),
+        Column(
+            "eligibility_ends_after",
+            "The end the close gave it: a revoke ends it, a keep brings it down to the campaign's keep period "
+            "(empty: the close did not move it). From the item's review.applied event.",
+        ),
+        Column(
             "answered",
             "A reviewer answered (false: the campaign passed its due date without an answer).",
             test="Every review item was answered by its due date",
@@ -824,6 +850,8 @@ class ReviewItems(Population):
             qs = ctx.scoped(ReviewItem.objects.filter(campaign__in=campaigns.values("pk")))
         else:
             qs = ReviewItem.objects.filter(pk__in=_ints(ids))
+            campaigns = ReviewCampaign.objects.filter(pk__in=qs.values("campaign_id"))
+        moved = eligibility_ends_moved(campaigns)
         qs = qs.annotate(
             subject=Coalesce(
                 "subject_user__username",
@@ -863,6 +891,7 @@ class ReviewItems(Population):
             if not_subject is False:
                 self.broke("reviewer_not_subject", pk, system=row[10], role=row[11], user=subject or "",
                            at=row[15], detail="Answered by its own subject.")  # fmt: skip
+            ends_before, ends_after = moved.get(pk, (None, None))
             yield [
                 *row[:8],
                 "eligibility" if row[8] else "grant",
@@ -877,12 +906,35 @@ class ReviewItems(Population):
                 row[16],
                 row[17],
                 row[18],
+                ends_before,
+                ends_after,
                 yes_no(answered),
                 yes_no(not_subject),
             ]
 
     def trails(self, ctx: Context, ids: list[str]) -> dict[str, list[dict]]:
         return trails_by_data_key("item_id", ids)
+
+
+def eligibility_ends_moved(campaigns: QuerySet) -> dict[int, tuple[datetime | None, datetime]]:
+    """Review item id → the eligibility's end before and after the close of ``campaigns`` moved it, as the
+    item's review.applied event recorded them (``services.reviews``: ``eligibility_ends_before`` null for an
+    eligibility that had no end); items whose end the close did not move are not in it. The events are written
+    at the close's instant, so the index on type and time finds them: one read per pack, not one per item."""
+    closes = dict(campaigns.filter(closed_at__isnull=False).order_by().values_list("pk", "closed_at"))
+    if not closes:
+        return {}
+    moved: dict[int, tuple[datetime | None, datetime]] = {}
+    for data in AccessEvent.objects.filter(
+        event_type=Type.REVIEW_APPLIED, occurred_at__in=set(closes.values()), data__has_key="eligibility_ends_after"
+    ).values_list("data", flat=True):
+        if data.get("campaign_id") in closes:
+            before = data.get("eligibility_ends_before")
+            moved[data["item_id"]] = (
+                datetime.fromisoformat(before) if before else None,
+                datetime.fromisoformat(data["eligibility_ends_after"]),
+            )
+    return moved
 
 
 def Concat_(prefix: str, field_name: str):

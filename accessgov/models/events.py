@@ -54,7 +54,7 @@ class AccessEvent(models.Model):
         ELIGIBILITY_ENDED = "eligibility.ended", "Eligibility ended"
         USER_DEACTIVATED = "user.deactivated", "Account deactivated (sessions ended, access revoked)"
         USER_REACTIVATED = "user.reactivated", "Account reactivated (nothing restored)"
-        USER_PASSWORD_SET = "user.password_set", "Password chosen through an account recovery link"
+        USER_PASSWORD_SET = "user.password_set", "Password set"
         USER_CREATED = "user.created", "Account created"
         CHANGE_PROPOSED = "change.proposed", "Policy change proposed (four-eyes)"
         CHANGE_APPLIED = "change.applied", "Policy change applied"

@@ -200,7 +200,8 @@ def review_item_decide(
 
 
 def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_address: str | None = None) -> ReviewItem:
-    """An auditor gives an item to another reviewer (never its subject)."""
+    """An auditor gives an item to another reviewer (never its subject). Its review.reassigned event names
+    whose access the item is about (``_about``) and, for an item about a grant, the grant."""
     if not permissions.is_auditor(actor):
         raise NotAuthorized("Only auditors reassign review items.")
     with transaction.atomic():
@@ -215,7 +216,14 @@ def review_item_reassign(actor: User, item_id: int, *, reviewer: User, client_ad
             actor=actor,
             client_address=client_address,
             role=item.role,
-            data={"campaign_id": item.campaign_id, "item_id": item.pk, "from": previous, "to": reviewer.pk},
+            grant=item.grant,  # as review.decided: the trail and the audit CSV show the grantee
+            data={
+                "campaign_id": item.campaign_id,
+                "item_id": item.pk,
+                "from": previous,
+                "to": reviewer.pk,
+                **_about(item),
+            },
         )
         return item
 

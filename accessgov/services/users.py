@@ -50,13 +50,32 @@ def _ensure_can_manage_users(actor: User, user_id: int, idp: IdentityProvider | 
     permissions.ensure_can_manage_users(actor)
 
 
-def user_password_change(user: User, new_password: str) -> User:
+def user_password_change(user: User, new_password: str, *, client_address: str | None = None) -> User:
     """The person changes their own password (the view checked the old one and the password rules).
-    The session hash changes with it, so every other session of theirs ends."""
+    The session hash changes with it, so every other session of theirs ends. One user.password_set event
+    by the person."""
     with transaction.atomic():
         user = _lock_user(user.pk)
         user.set_password(new_password)
         user.save(update_fields=["password"])
+        event_record(Type.USER_PASSWORD_SET, actor=user, client_address=client_address, reason="Changed by the person")
+    return user
+
+
+def user_password_set_by_job(user_id: int, new_password: str, *, job: str) -> User:
+    """Someone with the server's rights sets a password from its shell (``manage.py changepassword``; the
+    command checked the password rules). No person acts: the event names the job and, in its data, whose
+    password it is. Only the password is saved on the locked row (a deactivation made meanwhile stays)."""
+    with transaction.atomic():
+        user = _lock_user(user_id)
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        event_record(
+            Type.USER_PASSWORD_SET,
+            job=job,
+            reason=f"Set with {job}",
+            data={"user_id": user.pk, "username": user.get_username()},
+        )
     return user
 
 

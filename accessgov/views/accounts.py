@@ -192,7 +192,9 @@ def password_change_view(request: HttpRequest) -> HttpResponse:
     """Change the password; every other session of the user ends (the session hash changes)."""
     form = PasswordChangeForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = user_services.user_password_change(request.user, form.cleaned_data["new_password1"])
+        user = user_services.user_password_change(
+            request.user, form.cleaned_data["new_password1"], client_address=getattr(request, "client_address", None)
+        )
         update_session_auth_hash(request, user)
         logger.info("password changed user=%s client=%s", user.pk, getattr(request, "client_address", None))
         messages.success(request, "Your password was changed. Your other sessions have been signed out.")

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accessgov.models import AccessEvent
 from tests.conftest import PASSWORD, sign_in, totp_code
 
 HOME = reverse("home")
@@ -131,6 +132,9 @@ def test_password_change_ends_other_sessions_but_keeps_this_one(requester):
         assert response["Location"] == reverse("accounts:security")
         assert laptop.get(HOME).status_code == 200
         assert phone.get(HOME)["Location"].startswith(reverse("accounts:login"))
+    # The change is evidence: one user.password_set event by the person (the refused attempt below writes none).
+    event = AccessEvent.objects.get(event_type=AccessEvent.Type.USER_PASSWORD_SET)
+    assert event.actor_id == requester.pk and event.reason == "Changed by the person"
 
 
 @pytest.mark.django_db
@@ -141,6 +145,7 @@ def test_weak_new_password_is_refused_with_reasons(verified_client):
     )
     assert response.status_code == 200
     assert "too short" in response.content.decode()
+    assert not AccessEvent.objects.filter(event_type=AccessEvent.Type.USER_PASSWORD_SET).exists()
 
 
 @pytest.mark.django_db
