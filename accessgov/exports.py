@@ -2,9 +2,12 @@
 formula-safe cells - the same cells whether rows come from the ORM (any database) or from PostgreSQL's
 ``COPY ... TO STDOUT`` (million-row exports), which does the same formatting and escaping in SQL.
 
-A cell a spreadsheet would evaluate (starting with = + - @, a tab or a carriage return) is prefixed
-with a single quote, so it is shown as text. Every export is itself an access event (who, what,
-which filters, how many rows), written before the first byte is sent.
+An export takes the query parameters its filters read and no other: ``?grante=bob`` (a typo) is a 400
+naming it, not every row in a file its reader believes filtered (``unknown_parameters``).
+
+A cell a spreadsheet would evaluate (starting with = + - @, their full-width forms U+FF1D U+FF0B U+FF0D
+U+FF20, a tab or a carriage return) is prefixed with a single quote, so it is shown as text. Every export is
+itself an access event (who, what, which filters, how many rows), written before the first byte is sent.
 """
 
 import csv
@@ -14,13 +17,16 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from accessgov import clock
 from accessgov.models import AccessEvent
 from accessgov.services.events import event_record
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# OWASP's CSV-injection list, plus the full-width = + - @ (U+FF1D, U+FF0B, U+FF0D, U+FF20): Excel and
+# LibreOffice start a formula at those too.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def safe_cell(value: Any) -> str:
@@ -44,8 +50,9 @@ _FORMULA_CODES = ", ".join(str(ord(prefix)) for prefix in FORMULA_PREFIXES)
 
 def sql_safe(expression: str) -> str:
     """The SQL twin of safe_cell for a text column (used inside COPY). The first character is tested by its
-    code (``ascii``: 0 for an empty string, NULL for NULL), not by ``left(x, 1) IN (…)``, which builds a
-    one-character string per cell: a million-row export spent ≈ 0.2 s on each such column."""
+    code (``ascii``: the code point in a UTF-8 database, so the full-width prefixes too; 0 for an empty string,
+    NULL for NULL), not by ``left(x, 1) IN (…)``, which builds a one-character string per cell: a million-row
+    export spent ≈ 0.2 s on each such column."""
     return f"CASE WHEN ascii({expression}) IN ({_FORMULA_CODES}) THEN '''' || {expression} ELSE {expression} END"
 
 
@@ -133,15 +140,43 @@ def in_blocks(pieces: Iterable[bytes | str]) -> Iterator[bytes]:
 
 
 def file_name(what: str, *, since: date | None = None, until: date | None = None) -> str:
-    """Every export's file name: ``accessgov-<what>-<period>.csv``, the period in UTC days — ``2026-01-01_to_2026-03-31``
-    from the From/Until filters, today standing in for a missing Until (``from_2026-01-01_to_<today>``,
-    ``to_<today>``): a file says which days it holds, and two files of the same list sort by them."""
-    today = clock.now().date()
-    if since:
-        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}" if until else f"from_{since:%Y-%m-%d}_to_{today:%Y-%m-%d}"
+    """Every export's file name: ``accessgov-<what>-<period>.csv``. With an Until filter the period is its UTC
+    days (``2026-01-01_to_2026-03-31``, ``to_2026-03-31``). Without one the rows run up to the moment of the
+    export, and the name says that moment, to the second and apart from any filter day: ``as_of_2026-03-05T141200Z``
+    (``from_2026-01-01-as_of_…`` with a From filter), never a day ("to_<today>") that rows made later that day
+    would not be in. Two files of the same list sort by their period or their moment."""
+    if until:
+        period = f"{since:%Y-%m-%d}_to_{until:%Y-%m-%d}" if since else f"to_{until:%Y-%m-%d}"
     else:
-        period = f"to_{(until or today):%Y-%m-%d}"
+        as_of = f"as_of_{clock.now().astimezone(UTC):%Y-%m-%dT%H%M%SZ}"
+        period = f"from_{since:%Y-%m-%d}-{as_of}" if since else as_of
     return f"accessgov-{what}-{period}.csv"
+
+
+# Names echoed back at most (a query string may hold up to DATA_UPLOAD_MAX_NUMBER_FIELDS of them).
+SHOWN_NAMES = 10
+SHOWN_NAME_LENGTH = 50
+
+
+def unknown_parameters(request: HttpRequest, accepted: Iterable[str]) -> HttpResponse | None:
+    """A plain-text 400 naming the query parameters of ``request`` that are not in ``accepted`` (the export's
+    filters and sort) and listing the accepted ones; None when there are none. ``stream_csv`` and
+    ``stream_copy_csv`` ask before recording anything. The portal's HTML list pages stay tolerant (bookmarks
+    and htmx add parameters); their Export links pass on the page's query without its paging cursors."""
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(request.GET) - set(accepted))
+    if not unknown:
+        return None
+    names = ", ".join(repr(name[:SHOWN_NAME_LENGTH]) for name in unknown[:SHOWN_NAMES])
+    if len(unknown) > SHOWN_NAMES:
+        names += f" and {len(unknown) - SHOWN_NAMES} more"
+    takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+    return HttpResponse(
+        f"Unknown query parameter{'s' if len(unknown) > 1 else ''} for this export: {names}; {takes}. "
+        "Nothing was exported.",
+        status=400,
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def _response(body: Iterable[bytes | str], filename: str, count: int) -> StreamingHttpResponse:
@@ -160,8 +195,12 @@ def stream_csv(
     report: str,
     filters: dict[str, Any],
     row_count: int | Callable[[], int],
-) -> StreamingHttpResponse:
-    """Record the export (an access event), then stream the rows."""
+    parameters: Iterable[str],
+) -> HttpResponseBase:
+    """Refuse query parameters not in ``parameters`` (``unknown_parameters``); else record the export (an
+    access event), then stream the rows."""
+    if refusal := unknown_parameters(request, parameters):
+        return refusal
     count = _record_export(request, report, filters, row_count)
     return _response(csv_rows(header, rows), filename, count)
 
@@ -176,8 +215,11 @@ def stream_copy_csv(
     report: str,
     filters: dict[str, Any],
     row_count: int | Callable[[], int],
-) -> StreamingHttpResponse:
+    parameters: Iterable[str],
+) -> HttpResponseBase:
     """Like stream_csv, with PostgreSQL producing the rows (formatting and escaping done in SQL)."""
+    if refusal := unknown_parameters(request, parameters):
+        return refusal
     count = _record_export(request, report, filters, row_count)
 
     def body() -> Iterator[bytes | str]:

@@ -93,28 +93,29 @@ class ActivityIngestView(TokenAPIView):
     serializer_class = ActivityIngestSerializer  # for the schema; the body is parsed by the view
     permission_classes = []  # a token needs its scope (checked below); a signature needs no token
     throttle_classes = [*TokenAPIView.throttle_classes, SignedSourceThrottle]
-    pagination_class = None
+    query_parameters = {
+        "POST": [
+            OpenApiParameter("system", str, description="The system's slug (JSON lines bodies)."),
+            OpenApiParameter("batch_id", str, description="The batch's id (JSON lines bodies)."),
+        ]
+    }
+
+    def check_permissions(self, request):
+        super().check_permissions(request)
+        # Before anything else (a wrong method and the query string included): a token, or a signature to check.
+        if not isinstance(request.auth, ApiToken) and not all(request.headers.get(h) for h in SIGNATURE_HEADERS):
+            raise NotAuthenticated("Send a service token (Bearer) or a Standard Webhooks signature.")
 
     @extend_schema(
         operation_id="activity_ingest",
         summary="Report activity at a target (log shippers, target tooling; service tokens or signatures)",
         request={"application/json": ActivityIngestSerializer, "application/x-ndjson": OpenApiTypes.STR},
-        parameters=[
-            OpenApiParameter("system", str, description="The system's slug (JSON lines bodies)."),
-            OpenApiParameter("batch_id", str, description="The batch's id (JSON lines bodies)."),
-        ],
         responses={
             200: ActivityIngestResultSerializer,
             413: OpenApiResponse(ErrorSerializer, description="The body is larger than ACTIVITY_INGEST_MAX_BYTES"),
             415: OpenApiResponse(ErrorSerializer, description="Neither JSON nor JSON lines"),
         },
     )
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        # Before anything else (a wrong method included): a token, or a signature to check.
-        if not isinstance(request.auth, ApiToken) and not all(request.headers.get(h) for h in SIGNATURE_HEADERS):
-            raise NotAuthenticated("Send a service token (Bearer) or a Standard Webhooks signature.")
-
     def post(self, request):
         token = request.auth if isinstance(request.auth, ApiToken) else None
         if token is not None and not token.allows(ApiToken.Scope.ACTIVITY_WRITE):

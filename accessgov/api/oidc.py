@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from accessgov.api.query import QueryParametersMixin
 from accessgov.api.schema import ErrorSerializer
 from accessgov.api.serializers import EmptyInputSerializer
 from accessgov.integrations import oidc_trust
@@ -85,7 +86,7 @@ class OidcIdentityScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (a CI job's OIDC identity token)"}
 
 
-class OidcTokenExchangeView(APIView):
+class OidcTokenExchangeView(QueryParametersMixin, APIView):
     authentication_classes = [OidcIdentityAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [AddressRateThrottle]

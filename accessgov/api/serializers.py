@@ -222,9 +222,10 @@ class AccessRequestSerializer(serializers.ModelSerializer):
         """What the request is now, as every reader sees it: a pending request at or past its ``lapses_at`` is
         ``lapsed`` (decided at its deadline, as the sweep records it) before the sweep has come by."""
         data = super().to_representation(access_request)
-        if access_request.status == AccessRequest.Status.PENDING and clock.now() >= access_request.lapses_at:
-            data["status"] = AccessRequest.Status.LAPSED.value
-            data["decided_at"] = serializers.DateTimeField().to_representation(access_request.lapses_at)
+        now = clock.now()
+        data["status"] = access_request.status_at(now)
+        decided_at = access_request.decided_at_as_of(now)
+        data["decided_at"] = serializers.DateTimeField().to_representation(decided_at) if decided_at else None
         return data
 
     def get_requested_duration_seconds(self, access_request: AccessRequest) -> int:

@@ -17,6 +17,7 @@ from accessgov import clock, inputs, otp, permissions, selectors
 from accessgov.api.authentication import BearerTokenAuthentication
 from accessgov.api.pagination import PAGE_SIZE_PARAMETER, KeysetPagination
 from accessgov.api.permissions import TokenScope, limit_to_token_roles, token_allows_role
+from accessgov.api.query import QueryParametersMixin
 from accessgov.api.serializers import (
     AccessEventSerializer,
     AccessRequestCreateSerializer,
@@ -46,16 +47,17 @@ Scope = ApiToken.Scope
 STATUS_PARAMETER = OpenApiParameter("status", str, description="Only objects in this state.")
 
 
-class TokenAPIView(GenericAPIView):
+class TokenAPIView(QueryParametersMixin, GenericAPIView):
     """Base of every /api/v1/ view: token authentication, the scope each method needs
-    (``required_scopes``), per-token throttling, keyset pagination, and attribution: every access
-    event written while the view runs names the token (``data["via"]``), and model changes name
-    the token's user."""
+    (``required_scopes``), per-token throttling, the query parameters each method reads and no other
+    (``query_parameters``, api.query), keyset pagination on the lists that set ``pagination_class``, and
+    attribution: every access event written while the view runs names the token (``data["via"]``), and
+    model changes name the token's user."""
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenScope]
     throttle_classes = [TokenRateThrottle]
-    pagination_class = KeysetPagination
+    pagination_class = None  # lists set KeysetPagination: its cursor and page_size are a list's parameters
     metadata_class = None  # OPTIONS answers 405: the schema describes the API
     required_scopes: dict[str, str] = {}
 
@@ -124,11 +126,6 @@ def _boolean_parameter(request, name: str) -> bool | None:
     return value == "true"
 
 
-def _status_filter(queryset: QuerySet, value: str | None, choices) -> QuerySet:
-    value = _status_value(value, choices)
-    return queryset if value is None else queryset.filter(status=value)
-
-
 def _requests_queryset() -> QuerySet[AccessRequest]:
     return AccessRequest.objects.select_related("role__system", "requester", "grant", "extends_grant").prefetch_related(
         Prefetch("decisions", queryset=Decision.objects.select_related("approver"))
@@ -140,16 +137,19 @@ def _requests_queryset() -> QuerySet[AccessRequest]:
 
 class AccessRequestListView(TokenAPIView):
     required_scopes = {"GET": Scope.REQUESTS_READ, "POST": Scope.REQUESTS_CREATE}
+    query_parameters = {"GET": [STATUS_PARAMETER]}
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="requests_list",
         summary="My requests, newest first",
-        parameters=[STATUS_PARAMETER],
         responses=AccessRequestSerializer(many=True),
     )
     def get(self, request):
         qs = _requests_queryset().filter(requester=request.user)
-        qs = _status_filter(qs, request.query_params.get("status"), AccessRequest.Status.values)
+        # What each request is now (a pending one past its deadline is lapsed), as AccessRequestSerializer shows it.
+        if status := _status_value(request.query_params.get("status"), AccessRequest.Status.values):
+            qs = qs.with_status_at(status, clock.now())
         return self.page(limit_to_token_roles(qs, self.token), AccessRequestSerializer)
 
     @extend_schema(
@@ -304,12 +304,11 @@ class AccessRequestDenyView(TokenAPIView):
 
 class DecisionQueueView(TokenAPIView):
     required_scopes = {"GET": Scope.DECISIONS_READ}
-    pagination_class = None
+    query_parameters = {"GET": [PAGE_SIZE_PARAMETER]}
 
     @extend_schema(
         operation_id="decisions_list",
         summary="Pending requests I may decide, oldest first: one list of at most page_size (default 200)",
-        parameters=[PAGE_SIZE_PARAMETER],
         responses=AccessRequestSerializer(many=True),
     )
     def get(self, request):
@@ -332,14 +331,17 @@ def _grants_queryset() -> QuerySet[Grant]:
 
 class GrantListView(TokenAPIView):
     required_scopes = {"GET": Scope.GRANTS_READ}
+    query_parameters = {
+        "GET": [
+            STATUS_PARAMETER,
+            OpenApiParameter("active", bool, description="Only grants that give access right now."),
+        ]
+    }
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="grants_list",
         summary="My grants, newest first",
-        parameters=[
-            STATUS_PARAMETER,
-            OpenApiParameter("active", bool, description="Only grants that give access right now."),
-        ],
         responses=GrantSerializer(many=True),
     )
     def get(self, request):
@@ -466,6 +468,7 @@ class CurrentTokenView(TokenAPIView):
 
 class SystemListView(TokenAPIView):
     required_scopes = {"GET": Scope.CATALOG_READ}
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="systems_list", summary="Systems in my catalogue", responses=SystemSerializer(many=True)
@@ -480,14 +483,17 @@ class SystemListView(TokenAPIView):
 
 class RoleListView(TokenAPIView):
     required_scopes = {"GET": Scope.CATALOG_READ}
+    query_parameters = {
+        "GET": [
+            OpenApiParameter("system", str, description="Only roles of the system with this slug."),
+            OpenApiParameter("eligible", bool, description="Only roles I may request now."),
+        ]
+    }
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="roles_list",
         summary="Roles in my catalogue, with their policy",
-        parameters=[
-            OpenApiParameter("system", str, description="Only roles of the system with this slug."),
-            OpenApiParameter("eligible", bool, description="Only roles I may request now."),
-        ],
         responses=RoleSerializer(many=True),
     )
     def get(self, request):
@@ -519,6 +525,7 @@ class RoleDetailView(TokenAPIView):
 
 class EligibilityListView(TokenAPIView):
     required_scopes = {"GET": Scope.CATALOG_READ}
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="eligibility_list",
@@ -537,15 +544,18 @@ class EligibilityListView(TokenAPIView):
 
 class AccessEventListView(TokenAPIView):
     required_scopes = {"GET": Scope.EVENTS_READ}
+    query_parameters = {
+        "GET": [
+            OpenApiParameter("event_type", str, description="e.g. request.approved"),
+            OpenApiParameter("access_request", int),
+            OpenApiParameter("grant", int),
+        ]
+    }
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="events_list",
         summary="The access event ledger, newest first (auditors)",
-        parameters=[
-            OpenApiParameter("event_type", str, description="e.g. request.approved"),
-            OpenApiParameter("access_request", int),
-            OpenApiParameter("grant", int),
-        ],
         responses=AccessEventSerializer(many=True),
     )
     def get(self, request):
@@ -577,6 +587,7 @@ def _auditor_pack(request, pk: int) -> EvidencePack:
 
 class EvidencePackListView(TokenAPIView):
     required_scopes = {"GET": Scope.EVIDENCE_READ, "POST": Scope.EVIDENCE_BUILD}
+    pagination_class = KeysetPagination
 
     @extend_schema(
         operation_id="evidence_packs_list",
@@ -646,6 +657,9 @@ class ApiNotFoundView(TokenAPIView):
         if not isinstance(request.auth, ApiToken):
             raise NotAuthenticated
         raise Http404
+
+    def check_query_parameters(self, request) -> None:
+        """No such path: a 401 or 404 whatever its query string."""
 
     @extend_schema(exclude=True)
     def get(self, request, rest: str):

@@ -87,6 +87,7 @@ def activity_export_view(request: PortalRequest):
             "until": request.GET.get("until"),
         },
         row_count=rows.count,
+        parameters=form.fields,
     )
 
 

@@ -193,6 +193,7 @@ def audit_export_view(request: PortalRequest) -> HttpResponseBase:
         "report": "audit trail",
         "filters": given,
         "row_count": events.count,
+        "parameters": event_filter.form.fields,
     }
     if connection.vendor == "postgresql":
         select_sql, params = events_copy_select(events)

@@ -26,7 +26,7 @@ def my_access_view(request: PortalRequest) -> HttpResponse:
     context = {
         "active_grants": selectors.MY_ACTIVE_GRANTS.list(user_id=user_id, now=now),
         "scheduled_grants": selectors.MY_SCHEDULED_GRANTS.list(user_id=user_id, now=now),
-        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id),
+        "pending_requests": selectors.MY_PENDING_REQUESTS.list(user_id=user_id, now=now),
         "recent_ended": selectors.MY_RECENTLY_ENDED_GRANTS.list(user_id=user_id),
         "now": now,
     }
@@ -253,4 +253,5 @@ def grants_export_view(request: PortalRequest) -> HttpResponseBase:
         report="grants",
         filters=grant_filter.export_filters(),
         row_count=rows.count,
+        parameters=grant_filter.form.fields,
     )

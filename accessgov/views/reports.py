@@ -137,6 +137,7 @@ def _export(request: PortalRequest, report: reports.Report) -> HttpResponseBase:
         report=report.name,
         filters=filterset.query_filters(),
         row_count=snapshot["rows"],
+        parameters=filterset.form.fields,
     )
     response["Cache-Control"] = "private, no-store"
     return response

@@ -122,8 +122,16 @@ def _my_requests_filter(request: PortalRequest) -> filters.MyRequestFilter:
     return access_filter
 
 
-# What the my-requests table shows (the page loads nothing else).
-MY_REQUESTS_PAGE_FIELDS = ("kind", "status", "requested_duration", "created_at", "role__name", "role__system__name")
+# What the my-requests table shows (the page loads nothing else; ``lapses_at`` for the status at now).
+MY_REQUESTS_PAGE_FIELDS = (
+    "kind",
+    "status",
+    "lapses_at",
+    "requested_duration",
+    "created_at",
+    "role__name",
+    "role__system__name",
+)
 
 
 @require_safe
@@ -134,7 +142,7 @@ def my_requests_view(request: PortalRequest) -> HttpResponse:
     # ≈ 10 timestamps per row for nothing on this page).
     rows = access_filter.qs.select_related(None).select_related("role__system").only(*MY_REQUESTS_PAGE_FIELDS)
     page = filters.page_of(access_filter, rows, **paging.cursors(request.GET))
-    context = {"filter": access_filter, "page": page, "access_requests": page.rows}
+    context = {"filter": access_filter, "page": page, "access_requests": page.rows, "now": access_filter.now}
     return render(request, "accessgov/requests/mine.html", context, status=400 if access_filter.errors else 200)
 
 
@@ -159,6 +167,7 @@ def my_requests_export_view(request: PortalRequest) -> HttpResponseBase:
     if not access_filter.is_valid():
         return invalid_filters(access_filter.form)
     rows = access_filter.qs
+    now = access_filter.now  # the instant the filter read the statuses at: the rows say the same
     return exports.stream_csv(
         request,
         filename=exports.file_name("my-requests"),
@@ -169,18 +178,19 @@ def my_requests_export_view(request: PortalRequest) -> HttpResponseBase:
                 r.kind,
                 r.role.system.name,
                 r.role.name,
-                r.status,
+                r.status_at(now),
                 int(r.requested_duration.total_seconds() // 60),
                 r.ticket,
                 r.justification,
                 r.created_at,
-                r.decided_at,
+                r.decided_at_as_of(now),
             )
             for r in rows.iterator(chunk_size=2000)
         ),
         report="my requests",
         filters=access_filter.export_filters(),
         row_count=rows.count,
+        parameters=access_filter.form.fields,
     )
 
 
@@ -204,6 +214,11 @@ def _detail_page(
     can_decide = permissions.can_decide_access_request(request.user, access_request, now)
     context = {
         "access_request": access_request,
+        # What it is now (a pending request past its deadline has lapsed, swept or not): AccessRequest.status_at.
+        "status": access_request.status_at(now),
+        "status_label": access_request.status_label_at(now),
+        "pending": access_request.is_pending_at(now),
+        "decided_at": access_request.decided_at_as_of(now),
         "timeline": selectors.request_timeline(access_request),
         "decisions": access_request.decisions.select_related("approver"),
         "can_decide": can_decide,

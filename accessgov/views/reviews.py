@@ -332,6 +332,7 @@ def campaign_export_view(request: PortalRequest, pk: int) -> HttpResponseBase:
         report="access review",
         filters={"campaign": campaign.pk},
         row_count=items.count,
+        parameters=(),
     )
 
 

@@ -109,11 +109,11 @@ def test_in_blocks_joins_many_rows_into_few_writes():
 
 def test_every_export_file_is_named_by_what_it_holds_and_its_days():
     with time_machine.travel(datetime(2027, 3, 1, 12, 0, tzinfo=UTC), tick=False):
-        assert exports.file_name("grants") == "accessgov-grants-to_2027-03-01.csv"
+        assert exports.file_name("grants") == "accessgov-grants-as_of_2027-03-01T120000Z.csv"
         assert exports.file_name("audit-trail", since=date(2027, 1, 1), until=date(2027, 1, 31)) == (
             "accessgov-audit-trail-2027-01-01_to_2027-01-31.csv"
         )
         assert exports.file_name("access-history", since=date(2027, 2, 1)) == (
-            "accessgov-access-history-from_2027-02-01_to_2027-03-01.csv"
+            "accessgov-access-history-from_2027-02-01-as_of_2027-03-01T120000Z.csv"
         )
         assert exports.file_name("activity", until=date(2027, 2, 14)) == "accessgov-activity-to_2027-02-14.csv"
