@@ -1,10 +1,13 @@
 """Server-rendered charts: inline SVG computed from numbers, with no JavaScript and no external assets.
 
 One primitive, ``column_chart``: columns per category (weeks, buckets), one series or several
-stacked. Every chart carries a ``<title>`` and a ``<desc>`` (its accessible name and description
-through ``aria-labelledby``), a visible one-line summary, and the same numbers as a table in a
-``<details>`` element, so nothing is only in the picture. Colours come from the ``series-N`` classes
-in accessgov.css: the CSP forbids inline styles, and presentation attributes stay to geometry.
+stacked. Every chart carries a ``<title>`` and a ``<desc>`` (its accessible name, through
+``aria-labelledby``, and its description, through ``aria-describedby``), a visible one-line summary,
+and the same numbers as a table in a ``<details>`` element, so nothing is only in the picture.
+Colours come from the ``series-N`` classes in accessgov.css (its ``--series-N`` properties, one per
+series up to ``MAX_SERIES``, each 3:1 against the card in both colour schemes, checked by
+tests/test_chart_contrast.py): the CSP forbids inline styles, and presentation attributes stay to
+geometry.
 Text (system names, labels) goes through the template engine, so it is escaped like any page text.
 """
 

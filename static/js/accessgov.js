@@ -164,13 +164,42 @@
   // The main navigation is a <details>, closed in the page: wide screens show its content through CSS
   // (::details-content), which browsers before 2025 (Firefox ESR 140 among them) do not know — there it is
   // opened on wide screens, and closed again when the window narrows to the phone's "Menu".
-  const keepMenuOpenOnWideScreens = function () {
+  // Its "More" is the other way round: a drop-down on wide screens, part of the list on phones (opened there for
+  // the same browsers). Whichever of the two drops down over the page closes with Escape (focus back on its
+  // summary) and when a click or the focus goes elsewhere, as a menu does.
+  const setUpMenus = function () {
     const menu = document.querySelector("details.navmenu");
     if (!menu || !window.matchMedia) return;
+    const more = menu.querySelector("details.navmore");
     const phone = window.matchMedia("(max-width: 640px)");
-    const sync = function () { menu.open = !phone.matches; };
+    const sync = function () {
+      menu.open = !phone.matches;
+      if (more) more.open = phone.matches;
+    };
     sync();
     if (phone.addEventListener) phone.addEventListener("change", sync);
+    const dropDown = function () { return phone.matches ? menu : more; };
+    const closeUnless = function (inside) {
+      const open = dropDown();
+      if (open && open.open && !open.contains(inside)) open.open = false;
+    };
+    document.addEventListener("click", function (event) { closeUnless(event.target); });
+    document.addEventListener("focusin", function (event) { closeUnless(event.target); });
+    document.addEventListener("keydown", function (event) {
+      const open = dropDown();
+      if (event.key !== "Escape" || !open || !open.open || !open.contains(document.activeElement)) return;
+      open.open = false;
+      open.querySelector("summary").focus();
+    });
+    // A drop-down near the right edge (the menu wrapped on a narrow screen) opens towards the left.
+    if (more) {
+      const panel = more.querySelector(".navmore-panel");
+      more.addEventListener("toggle", function () {
+        if (!more.open || !panel || phone.matches) return;
+        panel.classList.remove("navmore-end");
+        panel.classList.toggle("navmore-end", panel.getBoundingClientRect().right > document.documentElement.clientWidth);
+      });
+    }
   };
 
   // Before the idle timeout signs the person out (WCAG 2.2.1): a warning two minutes ahead (half the timeout
@@ -257,7 +286,7 @@
   };
 
   document.addEventListener("DOMContentLoaded", function () {
-    keepMenuOpenOnWideScreens();
+    setUpMenus();
     setUpIdleWarning();
     setUpPausing();
     announceChanges();

@@ -178,9 +178,9 @@ def test_request_detail_is_visible_to_the_right_people_and_404_to_others(world):
 def test_decide_panel_only_for_approvers_never_for_the_requester(world):
     access_request = submit(world)
     url = reverse("request_detail", args=[access_request.pk])
-    assert "Approve</button>" in as_(world.approver).get(url).content.decode()
-    assert "Approve</button>" not in as_(world.requester).get(url).content.decode()
-    assert "Approve</button>" not in as_(world.auditor).get(url).content.decode()
+    assert 'button primary">Approve' in as_(world.approver).get(url).content.decode()
+    assert 'button primary">Approve' not in as_(world.requester).get(url).content.decode()
+    assert 'button primary">Approve' not in as_(world.auditor).get(url).content.decode()
 
 
 def test_approve_by_plain_post_redirects_back_with_the_grant(world):
