@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminURLFieldWidget
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
@@ -11,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import DateTimeField, URLField
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -201,7 +203,7 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         target = User.objects.filter(pk=_pk_or_404(User, id)).first()
         if target is not None and target.is_service_account:
             raise PermissionDenied("A service account has no password: it authenticates with its tokens only.")
-        if request.method != "POST" or target is None or target.pk == request.user.pk:
+        if request.method != "POST" or target is None:
             return super().user_change_password(request, id, form_url)
         if not self.has_change_permission(request, target):
             raise PermissionDenied
@@ -209,6 +211,18 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
         if not form.is_valid() or not (form.cleaned_data["set_usable_password"] or "unset-password" in request.POST):
             return super().user_change_password(request, id, form_url)  # the form's errors, as Django shows them
         usable = form.cleaned_data["set_usable_password"]
+        if target.pk == request.user.pk:  # as on the security page: at once, recorded (user.password_set)
+            user = user_services.user_password_change(
+                request.user,
+                form.cleaned_data["password1"] if usable else None,
+                client_address=getattr(request, "client_address", None),
+            )
+            update_session_auth_hash(request, user)
+            self.message_user(request, "Your password was changed." if usable else "Your password was removed.")
+            meta = user._meta
+            return redirect(
+                reverse(f"{self.admin_site.name}:{meta.app_label}_{meta.model_name}_change", args=[user.pk])
+            )
         try:
             request._four_eyes_change = change_services.change_propose_account_recovery(
                 request.user,

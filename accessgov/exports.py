@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from accessgov import clock
@@ -158,11 +158,21 @@ SHOWN_NAMES = 10
 SHOWN_NAME_LENGTH = 50
 
 
+def export_query(query: QueryDict, accepted: Iterable[str]) -> str:
+    """A list page's query as its Export link's (``?…``, or "" when nothing is left): only the names the export
+    takes. The page itself ignores a stray parameter (a bookmark's, a tracker's ``utm_source``, its paging
+    cursor); the export would refuse it (``unknown_parameters``)."""
+    kept = QueryDict(mutable=True)
+    for name in set(accepted) & set(query):
+        kept.setlist(name, query.getlist(name))
+    return f"?{kept.urlencode()}" if kept else ""
+
+
 def unknown_parameters(request: HttpRequest, accepted: Iterable[str]) -> HttpResponse | None:
     """A plain-text 400 naming the query parameters of ``request`` that are not in ``accepted`` (the export's
     filters and sort) and listing the accepted ones; None when there are none. ``stream_csv`` and
     ``stream_copy_csv`` ask before recording anything. The portal's HTML list pages stay tolerant (bookmarks
-    and htmx add parameters); their Export links pass on the page's query without its paging cursors."""
+    and htmx add parameters); their Export links pass on only what the export takes (``export_query``)."""
     accepted = sorted(set(accepted))
     unknown = sorted(set(request.GET) - set(accepted))
     if not unknown:

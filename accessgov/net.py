@@ -393,6 +393,10 @@ def _is_address(host: str) -> bool:
 # behind ends when the system resolver gives up; its thread is a daemon and holds nothing of the caller's.
 
 DNS_TIMEOUT_SECONDS = 5.0
+# Lookups under way at once, at most: a resolver that stops answering holds each one's thread until it gives up
+# (tens of seconds) while its caller has gone on; past this many, a lookup fails at once instead of adding a thread.
+LOOKUPS_AT_ONCE = 16
+_lookups = threading.BoundedSemaphore(LOOKUPS_AT_ONCE)
 
 
 def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
@@ -401,7 +405,13 @@ def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
     lookup has not ended by then, OSError (socket.gaierror) when it fails, UnicodeError for a name that cannot
     be a host name. Used by the outbound guard (``target_problems``, ``checked_address``, ``post``) and by every
     connection a deadline watches (``connect``)."""
+    if _is_address(host):
+        return [host]  # nothing to look up
     wait = time_left(DNS_TIMEOUT_SECONDS if timeout is None else min(timeout, DNS_TIMEOUT_SECONDS))
+    if wait is not None and wait <= 0:
+        raise TimeoutError(f"no time left to resolve {host}")
+    if not _lookups.acquire(blocking=False):
+        raise TimeoutError(f"{host} was not looked up: {LOOKUPS_AT_ONCE} lookups are still waiting for an answer")
     outcome: list = []
     finished = threading.Event()
 
@@ -412,8 +422,13 @@ def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
             outcome.append(error)
         finally:
             finished.set()
+            _lookups.release()
 
-    threading.Thread(target=lookup, name=f"resolve {host[:60]}", daemon=True).start()
+    try:
+        threading.Thread(target=lookup, name=f"resolve {host[:60]}", daemon=True).start()
+    except RuntimeError as error:  # no thread to be had (the process's limit)
+        _lookups.release()
+        raise OSError(f"{host} was not looked up: {error}") from error
     if not finished.wait(wait) or not outcome:
         raise TimeoutError(f"{host} did not resolve within {wait or 0:.2g} s")
     if isinstance(outcome[0], BaseException):

@@ -76,3 +76,19 @@ def test_a_deactivation_made_while_the_operator_types_is_not_undone(make_user, m
     call_command("changepassword", "frank", verbosity=0)
     person.refresh_from_db()
     assert person.check_password(NEW) and person.is_active is False
+
+
+def test_with_nothing_to_read_the_command_says_so_and_changes_nothing(make_user, monkeypatch):
+    """Run without a terminal and with nothing piped (CI, a cron job): a CommandError, not an EOFError's traceback."""
+    person = make_user("gina")
+    old = person.password
+
+    def nothing_to_read(self, prompt="Password: "):
+        raise EOFError
+
+    monkeypatch.setattr(django_changepassword.Command, "_get_pass", nothing_to_read)
+    with pytest.raises(CommandError, match="No password to read"):
+        call_command("changepassword", "gina", verbosity=0)
+    person.refresh_from_db()
+    assert person.password == old
+    assert not AccessEvent.objects.filter(event_type=Type.USER_PASSWORD_SET).exists()

@@ -311,3 +311,25 @@ def test_an_integration_call_to_a_name_that_does_not_resolve_in_time_fails_with_
     with pytest.raises(integrations_http.ProviderError, match="did not resolve within"):
         integrations_http.request_json("GET", f"https://{SLOW_HOST}/rest/api/2/myself", provider="Jira")
     assert time.monotonic() - started < LIMIT + MARGIN
+
+
+def test_lookups_that_never_answer_hold_a_bounded_number_of_threads_and_the_next_fails_at_once(monkeypatch, slow_dns):
+    """The review's finding: every lookup left a thread behind for as long as the resolver took (300 lookups, 300
+    threads), and with no thread left to start the guard raised a RuntimeError (a 500 in the webhook form)."""
+    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", 0.05)
+    threads_before = threading.active_count()
+    for _ in range(net.LOOKUPS_AT_ONCE):
+        with pytest.raises(TimeoutError, match="did not resolve within"):
+            net.resolve(SLOW_HOST, 443)
+    started = time.monotonic()
+    for _ in range(3 * net.LOOKUPS_AT_ONCE):
+        with pytest.raises(TimeoutError, match="lookups are still waiting for an answer"):
+            net.resolve(SLOW_HOST, 443)
+    assert time.monotonic() - started < 1  # at once, no thread started
+    assert threading.active_count() - threads_before <= net.LOOKUPS_AT_ONCE
+    assert len(slow_dns) == net.LOOKUPS_AT_ONCE  # the resolver was asked only by the threads allowed
+    # An address is not looked up at all (no thread, even now), and the guard still answers in words.
+    assert net.resolve("203.0.113.7", 443) == ["203.0.113.7"] and net.resolve("::1", 443) == ["::1"]
+    assert net.target_problems(f"https://{SLOW_HOST}/hook", allow_private=False) == [
+        f"{SLOW_HOST} was not looked up: {net.LOOKUPS_AT_ONCE} lookups are still waiting for an answer."
+    ]

@@ -50,15 +50,17 @@ def _ensure_can_manage_users(actor: User, user_id: int, idp: IdentityProvider | 
     permissions.ensure_can_manage_users(actor)
 
 
-def user_password_change(user: User, new_password: str, *, client_address: str | None = None) -> User:
-    """The person changes their own password (the view checked the old one and the password rules).
-    The session hash changes with it, so every other session of theirs ends. One user.password_set event
-    by the person."""
+def user_password_change(user: User, new_password: str | None, *, client_address: str | None = None) -> User:
+    """The person changes their own password (the security page checked the old one, both it and the admin's
+    form the password rules), or removes it (None: the admin's form offers it; they sign in through their
+    identity provider then). The session hash changes with it, so every other session of theirs ends. One
+    user.password_set event by the person."""
     with transaction.atomic():
         user = _lock_user(user.pk)
         user.set_password(new_password)
         user.save(update_fields=["password"])
-        event_record(Type.USER_PASSWORD_SET, actor=user, client_address=client_address, reason="Changed by the person")
+        reason = "Changed by the person" if new_password is not None else "Removed by the person"
+        event_record(Type.USER_PASSWORD_SET, actor=user, client_address=client_address, reason=reason)
     return user
 
 

@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
 
-from accessgov import clock, otp
+from accessgov import clock, exports, otp
 from accessgov.models import AccessEvent
 from accessgov.policies import format_duration
 
@@ -144,6 +144,13 @@ def _escaped_zone_name(name: str | None) -> str:
 def utc_seconds_filter(value) -> str:
     """An aware datetime as ``2026-11-24 09:30:05`` (UTC); empty for None."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@register.simple_tag(takes_context=True)
+def export_query(context, filterset) -> str:
+    """The query of a list's Export link: the page's own, cut to the names the export takes (its filter form's
+    fields; ``exports.export_query``)."""
+    return exports.export_query(context["request"].GET, filterset.form.fields)
 
 
 @register.simple_tag(name="status")

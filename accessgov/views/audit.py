@@ -166,6 +166,7 @@ def audit_trail_view(request: PortalRequest) -> HttpResponse:
         "prev_back": page.prev_cursor,
         "cursor_param": cursor_param,
         "query": query.urlencode(),
+        "export_query": exports.export_query(request.GET, event_filter.form.fields),
         "head": head,
     }
     return render(request, "accessgov/audit/trail.html", context, status=400 if event_filter.errors else 200)

@@ -95,7 +95,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         "Grants giving access now, by system.",
         [(f'{{system="{row["role__system__slug"]}"}}', row["n"]) for row in active],
     )
-    pending = list(AccessRequest.objects.filter(status="pending").values_list("created_at", flat=True))
+    pending = list(AccessRequest.objects.pending_at(clock.now()).values_list("created_at", flat=True))
     buckets = {name: 0 for name, _ in PENDING_AGE_BUCKETS} | {"gt_24h": 0}
     for created in pending:
         age = now - created

@@ -73,9 +73,11 @@ def request_new_view(request: PortalRequest) -> HttpResponse:
             form.add_error(_request_field(error), str(error))
             status = status_for(error)
             if "already have a pending request" in str(error):
-                pending = AccessRequest.objects.filter(
-                    requester=request.user, role=data["role"], status=AccessRequest.Status.PENDING
-                ).first()
+                pending = (
+                    AccessRequest.objects.pending_at(clock.now())
+                    .filter(requester=request.user, role=data["role"])
+                    .first()
+                )
                 if pending is not None:
                     form.pending_url = reverse("request_detail", args=[pending.pk])
         else:

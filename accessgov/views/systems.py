@@ -178,9 +178,9 @@ def _end_consequences(eligibility: Eligibility) -> list[str]:
         people = [eligibility.user_id]
     else:
         people = list(eligibility.group.user_set.values_list("pk", flat=True)) if eligibility.group else []
-    pending = AccessRequest.objects.filter(
-        role=eligibility.role, requester_id__in=people, status=AccessRequest.Status.PENDING
-    ).count()
+    pending = (
+        AccessRequest.objects.pending_at(clock.now()).filter(role=eligibility.role, requester_id__in=people).count()
+    )
     running = Grant.objects.current().filter(role=eligibility.role, user_id__in=people).count()
     one = len(people) == 1
     return [

@@ -3,6 +3,7 @@ past them itself (414, 431) with its own small HTML page, for which it offers no
 so). Just under the limit the request reaches the application."""
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def gunicorn_port(tmp_path):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DEBUG": "0",
-        "SECRET_KEY": "gunicorn-limits-test-secret-key-0123456789abcdefghijklmnop",
+        "SECRET_KEY": secrets.token_urlsafe(50),  # made up for this run
         "SECURE_SSL_REDIRECT": "0",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",  # the requests below read no table
     }

@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from accessgov.models import Grant, JobRun
+from accessgov.models import AccessRequest, Grant, JobRun
 from accessgov.services import access_requests as ar
 from accessgov.services import grants as gs
 from accessgov.services.scheduler import scheduler_lease_acquire
@@ -143,3 +143,13 @@ def test_a_grant_that_appears_between_the_live_pages_two_reads_is_listed_not_a_5
         page = as_(world.auditor).get(reverse("live_access")).content.decode()
     assert moved and "Zeta cluster" in page and f'href="/grants/{grant.pk}/"' in page
     assert System.objects.filter(pk=elsewhere.pk).exists()
+
+
+@override_settings(METRICS_TOKEN="s3cret-metrics-token")
+def test_a_request_past_its_deadline_is_not_counted_pending_before_the_sweep(world):
+    """As every page reads it (``AccessRequest.status_at``): lapsed at its deadline, swept or not."""
+    pending = ar.access_request_submit(world.requester, role=world.role_two, duration=H, justification="Second need")
+    AccessRequest.objects.filter(pk=pending.pk).update(lapses_at=timezone.now() - timedelta(seconds=1))
+    body = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token").content.decode()
+    assert 'accessgov_pending_requests{age="lt_1h"} 0' in body
+    assert AccessRequest.objects.get(pk=pending.pk).status == AccessRequest.Status.PENDING  # not swept

@@ -943,11 +943,13 @@ def test_an_apply_task_whose_grant_expired_before_any_sweep_is_refused_and_withd
 
 
 @pytest.mark.django_db
-@override_settings(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
 def test_a_drain_sends_nothing_once_half_its_lease_has_passed(hooked, receiver, outbox_held, settings, monkeypatch):
     """An item sent after its lease ran out could be sent by two drains (an APPLY after another drain
     skipped it and removed the grant would give access back): a slow target makes the drain hand the
     rest of its batch back instead, and each item is still sent once."""
+    # Both through the ``settings`` fixture: beside ``@override_settings`` it restored the decorator's state after
+    # the decorator had ended, and the guard stayed open for the rest of the worker's tests.
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
     settings.PROVISIONING_LEASE_SECONDS = 1
     receiver.delay = 0.6
     Eligibility.objects.create(role=hooked.role, user=hooked.outsider)

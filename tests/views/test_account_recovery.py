@@ -198,9 +198,15 @@ def test_what_an_account_recovery_refuses(world, admins, make_user):
 
 def test_your_own_password_in_the_admin_is_set_at_once_and_a_rejected_reset_forgets_the_hash(world, admins):
     first, second = admins
-    assert set_password_in_admin(first, first).status_code == 302
+    response = set_password_in_admin(first, first)
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "admin:accessgov_user_change", args=[first.pk]
+    )
     assert User.objects.get(pk=first.pk).check_password(NEW_PASSWORD)
     assert not ChangeRequest.objects.exists()
+    # Recorded like the security page's change (the review's finding: Django's form saved it without a word).
+    event = AccessEvent.objects.get(event_type=AccessEvent.Type.USER_PASSWORD_SET)
+    assert event.actor_id == first.pk and event.reason == "Changed by the person"
     first.refresh_from_db()  # its new password: a session signed with the old one has ended
     set_password_in_admin(first, world.requester)
     change = ChangeRequest.objects.get(kind="account_recovery")

@@ -34,7 +34,10 @@ class Command(changepassword.Command):
         except user_model.DoesNotExist:
             raise CommandError(f"user '{username}' does not exist") from None
         self.stdout.write(f"Changing password for user '{user}'")
-        password = self._typed_password(user)
+        try:
+            password = self._typed_password(user)
+        except EOFError:  # no terminal, nothing piped: Django's command ends in a traceback
+            raise CommandError("No password to read: run it at a terminal, or pipe the password in twice.") from None
         user = user_services.user_password_set_by_job(user.pk, password, job=JOB)
         return f"Password changed successfully for user '{user}'"
 
