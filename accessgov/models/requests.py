@@ -150,13 +150,16 @@ class AccessRequest(models.Model):
 
     def status_label_at(self, now: datetime) -> str:
         """``status_at`` in words ("Lapsed")."""
-        return str(self.Status(self.status_at(now)).label)
+        return _STATUS_LABELS[self.status_at(now)]
 
     def decided_at_as_of(self, now: datetime) -> datetime | None:
         """When it was decided, as seen at ``now``: its ``lapses_at`` for a lapse not yet swept."""
         if self.status == self.Status.PENDING:  # not decided in the stored row: lapsed at its deadline, or not yet
             return self.lapses_at if self.status_at(now) == self.Status.LAPSED else None
         return self.decided_at
+
+
+_STATUS_LABELS = {value: str(label) for value, label in AccessRequest.Status.choices}
 
 
 class Decision(models.Model):
