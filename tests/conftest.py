@@ -92,6 +92,44 @@ SERVICE_GATES = {
 
 
 @pytest.fixture(autouse=True)
+def _settings_restored(request):
+    """A test leaves Django's settings as it found them: one that did not (``@override_settings`` beside the
+    ``settings`` fixture restores the decorator's state after the decorator ended) opened the outbound guard for
+    every later test of its worker. Checked after every other fixture of the test has been torn down; the
+    settings are put back, so that one leak fails one test."""
+    from django.conf import settings
+
+    wrapped = settings._wrapped
+    before = dict(vars(wrapped))
+    yield
+    if settings._wrapped is not wrapped:  # an override left in place
+        left = sorted(name for name in vars(settings._wrapped) if name.isupper())
+        settings._wrapped = wrapped
+        pytest.fail(f"{request.node.nodeid} left settings overridden: {', '.join(left)}", pytrace=False)
+    after = vars(wrapped)
+    changed = sorted(
+        name for name in before.keys() | after.keys() if _differs(before.get(name, _MISSING), after.get(name, _MISSING))
+    )
+    if changed:
+        for name in changed:
+            if name in before:
+                setattr(wrapped, name, before[name])
+            else:
+                delattr(wrapped, name)
+        pytest.fail(f"{request.node.nodeid} left settings changed: {', '.join(changed)}", pytrace=False)
+
+
+_MISSING = object()
+
+
+def _differs(a, b) -> bool:
+    try:
+        return a is not b and bool(a != b)
+    except Exception:  # a value that cannot be compared: by identity
+        return True
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Cached filter choices, report summaries and the database clock's offset never leak from one test into
     the next."""
