@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -251,7 +251,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 # after TLS wrapped the socket in a new object. The call then fails as a timeout does (TimeoutError),
 # whatever error the hang-up caused inside the client, and also when the client took the hang-up for the
 # end of the answer: a cut answer is never used. The duplicate stays ours until the call ends, so the
-# timer never touches a descriptor that was closed and reused meanwhile.
+# timer never touches a descriptor that was closed and reused meanwhile. A wait with no socket for the timer
+# to shut (a name lookup, a connect) is given only the time left; when it runs out it expires the deadline
+# itself (``_time_is_up``), so the call fails as the same timeout whether the timer or the wait noticed first.
 
 
 class Deadline:
@@ -319,7 +321,9 @@ def _hang_up(sock: socket.socket) -> None:
 def deadline(seconds: float) -> Iterator[Deadline]:
     """Run one outbound call within ``seconds`` in all. Sockets opened inside (through ``connect``) are
     shut down when the time is up, and the block then raises TimeoutError: in place of whatever the
-    hang-up made the client raise, and also when the client returned (its answer may be cut short).
+    hang-up made the client raise, and also when the client returned (its answer may be cut short), or
+    when a lookup or a connect ran out of the time left (whatever the client made of that: the guard's
+    refusal, a connection error a client would retry).
     Deadlines nest; each applies. Used by ``post`` (event webhooks, webhook connectors, Slack incoming
     webhooks), by every provider call of the integrations (accessgov.integrations.http: Jira, GitHub,
     OIDC issuers; the PagerDuty client's transport; the Slack Web API client), by sign-in's calls to an
@@ -348,32 +352,81 @@ def time_left(timeout: float | None) -> float | None:
     return timeout
 
 
+def _time_is_up() -> None:
+    """A wait given what the deadlines leave (``time_left``) ended without its answer: the deadlines it ran out
+    expire now, their timers may not have fired yet. The call then fails as their timeout, whichever noticed
+    first (a lookup's TimeoutError would otherwise be the guard's refusal, or a connection error a client retries
+    under a new deadline)."""
+    for current in _deadlines.get():
+        if current.remaining() <= 0:
+            current._expire()
+
+
 def watch(sock: socket.socket) -> None:
     """Register ``sock`` (just connected) with the current deadlines: it is shut down when one passes."""
     for current in _deadlines.get():
         current.watch(sock)
 
 
+SocketOption = tuple[int, int, int | bytes]
+
+
 def connect(
-    address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
+    address: tuple[str, int],
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
+    socket_options: Iterable[SocketOption] = (),
 ) -> socket.socket:
     """``socket.create_connection`` within the current deadlines, the socket watched by them. A host name
-    is looked up with ``resolve`` (in bounded time), and its addresses are tried in the resolver's order."""
+    is looked up with ``resolve`` (in bounded time), and its addresses are tried in the resolver's order.
+    ``socket_options`` are set before connecting, as urllib3 and httpcore set theirs: a receive buffer
+    (SO_RCVBUF) sizes the window offered when the connection is made, not after. A socket that cannot be
+    watched (no descriptor left to duplicate) is closed, never left open."""
     host, port = address
     addresses = [host] if _is_address(host) else resolve(host, port, timeout=time_left(timeout))
     last_error: OSError = OSError(f"{host} has no address")
     for candidate in addresses:
         wait = time_left(timeout)
         if wait is not None and wait <= 0:
+            _time_is_up()
             raise TimeoutError("no time left to connect")
         try:
-            sock = socket.create_connection((candidate, port), wait, source_address)
-        except OSError as error:
+            sock = _open((candidate, port), wait, source_address, socket_options)
+        except OSError as error:  # refused, unreachable, no answer in time: the next address, if time is left
+            _time_is_up()
             last_error = error
             continue
-        watch(sock)
+        try:
+            watch(sock)
+        except BaseException:
+            sock.close()
+            raise
         return sock
     raise last_error
+
+
+def _open(
+    address: tuple[str, int],
+    timeout: float | None,
+    source_address: tuple[str, int] | None,
+    socket_options: Iterable[SocketOption],
+) -> socket.socket:
+    """A socket connected to ``address`` (an IP address: nothing is looked up), its options set first."""
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        *address, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        for level, option, value in socket_options:
+            sock.setsockopt(level, option, value)
+        sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _is_address(host: str) -> bool:
@@ -409,6 +462,7 @@ def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
         return [host]  # nothing to look up
     wait = time_left(DNS_TIMEOUT_SECONDS if timeout is None else min(timeout, DNS_TIMEOUT_SECONDS))
     if wait is not None and wait <= 0:
+        _time_is_up()
         raise TimeoutError(f"no time left to resolve {host}")
     if not _lookups.acquire(blocking=False):
         raise TimeoutError(f"{host} was not looked up: {LOOKUPS_AT_ONCE} lookups are still waiting for an answer")
@@ -430,6 +484,7 @@ def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
         _lookups.release()
         raise OSError(f"{host} was not looked up: {error}") from error
     if not finished.wait(wait) or not outcome:
+        _time_is_up()
         raise TimeoutError(f"{host} did not resolve within {wait or 0:.2g} s")
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
@@ -440,21 +495,15 @@ def resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
 #
 # mozilla-django-oidc asks the OIDC issuer through ``requests``, and boto3 talks to S3 through botocore; both
 # connect with urllib3's ``util.connection.create_connection``, called by name at every new connection. Inside a
-# deadline it is ``connect`` (a bounded lookup, the time left to connect, the socket watched); outside, urllib3's
-# own, untouched. Only connections opened inside the deadline are watched: a call reusing a pooled connection
+# deadline it is ``connect`` (a bounded lookup, the socket options set before connecting as urllib3's own sets
+# them, the time left to connect, the socket watched); outside, urllib3's own, untouched. Only connections opened inside the deadline are watched: a call reusing a pooled connection
 # opened before it is not cut — the callers here (sign-in, the evidence upload) make a new client per call.
 
 
 def _urllib3_connect(address, timeout=None, source_address=None, socket_options=None) -> socket.socket:
     host, port = address
-    sock = connect((host.strip("[]"), port), timeout if isinstance(timeout, int | float) else None, source_address)
-    try:
-        for level, option, value in socket_options or ():
-            sock.setsockopt(level, option, value)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    timeout = timeout if isinstance(timeout, int | float) else None  # urllib3's "no timeout given" sentinel
+    return connect((host.strip("[]"), port), timeout, source_address, socket_options or ())
 
 
 def _watch_urllib3() -> None:

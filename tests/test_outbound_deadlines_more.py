@@ -7,14 +7,13 @@ local server on loopback that answers one byte a second (a per-read timeout neve
 - the evidence pack's upload to S3-compatible storage (botocore): the delivery fails at
   EVIDENCE_DELIVERY_S3_TIMEOUT_SECONDS with a clear DeliveryError;
 - name lookups: a lookup that does not end (a name server that never answers) cannot hold a webhook URL check,
-  a webhook POST, an integration call or the sign-in page. No local server can make the system resolver slow
+  a webhook POST, an integration call (its address check included, and with internal URLs allowed, where the
+  client looks the name up itself) or the sign-in page. No local server can make the system resolver slow
   for one name without touching the machine's configuration, so these tests slow ``socket.getaddrinfo`` itself
   (the library boundary every lookup goes through: the guard's, urllib3's), never the portal's own code.
 """
 
-import json
 import socket
-import socketserver
 import threading
 import time
 import uuid
@@ -27,11 +26,12 @@ from django.test import Client
 from accessgov import net
 from accessgov.evidence import delivery
 from accessgov.integrations import http as integrations_http
-from accessgov.models import IdentityProvider
+from accessgov.integrations import pagerduty, slack
+from accessgov.models import IdentityProvider, OnCallProvider, SlackWorkspace
+from tests.support.trickling import TricklingServer
 
 pytestmark = pytest.mark.django_db
 
-PORTS = range(18300, 18400)
 LIMIT = 2.0  # seconds: every whole-call limit in these tests
 # Over the limit a call may spend: the timer thread waking, closing the connection, the portal's own work.
 # Without a whole-call limit the same calls took the trickling server's GIVE_UP_AFTER (or the slow lookup's).
@@ -43,96 +43,12 @@ BOTOCORE_BACKOFF = 3.0
 SLOW_HOST = "idp.slow-dns.test"
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: "_Trickler"
-
-    def handle(self) -> None:
-        connection: socket.socket = self.request
-        connection.settimeout(GIVE_UP_AFTER)
-        try:
-            method, path = self._read_request(connection)
-        except (OSError, ValueError):
-            return
-        self.server.requests.append(f"{method} {path}")
-        fast = self.server.fast.get(path.split("?", 1)[0])
-        try:
-            if fast is not None:
-                body = json.dumps(fast).encode()
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                    + body
-                )
-                return
-            if self.server.mode == "body":
-                start, drip = (
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
-                    b" ",
-                )
-            else:
-                start, drip = b"HTTP/1.1 200 OK\r\n", b"a"
-            connection.sendall(start)
-            started = time.monotonic()
-            while time.monotonic() - started < GIVE_UP_AFTER and not self.server.stopping.wait(1.0):
-                connection.sendall(drip)  # one byte a second
-        except OSError:  # the client hung up: what a whole-call limit does
-            pass
-
-    @staticmethod
-    def _read_request(connection: socket.socket) -> tuple[str, str]:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise ValueError("no request")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
-        while len(rest) < length:
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        method, path, _ = lines[0].split(" ", 2)
-        return method, path
-
-
-class _Trickler(socketserver.ThreadingTCPServer):
-    """A loopback HTTP server on a port of 18300-18399: the paths in ``fast`` answer their JSON at once, every
-    other path answers one byte a second (``mode="body"``: the status line and headers at once, then the body;
-    ``mode="headers"``: the status line, then headers that never end)."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, mode: str) -> None:
-        self.mode, self.fast, self.requests, self.stopping = mode, {}, [], threading.Event()
-        for port in PORTS:
-            try:
-                super().__init__(("127.0.0.1", port), _Handler)
-                break
-            except OSError:
-                continue
-        else:
-            raise RuntimeError("no free port in 18300-18399")
-        self.port = self.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture(params=["body", "headers"])
 def trickler(request):
-    server = _Trickler(request.param)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
+    """A loopback HTTP server answering one byte a second (``tests/support/trickling.py``); the paths a test puts in
+    ``trickler.fast`` answer their JSON at once."""
+    with TricklingServer(mode=request.param, tls=False, interval=1.0, give_up_after=GIVE_UP_AFTER) as server:
+        yield server
 
 
 @pytest.fixture
@@ -170,7 +86,7 @@ def _provider(issuer: str) -> IdentityProvider:
     )
 
 
-def _discovery_document(issuer: str, server: _Trickler, *, token: str, jwks: str) -> dict:
+def _discovery_document(issuer: str, server: TricklingServer, *, token: str, jwks: str) -> dict:
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{server.url}/authorize",
@@ -222,7 +138,7 @@ def test_the_callback_answers_at_the_limit_when_the_token_endpoint_trickles(sett
     response, elapsed = _timed(lambda: client.get(f"/sso/{provider.slug}/callback/", {"state": state, "code": "c0de"}))
 
     _assert_unavailable_page(response, elapsed)
-    assert "POST /token-slow" in trickler.requests
+    assert "POST /token-slow HTTP/1.1" in trickler.requests
 
 
 def test_the_callback_answers_at_the_limit_when_the_providers_keys_trickle(settings, trickler):
@@ -241,7 +157,7 @@ def test_the_callback_answers_at_the_limit_when_the_providers_keys_trickle(setti
     response, elapsed = _timed(lambda: client.get(f"/sso/{provider.slug}/callback/", {"state": state, "code": "c0de"}))
 
     _assert_unavailable_page(response, elapsed)
-    assert "GET /jwks-slow" in trickler.requests
+    assert "GET /jwks-slow HTTP/1.1" in trickler.requests
 
 
 def test_the_sign_in_page_answers_at_the_limit_when_the_issuers_name_does_not_resolve_in_time(settings, slow_dns):
@@ -295,22 +211,90 @@ def test_a_webhook_url_whose_name_does_not_resolve_in_time_is_refused_with_a_cle
 
 def test_a_webhook_post_to_a_name_that_does_not_resolve_in_time_ends_at_its_timeout(slow_dns):
     started = time.monotonic()
-    with pytest.raises((net.TargetRefused, net.TargetUnreachable)):
+    # The lookup ran out of the call's time: the call's timeout, as when the receiver is slow (not the guard's refusal).
+    with pytest.raises(net.TargetUnreachable, match=r"^TimeoutError$"):
         net.post(f"https://{SLOW_HOST}/hooks/accessgov", b"{}", {"Content-Type": "application/json"}, timeout=LIMIT)
     assert time.monotonic() - started < LIMIT + MARGIN
 
 
-def test_an_integration_call_to_a_name_that_does_not_resolve_in_time_fails_with_a_clear_error(
-    settings, monkeypatch, slow_dns
+def _pagerduty(base_url: str):
+    """A PagerDuty question (its client speaks httpx): the status of an incident."""
+    provider = OnCallProvider.objects.create(name="PagerDuty", base_url=base_url, api_key="k")
+    return lambda: pagerduty.incident_status(provider, "PINC1")
+
+
+def _jira(base_url: str):
+    """A Jira question (urllib, through ``request_json``)."""
+    return lambda: integrations_http.request_json("GET", f"{base_url}/rest/api/2/myself", provider="Jira")
+
+
+def _slack(base_url: str):
+    """A Slack Web API call (slack_sdk, through the integrations' opener)."""
+    workspace = SlackWorkspace(name="Acme", team_id="T0", api_base_url=f"{base_url}/api/", bot_token="x")
+    return lambda: slack.client_for(workspace).chat_postMessage(channel="C0", text="hello")
+
+
+PROVIDER_CALLS = {"pagerduty": _pagerduty, "jira": _jira, "slack": _slack}
+PROVIDER_TIMEOUTS = {  # what each raises when a provider does not answer in time (a trickling one too)
+    "pagerduty": (integrations_http.ProviderError, r"^PagerDuty could not answer \(TimeoutError\)\.$"),
+    "jira": (integrations_http.ProviderError, r"^Jira cannot be reached \(TimeoutError\)\.$"),
+    "slack": (TimeoutError, r"^no complete answer within 2 s$"),
+}
+
+
+@pytest.mark.parametrize("dns_timeout", [net.DNS_TIMEOUT_SECONDS, LIMIT], ids=["lookup-5s", "lookup-as-long"])
+@pytest.mark.parametrize("provider", PROVIDER_CALLS)
+def test_an_integration_calls_address_check_ends_within_the_calls_limit(
+    settings, monkeypatch, slow_dns, provider, dns_timeout
 ):
-    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", LIMIT, raising=False)
+    """The address check (the guard looks the provider's name up to refuse internal addresses) is part of the call:
+    ``request_json`` and Slack's client ran it before the call's limit started, so a name server that never answers cost the lookup's
+    5 s and then the call's own limit on top. Now both fit the one limit, and a lookup that runs out of the call's
+    time fails as the call's timeout, whether the lookup or the call's timer notices first."""
+    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", dns_timeout)
     settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = False
     settings.INTEGRATIONS_TIMEOUT_SECONDS = LIMIT
+    call = PROVIDER_CALLS[provider](f"https://{SLOW_HOST}")
 
     started = time.monotonic()
-    with pytest.raises(integrations_http.ProviderError, match="did not resolve within"):
-        integrations_http.request_json("GET", f"https://{SLOW_HOST}/rest/api/2/myself", provider="Jira")
+    error, message = PROVIDER_TIMEOUTS[provider]
+    with pytest.raises(error, match=message):
+        call()
     assert time.monotonic() - started < LIMIT + MARGIN
+    assert slow_dns == [SLOW_HOST]
+
+
+@pytest.mark.parametrize("provider", PROVIDER_CALLS)
+def test_an_address_check_whose_lookup_gives_up_within_the_call_names_the_lookup(
+    settings, monkeypatch, slow_dns, provider
+):
+    monkeypatch.setattr(net, "DNS_TIMEOUT_SECONDS", LIMIT / 2)  # the lookup's own limit, shorter than the call's
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = False
+    settings.INTEGRATIONS_TIMEOUT_SECONDS = LIMIT
+    call = PROVIDER_CALLS[provider](f"https://{SLOW_HOST}")
+
+    started = time.monotonic()
+    with pytest.raises(integrations_http.ProviderError, match=f"^{SLOW_HOST} did not resolve within 1 s.$"):
+        call()
+    assert time.monotonic() - started < LIMIT / 2 + MARGIN
+
+
+@pytest.mark.parametrize("provider", PROVIDER_CALLS)
+def test_with_internal_urls_allowed_a_name_that_never_resolves_ends_the_call_at_its_limit(settings, slow_dns, provider):
+    """With INTEGRATIONS_ALLOW_PRIVATE_URLS on, the guard looks nothing up (there is no address to pin) and the
+    client looks the name up as it connects: httpx (PagerDuty's client) did that with its own ``getaddrinfo``,
+    unbounded — a silent name server held the request form until the resolver gave up. Now every client looks
+    names up through ``net.resolve`` within the call's limit, and the call fails as any other timeout does."""
+    settings.INTEGRATIONS_ALLOW_PRIVATE_URLS = True
+    settings.INTEGRATIONS_TIMEOUT_SECONDS = LIMIT
+    call = PROVIDER_CALLS[provider](f"https://{SLOW_HOST}")
+
+    started = time.monotonic()
+    error, message = PROVIDER_TIMEOUTS[provider]
+    with pytest.raises(error, match=message):
+        call()
+    assert time.monotonic() - started < LIMIT + MARGIN
+    assert slow_dns == [SLOW_HOST]
 
 
 def test_lookups_that_never_answer_hold_a_bounded_number_of_threads_and_the_next_fails_at_once(monkeypatch, slow_dns):

@@ -4,6 +4,7 @@ network unless the operator allows it (INTEGRATIONS_ALLOW_PRIVATE_URLS), checked
 
 import http.client
 import json
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 import httpcore2
 import httpx2
 from django.conf import settings
+from httpcore2._backends.sync import SyncStream
 
 from accessgov import net
 
@@ -91,19 +93,23 @@ def opener(address: str | None, context: ssl.SSLContext) -> urllib.request.Opene
 
 
 class _PinnedNetwork(httpcore2.SyncBackend):
-    """httpcore's sockets, connected to ``address`` (None: the host asked for) within the current
-    ``net.deadline`` and watched by it."""
+    """httpcore's sockets, connected by ``net.connect`` to ``address`` (None: the host asked for, looked up in
+    bounded time, not by httpcore's own unbounded ``getaddrinfo``) within the current ``net.deadline`` and
+    watched by it; httpcore's socket options and TCP_NODELAY set before connecting."""
 
     def __init__(self, address: str | None) -> None:
         self._address = address
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        timeout = net.time_left(timeout)
-        if timeout is not None and timeout <= 0:
-            raise httpcore2.ConnectTimeout("no time left to connect")
-        stream = super().connect_tcp(self._address or host, port, timeout, local_address, socket_options)
-        net.watch(stream.get_extra_info("socket"))
-        return stream
+        options = [*(socket_options or ()), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        source = None if local_address is None else (local_address, 0)
+        try:
+            sock = net.connect((self._address or host, port), timeout, source, options)
+        except TimeoutError as error:  # no time left, or the name did not resolve in it
+            raise httpcore2.ConnectTimeout(str(error)) from error
+        except (OSError, UnicodeError) as error:
+            raise httpcore2.ConnectError(str(error)) from error
+        return SyncStream(sock)
 
 
 class PinnedTransport(httpx2.HTTPTransport):
@@ -129,26 +135,30 @@ def _exchange(
             return error.code, error.read(MAX_ANSWER_BYTES + 1)
 
 
-def request_json(
-    method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
-) -> tuple[int, Any]:
-    """One call; returns (status, parsed JSON or None). Raises ProviderError when the address is refused,
-    the provider has not answered completely within INTEGRATIONS_TIMEOUT_SECONDS (the whole call: connecting,
-    TLS, headers and body — ``net.deadline``), redirects, or answers more than MAX_ANSWER_BYTES or something
-    that is not JSON (4xx answers are returned, not raised)."""
-    address = ensure_allowed_url(url)
+def _request(method: str, url: str, headers: dict[str, str] | None, body: Any) -> urllib.request.Request:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked by the caller
     request.add_header("Accept", "application/json")
     request.add_header("User-Agent", "AccessGov-Integrations/1")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
+    return request
+
+
+def request_json(
+    method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None, provider: str
+) -> tuple[int, Any]:
+    """One call; returns (status, parsed JSON or None). Raises ProviderError when the address is refused,
+    the provider has not answered completely within INTEGRATIONS_TIMEOUT_SECONDS (the whole call: the address
+    check and its name lookup, connecting, TLS, headers and body — ``net.deadline``), redirects, or answers more
+    than MAX_ANSWER_BYTES or something that is not JSON (4xx answers are returned, not raised)."""
     timeout = settings.INTEGRATIONS_TIMEOUT_SECONDS
     try:
         with net.deadline(timeout):
-            status, raw = _exchange(opener(address, ssl_context()), request, timeout)
+            address = ensure_allowed_url(url)
+            status, raw = _exchange(opener(address, ssl_context()), _request(method, url, headers, body), timeout)
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise ProviderError(f"{provider} cannot be reached ({reason.__class__.__name__}).") from None

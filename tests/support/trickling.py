@@ -2,15 +2,19 @@
 timeout: it reads the request, then sends its answer one byte at a time (a loopback server in a thread,
 plain HTTP or HTTPS with a certificate made per run). ``mode="body"``: the status line and headers
 (``Content-Length: 100000``) at once, then the body byte by byte; ``mode="headers"``: the status line,
-then the headers byte by byte, never finishing them. It gives up after ``give_up_after`` seconds, so a
+then the headers byte by byte, never finishing them. A byte every ``interval`` seconds. The paths in ``fast``
+(the query left out) answer their JSON at once instead, so a test can let the first steps of a flow through
+(an issuer's discovery document, say) and trickle a later one. It gives up after ``give_up_after`` seconds, so a
 client without a whole-call deadline ends (late) instead of hanging the test run."""
 
+import json
 import socket
 import socketserver
 import ssl
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from tests.support.fake_providers import _self_signed
@@ -32,7 +36,16 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         if head is None:
             return
-        server.requests.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        server.requests.append(request_line)
+        target = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
+        fast = server.fast.get(target.split("?", 1)[0])
+        if fast is not None:
+            body = json.dumps(fast).encode()
+            answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            with suppress(OSError):
+                connection.sendall(answer + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            return
         if server.mode == "body":
             start, drip = BODY_HEAD, b"{" + b" " * 99_999
         else:
@@ -60,7 +73,7 @@ class _Handler(socketserver.BaseRequestHandler):
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
                 length = int(value.strip())
         while len(rest) < length:
             chunk = connection.recv(65536)
@@ -72,7 +85,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class TricklingServer:
     """``with TricklingServer(tls=True) as slow:`` — ``slow.url`` (http(s)://127.0.0.1:<port>), ``slow.ca_file``
-    (trusts the HTTPS certificate), ``slow.requests`` (request lines received)."""
+    (trusts the HTTPS certificate), ``slow.requests`` (request lines received), ``slow.fast`` (path → JSON answered
+    at once)."""
 
     class _Server(socketserver.ThreadingTCPServer):
         daemon_threads = True
@@ -82,6 +96,7 @@ class TricklingServer:
         give_up_after: float
         requests: list
         hung_up_after: list
+        fast: dict
         stopping: threading.Event
 
     def __init__(self, *, mode: str = "body", tls: bool = True, interval: float = 0.2, give_up_after: float = 6.0):
@@ -90,6 +105,7 @@ class TricklingServer:
         self.server = self._Server(("127.0.0.1", 0), _Handler)
         self.server.mode, self.server.interval, self.server.give_up_after = mode, interval, give_up_after
         self.server.requests, self.server.hung_up_after, self.server.stopping = [], [], threading.Event()
+        self.server.fast = {}
         self.ca_file = ""
         if tls:
             cert, key = _self_signed(Path(self._tmp.name))
@@ -103,6 +119,10 @@ class TricklingServer:
     @property
     def requests(self) -> list:
         return self.server.requests
+
+    @property
+    def fast(self) -> dict:
+        return self.server.fast
 
     def __enter__(self) -> "TricklingServer":
         self.thread.start()
