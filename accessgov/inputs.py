@@ -496,8 +496,6 @@ _READ_AS: dict[str, frozenset[str]] = {
     latin: frozenset(ch for ch, readings in _LATIN_LOOKALIKES.items() if latin in readings)
     for latin in sorted(set("".join(_LATIN_LOOKALIKES.values())))
 }
-# A transaction-level PostgreSQL advisory lock ("USERNAME"): one look-alike check at a time, until its transaction ends.
-USERNAME_LOCK_KEY = 0x555345524E414D45
 
 
 def _read_the_same(ch: str) -> str | None:
@@ -533,34 +531,18 @@ def _scripts(name: str) -> set[str]:
     return {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()} & _LOOKALIKE_SCRIPTS
 
 
-def _lock_usernames() -> None:
-    """Wait for any other look-alike check until its transaction ends, and hold this one's the same way: two names
-    that read alike, created at once, are checked one after the other, so the second sees the first. PostgreSQL
-    (an advisory lock, released at commit or rollback); SQLite writes one transaction at a time."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        return
-    if not connection.in_atomic_block:
-        raise RuntimeError("A look-alike check runs in the transaction that writes the name.")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [USERNAME_LOCK_KEY])
-
-
 def username_lookalike_problem(name: str, taken: Callable[[str], str | None] | None = None) -> str | None:
     """Why ``name`` could pass for another person's name, or None: its letters mix Latin, Cyrillic or Greek; or
     (when ``taken`` is given: it answers an existing name matching a case-insensitive regular expression, or None)
     it reads as a name that is taken, either way round — Cyrillic or Greek letters reading as a taken Latin name (a
-    Cyrillic "alice"), or Latin letters reading as a taken name written in Cyrillic or Greek letters. With ``taken``,
-    call it in the transaction that then writes the name: the check holds a lock until that transaction ends, so two
-    look-alikes created at once cannot both pass."""
+    Cyrillic "alice"), or Latin letters reading as a taken name written in Cyrillic or Greek letters. Names that an
+    account takes are checked by ``services.usernames.username_problem``, which calls this under its lock."""
     scripts = _scripts(name)
     if len(scripts) > 1:
         return f"it mixes {' and '.join(sorted(s.title() for s in scripts))} letters, which look alike"
     pattern = username_lookalike_pattern(name) if taken is not None else None
     if pattern is None or taken is None:
         return None
-    _lock_usernames()
     other = taken(pattern)
     if other is None:
         return None

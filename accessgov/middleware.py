@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.utils.http import urlencode
 from django_otp.middleware import OTPMiddleware
+from whitenoise.middleware import WhiteNoiseFileResponse
 
 from accessgov import drafts, inputs, net, otp, permissions, signed_in
 from accessgov.views.errors import bad_request, method_not_allowed
@@ -184,14 +185,19 @@ class NoStoreMiddleware:
     """``Cache-Control: no-store`` on every response that may carry someone's data: any response to a
     request with a session cookie or an ``Authorization`` header, and any response whose view did not
     choose its own caching. Decided from the request's headers alone (never by loading the session), so
-    it also holds for the error page of a request whose session could not be read. Static files are
-    served before this runs and keep their long cache lifetimes."""
+    it also holds for the error page of a request whose session could not be read. Static files (whitenoise's
+    answers, the same for everyone) keep their long cache lifetimes, and their own policy: the file's
+    (``settings._static_file_headers``), none on a 304 — which updates the headers a browser stored for the
+    file, so the pages' policy there would replace the file's sandbox."""
 
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
+        if isinstance(response, WhiteNoiseFileResponse):
+            response._csp_exempt = True  # django-csp's mark: keep the file's policy
+            return response
         if "no-store" in response.get("Cache-Control", ""):
             return response  # the view chose it already (e.g. never_cache, "private, no-store")
         credentials = settings.SESSION_COOKIE_NAME in request.COOKIES or "Authorization" in request.headers

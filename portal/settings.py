@@ -74,12 +74,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Outside everything that can fail (session, auth, OTP), so error pages get the headers too.
+    # Outside everything that can answer (the HTTPS redirect, static files, session, auth, OTP), so every
+    # response gets the headers, error pages and the redirect included.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "accessgov.middleware.NoStoreMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "accessgov.middleware.ClientAddressMiddleware",
     # Before the session, sign-in and any view read a parameter, a cookie or a header.
     "accessgov.middleware.RefuseNulMiddleware",
@@ -199,8 +200,8 @@ STORAGES = {
 
 
 def _static_file_headers(headers, path: str, url: str) -> None:
-    """whitenoise answers before the CSP and framing middleware: a static file gets the same rules, for a file
-    opened on its own (an SVG can hold script) — it runs nothing, loads nothing, is framed nowhere. A page's
+    """A static file gets a policy of its own (the pages' policy middleware keeps a header already set), for a
+    file opened on its own (an SVG can hold script) — it runs nothing, loads nothing, is framed nowhere. A page's
     styles and scripts are subresources, which a policy on their own response does not restrict."""
     headers["Content-Security-Policy"] = (
         "default-src 'none'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"

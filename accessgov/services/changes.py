@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from accessgov import clock, permissions, policies
+from accessgov import clock, inputs, permissions, policies
 from accessgov.exceptions import PolicyViolation, TransitionNotAllowed
 from accessgov.models import (
     AccessEvent,
@@ -37,7 +37,7 @@ from accessgov.models import (
     TicketProvider,
     User,
 )
-from accessgov.services import notification_outbox
+from accessgov.services import notification_outbox, usernames
 from accessgov.services import tokens as token_services
 from accessgov.services import webhooks as webhook_services
 from accessgov.services.events import event_record
@@ -674,23 +674,23 @@ def change_propose_service_account(
     actor: User, *, username: str, description: str = "", client_address: str | None = None
 ) -> ChangeRequest:
     """A new service account (a machine identity: no password, no authenticator, never signs in) waits
-    for a second admin. Raises PolicyViolation for a bad or taken username."""
+    for a second admin. Raises PolicyViolation for a bad or taken username, or one the rule for every account's
+    name refuses (``usernames.ensure_username_allowed``: look-alikes), checked again when applied."""
     permissions.ensure_can_manage_changes(actor)
-    username = username.strip()
+    username = inputs.normal_username(username.strip())
     try:
         User.username_validator(username)
     except ValidationError as error:
         raise PolicyViolation("; ".join(error.messages)) from error
     if not username or len(username) > 150:
         raise PolicyViolation("Give the service account a username of at most 150 characters.")
-    if User.objects.filter(username=username).exists():
-        raise PolicyViolation(f"The username {username} is taken.")
     description = description.strip()[:150]
     changes = {
         "username": {"label": "Username", "old": "", "new": username},
         "first_name": {"label": "What it is", "old": "", "new": description},
     }
     with transaction.atomic():
+        usernames.ensure_username_allowed(username)
         return _propose(
             actor,
             kind=Kind.SERVICE_ACCOUNT,
@@ -705,8 +705,7 @@ def change_propose_service_account(
 
 def _apply_service_account(change: ChangeRequest) -> User:
     username = change.payload["username"]
-    if User.objects.filter(username=username).exists():
-        raise PolicyViolation(f"The username {username} was taken since this was proposed.")
+    usernames.ensure_username_allowed(username)
     user = User(
         username=username,
         first_name=change.payload["first_name"],
@@ -911,6 +910,7 @@ def change_propose_user_identity(
             "people by them. Ask another admin."
         )
     changes, payload = {}, {"user_id": user.pk, "old": {}, "new": {}}
+    username = inputs.normal_username(username) if username is not None else None
     for name, label, value in (("username", "Username", username), ("email", "Email address", email)):
         if value is None or value == getattr(user, name):
             continue
@@ -918,13 +918,13 @@ def change_propose_user_identity(
             value = User._meta.get_field(name).clean(value, user)
         except ValidationError as error:
             raise PolicyViolation(f"{label}: {' '.join(error.messages)}") from error
-        if name == "username" and User.objects.filter(username=value).exclude(pk=user.pk).exists():
-            raise PolicyViolation(f"The username {value!r} is taken.")
         changes[name] = {"label": label, "old": getattr(user, name), "new": value or "(none)"}
         payload["old"][name], payload["new"][name] = getattr(user, name), value
     if not changes:
         return None
     with transaction.atomic():
+        if "username" in payload["new"]:
+            usernames.ensure_username_allowed(payload["new"]["username"], user_id=user.pk)
         return _propose(
             actor,
             kind=Kind.USER_IDENTITY,
@@ -939,6 +939,10 @@ def change_propose_user_identity(
 
 def _apply_user_identity(change: ChangeRequest) -> User:
     payload = change.payload
+    if username := payload["new"].get("username"):
+        # The username lock before the account's row, in the order SCIM takes them (a rename there writes the row
+        # after its name check): the other order deadlocks with a provider's rename of the same person.
+        usernames.ensure_username_allowed(username, user_id=payload["user_id"])
     user = User.objects.select_for_update(no_key=True, of=("self",)).filter(pk=payload["user_id"]).first()
     if user is None:
         raise TransitionNotAllowed("The account this change is about no longer exists.")
@@ -947,9 +951,6 @@ def _apply_user_identity(change: ChangeRequest) -> User:
             f"{user.get_username()}'s username or email address changed since this was proposed, so it would undo "
             "that: reject it, and propose it again if it is still wanted."
         )
-    username = payload["new"].get("username")
-    if username and User.objects.filter(username=username).exclude(pk=user.pk).exists():
-        raise PolicyViolation(f"The username {username!r} is taken.")
     for name, value in payload["new"].items():
         setattr(user, name, value)
     user.save(update_fields=list(payload["new"]))

@@ -29,6 +29,7 @@ from accessgov.models import (
     IdentityProviderMFA,
     User,
 )
+from accessgov.services import usernames
 from accessgov.services import users as user_services
 from accessgov.services.events import event_record, event_record_bulk
 
@@ -87,23 +88,21 @@ def mfa_proven(provider: IdentityProvider, amr: list[str], acr: str) -> bool:
 _NOT_USERNAME = re.compile(r"[^\w.@+-]")
 
 
-def _name_taken(pattern: str, *, identity: ExternalIdentity | None = None) -> str | None:
-    """An account's username or a provider's userName matching ``pattern`` (a case-insensitive regular expression,
-    from ``inputs.username_lookalike_pattern``), or None; ``identity`` and its account are not counted."""
-    accounts = User.objects.filter(username__iregex=pattern)
-    names = ExternalIdentity.objects.filter(user_name__iregex=pattern)
-    if identity is not None:
-        accounts, names = accounts.exclude(pk=identity.user_id), names.exclude(pk=identity.pk)
-    return accounts.values_list("username", flat=True).first() or names.values_list("user_name", flat=True).first()
-
-
 def _free_username(claims: dict, provider: IdentityProvider) -> str:
-    """A username from the provider's claim (NFKC, as Django stores them), numbered when taken; a claim mixing
-    look-alike alphabets (a Cyrillic a among Latin letters), or written wholly in Cyrillic or Greek letters that read
-    as a name that is taken (a Cyrillic "alice"), is not used: the provider's name for its users is."""
+    """A username from the provider's claim (NFKC, as Django stores them), numbered when taken; a name the rule for
+    every account's name refuses (``usernames.username_problem``: mixing look-alike alphabets, or reading as a name
+    that is taken, such as a Cyrillic "alice") is not used: the provider's name for its users is."""
     base = _NOT_USERNAME.sub("", inputs.normal_username(_claim_text(claims, provider.username_claim)))[:140]
-    if not base or inputs.username_lookalike_problem(base, _name_taken):
-        base = f"{provider.slug}-user"
+    # Numbered under the lock the check below takes: two first sign-ins claiming "alice" at once give "alice" and
+    # "alice-2", not the provider's generic name to the second (it would find the number it was given taken).
+    usernames.lock_usernames()
+    candidate = _numbered(base) if base else ""
+    if not candidate or usernames.username_problem(candidate):
+        candidate = _numbered(f"{provider.slug}-user")
+    return candidate
+
+
+def _numbered(base: str) -> str:
     candidate, n = base, 1
     while User.objects.filter(username__iexact=candidate).exists():
         n += 1
@@ -252,8 +251,9 @@ def _ensure_name_free(
     provider: IdentityProvider, user_name: str, identity: ExternalIdentity | None, *, renamed: bool = True
 ) -> None:
     """A joiner's or a rename's userName is nobody else's: not another of this provider's people (409), not another
-    AccessGov account's username (409; ``renamed``: only when it changes other than in case), and not written in
-    Cyrillic or Greek letters that read as a name that is taken (400). Raises Conflict, PolicyViolation."""
+    AccessGov account's username (409; ``renamed``: only when it changes other than in case), and not refused by
+    the rule for every account's name (400, ``usernames.username_problem``: look-alike letters reading as a name
+    that is taken, either way round). Raises Conflict, PolicyViolation."""
     others = ExternalIdentity.objects.filter(provider=provider)
     if identity is not None:
         others = others.exclude(pk=identity.pk)
@@ -271,7 +271,7 @@ def _ensure_name_free(
             if identity is None
             else f"{user_name} is another AccessGov account's name; this person cannot take it."
         )
-    problem = inputs.username_lookalike_problem(user_name, lambda pattern: _name_taken(pattern, identity=identity))
+    problem = usernames.username_problem(user_name, user_id=identity.user_id if identity is not None else None)
     if problem:
         raise PolicyViolation(f"userName is refused: {problem}.")
 

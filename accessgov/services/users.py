@@ -35,6 +35,7 @@ from accessgov.services import access_requests as request_services
 from accessgov.services import changes as change_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
+from accessgov.services import usernames
 from accessgov.services.events import event_record
 
 Type = AccessEvent.Type
@@ -110,10 +111,12 @@ def user_create(actor: User, user: User, *, client_address: str | None = None) -
     """An admin makes an account in the admin's add form (``user``: unsaved, its username and password set by
     the form). It remembers who made it (the four-eyes independence check counts accounts an admin made
     recently) and records one user.created event naming the admin. Rights come later, four-eyed. Raises
-    NotAuthorized for anyone who may not add accounts."""
+    NotAuthorized for anyone who may not add accounts, PolicyViolation for a name the rule for every account's name
+    refuses (``usernames.ensure_username_allowed``: look-alikes, another account's name in another case)."""
     if not (actor.is_active and actor.is_staff and actor.has_perm("accessgov.add_user")):
         raise NotAuthorized("Only portal admins with the right to add users make accounts.")
     with transaction.atomic():
+        usernames.ensure_username_allowed(user.get_username())
         user.created_by = actor
         user.save()
         _record_created(user, actor=actor, client_address=client_address, reason="Created in the admin")

@@ -1,6 +1,6 @@
 """gunicorn's request size limits are stated in gunicorn.conf.py, and a real gunicorn started with it answers
-past them itself (414, 431) with its own small HTML page, for which it offers no hook (gunicorn.conf.py says
-so). Just under the limit the request reaches the application."""
+past them itself (414, 431; a malformed request 400) in plain text with the portal's headers, not its HTML page
+(gunicorn.conf.py says how). Just under the limit the request reaches the application."""
 
 import os
 import secrets
@@ -87,6 +87,16 @@ def test_gunicorn_answers_past_its_limits_itself_and_lets_a_request_just_under_t
     assert b"Content-Type: application/json" in under
     over = _raw(gunicorn_port, _request_line("/api/v1/token/", 4095) + host)
     assert over.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
-    assert b"Content-Type: text/html\r\n" in over  # gunicorn's page: no hook to make it plain text
     headers = b"GET /api/v1/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
-    assert _raw(gunicorn_port, headers).startswith(b"HTTP/1.1 431 ")
+    too_big = _raw(gunicorn_port, headers)
+    assert too_big.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    malformed = _raw(gunicorn_port, b"GET /api/v1/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n")
+    assert malformed.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    for answer in (over, too_big, malformed):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        assert fields[b"Content-Type"] == b"text/plain; charset=utf-8" and b"<" not in body
+        assert int(fields[b"Content-Length"]) == len(body) and body.startswith(answer[9:12] + b" ")
+        assert fields[b"X-Content-Type-Options"] == b"nosniff" and fields[b"Cache-Control"] == b"no-store"
+        assert fields[b"X-Frame-Options"] == b"DENY" and b"default-src 'none'" in fields[b"Content-Security-Policy"]
+    assert over.endswith(b"\n") and b"4094" in over.partition(b"\r\n\r\n")[2]
