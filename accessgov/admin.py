@@ -2,7 +2,8 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import display_for_value, unquote
 from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -58,6 +59,7 @@ from accessgov.services import changes as change_services
 from accessgov.services import eligibility as eligibility_services
 from accessgov.services import grants as grant_services
 from accessgov.services import tokens as token_services
+from accessgov.services import usernames
 from accessgov.services import users as user_services
 from accessgov.services import webhooks as webhook_services
 
@@ -191,9 +193,13 @@ class AccessGovUserAdmin(AccountRightsMixin, UserAdmin):
                     raise ValidationError(problem)
                 if own and any(n in self.changed_data for n in SELF_IDENTITY_FIELDS):
                     raise ValidationError(SELF_IDENTITY_PROBLEM)
+                name = data.get("username")
+                renamed = name and (obj is None or name != obj.get_username())
+                if renamed and (refusal := _username_refusal(name, user_id=obj.pk if obj is not None else None)):
+                    self.add_error("username", refusal)
                 return data
 
-        return form_class if obj is None else GuardedUserForm
+        return GuardedUserForm
 
     def user_change_password(self, request, id, form_url=""):
         """Your own password is set at once (as on your security page); anyone else's is proposed as an
@@ -441,6 +447,13 @@ class BackupCodesAdmin(ReadOnlyAdmin):
         return device.token_set.count()
 
 
+def _username_refusal(name: str, *, user_id: int | None = None) -> str | None:
+    """A form's early look at the rule for every account's name (look-alikes, another account's name in another
+    case), so the admin sees it on the field; the service checks again, under the lock, when it writes."""
+    problem = usernames.username_problem(name, user_id=user_id, lock=False)
+    return f"This username is refused: {problem}." if problem else None
+
+
 def _pk_or_404(model, value):
     _ensure_pk(model, value)
     return unquote(str(value))
@@ -449,6 +462,12 @@ def _pk_or_404(model, value):
 class ServiceAccountForm(forms.Form):
     username = forms.CharField(max_length=150, help_text="e.g. deploy-bot. Letters, digits and @/./+/-/_ only.")
     description = forms.CharField(max_length=150, required=False, help_text="What uses it, e.g. the CI pipeline.")
+
+    def clean_username(self):
+        name = inputs.normal_username(self.cleaned_data["username"].strip())
+        if refusal := _username_refusal(name):
+            raise ValidationError(refusal)
+        return name
 
 
 @admin.register(ServiceAccount)
@@ -701,12 +720,59 @@ class EligibilityAdmin(FourEyesAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"Ended {ended} eligibilit{'y' if ended == 1 else 'ies'}.")
 
 
+class RequestStatusNowFilter(admin.SimpleListFilter):
+    """A request's status as every page reads it (``AccessRequest.objects.with_status_at``): pending past its
+    deadline is lapsed before the sweep records it. The parameter is the one the field's own filter used, so
+    saved links keep working; a value that is no status is Django's "incorrect lookup"."""
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request, model_admin):
+        return AccessRequest.Status.choices
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value not in AccessRequest.Status.values:
+            raise IncorrectLookupParameters(f"{value!r} is not a request status.")
+        return queryset.with_status_at(value, clock.now())
+
+
 @admin.register(AccessRequest)
 class AccessRequestAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "requester", "role", "kind", "status", "created_at")
-    list_filter = ("status", "kind", "role__system")
+    """Requests as they are now (``AccessRequest.status_at``, ``decided_at_as_of``): the list, its filter and sort,
+    and the detail say Lapsed from the deadline on, as the portal does; the detail also says when the sweep has
+    not recorded it yet."""
+
+    list_display = ("pk", "requester", "role", "kind", "status_now", "created_at")
+    list_filter = (RequestStatusNowFilter, "kind", "role__system")
     search_fields = ("requester__username", "justification", "ticket")
     date_hierarchy = "created_at"
+    readonly_fields = ("status_now", "decided_now")
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}  # its read-only form still builds the fields
+
+    def get_queryset(self, request):
+        now = clock.now()  # one instant for the row's status and its decision time
+        return super().get_queryset(request).annotate_status_at(now).annotate_decided_at_as_of(now)
+
+    def get_fields(self, request, obj=None):
+        """The stored status and decision time in their places, as they are now."""
+        as_now = {"status": "status_now", "decided_at": "decided_now"}
+        return list(dict.fromkeys(as_now.get(name, name) for name in super().get_fields(request, obj)))
+
+    @admin.display(description="Status", ordering="status_now")
+    def status_now(self, access_request: AccessRequest) -> str:
+        status = access_request.status_now  # type: ignore[attr-defined]  # annotated by get_queryset
+        label = AccessRequest.Status(status).label
+        return label if status == access_request.status else f"{label} (not yet recorded by the sweep)"
+
+    @admin.display(description="Decided at", ordering="decided_now")
+    def decided_now(self, access_request: AccessRequest) -> str:
+        # Formatted as the admin shows a stored instant (a read-only callable's value is shown as str()).
+        decided = access_request.decided_now  # type: ignore[attr-defined]  # annotated by get_queryset
+        return display_for_value(decided, self.get_empty_value_display())
 
 
 @admin.register(Decision)

@@ -4,10 +4,12 @@ One primitive, ``column_chart``: columns per category (weeks, buckets), one seri
 stacked. Every chart carries a ``<title>`` and a ``<desc>`` (its accessible name, through
 ``aria-labelledby``, and its description, through ``aria-describedby``), a visible one-line summary,
 and the same numbers as a table in a ``<details>`` element, so nothing is only in the picture.
+The image holds two drawings of the numbers (``LAYOUTS``): a wide one, shown by default, and a narrow
+one that a phone shows instead (accessgov.css), so its axis text is not scaled down to a few pixels.
 Colours come from the ``series-N`` classes in accessgov.css (its ``--series-N`` properties, one per
 series up to ``MAX_SERIES``, each 3:1 against the card in both colour schemes, checked by
 tests/test_chart_contrast.py): the CSP forbids inline styles, and presentation attributes stay to
-geometry.
+geometry (and the narrow drawing's ``display="none"``, for pages without the portal's stylesheet).
 Text (system names, labels) goes through the template engine, so it is escaped like any page text.
 """
 
@@ -19,10 +21,32 @@ from datetime import date, timedelta
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
 
-WIDTH, HEIGHT = 600, 220
-LEFT, RIGHT, TOP, BOTTOM = 68, 10, 12, 32
 MAX_SERIES = 6  # more series than this and the smallest ones are summed as "Other"
-MAX_LABELS = 10  # x labels shown at most; the rest are in the table and the bar tooltips
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One drawing of a chart: its viewBox, the margins around the plot (room for the axis text) and how many
+    x labels it shows at most (the rest are in the table and the bar tooltips). ``name`` is its CSS class."""
+
+    name: str
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    max_labels: int
+
+
+# The wide drawing is the one pages show by default (and the evidence pack's self-contained summary). A phone shows
+# the narrow one instead (accessgov.css): drawn about as wide as the phone's column, so its 14 px text stays 11 to
+# 17 px (320 to 640 px screens), where the wide one was shrunk to 7 px. Its margins hold that text: the longest
+# tick ("1 h 30 min", about 76 units) on the left, half of a centred week label ("30 Mar") past the last column;
+# four x labels at most keep 56 units between them.
+WIDE = Layout("wide", 600, 220, left=68, right=10, top=12, bottom=32, max_labels=10)
+NARROW = Layout("narrow", 330, 240, left=84, right=22, top=12, bottom=34, max_labels=4)
+LAYOUTS = (WIDE, NARROW)
 COUNT_STEPS = (1, 2, 5)
 DURATION_STEPS = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 4 * 3600, 6 * 3600, 12 * 3600, 86400,
@@ -124,8 +148,8 @@ def column_chart(
         "summary": summary,
         "empty": not categories or not any(v is not None and v > 0 for s in folded for v in s.values),
         "empty_text": empty_text,
-        "width": WIDTH,
-        "height": HEIGHT,
+        "width": WIDE.width,
+        "height": WIDE.height,
         "category_label": category_label,
         "legend": [s.name for s in folded] if len(folded) > 1 else [],
         "series_names": [s.name for s in folded],
@@ -141,17 +165,31 @@ def column_chart(
     }
     if context["empty"]:
         return render_to_string("accessgov/reports/_chart.html", {"chart": context})
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top, step = _scale(max(totals), DURATION_STEPS if durations else COUNT_STEPS)
+    context["layouts"] = [_draw(layout, categories, folded, top, step, format_value) for layout in LAYOUTS]
+    return render_to_string("accessgov/reports/_chart.html", {"chart": context})
+
+
+def _draw(
+    layout: Layout,
+    categories: Sequence[str],
+    folded: list[Series],
+    top: float,
+    step: float,
+    format_value: Callable[[float], str],
+) -> dict:
+    """The geometry of one drawing: columns, y ticks and x labels in ``layout``'s coordinates."""
+    plot_w = layout.width - layout.left - layout.right
+    plot_h = layout.height - layout.top - layout.bottom
     band = plot_w / len(categories)
     bar_w = min(band * 0.72, 56)
 
     def y_of(value: float) -> float:
-        return TOP + plot_h - plot_h * value / top
+        return layout.top + plot_h - plot_h * value / top
 
     bars = []
     for i, category in enumerate(categories):
-        x = LEFT + band * i + (band - bar_w) / 2
+        x = layout.left + band * i + (band - bar_w) / 2
         stacked = 0.0
         for index, s in enumerate(folded):
             value = s.values[i]
@@ -170,26 +208,26 @@ def column_chart(
                     "label": f"{category}{name}: {format_value(value)}",
                 }
             )
-    every = math.ceil(len(categories) / MAX_LABELS)
+    every = math.ceil(len(categories) / layout.max_labels)
     ticks = []
     tick = 0.0
     while tick <= top + 1e-9:
         ticks.append({"y": f"{y_of(tick):.1f}", "label": format_value(tick) if tick else "0"})
         tick += step
-    context.update(
-        {
-            "bars": bars,
-            "ticks": ticks,
-            "x_labels": [
-                {"x": f"{LEFT + band * i + band / 2:.1f}", "text": category}
-                for i, category in enumerate(categories)
-                if i % every == 0
-            ],
-            "left": LEFT,
-            "right": WIDTH - RIGHT,
-            "baseline": f"{TOP + plot_h:.1f}",
-            "tick_x": LEFT - 6,
-            "label_y": HEIGHT - 12,
-        }
-    )
-    return render_to_string("accessgov/reports/_chart.html", {"chart": context})
+    return {
+        "name": layout.name,
+        "width": layout.width,
+        "height": layout.height,
+        "bars": bars,
+        "ticks": ticks,
+        "x_labels": [
+            {"x": f"{layout.left + band * i + band / 2:.1f}", "text": category}
+            for i, category in enumerate(categories)
+            if i % every == 0
+        ],
+        "left": layout.left,
+        "right": layout.width - layout.right,
+        "baseline": f"{layout.top + plot_h:.1f}",
+        "tick_x": layout.left - 6,
+        "label_y": layout.height - 12,
+    }

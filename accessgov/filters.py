@@ -114,10 +114,6 @@ class ListFilterSet(ReportFilterSet):
             self.filters.pop("since", None)
             self.filters.pop("until", None)
 
-    @property
-    def is_sorted_by_default(self) -> bool:
-        return self.sort == (self.default_sort.lstrip("-"), self.default_sort.startswith("-"))
-
     def table_headers(self) -> list[dict]:
         return self.headers(self.columns)
 

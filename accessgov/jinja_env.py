@@ -84,6 +84,7 @@ def environment(**options: Any) -> Environment:
         usernames=report_tags.usernames,
         short_duration=report_tags.short_duration,
         request_outcome=report_tags.request_outcome,
+        grant_approvals=report_tags.grant_approvals,
         follow_up=report_tags.follow_up,
         follow_up_status=report_tags.follow_up_status,
         capfirst=defaultfilters.capfirst,

@@ -7,6 +7,8 @@ link a Slack user and ask for a TOTP code. Reading and building only; decisions 
 import io
 import json
 import urllib.error
+import urllib.request
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,14 +32,19 @@ class _GuardedWebClient(WebClient):
     """slack_sdk's WebClient (its methods, arguments, retries and errors), each HTTP exchange sent through the
     integrations' opener: to the address the guard checked (DNS rebinding), no redirect followed (urllib's
     default opener would follow one to anywhere), within ``net.deadline`` of the client's timeout (the whole
-    exchange, not each read), the answer — an error status's too — read up to MAX_ANSWER_BYTES."""
+    exchange, not each read), the answer — an error status's too — read up to MAX_ANSWER_BYTES. The guard checks
+    the workspace's API URL once per client, within the first exchange's limit (its name lookup too); a retry goes
+    to the address it checked. Raises ProviderError when the guard refuses the URL."""
 
-    def __init__(self, *, address: str | None, **kwargs) -> None:
+    def __init__(self, *, guarded_url: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._opener = opener(address, self.ssl)
+        self._guarded_url = guarded_url
+        self._opener: urllib.request.OpenerDirector | None = None
 
     def _perform_urllib_http_request_internal(self, url, req):
         with net.deadline(self.timeout) as call:
+            if self._opener is None:
+                self._opener = opener(ensure_allowed_url(self._guarded_url), self.ssl)
             try:
                 with self._opener.open(req, timeout=self.timeout) as response:
                     charset = response.headers.get_content_charset() or "utf-8"
@@ -54,10 +61,9 @@ class _GuardedWebClient(WebClient):
 def client_for(workspace: SlackWorkspace) -> WebClient:
     """slack_sdk's WebClient for ``workspace``: through the address guard, each call within
     INTEGRATIONS_TIMEOUT_SECONDS in all."""
-    address = ensure_allowed_url(workspace.api_base_url)
     base = workspace.api_base_url if workspace.api_base_url.endswith("/") else workspace.api_base_url + "/"
     return _GuardedWebClient(
-        address=address,
+        guarded_url=workspace.api_base_url,
         token=workspace.bot_token,
         base_url=base,
         timeout=settings.INTEGRATIONS_TIMEOUT_SECONDS,
@@ -96,21 +102,25 @@ def dig(value: Any, *keys: str) -> Any:
     return value
 
 
-def state_of(access_request: AccessRequest) -> str:
-    """What the message shows, as a comparable string (the message is updated when it changes)."""
-    if access_request.is_pending:
+def state_of(access_request: AccessRequest, now: datetime) -> str:
+    """What the message shows at ``now``, as a comparable string (the message is updated when it changes): the
+    status at ``now`` (``AccessRequest.status_at``: lapsed from its deadline, swept or not)."""
+    status = access_request.status_at(now)
+    if status == AccessRequest.Status.PENDING:
         approvals = access_request.decisions.filter(outcome=Decision.Outcome.APPROVE).count()
         return f"pending:{approvals}"
-    return access_request.status
+    return status
 
 
 def _who(user) -> str:
     return slack_escape(user.get_full_name() or user.get_username())
 
 
-def blocks_for(access_request: AccessRequest) -> tuple[str, list[dict]]:
+def blocks_for(access_request: AccessRequest, now: datetime) -> tuple[str, list[dict]]:
     """The message text and blocks: who asks for what, why, the ticket, the approvals so far; buttons
-    while it is pending, the outcome afterwards."""
+    while it is pending at ``now``, the outcome afterwards (``AccessRequest.status_at``: a request past its
+    deadline reads lapsed, without buttons, before the sweep records it)."""
+    status = access_request.status_at(now)
     role = access_request.role
     needed = max(1, role.approvals_required)
     approvals = list(
@@ -136,7 +146,7 @@ def blocks_for(access_request: AccessRequest) -> tuple[str, list[dict]]:
     )
     url = absolute(f"/requests/{access_request.pk}/")
     blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": heading + "\n" + "\n".join(lines)}}]
-    if access_request.is_pending:
+    if status == AccessRequest.Status.PENDING:
         value = str(access_request.pk)
         blocks.append(
             {
@@ -173,7 +183,7 @@ def blocks_for(access_request: AccessRequest) -> tuple[str, list[dict]]:
             AccessRequest.Status.DENIED: "Denied",
             AccessRequest.Status.CANCELLED: "Cancelled",
             AccessRequest.Status.LAPSED: "Lapsed: nobody decided in time",
-        }[access_request.status]
+        }[status]
         deciders = access_request.decisions.select_related("approver").order_by("pk")
         detail = [
             f"{_who(d.approver)} {d.get_outcome_display().lower()}d"
@@ -197,14 +207,16 @@ def blocks_for(access_request: AccessRequest) -> tuple[str, list[dict]]:
     return text, blocks
 
 
-def post_request(workspace: SlackWorkspace, access_request: AccessRequest) -> tuple[str, str]:
-    text, blocks = blocks_for(access_request)
+def post_request(workspace: SlackWorkspace, access_request: AccessRequest, now: datetime) -> tuple[str, str]:
+    text, blocks = blocks_for(access_request, now)
     answer = client_for(workspace).chat_postMessage(channel=workspace.channel, text=text, blocks=blocks)
     return str(answer["channel"]), str(answer["ts"])
 
 
-def update_request(workspace: SlackWorkspace, message: SlackMessage, access_request: AccessRequest) -> None:
-    text, blocks = blocks_for(access_request)
+def update_request(
+    workspace: SlackWorkspace, message: SlackMessage, access_request: AccessRequest, now: datetime
+) -> None:
+    text, blocks = blocks_for(access_request, now)
     client_for(workspace).chat_update(channel=message.channel, ts=message.ts, text=text, blocks=blocks)
 
 

@@ -156,6 +156,9 @@ class Role(models.Model):
     class Meta:
         ordering = ["system__name", "name"]
         permissions = [("approve_role", "May approve requests for this role")]
+        # Lists sorted by role name (the grants list): walked in name order, each role's grants by their key,
+        # instead of every grant joined and sorted (50-70 ms over 100k grants, issue 22's probe).
+        indexes = [models.Index(fields=["name"], name="role_name")]
         constraints = [
             models.UniqueConstraint(fields=["system", "name"], name="role_unique_name_per_system"),
             models.CheckConstraint(
@@ -170,7 +173,12 @@ class Role(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.system.name} · {self.name}"
+        return Role.label(self.system.name, self.name)
+
+    @staticmethod
+    def label(system_name: str, role_name: str) -> str:
+        """How a role is named to people: its system's name and its own (for reads of plain values too)."""
+        return f"{system_name} · {role_name}"
 
     def clean(self) -> None:
         """A role people can request: its default and maximum durations are at least the shortest duration a

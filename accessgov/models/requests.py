@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from accessgov import clock
 from accessgov.models.catalog import Role
 
 
@@ -36,6 +37,35 @@ class AccessRequestQuerySet(models.QuerySet):
                     models.When(_unswept_lapse(now), then=models.Value(AccessRequest.Status.LAPSED.value)),
                     default=models.F("status"),
                     output_field=models.CharField(),
+                )
+            }
+        )
+
+    def decided_within(self, now, statuses, since=None, until=None):
+        """Requests whose status at ``now`` is one of ``statuses`` (decided ones) and whose ``decided_at_as_of(now)``
+        is in [``since``, ``until``) (no bound where None): ``annotate_status_at`` and ``annotate_decided_at_as_of``
+        as a filter PostgreSQL reads by index ranges — the recorded decisions by (status, decided_at), the lapses
+        the sweep has not recorded by (status, lapses_at). A filter on those CASE expressions read every request
+        (a month of 100k: 1.7 → 51 ms)."""
+        recorded = models.Q(status__in=statuses)
+        unswept = _unswept_lapse(now) if AccessRequest.Status.LAPSED in statuses else models.Q(pk__in=[])
+        if since is not None:
+            recorded &= models.Q(decided_at__gte=since)
+            unswept &= models.Q(lapses_at__gte=since)
+        if until is not None:
+            recorded &= models.Q(decided_at__lt=until)
+            unswept &= models.Q(lapses_at__lt=until)
+        return self.filter(recorded | unswept)
+
+    def annotate_decided_at_as_of(self, now, name: str = "decided_now"):
+        """Each row's ``AccessRequest.decided_at_as_of(now)`` as the annotation ``name`` (for filtering and sorting
+        by it): a lapse the sweep has not recorded yet was decided at its ``lapses_at``."""
+        return self.annotate(
+            **{
+                name: models.Case(
+                    models.When(_unswept_lapse(now), then=models.F("lapses_at")),
+                    default=models.F("decided_at"),
+                    output_field=models.DateTimeField(),
                 )
             }
         )
@@ -132,7 +162,7 @@ class AccessRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.requester} → {self.role} ({self.get_status_display()})"
+        return f"#{self.pk} {self.requester} → {self.role} ({self.status_label_at(clock.now())})"
 
     @property
     def is_pending(self) -> bool:
@@ -185,6 +215,11 @@ class Decision(models.Model):
             models.UniqueConstraint(fields=["access_request", "approver"], name="decision_one_per_approver"),
             models.CheckConstraint(
                 condition=~models.Q(approver=models.F("requester")), name="decision_not_by_requester"
+            ),
+            # A denial ends its request (``access_request_deny``), so there is at most one; the denied report
+            # joins it (who denied, why) instead of a subquery per row, and its index is the report's path.
+            models.UniqueConstraint(
+                fields=["access_request"], condition=models.Q(outcome="deny"), name="decision_one_denial"
             ),
         ]
 

@@ -3,7 +3,7 @@
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import django_filters
@@ -18,6 +18,7 @@ from django.db.models import (
 
 from accessgov import charts, permissions
 from accessgov.models import AccessRequest, Decision, User
+from accessgov.models.requests import AccessRequestQuerySet
 from accessgov.reports.base import (
     APPROVE,
     DENY,
@@ -26,6 +27,7 @@ from accessgov.reports.base import (
     ReportForm,
     SortKey,
     chart_weeks,
+    day_start,
     decider_names,
     median,
     names,
@@ -54,26 +56,37 @@ APPROVALS_COLUMNS = [
 ]
 
 DECIDED = [AccessRequest.Status.APPROVED, AccessRequest.Status.DENIED, AccessRequest.Status.LAPSED]
-DECISION_TIME = ExpressionWrapper(F("decided_at") - F("created_at"), output_field=DurationField())
+# Over ``decided_as_of``'s annotations: an unswept lapse took until its deadline.
+DECISION_TIME = ExpressionWrapper(F("decided_now") - F("created_at"), output_field=DurationField())
 
 
 def approvals_base(user: User) -> QuerySet[AccessRequest]:
-    """Requests ``user`` may see that were decided (approved, auto-approved, denied or lapsed)."""
-    return (
-        permissions.visible_access_requests(user)
-        .filter(status__in=DECIDED)
-        .exclude(kind=AccessRequest.Kind.BREAK_GLASS)
-    )
+    """Requests ``user`` may see, break-glass activations aside (no approval); ``ApprovalFilter`` keeps those
+    decided at its instant (``decided_as_of``)."""
+    return permissions.visible_access_requests(user).exclude(kind=AccessRequest.Kind.BREAK_GLASS)
 
 
-def request_outcome(access_request: AccessRequest) -> str:
-    if access_request.status == AccessRequest.Status.APPROVED and access_request.auto_approved_by_rule:
+def decided_as_of(
+    qs: AccessRequestQuerySet, now: datetime, since: datetime | None = None, until: datetime | None = None
+) -> QuerySet[AccessRequest]:
+    """The requests of ``qs`` decided at ``now`` (approved, auto-approved, denied or lapsed — a lapse the sweep has
+    not recorded yet too), decided in [``since``, ``until``) where given, each annotated with its status
+    (``status_now``) and decision time (``decided_now``) at ``now``: ``AccessRequest.status_at`` and
+    ``decided_at_as_of`` as the queryset says them, so the counts, the period, the sort and the rows agree with
+    every other page before the sweep comes by."""
+    return qs.decided_within(now, DECIDED, since, until).annotate_status_at(now).annotate_decided_at_as_of(now)
+
+
+def request_outcome(access_request: AccessRequest, now: datetime) -> str:
+    """approved (by people), auto_approved, denied or lapsed, at ``now`` (``AccessRequest.status_at``)."""
+    status = access_request.status_at(now)
+    if status == AccessRequest.Status.APPROVED and access_request.auto_approved_by_rule:
         return "auto_approved"
-    return access_request.status
+    return status
 
 
 class ApprovalFilter(ReportFilterSet):
-    """Decided requests; the period is when they were decided."""
+    """Requests decided at the filter set's ``now`` (``decided_as_of``); the period is when they were decided."""
 
     # A month's decisions on an approver's roles are a few hundred rows: joined before the page was
     # cut, PostgreSQL hashed the whole user table for them (8.5 ms); the page's 51 ids first: ~1 ms.
@@ -90,10 +103,9 @@ class ApprovalFilter(ReportFilterSet):
         "requester": SortKey("Requester", F("requester__username")),
         "system": SortKey("System", F("role__system__name")),
         "created_at": SortKey("Submitted", F("created_at"), "datetime"),
-        "decided_at": SortKey("Decided", F("decided_at"), "datetime"),
+        "decided_at": SortKey("Decided", F("decided_now"), "datetime"),
         "decision_time": SortKey("Time to decision", DECISION_TIME, "duration"),
     }
-    period_field = "decided_at"
 
     system = system_filter("role__system")
     role = role_filter()
@@ -107,6 +119,20 @@ class ApprovalFilter(ReportFilterSet):
         form = ReportForm
         fields = ["since", "until", "system", "role", "user", "approver", "outcome", "sort"]
 
+    def filter_queryset(self, queryset):
+        cleaned = self.form.cleaned_data
+        since, until = cleaned.get("since"), cleaned.get("until")
+        decided = decided_as_of(
+            queryset, self.now, since and day_start(since), until and day_start(until + timedelta(days=1))
+        )
+        return super().filter_queryset(decided)
+
+    def filter_since(self, queryset, name, value):
+        return queryset  # the period is decided_as_of's, applied in filter_queryset: one pair of index ranges
+
+    def filter_until(self, queryset, name, value):
+        return queryset
+
     def filter_approver(self, queryset, name, value):
         decided = Decision.objects.filter(access_request=OuterRef("pk"), approver__username__iexact=value)
         return queryset.filter(Exists(decided))
@@ -117,10 +143,11 @@ class ApprovalFilter(ReportFilterSet):
             return queryset.filter(status=approved, auto_approved_by_rule="")
         if value == "auto_approved":
             return queryset.filter(status=approved).exclude(auto_approved_by_rule="")
-        return queryset.filter(status=value)
+        return queryset.with_status_at(value, self.now)
 
 
 def approvals_rows(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
+    """The page's and the CSV's rows (``ApprovalFilter.qs``, annotated by ``decided_as_of``) with their joins."""
     return qs.select_related("requester", "role__system").annotate(
         approved_by=decider_names("pk", APPROVE),
         denied_by=decider_names("pk", DENY),
@@ -133,8 +160,9 @@ def approvals_csv_row(access_request: AccessRequest, now: datetime) -> list:
 
     request_id; kind: access or extension (break-glass is no approval: see the break-glass export)
     requester, system, role
-    created_at: submitted; decided_at: approved, denied or lapsed
-    outcome: approved (by people), auto_approved, denied or lapsed
+    created_at: submitted; decided_at: approved, denied or lapsed (a lapse at its deadline, recorded by the sweep
+        or not yet)
+    outcome: approved (by people), auto_approved, denied or lapsed, at the export's instant
     decision_seconds: decided_at minus created_at
     approved_by, denied_by: the approvers who approved / denied, comma-separated
     auto_approved_by_rule: the rule that approved it, for auto-approvals
@@ -146,8 +174,8 @@ def approvals_csv_row(access_request: AccessRequest, now: datetime) -> list:
         access_request.role.system.name,
         access_request.role.name,
         access_request.created_at,
-        access_request.decided_at,
-        request_outcome(access_request),
+        access_request.decided_at_as_of(now),
+        request_outcome(access_request, now),
         seconds(access_request.decision_time),  # type: ignore[attr-defined]  # annotated by approvals_rows
         ",".join(names(access_request.approved_by)),  # type: ignore[attr-defined]
         ",".join(names(access_request.denied_by)),  # type: ignore[attr-defined]
@@ -184,8 +212,8 @@ class ApprovalMetrics:
     approval_median: float | None = None  # approvals by people only: what the weekly chart shows
 
 
-def approval_metrics(filtered: QuerySet[AccessRequest]) -> ApprovalMetrics:
-    """Time to decision by system (request submitted → decided, for requests people decided) and by
+def approval_metrics(filtered: QuerySet) -> ApprovalMetrics:
+    """Over ``ApprovalFilter.filtered`` (each request as of the filter's instant, ``decided_as_of``): time to decision by system (request submitted → decided, for requests people decided) and by
     approver (request submitted → that approver's decision), with auto/manual, denied and lapsed
     counts and the weekly median time to a manual approval. Two queries, whatever the number of rows;
     percentiles are computed here because SQLite has none (median: middle value or mean of the two
@@ -195,8 +223,8 @@ def approval_metrics(filtered: QuerySet[AccessRequest]) -> ApprovalMetrics:
     every_time: list[float] = []
     approval_times: list[float] = []
     totals: dict[str, int] = defaultdict(int)
-    requests = filtered.order_by().values_list(
-        "role__system__name", "status", "auto_approved_by_rule", "created_at", "decided_at"
+    requests = filtered.order_by().values_list(  # annotated by decided_as_of: each request as of the filter's now
+        "role__system__name", "status_now", "auto_approved_by_rule", "created_at", "decided_now"
     )
     for system, status, rule, created_at, decided_at in requests.iterator(chunk_size=5000):
         outcome = "auto_approved" if status == AccessRequest.Status.APPROVED and rule else status
@@ -281,7 +309,7 @@ APPROVALS = Report(
     APPROVALS_COLUMNS,
     approvals_csv_row,
     page_fields=(
-        *("kind", "status", "auto_approved_by_rule", "created_at", "decided_at"),
+        *("kind", "status", "auto_approved_by_rule", "created_at", "decided_at", "lapses_at"),
         *("requester__username", "role__name", "role__system__name"),
     ),
 )

@@ -2,17 +2,10 @@
 
 from datetime import datetime
 
-import django_filters
-from django.db.models import (
-    Exists,
-    F,
-    OuterRef,
-    QuerySet,
-    Subquery,
-)
+from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from accessgov import permissions
-from accessgov.models import AccessRequest, Decision, User
+from accessgov.models import AccessRequest, User
 from accessgov.reports.base import (
     APPROVE,
     DENY,
@@ -46,12 +39,13 @@ DENIED_COLUMNS = [
 
 
 def denied_base(user: User) -> QuerySet[AccessRequest]:
-    return permissions.visible_access_requests(user).filter(status=AccessRequest.Status.DENIED)
-
-
-def _denial(field: str) -> Subquery:
-    return Subquery(
-        Decision.objects.filter(access_request_id=OuterRef("pk"), outcome=DENY).order_by("created_at").values(field)[:1]
+    """Denied requests ``user`` may see, with ``denial``: the request's one deny decision (a denial ends the
+    request; the ``decision_one_denial`` constraint), joined where who denied or why is read. A subquery per row
+    took the page 85 ms sorted or filtered by who denied, at 3,000 denials (issue 22's probe)."""
+    return (
+        permissions.visible_access_requests(user)
+        .filter(status=AccessRequest.Status.DENIED)
+        .alias(denial=FilteredRelation("decisions", condition=Q(decisions__outcome=DENY)))
     )
 
 
@@ -63,14 +57,14 @@ class DeniedFilter(ReportFilterSet):
         "requester": SortKey("Requester", F("requester__username")),
         "system": SortKey("System", F("role__system__name")),
         "decided_at": SortKey("Denied", F("decided_at"), "datetime"),
-        "denied_by": SortKey("Denied by", _denial("approver__username"), nullable=True),
+        "denied_by": SortKey("Denied by", F("denial__approver__username"), nullable=True),
     }
     period_field = "decided_at"
 
     system = system_filter("role__system")
     role = role_filter()
     user = user_filter("requester__username", "Requester")
-    approver = django_filters.CharFilter(method="filter_approver", label="Denied by")
+    approver = user_filter("denial__approver__username", "Denied by")
     sort = sort_filter(sort_keys)
 
     class Meta:
@@ -78,15 +72,11 @@ class DeniedFilter(ReportFilterSet):
         form = ReportForm
         fields = ["since", "until", "system", "role", "user", "approver", "sort"]
 
-    def filter_approver(self, queryset, name, value):
-        denial = Decision.objects.filter(access_request=OuterRef("pk"), outcome=DENY, approver__username__iexact=value)
-        return queryset.filter(Exists(denial))
-
 
 def denied_rows(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
     return qs.select_related("requester", "role__system").annotate(
-        denied_by=_denial("approver__username"),
-        denial_comment=_denial("comment"),
+        denied_by=F("denial__approver__username"),
+        denial_comment=F("denial__comment"),
         approved_by=decider_names("pk", APPROVE),
     )
 

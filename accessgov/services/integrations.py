@@ -308,7 +308,7 @@ def integrations_sweep(now: datetime | None = None) -> dict[str, int]:
     now = now or clock.now()
     stale = list(
         SlackMessage.objects.filter(shown_state__startswith="pending")
-        .exclude(access_request__status=AccessRequest.Status.PENDING)
+        .exclude(access_request__in=AccessRequest.objects.pending_at(now))  # lapsed at its deadline, swept or not
         .values_list("access_request_id", flat=True)[:100]
     )
     for access_request_id in stale:
@@ -430,8 +430,10 @@ def slack_request_seen(timestamp: str, signature: str) -> bool:
 
 def slack_request_sync(access_request_id: int) -> str:
     """Post the approval message for a pending request, or update it for everyone to the request's
-    current state (decided anywhere: portal, API, Slack, the sweep). Idempotent; raises on Slack errors
-    (the task retries). Returns what was done."""
+    current state (decided anywhere: portal, API, Slack, the sweep; lapsed at its deadline before the sweep
+    records it, ``AccessRequest.status_at``). Idempotent; raises on Slack errors (the task retries). Returns
+    what was done."""
+    now = clock.now()
 
     workspace = SlackWorkspace.objects.filter(is_active=True).order_by("pk").first()
     access_request = (
@@ -439,10 +441,10 @@ def slack_request_sync(access_request_id: int) -> str:
     )
     if workspace is None or access_request is None or access_request.kind == AccessRequest.Kind.BREAK_GLASS:
         return "nothing"
-    state = slack.state_of(access_request)
+    state = slack.state_of(access_request, now)
     message = SlackMessage.objects.filter(access_request=access_request, workspace=workspace).first()
     if message is None:
-        if not access_request.is_pending:
+        if not access_request.is_pending_at(now):
             return "nothing"
         try:
             with transaction.atomic():
@@ -452,7 +454,7 @@ def slack_request_sync(access_request_id: int) -> str:
         except IntegrityError:
             return "nothing"  # another task is posting it
         try:
-            channel, ts = slack.post_request(workspace, access_request)
+            channel, ts = slack.post_request(workspace, access_request, now)
         except Exception:
             message.delete()
             raise
@@ -460,7 +462,7 @@ def slack_request_sync(access_request_id: int) -> str:
         return "posted"
     if not message.ts or message.shown_state == state:
         return "nothing"
-    slack.update_request(workspace, message, access_request)
+    slack.update_request(workspace, message, access_request, now)
     SlackMessage.objects.filter(pk=message.pk).update(shown_state=state)
     return "updated"
 

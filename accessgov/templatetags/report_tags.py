@@ -5,7 +5,7 @@ from datetime import timedelta
 from django import template
 
 from accessgov import charts
-from accessgov.reports import approvals, base, break_glass
+from accessgov.reports import access_history, approvals, base, break_glass
 
 register = template.Library()
 
@@ -24,8 +24,13 @@ def usernames(value: str | None) -> str:
 
 
 @register.filter
-def request_outcome(access_request) -> str:
-    return approvals.request_outcome(access_request)
+def request_outcome(access_request, now) -> str:
+    return approvals.request_outcome(access_request, now)
+
+
+@register.filter
+def grant_approvals(grant) -> list[access_history.Approval]:
+    return access_history.grant_approvals(grant)
 
 
 @register.filter

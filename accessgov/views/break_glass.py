@@ -74,7 +74,7 @@ def _follow_ups(
     """The follow-ups page; ``error`` (follow-up id, message, comment typed) puts a refused
     acknowledgement's reason next to its field, with what was typed kept."""
     now = clock.now()
-    follow_ups = selectors.follow_ups_for(request.user).order_by("acknowledged_at", "due_at")[:200]
+    follow_ups = selectors.follow_ups_page(request.user)
     rows = [
         {
             "follow_up": f,

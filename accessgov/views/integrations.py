@@ -104,8 +104,9 @@ def _on_action(workspace: SlackWorkspace, payload: dict, slack_user: str, client
     access_request = AccessRequest.objects.select_related("role__system", "requester").filter(pk=int(value)).first()
     if access_request is None:
         return HttpResponse(status=200)
-    if not access_request.is_pending:
-        _tell(workspace, payload, slack_user, f"This request is already {access_request.get_status_display().lower()}.")
+    now = clock.now()
+    if not access_request.is_pending_at(now):  # lapsed at its deadline, swept or not
+        _tell(workspace, payload, slack_user, f"This request is already {access_request.status_label_at(now).lower()}.")
         _sync_soon(access_request.pk)
         return HttpResponse(status=200)
     if action_id == slack.DENY or access_request.role.step_up_required:

@@ -155,6 +155,9 @@ def _cases(world) -> dict[str, list[dict]]:
             {"grant_ids": ids}
             for ids in ([], list(Grant.objects.filter(user=world.requester).values_list("pk", flat=True)))
         ],
+        "follow_up_rows": [
+            {"ids": ids} for ids in ([], list(BreakGlassFollowUp.objects.values_list("pk", flat=True)), [10**12])
+        ],
         "role_system_ids": [
             {"role_ids": ids}
             for ids in ([], [world.role.pk], [world.role.pk, world.role_two.pk, world.role.pk, 10**12])
