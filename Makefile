@@ -77,6 +77,7 @@ bench: bench-install
 	$(BENCH_BIN)/python bench/seed_scale.py --reset
 	$(BENCH_BIN)/python bench/time_to_access.py
 	$(BENCH_BIN)/python bench/report_pages.py
+	$(BENCH_BIN)/python bench/auditor_states.py --rounds 2
 	$(BENCH_BIN)/python bench/page_floor.py
 	$(BENCH_BIN)/python bench/evidence_pack.py
 	$(BENCH_BIN)/python bench/load_test.py
