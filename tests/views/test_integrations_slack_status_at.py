@@ -9,27 +9,16 @@ from datetime import timedelta
 import pytest
 
 from accessgov.integrations import slack as slack_module
-from accessgov.models import AccessRequest, Decision, SlackMessage, SlackWorkspace
+from accessgov.models import AccessRequest, Decision, SlackMessage
 from accessgov.services import access_requests as request_services
 from accessgov.services import integrations as integration_services
-from tests.support.fake_providers import SLACK_BOT_TOKEN
 from tests.support.requests import submit
-from tests.views.test_integrations_slack import SIGNING_SECRET, TEAM, _click, _link, _post, _slack_calls, post_request
+from tests.views import test_integrations_slack as slack_tests
+from tests.views.test_integrations_slack import _click, _link, _post, _slack_calls, post_request
 
 pytestmark = pytest.mark.django_db
 MIN = timedelta(minutes=1)
-
-
-@pytest.fixture
-def workspace(fake):
-    return SlackWorkspace.objects.create(
-        name="Acme",
-        team_id=TEAM,
-        api_base_url=fake.url + "/slack/api/",
-        bot_token=SLACK_BOT_TOKEN,
-        signing_secret=SIGNING_SECRET,
-        channel="C0APPROVALS",
-    )
+workspace = slack_tests.workspace  # the same workspace fixture, against the same local Slack API
 
 
 def shows_lapsed(call: dict) -> bool:
